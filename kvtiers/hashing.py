@@ -1,0 +1,99 @@
+"""vLLM's prefix-cache block hashes, reproduced exactly.
+
+vLLM identifies a full KV block by a chained hash: ``h_i = H((h_{i-1}, tuple(block_tokens), extra_keys))``
+with ``h_{-1} = NONE_HASH = H(seed)``; the seed is ``$PYTHONHASHSEED`` when set, else ``"vllm-none-hash"``.
+``H`` is sha256 over a pickle (``sha256``, vLLM's default) or over canonical CBOR (``sha256_cbor``). The
+cache salt enters block 0's extra keys. KV events carry either the full digest or, by default, its last 8
+bytes as an unsigned integer. Engine and router both hash here, so a block id means the same on both sides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import cbor2
+
+HashAlgo = Literal["sha256", "sha256_cbor"]
+HASH_ALGOS: tuple[str, ...] = ("sha256", "sha256_cbor")
+DEFAULT_SEED = "vllm-none-hash"
+_UINT64_MASK = 0xFFFFFFFFFFFFFFFF
+
+
+def _sha256_pickle(obj: Any) -> bytes:
+    return hashlib.sha256(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)).digest()
+
+
+def _sha256_cbor(obj: Any) -> bytes:
+    return hashlib.sha256(cbor2.dumps(obj, canonical=True)).digest()
+
+
+_HASH_FUNCTIONS = {"sha256": _sha256_pickle, "sha256_cbor": _sha256_cbor}
+
+
+def seed_from_env(env: dict[str, str] | None = None) -> str:
+    """The NONE_HASH seed vLLM would use in an environment: PYTHONHASHSEED if set, else vLLM's default."""
+    value = (os.environ if env is None else env).get("PYTHONHASHSEED")
+    return value if value not in (None, "") else DEFAULT_SEED
+
+
+def to_event_hash(digest: bytes, use_int: bool = True) -> int | bytes:
+    """How a digest appears in a KV event: low 64 bits as uint64 (vLLM's default) or the full bytes."""
+    return int.from_bytes(digest, "big") & _UINT64_MASK if use_int else digest
+
+
+def block_extra_keys(block_index: int, cache_salt: str | None = None, lora_name: str | None = None) -> tuple | None:
+    """Extra keys of one block as vLLM builds them: LoRA name on every block, the cache salt on block 0."""
+    keys: list[Any] = []
+    if lora_name:
+        keys.append(lora_name)
+    if cache_salt and block_index == 0:
+        keys.append(("cache_salt", cache_salt))
+    return tuple(keys) if keys else None
+
+
+@dataclass
+class BlockHasher:
+    """Hashes token sequences into vLLM block digests for one (algorithm, seed, block size) setting."""
+
+    block_size: int
+    algo: str = "sha256"
+    seed: str = DEFAULT_SEED
+    _fn: Any = field(init=False, repr=False)
+    none_hash: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.algo not in _HASH_FUNCTIONS:
+            raise ValueError(f"prefix-caching hash algorithm: expected one of {', '.join(HASH_ALGOS)}, got {self.algo!r}")
+        if self.block_size <= 0:
+            raise ValueError(f"block_size: expected a positive integer, got {self.block_size!r}")
+        self._fn = _HASH_FUNCTIONS[self.algo]
+        self.none_hash = self._fn(self.seed)
+
+    def hash_block(self, parent: bytes | None, tokens: Sequence[int], extra_keys: tuple | None = None) -> bytes:
+        """Digest of one full block given its parent's digest (None for the first block)."""
+        return self._fn((self.none_hash if parent is None else parent, tuple(tokens), extra_keys))
+
+    def hash_blocks(
+        self,
+        token_ids: Sequence[int],
+        cache_salt: str | None = None,
+        lora_name: str | None = None,
+        parent: bytes | None = None,
+        start_block: int = 0,
+    ) -> list[bytes]:
+        """Digests of every full block of `token_ids` (a trailing partial block is not hashed).
+
+        `parent`/`start_block` continue a chain, e.g. for blocks that fill during decode.
+        """
+        digests: list[bytes] = []
+        bs = self.block_size
+        for i in range(len(token_ids) // bs):
+            extra = block_extra_keys(start_block + i, cache_salt, lora_name)
+            parent = self.hash_block(parent, token_ids[i * bs : (i + 1) * bs], extra)
+            digests.append(parent)
+        return digests

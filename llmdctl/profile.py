@@ -1,0 +1,179 @@
+"""Profiles: what a stack is made of (model server pools, router config, KV tiers), loaded and validated.
+
+A profile is YAML. Validation is strict — an unknown key, a wrong type or a missing field is a one-line
+`ProfileError` naming the file, the key path and what was expected. `--set KEY=VALUE` overrides are applied
+to the raw document before validation, so they are checked the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+from llmdctl.paths import profiles_dir
+
+Role = Literal["both", "prefill", "decode"]
+Engine = Literal["sim", "vllm"]
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used; the message is one line naming file, key and expectation."""
+
+
+class PoolSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One pool of identical model servers (a Deployment in Kubernetes, a set of local processes here)."""
+
+    name: str
+    role: Role = "both"
+    replicas: int = 1
+    engine: Engine | None = None  # None: the profile's engine
+    hardware: str = "H100"  # simulator hardware profile
+    model_profile: str = "Llama-3.1-8B"  # simulator model profile (architecture for the latency model)
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    block_size: int = 16
+    num_gpu_blocks: int | None = None  # KV capacity in blocks; None: GPU memory minus weights
+    gpu_memory_utilization: float = 0.9
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    max_model_len: int = 32768
+    hash_algo: Literal["sha256", "sha256_cbor"] = "sha256"
+    kv_events: bool = True
+    time_scale: float = 1.0  # simulator: simulated seconds per wall second
+    labels: dict[str, str] = {}
+    args: list[str] = []  # extra engine arguments, passed through verbatim
+
+
+class FilesystemTierSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    path: str  # shared directory; relative paths are under the run directory
+    capacity_mb: int = 1024
+    bandwidth_gbps: float = 5.0  # storage read bandwidth for the latency model, GB/s
+
+
+class KVTiersSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Tiers below the GPU: CPU memory and a shared filesystem; typed-block policies by block type."""
+
+    cpu_blocks: int = 0
+    pcie_gbps: float = 32.0  # host<->device bandwidth for the latency model, GB/s
+    filesystem: FilesystemTierSpec | None = None
+    policies: dict[str, dict[str, Any]] = {}
+
+
+class RouterSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The router: its EndpointPickerConfig (llm-d's shape) and gateway settings."""
+
+    config: dict[str, Any]
+    tokenizer: str | None = None  # local Hugging Face tokenizer dir; None: the engine's /tokenize or built-in
+    request_timeout_s: float = 600.0
+
+
+class Profile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: str
+    description: str
+    model: str = "sim-model"  # served model name clients send
+    engine: Engine = "sim"
+    pools: list[PoolSpec]
+    router: RouterSpec
+    kv_tiers: KVTiersSpec | None = None
+    network: str = "rdma-200g"  # network profile for KV transfer (P/D) and all-to-all (wide EP)
+
+    def engine_of(self, pool: PoolSpec) -> str:
+        return pool.engine or self.engine
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(doc: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """Apply `KEY=VALUE` overrides with dotted keys (`pools.0.replicas=4`, `engine=vllm`) to a raw document."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ProfileError(f"--set {item!r}: expected KEY=VALUE, e.g. pools.0.replicas=4")
+        parts = key.split(".")
+        node: Any = doc
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ProfileError(f"--set {key}: {'.'.join(parts[:i]) or '$'} is a list of {len(node)}; expected an index below {len(node)}, got {part!r}")
+                if last:
+                    node[int(part)] = _parse_scalar(value)
+                else:
+                    node = node[int(part)]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = _parse_scalar(value)
+                else:
+                    node = node.setdefault(part, {})
+            else:
+                raise ProfileError(f"--set {key}: {'.'.join(parts[:i])} is a {type(node).__name__}, not a mapping or list")
+    return doc
+
+
+def _validate(doc: Any, source: str) -> Profile:
+    if not isinstance(doc, dict):
+        raise ProfileError(f"{source}: expected a YAML mapping at the top level, got {type(doc).__name__}")
+    try:
+        profile = msgspec.convert(doc, Profile, strict=True)
+    except msgspec.ValidationError as exc:
+        message = str(exc).replace("Object contains unknown field", "unknown key").replace("Object missing required field", "missing required key")
+        raise ProfileError(f"{source}: {message}") from None
+    for i, pool in enumerate(profile.pools):
+        for field in ("replicas", "tensor_parallel_size", "data_parallel_size", "block_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len"):
+            value = getattr(pool, field)
+            if value < (0 if field == "replicas" else 1):
+                raise ProfileError(f"{source}: pools[{i}].{field}: expected {'>= 0' if field == 'replicas' else '>= 1'}, got {value}")
+        if pool.time_scale <= 0:
+            raise ProfileError(f"{source}: pools[{i}].time_scale: expected > 0, got {pool.time_scale}")
+    if not profile.pools:
+        raise ProfileError(f"{source}: pools: expected at least one pool")
+    names = [p.name for p in profile.pools]
+    if len(set(names)) != len(names):
+        raise ProfileError(f"{source}: pools: pool names must be unique, got {names}")
+    return profile
+
+
+def list_profiles() -> list[Path]:
+    return sorted(profiles_dir().glob("*.yaml"))
+
+
+def resolve_profile_path(name_or_path: str) -> Path:
+    """A profile by shipped name (`inference-scheduling`) or by file path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.is_file():
+            raise ProfileError(f"{name_or_path}: no such profile file")
+        return candidate
+    path = profiles_dir() / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in list_profiles())
+        raise ProfileError(f"unknown profile {name_or_path!r}: expected one of {known} or a path to a YAML file")
+    return path
+
+
+def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profile:
+    """Load, override and validate a profile; every failure is a one-line ProfileError."""
+    path = resolve_profile_path(name_or_path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ProfileError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if overrides:
+        if not isinstance(doc, dict):
+            raise ProfileError(f"{path}: expected a YAML mapping at the top level")
+        doc = apply_overrides(doc, overrides, str(path))
+    return _validate(doc, str(path))
+
+
+def profile_to_dict(profile: Profile) -> dict[str, Any]:
+    return msgspec.to_builtins(profile)
