@@ -13,12 +13,29 @@ from kvtiers.kvevents import (
     encode_frames,
     encode_payload,
 )
+from kvtiers.fs_tier import FsTier, KVTierWarning
+from kvtiers.index import TieredIndex
+from kvtiers.policy import PolicyConfig, TypePolicy
+from kvtiers.store import CostModel, FilesystemTier, MemoryTier, TieredStore, TierLookup
+from kvtiers.types import BlockType, request_block_types
 
 __all__ = [
     "AllBlocksCleared",
     "BlockHasher",
     "BlockRemoved",
     "BlockStored",
+    "BlockType",
+    "CostModel",
+    "FilesystemTier",
+    "FsTier",
+    "KVTierWarning",
+    "MemoryTier",
+    "PolicyConfig",
+    "TierLookup",
+    "TieredIndex",
+    "TieredStore",
+    "TypePolicy",
+    "request_block_types",
     "KVEvent",
     "KVEventBatch",
     "KVEventDecodeError",

@@ -7,6 +7,7 @@ to the raw document before validation, so they are checked the same way.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -118,14 +119,64 @@ def apply_overrides(doc: dict[str, Any], overrides: list[str], source: str) -> d
     return doc
 
 
+_STRUCT_AT = {"": Profile, "router": RouterSpec, "kv_tiers": KVTiersSpec, "kv_tiers.filesystem": FilesystemTierSpec}
+
+
+def _fields_at(path: str) -> list[str]:
+    """Known keys of the object at a key path (`pools[0]` -> PoolSpec's fields), for 'did you mean' help."""
+    generic = re.sub(r"\[\d+\]", "", path)
+    cls = PoolSpec if generic == "pools" else _STRUCT_AT.get(generic)
+    return list(cls.__struct_fields__) if cls else []
+
+
+def _explain(message: str, doc: Any) -> str:
+    """msgspec's message as `key.path: what was expected` (the key first: it is what users look for)."""
+    m = re.match(r"(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", message)
+    what, path = (m.group("what"), (m.group("path") or "").lstrip(".")) if m else (message, "")
+    unknown = re.match(r"Object contains unknown field `(?P<key>[^`]+)`", what)
+    if unknown:
+        key = unknown.group("key")
+        known = ", ".join(_fields_at(path))
+        return f"{path + '.' if path else ''}{key}: unknown key" + (f"; expected one of {known}" if known else "")
+    missing = re.match(r"Object missing required field `(?P<key>[^`]+)`", what)
+    if missing:
+        return f"{path + '.' if path else ''}{missing.group('key')}: missing required key"
+    expected = re.match(r"Expected `(?P<exp>[^`]+)`, got `(?P<got>[^`]+)`", what)
+    if expected:
+        return f"{path or '$'}: expected {expected.group('exp')}, got {expected.group('got')}"
+    enum = re.match(r"Invalid enum value (?P<got>.+)", what)
+    if enum:
+        choices = _literal_choices(path)
+        if choices:
+            return f"{path}: expected one of {', '.join(choices)}, got {enum.group('got')}"
+    return f"{path}: {what}" if path else what
+
+
+def _literal_choices(path: str) -> list[str]:
+    """The allowed values of a Literal-typed key (`pools[0].role` -> both, prefill, decode)."""
+    import typing
+
+    parent, _, key = path.rpartition(".")
+    generic = re.sub(r"\[\d+\]", "", parent)
+    cls = PoolSpec if generic == "pools" else _STRUCT_AT.get(generic)
+    if cls is None:
+        return []
+    hint = typing.get_type_hints(cls).get(key)
+    values: list[str] = []
+    for arg in typing.get_args(hint) or ():
+        values += [str(v) for v in typing.get_args(arg)] if typing.get_origin(arg) is Literal else ([str(arg)] if isinstance(arg, str) else [])
+    if typing.get_origin(hint) is Literal:
+        values = [str(v) for v in typing.get_args(hint)]
+    return values
+
+
 def _validate(doc: Any, source: str) -> Profile:
     if not isinstance(doc, dict):
         raise ProfileError(f"{source}: expected a YAML mapping at the top level, got {type(doc).__name__}")
     try:
         profile = msgspec.convert(doc, Profile, strict=True)
     except msgspec.ValidationError as exc:
-        message = str(exc).replace("Object contains unknown field", "unknown key").replace("Object missing required field", "missing required key")
-        raise ProfileError(f"{source}: {message}") from None
+        raise ProfileError(f"{source}: {_explain(str(exc), doc)}") from None
     for i, pool in enumerate(profile.pools):
         for field in ("replicas", "tensor_parallel_size", "data_parallel_size", "block_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len"):
             value = getattr(pool, field)
@@ -138,7 +189,23 @@ def _validate(doc: Any, source: str) -> Profile:
     names = [p.name for p in profile.pools]
     if len(set(names)) != len(names):
         raise ProfileError(f"{source}: pools: pool names must be unique, got {names}")
+    _validate_router_config(profile.router.config, source)
     return profile
+
+
+def _validate_router_config(config: dict[str, Any], source: str) -> None:
+    """Check router.config with the router's own loader, so a bad plugin is a one-line error at load time."""
+    try:
+        from router_lite.config import load_config
+        from router_lite.registry import plugin_types
+    except ImportError:  # router not installed in this build: it validates again at start-up
+        return
+    if not plugin_types():  # a router build without plugins cannot judge; it validates again at start-up
+        return
+    try:
+        load_config(config, origin=f"{source}: router.config")
+    except ValueError as exc:  # router_lite's ConfigError is a ValueError with a one-line message
+        raise ProfileError(str(exc).splitlines()[0] if str(exc) else f"{source}: router.config: invalid") from None
 
 
 def list_profiles() -> list[Path]:
@@ -166,8 +233,8 @@ def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profi
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ProfileError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        where = f" line {mark.line + 1}:" if mark else ""
+        raise ProfileError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', None) or str(exc).splitlines()[0]}") from None
     if overrides:
         if not isinstance(doc, dict):
             raise ProfileError(f"{path}: expected a YAML mapping at the top level")

@@ -1,0 +1,340 @@
+"""The filesystem tier: real KV block bytes, one file per block, in a directory many pods share.
+
+Safety is the point of this module, since any pod may read what any other wrote:
+
+- a file's name is the block hash in lowercase hex and nothing else (anything else is rejected, so no
+  name can climb out of the directory);
+- a block is written to a dot-prefixed temporary name and renamed into place atomically, so readers see
+  a whole file or none, and concurrent writers of one block each publish a whole, identical file;
+- every file starts with a header (magic, payload length, blake2b-128 of name and payload) that is
+  verified on each read: a corrupt, truncated or misplaced file is a miss, is counted and removed, and is
+  never served;
+- the directory has a size cap; the least recently used files (by mtime, bumped on every hit) go first;
+- a full disk (ENOSPC/EDQUOT) pauses writing with a warning; reads keep serving; writing is retried after
+  `resume_after_s` or as soon as eviction frees space.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import re
+import secrets
+import struct
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"[0-9a-f]{16,128}")
+MAGIC = b"KVT1"
+VERSION = 1
+_HEADER = struct.Struct(">4sB3xQ16s")  # magic, version, pad, payload length, digest
+HEADER_SIZE = _HEADER.size
+_TMP_PREFIX = ".tmp."
+_STALE_TMP_S = 300.0
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+class KVTierWarning(RuntimeWarning):
+    """A lower tier stopped taking blocks (e.g. the disk is full); serving continues without it."""
+
+
+class PutStatus(str, Enum):
+    STORED = "stored"
+    EXISTS = "exists"  # another writer (maybe another pod) already published this block
+    PAUSED = "paused"  # disk full: offload paused, nothing written
+    FAILED = "failed"  # any other I/O error: nothing written, counted
+
+
+@dataclass
+class FsStats:
+    """Counters of one FsTier instance (its view of the shared directory)."""
+
+    writes: int = 0
+    write_bytes: int = 0
+    exists: int = 0
+    reads: int = 0
+    read_bytes: int = 0
+    misses: int = 0
+    corrupt: int = 0
+    truncated: int = 0
+    enospc: int = 0
+    paused_skips: int = 0
+    write_errors: int = 0
+    evictions: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def check_name(name: str) -> str:
+    """`name` if it is a block hash in lowercase hex (16-128 digits); ValueError otherwise."""
+    if not isinstance(name, str) or NAME_RE.fullmatch(name) is None:
+        raise ValueError(f"filesystem tier: block name must be 16-128 lowercase hex digits, got {name!r}")
+    return name
+
+
+def _digest(name: str, payload: bytes) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(name.encode())
+    h.update(payload)
+    return h.digest()
+
+
+def encode_block(name: str, payload: bytes) -> bytes:
+    """The file content for one block: header then payload."""
+    return _HEADER.pack(MAGIC, VERSION, len(payload), _digest(name, payload)) + payload
+
+
+class FsTier:
+    """One pod's handle on the shared block directory `root`, capped at `capacity_bytes` in total."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        capacity_bytes: int,
+        *,
+        fsync: bool = False,
+        resume_after_s: float = 5.0,
+        rescan_every: int = 256,
+        low_watermark: float = 0.9,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if capacity_bytes <= 0:
+            raise ValueError(f"filesystem tier capacity: expected a positive number of bytes, got {capacity_bytes!r}")
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.capacity_bytes = capacity_bytes
+        self.fsync = fsync
+        self.resume_after_s = resume_after_s
+        self.rescan_every = rescan_every
+        self.low_watermark = low_watermark
+        self.clock = clock
+        self.stats = FsStats()
+        self._paused_at: float | None = None
+        self._writes_since_scan = 0
+        self._usage = self._scan()[0]
+
+    # -- naming ---------------------------------------------------------------------------------------------
+
+    def path_of(self, name: str) -> Path:
+        return self.root / check_name(name)
+
+    @property
+    def paused(self) -> bool:
+        """True while offload is paused by a full disk (and the retry delay has not passed)."""
+        return self._paused_at is not None and self.clock() - self._paused_at < self.resume_after_s
+
+    # -- reads ----------------------------------------------------------------------------------------------
+
+    def contains(self, name: str) -> bool:
+        """Whether a file for `name` exists (unverified: `get` verifies)."""
+        return os.path.exists(self.path_of(name))
+
+    def get(self, name: str) -> bytes | None:
+        """The verified payload of block `name`, or None (missing, corrupt or truncated: then removed)."""
+        path = self.path_of(name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            self.stats.misses += 1
+            return None
+        try:
+            st = os.fstat(fd)
+            data = _read_all(fd, st.st_size)
+        except OSError as exc:
+            log.warning("filesystem tier: reading %s failed: %s", path, exc)
+            self.stats.misses += 1
+            return None
+        finally:
+            os.close(fd)
+        problem = _verify(name, data)
+        if problem is not None:
+            if problem == "truncated":
+                self.stats.truncated += 1
+            else:
+                self.stats.corrupt += 1
+            log.warning("filesystem tier: %s is %s; removed, treated as a miss", path, problem)
+            self._unlink_if_same(path, st)
+            return None
+        self.stats.reads += 1
+        self.stats.read_bytes += len(data) - HEADER_SIZE
+        try:
+            os.utime(path)  # LRU by mtime: a hit makes the block young again
+        except OSError:
+            pass
+        return data[HEADER_SIZE:]
+
+    def _unlink_if_same(self, path: Path, st: os.stat_result) -> None:
+        """Remove a bad file unless a writer has meanwhile renamed a fresh one over it."""
+        try:
+            now = os.stat(path)
+            if (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev):
+                os.unlink(path)
+                self._usage = max(0, self._usage - st.st_size)
+        except FileNotFoundError:
+            pass
+
+    # -- writes ---------------------------------------------------------------------------------------------
+
+    def put(self, name: str, payload: bytes) -> tuple[PutStatus, list[str]]:
+        """Publish block `name`; returns the status and the names evicted to stay under the cap."""
+        path = self.path_of(name)
+        if os.path.exists(path):
+            self.stats.exists += 1
+            return PutStatus.EXISTS, []
+        if self.paused:
+            self.stats.paused_skips += 1
+            return PutStatus.PAUSED, []
+        data = encode_block(name, payload)
+        tmp = self.root / f"{_TMP_PREFIX}{name}.{os.getpid()}.{secrets.token_hex(4)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                self._write(fd, data)
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as exc:
+            _remove_quietly(tmp)
+            if exc.errno in _DISK_FULL:
+                self._pause(exc)
+                return PutStatus.PAUSED, []
+            self.stats.write_errors += 1
+            log.warning("filesystem tier: writing %s failed: %s", path, exc)
+            return PutStatus.FAILED, []
+        if self._paused_at is not None:
+            log.info("filesystem tier %s: writing again", self.root)
+            self._paused_at = None
+        self.stats.writes += 1
+        self.stats.write_bytes += len(payload)
+        self._usage += len(data)
+        self._writes_since_scan += 1
+        evicted: list[str] = []
+        if self._writes_since_scan >= self.rescan_every or self._usage > self.capacity_bytes:
+            evicted = self.enforce_cap(keep=name)
+        return PutStatus.STORED, evicted
+
+    def _write(self, fd: int, data: bytes) -> None:
+        """Write all of `data` to `fd` (the one place bytes hit the disk; tests inject failures here)."""
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+
+    def _pause(self, exc: OSError) -> None:
+        self.stats.enospc += 1
+        if self._paused_at is None:
+            msg = f"kvtiers: filesystem tier {self.root}: disk full ({errno.errorcode.get(exc.errno, exc.errno)}); offload paused, serving continues"
+            warnings.warn(msg, KVTierWarning, stacklevel=3)
+            log.warning(msg)
+        self._paused_at = self.clock()
+
+    def remove(self, name: str) -> bool:
+        path = self.path_of(name)
+        try:
+            size = os.stat(path).st_size
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        self._usage = max(0, self._usage - size)
+        return True
+
+    # -- capacity -------------------------------------------------------------------------------------------
+
+    def _scan(self) -> tuple[int, list[tuple[float, int, str]]]:
+        """(total bytes, [(mtime, size, name)]) of the block files; stale temp files are cleaned up."""
+        total = 0
+        files: list[tuple[float, int, str]] = []
+        now = time.time()
+        with os.scandir(self.root) as it:
+            for entry in it:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if entry.name.startswith(_TMP_PREFIX):
+                    if now - st.st_mtime > _STALE_TMP_S:
+                        _remove_quietly(Path(entry.path))
+                    continue
+                if NAME_RE.fullmatch(entry.name) is None or not entry.is_file(follow_symlinks=False):
+                    continue  # not ours: never counted, never touched
+                total += st.st_size
+                files.append((st.st_mtime, st.st_size, entry.name))
+        return total, files
+
+    def usage_bytes(self) -> int:
+        """Bytes of block files in the directory right now (all pods' writes)."""
+        self._usage = self._scan()[0]
+        return self._usage
+
+    def enforce_cap(self, keep: str | None = None) -> list[str]:
+        """Evict least recently used files until the directory is under `low_watermark` of the cap."""
+        self._writes_since_scan = 0
+        total, files = self._scan()
+        self._usage = total
+        if total <= self.capacity_bytes:
+            return []
+        target = int(self.capacity_bytes * self.low_watermark)
+        evicted: list[str] = []
+        for _mtime, size, name in sorted(files):
+            if total <= target:
+                break
+            if name == keep:
+                continue
+            try:
+                os.unlink(self.root / name)
+            except FileNotFoundError:
+                pass  # another pod evicted it first; it is gone either way
+            else:
+                evicted.append(name)
+                self.stats.evictions += 1
+            total -= size
+        self._usage = max(0, total)
+        if evicted and self._paused_at is not None:
+            self._paused_at = None  # space was freed: try writing again
+        return evicted
+
+
+def _verify(name: str, data: bytes) -> str | None:
+    """None if `data` is a whole, intact file for block `name`, else what is wrong with it."""
+    if len(data) < HEADER_SIZE:
+        return "truncated"
+    magic, version, length, digest = _HEADER.unpack_from(data)
+    if magic != MAGIC or version != VERSION:
+        return "corrupt"
+    if len(data) - HEADER_SIZE < length:
+        return "truncated"
+    if len(data) - HEADER_SIZE > length:
+        return "corrupt"
+    if _digest(name, data[HEADER_SIZE:]) != digest:
+        return "corrupt"
+    return None
+
+
+def _read_all(fd: int, size_hint: int) -> bytes:
+    chunks = []
+    want = max(size_hint, HEADER_SIZE)
+    while True:
+        b = os.read(fd, want)
+        if not b:
+            break
+        chunks.append(b)
+        want = 1 << 20
+    return b"".join(chunks)
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

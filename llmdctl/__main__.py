@@ -1,0 +1,5 @@
+"""`python -m llmdctl` runs the CLI."""
+
+from llmdctl.cli import main
+
+main()

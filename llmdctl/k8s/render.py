@@ -1,0 +1,460 @@
+"""Kubernetes objects for a profile: pure functions from a `Profile` and `RenderOptions` to plain dicts.
+
+The object shapes live as YAML templates in `manifests/templates/` (readable by users, diffable in review);
+this module only fills them. A template string that is exactly `${name}` is replaced by any value (a list,
+a mapping, a number; `None` removes the key), a string containing `${name}` gets the value's text. A
+template variable nobody supplies is a bug and raises at once.
+
+Every object carries `app.kubernetes.io/managed-by: llmdctl` and `llmd.ai/stack: NAME`: `down` on an
+existing cluster deletes by exactly those labels. Model-server pods carry llm-d's labels
+(`llm-d.ai/inferenceServing`, `llm-d.ai/model`, `llm-d.ai/role`), which the InferencePool and the router
+select on; the router's own pod never carries `llm-d.ai/inferenceServing`, so no selector picks it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+from llmdctl import __version__
+from llmdctl.paths import manifests_dir
+from llmdctl.profile import PoolSpec, Profile
+
+Target = Literal["kind", "kube"]
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "llmdctl"
+STACK_LABEL = "llmd.ai/stack"
+POOL_LABEL = "llmd.ai/pool"
+ROLE_LABEL = "llm-d.ai/role"
+SERVING_LABEL = "llm-d.ai/inferenceServing"
+MODEL_LABEL = "llm-d.ai/model"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+
+DEFAULT_IMAGE = f"llmdctl:{__version__}"
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"  # the vLLM release the KV-event capture vectors come from
+DEFAULT_EPP_IMAGE = "ghcr.io/llm-d/llm-d-inference-scheduler:v0.7.1"
+DEFAULT_NAMESPACE = "llmd"
+SERVER_PORT = 8000  # model servers: rank r listens on SERVER_PORT + r (vLLM's and sim_gpu's rule)
+ROUTER_PORT = 8000
+KV_EVENTS_PORT = 5557  # vLLM's default ZMQ publisher port; rank r publishes on KV_EVENTS_PORT + r
+MAX_TARGET_PORTS = 8  # InferencePool.spec.targetPorts maxItems
+RUN_DIR = "/var/lib/llmd"  # the pods' writable state (emptyDir); root filesystems stay read-only
+UID = 10001  # the llmdctl image's non-root user
+
+_DNS_LABEL = re.compile(r"[^a-z0-9-]+")
+_LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]+")
+_VAR = re.compile(r"\$\{([a-z_]+)\}")
+
+
+class RenderError(ValueError):
+    """A profile/option combination that cannot become valid Kubernetes objects; one line."""
+
+
+@dataclass
+class RenderOptions:
+    """What the target adds to a profile. Defaults render a simulator stack for a kind cluster."""
+
+    target: Target = "kind"
+    namespace: str = DEFAULT_NAMESPACE
+    stack: str | None = None  # label value and name prefix; default: the profile's name
+    image: str = DEFAULT_IMAGE  # llmdctl image: router + simulator
+    gateway: bool = False  # also render llm-d's upstream EPP, a Gateway and an HTTPRoute
+    gateway_class: str = "istio"
+    gpus: bool = False  # kind --gpus: real vLLM pods on nvidia.com/gpu with the nvidia RuntimeClass
+    engine: str | None = None  # override every pool's engine ("sim" or "vllm")
+    vllm_image: str = DEFAULT_VLLM_IMAGE
+    epp_image: str = DEFAULT_EPP_IMAGE
+    runtime_class: str | None = None  # pods of vLLM pools; default "nvidia" with gpus, else none
+    hf_token_secret: str = "llm-d-hf-token"  # optional Secret with key HF_TOKEN for gated models
+
+
+@dataclass
+class Rendered:
+    """The objects in apply order, plus notes the user should read (one line each)."""
+
+    stack: str
+    namespace: str
+    objects: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+    def by_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def find(self, kind: str, name: str) -> dict[str, Any]:
+        for o in self.objects:
+            if o["kind"] == kind and o["metadata"]["name"] == name:
+                return o
+        raise KeyError(f"{kind}/{name}")
+
+
+# -- templates -------------------------------------------------------------------------------------------
+
+def templates_dir() -> Path:
+    return manifests_dir() / "templates"
+
+
+def fill(node: Any, values: dict[str, Any], source: str) -> Any:
+    """Substitute `${var}` in a loaded template (see the module docstring); drops keys whose value is None."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            filled = fill(v, values, source)
+            if filled is not None:
+                out[k] = filled
+        return out
+    if isinstance(node, list):
+        return [x for x in (fill(v, values, source) for v in node) if x is not None]
+    if isinstance(node, str):
+        whole = _VAR.fullmatch(node)
+        if whole:
+            return _value(whole.group(1), values, source)
+        return _VAR.sub(lambda m: str(_value(m.group(1), values, source)), node)
+    return node
+
+
+def _value(name: str, values: dict[str, Any], source: str) -> Any:
+    if name not in values:
+        raise KeyError(f"{source}: template variable ${{{name}}} has no value")
+    return values[name]
+
+
+def load_template(template: str, **values: Any) -> dict[str, Any]:
+    path = templates_dir() / template
+    doc = yaml.safe_load(path.read_text())
+    return fill(doc, values, str(path))
+
+
+# -- names and labels ------------------------------------------------------------------------------------
+
+def dns_label(text: str, max_len: int = 63) -> str:
+    """A DNS-1123 label from free text: lower case, [a-z0-9-], starting and ending alphanumeric."""
+    out = _DNS_LABEL.sub("-", text.lower()).strip("-")
+    out = re.sub(r"-{2,}", "-", out)[:max_len].strip("-")
+    if not out:
+        raise RenderError(f"{text!r}: cannot make a Kubernetes name from it; use letters and digits")
+    return out
+
+
+def label_value(text: str) -> str:
+    """A valid label value (<= 63 chars of [A-Za-z0-9_.-], alphanumeric at both ends): models have slashes."""
+    out = _LABEL_VALUE.sub("_", text)[:63].strip("_.-")
+    return out
+
+
+def common_labels(stack: str) -> dict[str, str]:
+    return {MANAGED_BY: MANAGER, STACK_LABEL: stack, "app.kubernetes.io/part-of": "llmdctl", "app.kubernetes.io/instance": stack}
+
+
+def stack_selector(stack: str) -> str:
+    """The label selector that finds everything llmdctl applied for `stack` (what `down` deletes)."""
+    return f"{MANAGED_BY}={MANAGER},{STACK_LABEL}={stack}"
+
+
+def _label(obj: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    meta = obj.setdefault("metadata", {})
+    meta["labels"] = {**labels, **(meta.get("labels") or {})}
+    return obj
+
+
+# -- security --------------------------------------------------------------------------------------------
+
+def pod_security(uid: int = UID) -> dict[str, Any]:
+    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def container_security(read_only_root: bool = True) -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": read_only_root, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+# -- model servers ---------------------------------------------------------------------------------------
+
+def _builtins(obj: Any) -> Any:
+    return msgspec.to_builtins(obj)
+
+
+def sim_args(profile: Profile, pool: PoolSpec) -> list[str]:
+    """sim_gpu flags for one pod, from the local planner's builder so the two targets never drift."""
+    from llmdctl.local.plan import sim_argv
+
+    argv = sim_argv(profile, pool, SERVER_PORT, KV_EVENTS_PORT, 1, Path(RUN_DIR))
+    args = argv[4:]  # drop "<python> -m sim_gpu serve"
+    args[args.index("--host") + 1] = "0.0.0.0"
+    return args
+
+
+def vllm_args(profile: Profile, pool: PoolSpec) -> list[str]:
+    """vLLM server flags for one GPU pod (the local engine builder's GPU flags, bound to all interfaces)."""
+    from llmdctl.engines.vllm_local import vllm_pod_argv
+
+    topic = f"kv@$(POD_IP):{SERVER_PORT}@{profile.model}"  # the kubelet expands $(POD_IP) from the env
+    argv = vllm_pod_argv(
+        "python3", profile.model, profile.model, SERVER_PORT, KV_EVENTS_PORT, topic, pool.block_size, None,
+        pool.max_model_len, max_num_seqs=pool.max_num_seqs, max_num_batched_tokens=pool.max_num_batched_tokens,
+        hash_algo=pool.hash_algo, kv_events=pool.kv_events, build="gpu",
+        gpu_memory_utilization=pool.gpu_memory_utilization, tensor_parallel_size=pool.tensor_parallel_size,
+    )
+    args = argv[3:]  # drop "python3 -m vllm.entrypoints.openai.api_server"
+    args[args.index("--host") + 1] = "0.0.0.0"
+    if pool.num_gpu_blocks:
+        args += ["--num-gpu-blocks-override", str(pool.num_gpu_blocks)]
+    if pool.data_parallel_size > 1:
+        args += ["--data-parallel-size", str(pool.data_parallel_size)]
+    if pool.role in ("prefill", "decode"):
+        args += ["--kv-transfer-config", json.dumps({"kv_connector": "NixlConnector", "kv_role": "kv_both"}, separators=(",", ":"))]
+    return args + list(pool.args)
+
+
+def _ports(pool: PoolSpec) -> list[dict[str, Any]]:
+    ports = []
+    for r in range(max(1, pool.data_parallel_size)):
+        ports.append({"name": "http" if r == 0 else f"http-r{r}", "containerPort": SERVER_PORT + r, "protocol": "TCP"})
+    if pool.kv_events:
+        for r in range(max(1, pool.data_parallel_size)):
+            ports.append({"name": "kv" if r == 0 else f"kv-r{r}", "containerPort": KV_EVENTS_PORT + r, "protocol": "TCP"})
+    return ports
+
+
+def model_server_objects(profile: Profile, pool: PoolSpec, opts: RenderOptions, stack: str, namespace: str, notes: list[str]) -> list[dict[str, Any]]:
+    engine = opts.engine or ("vllm" if opts.gpus else profile.engine_of(pool))
+    name = dns_label(f"{stack}-{pool.name}", 50)
+    selector = {STACK_LABEL: stack, POOL_LABEL: dns_label(pool.name)}
+    for key, value in pool.labels.items():
+        if key in (STACK_LABEL, POOL_LABEL, SERVING_LABEL, ROLE_LABEL, MANAGED_BY):
+            raise RenderError(f"pools[{pool.name}].labels: {key!r} is set by llmdctl; remove it")
+    pod_labels = {
+        **pool.labels,
+        **common_labels(stack),
+        "app.kubernetes.io/name": "vllm" if engine == "vllm" else "sim-gpu",
+        COMPONENT_LABEL: "model-server",
+        **selector,
+        SERVING_LABEL: "true",
+        MODEL_LABEL: label_value(profile.model),
+        ROLE_LABEL: pool.role,
+    }
+    dp = max(1, pool.data_parallel_size)
+    env: list[dict[str, Any]] = [
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "HOME", "value": RUN_DIR},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    mounts = [{"name": "run", "mountPath": RUN_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "run", "emptyDir": {"sizeLimit": "2Gi"}}, {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+    if engine == "vllm":
+        if profile.model == "sim-model":
+            raise RenderError("real vLLM pods need a real model: pass --model (a Hugging Face id), e.g. --model Qwen/Qwen3-0.6B")
+        gpus = max(1, pool.tensor_parallel_size) * dp
+        image, command, args = opts.vllm_image, ["python3", "-m", "vllm.entrypoints.openai.api_server"], vllm_args(profile, pool)
+        env += [
+            {"name": "HF_HOME", "value": f"{RUN_DIR}/hf"},
+            {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
+            {"name": "DO_NOT_TRACK", "value": "1"},
+            {"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": opts.hf_token_secret, "key": "HF_TOKEN", "optional": True}}},
+        ]
+        resources = {"requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": str(gpus)}, "limits": {"memory": "64Gi", "nvidia.com/gpu": str(gpus)}}
+        # torch/NCCL need a large /dev/shm; model weights and compile caches go to the emptyDir under RUN_DIR.
+        mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+        volumes = [{"name": "run", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}, {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
+        # vLLM's image writes caches in places (triton, torch inductor, flashinfer) that move between releases.
+        read_only_root, startup_failures = False, 360  # up to 30 min for a download + load
+        runtime_class = opts.runtime_class or ("nvidia" if opts.gpus else None)
+    elif engine == "sim":
+        image, command, args = opts.image, ["python", "-m", "sim_gpu", "serve"], sim_args(profile, pool)
+        resources = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+        read_only_root, startup_failures, runtime_class = True, 24, None
+    else:
+        raise RenderError(f"pool {pool.name}: unknown engine {engine!r}; expected sim or vllm")
+    if profile.kv_tiers is not None and profile.kv_tiers.filesystem is not None:
+        notes.append(f"pool {pool.name}: the filesystem KV tier lives in each pod's emptyDir ({RUN_DIR}/run); "
+                     "sharing it across pods needs a ReadWriteMany volume")
+    deployment = load_template(
+        "model-server-deployment.yaml", name=name, namespace=namespace, replicas=pool.replicas, selector=selector,
+        max_surge=0 if engine == "vllm" else 1, pod_labels=pod_labels, runtime_class=runtime_class,
+        pod_security=pod_security(), image=image, command=command, args=args, env=env, ports=_ports(pool),
+        startup_failures=startup_failures, resources=resources, container_security=container_security(read_only_root),
+        volume_mounts=mounts, volumes=volumes,
+    )
+    deployment = _label(deployment, {**common_labels(stack), COMPONENT_LABEL: "model-server", POOL_LABEL: selector[POOL_LABEL]})
+    service_ports = [{"name": p["name"], "port": p["containerPort"], "targetPort": p["name"], "protocol": "TCP"} for p in _ports(pool) if p["name"].startswith("http")]
+    service = load_template("model-server-service.yaml", name=name, namespace=namespace, selector=selector, ports=service_ports)
+    service = _label(service, {**common_labels(stack), COMPONENT_LABEL: "model-server", POOL_LABEL: selector[POOL_LABEL]})
+    return [deployment, service]
+
+
+# -- router ----------------------------------------------------------------------------------------------
+
+def pool_selector(stack: str) -> dict[str, str]:
+    """What the InferencePool and the router select: this stack's serving pods, never the router."""
+    return {SERVING_LABEL: "true", STACK_LABEL: stack}
+
+
+def target_ports(profile: Profile) -> list[int]:
+    dp = max(max(1, p.data_parallel_size) for p in profile.pools)
+    if dp > MAX_TARGET_PORTS:
+        raise RenderError(f"data_parallel_size {dp}: an InferencePool lists at most {MAX_TARGET_PORTS} target ports (one per rank); "
+                          "split the ranks over more pods")
+    return [SERVER_PORT + r for r in range(dp)]
+
+
+def router_rules() -> list[dict[str, Any]]:
+    """The router's whole permission set: read pods in its own namespace."""
+    return [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+
+
+def epp_rules() -> list[dict[str, Any]]:
+    """llm-d's upstream EPP reads its InferencePool and objectives besides pods (its chart's Role)."""
+    return [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["inference.networking.k8s.io"], "resources": ["inferencepools"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["inference.networking.x-k8s.io"], "resources": ["inferenceobjectives", "inferencemodelrewrites"], "verbs": ["get", "list", "watch"]},
+    ]
+
+
+def router_args(profile: Profile, stack: str) -> list[str]:
+    selector = ",".join(f"{k}={v}" for k, v in pool_selector(stack).items())
+    args = [
+        "serve",
+        "--host", "0.0.0.0",
+        "--port", str(ROUTER_PORT),
+        "--config", "/etc/llmd/epp.yaml",
+        "--discovery", "kubernetes",
+        "--namespace", "$(POD_NAMESPACE)",
+        "--selector", selector,
+        "--target-ports", ",".join(str(p) for p in target_ports(profile)),
+        "--request-timeout", str(profile.router.request_timeout_s),
+    ]
+    if any(p.kv_events for p in profile.pools):
+        args += ["--kv-events-port", str(KV_EVENTS_PORT)]
+    if profile.router.tokenizer:
+        args += ["--tokenizer", profile.router.tokenizer]
+    return args
+
+
+def _rbac(stack: str, namespace: str, name: str, rules: list[dict[str, Any]], component: str) -> list[dict[str, Any]]:
+    labels = {**common_labels(stack), COMPONENT_LABEL: component}
+    return [
+        _label(load_template("serviceaccount.yaml", name=name, namespace=namespace), labels),
+        _label(load_template("role.yaml", name=name, namespace=namespace, rules=rules), labels),
+        _label(load_template("rolebinding.yaml", name=name, namespace=namespace, role=name, service_account=name), labels),
+    ]
+
+
+def router_objects(profile: Profile, opts: RenderOptions, stack: str, namespace: str) -> list[dict[str, Any]]:
+    name = dns_label(f"{stack}-router", 55)
+    labels = {**common_labels(stack), COMPONENT_LABEL: "router"}
+    selector = {STACK_LABEL: stack, COMPONENT_LABEL: "router"}
+    config_yaml = yaml.safe_dump(profile.router.config, sort_keys=False)
+    env = [
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    objs = _rbac(stack, namespace, name, router_rules(), "router")
+    objs.append(_label(load_template("configmap-epp.yaml", name=name, namespace=namespace, config_yaml=config_yaml), labels))
+    objs.append(_label(load_template("router-service.yaml", name=name, namespace=namespace, selector=selector), labels))
+    objs.append(_label(load_template(
+        "router-deployment.yaml", name=name, namespace=namespace, selector=selector,
+        pod_labels={**labels, "app.kubernetes.io/name": "router-lite", **selector}, service_account=name,
+        pod_security=pod_security(), image=opts.image, args=router_args(profile, stack), env=env,
+        container_security=container_security(True), config_map=name,
+    ), labels))
+    return objs
+
+
+def gateway_objects(profile: Profile, opts: RenderOptions, stack: str, namespace: str, pool_name: str) -> list[dict[str, Any]]:
+    """llm-d's upstream EPP (ext-proc) + Gateway + HTTPRoute -> InferencePool, for Gateway implementations."""
+    name = dns_label(f"{stack}-epp", 55)
+    labels = {**common_labels(stack), COMPONENT_LABEL: "endpoint-picker"}
+    selector = {STACK_LABEL: stack, COMPONENT_LABEL: "endpoint-picker"}
+    objs = _rbac(stack, namespace, name, epp_rules(), "endpoint-picker")
+    objs.append(_label(load_template("configmap-epp.yaml", name=name, namespace=namespace,
+                                     config_yaml=yaml.safe_dump(profile.router.config, sort_keys=False)), labels))
+    objs.append(_label(load_template("epp-service.yaml", name=name, namespace=namespace, selector=selector), labels))
+    objs.append(_label(load_template(
+        "epp-deployment.yaml", name=name, namespace=namespace, selector=selector,
+        pod_labels={**labels, "app.kubernetes.io/name": "llm-d-inference-scheduler", **selector}, service_account=name,
+        pod_security=pod_security(65532), image=opts.epp_image, pool_name=pool_name,
+        container_security=container_security(True), config_map=name,
+    ), labels))
+    gw = dns_label(f"{stack}-gateway", 63)
+    objs.append(_label(load_template("gateway.yaml", name=gw, namespace=namespace, gateway_class=opts.gateway_class), {**common_labels(stack), COMPONENT_LABEL: "gateway"}))
+    timeout = f"{int(profile.router.request_timeout_s)}s"
+    objs.append(_label(load_template("httproute.yaml", name=dns_label(f"{stack}-route", 63), namespace=namespace, gateway=gw,
+                                     pool=pool_name, request_timeout=timeout), {**common_labels(stack), COMPONENT_LABEL: "gateway"}))
+    return objs
+
+
+# -- the stack -------------------------------------------------------------------------------------------
+
+# Dependency order for apply (reverse for delete): identities before what runs as them, config before
+# pods, servers before the router that discovers them, the pool and routes last.
+APPLY_ORDER = [
+    "CustomResourceDefinition", "Namespace", "RuntimeClass", "ServiceAccount", "Role", "RoleBinding", "ConfigMap",
+    "Service", "DaemonSet", "Deployment", "InferencePool", "Gateway", "HTTPRoute",
+]
+
+
+def _order_key(obj: dict[str, Any]) -> tuple[int, int]:
+    kind = obj["kind"]
+    rank = APPLY_ORDER.index(kind) if kind in APPLY_ORDER else len(APPLY_ORDER)
+    router_last = 1 if obj["metadata"].get("labels", {}).get(COMPONENT_LABEL) in ("router", "endpoint-picker") else 0
+    return (rank, router_last)
+
+
+def sort_for_apply(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(objects, key=_order_key)  # stable: template order within a kind
+
+
+def render(profile: Profile, opts: RenderOptions | None = None) -> Rendered:
+    """Every object of the stack, labelled and in apply order. Raises RenderError for impossible input."""
+    opts = opts or RenderOptions()
+    if opts.target not in ("kind", "kube"):
+        raise RenderError(f"--target {opts.target!r}: expected kind or kube")
+    stack = dns_label(opts.stack or profile.name, 40)
+    namespace = dns_label(opts.namespace)
+    if opts.engine not in (None, "sim", "vllm"):
+        raise RenderError(f"--engine {opts.engine!r}: expected sim or vllm")
+    notes: list[str] = []
+    objects: list[dict[str, Any]] = [_label(load_template("namespace.yaml", namespace=namespace), common_labels(stack))]
+    for pool in profile.pools:
+        objects += model_server_objects(profile, pool, opts, stack, namespace, notes)
+    objects += router_objects(profile, opts, stack, namespace)
+    pool_name = dns_label(stack, 63)
+    router_service = dns_label(f"{stack}-router", 55)
+    picker, picker_port = (dns_label(f"{stack}-epp", 55), 9002) if opts.gateway else (router_service, ROUTER_PORT)
+    inference_pool = load_template(
+        "inferencepool.yaml", name=pool_name, namespace=namespace, selector=pool_selector(stack),
+        target_ports=[{"number": p} for p in target_ports(profile)], picker_service=picker, picker_port=picker_port,
+    )
+    objects.append(_label(inference_pool, {**common_labels(stack), COMPONENT_LABEL: "inference-pool"}))
+    if opts.gateway:
+        objects += gateway_objects(profile, opts, stack, namespace, pool_name)
+    elif opts.target == "kube":
+        notes.append("the InferencePool's endpointPickerRef names router_lite (HTTP, not ext-proc): use --gateway to "
+                     "render llm-d's upstream EPP for a Gateway implementation")
+    if opts.target == "kube" and opts.image == DEFAULT_IMAGE:
+        notes.append(f"--target kube: the cluster must be able to pull {opts.image}; push it to a registry and pass --image REGISTRY/llmdctl:TAG")
+    return Rendered(stack=stack, namespace=namespace, objects=sort_for_apply(objects), notes=notes)
+
+
+def to_yaml(objects: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump_all(objects, sort_keys=False, width=10_000)
+
+
+def write_dir(rendered: Rendered, out: Path) -> list[Path]:
+    """One numbered file per object (`00-namespace-llmd.yaml`, ...) so `kubectl apply -f DIR` keeps the order."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, obj in enumerate(rendered.objects):
+        path = out / f"{i:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+        path.write_text(yaml.safe_dump(obj, sort_keys=False, width=10_000))
+        paths.append(path)
+    return paths

@@ -1,0 +1,195 @@
+"""Supervised background processes: start detached (own session, log file), wait healthy, stop by group.
+
+Each component runs in its own session, so it survives the terminal that ran `up` and its whole process tree
+(vLLM's workers included) is one process group: stopping sends SIGTERM to the group, then SIGKILL after a
+grace period, and checks that nothing of the group is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from llmdctl.local.state import ComponentState, is_alive, process_start_time
+
+
+class StartError(RuntimeError):
+    """A component did not become healthy; names it and carries its log tail."""
+
+    def __init__(self, component: ComponentState, reason: str, log_tail: str) -> None:
+        super().__init__(f"{component.name}: {reason}")
+        self.component = component
+        self.reason = reason
+        self.log_tail = log_tail
+
+
+def tail(path: str | Path, n: int = 20) -> str:
+    """The last `n` lines of a log file ('' when missing); reads only the end of big files."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            data = fh.read()
+    except OSError:
+        return ""
+    lines = data.decode(errors="replace").splitlines()
+    return "\n".join(lines[-n:]) if n > 0 else ""
+
+
+def start(component: ComponentState, cwd: Path | None = None) -> subprocess.Popen:
+    """Start `component` detached from the terminal, stdout+stderr to its log; records pid and start time."""
+    log_path = Path(component.log)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **component.env}
+    for key in component.env_unset:
+        env.pop(key, None)
+    with open(log_path, "wb") as log:
+        log.write(f"# llmdctl: {' '.join(component.argv)}\n".encode())
+        log.flush()
+        try:
+            proc = subprocess.Popen(
+                component.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise StartError(component, f"cannot execute {component.argv[0]}: {exc.strerror or exc}", "") from None
+    component.pid = proc.pid
+    component.start_time = process_start_time(proc.pid)
+    return proc
+
+
+@dataclass
+class HealthWaiter:
+    """Polls every component's health URLs until all answer 200, a process exits, or time runs out."""
+
+    components: list[ComponentState]
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    interval_s: float = 0.05
+
+    def wait(self, timeout_s: float, on_ready: Callable[[ComponentState, float], None] | None = None) -> None:
+        start = time.monotonic()
+        pending = {c.name: c for c in self.components}
+        done_urls: set[str] = set()
+        with httpx.Client(timeout=httpx.Timeout(1.0, connect=0.25), trust_env=False) as client:
+            while pending:
+                for name, comp in list(pending.items()):
+                    self._check_alive(comp)
+                    for url in comp.health:
+                        if url in done_urls:
+                            continue
+                        try:
+                            if client.get(url).status_code == 200:
+                                done_urls.add(url)
+                        except httpx.HTTPError:
+                            pass
+                    if all(u in done_urls for u in comp.health):
+                        del pending[name]
+                        if on_ready:
+                            on_ready(comp, time.monotonic() - start)
+                if not pending:
+                    return
+                if time.monotonic() - start > timeout_s:
+                    comp = next(iter(pending.values()))
+                    missing = [u for u in comp.health if u not in done_urls]
+                    raise StartError(comp, f"not healthy after {timeout_s:g}s (waiting for {', '.join(missing)})", tail(comp.log))
+                time.sleep(self.interval_s)
+
+    def _check_alive(self, comp: ComponentState) -> None:
+        proc = self.procs.get(comp.name)
+        code = proc.poll() if proc is not None else None
+        if code is not None or not is_alive(comp.pid, comp.start_time):
+            time.sleep(0.05)  # let the last lines reach the log
+            how = f"exited with code {code}" if code is not None and code >= 0 else (f"killed by signal {-code}" if code is not None else "exited")
+            raise StartError(comp, f"{how} during start-up (log: {comp.log})", tail(comp.log))
+
+
+def _group_members(pgids: set[int]) -> dict[int, int]:
+    """Live (non-zombie) processes whose process group is in `pgids`: pid -> pgid."""
+    found: dict[int, int] = {}
+    if not pgids:
+        return found
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(")") + 2 :].split()
+        if fields[0] in ("Z", "X"):
+            continue
+        pgrp = int(fields[2])
+        if pgrp in pgids:
+            found[int(entry.name)] = pgrp
+    return found
+
+
+def _owned_groups(components: list[ComponentState]) -> set[int]:
+    """Process groups that are provably ours: the leader is the process we started, or is gone but members live."""
+    groups: set[int] = set()
+    for comp in components:
+        if not comp.pid:
+            continue
+        if is_alive(comp.pid, comp.start_time):
+            groups.add(comp.pid)
+        elif not is_alive(comp.pid):  # leader gone: its group may still hold children (e.g. vLLM workers)
+            groups.add(comp.pid)
+    return groups
+
+
+def _signal_groups(pgids: set[int], sig: int) -> None:
+    for pgid in pgids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+
+@dataclass
+class StopReport:
+    seconds: float
+    killed: list[int]  # pids that needed SIGKILL
+    remaining: list[int]  # pids still alive at the end (should be empty)
+
+
+def stop(components: list[ComponentState], grace_s: float = 5.0, procs: dict[str, subprocess.Popen] | None = None) -> StopReport:
+    """SIGTERM every component's process group, SIGKILL what is left after `grace_s`, verify nothing remains."""
+    t0 = time.monotonic()
+    groups = _owned_groups(components)
+    _signal_groups(groups, signal.SIGTERM)
+    killed: list[int] = []
+    deadline = t0 + grace_s
+    members = _group_members(groups)
+    while members and time.monotonic() < deadline:
+        _reap(procs)
+        time.sleep(0.02)
+        members = _group_members(groups)
+    if members:
+        killed = sorted(members)
+        _signal_groups(set(members.values()), signal.SIGKILL)
+        end = time.monotonic() + 3.0
+        while members and time.monotonic() < end:
+            _reap(procs)
+            time.sleep(0.02)
+            members = _group_members(groups)
+    _reap(procs)
+    return StopReport(time.monotonic() - t0, killed, sorted(members))
+
+
+def _reap(procs: dict[str, subprocess.Popen] | None) -> None:
+    for proc in (procs or {}).values():
+        with contextlib.suppress(Exception):
+            proc.poll()

@@ -1,0 +1,5 @@
+"""`python -m router_lite serve ...`"""
+
+from router_lite.cli import main
+
+main()

@@ -1,0 +1,268 @@
+"""Wiring: everything one router instance owns, built from settings, started and stopped with the app.
+
+The scheduler is the only part that changes at run time (`swap_config`): the prefix indexes, the data
+layer and the event subscriber stay, so a live switch from one profile to another keeps what the router
+has learnt about where blocks live.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from router_lite.admission import Admission
+from router_lite.config import ConfigError, SchedulerConfig, load_config, load_config_file
+from router_lite.datalayer import DataLayer, EndpointSpec, FileWatcher, KVEventsSpec
+from router_lite.decisions import DecisionHub
+from router_lite.kv_subscriber import KVEventSubscriber
+from router_lite.metrics import RouterMetrics
+from router_lite.prefix import PrefixIndexes
+from router_lite.proxy import BackendPool
+from router_lite.scheduler import Scheduler
+from router_lite.tokenization import DEFAULT_BLOCK_SIZE, DEFAULT_HASH_ALGO, HashSettings, RequestTokenizer, make_tokenizer
+
+log = logging.getLogger("router_lite")
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "apiVersion": "llm-d.ai/v1alpha1",
+    "kind": "EndpointPickerConfig",
+    "plugins": [
+        {"type": "queue-scorer"},
+        {"type": "kv-cache-utilization-scorer"},
+        {"type": "prefix-cache-scorer"},
+    ],
+    "schedulingProfiles": [
+        {
+            "name": "default",
+            "plugins": [
+                {"pluginRef": "queue-scorer", "weight": 2},
+                {"pluginRef": "kv-cache-utilization-scorer", "weight": 2},
+                {"pluginRef": "prefix-cache-scorer", "weight": 3},
+            ],
+        }
+    ],
+}
+
+
+@dataclass
+class RouterSettings:
+    """What `router serve` is given; every field has a flag of the same name (snake -> kebab)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    config: SchedulerConfig | None = None  # None: DEFAULT_CONFIG (llm-d's inference-scheduling shape)
+    config_path: str | None = None
+    endpoints: list[EndpointSpec] = field(default_factory=list)
+    endpoints_file: str | None = None
+    tokenizer: str | None = None  # local HF dir, "builtin", or None/"engine" for the engine's /tokenize
+    block_size: int | None = None
+    hash_algo: str | None = None
+    hash_seed: str | None = None
+    api_key: str | None = None
+    max_body_bytes: int = 16 * 1024 * 1024
+    scrape_interval_ms: float = 50.0
+    stale_after_s: float = 2.0
+    request_timeout_s: float = 600.0
+    max_retries: int = 2
+    objectives: dict[str, int] = field(default_factory=dict)  # model/objective name -> priority
+    queue_size: int = 0  # flow-control queue capacity; 0 = no queue (shed or pass)
+    queue_ttl_s: float = 30.0
+    log_level: str = "info"
+
+
+def load_scheduler_config(path: str | None) -> SchedulerConfig:
+    return load_config_file(path) if path else load_config(DEFAULT_CONFIG, origin="built-in default config")
+
+
+class RouterState:
+    """One router: data layer, indexes, scheduler, subscriber, proxy pool, decision hub, metrics."""
+
+    def __init__(self, settings: RouterSettings) -> None:
+        self.settings = settings
+        self.metrics = RouterMetrics()
+        self.hub = DecisionHub(on_drop=self.metrics.decision_drops.inc)
+        self.indexes = PrefixIndexes()
+        self.indexes.precise.on_gap = self._on_gap
+        self.config = settings.config or load_scheduler_config(settings.config_path)
+        self.scheduler = Scheduler(self.config, self.indexes)
+        self.config_version = 1
+        specs = list(settings.endpoints)
+        if settings.endpoints_file:
+            from router_lite.datalayer import load_endpoints_file
+
+            known = {s.key for s in specs}
+            specs += [s for s in load_endpoints_file(settings.endpoints_file) if s.key not in known]
+        self.datalayer = DataLayer(
+            specs,
+            scrape_interval_s=settings.scrape_interval_ms / 1000.0,
+            stale_after_s=settings.stale_after_s,
+            metrics=self.metrics,
+        )
+        self.subscriber = KVEventSubscriber(self.indexes.precise.apply, metrics=self.metrics)
+        self.datalayer.add_listener(self._on_membership)
+        self.watcher: FileWatcher | None = None
+        if settings.endpoints_file:
+            static = list(settings.endpoints)
+
+            def reload(file_specs: list[EndpointSpec]) -> None:
+                keys = {s.key for s in static}
+                self.datalayer.set_specs(static + [s for s in file_specs if s.key not in keys])
+
+            self.watcher = FileWatcher(settings.endpoints_file, reload)
+        self.pool = BackendPool(request_timeout_s=settings.request_timeout_s)
+        self._tokenizer = make_tokenizer(settings.tokenizer, self._tokenize_urls)
+        self.request_tokenizer = RequestTokenizer(self._tokenizer, self.hash_settings, on_error=self._on_tokenize_error)
+        self.admission = self._admission(self.config)
+        self._hash_cache: tuple[Any, HashSettings] | None = None
+
+    def _admission(self, config: SchedulerConfig) -> Admission:
+        try:
+            return Admission.from_config(config, self.settings.queue_size, self.settings.queue_ttl_s, self.metrics)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    # -- hashing settings ----------------------------------------------------------------------------
+    def hash_settings(self) -> HashSettings:
+        """Flags first, then the precise scorer's explicit parameters, then the engines' cache_config_info."""
+        info = self.datalayer.cache_info()
+        stamp = (id(self.config), info.block_size, info.hash_algo)
+        if self._hash_cache is not None and self._hash_cache[0] == stamp:
+            return self._hash_cache[1]
+        s = self.settings
+        cfg_bs = cfg_seed = cfg_algo = None
+        specs = self.config.plugins_of_type("precise-prefix-cache-scorer")
+        if specs:
+            raw = specs[0].raw_parameters or {}
+            tpc = raw.get("tokenProcessorConfig") or {}
+            if "blockSize" in tpc:
+                cfg_bs = specs[0].params.block_size
+            if tpc.get("hashSeed"):
+                cfg_seed = str(tpc["hashSeed"])
+            if "hashAlgo" in raw:
+                cfg_algo = specs[0].params.hash_algo
+        settings = HashSettings(
+            block_size=s.block_size or cfg_bs or info.block_size or DEFAULT_BLOCK_SIZE,
+            algo=s.hash_algo or cfg_algo or info.hash_algo or DEFAULT_HASH_ALGO,
+            seed=s.hash_seed or cfg_seed or "",
+        )
+        self._hash_cache = (stamp, settings)
+        return settings
+
+    def needs_tokens(self) -> bool:
+        """Tokenize only when something uses tokens: a precise scorer, a P/D decider, or an explicit tokenizer."""
+        if self.settings.tokenizer:
+            return True
+        return bool(self.config.plugins_of_type("precise-prefix-cache-scorer", "prefix-based-pd-decider"))
+
+    def _tokenize_urls(self) -> list[str]:
+        return [f"http://{e.key}" for e in self.datalayer.candidates()]
+
+    def _on_tokenize_error(self, message: str) -> None:
+        self.metrics.errors.labels("tokenize").inc()
+        log.debug("%s", message)
+
+    def _on_gap(self, endpoint: str, expected: int, got: int) -> None:
+        self.metrics.kv_event_errors.labels(endpoint).inc()
+        log.warning("KV events from %s: gap, expected seq %d, got %d (%d messages lost)", endpoint, expected, got, got - expected)
+
+    # -- membership ----------------------------------------------------------------------------------
+    def kv_spec(self, spec: EndpointSpec) -> EndpointSpec:
+        """The endpoint's KV event source: its own `kvEvents`, else the precise scorer's kvEventsConfig."""
+        if spec.kv_events is not None:
+            return spec
+        specs = self.config.plugins_of_type("precise-prefix-cache-scorer")
+        if not specs:
+            return spec
+        kec = specs[0].params.kv_events_config
+        if kec.zmq_endpoint:
+            kv = KVEventsSpec(kec.zmq_endpoint, topic=kec.topic_filter or "", bind=True)
+        elif kec.discover_pods:
+            port = kec.pod_discovery_config.socket_port if kec.pod_discovery_config else 5557
+            host = spec.address.rpartition(":")[0]
+            kv = KVEventsSpec(f"tcp://{host}:{port}", topic=kec.topic_filter or "", bind=False)
+        else:
+            return spec
+        from dataclasses import replace
+
+        return replace(spec, kv_events=kv)
+
+    def _on_membership(self, added: list[EndpointSpec], removed: list[EndpointSpec]) -> None:
+        self.subscriber.on_membership([self.kv_spec(s) for s in added], [self.kv_spec(s) for s in removed])
+        for spec in removed:
+            self.indexes.remove_endpoint(spec.key)
+
+    # -- config hot swap -----------------------------------------------------------------------------
+    def swap_config(self, config: SchedulerConfig) -> None:
+        """Switch the scheduling config live; in-flight requests finish with the scheduler they started on."""
+        old_kv = {s.key: self.kv_spec(s) for s in (st.spec for st in self.datalayer.states.values())}
+        admission = self._admission(config)
+        self.scheduler = Scheduler(config, self.indexes)
+        self.admission = admission
+        self.config = config
+        self.config_version += 1
+        self._hash_cache = None
+        self.metrics.config_swaps.inc()
+        new_kv = {k: self.kv_spec(st.spec) for k, st in self.datalayer.states.items()}
+        changed = [k for k in new_kv if new_kv[k] != old_kv.get(k)]
+        if changed:
+            self.subscriber.on_membership([new_kv[k] for k in changed], [old_kv[k] for k in changed if k in old_kv])
+        log.info("scheduling config switched (version %d): profiles %s", self.config_version, [p.name for p in config.profiles])
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.datalayer.start()
+        await self.subscriber.start([self.kv_spec(st.spec) for st in self.datalayer.states.values()])
+        if self.watcher is not None:
+            self.watcher.start()
+
+    async def stop(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
+        await self.subscriber.stop()
+        await self.datalayer.stop()
+        await self.pool.aclose()
+        close = getattr(self._tokenizer, "aclose", None)
+        if close is not None:
+            await close()
+
+    def describe(self) -> dict[str, Any]:
+        """`/debug/endpoints`: the data layer, the index sizes, the subscriber and the active config."""
+        hs = self.hash_settings()
+        return {
+            "endpoints": self.datalayer.snapshot(),
+            "indexes": self.indexes.stats(),
+            "kv_events": self.subscriber.snapshot(),
+            "hashing": {"block_size": hs.block_size, "algo": hs.algo, "seed": "(default)" if not hs.seed else "(set)"},
+            "config": {"version": self.config_version, "profiles": [p.name for p in self.config.profiles], "path": self.settings.config_path},
+            "decisions": {"published": self.hub.published, "subscribers": self.hub.subscribers, "dropped": self.hub.dropped},
+        }
+
+
+def config_from_text(text: str, origin: str) -> SchedulerConfig:
+    """An EndpointPickerConfig posted as JSON or YAML text (never read as a file path)."""
+    import yaml
+
+    from router_lite.config import ConfigError
+
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: not valid YAML or JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{origin}: expected an EndpointPickerConfig mapping, got {type(doc).__name__}")
+    return load_config(doc, origin=origin)
+
+
+def profile_router_config(name_or_path: str) -> tuple[SchedulerConfig, str]:
+    """The router config of a shipped profile (`precise-prefix-cache`) or a profile file."""
+    from llmdctl.profile import load_profile
+
+    profile = load_profile(name_or_path)
+    return load_config(profile.router.config, origin=f"profile {profile.name}"), profile.name
+
+
+def settings_summary(settings: RouterSettings) -> str:
+    n = len(settings.endpoints)
+    return f"{n} static endpoint(s)" + (f" + {Path(settings.endpoints_file).name}" if settings.endpoints_file else "")

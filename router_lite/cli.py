@@ -1,0 +1,118 @@
+"""`router serve`: the Typer sub-app llmdctl mounts as `llmdctl router`, also `python -m router_lite serve`.
+
+Flag names are an interface: `llmdctl up` builds router command lines from them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="router_lite: llm-d's endpoint picker and OpenAI gateway, in Python.", no_args_is_help=True, add_completion=False)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _objectives(items: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name] = int(value)
+        except ValueError:
+            _fail(f"--objective {item!r}: expected NAME=PRIORITY with an integer priority, e.g. batch=-1")
+    return out
+
+
+@app.callback()
+def _group() -> None:
+    """router_lite: llm-d's endpoint picker and OpenAI gateway, in Python."""
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    config: Optional[Path] = typer.Option(None, "--config", help="EndpointPickerConfig YAML (llm-d's shape)."),
+    endpoints: Optional[str] = typer.Option(None, help="Static endpoints: host:port[@role],host:port,..."),
+    endpoints_file: Optional[Path] = typer.Option(None, help="Endpoints file (file-discovery YAML), watched for changes."),
+    tokenizer: Optional[str] = typer.Option(None, help="Local Hugging Face tokenizer dir, 'builtin', or 'engine' (default: the engine's /tokenize)."),
+    block_size: Optional[int] = typer.Option(None, help="KV block size in tokens (default: the engine's cache_config_info, else 16)."),
+    hash_algo: Optional[str] = typer.Option(None, help="sha256 or sha256_cbor (default: the engine's, else sha256)."),
+    hash_seed: Optional[str] = typer.Option(None, help="The engines' PYTHONHASHSEED (default: $PYTHONHASHSEED, else vLLM's default)."),
+    api_key: Optional[str] = typer.Option(None, envvar="LLMD_ROUTER_API_KEY", help="Require 'Authorization: Bearer KEY'."),
+    max_body_bytes: int = typer.Option(16 * 1024 * 1024, help="Largest request body accepted."),
+    scrape_interval_ms: float = typer.Option(50.0, help="How often each endpoint's /metrics is scraped."),
+    max_retries: int = typer.Option(2, help="Other endpoints tried when one fails before its first byte."),
+    request_timeout: float = typer.Option(600.0, help="Seconds a proxied request may take."),
+    objective: list[str] = typer.Option([], "--objective", help="NAME=PRIORITY: priority of requests for a model/objective (repeatable)."),
+    queue_size: int = typer.Option(0, help="Flow-control queue capacity when saturated (0: no queue)."),
+    queue_ttl: float = typer.Option(30.0, help="Seconds a queued request may wait."),
+    log_level: str = typer.Option("info", help="debug, info, warning or error."),
+) -> None:
+    """Serve the OpenAI API, routing each request to the best model server."""
+    from router_lite.app_state import RouterSettings, load_scheduler_config
+    from router_lite.config import ConfigError
+    from router_lite.datalayer import DiscoveryError, load_endpoints_file, parse_endpoint_list
+    from router_lite.tokenization import HashSettings, TokenizationError
+
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        _fail(f"--log-level: expected debug, info, warning or error, got {log_level!r}")
+    if not 0 < port < 65536:
+        _fail(f"--port: expected 1-65535, got {port}")
+    if max_body_bytes <= 0:
+        _fail(f"--max-body-bytes: expected a positive integer, got {max_body_bytes}")
+    if scrape_interval_ms < 0:
+        _fail(f"--scrape-interval-ms: expected >= 0, got {scrape_interval_ms}")
+    if max_retries < 0:
+        _fail(f"--max-retries: expected >= 0, got {max_retries}")
+    try:
+        HashSettings(block_size or 16, hash_algo or "sha256")
+        specs = parse_endpoint_list(endpoints) if endpoints else []
+        if endpoints_file is not None:
+            load_endpoints_file(endpoints_file)  # validate now: a typo is an error at start, not a silent empty pool
+        cfg = load_scheduler_config(str(config) if config else None)
+    except (DiscoveryError, ConfigError, TokenizationError) as exc:
+        _fail(str(exc))
+    if not specs and endpoints_file is None:
+        _fail("no endpoints: give --endpoints host:port,... and/or --endpoints-file FILE")
+    settings = RouterSettings(
+        host=host,
+        port=port,
+        config=cfg,
+        config_path=str(config) if config else None,
+        endpoints=specs,
+        endpoints_file=str(endpoints_file) if endpoints_file else None,
+        tokenizer=tokenizer,
+        block_size=block_size,
+        hash_algo=hash_algo,
+        hash_seed=hash_seed,
+        api_key=api_key or None,
+        max_body_bytes=max_body_bytes,
+        scrape_interval_ms=scrape_interval_ms,
+        max_retries=max_retries,
+        request_timeout_s=request_timeout,
+        objectives=_objectives(objective),
+        queue_size=queue_size,
+        queue_ttl_s=queue_ttl,
+        log_level=log_level,
+    )
+    try:
+        from router_lite.server import serve as run
+
+        run(settings)
+    except TokenizationError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,249 @@
+"""Loading llm-d's EndpointPickerConfig: shape checks, plugin parameter validation, injected defaults.
+
+Accepts the same documents users give llm-d's endpoint picker (apiVersion `llm-d.ai/v1alpha1`; the legacy
+`inference.networking.x-k8s.io/v1alpha1` with a warning). Defaults are injected as llm-d does: with no
+`schedulingProfiles`, one profile `default` referencing every filter, scorer and picker; a profile without a
+picker gets `max-score-picker`; a single profile without a profile handler gets `single-profile-handler`.
+Every mistake is a `ConfigError` naming where it is and what was expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from router_lite.registry import ConfigError, lookup, parse_dataclass
+
+__all__ = ["ConfigError", "PluginSpec", "ProfilePluginRef", "ProfileSpec", "SchedulerConfig", "load_config", "load_config_file"]
+
+API_VERSION = "llm-d.ai/v1alpha1"
+LEGACY_API_VERSIONS = ("inference.networking.x-k8s.io/v1alpha1",)
+KIND = "EndpointPickerConfig"
+# Top-level sections llm-d's EPP knows that this router does not act on: accepted and reported, not errors.
+_IGNORED_SECTIONS = ("featureGates", "data", "saturationDetector", "flowControl", "parser")
+_TOP_LEVEL = ("apiVersion", "kind", "plugins", "schedulingProfiles", *_IGNORED_SECTIONS)
+
+
+@dataclass
+class PluginSpec:
+    """One `plugins[]` entry: instance name, registered type, parsed parameters."""
+
+    name: str
+    type: str
+    kind: str
+    params: Any
+    raw_parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProfilePluginRef:
+    plugin_ref: str
+    weight: float = 1.0
+
+
+@dataclass
+class ProfileSpec:
+    name: str
+    plugins: list[ProfilePluginRef]
+
+
+@dataclass
+class SchedulerConfig:
+    """A validated EndpointPickerConfig with llm-d's defaults injected."""
+
+    plugins: list[PluginSpec]
+    profiles: list[ProfileSpec]
+    api_version: str = API_VERSION
+    warnings: list[str] = field(default_factory=list)
+    extra_sections: dict[str, Any] = field(default_factory=dict)  # featureGates, saturationDetector, ...
+
+    def plugin(self, name: str) -> PluginSpec:
+        for p in self.plugins:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def plugins_of_type(self, *type_names: str) -> list[PluginSpec]:
+        """Plugin specs whose registered type (or its current name, for aliases) is one of `type_names`."""
+        return [p for p in self.plugins if lookup(p.type).cls.type_name in type_names or p.type in type_names]
+
+    @property
+    def profile_handler(self) -> PluginSpec:
+        return next(p for p in self.plugins if p.kind == "profile_handler")
+
+    def precise_prefix_settings(self) -> Any | None:
+        """Params of the first precise-prefix-cache-scorer (block size, hash seed...) the gateway hashes with."""
+        specs = self.plugins_of_type("precise-prefix-cache-scorer")
+        return specs[0].params if specs else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The effective config (defaults injected), as an EndpointPickerConfig document."""
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "plugins": [
+                {"name": p.name, "type": p.type, **({"parameters": p.raw_parameters} if p.raw_parameters else {})}
+                for p in self.plugins
+            ],
+            "schedulingProfiles": [
+                {"name": s.name, "plugins": [{"pluginRef": r.plugin_ref, "weight": r.weight} for r in s.plugins]}
+                for s in self.profiles
+            ],
+        }
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def load_config(source: dict[str, Any] | str | Path, origin: str = "config") -> SchedulerConfig:
+    """Validate an EndpointPickerConfig given as a mapping, YAML text or a file path; inject llm-d's defaults."""
+    if isinstance(source, Path) or (
+        isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml", ".json"))
+    ):
+        return load_config_file(source)
+    if isinstance(source, str):
+        try:
+            doc = yaml.safe_load(source)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{origin}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    else:
+        doc = source
+    _require(isinstance(doc, dict), f"{origin}: expected an EndpointPickerConfig mapping, got {type(doc).__name__}")
+    warnings: list[str] = []
+    for key in doc:
+        _require(key in _TOP_LEVEL, f"{origin}: unknown top-level key {key!r}; accepted: {', '.join(_TOP_LEVEL)}")
+    api = doc.get("apiVersion", API_VERSION)
+    if api in LEGACY_API_VERSIONS:
+        warnings.append(f"{origin}: apiVersion {api!r} is deprecated; use {API_VERSION!r}")
+    else:
+        _require(api == API_VERSION, f"{origin}: apiVersion: expected {API_VERSION!r}, got {api!r}")
+    kind = doc.get("kind", KIND)
+    _require(kind == KIND, f"{origin}: kind: expected {KIND!r}, got {kind!r}")
+    extra = {k: doc[k] for k in _IGNORED_SECTIONS if k in doc}
+    for k in extra:
+        warnings.append(f"{origin}: section {k!r} is accepted but not acted on by router_lite")
+
+    plugins = _load_plugins(doc.get("plugins"), origin, warnings)
+    by_name = {p.name: p for p in plugins}
+    profiles = _load_profiles(doc.get("schedulingProfiles"), by_name, origin)
+
+    # Defaults, as llm-d injects them.
+    if not profiles:
+        refs = [ProfilePluginRef(p.name) for p in plugins if p.kind in ("filter", "scorer", "picker")]
+        profiles = [ProfileSpec("default", refs)]
+    for prof in profiles:
+        if not any(by_name[r.plugin_ref].kind == "picker" for r in prof.plugins):
+            if "max-score-picker" not in by_name:
+                spec = _make_spec({"type": "max-score-picker"}, origin, len(plugins), warnings)
+                plugins.append(spec)
+                by_name[spec.name] = spec
+            prof.plugins.append(ProfilePluginRef(by_name["max-score-picker"].name))
+    handlers = [p for p in plugins if p.kind == "profile_handler"]
+    if not handlers:
+        _require(
+            len(profiles) == 1,
+            f"{origin}: {len(profiles)} schedulingProfiles need a profile handler plugin "
+            "(e.g. disagg-profile-handler); single-profile-handler is injected only for one profile",
+        )
+        spec = _make_spec({"type": "single-profile-handler"}, origin, len(plugins), warnings)
+        plugins.append(spec)
+    else:
+        _require(
+            len(handlers) == 1,
+            f"{origin}: plugins: expected exactly one profile handler, got {', '.join(h.name for h in handlers)}",
+        )
+    for prof in profiles:
+        pickers = [r.plugin_ref for r in prof.plugins if by_name[r.plugin_ref].kind == "picker"]
+        _require(len(pickers) == 1, f"{origin}: schedulingProfiles[{prof.name}]: expected one picker, got {', '.join(pickers)}")
+    handler = next(p for p in plugins if p.kind == "profile_handler")
+    cls = lookup(handler.type).cls
+    problem = cls.check_profiles(handler.params, [p.name for p in profiles], by_name) if hasattr(cls, "check_profiles") else None
+    _require(problem is None, f"{origin}: plugin {handler.name!r} ({handler.type}): {problem}")
+    return SchedulerConfig(plugins=plugins, profiles=profiles, api_version=API_VERSION, warnings=warnings, extra_sections=extra)
+
+
+def _make_spec(entry: Any, origin: str, i: int, warnings: list[str]) -> PluginSpec:
+    where = f"{origin}: plugins[{i}]"
+    _require(isinstance(entry, dict), f"{where}: expected a mapping with 'type', got {entry!r}")
+    for key in entry:
+        _require(key in ("name", "type", "parameters"), f"{where}: unknown key {key!r}; accepted: name, type, parameters")
+    type_name = entry.get("type")
+    _require(isinstance(type_name, str) and type_name, f"{where}: 'type' is required (a plugin type name such as queue-scorer)")
+    name = entry.get("name") or type_name
+    _require(isinstance(name, str), f"{where}: name: expected a string, got {name!r}")
+    try:
+        pt = lookup(type_name)
+    except ConfigError as exc:
+        raise ConfigError(f"{where} ({name}): {exc}") from None
+    if pt.deprecated_alias_of:
+        warnings.append(f"{origin}: plugin type {type_name!r} is deprecated; use {pt.deprecated_alias_of!r}")
+    raw = entry.get("parameters") or {}
+    params = parse_dataclass(pt.cls.Params, raw, f"{origin}: plugin {name!r} ({type_name}) parameters")
+    return PluginSpec(name=name, type=type_name, kind=pt.kind, params=params, raw_parameters=dict(raw))
+
+
+def _load_plugins(entries: Any, origin: str, warnings: list[str]) -> list[PluginSpec]:
+    _require(entries is not None, f"{origin}: 'plugins' is required (a list of {{name?, type, parameters?}})")
+    _require(isinstance(entries, list), f"{origin}: plugins: expected a list, got {type(entries).__name__}")
+    specs: list[PluginSpec] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        spec = _make_spec(entry, origin, i, warnings)
+        _require(spec.name not in seen, f"{origin}: plugins[{i}]: duplicate plugin name {spec.name!r}")
+        seen.add(spec.name)
+        specs.append(spec)
+    return specs
+
+
+def _load_profiles(entries: Any, by_name: dict[str, PluginSpec], origin: str) -> list[ProfileSpec]:
+    if entries is None:
+        return []
+    _require(isinstance(entries, list), f"{origin}: schedulingProfiles: expected a list, got {type(entries).__name__}")
+    profiles: list[ProfileSpec] = []
+    for i, entry in enumerate(entries):
+        where = f"{origin}: schedulingProfiles[{i}]"
+        _require(isinstance(entry, dict), f"{where}: expected a mapping with name and plugins")
+        for key in entry:
+            _require(key in ("name", "plugins"), f"{where}: unknown key {key!r}; accepted: name, plugins")
+        name = entry.get("name")
+        _require(isinstance(name, str) and name, f"{where}: 'name' is required")
+        _require(name not in {p.name for p in profiles}, f"{where}: duplicate profile name {name!r}")
+        refs_raw = entry.get("plugins") or []
+        _require(isinstance(refs_raw, list), f"{where} ({name}): plugins: expected a list of {{pluginRef, weight?}}")
+        refs: list[ProfilePluginRef] = []
+        for j, r in enumerate(refs_raw):
+            w = f"{where} ({name}).plugins[{j}]"
+            _require(isinstance(r, dict), f"{w}: expected a mapping with pluginRef")
+            for key in r:
+                _require(key in ("pluginRef", "weight"), f"{w}: unknown key {key!r}; accepted: pluginRef, weight")
+            ref = r.get("pluginRef")
+            _require(isinstance(ref, str) and ref, f"{w}: 'pluginRef' is required")
+            _require(ref in by_name, f"{w}: pluginRef {ref!r} names no plugin; defined: {', '.join(by_name) or 'none'}")
+            kind = by_name[ref].kind
+            _require(
+                kind in ("filter", "scorer", "picker"),
+                f"{w}: {ref!r} is a {kind.replace('_', ' ')}; profiles reference filters, scorers and pickers",
+            )
+            weight = r.get("weight", 1)
+            _require(
+                isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0,
+                f"{w}: weight: expected a non-negative number, got {weight!r}",
+            )
+            refs.append(ProfilePluginRef(ref, float(weight)))
+        profiles.append(ProfileSpec(name, refs))
+    return profiles
+
+
+def load_config_file(path: str | Path) -> SchedulerConfig:
+    """Load an EndpointPickerConfig YAML file; a missing/unreadable file is a ConfigError naming it."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc.strerror or exc}") from None
+    return load_config(text, origin=str(p))

@@ -1,0 +1,283 @@
+"""The live endpoint set: scraped metrics, health, and membership changes, shared by everything that routes.
+
+Each endpoint has one asyncio task that scrapes `/metrics` every `scrape_interval_s` and probes `/health`
+every `health_interval_s`. An endpoint leaves the candidate set when it refuses connections, when `/health`
+fails, when its metrics have been failing for longer than `stale_after_s`, or when the proxy reports a
+failure; it comes back on the next successful scrape with a good health probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from router_lite.datalayer.discovery import EndpointSpec
+from router_lite.datalayer.scrape import CacheInfo, parse_vllm_metrics
+from router_lite.types import Endpoint
+
+log = logging.getLogger("router_lite.datalayer")
+
+MembershipListener = Callable[[list[EndpointSpec], list[EndpointSpec]], None]
+
+
+@dataclass(eq=False)
+class EndpointState:
+    spec: EndpointSpec
+    endpoint: Endpoint
+    cache: CacheInfo = field(default_factory=CacheInfo)
+    health_ok: bool = True
+    scrape_ok: bool = True
+    proxy_down: bool = False
+    last_ok: float = 0.0
+    failures: int = 0
+    scrapes: int = 0
+    last_error: str | None = None
+    reason: str | None = None
+    task: asyncio.Task | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.health_ok and self.scrape_ok and not self.proxy_down
+
+
+class DataLayer:
+    """Endpoints by key with their metrics and health; `candidates()` is what the scheduler gets."""
+
+    def __init__(
+        self,
+        specs: list[EndpointSpec],
+        *,
+        scrape_interval_s: float = 0.05,
+        stale_after_s: float = 2.0,
+        health_interval_s: float = 1.0,
+        timeout_s: float = 1.0,
+        metrics: Any = None,
+    ) -> None:
+        self.scrape_interval_s = scrape_interval_s
+        self.stale_after_s = stale_after_s
+        self.health_interval_s = health_interval_s
+        self.timeout_s = timeout_s
+        self.metrics = metrics
+        self.states: dict[str, EndpointState] = {}
+        self._listeners: list[MembershipListener] = []
+        self._client: httpx.AsyncClient | None = None
+        self._running = False
+        self._healthy_cache: list[Endpoint] | None = None
+        for spec in specs:
+            self._add(spec)
+
+    # -- membership --------------------------------------------------------------------------------
+    def add_listener(self, fn: MembershipListener) -> None:
+        self._listeners.append(fn)
+
+    def _add(self, spec: EndpointSpec) -> EndpointState:
+        state = EndpointState(spec=spec, endpoint=spec.to_endpoint(), last_ok=time.monotonic())
+        self.states[spec.key] = state
+        self._set_health_gauge(state)
+        if self._running:
+            state.task = asyncio.get_running_loop().create_task(self._watch(state), name=f"scrape-{spec.key}")
+        return state
+
+    def set_specs(self, specs: list[EndpointSpec]) -> tuple[list[EndpointSpec], list[EndpointSpec]]:
+        """Replace the endpoint set; a changed spec counts as removed and added. Returns (added, removed)."""
+        new = {s.key: s for s in specs}
+        removed = [st.spec for k, st in self.states.items() if k not in new or new[k] != st.spec]
+        added = [s for k, s in new.items() if k not in self.states or self.states[k].spec != s]
+        for spec in removed:
+            state = self.states.pop(spec.key)
+            if state.task:
+                state.task.cancel()
+            if self.metrics is not None:
+                try:
+                    self.metrics.endpoint_healthy.remove(spec.key)
+                except KeyError:
+                    pass
+        for spec in added:
+            self._add(spec)
+        self._healthy_cache = None
+        if added or removed:
+            log.info("endpoints changed: +%s -%s", [s.key for s in added], [s.key for s in removed])
+            for fn in self._listeners:
+                try:
+                    fn(added, removed)
+                except Exception:
+                    log.exception("endpoint membership listener")
+        return added, removed
+
+    # -- views ---------------------------------------------------------------------------------------
+    def endpoints(self) -> list[Endpoint]:
+        return [s.endpoint for s in self.states.values()]
+
+    def candidates(self) -> list[Endpoint]:
+        """Healthy endpoints (cached until health or membership changes)."""
+        if self._healthy_cache is None:
+            self._healthy_cache = [s.endpoint for s in self.states.values() if s.healthy]
+        return self._healthy_cache
+
+    def get(self, key: str) -> EndpointState | None:
+        return self.states.get(key)
+
+    def cache_info(self) -> CacheInfo:
+        """The engines' prefix-cache settings: the first endpoint that reported them."""
+        for s in self.states.values():
+            if s.cache.block_size:
+                return s.cache
+        return CacheInfo()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        out = []
+        for s in self.states.values():
+            ep, m = s.endpoint, s.endpoint.metrics
+            out.append(
+                {
+                    "endpoint": ep.key,
+                    "name": ep.name,
+                    "role": ep.role,
+                    "labels": dict(ep.labels),
+                    "dp_rank": ep.dp_rank,
+                    "healthy": s.healthy,
+                    "reason": s.reason,
+                    "last_error": s.last_error,
+                    "metrics_age_s": round(now - m.updated_at, 3) if m.updated_at else None,
+                    "stale": (not m.updated_at) or now - m.updated_at > self.stale_after_s,
+                    "waiting": m.waiting_queue_size,
+                    "running": m.running_requests_size,
+                    "kv_cache_usage": m.kv_cache_usage_percent,
+                    "block_size": s.cache.block_size,
+                    "num_gpu_blocks": s.cache.num_gpu_blocks,
+                    "hash_algo": s.cache.hash_algo,
+                    "lora_active": sorted(m.active_models),
+                    "scrapes": s.scrapes,
+                    "kv_events": (
+                        {"endpoint": s.spec.kv_events.endpoint, "topic": s.spec.kv_events.topic, "bind": s.spec.kv_events.bind}
+                        if s.spec.kv_events
+                        else None
+                    ),
+                }
+            )
+        return out
+
+    # -- health --------------------------------------------------------------------------------------
+    def _set_health_gauge(self, state: EndpointState) -> None:
+        if self.metrics is not None:
+            self.metrics.endpoint_healthy.labels(state.spec.key).set(1 if state.healthy else 0)
+
+    def _update(self, state: EndpointState, **changes: Any) -> None:
+        before = state.healthy
+        for k, v in changes.items():
+            setattr(state, k, v)
+        after = state.healthy
+        state.endpoint.healthy = after
+        if before != after:
+            self._healthy_cache = None
+            self._set_health_gauge(state)
+            if after:
+                state.reason = None
+                log.info("endpoint %s healthy", state.spec.key)
+            else:
+                log.warning("endpoint %s unhealthy: %s", state.spec.key, state.reason)
+
+    def report_failure(self, key: str, reason: str) -> None:
+        """The proxy could not reach `key`: drop it from the candidates until a scrape succeeds again."""
+        state = self.states.get(key)
+        if state is not None and not state.proxy_down:
+            state.reason = reason
+            self._update(state, proxy_down=True)
+
+    # -- the scrape loop -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        self._client = httpx.AsyncClient(timeout=self.timeout_s, limits=httpx.Limits(max_keepalive_connections=256))
+        loop = asyncio.get_running_loop()
+        for state in self.states.values():
+            if state.task is None:
+                state.task = loop.create_task(self._watch(state), name=f"scrape-{state.spec.key}")
+
+    async def stop(self) -> None:
+        self._running = False
+        tasks = [s.task for s in self.states.values() if s.task]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        for s in self.states.values():
+            s.task = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def scrape_once(self, state: EndpointState) -> None:
+        """One `/metrics` scrape of one endpoint (also used directly by tests and at startup)."""
+        assert self._client is not None
+        base = f"http://{state.spec.address}"
+        now = time.monotonic()
+        try:
+            resp = await self._client.get(base + "/metrics")
+            resp.raise_for_status()
+            metrics, cache = parse_vllm_metrics(resp.text, state.endpoint.dp_rank, now=time.monotonic())
+        except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+            self._scrape_failed(state, f"unreachable: {type(exc).__name__}", hard=True)
+            return
+        except Exception as exc:  # timeouts, HTTP errors, unparsable pages
+            self._scrape_failed(state, f"metrics: {type(exc).__name__}: {exc}"[:200], hard=now - state.last_ok > self.stale_after_s)
+            return
+        state.endpoint.metrics = metrics
+        if cache.block_size:
+            state.cache = cache
+        state.scrapes += 1
+        state.failures = 0
+        state.last_ok = time.monotonic()
+        state.last_error = None
+        if not state.healthy or not state.scrape_ok:
+            self._update(state, scrape_ok=True, proxy_down=False)
+
+    def _scrape_failed(self, state: EndpointState, error: str, hard: bool) -> None:
+        state.failures += 1
+        state.last_error = error
+        if self.metrics is not None:
+            self.metrics.scrape_errors.labels(state.spec.key).inc()
+        if hard and state.scrape_ok:
+            state.reason = error
+            self._update(state, scrape_ok=False)
+
+    async def probe_health(self, state: EndpointState) -> None:
+        assert self._client is not None
+        try:
+            resp = await self._client.get(f"http://{state.spec.address}/health")
+            ok = resp.status_code == 200
+            why = f"/health returned {resp.status_code}"
+        except Exception as exc:
+            ok, why = False, f"/health: {type(exc).__name__}"
+        if ok != state.health_ok:
+            if not ok:
+                state.reason = why
+            self._update(state, health_ok=ok)
+
+    async def _watch(self, state: EndpointState) -> None:
+        next_health = 0.0
+        while True:
+            t0 = time.monotonic()
+            try:
+                if t0 >= next_health:
+                    next_health = t0 + self.health_interval_s
+                    await self.probe_health(state)
+                if self.scrape_interval_s > 0:
+                    await self.scrape_once(state)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("scraping %s", state.spec.key)
+            interval = self.scrape_interval_s if self.scrape_interval_s > 0 else self.health_interval_s
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))

@@ -1,0 +1,478 @@
+"""The OpenAI-compatible gateway: parse, admit, tokenize, schedule, proxy (with retry and P/D), publish.
+
+Every answer the router itself gives is an OpenAI error object; every proxied answer carries
+`x-llmd-endpoint` (and `x-llmd-prefill-endpoint` for P/D). Nothing a client sends can take the router down:
+each handler turns unexpected failures into a 500 error object and a counted error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from router_lite.admission import Rejected
+from router_lite.app_state import RouterSettings, RouterState, config_from_text, profile_router_config
+from router_lite.config import ConfigError
+from router_lite.proxy import PrefillError, Upstream, UpstreamError, forward_headers, open_upstream, run_prefill
+from router_lite.tokenization import chat_text, completion_prompt
+from router_lite.types import LLMRequest, SchedulingResult
+
+log = logging.getLogger("router_lite.gateway")
+
+ENDPOINT_HEADER = "x-llmd-endpoint"
+PREFILL_HEADER = "x-llmd-prefill-endpoint"
+PRIORITY_HEADER = "x-llmd-priority"
+PREFILLER_HEADER = "x-prefiller-host-port"  # what llm-d's decode sidecar reads
+_json_decoder = msgspec.json.Decoder()
+
+
+class ClientError(Exception):
+    """A request the router refuses: becomes an OpenAI error object with this status."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_exceeded", 503: "service_unavailable", 500: "internal_error", 502: "bad_gateway", 504: "timeout"}
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": _ERROR_TYPES.get(status, "error"), "param": param, "code": code or status}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class Gateway:
+    """HTTP handlers over one RouterState."""
+
+    def __init__(self, state: RouterState) -> None:
+        self.state = state
+        self.s = state.settings
+        self._models_cache: tuple[float, list[dict[str, Any]]] | None = None
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def _authorized(self, request: Request) -> bool:
+        key = self.s.api_key
+        if not key:
+            return True
+        auth = request.headers.get("authorization", "")
+        return auth == f"Bearer {key}"
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.s.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                if int(declared) > limit:
+                    raise ClientError(400, f"request body of {declared} bytes is over the limit of {limit} bytes", code="body_too_large")
+            except ValueError:
+                raise ClientError(400, "invalid Content-Length header", code="invalid_header") from None
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ClientError(400, f"request body is over the limit of {limit} bytes", code="body_too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _parse(self, raw: bytes, kind: str) -> dict[str, Any]:
+        if not raw.strip():
+            raise ClientError(400, "request body is empty; expected a JSON object", code="invalid_json")
+        try:
+            body = _json_decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise ClientError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        if not isinstance(body, dict):
+            raise ClientError(400, f"request body must be a JSON object, got {type(body).__name__}", code="invalid_json")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise ClientError(400, "'model' is required and must be a non-empty string", param="model", code="missing_model")
+        if kind == "completions":
+            if "prompt" not in body:
+                raise ClientError(400, "'prompt' is required", param="prompt", code="missing_prompt")
+            if completion_prompt(body["prompt"]) is None:
+                raise ClientError(400, "'prompt' must be a string, a list of strings, or token ids", param="prompt", code="invalid_prompt")
+        else:
+            msgs = body.get("messages")
+            if not isinstance(msgs, list) or not msgs:
+                raise ClientError(400, "'messages' is required and must be a non-empty list", param="messages", code="missing_messages")
+            for i, m in enumerate(msgs):
+                if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                    raise ClientError(400, f"messages[{i}] must be an object with a string 'role'", param="messages", code="invalid_messages")
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool) and stream is not None:
+            raise ClientError(400, "'stream' must be a boolean", param="stream", code="invalid_stream")
+        return body
+
+    def _priority(self, request: Request, model: str) -> int:
+        raw = request.headers.get(PRIORITY_HEADER)
+        if raw is not None:
+            try:
+                return int(raw)
+            except ValueError:
+                raise ClientError(400, f"header {PRIORITY_HEADER} must be an integer, got {raw!r}", param=PRIORITY_HEADER, code="invalid_priority") from None
+        objective = request.headers.get("x-gateway-inference-objective") or model
+        return self.s.objectives.get(objective, 0)
+
+    def _llm_request(self, request: Request, body: dict[str, Any], kind: str, priority: int) -> LLMRequest:
+        headers = {k.lower(): v for k, v in request.headers.items() if k.lower() not in ("authorization", "cookie")}
+        rid = headers.get("x-request-id") or uuid.uuid4().hex
+        if kind == "completions":
+            prompt = completion_prompt(body.get("prompt"))
+            text = prompt if isinstance(prompt, str) else None
+            ids = prompt if isinstance(prompt, list) else None
+        else:
+            text, ids = chat_text(body["messages"]), None
+        salt = body.get("cache_salt")
+        return LLMRequest(
+            request_id=rid,
+            model=body["model"],
+            prompt_token_ids=ids,
+            prompt_text=text,
+            headers=headers,
+            priority=priority,
+            session_id=headers.get("x-session-id"),
+            cache_salt=salt if isinstance(salt, str) else None,
+        )
+
+    # -- OpenAI routes -----------------------------------------------------------------------------------
+    async def completions(self, request: Request) -> Response:
+        return await self._generate(request, "completions", "/v1/completions")
+
+    async def chat(self, request: Request) -> Response:
+        return await self._generate(request, "chat", "/v1/chat/completions")
+
+    async def _generate(self, request: Request, kind: str, path: str) -> Response:
+        m = self.state.metrics
+        t0 = time.perf_counter()
+        try:
+            if not self._authorized(request):
+                raise ClientError(401, "missing or invalid API key (Authorization: Bearer ...)", code="invalid_api_key")
+            raw = await self._read_body(request)
+            body = self._parse(raw, kind)
+            priority = self._priority(request, body["model"])
+            req = self._llm_request(request, body, kind, priority)
+            admission = self.state.admission
+            ticket = None
+            if admission is not None:
+                try:
+                    ticket = await admission.admit(req, self.state.datalayer.candidates)
+                except Rejected as exc:
+                    raise ClientError(429, str(exc), code="saturated", headers={"Retry-After": str(exc.retry_after_s)}) from None
+            try:
+                resp = await self._route(request, req, body, raw, kind, path, t0)
+            except BaseException:
+                if ticket is not None:
+                    ticket.release()
+                raise
+            if ticket is not None:
+                resp = _release_after(resp, ticket)
+            return resp
+        except ClientError as exc:
+            m.requests.labels(path, str(exc.status)).inc()
+            if exc.status >= 500:
+                m.errors.labels("no_endpoint" if exc.status == 503 else "upstream").inc()
+            return error_response(exc.status, str(exc), exc.param, exc.code, exc.headers)
+        except Exception as exc:  # the router never dies on a request
+            log.exception("request failed")
+            m.errors.labels("internal").inc()
+            m.requests.labels(path, "500").inc()
+            return error_response(500, f"router error: {type(exc).__name__}", code="internal_error")
+
+    async def _route(self, request: Request, req: LLMRequest, body: dict[str, Any], raw: bytes, kind: str, path: str, t0: float) -> Response:
+        st = self.state
+        m = st.metrics
+        if st.needs_tokens() and req.block_hashes is None:
+            await st.request_tokenizer.prepare(req, kind, body)
+        scheduler = st.scheduler
+        candidates = st.datalayer.candidates()
+        if not candidates:
+            raise ClientError(503, "no healthy model server endpoint is available", code="no_healthy_endpoint", headers={"Retry-After": "1"})
+        result = scheduler.schedule(req, candidates)
+        m.scheduling_latency.observe(result.scheduling_time_s)
+        if result.target is None:
+            raise ClientError(503, f"no endpoint can serve this request: {result.reason}", code="no_endpoint", headers={"Retry-After": "1"})
+        scheduler.on_routed(req, result)
+        headers = forward_headers(request.headers.raw, strip_auth=bool(self.s.api_key))
+        headers["x-request-id"] = req.request_id
+        pd: dict[str, Any] | None = None
+        content = raw
+        prefill = result.prefill
+        if prefill is not None:
+            pd = {"prefill": prefill.key, "fallback": None}
+            try:
+                params = await run_prefill(st.pool.client(prefill.key), path, body, kind, headers)
+                decode_body = dict(body)
+                decode_body["kv_transfer_params"] = params
+                content = json.dumps(decode_body).encode()
+                headers[PREFILLER_HEADER] = prefill.key
+                m.pd_disaggregated.inc()
+            except PrefillError as exc:
+                reason = str(exc)
+                pd["fallback"] = reason
+                m.pd_fallbacks.labels(_fallback_kind(reason)).inc()
+                result.reason = (result.reason + "; " if result.reason else "") + f"prefill on {prefill.key} failed ({reason}): fell back to decode-only"
+                if "unreachable" in reason:
+                    st.datalayer.report_failure(prefill.key, reason)
+                scheduler.on_finished(req, prefill)
+                prefill = None
+        attempts: list[dict[str, Any]] = []
+        target = result.target
+        tried: set[str] = set()
+        upstream: Upstream | None = None
+        max_attempts = 1 + max(0, self.s.max_retries)
+        ranked = None
+        while True:
+            tried.add(target.key)
+            try:
+                upstream = await open_upstream(st.pool.client(target.key), path, content, headers)
+                attempts.append({"endpoint": target.key, "outcome": "ok"})
+                break
+            except UpstreamError as exc:
+                attempts.append({"endpoint": target.key, "outcome": exc.kind, "error": str(exc)})
+                scheduler.on_finished(req, target)
+                if exc.kind in ("connect", "read"):
+                    st.datalayer.report_failure(target.key, str(exc))
+                nxt = None
+                if exc.retryable and len(attempts) < max_attempts:
+                    if ranked is None:
+                        ranked = result.ranked()
+                    nxt = next((e for e in ranked if e.key not in tried and e.healthy), None)
+                if nxt is None:
+                    m.errors.labels("upstream").inc()
+                    self._publish(result, attempts, pd, exc.status or 502, None)
+                    status = 503 if exc.retryable else 504 if exc.kind == "timeout" else 502
+                    raise ClientError(status, f"model server failed before responding: {exc}", code="upstream_error") from None
+                m.retries.inc()
+                target = nxt
+                scheduler.on_routed(req, result, target)
+        m.decisions.labels(target.key, target.role).inc()
+        if prefill is not None:
+            m.decisions.labels(prefill.key, "prefill").inc()
+        if req.block_hashes:
+            m.prompt_blocks.inc(len(req.block_hashes))
+            pr = result.profile_results.get(result.primary_profile)
+            if pr is not None:
+                m.prefix_hit_blocks.inc(pr.prefix_blocks.get(target.key, 0))
+        self._publish(result, attempts, pd, upstream.status_code, target.key)
+        out_headers = upstream.headers()
+        out_headers[ENDPOINT_HEADER] = target.key
+        if prefill is not None:
+            out_headers[PREFILL_HEADER] = prefill.key
+        out_headers["x-request-id"] = req.request_id
+        m.requests.labels(path, str(upstream.status_code)).inc()
+        m.first_byte_latency.observe(time.perf_counter() - t0)
+        return StreamingResponse(self._relay(upstream, req, target, t0), status_code=upstream.status_code, headers=out_headers)
+
+    async def _relay(self, upstream: Upstream, req: LLMRequest, target: Any, t0: float):
+        st = self.state
+        st.metrics.inflight.inc()
+        try:
+            async for chunk in upstream.body():
+                yield chunk
+        except Exception as exc:  # the pod died mid-stream: nothing to retry, the client sees the cut
+            st.metrics.errors.labels("stream_broken").inc()
+            log.warning("stream from %s broke: %s", target.key, type(exc).__name__)
+        finally:
+            st.metrics.inflight.dec()
+            st.metrics.request_latency.observe(time.perf_counter() - t0)
+            try:
+                st.scheduler.on_finished(req, target)
+            except Exception:
+                log.exception("on_finished")
+
+    def _publish(self, result: SchedulingResult, attempts: list[dict[str, Any]], pd: dict[str, Any] | None, status: int, served_by: str | None) -> None:
+        retries = len(attempts) - 1
+
+        def render() -> dict[str, Any]:
+            d = result.to_decision_dict()
+            d["served_by"] = served_by
+            d["status"] = status
+            d["attempts"] = attempts
+            d["retries"] = retries
+            if pd is not None:
+                d["pd"] = pd
+            return d
+
+        self.state.hub.publish(render)
+
+    # -- other routes ------------------------------------------------------------------------------------
+    async def models(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return error_response(401, "missing or invalid API key", code="invalid_api_key")
+        now = time.monotonic()
+        if self._models_cache is None or now - self._models_cache[0] > 2.0:
+            eps = self.state.datalayer.candidates()
+
+            async def fetch(key: str) -> list[dict[str, Any]]:
+                try:
+                    r = await self.state.pool.client(key).get("/v1/models", timeout=2.0)
+                    data = r.json().get("data", [])
+                    return [d for d in data if isinstance(d, dict) and "id" in d]
+                except Exception:
+                    return []
+
+            lists = await asyncio.gather(*(fetch(e.key) for e in eps))
+            seen: dict[str, dict[str, Any]] = {}
+            for items in lists:
+                for d in items:
+                    seen.setdefault(d["id"], d)
+            self._models_cache = (now, list(seen.values()))
+        return JSONResponse({"object": "list", "data": self._models_cache[1]})
+
+    async def health(self, request: Request) -> Response:
+        n = len(self.state.datalayer.candidates())
+        return JSONResponse({"status": "ok", "healthy_endpoints": n, "endpoints": len(self.state.datalayer.states)})
+
+    async def metrics(self, request: Request) -> Response:
+        self.state.metrics.queue_size.set(getattr(self.state.admission, "queue_size", 0) or 0)
+        return Response(self.state.metrics.render(), media_type=self.state.metrics.content_type)
+
+    async def decisions(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return error_response(401, "missing or invalid API key", code="invalid_api_key")
+        try:
+            history = max(0, min(int(request.query_params.get("history", "0")), 10_000))
+        except ValueError:
+            return error_response(400, "history: expected an integer", param="history")
+        return StreamingResponse(
+            self.state.hub.sse(history=history), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+
+    async def endpoints(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return error_response(401, "missing or invalid API key", code="invalid_api_key")
+        return JSONResponse(self.state.describe())
+
+    async def get_config(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return error_response(401, "missing or invalid API key", code="invalid_api_key")
+        return JSONResponse({"version": self.state.config_version, "config": self.state.config.to_dict()})
+
+    async def post_config(self, request: Request) -> Response:
+        """Switch the scheduling config live: body is an EndpointPickerConfig (JSON or YAML)."""
+        if not self._authorized(request):
+            return error_response(401, "missing or invalid API key", code="invalid_api_key")
+        try:
+            text = (await self._read_body(request)).decode("utf-8", "replace")
+            cfg = config_from_text(text, origin="POST /admin/config")
+            self.state.swap_config(cfg)
+        except ClientError as exc:
+            return error_response(exc.status, str(exc), exc.param, exc.code)
+        except ConfigError as exc:
+            return error_response(400, str(exc), code="invalid_config")
+        return JSONResponse({"ok": True, "version": self.state.config_version, "profiles": [p.name for p in cfg.profiles], "warnings": cfg.warnings})
+
+    async def post_profile(self, request: Request) -> Response:
+        """Switch to a shipped profile's router config: `{"profile": "precise-prefix-cache"}`."""
+        if not self._authorized(request):
+            return error_response(401, "missing or invalid API key", code="invalid_api_key")
+        try:
+            raw = await self._read_body(request)
+            doc = _json_decoder.decode(raw) if raw.strip() else {}
+        except ClientError as exc:
+            return error_response(exc.status, str(exc), exc.param, exc.code)
+        except msgspec.DecodeError as exc:
+            return error_response(400, f"body is not valid JSON: {exc}", code="invalid_json")
+        if not isinstance(doc, dict):
+            return error_response(400, "body must be a JSON object", code="invalid_json")
+        try:
+            if isinstance(doc.get("config"), dict):
+                from router_lite.config import load_config
+
+                cfg, name = load_config(doc["config"], origin="POST /admin/profile config"), "inline"
+            elif isinstance(doc.get("profile"), str):
+                cfg, name = profile_router_config(doc["profile"])
+            else:
+                return error_response(400, "expected {\"profile\": NAME} or {\"config\": {...}}", param="profile", code="missing_profile")
+        except ConfigError as exc:
+            return error_response(400, str(exc), code="invalid_config")
+        except ValueError as exc:  # ProfileError
+            return error_response(400, str(exc), param="profile", code="invalid_profile")
+        self.state.swap_config(cfg)
+        return JSONResponse({"ok": True, "profile": name, "version": self.state.config_version, "profiles": [p.name for p in cfg.profiles], "warnings": cfg.warnings})
+
+    async def not_found(self, request: Request) -> Response:
+        return error_response(404, f"no route {request.method} {request.url.path}", code="not_found")
+
+
+def _fallback_kind(reason: str) -> str:
+    if "unreachable" in reason:
+        return "unreachable"
+    if "answered" in reason:
+        return "error_status"
+    return "bad_response"
+
+
+def _release_after(resp: Response, ticket: Any) -> Response:
+    """Hold a flow-control ticket until the response body has been fully sent."""
+    if isinstance(resp, StreamingResponse):
+        inner = resp.body_iterator
+
+        async def wrapped():
+            try:
+                async for chunk in inner:
+                    yield chunk
+            finally:
+                ticket.release()
+
+        resp.body_iterator = wrapped()
+    else:
+        ticket.release()
+    return resp
+
+
+def build_app(settings: RouterSettings | None = None, state: RouterState | None = None) -> Starlette:
+    """The ASGI app of one router. The lifespan starts scraping, event subscription and file watching."""
+    import contextlib
+
+    state = state or RouterState(settings or RouterSettings())
+    gw = Gateway(state)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    routes = [
+        Route("/v1/completions", gw.completions, methods=["POST"]),
+        Route("/v1/chat/completions", gw.chat, methods=["POST"]),
+        Route("/v1/models", gw.models, methods=["GET"]),
+        Route("/health", gw.health, methods=["GET"]),
+        Route("/metrics", gw.metrics, methods=["GET"]),
+        Route("/debug/decisions", gw.decisions, methods=["GET"]),
+        Route("/debug/endpoints", gw.endpoints, methods=["GET"]),
+        Route("/admin/config", gw.get_config, methods=["GET"]),
+        Route("/admin/config", gw.post_config, methods=["POST"]),
+        Route("/admin/profile", gw.post_profile, methods=["POST"]),
+    ]
+
+    async def on_404(request: Request, exc: Exception) -> Response:
+        return await gw.not_found(request)
+
+    async def on_405(request: Request, exc: Exception) -> Response:
+        return error_response(405, f"method {request.method} not allowed on {request.url.path}", code="method_not_allowed")
+
+    async def on_500(request: Request, exc: Exception) -> Response:
+        return error_response(500, f"router error: {type(exc).__name__}", code="internal_error")
+
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: on_404, 405: on_405, 500: on_500})
+    app.state.router = state
+    return app

@@ -1,0 +1,124 @@
+"""Scheduling plugins: base classes here, one plugin per module in the sub-packages.
+
+Plugin kinds follow llm-d's framework: filters narrow the candidates, scorers return a score in [0, 1] per
+endpoint, a picker chooses from the weighted totals, a profile handler decides which scheduling profiles run
+and combines their results, and P/D deciders tell the disaggregation handler when to run prefill.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from router_lite.registry import NoParams
+from router_lite.types import Endpoint, LLMRequest, ProfileRunResult
+
+if TYPE_CHECKING:
+    from router_lite.prefix import PrefixIndexes
+
+
+@dataclass
+class PluginContext:
+    """What a plugin may use besides its parameters: the shared prefix indexes, randomness and a clock."""
+
+    indexes: "PrefixIndexes"
+    rng: random.Random = field(default_factory=random.Random)
+    clock: Callable[[], float] = time.monotonic
+    plugins: dict[str, "Plugin"] = field(default_factory=dict)  # every configured plugin by name
+
+
+class Plugin:
+    """A configured plugin instance: `name` is the config name (defaults to the type name)."""
+
+    type_name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()  # deprecated names: accepted with a warning
+    synonyms: ClassVar[tuple[str, ...]] = ()  # other current names (e.g. llm-d's and GIE's spelling)
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, name: str, params: Any, ctx: PluginContext) -> None:
+        self.name = name
+        self.params = params
+        self.ctx = ctx
+
+    @classmethod
+    def create(cls, name: str, params: Any, ctx: PluginContext) -> "Plugin":
+        """Factory from a parsed config entry."""
+        return cls(name, params, ctx)
+
+    def bind(self) -> None:
+        """Called once every configured plugin exists (ctx.plugins): resolve references, raise ConfigError."""
+
+    # Lifecycle hooks (llm-d's PreRequest / ResponseComplete); no-ops unless a plugin keeps state.
+    def on_routed(self, request: LLMRequest, endpoint: Endpoint, profile: str) -> None:
+        """The request was sent to `endpoint` as the chosen target of `profile`."""
+
+    def on_finished(self, request: LLMRequest, endpoint: Endpoint) -> None:
+        """The request finished (or failed) on `endpoint`."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class Filter(Plugin):
+    kind = "filter"
+
+    def filter(self, request: LLMRequest, endpoints: list[Endpoint]) -> list[Endpoint]:
+        raise NotImplementedError
+
+
+class Scorer(Plugin):
+    kind = "scorer"
+    # Prefix scorers report matched blocks per endpoint for the decision record and P/D decider.
+    reports_prefix: ClassVar[bool] = False
+
+    def score(self, request: LLMRequest, endpoints: list[Endpoint]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def prefix_match(self, request: LLMRequest) -> tuple[dict[str, int], int] | None:
+        """(matched blocks per endpoint key, tokens per block) from the last `score` of this request."""
+        return None
+
+
+class Picker(Plugin):
+    kind = "picker"
+
+    def pick(self, request: LLMRequest, endpoints: list[Endpoint], totals: dict[str, float]) -> list[Endpoint]:
+        raise NotImplementedError
+
+
+class Decider(Plugin):
+    kind = "decider"
+
+    def disaggregate(self, request: LLMRequest, decode: ProfileRunResult) -> tuple[bool, str]:
+        """Whether to run a separate prefill for `request`, given the decode profile's result, and why."""
+        raise NotImplementedError
+
+
+@dataclass
+class ProfileOutcome:
+    """What a profile handler concludes from the profiles that ran."""
+
+    target: Endpoint | None
+    prefill: Endpoint | None
+    primary: str
+    reason: str
+
+
+class ProfileHandler(Plugin):
+    kind = "profile_handler"
+
+    def validate_profiles(self, profile_names: list[str]) -> str | None:
+        """A problem with the configured profiles (ConfigError text), or None."""
+        return None
+
+    def pick_profiles(
+        self, request: LLMRequest, profile_names: list[str], results: dict[str, ProfileRunResult]
+    ) -> list[str]:
+        """Profiles to run next given results so far; [] ends the cycle (llm-d's Pick loop)."""
+        raise NotImplementedError
+
+    def process_results(self, request: LLMRequest, results: dict[str, ProfileRunResult]) -> ProfileOutcome:
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""deciders plugins, one per module (registered by llm-d type name)."""

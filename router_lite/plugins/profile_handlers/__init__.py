@@ -1,0 +1,1 @@
+"""profile handlers plugins, one per module (registered by llm-d type name)."""

@@ -1,0 +1,209 @@
+"""precise-prefix-cache-scorer: llm-d's KV-event-driven prefix scorer over the global precise index.
+
+The request's blocks are hashed exactly as the engine hashes them (vLLM's chained sha256 with the same
+seed and block size; the gateway precomputes `request.block_hashes`, else they are derived here from
+`prompt_token_ids`). Each endpoint scores its longest consecutive cached prefix, tier-weighted, divided by
+the request's block count (`scoreNormalization: fraction`), or llm-d's min-max over the endpoints with hits.
+After routing, the chosen endpoint is credited speculatively until its own events confirm the blocks.
+
+Parameters follow llm-d's shape where this router can honour them: `tokenProcessorConfig` (blockSize,
+hashSeed), `indexerConfig.kvCacheBackendConfigs` (tier weights, e.g. [{name: gpu, weight: 1.0}, {name:
+cpu, weight: 0.8}]), `indexerConfig.tokenizersPoolConfig` (model / local tokenizer), `kvEventsConfig`
+(zmqEndpoint, topicFilter, discoverPods, podDiscoveryConfig.socketPort) for the subscriber. Anything else
+is rejected by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from kvtiers.hashing import HASH_ALGOS, BlockHasher, to_event_hash
+from router_lite.plugins import Scorer
+from router_lite.plugins.scorers.active_request import parse_duration
+from router_lite.registry import register
+from router_lite.types import Endpoint, LLMRequest
+
+
+@dataclass
+class TokenProcessorConfig:
+    block_size: int = 16
+    hash_seed: str = ""  # the engines' PYTHONHASHSEED; "" = vLLM's default seed
+
+    def validate(self) -> str | None:
+        return None if self.block_size > 0 else f"blockSize: expected a positive integer, got {self.block_size}"
+
+
+@dataclass
+class BackendConfig:
+    name: str = ""
+    weight: float = 1.0
+
+    def validate(self) -> str | None:
+        if not self.name:
+            return "name: required (a KV medium such as gpu, cpu, disk)"
+        return None if self.weight >= 0 else f"weight: expected a non-negative number, got {self.weight}"
+
+
+@dataclass
+class InMemoryConfig:
+    size: int = 100_000_000
+    pod_cache_size: int = 10
+
+
+@dataclass
+class KVBlockIndexConfig:
+    in_memory_config: InMemoryConfig | None = None
+    enable_metrics: bool = False
+
+
+@dataclass
+class LocalTokenizerConfig:
+    model_tokenizer_map: dict[str, str] = field(default_factory=dict)
+    auto_discovery_dir: str = ""
+
+
+@dataclass
+class TokenizersPoolConfig:
+    model: str = ""  # tokenizer name or local directory
+    workers_count: int = 1
+    local_tokenizer_config: LocalTokenizerConfig | None = None
+
+
+@dataclass
+class IndexerConfig:
+    tokenizers_pool_config: TokenizersPoolConfig | None = None
+    kv_block_index_config: KVBlockIndexConfig | None = None
+    kv_cache_backend_configs: list[BackendConfig] = field(default_factory=list)
+
+
+@dataclass
+class PodDiscoveryConfig:
+    socket_port: int = 5557
+
+
+@dataclass
+class KVEventsConfig:
+    zmq_endpoint: str = ""  # a central endpoint the router binds and pods connect to ("" = connect to pods)
+    topic_filter: str = "kv@"
+    concurrency: int = 4
+    discover_pods: bool = True
+    pod_discovery_config: PodDiscoveryConfig | None = None
+
+
+@dataclass
+class PrecisePrefixCacheParams:
+    token_processor_config: TokenProcessorConfig = field(default_factory=TokenProcessorConfig)
+    indexer_config: IndexerConfig = field(default_factory=IndexerConfig)
+    kv_events_config: KVEventsConfig = field(default_factory=KVEventsConfig)
+    # router_lite extensions (llm-d takes these from the engine config):
+    hash_algo: Literal["sha256", "sha256_cbor"] = "sha256"  # the engines' --prefix-caching-hash-algo
+    use_int_block_hashes: bool = True  # VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES
+    speculative_indexing: bool = True
+    speculative_ttl: str = "2s"
+    max_prefix_blocks_to_match: int = 0  # 0 = all blocks
+    score_normalization: Literal["fraction", "min-max"] = "fraction"
+
+    def validate(self) -> str | None:
+        d = parse_duration(self.speculative_ttl)
+        if d is None:
+            return f"speculativeTtl: expected a duration such as '2s' or '500ms', got {self.speculative_ttl!r}"
+        if self.hash_algo not in HASH_ALGOS:
+            return f"hashAlgo: expected one of {', '.join(HASH_ALGOS)}, got {self.hash_algo!r}"
+        if self.max_prefix_blocks_to_match < 0:
+            return "maxPrefixBlocksToMatch: expected 0 (all) or a positive integer"
+        return None
+
+    # -- what the gateway hashes with --
+    @property
+    def block_size(self) -> int:
+        return self.token_processor_config.block_size
+
+    @property
+    def hash_seed(self) -> str:
+        return self.token_processor_config.hash_seed or "vllm-none-hash"
+
+    @property
+    def tier_weights(self) -> dict[str, float]:
+        return {b.name.upper(): b.weight for b in self.indexer_config.kv_cache_backend_configs}
+
+    @property
+    def speculative_ttl_s(self) -> float:
+        return parse_duration(self.speculative_ttl) or 0.0
+
+    def hasher(self) -> BlockHasher:
+        return BlockHasher(self.block_size, self.hash_algo, self.hash_seed)
+
+    def block_hashes(
+        self, token_ids: list[int], cache_salt: str | None = None, lora_name: str | None = None, hasher: BlockHasher | None = None
+    ) -> list[int | bytes]:
+        """The engine's event hashes for `token_ids` (full blocks only)."""
+        h = hasher or self.hasher()
+        return [to_event_hash(d, self.use_int_block_hashes) for d in h.hash_blocks(token_ids, cache_salt, lora_name)]
+
+
+@register
+class PrecisePrefixCacheScorer(Scorer):
+    type_name = "precise-prefix-cache-scorer"
+    Params = PrecisePrefixCacheParams
+    reports_prefix = True
+
+    def __init__(self, name, params: PrecisePrefixCacheParams, ctx) -> None:
+        super().__init__(name, params, ctx)
+        self.index = ctx.indexes.precise
+        if params.tier_weights:
+            self.index.tier_weights.update(params.tier_weights)
+        self._hasher = params.hasher()
+        self._memo_key = f"precise:{name}"
+
+    def _hashes(self, request: LLMRequest) -> list:
+        if request.block_hashes is not None:
+            return request.block_hashes
+        memo = request.memo.get(self._memo_key)
+        if memo is None:
+            tokens = request.prompt_token_ids or []
+            memo = request.memo[self._memo_key] = self.params.block_hashes(
+                tokens, request.cache_salt, request.lora_name, self._hasher
+            )
+        return memo
+
+    def _match(self, request: LLMRequest, endpoints: list[Endpoint] | None) -> dict[str, tuple[int, float]]:
+        key = self._memo_key + ":match"
+        m = request.memo.get(key)
+        if m is None:
+            keys = [e.key for e in endpoints] if endpoints is not None and self.index.shared_media else None
+            mx = self.params.max_prefix_blocks_to_match or None
+            m = request.memo[key] = self.index.match(self._hashes(request), keys, mx)
+        return m
+
+    def score(self, request: LLMRequest, endpoints: list[Endpoint]) -> dict[str, float]:
+        hashes = self._hashes(request)
+        total = len(hashes)
+        if self.params.max_prefix_blocks_to_match:
+            total = min(total, self.params.max_prefix_blocks_to_match)
+        if total == 0:
+            return dict.fromkeys([e.key for e in endpoints], 0.0)
+        m = self._match(request, endpoints)
+        if self.params.score_normalization == "min-max":
+            present = [m[e.key][1] for e in endpoints if e.key in m]
+            if not present:
+                return dict.fromkeys([e.key for e in endpoints], 0.0)
+            lo, hi = min(present), max(present)
+            out = {}
+            for e in endpoints:
+                r = m.get(e.key)
+                out[e.key] = 0.0 if r is None else 1.0 if hi == lo else (r[1] - lo) / (hi - lo)
+            return out
+        out = {}
+        for e in endpoints:
+            r = m.get(e.key)
+            out[e.key] = r[1] / total if r is not None else 0.0
+        return out
+
+    def prefix_match(self, request: LLMRequest) -> tuple[dict[str, int], int] | None:
+        m = self._match(request, None)
+        return {k: v[0] for k, v in m.items()}, self.params.block_size
+
+    def on_routed(self, request: LLMRequest, endpoint: Endpoint, profile: str) -> None:
+        if self.params.speculative_indexing:
+            self.index.add_speculative(endpoint.key, self._hashes(request), self.params.speculative_ttl_s)

@@ -1,0 +1,96 @@
+"""prefix-cache-scorer: llm-d's approximate prefix-cache scorer, fed by what this router routed where.
+
+The prompt is cut into blocks (tokens when the gateway tokenized it, else `blockSize` characters, as llm-d
+does for untokenized prompts), chained-hashed, and looked up in a per-endpoint LRU of blocks previously
+sent there. score = consecutive matched blocks / total blocks. After routing, the chosen endpoint is
+credited with every block of the request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from router_lite.plugins import Scorer
+from router_lite.prefix.approximate import CHARS_PER_TOKEN, text_block_hashes, token_block_hashes
+from router_lite.registry import register
+from router_lite.types import Endpoint, LLMRequest
+
+
+@dataclass
+class PrefixCacheParams:
+    block_size: int = 64  # characters per block when the prompt is not tokenized (GIE's blockSize)
+    block_size_tokens: int = 16  # tokens per block when it is (vLLM's default block size)
+    max_prefix_blocks_to_match: int = 256
+    lru_capacity_per_server: int = 31250
+    auto_tune: bool = True  # take tokens per block from the endpoints' reported cache_config_info block_size
+
+    ALIASES = {"hashBlockSize": "blockSize"}  # llm-d's earlier name
+
+    def validate(self) -> str | None:
+        for name, v in (
+            ("blockSize", self.block_size),
+            ("blockSizeTokens", self.block_size_tokens),
+            ("maxPrefixBlocksToMatch", self.max_prefix_blocks_to_match),
+            ("lruCapacityPerServer", self.lru_capacity_per_server),
+        ):
+            if v <= 0:
+                return f"{name}: expected a positive integer, got {v}"
+        return None
+
+
+@register
+class PrefixCacheScorer(Scorer):
+    type_name = "prefix-cache-scorer"
+    aliases = ("prefix-cache",)
+    Params = PrefixCacheParams
+    reports_prefix = True
+
+    def __init__(self, name, params: PrefixCacheParams, ctx) -> None:
+        super().__init__(name, params, ctx)
+        self.index = ctx.indexes.approximate_for(name, params.lru_capacity_per_server)
+        self._memo_key = f"prefix-cache:{name}"
+
+    def _hashes(self, request: LLMRequest, endpoints: list[Endpoint] | None = None) -> tuple[list[int], int]:
+        """(block hashes, tokens per block) for the request, computed once and memoised on it."""
+        memo = request.memo.get(self._memo_key)
+        if memo is not None:
+            return memo
+        p: PrefixCacheParams = self.params
+        model = request.effective_model
+        if request.prompt_token_ids is not None:
+            bs = p.block_size_tokens
+            if p.auto_tune and endpoints:
+                for e in endpoints:
+                    if e.metrics.block_size:
+                        bs = e.metrics.block_size
+                        break
+            hashes = token_block_hashes(model, request.prompt_token_ids, bs, p.max_prefix_blocks_to_match)
+        else:
+            bs = max(1, p.block_size // CHARS_PER_TOKEN)
+            hashes = text_block_hashes(model, request.prompt_text or "", p.block_size, p.max_prefix_blocks_to_match)
+        memo = request.memo[self._memo_key] = (hashes, bs)
+        return memo
+
+    def _match(self, request: LLMRequest, endpoints: list[Endpoint] | None) -> dict[str, int]:
+        key = self._memo_key + ":match"
+        m = request.memo.get(key)
+        if m is None:
+            hashes, _ = self._hashes(request, endpoints)
+            m = request.memo[key] = self.index.match(hashes)
+        return m
+
+    def score(self, request: LLMRequest, endpoints: list[Endpoint]) -> dict[str, float]:
+        hashes, _ = self._hashes(request, endpoints)
+        total = len(hashes)
+        if total == 0:
+            return dict.fromkeys([e.key for e in endpoints], 0.0)
+        matches = self._match(request, endpoints)
+        return {e.key: matches.get(e.key, 0) / total for e in endpoints}
+
+    def prefix_match(self, request: LLMRequest) -> tuple[dict[str, int], int] | None:
+        return self._match(request, None), self._hashes(request)[1]
+
+    def on_routed(self, request: LLMRequest, endpoint: Endpoint, profile: str) -> None:
+        hashes, _ = self._hashes(request, [endpoint])
+        if hashes:
+            self.index.add(endpoint.key, hashes)

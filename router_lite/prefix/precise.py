@@ -1,0 +1,316 @@
+"""The precise prefix index: block hash -> {endpoint: tier weight}, fed by the engines' own KV events.
+
+Each endpoint (a pod, or one data-parallel rank of it) publishes BlockStored / BlockRemoved /
+AllBlocksCleared with a per-publisher sequence number. The index applies them idempotently, treats a
+sequence going backwards as a restart (the engine's cache is empty again, so its blocks are dropped),
+counts gaps, and credits a chosen endpoint speculatively with a request's blocks until its events confirm
+them or a TTL passes. `match` walks a request's chained block hashes and reports, per endpoint, the length
+of the consecutive cached prefix and its tier-weighted score (GPU 1.0, CPU 0.8 by default).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Callable
+
+from kvtiers.kvevents import AllBlocksCleared, BlockRemoved, BlockStored, KVEventBatch
+
+BlockHash = int | bytes
+DEFAULT_TIER_WEIGHTS: dict[str, float] = {"GPU": 1.0, "CPU": 0.8, "DISK": 0.5}
+SHARED = "*"  # holder key for blocks in a shared tier: any endpoint can load them
+SPECULATIVE = "SPECULATIVE"
+
+
+def rank_endpoint_key(endpoint_key: str, dp_rank: int | None) -> str:
+    """The endpoint a data-parallel rank's events belong to: rank r of a pod listens on port + r."""
+    if not dp_rank:
+        return endpoint_key
+    host, _, port = endpoint_key.rpartition(":")
+    return f"{host}:{int(port) + dp_rank}"
+
+
+class PrecisePrefixIndex:
+    """Global KV block locality from KV events. Thread-safe (one lock) so a ZMQ thread can feed it."""
+
+    def __init__(
+        self,
+        tier_weights: dict[str, float] | None = None,
+        default_weight: float = 0.5,
+        shared_media: Iterable[str] = (),
+        speculative_ttl_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.tier_weights = {k.upper(): float(v) for k, v in {**DEFAULT_TIER_WEIGHTS, **(tier_weights or {})}.items()}
+        self.default_weight = default_weight
+        self.shared_media = {m.upper() for m in shared_media}
+        self.speculative_ttl_s = speculative_ttl_s
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._idx: dict[BlockHash, dict[str, float]] = {}
+        self._held: dict[str, dict[str, set[BlockHash]]] = {}  # endpoint -> medium -> hashes
+        self._spec: dict[str, dict[BlockHash, float]] = {}  # endpoint -> hash -> expiry
+        self._spec_queue: deque[tuple[float, str, tuple[BlockHash, ...]]] = deque()
+        self._last_seq: dict[str, int] = {}
+        self._rank_keys: dict[tuple[str, int | None], str] = {}
+        self.events = 0
+        self.batches = 0
+        self.gaps = 0
+        self.missed = 0
+        self.restarts = 0
+        self.duplicates = 0
+        self.confirmed = 0
+        self.on_gap: Callable[[str, int, int], None] | None = None  # (endpoint, expected seq, got seq)
+
+    # ---- weights -------------------------------------------------------------------------------------
+    def weight(self, medium: str | None) -> float:
+        return self.tier_weights.get((medium or "GPU").upper(), self.default_weight)
+
+    @property
+    def _spec_weight(self) -> float:
+        return self.tier_weights.get("GPU", 1.0)
+
+    # ---- feeding -------------------------------------------------------------------------------------
+    def apply(self, endpoint_key: str, seq: int, batch: KVEventBatch) -> str:
+        """Apply one KV event message; returns 'applied', 'duplicate' or 'restart' (then applied)."""
+        rk = (endpoint_key, batch.data_parallel_rank)
+        key = self._rank_keys.get(rk)
+        if key is None:
+            key = self._rank_keys[rk] = rank_endpoint_key(endpoint_key, batch.data_parallel_rank)
+        with self._lock:
+            outcome = "applied"
+            last = self._last_seq.get(key)
+            if last is not None:
+                if seq == last:
+                    self.duplicates += 1
+                    return "duplicate"
+                if seq < last:
+                    self.restarts += 1
+                    self._clear_endpoint(key)
+                    outcome = "restart"
+                elif seq > last + 1:
+                    self.gaps += 1
+                    self.missed += seq - last - 1
+                    if self.on_gap is not None:
+                        self.on_gap(key, last + 1, seq)
+            self._last_seq[key] = seq
+            self.batches += 1
+            for event in batch.events:
+                self.events += 1
+                if isinstance(event, BlockStored):
+                    self._store(key, event.block_hashes, event.medium)
+                elif isinstance(event, BlockRemoved):
+                    self._remove(key, event.block_hashes, event.medium)
+                elif isinstance(event, AllBlocksCleared):
+                    self._clear_endpoint(key)
+            return outcome
+
+    def _holder(self, key: str, medium: str) -> str:
+        return SHARED if medium in self.shared_media else key
+
+    def _store(self, key: str, hashes: list[BlockHash], medium: str | None) -> None:
+        m = (medium or "GPU").upper()
+        holder = self._holder(key, m)
+        w = self.weight(m)
+        media = self._held.get(holder)
+        if media is None:
+            media = self._held[holder] = {}
+        held = media.get(m)
+        if held is None:
+            held = media[m] = set()
+        spec = self._spec.get(holder)
+        idx = self._idx
+        for h in hashes:
+            held.add(h)
+            entry = idx.get(h)
+            if entry is None:
+                idx[h] = {holder: w}
+                continue
+            if spec and h in spec:
+                del spec[h]
+                self.confirmed += 1
+                entry[holder] = self._best(holder, h)
+            elif entry.get(holder, -1.0) < w:
+                entry[holder] = w
+
+    def _best(self, holder: str, h: BlockHash) -> float:
+        """Best weight `holder` has for block `h` across its media and speculation (0.0 = none)."""
+        best = 0.0
+        for m, hs in self._held.get(holder, {}).items():
+            if h in hs:
+                w = self.weight(m)
+                if w > best:
+                    best = w
+        spec = self._spec.get(holder)
+        if spec and h in spec and self._spec_weight > best:
+            best = self._spec_weight
+        return best
+
+    def _refresh(self, holder: str, h: BlockHash) -> None:
+        entry = self._idx.get(h)
+        if entry is None:
+            return
+        best = self._best(holder, h)
+        if best > 0.0:
+            entry[holder] = best
+        else:
+            entry.pop(holder, None)
+            if not entry:
+                del self._idx[h]
+
+    def _remove(self, key: str, hashes: list[BlockHash], medium: str | None) -> None:
+        m = (medium or "GPU").upper()
+        holder = self._holder(key, m)
+        held = self._held.get(holder, {}).get(m)
+        if not held:
+            return
+        for h in hashes:
+            if h in held:
+                held.discard(h)
+                self._refresh(holder, h)
+
+    def _clear_endpoint(self, key: str) -> None:
+        media = self._held.pop(key, {})
+        spec = self._spec.pop(key, {})
+        idx = self._idx
+        for hs in (*media.values(), spec):
+            for h in hs:
+                entry = idx.get(h)
+                if entry is not None and entry.pop(key, None) is not None and not entry:
+                    del idx[h]
+
+    def remove_endpoint(self, endpoint_key: str) -> None:
+        """Forget an endpoint entirely (it left discovery): its blocks and its sequence state."""
+        with self._lock:
+            self._clear_endpoint(endpoint_key)
+            self._last_seq.pop(endpoint_key, None)
+
+    # ---- speculation ---------------------------------------------------------------------------------
+    def add_speculative(self, endpoint_key: str, block_hashes: list[BlockHash], ttl_s: float | None = None) -> int:
+        """Credit `endpoint_key` with blocks it is about to compute, until events confirm them or TTL ends."""
+        ttl = self.speculative_ttl_s if ttl_s is None else ttl_s
+        if ttl <= 0 or not block_hashes:
+            return 0
+        with self._lock:
+            now = self.clock()
+            self._expire(now)
+            expiry = now + ttl
+            spec = self._spec.setdefault(endpoint_key, {})
+            gpu = self._held.get(endpoint_key, {}).get("GPU", ())
+            w = self._spec_weight
+            added = []
+            for h in block_hashes:
+                if h in gpu:
+                    continue
+                spec[h] = expiry
+                entry = self._idx.get(h)
+                if entry is None:
+                    self._idx[h] = {endpoint_key: w}
+                elif entry.get(endpoint_key, -1.0) < w:
+                    entry[endpoint_key] = w
+                added.append(h)
+            if added:
+                self._spec_queue.append((expiry, endpoint_key, tuple(added)))
+            return len(added)
+
+    def _expire(self, now: float) -> None:
+        q = self._spec_queue
+        while q and q[0][0] <= now:
+            expiry, key, hashes = q.popleft()
+            spec = self._spec.get(key)
+            if not spec:
+                continue
+            for h in hashes:
+                if spec.get(h) == expiry:
+                    del spec[h]
+                    self._refresh(key, h)
+
+    # ---- lookup --------------------------------------------------------------------------------------
+    def match(
+        self, block_hashes: list[BlockHash], endpoints: Iterable[str] | None = None, max_blocks: int | None = None
+    ) -> dict[str, tuple[int, float]]:
+        """Per endpoint: (consecutive cached blocks from the start, tier-weighted score of those blocks).
+
+        Blocks in a shared tier count for every endpoint in `endpoints` (when given).
+        """
+        n = len(block_hashes) if max_blocks is None else min(len(block_hashes), max_blocks)
+        if n == 0:
+            return {}
+        with self._lock:
+            if self._spec_queue and self._spec_queue[0][0] <= self.clock():
+                self._expire(self.clock())
+            idx = self._idx
+            first = idx.get(block_hashes[0])
+            if not first:
+                return {}
+            shared_w = first.get(SHARED)
+            active: dict[str, float] = {k: w for k, w in first.items() if k != SHARED}
+            if shared_w is not None and endpoints is not None:
+                for k in endpoints:
+                    if active.get(k, 0.0) < shared_w:
+                        active[k] = shared_w
+            out: dict[str, tuple[int, float]] = {}
+            for i in range(1, n):
+                entry = idx.get(block_hashes[i])
+                if entry is None:
+                    break
+                shared_w = entry.get(SHARED)
+                dropped = None
+                for k in active:
+                    w = entry.get(k)
+                    if shared_w is not None and (w is None or w < shared_w):
+                        w = shared_w
+                    if w is None:
+                        if dropped is None:
+                            dropped = [k]
+                        else:
+                            dropped.append(k)
+                    else:
+                        active[k] += w
+                if dropped:
+                    for k in dropped:
+                        out[k] = (i, active.pop(k))
+                    if not active:
+                        return out
+            else:
+                i = n  # every block matched
+            for k, s in active.items():
+                out[k] = (i, s)
+            return out
+
+    # ---- inspection ----------------------------------------------------------------------------------
+    def blocks_of(self, endpoint_key: str, medium: str | None = None) -> set[BlockHash]:
+        """Blocks the events say `endpoint_key` holds (one medium, or all); speculation excluded."""
+        with self._lock:
+            media = self._held.get(endpoint_key, {})
+            if medium is not None:
+                return set(media.get(medium.upper(), ()))
+            out: set[BlockHash] = set()
+            for hs in media.values():
+                out |= hs
+            return out
+
+    def holders(self, block_hash: BlockHash) -> dict[str, float]:
+        with self._lock:
+            return dict(self._idx.get(block_hash, {}))
+
+    def last_seq(self, endpoint_key: str) -> int | None:
+        return self._last_seq.get(endpoint_key)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "blocks": len(self._idx),
+                "endpoints": sum(1 for k, media in self._held.items() if k != SHARED and any(media.values())),
+                "shared_blocks": sum(len(hs) for hs in self._held.get(SHARED, {}).values()),
+                "speculative": sum(len(s) for s in self._spec.values()),
+                "events": self.events,
+                "batches": self.batches,
+                "gaps": self.gaps,
+                "missed_messages": self.missed,
+                "restarts": self.restarts,
+                "duplicates": self.duplicates,
+                "confirmed_speculative": self.confirmed,
+            }

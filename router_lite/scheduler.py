@@ -1,0 +1,178 @@
+"""The scheduler: profile handler -> (filters -> weighted scorers -> picker) per profile -> result.
+
+Pure and synchronous: given a request and the current endpoints (with their scraped metrics) it returns a
+`SchedulingResult`; `on_routed` / `on_finished` feed back what the gateway did so stateful plugins
+(approximate prefix index, speculative precise entries, in-flight request counts) stay current.
+Total per endpoint = sum over the profile's scorers of clamp(score, 0, 1) x weight.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from router_lite.config import SchedulerConfig
+from router_lite.plugins import Filter, Picker, Plugin, PluginContext, ProfileHandler, Scorer
+from router_lite.prefix import PrecisePrefixIndex, PrefixIndexes
+from router_lite.registry import ConfigError, lookup
+from router_lite.types import Endpoint, LLMRequest, ProfileRunResult, SchedulingResult
+
+__all__ = ["Scheduler", "SchedulingProfile"]
+
+
+@dataclass
+class SchedulingProfile:
+    """One configured profile, resolved to plugin instances."""
+
+    name: str
+    filters: list[Filter]
+    scorers: list[tuple[Scorer, float]]
+    picker: Picker
+
+    @property
+    def plugins(self) -> list[Plugin]:
+        return [*self.filters, *(s for s, _ in self.scorers), self.picker]
+
+
+class Scheduler:
+    """Runs llm-d's scheduling cycle over plugin instances built from a SchedulerConfig."""
+
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        index: PrefixIndexes | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.indexes = index if index is not None else PrefixIndexes(precise=PrecisePrefixIndex(clock=clock))
+        self.ctx = PluginContext(indexes=self.indexes, rng=rng or random.Random(), clock=clock)
+        self.plugins: dict[str, Plugin] = {}
+        for spec in config.plugins:
+            cls = lookup(spec.type).cls
+            self.plugins[spec.name] = cls.create(spec.name, spec.params, self.ctx)
+        self.ctx.plugins = self.plugins
+        for p in self.plugins.values():
+            p.bind()
+        self.profiles: dict[str, SchedulingProfile] = {}
+        for prof in config.profiles:
+            filters, scorers, picker = [], [], None
+            for ref in prof.plugins:
+                p = self.plugins[ref.plugin_ref]
+                if isinstance(p, Filter):
+                    filters.append(p)
+                elif isinstance(p, Scorer):
+                    scorers.append((p, ref.weight))
+                elif isinstance(p, Picker):
+                    picker = p
+            if picker is None:  # load_config injects one; a hand-built config might not
+                raise ConfigError(f"schedulingProfiles[{prof.name}]: no picker")
+            self.profiles[prof.name] = SchedulingProfile(prof.name, filters, scorers, picker)
+        handlers = [p for p in self.plugins.values() if isinstance(p, ProfileHandler)]
+        if len(handlers) != 1:
+            raise ConfigError(f"expected exactly one profile handler plugin, got {len(handlers)}")
+        self.handler: ProfileHandler = handlers[0]
+        self._profile_names = list(self.profiles)
+        self._all_plugins = list(self.plugins.values())
+
+    # ---- one cycle -----------------------------------------------------------------------------------
+    def run_profile(self, name: str, request: LLMRequest, endpoints: list[Endpoint]) -> ProfileRunResult:
+        prof = self.profiles[name]
+        eps = endpoints
+        for f in prof.filters:
+            eps = f.filter(request, eps)
+            if not eps:
+                break
+        raw_scores: dict[str, dict[str, float]] = {}
+        weights: dict[str, float] = {}
+        totals: dict[str, float] = dict.fromkeys([e.key for e in eps], 0.0)
+        prefix_blocks: dict[str, int] = {}
+        prefix_bs: int | None = None
+        chosen: list[Endpoint] = []
+        if eps:
+            for scorer, weight in prof.scorers:
+                scores = scorer.score(request, eps)
+                raw_scores[scorer.name] = scores
+                weights[scorer.name] = weight
+                if weight:
+                    for k, v in scores.items():
+                        if k in totals:
+                            totals[k] += (0.0 if v < 0.0 else 1.0 if v > 1.0 else v) * weight
+                if scorer.reports_prefix and prefix_bs is None:
+                    pm = scorer.prefix_match(request)
+                    if pm is not None:
+                        prefix_blocks, prefix_bs = pm
+            chosen = prof.picker.pick(request, eps, totals)
+        return ProfileRunResult(
+            profile=name,
+            endpoints=eps,
+            raw_scores=raw_scores,
+            weights=weights,
+            totals=totals,
+            chosen=chosen,
+            prefix_blocks=prefix_blocks,
+            prefix_block_size=prefix_bs,
+            filtered_out=len(endpoints) - len(eps),
+        )
+
+    def schedule(self, request: LLMRequest, endpoints: list[Endpoint]) -> SchedulingResult:
+        """Pick the endpoint(s) for `request` among the healthy `endpoints`."""
+        t0 = time.perf_counter()
+        memo = request.memo
+        if memo:  # a re-schedule (retry) must see the indexes as they are now
+            for k in [k for k in memo if k.endswith(":match")]:
+                del memo[k]
+        candidates = [e for e in endpoints if e.healthy]
+        results: dict[str, ProfileRunResult] = {}
+        if candidates:
+            for _ in range(len(self._profile_names) + 1):
+                names = self.handler.pick_profiles(request, self._profile_names, results)
+                if not names:
+                    break
+                for n in names:
+                    results[n] = self.run_profile(n, request, candidates)
+            outcome = self.handler.process_results(request, results)
+            target, prefill, primary, reason = outcome.target, outcome.prefill, outcome.primary, outcome.reason
+        else:
+            target, prefill, primary = None, None, ""
+            reason = "no healthy endpoints" if endpoints else "no endpoints"
+        return SchedulingResult(
+            request=request,
+            target=target,
+            prefill=prefill,
+            profile_results=results,
+            primary_profile=primary,
+            reason=reason,
+            scheduling_time_s=time.perf_counter() - t0,
+        )
+
+    # ---- feedback ------------------------------------------------------------------------------------
+    def on_routed(self, request: LLMRequest, result: SchedulingResult, target: Endpoint | None = None) -> None:
+        """The gateway sent `request` per `result` (to `target` instead of result.target on a retry).
+
+        Each profile's plugins learn the endpoint that profile's choice ended up on: the approximate index
+        credits it with the request's blocks, the precise scorer adds speculative entries, active-request
+        counts go up.
+        """
+        decode = target or result.target
+        for name, pr in result.profile_results.items():
+            prof = self.profiles.get(name)
+            if prof is None:
+                continue
+            if name == result.primary_profile:
+                ep = decode
+            elif result.prefill is not None and pr.target is not None and pr.target.key == result.prefill.key:
+                ep = result.prefill
+            else:
+                continue
+            if ep is None:
+                continue
+            for p in prof.plugins:
+                p.on_routed(request, ep, name)
+
+    def on_finished(self, request: LLMRequest, endpoint: Endpoint) -> None:
+        """The request ended on `endpoint` (success or failure)."""
+        for p in self._all_plugins:
+            p.on_finished(request, endpoint)

@@ -1,0 +1,299 @@
+"""Tokens in, tokens out: the router tokenizes each request and hashes its blocks exactly as the engine will.
+
+Three tokenizers: a local Hugging Face directory (`tokenizer.json` through the `tokenizers` library, the chat
+template from `tokenizer_config.json` rendered with jinja2, as vLLM renders it), the simulator's built-in one
+(`builtin`), or the engine's own `POST /tokenize` (vLLM's body: `{model, prompt}` or `{model, messages}`),
+cached per prompt. Block hashes then come from `kvtiers.hashing.BlockHasher` with the engine's block size,
+algorithm and seed, so they equal the hashes in the engine's KV events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from kvtiers.hashing import HASH_ALGOS, BlockHasher, seed_from_env, to_event_hash
+
+log = logging.getLogger("router_lite.tokenization")
+
+DEFAULT_BLOCK_SIZE = 16
+DEFAULT_HASH_ALGO = "sha256"
+
+
+class TokenizationError(ValueError):
+    """A tokenizer that cannot be loaded or a prompt that cannot be tokenized."""
+
+
+class Tokenizer(Protocol):
+    """What the router needs: prompt ids for a completion prompt or a chat conversation."""
+
+    name: str
+
+    async def encode_prompt(self, model: str, prompt: str) -> list[int]: ...
+
+    async def encode_chat(self, model: str, messages: list[dict[str, Any]], options: dict[str, Any]) -> list[int]: ...
+
+
+def _text_of(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(p.get("text", "")) if isinstance(p, dict) and p.get("type", "text") == "text" else (p if isinstance(p, str) else "")
+            for p in content
+        )
+    return str(content)
+
+
+def _render_chat(template: str, messages: list[dict[str, Any]], options: dict[str, Any], **specials: Any) -> str:
+    import jinja2
+    import jinja2.sandbox
+
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+
+    def raise_exception(msg: str) -> None:
+        raise TokenizationError(f"chat template: {msg}")
+
+    env.globals["raise_exception"] = raise_exception
+    env.filters["tojson"] = lambda v, indent=None: json.dumps(v, ensure_ascii=False, indent=indent)
+    msgs = [{**m, "content": _text_of(m.get("content"))} if isinstance(m, dict) else m for m in messages]
+    kwargs = {"add_generation_prompt": options.get("add_generation_prompt", True), **(options.get("chat_template_kwargs") or {})}
+    if options.get("tools") is not None:
+        kwargs["tools"] = options["tools"]
+    try:
+        return env.from_string(template).render(messages=msgs, **specials, **kwargs)
+    except jinja2.TemplateError as exc:
+        raise TokenizationError(f"chat template: {exc}") from None
+
+
+class LocalTokenizer:
+    """A Hugging Face tokenizer directory, used in-process (no round trip)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        from tokenizers import Tokenizer as HFTokenizer
+
+        path = Path(directory)
+        file = path / "tokenizer.json" if path.is_dir() else path
+        if not file.is_file():
+            raise TokenizationError(f"--tokenizer: no tokenizer.json in {directory}")
+        try:
+            self._tok = HFTokenizer.from_file(str(file))
+        except Exception as exc:  # the tokenizers library raises plain Exceptions
+            raise TokenizationError(f"--tokenizer: cannot load {file}: {exc}") from None
+        self.name = str(path)
+        cfg: dict[str, Any] = {}
+        cfg_file = file.parent / "tokenizer_config.json"
+        if cfg_file.is_file():
+            try:
+                cfg = json.loads(cfg_file.read_text())
+            except json.JSONDecodeError as exc:
+                raise TokenizationError(f"--tokenizer: {cfg_file}: invalid JSON: {exc}") from None
+        template = cfg.get("chat_template")
+        if isinstance(template, list):
+            template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+        jinja_file = file.parent / "chat_template.jinja"
+        if not template and jinja_file.is_file():
+            template = jinja_file.read_text()
+        self.chat_template: str | None = template
+        self.specials = {"bos_token": _token_str(cfg.get("bos_token")) or "", "eos_token": _token_str(cfg.get("eos_token")) or ""}
+
+    def encode_text(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+
+    async def encode_prompt(self, model: str, prompt: str) -> list[int]:
+        return self.encode_text(prompt, True)
+
+    async def encode_chat(self, model: str, messages: list[dict[str, Any]], options: dict[str, Any]) -> list[int]:
+        if not self.chat_template:
+            raise TokenizationError(f"tokenizer {self.name} has no chat template")
+        text = _render_chat(self.chat_template, messages, options, **self.specials)
+        # vLLM renders the template to text and encodes it without adding special tokens again.
+        return self.encode_text(text, add_special_tokens=False)
+
+
+def _token_str(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("content")
+    return value if isinstance(value, str) else None
+
+
+class BuiltinTokenizer:
+    """The simulator's deterministic built-in tokenizer, for pods started without a model directory."""
+
+    name = "builtin"
+
+    def __init__(self) -> None:
+        from sim_gpu.tokenizer import BuiltinTokenizer as SimBuiltin
+
+        self._tok = SimBuiltin()
+
+    async def encode_prompt(self, model: str, prompt: str) -> list[int]:
+        return self._tok.encode(prompt, True)
+
+    async def encode_chat(self, model: str, messages: list[dict[str, Any]], options: dict[str, Any]) -> list[int]:
+        return self._tok.encode_chat(messages, options.get("add_generation_prompt", True))
+
+
+class EngineTokenizer:
+    """The engine's `POST /tokenize`, with an LRU cache per prompt so a repeated prompt costs no round trip."""
+
+    name = "engine"
+
+    def __init__(self, base_urls: Callable[[], Sequence[str]], cache_size: int = 4096, timeout_s: float = 5.0) -> None:
+        self._base_urls = base_urls
+        self._cache: OrderedDict[str, list[int]] = OrderedDict()
+        self._cache_size = cache_size
+        self._client = httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_keepalive_connections=32))
+        self.hits = 0
+        self.misses = 0
+
+    async def _tokenize(self, key: str, body: dict[str, Any]) -> list[int]:
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            self.hits += 1
+            return cached
+        self.misses += 1
+        last: Exception | None = None
+        for base in list(self._base_urls())[:3]:
+            try:
+                resp = await self._client.post(base.rstrip("/") + "/tokenize", json=body)
+                resp.raise_for_status()
+                tokens = resp.json()["tokens"]
+                if not isinstance(tokens, list):
+                    raise TokenizationError(f"{base}/tokenize: 'tokens' is not a list")
+                break
+            except Exception as exc:
+                last = exc
+        else:
+            raise TokenizationError(f"engine /tokenize failed: {type(last).__name__ if last else 'no endpoint'}: {last or ''}")
+        self._cache[key] = tokens
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return tokens
+
+    async def encode_prompt(self, model: str, prompt: str) -> list[int]:
+        return await self._tokenize(f"p\0{model}\0{prompt}", {"model": model, "prompt": prompt})
+
+    async def encode_chat(self, model: str, messages: list[dict[str, Any]], options: dict[str, Any]) -> list[int]:
+        body: dict[str, Any] = {"model": model, "messages": messages, "add_generation_prompt": options.get("add_generation_prompt", True)}
+        for k in ("chat_template_kwargs", "tools", "continue_final_message"):
+            if options.get(k) is not None:
+                body[k] = options[k]
+        key = "c\0" + json.dumps(body, sort_keys=True, ensure_ascii=False)
+        return await self._tokenize(key, body)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def make_tokenizer(spec: str | None, base_urls: Callable[[], Sequence[str]]) -> Tokenizer:
+    """`None`/`engine` -> the engine's /tokenize; `builtin` -> the simulator's; else a local HF directory."""
+    if spec in (None, "", "engine"):
+        return EngineTokenizer(base_urls)
+    if spec == "builtin":
+        return BuiltinTokenizer()
+    return LocalTokenizer(spec)
+
+
+@dataclass(frozen=True)
+class HashSettings:
+    """Block size, hash algorithm and seed: must equal the engine's or no hash will ever match."""
+
+    block_size: int = DEFAULT_BLOCK_SIZE
+    algo: str = DEFAULT_HASH_ALGO
+    seed: str = ""
+
+    def __post_init__(self) -> None:
+        if self.algo not in HASH_ALGOS:
+            raise TokenizationError(f"--hash-algo: expected one of {', '.join(HASH_ALGOS)}, got {self.algo!r}")
+        if self.block_size <= 0:
+            raise TokenizationError(f"--block-size: expected a positive integer, got {self.block_size}")
+
+
+class PromptHasher:
+    """Block hashes (vLLM event form, uint64) of a token sequence, with one BlockHasher per setting."""
+
+    def __init__(self) -> None:
+        self._hashers: dict[HashSettings, BlockHasher] = {}
+
+    def hasher(self, settings: HashSettings) -> BlockHasher:
+        h = self._hashers.get(settings)
+        if h is None:
+            h = self._hashers[settings] = BlockHasher(settings.block_size, settings.algo, settings.seed or seed_from_env())
+        return h
+
+    def block_hashes(self, token_ids: Sequence[int], settings: HashSettings, cache_salt: str | None = None, lora_name: str | None = None) -> list[int]:
+        """uint64 event hashes (low 8 bytes of each digest); full-digest events normalise to the same value."""
+        digests = self.hasher(settings).hash_blocks(token_ids, cache_salt=cache_salt, lora_name=lora_name)
+        return [to_event_hash(d, True) for d in digests]  # type: ignore[misc]
+
+
+def completion_prompt(prompt: Any) -> str | list[int] | None:
+    """The prompt the router routes on: a string, or token ids (tokens in) — the first of a batch."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and prompt:
+        first = prompt[0]
+        if isinstance(first, int) and all(isinstance(t, int) for t in prompt):
+            return prompt
+        if isinstance(first, str):
+            return first
+        if isinstance(first, list) and all(isinstance(t, int) for t in first):
+            return first
+    return None
+
+
+def chat_text(messages: list[dict[str, Any]]) -> str:
+    """A deterministic plain rendering of a conversation, for routing without a tokenizer."""
+    return "".join(f"<|{m.get('role', '')}|>\n{_text_of(m.get('content'))}\n" for m in messages if isinstance(m, dict))
+
+
+class RequestTokenizer:
+    """Fills a request's prompt token ids and block hashes from its OpenAI body (tokens in, tokens out).
+
+    A completion prompt given as token ids is used as is; text and chat go through the tokenizer. Failures
+    leave the request untokenized (routing falls back to text estimates) and are reported to `on_error`.
+    """
+
+    def __init__(self, tokenizer: Tokenizer | None, settings: Callable[[], HashSettings], on_error: Callable[[str], None] | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.hasher = PromptHasher()
+        self.on_error = on_error
+
+    async def token_ids(self, kind: str, body: dict[str, Any]) -> list[int] | None:
+        model = str(body.get("model", ""))
+        if kind == "completions":
+            prompt = completion_prompt(body.get("prompt"))
+            if isinstance(prompt, list):
+                return prompt
+            if prompt is None or self.tokenizer is None:
+                return None
+            return await self.tokenizer.encode_prompt(model, prompt)
+        if self.tokenizer is None:
+            return None
+        options = {k: body[k] for k in ("add_generation_prompt", "chat_template_kwargs", "tools", "continue_final_message") if k in body}
+        return await self.tokenizer.encode_chat(model, body.get("messages") or [], options)
+
+    async def prepare(self, request: Any, kind: str, body: dict[str, Any]) -> None:
+        """Set `request.prompt_token_ids` and `request.block_hashes` (an LLMRequest) when possible."""
+        try:
+            ids = await self.token_ids(kind, body)
+        except Exception as exc:
+            if self.on_error:
+                self.on_error(f"tokenize: {type(exc).__name__}: {exc}")
+            return
+        if ids is None:
+            return
+        request.prompt_token_ids = ids
+        request.block_hashes = self.hasher.block_hashes(ids, self.settings(), cache_salt=request.cache_salt, lora_name=request.lora_name)

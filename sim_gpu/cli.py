@@ -1,0 +1,106 @@
+"""`llmdctl sim serve` / `python -m sim_gpu serve`: run simulated vLLM pods in one process.
+
+The flag names are vLLM's where vLLM has the flag (`--block-size`, `--max-num-seqs`, `--data-parallel-size`,
+`--prefix-caching-hash-algo` ...) and llm-d-inference-sim's for failure injection; `llmdctl up` builds
+command lines from them, so renaming one is a breaking change.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+app = typer.Typer(name="sim", help="Simulated vLLM model servers (sim_gpu).", no_args_is_help=True,
+                  add_completion=False)
+
+
+@app.callback()
+def _sim() -> None:
+    """Simulated vLLM model servers (sim_gpu)."""
+
+
+@app.command("serve")
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="HTTP port of pod 0 rank 0; pod i rank r listens on port + i*dp + r."),
+    pods: int = typer.Option(1, help="Pods hosted by this process (consecutive ports)."),
+    model: str = typer.Option("sim-model", help="Served model name (what clients put in 'model')."),
+    hardware: str = typer.Option("H100", help="Hardware profile name or YAML path."),
+    model_profile: str = typer.Option("Llama-3.1-8B", help="Model profile name or YAML path."),
+    tp: int = typer.Option(1, help="Tensor-parallel GPUs per rank."),
+    data_parallel_size: int = typer.Option(1, help="Data-parallel ranks per pod, one HTTP port each."),
+    block_size: int = typer.Option(16, help="KV block size in tokens."),
+    num_gpu_blocks: Optional[int] = typer.Option(None, help="KV capacity in blocks (default: from GPU memory)."),
+    gpu_memory_utilization: float = typer.Option(0.9, help="Fraction of GPU memory for weights + KV cache."),
+    max_num_seqs: int = typer.Option(256, help="Most sequences in one batch."),
+    max_num_batched_tokens: int = typer.Option(8192, help="Most tokens in one step (chunked prefill)."),
+    max_model_len: Optional[int] = typer.Option(None, help="Context length (default: the model profile's)."),
+    role: str = typer.Option("both", help="P/D role: prefill, decode or both."),
+    kv_events_endpoint: str = typer.Option(
+        "", help="ZMQ endpoint for KV events of pod 0 (tcp://*:5557 binds, tcp://host:port connects); "
+                 "pod i rank r uses port + i*dp + r. Empty: no events."),
+    kv_events_topic: Optional[str] = typer.Option(
+        None, help="Topic ({host} {port} {model} {rank} {pod} expand); default kv@<host>:<port>@<model>."),
+    kv_events_form: str = typer.Option("map", help="Event encoding: map (current vLLM) or positional (older vLLM)."),
+    kv_events_int_hashes: bool = typer.Option(True, help="Block hashes as uint64 (vLLM default) or full digests."),
+    prefix_caching_hash_algo: str = typer.Option("sha256", help="Block hash: sha256 or sha256_cbor."),
+    hash_seed: Optional[str] = typer.Option(None, help="NONE_HASH seed (default: $PYTHONHASHSEED, else vllm-none-hash)."),
+    tokenizer: Optional[str] = typer.Option(None, help="Local Hugging Face tokenizer dir (default: built-in)."),
+    output_mode: str = typer.Option("random", help="Generated tokens: random or echo."),
+    time_scale: float = typer.Option(1.0, help="Simulated seconds per wall second (0: instant steps)."),
+    seed: int = typer.Option(0, help="Random seed (outputs, jitter, failure injection)."),
+    jitter: float = typer.Option(0.0, help="Relative std-dev of step times."),
+    network: Optional[str] = typer.Option(None, help="Network profile for P/D KV transfers (e.g. rdma-200g)."),
+    enable_expert_parallel: bool = typer.Option(False, help="MoE experts shard over all ranks (ep = tp x dp)."),
+    failure_injection_rate: float = typer.Option(0.0, help="Percent of requests that fail (0-100)."),
+    failure_types: Optional[list[str]] = typer.Option(
+        None, help="Failure types (repeat or comma-separate): rate_limit, invalid_api_key, context_length, "
+                   "server_error, invalid_request, model_not_found. Default: all."),
+    startup_delay: float = typer.Option(0.0, help="Seconds before /health reports ready."),
+    crash_after: int = typer.Option(0, help="Exit abruptly when request N+1 arrives (0: never)."),
+    log_requests: bool = typer.Option(False, help="One stderr line per finished request."),
+) -> None:
+    """Serve simulated vLLM pods (OpenAI API, /metrics, KV events) until interrupted."""
+    from sim_gpu.faults import parse_failure_types
+    from sim_gpu.server import ServeConfig, run
+    from sim_gpu.hw_profiles import ProfileError
+
+    try:
+        cfg = ServeConfig(
+            host=host, port=port, pods=pods, model=model, hardware=hardware, model_profile=model_profile, tp=tp,
+            data_parallel_size=data_parallel_size, block_size=block_size, num_gpu_blocks=num_gpu_blocks,
+            gpu_memory_utilization=gpu_memory_utilization, max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len, role=role,
+            kv_events_endpoint=kv_events_endpoint, kv_events_topic=kv_events_topic, kv_events_form=kv_events_form,
+            kv_events_int_hashes=kv_events_int_hashes, prefix_caching_hash_algo=prefix_caching_hash_algo,
+            hash_seed=hash_seed, tokenizer=tokenizer, output_mode=output_mode, time_scale=time_scale, seed=seed,
+            jitter=jitter, network=network, enable_expert_parallel=enable_expert_parallel, failure_injection_rate=failure_injection_rate,
+            failure_types=parse_failure_types(failure_types), startup_delay=startup_delay, crash_after=crash_after,
+            log_requests=log_requests,
+        )
+        run(cfg)
+    except (ValueError, ProfileError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        pass
+
+
+# `sim calibrate` (owned by llmdctl.calibrate): fit a hardware profile's coefficients to a real vLLM server.
+try:
+    from llmdctl.calibrate import calibrate_command as _calibrate_command
+
+    app.command("calibrate", help="Measure a real vLLM server (--url), fit a hardware profile's latency coefficients, "
+                "and report sim-vs-real TTFT and end-to-end errors on a held-out workload.")(_calibrate_command)
+except ImportError:  # pragma: no cover - llmdctl not installed beside sim_gpu
+    pass
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

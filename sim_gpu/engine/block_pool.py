@@ -1,0 +1,208 @@
+"""The paged KV block pool with automatic prefix caching, after vLLM v1's BlockPool.
+
+Blocks live in one of two places: held by requests (ref count > 0) or in the free queue. A freed block keeps
+its content hash and stays findable by it (a prefix-cache hit "touches" it back out of the free queue); it
+is only evicted — hash dropped, `BlockRemoved` emitted — when the free queue hands it out again. The free
+queue is LRU: allocation pops the front; requests free their blocks tail-first so a request's last blocks are
+evicted before its (more shareable) first ones; freed blocks that never got a hash (partial blocks) go to the
+front, since nothing can hit them (this is what reproduces the eviction order of the real vLLM capture).
+Block 0 is the null block and is never handed out, as in vLLM, so `num_blocks` includes it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from kvtiers.hashing import to_event_hash
+from kvtiers.kvevents import AllBlocksCleared, BlockRemoved, BlockStored
+
+
+class KVBlock:
+    """One KV block: its id, how many requests hold it, and its content hash once full."""
+
+    __slots__ = ("block_id", "ref_cnt", "block_hash")
+
+    def __init__(self, block_id: int) -> None:
+        self.block_id = block_id
+        self.ref_cnt = 0
+        self.block_hash: bytes | None = None
+
+    def __repr__(self) -> str:
+        h = self.block_hash.hex()[-8:] if self.block_hash else None
+        return f"KVBlock({self.block_id}, ref={self.ref_cnt}, hash={h})"
+
+
+class BlockPool:
+    """Free queue + hash -> block map + ref counts, emitting vLLM KV events into a queue."""
+
+    def __init__(
+        self,
+        num_blocks: int,
+        block_size: int,
+        enable_caching: bool = True,
+        enable_events: bool = True,
+        event_hash_int: bool = True,
+    ) -> None:
+        if num_blocks < 2:
+            raise ValueError(f"num_gpu_blocks: expected >= 2 (block 0 is reserved), got {num_blocks!r}")
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.enable_caching = enable_caching
+        self.enable_events = enable_events
+        self.event_hash_int = event_hash_int
+        self.blocks = [KVBlock(i) for i in range(num_blocks)]
+        self.null_block = self.blocks[0]
+        self.null_block.ref_cnt = 1
+        # Oldest (next to hand out) first. OrderedDict gives O(1) pop-front, append, remove-from-middle.
+        self._free: OrderedDict[int, KVBlock] = OrderedDict((b.block_id, b) for b in self.blocks[1:])
+        self._cached: dict[bytes, dict[int, KVBlock]] = {}
+        self._events: list[Any] = []
+        # Lower KV tiers (kvtiers.engine_hook.EngineTiers) or None: evicted blocks are offered to them and
+        # their CPU/DISK events follow the pool's. Set by kvtiers.engine_hook.attach_tiers.
+        self.tiers: Any = None
+
+    # ---- queries -----------------------------------------------------------------------------------------
+
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks no request holds (cached-but-free blocks included), as vLLM counts them."""
+        return len(self._free)
+
+    def usage(self) -> float:
+        """Fraction of usable blocks held by requests (vllm:kv_cache_usage_perc)."""
+        total = self.num_blocks - 1
+        return 1.0 - len(self._free) / total if total else 0.0
+
+    def get_cached_block(self, block_hash: bytes) -> KVBlock | None:
+        entry = self._cached.get(block_hash)
+        if not entry:
+            return None
+        return next(iter(entry.values()))
+
+    def num_cached_blocks(self) -> int:
+        return sum(len(v) for v in self._cached.values())
+
+    def free_queue_ids(self) -> list[int]:
+        """Block ids in eviction order (front first); for tests and debugging."""
+        return list(self._free)
+
+    def event_hash(self, digest: bytes) -> int | bytes:
+        return to_event_hash(digest, self.event_hash_int)
+
+    # ---- allocation --------------------------------------------------------------------------------------
+
+    def get_new_blocks(self, n: int) -> list[KVBlock]:
+        """Hand out `n` blocks from the front of the free queue, evicting any cached content they hold."""
+        if n > len(self._free):
+            raise ValueError(f"cannot allocate {n} blocks: only {len(self._free)} free")
+        out: list[KVBlock] = []
+        popitem = self._free.popitem
+        for _ in range(n):
+            _, block = popitem(last=False)
+            if block.block_hash is not None:
+                self._evict(block)
+            block.ref_cnt = 1
+            out.append(block)
+        return out
+
+    def _evict(self, block: KVBlock) -> None:
+        h = block.block_hash
+        entry = self._cached.get(h)  # type: ignore[arg-type]
+        if entry is not None:
+            entry.pop(block.block_id, None)
+            if not entry:
+                del self._cached[h]  # type: ignore[arg-type]
+        block.block_hash = None
+        if self.enable_events:
+            self._events.append(BlockRemoved(block_hashes=[to_event_hash(h, self.event_hash_int)]))  # type: ignore[arg-type]
+        if self.tiers is not None:
+            self.tiers.on_gpu_evict(h)
+
+    def touch(self, blocks: Iterable[KVBlock]) -> None:
+        """A prefix hit takes these blocks: pull free ones out of the free queue, bump ref counts."""
+        free = self._free
+        for block in blocks:
+            if block.ref_cnt == 0:
+                del free[block.block_id]
+            block.ref_cnt += 1
+
+    def free_blocks(self, ordered_blocks: Iterable[KVBlock]) -> None:
+        """Drop one reference from each block; blocks nobody holds return to the free queue in this order
+        (hashed ones at the back, hashless ones at the front)."""
+        free = self._free
+        for block in ordered_blocks:
+            block.ref_cnt -= 1
+            if block.ref_cnt == 0 and block is not self.null_block:
+                free[block.block_id] = block
+                if block.block_hash is None:
+                    free.move_to_end(block.block_id, last=False)
+
+    def cache_full_blocks(
+        self,
+        blocks: Sequence[KVBlock],
+        block_hashes: Sequence[bytes],
+        num_cached: int,
+        num_full: int,
+        all_token_ids: Sequence[int],
+        cache_salt: str | None = None,
+    ) -> None:
+        """Register blocks[num_cached:num_full] under their hashes and emit one BlockStored for them."""
+        if num_full <= num_cached:
+            return
+        new_hashes: list[Any] = []
+        extra: list[Any] = []
+        first = -1
+        cached = self._cached
+        for i in range(num_cached, num_full):
+            block = blocks[i]
+            if block.block_hash is not None:
+                continue  # already cached (e.g. a hit block of a recomputed request)
+            h = block_hashes[i]
+            block.block_hash = h
+            entry = cached.get(h)
+            if entry is None:
+                cached[h] = {block.block_id: block}
+            else:
+                entry[block.block_id] = block
+            if first < 0:
+                first = i
+            if self.enable_events:
+                new_hashes.append(to_event_hash(h, self.event_hash_int))
+                extra.append([cache_salt] if (i == 0 and cache_salt) else None)
+        if not self.enable_events or first < 0:
+            return
+        bs = self.block_size
+        parent = to_event_hash(block_hashes[first - 1], self.event_hash_int) if first > 0 else None
+        self._events.append(
+            BlockStored(
+                block_hashes=new_hashes,
+                parent_block_hash=parent,
+                token_ids=list(all_token_ids[first * bs : num_full * bs]),
+                block_size=bs,
+                lora_id=None,
+                medium="GPU",
+                lora_name=None,
+                extra_keys=extra,
+            )
+        )
+
+    def reset_prefix_cache(self) -> bool:
+        """Forget every cached hash (AllBlocksCleared); refused (False) while any request holds blocks."""
+        if len(self._free) != self.num_blocks - 1:
+            return False
+        for entry in self._cached.values():
+            for block in entry.values():
+                block.block_hash = None
+        self._cached.clear()
+        if self.enable_events:
+            self._events.append(AllBlocksCleared())
+        return True
+
+    def take_events(self) -> list[Any]:
+        """KV events since the last call, in the order they happened."""
+        events, self._events = self._events, []
+        if self.tiers is not None:
+            events.extend(self.tiers.after_step(events))
+        return events

@@ -1,0 +1,124 @@
+"""Per-request KV bookkeeping over the block pool, after vLLM v1's KVCacheManager.
+
+It finds a request's longest cached prefix (full blocks only, and never the whole prompt: the last token is
+always recomputed so the model has logits to sample from), allocates the slots a step needs, registers blocks
+as cached as soon as they are scheduled full (prompt blocks at prefill, blocks filled by output tokens during
+decode), and frees a request's blocks tail-first.
+"""
+
+from __future__ import annotations
+
+from kvtiers.hashing import BlockHasher, block_extra_keys
+from sim_gpu.engine.block_pool import BlockPool, KVBlock
+from sim_gpu.engine.request import Request
+
+
+class KVCacheManager:
+    """Prefix matching, slot allocation and caching for requests, through one BlockPool."""
+
+    def __init__(self, pool: BlockPool, hasher: BlockHasher, max_model_len: int, lora_name: str | None = None) -> None:
+        self.pool = pool
+        self.hasher = hasher
+        self.block_size = pool.block_size
+        self.max_model_len = max_model_len
+        self.lora_name = lora_name
+        self.enable_caching = pool.enable_caching
+        self.req_blocks: dict[str, list[KVBlock]] = {}
+        self.num_cached_block: dict[str, int] = {}
+
+    # ---- hashing -----------------------------------------------------------------------------------------
+
+    def ensure_hashes(self, req: Request, num_blocks: int) -> list[bytes]:
+        """Extend req.block_hashes to cover its first `num_blocks` full blocks (hashing is per block, lazily)."""
+        hashes = req.block_hashes
+        bs = self.block_size
+        toks = req.all_token_ids
+        limit = min(num_blocks, len(toks) // bs)
+        if len(hashes) < limit:
+            hash_block = self.hasher.hash_block
+            parent = hashes[-1] if hashes else None
+            salt, lora = req.cache_salt, self.lora_name
+            for i in range(len(hashes), limit):
+                extra = block_extra_keys(i, salt, lora) if (salt or lora) else None
+                parent = hash_block(parent, toks[i * bs : (i + 1) * bs], extra)
+                hashes.append(parent)
+        return hashes
+
+    # ---- prefix hits -------------------------------------------------------------------------------------
+
+    def get_computed_blocks(self, req: Request) -> tuple[list[KVBlock], int]:
+        """The request's longest run of cached full blocks and how many tokens they cover."""
+        if not self.enable_caching:
+            return [], 0
+        max_blocks = (req.num_tokens - 1) // self.block_size
+        if max_blocks <= 0:
+            return [], 0
+        hashes = self.ensure_hashes(req, max_blocks)
+        hits: list[KVBlock] = []
+        get = self.pool.get_cached_block
+        for h in hashes[:max_blocks]:
+            block = get(h)
+            if block is None:
+                break
+            hits.append(block)
+        return hits, len(hits) * self.block_size
+
+    # ---- allocation --------------------------------------------------------------------------------------
+
+    def allocate_slots(
+        self,
+        req: Request,
+        num_new_tokens: int,
+        num_new_computed_tokens: int = 0,
+        new_computed_blocks: list[KVBlock] | None = None,
+        delay_cache_blocks: bool = False,
+    ) -> list[KVBlock] | None:
+        """Make room for `num_new_tokens` more tokens after the computed ones (+ new prefix hits).
+
+        Returns the newly allocated blocks, or None when the pool cannot supply them (caller preempts).
+        """
+        bs = self.block_size
+        rid = req.request_id
+        blocks = self.req_blocks.get(rid)
+        if blocks is None:
+            blocks = self.req_blocks[rid] = []
+            self.num_cached_block[rid] = 0
+        hits = new_computed_blocks or ()
+        num_computed = req.num_computed_tokens + num_new_computed_tokens
+        need_tokens = min(num_computed + num_new_tokens, self.max_model_len)
+        need_blocks = -(-need_tokens // bs) - len(blocks) - len(hits)
+        # Hit blocks sitting in the free queue stop counting as free once touched.
+        evictable_hits = sum(1 for b in hits if b.ref_cnt == 0)
+        if max(need_blocks, 0) + evictable_hits > self.pool.num_free_blocks:
+            return None
+        if hits:
+            self.pool.touch(hits)
+            blocks.extend(hits)
+            self.num_cached_block[rid] = len(blocks)
+        new_blocks = self.pool.get_new_blocks(need_blocks) if need_blocks > 0 else []
+        if new_blocks:
+            blocks.extend(new_blocks)
+        if self.enable_caching and not delay_cache_blocks:
+            self.cache_blocks(req, min(num_computed + num_new_tokens, req.num_tokens))
+        return new_blocks
+
+    def cache_blocks(self, req: Request, num_tokens: int) -> None:
+        """Register the request's blocks that `num_tokens` tokens fill completely (emits BlockStored)."""
+        rid = req.request_id
+        num_full = num_tokens // self.block_size
+        num_cached = self.num_cached_block.get(rid, 0)
+        if num_full <= num_cached:
+            return
+        hashes = self.ensure_hashes(req, num_full)
+        self.pool.cache_full_blocks(self.req_blocks[rid], hashes, num_cached, num_full, req.all_token_ids, req.cache_salt)
+        self.num_cached_block[rid] = num_full
+
+    def free(self, req: Request) -> None:
+        """Release the request's blocks, last block first (so its tail is evicted before its prefix)."""
+        blocks = self.req_blocks.pop(req.request_id, None)
+        self.num_cached_block.pop(req.request_id, None)
+        if blocks:
+            self.pool.free_blocks(reversed(blocks))
+
+    def blocks_of(self, request_id: str) -> list[KVBlock]:
+        return self.req_blocks.get(request_id, [])

@@ -1,0 +1,154 @@
+"""The engine's public value types: what goes in (EngineRequest), what comes out of a step (StepResult,
+RequestOutput) and the counters a server exports as vLLM metrics (EngineStats).
+
+They are plain dataclasses with no behaviour so that the HTTP shell, the offline planner and tests can build
+and read them without knowing how the engine works. `Request` is the engine's private, mutable state of one
+request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["length", "stop", "abort"]
+
+
+@dataclass
+class RemotePrefill:
+    """Decode side of P/D: the first `num_tokens` prompt tokens' KV arrive from a remote prefill pod.
+
+    The engine allocates their blocks without computing them and holds the request for `transfer_time_s`
+    (None: the engine's latency model prices the transfer over its network profile).
+    """
+
+    num_tokens: int
+    transfer_time_s: float | None = None
+    remote_block_hashes: list[Any] | None = None  # informational (from kv_transfer_params)
+
+
+@dataclass
+class EngineRequest:
+    """One generation request in token ids (tokenization happens before the engine)."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    max_tokens: int
+    ignore_eos: bool = False
+    cache_salt: str | None = None
+    arrival_time: float = 0.0
+    priority: int = 0
+    remote_prefill: RemotePrefill | None = None
+    prefill_only: bool = False  # P/D prefill side: compute the prompt's KV, emit one token, keep blocks cached
+    output_token_ids: list[int] | None = None  # replay: emit these tokens first (e.g. a recorded trace)
+
+
+@dataclass
+class RequestOutput:
+    """What one request produced in one step."""
+
+    request_id: str
+    new_token_ids: list[int]
+    finished: bool
+    finish_reason: FinishReason | None
+    num_prompt_tokens: int
+    num_cached_tokens: int  # prefix-cache hit tokens (local + remote) counted when first scheduled
+    first_token: bool  # these are the request's first output tokens (TTFT ends now)
+    num_output_tokens: int = 0  # output tokens so far, including these
+    block_hashes: list[Any] | None = None  # prefill_only requests, when finished: event hashes of its full blocks
+    block_ids: list[int] | None = None  # prefill_only requests, when finished: the blocks holding its KV
+    num_remote_tokens: int = 0  # tokens whose KV came from a remote prefill (P/D decode side)
+
+
+@dataclass
+class StepResult:
+    """One engine step: how long it takes in simulated seconds, what it produced, which KV events fired."""
+
+    duration_s: float
+    outputs: list[RequestOutput] = field(default_factory=list)
+    kv_events: list[Any] = field(default_factory=list)  # kvtiers.kvevents BlockStored/BlockRemoved/AllBlocksCleared
+    num_scheduled_tokens: int = 0
+    num_prefill_tokens: int = 0
+    num_decode_seqs: int = 0
+    num_preempted: int = 0
+    idle: bool = False  # nothing was scheduled (e.g. empty, or waiting on KV transfers); duration_s is 0
+
+
+@dataclass
+class EngineStats:
+    """Gauges and cumulative counters, named after the vLLM metrics they feed."""
+
+    num_running: int
+    num_waiting: int
+    kv_cache_usage: float  # vllm:kv_cache_usage_perc (0..1)
+    prefix_cache_queries_tokens: int  # vllm:prefix_cache_queries_total
+    prefix_cache_hits_tokens: int  # vllm:prefix_cache_hits_total
+    num_preemptions: int  # vllm:num_preemptions_total
+    prompt_tokens_total: int  # vllm:prompt_tokens_total
+    generation_tokens_total: int  # vllm:generation_tokens_total
+    num_gpu_blocks: int
+    block_size: int
+    num_requests_finished: int = 0
+    num_waiting_for_remote_kv: int = 0
+
+
+# ---- engine-private state --------------------------------------------------------------------------------
+
+WAITING = 0
+WAITING_FOR_REMOTE_KVS = 1
+RUNNING = 2
+PREEMPTED = 3
+FINISHED = 4
+
+
+class Request:
+    """Mutable state of one request inside the engine (vLLM's `Request`): tokens, progress, hashes."""
+
+    __slots__ = (
+        "request_id",
+        "prompt_len",
+        "all_token_ids",
+        "max_tokens",
+        "ignore_eos",
+        "cache_salt",
+        "arrival_time",
+        "priority",
+        "remote_prefill",
+        "prefill_only",
+        "status",
+        "num_computed_tokens",
+        "num_output_tokens",
+        "num_cached_tokens",
+        "num_remote_tokens",
+        "block_hashes",
+        "num_preemptions",
+        "remote_ready_at",
+        "token_stream",
+        "scheduled_once",
+    )
+
+    def __init__(self, req: EngineRequest, token_stream: Any) -> None:
+        self.request_id = req.request_id
+        self.prompt_len = len(req.prompt_token_ids)
+        self.all_token_ids: list[int] = list(req.prompt_token_ids)
+        self.max_tokens = 1 if req.prefill_only else req.max_tokens
+        self.ignore_eos = req.ignore_eos
+        self.cache_salt = req.cache_salt
+        self.arrival_time = req.arrival_time
+        self.priority = req.priority
+        self.remote_prefill = req.remote_prefill
+        self.prefill_only = req.prefill_only
+        self.status = WAITING
+        self.num_computed_tokens = 0
+        self.num_output_tokens = 0
+        self.num_cached_tokens = -1
+        self.num_remote_tokens = 0
+        self.block_hashes: list[bytes] = []
+        self.num_preemptions = 0
+        self.remote_ready_at = 0.0
+        self.token_stream = token_stream
+        self.scheduled_once = False
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.all_token_ids)

@@ -1,0 +1,188 @@
+"""Forms each step's batch the way vLLM v1's scheduler does.
+
+Running requests first (decodes and unfinished prefill chunks, in arrival order) take from the token budget
+(`max_num_batched_tokens`); when the pool runs dry the most recently started running request is preempted
+(its blocks freed, to be recomputed later). Then, if nobody was preempted, waiting requests are admitted in
+order while seats (`max_num_seqs`), budget and blocks last, each starting after its longest cached prefix and
+chunked to the remaining budget (chunked prefill). P/D decode-side requests first wait for their remote KV.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from sim_gpu.engine.kv_cache_manager import KVCacheManager
+from sim_gpu.engine.request import PREEMPTED, RUNNING, WAITING, WAITING_FOR_REMOTE_KVS, Request
+from sim_gpu.latency import BatchShape
+
+
+@dataclass
+class ScheduledBatch:
+    """One step's plan: (request, tokens to compute) pairs, the batch shape for the latency model."""
+
+    entries: list[tuple[Request, int]] = field(default_factory=list)
+    shape: BatchShape = field(default_factory=BatchShape)
+    num_scheduled_tokens: int = 0
+    preempted: list[Request] = field(default_factory=list)
+    new_hits: list[tuple[Request, int, int]] = field(default_factory=list)  # (request, local hit tokens, remote tokens)
+
+
+class Scheduler:
+    """Waiting queue + running list over a KVCacheManager."""
+
+    def __init__(self, kv: KVCacheManager, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int) -> None:
+        self.kv = kv
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.max_model_len = max_model_len
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.num_waiting_remote = 0
+
+    def add(self, req: Request) -> None:
+        self.waiting.append(req)
+
+    def schedule(self, now: float, transfer_time) -> ScheduledBatch:
+        """Plan one step at simulated time `now`. `transfer_time(req, num_tokens)` prices remote KV loads."""
+        out = ScheduledBatch()
+        shape = out.shape
+        entries = out.entries
+        budget = self.max_num_batched_tokens
+        kv = self.kv
+        bs = kv.block_size
+        max_len = self.max_model_len
+        tiers = kv.pool.tiers  # lower KV tiers (kvtiers), or None
+        if tiers is not None:
+            tiers.advance(now)
+
+        # 1. Running requests (decodes, continuing prefill chunks).
+        running = self.running
+        i = 0
+        while i < len(running) and budget > 0:
+            req = running[i]
+            n = req.num_tokens - req.num_computed_tokens
+            n = min(n, budget, max_len - 1 - req.num_computed_tokens)
+            if n <= 0:
+                i += 1
+                continue
+            computed = req.num_computed_tokens
+            blocks = kv.req_blocks[req.request_id]
+            # Fast path: the slots already exist and no block fills -> nothing to allocate or cache.
+            if computed + n <= len(blocks) * bs and (computed + n) // bs <= kv.num_cached_block[req.request_id]:
+                ok = True
+            else:
+                ok = True
+                while kv.allocate_slots(req, n) is None:
+                    victim = running.pop()
+                    self._preempt(victim)
+                    out.preempted.append(victim)
+                    if victim is req:
+                        ok = False
+                        break
+                if not ok:
+                    break
+            entries.append((req, n))
+            budget -= n
+            if n == 1 and computed + 1 == req.num_tokens and req.num_output_tokens > 0:
+                shape.add_decode(computed)
+            else:
+                shape.add_prefill(n, computed)
+            i += 1
+
+        # 2. Waiting requests, only when nothing was preempted this step.
+        if not out.preempted:
+            skipped: list[Request] = []
+            waiting = self.waiting
+            while waiting and budget > 0 and len(running) < self.max_num_seqs:
+                req = waiting[0]
+                tier_digests = None
+                if req.status == WAITING_FOR_REMOTE_KVS:
+                    if now < req.remote_ready_at:
+                        skipped.append(waiting.popleft())
+                        continue
+                    self._finish_remote_load(req)
+                    hits, local = [], 0
+                    num_computed = req.num_computed_tokens
+                    external = 0
+                elif req.num_computed_tokens == 0:
+                    hits, local = kv.get_computed_blocks(req)
+                    external = 0
+                    rp = req.remote_prefill
+                    if rp is not None and not req.scheduled_once:
+                        external = max(0, min(rp.num_tokens, req.prompt_len) - local)
+                    elif tiers is not None and not req.scheduled_once:
+                        # GPU prefix miss: the next blocks may sit in CPU / disk; they load like remote KV.
+                        tier_digests = req.block_hashes[local // bs : (req.num_tokens - 1) // bs]
+                        external = tiers.lookup_prefix(tier_digests) * bs
+                    num_computed = local + external
+                else:
+                    hits, local, external = [], 0, 0
+                    num_computed = req.num_computed_tokens
+                if external > 0:
+                    # P/D decode side: hold blocks for the incoming KV, wait for the transfer, compute nothing.
+                    if kv.allocate_slots(req, external, local, hits, delay_cache_blocks=True) is None:
+                        break
+                    waiting.popleft()
+                    wait_s = None
+                    if tier_digests is not None:  # read (verified) now that the slots exist
+                        n_tier, wait_s = tiers.load_prefix(tier_digests[: external // bs])
+                        external = n_tier * bs
+                    req.num_computed_tokens = local
+                    req.num_remote_tokens = external
+                    req.num_cached_tokens = local + external
+                    req.status = WAITING_FOR_REMOTE_KVS
+                    req.remote_ready_at = now + (transfer_time(req, external) if wait_s is None else wait_s)
+                    out.new_hits.append((req, local, external))
+                    req.scheduled_once = True
+                    skipped.append(req)
+                    continue
+                n = min(req.num_tokens - num_computed, budget)
+                if kv.allocate_slots(req, n, local, hits) is None:
+                    break
+                waiting.popleft()
+                if req.num_cached_tokens < 0:
+                    req.num_cached_tokens = num_computed
+                if not req.scheduled_once:
+                    out.new_hits.append((req, local, 0))
+                    req.scheduled_once = True
+                req.num_computed_tokens = num_computed
+                req.status = RUNNING
+                running.append(req)
+                entries.append((req, n))
+                budget -= n
+                shape.add_prefill(n, num_computed)
+            if skipped:
+                waiting.extendleft(reversed(skipped))
+        self.num_waiting_remote = sum(1 for r in self.waiting if r.status == WAITING_FOR_REMOTE_KVS)
+        out.num_scheduled_tokens = self.max_num_batched_tokens - budget
+        for req, n in entries:
+            req.num_computed_tokens += n
+        return out
+
+    def _finish_remote_load(self, req: Request) -> None:
+        """Remote KV arrived: it counts as computed (all but the last prompt token, which is recomputed)."""
+        computed = req.num_computed_tokens + req.num_remote_tokens
+        if computed >= req.num_tokens:
+            computed = req.num_tokens - 1
+        req.num_computed_tokens = computed
+        self.kv.cache_blocks(req, computed)
+        req.status = WAITING
+
+    def _preempt(self, req: Request) -> None:
+        self.kv.free(req)
+        req.status = PREEMPTED
+        req.num_computed_tokens = 0
+        req.num_preemptions += 1
+        self.waiting.appendleft(req)
+
+    def remove(self, req: Request) -> None:
+        """Drop a request from whichever queue holds it (finish or abort); the caller frees its blocks."""
+        if req.status in (RUNNING,) and req in self.running:
+            self.running.remove(req)
+        else:
+            try:
+                self.waiting.remove(req)
+            except ValueError:
+                if req in self.running:
+                    self.running.remove(req)

@@ -1,0 +1,79 @@
+"""Deterministic output tokens: what the simulated model "generates".
+
+Like a real model at temperature 0, the same prompt yields the same output: the generator is keyed on the
+engine seed and the prompt's token ids, not on request ids (which servers randomize). `random` mode draws
+uniformly from the vocabulary; `echo` mode repeats the prompt cyclically (handy for checking plumbing).
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from array import array
+from collections.abc import Sequence
+
+OUTPUT_MODES = ("random", "echo")
+
+
+class TokenStream:
+    """The output tokens of one request, produced one at a time."""
+
+    __slots__ = ("_next",)
+
+    def __init__(self, next_fn) -> None:
+        self._next = next_fn
+
+    def next(self) -> int:
+        return self._next()
+
+
+def _next_or(it, rest: TokenStream) -> int:
+    for tok in it:
+        return tok
+    return rest.next()
+
+
+class TokenGenerator:
+    """Makes a `TokenStream` per request from (seed, prompt)."""
+
+    def __init__(self, seed: int = 0, vocab_size: int = 32000, mode: str = "random") -> None:
+        if mode not in OUTPUT_MODES:
+            raise ValueError(f"output_mode: expected one of {', '.join(OUTPUT_MODES)}, got {mode!r}")
+        if vocab_size < 2:
+            raise ValueError(f"vocab_size: expected >= 2, got {vocab_size!r}")
+        self.seed = int(seed)
+        self.vocab_size = int(vocab_size)
+        self.mode = mode
+
+    def key(self, prompt_token_ids: Sequence[int]) -> int:
+        """A 64-bit key of (seed, prompt) — stable across processes (no Python hash randomization)."""
+        try:
+            raw = array("q", prompt_token_ids).tobytes()
+        except (OverflowError, TypeError):
+            raw = repr(list(prompt_token_ids)).encode()
+        return (zlib.crc32(raw) << 32) ^ (self.seed & 0xFFFFFFFF) ^ (len(prompt_token_ids) << 16)
+
+    def stream(self, prompt_token_ids: Sequence[int], replay: Sequence[int] | None = None) -> TokenStream:
+        """Output tokens for a prompt; `replay` tokens come first, generated ones after them."""
+        if replay:
+            it = iter(list(replay))
+            rest = self.stream(prompt_token_ids)
+
+            def replayed() -> int:
+                return _next_or(it, rest)
+
+            return TokenStream(replayed)
+        if self.mode == "echo" and prompt_token_ids:
+            prompt = list(prompt_token_ids)
+            state = [0]
+
+            def echo() -> int:
+                tok = prompt[state[0] % len(prompt)]
+                state[0] += 1
+                return tok
+
+            return TokenStream(echo)
+        rng = random.Random(self.key(prompt_token_ids))
+        vocab = self.vocab_size
+        rand = rng.random
+        return TokenStream(lambda: int(rand() * vocab))

@@ -1,0 +1,94 @@
+"""The local planner: pods grouped into sim processes, consecutive ports, rank endpoints, generated files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import yaml
+
+from llmdctl.local.plan import PortLayout, build_plan, endpoint_count, endpoints_document
+from llmdctl.profile import PoolSpec, Profile, RouterSpec
+
+CONFIG = {"apiVersion": "llm-d.ai/v1alpha1", "kind": "EndpointPickerConfig", "plugins": [{"type": "queue-scorer"}]}
+
+
+def _profile(*pools: PoolSpec, **kw) -> Profile:
+    return Profile(name="t", description="t", pools=list(pools), router=RouterSpec(config=CONFIG), **kw)
+
+
+def _flag(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_one_sim_process_hosts_all_pods_of_a_pool(tmp_path: Path):
+    plan = build_plan(_profile(PoolSpec(name="pod", replicas=4, kv_events=True)), PortLayout(9000, 9100, 6000), tmp_path)
+    sims = [c for c in plan.components if c.kind == "sim"]
+    assert len(sims) == 1
+    argv = sims[0].argv
+    assert argv[1:4] == ["-m", "sim_gpu", "serve"]
+    assert _flag(argv, "--pods") == "4" and _flag(argv, "--port") == "9100"
+    assert _flag(argv, "--kv-events-endpoint") == "tcp://*:6000"
+    assert [p.port for p in plan.pods] == [9100, 9101, 9102, 9103]
+    assert [p.kv_events for p in plan.pods] == [f"tcp://127.0.0.1:{6000 + i}" for i in range(4)]
+    assert sims[0].health == [f"http://127.0.0.1:{9100 + i}/health" for i in range(4)]
+    router = plan.components[-1]
+    assert router.name == "router" and _flag(router.argv, "--port") == "9000"
+    assert router.health == ["http://127.0.0.1:9000/health"]
+    assert plan.all_ports() == [6000, 6001, 6002, 6003, 9000, 9100, 9101, 9102, 9103]
+
+
+def test_pools_get_their_own_process_role_and_disjoint_ports(tmp_path: Path):
+    profile = _profile(PoolSpec(name="prefill", role="prefill", replicas=2), PoolSpec(name="decode", role="decode", replicas=3))
+    plan = build_plan(profile, PortLayout(9000, 9100, 6000), tmp_path)
+    sims = [c for c in plan.components if c.kind == "sim"]
+    assert [c.name for c in sims] == ["sim-prefill", "sim-decode"]
+    assert [_flag(c.argv, "--role") for c in sims] == ["prefill", "decode"]
+    assert [(p.name, p.role, p.port) for p in plan.pods] == [
+        ("prefill-0", "prefill", 9100), ("prefill-1", "prefill", 9101),
+        ("decode-0", "decode", 9102), ("decode-1", "decode", 9103), ("decode-2", "decode", 9104),
+    ]
+    doc = yaml.safe_load(plan.files[str(tmp_path / "run" / "endpoints.yaml")])
+    assert doc["endpoints"][0] == {
+        "name": "prefill-0", "address": "127.0.0.1:9100",
+        "labels": {"llm-d.ai/role": "prefill", "llm-d.ai/pool": "prefill", "llm-d.ai/model": "sim-model"},
+        "kvEvents": {"endpoint": "tcp://127.0.0.1:6000", "topic": "kv@127.0.0.1:9100@sim-model", "bind": False},
+    }
+    from router_lite.datalayer.discovery import parse_endpoints_doc
+
+    specs = parse_endpoints_doc(doc, "endpoints.yaml")  # the router reads what the planner writes
+    assert [s.address for s in specs] == [f"127.0.0.1:{9100 + i}" for i in range(5)]
+    assert specs[0].kv_events.endpoint == "tcp://127.0.0.1:6000" and dict(specs[3].labels)["llm-d.ai/role"] == "decode"
+
+
+def test_data_parallel_ranks_are_endpoints_on_consecutive_ports(tmp_path: Path):
+    profile = _profile(PoolSpec(name="ep", replicas=2, data_parallel_size=4, model_profile="DeepSeek-R1"))
+    assert endpoint_count(profile) == 8
+    plan = build_plan(profile, PortLayout(9000, 9100, 6000), tmp_path)
+    assert [(p.name, p.rank, p.port) for p in plan.pods][:5] == [
+        ("ep-0-r0", 0, 9100), ("ep-0-r1", 1, 9101), ("ep-0-r2", 2, 9102), ("ep-0-r3", 3, 9103), ("ep-1-r0", 0, 9104),
+    ]
+    sim = plan.components[0]
+    assert _flag(sim.argv, "--data-parallel-size") == "4" and _flag(sim.argv, "--pods") == "2"
+    assert len(sim.health) == 8
+    eps = endpoints_document(plan.pods, "m")["endpoints"]
+    assert [e["dpRank"] for e in eps] == [0, 1, 2, 3, 0, 1, 2, 3]
+
+
+def test_zero_replica_pool_is_skipped_and_router_config_written_verbatim(tmp_path: Path):
+    profile = _profile(PoolSpec(name="a", replicas=0), PoolSpec(name="b", replicas=1, args=["--seed", "7"]))
+    plan = build_plan(profile, PortLayout(9000, 9100, 6000), tmp_path)
+    assert [c.name for c in plan.components] == ["sim-b", "router"]
+    assert plan.components[0].argv[-2:] == ["--seed", "7"]
+    assert yaml.safe_load(plan.files[str(tmp_path / "run" / "router-config.yaml")]) == CONFIG
+
+
+def test_kv_tiers_filesystem_path_is_under_the_run_directory(tmp_path: Path):
+    from llmdctl.profile import FilesystemTierSpec, KVTiersSpec
+
+    tiers = KVTiersSpec(cpu_blocks=100, filesystem=FilesystemTierSpec(path="kv-shared"))
+    plan = build_plan(_profile(PoolSpec(name="pod", replicas=2), kv_tiers=tiers), PortLayout(9000, 9100, 6000), tmp_path)
+    tiers_arg = yaml.safe_load(_flag(plan.components[0].argv, "--kv-tiers"))
+    assert tiers_arg["cpu_blocks"] == 100
+    assert tiers_arg["filesystem"]["path"] == str(tmp_path / "run" / "kv-shared")
+    assert msgspec.to_builtins(tiers)["filesystem"]["path"] == "kv-shared"  # the profile itself is untouched

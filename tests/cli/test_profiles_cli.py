@@ -1,0 +1,118 @@
+"""`llmdctl profiles`, `--help`, `--version` and profile validation errors, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmdctl import __version__
+
+SHIPPED = {"inference-scheduling", "precise-prefix-cache", "pd-disaggregation", "wide-ep", "kv-offload", "semantic-kv", "round-robin"}
+
+
+def test_version_and_help(cli):
+    r = cli("--version")
+    assert r.code == 0 and r.out.strip() == f"llmdctl {__version__}"
+    r = cli("--help")
+    assert r.code == 0
+    for command in ("up", "down", "status", "logs", "profiles"):
+        assert command in r.out
+    for sub in (["up"], ["down"], ["status"], ["logs"], ["profiles"], ["profiles", "list"], ["profiles", "show"]):
+        r = cli(*sub, "--help")
+        assert r.code == 0, (sub, r.err)
+        assert "Usage" in r.out
+
+
+def test_profiles_list_json_has_every_shipped_profile_valid(cli):
+    r = cli("profiles", "list", "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["invalid"] == []
+    assert SHIPPED <= {p["name"] for p in doc["profiles"]}
+
+
+def test_profiles_show_inference_scheduling_uses_llmd_default_weights(cli):
+    r = cli("profiles", "show", "inference-scheduling", "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    config = doc["router"]["config"]
+    assert config["apiVersion"] == "llm-d.ai/v1alpha1" and config["kind"] == "EndpointPickerConfig"
+    weights = {ref["pluginRef"]: ref.get("weight") for ref in config["schedulingProfiles"][0]["plugins"]}
+    assert weights["queue-scorer"] == 2 and weights["kv-cache-utilization-scorer"] == 2 and weights["prefix-cache-scorer"] == 3
+    assert doc["pools"][0]["replicas"] == 4
+    r = cli("profiles", "show", "wide-ep")
+    assert r.code == 0 and "DeepSeek-R1" in r.out and "data_parallel_size: 4" in r.out
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """name: tiny
+description: test
+pools:
+  - name: pod
+    replicas: 1
+router:
+  config:
+    apiVersion: llm-d.ai/v1alpha1
+    kind: EndpointPickerConfig
+    plugins:
+      - type: queue-scorer
+    schedulingProfiles:
+      - name: default
+        plugins:
+          - pluginRef: queue-scorer
+            weight: 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expect"),
+    [
+        (lambda t: t.replace("    replicas: 1", "    replicas: 1\n    replcas: 2"), "replcas"),  # unknown key
+        (lambda t: t.replace("replicas: 1", "replicas: many"), "replicas"),  # wrong type
+        (lambda t: t.replace("description: test\n", ""), "description"),  # missing field
+        (lambda t: t.replace("type: queue-scorer", "type: no-such-scorer"), "no-such-scorer"),  # router plugin
+        (lambda t: t.replace("  - name: pod", "  - name: pod\n  bad indent"), "line"),  # invalid YAML
+    ],
+    ids=["unknown-key", "wrong-type", "missing-field", "unknown-plugin", "invalid-yaml"],
+)
+def test_bad_profile_is_one_line_naming_file_and_key(cli, tmp_path, mutate, expect):
+    path = _write(tmp_path, mutate(GOOD))
+    for args in (("profiles", "show", str(path)), ("up", str(path), "--port", "1")):
+        r = cli(*args)
+        assert r.code == 2, (args, r.out, r.err)
+        assert "Traceback" not in r.err
+        lines = [line for line in r.err.splitlines() if line.strip()]
+        assert len(lines) == 1, r.err
+        assert str(path) in lines[0] and expect in lines[0], lines[0]
+    assert cli.state() is None
+
+
+def test_good_profile_file_and_set_override(cli, tmp_path):
+    path = _write(tmp_path, GOOD)
+    r = cli("profiles", "show", str(path), "--set", "pools.0.replicas=3", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["pools"][0]["replicas"] == 3
+    r = cli("profiles", "show", str(path), "--set", "pools.0.replicas=lots")
+    assert r.code == 2 and "replicas" in r.err and "Traceback" not in r.err
+
+
+def test_unknown_profile_name_lists_known_ones(cli):
+    r = cli("up", "no-such-profile")
+    assert r.code == 2
+    assert "no-such-profile" in r.err and "inference-scheduling" in r.err and "Traceback" not in r.err
+
+
+def test_status_and_down_when_nothing_runs(cli):
+    r = cli("status")
+    assert r.code == 3 and "Nothing is running" in r.out
+    r = cli("status", "--json")
+    assert r.code == 3 and json.loads(r.out)["running"] is False
+    r = cli("down")
+    assert r.code == 0 and "Nothing is running" in r.out

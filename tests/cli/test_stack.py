@@ -1,0 +1,141 @@
+"""`llmdctl up/status/logs/down` on the local target with real simulator and router processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+
+import httpx
+import pytest
+
+from llmdctl.local.ports import listening_ports
+from llmdctl.local.state import is_alive
+
+pytestmark = pytest.mark.usefixtures("stack_parts")
+
+
+def _all_ports(state: dict) -> list[int]:
+    return sorted({p for c in state["components"] for p in c["ports"]})
+
+
+def _assert_nothing_left(state: dict, procs_with, router_port: int) -> None:
+    for comp in state["components"]:
+        assert not is_alive(comp["pid"], comp["start_time"]), comp["name"]
+    assert listening_ports(_all_ports(state)) == []
+    assert procs_with(f"--port {router_port}") == []
+
+
+def test_up_status_request_logs_idempotent_down(cli, port_args, procs_with):
+    args, ports = port_args(2)
+    r = cli("up", "inference-scheduling", "--replicas", "2", *args, "--json")
+    assert r.code == 0, r.err
+    up = json.loads(r.out)
+    assert up["already_running"] is False and up["router_url"] == f"http://127.0.0.1:{ports['router']}"
+    assert [p["url"] for p in up["pods"]] == [f"http://127.0.0.1:{ports['pods'] + i}" for i in range(2)]
+    state = cli.state()
+    assert state is not None and state["status"] == "running" and state["profile"] == "inference-scheduling"
+    assert {c["name"] for c in state["components"]} == {"sim-pod", "router"}
+
+    resp = httpx.post(f"{up['router_url']}/v1/completions", json={"model": "sim-model", "prompt": "The quick brown fox " * 20, "max_tokens": 4}, timeout=10)
+    assert resp.status_code == 200, resp.text
+    served_by = resp.headers["x-llmd-endpoint"]
+    assert served_by in {f"127.0.0.1:{ports['pods'] + i}" for i in range(2)}
+    assert resp.json()["choices"][0]["text"] is not None
+
+    r = cli("status", "--json")
+    assert r.code == 0, r.out + r.err
+    st = json.loads(r.out)
+    assert st["healthy"] is True and st["profile"] == "inference-scheduling"
+    assert all(c["alive"] and c["healthy"] for c in st["components"])
+    pods = {p["url"].rsplit("//", 1)[1]: p for p in st["pods"]}
+    assert set(pods) == {f"127.0.0.1:{ports['pods'] + i}" for i in range(2)}
+    for pod in pods.values():
+        assert pod["healthy"] and {"waiting", "running", "kv_usage"} <= set(pod["metrics"])
+    assert pods[served_by]["metrics"]["prefix_queries"] > 0 and "prefix_hit_rate" in pods[served_by]["metrics"]
+    r = cli("status")
+    assert r.code == 0 and "healthy" in r.out and "pod-1" in r.out
+
+    r = cli("logs", "router", "-n", "5")
+    assert r.code == 0 and r.out.strip()
+    r = cli("logs", "pod-1", "-n", "100")
+    assert r.code == 0 and "sim_gpu" in r.out
+    r = cli("logs", "nope")
+    assert r.code == 2 and "router" in r.err
+
+    r = cli("up", "inference-scheduling", "--replicas", "2", *args)
+    assert r.code == 0 and "already running" in r.out
+    assert cli.state()["components"] == state["components"]
+    r = cli("up", "round-robin", *args)
+    assert r.code == 1 and "llmdctl down" in r.err and "inference-scheduling" in r.err
+
+    r = cli("down", "--json")
+    assert r.code == 0, r.err
+    down = json.loads(r.out)
+    assert down["remaining_pids"] == [] and down["listening"] == [] and set(down["stopped"]) == {"sim-pod", "router"}
+    assert cli.state() is None
+    _assert_nothing_left(state, procs_with, ports["router"])
+    r = cli("logs", "router", "-n", "1")  # logs outlive the stack
+    assert r.code == 0
+
+
+def test_taken_router_or_pod_port_is_named_with_its_holder(cli, port_args, procs_with):
+    args, ports = port_args(2)
+    for flag, port in (("--port", ports["router"]), ("--pod-port", ports["pods"] + 1)):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+            s.listen()
+            r = cli("up", "inference-scheduling", "--replicas", "2", *args)
+        assert r.code == 1, r.out
+        line = r.err.strip()
+        assert len(line.splitlines()) == 1 and "Traceback" not in line
+        assert f"port {port}" in line and f"pid {os.getpid()}" in line and flag in line
+        assert cli.state() is None
+        assert procs_with(f"--port {ports['router']}") == []
+
+
+def test_component_failing_at_start_stops_everything_and_shows_its_log(cli, port_args, procs_with):
+    args, ports = port_args(2)
+    r = cli("up", "inference-scheduling", "--replicas", "2", *args, "--set", "pools.0.hardware=NoSuchGPU")
+    assert r.code == 1, r.out
+    assert "sim-pod failed to start" in r.err and "exited with code" in r.err
+    assert "NoSuchGPU" in r.err  # the simulator's own error, from the log tail
+    assert "Traceback" not in r.err.splitlines()[-1]
+    assert cli.state() is None
+    assert procs_with(f"--port {ports['router']}") == [] and procs_with(f"--port {ports['pods']}") == []
+    assert listening_ports([ports["router"], ports["pods"], ports["pods"] + 1]) == []
+
+
+def test_component_not_healthy_in_time_is_stopped(cli, port_args, procs_with):
+    args, ports = port_args(1)
+    t0 = time.monotonic()
+    r = cli("up", "round-robin", "--replicas", "1", *args, "--timeout", "2", "--set", "pools.0.args=[--startup-delay, '30']")
+    assert r.code == 1
+    assert "not healthy after 2s" in r.err and "sim-pod" in r.err
+    assert time.monotonic() - t0 < 20
+    assert cli.state() is None and procs_with(f"--port {ports['pods']}") == []
+
+
+def test_down_after_a_component_crashed(cli, port_args, procs_with):
+    args, ports = port_args(1)
+    r = cli("up", "round-robin", "--replicas", "1", *args)
+    assert r.code == 0, r.err
+    state = cli.state()
+    sim = next(c for c in state["components"] if c["kind"] == "sim")
+    os.killpg(sim["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while is_alive(sim["pid"], sim["start_time"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    r = cli("status", "--json")
+    assert r.code == 1
+    st = json.loads(r.out)
+    assert st["healthy"] is False
+    assert {c["name"]: c["alive"] for c in st["components"]} == {"sim-pod": False, "router": True}
+    r = cli("up", "round-robin", "--replicas", "1", *args)
+    assert r.code == 1 and "degraded" in r.err and "sim-pod" in r.err
+    r = cli("down")
+    assert r.code == 0, r.err
+    assert cli.state() is None
+    _assert_nothing_left(state, procs_with, ports["router"])

@@ -1,0 +1,217 @@
+"""The filesystem tier on a real directory: integrity, names, capacity, full disk, concurrent writers."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+
+from kvtiers.fs_tier import HEADER_SIZE, FsTier, KVTierWarning, PutStatus, check_name
+
+REPO = Path(__file__).resolve().parents[2]
+A = "00000000000000aa"
+B = "00000000000000bb"
+
+
+def payload(n: int = 4096, seed: int = 1) -> bytes:
+    return bytes((i * 31 + seed) % 251 for i in range(n))
+
+
+def test_round_trip_and_second_writer_sees_exists(tmp_path):
+    fs = FsTier(tmp_path, 1 << 20)
+    assert fs.put(A, payload()) == (PutStatus.STORED, [])
+    assert fs.get(A) == payload()
+    assert fs.put(A, payload()) == (PutStatus.EXISTS, [])
+    assert fs.get(B) is None and fs.stats.misses == 1
+    assert (tmp_path / A).stat().st_size == HEADER_SIZE + 4096
+    assert sorted(os.listdir(tmp_path)) == [A]  # no temp files left behind
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../" + A, A + "/../x", "/etc/passwd", A.upper(), "abc", "g" * 16, A + "\x00", "", A + ".tmp", "." + A, "a" * 129],
+)
+def test_path_tricks_are_rejected(tmp_path, name):
+    fs = FsTier(tmp_path / "d", 1 << 20)
+    for call in (lambda: fs.put(name, b"x"), lambda: fs.get(name), lambda: fs.contains(name), lambda: fs.remove(name)):
+        with pytest.raises(ValueError, match="block name must be 16-128 lowercase hex digits"):
+            call()
+    assert not (tmp_path / "d").exists() or os.listdir(tmp_path / "d") == []
+    with pytest.raises(ValueError):
+        check_name(123)  # type: ignore[arg-type]
+
+
+def _damage(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "flip":
+        data[HEADER_SIZE + 100] ^= 0x01
+    elif how == "truncate":
+        data = data[: len(data) - 10]
+    elif how == "short_header":
+        data = data[:7]
+    elif how == "magic":
+        data[0:4] = b"XXXX"
+    elif how == "trailing":
+        data += b"junk"
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "how, counter", [("flip", "corrupt"), ("magic", "corrupt"), ("trailing", "corrupt"), ("truncate", "truncated"), ("short_header", "truncated")]
+)
+def test_damaged_file_is_a_counted_miss_and_removed(tmp_path, how, counter):
+    fs = FsTier(tmp_path, 1 << 20)
+    fs.put(A, payload())
+    _damage(tmp_path / A, how)
+    assert fs.get(A) is None
+    assert getattr(fs.stats, counter) == 1
+    assert not (tmp_path / A).exists()  # removed: the next reader cannot be served it either
+    assert fs.get(A) is None and fs.stats.misses == 1
+    assert fs.put(A, payload()) == (PutStatus.STORED, [])  # and it can be written again
+    assert fs.get(A) == payload()
+
+
+def test_misplaced_file_fails_its_checksum(tmp_path):
+    fs = FsTier(tmp_path, 1 << 20)
+    fs.put(A, payload())
+    shutil.copy(tmp_path / A, tmp_path / B)  # a valid file under the wrong name
+    assert fs.get(B) is None and fs.stats.corrupt == 1
+
+
+def test_size_cap_evicts_least_recently_used(tmp_path):
+    size = HEADER_SIZE + 1000
+    fs = FsTier(tmp_path, 5 * size, low_watermark=1.0)
+    names = [f"{i:016x}" for i in range(5)]
+    for t, n in enumerate(names):
+        fs.put(n, payload(1000, t))
+        os.utime(tmp_path / n, (1000 + t, 1000 + t))
+    fs.get(names[0])  # a hit makes block 0 the youngest
+    status, evicted = fs.put(f"{9:016x}", payload(1000))
+    assert status is PutStatus.STORED
+    assert evicted == [names[1]]
+    assert fs.usage_bytes() <= 5 * size and fs.stats.evictions == 1
+    assert fs.get(names[0]) is not None
+
+
+def test_foreign_and_temp_files_are_never_counted_or_evicted(tmp_path):
+    (tmp_path / "README").write_text("not a block")
+    fs = FsTier(tmp_path, 1 << 20)
+    fs.put(A, payload())
+    assert fs.usage_bytes() == HEADER_SIZE + 4096
+    fs.enforce_cap()
+    assert (tmp_path / "README").exists()
+
+
+class FullDiskTier(FsTier):
+    """Injected writer error: the disk is full after `room` writes."""
+
+    room = 1
+
+    def _write(self, fd, data):
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= 1
+        super()._write(fd, data)
+
+
+def test_disk_full_injected_pauses_offload_keeps_serving(tmp_path):
+    now = [0.0]
+    fs = FullDiskTier(tmp_path, 1 << 20, resume_after_s=10.0, clock=lambda: now[0])
+    assert fs.put(A, payload())[0] is PutStatus.STORED
+    with pytest.warns(KVTierWarning, match="disk full .*offload paused, serving continues"):
+        assert fs.put(B, payload())[0] is PutStatus.PAUSED
+    assert fs.paused and fs.stats.enospc == 1
+    assert fs.put("00000000000000cc", payload())[0] is PutStatus.PAUSED  # skipped without touching the disk
+    assert fs.stats.paused_skips == 1 and fs.stats.enospc == 1
+    assert fs.get(A) == payload()  # serving goes on
+    assert sorted(os.listdir(tmp_path)) == [A]  # no partial or temp file left
+    now[0] = 11.0  # retry after the delay: space was freed meanwhile
+    fs.room = 1
+    assert not fs.paused
+    assert fs.put(B, payload())[0] is PutStatus.STORED
+    assert fs.get(B) == payload()
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root; the injected-error test covers ENOSPC")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_disk_full_on_a_real_tiny_tmpfs(tiny_tmpfs):
+    fs = FsTier(tiny_tmpfs, 100 << 20)  # cap far above the 256 KiB device: the disk fills first
+    stored = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(200):
+            status, _ = fs.put(f"{i:016x}", payload(16 << 10, i))
+            if status is PutStatus.STORED:
+                stored += 1
+            elif status is PutStatus.PAUSED:
+                break
+    assert fs.stats.enospc == 1 and fs.paused
+    assert 0 < stored < 200
+    assert sum(issubclass(w.category, KVTierWarning) for w in caught) == 1
+    assert not [n for n in os.listdir(tiny_tmpfs) if n.startswith(".tmp.")]  # partial write cleaned up
+    for i in range(stored):  # everything written before the disk filled is still served, intact
+        assert fs.get(f"{i:016x}") == payload(16 << 10, i)
+
+
+WRITER = textwrap.dedent(
+    """
+    import json, sys
+    from kvtiers.fs_tier import FsTier
+    root, names, rounds = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+    fs = FsTier(root, 1 << 30)
+    def payload(name):
+        return (name.encode() * 4000)[:64 << 10]
+    bad = 0
+    for _ in range(rounds):
+        for n in names:
+            fs.remove(n)  # race the other writers: remove and re-publish the same blocks
+            fs.put(n, payload(n))
+            got = fs.get(n)
+            if got is not None and got != payload(n):
+                bad += 1
+    print(json.dumps({"bad": bad, "corrupt": fs.stats.corrupt, "truncated": fs.stats.truncated}))
+    """
+)
+
+
+def test_concurrent_writers_of_the_same_blocks(tmp_path):
+    names = [f"{i:016x}" for i in range(8)]
+    import json
+
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), json.dumps(names), "25"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    try:
+        results = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in procs)
+    assert results == [{"bad": 0, "corrupt": 0, "truncated": 0}] * 4
+    fs = FsTier(tmp_path, 1 << 30)
+    for n in names:
+        assert fs.get(n) == (n.encode() * 4000)[: 64 << 10]
+    assert sorted(os.listdir(tmp_path)) == names  # every temp file was renamed or removed
+    assert fs.stats.corrupt == 0

@@ -1,0 +1,136 @@
+"""The server's pure parts: tokenizers, request parsing and vLLM's error objects, failure injection."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+from sim_gpu import api
+from sim_gpu.api import APIError, ServedModel
+from sim_gpu.faults import FAILURE_TYPES, FaultInjector, failure_body, parse_failure_types
+from sim_gpu.tokenizer import BuiltinTokenizer, HFTokenizer, IncrementalDetokenizer, TokenizerError, load_tokenizer
+
+
+def _served(max_model_len: int = 64) -> ServedModel:
+    return ServedModel("m", max_model_len, BuiltinTokenizer())
+
+
+def test_builtin_tokenizer_roundtrips_text_and_ids():
+    tok = BuiltinTokenizer()
+    text = "Hello world, the  cache router\nsends 12345 requests!"
+    ids = tok.encode(text)
+    assert ids[0] == 1  # BOS
+    assert tok.decode(ids) == text
+    rng = random.Random(7)
+    generated = [rng.randrange(3, tok.vocab_size) for _ in range(200)]
+    # generated text re-encodes to the same ids (multi-turn chats hit the prefix cache)
+    assert tok.encode(tok.decode(generated), add_special_tokens=False) == generated
+
+
+def test_builtin_tokenizer_is_stable_across_processes():
+    text = "a prefix shared by the router and every pod"
+    code = f"from sim_gpu.tokenizer import BuiltinTokenizer; print(BuiltinTokenizer().encode({text!r}))"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"}, cwd=".")
+    assert json.loads(other.stdout) == BuiltinTokenizer().encode(text)
+
+
+def test_hf_tokenizer_dir_with_chat_template(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "hello": 3, "world": 4, "[": 5, "]": 6, "user": 7, "assistant": 8}
+    t = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    t.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    t.add_special_tokens(["<s>", "</s>"])
+    t.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
+        "bos_token": "<s>", "eos_token": {"content": "</s>"},
+        "chat_template": "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} {% endfor %}"
+                         "{% if add_generation_prompt %}[assistant]{% endif %}",
+    }))
+    tok = load_tokenizer(tmp_path)
+    assert isinstance(tok, HFTokenizer) and tok.eos_token_id == 2
+    assert tok.encode("hello world", add_special_tokens=False) == [3, 4]
+    ids = tok.encode_chat([{"role": "user", "content": "hello"}])
+    assert ids == [1, 5, 7, 6, 3, 5, 8, 6]
+    assert IncrementalDetokenizer(tok).push([3]) == "hello"
+    with pytest.raises(TokenizerError, match="no tokenizer.json"):
+        load_tokenizer(tmp_path / "missing")
+
+
+def test_completion_parsing_defaults_and_options():
+    req = api.parse_completion({"model": "m", "prompt": "hello there", "ignore_eos": True, "cache_salt": "s",
+                                "return_token_ids": True, "unknown_field": 1, "stream": True,
+                                "stream_options": {"include_usage": True}}, _served())
+    assert req.max_tokens == [16] and req.ignore_eos and req.cache_salt == "s" and req.include_usage
+    assert req.prompts[0][0] == 1
+    batch = api.parse_completion({"prompt": [[5, 6], [7]], "max_tokens": 3}, _served())
+    assert batch.prompts == [[5, 6], [7]] and batch.model == "m"
+    chat = api.parse_chat({"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 2}, _served())
+    assert chat.max_tokens == [2] and chat.kind == "chat"
+    default_chat = api.parse_chat({"messages": [{"role": "user", "content": "hi"}]}, _served())
+    assert default_chat.max_tokens[0] == 64 - len(default_chat.prompts[0])
+
+
+@pytest.mark.parametrize(
+    "body,status,fragment",
+    [
+        ({"model": "other", "prompt": "x"}, 404, "does not exist"),
+        ({"prompt": ""}, 400, "cannot be empty"),
+        ({"prompt": []}, 400, "cannot be empty"),
+        ({"prompt": "x", "max_tokens": -1}, 400, "at least 1"),
+        ({"prompt": "x", "max_tokens": 0}, 400, "at least 1"),
+        ({"prompt": list(range(3, 70))}, 400, "maximum context length is 64"),
+        ({"prompt": [3, 4], "max_tokens": 63}, 400, "too large"),
+        ({"prompt": [99999999]}, 400, "out of vocabulary"),
+        ({"prompt": "x", "stream_options": {"include_usage": True}}, 400, "stream=True"),
+    ],
+)
+def test_completion_errors_are_vllm_shaped(body, status, fragment):
+    with pytest.raises(APIError) as info:
+        api.parse_completion(body, _served())
+    err = info.value.body()["error"]
+    assert info.value.status == status and err["code"] == status
+    assert fragment in err["message"]
+    assert err["type"] == ("NotFoundError" if status == 404 else "BadRequestError")
+
+
+def test_malformed_json_is_400():
+    for raw in (b"{not json", b"", b"[1, 2]"):
+        with pytest.raises(APIError) as info:
+            api.loads_body(raw)
+        assert info.value.status == 400
+
+
+def test_tokenize_detokenize_shapes():
+    served = _served(4096)
+    out = api.tokenize({"model": "m", "prompt": "hello world"}, served)
+    assert set(out) >= {"count", "max_model_len", "tokens"} and out["count"] == len(out["tokens"]) == 3
+    assert out["max_model_len"] == 4096
+    chat = api.tokenize({"messages": [{"role": "user", "content": "hello"}]}, served)
+    assert chat["tokens"] == served.tokenizer.encode_chat([{"role": "user", "content": "hello"}])
+    assert api.detokenize({"tokens": out["tokens"]}, served) == {"prompt": "hello world"}
+
+
+def test_failure_injection_types_and_rates():
+    assert set(FAILURE_TYPES) == {"rate_limit", "invalid_api_key", "context_length", "server_error",
+                                  "invalid_request", "model_not_found"}
+    assert parse_failure_types(["rate_limit,server_error"]) == ["rate_limit", "server_error"]
+    with pytest.raises(ValueError, match="--failure-types"):
+        parse_failure_types("bogus")
+    always = FaultInjector(100, ["rate_limit"], seed=1)
+    assert all(always.pick() == "rate_limit" for _ in range(50))
+    never = FaultInjector(0, seed=1)
+    assert all(never.pick() is None for _ in range(50))
+    half = FaultInjector(50, seed=1)
+    hits = sum(half.pick() is not None for _ in range(2000))
+    assert 850 < hits < 1150
+    status, body = failure_body("rate_limit", "m", 10)
+    assert status == 429 and body["error"]["code"] == 429 and "m" in body["error"]["message"]
+    assert failure_body("server_error", "m", 10)[0] == 503
+    with pytest.raises(ValueError, match="--failure-injection-rate"):
+        FaultInjector(101)
