@@ -269,12 +269,11 @@ def measure(client: httpx.Client, url: str, model: str, vocab: int, block_size: 
     for batch in batches:
         bodies = [{**base, "prompt": work.ids(prompt_len), "max_tokens": out_len, "ignore_eos": True} for _ in range(batch)]
         with ThreadPoolExecutor(batch) as pool:
-            results = list(pool.map(lambda b: _stream(client, url, b), bodies))
-        gaps = []
-        for _, arrivals, _ in results:
-            gaps += [b - a for a, b in zip(arrivals[4:], arrivals[5:])]
-        if gaps:
-            step = statistics.median(gaps)
+            results = list(pool.map(lambda b: _timed(client, url, b), bodies))
+        # (e2e - TTFT) / (tokens - 1): robust to the server merging several tokens into one streamed chunk
+        steps = [(r.e2e - r.ttft) / (r.output_tokens - 1) for r in results if r.output_tokens > 1]
+        if steps:
+            step = statistics.median(steps)
             samples.append(Sample("decode", new_tokens=0, batch=batch, context_tokens=batch * (prompt_len + out_len // 2), seconds=step))
             say(f"decode batch {batch}: {step * 1e3:.1f} ms per step")
     return samples
@@ -296,14 +295,15 @@ def heldout_workload(vocab: int, seed: int, count: int = 16, block_size: int = 3
     return reqs
 
 
+def _timed(client: httpx.Client, url: str, body: dict[str, Any]) -> RequestTiming:
+    t0 = time.perf_counter()
+    ttft, _, tokens = _stream(client, url, body)
+    return RequestTiming(ttft=ttft, e2e=time.perf_counter() - t0, output_tokens=tokens)
+
+
 def replay(client: httpx.Client, url: str, model: str, requests: list[dict[str, Any]]) -> list[RequestTiming]:
     """Send the requests one after the other; TTFT and end-to-end seconds of each."""
-    out = []
-    for body in requests:
-        t0 = time.perf_counter()
-        ttft, _, tokens = _stream(client, url, {**body, "model": model})
-        out.append(RequestTiming(ttft=ttft, e2e=time.perf_counter() - t0, output_tokens=tokens))
-    return out
+    return [_timed(client, url, {**body, "model": model}) for body in requests]
 
 
 def _free_port() -> int:
@@ -398,6 +398,8 @@ def calibrate(url: str, out_dir: Path, hardware: str = "cpu", model_dir: str | N
                 simulated = replay(client, sim_url, sim_model, requests)
             finally:
                 _stop(proc)
+            if [r.output_tokens for r in real] != [r.output_tokens for r in simulated]:
+                say("warning: the simulator generated other output lengths than the real server (ignore_eos/max_tokens)")
             ttft_med, ttft_p90 = error_stats([s.ttft for s in simulated], [r.ttft for r in real])
             e2e_med, e2e_p90 = error_stats([s.e2e for s in simulated], [r.e2e for r in real])
             result.heldout = {"requests": len(requests), "ttft_median_error": ttft_med, "ttft_p90_error": ttft_p90, "e2e_median_error": e2e_med, "e2e_p90_error": e2e_p90,

@@ -212,12 +212,17 @@ class LatencyModel:
 
     # ---- step time ---------------------------------------------------------------------------------------
 
-    def step_time(self, shape: BatchShape, rng: random.Random | None = None) -> float:
-        """Seconds one engine step takes for the batch `shape` (jittered when `rng` is given and jitter > 0)."""
+    def set_coefficients(self, coefficients: Coefficients | dict[str, float] | None) -> None:
+        """Replace the correction coefficients (e.g. freshly fitted ones) and refresh derived constants."""
+        self.coefficients = coefficients if isinstance(coefficients, Coefficients) else Coefficients.from_dict(coefficients)
+        self._precompute()
+
+    def step_terms(self, shape: BatchShape) -> tuple[float, float, float]:
+        """Uncorrected (t_compute, t_memory, t_comm) seconds of a step: what `sim calibrate` regresses on."""
         n = shape.num_tokens
         if n == 0:
-            return 0.0
-        m, hw, c = self.model, self.hardware, self.coefficients
+            return 0.0, 0.0, 0.0
+        m, hw = self.model, self.hardware
         tp = self.tp
         # Compute: linear layers over active params, attention over context; prefill at MFU, decode at mfu_decode.
         dense_flops = 2.0 * self._dense_b * 1e9 / tp
@@ -236,9 +241,17 @@ class LatencyModel:
             weight_bytes += self._expert_bytes_gpu * min(1.0, touched * imbalance)
         kv_bytes = self._kv_gpu * (shape.decode_context_tokens + shape.prefill_kv_read + n)
         t_memory = (weight_bytes + kv_bytes) / self._bw
+        return t_compute, t_memory, self._tp_allreduce_time(n) + self._ep_all_to_all_time(n)
+
+    def step_time(self, shape: BatchShape, rng: random.Random | None = None) -> float:
+        """Seconds one engine step takes for the batch `shape` (jittered when `rng` is given and jitter > 0)."""
+        n = shape.num_tokens
+        if n == 0:
+            return 0.0
+        c = self.coefficients
+        t_compute, t_memory, t_comm = self.step_terms(shape)
         t = self._overhead + c.per_token_s * n + c.per_seq_s * shape.num_seqs
-        t += max(c.compute * t_compute, c.memory * t_memory)
-        t += c.comm * (self._tp_allreduce_time(n) + self._ep_all_to_all_time(n))
+        t += max(c.compute * t_compute, c.memory * t_memory) + c.comm * t_comm
         if self.jitter > 0 and rng is not None:
             t *= max(0.5, rng.gauss(1.0, self.jitter))
         return t

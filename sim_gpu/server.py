@@ -339,10 +339,10 @@ class Pod:
         return await self._generate(request, "chat")
 
     async def _generate(self, request: Request, kind: str) -> Response:
-        self.faults.count_request()
         try:
             if not self.faults.ready:
                 raise APIError(503, "The server is not ready yet (start-up delay).", err_type="ServiceUnavailableError")
+            self.faults.count_request()
             body = api.loads_body(await request.body())
             req = api.parse_completion(body, self.served) if kind == "completion" else api.parse_chat(body, self.served)
             failure = self.faults.pick()

@@ -147,8 +147,8 @@ class BuiltinTokenizer:
     # -- public API -----------------------------------------------------------------------------------
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         ids = [BOS_ID] if add_special_tokens else []
-        piece_id = self._piece_id
-        ids.extend(piece_id(piece) for piece in _PIECE_RE.findall(text))
+        cache, piece_id = self._piece_cache, self._piece_id
+        ids.extend([cache.get(p) or piece_id(p) for p in _PIECE_RE.findall(text)])
         return ids
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict
 
@@ -23,6 +24,17 @@ def _fmt(value: float | None, pct: bool = False) -> str:
     return f"{value * 100:.1f}%" if pct else f"{value:g}"
 
 
+def _ranges(ports: list[int]) -> str:
+    """[5557, 5558, 8100, 8101] -> '5557-5558, 8100-8101'."""
+    out: list[str] = []
+    for p in sorted(set(ports)):
+        if out and int(out[-1].rsplit("-", 1)[-1]) == p - 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{p}"
+        else:
+            out.append(str(p))
+    return ", ".join(out) or "-"
+
+
 def status_command(
     as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
 ) -> None:
@@ -41,7 +53,7 @@ def status_command(
                "started_at": report.started_at, "components": [asdict(c) for c in report.components], "pods": [asdict(p) for p in report.pods]}
         typer.echo(json.dumps(doc, indent=2))
         raise typer.Exit(0 if report.healthy else (3 if not report.running else 1))
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)  # piped: do not squeeze the tables to 80
     if not report.running:
         console.print("Nothing is running. Start a stack with `llmdctl up PROFILE` (see `llmdctl profiles list`).")
         raise typer.Exit(3)
@@ -52,15 +64,15 @@ def status_command(
     for col in ("name", "kind", "pid", "alive", "health", "ports"):
         comps.add_column(col)
     for c in report.components:
-        ports = f"{min(c.ports)}-{max(c.ports)}" if len(c.ports) > 1 else str(c.ports[0]) if c.ports else "-"
+        ports = _ranges(c.ports)
         comps.add_row(c.name, c.kind, str(c.pid or "-"), "yes" if c.alive else "[red]no[/red]", "[green]ok[/green]" if c.healthy else "[red]down[/red]", ports)
     console.print(comps)
     pods = Table(title="Pods", title_justify="left")
-    for col, just in (("pod", "left"), ("role", "left"), ("url", "left"), ("health", "left"), ("waiting", "right"), ("running", "right"), ("kv usage", "right"), ("prefix hit", "right")):
-        pods.add_column(col, justify=just)  # type: ignore[arg-type]
+    for col, just in (("pod", "left"), ("role", "left"), ("address", "left"), ("health", "left"), ("waiting", "right"), ("running", "right"), ("KV used", "right"), ("prefix hits", "right")):
+        pods.add_column(col, justify=just, no_wrap=True, min_width=len(col))  # type: ignore[arg-type]
     for p in report.pods:
         m = p.metrics
-        pods.add_row(p.name, p.role, p.url, "[green]ok[/green]" if p.healthy else "[red]down[/red]", _fmt(m.get("waiting")), _fmt(m.get("running")), _fmt(m.get("kv_usage"), True), _fmt(m.get("prefix_hit_rate"), True))
+        pods.add_row(p.name, p.role, p.url.removeprefix("http://"), "[green]ok[/green]" if p.healthy else "[red]down[/red]", _fmt(m.get("waiting")), _fmt(m.get("running")), _fmt(m.get("kv_usage"), True), _fmt(m.get("prefix_hit_rate"), True))
     console.print(pods)
     if not report.healthy:
         raise typer.Exit(1)

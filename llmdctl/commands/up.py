@@ -27,9 +27,9 @@ class _RichProgress:
     """One line per component: a spinner while it starts, a tick and its time once healthy."""
 
     def __init__(self, console: Any) -> None:
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress, SpinnerColumn, TextColumn
 
-        self.progress = Progress(SpinnerColumn(finished_text="[green]✓"), TextColumn("{task.description}"), TextColumn("[dim]{task.fields[note]}"), TimeElapsedColumn(), console=console, transient=False)
+        self.progress = Progress(SpinnerColumn(finished_text="[green]✓"), TextColumn("{task.description}"), TextColumn("[dim]{task.fields[note]}"), console=console, transient=False)
         self.tasks: dict[str, Any] = {}
 
     def __enter__(self) -> _RichProgress:
@@ -41,8 +41,10 @@ class _RichProgress:
 
     def planned(self, components: list) -> None:
         for c in components:
-            what = "router" if c.kind == "router" else f"{c.kind} ({len(c.health)} endpoint{'s' if len(c.health) != 1 else ''}, ports {min(c.ports)}-{max(c.ports)})"
-            self.tasks[c.name] = self.progress.add_task(f"{c.name:<14} {what}", total=1, note="waiting")
+            http = sorted(int(u.rsplit(":", 1)[1].split("/", 1)[0]) for u in c.health)
+            where = f"port {http[0]}" if len(http) == 1 else f"ports {http[0]}-{http[-1]}"
+            what = f"router, {where}" if c.kind == "router" else f"{c.kind}, {len(http)} endpoint{'s' if len(http) != 1 else ''}, {where}"
+            self.tasks[c.name] = self.progress.add_task(f"{c.name:<14} {what:<34}", total=1, note="waiting")
 
     def started(self, component: Any) -> None:
         self.progress.update(self.tasks[component.name], note=f"pid {component.pid}, starting")
@@ -73,6 +75,7 @@ def up_command(
     cluster: Optional[str] = typer.Option(None, "--cluster", help="kind: cluster name.", rich_help_panel="Kubernetes targets"),
     gpus: bool = typer.Option(False, "--gpus", help="kind: pass NVIDIA GPUs through to the nodes and run real vLLM pods.", rich_help_panel="Kubernetes targets"),
     gateway: bool = typer.Option(False, "--gateway", help="kind/kube: also create a Gateway and HTTPRoute (needs a Gateway implementation).", rich_help_panel="Kubernetes targets"),
+    image: Optional[str] = typer.Option(None, "--image", help="kind/kube: llmdctl image (router + simulator); kube needs one the cluster can pull (default: llmdctl:VERSION, built and loaded on kind).", rich_help_panel="Kubernetes targets"),
 ) -> None:
     from rich.console import Console
 
@@ -87,11 +90,11 @@ def up_command(
         if value is not None and not 0 < value < 65536:
             raise fail(f"{flag}: expected a port between 1 and 65535, got {value}", 2)
     if target != "local":
-        k8s = {"namespace": namespace, "context": context, "cluster": cluster, "gpus": gpus or None, "gateway": gateway or None}
+        k8s = {"namespace": namespace, "context": context, "cluster": cluster, "gpus": gpus or None, "gateway": gateway or None, "image": image}
         _up_k8s(target, profile, engine=engine, model=model, replicas=replicas, sets=set_, timeout=timeout, as_json=as_json, port=port,
                 **{k: v for k, v in k8s.items() if v is not None})
         return
-    used = [flag for flag, value in (("--namespace", namespace), ("--context", context), ("--cluster", cluster), ("--gpus", gpus), ("--gateway", gateway)) if value]
+    used = [flag for flag, value in (("--namespace", namespace), ("--context", context), ("--cluster", cluster), ("--gpus", gpus), ("--gateway", gateway), ("--image", image)) if value]
     if used:
         raise fail(f"{', '.join(used)}: only for --target kind or kube", 2)
 
@@ -105,7 +108,7 @@ def up_command(
     except stack.StackError as exc:
         if exc.log_tail:
             err.print(f"[dim]--- last lines of {exc.component}'s log ---[/dim]", highlight=False)
-            err.print(exc.log_tail, markup=False, highlight=False)
+            err.print(exc.log_tail, markup=False, highlight=False, soft_wrap=True)
             err.print("[dim]---[/dim]")
         raise fail(str(exc), exc.exit_code) from None
     except KeyboardInterrupt:
@@ -123,13 +126,13 @@ def up_command(
         }, indent=2))
         return
     for note in result.notes:
-        err.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+        err.print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
     pods = len(state.pods)
     if result.already_running:
         out.print(f"[bold]{state.profile}[/bold] is already running ({pods} pod endpoints + router).", highlight=False)
     else:
         out.print(f"[green]✓[/green] [bold]{state.profile}[/bold] is up in {result.seconds:.1f}s ({pods} pod endpoints + router).", highlight=False)
-    out.print(f"  Router:  {state.router_url}   (OpenAI API: /v1/completions, /v1/chat/completions)", highlight=False)
+    out.print(f"  Router:  {state.router_url}   (OpenAI API: /v1/completions, /v1/chat/completions)", highlight=False, soft_wrap=True)
     out.print(f"  Try:     {curl_example(state.router_url, state.model)}", highlight=False, soft_wrap=True)
     out.print("  Watch:   llmdctl tui", highlight=False)
     out.print("  Inspect: llmdctl status  ·  llmdctl logs [NAME]  ·  Stop: llmdctl down", highlight=False)

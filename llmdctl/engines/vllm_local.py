@@ -237,3 +237,14 @@ def vllm_components(
             argv=argv, env=env, block_size=block, hash_seed=hash_seed if hash_seed is not None else DEFAULT_SEED, topic=topic,
         ))
     return pods
+
+
+def router_args(profile: Any, hash_seed: str | None = None) -> list[str]:
+    """Extra router flags for a stack of real vLLM pods: the hash seed the pods use (explicit, so the
+    router's own environment cannot leak a different PYTHONHASHSEED) and the model's local tokenizer."""
+    args = ["--hash-seed", hash_seed if hash_seed is not None else DEFAULT_SEED]
+    router = getattr(profile, "router", None)
+    model = str(getattr(profile, "model", ""))
+    if getattr(router, "tokenizer", None) is None and (Path(model).expanduser() / "tokenizer.json").is_file():
+        args += ["--tokenizer", str(Path(model).expanduser().resolve())]
+    return args

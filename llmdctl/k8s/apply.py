@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from llmdctl.k8s.render import APPLY_ORDER, MANAGED_BY, MANAGER, STACK_LABEL, stack_selector
+from llmdctl.k8s.render import MANAGED_BY, MANAGER, STACK_LABEL, sort_for_apply, stack_selector
 
 FIELD_MANAGER = "llmdctl"
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "RuntimeClass", "ClusterRole", "ClusterRoleBinding"}
@@ -176,7 +176,7 @@ class RecordingClient:
 def apply_objects(client: KubeClient, objects: list[dict[str, Any]], on_applied: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Server-side apply in dependency order (APPLY_ORDER); a Namespace that exists and is not ours is left alone."""
     applied = []
-    for obj in sorted(objects, key=lambda o: APPLY_ORDER.index(o["kind"]) if o["kind"] in APPLY_ORDER else len(APPLY_ORDER)):
+    for obj in sort_for_apply(objects):
         if obj["kind"] == "Namespace":
             existing = client.get("v1", "Namespace", obj["metadata"]["name"])
             if existing is not None and (existing["metadata"].get("labels") or {}).get(MANAGED_BY) != MANAGER:

@@ -184,7 +184,7 @@ def commands_script(opts: KindOptions, namespace: str, router_service: str, mani
         elif step.api == "apply":
             lines.append(f"kubectl --context {ctx} apply --server-side --field-manager llmdctl -f {manifests}/")
         elif step.api == "wait":
-            lines.append(f"kubectl --context {ctx} -n {namespace} rollout status deployment --timeout=600s")
+            lines.append(f"kubectl --context {ctx} -n {namespace} wait --for=condition=Available deployment --all --timeout=600s")
         elif step.background:
             lines.append(shlex.join(step.argv or []) + " &")
         else:

@@ -405,8 +405,8 @@ APPLY_ORDER = [
 def _order_key(obj: dict[str, Any]) -> tuple[int, int]:
     kind = obj["kind"]
     rank = APPLY_ORDER.index(kind) if kind in APPLY_ORDER else len(APPLY_ORDER)
-    router_last = 1 if obj["metadata"].get("labels", {}).get(COMPONENT_LABEL) in ("router", "endpoint-picker") else 0
-    return (rank, router_last)
+    pickers_last = {"router": 1, "endpoint-picker": 2}.get(obj["metadata"].get("labels", {}).get(COMPONENT_LABEL, ""), 0)
+    return (rank, pickers_last)
 
 
 def sort_for_apply(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -292,8 +292,10 @@ def _up(profile: Profile, target: str, opts: K8sOptions, console: Console) -> in
             else:
                 missing = missing_crds(client, crds)
                 if missing:
-                    raise K8sError(f"CRDs missing on the cluster: {', '.join(missing)}; install them with --install-crds "
-                                   "(cluster-wide) or `kubectl apply --server-side -f manifests/crds/`")
+                    from llmdctl.k8s.validate import crds_dir
+
+                    raise K8sError(f"CRDs missing on the cluster: {', '.join(missing)}; install them once (cluster-wide): "
+                                   f"kubectl apply --server-side -f {crds_dir()}/")
         elif step.api == "gpu-addons":
             addons = kindmod.gpu_addons()
             apply_objects(client, addons)

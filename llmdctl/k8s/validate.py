@@ -1,6 +1,6 @@
 """Strict validation of rendered objects against the real schemas, offline.
 
-- Core kinds: `kubernetes-validate` (it ships the OpenAPI-derived JSON schemas of each Kubernetes release) in
+- Core kinds: `kubernetes-validate`'s schemas (it ships the OpenAPI-derived JSON schemas of each Kubernetes release) in
   strict mode — without strict, a misspelled field such as `imagePullPolcy` passes silently.
 - Custom resources (InferencePool, Gateway, HTTPRoute, GatewayClass): the `openAPIV3Schema` of their CRDs in
   `manifests/crds/`, made strict the way the API server prunes (every object schema that lists properties
@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import jsonschema
-import kubernetes_validate
 import yaml
 from kubernetes_validate import utils as kv_utils
 from referencing import Registry, Resource
@@ -35,6 +34,7 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _DNS_LABEL_KINDS = {"Namespace", "Service"}
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are 11k lines: libyaml parses them 10x faster
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def crds_dir() -> Path:
 def load_crds(directory: Path | None = None) -> list[dict[str, Any]]:
     docs = []
     for path in sorted((directory or crds_dir()).glob("*.yaml")):
-        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+        docs += [d for d in yaml.load_all(path.read_text(), Loader=_LOADER) if d]
     return docs
 
 
@@ -121,8 +121,7 @@ def _crd_index(directory: str) -> dict[tuple[str, str], dict[str, Any]]:
 
 @lru_cache(maxsize=None)
 def _object_meta_validator(version: str) -> jsonschema.Validator:
-    schema_dir = f"kubernetes-json-schema/v{version}-local-strict"
-    defs = kv_utils.schema_contents(f"{schema_dir}/_definitions.json", version)
+    defs = _definitions(version)
     registry = Resource.from_contents(defs) @ Registry()
     # _definitions.json carries its own $id (/api/_definitions.json); refer to ObjectMeta through it.
     ref = f"{defs.get('$id', '/api/_definitions.json')}#/$defs/{_OBJECT_META}"
@@ -158,16 +157,34 @@ def is_custom(obj: dict[str, Any], crds: Path | None = None) -> bool:
     return any(av.rpartition("/")[0] == group for av, _ in _crd_index(str(crds or crds_dir())))
 
 
+@lru_cache(maxsize=None)
+def _definitions(version: str) -> Any:
+    return kv_utils.schema_contents(f"kubernetes-json-schema/v{version}-local-strict/_definitions.json", version)
+
+
+@lru_cache(maxsize=None)
+def _core_validator(version: str, api_version: str, kind: str) -> jsonschema.Validator | None:
+    """kubernetes-validate's strict schema for (apiVersion, kind) with its definitions, compiled once.
+
+    The same files and the same resolution as `kubernetes_validate.validate(..., strict=True)`, which
+    re-reads a 1.5 MB definitions file on every call; cached, a stack validates in milliseconds.
+    """
+    api = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    try:
+        schema = kv_utils.schema_contents(f"kubernetes-json-schema/v{version}-local-strict/{kind.lower()}-{api}.json", version)
+    except FileNotFoundError:
+        return None
+    registry = Resource.from_contents(schema) @ (Resource.from_contents(_definitions(version)) @ Registry())
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
 def validate_core(obj: dict[str, Any], version: str = DEFAULT_K8S_VERSION) -> list[Problem]:
     kind, name = obj.get("kind", "?"), (obj.get("metadata") or {}).get("name", "?")
     version = check_version(version)
-    try:
-        kubernetes_validate.validate(obj, version, strict=True)
-    except kubernetes_validate.ValidationError as err:
-        return [Problem(kind, name, _path(err.path), err.message)]
-    except kubernetes_validate.SchemaNotFoundError as err:
-        return [Problem(kind, name, "apiVersion", err.message)]
-    return []
+    validator = _core_validator(version, obj.get("apiVersion", ""), kind)
+    if validator is None:
+        return [Problem(kind, name, "apiVersion", f"Kubernetes {version.rsplit('.', 1)[0]} has no schema for {obj.get('apiVersion')} {kind}")]
+    return [Problem(kind, name, _path(err.path), err.message) for err in sorted(validator.iter_errors(obj), key=lambda e: list(e.path))]
 
 
 # -- what the API server checks besides schemas ----------------------------------------------------------

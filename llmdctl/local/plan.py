@@ -9,6 +9,7 @@ Ports: pod i, data-parallel rank r of a pool listing gets HTTP port `pod_base + 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class Plan:
     components: list[ComponentState] = field(default_factory=list)
     pods: list[PodState] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # path -> content, written before start
+    notes: list[str] = field(default_factory=list)  # what the user should know (e.g. a feature this build lacks)
 
     @property
     def router_url(self) -> str:
@@ -86,13 +88,24 @@ def sim_argv(profile: Profile, pool: PoolSpec, first_port: int, first_events_por
         argv += ["--num-gpu-blocks", str(pool.num_gpu_blocks)]
     if pool.kv_events:
         argv += ["--kv-events-endpoint", f"tcp://*:{first_events_port}"]
-    if profile.kv_tiers is not None:
+    if profile.kv_tiers is not None and sim_supports("kv_tiers"):
         tiers = dict(_builtins(profile.kv_tiers))
         fs = tiers.get("filesystem")
         if fs and not os.path.isabs(fs["path"]):
             fs["path"] = str(home / "run" / fs["path"])
-        argv += ["--kv-tiers", yaml.safe_dump(tiers, default_flow_style=True, width=10_000).strip()]
+        argv += ["--kv-tiers", json.dumps(tiers, separators=(",", ":"))]
     return argv + list(pool.args)
+
+
+def sim_supports(option: str) -> bool:
+    """Whether this build's `sim_gpu serve` takes `option` (a parameter name), read from its signature only."""
+    try:
+        import inspect
+
+        from sim_gpu.cli import serve
+    except ImportError:
+        return False
+    return option in inspect.signature(serve).parameters
 
 
 def _builtins(obj: Any) -> Any:
@@ -214,6 +227,8 @@ def build_plan(profile: Profile, ports: PortLayout, home: Path) -> Plan:
         offset += pool.replicas * max(1, pool.data_parallel_size)
         plan.components += comps
         plan.pods += pods
+    if profile.kv_tiers is not None and any(profile.engine_of(p) == "sim" for p in profile.pools) and not sim_supports("kv_tiers"):
+        plan.notes.append("this build's simulator has no KV tiers (sim_gpu serve --kv-tiers); kv_tiers is ignored")
     if not plan.pods:
         raise PlanError(f"profile {profile.name}: every pool has 0 replicas; nothing to serve")
     config_path = run / "router-config.yaml"
@@ -227,4 +242,8 @@ def build_plan(profile: Profile, ports: PortLayout, home: Path) -> Plan:
         health=[f"http://127.0.0.1:{ports.router}/health"],
         log=str(logs / "router.log"),
     ))
+    if vllm_total:  # real vLLM pods: the router hashes with their seed and tokenizes with their tokenizer
+        from llmdctl.engines.vllm_local import router_args
+
+        plan.components[-1].argv += router_args(profile)
     return plan

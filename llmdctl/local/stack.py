@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -175,6 +174,7 @@ def up(
             plan = build_plan(profile, layout, home)
         except PlanError as exc:
             raise StackError(str(exc), exit_code=2) from None
+        notes += plan.notes
         _write_files(plan, home)
         state = RunState(
             profile=profile.name, profile_path=name, engine=profile.engine, model=profile.model,
@@ -362,5 +362,3 @@ def log_path_of(state: RunState | None, name: str, home: Path | None = None) -> 
     path = logs / f"{name}.log"
     return path if path.is_file() else None
 
-
-Callback = Callable[[str], None]

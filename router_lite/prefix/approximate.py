@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 CHARS_PER_TOKEN = 4  # llm-d's estimate when a prompt is not tokenized
 
@@ -24,6 +24,38 @@ def token_block_hashes(model: str, token_ids: Sequence[int], block_size: int, ma
         h = hash((h, tuple(token_ids[i * block_size : (i + 1) * block_size])))
         out.append(h)
     return out
+
+
+class LazyBlockHashes:
+    """Chained block hashes computed on demand and kept: a lookup hashes only up to its first miss."""
+
+    __slots__ = ("_chunks", "_n", "done", "_h")
+
+    def __init__(self, model: str, chunks: Sequence, block: int, max_blocks: int) -> None:
+        self._chunks = chunks
+        self._n = min(len(chunks) // block, max_blocks)
+        self.done: list[int] = []
+        self._h = (hash(model), block)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[int]:
+        yield from self.done
+        chunks, done = self._chunks, self.done
+        h, bs = self._h
+        h = done[-1] if done else h
+        tupled = not isinstance(chunks, str)
+        for i in range(len(done), self._n):
+            part = chunks[i * bs : (i + 1) * bs]
+            h = hash((h, tuple(part) if tupled else part))
+            done.append(h)
+            yield h
+
+    def all(self) -> list[int]:
+        for _ in self:
+            pass
+        return self.done
 
 
 def text_block_hashes(model: str, text: str, block_chars: int, max_blocks: int) -> list[int]:
@@ -76,20 +108,25 @@ class ApproximatePrefixIndex:
                     if not holders:
                         del idx[old]
 
-    def match(self, block_hashes: Sequence[int]) -> dict[str, int]:
-        """Per endpoint: how many blocks from the start of `block_hashes` it was sent, consecutively."""
-        if not block_hashes:
+    def match(self, block_hashes: Iterable[int]) -> dict[str, int]:
+        """Per endpoint: how many blocks from the start of `block_hashes` it was sent, consecutively.
+
+        `block_hashes` may be a lazy iterator: it is consumed only up to the first block nobody holds.
+        """
+        it = iter(block_hashes)
+        first_hash = next(it, None)
+        if first_hash is None:
             return {}
         with self._lock:
             idx = self._idx
-            first = idx.get(block_hashes[0])
+            first = idx.get(first_hash)
             if not first:
                 return {}
             active = set(first)
             out: dict[str, int] = {}
             i = 1
-            for i in range(1, len(block_hashes)):
-                holders = idx.get(block_hashes[i])
+            for h in it:
+                holders = idx.get(h)
                 if holders is None:
                     break
                 if not active <= holders:
@@ -98,8 +135,7 @@ class ApproximatePrefixIndex:
                     active &= holders
                     if not active:
                         return out
-            else:
-                i = len(block_hashes)
+                i += 1
             for k in active:
                 out[k] = i
             return out

@@ -14,6 +14,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
+from itertools import islice
+from operator import itemgetter
 from typing import Callable
 
 from kvtiers.kvevents import AllBlocksCleared, BlockRemoved, BlockStored, KVEventBatch
@@ -80,6 +82,8 @@ class PrecisePrefixIndex:
         if key is None:
             key = self._rank_keys[rk] = rank_endpoint_key(endpoint_key, batch.data_parallel_rank)
         with self._lock:
+            if self._spec_queue and self._spec_queue[0][0] <= self.clock():
+                self._expire(self.clock())
             outcome = "applied"
             last = self._last_seq.get(key)
             if last is not None:
@@ -239,46 +243,90 @@ class PrecisePrefixIndex:
         if n == 0:
             return {}
         with self._lock:
-            if self._spec_queue and self._spec_queue[0][0] <= self.clock():
-                self._expire(self.clock())
+            q = self._spec_queue
+            if q and q[0][0] <= self.clock() - self.speculative_ttl_s:
+                self._expire(self.clock())  # idle router: nothing wrote for a TTL, purge before reading
+            if self._held.get(SHARED):
+                return self._match_shared(block_hashes, n, endpoints)
             idx = self._idx
             first = idx.get(block_hashes[0])
             if not first:
                 return {}
-            shared_w = first.get(SHARED)
-            active: dict[str, float] = {k: w for k, w in first.items() if k != SHARED}
-            if shared_w is not None and endpoints is not None:
-                for k in endpoints:
-                    if active.get(k, 0.0) < shared_w:
-                        active[k] = shared_w
-            out: dict[str, tuple[int, float]] = {}
-            for i in range(1, n):
-                entry = idx.get(block_hashes[i])
+            if len(first) == 1:  # the common case: one endpoint holds the prefix
+                ((k, total),) = first.items()
+                c = 1
+                for h in islice(block_hashes, 1, n):
+                    entry = idx.get(h)
+                    if entry is None:
+                        break
+                    w = entry.get(k)
+                    if w is None:
+                        break
+                    total += w
+                    c += 1
+                return {k: (c, float(total))}
+            # Phase 1 (set operations in C): how far each holder of block 0 stays in the chain.
+            entries = [first]
+            active = set(first)
+            counts: dict[str, int] = {}
+            i = 1
+            for h in islice(block_hashes, 1, n):
+                entry = idx.get(h)
                 if entry is None:
                     break
-                shared_w = entry.get(SHARED)
-                dropped = None
-                for k in active:
-                    w = entry.get(k)
-                    if shared_w is not None and (w is None or w < shared_w):
-                        w = shared_w
-                    if w is None:
-                        if dropped is None:
-                            dropped = [k]
-                        else:
-                            dropped.append(k)
-                    else:
-                        active[k] += w
-                if dropped:
-                    for k in dropped:
-                        out[k] = (i, active.pop(k))
+                if not entry.keys() >= active:
+                    gone = active - entry.keys()
+                    for k in gone:
+                        counts[k] = i
+                    active -= gone
                     if not active:
-                        return out
-            else:
-                i = n  # every block matched
-            for k, s in active.items():
-                out[k] = (i, s)
+                        break
+                entries.append(entry)
+                i += 1
+            for k in active:
+                counts[k] = i
+            # Phase 2: tier-weighted sums over each holder's consecutive blocks.
+            out: dict[str, tuple[int, float]] = {}
+            for k, c in counts.items():
+                out[k] = (c, float(sum(map(itemgetter(k), entries[:c]))))
             return out
+
+    def _match_shared(self, block_hashes: list[BlockHash], n: int, endpoints: Iterable[str] | None) -> dict[str, tuple[int, float]]:
+        """The general walk, used when a shared tier exists: shared blocks count for every endpoint."""
+        idx = self._idx
+        first = idx.get(block_hashes[0])
+        if not first:
+            return {}
+        shared_w = first.get(SHARED)
+        active: dict[str, float] = {k: w for k, w in first.items() if k != SHARED}
+        if shared_w is not None and endpoints is not None:
+            for k in endpoints:
+                if active.get(k, 0.0) < shared_w:
+                    active[k] = shared_w
+        out: dict[str, tuple[int, float]] = {}
+        i = 1
+        while i < n:
+            entry = idx.get(block_hashes[i])
+            if entry is None:
+                break
+            shared_w = entry.get(SHARED)
+            dropped = []
+            for k in active:
+                w = entry.get(k)
+                if shared_w is not None and (w is None or w < shared_w):
+                    w = shared_w
+                if w is None:
+                    dropped.append(k)
+                else:
+                    active[k] += w
+            for k in dropped:
+                out[k] = (i, active.pop(k))
+            if not active:
+                return out
+            i += 1
+        for k, sc in active.items():
+            out[k] = (i, sc)
+        return out
 
     # ---- inspection ----------------------------------------------------------------------------------
     def blocks_of(self, endpoint_key: str, medium: str | None = None) -> set[BlockHash]:

@@ -52,11 +52,14 @@ class BlockPool:
         self.enable_caching = enable_caching
         self.enable_events = enable_events
         self.event_hash_int = event_hash_int
-        self.blocks = [KVBlock(i) for i in range(num_blocks)]
-        self.null_block = self.blocks[0]
+        self.null_block = KVBlock(0)
         self.null_block.ref_cnt = 1
-        # Oldest (next to hand out) first. OrderedDict gives O(1) pop-front, append, remove-from-middle.
-        self._free: OrderedDict[int, KVBlock] = OrderedDict((b.block_id, b) for b in self.blocks[1:])
+        # The free queue, front (next handed out) to back, in three parts so that a pool of 100k blocks costs
+        # nothing until used: freed hashless blocks, never-used blocks (ids _next_fresh..num_blocks-1, made
+        # on demand), then freed blocks in LRU order. OrderedDicts give O(1) pop, append and removal.
+        self._front: OrderedDict[int, KVBlock] = OrderedDict()
+        self._next_fresh = 1
+        self._back: OrderedDict[int, KVBlock] = OrderedDict()
         self._cached: dict[bytes, dict[int, KVBlock]] = {}
         self._events: list[Any] = []
         # Lower KV tiers (kvtiers.engine_hook.EngineTiers) or None: evicted blocks are offered to them and
@@ -68,12 +71,12 @@ class BlockPool:
     @property
     def num_free_blocks(self) -> int:
         """Blocks no request holds (cached-but-free blocks included), as vLLM counts them."""
-        return len(self._free)
+        return len(self._front) + (self.num_blocks - self._next_fresh) + len(self._back)
 
     def usage(self) -> float:
         """Fraction of usable blocks held by requests (vllm:kv_cache_usage_perc)."""
         total = self.num_blocks - 1
-        return 1.0 - len(self._free) / total if total else 0.0
+        return 1.0 - self.num_free_blocks / total if total else 0.0
 
     def get_cached_block(self, block_hash: bytes) -> KVBlock | None:
         entry = self._cached.get(block_hash)
@@ -86,7 +89,7 @@ class BlockPool:
 
     def free_queue_ids(self) -> list[int]:
         """Block ids in eviction order (front first); for tests and debugging."""
-        return list(self._free)
+        return list(self._front) + list(range(self._next_fresh, self.num_blocks)) + list(self._back)
 
     def event_hash(self, digest: bytes) -> int | bytes:
         return to_event_hash(digest, self.event_hash_int)
@@ -95,16 +98,25 @@ class BlockPool:
 
     def get_new_blocks(self, n: int) -> list[KVBlock]:
         """Hand out `n` blocks from the front of the free queue, evicting any cached content they hold."""
-        if n > len(self._free):
-            raise ValueError(f"cannot allocate {n} blocks: only {len(self._free)} free")
+        free = self.num_free_blocks
+        if n > free:
+            raise ValueError(f"cannot allocate {n} blocks: only {free} free")
         out: list[KVBlock] = []
-        popitem = self._free.popitem
-        for _ in range(n):
-            _, block = popitem(last=False)
+        front = self._front
+        while front and len(out) < n:
+            out.append(front.popitem(last=False)[1])
+        fresh = min(n - len(out), self.num_blocks - self._next_fresh)
+        if fresh > 0:
+            start = self._next_fresh
+            out.extend(KVBlock(i) for i in range(start, start + fresh))
+            self._next_fresh = start + fresh
+        popitem = self._back.popitem
+        while len(out) < n:
+            out.append(popitem(last=False)[1])
+        for block in out:
             if block.block_hash is not None:
                 self._evict(block)
             block.ref_cnt = 1
-            out.append(block)
         return out
 
     def _evict(self, block: KVBlock) -> None:
@@ -122,22 +134,25 @@ class BlockPool:
 
     def touch(self, blocks: Iterable[KVBlock]) -> None:
         """A prefix hit takes these blocks: pull free ones out of the free queue, bump ref counts."""
-        free = self._free
         for block in blocks:
             if block.ref_cnt == 0:
-                del free[block.block_id]
+                bid = block.block_id
+                if self._back.pop(bid, None) is None:
+                    del self._front[bid]
             block.ref_cnt += 1
 
     def free_blocks(self, ordered_blocks: Iterable[KVBlock]) -> None:
         """Drop one reference from each block; blocks nobody holds return to the free queue in this order
         (hashed ones at the back, hashless ones at the front)."""
-        free = self._free
+        front, back = self._front, self._back
         for block in ordered_blocks:
             block.ref_cnt -= 1
             if block.ref_cnt == 0 and block is not self.null_block:
-                free[block.block_id] = block
                 if block.block_hash is None:
-                    free.move_to_end(block.block_id, last=False)
+                    front[block.block_id] = block
+                    front.move_to_end(block.block_id, last=False)
+                else:
+                    back[block.block_id] = block
 
     def cache_full_blocks(
         self,
@@ -190,7 +205,7 @@ class BlockPool:
 
     def reset_prefix_cache(self) -> bool:
         """Forget every cached hash (AllBlocksCleared); refused (False) while any request holds blocks."""
-        if len(self._free) != self.num_blocks - 1:
+        if self.num_free_blocks != self.num_blocks - 1:
             return False
         for entry in self._cached.values():
             for block in entry.values():

@@ -17,7 +17,6 @@ from sim_gpu.engine.block_pool import BlockPool
 from sim_gpu.engine.kv_cache_manager import KVCacheManager
 from sim_gpu.engine.request import (
     FINISHED,
-    RUNNING,
     WAITING_FOR_REMOTE_KVS,
     EngineRequest,
     EngineStats,
@@ -137,6 +136,14 @@ class SimEngine:
                 f"{len(prompt) + max_tokens} tokens ({len(prompt)} in the messages, {max_tokens} in the completion). "
                 "Please reduce the length of the messages or completion."
             )
+        capacity = (self.num_gpu_blocks - 1) * cfg.block_size
+        if len(prompt) + max_tokens > capacity:
+            # vLLM refuses to start when max_model_len exceeds the KV cache; here the pool may be set smaller
+            # (tests, what-if runs), so refuse the request instead of letting it wait forever.
+            raise ValueError(
+                f"request needs {len(prompt) + max_tokens} tokens of KV cache but this engine holds only {capacity} "
+                f"({self.num_gpu_blocks - 1} blocks of {cfg.block_size})"
+            )
         rp = req.remote_prefill
         if rp is not None and (not isinstance(rp.num_tokens, int) or rp.num_tokens < 0):
             raise ValueError(f"remote_prefill.num_tokens: expected an integer >= 0, got {rp.num_tokens!r}")
@@ -193,42 +200,46 @@ class SimEngine:
         max_len = self.config.max_model_len
         finished: list[Request] = []
         gen = 0
+        append = outputs.append
         for req, _n in entries:
-            if req.num_computed_tokens < req.num_tokens:
+            ntok = req.num_tokens
+            if req.num_computed_tokens < ntok:
                 continue  # a prefill chunk that did not reach the end of the prompt
-            tok = req.token_stream.next()
-            req.all_token_ids.append(tok)
-            req.num_output_tokens += 1
+            tok = req.token_stream._next()
+            req.all_token_ids.append(tok)  # inlined Request.append_token (hot loop)
+            req.num_tokens = ntok = ntok + 1
+            nout = req.num_output_tokens = req.num_output_tokens + 1
             gen += 1
-            first = req.num_output_tokens == 1
+            first = nout == 1
             reason = None
-            if req.num_output_tokens >= req.max_tokens or req.num_tokens >= max_len:
+            if nout >= req.max_tokens or ntok >= max_len:
                 reason = "length"
-            elif eos is not None and tok == eos and not req.ignore_eos:
+            elif tok == eos and not req.ignore_eos:
                 reason = "stop"
             out = RequestOutput(
-                request_id=req.request_id,
-                new_token_ids=[tok],
-                finished=reason is not None,
-                finish_reason=reason,  # type: ignore[arg-type]
-                num_prompt_tokens=req.prompt_len,
-                num_cached_tokens=max(0, req.num_cached_tokens),
-                first_token=first,
-                num_output_tokens=req.num_output_tokens,
-                num_remote_tokens=req.num_remote_tokens,
+                req.request_id,
+                [tok],
+                reason is not None,
+                reason,  # type: ignore[arg-type]
+                req.prompt_len,
+                req.num_cached_tokens if req.num_cached_tokens > 0 else 0,
+                first,
+                nout,
+                None,
+                None,
+                req.num_remote_tokens,
             )
             if first:
                 self._prompt_tokens += req.prompt_len
             if reason is not None:
                 if req.prefill_only:
-                    blocks = self.kv.blocks_of(req.request_id)
-                    out.block_ids = [b.block_id for b in blocks]
+                    out.block_ids = [b.block_id for b in req.blocks]
                     out.block_hashes = [
                         to_event_hash(h, self.config.event_hash_int)
                         for h in self.kv.ensure_hashes(req, req.prompt_len // self.config.block_size)
                     ]
                 finished.append(req)
-            outputs.append(out)
+            append(out)
         self._gen_tokens += gen
         if finished:
             running = sched.running
@@ -269,7 +280,8 @@ class SimEngine:
         return [to_event_hash(h, self.config.event_hash_int) for h in hashes]
 
     def block_ids_of(self, request_id: str) -> list[int]:
-        return [b.block_id for b in self.kv.blocks_of(request_id)]
+        req = self._requests.get(request_id)
+        return [b.block_id for b in req.blocks] if req is not None else []
 
     def stats(self) -> EngineStats:
         sched = self.scheduler
@@ -285,5 +297,5 @@ class SimEngine:
             num_gpu_blocks=self.num_gpu_blocks,
             block_size=self.config.block_size,
             num_requests_finished=self._finished,
-            num_waiting_for_remote_kv=sched.num_waiting_remote,
+            num_waiting_for_remote_kv=sum(1 for r in sched.waiting if r.status == WAITING_FOR_REMOTE_KVS),
         )

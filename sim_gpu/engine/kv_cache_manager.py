@@ -8,9 +8,21 @@ decode), and frees a request's blocks tail-first.
 
 from __future__ import annotations
 
+from typing import Any
+
 from kvtiers.hashing import BlockHasher, block_extra_keys
 from sim_gpu.engine.block_pool import BlockPool, KVBlock
 from sim_gpu.engine.request import Request
+
+# Block digests memoized per hash setting and shared by every engine in the process: requests that share a
+# system prompt (the common case, and the point of prefix caching) re-hash the same chain otherwise, and
+# sha256 over a pickle costs ~10x a dict lookup. Bounded: cleared when full.
+_MEMO_MAX = 200_000
+_MEMOS: dict[tuple[str, str, int], dict[tuple[Any, ...], bytes]] = {}
+
+
+def _memo_for(hasher: BlockHasher) -> dict[tuple[Any, ...], bytes]:
+    return _MEMOS.setdefault((hasher.algo, hasher.seed, hasher.block_size), {})
 
 
 class KVCacheManager:
@@ -23,8 +35,7 @@ class KVCacheManager:
         self.max_model_len = max_model_len
         self.lora_name = lora_name
         self.enable_caching = pool.enable_caching
-        self.req_blocks: dict[str, list[KVBlock]] = {}
-        self.num_cached_block: dict[str, int] = {}
+        self._memo = _memo_for(hasher)
 
     # ---- hashing -----------------------------------------------------------------------------------------
 
@@ -36,11 +47,19 @@ class KVCacheManager:
         limit = min(num_blocks, len(toks) // bs)
         if len(hashes) < limit:
             hash_block = self.hasher.hash_block
+            memo = self._memo
+            if len(memo) > _MEMO_MAX:
+                memo.clear()
             parent = hashes[-1] if hashes else None
             salt, lora = req.cache_salt, self.lora_name
             for i in range(len(hashes), limit):
                 extra = block_extra_keys(i, salt, lora) if (salt or lora) else None
-                parent = hash_block(parent, toks[i * bs : (i + 1) * bs], extra)
+                block = tuple(toks[i * bs : (i + 1) * bs])
+                key = (parent, block, extra)
+                digest = memo.get(key)
+                if digest is None:
+                    digest = memo[key] = hash_block(parent, block, extra)
+                parent = digest
                 hashes.append(parent)
         return hashes
 
@@ -78,11 +97,7 @@ class KVCacheManager:
         Returns the newly allocated blocks, or None when the pool cannot supply them (caller preempts).
         """
         bs = self.block_size
-        rid = req.request_id
-        blocks = self.req_blocks.get(rid)
-        if blocks is None:
-            blocks = self.req_blocks[rid] = []
-            self.num_cached_block[rid] = 0
+        blocks = req.blocks
         hits = new_computed_blocks or ()
         num_computed = req.num_computed_tokens + num_new_computed_tokens
         need_tokens = min(num_computed + num_new_tokens, self.max_model_len)
@@ -94,7 +109,7 @@ class KVCacheManager:
         if hits:
             self.pool.touch(hits)
             blocks.extend(hits)
-            self.num_cached_block[rid] = len(blocks)
+            req.num_cached_blocks = len(blocks)
         new_blocks = self.pool.get_new_blocks(need_blocks) if need_blocks > 0 else []
         if new_blocks:
             blocks.extend(new_blocks)
@@ -104,21 +119,18 @@ class KVCacheManager:
 
     def cache_blocks(self, req: Request, num_tokens: int) -> None:
         """Register the request's blocks that `num_tokens` tokens fill completely (emits BlockStored)."""
-        rid = req.request_id
         num_full = num_tokens // self.block_size
-        num_cached = self.num_cached_block.get(rid, 0)
+        num_cached = req.num_cached_blocks
         if num_full <= num_cached:
             return
         hashes = self.ensure_hashes(req, num_full)
-        self.pool.cache_full_blocks(self.req_blocks[rid], hashes, num_cached, num_full, req.all_token_ids, req.cache_salt)
-        self.num_cached_block[rid] = num_full
+        self.pool.cache_full_blocks(req.blocks, hashes, num_cached, num_full, req.all_token_ids, req.cache_salt)
+        req.num_cached_blocks = num_full
 
     def free(self, req: Request) -> None:
         """Release the request's blocks, last block first (so its tail is evicted before its prefix)."""
-        blocks = self.req_blocks.pop(req.request_id, None)
-        self.num_cached_block.pop(req.request_id, None)
+        blocks = req.blocks
+        req.blocks = []
+        req.num_cached_blocks = 0
         if blocks:
             self.pool.free_blocks(reversed(blocks))
-
-    def blocks_of(self, request_id: str) -> list[KVBlock]:
-        return self.req_blocks.get(request_id, [])

@@ -43,9 +43,9 @@ class EngineRequest:
     output_token_ids: list[int] | None = None  # replay: emit these tokens first (e.g. a recorded trace)
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestOutput:
-    """What one request produced in one step."""
+    """What one request produced in one step. (The engine builds it positionally: keep the field order.)"""
 
     request_id: str
     new_token_ids: list[int]
@@ -125,6 +125,9 @@ class Request:
         "remote_ready_at",
         "token_stream",
         "scheduled_once",
+        "num_tokens",
+        "blocks",
+        "num_cached_blocks",
     )
 
     def __init__(self, req: EngineRequest, token_stream: Any) -> None:
@@ -148,7 +151,11 @@ class Request:
         self.remote_ready_at = 0.0
         self.token_stream = token_stream
         self.scheduled_once = False
+        self.num_tokens = self.prompt_len  # len(all_token_ids), kept as a field: read on every step
+        self.blocks: list[Any] = []  # KV blocks held, in token order (KVCacheManager's)
+        self.num_cached_blocks = 0  # how many of them are registered in the prefix cache
 
-    @property
-    def num_tokens(self) -> int:
-        return len(self.all_token_ids)
+    def append_token(self, token: int) -> None:
+        self.all_token_ids.append(token)
+        self.num_tokens += 1
+        self.num_output_tokens += 1

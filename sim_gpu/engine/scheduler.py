@@ -38,7 +38,6 @@ class Scheduler:
         self.max_model_len = max_model_len
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
-        self.num_waiting_remote = 0
 
     def add(self, req: Request) -> None:
         self.waiting.append(req)
@@ -58,18 +57,42 @@ class Scheduler:
 
         # 1. Running requests (decodes, continuing prefill chunks).
         running = self.running
+        append = entries.append
+        dec_n = dec_ctx = 0  # decodes are summed here, not one method call each (hot loop)
         i = 0
         while i < len(running) and budget > 0:
             req = running[i]
-            n = req.num_tokens - req.num_computed_tokens
-            n = min(n, budget, max_len - 1 - req.num_computed_tokens)
+            computed = req.num_computed_tokens
+            n = req.num_tokens - computed
+            if n == 1 and budget >= 1 and computed < max_len - 1:
+                end = computed + 1
+                # Fast path: a decode whose slot exists and which fills no block: nothing to allocate or cache.
+                if not (end <= len(req.blocks) * bs and end // bs <= req.num_cached_blocks):
+                    ok = True
+                    while kv.allocate_slots(req, 1) is None:
+                        victim = running.pop()
+                        self._preempt(victim)
+                        out.preempted.append(victim)
+                        if victim is req:
+                            ok = False
+                            break
+                    if not ok:
+                        break
+                append((req, 1))
+                budget -= 1
+                if req.num_output_tokens > 0:
+                    dec_n += 1
+                    dec_ctx += computed
+                else:
+                    shape.add_prefill(1, computed)
+                i += 1
+                continue
+            n = min(n, budget, max_len - 1 - computed)
             if n <= 0:
                 i += 1
                 continue
-            computed = req.num_computed_tokens
-            blocks = kv.req_blocks[req.request_id]
             # Fast path: the slots already exist and no block fills -> nothing to allocate or cache.
-            if computed + n <= len(blocks) * bs and (computed + n) // bs <= kv.num_cached_block[req.request_id]:
+            if computed + n <= len(req.blocks) * bs and (computed + n) // bs <= req.num_cached_blocks:
                 ok = True
             else:
                 ok = True
@@ -82,13 +105,12 @@ class Scheduler:
                         break
                 if not ok:
                     break
-            entries.append((req, n))
+            append((req, n))
             budget -= n
-            if n == 1 and computed + 1 == req.num_tokens and req.num_output_tokens > 0:
-                shape.add_decode(computed)
-            else:
-                shape.add_prefill(n, computed)
+            shape.add_prefill(n, computed)
             i += 1
+        if dec_n:
+            shape.add_decode(dec_ctx, dec_n)
 
         # 2. Waiting requests, only when nothing was preempted this step.
         if not out.preempted:
@@ -154,7 +176,6 @@ class Scheduler:
                 shape.add_prefill(n, num_computed)
             if skipped:
                 waiting.extendleft(reversed(skipped))
-        self.num_waiting_remote = sum(1 for r in self.waiting if r.status == WAITING_FOR_REMOTE_KVS)
         out.num_scheduled_tokens = self.max_num_batched_tokens - budget
         for req, n in entries:
             req.num_computed_tokens += n

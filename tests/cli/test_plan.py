@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import pytest
 import yaml
 
 from llmdctl.local.plan import PortLayout, build_plan, endpoint_count, endpoints_document
@@ -84,7 +85,11 @@ def test_zero_replica_pool_is_skipped_and_router_config_written_verbatim(tmp_pat
 
 
 def test_kv_tiers_filesystem_path_is_under_the_run_directory(tmp_path: Path):
+    from llmdctl.local.plan import sim_supports
     from llmdctl.profile import FilesystemTierSpec, KVTiersSpec
+
+    if not sim_supports("kv_tiers"):
+        pytest.skip("sim_gpu serve has no --kv-tiers in this build")
 
     tiers = KVTiersSpec(cpu_blocks=100, filesystem=FilesystemTierSpec(path="kv-shared"))
     plan = build_plan(_profile(PoolSpec(name="pod", replicas=2), kv_tiers=tiers), PortLayout(9000, 9100, 6000), tmp_path)

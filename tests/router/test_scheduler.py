@@ -73,8 +73,8 @@ def test_approximate_profile_keeps_groups_local_and_spreads_groups():
 
 def test_round_robin_scatters_groups():
     sched = Scheduler(load_config(RR))
-    served = drive(sched, pool())
-    assert all(len(set(keys)) == 4 for keys in served.values())
+    served = drive(sched, pool(), groups=3, per_group=4)
+    assert all(len(set(keys)) == 4 for keys in served.values())  # each group visits every pod
 
 
 def test_precise_profile_follows_kv_events():
@@ -179,8 +179,7 @@ def test_on_routed_with_retry_target_and_on_finished():
     assert active.counts == {other.key: 1}
     r2 = LLMRequest("r2", "m", prompt_token_ids=list(range(64)))
     res2 = sched.schedule(r2, eps)
-    assert res2.target is eps[0] if other is eps[0] else True  # prefix credit went to the retry target
-    assert res2.profile_results["default"].prefix_blocks == {other.key: 4}
+    assert res2.profile_results["default"].prefix_blocks == {other.key: 4}  # credit went to the retry target
     sched.on_finished(r, other)
     assert active.counts == {}
 

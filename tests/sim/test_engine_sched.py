@@ -53,6 +53,9 @@ def test_bad_requests_are_rejected_with_clear_errors():
     eng.add_request(EngineRequest("a", [1, 2], 3))
     with pytest.raises(ValueError, match="already running"):
         eng.add_request(EngineRequest("a", [1, 2], 3))
+    small = engine(num_gpu_blocks=5, block_size=16)
+    with pytest.raises(ValueError, match="holds only 64"):
+        small.add_request(EngineRequest("big", [1] * 60, 10))
     with pytest.raises(ValueError, match="role"):
         SimEngine(EngineConfig(role="router", latency=H100_8B, num_gpu_blocks=10))
 

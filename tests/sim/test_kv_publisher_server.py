@@ -12,16 +12,18 @@ import pytest
 import zmq
 
 from kvtiers import AllBlocksCleared, BlockRemoved, BlockStored, decode_frames
-from tests.conftest import free_port
+from tests.conftest import free_port_block
 from tests.sim.simproc import sim_server
 
 
-def _sub_bind() -> tuple[zmq.Socket, str]:
+def _sub_bind(n: int = 1) -> tuple[zmq.Socket, str]:
+    """A SUB socket bound on `n` consecutive loopback ports (pod i connects to port + i); the first endpoint."""
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
-    port = free_port()
-    sub.bind(f"tcp://127.0.0.1:{port}")
+    port = free_port_block(n)
+    for i in range(n):
+        sub.bind(f"tcp://127.0.0.1:{port + i}")
     return sub, f"tcp://127.0.0.1:{port}"
 
 
@@ -31,6 +33,19 @@ def _drain(sub: zmq.Socket, quiet_ms: int = 150, first_ms: int = 2000) -> list[t
     while sub.poll(wait):
         out.append(decode_frames(sub.recv_multipart()))
         wait = quiet_ms
+    return out
+
+
+def _drain_events(sub: zmq.Socket, n_events: int, timeout_ms: int = 3000, quiet_ms: int = 60) -> list:
+    """Messages until `n_events` events arrived (or the timeout), then any stragglers within `quiet_ms`."""
+    out, count = [], 0
+    deadline = time.monotonic() + timeout_ms / 1000
+    while count < n_events and sub.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+        msg = decode_frames(sub.recv_multipart())
+        out.append(msg)
+        count += len(msg[2].events)
+    while sub.poll(quiet_ms):
+        out.append(decode_frames(sub.recv_multipart()))
     return out
 
 
@@ -49,17 +64,17 @@ def _warm_up(sub: zmq.Socket, base: str) -> None:
 
 
 def test_connect_mode_two_pods_topics_and_sequences():
-    sub, endpoint = _sub_bind()
+    sub, endpoint = _sub_bind(2)
     try:
         with sim_server("--model", "m", "--time-scale", "0", "--pods", "2", "--block-size", "16",
                         "--num-gpu-blocks", "64", "--kv-events-endpoint", endpoint, ports=2) as s:
-            # connect mode: both pods connect to the one endpoint the subscriber bound
+            # connect mode: pod i connects to the collector's port + i
             _warm_up(sub, s.url(0))
             _warm_up(sub, s.url(1))
             for i in (0, 1):
                 httpx.post(s.url(i) + "/v1/completions", json={"prompt": list(range(50, 82)), "max_tokens": 1},
                            timeout=10)
-            msgs = _drain(sub)
+            msgs = _drain_events(sub, 2)
             by_topic = {t: (seq, batch) for t, seq, batch in msgs}
             assert set(by_topic) == {f"kv@127.0.0.1:{s.ports[0]}@m", f"kv@127.0.0.1:{s.ports[1]}@m"}
             for seq, batch in by_topic.values():
@@ -146,13 +161,13 @@ def test_real_vllm_capture_end_to_end(capture, label):
                 r = httpx.post(s.base + "/v1/completions", json=body, timeout=20)
                 assert r.status_code == 200, r.text
                 assert r.json()["choices"][0]["token_ids"] == step["output_token_ids"]
-                got_msgs = _drain(sub, first_ms=500 if step["messages"] else 300)
-                got = [_canon(e) for _, _, b in got_msgs for e in b.events]
-                if pending_clear:  # the reset after the warm-up rides on the first batch, as in vLLM
-                    if got and got[0] == ("cleared",):
-                        got = got[1:]
-                        pending_clear = False
                 want = [_canon(e) for m in step["messages"] for e in _events(m["frames_b64"])]
+                got_msgs = _drain_events(sub, len(want) + (1 if pending_clear else 0))
+                got = [_canon(e) for _, _, b in got_msgs for e in b.events]
+                if pending_clear:  # the reset after the warm-up rides on the next step's batch, as in vLLM
+                    assert got and got[0] == ("cleared",), got[:1]
+                    got = got[1:]
+                    pending_clear = False
                 assert got == want, f"{label}/{step['name']}: events differ"
                 for t, seq, batch in got_msgs:
                     topic_seen = topic_seen or t

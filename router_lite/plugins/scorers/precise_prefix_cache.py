@@ -153,6 +153,8 @@ class PrecisePrefixCacheScorer(Scorer):
         self.index = ctx.indexes.precise
         if params.tier_weights:
             self.index.tier_weights.update(params.tier_weights)
+        if params.speculative_indexing:
+            self.index.speculative_ttl_s = params.speculative_ttl_s
         self._hasher = params.hasher()
         self._memo_key = f"precise:{name}"
 

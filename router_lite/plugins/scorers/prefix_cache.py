@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from router_lite.plugins import Scorer
-from router_lite.prefix.approximate import CHARS_PER_TOKEN, text_block_hashes, token_block_hashes
+from router_lite.prefix.approximate import CHARS_PER_TOKEN, LazyBlockHashes
 from router_lite.registry import register
 from router_lite.types import Endpoint, LLMRequest
 
@@ -50,8 +50,8 @@ class PrefixCacheScorer(Scorer):
         self.index = ctx.indexes.approximate_for(name, params.lru_capacity_per_server)
         self._memo_key = f"prefix-cache:{name}"
 
-    def _hashes(self, request: LLMRequest, endpoints: list[Endpoint] | None = None) -> tuple[list[int], int]:
-        """(block hashes, tokens per block) for the request, computed once and memoised on it."""
+    def _hashes(self, request: LLMRequest, endpoints: list[Endpoint] | None = None) -> tuple[LazyBlockHashes, int]:
+        """(lazy block hashes, tokens per block) for the request, memoised on it."""
         memo = request.memo.get(self._memo_key)
         if memo is not None:
             return memo
@@ -64,10 +64,10 @@ class PrefixCacheScorer(Scorer):
                     if e.metrics.block_size:
                         bs = e.metrics.block_size
                         break
-            hashes = token_block_hashes(model, request.prompt_token_ids, bs, p.max_prefix_blocks_to_match)
+            hashes = LazyBlockHashes(model, request.prompt_token_ids, bs, p.max_prefix_blocks_to_match)
         else:
             bs = max(1, p.block_size // CHARS_PER_TOKEN)
-            hashes = text_block_hashes(model, request.prompt_text or "", p.block_size, p.max_prefix_blocks_to_match)
+            hashes = LazyBlockHashes(model, request.prompt_text or "", p.block_size, p.max_prefix_blocks_to_match)
         memo = request.memo[self._memo_key] = (hashes, bs)
         return memo
 
@@ -85,6 +85,8 @@ class PrefixCacheScorer(Scorer):
         if total == 0:
             return dict.fromkeys([e.key for e in endpoints], 0.0)
         matches = self._match(request, endpoints)
+        if not matches:
+            return dict.fromkeys([e.key for e in endpoints], 0.0)
         return {e.key: matches.get(e.key, 0) / total for e in endpoints}
 
     def prefix_match(self, request: LLMRequest) -> tuple[dict[str, int], int] | None:
@@ -92,5 +94,5 @@ class PrefixCacheScorer(Scorer):
 
     def on_routed(self, request: LLMRequest, endpoint: Endpoint, profile: str) -> None:
         hashes, _ = self._hashes(request, [endpoint])
-        if hashes:
-            self.index.add(endpoint.key, hashes)
+        if len(hashes):
+            self.index.add(endpoint.key, hashes.all())

@@ -1,0 +1,185 @@
+"""`llmdctl up precise-prefix-cache --engine vllm`: two real vLLM pods behind the router, checked from vLLM's side.
+
+- a prefix group lands on the pod that holds the prefix: `vllm:prefix_cache_hits_total` rises there only;
+- the router's index agrees with vLLM's own KV events (prefix blocks it credits = blocks vLLM reported stored);
+- stopping one pod under load loses no request that had not started streaming.
+`PYTHONHASHSEED=42` is set in the caller's environment on purpose: llmdctl must keep it out of vLLM and hand
+the router vLLM's seed explicitly, or every hash would disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from vllm_harness import REPO, EventCollector, free_ports, metric
+
+pytestmark = pytest.mark.vllm
+
+HITS = "vllm:prefix_cache_hits_total"
+SENTENCE = "The router sends each request to the pod that holds the longest cached prefix of its prompt. "
+
+
+def _llmdctl(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "llmdctl", *args], env=env, cwd=str(REPO), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def stack(vllm_installed: str, tiny_model: str, tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("llmdctl-home")
+    router_port, pod_port, events_port = free_ports(3)
+    env = {**os.environ, "LLMDCTL_HOME": str(home), "LLMDCTL_VLLM_VENV": str(Path(vllm_installed).parents[1]), "PYTHONHASHSEED": "42"}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    t0 = time.monotonic()
+    up = _llmdctl(["up", "precise-prefix-cache", "--engine", "vllm", "--model", tiny_model, "--replicas", "2",
+                   "--port", str(router_port), "--pod-port", str(pod_port), "--events-port", str(events_port), "--json"], env, 700)
+    state_file = home / "state.json"
+    try:
+        assert up.returncode == 0, f"llmdctl up failed ({up.returncode}):\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+        state = json.loads(state_file.read_text())
+        print(f"\nllmdctl up (2 vLLM pods + router) took {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        yield {"state": state, "home": home, "env": env, "router": state["router_url"], "model": state["model"],
+               "pods": {f"127.0.0.1:{p['port']}": p for p in state["pods"]}}
+    finally:
+        down = _llmdctl(["down"], env, 120)
+        # backstop: no vLLM process may outlive the module, whatever `down` did
+        if state_file.exists():
+            for comp in json.loads(state_file.read_text()).get("components", []):
+                if comp.get("pid"):
+                    try:
+                        os.killpg(comp["pid"], signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+        assert down.returncode == 0, down.stderr
+
+
+def _complete(client: httpx.Client, stack: dict, prompt: str, max_tokens: int = 4, **extra) -> httpx.Response:
+    r = client.post(stack["router"] + "/v1/completions", json={"model": stack["model"], "prompt": prompt, "max_tokens": max_tokens, **extra})
+    assert r.status_code == 200, r.text
+    return r
+
+
+def _hits(stack: dict, client: httpx.Client) -> dict[str, float]:
+    return {key: metric(f"http://{key}", HITS, client) for key in stack["pods"]}
+
+
+def test_prefix_group_lands_on_the_pod_holding_it(stack) -> None:
+    with httpx.Client(timeout=120) as client:
+        for group in ("alpha", "beta"):
+            prefix = f"System prompt of group {group}. " + SENTENCE * 8  # ~8 blocks of 32 tokens
+            before = _hits(stack, client)
+            served = [_complete(client, stack, prefix + f"Question {i} of {group}?").headers["x-llmd-endpoint"] for i in range(4)]
+            after = _hits(stack, client)
+            assert len(set(served)) == 1, f"group {group} was scattered over {served}"
+            holder = served[0]
+            other = next(k for k in stack["pods"] if k != holder)
+            # requests 2..4 hit the shared prefix (>= 4 full blocks each) on the holder, nothing on the other pod
+            assert after[holder] - before[holder] >= 3 * 4 * 32, (group, before, after)
+            assert after[other] == before[other], (group, before, after)
+
+
+def _decision(router: str, client: httpx.Client, request_id: str | None = None, timeout_s: float = 10.0) -> dict:
+    """The latest routing decision from the router's SSE stream (history=1)."""
+    deadline = time.monotonic() + timeout_s
+    with client.stream("GET", router + "/debug/decisions?history=20", timeout=timeout_s) as r:
+        found = None
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                doc = json.loads(line[5:].strip())
+                if request_id is None or doc.get("request_id") == request_id:
+                    found = doc
+            elif found is not None or time.monotonic() > deadline:
+                break
+            if found is not None and line == "":
+                break
+    assert found is not None, "no decision on /debug/decisions"
+    return found
+
+
+def test_router_index_agrees_with_vllm_events(stack) -> None:
+    from kvtiers.hashing import DEFAULT_SEED, BlockHasher, to_event_hash
+
+    collectors = {key: EventCollector(pod["kv_events"]) for key, pod in stack["pods"].items()}
+    try:
+        time.sleep(0.5)  # subscriptions reach vLLM's publishers
+        with httpx.Client(timeout=120) as client:
+            prefix = "Index check. " + SENTENCE * 6
+            first = _complete(client, stack, prefix + "First?", return_token_ids=True)
+            holder = first.headers["x-llmd-endpoint"]
+            time.sleep(1.0)  # vLLM publishes after the step; the router indexes on arrival
+            before = _hits(stack, client)
+            second = _complete(client, stack, prefix + "Second, different ending?", return_token_ids=True)
+            after = _hits(stack, client)
+            decision = _decision(stack["router"], client)
+        doc = second.json()
+        ids = doc.get("prompt_token_ids") or doc["choices"][0].get("prompt_token_ids")
+        assert ids, f"vLLM returned no prompt_token_ids: {doc}"
+        hashes = [to_event_hash(d) for d in BlockHasher(32, "sha256", DEFAULT_SEED).hash_blocks(ids)]
+        credited = {c["endpoint"]: c["prefix_match_blocks"] for c in decision["candidates"]}
+        for key, col in collectors.items():
+            held = col.stored_hashes()
+            vllm_blocks = next((i for i, h in enumerate(hashes) if h not in held), len(hashes))
+            assert credited.get(key, 0) == vllm_blocks, f"router credits {key} with {credited.get(key)} blocks; vLLM's events say {vllm_blocks}"
+        assert second.headers["x-llmd-endpoint"] == holder == decision["chosen"]["decode"]
+        assert credited[holder] >= 6
+        # and vLLM itself served exactly those blocks from cache
+        assert after[holder] - before[holder] == credited[holder] * 32
+    finally:
+        for col in collectors.values():
+            col.close()
+
+
+def test_stopping_one_pod_under_load_loses_no_unstarted_request(stack) -> None:
+    total, concurrency = 24, 4
+    outcomes: list[dict] = [{} for _ in range(total)]
+    killed = threading.Event()
+    done_count = [0]
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        rec = outcomes[i]
+        rec["kill_before_start"] = killed.is_set()
+        body = {"model": stack["model"], "prompt": f"Load {i % 3}. " + SENTENCE * 3 + f"item {i}", "max_tokens": 24, "ignore_eos": True, "stream": True}
+        try:
+            with httpx.Client(timeout=120) as client, client.stream("POST", stack["router"] + "/v1/completions", json=body) as r:
+                rec["status"] = r.status_code
+                rec["endpoint"] = r.headers.get("x-llmd-endpoint")
+                chunks = 0
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        chunks += 1
+                        rec["started"] = True
+                    if line == "data: [DONE]":
+                        rec["ok"] = r.status_code == 200 and chunks > 0
+        except httpx.HTTPError as exc:
+            rec["error"] = repr(exc)
+        with lock:
+            done_count[0] += 1
+
+    victim = None
+    with ThreadPoolExecutor(concurrency) as pool:
+        futures = [pool.submit(one, i) for i in range(total)]
+        deadline = time.monotonic() + 120
+        while done_count[0] < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        victim = next(c for c in stack["state"]["components"] if c["kind"] == "vllm")
+        os.killpg(victim["pid"], signal.SIGKILL)
+        killed.set()
+        for f in futures:
+            f.result(timeout=300)
+    victim_key = f"127.0.0.1:{victim['ports'][0]}"
+    lost = [(i, r) for i, r in enumerate(outcomes) if not r.get("ok")]
+    unstarted_lost = [(i, r) for i, r in lost if not r.get("started")]
+    assert not unstarted_lost, f"requests lost before they started streaming: {unstarted_lost}"
+    after_kill = [r for r in outcomes if r["kill_before_start"]]
+    assert after_kill and all(r.get("ok") and r.get("endpoint") != victim_key for r in after_kill), after_kill
