@@ -24,22 +24,39 @@ LAZY: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
     "router": ((("router_lite.cli", "app"),), "The router / endpoint picker (router_lite): serve with an EndpointPickerConfig."),
     "engine": ((("llmdctl.engines.cli", "engine_app"), ("llmdctl.commands.engine", "app")), "Real inference engines: install vLLM into its own environment, check it."),
     "model": ((("llmdctl.engines.cli", "model_app"), ("llmdctl.commands.model", "app")), "Local models for real engines: build a tiny offline model."),
-    "render": ((("llmdctl.k8s.cli", "render"), ("llmdctl.commands.render", "render"), ("llmdctl.render", "render")), "Render Kubernetes objects for a profile (kind or a cloud cluster)."),
-    "doctor": ((("llmdctl.k8s.cli", "doctor"), ("llmdctl.commands.doctor", "doctor"), ("llmdctl.doctor", "doctor")), "Check prerequisites (docker, kind, kubectl, GPU, ports, vLLM) and say how to fix them."),
+    "render": ((("llmdctl.commands.render", "render"), ("llmdctl.k8s.cli", "render"), ("llmdctl.render", "render")), "Render Kubernetes objects for a profile (kind or a cloud cluster)."),
+    "doctor": ((("llmdctl.commands.doctor", "doctor"), ("llmdctl.k8s.cli", "doctor"), ("llmdctl.doctor", "doctor")), "Check prerequisites (docker, kind, kubectl, GPU, ports, vLLM) and say how to fix them."),
     "bench": ((("llmdctl.bench.cli", "app"), ("llmdctl.commands.bench", "app")), "Benchmarks against the running stack; JSON and plots."),
     "demo": ((("llmdctl.demo.cli", "app"), ("llmdctl.commands.demo", "app")), "Scripted demos of llm-d's well-lit paths."),
     "plan": ((("llmdctl.plan.cli", "app"), ("llmdctl.commands.plan", "app")), "Offline planning on a virtual clock: many engines, the real scheduler."),
 }
 
 
+def _module_exists(module: str) -> bool:
+    """Whether `module` is installed, found on disk without importing its parent packages (they may be heavy)."""
+    from pathlib import Path
+
+    top, _, rest = module.partition(".")
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    if not rest:
+        return True
+    for root in spec.submodule_search_locations or []:
+        base = Path(root, *rest.split("."))
+        if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file():
+            return True
+    return False
+
+
 def _find(name: str) -> tuple[str, str] | None:
     """The first candidate module of a lazy command that exists (without importing it)."""
     for module, attr in LAZY[name][0]:
-        try:
-            if importlib.util.find_spec(module) is not None:
-                return module, attr
-        except (ImportError, ValueError):
-            continue
+        if _module_exists(module):
+            return module, attr
     return None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import sys
@@ -132,6 +133,18 @@ class _Tracked:
         self.finished = False
 
 
+def public_host(host: str) -> str:
+    """The address others reach this pod at: the bind host, or $POD_IP (else the hostname's) for a wildcard."""
+    if host not in ("0.0.0.0", "::", ""):
+        return host
+    if os.environ.get("POD_IP"):
+        return os.environ["POD_IP"]
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
 def _ints(hashes: list[Any] | None) -> list[Any]:
     return [to_event_hash(h, True) if isinstance(h, (bytes, bytearray)) else h for h in (hashes or [])]
 
@@ -151,7 +164,8 @@ class Pod:
         self.clock: Any = InstantClock() if cfg.time_scale == 0 else ScaledClock(cfg.time_scale)
         self.max_model_len = self.engine.config.max_model_len
         self.served = ServedModel(cfg.model, self.max_model_len, tokenizer)
-        self.engine_id = f"sim-{cfg.host}-{self.port}"
+        self.public_host = public_host(cfg.host)
+        self.engine_id = f"sim-{self.public_host}-{self.port}"
         stats = self.engine.stats()
         self.metrics = PodMetrics(
             cfg.model,
@@ -174,7 +188,7 @@ class Pod:
         if cfg.kv_events_endpoint:
             self.publisher = KVEventPublisher(
                 offset_endpoint(cfg.kv_events_endpoint, self.offset),
-                render_topic(cfg.kv_events_topic, cfg.host, self.port, cfg.model, rank, index),
+                render_topic(cfg.kv_events_topic, self.public_host, self.port, cfg.model, rank, index),
                 form=cfg.kv_events_form,  # type: ignore[arg-type]
                 int_hashes=cfg.kv_events_int_hashes,
                 data_parallel_rank=rank,
@@ -414,8 +428,9 @@ class Pod:
         if not runs or not runs[0].plan.prefill_only:
             return None
         last = results[0][1]
+        block_ids = last.block_ids if last.block_ids is not None else _ints(last.block_hashes)
         return pd.prefill_response_params(
-            last.block_ids if last.block_ids is not None else _ints(last.block_hashes), engine_id=self.engine_id, host=self.cfg.host, port=self.port,
+            block_ids, engine_id=self.engine_id, host=self.public_host, port=self.port,
             tp_size=self.cfg.tp, request_id=runs[0].request_id,
         )
 

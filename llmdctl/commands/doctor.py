@@ -7,11 +7,12 @@ from typing import Optional
 
 import typer
 
-HELP = """Check the prerequisites of every target and say how to fix what is missing: Python, the docker
+_HELP = """Check the prerequisites of every target and say how to fix what is missing: Python, the docker
 daemon, kind and kubectl (versions), a kubeconfig, the NVIDIA driver and container toolkit (GPU
 passthrough to kind, nvkind's way), free ports, the vLLM engine environment and the offline Kubernetes
 schemas. Ends with which targets are ready. Exit status 1 when --target is given and that target is not
 ready, else 0."""
+HELP = "\n\n".join(" ".join(par.split()) for par in _HELP.split("\n\n"))  # one flowing paragraph each in --help
 
 
 def doctor(

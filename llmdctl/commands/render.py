@@ -9,7 +9,7 @@ import typer
 
 from llmdctl.commands import fail
 
-HELP = """Render a profile as Kubernetes objects: model-server Deployments and Services, the router
+_HELP = """Render a profile as Kubernetes objects: model-server Deployments and Services, the router
 (Deployment, Service, EndpointPickerConfig ConfigMap, least-privilege ServiceAccount/Role/RoleBinding) and an
 InferencePool; with --gateway also llm-d's upstream endpoint picker, a Gateway and an HTTPRoute.
 
@@ -18,6 +18,7 @@ Every object is validated strictly before it is written: core kinds against the 
 (`llmdctl render P | kubectl apply --server-side -f -`). With -o DIR: DIR/manifests/ (numbered files in
 apply order), DIR/crds/, and for --target kind also DIR/kind-cluster.yaml, DIR/commands.sh (every command
 `llmdctl up --target kind` runs) and DIR/image/ (the image build context)."""
+HELP = "\n\n".join(" ".join(par.split()) for par in _HELP.split("\n\n"))  # one flowing paragraph each in --help
 
 
 def render(

@@ -116,8 +116,7 @@ def _matches(labels: dict[str, str], selector: str | None) -> bool:
 class RecordingClient:
     """An in-memory API server: records calls; Deployments/DaemonSets gain one ready replica per `get`.
 
-    `ready_after` polls to become fully ready (per workload), `never_ready` names workloads that never do,
-    `gpus` is what nodes advertise as nvidia.com/gpu.
+    `never_ready` names workloads that never become ready; `gpus` is what nodes advertise as nvidia.com/gpu.
     """
 
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)

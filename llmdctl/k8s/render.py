@@ -265,7 +265,8 @@ def model_server_objects(profile: Profile, pool: PoolSpec, opts: RenderOptions, 
         volumes = [{"name": "run", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}, {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
         # vLLM's image writes caches in places (triton, torch inductor, flashinfer) that move between releases.
         read_only_root, startup_failures = False, 360  # up to 30 min for a download + load
-        runtime_class = opts.runtime_class or ("nvidia" if opts.gpus else None)
+        # kind --gpus registers the nvidia handler itself; cloud clusters run GPU pods on their default runtime
+        runtime_class = opts.runtime_class or ("nvidia" if opts.gpus and opts.target == "kind" else None)
     elif engine == "sim":
         image, command, args = opts.image, ["python", "-m", "sim_gpu", "serve"], sim_args(profile, pool)
         resources = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}

@@ -238,6 +238,15 @@ def _up(profile: Profile, target: str, opts: K8sOptions, console: Console) -> in
             for line in missing:
                 console.print(f"[red]missing:[/red] {line}")
             return 2
+    prior = load_state()
+    if prior:
+        same = prior.get("target") == target and prior.get("stack") == rendered.stack and (
+            prior.get("cluster") == opts.cluster if target == "kind" else prior.get("context") == opts.context)
+        if not same:
+            raise K8sError(f"a Kubernetes stack is already recorded ({prior.get('profile')} on {prior.get('target')}, "
+                           f"{prior.get('cluster') or prior.get('context') or 'current context'}); run `llmdctl down` first")
+        stop_port_forward(prior.get("port_forward_pid"))  # ours; `up` again re-applies and forwards anew
+        time.sleep(0.2)
     work = home_dir() / "k8s" / (opts.cluster if target == "kind" else rendered.stack)
     runner = opts.runner or SubprocessRunner(work)
     router_service = dns_label(f"{rendered.stack}-router", 55)

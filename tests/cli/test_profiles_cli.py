@@ -17,12 +17,38 @@ def test_version_and_help(cli):
     assert r.code == 0 and r.out.strip() == f"llmdctl {__version__}"
     r = cli("--help")
     assert r.code == 0
-    for command in ("up", "down", "status", "logs", "profiles"):
-        assert command in r.out
-    for sub in (["up"], ["down"], ["status"], ["logs"], ["profiles"], ["profiles", "list"], ["profiles", "show"]):
-        r = cli(*sub, "--help")
-        assert r.code == 0, (sub, r.err)
-        assert "Usage" in r.out
+    for command in ("up", "down", "status", "logs", "profiles", "sim", "router"):
+        assert f" {command} " in r.out, command
+
+
+def test_every_subcommand_has_help():
+    from typer.testing import CliRunner
+
+    from llmdctl.cli import app
+
+    runner = CliRunner()
+    for sub in (["up"], ["down"], ["status"], ["logs"], ["profiles"], ["profiles", "list"], ["profiles", "show"], ["sim", "serve"], ["router", "serve"]):
+        r = runner.invoke(app, [*sub, "--help"], env={"COLUMNS": "200"})
+        assert r.exit_code == 0, (sub, r.output)
+        assert "Usage" in r.output and "--help" in r.output
+
+
+def test_help_does_not_import_optional_parts():
+    """`llmdctl --help` lists the sub-apps of the simulator, router, Kubernetes and engines without importing them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contextlib, io\n"
+        "from llmdctl.cli import app\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+        "    app(['--help'])\n"
+        "assert ' sim ' in out.getvalue() and ' router ' in out.getvalue(), out.getvalue()\n"
+        "print(','.join(m for m in ('sim_gpu.server', 'sim_gpu.cli', 'router_lite.server', 'router_lite.config', 'llmdctl.k8s', 'llmdctl.engines', 'httpx', 'llmdctl.local.stack') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
 
 
 def test_profiles_list_json_has_every_shipped_profile_valid(cli):

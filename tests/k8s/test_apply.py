@@ -11,7 +11,7 @@ from llmdctl.k8s import apply, target
 from llmdctl.k8s.apply import K8sError, RecordingClient, apply_objects, delete_stack, wait_rollouts
 from llmdctl.k8s.render import APPLY_ORDER, RenderOptions, render, stack_selector
 
-from k8s_profiles import built_profiles
+from tests.k8s.k8s_profiles import built_profiles
 
 
 @pytest.fixture(autouse=True)
@@ -160,3 +160,12 @@ def test_stop_port_forward_never_kills_a_stranger():
 
     assert target.stop_port_forward(os.getpid()) is False  # our own pid: not a port-forward
     assert target.stop_port_forward(None) is False
+
+
+def test_up_again_is_idempotent_and_another_stack_is_refused(home):
+    console, out = _console()
+    opts = {"runner": target.RecordingRunner(outputs={"kind get clusters": "c1"}), "client": RecordingClient(), "cluster": "c1"}
+    assert target.up(built_profiles()["aggregated"], "kind", opts, console) == 0
+    assert target.up(built_profiles()["aggregated"], "kind", opts, console) == 0
+    assert target.up(built_profiles()["pd"], "kind", {**opts, "cluster": "c2"}, console) == 1
+    assert "already recorded (t-agg on kind, c1); run `llmdctl down` first" in out.getvalue()

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
-from k8s_profiles import make_profile
+from tests.k8s.k8s_profiles import make_profile
 
 
 def _why_not() -> str | None:

@@ -7,7 +7,7 @@ import pytest
 from llmdctl.k8s.render import MANAGED_BY, STACK_LABEL, RenderOptions, render
 from llmdctl.profile import list_profiles, load_profile
 
-from k8s_profiles import built_profiles
+from tests.k8s.k8s_profiles import built_profiles
 
 CASES = [(k, p) for k, p in built_profiles().items()]
 READ = {"get", "list", "watch"}

@@ -12,7 +12,7 @@ from llmdctl.k8s.render import RenderError, RenderOptions, render
 from llmdctl.k8s.validate import DEFAULT_K8S_VERSION, check_version, supported_versions, validate_object, validate_objects
 from llmdctl.profile import list_profiles, load_profile
 
-from k8s_profiles import built_profiles, make_profile
+from tests.k8s.k8s_profiles import built_profiles, make_profile
 
 SHIPPED = [p.stem for p in list_profiles()]
 EXPECTED = {"inference-scheduling", "precise-prefix-cache", "pd-disaggregation", "wide-ep", "kv-offload", "round-robin"}
@@ -158,3 +158,11 @@ def test_pods_are_locked_down():
                 if c["image"].startswith("llmdctl:"):
                     assert sc["readOnlyRootFilesystem"] is True
                     assert {m["mountPath"] for m in c["volumeMounts"]} & {"/tmp", "/var/lib/llmd"}
+
+
+def test_shipped_crds_are_the_reference_ones(fixtures_dir):
+    from llmdctl.k8s.validate import crds_dir
+
+    shipped = {p.name: p.read_bytes() for p in crds_dir().glob("*.yaml")}
+    reference = {p.name: p.read_bytes() for p in (fixtures_dir / "crds").glob("*.yaml")}
+    assert shipped == reference and len(shipped) == 4

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from conftest import free_port_block
+from tests.conftest import free_port_block
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "sim-model"

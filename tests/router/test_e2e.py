@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from procs import APPROX_CONFIG, MODEL, PRECISE_CONFIG, ROUND_ROBIN_CONFIG, router, sim_group, sim_pods, wait_until, words
+from tests.router.procs import APPROX_CONFIG, MODEL, PRECISE_CONFIG, ROUND_ROBIN_CONFIG, router, sim_group, sim_pods, wait_until, words
 
 pytestmark = pytest.mark.timeout(180)
 

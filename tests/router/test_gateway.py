@@ -10,7 +10,7 @@ import httpx
 import pytest
 import yaml
 
-from procs import MODEL, PRECISE_CONFIG, ROUND_ROBIN_CONFIG, router, sim_pods, wait_until, words
+from tests.router.procs import MODEL, PRECISE_CONFIG, ROUND_ROBIN_CONFIG, router, sim_pods, wait_until, words
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -164,7 +164,7 @@ def test_api_key_guards_the_api(pods):
 
 
 def test_no_healthy_endpoint_is_503():
-    from conftest import free_port_block
+    from tests.conftest import free_port_block
 
     dead = free_port_block(2)
     entries = [{"address": f"127.0.0.1:{dead}"}, {"address": f"127.0.0.1:{dead + 1}"}]

@@ -12,7 +12,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from conftest import free_port
+from tests.conftest import free_port
 from kvtiers.kvevents import BlockStored, KVEventBatch, decode_frames, encode_frames
 from router_lite.datalayer import EndpointSpec, KVEventsSpec
 from router_lite.kv_subscriber import KVEventSubscriber

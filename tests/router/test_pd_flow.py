@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from procs import MODEL, router, sim_group, words
+from tests.router.procs import MODEL, router, sim_group, words
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -40,16 +40,17 @@ class SimServer:
 def wait_healthy(urls: list[str], proc: subprocess.Popen, timeout: float = 15.0, expect: int = 200) -> None:
     deadline = time.monotonic() + timeout
     pending = list(urls)
-    while pending and time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sim server exited with {proc.returncode}")
-        try:
-            if httpx.get(pending[0] + "/health", timeout=1.0).status_code == expect:
-                pending.pop(0)
-                continue
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.02)
+    with httpx.Client(timeout=1.0) as client:
+        while pending and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"sim server exited with {proc.returncode}")
+            try:
+                if client.get(pending[0] + "/health").status_code == expect:
+                    pending.pop(0)
+                    continue
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
     if pending:
         raise RuntimeError(f"sim server not healthy at {pending[0]} within {timeout}s")
 

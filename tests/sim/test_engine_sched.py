@@ -261,3 +261,16 @@ def test_clock_sleep_semantics():
         VirtualClock().advance(-1)
     with pytest.raises(ValueError):
         ScaledClock(speed=0)
+
+
+def test_moe_wide_ep_engine_runs_and_network_shows_in_itl():
+    def itl(network: str) -> float:
+        lat = LatencyModel.from_names("H200", "DeepSeek-R1", tp=1, ep=32, network=network)
+        eng = SimEngine(EngineConfig(latency=lat, block_size=64, max_model_len=8192))
+        assert eng.num_gpu_blocks > 1000  # capacity from 140 GiB minus 1/32 of the experts, MLA latents
+        for i in range(64):
+            eng.add_request(EngineRequest(f"r{i}", list(range(i, i + 1000)), 20))
+        seen = run(eng)
+        return max((r["end"] - r["ttft"]) / 19 for r in seen.values())
+
+    assert itl("tcp-25g") > 1.3 * itl("rdma-400g")

@@ -15,6 +15,8 @@ from kvtiers import AllBlocksCleared, BlockRemoved, BlockStored, decode_frames
 from tests.conftest import free_port_block
 from tests.sim.simproc import sim_server
 
+_client = httpx.Client(timeout=20)
+
 
 def _sub_bind(n: int = 1) -> tuple[zmq.Socket, str]:
     """A SUB socket bound on `n` consecutive loopback ports (pod i connects to port + i); the first endpoint."""
@@ -54,7 +56,7 @@ def _warm_up(sub: zmq.Socket, base: str) -> None:
     deadline = time.monotonic() + 10
     salt = uuid.uuid4().hex
     while time.monotonic() < deadline:
-        httpx.post(base + "/v1/completions", timeout=10,
+        _client.post(base + "/v1/completions", timeout=10,
                    json={"prompt": list(range(3, 3 + 32)), "max_tokens": 1, "cache_salt": salt})
         if sub.poll(300):
             _drain(sub, first_ms=300)
@@ -72,7 +74,7 @@ def test_connect_mode_two_pods_topics_and_sequences():
             _warm_up(sub, s.url(0))
             _warm_up(sub, s.url(1))
             for i in (0, 1):
-                httpx.post(s.url(i) + "/v1/completions", json={"prompt": list(range(50, 82)), "max_tokens": 1},
+                _client.post(s.url(i) + "/v1/completions", json={"prompt": list(range(50, 82)), "max_tokens": 1},
                            timeout=10)
             msgs = _drain_events(sub, 2)
             by_topic = {t: (seq, batch) for t, seq, batch in msgs}
@@ -104,7 +106,7 @@ def test_bind_mode_data_parallel_ranks(tmp_path):
                 subs.append(sub)
             for rank, sub in enumerate(subs):
                 _warm_up(sub, s.url(rank))
-                httpx.post(s.url(rank) + "/v1/completions", json={"prompt": list(range(9, 41)), "max_tokens": 1},
+                _client.post(s.url(rank) + "/v1/completions", json={"prompt": list(range(9, 41)), "max_tokens": 1},
                            timeout=10)
                 (topic, _seq, batch), *_ = _drain(sub)
                 assert topic == f"kv@127.0.0.1:{s.ports[rank]}@sim-model-rank{rank}"
@@ -145,20 +147,20 @@ def test_real_vllm_capture_end_to_end(capture, label):
             # slow joiner: the first request's events must not be lost, so wait for a probe round trip first,
             # then clear the probe's blocks (its AllBlocksCleared goes out with the next step, see below).
             _warm_up(sub, s.base)
-            assert httpx.post(s.base + "/reset_prefix_cache", timeout=5).status_code == 200
+            assert _client.post(s.base + "/reset_prefix_cache", timeout=5).status_code == 200
             pending_clear = True
             topic_seen = None
             last_seq = None
             for step in entry["steps"]:
                 if step["request"] is None:
-                    assert httpx.post(s.base + "/reset_prefix_cache", timeout=5).status_code == 200
+                    assert _client.post(s.base + "/reset_prefix_cache", timeout=5).status_code == 200
                     continue
                 body = {"model": "tinyllama", "prompt": step["prompt_token_ids"],
                         "max_tokens": len(step["output_token_ids"]), "ignore_eos": True, "return_token_ids": True,
                         "sim_output_token_ids": step["output_token_ids"]}
                 if step["request"].get("cache_salt"):
                     body["cache_salt"] = step["request"]["cache_salt"]
-                r = httpx.post(s.base + "/v1/completions", json=body, timeout=20)
+                r = _client.post(s.base + "/v1/completions", json=body, timeout=20)
                 assert r.status_code == 200, r.text
                 assert r.json()["choices"][0]["token_ids"] == step["output_token_ids"]
                 want = [_canon(e) for m in step["messages"] for e in _events(m["frames_b64"])]

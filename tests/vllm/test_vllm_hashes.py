@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 
-from vllm_harness import EventCollector
+from tests.vllm.vllm_harness import EventCollector
 
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 
 
 def _wait_for(predicate, timeout_s: float = 10.0) -> bool:
@@ -47,31 +47,41 @@ def test_block_hashes_equal_real_vllm_with_explicit_seed(vllm_pair) -> None:
         collector.close()
 
 
-def test_simulator_engine_hashes_equal_real_vllm(vllm_pair) -> None:
-    """sim_gpu's engine, fed the same token ids with the same seed, publishes the same block hashes."""
-    try:
-        from sim_gpu.engine import block_hashes_for as sim_hashes  # type: ignore[attr-defined]
-    except ImportError:
-        from kvtiers.hashing import BlockHasher, to_event_hash
+def test_simulator_events_equal_real_vllm_events(vllm_pair, tmp_path) -> None:
+    """sim_gpu (a real simulator process, same block size and PYTHONHASHSEED) and real vLLM, fed the same token
+    ids, publish the same stored blocks: hashes, parents, token lists, in the same order."""
+    import sys
 
-        def sim_hashes(ids, block_size, seed):  # the simulator hashes through kvtiers.hashing
-            return [to_event_hash(d) for d in BlockHasher(block_size, "sha256", seed).hash_blocks(ids)]
+    from vllm_harness import REPO, free_ports, kill_group, spawn, wait_healthy
 
+    port, zport = free_ports(2)
+    argv = [sys.executable, "-m", "sim_gpu", "serve", "--host", "127.0.0.1", "--port", str(port), "--model", "tiny",
+            "--block-size", str(vllm_pair.block_size), "--num-gpu-blocks", "256", "--hash-seed", vllm_pair.hash_seed,
+            "--kv-events-endpoint", f"tcp://*:{zport}", "--time-scale", "0"]
+    sim = spawn("sim", argv, {**__import__("os").environ, "PYTHONPATH": str(REPO)}, tmp_path / "sim.log", f"http://127.0.0.1:{port}")
     pod = vllm_pair.pods[1]
-    collector = EventCollector(pod.kv_events_endpoint)
+    real_events, sim_events = EventCollector(pod.kv_events_endpoint), EventCollector(f"tcp://127.0.0.1:{zport}")
     try:
+        wait_healthy([sim], timeout_s=60)
         time.sleep(0.5)
         rng = random.Random(11)
         prefix = [rng.randrange(10, 2000) for _ in range(2 * vllm_pair.block_size)]
-        for tail in range(2):
-            ids = prefix + [rng.randrange(10, 2000) for _ in range(vllm_pair.block_size)]
-            r = httpx.post(pod.url + "/v1/completions", json={"model": "tiny", "prompt": ids, "max_tokens": 1}, timeout=60)
-            assert r.status_code == 200, r.text
-            want = sim_hashes(ids, vllm_pair.block_size, vllm_pair.hash_seed)
-            assert _wait_for(lambda: set(want) <= collector.stored_hashes()), f"block hashes differ for request {tail}"
-        stored = [ev for ev in collector.events if type(ev).__name__ == "BlockStored"]
-        # the second request shares 2 blocks: vLLM stores only its third block, chained to the shared second
-        assert len(stored) == 2 and len(stored[1].block_hashes) == 1
-        assert stored[1].parent_block_hash == stored[0].block_hashes[1]
+        prompts = [prefix + [rng.randrange(10, 2000) for _ in range(vllm_pair.block_size + 3)] for _ in range(2)]
+        for ids in prompts:
+            for url in (pod.url, sim.url):
+                r = httpx.post(url + "/v1/completions", json={"model": "tiny", "prompt": ids, "max_tokens": 1}, timeout=60)
+                assert r.status_code == 200, r.text
+
+        def stored(col):
+            return [(ev.block_hashes, ev.parent_block_hash, ev.token_ids) for ev in col.events if type(ev).__name__ == "BlockStored"]
+
+        assert _wait_for(lambda: len(stored(real_events)) >= 2 and len(stored(sim_events)) >= 2)
+        time.sleep(0.5)
+        assert stored(sim_events) == stored(real_events)
+        # the second prompt shares 2 blocks: only its third block is stored, chained to the shared second block
+        second = stored(real_events)[1]
+        assert len(second[0]) == 1 and second[1] == stored(real_events)[0][0][1]
     finally:
-        collector.close()
+        real_events.close()
+        sim_events.close()
+        kill_group(sim, grace_s=5)

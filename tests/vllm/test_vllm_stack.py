@@ -22,9 +22,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from vllm_harness import REPO, EventCollector, free_ports, metric
+from tests.vllm.vllm_harness import REPO, EventCollector, free_ports, metric
 
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 
 HITS = "vllm:prefix_cache_hits_total"
 SENTENCE = "The router sends each request to the pod that holds the longest cached prefix of its prompt. "
@@ -63,8 +63,9 @@ def stack(vllm_installed: str, tiny_model: str, tmp_path_factory: pytest.TempPat
         assert down.returncode == 0, down.stderr
 
 
-def _complete(client: httpx.Client, stack: dict, prompt: str, max_tokens: int = 4, **extra) -> httpx.Response:
-    r = client.post(stack["router"] + "/v1/completions", json={"model": stack["model"], "prompt": prompt, "max_tokens": max_tokens, **extra})
+def _complete(client: httpx.Client, stack: dict, prompt: str, max_tokens: int = 4, request_id: str | None = None, **extra) -> httpx.Response:
+    headers = {"x-request-id": request_id} if request_id else {}
+    r = client.post(stack["router"] + "/v1/completions", json={"model": stack["model"], "prompt": prompt, "max_tokens": max_tokens, **extra}, headers=headers)
     assert r.status_code == 200, r.text
     return r
 
@@ -88,22 +89,18 @@ def test_prefix_group_lands_on_the_pod_holding_it(stack) -> None:
             assert after[other] == before[other], (group, before, after)
 
 
-def _decision(router: str, client: httpx.Client, request_id: str | None = None, timeout_s: float = 10.0) -> dict:
-    """The latest routing decision from the router's SSE stream (history=1)."""
+def _decision(router: str, client: httpx.Client, request_id: str, timeout_s: float = 10.0) -> dict:
+    """The router's decision for `request_id`, from the recent history on its SSE stream."""
     deadline = time.monotonic() + timeout_s
-    with client.stream("GET", router + "/debug/decisions?history=20", timeout=timeout_s) as r:
-        found = None
+    with client.stream("GET", router + "/debug/decisions?history=50", timeout=timeout_s) as r:
         for line in r.iter_lines():
             if line.startswith("data:"):
                 doc = json.loads(line[5:].strip())
-                if request_id is None or doc.get("request_id") == request_id:
-                    found = doc
-            elif found is not None or time.monotonic() > deadline:
+                if doc.get("request_id") == request_id:
+                    return doc
+            if time.monotonic() > deadline:
                 break
-            if found is not None and line == "":
-                break
-    assert found is not None, "no decision on /debug/decisions"
-    return found
+    raise AssertionError(f"no decision for request {request_id} on /debug/decisions")
 
 
 def test_router_index_agrees_with_vllm_events(stack) -> None:
@@ -118,9 +115,9 @@ def test_router_index_agrees_with_vllm_events(stack) -> None:
             holder = first.headers["x-llmd-endpoint"]
             time.sleep(1.0)  # vLLM publishes after the step; the router indexes on arrival
             before = _hits(stack, client)
-            second = _complete(client, stack, prefix + "Second, different ending?", return_token_ids=True)
+            second = _complete(client, stack, prefix + "Second, different ending?", request_id="index-check-2", return_token_ids=True)
             after = _hits(stack, client)
-            decision = _decision(stack["router"], client)
+            decision = _decision(stack["router"], client, "index-check-2")
         doc = second.json()
         ids = doc.get("prompt_token_ids") or doc["choices"][0].get("prompt_token_ids")
         assert ids, f"vLLM returned no prompt_token_ids: {doc}"

@@ -1,0 +1,219 @@
+"""The router's cost on the request path: added latency and max sustained requests/s, router vs direct.
+
+One simulated pod at time scale 0 (instant steps: what remains is HTTP and Python), a router process in
+front of it. The same client (httpx, one process) measures:
+  - latency: sequential non-streaming completions (max_tokens 1), p50/p99, direct and routed;
+  - throughput: a closed loop of C concurrent clients for a bounded number of requests, direct and routed;
+  - decision time: the scheduler time the router reports for the routed requests (decision stream).
+Both profiles are run through the router: the default (queue + kv-cache + approximate prefix) and precise
+(adds tokenization through the pod's /tokenize and block hashing). Figures depend on the machine; on a
+shared 2-core box the client, router and pod compete for the same cores, which is the pessimistic case.
+
+    python bench/bench_router.py [--requests 400] [--concurrency 16] [--load-requests 1500] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "sim-model"
+
+PRECISE = """
+apiVersion: llm-d.ai/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+  - type: precise-prefix-cache-scorer
+  - type: queue-scorer
+  - type: kv-cache-utilization-scorer
+schedulingProfiles:
+  - name: default
+    plugins:
+      - {pluginRef: precise-prefix-cache-scorer, weight: 3}
+      - {pluginRef: queue-scorer, weight: 1}
+      - {pluginRef: kv-cache-utilization-scorer, weight: 1}
+"""
+
+
+def free_ports(n: int) -> int:
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n < 65000:
+            try:
+                socks = [socket.socket() for _ in range(n)]
+                for i, sk in enumerate(socks):
+                    sk.bind(("127.0.0.1", base + i))
+                return base
+            except OSError:
+                continue
+            finally:
+                for sk in socks:
+                    sk.close()
+    raise RuntimeError("no free ports")
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=0.5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} not up after {timeout}s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+async def sequential(url: str, n: int) -> list[float]:
+    body = {"model": MODEL, "prompt": "the router's added latency " * 8, "max_tokens": 1}
+    out = []
+    async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+        for _ in range(20):  # warm connections and caches
+            await c.post("/v1/completions", json=body)
+        for i in range(n):
+            body["prompt"] = f"request {i} " + "the router's added latency " * 8
+            t = time.perf_counter()
+            r = await c.post("/v1/completions", json=body)
+            out.append(time.perf_counter() - t)
+            assert r.status_code == 200, r.text
+    return out
+
+
+async def closed_loop(url: str, concurrency: int, total: int) -> tuple[float, int]:
+    """(requests/s, errors) for `total` requests from `concurrency` clients."""
+    sent = 0
+    errors = 0
+
+    async def worker(c: httpx.AsyncClient) -> None:
+        nonlocal sent, errors
+        while sent < total:
+            sent += 1
+            i = sent
+            r = await c.post("/v1/completions", json={"model": MODEL, "prompt": f"load {i} " + "x y z " * 20, "max_tokens": 1})
+            if r.status_code != 200:
+                errors += 1
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
+        await asyncio.gather(*(c.post("/v1/completions", json={"model": MODEL, "prompt": "warm", "max_tokens": 1}) for _ in range(concurrency)))
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(c) for _ in range(concurrency)))
+        dt = time.perf_counter() - t0
+    return total / dt, errors
+
+
+def decision_times(url: str, n: int) -> list[float]:
+    sys.path.insert(0, str(ROOT))
+    from router_lite.decisions import iter_decisions
+
+    out = []
+    for d in iter_decisions(url, history=n, timeout_s=2):
+        out.append(d["scheduling_ms"])
+        if len(out) >= n:
+            break
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=400, help="sequential requests per latency run")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--load-requests", type=int, default=1500, help="requests per throughput run")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    pod_port = free_ports(1)
+    procs: list[subprocess.Popen] = []
+    results: dict = {"requests": args.requests, "concurrency": args.concurrency, "load_requests": args.load_requests}
+    try:
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "sim_gpu", "serve", "--port", str(pod_port), "--model", MODEL, "--time-scale", "0", "--num-gpu-blocks", "20000"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        procs.append(sim)
+        direct = f"http://127.0.0.1:{pod_port}"
+        wait_http(direct + "/health", sim)
+        lat_direct = asyncio.run(sequential(direct, args.requests))
+        rps_direct, err_direct = asyncio.run(closed_loop(direct, args.concurrency, args.load_requests))
+        results["direct"] = {"p50_ms": pct(lat_direct, 0.5) * 1e3, "p99_ms": pct(lat_direct, 0.99) * 1e3, "rps": rps_direct, "errors": err_direct}
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, config in (("default", None), ("precise", PRECISE)):
+                port = free_ports(1)
+                cmd = [sys.executable, "-m", "router_lite", "serve", "--port", str(port), "--endpoints", f"127.0.0.1:{pod_port}", "--log-level", "warning"]
+                if config:
+                    cfg = Path(tmp) / f"{name}.yaml"
+                    cfg.write_text(config)
+                    cmd += ["--config", str(cfg)]
+                t0 = time.perf_counter()
+                rp = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                procs.append(rp)
+                url = f"http://127.0.0.1:{port}"
+                wait_http(url + "/health", rp)
+                startup = time.perf_counter() - t0
+                lat = asyncio.run(sequential(url, args.requests))
+                sched = decision_times(url, 200)
+                rps, err = asyncio.run(closed_loop(url, args.concurrency, args.load_requests))
+                stop(rp)
+                results[name] = {
+                    "startup_s": startup,
+                    "p50_ms": pct(lat, 0.5) * 1e3,
+                    "p99_ms": pct(lat, 0.99) * 1e3,
+                    "added_p50_ms": (pct(lat, 0.5) - pct(lat_direct, 0.5)) * 1e3,
+                    "added_p99_ms": (pct(lat, 0.99) - pct(lat_direct, 0.99)) * 1e3,
+                    "rps": rps,
+                    "rps_vs_direct": rps / rps_direct,
+                    "errors": err,
+                    "decision_p50_ms": statistics.median(sched) if sched else None,
+                    "decision_p99_ms": pct(sched, 0.99) if sched else None,
+                }
+    finally:
+        for p in procs:
+            stop(p)
+
+    d = results["direct"]
+    print(f"router_lite overhead vs a direct pod call ({args.requests} sequential requests; {args.load_requests} at concurrency {args.concurrency})")
+    print(f"{'path':<10} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8} {'req/s':>8} {'ratio':>6} {'sched p50/p99 ms':>18} {'start s':>8}")
+    print(f"{'direct':<10} {d['p50_ms']:8.2f} {d['p99_ms']:8.2f} {'':>8} {'':>8} {d['rps']:8.0f} {1.0:6.2f}")
+    for name in ("default", "precise"):
+        r = results[name]
+        sched = f"{r['decision_p50_ms']:.3f}/{r['decision_p99_ms']:.3f}" if r["decision_p50_ms"] is not None else "-"
+        print(
+            f"{'router:' + name:<10} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['added_p50_ms']:8.2f} {r['added_p99_ms']:8.2f} "
+            f"{r['rps']:8.0f} {r['rps_vs_direct']:6.2f} {sched:>18} {r['startup_s']:8.2f}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

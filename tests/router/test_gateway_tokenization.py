@@ -1,0 +1,99 @@
+"""Tokens in, tokens out: the router's tokenizers give the ids the engine computes (local Hugging Face
+directory with a chat template, the engine's /tokenize with its cache), and a precise router over a pod
+started with the same tokenizer matches the pod's KV blocks exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.router.procs import MODEL, PRECISE_CONFIG, router, sim_pods, wait_until, words
+from router_lite.tokenization import EngineTokenizer, LocalTokenizer, RequestTokenizer, HashSettings
+from router_lite.types import LLMRequest
+
+pytestmark = pytest.mark.timeout(120)
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+
+    d = tmp_path_factory.mktemp("tok")
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"])
+    corpus = [f"the quick brown fox {i} jumps over the lazy dog number {i * 7}" for i in range(300)]
+    tok.train_from_iterator(corpus, trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    tok.save(str(d / "tokenizer.json"))
+    (d / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>", "chat_template": CHAT_TEMPLATE}))
+    return d
+
+
+def test_local_tokenizer_matches_the_pods_tokenize(tokenizer_dir):
+    local = LocalTokenizer(tokenizer_dir)
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": [{"type": "text", "text": "the lazy dog"}]}]
+    with sim_pods(1, events=False, extra=["--tokenizer", str(tokenizer_dir)]) as pod:
+        base = f"http://{pod.address()}"
+
+        async def check() -> None:
+            engine = EngineTokenizer(lambda: [base])
+            try:
+                for prompt in ("the quick brown fox 12 jumps", "über ünïcode ✓ text"):
+                    assert await local.encode_prompt(MODEL, prompt) == await engine.encode_prompt(MODEL, prompt)
+                ids = await local.encode_chat(MODEL, messages, {})
+                assert ids == await engine.encode_chat(MODEL, messages, {})
+                assert ids[0] != local.encode_text("<s>", False)[0] or ids.count(ids[0]) >= 1
+                # The cache answers a repeated prompt without a round trip.
+                before = engine.misses
+                await engine.encode_chat(MODEL, messages, {})
+                assert engine.misses == before and engine.hits >= 1
+            finally:
+                await engine.aclose()
+
+        asyncio.run(check())
+
+
+def test_request_tokenizer_hashes_like_the_engine(tokenizer_dir):
+    """Block hashes of a prompt the router tokenized equal the hashes of the blocks the pod reports."""
+    with sim_pods(1, extra=["--tokenizer", str(tokenizer_dir)]) as pod:
+        entries = pod.endpoint_entries()
+        with router(entries, PRECISE_CONFIG, ["--tokenizer", str(tokenizer_dir)]) as rt, rt.client() as c:
+            prompt = " ".join(f"the quick brown fox {i} jumps over the lazy dog" for i in range(12))
+            assert c.post("/v1/completions", json={"model": MODEL, "prompt": prompt, "max_tokens": 1}).status_code == 200
+            wait_until(lambda: c.get("/debug/endpoints").json()["indexes"]["precise"]["events"] > 0)
+            # A second request with the same prefix is matched block for block on the pod that holds it.
+            r = c.post("/v1/completions", json={"model": MODEL, "prompt": prompt + " and more", "max_tokens": 1})
+            assert r.status_code == 200
+            from router_lite.decisions import iter_decisions
+
+            last = None
+            for d in iter_decisions(rt.url, history=1, timeout_s=2):
+                last = d
+                break
+            ids = LocalTokenizer(tokenizer_dir).encode_text(prompt + " and more")
+            cand = next(x for x in last["candidates"] if x["endpoint"] == pod.address())
+            assert cand["prefix_match_blocks"] >= len(LocalTokenizer(tokenizer_dir).encode_text(prompt)) // 16
+            assert cand["prefix_match_blocks"] <= len(ids) // 16
+
+
+def test_token_id_prompts_are_used_as_given():
+    async def run() -> None:
+        rt = RequestTokenizer(None, lambda: HashSettings(4, "sha256", "vllm-none-hash"))
+        req = LLMRequest("r", MODEL)
+        await rt.prepare(req, "completions", {"model": MODEL, "prompt": list(range(10))})
+        assert req.prompt_token_ids == list(range(10)) and len(req.block_hashes) == 2
+        text_req = LLMRequest("t", MODEL)
+        await rt.prepare(text_req, "completions", {"model": MODEL, "prompt": "text needs a tokenizer"})
+        assert text_req.prompt_token_ids is None and text_req.block_hashes is None
+
+    asyncio.run(run())
