@@ -6,7 +6,8 @@ front of it. The same client (httpx, one process) measures:
   - throughput: a closed loop of C concurrent clients for a bounded number of requests, direct and routed;
   - decision time: the scheduler time the router reports for the routed requests (decision stream).
 Both profiles are run through the router: the default (queue + kv-cache + approximate prefix) and precise
-(adds tokenization through the pod's /tokenize and block hashing). Figures depend on the machine; on a
+(adds tokenization through the pod's /tokenize, one more round trip per new prompt, and block hashing), and
+precise with the router tokenizing locally (`--tokenizer builtin`, the simulator's tokenizer). Figures depend on the machine; on a
 shared 2-core box the client, router and pod compete for the same cores, which is the pessimistic case.
 
     python bench/bench_router.py [--requests 400] [--concurrency 16] [--load-requests 1500] [--json out.json]
@@ -167,13 +168,14 @@ def main() -> None:
         rps_direct, err_direct = asyncio.run(closed_loop(direct, args.concurrency, args.load_requests))
         results["direct"] = {"p50_ms": pct(lat_direct, 0.5) * 1e3, "p99_ms": pct(lat_direct, 0.99) * 1e3, "rps": rps_direct, "errors": err_direct}
         with tempfile.TemporaryDirectory() as tmp:
-            for name, config in (("default", None), ("precise", PRECISE)):
+            for name, config, extra in (("default", None, []), ("precise", PRECISE, []), ("precise-local", PRECISE, ["--tokenizer", "builtin"])):
                 port = free_ports(1)
                 cmd = [sys.executable, "-m", "router_lite", "serve", "--port", str(port), "--endpoints", f"127.0.0.1:{pod_port}", "--log-level", "warning"]
                 if config:
                     cfg = Path(tmp) / f"{name}.yaml"
                     cfg.write_text(config)
                     cmd += ["--config", str(cfg)]
+                cmd += extra
                 t0 = time.perf_counter()
                 rp = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
                 procs.append(rp)
@@ -202,13 +204,13 @@ def main() -> None:
 
     d = results["direct"]
     print(f"router_lite overhead vs a direct pod call ({args.requests} sequential requests; {args.load_requests} at concurrency {args.concurrency})")
-    print(f"{'path':<10} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8} {'req/s':>8} {'ratio':>6} {'sched p50/p99 ms':>18} {'start s':>8}")
-    print(f"{'direct':<10} {d['p50_ms']:8.2f} {d['p99_ms']:8.2f} {'':>8} {'':>8} {d['rps']:8.0f} {1.0:6.2f}")
-    for name in ("default", "precise"):
+    print(f"{'path':<14} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8} {'req/s':>8} {'ratio':>6} {'sched p50/p99 ms':>18} {'start s':>8}")
+    print(f"{'direct':<14} {d['p50_ms']:8.2f} {d['p99_ms']:8.2f} {'':>8} {'':>8} {d['rps']:8.0f} {1.0:6.2f}")
+    for name in ("default", "precise", "precise-local"):
         r = results[name]
         sched = f"{r['decision_p50_ms']:.3f}/{r['decision_p99_ms']:.3f}" if r["decision_p50_ms"] is not None else "-"
         print(
-            f"{'router:' + name:<10} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['added_p50_ms']:8.2f} {r['added_p99_ms']:8.2f} "
+            f"{name:<14} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['added_p50_ms']:8.2f} {r['added_p99_ms']:8.2f} "
             f"{r['rps']:8.0f} {r['rps_vs_direct']:6.2f} {sched:>18} {r['startup_s']:8.2f}"
         )
     if args.json:

@@ -56,8 +56,17 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def start_server(pods: int, extra: list[str]) -> tuple[subprocess.Popen, list[str], float]:
     port = _free_block(pods)
+    import httpx  # noqa: F401 - imported before the clock starts
+
     t0 = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sim_gpu", "serve", "--port", str(port), "--pods", str(pods), "--time-scale", "0",
@@ -67,17 +76,18 @@ def start_server(pods: int, extra: list[str]) -> tuple[subprocess.Popen, list[st
     urls = [f"http://127.0.0.1:{port + i}" for i in range(pods)]
     pending = list(urls)
     deadline = time.monotonic() + 30
-    while pending:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("sim server did not start")
-        try:
-            if httpx.get(pending[0] + "/health", timeout=1).status_code == 200:
-                pending.pop(0)
-                continue
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.005)
+    with httpx.Client(timeout=1) as client:
+        while pending:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("sim server did not start")
+            try:
+                if client.get(pending[0] + "/health").status_code == 200:
+                    pending.pop(0)
+                    continue
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.005)
     return proc, urls, time.monotonic() - t0
 
 
@@ -185,7 +195,7 @@ def bench(pods: int, args: argparse.Namespace, stream: bool) -> dict:
                          "p99_ms": 1000 * lat[int(len(lat) * 0.99) - 1], "errors": errors,
                          "server_cpu_ms_per_req": 1000 * cpu / args.requests, "server_cpu_util": cpu / wall})
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        med.update(pods=pods, stream=stream, startup_s=startup, runs=len(runs))
+        med.update(pods=pods, stream=stream, startup_s=startup, runs=len(runs), rss_mb=_rss_mb(proc.pid))
         return med
     finally:
         proc.terminate()
@@ -217,14 +227,14 @@ def main() -> None:
           f"~{args.prompt_words + 2}-token prompts, {args.max_tokens} output tokens, --time-scale 0, "
           f"{os.cpu_count()} CPUs (client and server share them)")
     print(f"{'pods':>4} {'mode':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'srv cpu ms/req':>15} "
-          f"{'srv cpu util':>13} {'errors':>6} {'startup s':>9}")
+          f"{'srv cpu util':>13} {'errors':>6} {'startup s':>9} {'RSS MB':>7}")
     for pods in [int(p) for p in args.pods.split(",")]:
         for mode in args.modes.split(","):
             r = bench(pods, args, mode == "stream")
             results.append(r)
             print(f"{pods:>4} {mode:>6} {r['rps']:>8.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
                   f"{r['server_cpu_ms_per_req']:>15.2f} {r['server_cpu_util']:>13.2f} {r['errors']:>6.0f} "
-                  f"{r['startup_s']:>9.2f}")
+                  f"{r['startup_s']:>9.2f} {r['rss_mb']:>7.0f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -70,6 +70,7 @@ class CalibrationResult:
     coefficients: dict[str, float]
     samples: list[Sample]
     fit_error_median: float
+    unfitted_error_median: float = float("nan")  # the same samples with the profile's previous coefficients
     heldout: dict[str, float] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
 
@@ -265,17 +266,18 @@ def measure(client: httpx.Client, url: str, model: str, vocab: int, block_size: 
             cached = (length // block_size) * block_size
             samples.append(Sample("prefill", new_tokens=length + len(tail) - cached, cached_tokens=cached, seconds=ttft))
         say(f"prefill {length} tokens: cold {samples[-2].seconds * 1e3:.0f} ms, hit {samples[-1].seconds * 1e3:.0f} ms")
-    prompt_len, out_len = 32, 40
+    # Decode: B concurrent requests with a short and a long output; the step time is the difference of their
+    # end-to-end times over the extra tokens (robust to the server merging tokens into one streamed chunk).
+    prompt_len, short, long = 32, 8, 40
     for batch in batches:
-        bodies = [{**base, "prompt": work.ids(prompt_len), "max_tokens": out_len, "ignore_eos": True} for _ in range(batch)]
-        with ThreadPoolExecutor(batch) as pool:
-            results = list(pool.map(lambda b: _timed(client, url, b), bodies))
-        # (e2e - TTFT) / (tokens - 1): robust to the server merging several tokens into one streamed chunk
-        steps = [(r.e2e - r.ttft) / (r.output_tokens - 1) for r in results if r.output_tokens > 1]
-        if steps:
-            step = statistics.median(steps)
-            samples.append(Sample("decode", new_tokens=0, batch=batch, context_tokens=batch * (prompt_len + out_len // 2), seconds=step))
-            say(f"decode batch {batch}: {step * 1e3:.1f} ms per step")
+        ends = {}
+        for out_len in (short, long):
+            bodies = [{**base, "prompt": work.ids(prompt_len), "max_tokens": out_len, "ignore_eos": True} for _ in range(batch)]
+            with ThreadPoolExecutor(batch) as pool:
+                ends[out_len] = statistics.median(r.e2e for r in pool.map(lambda b: _timed(client, url, b), bodies))
+        step = max(1e-5, (ends[long] - ends[short]) / (long - short))
+        samples.append(Sample("decode", new_tokens=0, batch=batch, context_tokens=batch * (prompt_len + (short + long) // 2), seconds=step))
+        say(f"decode batch {batch}: {step * 1e3:.1f} ms per step")
     return samples
 
 
@@ -376,6 +378,7 @@ def calibrate(url: str, out_dir: Path, hardware: str = "cpu", model_dir: str | N
         latency = LatencyModel(hardware=hw, model=ModelProfile(**mp), coefficients=Coefficients())
         say(f"measuring {url} ({model}, block size {block_size})")
         samples = measure(client, url, model, int(config["vocab_size"]), block_size, seed, say)
+        unfitted_med, _ = error_stats(predict(samples, latency), [s.seconds for s in samples])
         coef = fit_coefficients(samples, latency)
         latency.coefficients = Coefficients.from_dict(coef)
         latency._precompute()
@@ -385,7 +388,7 @@ def calibrate(url: str, out_dir: Path, hardware: str = "cpu", model_dir: str | N
         hw_path, model_path = out_dir / f"{hw.name}-fitted.yaml", out_dir / f"{mp['name']}.yaml"
         hw_path.write_text(yaml.safe_dump(hw_doc, sort_keys=False))
         model_path.write_text(yaml.safe_dump(mp, sort_keys=False))
-        result = CalibrationResult(url=url, model=model, hardware=hw.name, coefficients=coef, samples=samples, fit_error_median=fit_med,
+        result = CalibrationResult(url=url, model=model, hardware=hw.name, coefficients=coef, samples=samples, fit_error_median=fit_med, unfitted_error_median=unfitted_med,
                                    files={"hardware": str(hw_path), "model": str(model_path)})
         if compare and heldout > 0:
             requests = heldout_workload(int(config["vocab_size"]), seed, heldout, block_size)
@@ -435,7 +438,7 @@ def calibrate_command(
         return
     c = result.coefficients
     typer.echo(f"fitted {result.hardware}: compute x{c['compute']:.3g}, memory x{c['memory']:.3g}, overhead {c['overhead_s'] * 1e3:.2f} ms, "
-               f"{c['per_token_s'] * 1e6:.1f} us/token, {c['per_seq_s'] * 1e3:.2f} ms/seq (fit median error {result.fit_error_median:.1%})")
+               f"{c['per_token_s'] * 1e6:.1f} us/token, {c['per_seq_s'] * 1e3:.2f} ms/seq (fit median error {result.fit_error_median:.1%}, {result.unfitted_error_median:.1%} before)")
     if result.heldout:
         h = result.heldout
         typer.echo(f"held-out ({h['requests']} requests): TTFT error median {h['ttft_median_error']:.1%} p90 {h['ttft_p90_error']:.1%}; "

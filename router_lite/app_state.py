@@ -21,6 +21,7 @@ from router_lite.metrics import RouterMetrics
 from router_lite.prefix import PrefixIndexes
 from router_lite.proxy import BackendPool
 from router_lite.scheduler import Scheduler
+from kvtiers.hashing import HASH_ALGOS
 from router_lite.tokenization import DEFAULT_BLOCK_SIZE, DEFAULT_HASH_ALGO, HashSettings, RequestTokenizer, make_tokenizer
 
 log = logging.getLogger("router_lite")
@@ -144,7 +145,7 @@ class RouterState:
                 cfg_algo = specs[0].params.hash_algo
         settings = HashSettings(
             block_size=s.block_size or cfg_bs or info.block_size or DEFAULT_BLOCK_SIZE,
-            algo=s.hash_algo or cfg_algo or info.hash_algo or DEFAULT_HASH_ALGO,
+            algo=s.hash_algo or cfg_algo or (info.hash_algo if info.hash_algo in HASH_ALGOS else None) or DEFAULT_HASH_ALGO,
             seed=s.hash_seed or cfg_seed or "",
         )
         self._hash_cache = (stamp, settings)
@@ -157,7 +158,7 @@ class RouterState:
         return bool(self.config.plugins_of_type("precise-prefix-cache-scorer", "prefix-based-pd-decider"))
 
     def _tokenize_urls(self) -> list[str]:
-        return [f"http://{e.key}" for e in self.datalayer.candidates()]
+        return [e.key for e in self.datalayer.candidates()]
 
     def _on_tokenize_error(self, message: str) -> None:
         self.metrics.errors.labels("tokenize").inc()

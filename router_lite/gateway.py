@@ -32,6 +32,8 @@ log = logging.getLogger("router_lite.gateway")
 ENDPOINT_HEADER = "x-llmd-endpoint"
 PREFILL_HEADER = "x-llmd-prefill-endpoint"
 PRIORITY_HEADER = "x-llmd-priority"
+_ENDPOINT_B = ENDPOINT_HEADER.encode()
+_PREFILL_B = PREFILL_HEADER.encode()
 PREFILLER_HEADER = "x-prefiller-host-port"  # what llm-d's decode sidecar reads
 _json_decoder = msgspec.json.Decoder()
 
@@ -217,7 +219,7 @@ class Gateway:
         if prefill is not None:
             pd = {"prefill": prefill.key, "fallback": None}
             try:
-                params = await run_prefill(st.pool.client(prefill.key), path, body, kind, headers)
+                params = await run_prefill(st.pool.backend(prefill.key), path, body, kind, headers)
                 decode_body = dict(body)
                 decode_body["kv_transfer_params"] = params
                 content = json.dumps(decode_body).encode()
@@ -241,7 +243,7 @@ class Gateway:
         while True:
             tried.add(target.key)
             try:
-                upstream = await open_upstream(st.pool.client(target.key), path, content, headers)
+                upstream = await open_upstream(st.pool.backend(target.key), path, content, headers)
                 attempts.append({"endpoint": target.key, "outcome": "ok"})
                 break
             except UpstreamError as exc:
@@ -271,14 +273,22 @@ class Gateway:
             if pr is not None:
                 m.prefix_hit_blocks.inc(pr.prefix_blocks.get(target.key, 0))
         self._publish(result, attempts, pd, upstream.status_code, target.key)
-        out_headers = upstream.headers()
-        out_headers[ENDPOINT_HEADER] = target.key
+        ours = [(_ENDPOINT_B, target.key.encode()), (b"x-request-id", req.request_id.encode("latin-1"))]
         if prefill is not None:
-            out_headers[PREFILL_HEADER] = prefill.key
-        out_headers["x-request-id"] = req.request_id
+            ours.append((_PREFILL_B, prefill.key.encode()))
         m.requests.labels(path, str(upstream.status_code)).inc()
         m.first_byte_latency.observe(time.perf_counter() - t0)
-        return StreamingResponse(self._relay(upstream, req, target, t0), status_code=upstream.status_code, headers=out_headers)
+        if upstream.complete:  # a non-streaming answer arrived whole: no relay task needed
+            m.request_latency.observe(time.perf_counter() - t0)
+            scheduler.on_finished(req, target)
+            resp = Response(upstream.first_chunk, status_code=upstream.status_code)
+            resp.raw_headers = [h for h in upstream.raw_headers() if h[0] != b"content-length"] + [
+                (b"content-length", str(len(upstream.first_chunk)).encode())
+            ] + ours
+            return resp
+        resp = StreamingResponse(self._relay(upstream, req, target, t0), status_code=upstream.status_code)
+        resp.raw_headers = upstream.raw_headers() + ours
+        return resp
 
     async def _relay(self, upstream: Upstream, req: LLMRequest, target: Any, t0: float):
         st = self.state
@@ -322,7 +332,7 @@ class Gateway:
 
             async def fetch(key: str) -> list[dict[str, Any]]:
                 try:
-                    r = await self.state.pool.client(key).get("/v1/models", timeout=2.0)
+                    r = await self.state.pool.http.get(f"http://{key}/v1/models", timeout=2.0)
                     data = r.json().get("data", [])
                     return [d for d in data if isinstance(d, dict) and "id" in d]
                 except Exception:

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
-
 from kvtiers.hashing import HASH_ALGOS, BlockHasher, seed_from_env, to_event_hash
 
 log = logging.getLogger("router_lite.tokenization")
@@ -148,13 +146,23 @@ class EngineTokenizer:
 
     name = "engine"
 
-    def __init__(self, base_urls: Callable[[], Sequence[str]], cache_size: int = 4096, timeout_s: float = 5.0) -> None:
-        self._base_urls = base_urls
+    def __init__(self, addresses: Callable[[], Sequence[str]], cache_size: int = 4096, timeout_s: float = 5.0) -> None:
+        self._addresses = addresses
         self._cache: OrderedDict[str, list[int]] = OrderedDict()
         self._cache_size = cache_size
-        self._client = httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_keepalive_connections=32))
+        self._timeout_s = timeout_s
+        self._backends: dict[str, Any] = {}
         self.hits = 0
         self.misses = 0
+
+    def _backend(self, address: str) -> Any:
+        from router_lite.proxy import Backend
+
+        address = address.split("://", 1)[-1].rstrip("/")
+        b = self._backends.get(address)
+        if b is None:
+            b = self._backends[address] = Backend(address, self._timeout_s, self._timeout_s, max_idle=32)
+        return b
 
     async def _tokenize(self, key: str, body: dict[str, Any]) -> list[int]:
         cached = self._cache.get(key)
@@ -164,13 +172,16 @@ class EngineTokenizer:
             return cached
         self.misses += 1
         last: Exception | None = None
-        for base in list(self._base_urls())[:3]:
+        content = json.dumps(body).encode()
+        for address in list(self._addresses())[:3]:
             try:
-                resp = await self._client.post(base.rstrip("/") + "/tokenize", json=body)
-                resp.raise_for_status()
-                tokens = resp.json()["tokens"]
+                up = await self._backend(address).post("/tokenize", content, {"content-type": "application/json"})
+                raw = await up.read_all()
+                if up.status_code != 200:
+                    raise TokenizationError(f"{address}/tokenize answered {up.status_code}: {raw[:200]!r}")
+                tokens = json.loads(raw)["tokens"]
                 if not isinstance(tokens, list):
-                    raise TokenizationError(f"{base}/tokenize: 'tokens' is not a list")
+                    raise TokenizationError(f"{address}/tokenize: 'tokens' is not a list")
                 break
             except Exception as exc:
                 last = exc
@@ -193,13 +204,15 @@ class EngineTokenizer:
         return await self._tokenize(key, body)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for b in self._backends.values():
+            b.close()
+        self._backends.clear()
 
 
-def make_tokenizer(spec: str | None, base_urls: Callable[[], Sequence[str]]) -> Tokenizer:
+def make_tokenizer(spec: str | None, addresses: Callable[[], Sequence[str]]) -> Tokenizer:
     """`None`/`engine` -> the engine's /tokenize; `builtin` -> the simulator's; else a local HF directory."""
     if spec in (None, "", "engine"):
-        return EngineTokenizer(base_urls)
+        return EngineTokenizer(addresses)
     if spec == "builtin":
         return BuiltinTokenizer()
     return LocalTokenizer(spec)

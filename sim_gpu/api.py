@@ -201,7 +201,7 @@ def _check_lengths(ids: list[int], max_tokens: int | None, served: ServedModel, 
     return max_tokens
 
 
-def _common(body: dict, served: ServedModel, kind: Literal["completion", "chat"]) -> dict[str, Any]:
+def _common(body: dict, served: ServedModel) -> dict[str, Any]:
     stream = _bool(body, "stream")
     opts = body.get("stream_options") or {}
     if not isinstance(opts, dict):
@@ -251,7 +251,7 @@ def _max_tokens_value(body: dict, keys: tuple[str, ...]) -> int | None:
 
 def parse_completion(body: dict[str, Any], served: ServedModel) -> GenRequest:
     """A /v1/completions body; default max_tokens is 16 as in OpenAI's and vLLM's completions API."""
-    common = _common(body, served, "completion")
+    common = _common(body, served)
     max_tokens = _max_tokens_value(body, ("max_tokens",))
     if "max_tokens" not in body:
         max_tokens = 16
@@ -283,7 +283,7 @@ def chat_prompt_ids(body: dict[str, Any], served: ServedModel) -> list[int]:
 
 def parse_chat(body: dict[str, Any], served: ServedModel) -> GenRequest:
     """A /v1/chat/completions body; default max tokens fill the context as vLLM does."""
-    common = _common(body, served, "chat")
+    common = _common(body, served)
     max_tokens = _max_tokens_value(body, ("max_completion_tokens", "max_tokens"))
     ids = chat_prompt_ids(body, served)
     if not ids:

@@ -7,6 +7,7 @@ command lines from them, so renaming one is a breaking change.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Optional
 
@@ -88,8 +89,15 @@ def serve(
         pass
 
 
+def _serving_pods_only() -> bool:
+    """True for `python -m sim_gpu serve ...`: skip importing other commands (start-up time is a feature)."""
+    return sys.argv[0].endswith(f"sim_gpu{os.sep}__main__.py") and sys.argv[1:2] == ["serve"]
+
+
 # `sim calibrate` (owned by llmdctl.calibrate): fit a hardware profile's coefficients to a real vLLM server.
 try:
+    if _serving_pods_only():
+        raise ImportError("not needed to serve")
     from llmdctl.calibrate import calibrate_command as _calibrate_command
 
     app.command("calibrate", help="Measure a real vLLM server (--url), fit a hardware profile's latency coefficients, "

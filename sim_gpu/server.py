@@ -124,13 +124,12 @@ class InstantClock:
 class _Tracked:
     """A request in flight: its output queue and the timestamps its metrics need."""
 
-    __slots__ = ("queue", "arrival", "last", "finished")
+    __slots__ = ("queue", "arrival", "last")
 
     def __init__(self, arrival: float) -> None:
         self.queue: asyncio.Queue[RequestOutput | Exception] = asyncio.Queue()
         self.arrival = arrival
         self.last = arrival
-        self.finished = False
 
 
 def public_host(host: str) -> str:
@@ -152,7 +151,8 @@ def _ints(hashes: list[Any] | None) -> list[Any]:
 class Pod:
     """One simulated vLLM server (one data-parallel rank): engine, driver task, HTTP app, metrics, events."""
 
-    def __init__(self, cfg: ServeConfig, index: int, rank: int, *, tokenizer: Any, faults: FaultInjector) -> None:
+    def __init__(self, cfg: ServeConfig, index: int, rank: int, *, tokenizer: Any, faults: FaultInjector,
+                 latency: LatencyModel | None = None) -> None:
         self.cfg = cfg
         self.index = index
         self.rank = rank
@@ -160,7 +160,7 @@ class Pod:
         self.port = cfg.port + self.offset
         self.tokenizer = tokenizer
         self.faults = faults
-        self.engine = build_engine(cfg, rank, self.offset, tokenizer)
+        self.engine = build_engine(cfg, rank, self.offset, tokenizer, latency)
         self.clock: Any = InstantClock() if cfg.time_scale == 0 else ScaledClock(cfg.time_scale)
         self.max_model_len = self.engine.config.max_model_len
         self.served = ServedModel(cfg.model, self.max_model_len, tokenizer)
@@ -251,7 +251,6 @@ class Pod:
                 m.observe_itl((now - t.last) / n, n)
             t.last = now
             if out.finished:
-                t.finished = True
                 m.observe_finished(now - t.arrival, out.finish_reason)
                 del self._tracked[out.request_id]
             t.queue.put_nowait(out)
@@ -534,24 +533,40 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return Response(api.dumps({"detail": detail}), status_code=status, media_type=JSON)
 
 
-def build_engine(cfg: ServeConfig, rank: int, offset: int, tokenizer: Any) -> SimEngine:
-    """The engine of one pod/rank (seeded per pod so pods do not all emit identical text)."""
-    dp = cfg.data_parallel_size
-    latency = LatencyModel.from_names(
+def build_latency(cfg: ServeConfig) -> LatencyModel:
+    """The latency model every pod of this process shares (profiles are read once)."""
+    return LatencyModel.from_names(
         hardware=cfg.hardware,
         model=cfg.model_profile,
         tp=cfg.tp,
-        ep=cfg.tp * dp if cfg.enable_expert_parallel else 1,
+        ep=cfg.tp * cfg.data_parallel_size if cfg.enable_expert_parallel else 1,
         network=cfg.network,
         jitter=cfg.jitter,
     )
+
+
+def build_engine(cfg: ServeConfig, rank: int, offset: int, tokenizer: Any,
+                 latency: LatencyModel | None = None) -> SimEngine:
+    """The engine of one pod/rank (seeded per pod so pods do not all emit identical text)."""
+    latency = latency or build_latency(cfg)
+    blocks = cfg.num_gpu_blocks or latency.num_gpu_blocks(cfg.block_size, cfg.gpu_memory_utilization,
+                                                          cfg.max_num_batched_tokens)
+    max_len = cfg.max_model_len or latency.model.max_model_len
+    capacity = blocks * cfg.block_size
+    if max_len > capacity:
+        # vLLM refuses to start here; the simulator serves with the longest context its cache holds, as vLLM's
+        # error message suggests, so that a small --num-gpu-blocks never leaves a request waiting forever.
+        if offset == 0:
+            sys.stderr.write(f"sim_gpu: max model length {max_len} exceeds the KV cache ({blocks} blocks x "
+                             f"{cfg.block_size} = {capacity} tokens); serving with max model length {capacity}\n")
+        max_len = capacity
     return SimEngine(EngineConfig(
         block_size=cfg.block_size,
-        num_gpu_blocks=cfg.num_gpu_blocks,
+        num_gpu_blocks=blocks,
         gpu_memory_utilization=cfg.gpu_memory_utilization,
         max_num_seqs=cfg.max_num_seqs,
         max_num_batched_tokens=cfg.max_num_batched_tokens,
-        max_model_len=cfg.max_model_len or latency.model.max_model_len,
+        max_model_len=max_len,
         hash_algo=cfg.prefix_caching_hash_algo,
         hash_seed=cfg.hash_seed if cfg.hash_seed is not None else seed_from_env(),
         latency=latency,
@@ -614,10 +629,11 @@ class SimProcess:
     def build(self) -> None:
         """Create engines, publishers and sockets (raises ValueError with a one-line message on bad input)."""
         socks: list[socket.socket] = []
+        latency = build_latency(self.cfg)
         try:
             for i in range(self.cfg.pods):
                 for r in range(self.cfg.data_parallel_size):
-                    pod = Pod(self.cfg, i, r, tokenizer=self.tokenizer, faults=self.faults)
+                    pod = Pod(self.cfg, i, r, tokenizer=self.tokenizer, faults=self.faults, latency=latency)
                     self.pods.append(pod)
                     socks.append(_bind(self.cfg.host, pod.port))
         except Exception:

@@ -231,29 +231,29 @@ def load_tokenizer(directory: str | Path | None = None, vocab_size: int = DEFAUL
 
 
 class IncrementalDetokenizer:
-    """Text deltas for a growing list of output ids (exact for byte-level BPE: holds back partial UTF-8)."""
+    """Text deltas for a growing list of output ids.
+
+    For BPE tokenizers it decodes only a short window (the previous delta's tokens plus the new ones) and holds
+    back text ending in a partial UTF-8 character, so streaming stays linear in the output length.
+    """
 
     def __init__(self, tokenizer: Any) -> None:
         self._tok = tokenizer
         self._ids: list[int] = []
-        self._text = ""
+        self._prefix = 0  # window start
+        self._read = 0  # end of the tokens already turned into text
         self._simple = isinstance(tokenizer, BuiltinTokenizer)
 
     def push(self, new_ids: Sequence[int]) -> str:
         if not new_ids:
             return ""
         if self._simple:
-            delta = self._tok.decode(new_ids)
-            self._text += delta
-            return delta
-        self._ids.extend(new_ids)
-        full = self._tok.decode(self._ids)
-        if full.endswith("\ufffd"):
+            return self._tok.decode(new_ids)
+        ids = self._ids
+        ids.extend(new_ids)
+        before = self._tok.decode(ids[self._prefix : self._read])
+        after = self._tok.decode(ids[self._prefix :])
+        if len(after) <= len(before) or after.endswith("\ufffd"):
             return ""
-        delta = full[len(self._text) :] if full.startswith(self._text) else full
-        self._text = full
-        return delta
-
-    @property
-    def text(self) -> str:
-        return self._text
+        self._prefix, self._read = self._read, len(ids)
+        return after[len(before) :]

@@ -35,7 +35,7 @@ def down_command(
     elif result.profile is None:
         typer.echo("Nothing is running.")
     else:
-        typer.echo(f"Stopped {result.profile}: {len(result.stopped)} running component(s) in {result.seconds:.2f}s" + (f" ({len(result.killed)} needed SIGKILL)" if result.killed else "") + ".")
+        typer.echo(f"Stopped {result.profile}: {len(result.stopped)} running component(s) in {result.seconds:.2f}s" + (f" ({', '.join(result.killed)} ignored SIGTERM for {grace:g}s and got SIGKILL)" if result.killed else "") + ".")
         for line in result.listening:
             typer.echo(f"warning: {line}", err=True)
     if result.remaining_pids:

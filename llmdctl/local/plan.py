@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import yaml
+
+from kvtiers.hashing import seed_from_env
 
 from llmdctl.local.state import ComponentState, PodState
 from llmdctl.profile import PoolSpec, Profile
@@ -44,6 +47,8 @@ class Plan:
     pods: list[PodState] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # path -> content, written before start
     notes: list[str] = field(default_factory=list)  # what the user should know (e.g. a feature this build lacks)
+    model: str = ""  # the model name clients send
+
 
     @property
     def router_url(self) -> str:
@@ -84,6 +89,7 @@ def sim_argv(profile: Profile, pool: PoolSpec, first_port: int, first_events_por
         "--time-scale", str(pool.time_scale),
         "--network", profile.network,
     ]
+    argv += ["--hash-seed", seed_from_env()]  # explicit, so engine and router hash alike whatever their environments
     if pool.num_gpu_blocks is not None:
         argv += ["--num-gpu-blocks", str(pool.num_gpu_blocks)]
     if pool.kv_events:
@@ -109,8 +115,6 @@ def sim_supports(option: str) -> bool:
 
 
 def _builtins(obj: Any) -> Any:
-    import msgspec
-
     return msgspec.to_builtins(obj)
 
 
@@ -133,6 +137,7 @@ def sim_components(profile: Profile, pool: PoolSpec, pod_base: int, events_base:
                     pool=pool.name, role=pool.role, port=port0 + k, process=name, rank=r,
                     kv_events=f"tcp://127.0.0.1:{events0 + k}" if pool.kv_events else None,
                     kv_topic=f"kv@127.0.0.1:{port0 + k}@{profile.model}" if pool.kv_events else None,  # sim_gpu's default topic
+                    block_size=pool.block_size, hash_seed=seed_from_env(),
                 ))
         comps.append(ComponentState(
             name=name, kind="sim",
@@ -144,8 +149,17 @@ def sim_components(profile: Profile, pool: PoolSpec, pod_base: int, events_base:
     return comps, pods
 
 
+def served_name(model: str) -> str:
+    """What clients put in `model` for a real engine: a local directory's name, or the hub id as given."""
+    path = Path(model).expanduser()
+    return path.name if path.is_dir() else model
+
+
 def vllm_pool_components(profile: Profile, pool: PoolSpec, pod_base: int, events_base: int, logs: Path, first_index: int, total: int) -> tuple[list[ComponentState], list[PodState]]:
-    """One real vLLM process per replica, built by the engine helper (llmdctl.engines.vllm_local)."""
+    """One real vLLM process per replica, built by the engine helper (llmdctl.engines.vllm_local).
+
+    `profile.model` is the model to load (a local directory or a hub id); pods serve it as `served_name()`.
+    """
     try:
         from llmdctl.engines.vllm_local import vllm_components
     except ImportError as exc:  # pragma: no cover - depends on what is installed
@@ -155,7 +169,8 @@ def vllm_pool_components(profile: Profile, pool: PoolSpec, pod_base: int, events
     ports = list(range(pod_base, pod_base + pool.replicas))
     zports = list(range(events_base, events_base + pool.replicas))
     try:
-        vpods = vllm_components(profile, pool, ports, zports, model=profile.model, first_index=first_index, total_instances=total)
+        served = msgspec.structs.replace(profile, model=served_name(profile.model))
+        vpods = vllm_components(served, pool, ports, zports, model=profile.model, first_index=first_index, total_instances=total)
     except Exception as exc:  # the engine helper reports missing venv/model as exceptions with a message
         raise PlanError(f"--engine vllm: {exc}") from None
     comps, pods = [], []
@@ -167,7 +182,8 @@ def vllm_pool_components(profile: Profile, pool: PoolSpec, pod_base: int, events
             health=[vp.health_url], log=str(logs / f"{vp.name}.log"), env=env, env_unset=unset,
         ))
         pods.append(PodState(name=vp.name, pool=pool.name, role=pool.role, port=vp.port, process=vp.name,
-                             kv_events=vp.kv_events_endpoint if pool.kv_events else None, kv_topic=vp.topic if pool.kv_events else None))
+                             kv_events=vp.kv_events_endpoint if pool.kv_events else None, kv_topic=vp.topic if pool.kv_events else None,
+                             block_size=vp.block_size, hash_seed=vp.hash_seed))
     return comps, pods
 
 
@@ -196,7 +212,8 @@ def endpoints_document(pods: list[PodState], model: str) -> dict[str, Any]:
     return {"endpoints": out}
 
 
-def router_argv(profile: Profile, port: int, config_path: Path, endpoints_path: Path) -> list[str]:
+def router_argv(profile: Profile, port: int, config_path: Path, endpoints_path: Path, pods: list[PodState] | None = None) -> list[str]:
+    """`python -m router_lite serve`; the pods' hash seed and block size are passed when they all agree."""
     argv = [
         _python(), "-m", "router_lite", "serve",
         "--host", "127.0.0.1",
@@ -207,6 +224,15 @@ def router_argv(profile: Profile, port: int, config_path: Path, endpoints_path: 
     ]
     if profile.router.tokenizer:
         argv += ["--tokenizer", profile.router.tokenizer]
+    seeds = {p.hash_seed for p in pods or [] if p.hash_seed is not None}
+    sizes = {p.block_size for p in pods or [] if p.block_size is not None}
+    algos = {pool.hash_algo for pool in profile.pools if pool.replicas}
+    if len(seeds) == 1:
+        argv += ["--hash-seed", seeds.pop()]
+    if len(sizes) == 1:
+        argv += ["--block-size", str(sizes.pop())]
+    if len(algos) == 1:
+        argv += ["--hash-algo", algos.pop()]
     return argv
 
 
@@ -214,7 +240,8 @@ def build_plan(profile: Profile, ports: PortLayout, home: Path) -> Plan:
     """Every component of the stack with its argv, ports, health URLs and log; generated files included."""
     logs = home / "logs"
     run = home / "run"
-    plan = Plan(profile=profile, ports=ports)
+    uses_vllm = any(profile.engine_of(p) == "vllm" and p.replicas for p in profile.pools)
+    plan = Plan(profile=profile, ports=ports, model=served_name(profile.model) if uses_vllm else profile.model)
     offset = 0
     vllm_total = sum(p.replicas for p in profile.pools if profile.engine_of(p) == "vllm")
     vllm_index = 0
@@ -234,10 +261,10 @@ def build_plan(profile: Profile, ports: PortLayout, home: Path) -> Plan:
     config_path = run / "router-config.yaml"
     endpoints_path = run / "endpoints.yaml"
     plan.files[str(config_path)] = yaml.safe_dump(profile.router.config, sort_keys=False)
-    plan.files[str(endpoints_path)] = yaml.safe_dump(endpoints_document(plan.pods, profile.model), sort_keys=False)
+    plan.files[str(endpoints_path)] = yaml.safe_dump(endpoints_document(plan.pods, plan.model), sort_keys=False)
     plan.components.append(ComponentState(
         name="router", kind="router",
-        argv=router_argv(profile, ports.router, config_path, endpoints_path),
+        argv=router_argv(profile, ports.router, config_path, endpoints_path, plan.pods),
         ports=[ports.router],
         health=[f"http://127.0.0.1:{ports.router}/health"],
         log=str(logs / "router.log"),
@@ -245,5 +272,10 @@ def build_plan(profile: Profile, ports: PortLayout, home: Path) -> Plan:
     if vllm_total:  # real vLLM pods: the router hashes with their seed and tokenizes with their tokenizer
         from llmdctl.engines.vllm_local import router_args
 
-        plan.components[-1].argv += router_args(profile)
+        extra = router_args(profile)
+        argv = plan.components[-1].argv
+        for flag in {a for a in extra if a.startswith("--")} & set(argv):  # theirs win over the generic ones
+            i = argv.index(flag)
+            del argv[i:i + 2]
+        argv += extra
     return plan

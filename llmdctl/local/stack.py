@@ -177,7 +177,7 @@ def up(
         notes += plan.notes
         _write_files(plan, home)
         state = RunState(
-            profile=profile.name, profile_path=name, engine=profile.engine, model=profile.model,
+            profile=profile.name, profile_path=name, engine=profile.engine, model=plan.model,
             router_url=plan.router_url, started_at=time.time(), overrides=overrides,
             components=plan.components, pods=plan.pods,
         )
@@ -220,7 +220,7 @@ class DownResult:
     profile: str | None
     seconds: float
     stopped: list[str]
-    killed: list[int]
+    killed: list[str]  # components that ignored SIGTERM for the grace period and needed SIGKILL
     remaining_pids: list[int]
     listening: list[str]  # "port N is in use by ..." for ports of ours still listening
 
@@ -239,7 +239,8 @@ def down(home: Path | None = None, grace_s: float = 5.0) -> DownResult:
         listening = [portlib.holder_of(p).describe() for p in portlib.listening_ports(ports)]
         if not report.remaining:
             clear_state(home)
-        return DownResult(state.profile, time.monotonic() - t0, stopped, report.killed, report.remaining, listening)
+        killed = [c.name for c in state.components if c.pid in report.killed_groups]
+        return DownResult(state.profile, time.monotonic() - t0, stopped, killed, report.remaining, listening)
 
 
 # ---- status ------------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ class PodState:
     rank: int = 0
     kv_events: str | None = None  # ZMQ endpoint the pod publishes KV events on (it binds, the router connects)
     kv_topic: str | None = None  # the topic it publishes them under
+    block_size: int | None = None  # its KV block size (the router must hash with the same)
+    hash_seed: str | None = None  # its block-hash seed (vLLM: PYTHONHASHSEED or "vllm-none-hash")
 
     @property
     def url(self) -> str:

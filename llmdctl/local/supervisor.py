@@ -163,6 +163,7 @@ class StopReport:
     seconds: float
     killed: list[int]  # pids that needed SIGKILL
     remaining: list[int]  # pids still alive at the end (should be empty)
+    killed_groups: list[int] = field(default_factory=list)  # process groups (= component pids) that needed SIGKILL
 
 
 def stop(components: list[ComponentState], grace_s: float = 5.0, procs: dict[str, subprocess.Popen] | None = None) -> StopReport:
@@ -177,8 +178,10 @@ def stop(components: list[ComponentState], grace_s: float = 5.0, procs: dict[str
         _reap(procs)
         time.sleep(0.02)
         members = _group_members(groups)
+    killed_groups: list[int] = []
     if members:
         killed = sorted(members)
+        killed_groups = sorted(set(members.values()))
         _signal_groups(set(members.values()), signal.SIGKILL)
         end = time.monotonic() + 3.0
         while members and time.monotonic() < end:
@@ -186,7 +189,7 @@ def stop(components: list[ComponentState], grace_s: float = 5.0, procs: dict[str
             time.sleep(0.02)
             members = _group_members(groups)
     _reap(procs)
-    return StopReport(time.monotonic() - t0, killed, sorted(members))
+    return StopReport(time.monotonic() - t0, killed, sorted(members), killed_groups)
 
 
 def _reap(procs: dict[str, subprocess.Popen] | None) -> None:

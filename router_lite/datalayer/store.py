@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import httptools
 
 from router_lite.datalayer.discovery import EndpointSpec
 from router_lite.datalayer.scrape import CacheInfo, parse_vllm_metrics
+from router_lite.proxy import Backend, UpstreamError
 from router_lite.types import Endpoint
 
 log = logging.getLogger("router_lite.datalayer")
@@ -66,7 +67,7 @@ class DataLayer:
         self.metrics = metrics
         self.states: dict[str, EndpointState] = {}
         self._listeners: list[MembershipListener] = []
-        self._client: httpx.AsyncClient | None = None
+        self._backends: dict[str, Backend] = {}
         self._running = False
         self._healthy_cache: list[Endpoint] | None = None
         for spec in specs:
@@ -93,6 +94,9 @@ class DataLayer:
             state = self.states.pop(spec.key)
             if state.task:
                 state.task.cancel()
+            b = self._backends.pop(spec.key, None)
+            if b is not None:
+                b.close()
             if self.metrics is not None:
                 try:
                     self.metrics.endpoint_healthy.remove(spec.key)
@@ -196,7 +200,6 @@ class DataLayer:
         if self._running:
             return
         self._running = True
-        self._client = httpx.AsyncClient(timeout=self.timeout_s, limits=httpx.Limits(max_keepalive_connections=256))
         loop = asyncio.get_running_loop()
         for state in self.states.values():
             if state.task is None:
@@ -214,21 +217,26 @@ class DataLayer:
                 pass
         for s in self.states.values():
             s.task = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        for b in self._backends.values():
+            b.close()
+        self._backends.clear()
+
+    def _backend(self, state: EndpointState) -> Backend:
+        b = self._backends.get(state.spec.key)
+        if b is None:
+            b = self._backends[state.spec.key] = Backend(state.spec.address, self.timeout_s, self.timeout_s, max_idle=2)
+        return b
 
     async def scrape_once(self, state: EndpointState) -> None:
         """One `/metrics` scrape of one endpoint (also used directly by tests and at startup)."""
-        assert self._client is not None
-        base = f"http://{state.spec.address}"
         now = time.monotonic()
         try:
-            resp = await self._client.get(base + "/metrics")
-            resp.raise_for_status()
-            metrics, cache = parse_vllm_metrics(resp.text, state.endpoint.dp_rank, now=time.monotonic())
-        except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
-            self._scrape_failed(state, f"unreachable: {type(exc).__name__}", hard=True)
+            status, body = await self._backend(state).get("/metrics", self.timeout_s)
+            if status != 200:
+                raise ValueError(f"/metrics returned {status}")
+            metrics, cache = parse_vllm_metrics(body.decode("utf-8", "replace"), state.endpoint.dp_rank, now=time.monotonic())
+        except (UpstreamError, OSError, httptools.HttpParserError) as exc:
+            self._scrape_failed(state, f"unreachable: {exc}"[:200], hard=True)
             return
         except Exception as exc:  # timeouts, HTTP errors, unparsable pages
             self._scrape_failed(state, f"metrics: {type(exc).__name__}: {exc}"[:200], hard=now - state.last_ok > self.stale_after_s)
@@ -253,11 +261,10 @@ class DataLayer:
             self._update(state, scrape_ok=False)
 
     async def probe_health(self, state: EndpointState) -> None:
-        assert self._client is not None
         try:
-            resp = await self._client.get(f"http://{state.spec.address}/health")
-            ok = resp.status_code == 200
-            why = f"/health returned {resp.status_code}"
+            status, _ = await self._backend(state).get("/health", self.timeout_s)
+            ok = status == 200
+            why = f"/health returned {status}"
         except Exception as exc:
             ok, why = False, f"/health: {type(exc).__name__}"
         if ok != state.health_ok:

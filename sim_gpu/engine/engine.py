@@ -113,6 +113,12 @@ class SimEngine:
         self._prompt_tokens = 0
         self._gen_tokens = 0
         self._finished = 0
+        # Lazy decodes (fast_forward): see "lazy decodes" below.
+        self._caching = cfg.enable_prefix_caching
+        self._L = 0  # engine steps run (non-idle)
+        self._nlazy = 0
+        self._lazy_ctx = 0
+        self._due: dict[int, list[Request]] = {}
 
     # ---- requests ----------------------------------------------------------------------------------------
 
@@ -156,6 +162,8 @@ class SimEngine:
         req = self._requests.pop(request_id, None)
         if req is None:
             return False
+        if self._nlazy:
+            self._delazify(None)
         self.scheduler.remove(req)
         self.kv.free(req)
         req.status = FINISHED
@@ -177,16 +185,167 @@ class SimEngine:
 
     def step(self, now: float) -> StepResult:
         """Run one engine step at simulated time `now` (seconds)."""
+        if self._nlazy:
+            self._delazify(None)
+        res = self._step_core(now, None)
+        assert res is not None  # only lazy decodes can ask for a fallback, and there are none
+        return res
+
+    def fast_forward(self, now: float, until: float, max_steps: int | None = None) -> FastForwardResult:
+        """Run back-to-back steps from `now` while each starts before `until`; one aggregated result.
+
+        Exactly what the step loop `t = now; while has_unfinished() and t < until: r = step(t); t +=
+        r.duration_s` (stopping after an idle step of 0 s) does to the engine — same tokens, times, KV events,
+        stats, jitter draws — but steady decodes are advanced lazily: a request costs work only at its block
+        boundaries and its finish, not once per token. See FastForwardResult for what comes back.
+        """
+        win = _Window(self._L, now)
+        t = now
+        steps = 0
+        if self._requests:
+            self._lazify()
+        while self._requests and t < until and (max_steps is None or steps < max_steps):
+            res = self._step_core(t, win)
+            if res is None:  # a block boundary needs preemption: take the exact, materialized path
+                self._delazify(win)
+                res = self._step_core(t, win)
+                assert res is not None
+                self._lazify()
+            steps += 1
+            win.add_step(res, t)
+            if res.idle and res.duration_s <= 0:
+                break
+            t += res.duration_s
+        if self._nlazy:
+            L = self._L
+            sync = self._sync
+            for r in self.scheduler.running[: self._nlazy]:
+                sync(r, L, win)
+        return win.result(t, steps)
+
+    # ---- lazy decodes (fast_forward) ------------------------------------------------------------------------
+    #
+    # A running request past its prompt gains exactly one token per step until it crosses a block boundary
+    # (allocate a block / register a full one: KV events), finishes or is preempted. fast_forward keeps such
+    # requests "lazy": the first `_nlazy` entries of the running list (decodes always precede prefilling
+    # requests there: vLLM admits in order and chunks only the last admitted prompt), with their counters
+    # as of step `lazy_at` and tokens drawn ahead into `future`. Each one sits in `_due[step]` for the next
+    # step at which it needs the scheduler's attention; in between a step only adds their count and context
+    # (`_lazy_ctx`, exact integers) to the batch shape. Step ordinals `_L` are engine-global.
+
+    def _event_step(self, r: Request, L: int) -> None:
+        """Queue a lazy request (counters current at step L) under the next step that needs it."""
+        bs = self.config.block_size
+        c = r.num_computed_tokens
+        d = len(r.blocks) * bs - c  # its next step needs a new block
+        if self._caching:
+            d2 = (r.num_cached_blocks + 1) * bs - c - 1  # ... or fills a block (BlockStored)
+            if d2 < d:
+                d = d2
+        d2 = r.max_tokens - r.num_output_tokens - 1  # ... or finishes by length
+        if d2 < d:
+            d = d2
+        d2 = self.config.max_model_len - r.num_tokens - 1
+        if d2 < d:
+            d = d2
+        if d < 0:
+            d = 0
+        f = r.future
+        if len(f) <= d:
+            f.extend(r.token_stream.take(d + 1 - len(f)))
+        eos = self._eos
+        if eos is not None and not r.ignore_eos and eos in f:
+            j = f.index(eos)
+            if j < d:
+                d = j
+        due = self._due.get(L + d)
+        if due is None:
+            self._due[L + d] = [r]
+        else:
+            due.append(r)
+
+    def _sync(self, r: Request, L: int, win: "_Window | None") -> None:
+        """Bring a lazy request's counters and tokens up to step L (it decoded once per step since lazy_at)."""
+        k = L - r.lazy_at
+        if k <= 0:
+            return
+        f = r.future
+        toks = f[:k]
+        del f[:k]
+        r.all_token_ids.extend(toks)
+        r.num_tokens += k
+        r.num_computed_tokens += k
+        r.num_output_tokens += k
+        if win is not None:
+            win.record(r, toks, r.lazy_at)
+        r.lazy_at = L
+
+    def _lazify(self) -> None:
+        """Make the running requests after the lazy prefix lazy, as long as they are plain decodes."""
+        running = self.scheduler.running
+        n = self._nlazy
+        limit = min(len(running), self.config.max_num_batched_tokens)
+        L = self._L
+        ctx = self._lazy_ctx
+        while n < limit:
+            r = running[n]
+            if r.prefill_only or r.num_output_tokens <= 0 or r.num_tokens - r.num_computed_tokens != 1:
+                break
+            r.lazy_at = L
+            ctx += r.num_computed_tokens
+            self._event_step(r, L)
+            n += 1
+        self._nlazy = n
+        self._lazy_ctx = ctx
+
+    def _delazify(self, win: "_Window | None") -> None:
+        L = self._L
+        for r in self.scheduler.running[: self._nlazy]:
+            self._sync(r, L, win)
+            r.lazy_at = -1
+        self._due.clear()
+        self._nlazy = 0
+        self._lazy_ctx = 0
+
+    def _step_core(self, now: float, win: "_Window | None") -> StepResult | None:
+        """One step; lazy decodes ride along. None (nothing changed) when a lazy one would need preemption."""
         sched = self.scheduler
-        batch = sched.schedule(now, self._transfer_time)
+        pool = self.pool
+        L = self._L
+        nlazy = self._nlazy
+        due = self._due.pop(L, None) if nlazy else None
+        if due:
+            bs = self.config.block_size
+            if len(due) > 1:
+                due.sort(key=_run_seq)
+            need = 0
+            for r in due:
+                if r.num_computed_tokens + (L - r.lazy_at) >= len(r.blocks) * bs:
+                    need += 1
+            if need > pool.num_free_blocks:
+                self._due[L] = due
+                return None
+            tiers = pool.tiers
+            if tiers is not None:
+                tiers.advance(now)
+            kv = self.kv
+            sync = self._sync
+            for r in due:  # the scheduler's decode path, in running order (KV events in the same order)
+                sync(r, L, win)
+                end = r.num_computed_tokens + 1
+                if not (end <= len(r.blocks) * bs and end // bs <= r.num_cached_blocks):
+                    kv.allocate_slots(r, 1)  # cannot fail: counted above
+            batch = sched.schedule(now, self._transfer_time, nlazy, self._lazy_ctx, False)
+        else:
+            batch = sched.schedule(now, self._transfer_time, nlazy, self._lazy_ctx)
         for req, local, _remote in batch.new_hits:
             if req.num_preemptions == 0:
                 self._queries += req.num_tokens
                 self._hits += local
         self._preemptions += len(batch.preempted)
-        events = self.pool.take_events()
+        events = pool.take_events()
         entries = batch.entries
-        if not entries:
+        if not entries and not nlazy:
             # Nothing to compute: idle until the earliest remote KV transfer lands (0 when none is pending).
             wait = 0.0
             pending = [r.remote_ready_at for r in sched.waiting if r.status == WAITING_FOR_REMOTE_KVS]
@@ -195,17 +354,45 @@ class SimEngine:
             return StepResult(duration_s=wait, kv_events=events, num_preempted=len(batch.preempted), idle=True)
 
         duration = self.latency.step_time(batch.shape, self._rng if self.latency.jitter > 0 else None)
+        if win is not None:
+            win.ends.append(now + duration)
         outputs: list[RequestOutput] = []
         eos = self._eos
         max_len = self.config.max_model_len
         finished: list[Request] = []
-        gen = 0
+        gen = nlazy
+        lazy_done = lazy_done_ctx = 0
+        if due:
+            for r in due:
+                tok = r.future.pop(0)
+                r.all_token_ids.append(tok)
+                ntok = r.num_tokens = r.num_tokens + 1
+                nout = r.num_output_tokens = r.num_output_tokens + 1
+                r.num_computed_tokens += 1
+                r.lazy_at = L + 1
+                if win is not None:
+                    win.record(r, [tok], L)
+                reason = None
+                if nout >= r.max_tokens or ntok >= max_len:
+                    reason = "length"
+                elif tok == eos and not r.ignore_eos:
+                    reason = "stop"
+                if reason is None:
+                    self._event_step(r, L + 1)
+                else:
+                    r.lazy_at = -1
+                    lazy_done += 1
+                    lazy_done_ctx += r.num_computed_tokens
+                    finished.append(r)
+                    if win is not None:
+                        win.finish(r, reason)
         append = outputs.append
         for req, _n in entries:
             ntok = req.num_tokens
             if req.num_computed_tokens < ntok:
                 continue  # a prefill chunk that did not reach the end of the prompt
-            tok = req.token_stream._next()
+            f = req.future
+            tok = f.pop(0) if f else req.token_stream._next()
             req.all_token_ids.append(tok)  # inlined Request.append_token (hot loop)
             req.num_tokens = ntok = ntok + 1
             nout = req.num_output_tokens = req.num_output_tokens + 1
@@ -250,7 +437,11 @@ class SimEngine:
                 req.status = FINISHED
                 del self._requests[req.request_id]
             self._finished += len(finished)
-        return StepResult(
+        self._L = L + 1
+        if nlazy:
+            self._nlazy = nlazy - lazy_done
+            self._lazy_ctx += nlazy - lazy_done_ctx
+        res = StepResult(
             duration_s=duration,
             outputs=outputs,
             kv_events=events,
@@ -259,6 +450,9 @@ class SimEngine:
             num_decode_seqs=batch.shape.decode_seqs,
             num_preempted=len(batch.preempted),
         )
+        if win is not None:
+            self._lazify()
+        return res
 
     # ---- cache control and introspection ----------------------------------------------------------------
 
@@ -276,6 +470,8 @@ class SimEngine:
         req = self._requests.get(request_id)
         if req is None:
             return []
+        if req.lazy_at >= 0:
+            self._sync(req, self._L, None)
         hashes = self.kv.ensure_hashes(req, req.num_tokens // self.config.block_size)
         return [to_event_hash(h, self.config.event_hash_int) for h in hashes]
 

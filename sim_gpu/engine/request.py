@@ -58,6 +58,7 @@ class RequestOutput:
     block_hashes: list[Any] | None = None  # prefill_only requests, when finished: event hashes of its full blocks
     block_ids: list[int] | None = None  # prefill_only requests, when finished: the blocks holding its KV
     num_remote_tokens: int = 0  # tokens whose KV came from a remote prefill (P/D decode side)
+    token_times: list[float] | None = None  # fast_forward only: simulated time each new token was produced
 
 
 @dataclass
@@ -128,6 +129,9 @@ class Request:
         "num_tokens",
         "blocks",
         "num_cached_blocks",
+        "run_seq",
+        "lazy_at",
+        "future",
     )
 
     def __init__(self, req: EngineRequest, token_stream: Any) -> None:
@@ -154,6 +158,11 @@ class Request:
         self.num_tokens = self.prompt_len  # len(all_token_ids), kept as a field: read on every step
         self.blocks: list[Any] = []  # KV blocks held, in token order (KVCacheManager's)
         self.num_cached_blocks = 0  # how many of them are registered in the prefix cache
+        self.run_seq = 0  # admission order into the running list (set by the scheduler)
+        # Lazy decode (SimEngine.fast_forward): the counters above are as of engine step `lazy_at` (-1: not
+        # lazy, they are current); `future` holds output tokens drawn ahead of time, consumed in order.
+        self.lazy_at = -1
+        self.future: list[int] = []
 
     def append_token(self, token: int) -> None:
         self.all_token_ids.append(token)

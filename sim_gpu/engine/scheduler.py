@@ -38,28 +38,36 @@ class Scheduler:
         self.max_model_len = max_model_len
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
+        self._run_seq = 0  # admission order stamp (Request.run_seq): the running list is sorted by it
 
     def add(self, req: Request) -> None:
         self.waiting.append(req)
 
-    def schedule(self, now: float, transfer_time) -> ScheduledBatch:
-        """Plan one step at simulated time `now`. `transfer_time(req, num_tokens)` prices remote KV loads."""
+    def schedule(
+        self, now: float, transfer_time, skip: int = 0, skip_ctx: int = 0, advance_tiers: bool = True
+    ) -> ScheduledBatch:
+        """Plan one step at simulated time `now`. `transfer_time(req, num_tokens)` prices remote KV loads.
+
+        `skip`/`skip_ctx`: the first `skip` running requests are decodes the engine advances itself (its lazy
+        fast-forward path, see engine.py) over `skip_ctx` tokens of context; they take one token of budget
+        each and count in the batch shape, but are not listed in `entries` nor touched here.
+        """
         out = ScheduledBatch()
         shape = out.shape
         entries = out.entries
-        budget = self.max_num_batched_tokens
+        budget = self.max_num_batched_tokens - skip
         kv = self.kv
         bs = kv.block_size
         max_len = self.max_model_len
         tiers = kv.pool.tiers  # lower KV tiers (kvtiers), or None
-        if tiers is not None:
+        if tiers is not None and advance_tiers:
             tiers.advance(now)
 
         # 1. Running requests (decodes, continuing prefill chunks).
         running = self.running
         append = entries.append
-        dec_n = dec_ctx = 0  # decodes are summed here, not one method call each (hot loop)
-        i = 0
+        dec_n, dec_ctx = skip, skip_ctx  # decodes are summed here, not one method call each (hot loop)
+        i = skip
         while i < len(running) and budget > 0:
             req = running[i]
             computed = req.num_computed_tokens
@@ -143,7 +151,10 @@ class Scheduler:
                     num_computed = req.num_computed_tokens
                 if external > 0:
                     # P/D decode side: hold blocks for the incoming KV, wait for the transfer, compute nothing.
-                    if kv.allocate_slots(req, external, local, hits, delay_cache_blocks=True) is None:
+                    # A tier load reserves the whole prompt (+1 token) now: a request holding loaded KV in
+                    # the waiting queue cannot be preempted, so it must not need more blocks to start.
+                    n_alloc = external if tier_digests is None else req.num_tokens + 1 - local
+                    if kv.allocate_slots(req, n_alloc, local, hits, delay_cache_blocks=True) is None:
                         break
                     waiting.popleft()
                     wait_s = None
@@ -161,6 +172,11 @@ class Scheduler:
                     continue
                 n = min(req.num_tokens - num_computed, budget)
                 if kv.allocate_slots(req, n, local, hits) is None:
+                    # A request holding no blocks must not stall those behind it that hold loaded KV
+                    # (tier loads / remote KV): they could never free what it waits for.
+                    if not req.blocks and any(r.blocks for r in waiting):
+                        skipped.append(waiting.popleft())
+                        continue
                     break
                 waiting.popleft()
                 if req.num_cached_tokens < 0:
@@ -170,6 +186,8 @@ class Scheduler:
                     req.scheduled_once = True
                 req.num_computed_tokens = num_computed
                 req.status = RUNNING
+                req.run_seq = self._run_seq
+                self._run_seq += 1
                 running.append(req)
                 entries.append((req, n))
                 budget -= n

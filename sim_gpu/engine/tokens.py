@@ -16,15 +16,23 @@ OUTPUT_MODES = ("random", "echo")
 
 
 class TokenStream:
-    """The output tokens of one request, produced one at a time."""
+    """The output tokens of one request, produced one at a time (`next`) or a run at once (`take`)."""
 
-    __slots__ = ("_next",)
+    __slots__ = ("_next", "_take")
 
-    def __init__(self, next_fn) -> None:
+    def __init__(self, next_fn, take_fn=None) -> None:
         self._next = next_fn
+        self._take = take_fn
 
     def next(self) -> int:
         return self._next()
+
+    def take(self, n: int) -> list[int]:
+        """The next `n` tokens: the same ones `n` calls of `next` would give, drawn in one loop."""
+        if self._take is not None:
+            return self._take(n)
+        nxt = self._next
+        return [nxt() for _ in range(n)]
 
 
 def _next_or(it, rest: TokenStream) -> int:
@@ -76,4 +84,8 @@ class TokenGenerator:
         rng = random.Random(self.key(prompt_token_ids))
         vocab = self.vocab_size
         rand = rng.random
-        return TokenStream(lambda: int(rand() * vocab))
+
+        def take(n: int) -> list[int]:
+            return [int(rand() * vocab) for _ in range(n)]
+
+        return TokenStream(lambda: int(rand() * vocab), take)

@@ -1,4 +1,4 @@
-"""Helpers for CLI tests: an isolated run directory, the CLI as a real subprocess, guaranteed cleanup."""
+"""Fixtures for CLI tests: an isolated run directory, the CLI as a real subprocess, guaranteed cleanup."""
 
 from __future__ import annotations
 

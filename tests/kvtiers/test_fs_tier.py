@@ -78,8 +78,9 @@ def test_damaged_file_is_a_counted_miss_and_removed(tmp_path, how, counter):
     assert fs.get(A) == payload()
 
 
-def test_misplaced_file_fails_its_checksum(tmp_path):
-    fs = FsTier(tmp_path, 1 << 20)
+@pytest.mark.parametrize("checksum", ["crc32", "blake2b"])
+def test_misplaced_file_fails_its_checksum(tmp_path, checksum):
+    fs = FsTier(tmp_path, 1 << 20, checksum=checksum)
     fs.put(A, payload())
     shutil.copy(tmp_path / A, tmp_path / B)  # a valid file under the wrong name
     assert fs.get(B) is None and fs.stats.corrupt == 1
@@ -98,6 +99,14 @@ def test_size_cap_evicts_least_recently_used(tmp_path):
     assert evicted == [names[1]]
     assert fs.usage_bytes() <= 5 * size and fs.stats.evictions == 1
     assert fs.get(names[0]) is not None
+
+
+def test_pods_with_different_checksums_read_each_other(tmp_path):
+    FsTier(tmp_path, 1 << 20, checksum="blake2b").put(A, payload())
+    crc = FsTier(tmp_path, 1 << 20)
+    assert crc.get(A) == payload()
+    with pytest.raises(ValueError, match="checksum: expected one of crc32, blake2b"):
+        FsTier(tmp_path, 1 << 20, checksum="md5")
 
 
 def test_foreign_and_temp_files_are_never_counted_or_evicted(tmp_path):

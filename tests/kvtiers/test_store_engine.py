@@ -117,3 +117,22 @@ def test_typed_blocks_skip_offload_and_replicate(tmp_path):
 def test_attach_rejects_mismatched_block_size():
     with pytest.raises(ValueError, match="block_size"):
         attach_tiers(engine(), TieredStore([MemoryTier("CPU", 4)], COST, block_size=32))
+
+
+def test_tier_loads_under_memory_pressure_always_finish(tmp_path):
+    """Requests holding loaded KV in the waiting queue must never deadlock the engine (regression)."""
+    docs = prompts(12, blocks=16, seed=3)
+    eng = sim_engine.SimEngine(sim_engine.EngineConfig(num_gpu_blocks=65, block_size=BS, max_num_seqs=64))
+    fs = FilesystemTier(FsTier(tmp_path, 64 << 20), synthetic_payload(512))
+    hook = attach_tiers(eng, TieredStore([MemoryTier("CPU", 64), fs], COST, block_size=BS))
+    rng = random.Random(5)
+    now, issued, steps = 0.0, 0, 0
+    while issued < 80 or eng.has_unfinished():
+        while issued < 80 and eng.num_unfinished() < 8:
+            eng.add_request(sim_engine.EngineRequest(f"r{issued}", docs[rng.randrange(12)] + [7, 7, 7], max_tokens=16, ignore_eos=True))
+            issued += 1
+        r = eng.step(now)
+        now += r.duration_s if r.duration_s > 0 else 1e-5
+        steps += 1
+        assert steps < 20_000, "engine stalled with tier loads pending"
+    assert hook.counters.hit_tokens_cpu + hook.counters.hit_tokens_disk > 0

@@ -1,0 +1,109 @@
+"""Named scenarios for the planner: llm-d's published benchmark and the four scheduling policies it compares.
+
+`LLMD_73` is llm-d-kv-cache-manager's "73-capacity" run behind the "KV-cache wins you can see" post: 8 vLLM
+pods serving Qwen3-32B on 2 x H100 each (TP 2, 307,328 tokens of KV per pod), inference-perf shared_prefix
+150 groups x 5 prompts (system 6000, question 1200, output 1000 tokens, ignore_eos), Poisson 15 QPS warm-up
+then 3 -> 60 QPS. The policies are the scheduler configs it lists (random, load, approximate/estimated,
+precise), in this router's plugin names; published figures are the report's summary row.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from llmdctl.bench.load import LLMD_73_LADDER, Stage
+from llmdctl.bench.workloads import WorkloadSpec
+from llmdctl.plan.sim import PlanConfig, PoolPlan
+
+
+def _epp(plugins: list[dict[str, Any]], refs: list[tuple[str, float | None]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "llm-d.ai/v1alpha1",
+        "kind": "EndpointPickerConfig",
+        "plugins": plugins + [{"type": "single-profile-handler"}],
+        "schedulingProfiles": [
+            {"name": "default", "plugins": [{"pluginRef": r, **({"weight": w} if w is not None else {})} for r, w in refs]}
+        ],
+    }
+
+
+def policy_configs(block_size: int = 64, approx_block_tokens: int = 16, approx_capacity: int = 31250) -> dict[str, dict[str, Any]]:
+    """The four schedulers of llm-d's benchmark. The approximate scorer hashes 16-token blocks and assumes
+    31,250 blocks per pod (llm-d's 64-character blocks ~ 16 tokens, its lruCapacityPerServer): ~500k tokens
+    per pod, more than a pod holds — the over-estimate that makes it route to evicted prefixes."""
+    return {
+        "random": _epp([{"type": "random-picker"}], [("random-picker", None)]),
+        "load": _epp(
+            [{"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"}, {"type": "max-score-picker"}],
+            [("queue-scorer", 1), ("kv-cache-utilization-scorer", 1), ("max-score-picker", None)],
+        ),
+        "approximate": _epp(
+            [
+                {"type": "queue-scorer"},
+                {"type": "kv-cache-utilization-scorer"},
+                {"type": "prefix-cache-scorer", "parameters": {
+                    "blockSizeTokens": approx_block_tokens, "maxPrefixBlocksToMatch": 1024,
+                    "lruCapacityPerServer": approx_capacity, "autoTune": False}},
+                {"type": "max-score-picker"},
+            ],
+            [("kv-cache-utilization-scorer", 1), ("queue-scorer", 1), ("prefix-cache-scorer", 1), ("max-score-picker", None)],
+        ),
+        "precise": _epp(
+            [
+                {"type": "precise-prefix-cache-scorer", "parameters": {"tokenProcessorConfig": {"blockSize": block_size}}},
+                {"type": "kv-cache-utilization-scorer"},
+                {"type": "queue-scorer"},
+                {"type": "max-score-picker"},
+            ],
+            [("precise-prefix-cache-scorer", 3), ("kv-cache-utilization-scorer", 2), ("queue-scorer", 2), ("max-score-picker", None)],
+        ),
+    }
+
+
+POLICIES = ("random", "load", "approximate", "precise")
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    pools: list[PoolPlan]
+    workload: WorkloadSpec
+    stages: list[Stage]
+    published: dict[str, dict[str, float]]  # policy -> {ttft_p90_s, ttft_mean_s, output_tok_s}
+    network: str = "rdma-200g"
+
+    def plan_config(self, policy: str, router: dict[str, Any] | None = None, seed: int = 0) -> PlanConfig:
+        cfg = router if router is not None else policy_configs(self.pools[0].block_size)[policy]
+        return PlanConfig(pools=copy.deepcopy(self.pools), router=cfg, name=policy, network=self.network, seed=seed)
+
+
+LLMD_73 = Scenario(
+    name="llmd-73",
+    description="llm-d 73%-capacity: 8 pods Qwen3-32B on 2xH100 (TP2), shared-prefix 150x5, 6000+1200 -> 1000 tokens, Poisson 15 warm-up then 3->60 QPS",
+    pools=[PoolPlan(name="qwen", replicas=8, hardware="H100", model="Qwen3-32B", tp=2, block_size=64,
+                    num_gpu_blocks=307_328 // 64, max_num_seqs=256, max_num_batched_tokens=8192, max_model_len=16384)],
+    workload=WorkloadSpec(kind="shared-prefix", num_groups=150, prompts_per_group=5, system_prompt_len=6000,
+                          question_len=1200, output_len=1000),
+    stages=[Stage(float(r), float(d)) for r, d in LLMD_73_LADDER],
+    published={
+        "precise": {"ttft_p90_s": 0.542, "ttft_mean_s": 0.298, "output_tok_s": 8730.0},
+        "approximate": {"ttft_p90_s": 31.083, "ttft_mean_s": 13.316, "output_tok_s": 6944.4},
+        "load": {"ttft_p90_s": 94.865, "ttft_mean_s": 46.987, "output_tok_s": 4266.4},
+        "random": {"ttft_p90_s": 92.551, "ttft_mean_s": 45.281, "output_tok_s": 4428.7},
+    },
+)
+
+SMALL = Scenario(
+    name="small",
+    description="4 pods Llama-3.1-8B on 1xH100 with a small KV cache, shared-prefix 24x4, 1024+128 -> 64 tokens, Poisson 4->16 QPS",
+    pools=[PoolPlan(name="pod", replicas=4, hardware="H100", model="Llama-3.1-8B", tp=1, block_size=16,
+                    num_gpu_blocks=1200, max_num_seqs=64)],
+    workload=WorkloadSpec(kind="shared-prefix", num_groups=24, prompts_per_group=4, system_prompt_len=1024, question_len=128, output_len=64),
+    stages=[Stage(4.0, 10.0), Stage(8.0, 10.0), Stage(16.0, 10.0)],
+    published={},
+)
+
+SCENARIOS = {s.name: s for s in (LLMD_73, SMALL)}

@@ -1,0 +1,386 @@
+"""The offline planner's core: the real router Scheduler and N SimEngines on one virtual clock.
+
+A discrete-event loop, no HTTP and no sleeping: arrivals and engine step completions sit in one heap ordered
+by simulated time. A request is scheduled by `router_lite.scheduler.Scheduler` (the same plugins, indexes and
+config as the live router) against endpoints whose metrics are snapshots of `engine.stats()` refreshed every
+`scrape_interval_s` (the staleness the live data layer has), and whose precise prefix index is fed with the
+engines' own KV events. Each engine runs one step at a time: a step planned at `t` lands at `t + duration`,
+when its tokens and events are delivered. P/D goes in two steps (prefill_only on a prefill engine, then a
+remote_prefill on the decode engine that pays the KV transfer); CPU tiers attach through kvtiers.
+
+Everything is bounded: simulated seconds (`max_sim_s`) and wall seconds (`max_wall_s`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvtiers.kvevents import KVEventBatch
+from llmdctl.bench.metrics import ERROR, OK, TIMEOUT, RequestRecord
+from llmdctl.bench.workloads import BenchRequest, SessionTracker
+from router_lite.config import SchedulerConfig, load_config
+from router_lite.prefix import PrecisePrefixIndex, PrefixIndexes
+from router_lite.scheduler import Scheduler
+from router_lite.types import ROLE_LABEL, Endpoint, EndpointMetrics, LLMRequest
+from sim_gpu.clock import VirtualClock
+from sim_gpu.engine import EngineConfig, EngineRequest, RemotePrefill, SimEngine
+from sim_gpu.latency import LatencyModel
+
+
+@dataclass
+class PoolPlan:
+    """One pool of identical simulated pods."""
+
+    name: str = "pod"
+    role: str = "both"
+    replicas: int = 4
+    hardware: str = "H100"
+    model: str = "Llama-3.1-8B"
+    tp: int = 1
+    block_size: int = 16
+    num_gpu_blocks: int | None = None
+    gpu_memory_utilization: float = 0.9
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    max_model_len: int = 32768
+    cpu_blocks: int = 0  # CPU KV tier per pod (0: none)
+
+    @property
+    def gpus(self) -> int:
+        return self.replicas * self.tp
+
+
+@dataclass
+class PlanConfig:
+    """A deployment to simulate: pools, the router's EndpointPickerConfig, the network for P/D."""
+
+    pools: list[PoolPlan]
+    router: dict[str, Any]
+    name: str = "plan"
+    network: str = "rdma-200g"
+    scrape_interval_s: float = 0.05  # metrics staleness, as the live data layer's refresh interval
+    pcie_gbps: float = 32.0
+    seed: int = 0
+
+    @property
+    def gpus(self) -> int:
+        return sum(p.gpus for p in self.pools)
+
+
+@dataclass
+class PlanResult:
+    name: str
+    records: list[RequestRecord]
+    sim_s: float
+    wall_s: float
+    steps: int
+    hit_rate: float | None
+    preemptions: int
+    gpus: int
+    truncated: str | None = None  # why the run stopped early, if it did
+    scheduling_s: float = 0.0  # wall seconds spent in the router's scheduler
+
+    @property
+    def speedup(self) -> float:
+        """Simulated seconds per wall second."""
+        return self.sim_s / self.wall_s if self.wall_s > 0 else float("inf")
+
+
+class _Pod:
+    __slots__ = ("name", "engine", "endpoint", "busy", "seq", "pool", "tiers")
+
+    def __init__(self, name: str, engine: SimEngine, endpoint: Endpoint, pool: PoolPlan) -> None:
+        self.name = name
+        self.engine = engine
+        self.endpoint = endpoint
+        self.busy = False  # a step (or a timed wait) is in flight
+        self.seq = 0
+        self.pool = pool
+        self.tiers: Any = None
+
+
+class _Live:
+    """A request in flight: its record, where it runs, what the runner must do when it finishes."""
+
+    __slots__ = ("req", "rec", "llm", "pod", "prompt", "out", "phase", "decode_pod")
+
+    def __init__(self, req: BenchRequest, rec: RequestRecord, llm: LLMRequest, prompt: list[int]) -> None:
+        self.req = req
+        self.rec = rec
+        self.llm = llm
+        self.pod: _Pod | None = None
+        self.prompt = prompt
+        self.out: list[int] | None = [] if req.session is not None else None
+        self.phase = 0  # 0: single or decode leg; 1: P/D prefill leg
+        self.decode_pod: _Pod | None = None
+
+
+def _latency(pool: PoolPlan, network: str) -> LatencyModel:
+    return LatencyModel.from_names(pool.hardware, pool.model, tp=pool.tp, network=network)
+
+
+def build_pods(cfg: PlanConfig) -> list[_Pod]:
+    pods: list[_Pod] = []
+    port = 8100
+    for pool in cfg.pools:
+        lat = _latency(pool, cfg.network)
+        for i in range(pool.replicas):
+            ecfg = EngineConfig(
+                block_size=pool.block_size,
+                num_gpu_blocks=pool.num_gpu_blocks,
+                gpu_memory_utilization=pool.gpu_memory_utilization,
+                max_num_seqs=pool.max_num_seqs,
+                max_num_batched_tokens=pool.max_num_batched_tokens,
+                max_model_len=pool.max_model_len,
+                latency=lat,
+                seed=cfg.seed * 1000 + len(pods),
+                role=pool.role,
+            )
+            eng = SimEngine(ecfg)
+            labels = {ROLE_LABEL: pool.role} if pool.role != "both" else {}
+            ep = Endpoint("10.0.0.1", port, labels=labels, name=f"{pool.name}-{i}")
+            ep.metrics = EndpointMetrics(block_size=pool.block_size, num_gpu_blocks=eng.num_gpu_blocks)
+            pod = _Pod(f"{pool.name}-{i}", eng, ep, pool)
+            if pool.cpu_blocks > 0:
+                from kvtiers.engine_hook import attach_tiers
+                from kvtiers.store import CostModel, MemoryTier, TieredStore
+
+                block_bytes = int(lat.kv_bytes_per_token_per_gpu() * pool.block_size)
+                store = TieredStore([MemoryTier("CPU", pool.cpu_blocks)], CostModel(block_bytes=block_bytes, pcie_gbps=cfg.pcie_gbps), block_size=pool.block_size)
+                pod.tiers = attach_tiers(eng, store)
+            pods.append(pod)
+            port += 1
+    return pods
+
+
+def simulate(
+    cfg: PlanConfig,
+    requests: list[BenchRequest],
+    arrivals: list[tuple[float, int]],
+    *,
+    max_sim_s: float = 7200.0,
+    max_wall_s: float = 900.0,
+    progress: Callable[[float, int, int], None] | None = None,
+    model_name: str = "sim-model",
+) -> PlanResult:
+    """Run `requests` (sent at `arrivals[i]` = (time, stage)) through the router and the engines.
+
+    Follow-up turns of a session are sent no earlier than their predecessor's end + think time.
+    `progress(sim_now, finished, total)` is called about every 2 simulated seconds."""
+    t_wall0 = time.perf_counter()
+    sched_cfg: SchedulerConfig = load_config(cfg.router, origin=f"{cfg.name}: router")
+    clock = VirtualClock()
+    now_fn = clock.now
+    indexes = PrefixIndexes(precise=PrecisePrefixIndex(clock=now_fn))
+    scheduler = Scheduler(sched_cfg, index=indexes, rng=random.Random(cfg.seed), clock=now_fn)
+    precise = sched_cfg.precise_prefix_settings()
+    hasher = precise.hasher() if precise is not None else None
+    use_int = precise.use_int_block_hashes if precise is not None else True
+    memo: dict[tuple[Any, tuple[int, ...]], Any] = {}
+
+    pods = build_pods(cfg)
+    by_key = {p.endpoint.key: p for p in pods}
+    endpoints = [p.endpoint for p in pods]
+    index = indexes.precise
+    n = min(len(requests), len(arrivals))
+    tracker = SessionTracker()
+    records: list[RequestRecord] = []
+    waiting_turns: dict[str, list[int]] = {}  # session -> indices of turns waiting for their predecessor
+    heap: list[tuple[float, int, int, Any]] = []  # (time, seq, kind, payload)
+    seq = 0
+    ARRIVE, STEP_END = 0, 1
+    for i in range(n):
+        heap.append((arrivals[i][0], i, ARRIVE, i))
+    heapq.heapify(heap)
+    seq = n
+    live: dict[str, _Live] = {}
+    finished = 0
+    steps = 0
+    sched_wall = 0.0
+    last_scrape = -1e18
+    interval = cfg.scrape_interval_s
+    next_progress = 0.0
+    truncated: str | None = None
+    from kvtiers.hashing import to_event_hash
+
+    def block_hashes(tokens: list[int]) -> list[Any]:
+        # The router's hashing, memoized on (parent, block) like the engine's: shared prefixes hash once.
+        bs = hasher.block_size
+        out = []
+        parent = None
+        for i in range(len(tokens) // bs):
+            blk = tuple(tokens[i * bs : (i + 1) * bs])
+            key = (parent, blk)
+            d = memo.get(key)
+            if d is None:
+                d = memo[key] = hasher.hash_block(parent, blk, None)
+            parent = d
+            out.append(to_event_hash(d, use_int))
+        if len(memo) > 400_000:
+            memo.clear()
+        return out
+
+    def scrape(now: float) -> None:
+        for p in pods:
+            st = p.engine.stats()
+            m = p.endpoint.metrics
+            m.waiting_queue_size = st.num_waiting
+            m.running_requests_size = st.num_running
+            m.kv_cache_usage_percent = st.kv_cache_usage
+            m.updated_at = now
+
+    def kick(pod: _Pod, now: float) -> None:
+        nonlocal seq, steps
+        if pod.busy or not pod.engine.has_unfinished():
+            return
+        res = pod.engine.step(now)
+        steps += 1
+        pod.busy = True
+        seq += 1
+        heapq.heappush(heap, (now + res.duration_s, seq, STEP_END, (pod, res)))
+
+    def submit(lv: _Live, pod: _Pod, now: float, ereq: EngineRequest) -> bool:
+        try:
+            pod.engine.add_request(ereq)
+        except ValueError as exc:
+            lv.rec.status = ERROR
+            lv.rec.error = str(exc)
+            lv.rec.finished = now
+            return False
+        kick(pod, now)
+        return True
+
+    def send(i: int, now: float) -> None:
+        nonlocal last_scrape, sched_wall, finished
+        req = requests[i]
+        prompt = tracker.prompt_of(req)
+        rec = RequestRecord(req.request_id, stage=arrivals[i][1], sent=now, prompt_tokens=len(prompt))
+        records.append(rec)
+        if now - last_scrape >= interval:
+            scrape(now)
+            last_scrape = now - (now % interval)
+        llm = LLMRequest(req.request_id, model_name, prompt_token_ids=prompt, arrival=now,
+                         block_hashes=block_hashes(prompt) if hasher is not None else None)
+        t0 = time.perf_counter()
+        result = scheduler.schedule(llm, endpoints)
+        if result.target is not None:
+            scheduler.on_routed(llm, result)
+        sched_wall += time.perf_counter() - t0
+        if result.target is None:
+            rec.status, rec.error, rec.finished = ERROR, result.reason or "no endpoint", now
+            finished += 1
+            return
+        lv = _Live(req, rec, llm, prompt)
+        decode = by_key[result.target.key]
+        rec.endpoint = decode.name
+        live[req.request_id] = lv
+        if result.prefill is not None and result.prefill.key != result.target.key:
+            pf = by_key[result.prefill.key]
+            lv.phase, lv.pod, lv.decode_pod = 1, pf, decode
+            ok = submit(lv, pf, now, EngineRequest(req.request_id, prompt, 1, ignore_eos=True, arrival_time=now, prefill_only=True))
+        else:
+            lv.pod = decode
+            ok = submit(lv, decode, now, EngineRequest(req.request_id, prompt, req.max_tokens, ignore_eos=True, arrival_time=now))
+        if not ok:
+            del live[req.request_id]
+            scheduler.on_finished(llm, result.target)
+            finished += 1
+
+    def release_turns(session: str, now: float) -> None:
+        nonlocal seq
+        for j in waiting_turns.pop(session, []):
+            t = max(now + requests[j].think_time_s, arrivals[j][0])
+            seq += 1
+            heapq.heappush(heap, (t, seq, ARRIVE, j))
+
+    while heap:
+        t, _, kind, payload = heapq.heappop(heap)
+        if t > max_sim_s:
+            truncated = f"stopped at {max_sim_s:g} simulated seconds"
+            break
+        clock.advance_to(t)
+        now = t
+        if kind == ARRIVE:
+            req = requests[payload]
+            if req.session is not None and req.turn > 0:
+                ready = tracker.ready_at(req)
+                if ready is None:
+                    waiting_turns.setdefault(req.session, []).append(payload)
+                    continue
+                if ready > now:
+                    seq += 1
+                    heapq.heappush(heap, (ready, seq, ARRIVE, payload))
+                    continue
+            send(payload, now)
+        else:
+            pod, res = payload
+            pod.busy = False
+            if res.kv_events:
+                pod.seq += 1
+                index.apply(pod.endpoint.key, pod.seq, KVEventBatch(now, res.kv_events))
+            for out in res.outputs:
+                lv = live.get(out.request_id)
+                if lv is None:
+                    continue
+                if lv.phase == 1:
+                    if out.finished:  # prefill done: the decode leg pulls the KV (engine prices the transfer)
+                        lv.phase, lv.pod = 0, lv.decode_pod
+                        rp = RemotePrefill(num_tokens=len(lv.prompt), remote_block_hashes=out.block_hashes)
+                        ereq = EngineRequest(lv.req.request_id, lv.prompt, lv.req.max_tokens, ignore_eos=True, arrival_time=now, remote_prefill=rp)
+                        if not submit(lv, lv.decode_pod, now, ereq):
+                            live.pop(out.request_id, None)
+                            finished += 1
+                    continue
+                rec = lv.rec
+                if out.first_token:
+                    rec.first_token = now
+                    rec.cached_tokens = out.num_cached_tokens
+                if lv.out is not None:
+                    lv.out.extend(out.new_token_ids)
+                if out.finished:
+                    rec.finished = now
+                    rec.output_tokens = out.num_output_tokens
+                    del live[out.request_id]
+                    finished += 1
+                    scheduler.on_finished(lv.llm, lv.pod.endpoint if lv.pod else pod.endpoint)
+                    if lv.req.session is not None:
+                        tracker.record(lv.req, lv.prompt, lv.out or [], now)
+                        if not SessionTracker.is_branch(lv.req):
+                            release_turns(lv.req.session, now)
+            if not (res.idle and res.duration_s == 0):
+                kick(pod, now)
+            # else: nothing was schedulable (no budget or blocks and nothing running); the next arrival or
+            # finish on this pod kicks it again.
+        if progress is not None and now >= next_progress:
+            progress(now, finished, n)
+            next_progress = now + 2.0
+            if time.perf_counter() - t_wall0 > max_wall_s:
+                truncated = f"stopped after {max_wall_s:g} wall seconds"
+                break
+    # Engines that went idle while holding requests (a stuck waiting queue) and requests never finished.
+    end = clock.now()
+    for lv in live.values():
+        lv.rec.status = TIMEOUT
+        lv.rec.error = truncated or "did not finish"
+    queries = sum(p.engine.stats().prefix_cache_queries_tokens for p in pods)
+    hits = sum(p.engine.stats().prefix_cache_hits_tokens for p in pods)
+    return PlanResult(
+        name=cfg.name,
+        records=records,
+        sim_s=end,
+        wall_s=time.perf_counter() - t_wall0,
+        steps=steps,
+        hit_rate=hits / queries if queries else None,
+        preemptions=sum(p.engine.stats().num_preemptions for p in pods),
+        gpus=cfg.gpus,
+        truncated=truncated,
+        scheduling_s=sched_wall,
+    )
+
+
+__all__ = ["OK", "PlanConfig", "PlanResult", "PoolPlan", "build_pods", "simulate"]
