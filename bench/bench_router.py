@@ -10,7 +10,7 @@ Both profiles are run through the router: the default (queue + kv-cache + approx
 precise with the router tokenizing locally (`--tokenizer builtin`, the simulator's tokenizer). Figures depend on the machine; on a
 shared 2-core box the client, router and pod compete for the same cores, which is the pessimistic case.
 
-    python bench/bench_router.py [--requests 400] [--concurrency 16] [--load-requests 1500] [--json out.json]
+    python bench/bench_router.py [--requests 300] [--concurrency 16] [--load-requests 1000] [--rounds 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -145,17 +145,26 @@ def decision_times(url: str, n: int) -> list[float]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a process (Linux /proc), to turn a load run into CPU per request."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=400, help="sequential requests per latency run")
+    ap.add_argument("--requests", type=int, default=300, help="sequential requests per latency run")
     ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--load-requests", type=int, default=1500, help="requests per throughput run")
+    ap.add_argument("--load-requests", type=int, default=1000, help="requests per throughput run")
+    ap.add_argument("--rounds", type=int, default=2, help="direct/routed alternations per profile (medians reported)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
     pod_port = free_ports(1)
     procs: list[subprocess.Popen] = []
-    results: dict = {"requests": args.requests, "concurrency": args.concurrency, "load_requests": args.load_requests}
+    results: dict = {"requests": args.requests, "concurrency": args.concurrency, "load_requests": args.load_requests, "profiles": {}}
     try:
         sim = subprocess.Popen(
             [sys.executable, "-m", "sim_gpu", "serve", "--port", str(pod_port), "--model", MODEL, "--time-scale", "0", "--num-gpu-blocks", "20000"],
@@ -164,9 +173,6 @@ def main() -> None:
         procs.append(sim)
         direct = f"http://127.0.0.1:{pod_port}"
         wait_http(direct + "/health", sim)
-        lat_direct = asyncio.run(sequential(direct, args.requests))
-        rps_direct, err_direct = asyncio.run(closed_loop(direct, args.concurrency, args.load_requests))
-        results["direct"] = {"p50_ms": pct(lat_direct, 0.5) * 1e3, "p99_ms": pct(lat_direct, 0.99) * 1e3, "rps": rps_direct, "errors": err_direct}
         with tempfile.TemporaryDirectory() as tmp:
             for name, config, extra in (("default", None, []), ("precise", PRECISE, []), ("precise-local", PRECISE, ["--tokenizer", "builtin"])):
                 port = free_ports(1)
@@ -182,19 +188,38 @@ def main() -> None:
                 url = f"http://127.0.0.1:{port}"
                 wait_http(url + "/health", rp)
                 startup = time.perf_counter() - t0
-                lat = asyncio.run(sequential(url, args.requests))
+                rows: dict[str, list[float]] = {k: [] for k in ("d50", "d99", "r50", "r99", "drps", "rrps", "cpu")}
+                errors = 0
+                for _ in range(args.rounds):
+                    lat_d = asyncio.run(sequential(direct, args.requests))
+                    lat_r = asyncio.run(sequential(url, args.requests))
+                    rows["d50"].append(pct(lat_d, 0.5))
+                    rows["d99"].append(pct(lat_d, 0.99))
+                    rows["r50"].append(pct(lat_r, 0.5))
+                    rows["r99"].append(pct(lat_r, 0.99))
+                    rps_d, _ = asyncio.run(closed_loop(direct, args.concurrency, args.load_requests))
+                    c0 = cpu_seconds(rp.pid)
+                    rps_r, err = asyncio.run(closed_loop(url, args.concurrency, args.load_requests))
+                    rows["cpu"].append((cpu_seconds(rp.pid) - c0) / args.load_requests)
+                    rows["drps"].append(rps_d)
+                    rows["rrps"].append(rps_r)
+                    errors += err
                 sched = decision_times(url, 200)
-                rps, err = asyncio.run(closed_loop(url, args.concurrency, args.load_requests))
                 stop(rp)
-                results[name] = {
+                med = {k: statistics.median(v) for k, v in rows.items()}
+                results["profiles"][name] = {
                     "startup_s": startup,
-                    "p50_ms": pct(lat, 0.5) * 1e3,
-                    "p99_ms": pct(lat, 0.99) * 1e3,
-                    "added_p50_ms": (pct(lat, 0.5) - pct(lat_direct, 0.5)) * 1e3,
-                    "added_p99_ms": (pct(lat, 0.99) - pct(lat_direct, 0.99)) * 1e3,
-                    "rps": rps,
-                    "rps_vs_direct": rps / rps_direct,
-                    "errors": err,
+                    "direct_p50_ms": med["d50"] * 1e3,
+                    "direct_p99_ms": med["d99"] * 1e3,
+                    "routed_p50_ms": med["r50"] * 1e3,
+                    "routed_p99_ms": med["r99"] * 1e3,
+                    "added_p50_ms": (med["r50"] - med["d50"]) * 1e3,
+                    "added_p99_ms": (med["r99"] - med["d99"]) * 1e3,
+                    "direct_rps": med["drps"],
+                    "routed_rps": med["rrps"],
+                    "router_cpu_ms_per_request": med["cpu"] * 1e3,
+                    "router_max_rps_per_core": 1.0 / med["cpu"] if med["cpu"] > 0 else None,
+                    "errors": errors,
                     "decision_p50_ms": statistics.median(sched) if sched else None,
                     "decision_p99_ms": pct(sched, 0.99) if sched else None,
                 }
@@ -202,16 +227,16 @@ def main() -> None:
         for p in procs:
             stop(p)
 
-    d = results["direct"]
-    print(f"router_lite overhead vs a direct pod call ({args.requests} sequential requests; {args.load_requests} at concurrency {args.concurrency})")
-    print(f"{'path':<14} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8} {'req/s':>8} {'ratio':>6} {'sched p50/p99 ms':>18} {'start s':>8}")
-    print(f"{'direct':<14} {d['p50_ms']:8.2f} {d['p99_ms']:8.2f} {'':>8} {'':>8} {d['rps']:8.0f} {1.0:6.2f}")
-    for name in ("default", "precise", "precise-local"):
-        r = results[name]
+    print(f"router_lite vs a direct call to the same pod (time scale 0; {args.requests} sequential requests, "
+          f"{args.load_requests} at concurrency {args.concurrency}; medians of {args.rounds} alternating rounds)")
+    print(f"{'profile':<14} {'direct p50/p99':>15} {'routed p50/p99':>15} {'added p50/p99':>14} {'direct/routed req/s':>20} "
+          f"{'router CPU ms/req':>17} {'max req/s/core':>14} {'decision p50/p99 ms':>19} {'start s':>7}")
+    for name, r in results["profiles"].items():
         sched = f"{r['decision_p50_ms']:.3f}/{r['decision_p99_ms']:.3f}" if r["decision_p50_ms"] is not None else "-"
         print(
-            f"{name:<14} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['added_p50_ms']:8.2f} {r['added_p99_ms']:8.2f} "
-            f"{r['rps']:8.0f} {r['rps_vs_direct']:6.2f} {sched:>18} {r['startup_s']:8.2f}"
+            f"{name:<14} {r['direct_p50_ms']:7.2f}/{r['direct_p99_ms']:<7.2f} {r['routed_p50_ms']:7.2f}/{r['routed_p99_ms']:<7.2f} "
+            f"{r['added_p50_ms']:6.2f}/{r['added_p99_ms']:<7.2f} {r['direct_rps']:9.0f}/{r['routed_rps']:<10.0f} "
+            f"{r['router_cpu_ms_per_request']:17.3f} {r['router_max_rps_per_core'] or 0:14.0f} {sched:>19} {r['startup_s']:7.2f}"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

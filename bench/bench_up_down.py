@@ -51,11 +51,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "LLMDCTL_HOME": home}
         for i in range(args.runs):
-            block = _free_block(40)
-            router, pods, events = block, block + 1, block + 20
+            router = _free_block(1)  # pods and KV events: llmdctl picks the first free blocks, as for a user
             cmd = [sys.executable, "-m", "llmdctl"]
             t0 = time.perf_counter()
-            r = subprocess.run([*cmd, "up", args.profile, "--port", str(router), "--pod-port", str(pods), "--events-port", str(events), "--json"],
+            r = subprocess.run([*cmd, "up", args.profile, "--port", str(router), "--json"],
                                env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
             t_up = time.perf_counter() - t0
             if r.returncode != 0:
@@ -78,9 +77,9 @@ def main() -> int:
             t1 = time.perf_counter()
             d = subprocess.run([*cmd, "down", "--json"], env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
             t_down = time.perf_counter() - t1
-            left = json.loads(d.stdout) if d.returncode == 0 else {"remaining_pids": "?", "listening": "?"}
+            left = json.loads(d.stdout) if d.returncode == 0 else {"remaining_pids": "?", "listening": "?", "killed": "?"}
             print(f"run {i + 1}: up {t_up:.2f}s  first request {t_first:.2f}s (served by {served})  down {t_down:.2f}s  "
-                  f"left: pids {left['remaining_pids']} ports {left['listening']}")
+                  f"left: pids {left['remaining_pids']} ports {left['listening']}" + (f"  SIGKILLed: {left['killed']}" if left["killed"] else ""))
             ups.append(t_up)
             firsts.append(t_first)
             downs.append(t_down)

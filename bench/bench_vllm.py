@@ -87,7 +87,15 @@ def main() -> int:
         router, served = up.state.router_url, up.state.model
         miss, hit, miss_e2e, hit_e2e, scattered = [], [], [], [], 0
         with httpx.Client(timeout=300) as client:
-            _ttft(client, router, served, "warm up " + SENTENCE)
+            deadline = time.monotonic() + 120  # the router may still be marking the pods healthy
+            while True:
+                try:
+                    _ttft(client, router, served, "warm up " + SENTENCE)
+                    break
+                except httpx.HTTPStatusError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(1.0)
             for g in range(args.groups):
                 prefix = f"Group {g} system prompt. " + SENTENCE * args.prefix_sentences
                 pods = set()

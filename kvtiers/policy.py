@@ -211,11 +211,17 @@ def simulate_prefix_cache(trace: Sequence[TraceRequest], capacity: int, policy: 
             hit += 1
         recomputed += len(req.blocks) - hit
         protect = set(req.blocks)
+        kept = []
         for i, h in enumerate(req.blocks):
             if h not in q and len(q) >= capacity:
                 if q.pop_victim(protect) is None:
                     continue  # the request alone overflows the cache: this block is not kept
             q.add(h, req.type_at(i))
+            kept.append(i)
+        # Freed tail first, as vLLM does: a request's first blocks end up most recent, so eviction eats
+        # prefixes from their tail and never leaves a tail without its head.
+        for i in reversed(kept):
+            q.add(req.blocks[i], req.type_at(i))
         q.finish(req.blocks)
     return recomputed
 

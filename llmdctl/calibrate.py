@@ -71,6 +71,8 @@ class CalibrationResult:
     samples: list[Sample]
     fit_error_median: float
     unfitted_error_median: float = float("nan")  # the same samples with the profile's previous coefficients
+    fit_rms_error: float = float("nan")  # the fit's objective, after and before
+    unfitted_rms_error: float = float("nan")
     heldout: dict[str, float] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
 
@@ -151,9 +153,22 @@ def _nnls(a: Any, b: Any) -> Any:
     return x
 
 
+def rms_relative_error(predicted: list[float], measured: list[float]) -> float:
+    """sqrt(mean(((p - m) / m)^2)): the objective the fit minimizes."""
+    errs = [((p - m) / m) ** 2 for p, m in zip(predicted, measured) if m > 0]
+    return (sum(errs) / len(errs)) ** 0.5 if errs else float("nan")
+
+
 def fit_coefficients(samples: list[Sample], latency: Any, iterations: int = 12) -> dict[str, float]:
-    """Relative least-squares fit of overhead, per-token, per-sequence, compute and memory factors."""
+    """Relative least-squares fit of overhead, per-token, per-sequence, compute and memory factors.
+
+    Alternates between choosing which roofline branch binds for each sample and a non-negative linear solve;
+    every iterate (and the model's current coefficients) is scored on the real max() model and the best wins,
+    so the result never fits worse than what the profile had.
+    """
     import numpy as np
+
+    from sim_gpu.latency import Coefficients
 
     if len(samples) < 5:
         raise CalibrationError(f"calibration: need at least 5 measurements, got {len(samples)}")
@@ -163,18 +178,30 @@ def fit_coefficients(samples: list[Sample], latency: Any, iterations: int = 12) 
     n_seq = np.array([sh.num_seqs for sh in shapes], dtype=float)
     y = np.array([s.seconds for s in samples])
     w = 1.0 / np.maximum(y, 1e-4)  # relative error: short decode steps count as much as long prefills
+
+    def score(c: dict[str, float]) -> float:
+        pred = c["overhead_s"] + c["per_token_s"] * n_tok + c["per_seq_s"] * n_seq + np.maximum(c["compute"] * terms[:, 0], c["memory"] * terms[:, 1])
+        return float(np.sqrt(np.mean(((pred - y) * w) ** 2)))
+
+    now = latency.coefficients
+    start = {"compute": now.compute, "memory": now.memory, "comm": now.comm, "per_token_s": now.per_token_s, "per_seq_s": now.per_seq_s,
+             "overhead_s": now.overhead_s if now.overhead_s is not None else latency.hardware.step_overhead_ms / 1000.0}
+    best, best_score = start, score(start)
     compute, memory = 1.0, 1.0
-    x = np.zeros(5)
     for _ in range(iterations):
         use_c = compute * terms[:, 0] >= memory * terms[:, 1]
         cols = np.stack([np.ones_like(y), n_tok, n_seq, np.where(use_c, terms[:, 0], 0.0), np.where(use_c, 0.0, terms[:, 1])], axis=1)
         x = _nnls(cols * w[:, None], y * w)
-        new_c = x[3] if use_c.any() else compute
-        new_m = x[4] if (~use_c).any() else memory
+        new_c = max(float(x[3]), 1e-9) if use_c.any() else compute
+        new_m = max(float(x[4]), 1e-9) if (~use_c).any() else memory
+        cand = {"compute": new_c, "memory": new_m, "comm": 1.0, "overhead_s": float(x[0]), "per_token_s": float(x[1]), "per_seq_s": float(x[2])}
+        if (sc := score(cand)) < best_score:
+            best, best_score = cand, sc
         if abs(new_c - compute) < 1e-9 and abs(new_m - memory) < 1e-9:
             break
-        compute, memory = max(new_c, 1e-9), max(new_m, 1e-9)
-    return {"compute": float(compute), "memory": float(memory), "comm": 1.0, "overhead_s": float(x[0]), "per_token_s": float(x[1]), "per_seq_s": float(x[2])}
+        compute, memory = new_c, new_m
+    Coefficients.from_dict(best)  # validates the keys
+    return {k: float(v) for k, v in best.items()}
 
 
 def predict(samples: list[Sample], latency: Any) -> list[float]:
@@ -248,7 +275,7 @@ def server_block_size(client: httpx.Client, url: str) -> int:
 
 
 def measure(client: httpx.Client, url: str, model: str, vocab: int, block_size: int, seed: int, say: Say,
-            lengths: tuple[int, ...] = (32, 128, 384, 768, 1536), batches: tuple[int, ...] = (1, 2, 4, 8), repeats: int = 2) -> list[Sample]:
+            lengths: tuple[int, ...] = (32, 128, 384, 768, 1536, 3072), batches: tuple[int, ...] = (1, 2, 4, 8), repeats: int = 2) -> list[Sample]:
     """The calibration workload: cold prefills, prefix-hit prefills, decode steps at several batch sizes."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -378,17 +405,20 @@ def calibrate(url: str, out_dir: Path, hardware: str = "cpu", model_dir: str | N
         latency = LatencyModel(hardware=hw, model=ModelProfile(**mp), coefficients=Coefficients())
         say(f"measuring {url} ({model}, block size {block_size})")
         samples = measure(client, url, model, int(config["vocab_size"]), block_size, seed, say)
-        unfitted_med, _ = error_stats(predict(samples, latency), [s.seconds for s in samples])
+        measured = [s.seconds for s in samples]
+        unfitted_med, _ = error_stats(predict(samples, latency), measured)
+        unfitted_rms = rms_relative_error(predict(samples, latency), measured)
         coef = fit_coefficients(samples, latency)
         latency.coefficients = Coefficients.from_dict(coef)
         latency._precompute()
-        fit_med, _ = error_stats(predict(samples, latency), [s.seconds for s in samples])
+        fit_med, _ = error_stats(predict(samples, latency), measured)
+        fit_rms = rms_relative_error(predict(samples, latency), measured)
         hw_doc = {k: v for k, v in asdict(hw).items() if k != "aliases"}
         hw_doc.update({"name": f"{hw.name}-fitted", "description": f"{hw.name} fitted by `sim calibrate` against {url} ({model})", "coefficients": {k: round(v, 9) for k, v in coef.items()}})
         hw_path, model_path = out_dir / f"{hw.name}-fitted.yaml", out_dir / f"{mp['name']}.yaml"
         hw_path.write_text(yaml.safe_dump(hw_doc, sort_keys=False))
         model_path.write_text(yaml.safe_dump(mp, sort_keys=False))
-        result = CalibrationResult(url=url, model=model, hardware=hw.name, coefficients=coef, samples=samples, fit_error_median=fit_med, unfitted_error_median=unfitted_med,
+        result = CalibrationResult(url=url, model=model, hardware=hw.name, coefficients=coef, samples=samples, fit_error_median=fit_med, unfitted_error_median=unfitted_med, fit_rms_error=fit_rms, unfitted_rms_error=unfitted_rms,
                                    files={"hardware": str(hw_path), "model": str(model_path)})
         if compare and heldout > 0:
             requests = heldout_workload(int(config["vocab_size"]), seed, heldout, block_size)

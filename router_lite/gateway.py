@@ -213,6 +213,9 @@ class Gateway:
             m.pd_fallbacks.labels("no_prefill_endpoint").inc()  # the decider wanted P/D: never silent
         headers = forward_headers(request.headers.raw, strip_auth=bool(self.s.api_key))
         headers["x-request-id"] = req.request_id
+        dp = req.headers.get("x-data-parallel-host-port")  # set by the disagg handler's primaryPort, for llm-d's sidecar
+        if dp:
+            headers["x-data-parallel-host-port"] = dp
         pd: dict[str, Any] | None = None
         content = raw
         prefill = result.prefill
@@ -286,11 +289,12 @@ class Gateway:
                 (b"content-length", str(len(upstream.first_chunk)).encode())
             ] + ours
             return resp
-        resp = StreamingResponse(self._relay(upstream, req, target, t0), status_code=upstream.status_code)
+        resp = StreamingResponse(self._relay(upstream, req, target, t0, scheduler), status_code=upstream.status_code)
         resp.raw_headers = upstream.raw_headers() + ours
         return resp
 
-    async def _relay(self, upstream: Upstream, req: LLMRequest, target: Any, t0: float):
+    async def _relay(self, upstream: Upstream, req: LLMRequest, target: Any, t0: float, scheduler: Any):
+        """Relay the stream; the scheduler that routed the request hears when it ends (even after a config swap)."""
         st = self.state
         st.metrics.inflight.inc()
         try:
@@ -303,7 +307,7 @@ class Gateway:
             st.metrics.inflight.dec()
             st.metrics.request_latency.observe(time.perf_counter() - t0)
             try:
-                st.scheduler.on_finished(req, target)
+                scheduler.on_finished(req, target)
             except Exception:
                 log.exception("on_finished")
 

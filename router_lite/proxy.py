@@ -16,12 +16,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httptools
-import httpx
 
 # Statuses that mean "this pod cannot serve now" (not "this request is wrong"): worth another pod.
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 _HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers", "transfer-encoding", "upgrade", "host", "content-length", "expect", "content-type"}
 )
 _RESPONSE_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"server", b"date"})
 _HIGH_WATER = 1 << 20  # pause reading a pod when a slow client leaves this much unread
@@ -317,7 +316,16 @@ class BackendPool:
         self.request_timeout_s = request_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self._backends: dict[str, Backend] = {}
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=connect_timeout_s))
+        self._http: Any = None
+
+    @property
+    def http(self) -> Any:
+        """An httpx.AsyncClient for the few non-hot calls (imported on first use: it is slow to import)."""
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=self.connect_timeout_s))
+        return self._http
 
     def backend(self, address: str) -> Backend:
         b = self._backends.get(address)
@@ -334,7 +342,8 @@ class BackendPool:
         for b in self._backends.values():
             b.close()
         self._backends.clear()
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
 
 def forward_headers(headers: list[tuple[bytes, bytes]], strip_auth: bool) -> dict[str, str]:
@@ -345,6 +354,7 @@ def forward_headers(headers: list[tuple[bytes, bytes]], strip_auth: bool) -> dic
         if name in _HOP_BY_HOP or (strip_auth and name == "authorization"):
             continue
         out[name] = v.decode("latin-1")
+    out["content-type"] = "application/json"  # the body was validated as JSON; pods need to be told
     return out
 
 

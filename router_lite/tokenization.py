@@ -308,5 +308,7 @@ class RequestTokenizer:
             return
         if ids is None:
             return
+        settings = self.settings()
         request.prompt_token_ids = ids
-        request.block_hashes = self.hasher.block_hashes(ids, self.settings(), cache_salt=request.cache_salt, lora_name=request.lora_name)
+        request.block_hashes = self.hasher.block_hashes(ids, settings, cache_salt=request.cache_salt, lora_name=request.lora_name)
+        request.memo["block_size"] = settings.block_size  # tokens per entry of block_hashes

@@ -127,15 +127,17 @@ class ProfileRunResult:
             for name, raw in self.raw_scores.items():
                 r = raw.get(k, 0.0)
                 scores[name] = {"raw": round(r, 6), "weighted": round(_clamp(r) * self.weights[name], 6)}
-            out.append(
-                {
-                    "endpoint": k,
-                    "role": ep.role,
-                    "scores": scores,
-                    "total": round(self.totals.get(k, 0.0), 6),
-                    "prefix_blocks": self.prefix_blocks.get(k, 0),
-                }
-            )
+            c = {
+                "endpoint": k,
+                "role": ep.role,
+                "scores": scores,
+                "total": round(self.totals.get(k, 0.0), 6),
+                "prefix_blocks": self.prefix_blocks.get(k, 0),
+            }
+            if ep.dp_rank is not None:  # wide EP: say which data-parallel rank of which pod this endpoint is
+                c["dp_rank"] = ep.dp_rank
+                c["name"] = ep.name
+            out.append(c)
         out.sort(key=lambda c: -c["total"])
         return out
 
@@ -205,4 +207,12 @@ class SchedulingResult:
             },
             "reason": self.reason,
             "scheduling_ms": round(self.scheduling_time_s * 1000.0, 4),
+            **self._ranks(),
         }
+
+    def _ranks(self) -> dict[str, Any]:
+        """`chosen_rank` {decode, prefill}: the data-parallel rank (and endpoint name) chosen, when ranks exist."""
+        eps = {"decode": self.target, "prefill": self.prefill}
+        if not any(e is not None and e.dp_rank is not None for e in eps.values()):
+            return {}
+        return {"chosen_rank": {k: (None if e is None or e.dp_rank is None else {"rank": e.dp_rank, "name": e.name}) for k, e in eps.items()}}

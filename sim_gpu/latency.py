@@ -290,13 +290,18 @@ class LatencyModel:
         shape.add_decode(total_context, batch_size)
         return self.step_time(shape)
 
-    def kv_transfer_time(self, num_tokens: int, network: NetworkProfile | str | None = None) -> float:
+    def kv_transfer_time(self, num_tokens: int, network: NetworkProfile | str | None = None, remote_tp: int | None = None) -> float:
         """Seconds to move `num_tokens` tokens' KV between pods (P/D): each GPU sends its shard over its own
-        NIC, so bytes per GPU (tokens x KV bytes per token per GPU) / link bandwidth + one-way latency."""
+        NIC, so bytes per GPU (tokens x KV bytes per token per GPU) / link bandwidth + one-way latency.
+        With `remote_tp` (the other pod's TP size) the side with fewer GPUs carries the larger shards: a TP1
+        prefill pod feeding a TP4 decode pod pushes the whole KV through one NIC (llm-d's xPyD layouts)."""
         if num_tokens <= 0:
             return 0.0
         net = load_network(network) if isinstance(network, str) else (network or self._net)
-        return num_tokens * self._kv_gpu / net.bytes_per_s + net.latency_us * 1e-6
+        per_gpu = self._kv_gpu
+        if remote_tp is not None and 0 < remote_tp < self.tp and not self.model.mla:
+            per_gpu = 2.0 * self.model.num_layers * max(1.0, self.model.num_kv_heads / remote_tp) * self.model.head_dim * self.model.kv_dtype_bytes
+        return num_tokens * per_gpu / net.bytes_per_s + net.latency_us * 1e-6
 
     def describe(self) -> dict[str, float | str | int]:
         """Headline numbers for logs and `sim info`."""

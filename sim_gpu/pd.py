@@ -43,7 +43,9 @@ def plan(params: dict[str, Any] | None, prompt_len: int, role: Role) -> PDPlan:
             # vLLM's connector has nothing to pull without block ids: the request is prefilled locally.
             return PDPlan(ignored_reason="do_remote_prefill without remote_block_ids")
         # vLLM pulls every prompt token but the last, which the decode pod recomputes to sample from.
-        return PDPlan(remote_prefill=RemotePrefill(num_tokens=max(prompt_len - 1, 0), remote_block_hashes=block_ids))
+        tp = params.get("tp_size")
+        remote_tp = tp if isinstance(tp, int) and not isinstance(tp, bool) and tp > 0 else None
+        return PDPlan(remote_prefill=RemotePrefill(num_tokens=max(prompt_len - 1, 0), remote_block_hashes=block_ids, remote_tp=remote_tp))
     return PDPlan()
 
 

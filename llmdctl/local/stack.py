@@ -18,7 +18,6 @@ from llmdctl.local import supervisor
 from llmdctl.local.plan import Plan, PlanError, PortLayout, build_plan, endpoint_count
 from llmdctl.local.state import (
     ComponentState,
-    PodState,
     RunState,
     clear_state,
     is_alive,
@@ -167,7 +166,7 @@ def up(
                     raise StackError(f"profile {existing.profile!r} is running but degraded ({', '.join(dead)} exited); run `llmdctl down` then `llmdctl up {name}`")
                 notes = [] if existing.overrides == overrides else ["the running stack was started with other options; run `llmdctl down` first to apply these"]
                 return UpResult(existing, already_running=True, seconds=time.monotonic() - t0, notes=notes)
-            supervisor.stop(existing.components)  # stale state: nothing alive, but sweep the groups anyway
+            supervisor.stop_front_to_back(existing.components)  # stale state: nothing alive, but sweep the groups anyway
             clear_state(home)
         layout, notes = choose_ports(profile, router_port, pod_port, events_port)
         try:
@@ -206,11 +205,11 @@ def _start_and_wait(state: RunState, home: Path, timeout_s: float, progress: Pro
         waiter = supervisor.HealthWaiter(state.components, procs)
         waiter.wait(timeout_s, on_ready=progress.ready)
     except supervisor.StartError as exc:
-        supervisor.stop(state.components, procs=procs)
+        supervisor.stop_front_to_back(state.components, procs=procs)
         clear_state(home)
         raise StackError(f"{exc.component.name} failed to start: {exc.reason}; everything started was stopped", log_tail=exc.log_tail, component=exc.component.name) from None
     except BaseException:
-        supervisor.stop(state.components, procs=procs)
+        supervisor.stop_front_to_back(state.components, procs=procs)
         clear_state(home)
         raise
 
@@ -234,7 +233,7 @@ def down(home: Path | None = None, grace_s: float = 5.0) -> DownResult:
         if state is None:
             return DownResult(None, time.monotonic() - t0, [], [], [], [])
         stopped = [c.name for c in state.components if _alive(c)]
-        report = supervisor.stop(state.components, grace_s=grace_s)
+        report = supervisor.stop_front_to_back(state.components, grace_s=grace_s)
         ports = sorted({p for c in state.components for p in c.ports})
         listening = [portlib.holder_of(p).describe() for p in portlib.listening_ports(ports)]
         if not report.remaining:

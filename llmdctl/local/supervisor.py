@@ -196,3 +196,16 @@ def _reap(procs: dict[str, subprocess.Popen] | None) -> None:
     for proc in (procs or {}).values():
         with contextlib.suppress(Exception):
             proc.poll()
+
+
+def stop_front_to_back(components: list[ComponentState], grace_s: float = 5.0, procs: dict[str, subprocess.Popen] | None = None) -> StopReport:
+    """Stop the router first (no new traffic, and its shutdown never waits on vanished pods), then the pods."""
+    front = [c for c in components if c.kind == "router"]
+    back = [c for c in components if c.kind != "router"]
+    reports = [stop(group, grace_s, procs) for group in (front, back) if group]
+    return StopReport(
+        seconds=sum(r.seconds for r in reports),
+        killed=sorted(p for r in reports for p in r.killed),
+        remaining=sorted(p for r in reports for p in r.remaining),
+        killed_groups=sorted(g for r in reports for g in r.killed_groups),
+    )

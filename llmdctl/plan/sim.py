@@ -17,7 +17,7 @@ import heapq
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kvtiers.kvevents import KVEventBatch
@@ -42,6 +42,7 @@ class PoolPlan:
     hardware: str = "H100"
     model: str = "Llama-3.1-8B"
     tp: int = 1
+    ep: int = 1  # expert-parallel group size in GPUs (MoE, wide EP); each replica is one data-parallel rank
     block_size: int = 16
     num_gpu_blocks: int | None = None
     gpu_memory_utilization: float = 0.9
@@ -84,6 +85,7 @@ class PlanResult:
     gpus: int
     truncated: str | None = None  # why the run stopped early, if it did
     scheduling_s: float = 0.0  # wall seconds spent in the router's scheduler
+    cpu_s: float = 0.0  # CPU seconds of this process (wall time on a shared machine overstates the cost)
 
     @property
     def speedup(self) -> float:
@@ -121,7 +123,7 @@ class _Live:
 
 
 def _latency(pool: PoolPlan, network: str) -> LatencyModel:
-    return LatencyModel.from_names(pool.hardware, pool.model, tp=pool.tp, network=network)
+    return LatencyModel.from_names(pool.hardware, pool.model, tp=pool.tp, ep=pool.ep, network=network)
 
 
 def build_pods(cfg: PlanConfig) -> list[_Pod]:
@@ -173,6 +175,7 @@ def simulate(
     Follow-up turns of a session are sent no earlier than their predecessor's end + think time.
     `progress(sim_now, finished, total)` is called about every 2 simulated seconds."""
     t_wall0 = time.perf_counter()
+    t_cpu0 = time.process_time()
     sched_cfg: SchedulerConfig = load_config(cfg.router, origin=f"{cfg.name}: router")
     clock = VirtualClock()
     now_fn = clock.now
@@ -330,7 +333,7 @@ def simulate(
                 if lv.phase == 1:
                     if out.finished:  # prefill done: the decode leg pulls the KV (engine prices the transfer)
                         lv.phase, lv.pod = 0, lv.decode_pod
-                        rp = RemotePrefill(num_tokens=len(lv.prompt), remote_block_hashes=out.block_hashes)
+                        rp = RemotePrefill(num_tokens=len(lv.prompt), remote_block_hashes=out.block_hashes, remote_tp=pod.pool.tp)
                         ereq = EngineRequest(lv.req.request_id, lv.prompt, lv.req.max_tokens, ignore_eos=True, arrival_time=now, remote_prefill=rp)
                         if not submit(lv, lv.decode_pod, now, ereq):
                             live.pop(out.request_id, None)
@@ -362,6 +365,8 @@ def simulate(
             if time.perf_counter() - t_wall0 > max_wall_s:
                 truncated = f"stopped after {max_wall_s:g} wall seconds"
                 break
+    if progress is not None:
+        progress(clock.now(), finished, n)
     # Engines that went idle while holding requests (a stuck waiting queue) and requests never finished.
     end = clock.now()
     for lv in live.values():
@@ -380,6 +385,7 @@ def simulate(
         gpus=cfg.gpus,
         truncated=truncated,
         scheduling_s=sched_wall,
+        cpu_s=time.process_time() - t_cpu0,
     )
 
 

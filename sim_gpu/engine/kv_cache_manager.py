@@ -74,12 +74,14 @@ class KVCacheManager:
             return [], 0
         hashes = self.ensure_hashes(req, max_blocks)
         hits: list[KVBlock] = []
-        get = self.pool.get_cached_block
-        for h in hashes[:max_blocks]:
-            block = get(h)
-            if block is None:
+        get = self.pool._cached.get  # BlockPool.get_cached_block, inlined: this runs per block per admission try
+        for h in hashes[:max_blocks] if len(hashes) > max_blocks else hashes:
+            entry = get(h)
+            if not entry:
                 break
-            hits.append(block)
+            for block in entry.values():
+                hits.append(block)
+                break
         return hits, len(hits) * self.block_size
 
     # ---- allocation --------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ class RemotePrefill:
     num_tokens: int
     transfer_time_s: float | None = None
     remote_block_hashes: list[Any] | None = None  # informational (from kv_transfer_params)
+    remote_tp: int | None = None  # the prefill pod's TP size (kv_transfer_params tp_size): fewer GPUs, more bytes per NIC
 
 
 @dataclass
@@ -73,6 +74,31 @@ class StepResult:
     num_decode_seqs: int = 0
     num_preempted: int = 0
     idle: bool = False  # nothing was scheduled (e.g. empty, or waiting on KV transfers); duration_s is 0
+
+
+@dataclass
+class FastForwardResult:
+    """What `SimEngine.fast_forward(now, until)` did: the steps of a step-by-step loop, merged per request.
+
+    `outputs` holds one RequestOutput per request with tokens to report (in no particular order):
+    `new_token_ids` in order, `token_times` the simulated time each was produced (the end of its step),
+    `first_token`/`finished`/`finish_reason`/`block_*` as the last step left them. Plain decode tokens may be
+    reported a call late (see SimEngine.fast_forward); firsts and finishes never are.
+    `kv_events` are every step's events in order, `kv_event_times` the end of the step that fired each.
+    """
+
+    start_s: float
+    end_s: float  # when the engine's next step would start (== start_s + sum(step_durations))
+    num_steps: int = 0
+    outputs: list[RequestOutput] = field(default_factory=list)
+    kv_events: list[Any] = field(default_factory=list)
+    kv_event_times: list[float] = field(default_factory=list)
+    step_durations: list[float] = field(default_factory=list)  # one per step (idle steps included)
+    num_generated_tokens: int = 0
+    num_prefill_tokens: int = 0
+    num_scheduled_tokens: int = 0
+    num_preempted: int = 0
+    stalled: bool = False  # stopped on an idle 0 s step: nothing can run until a request arrives
 
 
 @dataclass

@@ -39,6 +39,9 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self._run_seq = 0  # admission order stamp (Request.run_seq): the running list is sorted by it
+        # ids of waiting requests that hold blocks (only the remote / tier-load path allocates to a request
+        # that stays waiting): empty means no waiting request holds blocks, so blocked admission need not scan
+        self._holders: set[int] = set()
 
     def add(self, req: Request) -> None:
         self.waiting.append(req)
@@ -157,6 +160,7 @@ class Scheduler:
                     if kv.allocate_slots(req, n_alloc, local, hits, delay_cache_blocks=True) is None:
                         break
                     waiting.popleft()
+                    self._holders.add(id(req))
                     wait_s = None
                     if tier_digests is not None:  # read (verified) now that the slots exist
                         n_tier, wait_s = tiers.load_prefix(tier_digests[: external // bs])
@@ -174,11 +178,13 @@ class Scheduler:
                 if kv.allocate_slots(req, n, local, hits) is None:
                     # A request holding no blocks must not stall those behind it that hold loaded KV
                     # (tier loads / remote KV): they could never free what it waits for.
-                    if not req.blocks and any(r.blocks for r in waiting):
+                    if not req.blocks and self._holders and any(r.blocks for r in waiting):
                         skipped.append(waiting.popleft())
                         continue
                     break
                 waiting.popleft()
+                if self._holders:
+                    self._holders.discard(id(req))
                 if req.num_cached_tokens < 0:
                     req.num_cached_tokens = num_computed
                 if not req.scheduled_once:
@@ -217,6 +223,7 @@ class Scheduler:
 
     def remove(self, req: Request) -> None:
         """Drop a request from whichever queue holds it (finish or abort); the caller frees its blocks."""
+        self._holders.discard(id(req))
         if req.status in (RUNNING,) and req in self.running:
             self.running.remove(req)
         else:

@@ -33,6 +33,20 @@ def test_every_subcommand_has_help():
         assert "Usage" in r.output and "--help" in r.output
 
 
+def test_every_mounted_sub_app_loads():
+    """Each optional command `llmdctl --help` lists imports and shows its own help (none mounted broken)."""
+    from typer.testing import CliRunner
+
+    from llmdctl.cli import LAZY, _find, app
+
+    runner = CliRunner()
+    mounted = [name for name in LAZY if _find(name) is not None]
+    assert {"sim", "router"} <= set(mounted)
+    for name in mounted:
+        r = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"})
+        assert r.exit_code == 0 and "unavailable" not in r.output, (name, r.output)
+
+
 def test_help_does_not_import_optional_parts():
     """`llmdctl --help` lists the sub-apps of the simulator, router, Kubernetes and engines without importing them."""
     import subprocess

@@ -75,6 +75,7 @@ def test_up_status_request_logs_idempotent_down(cli, port_args, procs_with):
     assert r.code == 0, r.err
     down = json.loads(r.out)
     assert down["remaining_pids"] == [] and down["listening"] == [] and set(down["stopped"]) == {"sim-pod", "router"}
+    assert down["killed"] == []  # both stopped gracefully on SIGTERM (router first, then the pods)
     assert cli.state() is None
     _assert_nothing_left(state, procs_with, ports["router"])
     r = cli("logs", "router", "-n", "1")  # logs outlive the stack
@@ -135,7 +136,7 @@ def test_down_after_a_component_crashed(cli, port_args, procs_with):
     assert {c["name"]: c["alive"] for c in st["components"]} == {"sim-pod": False, "router": True}
     r = cli("up", "round-robin", "--replicas", "1", *args)
     assert r.code == 1 and "degraded" in r.err and "sim-pod" in r.err
-    r = cli("down")
+    r = cli("down", "--grace", "2")
     assert r.code == 0, r.err
     assert cli.state() is None
     _assert_nothing_left(state, procs_with, ports["router"])

@@ -94,8 +94,11 @@ def test_pinned_system_prompt_survives_a_flood_that_lru_loses():
 
 def test_prefix_semantics_recompute_after_first_miss():
     trace = [TraceRequest(("a", "b", "c")), TraceRequest(("x",)), TraceRequest(("a", "b", "c"))]
-    # capacity 3: "x" evicts "a" (LRU), so request 3 misses its first block and recomputes all three
-    assert simulate_prefix_cache(trace, 3) == 3 + 1 + 3
+    # capacity 3: blocks are freed tail first, so "x" evicts "c" and request 3 recomputes only "c"
+    assert simulate_prefix_cache(trace, 3) == 3 + 1 + 1
+    # a head miss costs the whole request even when the tail is cached
+    head_miss = [TraceRequest(("a", "b")), TraceRequest(("a", "b", "c", "d")), TraceRequest(("z", "b", "c", "d"))]
+    assert simulate_prefix_cache(head_miss, 8) == 2 + 2 + 4
     assert lru_misses(flatten(trace), 3) == 7  # flat LRU cascades too (each re-fetch evicts the next block)
     assert belady_misses(flatten(trace), 3) == 5  # MIN evicts "c" for "x": only "x" and "c" miss again
 

@@ -42,7 +42,8 @@ def _run_groups(url: str, tag: str) -> dict[int, list[str]]:
     lock = threading.Lock()
 
     def send(c: httpx.Client, g: int, j: int) -> None:
-        r = c.post("/v1/completions", json={"model": MODEL, "prompt": _prompt(tag, g, j), "max_tokens": 12})
+        # First requests decode longer so they are all in flight together even on a busy machine.
+        r = c.post("/v1/completions", json={"model": MODEL, "prompt": _prompt(tag, g, j), "max_tokens": 64 if j == 0 else 12})
         assert r.status_code == 200, r.text
         with lock:
             served[g].append(r.headers["x-llmd-endpoint"])
@@ -126,10 +127,11 @@ def test_killing_a_pod_mid_load_loses_no_unstarted_request():
 
         def send(i: int) -> None:
             nonlocal done
+            started_after_kill = killed.is_set()
             with httpx.Client(base_url=rt.url, timeout=30) as c:
-                r = c.post("/v1/completions", json={"model": MODEL, "prompt": words(f"k{i}", 30), "max_tokens": 8})
+                r = c.post("/v1/completions", json={"model": MODEL, "prompt": words(f"k{i}", 30), "max_tokens": 24})
             with lock:
-                results.append((r.status_code, r.headers.get("x-llmd-endpoint", ""), killed.is_set()))
+                results.append((r.status_code, r.headers.get("x-llmd-endpoint", ""), started_after_kill))
                 done += 1
                 start_killer = done == 6
             if start_killer:
@@ -140,6 +142,25 @@ def test_killing_a_pod_mid_load_loses_no_unstarted_request():
         assert killed.is_set()
         assert [s for s, _, _ in results] == [200] * 24, results
         assert rt.metric("llmd_router_retries_total") >= 1
-        # Nothing answered after the kill came from the dead pod.
+        # No request sent after the kill was answered by the dead pod.
         assert not [ep for s, ep, after in results if after and ep == victim]
         wait_until(lambda: not next(e for e in httpx.get(rt.url + "/debug/endpoints").json()["endpoints"] if e["endpoint"] == victim)["healthy"])
+
+
+def test_streaming_is_relayed_as_it_is_generated(pods):
+    """Tokens reach the client while the pod is still decoding (no buffering in the router)."""
+    import time
+
+    with router(pods.endpoint_entries()[:1], ROUND_ROBIN_CONFIG) as rt, rt.client() as c:
+        body = {"model": MODEL, "prompt": words("stream", 20), "max_tokens": 48, "stream": True}
+        arrivals = []
+        t0 = time.perf_counter()
+        with c.stream("POST", "/v1/completions", json=body) as s:
+            assert s.status_code == 200
+            for line in s.iter_lines():
+                if line.startswith("data: {"):
+                    arrivals.append(time.perf_counter() - t0)
+        assert len(arrivals) == 48
+        # 48 decode steps of simulated H100 time: the first token is out long before the last.
+        assert arrivals[-1] - arrivals[0] > 0.1
+        assert len({round(a, 2) for a in arrivals}) > 10

@@ -53,6 +53,8 @@ def test_completion_and_chat_pass_through(rt, pods):
         chunks = [json.loads(e[6:]) for e in events[:-1]]
         assert chunks[0]["object"] == "chat.completion.chunk"
         assert sum(1 for ch in chunks if ch["choices"] and ch["choices"][0]["delta"].get("content")) == 5
+        raw = json.dumps({"model": MODEL, "prompt": "no content type", "max_tokens": 1}).encode()
+        assert c.post("/v1/completions", content=raw, headers={"expect": "100-continue"}).status_code == 200
         models = c.get("/v1/models").json()
         assert [m["id"] for m in models["data"]] == [MODEL]
         health = c.get("/health").json()
@@ -96,7 +98,6 @@ def test_decisions_stream_publishes_each_decision(rt):
     from router_lite.decisions import iter_decisions
 
     got: list[dict] = []
-    ready = threading.Event()
 
     def follow() -> None:
         for d in iter_decisions(rt.url, timeout_s=10):
@@ -149,6 +150,8 @@ def test_live_config_switch(pods):
         _error_ok(c.post("/admin/config", content="/etc/passwd.yaml"), 400)  # never read as a path
         r = c.post("/admin/profile", json={"config": yaml.safe_load(PRECISE_CONFIG)})
         assert r.status_code == 200 and r.json()["version"] == 3
+        r = c.post("/admin/profile", json={"profile": "round-robin"})  # a shipped profile, by name (what the TUI sends)
+        assert r.status_code == 200 and r.json()["profile"] == "round-robin" and r.json()["version"] == 4
         _error_ok(c.post("/admin/profile", json={"profile": "no-such-profile"}), 400)
         _error_ok(c.post("/admin/profile", json={}), 400)
 

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tests.vllm.vllm_harness import REPO, start_vllm_pods  # noqa: E402
+from tests.vllm.vllm_harness import REPO, start_vllm_pods
 
 HASH_SEED = "42"  # explicit PYTHONHASHSEED for vLLM and the router: hashes must still agree
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.vllm.vllm_harness import REPO, EventCollector, free_ports, metric
+from tests.vllm.vllm_harness import REPO, EventCollector, free_block, metric
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 
@@ -37,30 +37,67 @@ def _llmdctl(args: list[str], env: dict[str, str], timeout: float) -> subprocess
 @pytest.fixture(scope="module")
 def stack(vllm_installed: str, tiny_model: str, tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("llmdctl-home")
-    router_port, pod_port, events_port = free_ports(3)
+    base = free_block(5)  # router, 2 pods, 2 KV-event sockets: consecutive, so they cannot overlap
+    router_port, pod_port, events_port = base, base + 1, base + 3
     env = {**os.environ, "LLMDCTL_HOME": str(home), "LLMDCTL_VLLM_VENV": str(Path(vllm_installed).parents[1]), "PYTHONHASHSEED": "42"}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     t0 = time.monotonic()
-    up = _llmdctl(["up", "precise-prefix-cache", "--engine", "vllm", "--model", tiny_model, "--replicas", "2",
-                   "--port", str(router_port), "--pod-port", str(pod_port), "--events-port", str(events_port), "--json"], env, 700)
     state_file = home / "state.json"
+    for attempt in (1, 2):  # one retry: on a loaded 2-core VM a pod can fail its start (the reason is printed)
+        up = _llmdctl(["up", "precise-prefix-cache", "--engine", "vllm", "--model", tiny_model, "--replicas", "2",
+                       "--port", str(router_port), "--pod-port", str(pod_port), "--events-port", str(events_port), "--json"], env, 700)
+        if up.returncode == 0:
+            break
+        why = _pod_errors(home)
+        print(f"\nllmdctl up attempt {attempt} failed ({up.returncode}): {up.stderr.strip().splitlines()[-1:]}\n{why}", file=sys.stderr)
+        base = free_block(5)
+        router_port, pod_port, events_port = base, base + 1, base + 3
     try:
-        assert up.returncode == 0, f"llmdctl up failed ({up.returncode}):\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+        assert up.returncode == 0, f"llmdctl up failed ({up.returncode}):\n{up.stderr[-2000:]}\n{_pod_errors(home)}"
         state = json.loads(state_file.read_text())
         print(f"\nllmdctl up (2 vLLM pods + router) took {time.monotonic() - t0:.1f} s", file=sys.stderr)
         yield {"state": state, "home": home, "env": env, "router": state["router_url"], "model": state["model"],
                "pods": {f"127.0.0.1:{p['port']}": p for p in state["pods"]}}
     finally:
+        groups = [c["pid"] for c in json.loads(state_file.read_text()).get("components", []) if c.get("pid")] if state_file.exists() else []
         down = _llmdctl(["down"], env, 120)
-        # backstop: no vLLM process may outlive the module, whatever `down` did
-        if state_file.exists():
-            for comp in json.loads(state_file.read_text()).get("components", []):
-                if comp.get("pid"):
-                    try:
-                        os.killpg(comp["pid"], signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
+        left = _group_members(groups)
+        for pgid in groups:  # backstop: no vLLM process may outlive the module, whatever `down` did
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         assert down.returncode == 0, down.stderr
+        assert not left, f"`llmdctl down` left processes behind (vLLM's EngineCore/worker?): {left}"
+
+
+def _pod_errors(home: Path) -> str:
+    """The error lines of the pods' logs (the root cause sits above the traceback's tail)."""
+    out = []
+    for log in sorted((home / "logs").glob("pod-*.log")):
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ("Error" in ln or "error" in ln) and "ulimit" not in ln]
+        out += [f"{log.name}: {ln[:300]}" for ln in lines[:6]]
+    return "\n".join(out)
+
+
+def _group_members(pgids: list[int], wait_s: float = 15.0) -> list[str]:
+    """Processes still alive in the given process groups (vLLM's children included), after up to wait_s."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        alive = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                fields = stat[stat.rindex(")") + 2:].split()
+                if fields[0] != "Z" and int(fields[2]) in pgids:
+                    alive.append(f"{entry.name} {stat[stat.index('(') + 1:stat.rindex(')')]}")
+            except (OSError, ValueError, IndexError):
+                continue
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
 
 
 def _complete(client: httpx.Client, stack: dict, prompt: str, max_tokens: int = 4, request_id: str | None = None, **extra) -> httpx.Response:

@@ -38,6 +38,27 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def free_block(n: int) -> int:
+    """The first of n consecutive free loopback ports (for `up`, whose pods take consecutive ports)."""
+    for _ in range(200):
+        base = free_ports(1)[0]
+        if base + n >= 65535:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no block of {n} free ports")
+
+
 @dataclass
 class Proc:
     name: str

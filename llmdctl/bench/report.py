@@ -1,0 +1,202 @@
+"""Rendering results: rich tables (one run, side-by-side comparisons with ratios, plans next to published
+figures), JSON files, and PNG plots (matplotlib's Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from llmdctl.bench.metrics import HEADLINE, get_path
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def summary_table(title: str, summary: dict[str, Any]) -> Table:
+    t = Table(title=title, show_header=True, header_style="bold")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    rows = [
+        ("requests (ok / errors / shed / timeouts)", f"{summary['requests']} ({summary['ok']} / {summary['errors']} / {summary['shed']} / {summary['timeouts']})"),
+        ("duration (s)", _fmt(summary["duration_s"], 2)),
+        ("TTFT p50 / p90 / p99 (s)", " / ".join(_fmt(summary["ttft_s"][k]) for k in ("p50", "p90", "p99"))),
+        ("TTFT mean (s)", _fmt(summary["ttft_s"]["mean"])),
+        ("TPOT mean / p90 (s)", " / ".join(_fmt(summary["tpot_s"][k], 4) for k in ("mean", "p90"))),
+        ("E2E p50 / p90 (s)", " / ".join(_fmt(summary["e2e_s"][k]) for k in ("p50", "p90"))),
+        ("output tok/s", _fmt(summary["output_tok_s"], 1)),
+        ("requests/s", _fmt(summary["request_s"], 2)),
+        (f"goodput req/s (TTFT<={summary['slo']['ttft_s']:g}s, TPOT<={summary['slo']['itl_s']:g}s)", _fmt(summary["goodput_req_s"], 2)),
+        ("SLO attainment", _fmt(summary["slo_attainment"], 3)),
+        ("prefix-cache hit rate (pods)", _fmt(summary.get("pod_hit_rate"), 3)),
+        ("cached prompt tokens (usage)", _fmt(summary.get("cached_token_fraction"), 3)),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    if summary.get("endpoints"):
+        t.add_row("requests per pod", ", ".join(f"{k}: {v}" for k, v in summary["endpoints"].items()))
+    return t
+
+
+def compare_table(title: str, summaries: dict[str, dict[str, Any]], ratios: dict[str, dict[str, float | None]] | None = None,
+                  published: dict[str, dict[str, float]] | None = None) -> Table:
+    """Runs side by side: each headline metric, then (if given) the factor vs the baseline run and the
+    published figure."""
+    t = Table(title=title, show_header=True, header_style="bold")
+    t.add_column("metric")
+    names = list(summaries)
+    for n in names:
+        t.add_column(n, justify="right")
+    pub_keys = {"TTFT p90 (s)": "ttft_p90_s", "TTFT mean (s)": "ttft_mean_s", "Output tok/s": "output_tok_s"}
+    for label, path, _higher in HEADLINE:
+        t.add_row(label, *[_fmt(get_path(summaries[n], path)) for n in names])
+        if published and label in pub_keys and any(pub_keys[label] in (published.get(n) or {}) for n in names):
+            t.add_row("  published (llm-d)", *[_fmt((published.get(n) or {}).get(pub_keys[label])) for n in names], style="dim")
+    if ratios:
+        base = next(iter(ratios))
+        for label, _p, _h in HEADLINE:
+            vals = [ratios[n].get(label) for n in names]
+            if all(v is None for v in vals):
+                continue
+            t.add_row(f"x vs {base}: {label}", *[("-" if v is None else f"{v:.2f}x") for v in vals], style="cyan")
+    return t
+
+
+def plan_table(doc: dict[str, Any]) -> Table:
+    """A plan's runs with llm-d's published figures beside ours, and the simulated-to-wall time ratio."""
+    t = Table(title=f"plan {doc.get('scenario', '')}: times in s, tok/s = output tokens/s, x = simulated/wall time", show_header=True, header_style="bold")
+    for c in ("policy", "TTFT p90", "llm-d", "TTFT mean", "llm-d", "tok/s", "llm-d", "hit", "sim s", "wall s", "x"):
+        t.add_column(c, justify="left" if c == "policy" else "right", style="dim" if c == "llm-d" else None, no_wrap=True)
+    pub = doc.get("published") or {}
+    for name, r in doc["runs"].items():
+        p = pub.get(name, {})
+        t.add_row(name, _fmt(r["ttft_p90_s"]), _fmt(p.get("ttft_p90_s")), _fmt(r["ttft_mean_s"]), _fmt(p.get("ttft_mean_s")),
+                  _fmt(r["output_tok_s"], 0), _fmt(p.get("output_tok_s"), 0), _fmt(r["hit_rate"], 2), _fmt(r["sim_s"], 0),
+                  _fmt(r["wall_s"], 1), _fmt(r["sim_to_wall"], 1))
+    return t
+
+
+def sweep_table(doc: dict[str, Any], key: str, title: str) -> Table:
+    t = Table(title=title, show_header=True, header_style="bold")
+    for c in ("configuration", "cost", "TTFT p90 s", "out tok/s", "goodput req/s", "hit rate"):
+        t.add_column(c, justify="left" if c == "configuration" else "right")
+    for r in doc[key]:
+        t.add_row(r["name"], _fmt(r["cost"], 1), _fmt(r["ttft_p90_s"]), _fmt(r["output_tok_s"], 1), _fmt(r["goodput_req_s"], 2), _fmt(r["hit_rate"]))
+    return t
+
+
+def write_json(path: str | Path, doc: Any) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(doc, indent=1, default=str))
+    return p
+
+
+def print_table(table: Table, console: Console | None = None) -> None:
+    (console or Console()).print(table)
+
+
+# ---- plots -------------------------------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_stages(summaries: dict[str, dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
+    """TTFT p90 and output tok/s per stage (offered QPS) for each run: llm-d's report charts. None when the
+    runs have no stages (closed loop)."""
+    if not any(s.get("stages") for s in summaries.values()):
+        return None
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, s in summaries.items():
+        st = [x for x in s.get("stages") or [] if x.get("requests")]
+        xs = list(range(len(st)))
+        a1.plot(xs, [x.get("ttft_p90_s") or 0 for x in st], marker="o", label=name)
+        a2.plot(xs, [x.get("output_tok_s") or 0 for x in st], marker="o", label=name)
+        labels = [f"{x['rate']:g}" for x in st]
+    for a, yl in ((a1, "TTFT p90 (s)"), (a2, "output tokens/s")):
+        a.set_xticks(range(len(labels)))
+        a.set_xticklabels(labels, rotation=45, fontsize=8)
+        a.set_xlabel("offered QPS (stage)")
+        a.set_ylabel(yl)
+        a.grid(alpha=0.3)
+    a1.set_yscale("symlog", linthresh=1.0)
+    a1.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def plot_bars(summaries: dict[str, dict[str, Any]], path: str | Path, title: str = "", published: dict[str, dict[str, float]] | None = None) -> Path:
+    """TTFT p90 (log scale) and output tok/s per run as bars, with published figures as hatched bars."""
+    plt = _plt()
+    names = list(summaries)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    xs = range(len(names))
+    w = 0.38 if published else 0.7
+    ttft = [get_path(summaries[n], "ttft_s.p90") or 0 for n in names]
+    thr = [summaries[n].get("output_tok_s") or 0 for n in names]
+    a1.bar([x - (w / 2 if published else 0) for x in xs], ttft, w, label="llmdctl plan")
+    a2.bar([x - (w / 2 if published else 0) for x in xs], thr, w, label="llmdctl plan")
+    if published:
+        a1.bar([x + w / 2 for x in xs], [(published.get(n) or {}).get("ttft_p90_s", 0) for n in names], w, hatch="//", alpha=0.6, label="llm-d published")
+        a2.bar([x + w / 2 for x in xs], [(published.get(n) or {}).get("output_tok_s", 0) for n in names], w, hatch="//", alpha=0.6, label="llm-d published")
+    a1.set_yscale("log")
+    a1.set_ylabel("TTFT p90 (s, log)")
+    a2.set_ylabel("output tokens/s")
+    for a in (a1, a2):
+        a.set_xticks(list(xs))
+        a.set_xticklabels(names)
+        a.grid(axis="y", alpha=0.3)
+        a.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def plot_pareto(doc: dict[str, Any], path: str | Path, metric: str = "ttft_p90_s", title: str = "") -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rows = doc["rows"]
+    ax.scatter([r["cost"] for r in rows], [r.get(metric) or 0 for r in rows], alpha=0.5, label="configurations")
+    front = doc["pareto_ttft_p90" if metric == "ttft_p90_s" else "pareto_throughput"]
+    ax.plot([r["cost"] for r in front], [r.get(metric) or 0 for r in front], "r-o", label="Pareto front")
+    for r in front:
+        ax.annotate(r["name"], (r["cost"], r.get(metric) or 0), fontsize=6)
+    ax.set_xlabel("cost (GPUs x price/hour, or GPUs)")
+    ax.set_ylabel(metric)
+    if metric == "ttft_p90_s":
+        ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p

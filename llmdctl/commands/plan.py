@@ -1,0 +1,159 @@
+"""`llmdctl plan`: offline planning on a virtual clock — the real scheduler, simulated engines, no HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from llmdctl.commands import fail, paragraphs
+
+HELP = """Simulate a deployment offline: the real router scheduler (same plugins and config as `llmdctl up`)
+and one simulated engine per pod on a virtual clock, fed by the same workload generators and load shapes as
+`llmdctl bench` — no HTTP and no sleeping, many times faster than real time.
+
+SCENARIO is `llmd-73` (llm-d's 73%-capacity benchmark: 8 pods Qwen3-32B on 2xH100, shared-prefix 150x5,
+6000+1200 -> 1000 tokens, Poisson 15 QPS warm-up then 3 -> 60 QPS; prints llm-d's published figures next to
+ours) or `small`. --policies picks schedulers (random, load, approximate, precise). --time-scale 0.1 runs
+the same ladder 10x shorter for a quick look.
+
+Sweeps (--replicas 4,8 --hardware H100,H200 --prefix-weights 1,3 --pd 2:6,4:4 --cpu-blocks 0,20000) run every
+combination and print the Pareto front of cost (GPUs x --price per GPU-hour, else GPU count) versus TTFT p90
+and throughput.
+
+Examples: `llmdctl plan llmd-73`, `llmdctl plan llmd-73 --time-scale 0.1 --policies load,precise --json`,
+`llmdctl plan small --replicas 2,4,8 --policies load,precise --out plan/`."""
+
+
+def _ints(text: Optional[str], flag: str) -> list[int]:
+    if not text:
+        return []
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+
+
+def plan_command(
+    scenario: str = typer.Argument("llmd-73", help="Scenario: llmd-73 or small."),
+    policies: str = typer.Option("random,load,approximate,precise", "--policies", "-p", help="Comma-separated schedulers: random, load, approximate, precise."),
+    time_scale: float = typer.Option(1.0, "--time-scale", help="Multiply every stage's duration (0.1: 10x shorter run)."),
+    rate_scale: float = typer.Option(1.0, "--rate-scale", help="Multiply every stage's rate."),
+    seed: int = typer.Option(0, "--seed", help="Seed for prompts, arrivals and random pickers."),
+    slo_ttft: float = typer.Option(2.0, "--slo-ttft", help="Goodput SLO: TTFT seconds."),
+    slo_itl: float = typer.Option(0.1, "--slo-itl", help="Goodput SLO: time per output token, seconds."),
+    replicas: Optional[str] = typer.Option(None, "--replicas", help="Sweep: pod counts, e.g. 4,8."),
+    hardware: Optional[str] = typer.Option(None, "--hardware", help="Sweep: hardware profiles, e.g. H100,H200."),
+    prefix_weights: Optional[str] = typer.Option(None, "--prefix-weights", help="Sweep: prefix scorer weights, e.g. 1,3,5."),
+    pd: Optional[str] = typer.Option(None, "--pd", help="Sweep: P/D splits PREFILL:DECODE, e.g. 2:6,4:4."),
+    cpu_blocks: Optional[str] = typer.Option(None, "--cpu-blocks", help="Sweep: CPU KV tier blocks per pod, e.g. 0,20000."),
+    price: list[str] = typer.Option([], "--price", help="Price per GPU-hour, HARDWARE=USD (repeatable), for sweep costs."),
+    max_wall: float = typer.Option(1800.0, "--max-wall", help="Stop any one simulation after this many wall seconds."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for plan.json and PNG plots."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (progress goes to stderr)."),
+) -> None:
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from llmdctl.bench import report
+    from llmdctl.bench.metrics import SLO
+    from llmdctl.plan.presets import POLICIES, SCENARIOS
+    from llmdctl.plan.run import SweepSpec, run_policies, sweep
+
+    try:
+        if scenario not in SCENARIOS:
+            raise ValueError(f"scenario: expected one of {', '.join(SCENARIOS)}, got {scenario!r}")
+        pols = [p.strip() for p in policies.split(",") if p.strip()]
+        for p in pols:
+            if p not in POLICIES:
+                raise ValueError(f"--policies: expected names from {', '.join(POLICIES)}, got {p!r}")
+        if not (time_scale > 0 and rate_scale > 0):
+            raise ValueError("--time-scale and --rate-scale: expected > 0")
+        splits = []
+        for part in (pd or "").split(","):
+            if part.strip():
+                a, sep, b = part.partition(":")
+                if not sep or not a.strip().isdigit() or not b.strip().isdigit() or int(a) < 1 or int(b) < 1:
+                    raise ValueError(f"--pd: expected PREFILL:DECODE pod counts like 2:6, got {part!r}")
+                splits.append((int(a), int(b)))
+        prices = {}
+        for item in price:
+            hw, sep, usd = item.partition("=")
+            try:
+                prices[hw.strip().lower()] = float(usd)
+            except ValueError:
+                raise ValueError(f"--price {item!r}: expected HARDWARE=USD, e.g. H100=2.5") from None
+            if not sep:
+                raise ValueError(f"--price {item!r}: expected HARDWARE=USD, e.g. H100=2.5")
+        spec = SweepSpec(replicas=_ints(replicas, "--replicas"), hardware=[h for h in (hardware or "").split(",") if h],
+                         policies=pols, prefix_weights=[float(x) for x in (prefix_weights or "").split(",") if x.strip()],
+                         pd_splits=splits, cpu_blocks=_ints(cpu_blocks, "--cpu-blocks"))
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    is_sweep = bool(spec.replicas or spec.hardware or spec.prefix_weights or spec.pd_splits or spec.cpu_blocks)
+    sc = SCENARIOS[scenario]
+    err = Console(stderr=True)
+    total_sim = sum(s.duration for s in sc.stages) * time_scale
+    n_runs = len(pols) if not is_sweep else None
+    err.print(f"[bold]plan[/bold] {sc.description}; ladder {total_sim:.0f} simulated s (x{time_scale:g})"
+              + (f", {n_runs} policies" if n_runs else ", sweep") + "; expect about a minute of wall time per policy for llmd-73 at full scale on a fast core",
+              highlight=False)
+    slo = SLO(slo_ttft, slo_itl)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("sim {task.fields[sim]:.0f}s"),
+                      TimeElapsedColumn(), console=err, transient=as_json) as prog:
+            tasks: dict[str, int] = {}
+
+            def cb(name: str, now: float, done: int, total: int) -> None:
+                if name not in tasks:
+                    tasks[name] = prog.add_task(name[:40], total=total, sim=0.0)
+                prog.update(tasks[name], completed=done, total=total, sim=now)
+
+            if is_sweep:
+                doc = sweep(sc, spec, time_scale=time_scale, rate_scale=rate_scale, seed=seed, slo=slo, max_wall_s=max_wall, price=prices or None, progress=cb)
+            else:
+                doc = run_policies(sc, pols, time_scale=time_scale, rate_scale=rate_scale, seed=seed, slo=slo, max_wall_s=max_wall, progress=cb)
+    except ValueError as exc:
+        raise fail(str(exc), 1) from None
+
+    files = []
+    if out is not None:
+        files.append(str(report.write_json(out / "plan.json", doc)))
+        if is_sweep:
+            files.append(str(report.plot_pareto(doc, out / "plan_pareto_ttft.png", "ttft_p90_s", sc.name)))
+            files.append(str(report.plot_pareto(doc, out / "plan_pareto_throughput.png", "output_tok_s", sc.name)))
+        else:
+            p = report.plot_stages(doc["summaries"], out / "plan_stages.png", title=sc.description)
+            if p:
+                files.append(str(p))
+            files.append(str(report.plot_bars(doc["summaries"], out / "plan_policies.png", title=sc.name, published=doc.get("published") or None)))
+        doc["files"] = files
+    if as_json:
+        if not is_sweep:
+            doc = {k: v for k, v in doc.items() if k != "summaries"} | {"summaries": {k: {kk: vv for kk, vv in v.items() if kk != "endpoints"} for k, v in doc["summaries"].items()}}
+        typer.echo(json.dumps(doc, indent=2, default=str))
+        return
+    con = Console()
+    if is_sweep:
+        report.print_table(report.sweep_table(doc, "pareto_ttft_p90", "Pareto front: cost vs TTFT p90"), con)
+        report.print_table(report.sweep_table(doc, "pareto_throughput", "Pareto front: cost vs output tok/s"), con)
+    else:
+        report.print_table(report.plan_table(doc), con)
+        runs = doc["runs"]
+        if "precise" in runs and "approximate" in runs and runs["precise"]["ttft_p90_s"]:
+            con.print(f"precise vs approximate TTFT p90: {runs['approximate']['ttft_p90_s'] / runs['precise']['ttft_p90_s']:.1f}x faster (llm-d: 57x)")
+        base = runs.get("random") or runs.get("load")
+        if "precise" in runs and base and base["output_tok_s"]:
+            con.print(f"precise vs cache-blind output tok/s: {runs['precise']['output_tok_s'] / base['output_tok_s']:.2f}x (llm-d: ~2x)")
+    for r in (doc.get("runs") or {}).values():
+        if r.get("truncated"):
+            con.print(f"[yellow]{r['name']}: {r['truncated']}[/yellow]")
+    for f in files:
+        con.print(f"wrote {f}", highlight=False)
+
+
+plan_command.__doc__ = paragraphs(HELP)
+app = plan_command
