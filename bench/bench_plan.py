@@ -87,7 +87,8 @@ def main() -> None:
         print(f"\nprecise vs approximate TTFT p90: {runs['approximate']['ttft_p90_s'] / runs['precise']['ttft_p90_s']:.1f}x (llm-d: 57x)")
     if "precise" in runs and "random" in runs and runs["random"]["output_tok_s"]:
         print(f"precise vs random output tok/s: {runs['precise']['output_tok_s'] / runs['random']['output_tok_s']:.2f}x (llm-d: 1.97x)")
-    print(f"JSON: {a.out}")
+    if not a.from_json:
+        print(f"JSON: {a.out}")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,7 @@ class Scheduler:
         totals: dict[str, float] = dict.fromkeys([e.key for e in eps], 0.0)
         prefix_blocks: dict[str, int] = {}
         prefix_bs: int | None = None
+        prefix_tiers = None
         chosen: list[Endpoint] = []
         if eps:
             for scorer, weight in prof.scorers:
@@ -104,6 +105,9 @@ class Scheduler:
                     pm = scorer.prefix_match(request)
                     if pm is not None:
                         prefix_blocks, prefix_bs = pm
+                        tiers_of = getattr(scorer, "prefix_tiers", None)
+                        if tiers_of is not None:  # None unless events name tiers below the GPU
+                            prefix_tiers = tiers_of(request, [e.key for e in eps])
             chosen = prof.picker.pick(request, eps, totals)
         return ProfileRunResult(
             profile=name,
@@ -114,6 +118,7 @@ class Scheduler:
             chosen=chosen,
             prefix_blocks=prefix_blocks,
             prefix_block_size=prefix_bs,
+            prefix_tiers=prefix_tiers,
             filtered_out=len(endpoints) - len(eps),
         )
 

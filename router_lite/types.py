@@ -116,10 +116,13 @@ class ProfileRunResult:
     prefix_blocks: dict[str, int] = field(default_factory=dict)  # endpoint key -> matched prefix blocks
     prefix_block_size: int | None = None  # tokens per prefix block, for cached-token estimates
     filtered_out: int = 0
+    # endpoint key -> {medium: prefix blocks}: which KV tier each hit comes from (precise scorer, tiered stacks)
+    prefix_tiers: dict[str, dict[str, int]] | None = None
 
     @property
     def candidates(self) -> list[dict[str, Any]]:
-        """[{endpoint, role, scores: {scorer: {raw, weighted}}, total, prefix_blocks}] sorted by total."""
+        """[{endpoint, role, scores: {scorer: {raw, weighted}}, total, prefix_blocks[, prefix_tiers]}] by total."""
+        tiers = self.prefix_tiers
         out = []
         for ep in self.endpoints:
             k = ep.key
@@ -134,6 +137,8 @@ class ProfileRunResult:
                 "total": round(self.totals.get(k, 0.0), 6),
                 "prefix_blocks": self.prefix_blocks.get(k, 0),
             }
+            if tiers is not None:
+                c["prefix_tiers"] = tiers.get(k, {})
             if ep.dp_rank is not None:  # wide EP: say which data-parallel rank of which pod this endpoint is
                 c["dp_rank"] = ep.dp_rank
                 c["name"] = ep.name

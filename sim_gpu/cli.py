@@ -62,6 +62,11 @@ def serve(
     startup_delay: float = typer.Option(0.0, help="Seconds before /health reports ready."),
     crash_after: int = typer.Option(0, help="Exit abruptly when request N+1 arrives (0: never)."),
     log_requests: bool = typer.Option(False, help="One stderr line per finished request."),
+    kv_tiers: Optional[str] = typer.Option(
+        None, "--kv-tiers", metavar="JSON|FILE",
+        help="KV tiers below the GPU (a profile's kv_tiers section: cpu_blocks, pcie_gbps, filesystem {path, "
+             "capacity_mb, bandwidth_gbps}, policies), inline JSON or a JSON/YAML file. Every pod pointed at the same "
+             "filesystem path shares that tier. Default: GPU only."),
 ) -> None:
     """Serve simulated vLLM pods (OpenAI API, /metrics, KV events) until interrupted."""
     from sim_gpu.faults import parse_failure_types
@@ -79,7 +84,7 @@ def serve(
             hash_seed=hash_seed, tokenizer=tokenizer, output_mode=output_mode, time_scale=time_scale, seed=seed,
             jitter=jitter, network=network, enable_expert_parallel=enable_expert_parallel, failure_injection_rate=failure_injection_rate,
             failure_types=parse_failure_types(failure_types), startup_delay=startup_delay, crash_after=crash_after,
-            log_requests=log_requests,
+            log_requests=log_requests, kv_tiers=kv_tiers,
         )
         run(cfg)
     except (ValueError, ProfileError, OSError) as exc:

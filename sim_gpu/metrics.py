@@ -74,6 +74,60 @@ class _EngineCollector:
         yield gauge("llmd_sim:num_requests_waiting_for_remote_kv",
                     "Simulator extension: decode requests waiting for a P/D KV transfer.",
                     getattr(s, "num_waiting_for_remote_kv", 0))
+        if pm.tiers_fn is not None:
+            yield from _tier_families(pm.tiers_fn(), lv)
+
+
+def _tier_families(f: Any, lv: list[str]):  # noqa: ANN202 - yields metric families
+    """KV tiers below the GPU (kvtiers), per `medium` as vLLM's KV events name them (CPU, DISK).
+
+    llm-d extensions, not vLLM metrics: hits count prompt tokens loaded from a tier instead of recomputed
+    (the unit of vllm:prefix_cache_hits); DISK occupancy is the whole shared directory, all pods' blocks.
+    """
+    labels = [*_LABELS, "medium"]
+
+    def per_medium(family: Any, values: dict[str, float]) -> Any:
+        for medium, v in sorted(values.items()):
+            family.add_metric([*lv, medium], v)
+        return family
+
+    yield per_medium(CounterMetricFamily("llmd_sim:kv_tier_hits", "llm-d extension: prompt tokens loaded from a KV "
+                                         "tier below the GPU instead of recomputed, by medium.", labels=labels), f.hit_tokens)
+    yield per_medium(GaugeMetricFamily("llmd_sim:kv_tier_blocks", "llm-d extension: KV blocks held in a tier below the "
+                                       "GPU (DISK: the shared directory, every pod's blocks).", labels=labels), f.blocks)
+    yield per_medium(GaugeMetricFamily("llmd_sim:kv_tier_capacity_blocks", "llm-d extension: capacity of a KV tier "
+                                       "in blocks.", labels=labels), f.capacity)
+    yield per_medium(GaugeMetricFamily("llmd_sim:kv_tier_usage_perc", "llm-d extension: occupancy of a KV tier below "
+                                       "the GPU. 1 means 100 percent.", labels=labels),
+                     {m: (f.blocks.get(m, 0) / c if c else 0.0) for m, c in f.capacity.items()})
+    yield per_medium(CounterMetricFamily("llmd_sim:kv_tier_stored_blocks", "llm-d extension: blocks written into a "
+                                         "KV tier (offload, demotion, promotion, replication).", labels=labels), f.stored)
+    yield per_medium(CounterMetricFamily("llmd_sim:kv_tier_evicted_blocks", "llm-d extension: blocks a full KV tier "
+                                         "gave up.", labels=labels), f.evicted)
+
+    def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+        c = CounterMetricFamily(name, doc, labels=_LABELS)
+        c.add_metric(lv, value)
+        return c
+
+    yield counter("llmd_sim:kv_tier_load_seconds", "llm-d extension: simulated seconds spent loading KV blocks from "
+                  "tiers below the GPU.", f.load_s)
+    yield counter("llmd_sim:kv_tier_loads", "llm-d extension: requests that loaded KV blocks from a tier.", f.loads)
+    yield counter("llmd_sim:kv_tier_dropped_blocks", "llm-d extension: offloads a tier refused (full of pinned "
+                  "blocks, disk full, I/O error).", f.dropped)
+    yield counter("llmd_sim:kv_tier_bad_reads", "llm-d extension: tier lookups whose verified read failed (then a "
+                  "miss, recomputed).", f.bad_reads)
+    if f.fs:
+        fam = CounterMetricFamily("llmd_sim:kv_tier_fs_errors", "llm-d extension: shared filesystem tier problems by "
+                                  "kind (corrupt and truncated files are removed, never served; enospc pauses offload).",
+                                  labels=[*_LABELS, "kind"])
+        for kind, v in sorted(f.fs.items()):
+            fam.add_metric([*lv, kind], v)
+        yield fam
+        g = GaugeMetricFamily("llmd_sim:kv_tier_fs_offload_paused", "llm-d extension: 1 while offload to the shared "
+                              "filesystem is paused (disk full); serving continues.", labels=_LABELS)
+        g.add_metric(lv, 1.0 if f.fs_paused else 0.0)
+        yield g
 
 
 class PodMetrics:
@@ -86,10 +140,12 @@ class PodMetrics:
         *,
         engine_index: int = 0,
         cache_info: dict[str, Any] | None = None,
+        tiers_fn: Callable[[], Any] | None = None,
     ) -> None:
         self.model_name = model_name
         self.engine = str(engine_index)
         self.stats_fn = stats_fn
+        self.tiers_fn = tiers_fn  # -> sim_gpu.tiers.TierFigures, read at scrape time; None: no KV tiers
         self.cache_info = {k: str(v) for k, v in (cache_info or {}).items()}
         self.started_at = time.time()
         self.registry = CollectorRegistry(auto_describe=False)

@@ -35,10 +35,13 @@ from sim_gpu.faults import FaultInjector, failure_body
 from sim_gpu.latency import LatencyModel
 from sim_gpu.kv_publisher import KVEventPublisher, offset_endpoint, render_topic, validate_endpoint
 from sim_gpu.metrics import CONTENT_TYPE, PodMetrics
+from sim_gpu.tiers import PodTiers, attach_pod_tiers
+from sim_gpu.tiers import parse_spec as parse_tiers
 from sim_gpu.tokenizer import IncrementalDetokenizer, load_tokenizer
 
 JSON = "application/json"
 IDLE_POLL_S = 0.001  # simulated seconds to wait when the engine has work but nothing to schedule yet
+TIER_POLL_S = 0.001  # simulated seconds between landings of write-behind tier copies while the engine idles
 
 
 @dataclass
@@ -78,6 +81,7 @@ class ServeConfig:
     startup_delay: float = 0.0
     crash_after: int = 0
     log_requests: bool = False
+    kv_tiers: str | None = None  # --kv-tiers: a profile's kv_tiers section as JSON, or a file holding it
 
     def validate(self) -> None:
         """One-line errors naming the flag, before anything binds."""
@@ -104,6 +108,8 @@ class ServeConfig:
                 raise ValueError(message)
         if self.kv_events_endpoint:
             validate_endpoint(self.kv_events_endpoint)
+        if self.kv_tiers:
+            parse_tiers(self.kv_tiers)
 
 
 class InstantClock:
@@ -152,7 +158,7 @@ class Pod:
     """One simulated vLLM server (one data-parallel rank): engine, driver task, HTTP app, metrics, events."""
 
     def __init__(self, cfg: ServeConfig, index: int, rank: int, *, tokenizer: Any, faults: FaultInjector,
-                 latency: LatencyModel | None = None) -> None:
+                 latency: LatencyModel | None = None, tiers: tuple[dict, str | None] | None = None) -> None:
         self.cfg = cfg
         self.index = index
         self.rank = rank
@@ -161,6 +167,12 @@ class Pod:
         self.tokenizer = tokenizer
         self.faults = faults
         self.engine = build_engine(cfg, rank, self.offset, tokenizer, latency)
+        self.tiers: PodTiers | None = None
+        if tiers is not None:  # CPU / shared filesystem tiers below the GPU (kvtiers)
+            spec, base_dir = tiers
+            block_bytes = max(1, int(self.engine.latency.kv_bytes_per_token_per_gpu() * cfg.block_size))
+            self.tiers = attach_pod_tiers(self.engine, spec, block_bytes=block_bytes, base_dir=base_dir,
+                                          count_tokens=lambda text: len(tokenizer.encode(text, add_special_tokens=False)))
         self.clock: Any = InstantClock() if cfg.time_scale == 0 else ScaledClock(cfg.time_scale)
         self.max_model_len = self.engine.config.max_model_len
         self.served = ServedModel(cfg.model, self.max_model_len, tokenizer)
@@ -171,12 +183,13 @@ class Pod:
             cfg.model,
             self.engine.stats,
             engine_index=rank,
+            tiers_fn=self.tiers.figures if self.tiers else None,
             cache_info={
                 "block_size": stats.block_size,
                 "cache_dtype": "auto",
                 "enable_prefix_caching": True,
                 "gpu_memory_utilization": cfg.gpu_memory_utilization,
-                "num_cpu_blocks": None,
+                "num_cpu_blocks": self.tiers.num_cpu_blocks if self.tiers else None,
                 "num_gpu_blocks": stats.num_gpu_blocks,
                 "num_gpu_blocks_override": cfg.num_gpu_blocks,
                 "prefix_caching_hash_algo": cfg.prefix_caching_hash_algo,
@@ -207,6 +220,9 @@ class Pod:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.tiers is not None:
+            with contextlib.suppress(Exception):  # land in-flight offloads so the shared tier keeps them
+                self.tiers.store.flush()
         if self.publisher:
             self.publisher.close()
 
@@ -214,6 +230,14 @@ class Pod:
         eng, clock = self.engine, self.clock
         while True:
             if not eng.has_unfinished():
+                if self.tiers is not None and self.tiers.store.pending():
+                    # Idle, but write-behind copies are in flight: land them and publish their events.
+                    await clock.sleep(TIER_POLL_S)
+                    self.tiers.hook.advance(clock.now())
+                    events = eng.take_events()
+                    if events and self.publisher is not None:
+                        self.publisher.publish(events)
+                    continue
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -366,7 +390,7 @@ class Pod:
             rid = req.request_id or request.headers.get("x-request-id") or api.random_id(
                 "cmpl" if kind == "completion" else "chatcmpl")
             created = int(time.time())
-            runs = self._submit_all(rid, req)
+            runs = self._submit_all(rid, req, body)
         except APIError as exc:
             return _error(exc)
         except Exception as exc:  # noqa: BLE001
@@ -386,18 +410,23 @@ class Pod:
         self._log(rid, results)
         return Response(api.dumps(build(rid, created, req, [r[0] for r in results], kvp)), media_type=JSON)
 
-    def _submit_all(self, rid: str, req: GenRequest) -> list["_Run"]:
+    def _submit_all(self, rid: str, req: GenRequest, body: dict[str, Any] | None = None) -> list["_Run"]:
         runs: list[_Run] = []
         try:
-            self._submit_each(rid, req, runs)
+            self._submit_each(rid, req, runs, body or {})
         except Exception:
             for run in runs:
                 self.abort(run.request_id)
             raise
         return runs
 
-    def _submit_each(self, rid: str, req: GenRequest, runs: list["_Run"]) -> None:
+    def _submit_each(self, rid: str, req: GenRequest, runs: list["_Run"], body: dict[str, Any]) -> None:
         for pi, prompt in enumerate(req.prompts):
+            if self.tiers is not None:
+                try:  # block types (system prompt, tools, ...) for the tiers' per-type policies
+                    self.tiers.note_request(body, prompt, req.cache_salt)
+                except ValueError as exc:
+                    raise APIError(400, str(exc), "kv_block_type") from None
             plan = pd.plan(req.kv_transfer_params, len(prompt), self.cfg.role)  # type: ignore[arg-type]
             if plan.ignored_reason and self.cfg.log_requests:
                 sys.stderr.write(f"sim_gpu: pod {self.port}: {rid}: kv_transfer_params ignored: {plan.ignored_reason}\n")
@@ -576,7 +605,7 @@ def build_engine(cfg: ServeConfig, rank: int, offset: int, tokenizer: Any,
         eos_token_id=tokenizer.eos_token_id,
         role=cfg.role,
         data_parallel_rank=rank,
-        enable_kv_events=bool(cfg.kv_events_endpoint),
+        enable_kv_events=bool(cfg.kv_events_endpoint) or bool(cfg.kv_tiers),  # tiers replicate on GPU events
         event_hash_int=cfg.kv_events_int_hashes,
     ))
 
@@ -623,6 +652,7 @@ class SimProcess:
         self.tokenizer = load_tokenizer(cfg.tokenizer)
         self.faults = FaultInjector(cfg.failure_injection_rate, list(cfg.failure_types), cfg.startup_delay,
                                     cfg.crash_after, seed=cfg.seed)
+        self.tiers = parse_tiers(cfg.kv_tiers) if cfg.kv_tiers else None  # (spec, base dir)
         self.pods: list[Pod] = []
         self._servers: list[_Server] = []
 
@@ -633,7 +663,8 @@ class SimProcess:
         try:
             for i in range(self.cfg.pods):
                 for r in range(self.cfg.data_parallel_size):
-                    pod = Pod(self.cfg, i, r, tokenizer=self.tokenizer, faults=self.faults, latency=latency)
+                    pod = Pod(self.cfg, i, r, tokenizer=self.tokenizer, faults=self.faults, latency=latency,
+                              tiers=self.tiers)
                     self.pods.append(pod)
                     socks.append(_bind(self.cfg.host, pod.port))
         except Exception:
@@ -678,6 +709,10 @@ class SimProcess:
         events = ""
         if cfg.kv_events_endpoint:
             events = f", KV events {first.publisher.endpoint}..{last.publisher.endpoint}"  # type: ignore[union-attr]
+        if self.tiers is not None:
+            spec = self.tiers[0]
+            fs = spec["filesystem"]
+            events += f"; KV tiers: CPU {spec['cpu_blocks']} blocks" + (f", shared FS {fs['path']!r} ({fs['capacity_mb']} MB)" if fs else "")
         sys.stderr.write(
             f"sim_gpu: serving {cfg.model!r} ({cfg.model_profile} on {cfg.tp}x {cfg.hardware}, role {cfg.role}) "
             f"as {len(self.pods)} pod/rank(s) on http://{cfg.host}:{first.port}..{last.port}"

@@ -137,6 +137,7 @@ def plot_stages(summaries: dict[str, dict[str, Any]], path: str | Path, title: s
         a.set_ylabel(yl)
         a.grid(alpha=0.3)
     a1.set_yscale("symlog", linthresh=1.0)
+    a1.set_ylim(bottom=0)
     a1.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -14,7 +14,9 @@ from llmdctl.commands import fail
 HELP = """Show each component of the running stack (router, simulator or vLLM processes: pid alive, health)
 and each pod endpoint (or data-parallel rank): health and, scraped from its /metrics, requests waiting
 (vllm:num_requests_waiting), running (vllm:num_requests_running), KV-cache usage (vllm:kv_cache_usage_perc)
-and prefix-cache hit rate (vllm:prefix_cache_hits_total / vllm:prefix_cache_queries_total, in tokens).
+and prefix-cache hit rate (vllm:prefix_cache_hits_total / vllm:prefix_cache_queries_total, in tokens); with KV
+tiers (kv-offload, semantic-kv), each tier's occupancy and the prompt tokens loaded from it
+(llmd_sim:kv_tier_usage_perc, llmd_sim:kv_tier_hits_total).
 Exits 0 when everything is healthy, 1 when something is down, 3 when nothing runs."""
 
 
@@ -68,11 +70,13 @@ def status_command(
         comps.add_row(c.name, c.kind, str(c.pid or "-"), "yes" if c.alive else "[red]no[/red]", "[green]ok[/green]" if c.healthy else "[red]down[/red]", ports)
     console.print(comps)
     pods = Table(title="Pods", title_justify="left")
-    for col, just in (("pod", "left"), ("role", "left"), ("address", "left"), ("health", "left"), ("waiting", "right"), ("running", "right"), ("KV used", "right"), ("prefix hits", "right")):
+    tiers = [t for t in ("cpu", "disk") if any(f"tier_{t}_usage" in p.metrics for p in report.pods)]
+    for col, just in (("pod", "left"), ("role", "left"), ("address", "left"), ("health", "left"), ("waiting", "right"), ("running", "right"), ("KV used", "right"), ("prefix hits", "right"), *((f"{t.upper()} used·hits", "right") for t in tiers)):
         pods.add_column(col, justify=just, no_wrap=True, min_width=len(col))  # type: ignore[arg-type]
     for p in report.pods:
         m = p.metrics
-        pods.add_row(p.name, p.role, p.url.removeprefix("http://"), "[green]ok[/green]" if p.healthy else "[red]down[/red]", _fmt(m.get("waiting")), _fmt(m.get("running")), _fmt(m.get("kv_usage"), True), _fmt(m.get("prefix_hit_rate"), True))
+        tier_cells = [f"{_fmt(m.get(f'tier_{t}_usage'), True)} · {_fmt(m.get(f'tier_{t}_hits'))}" for t in tiers]  # used · hit tokens
+        pods.add_row(p.name, p.role, p.url.removeprefix("http://"), "[green]ok[/green]" if p.healthy else "[red]down[/red]", _fmt(m.get("waiting")), _fmt(m.get("running")), _fmt(m.get("kv_usage"), True), _fmt(m.get("prefix_hit_rate"), True), *tier_cells)
     console.print(pods)
     if not report.healthy:
         raise typer.Exit(1)

@@ -253,6 +253,16 @@ METRICS = {
 }
 
 
+TIER_METRICS = {"llmd_sim:kv_tier_hits_total": "hits", "llmd_sim:kv_tier_usage_perc": "usage", "llmd_sim:kv_tier_blocks": "blocks"}
+
+
+def _tier_key(name: str, labels: dict[str, str]) -> str | None:
+    """`tier_<medium>_<hits|usage|blocks>` for the simulator's KV-tier metrics (kvtiers below the GPU)."""
+    kind = TIER_METRICS.get(name)
+    medium = labels.get("medium")
+    return f"tier_{medium.lower()}_{kind}" if kind and medium else None
+
+
 def parse_pod_metrics(text: str) -> dict[str, float]:
     """Queue depth, running requests, KV usage and prefix-cache counters from vLLM's Prometheus text."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -260,7 +270,7 @@ def parse_pod_metrics(text: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            key = METRICS.get(sample.name)
+            key = METRICS.get(sample.name) or _tier_key(sample.name, sample.labels)
             if key is not None:
                 out[key] = out.get(key, 0.0) + float(sample.value)
     if out.get("prefix_queries"):

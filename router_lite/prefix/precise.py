@@ -328,6 +328,35 @@ class PrecisePrefixIndex:
             out[k] = (i, sc)
         return out
 
+    def prefix_media(self, block_hashes: list[BlockHash], endpoint_key: str, max_blocks: int | None = None) -> dict[str, int]:
+        """Per medium, the blocks of `endpoint_key`'s consecutive cached prefix it would read from there.
+
+        Each block counts at its best tier for that endpoint (own media and shared tiers); a block only
+        credited speculatively counts as `speculative`. For the decision stream: which tier a hit comes from.
+        """
+        n = len(block_hashes) if max_blocks is None else min(len(block_hashes), max_blocks)
+        out: dict[str, int] = {}
+        with self._lock:
+            sources = [self._held.get(endpoint_key, {}), self._held.get(SHARED, {})]
+            spec = self._spec.get(endpoint_key)
+            for h in islice(block_hashes, n):
+                best, best_w = None, -1.0
+                for media in sources:
+                    for m, hs in media.items():
+                        if h in hs and self.weight(m) > best_w:
+                            best, best_w = m, self.weight(m)
+                if best is None and spec and h in spec:
+                    best = SPECULATIVE.lower()
+                if best is None:
+                    break
+                out[best] = out.get(best, 0) + 1
+        return out
+
+    def media_held(self) -> set[str]:
+        """Media any endpoint's events have named (e.g. {'GPU', 'CPU', 'DISK'})."""
+        with self._lock:
+            return {m for media in self._held.values() for m, hs in media.items() if hs}
+
     # ---- inspection ----------------------------------------------------------------------------------
     def blocks_of(self, endpoint_key: str, medium: str | None = None) -> set[BlockHash]:
         """Blocks the events say `endpoint_key` holds (one medium, or all); speculation excluded."""
@@ -339,6 +368,15 @@ class PrecisePrefixIndex:
             for hs in media.values():
                 out |= hs
             return out
+
+    def _blocks_by_medium(self) -> dict[str, int]:
+        """(endpoint or shared tier, block) pairs per medium, from events."""
+        out: dict[str, int] = {}
+        for media in self._held.values():
+            for m, hs in media.items():
+                if hs:
+                    out[m] = out.get(m, 0) + len(hs)
+        return out
 
     def holders(self, block_hash: BlockHash) -> dict[str, float]:
         with self._lock:
@@ -353,6 +391,7 @@ class PrecisePrefixIndex:
                 "blocks": len(self._idx),
                 "endpoints": sum(1 for k, media in self._held.items() if k != SHARED and any(media.values())),
                 "shared_blocks": sum(len(hs) for hs in self._held.get(SHARED, {}).values()),
+                "blocks_by_medium": self._blocks_by_medium(),
                 "speculative": sum(len(s) for s in self._spec.values()),
                 "events": self.events,
                 "batches": self.batches,

@@ -62,6 +62,11 @@ class BlockPool:
         self._back: OrderedDict[int, KVBlock] = OrderedDict()
         self._cached: dict[bytes, dict[int, KVBlock]] = {}
         self._events: list[Any] = []
+        # Digests evicted, in order (absolute position evict_base + i), and an epoch bumped by a cache reset:
+        # lets KVCacheManager re-validate a waiting request's prefix hits without re-probing them all.
+        self.evict_log: list[bytes] = []
+        self.evict_base = 0
+        self.cache_epoch = 0
         # Lower KV tiers (kvtiers.engine_hook.EngineTiers) or None: evicted blocks are offered to them and
         # their CPU/DISK events follow the pool's. Set by kvtiers.engine_hook.attach_tiers.
         self.tiers: Any = None
@@ -127,6 +132,11 @@ class BlockPool:
             if not entry:
                 del self._cached[h]  # type: ignore[arg-type]
         block.block_hash = None
+        log = self.evict_log
+        log.append(h)  # type: ignore[arg-type]
+        if len(log) > 8192:
+            del log[:4096]
+            self.evict_base += 4096
         if self.enable_events:
             self._events.append(BlockRemoved(block_hashes=[to_event_hash(h, self.event_hash_int)]))  # type: ignore[arg-type]
         if self.tiers is not None:
@@ -211,6 +221,7 @@ class BlockPool:
             for block in entry.values():
                 block.block_hash = None
         self._cached.clear()
+        self.cache_epoch += 1
         if self.enable_events:
             self._events.append(AllBlocksCleared())
         return True

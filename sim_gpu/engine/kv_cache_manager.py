@@ -66,23 +66,48 @@ class KVCacheManager:
     # ---- prefix hits -------------------------------------------------------------------------------------
 
     def get_computed_blocks(self, req: Request) -> tuple[list[KVBlock], int]:
-        """The request's longest run of cached full blocks and how many tokens they cover."""
+        """The request's longest run of cached full blocks and how many tokens they cover.
+
+        A waiting request blocked on free blocks asks again every step; its previous answer is kept
+        (`req.hit_memo`) and re-validated: hits only shrink when one of their blocks is evicted (checked
+        against the pool's eviction log) and only grow at the first missing digest.
+        """
         if not self.enable_caching:
             return [], 0
         max_blocks = (req.num_tokens - 1) // self.block_size
         if max_blocks <= 0:
             return [], 0
         hashes = self.ensure_hashes(req, max_blocks)
-        hits: list[KVBlock] = []
-        get = self.pool._cached.get  # BlockPool.get_cached_block, inlined: this runs per block per admission try
-        for h in hashes[:max_blocks] if len(hashes) > max_blocks else hashes:
-            entry = get(h)
+        pool = self.pool
+        get = pool._cached.get  # BlockPool.get_cached_block, inlined: this runs per block per admission try
+        log = pool.evict_log
+        memo = req.hit_memo
+        hits: list[KVBlock] | None = None
+        if memo is not None and memo[0] == pool.cache_epoch and memo[1] >= pool.evict_base and memo[2] == max_blocks:
+            hits = memo[3]
+            start = memo[1] - pool.evict_base
+            if start < len(log):
+                chain = memo[4]
+                for h in log[start:]:
+                    if h in chain:
+                        hits = None
+                        break
+        if hits is None:
+            hits = []
+            chain = set(hashes[:max_blocks])
+        else:
+            chain = memo[4]  # type: ignore[index]
+        k = len(hits)
+        while k < max_blocks:
+            entry = get(hashes[k])
             if not entry:
                 break
             for block in entry.values():
                 hits.append(block)
                 break
-        return hits, len(hits) * self.block_size
+            k += 1
+        req.hit_memo = (pool.cache_epoch, pool.evict_base + len(log), max_blocks, hits, chain)
+        return list(hits), k * self.block_size
 
     # ---- allocation --------------------------------------------------------------------------------------
 

@@ -158,6 +158,7 @@ class Request:
         "run_seq",
         "lazy_at",
         "future",
+        "hit_memo",
     )
 
     def __init__(self, req: EngineRequest, token_stream: Any) -> None:
@@ -189,6 +190,7 @@ class Request:
         # lazy, they are current); `future` holds output tokens drawn ahead of time, consumed in order.
         self.lazy_at = -1
         self.future: list[int] = []
+        self.hit_memo: Any = None  # KVCacheManager.get_computed_blocks' last answer, re-validated on reuse
 
     def append_token(self, token: int) -> None:
         self.all_token_ids.append(token)

@@ -206,3 +206,26 @@ def test_fast_forward_does_decode_steps_in_one_call_and_reports_token_times():
     rest = eng.fast_forward(first.end_s, INF)
     assert first.num_steps + rest.num_steps == 50 and not eng.has_unfinished()
     assert [o.new_token_ids for o in first.outputs][0] + [o.new_token_ids for o in rest.outputs][0] == outs["a"].new_token_ids
+
+
+def test_prefix_hit_memo_of_blocked_requests_changes_nothing(monkeypatch):
+    """A waiting request blocked on blocks re-validates its last prefix-hit answer instead of re-probing;
+    the same run with the memo dropped before every lookup must be identical (events, tokens, stats)."""
+    from sim_gpu.engine.kv_cache_manager import KVCacheManager
+
+    make = _engine(num_gpu_blocks=60, block_size=8, max_num_seqs=24, max_num_batched_tokens=64, seed=9)
+    work = _workload(10, 70, bs=8, groups=2, rate=60.0)
+    with_memo = _drive(make, work, "step")
+    lookups = []
+    real = KVCacheManager.get_computed_blocks
+
+    def no_memo(self, req):
+        lookups.append(req.hit_memo is not None)
+        req.hit_memo = None
+        return real(self, req)
+
+    monkeypatch.setattr(KVCacheManager, "get_computed_blocks", no_memo)
+    without = _drive(make, work, "step")
+    assert with_memo[:5] == without[:5]
+    assert sum(lookups) > 50  # blocked requests did come back with a memo to re-validate
+    assert with_memo[3].num_preemptions > 0

@@ -149,7 +149,7 @@ def test_nothing_running_banner_then_attaches_to_the_local_stack(stack, tmp_path
         assert "Nothing is running" in str(banner.render()) and "llmdctl up" in str(banner.render())
         save_state(RunState("precise-prefix-cache", "profiles/precise-prefix-cache.yaml", "sim", "sim-model", stack.url, 0.0, status="running"))
         await until(pilot, lambda: app.model.status == "live" and len(app.model.pods) == 4, timeout=20, what="attached to the local stack")
-        assert not banner.has_class("shown")
+        await until(pilot, lambda: not banner.has_class("shown"), what="banner gone")
         assert app.model.profile == "precise-prefix-cache"
         assert app.next_profile() == "round-robin"
 

@@ -103,6 +103,9 @@ class PrecisePrefixCacheParams:
     speculative_ttl: str = "2s"
     max_prefix_blocks_to_match: int = 0  # 0 = all blocks
     score_normalization: Literal["fraction", "min-max"] = "fraction"
+    # KV media every endpoint can load from (a filesystem shared by all pods: kvtiers' DISK tier), so a block
+    # one pod offloaded there counts for all of them.
+    shared_media: list[str] = field(default_factory=lambda: ["disk"])
 
     def validate(self) -> str | None:
         d = parse_duration(self.speculative_ttl)
@@ -155,6 +158,7 @@ class PrecisePrefixCacheScorer(Scorer):
             self.index.tier_weights.update(params.tier_weights)
         if params.speculative_indexing:
             self.index.speculative_ttl_s = params.speculative_ttl_s
+        self.index.shared_media.update(m.upper() for m in params.shared_media)
         self._hasher = params.hasher()
         self._memo_key = f"precise:{name}"
 
@@ -205,6 +209,15 @@ class PrecisePrefixCacheScorer(Scorer):
     def prefix_match(self, request: LLMRequest) -> tuple[dict[str, int], int] | None:
         m = self._match(request, None)
         return {k: v[0] for k, v in m.items()}, self.params.block_size
+
+    def prefix_tiers(self, request: LLMRequest, endpoint_keys: list[str]) -> dict[str, dict[str, int]] | None:
+        """Per endpoint, its prefix hit's blocks by medium (GPU / CPU / DISK), when events name tiers below
+        the GPU; None otherwise (a GPU-only stack's decisions stay as they were)."""
+        if not (self.index.media_held() - {"GPU"}):
+            return None
+        hashes = self._hashes(request)
+        mx = self.params.max_prefix_blocks_to_match or None
+        return {k: self.index.prefix_media(hashes, k, mx) for k in endpoint_keys}
 
     def on_routed(self, request: LLMRequest, endpoint: Endpoint, profile: str) -> None:
         if self.params.speculative_indexing:
