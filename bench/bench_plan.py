@@ -23,9 +23,10 @@ from llmdctl.plan.presets import POLICIES, SCENARIOS  # noqa: E402
 from llmdctl.plan.run import run_policies  # noqa: E402
 
 
-def _one(args: tuple[str, str, float, float, int]) -> dict:
-    scenario, policy, ts, rs, seed = args
-    return run_policies(SCENARIOS[scenario], [policy], time_scale=ts, rate_scale=rs, seed=seed, max_wall_s=3600)
+def _one(args: tuple[str, str, float, float, int, int]) -> dict:
+    scenario, policy, ts, rs, seed, cap = args
+    mif = "scenario" if cap < 0 else (cap or None)
+    return run_policies(SCENARIOS[scenario], [policy], time_scale=ts, rate_scale=rs, seed=seed, max_wall_s=3600, max_in_flight=mif)
 
 
 def main() -> None:
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default="bench-plan.json")
+    ap.add_argument("--max-in-flight", type=int, default=-1, help="client cap on open requests (-1: the scenario's, 0: open loop)")
     ap.add_argument("--plots", default=None, help="directory for PNG plots (policies vs llm-d, per-stage curves)")
     ap.add_argument("--from-json", default=None, help="only print the table (and plots) of an earlier run's JSON")
     ap.add_argument("--profile", default=None, help="cProfile one policy in-process and print the top functions")
@@ -47,7 +49,7 @@ def main() -> None:
 
         prof = cProfile.Profile()
         prof.enable()
-        _one((a.scenario, a.profile, a.time_scale, a.rate_scale, a.seed))
+        _one((a.scenario, a.profile, a.time_scale, a.rate_scale, a.seed, a.max_in_flight))
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
         return
@@ -59,7 +61,7 @@ def main() -> None:
         policies = [p for p in a.policies.split(",") if p]
         t0 = time.perf_counter()
         with ProcessPoolExecutor(max_workers=max(1, a.jobs)) as ex:
-            parts = list(ex.map(_one, [(a.scenario, p, a.time_scale, a.rate_scale, a.seed) for p in policies]))
+            parts = list(ex.map(_one, [(a.scenario, p, a.time_scale, a.rate_scale, a.seed, a.max_in_flight) for p in policies]))
         wall = time.perf_counter() - t0
         doc = parts[0]
         for p in parts[1:]:
@@ -75,7 +77,7 @@ def main() -> None:
         print("plot:", report.plot_bars(doc["summaries"], Path(a.plots) / f"plan-{doc['scenario']}-x{a.time_scale:g}.png", title=title, published=pub))
         print("plot:", report.plot_stages(doc["summaries"], Path(a.plots) / f"plan-{doc['scenario']}-x{a.time_scale:g}-stages.png", title=title))
     pub = doc.get("published_reference", {})
-    print(f"{doc['description']}\n{doc['requests']} requests, time scale {a.time_scale:g}, total wall {wall:.1f}s\n")
+    print(f"{doc['description']}\n{doc['requests']} requests, time scale {a.time_scale:g}, client cap {doc.get('max_in_flight') or 'none'}, total wall {wall:.1f}s\n")
     print(f"{'policy':12s} {'TTFT p90':>9s} {'(llm-d)':>8s} {'TTFT mean':>9s} {'(llm-d)':>8s} {'out tok/s':>9s} {'(llm-d)':>8s} {'hit':>5s} {'sim s':>7s} {'wall s':>7s} {'sim/wall':>8s} {'sim/cpu':>8s}")
     for name, r in doc["runs"].items():
         p = pub.get(name, {})

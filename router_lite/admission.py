@@ -104,7 +104,8 @@ class Admission:
         assert self.queue is not None and self._wake is not None
         while len(self.queue):
             try:
-                await asyncio.wait_for(self._wake.wait(), 0.01)
+                async with asyncio.timeout(0.01):  # not wait_for: it can swallow a cancellation on 3.11
+                    await self._wake.wait()
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()

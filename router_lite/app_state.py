@@ -7,6 +7,7 @@ has learnt about where blocks live.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 from router_lite.admission import Admission
 from router_lite.config import ConfigError, SchedulerConfig, load_config, load_config_file
-from router_lite.datalayer import DataLayer, EndpointSpec, FileWatcher, KVEventsSpec
+from router_lite.datalayer import DataLayer, EndpointSpec, FileWatcher, KubernetesWatcher, KVEventsSpec
 from router_lite.decisions import DecisionHub
 from router_lite.kv_subscriber import KVEventSubscriber
 from router_lite.metrics import RouterMetrics
@@ -57,6 +58,14 @@ class RouterSettings:
     config_path: str | None = None
     endpoints: list[EndpointSpec] = field(default_factory=list)
     endpoints_file: str | None = None
+    # Where endpoints come from besides `endpoints`: "static" (only those), "file" (endpoints_file, watched)
+    # or "kubernetes" (Ready pods matching `selector` in `namespace`); "" = "file" when endpoints_file is set.
+    discovery: str = ""
+    namespace: str | None = None  # None: the pod's own namespace (service-account file), else "default"
+    selector: str | None = None
+    target_ports: list[int] = field(default_factory=lambda: [8000])
+    kv_events_port: int | None = None
+    kube_api_client: Any = field(default=None, repr=False, compare=False)  # tests: a client for a fake API
     tokenizer: str | None = None  # local HF dir, "builtin", or None/"engine" for the engine's /tokenize
     block_size: int | None = None
     hash_algo: str | None = None
@@ -70,7 +79,12 @@ class RouterSettings:
     objectives: dict[str, int] = field(default_factory=dict)  # model/objective name -> priority
     queue_size: int = 0  # flow-control queue capacity; 0 = no queue (shed or pass)
     queue_ttl_s: float = 30.0
+    shutdown_timeout_s: float = 1.0  # after SIGTERM, how long in-flight responses may take before being cut
     log_level: str = "info"
+
+    @property
+    def discovery_mode(self) -> str:
+        return self.discovery or ("file" if self.endpoints_file else "static")
 
 
 def load_scheduler_config(path: str | None) -> SchedulerConfig:
@@ -90,7 +104,7 @@ class RouterState:
         self.scheduler = Scheduler(self.config, self.indexes)
         self.config_version = 1
         specs = list(settings.endpoints)
-        if settings.endpoints_file:
+        if settings.discovery_mode == "file" and settings.endpoints_file:
             from router_lite.datalayer import load_endpoints_file
 
             known = {s.key for s in specs}
@@ -103,20 +117,32 @@ class RouterState:
         )
         self.subscriber = KVEventSubscriber(self.indexes.precise.apply, metrics=self.metrics)
         self.datalayer.add_listener(self._on_membership)
-        self.watcher: FileWatcher | None = None
-        if settings.endpoints_file:
-            static = list(settings.endpoints)
-
-            def reload(file_specs: list[EndpointSpec]) -> None:
-                keys = {s.key for s in static}
-                self.datalayer.set_specs(static + [s for s in file_specs if s.key not in keys])
-
-            self.watcher = FileWatcher(settings.endpoints_file, reload)
+        self.watcher: FileWatcher | KubernetesWatcher | None = self._make_watcher()
         self.pool = BackendPool(request_timeout_s=settings.request_timeout_s)
+        self.open_upstreams: set[Any] = set()  # proxied streams in flight (cut at shutdown after the grace period)
+        self.stopping = False
         self._tokenizer = make_tokenizer(settings.tokenizer, self._tokenize_urls)
         self.request_tokenizer = RequestTokenizer(self._tokenizer, self.hash_settings, on_error=self._on_tokenize_error)
         self.admission = self._admission(self.config)
         self._hash_cache: tuple[Any, HashSettings] | None = None
+
+    def _make_watcher(self) -> FileWatcher | KubernetesWatcher | None:
+        """The discovery watcher: its callback sets the data layer's endpoints to static + discovered."""
+        s = self.settings
+        static = list(s.endpoints)
+        keys = {spec.key for spec in static}
+
+        def reload(found: list[EndpointSpec]) -> None:
+            self.datalayer.set_specs(static + [spec for spec in found if spec.key not in keys])
+
+        mode = s.discovery_mode
+        if mode == "file" and s.endpoints_file:
+            return FileWatcher(s.endpoints_file, reload)
+        if mode == "kubernetes":
+            if not s.selector:
+                raise ConfigError("--discovery kubernetes needs --selector key=value[,key=value]")
+            return KubernetesWatcher(s.namespace, s.selector, reload, s.target_ports, s.kv_events_port, api_client=s.kube_api_client)
+        return None
 
     def _admission(self, config: SchedulerConfig) -> Admission:
         try:
@@ -213,20 +239,54 @@ class RouterState:
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
+        self.hub.reopen()
+        self.stopping = False
         await self.datalayer.start()
         await self.subscriber.start([self.kv_spec(st.spec) for st in self.datalayer.states.values()])
         if self.watcher is not None:
             self.watcher.start()
 
-    async def stop(self) -> None:
+    def begin_shutdown(self) -> None:
+        """The server is stopping: end the decision streams now (they never end on their own, and the HTTP
+        server waits for open responses before it runs the lifespan shutdown); proxied streams get
+        `shutdown_timeout_s` to finish, then their pod connections are cut."""
+        self.hub.close()
+        if self.open_upstreams:
+            grace = max(0.0, self.settings.shutdown_timeout_s)
+            asyncio.get_running_loop().call_later(grace, self.cut_open_streams)
+
+    def cut_open_streams(self) -> None:
+        self.stopping = True
+        for up in list(self.open_upstreams):
+            up.abort()
+
+    async def stop(self, step_timeout_s: float = 1.0) -> None:
+        """Stop everything, each step bounded, none able to block the others (SIGTERM must exit promptly)."""
+        self.hub.close()
+        steps: list[tuple[str, Any]] = []
         if self.watcher is not None:
-            await self.watcher.stop()
-        await self.subscriber.stop()
-        await self.datalayer.stop()
-        await self.pool.aclose()
+            steps.append(("discovery", self.watcher.stop))
+        steps += [("kv events", self.subscriber.stop), ("scraping", self.datalayer.stop), ("backend pool", self.pool.aclose)]
         close = getattr(self._tokenizer, "aclose", None)
         if close is not None:
-            await close()
+            steps.append(("tokenizer", close))
+        for what, step in steps:
+            try:
+                async with asyncio.timeout(step_timeout_s + 0.5):
+                    await step()
+            except TimeoutError:
+                log.warning("shutdown: stopping %s took over %.1fs; skipped", what, step_timeout_s + 0.5)
+            except Exception as exc:
+                log.warning("shutdown: stopping %s failed: %s: %s", what, type(exc).__name__, exc)
+
+    def _discovery_state(self) -> dict[str, Any]:
+        s = self.settings
+        if isinstance(self.watcher, KubernetesWatcher):
+            return self.watcher.describe()
+        out: dict[str, Any] = {"mode": s.discovery_mode, "static": len(s.endpoints)}
+        if isinstance(self.watcher, FileWatcher):
+            out.update(file=s.endpoints_file, errors=self.watcher.errors)
+        return out
 
     def describe(self) -> dict[str, Any]:
         """`/debug/endpoints`: the data layer, the index sizes, the subscriber and the active config."""
@@ -237,6 +297,7 @@ class RouterState:
             "kv_events": self.subscriber.snapshot(),
             "hashing": {"block_size": hs.block_size, "algo": hs.algo, "seed": "(default)" if not hs.seed else "(set)"},
             "config": {"version": self.config_version, "profiles": [p.name for p in self.config.profiles], "path": self.settings.config_path},
+            "discovery": self._discovery_state(),
             "decisions": {"published": self.hub.published, "subscribers": self.hub.subscribers, "dropped": self.hub.dropped},
         }
 
@@ -265,5 +326,11 @@ def profile_router_config(name_or_path: str) -> tuple[SchedulerConfig, str]:
 
 
 def settings_summary(settings: RouterSettings) -> str:
-    n = len(settings.endpoints)
-    return f"{n} static endpoint(s)" + (f" + {Path(settings.endpoints_file).name}" if settings.endpoints_file else "")
+    out = f"{len(settings.endpoints)} static endpoint(s)"
+    mode = settings.discovery_mode
+    if mode == "file" and settings.endpoints_file:
+        out += f" + {Path(settings.endpoints_file).name}"
+    elif mode == "kubernetes":
+        ns = settings.namespace or "(own namespace)"
+        out += f" + pods in {ns} matching {settings.selector} on port(s) {','.join(map(str, settings.target_ports))}"
+    return out

@@ -13,6 +13,9 @@ import typer
 app = typer.Typer(help="router_lite: llm-d's endpoint picker and OpenAI gateway, in Python.", no_args_is_help=True, add_completion=False)
 
 
+DISCOVERY_MODES = ("static", "file", "kubernetes")
+
+
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -43,6 +46,11 @@ def serve(
     config: Optional[Path] = typer.Option(None, "--config", help="EndpointPickerConfig YAML (llm-d's shape)."),
     endpoints: Optional[str] = typer.Option(None, help="Static endpoints: host:port[@role],host:port,..."),
     endpoints_file: Optional[Path] = typer.Option(None, help="Endpoints file (file-discovery YAML), watched for changes."),
+    discovery: Optional[str] = typer.Option(None, help="Where endpoints come from besides --endpoints: static, file (--endpoints-file) or kubernetes (pods). Default: file with --endpoints-file, else static."),
+    namespace: Optional[str] = typer.Option(None, help="kubernetes discovery: the pods' namespace (default: the router pod's own)."),
+    selector: Optional[str] = typer.Option(None, help="kubernetes discovery: pod label selector key=value[,key=value]."),
+    target_ports: str = typer.Option("8000", help="kubernetes discovery: model server port(s) per pod, one per data-parallel rank (8000[,8001...])."),
+    kv_events_port: Optional[int] = typer.Option(None, help="kubernetes discovery: the pods' KV event publisher port (rank r: port + r); none: no events."),
     tokenizer: Optional[str] = typer.Option(None, help="Local Hugging Face tokenizer dir, 'builtin', or 'engine' (default: the engine's /tokenize)."),
     block_size: Optional[int] = typer.Option(None, help="KV block size in tokens (default: the engine's cache_config_info, else 16)."),
     hash_algo: Optional[str] = typer.Option(None, help="sha256 or sha256_cbor (default: the engine's, else sha256)."),
@@ -55,12 +63,14 @@ def serve(
     objective: list[str] = typer.Option([], "--objective", help="NAME=PRIORITY: priority of requests for a model/objective (repeatable)."),
     queue_size: int = typer.Option(0, help="Flow-control queue capacity when saturated (0: no queue)."),
     queue_ttl: float = typer.Option(30.0, help="Seconds a queued request may wait."),
+    shutdown_timeout: float = typer.Option(1.0, help="On SIGTERM, seconds in-flight responses may take before they are cut."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
 ) -> None:
     """Serve the OpenAI API, routing each request to the best model server."""
     from router_lite.app_state import RouterSettings, load_scheduler_config
     from router_lite.config import ConfigError
-    from router_lite.datalayer import DiscoveryError, load_endpoints_file, parse_endpoint_list
+    from router_lite.datalayer import DiscoveryError, load_endpoints_file, parse_endpoint_list, parse_ports, parse_selector
+    from router_lite.datalayer.k8s_discovery import check_client_config
     from router_lite.tokenization import HashSettings, TokenizationError
 
     if log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -73,16 +83,38 @@ def serve(
         _fail(f"--scrape-interval-ms: expected >= 0, got {scrape_interval_ms}")
     if max_retries < 0:
         _fail(f"--max-retries: expected >= 0, got {max_retries}")
+    if shutdown_timeout < 0:
+        _fail(f"--shutdown-timeout: expected >= 0, got {shutdown_timeout}")
+    mode = discovery or ("file" if endpoints_file is not None else "static")
+    if mode not in DISCOVERY_MODES:
+        _fail(f"--discovery: expected one of {', '.join(DISCOVERY_MODES)}, got {discovery!r}")
+    if mode == "file" and endpoints_file is None:
+        _fail("--discovery file needs --endpoints-file FILE")
+    if mode != "file" and endpoints_file is not None:
+        _fail(f"--endpoints-file is for --discovery file, not {mode}")
+    if mode != "kubernetes":
+        for flag, value in (("--namespace", namespace), ("--selector", selector), ("--kv-events-port", kv_events_port)):
+            if value is not None:
+                _fail(f"{flag} is for --discovery kubernetes")
+    ports: list[int] = [8000]
     try:
         HashSettings(block_size or 16, hash_algo or "sha256")
         specs = parse_endpoint_list(endpoints) if endpoints else []
         if endpoints_file is not None:
             load_endpoints_file(endpoints_file)  # validate now: a typo is an error at start, not a silent empty pool
+        if mode == "kubernetes":
+            if not selector:
+                raise DiscoveryError("--discovery kubernetes needs --selector key=value[,key=value], e.g. llm-d.ai/inferenceServing=true")
+            selector = parse_selector(selector)
+            ports = parse_ports(target_ports)
+            if kv_events_port is not None and not 0 < kv_events_port < 65536:
+                raise DiscoveryError(f"--kv-events-port: expected 1-65535, got {kv_events_port}")
+            check_client_config()
         cfg = load_scheduler_config(str(config) if config else None)
     except (DiscoveryError, ConfigError, TokenizationError) as exc:
         _fail(str(exc))
-    if not specs and endpoints_file is None:
-        _fail("no endpoints: give --endpoints host:port,... and/or --endpoints-file FILE")
+    if not specs and mode == "static":
+        _fail("no endpoints: give --endpoints host:port,..., --endpoints-file FILE, or --discovery kubernetes --selector ...")
     settings = RouterSettings(
         host=host,
         port=port,
@@ -90,6 +122,11 @@ def serve(
         config_path=str(config) if config else None,
         endpoints=specs,
         endpoints_file=str(endpoints_file) if endpoints_file else None,
+        discovery=mode,
+        namespace=namespace or None,
+        selector=selector,
+        target_ports=ports,
+        kv_events_port=kv_events_port,
         tokenizer=tokenizer,
         block_size=block_size,
         hash_algo=hash_algo,
@@ -102,6 +139,7 @@ def serve(
         objectives=_objectives(objective),
         queue_size=queue_size,
         queue_ttl_s=queue_ttl,
+        shutdown_timeout_s=shutdown_timeout,
         log_level=log_level,
     )
     try:

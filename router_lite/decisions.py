@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 DecisionSource = dict[str, Any] | Callable[[], dict[str, Any]]
+_CLOSE: Any = object()  # queued to a subscriber by `close()`: its stream ends
 _encoder = msgspec.json.Encoder(enc_hook=str)
 
 
@@ -33,6 +34,7 @@ class DecisionHub:
         self._on_drop = on_drop
         self.published = 0
         self.dropped = 0
+        self._closed = False
 
     @property
     def subscribers(self) -> int:
@@ -77,19 +79,42 @@ class DecisionHub:
     def unsubscribe(self, q: asyncio.Queue[bytes]) -> None:
         self._subscribers.discard(q)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """End every subscriber's stream now (server shutdown): an SSE response never ends on its own, and
+        the HTTP server waits for open responses before it stops. Idempotent; later subscribers end at once."""
+        self._closed = True
+        for q in list(self._subscribers):
+            while True:
+                try:
+                    q.put_nowait(_CLOSE)
+                    break
+                except asyncio.QueueFull:  # a reader that fell behind: it loses the backlog, not the close
+                    q.get_nowait()
+
+    def reopen(self) -> None:
+        """Accept streams again after `close()` (a router started again in the same process)."""
+        self._closed = False
+
     async def sse(self, history: int = 0, heartbeat_s: float = 15.0) -> AsyncIterator[bytes]:
-        """Server-sent events: `data: {json}` per decision, a comment line as heartbeat."""
+        """Server-sent events: `data: {json}` per decision, a comment line as heartbeat; ends on `close()`."""
         q = self.subscribe()
         try:
             yield b": llmd decisions\n\n"
             for line in self.history(history):
                 yield b"data: " + line + b"\n\n"
-            while True:
+            while not self._closed:
                 try:
-                    line = await asyncio.wait_for(q.get(), heartbeat_s)
+                    async with asyncio.timeout(heartbeat_s):  # not wait_for: it can swallow a cancellation on 3.11
+                        line = await q.get()
                 except asyncio.TimeoutError:
                     yield b": ping\n\n"
                     continue
+                if line is _CLOSE:
+                    return
                 yield b"data: " + line + b"\n\n"
         finally:
             self.unsubscribe(q)

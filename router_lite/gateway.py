@@ -36,6 +36,10 @@ _ENDPOINT_B = ENDPOINT_HEADER.encode()
 _PREFILL_B = PREFILL_HEADER.encode()
 PREFILLER_HEADER = "x-prefiller-host-port"  # what llm-d's decode sidecar reads
 _json_decoder = msgspec.json.Decoder()
+SHUTDOWN_SSE_ERROR = (
+    b'data: {"error": {"message": "the router is shutting down: stream cut before the model server finished", '
+    b'"type": "service_unavailable", "param": null, "code": 503}}\n\n'
+)
 
 
 class ClientError(Exception):
@@ -297,13 +301,21 @@ class Gateway:
         """Relay the stream; the scheduler that routed the request hears when it ends (even after a config swap)."""
         st = self.state
         st.metrics.inflight.inc()
+        st.open_upstreams.add(upstream)
         try:
             async for chunk in upstream.body():
                 yield chunk
-        except Exception as exc:  # the pod died mid-stream: nothing to retry, the client sees the cut
-            st.metrics.errors.labels("stream_broken").inc()
-            log.warning("stream from %s broke: %s", target.key, type(exc).__name__)
+        except Exception as exc:  # the pod died mid-stream, or shutdown cut it: nothing to retry
+            if st.stopping:
+                st.metrics.errors.labels("shutdown_cut").inc()
+                log.warning("shutdown: cut the stream from %s (request %s) after the grace period", target.key, req.request_id)
+                if upstream.is_event_stream:  # say so in-band: an OpenAI client raises it instead of a silent end
+                    yield SHUTDOWN_SSE_ERROR
+            else:
+                st.metrics.errors.labels("stream_broken").inc()
+                log.warning("stream from %s broke: %s", target.key, type(exc).__name__)
         finally:
+            st.open_upstreams.discard(upstream)
             st.metrics.inflight.dec()
             st.metrics.request_latency.observe(time.perf_counter() - t0)
             try:

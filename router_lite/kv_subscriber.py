@@ -22,6 +22,7 @@ import zmq.asyncio
 
 from kvtiers.hashing import to_event_hash
 from kvtiers.kvevents import BlockRemoved, BlockStored, KVEventBatch, KVEventDecodeError, decode_frames
+from router_lite.aio import cancel_and_wait
 from router_lite.datalayer.discovery import EndpointSpec
 
 log = logging.getLogger("router_lite.kv_subscriber")
@@ -170,16 +171,10 @@ class KVEventSubscriber:
             if group.task is None:
                 group.task = loop.create_task(self._recv_loop(group), name=f"kv-sub-{group.url}")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 1.0) -> None:
+        """Cancel the receive loops (bounded wait) and close every socket."""
         self._running = False
-        tasks = [g.task for g in self._groups.values() if g.task]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait([g.task for g in self._groups.values() if g.task], timeout_s, "KV event receive")
         for g in self._groups.values():
             g.socket.close(0)
         self._groups.clear()

@@ -115,7 +115,10 @@ class _Conn(asyncio.Protocol):
         """Until something arrives (data, completion, close)."""
         self._waiter = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(self._waiter, timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races a wake-up,
+            # which left scrape tasks running after shutdown cancelled them (the router hung on SIGTERM).
+            async with asyncio.timeout(timeout):
+                await self._waiter
         finally:
             self._waiter = None
 
@@ -148,7 +151,8 @@ class Backend:
     async def _connect(self) -> _Conn:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await asyncio.wait_for(loop.create_connection(_Conn, self.host, self.port), self.connect_timeout_s)
+            async with asyncio.timeout(self.connect_timeout_s):  # not wait_for: see _Conn.wait
+                _, conn = await loop.create_connection(_Conn, self.host, self.port)
         except asyncio.TimeoutError:
             raise UpstreamError("connect", f"pod {self.address} did not accept a connection within {self.connect_timeout_s:g}s", retryable=True) from None
         except OSError as exc:
@@ -268,6 +272,16 @@ class Upstream:
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
         return list(self._headers)
+
+    @property
+    def is_event_stream(self) -> bool:
+        return any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in self._headers)
+
+    def abort(self) -> None:
+        """Close the pod connection now (shutdown): a reader waiting in `body()` gets a connection error."""
+        if not self._released:
+            self._released = True
+            self._backend.discard(self._conn)
 
     def headers(self) -> dict[str, str]:
         return {k.decode("latin-1"): v.decode("latin-1") for k, v in self.raw_headers()}

@@ -15,6 +15,28 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _server_class():
+    import uvicorn
+
+    class RouterServer(uvicorn.Server):
+        """uvicorn's server, told the router is stopping before it waits for open responses.
+
+        On SIGTERM uvicorn stops accepting, then waits for every open response to finish before running
+        the lifespan shutdown. A `/debug/decisions` stream never finishes, so the decision streams are
+        closed first; proxied streams still running after `shutdown_timeout_s` are cut.
+        """
+
+        def __init__(self, config: "uvicorn.Config", state: RouterState) -> None:
+            super().__init__(config)
+            self.router_state = state
+
+        async def shutdown(self, sockets=None) -> None:  # type: ignore[override]
+            self.router_state.begin_shutdown()
+            await super().shutdown(sockets)
+
+    return RouterServer
+
+
 def serve(settings: RouterSettings) -> None:
     """Build the router and serve until interrupted (blocking)."""
     import uvicorn
@@ -35,7 +57,7 @@ def serve(settings: RouterSettings) -> None:
     )
     for w in state.config.warnings:
         log.warning("%s", w)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -44,5 +66,15 @@ def serve(settings: RouterSettings) -> None:
         loop="uvloop" if _has("uvloop") else "asyncio",
         http="httptools" if _has("httptools") else "h11",
         timeout_keep_alive=60,
+        # The router cuts its own streams at shutdown_timeout_s (RouterState.begin_shutdown); uvicorn's
+        # cancellation is the backstop for anything else still open.
+        timeout_graceful_shutdown=max(0.0, settings.shutdown_timeout_s) + 0.5,
         lifespan="on",
     )
+    server = _server_class()(config, state)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started:
+        raise SystemExit(3)  # uvicorn logged why (e.g. the port is in use)

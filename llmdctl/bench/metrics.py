@@ -117,6 +117,7 @@ class Summary:
     pod_hit_rate: float | None = None  # from the pods' counters
     stages: list[dict[str, Any]] = field(default_factory=list)
     endpoints: dict[str, int] = field(default_factory=dict)
+    first_error: str | None = None  # one failed request's error, to say what went wrong
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,6 +165,7 @@ def summarize(
         cached_token_fraction=cached_frac,
         pod_hit_rate=pod_hit_rate,
         endpoints=dict(sorted(endpoints.items())),
+        first_error=next((r.error for r in recs if r.status != OK and r.error), None),
     )
     if stage_rates:
         summary.stages = stage_summaries(recs, stage_rates, slo)

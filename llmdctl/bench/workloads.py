@@ -14,6 +14,8 @@ reasoning), so a runner can build follow-up turns (`SessionTracker`) and typed-K
 from __future__ import annotations
 
 import random
+import sys
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,9 +94,14 @@ class WorkloadSpec:
 
 def _tokens(rng: random.Random, n: int) -> list[int]:
     """`n` token ids drawn from `rng` (one 32-bit draw per token: fast, and the same on every platform)."""
+    if n <= 0:
+        return []
     span = TOKEN_HI - TOKEN_LO
-    bits = rng.getrandbits(32 * n).to_bytes(4 * n, "little") if n else b""
-    return [TOKEN_LO + (int.from_bytes(bits[i : i + 4], "little") % span) for i in range(0, 4 * n, 4)]
+    words = array("I")
+    words.frombytes(rng.getrandbits(32 * n).to_bytes(4 * n, "little"))
+    if sys.byteorder == "big":
+        words.byteswap()
+    return [TOKEN_LO + w % span for w in words]
 
 
 def _cycle(items: list[BenchRequest], n: int | None, rng: random.Random) -> Iterator[BenchRequest]:

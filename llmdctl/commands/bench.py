@@ -149,9 +149,14 @@ def bench_command(
         report.print_table(report.compare_table(f"bench --compare ({spec.describe()})", summaries, doc["ratios"]), con)
         bad = {n: s for n, s in summaries.items() if s["ok"] < s["requests"]}
         for n, s in bad.items():
-            con.print(f"[yellow]{n}: {s['requests'] - s['ok']} of {s['requests']} requests failed (errors {s['errors']}, shed {s['shed']}, timeouts {s['timeouts']})[/yellow]")
+            con.print(f"[yellow]{n}: {s['requests'] - s['ok']} of {s['requests']} requests failed (errors {s['errors']}, shed {s['shed']}, timeouts {s['timeouts']}); e.g. {s['first_error']}[/yellow]", highlight=False)
     else:
         report.print_table(report.summary_table(f"bench {url}", doc["summary"]), con)
+        s = doc["summary"]
+        if s["requests"] and s["ok"] < s["requests"]:
+            con.print(f"[yellow]{s['requests'] - s['ok']} of {s['requests']} requests failed; e.g. {s['first_error']}[/yellow]", highlight=False)
+        if s["requests"] and s["ok"] == 0:
+            raise typer.Exit(1)
     for f in doc.get("files", []):
         con.print(f"wrote {f}", highlight=False)
 

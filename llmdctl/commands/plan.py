@@ -49,6 +49,7 @@ def plan_command(
     pd: Optional[str] = typer.Option(None, "--pd", help="Sweep: P/D splits PREFILL:DECODE, e.g. 2:6,4:4."),
     cpu_blocks: Optional[str] = typer.Option(None, "--cpu-blocks", help="Sweep: CPU KV tier blocks per pod, e.g. 0,20000."),
     price: list[str] = typer.Option([], "--price", help="Price per GPU-hour, HARDWARE=USD (repeatable), for sweep costs."),
+    max_in_flight: Optional[int] = typer.Option(None, "--max-in-flight", help="Client cap on open requests (default: the scenario's, 224 for llmd-73 as inference-perf's workers; 0: open loop)."),
     max_wall: float = typer.Option(1800.0, "--max-wall", help="Stop any one simulation after this many wall seconds."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for plan.json and PNG plots."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (progress goes to stderr)."),
@@ -70,6 +71,8 @@ def plan_command(
         for p in pols:
             if p not in POLICIES:
                 raise ValueError(f"--policies: expected names from {', '.join(POLICIES)}, got {p!r}")
+        if max_in_flight is not None and max_in_flight < 0:
+            raise ValueError(f"--max-in-flight: expected 0 (open loop) or a positive integer, got {max_in_flight}")
         if not (time_scale > 0 and rate_scale > 0):
             raise ValueError("--time-scale and --rate-scale: expected > 0")
         splits = []
@@ -99,7 +102,7 @@ def plan_command(
     total_sim = sum(s.duration for s in sc.stages) * time_scale
     n_runs = len(pols) if not is_sweep else None
     err.print(f"[bold]plan[/bold] {sc.description}; ladder {total_sim:.0f} simulated s (x{time_scale:g})"
-              + (f", {n_runs} policies" if n_runs else ", sweep") + "; expect about a minute of wall time per policy for llmd-73 at full scale on a fast core",
+              + (f", {n_runs} policies" if n_runs else ", sweep") + "; llmd-73 at full scale takes 2-3 CPU minutes per policy",
               highlight=False)
     slo = SLO(slo_ttft, slo_itl)
     try:
@@ -115,7 +118,8 @@ def plan_command(
             if is_sweep:
                 doc = sweep(sc, spec, time_scale=time_scale, rate_scale=rate_scale, seed=seed, slo=slo, max_wall_s=max_wall, price=prices or None, progress=cb)
             else:
-                doc = run_policies(sc, pols, time_scale=time_scale, rate_scale=rate_scale, seed=seed, slo=slo, max_wall_s=max_wall, progress=cb)
+                mif = "scenario" if max_in_flight is None else (max_in_flight or None)
+                doc = run_policies(sc, pols, time_scale=time_scale, rate_scale=rate_scale, seed=seed, slo=slo, max_wall_s=max_wall, progress=cb, max_in_flight=mif)
     except ValueError as exc:
         raise fail(str(exc), 1) from None
 

@@ -74,6 +74,7 @@ class Scenario:
     stages: list[Stage]
     published: dict[str, dict[str, float]]  # policy -> {ttft_p90_s, ttft_mean_s, output_tok_s}
     network: str = "rdma-200g"
+    max_in_flight: int | None = None  # the benchmark client's cap on open requests (None: open loop)
 
     def plan_config(self, policy: str, router: dict[str, Any] | None = None, seed: int = 0) -> PlanConfig:
         cfg = router if router is not None else policy_configs(self.pools[0].block_size)[policy]
@@ -94,6 +95,7 @@ LLMD_73 = Scenario(
         "load": {"ttft_p90_s": 94.865, "ttft_mean_s": 46.987, "output_tok_s": 4266.4},
         "random": {"ttft_p90_s": 92.551, "ttft_mean_s": 45.281, "output_tok_s": 4428.7},
     },
+    max_in_flight=224,  # inference-perf num_workers: 224 in the report's config
 )
 
 SMALL = Scenario(

@@ -70,9 +70,10 @@ def workload_and_arrivals(spec: WorkloadSpec, stages: list[Stage], seed: int = 0
 
 
 def run_one(cfg: PlanConfig, reqs, arrivals, stages: list[Stage], slo: SLO, *, max_wall_s: float = 900.0,
-            max_sim_s: float = 7200.0, progress: Progress | None = None, price: dict[str, float] | None = None) -> PlanRun:
+            max_sim_s: float = 7200.0, progress: Progress | None = None, price: dict[str, float] | None = None,
+            max_in_flight: int | None = None) -> PlanRun:
     cb = (lambda now, done, total: progress(cfg.name, now, done, total)) if progress else None
-    res = simulate(cfg, reqs, arrivals, max_wall_s=max_wall_s, max_sim_s=max_sim_s, progress=cb)
+    res = simulate(cfg, reqs, arrivals, max_wall_s=max_wall_s, max_sim_s=max_sim_s, progress=cb, max_in_flight=max_in_flight)
     summ = summarize(res.records, slo, stage_rates=[s.rate for s in stages], pod_hit_rate=res.hit_rate).to_dict()
     return PlanRun(cfg.name, res, summ, cost=cost_of(cfg, price))
 
@@ -96,8 +97,11 @@ def run_policies(
     max_wall_s: float = 900.0,
     progress: Progress | None = None,
     routers: dict[str, dict[str, Any]] | None = None,
+    max_in_flight: int | None | str = "scenario",
 ) -> dict[str, Any]:
-    """The scenario under each policy; returns {scenario, workload, load, runs: {policy: row}, published}."""
+    """The scenario under each policy; returns {scenario, workload, load, runs: {policy: row}, published}.
+    `max_in_flight`: the client's cap on open requests ("scenario": the scenario's; None: open loop)."""
+    cap = scenario.max_in_flight if max_in_flight == "scenario" else max_in_flight
     stages = scale_stages(scenario.stages, time_scale, rate_scale)
     reqs, arrivals = workload_and_arrivals(scenario.workload, stages, seed)
     slo = slo or SLO()
@@ -108,13 +112,14 @@ def run_policies(
         if router is None:
             raise ValueError(f"policy: expected one of {', '.join(known)}, got {pol!r}")
         cfg = scenario.plan_config(pol, router, seed)
-        runs[pol] = run_one(cfg, reqs, arrivals, stages, slo, max_wall_s=max_wall_s, progress=progress)
+        runs[pol] = run_one(cfg, reqs, arrivals, stages, slo, max_wall_s=max_wall_s, progress=progress, max_in_flight=cap)
     return {
         "scenario": scenario.name,
         "description": scenario.description,
         "time_scale": time_scale,
         "rate_scale": rate_scale,
         "requests": len(arrivals),
+        "max_in_flight": cap,
         "stages": [dataclasses.asdict(s) for s in stages],
         "runs": {k: v.row() for k, v in runs.items()},
         "summaries": {k: v.summary for k, v in runs.items()},
@@ -239,7 +244,7 @@ def sweep(
     slo = slo or SLO()
     rows = []
     for name, cfg, params in sweep_configs(base, spec):
-        run = run_one(cfg, reqs, arrivals, stages, slo, max_wall_s=max_wall_s, progress=progress, price=price)
+        run = run_one(cfg, reqs, arrivals, stages, slo, max_wall_s=max_wall_s, progress=progress, price=price, max_in_flight=base.max_in_flight)
         run.params = params
         rows.append(run.row())
     return {

@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -169,11 +170,14 @@ def simulate(
     max_wall_s: float = 900.0,
     progress: Callable[[float, int, int], None] | None = None,
     model_name: str = "sim-model",
+    max_in_flight: int | None = None,
 ) -> PlanResult:
     """Run `requests` (sent at `arrivals[i]` = (time, stage)) through the router and the engines.
 
     Follow-up turns of a session are sent no earlier than their predecessor's end + think time.
-    `progress(sim_now, finished, total)` is called about every 2 simulated seconds."""
+    `progress(sim_now, finished, total)` is called about every 2 simulated seconds. `max_in_flight` caps the
+    requests open at once, as a benchmark client's worker pool does (inference-perf's `num_workers`): later
+    arrivals wait on the client side and are sent (their TTFT clock starts) when a slot frees up."""
     t_wall0 = time.perf_counter()
     t_cpu0 = time.process_time()
     sched_cfg: SchedulerConfig = load_config(cfg.router, origin=f"{cfg.name}: router")
@@ -202,6 +206,7 @@ def simulate(
     heapq.heapify(heap)
     seq = n
     live: dict[str, _Live] = {}
+    client_queue: deque[int] = deque()  # arrivals waiting for a free client slot (max_in_flight)
     finished = 0
     steps = 0
     sched_wall = 0.0
@@ -319,6 +324,9 @@ def simulate(
                     seq += 1
                     heapq.heappush(heap, (ready, seq, ARRIVE, payload))
                     continue
+            if max_in_flight is not None and len(live) >= max_in_flight:
+                client_queue.append(payload)
+                continue
             send(payload, now)
         else:
             pod, res = payload
@@ -355,6 +363,9 @@ def simulate(
                         tracker.record(lv.req, lv.prompt, lv.out or [], now)
                         if not SessionTracker.is_branch(lv.req):
                             release_turns(lv.req.session, now)
+                    if client_queue:  # a client slot freed up: the oldest waiting arrival goes now
+                        seq += 1
+                        heapq.heappush(heap, (now, seq, ARRIVE, client_queue.popleft()))
             if not (res.idle and res.duration_s == 0):
                 kick(pod, now)
             # else: nothing was schedulable (no budget or blocks and nothing running); the next arrival or
@@ -372,6 +383,9 @@ def simulate(
     for lv in live.values():
         lv.rec.status = TIMEOUT
         lv.rec.error = truncated or "did not finish"
+    for j in client_queue:  # never sent: the client was still waiting for a slot
+        records.append(RequestRecord(requests[j].request_id, stage=arrivals[j][1], sent=arrivals[j][0], status=TIMEOUT,
+                                     error=truncated or "never sent", finished=clock.now()))
     queries = sum(p.engine.stats().prefix_cache_queries_tokens for p in pods)
     hits = sum(p.engine.stats().prefix_cache_hits_tokens for p in pods)
     return PlanResult(

@@ -1,4 +1,4 @@
-"""The data layer: which endpoints exist (static list or watched file), their scraped metrics and health."""
+"""The data layer: which endpoints exist (static list, watched file, or Kubernetes pods), their metrics and health."""
 
 from router_lite.datalayer.discovery import (
     DiscoveryError,
@@ -10,6 +10,7 @@ from router_lite.datalayer.discovery import (
     parse_endpoints_doc,
     write_endpoints_file,
 )
+from router_lite.datalayer.k8s_discovery import KubernetesWatcher, parse_ports, parse_selector
 from router_lite.datalayer.scrape import CacheInfo, parse_vllm_metrics
 from router_lite.datalayer.store import DataLayer, EndpointState
 
@@ -21,9 +22,12 @@ __all__ = [
     "EndpointState",
     "FileWatcher",
     "KVEventsSpec",
+    "KubernetesWatcher",
     "load_endpoints_file",
     "parse_endpoint_list",
     "parse_endpoints_doc",
+    "parse_ports",
+    "parse_selector",
     "parse_vllm_metrics",
     "write_endpoints_file",
 ]

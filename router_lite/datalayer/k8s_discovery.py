@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,8 @@ class KubernetesWatcher:
         return specs_from_pods(list(self._pods.values()), self.target_ports, self.kv_events_port)
 
     def _deliver(self) -> None:
+        if self._stop.is_set():  # stopped: the router may be tearing down its data layer
+            return
         specs = specs_from_pods(list(self._pods.values()), self.target_ports, self.kv_events_port)
         if specs == self._last:
             return
@@ -207,6 +210,8 @@ class KubernetesWatcher:
                     self._deliver()
                 backoff = 0.5
             except ApiException as exc:
+                if self._stop.is_set():
+                    break
                 self.errors += 1
                 need_list = need_list or exc.status == 410
                 log.warning("pod watch in %s: %s %s; retrying in %.1fs", self.namespace, exc.status, exc.reason, backoff)
@@ -233,14 +238,54 @@ class KubernetesWatcher:
         self._thread = threading.Thread(target=self._run, name="k8s-pod-discovery", daemon=True)
         self._thread.start()
 
-    async def stop(self) -> None:
-        self.stop_sync()
+    async def stop(self, timeout_s: float = 0.5) -> None:
+        """Stop following pods without blocking the event loop: the watch thread is told to stop (its
+        socket is shut down) and given `timeout_s`; a daemon thread still in a request is left behind."""
+        self._signal_stop()
+        thread, self._thread = self._thread, None
+        deadline = time.monotonic() + timeout_s
+        while thread is not None and thread.is_alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     def stop_sync(self, timeout_s: float = 2.0) -> None:
-        self._stop.set()
-        if self._watch is not None:
-            self._watch.stop()
+        self._signal_stop()
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+
+    def _signal_stop(self) -> None:
+        self._stop.set()
+        watch = self._watch
+        if watch is not None:
+            try:
+                watch.stop()
+            except Exception:  # a half-open watch: the flag alone ends the thread
+                pass
+
+    def describe(self) -> dict[str, Any]:
+        """For `/debug/endpoints`: what is watched and how the watch is doing."""
+        return {
+            "mode": "kubernetes", "namespace": self.namespace, "selector": self.selector,
+            "target_ports": self.target_ports, "kv_events_port": self.kv_events_port,
+            "pods": len(self._pods), "endpoints": len(self._last or []), "errors": self.errors, "relists": self.relists,
+        }
+
+
+def check_client_config() -> None:
+    """Raise DiscoveryError unless an in-cluster service account or a kubeconfig can be loaded."""
+    from kubernetes import config
+
+    try:
+        config.load_incluster_config()
+        return
+    except config.ConfigException:
+        pass
+    try:
+        config.load_kube_config()
+    except Exception as exc:  # ConfigException, or a malformed kubeconfig
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DiscoveryError(
+            f"--discovery kubernetes: no in-cluster service account and no usable kubeconfig ({first}); "
+            "run inside a pod, or set KUBECONFIG"
+        ) from None
 

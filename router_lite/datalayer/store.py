@@ -17,6 +17,7 @@ from typing import Any
 
 import httptools
 
+from router_lite.aio import cancel_and_wait
 from router_lite.datalayer.discovery import EndpointSpec
 from router_lite.datalayer.scrape import CacheInfo, parse_vllm_metrics
 from router_lite.proxy import Backend, UpstreamError
@@ -205,16 +206,11 @@ class DataLayer:
             if state.task is None:
                 state.task = loop.create_task(self._watch(state), name=f"scrape-{state.spec.key}")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 1.0) -> None:
+        """Cancel the scrape tasks and wait for them, bounded: shutdown must never hang on a pod."""
         self._running = False
         tasks = [s.task for s in self.states.values() if s.task]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(tasks, timeout_s, "scrape")
         for s in self.states.values():
             s.task = None
         for b in self._backends.values():
@@ -274,7 +270,9 @@ class DataLayer:
 
     async def _watch(self, state: EndpointState) -> None:
         next_health = 0.0
-        while True:
+        # The flags, not only cancellation, end the loop: a cancel that lands as a connect attempt completes
+        # can be lost inside library code, and a loop that outlives `stop()` kept the router from exiting.
+        while self._running and self.states.get(state.spec.key) is state:
             t0 = time.monotonic()
             try:
                 if t0 >= next_health:

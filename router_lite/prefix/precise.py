@@ -65,6 +65,7 @@ class PrecisePrefixIndex:
         self.duplicates = 0
         self.confirmed = 0
         self.on_gap: Callable[[str, int, int], None] | None = None  # (endpoint, expected seq, got seq)
+        self.tiered = False  # set once any event names a medium other than GPU (KV tiers below the GPU)
 
     # ---- weights -------------------------------------------------------------------------------------
     def weight(self, medium: str | None) -> float:
@@ -116,6 +117,8 @@ class PrecisePrefixIndex:
 
     def _store(self, key: str, hashes: list[BlockHash], medium: str | None) -> None:
         m = (medium or "GPU").upper()
+        if m != "GPU":
+            self.tiered = True
         holder = self._holder(key, m)
         w = self.weight(m)
         media = self._held.get(holder)
@@ -351,11 +354,6 @@ class PrecisePrefixIndex:
                     break
                 out[best] = out.get(best, 0) + 1
         return out
-
-    def media_held(self) -> set[str]:
-        """Media any endpoint's events have named (e.g. {'GPU', 'CPU', 'DISK'})."""
-        with self._lock:
-            return {m for media in self._held.values() for m, hs in media.items() if hs}
 
     # ---- inspection ----------------------------------------------------------------------------------
     def blocks_of(self, endpoint_key: str, medium: str | None = None) -> set[BlockHash]:

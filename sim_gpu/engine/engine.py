@@ -18,6 +18,7 @@ from sim_gpu.engine.block_pool import BlockPool
 from sim_gpu.engine.kv_cache_manager import KVCacheManager
 from sim_gpu.engine.request import (
     FINISHED,
+    RUNNING,
     WAITING_FOR_REMOTE_KVS,
     EngineRequest,
     EngineStats,
@@ -363,36 +364,69 @@ class SimEngine:
     # step at which it needs the scheduler's attention; in between a step only adds their count and context
     # (`_lazy_ctx`, exact integers) to the batch shape. Step ordinals `_L` are engine-global.
 
-    def _due_begin(self, due: list[Request], L: int, now: float, win: "_Window | None") -> bool:
+    def _due_begin(
+        self, due: list[Request], L: int, now: float, win: "_Window | None", allow_preempt: bool = False
+    ) -> int | None:
         """The scheduler's decode path for lazy requests due at step L, in running order (so KV events come
-        in the same order). False, with nothing changed, when their new blocks would need a preemption."""
+        in the same order). A request that needs a block when none is free preempts from the running tail,
+        as Scheduler.schedule does (victims leave `due`). Returns the number preempted, or None — with
+        nothing changed — when a preemption is needed and not `allow_preempt`."""
         bs = self.config.block_size
         if len(due) > 1:
             due.sort(key=_run_seq)
-        need = 0
-        for r in due:
-            if r.num_computed_tokens + (L - r.lazy_at) >= len(r.blocks) * bs:
-                need += 1
         pool = self.pool
-        if need > pool.num_free_blocks:
-            return False
+        if not allow_preempt:
+            need = 0
+            for r in due:
+                if r.num_computed_tokens + (L - r.lazy_at) >= len(r.blocks) * bs:
+                    need += 1
+            if need > pool.num_free_blocks:
+                return None
         tiers = pool.tiers
         if tiers is not None:
             tiers.advance(now)
         kv = self.kv
         sync = self._sync
         caching = self._caching
+        running = self.scheduler.running
+        victims = 0
         for r in due:
+            if r.status != RUNNING:
+                continue  # preempted above, as a victim of an earlier request
             sync(r, L, win)
             end = r.num_computed_tokens + 1
             # KVCacheManager.allocate_slots(r, 1) for a decode without prefix hits, unrolled: at most one new
-            # block (cannot fail: counted above), then register the blocks `end` tokens fill.
+            # block, then register the blocks `end` tokens fill.
             blocks = r.blocks
             if end > len(blocks) * bs:
+                while pool.num_free_blocks < 1:
+                    v = running.pop()
+                    self._preempt_victim(v, L, win)
+                    victims += 1
+                    if v is r:
+                        break
+                if r.status != RUNNING:
+                    break  # everything after it in the running list went first
                 blocks += pool.get_new_blocks(1)
             if caching and end // bs > r.num_cached_blocks:
                 kv.cache_blocks(r, end)
-        return True
+        if victims:
+            due[:] = [r for r in due if r.status == RUNNING]
+        return victims
+
+    def _preempt_victim(self, v: Request, L: int, win: "_Window | None") -> None:
+        """Preempt a request popped from the running tail during step L, lazy or not."""
+        if v.lazy_at >= 0:
+            self._sync(v, L, win)
+            self._nlazy -= 1
+            self._lazy_ctx -= v.num_computed_tokens
+            v.lazy_at = -1
+            if v.due_at != L:  # queued under a later step (one due now is dropped from `due` by the caller)
+                bucket = self._due[v.due_at]
+                bucket.remove(v)
+                if not bucket:
+                    del self._due[v.due_at]
+        self.scheduler._preempt(v)
 
     def _due_end(self, due: list[Request], L: int, win: "_Window | None", finished: list[Request]) -> tuple[int, int]:
         """Lazy requests due at step L produce its token; finished ones are appended to `finished`.
@@ -453,7 +487,7 @@ class SimEngine:
         n = 0
         while t < until and n_seqs and (limit is None or n < limit):
             due = due_map.pop(L, None)
-            if due is not None and not self._due_begin(due, L, t, win):
+            if due is not None and self._due_begin(due, L, t, win) is None:
                 due_map[L] = due
                 break
             shape.decode_seqs = n_seqs
@@ -512,6 +546,7 @@ class SimEngine:
             j = f.index(eos)
             if j < d:
                 d = j
+        r.due_at = L + d
         due = self._due.get(L + d)
         if due is None:
             self._due[L + d] = [r]
@@ -574,18 +609,19 @@ class SimEngine:
         L = self._L
         nlazy = self._nlazy
         due = self._due.pop(L, None) if nlazy else None
+        victims = 0
         if due:
-            if not self._due_begin(due, L, now, win):
-                self._due[L] = due
-                return None
-            batch = sched.schedule(now, self._transfer_time, nlazy, self._lazy_ctx, False)
+            victims = self._due_begin(due, L, now, win, allow_preempt=True)  # type: ignore[assignment]
+            nlazy = self._nlazy
+            batch = sched.schedule(now, self._transfer_time, nlazy, self._lazy_ctx, False, no_admit=victims > 0)
         else:
             batch = sched.schedule(now, self._transfer_time, nlazy, self._lazy_ctx)
         for req, local, _remote in batch.new_hits:
             if req.num_preemptions == 0:
                 self._queries += req.num_tokens
                 self._hits += local
-        self._preemptions += len(batch.preempted)
+        npre = len(batch.preempted) + victims
+        self._preemptions += npre
         events = pool.take_events()
         entries = batch.entries
         if not entries and not nlazy:
@@ -594,7 +630,7 @@ class SimEngine:
             pending = [r.remote_ready_at for r in sched.waiting if r.status == WAITING_FOR_REMOTE_KVS]
             if pending:
                 wait = max(0.0, min(pending) - now)
-            return StepResult(duration_s=wait, kv_events=events, num_preempted=len(batch.preempted), idle=True)
+            return StepResult(duration_s=wait, kv_events=events, num_preempted=npre, idle=True)
 
         duration = self.latency.step_time(batch.shape, self._rng if self.latency.jitter > 0 else None)
         if win is not None:
@@ -662,7 +698,7 @@ class SimEngine:
             num_scheduled_tokens=batch.num_scheduled_tokens,
             num_prefill_tokens=batch.shape.prefill_tokens,
             num_decode_seqs=batch.shape.decode_seqs,
-            num_preempted=len(batch.preempted),
+            num_preempted=npre,
         )
         if win is not None:
             self._lazify()

@@ -159,6 +159,7 @@ class Request:
         "lazy_at",
         "future",
         "hit_memo",
+        "due_at",
     )
 
     def __init__(self, req: EngineRequest, token_stream: Any) -> None:
@@ -190,6 +191,7 @@ class Request:
         # lazy, they are current); `future` holds output tokens drawn ahead of time, consumed in order.
         self.lazy_at = -1
         self.future: list[int] = []
+        self.due_at = -1  # lazy: the engine step at which it next needs the scheduler's attention
         self.hit_memo: Any = None  # KVCacheManager.get_computed_blocks' last answer, re-validated on reuse
 
     def append_token(self, token: int) -> None:

@@ -47,13 +47,20 @@ class Scheduler:
         self.waiting.append(req)
 
     def schedule(
-        self, now: float, transfer_time, skip: int = 0, skip_ctx: int = 0, advance_tiers: bool = True
+        self,
+        now: float,
+        transfer_time,
+        skip: int = 0,
+        skip_ctx: int = 0,
+        advance_tiers: bool = True,
+        no_admit: bool = False,
     ) -> ScheduledBatch:
         """Plan one step at simulated time `now`. `transfer_time(req, num_tokens)` prices remote KV loads.
 
         `skip`/`skip_ctx`: the first `skip` running requests are decodes the engine advances itself (its lazy
         fast-forward path, see engine.py) over `skip_ctx` tokens of context; they take one token of budget
-        each and count in the batch shape, but are not listed in `entries` nor touched here.
+        each and count in the batch shape, but are not listed in `entries` nor touched here. `no_admit`:
+        the engine already preempted for them this step (so, as after any preemption, nobody is admitted).
         """
         out = ScheduledBatch()
         shape = out.shape
@@ -124,7 +131,7 @@ class Scheduler:
             shape.add_decode(dec_ctx, dec_n)
 
         # 2. Waiting requests, only when nothing was preempted this step.
-        if not out.preempted:
+        if not out.preempted and not no_admit:
             skipped: list[Request] = []
             waiting = self.waiting
             while waiting and budget > 0 and len(running) < self.max_num_seqs:

@@ -82,3 +82,17 @@ def test_pareto_math() -> None:
     rows = [{"name": "a", "cost": 1, "t": 5.0}, {"name": "b", "cost": 2, "t": 1.0}, {"name": "c", "cost": 2, "t": 3.0}, {"name": "d", "cost": 4, "t": 1.0}]
     assert [r["name"] for r in pareto(rows, "t", False)] == ["a", "b"]
     assert [r["name"] for r in pareto(rows, "t", True)] == ["a"]
+
+
+def test_client_cap_bounds_open_requests() -> None:
+    reqs, arr = workload_and_arrivals(TINY.workload, [Stage(40.0, 1.0)])
+    res = simulate(TINY.plan_config("precise"), reqs, arr, max_in_flight=3)
+    assert all(r.status == "ok" for r in res.records) and len(res.records) == len(arr)
+    events = sorted([(r.sent, 1) for r in res.records] + [(r.finished, -1) for r in res.records], key=lambda e: (e[0], e[1]))
+    open_now = peak = 0
+    for _, d in events:
+        open_now += d
+        peak = max(peak, open_now)
+    assert peak <= 3
+    # Requests that waited for a slot were sent later than they arrived (TTFT starts at the send).
+    assert sum(1 for r, (t, _) in zip(sorted(res.records, key=lambda r: r.request_id), sorted(zip(reqs, arr), key=lambda x: x[0].request_id)) if r.sent > t[0] + 1e-9) > 0

@@ -36,11 +36,12 @@ def test_simulator_args_parse_with_sim_gpu_serve(name):
 @pytest.mark.parametrize("name", [p.stem for p in list_profiles()])
 def test_router_args_parse_with_router_lite_serve(name):
     serve = _command("router_lite.cli")
-    if not any(p.name == "discovery" for p in serve.params):
-        pytest.skip("router_lite serve has no --discovery option yet: Kubernetes discovery "
-                    "(router_lite/datalayer/k8s_discovery.py) is not wired into its CLI")
     rendered = render(load_profile(name), RenderOptions())
     c = _container(rendered, f"{rendered.stack}-router")
     assert c["command"] == ["python", "-m", "router_lite"]
     ctx = serve.make_context("serve", list(c["args"][1:]))
     assert ctx.params["discovery"] == "kubernetes" and ctx.params["host"] == "0.0.0.0"
+    args = list(c["args"])
+    assert ctx.params["selector"] == args[args.index("--selector") + 1] and ctx.params["namespace"] == "$(POD_NAMESPACE)"
+    assert ctx.params["target_ports"] == args[args.index("--target-ports") + 1]
+    assert (ctx.params["kv_events_port"] is not None) == ("--kv-events-port" in args)

@@ -229,3 +229,17 @@ def test_prefix_hit_memo_of_blocked_requests_changes_nothing(monkeypatch):
     assert with_memo[:5] == without[:5]
     assert sum(lookups) > 50  # blocked requests did come back with a memo to re-validate
     assert with_memo[3].num_preemptions > 0
+
+
+@pytest.mark.parametrize("seed", range(int(__import__("os").environ.get("FF_FUZZ_SEEDS", "6"))))
+def test_fast_forward_matches_steps_on_random_configs(seed):
+    rng = random.Random(100 + seed)
+    bs = rng.choice([2, 4, 8, 16])
+    make = _engine(num_gpu_blocks=rng.randint(300 // bs, 3000 // bs), block_size=bs,
+                   max_num_batched_tokens=rng.choice([32, 64, 256]), max_num_seqs=rng.randint(2, 40),
+                   vocab_size=rng.choice([40, 5000]), eos_token_id=rng.choice([None, 3]),
+                   enable_prefix_caching=rng.random() < 0.8, seed=seed,
+                   latency=LatencyModel.from_names("H100", "Llama-3.1-8B", jitter=rng.choice([0.0, 0.1])))
+    work = _workload(200 + seed, 40, bs=bs, groups=rng.randint(1, 4), rate=rng.choice([10.0, 80.0]), pd=rng.random() < 0.5)
+    _same(make, work, piece=rng.choice([None, None, 1, 3]), mode=rng.choice(["ff", "mixed"]),
+          flush=rng.random() < 0.3, stop_on_finish=rng.random() < 0.3)

@@ -213,7 +213,7 @@ class PrecisePrefixCacheScorer(Scorer):
     def prefix_tiers(self, request: LLMRequest, endpoint_keys: list[str]) -> dict[str, dict[str, int]] | None:
         """Per endpoint, its prefix hit's blocks by medium (GPU / CPU / DISK), when events name tiers below
         the GPU; None otherwise (a GPU-only stack's decisions stay as they were)."""
-        if not (self.index.media_held() - {"GPU"}):
+        if not self.index.tiered:
             return None
         hashes = self._hashes(request)
         mx = self.params.max_prefix_blocks_to_match or None
