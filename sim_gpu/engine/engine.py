@@ -274,7 +274,6 @@ class SimEngine:
         if self._nlazy:
             self._delazify(self._carry_window())
         res = self._step_core(now, None)
-        assert res is not None  # only lazy decodes can ask for a fallback, and there are none
         if self._carry is not None:  # tokens fast_forward had not reported yet (they carry token_times)
             res.outputs[:0] = self._carry.acc.values()
             self._carry = None
@@ -334,11 +333,6 @@ class SimEngine:
                         break
                     continue
             res = self._step_core(t, win)
-            if res is None:  # a block boundary needs preemption: take the exact, materialized path
-                self._delazify(win)
-                res = self._step_core(t, win)
-                assert res is not None
-                self._lazify()
             steps += 1
             win.add_step(res, t)
             if res.idle and res.duration_s <= 0:
@@ -602,8 +596,8 @@ class SimEngine:
         self._nlazy = 0
         self._lazy_ctx = 0
 
-    def _step_core(self, now: float, win: "_Window | None") -> StepResult | None:
-        """One step; lazy decodes ride along. None (nothing changed) when a lazy one would need preemption."""
+    def _step_core(self, now: float, win: "_Window | None") -> StepResult:
+        """One step; lazy decodes ride along (those due now go through the scheduler's decode path)."""
         sched = self.scheduler
         pool = self.pool
         L = self._L
