@@ -22,9 +22,11 @@ __all__ = ["ConfigError", "PluginSpec", "ProfilePluginRef", "ProfileSpec", "Sche
 API_VERSION = "llm-d.ai/v1alpha1"
 LEGACY_API_VERSIONS = ("inference.networking.x-k8s.io/v1alpha1",)
 KIND = "EndpointPickerConfig"
+# Top-level sections besides plugins/profiles that the router acts on (validated here, used by admission).
+_ACTED_SECTIONS = ("saturationDetector",)
 # Top-level sections llm-d's EPP knows that this router does not act on: accepted and reported, not errors.
-_IGNORED_SECTIONS = ("featureGates", "data", "saturationDetector", "flowControl", "parser")
-_TOP_LEVEL = ("apiVersion", "kind", "plugins", "schedulingProfiles", *_IGNORED_SECTIONS)
+_IGNORED_SECTIONS = ("featureGates", "data", "flowControl", "parser")
+_TOP_LEVEL = ("apiVersion", "kind", "plugins", "schedulingProfiles", *_ACTED_SECTIONS, *_IGNORED_SECTIONS)
 
 
 @dataclass
@@ -58,7 +60,7 @@ class SchedulerConfig:
     profiles: list[ProfileSpec]
     api_version: str = API_VERSION
     warnings: list[str] = field(default_factory=list)
-    extra_sections: dict[str, Any] = field(default_factory=dict)  # featureGates, saturationDetector, ...
+    extra_sections: dict[str, Any] = field(default_factory=dict)  # saturationDetector (acted on), featureGates, ...
 
     def plugin(self, name: str) -> PluginSpec:
         for p in self.plugins:
@@ -124,9 +126,12 @@ def load_config(source: dict[str, Any] | str | Path, origin: str = "config") -> 
         _require(api == API_VERSION, f"{origin}: apiVersion: expected {API_VERSION!r}, got {api!r}")
     kind = doc.get("kind", KIND)
     _require(kind == KIND, f"{origin}: kind: expected {KIND!r}, got {kind!r}")
-    extra = {k: doc[k] for k in _IGNORED_SECTIONS if k in doc}
+    extra = {k: doc[k] for k in (*_ACTED_SECTIONS, *_IGNORED_SECTIONS) if k in doc}
     for k in extra:
-        warnings.append(f"{origin}: section {k!r} is accepted but not acted on by router_lite")
+        if k in _IGNORED_SECTIONS:
+            warnings.append(f"{origin}: section {k!r} is accepted but not acted on by router_lite")
+    if "saturationDetector" in extra:
+        _check_saturation(extra["saturationDetector"], origin)
 
     plugins = _load_plugins(doc.get("plugins"), origin, warnings)
     by_name = {p.name: p for p in plugins}
@@ -165,6 +170,17 @@ def load_config(source: dict[str, Any] | str | Path, origin: str = "config") -> 
     problem = cls.check_profiles(handler.params, [p.name for p in profiles], by_name) if hasattr(cls, "check_profiles") else None
     _require(problem is None, f"{origin}: plugin {handler.name!r} ({handler.type}): {problem}")
     return SchedulerConfig(plugins=plugins, profiles=profiles, api_version=API_VERSION, warnings=warnings, extra_sections=extra)
+
+
+def _check_saturation(raw: Any, origin: str) -> None:
+    """saturationDetector drives admission (shedding, queueing): a mistake there is a load-time error."""
+    from router_lite.saturation import SaturationConfig
+
+    _require(raw is None or isinstance(raw, dict), f"{origin}: saturationDetector: expected a mapping, got {type(raw).__name__}")
+    try:
+        SaturationConfig.from_dict(raw, where=f"{origin}: saturationDetector")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _make_spec(entry: Any, origin: str, i: int, warnings: list[str]) -> PluginSpec:

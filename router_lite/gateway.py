@@ -213,7 +213,7 @@ class Gateway:
         if result.target is None:
             raise ClientError(503, f"no endpoint can serve this request: {result.reason}", code="no_endpoint", headers={"Retry-After": "1"})
         scheduler.on_routed(req, result)
-        if result.prefill is None and "no prefill endpoint" in result.reason:
+        if result.prefill_unavailable:
             m.pd_fallbacks.labels("no_prefill_endpoint").inc()  # the decider wanted P/D: never silent
         headers = forward_headers(request.headers.raw, strip_auth=bool(self.s.api_key))
         headers["x-request-id"] = req.request_id

@@ -140,8 +140,9 @@ class Scheduler:
                     results[n] = self.run_profile(n, request, candidates)
             outcome = self.handler.process_results(request, results)
             target, prefill, primary, reason = outcome.target, outcome.prefill, outcome.primary, outcome.reason
+            no_prefill = outcome.prefill_unavailable
         else:
-            target, prefill, primary = None, None, ""
+            target, prefill, primary, no_prefill = None, None, "", False
             reason = "no healthy endpoints" if endpoints else "no endpoints"
         return SchedulingResult(
             request=request,
@@ -151,6 +152,7 @@ class Scheduler:
             primary_profile=primary,
             reason=reason,
             scheduling_time_s=time.perf_counter() - t0,
+            prefill_unavailable=no_prefill,
         )
 
     # ---- feedback ------------------------------------------------------------------------------------

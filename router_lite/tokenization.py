@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kvtiers.hashing import HASH_ALGOS, BlockHasher, seed_from_env, to_event_hash
+from router_lite.types import BLOCK_SIZE_MEMO
 
 log = logging.getLogger("router_lite.tokenization")
 
@@ -311,4 +312,4 @@ class RequestTokenizer:
         settings = self.settings()
         request.prompt_token_ids = ids
         request.block_hashes = self.hasher.block_hashes(ids, settings, cache_salt=request.cache_salt, lora_name=request.lora_name)
-        request.memo["block_size"] = settings.block_size  # tokens per entry of block_hashes
+        request.memo[BLOCK_SIZE_MEMO] = settings.block_size  # tokens per entry of block_hashes

@@ -72,6 +72,10 @@ class Endpoint:
         return cls(host, int(port), labels=labels, **kw)
 
 
+# `LLMRequest.memo` key under which the gateway records the block size (tokens per hash) of `block_hashes`.
+BLOCK_SIZE_MEMO = "block_size"
+
+
 @dataclass
 class LLMRequest:
     """A request as the scheduler sees it. `block_hashes` are vLLM event hashes for the precise index."""
@@ -174,6 +178,7 @@ class SchedulingResult:
     reason: str = ""
     scheduling_time_s: float = 0.0
     ts: float = field(default_factory=time.time)
+    prefill_unavailable: bool = False  # P/D wanted but no prefill endpoint: served decode-only
 
     @property
     def ok(self) -> bool:

@@ -49,7 +49,7 @@ def plan_command(
     pd: Optional[str] = typer.Option(None, "--pd", help="Sweep: P/D splits PREFILL:DECODE, e.g. 2:6,4:4."),
     cpu_blocks: Optional[str] = typer.Option(None, "--cpu-blocks", help="Sweep: CPU KV tier blocks per pod, e.g. 0,20000."),
     price: list[str] = typer.Option([], "--price", help="Price per GPU-hour, HARDWARE=USD (repeatable), for sweep costs."),
-    max_in_flight: Optional[int] = typer.Option(None, "--max-in-flight", help="Client cap on open requests (default: the scenario's, 224 for llmd-73 as inference-perf's workers; 0: open loop)."),
+    max_in_flight: Optional[int] = typer.Option(None, "--max-in-flight", help="Client cap on open requests, as a benchmark client's worker pool (default: open loop, every arrival sent on time)."),
     max_wall: float = typer.Option(1800.0, "--max-wall", help="Stop any one simulation after this many wall seconds."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for plan.json and PNG plots."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (progress goes to stderr)."),

@@ -105,6 +105,7 @@ class ProfileOutcome:
     prefill: Endpoint | None
     primary: str
     reason: str
+    prefill_unavailable: bool = False  # the decider wanted a separate prefill but no prefill endpoint could take it
 
 
 class ProfileHandler(Plugin):

@@ -198,3 +198,19 @@ def test_ignored_sections_are_reported():
     cfg = load_config({"plugins": [{"type": "queue-scorer"}], "featureGates": ["x"]})
     assert cfg.extra_sections == {"featureGates": ["x"]}
     assert any("featureGates" in w for w in cfg.warnings)
+
+
+def test_saturation_detector_is_acted_on_so_not_reported_as_ignored_and_checked_at_load():
+    doc = {"plugins": [{"type": "queue-scorer"}], "flowControl": {}, "saturationDetector": {"queueDepthThreshold": 3}}
+    cfg = load_config(doc)
+    assert cfg.extra_sections["saturationDetector"] == {"queueDepthThreshold": 3}
+    assert [w for w in cfg.warnings if "not acted on" in w] == ["config: section 'flowControl' is accepted but not acted on by router_lite"]
+    from router_lite.admission import Admission
+
+    assert Admission.from_config(cfg, 0, 30.0).detector.config.queue_depth_threshold == 3  # ... because admission uses it
+    with pytest.raises(ConfigError, match=r"^config: saturationDetector.queueDepthThreshold: expected a positive integer, got 0$"):
+        load_config({**doc, "saturationDetector": {"queueDepthThreshold": 0}})
+    with pytest.raises(ConfigError, match=r"^config: saturationDetector: unknown key 'queueDepth'"):
+        load_config({**doc, "saturationDetector": {"queueDepth": 3}})
+    with pytest.raises(ConfigError, match=r"saturationDetector: expected a mapping, got list"):
+        load_config({**doc, "saturationDetector": [1]})

@@ -161,3 +161,121 @@ def test_primary_port_sets_data_parallel_header():
     r = req("r", 10)
     res = Scheduler(load_config(cfg)).schedule(r, pd_pool())
     assert r.headers["x-data-parallel-host-port"] == res.target.key
+
+
+# ---- llm-d's current parameter shape (profiles / deciders per stage) ----------------------------------
+
+def current_shape(params: dict, decider: dict | None = PREFIX_256) -> dict:
+    cfg = pd_config(None, handler_params=params)
+    if decider:
+        cfg["plugins"].insert(-1, decider)
+    return cfg
+
+
+def test_current_shape_deciders_map_acts_like_the_flat_form():
+    flat = Scheduler(load_config(pd_config(PREFIX_256)), rng=random.Random(0))
+    cur = Scheduler(load_config(current_shape({"deciders": {"prefill": "prefix-based-pd-decider"}})), rng=random.Random(0))
+    for n in (100, 255, 256, 1000):
+        a, b = flat.schedule(req(f"f{n}", n), pd_pool()), cur.schedule(req(f"c{n}", n), pd_pool())
+        assert (a.prefill is None, a.reason.split(";")[0]) == (b.prefill is None, b.reason.split(";")[0])
+    assert cur.schedule(req("long", 1000), pd_pool()).reason.startswith("disaggregated: 1000 non-cached prompt tokens")
+
+
+def test_current_shape_custom_profile_names():
+    cfg = current_shape({"profiles": {"decode": "d", "prefill": "p"}, "deciders": {"prefill": "prefix-based-pd-decider"}})
+    cfg["schedulingProfiles"][0]["name"], cfg["schedulingProfiles"][1]["name"] = "p", "d"
+    res = Scheduler(load_config(cfg)).schedule(req("long", 1000), pd_pool())
+    assert res.primary_profile == "d" and list(res.profile_results) == ["d", "p"] and res.prefill.role == "prefill"
+
+
+def test_current_shape_without_a_prefill_decider_is_decode_only_as_in_llm_d():
+    res = Scheduler(load_config(current_shape({"profiles": {"decode": "decode"}}, decider=None))).schedule(req("long", 5000), pd_pool())
+    assert res.prefill is None and list(res.profile_results) == ["decode"]
+    assert res.reason.startswith("decode-only: no prefill decider configured") and not res.prefill_unavailable
+
+
+def test_the_shipped_pd_profile_uses_the_current_shape():
+    from router_lite.app_state import profile_router_config
+
+    cfg, _ = profile_router_config("pd-disaggregation")
+    params = cfg.profile_handler.params
+    assert params.deciders == {"prefill": "prefix-based-pd-decider"} and params.prefill_decider_plugin_name is None
+    assert cfg.warnings == []
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"deciders": {"prefill": "prefix-based-pd-decider", "encode": "x"}}, r"parameters\.deciders: unknown stage 'encode'; accepted: prefill \(router_lite has no encode stage\)"),
+        ({"profiles": {"decode": "decode", "prefil": "prefill"}}, r"parameters\.profiles: unknown stage 'prefil'; accepted: decode, prefill"),
+        ({"deciders": {"prefill": ""}}, r"parameters\.deciders\.prefill: expected a name"),
+        ({"deciders": "prefix-based-pd-decider"}, r"parameters\.deciders: expected a mapping"),
+        ({"deciders": {"prefill": "prefix-based-pd-decider"}, "prefillDeciderPluginName": "other"}, r"deciders\.prefill: 'prefix-based-pd-decider' conflicts with prefillDeciderPluginName 'other'"),
+        ({"profiles": {"decode": "x"}, "decodeProfile": "decode"}, r"profiles\.decode: 'x' conflicts with decodeProfile 'decode'"),
+        ({"profiles": {"prefill": "decode"}}, r"profiles\.prefill: must differ from the decode profile"),
+        ({"profiles": {"decode": "nope"}}, r"profiles\.decode 'nope' is not among schedulingProfiles \(prefill, decode\)"),
+        ({"deciders": {"prefill": "ghost"}}, r"deciders\.prefill 'ghost' names no plugin"),
+        ({"deciders": {"prefill": "queue-scorer"}}, r"deciders\.prefill 'queue-scorer' is a scorer, not a P/D decider"),
+    ],
+)
+def test_current_shape_mistakes_are_one_line_errors(params, message):
+    from router_lite.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(current_shape(params))
+
+
+def test_llm_d_sample_pd_config_loads_unchanged():
+    """llm-d-inference-scheduler's deploy/config/pd-epp-config.yaml shape, headers handler included."""
+    doc = {
+        "apiVersion": "llm-d.ai/v1alpha1", "kind": "EndpointPickerConfig",
+        "plugins": [
+            {"type": "disagg-headers-handler"},
+            {"type": "prefix-cache-scorer", "parameters": {"maxPrefixBlocksToMatch": 256, "lruCapacityPerServer": 31250}},
+            {"type": "queue-scorer"}, {"type": "prefill-filter"}, {"type": "decode-filter"}, {"type": "max-score-picker"},
+            {"type": "prefix-based-pd-decider", "parameters": {"nonCachedTokens": 16}},
+            {"type": "disagg-profile-handler", "parameters": {"deciders": {"prefill": "prefix-based-pd-decider"}}},
+        ],
+        "schedulingProfiles": [
+            {"name": p, "plugins": [{"pluginRef": f"{p}-filter"}, {"pluginRef": "max-score-picker"},
+                                    {"pluginRef": "prefix-cache-scorer", "weight": 2}, {"pluginRef": "queue-scorer", "weight": 1}]}
+            for p in ("prefill", "decode")
+        ],
+    }
+    cfg = load_config(doc)
+    assert cfg.warnings == []
+    res = Scheduler(cfg).schedule(req("r", 100), pd_pool())
+    assert res.prefill is not None and res.target.role == "decode"
+
+
+def test_no_prefill_endpoint_is_a_flag_on_the_result_not_only_reason_text():
+    sched = Scheduler(load_config(current_shape({"deciders": {"prefill": "prefix-based-pd-decider"}})))
+    wanted = sched.schedule(req("long", 1000), pd_pool(prefill=0))
+    assert wanted.prefill is None and wanted.prefill_unavailable
+    declined = sched.schedule(req("short", 10), pd_pool(prefill=0))
+    assert declined.prefill is None and not declined.prefill_unavailable
+    served = sched.schedule(req("long2", 1000, base=50_000), pd_pool())
+    assert served.prefill is not None and not served.prefill_unavailable
+
+
+def test_decider_counts_cached_tokens_at_the_gateways_block_size():
+    """Precise scorer left at its default blockSize 16, engines at 64: a prompt wholly cached on the decode
+    pod must read as 1024 cached tokens (16 blocks x 64), so it stays decode-only."""
+    import asyncio
+
+    from kvtiers.kvevents import BlockStored, KVEventBatch
+    from router_lite.tokenization import HashSettings, RequestTokenizer
+
+    cfg = pd_config(PREFIX_256)
+    cfg["plugins"].insert(0, {"type": "precise-prefix-cache-scorer"})
+    cfg["schedulingProfiles"][1]["plugins"] = [{"pluginRef": "decode-filter"}, {"pluginRef": "precise-prefix-cache-scorer", "weight": 2}]
+    sched = Scheduler(load_config(cfg), rng=random.Random(0))
+    eps = pd_pool()
+    r = LLMRequest("cached", "m")
+    asyncio.run(RequestTokenizer(None, lambda: HashSettings(64)).prepare(r, "completions", {"model": "m", "prompt": list(range(1024))}))
+    decode = eps[2]
+    sched.indexes.precise.apply(decode.key, 0, KVEventBatch(0.0, [BlockStored(block_hashes=r.block_hashes, parent_block_hash=None, token_ids=[], block_size=64)]))
+    res = sched.schedule(r, eps)
+    assert res.target is decode and res.prefill is None
+    assert res.profile_results["decode"].prefix_block_size == 64
+    assert "0 non-cached prompt tokens < nonCachedTokens 256 (1024 of 1024 cached on decode)" in res.reason

@@ -197,6 +197,34 @@ def test_precise_scorer_hashes_like_the_engine(capture):
     assert ours[: len(published)] == published and published
 
 
+def _gateway_request(rid: str, tokens: list[int], block_size: int) -> LLMRequest:
+    """A request as the gateway prepares it: tokens, block hashes at the gateway's block size, memo["block_size"]."""
+    import asyncio
+
+    from router_lite.tokenization import HashSettings, RequestTokenizer
+
+    r = req(rid)
+    asyncio.run(RequestTokenizer(None, lambda: HashSettings(block_size)).prepare(r, "completions", {"model": "m", "prompt": tokens}))
+    assert r.memo["block_size"] == block_size and len(r.block_hashes) == len(tokens) // block_size
+    return r
+
+
+def test_precise_scorer_reports_the_block_size_the_gateway_hashed_with():
+    """The engines use 64-token blocks (cache_config_info) while the scorer's blockSize is left at 16: the
+    matched blocks are the gateway's 64-token hashes, so cached tokens = blocks x 64."""
+    ctx, idx = _precise_ctx()
+    s = make("precise-prefix-cache-scorer", {}, ctx)
+    assert s.params.block_size == 16
+    a, b = ep(1), ep(2)
+    r = _gateway_request("r", list(range(640)), 64)
+    idx.precise.apply(a.key, 0, KVEventBatch(0.0, [BlockStored(block_hashes=r.block_hashes[:6], parent_block_hash=None, token_ids=[], block_size=64)]))
+    assert s.score(r, [a, b]) == {a.key: pytest.approx(0.6), b.key: 0.0}
+    assert s.prefix_match(r) == ({a.key: 6}, 64)
+    # Hashes the scorer derives itself (no gateway hashes) are at its own blockSize.
+    own = req("own", tokens=list(range(640)))
+    assert s.prefix_match(own)[1] == 16 and len(s._hashes(own)) == 40
+
+
 def test_session_affinity_scorer():
     from router_lite.plugins.scorers.session_affinity import encode_session_token
 

@@ -1,10 +1,19 @@
 """disagg-profile-handler (llm-d; deprecated name pd-profile-handler): prefill/decode disaggregation.
 
-Runs the decode profile first; then asks the P/D decider (`prefillDeciderPluginName`) whether this request
-needs a separate prefill, and if so runs the prefill profile. The decode choice is the primary target; the
-prefill choice, when any, is where the gateway sends the prefill leg. Without a decider named, the legacy
-`threshold` (non-cached tokens) acts as a prefix-based decider, and otherwise every request is
-disaggregated (always-disagg), as llm-d's default decider does.
+Runs the decode profile first; then asks the P/D decider whether this request needs a separate prefill,
+and if so runs the prefill profile. The decode choice is the primary target; the prefill choice, when any,
+is where the gateway sends the prefill leg.
+
+Two parameter shapes are accepted. llm-d's current one names profiles and deciders by stage::
+
+    parameters:
+      profiles: {decode: decode, prefill: prefill}   # optional; these are the defaults
+      deciders: {prefill: prefix-based-pd-decider}   # no prefill decider: every request is decode-only
+
+and the older flat one: `decodeProfile`, `prefillProfile`, `prefillDeciderPluginName` (alias
+`deciderPluginName`), `threshold` (pd-profile-handler: non-cached tokens, a prefix-based decider). In the
+flat shape, or with no parameters, a handler without a decider disaggregates every request (always-disagg),
+as llm-d's handler did when that shape was current. router_lite has no encode stage (E/P/D).
 """
 
 from __future__ import annotations
@@ -18,12 +27,18 @@ from router_lite.plugins.profile_handlers.single import _why
 from router_lite.registry import ConfigError, NoParams, register
 from router_lite.types import LLMRequest, ProfileRunResult
 
+_STAGES = {"profiles": ("decode", "prefill"), "deciders": ("prefill",)}
+
 
 @dataclass
 class DisaggParams:
-    decode_profile: str = "decode"
-    prefill_profile: str = "prefill"
-    prefill_decider_plugin_name: str = ""
+    # llm-d's current shape: per-stage maps.
+    profiles: dict[str, str] | None = None
+    deciders: dict[str, str] | None = None
+    # The older flat shape (None: not given).
+    decode_profile: str | None = None
+    prefill_profile: str | None = None
+    prefill_decider_plugin_name: str | None = None
     prefix_plugin_type: str = ""  # accepted for compatibility; the prefix scorer is found in the decode profile
     prefix_plugin_name: str = ""
     primary_port: int = 0  # data-parallel: rewrite the decode target port (llm-d's primaryPort)
@@ -32,13 +47,45 @@ class DisaggParams:
 
     ALIASES = {"deciderPluginName": "prefillDeciderPluginName"}
 
+    @property
+    def current_shape(self) -> bool:
+        return self.profiles is not None or self.deciders is not None
+
+    @property
+    def decode(self) -> str:
+        return (self.profiles or {}).get("decode") or self.decode_profile or "decode"
+
+    @property
+    def prefill(self) -> str:
+        return (self.profiles or {}).get("prefill") or self.prefill_profile or "prefill"
+
+    @property
+    def prefill_decider(self) -> str:
+        return (self.deciders or {}).get("prefill") or self.prefill_decider_plugin_name or ""
+
     def validate(self) -> str | None:
+        for section, stages in _STAGES.items():
+            given = getattr(self, section) or {}
+            unknown = sorted(set(given) - set(stages))
+            if unknown:
+                extra = " (router_lite has no encode stage)" if "encode" in unknown else ""
+                return f"{section}: unknown stage {unknown[0]!r}; accepted: {', '.join(stages)}{extra}"
+            empty = [k for k, v in given.items() if not v]
+            if empty:
+                return f"{section}.{empty[0]}: expected a name, got an empty string"
+        for new, old, key in (("decode", self.decode_profile, "decodeProfile"), ("prefill", self.prefill_profile, "prefillProfile")):
+            given = (self.profiles or {}).get(new)
+            if given and old and given != old:
+                return f"profiles.{new}: {given!r} conflicts with {key} {old!r}; give one"
+        given = (self.deciders or {}).get("prefill")
+        if given and self.prefill_decider_plugin_name and given != self.prefill_decider_plugin_name:
+            return f"deciders.prefill: {given!r} conflicts with prefillDeciderPluginName {self.prefill_decider_plugin_name!r}; give one"
         if not 0 <= self.primary_port <= 65535:
             return f"primaryPort: expected 0 (off) or a port 1-65535, got {self.primary_port}"
         if self.threshold is not None and self.threshold < 0:
             return f"threshold: expected a non-negative integer, got {self.threshold}"
-        if self.decode_profile == self.prefill_profile:
-            return "prefillProfile: must differ from decodeProfile"
+        if self.decode == self.prefill:
+            return "profiles.prefill: must differ from the decode profile" if self.current_shape else "prefillProfile: must differ from decodeProfile"
         return None
 
 
@@ -50,57 +97,65 @@ class DisaggProfileHandler(ProfileHandler):
 
     @staticmethod
     def check_profiles(params: DisaggParams, profile_names: list[str], plugins) -> str | None:
-        if params.decode_profile not in profile_names:
-            return f"decodeProfile {params.decode_profile!r} is not among schedulingProfiles ({', '.join(profile_names)})"
-        name = params.prefill_decider_plugin_name
+        if params.decode not in profile_names:
+            key = "profiles.decode" if params.current_shape else "decodeProfile"
+            return f"{key} {params.decode!r} is not among schedulingProfiles ({', '.join(profile_names)})"
+        name = params.prefill_decider
         if name:
+            key = "deciders.prefill" if (params.deciders or {}).get("prefill") else "prefillDeciderPluginName"
             spec = plugins.get(name)
             if spec is None:
-                return f"prefillDeciderPluginName {name!r} names no plugin"
+                return f"{key} {name!r} names no plugin"
             if spec.kind != "decider":
-                return f"prefillDeciderPluginName {name!r} is a {spec.kind.replace('_', ' ')}, not a P/D decider"
+                return f"{key} {name!r} is a {spec.kind.replace('_', ' ')}, not a P/D decider"
         return None
 
     def bind(self) -> None:
         p: DisaggParams = self.params
-        self.decider: Decider
-        if p.prefill_decider_plugin_name:
-            d = self.ctx.plugins.get(p.prefill_decider_plugin_name)
+        self.decider: Decider | None
+        if p.prefill_decider:
+            d = self.ctx.plugins.get(p.prefill_decider)
             if not isinstance(d, Decider):
-                raise ConfigError(f"plugin {self.name!r}: prefillDeciderPluginName {p.prefill_decider_plugin_name!r} is not a decider")
+                raise ConfigError(f"plugin {self.name!r}: P/D decider {p.prefill_decider!r} is not a decider")
             self.decider = d
         elif p.threshold is not None:
             self.decider = PrefixBasedPDDecider(f"{self.name}/threshold", PrefixBasedParams(p.threshold), self.ctx)
+        elif p.current_shape:
+            self.decider = None  # llm-d's current handler: no prefill decider, no prefill stage
         else:
             self.decider = AlwaysDisaggDecider(f"{self.name}/always", NoParams(), self.ctx)
 
     def pick_profiles(self, request: LLMRequest, profile_names: list[str], results: dict[str, ProfileRunResult]) -> list[str]:
         p: DisaggParams = self.params
-        if p.decode_profile not in results:
-            return [p.decode_profile]
-        decode = results[p.decode_profile]
-        if decode.target is None or p.prefill_profile not in profile_names or p.prefill_profile in results:
+        if p.decode not in results:
+            return [p.decode]
+        decode = results[p.decode]
+        if decode.target is None or p.prefill not in profile_names or p.prefill in results:
             return []
         if "_pd_decision" in request.memo:
             return []
-        go, why = self.decider.disaggregate(request, decode)
+        if self.decider is None:
+            go, why = False, "no prefill decider configured"
+        else:
+            go, why = self.decider.disaggregate(request, decode)
         request.memo["_pd_decision"] = (go, why)
-        return [p.prefill_profile] if go else []
+        return [p.prefill] if go else []
 
     def process_results(self, request: LLMRequest, results: dict[str, ProfileRunResult]) -> ProfileOutcome:
         p: DisaggParams = self.params
-        decode = results.get(p.decode_profile)
+        decode = results.get(p.decode)
         if decode is None or decode.target is None:
             reason = "no decode endpoints after filters" if decode is None or not decode.endpoints else "decode picker chose none"
-            return ProfileOutcome(None, None, p.decode_profile, reason)
+            return ProfileOutcome(None, None, p.decode, reason)
         go, why = request.memo.pop("_pd_decision", (False, "no prefill profile configured"))
         target = decode.target
         if p.primary_port:
             request.headers["x-data-parallel-host-port"] = target.key
-        prefill_res = results.get(p.prefill_profile)
+        prefill_res = results.get(p.prefill)
         if go and prefill_res is not None and prefill_res.target is not None:
             reason = f"disaggregated: {why}; decode {_why(decode)}; prefill {_why(prefill_res)}"
-            return ProfileOutcome(target, prefill_res.target, p.decode_profile, reason)
+            return ProfileOutcome(target, prefill_res.target, p.decode, reason)
         if go:  # decider said yes but no prefill endpoint was available: decode-only, and say so
-            return ProfileOutcome(target, None, p.decode_profile, f"decode-only: {why}, but no prefill endpoint available; {_why(decode)}")
-        return ProfileOutcome(target, None, p.decode_profile, f"decode-only: {why}; {_why(decode)}")
+            reason = f"decode-only: {why}, but no prefill endpoint available; {_why(decode)}"
+            return ProfileOutcome(target, None, p.decode, reason, prefill_unavailable=True)
+        return ProfileOutcome(target, None, p.decode, f"decode-only: {why}; {_why(decode)}")

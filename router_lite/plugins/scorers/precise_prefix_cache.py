@@ -1,9 +1,10 @@
 """precise-prefix-cache-scorer: llm-d's KV-event-driven prefix scorer over the global precise index.
 
 The request's blocks are hashed exactly as the engine hashes them (vLLM's chained sha256 with the same
-seed and block size; the gateway precomputes `request.block_hashes`, else they are derived here from
-`prompt_token_ids`). Each endpoint scores its longest consecutive cached prefix, tier-weighted, divided by
-the request's block count (`scoreNormalization: fraction`), or llm-d's min-max over the endpoints with hits.
+seed and block size; the gateway precomputes `request.block_hashes` and records their block size in
+`request.memo["block_size"]`, else they are derived here from `prompt_token_ids` with `blockSize`).
+Each endpoint scores its longest consecutive cached prefix, tier-weighted, divided by the request's block
+count (`scoreNormalization: fraction`), or llm-d's min-max over the endpoints with hits.
 After routing, the chosen endpoint is credited speculatively until its own events confirm the blocks.
 
 Parameters follow llm-d's shape where this router can honour them: `tokenProcessorConfig` (blockSize,
@@ -22,7 +23,7 @@ from kvtiers.hashing import HASH_ALGOS, BlockHasher, to_event_hash
 from router_lite.plugins import Scorer
 from router_lite.plugins.scorers.active_request import parse_duration
 from router_lite.registry import register
-from router_lite.types import Endpoint, LLMRequest
+from router_lite.types import BLOCK_SIZE_MEMO, Endpoint, LLMRequest
 
 
 @dataclass
@@ -162,6 +163,16 @@ class PrecisePrefixCacheScorer(Scorer):
         self._hasher = params.hasher()
         self._memo_key = f"precise:{name}"
 
+    def block_size_of(self, request: LLMRequest) -> int:
+        """Tokens per hash this scorer matches for `request`: the gateway's block size when it hashed the
+        request (flags, then this scorer's blockSize, then the engines' cache_config_info), else this
+        scorer's own. Cached-token counts (the P/D decider's) must use the same size as the hashes."""
+        if request.block_hashes is not None:
+            bs = request.memo.get(BLOCK_SIZE_MEMO)
+            if isinstance(bs, int) and bs > 0:
+                return bs
+        return self.params.block_size
+
     def _hashes(self, request: LLMRequest) -> list:
         if request.block_hashes is not None:
             return request.block_hashes
@@ -208,7 +219,7 @@ class PrecisePrefixCacheScorer(Scorer):
 
     def prefix_match(self, request: LLMRequest) -> tuple[dict[str, int], int] | None:
         m = self._match(request, None)
-        return {k: v[0] for k, v in m.items()}, self.params.block_size
+        return {k: v[0] for k, v in m.items()}, self.block_size_of(request)
 
     def prefix_tiers(self, request: LLMRequest, endpoint_keys: list[str]) -> dict[str, dict[str, int]] | None:
         """Per endpoint, its prefix hit's blocks by medium (GPU / CPU / DISK), when events name tiers below

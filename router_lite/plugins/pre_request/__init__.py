@@ -1,0 +1,1 @@
+"""pre-request plugins, one per module (registered by llm-d type name)."""
