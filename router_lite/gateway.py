@@ -363,8 +363,19 @@ class Gateway:
         return JSONResponse({"object": "list", "data": self._models_cache[1]})
 
     async def health(self, request: Request) -> Response:
+        """Liveness; with `?min_healthy=N`, readiness too: 503 until N endpoints are scraped and healthy.
+
+        `llmdctl up` waits on the readiness form so the first request after `up` never meets an empty pool.
+        """
         n = len(self.state.datalayer.candidates())
-        return JSONResponse({"status": "ok", "healthy_endpoints": n, "endpoints": len(self.state.datalayer.states)})
+        body = {"status": "ok", "healthy_endpoints": n, "endpoints": len(self.state.datalayer.states)}
+        try:
+            wanted = int(request.query_params.get("min_healthy", "0"))
+        except ValueError:
+            return error_response(400, "min_healthy: expected an integer", param="min_healthy")
+        if n < wanted:
+            return JSONResponse({**body, "status": "starting"}, status_code=503)
+        return JSONResponse(body)
 
     async def metrics(self, request: Request) -> Response:
         self.state.metrics.queue_size.set(getattr(self.state.admission, "queue_size", 0) or 0)

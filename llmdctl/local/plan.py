@@ -261,12 +261,14 @@ def build_plan(profile: Profile, ports: PortLayout, home: Path) -> Plan:
     config_path = run / "router-config.yaml"
     endpoints_path = run / "endpoints.yaml"
     plan.files[str(config_path)] = yaml.safe_dump(profile.router.config, sort_keys=False)
-    plan.files[str(endpoints_path)] = yaml.safe_dump(endpoints_document(plan.pods, plan.model), sort_keys=False)
+    endpoints_doc = endpoints_document(plan.pods, plan.model)
+    plan.files[str(endpoints_path)] = yaml.safe_dump(endpoints_doc, sort_keys=False)
     plan.components.append(ComponentState(
         name="router", kind="router",
         argv=router_argv(profile, ports.router, config_path, endpoints_path, plan.pods),
         ports=[ports.router],
-        health=[f"http://127.0.0.1:{ports.router}/health"],
+        # readiness: the router has scraped every pod healthy, so the first request finds a full pool
+        health=[f"http://127.0.0.1:{ports.router}/health?min_healthy={len(endpoints_doc['endpoints'])}"],
         log=str(logs / "router.log"),
     ))
     if vllm_total:  # real vLLM pods: the router hashes with their seed and tokenizes with their tokenizer

@@ -35,7 +35,7 @@ def test_one_sim_process_hosts_all_pods_of_a_pool(tmp_path: Path):
     assert sims[0].health == [f"http://127.0.0.1:{9100 + i}/health" for i in range(4)]
     router = plan.components[-1]
     assert router.name == "router" and _flag(router.argv, "--port") == "9000"
-    assert router.health == ["http://127.0.0.1:9000/health"]
+    assert router.health == ["http://127.0.0.1:9000/health?min_healthy=4"]  # ready once every pod is scraped
     assert plan.all_ports() == [6000, 6001, 6002, 6003, 9000, 9100, 9101, 9102, 9103]
 
 

@@ -39,6 +39,10 @@ def test_up_status_request_logs_idempotent_down(cli, port_args, procs_with):
     assert state is not None and state["status"] == "running" and state["profile"] == "inference-scheduling"
     assert {c["name"] for c in state["components"]} == {"sim-pod", "router"}
 
+    # `up` returned only once the router had every pod scraped healthy: no 503 for the first request
+    health = httpx.get(f"{up['router_url']}/health", timeout=5).json()
+    assert health["healthy_endpoints"] == health["endpoints"] == 2
+    assert httpx.get(f"{up['router_url']}/health?min_healthy=3", timeout=5).status_code == 503
     resp = httpx.post(f"{up['router_url']}/v1/completions", json={"model": "sim-model", "prompt": "The quick brown fox " * 20, "max_tokens": 4}, timeout=10)
     assert resp.status_code == 200, resp.text
     served_by = resp.headers["x-llmd-endpoint"]
