@@ -13,7 +13,9 @@ Everything is bounded: simulated seconds (`max_sim_s`) and wall seconds (`max_wa
 
 from __future__ import annotations
 
+import gc
 import heapq
+import math
 import random
 import time
 from collections import deque
@@ -95,7 +97,7 @@ class PlanResult:
 
 
 class _Pod:
-    __slots__ = ("name", "engine", "endpoint", "busy", "seq", "pool", "tiers")
+    __slots__ = ("name", "engine", "endpoint", "busy", "seq", "pool", "tiers", "next_t", "stalled")
 
     def __init__(self, name: str, engine: SimEngine, endpoint: Endpoint, pool: PoolPlan) -> None:
         self.name = name
@@ -105,6 +107,8 @@ class _Pod:
         self.seq = 0
         self.pool = pool
         self.tiers: Any = None
+        self.next_t = 0.0  # fast-forward driving: when the engine's next (not yet run) step starts
+        self.stalled = False  # fast-forward driving: stopped on an idle 0 s step; the next submit restarts it
 
 
 class _Live:
@@ -171,13 +175,54 @@ def simulate(
     progress: Callable[[float, int, int], None] | None = None,
     model_name: str = "sim-model",
     max_in_flight: int | None = None,
+    drive: str = "auto",
 ) -> PlanResult:
     """Run `requests` (sent at `arrivals[i]` = (time, stage)) through the router and the engines.
 
     Follow-up turns of a session are sent no earlier than their predecessor's end + think time.
     `progress(sim_now, finished, total)` is called about every 2 simulated seconds. `max_in_flight` caps the
     requests open at once, as a benchmark client's worker pool does (inference-perf's `num_workers`): later
-    arrivals wait on the client side and are sent (their TTFT clock starts) when a slot frees up."""
+    arrivals wait on the client side and are sent (their TTFT clock starts) when a slot frees up.
+
+    `drive`: "step" runs every engine one `step()` at a time off the event heap; "fast" advances each engine
+    with `fast_forward` up to the next arrival (same results: the router sees the same snapshots, KV events
+    and finishes at the same simulated times); "auto" picks "fast" where no finish creates new work (no P/D
+    hand-off, no session follow-up turns, no client cap) and "step" otherwise. Python's cyclic GC is tuned
+    for the run (the workload is built and frozen; thresholds raised) and restored after."""
+    if drive not in ("auto", "step", "fast"):
+        raise ValueError(f"drive: expected auto, step or fast, got {drive!r}")
+    frozen_before = gc.get_freeze_count()
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+    try:
+        return _simulate(cfg, requests, arrivals, max_sim_s=max_sim_s, max_wall_s=max_wall_s, progress=progress,
+                         model_name=model_name, max_in_flight=max_in_flight, drive=drive)
+    finally:
+        gc.set_threshold(*thresholds)
+        if frozen_before == 0:
+            gc.unfreeze()
+
+
+def _fast_ok(cfg: PlanConfig, requests: list[BenchRequest], max_in_flight: int | None) -> bool:
+    """Whether no finish can create work (P/D hand-off, a session's next turn, a freed client slot)."""
+    return (max_in_flight is None and all(p.role == "both" for p in cfg.pools)
+            and all(r.session is None for r in requests))
+
+
+def _simulate(
+    cfg: PlanConfig,
+    requests: list[BenchRequest],
+    arrivals: list[tuple[float, int]],
+    *,
+    max_sim_s: float = 7200.0,
+    max_wall_s: float = 900.0,
+    progress: Callable[[float, int, int], None] | None = None,
+    model_name: str = "sim-model",
+    max_in_flight: int | None = None,
+    drive: str = "auto",
+) -> PlanResult:
     t_wall0 = time.perf_counter()
     t_cpu0 = time.process_time()
     sched_cfg: SchedulerConfig = load_config(cfg.router, origin=f"{cfg.name}: router")
@@ -242,8 +287,71 @@ def simulate(
             m.kv_cache_usage_percent = st.kv_cache_usage
             m.updated_at = now
 
+    fast = drive == "fast" or (drive == "auto" and _fast_ok(cfg, requests, max_in_flight))
+    pend: list[tuple[float, int, int, Any]] = []  # fast driving: (time, seq, kind, payload) not yet delivered
+    KV, FIN = 0, 1
+
+    def run_ff(pod: _Pod, start: float, until: float, max_steps: int | None = None) -> None:
+        # Run pod's steps that start before `until`; what they produce is delivered at its own simulated time.
+        nonlocal seq, steps
+        res = pod.engine.fast_forward(start, until, max_steps=max_steps)
+        steps += res.num_steps
+        pod.next_t, pod.stalled = res.end_s, res.stalled
+        if res.kv_events:
+            times = res.kv_event_times
+            evs = res.kv_events
+            j = 0
+            while j < len(evs):  # one batch per step, as the step driver applies them
+                k = j + 1
+                while k < len(evs) and times[k] == times[j]:
+                    k += 1
+                seq += 1
+                heapq.heappush(pend, (times[j], seq, KV, (pod, evs[j:k])))
+                j = k
+        for o in res.outputs:
+            lv = live.get(o.request_id)
+            if lv is None:
+                continue
+            if o.first_token:
+                lv.rec.first_token = o.token_times[0]
+                lv.rec.cached_tokens = o.num_cached_tokens
+            if o.finished:
+                seq += 1
+                heapq.heappush(pend, (o.token_times[-1], seq, FIN, (lv, o)))
+
+    def advance(t: float) -> None:
+        # Every step that starts before t runs: the engines' state is what the step driver has at t.
+        for pod in pods:
+            if not pod.stalled and pod.next_t < t and pod.engine.has_unfinished():
+                run_ff(pod, pod.next_t, t)
+
+    def deliver(t: float, inclusive: bool = False) -> None:
+        # KV events and finishes up to t (strictly before: at a tie the step driver routes the arrival first).
+        nonlocal finished
+        while pend and (pend[0][0] < t or (inclusive and pend[0][0] == t)):
+            te, _, kind, payload = heapq.heappop(pend)
+            clock.advance_to(te)
+            if kind == KV:
+                pod, evs = payload
+                pod.seq += 1
+                index.apply(pod.endpoint.key, pod.seq, KVEventBatch(te, evs))
+            else:
+                lv, o = payload
+                lv.rec.finished = te
+                lv.rec.output_tokens = o.num_output_tokens
+                live.pop(o.request_id, None)
+                finished += 1
+                scheduler.on_finished(lv.llm, lv.pod.endpoint)
+
     def kick(pod: _Pod, now: float) -> None:
         nonlocal seq, steps
+        if fast:
+            # An idle pod starts a step at once (as the step driver's kick); a busy one picks the request up
+            # at its next step start.
+            if pod.stalled or pod.next_t < now:
+                pod.stalled = False
+                run_ff(pod, now, math.inf, max_steps=1)
+            return
         if pod.busy or not pod.engine.has_unfinished():
             return
         res = pod.engine.step(now)
@@ -306,6 +414,37 @@ def simulate(
             seq += 1
             heapq.heappush(heap, (t, seq, ARRIVE, j))
 
+    if fast:
+        heap.clear()
+        for i in sorted(range(n), key=lambda i: (arrivals[i][0], i)):
+            t = arrivals[i][0]
+            if t > max_sim_s:
+                truncated = f"stopped at {max_sim_s:g} simulated seconds"
+                break
+            advance(t)
+            deliver(t)
+            clock.advance_to(t)
+            send(i, t)
+            if progress is not None and t >= next_progress:
+                progress(t, finished, n)
+                next_progress = t + 2.0
+                if time.perf_counter() - t_wall0 > max_wall_s:
+                    truncated = f"stopped after {max_wall_s:g} wall seconds"
+                    break
+        h = clock.now()
+        while truncated is None and (pend or any(not p.stalled and p.engine.has_unfinished() for p in pods)):
+            if h >= max_sim_s:
+                deliver(max_sim_s, inclusive=True)
+                if pend or any(not p.stalled and p.engine.has_unfinished() for p in pods):
+                    truncated = f"stopped at {max_sim_s:g} simulated seconds"
+                break
+            h = min(h + 2.0, max_sim_s)
+            advance(h)
+            deliver(h)
+            if progress is not None:
+                progress(clock.now(), finished, n)
+            if time.perf_counter() - t_wall0 > max_wall_s:
+                truncated = f"stopped after {max_wall_s:g} wall seconds"
     while heap:
         t, _, kind, payload = heapq.heappop(heap)
         if t > max_sim_s:

@@ -58,7 +58,8 @@ def test_render_user_mistakes_are_one_line():
     ]:
         result = runner.invoke(app, list(args))
         assert result.exit_code == 2, (args, result.output)
-        assert needle in result.stderr and result.exception is None or isinstance(result.exception, SystemExit)
+        assert needle in result.stderr, (args, result.stderr)
+        assert isinstance(result.exception, SystemExit), (args, result.exception)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
