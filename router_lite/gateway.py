@@ -53,12 +53,35 @@ class ClientError(Exception):
         self.headers = headers or {}
 
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_exceeded", 503: "service_unavailable", 500: "internal_error", 502: "bad_gateway", 504: "timeout"}
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_exceeded", 503: "service_unavailable", 500: "internal_error", 502: "bad_gateway", 504: "timeout"}
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"error": {"message": message, "type": _ERROR_TYPES.get(status, "error"), "param": param, "code": code or status}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: may resolve to anything
+
+
+def admin_locked(settings: RouterSettings) -> bool:
+    """Changing the router's config is refused when anyone on the network could do it without a key."""
+    return not settings.api_key and not is_loopback(settings.host)
+
+
+ADMIN_LOCKED_MESSAGE = (
+    "admin changes are disabled: the router listens on a non-loopback address without an API key; "
+    "start it with --api-key (or LLMD_ROUTER_API_KEY) to enable POST /admin/*"
+)
 
 
 class Gateway:
@@ -68,6 +91,7 @@ class Gateway:
         self.state = state
         self.s = state.settings
         self._models_cache: tuple[float, list[dict[str, Any]]] | None = None
+        self._admin_locked = admin_locked(self.s)
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _authorized(self, request: Request) -> bool:
@@ -136,7 +160,9 @@ class Gateway:
 
     def _llm_request(self, request: Request, body: dict[str, Any], kind: str, priority: int) -> LLMRequest:
         headers = {k.lower(): v for k, v in request.headers.items() if k.lower() not in ("authorization", "cookie")}
-        rid = headers.get("x-request-id") or uuid.uuid4().hex
+        # The router's own id keys everything inside (active requests, P/D, decisions): two clients sending
+        # the same x-request-id must not share a slot. The client's id is forwarded and recorded.
+        rid = uuid.uuid4().hex
         if kind == "completions":
             prompt = completion_prompt(body.get("prompt"))
             text = prompt if isinstance(prompt, str) else None
@@ -153,6 +179,7 @@ class Gateway:
             priority=priority,
             session_id=headers.get("x-session-id"),
             cache_salt=salt if isinstance(salt, str) else None,
+            client_request_id=headers.get("x-request-id") or None,
         )
 
     # -- OpenAI routes -----------------------------------------------------------------------------------
@@ -216,7 +243,8 @@ class Gateway:
         if result.prefill_unavailable:
             m.pd_fallbacks.labels("no_prefill_endpoint").inc()  # the decider wanted P/D: never silent
         headers = forward_headers(request.headers.raw, strip_auth=bool(self.s.api_key))
-        headers["x-request-id"] = req.request_id
+        wire_id = req.client_request_id or req.request_id
+        headers["x-request-id"] = wire_id
         dp = req.headers.get("x-data-parallel-host-port")  # set by the disagg handler's primaryPort, for llm-d's sidecar
         if dp:
             headers["x-data-parallel-host-port"] = dp
@@ -226,7 +254,10 @@ class Gateway:
         if prefill is not None:
             pd = {"prefill": prefill.key, "fallback": None}
             try:
-                params = await run_prefill(st.pool.backend(prefill.key), path, body, kind, headers)
+                try:
+                    params = await run_prefill(st.pool.backend(prefill.key), path, body, kind, headers)
+                finally:
+                    scheduler.on_finished(req, prefill)  # the prefill leg is over, whatever its outcome
                 decode_body = dict(body)
                 decode_body["kv_transfer_params"] = params
                 content = json.dumps(decode_body).encode()
@@ -239,7 +270,6 @@ class Gateway:
                 result.reason = (result.reason + "; " if result.reason else "") + f"prefill on {prefill.key} failed ({reason}): fell back to decode-only"
                 if "unreachable" in reason:
                     st.datalayer.report_failure(prefill.key, reason)
-                scheduler.on_finished(req, prefill)
                 prefill = None
         attempts: list[dict[str, Any]] = []
         target = result.target
@@ -280,7 +310,7 @@ class Gateway:
             if pr is not None:
                 m.prefix_hit_blocks.inc(pr.prefix_blocks.get(target.key, 0))
         self._publish(result, attempts, pd, upstream.status_code, target.key)
-        ours = [(_ENDPOINT_B, target.key.encode()), (b"x-request-id", req.request_id.encode("latin-1"))]
+        ours = [(_ENDPOINT_B, target.key.encode()), (b"x-request-id", wire_id.encode("latin-1"))]
         if prefill is not None:
             ours.append((_PREFILL_B, prefill.key.encode()))
         m.requests.labels(path, str(upstream.status_code)).inc()
@@ -293,15 +323,14 @@ class Gateway:
                 (b"content-length", str(len(upstream.first_chunk)).encode())
             ] + ours
             return resp
-        resp = StreamingResponse(self._relay(upstream, req, target, t0, scheduler), status_code=upstream.status_code)
+        end = _StreamEnd(st, upstream, req, target, t0, scheduler)
+        resp = ProxiedStream(self._relay(upstream, req, target, end), upstream.status_code, end)
         resp.raw_headers = upstream.raw_headers() + ours
         return resp
 
-    async def _relay(self, upstream: Upstream, req: LLMRequest, target: Any, t0: float, scheduler: Any):
-        """Relay the stream; the scheduler that routed the request hears when it ends (even after a config swap)."""
+    async def _relay(self, upstream: Upstream, req: LLMRequest, target: Any, end: "_StreamEnd"):
+        """Relay the stream; `end` runs when it ends (and again, harmlessly, when the response closes)."""
         st = self.state
-        st.metrics.inflight.inc()
-        st.open_upstreams.add(upstream)
         try:
             async for chunk in upstream.body():
                 yield chunk
@@ -315,13 +344,7 @@ class Gateway:
                 st.metrics.errors.labels("stream_broken").inc()
                 log.warning("stream from %s broke: %s", target.key, type(exc).__name__)
         finally:
-            st.open_upstreams.discard(upstream)
-            st.metrics.inflight.dec()
-            st.metrics.request_latency.observe(time.perf_counter() - t0)
-            try:
-                scheduler.on_finished(req, target)
-            except Exception:
-                log.exception("on_finished")
+            end()
 
     def _publish(self, result: SchedulingResult, attempts: list[dict[str, Any]], pd: dict[str, Any] | None, status: int, served_by: str | None) -> None:
         retries = len(attempts) - 1
@@ -404,6 +427,8 @@ class Gateway:
 
     async def post_config(self, request: Request) -> Response:
         """Switch the scheduling config live: body is an EndpointPickerConfig (JSON or YAML)."""
+        if self._admin_locked:
+            return error_response(403, ADMIN_LOCKED_MESSAGE, code="admin_disabled")
         if not self._authorized(request):
             return error_response(401, "missing or invalid API key", code="invalid_api_key")
         try:
@@ -418,6 +443,8 @@ class Gateway:
 
     async def post_profile(self, request: Request) -> Response:
         """Switch to a shipped profile's router config: `{"profile": "precise-prefix-cache"}`."""
+        if self._admin_locked:
+            return error_response(403, ADMIN_LOCKED_MESSAGE, code="admin_disabled")
         if not self._authorized(request):
             return error_response(401, "missing or invalid API key", code="invalid_api_key")
         try:
@@ -457,9 +484,58 @@ def _fallback_kind(reason: str) -> str:
     return "bad_response"
 
 
+class _StreamEnd:
+    """What must happen exactly once when a proxied stream ends, however it ends.
+
+    Counted in flight from the moment the response exists, so a client that disconnects before the relay
+    generator ever starts still releases the pod connection and the scheduler's count.
+    """
+
+    def __init__(self, state: RouterState, upstream: Upstream, req: LLMRequest, target: Any, t0: float, scheduler: Any) -> None:
+        self.state, self.upstream, self.req, self.target, self.t0, self.scheduler = state, upstream, req, target, t0, scheduler
+        self.done = False
+        state.metrics.inflight.inc()
+        state.open_upstreams.add(upstream)
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        st = self.state
+        st.open_upstreams.discard(self.upstream)
+        self.upstream.abort()  # no-op when the body was read to its end and the connection went back to the pool
+        st.metrics.inflight.dec()
+        st.metrics.request_latency.observe(time.perf_counter() - self.t0)
+        try:
+            self.scheduler.on_finished(self.req, self.target)
+        except Exception:
+            log.exception("on_finished")
+
+
+class ProxiedStream(StreamingResponse):
+    """A relayed pod stream whose close callbacks run once the response is over, even if Starlette cancels
+    it (client disconnect) before the body iterator's first step, when the generator's `finally` never runs."""
+
+    def __init__(self, content: Any, status_code: int, on_close: Any) -> None:
+        super().__init__(content, status_code=status_code)
+        self.on_close: list[Any] = [on_close]
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[override]
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            for cb in self.on_close:
+                try:
+                    cb()
+                except Exception:
+                    log.exception("closing a proxied stream")
+
+
 def _release_after(resp: Response, ticket: Any) -> Response:
     """Hold a flow-control ticket until the response body has been fully sent."""
-    if isinstance(resp, StreamingResponse):
+    if isinstance(resp, ProxiedStream):
+        resp.on_close.append(ticket.release)  # idempotent; runs even if the body never started
+    elif isinstance(resp, StreamingResponse):
         inner = resp.body_iterator
 
         async def wrapped():

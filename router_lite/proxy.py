@@ -206,6 +206,9 @@ class Backend:
                 if reused and not conn.got_bytes and attempt == 0:
                     continue  # the pod had closed this idle connection: one fresh try, not a pod failure
                 raise UpstreamError("read", f"pod {self.address} failed before its first byte: {type(exc).__name__}", retryable=True) from None
+            except BaseException:  # cancelled (client gone, shutdown, a cancelled prefill): never leak the connection
+                self.discard(conn)
+                raise
             if conn.status in RETRYABLE_STATUS:
                 self._finish_quietly(conn)
                 raise UpstreamError("status", f"pod {self.address} answered {conn.status}", retryable=True, status=conn.status)

@@ -37,6 +37,16 @@ def _server_class():
     return RouterServer
 
 
+def warn_if_admin_exposed(settings: RouterSettings) -> bool:
+    """Say at start that POST /admin/* is refused (non-loopback bind, no API key); True when it is."""
+    from router_lite.gateway import ADMIN_LOCKED_MESSAGE, admin_locked
+
+    if admin_locked(settings):
+        log.warning("%s (bound to %s)", ADMIN_LOCKED_MESSAGE, settings.host)
+        return True
+    return False
+
+
 def serve(settings: RouterSettings) -> None:
     """Build the router and serve until interrupted (blocking)."""
     import uvicorn
@@ -57,6 +67,7 @@ def serve(settings: RouterSettings) -> None:
     )
     for w in state.config.warnings:
         log.warning("%s", w)
+    warn_if_admin_exposed(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -9,8 +9,11 @@ algorithm and seed, so they equal the hashes in the engine's KV events.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import logging
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ log = logging.getLogger("router_lite.tokenization")
 
 DEFAULT_BLOCK_SIZE = 16
 DEFAULT_HASH_ALGO = "sha256"
+HASH_IN_THREAD_TOKENS = 2048  # prompts at least this long are block-hashed in a worker thread
 
 
 class TokenizationError(ValueError):
@@ -53,7 +57,8 @@ def _text_of(content: Any) -> str:
     return str(content)
 
 
-def _render_chat(template: str, messages: list[dict[str, Any]], options: dict[str, Any], **specials: Any) -> str:
+def compile_chat_template(template: str) -> Any:
+    """The chat template as a jinja2 Template, compiled once per tokenizer (compiling costs ms per request)."""
     import jinja2
     import jinja2.sandbox
 
@@ -64,12 +69,24 @@ def _render_chat(template: str, messages: list[dict[str, Any]], options: dict[st
 
     env.globals["raise_exception"] = raise_exception
     env.filters["tojson"] = lambda v, indent=None: json.dumps(v, ensure_ascii=False, indent=indent)
+    try:
+        return env.from_string(template)
+    except jinja2.TemplateError as exc:
+        raise TokenizationError(f"chat template: {exc}") from None
+
+
+def _render_chat(template: Any, messages: list[dict[str, Any]], options: dict[str, Any], **specials: Any) -> str:
+    """Render a compiled template (or template text, compiled here) as vLLM renders chat prompts."""
+    import jinja2
+
+    if isinstance(template, str):
+        template = compile_chat_template(template)
     msgs = [{**m, "content": _text_of(m.get("content"))} if isinstance(m, dict) else m for m in messages]
     kwargs = {"add_generation_prompt": options.get("add_generation_prompt", True), **(options.get("chat_template_kwargs") or {})}
     if options.get("tools") is not None:
         kwargs["tools"] = options["tools"]
     try:
-        return env.from_string(template).render(messages=msgs, **specials, **kwargs)
+        return template.render(messages=msgs, **specials, **kwargs)
     except jinja2.TemplateError as exc:
         raise TokenizationError(f"chat template: {exc}") from None
 
@@ -103,20 +120,31 @@ class LocalTokenizer:
         if not template and jinja_file.is_file():
             template = jinja_file.read_text()
         self.chat_template: str | None = template
+        self._compiled: Any = None
+        if template:
+            try:
+                self._compiled = compile_chat_template(template)
+            except TokenizationError as exc:
+                raise TokenizationError(f"--tokenizer: {exc}") from None
         self.specials = {"bos_token": _token_str(cfg.get("bos_token")) or "", "eos_token": _token_str(cfg.get("eos_token")) or ""}
 
     def encode_text(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
 
+    # Tokenizing and rendering run in a worker thread (HF tokenizers releases the GIL): an 8k-token prompt
+    # costs tens of ms, during which the event loop would stall every relayed stream.
     async def encode_prompt(self, model: str, prompt: str) -> list[int]:
-        return self.encode_text(prompt, True)
+        return await asyncio.to_thread(self.encode_text, prompt, True)
 
-    async def encode_chat(self, model: str, messages: list[dict[str, Any]], options: dict[str, Any]) -> list[int]:
-        if not self.chat_template:
-            raise TokenizationError(f"tokenizer {self.name} has no chat template")
-        text = _render_chat(self.chat_template, messages, options, **self.specials)
+    def _encode_chat(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> list[int]:
+        text = _render_chat(self._compiled, messages, options, **self.specials)
         # vLLM renders the template to text and encodes it without adding special tokens again.
         return self.encode_text(text, add_special_tokens=False)
+
+    async def encode_chat(self, model: str, messages: list[dict[str, Any]], options: dict[str, Any]) -> list[int]:
+        if self._compiled is None:
+            raise TokenizationError(f"tokenizer {self.name} has no chat template")
+        return await asyncio.to_thread(self._encode_chat, messages, options)
 
 
 def _token_str(value: Any) -> str | None:
@@ -143,14 +171,19 @@ class BuiltinTokenizer:
 
 
 class EngineTokenizer:
-    """The engine's `POST /tokenize`, with an LRU cache per prompt so a repeated prompt costs no round trip."""
+    """The engine's `POST /tokenize`, with an LRU cache per prompt so a repeated prompt costs no round trip.
+
+    The cache is keyed by a digest of the request body (never the prompt text itself) and bounded by the
+    total number of tokens it holds (4 bytes each), so long-context traffic cannot grow the router's memory.
+    """
 
     name = "engine"
 
-    def __init__(self, addresses: Callable[[], Sequence[str]], cache_size: int = 4096, timeout_s: float = 5.0) -> None:
+    def __init__(self, addresses: Callable[[], Sequence[str]], max_cached_tokens: int = 8_000_000, timeout_s: float = 5.0) -> None:
         self._addresses = addresses
-        self._cache: OrderedDict[str, list[int]] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: OrderedDict[bytes, array] = OrderedDict()
+        self.max_cached_tokens = max_cached_tokens
+        self.cached_tokens = 0
         self._timeout_s = timeout_s
         self._backends: dict[str, Any] = {}
         self.hits = 0
@@ -165,15 +198,36 @@ class EngineTokenizer:
             b = self._backends[address] = Backend(address, self._timeout_s, self._timeout_s, max_idle=32)
         return b
 
-    async def _tokenize(self, key: str, body: dict[str, Any]) -> list[int]:
+    @staticmethod
+    def _key(content: bytes) -> bytes:
+        return hashlib.blake2b(content, digest_size=16).digest()
+
+    def _store(self, key: bytes, tokens: list[int]) -> None:
+        if len(tokens) > self.max_cached_tokens:
+            return
+        try:
+            packed = array("I", tokens)
+        except (OverflowError, TypeError):
+            return  # not uint32 token ids: answer them, just do not cache them
+        old = self._cache.pop(key, None)
+        if old is not None:
+            self.cached_tokens -= len(old)
+        self._cache[key] = packed
+        self.cached_tokens += len(packed)
+        while self.cached_tokens > self.max_cached_tokens:
+            _, evicted = self._cache.popitem(last=False)
+            self.cached_tokens -= len(evicted)
+
+    async def _tokenize(self, body: dict[str, Any]) -> list[int]:
+        content = json.dumps(body, sort_keys=True, ensure_ascii=False).encode()
+        key = self._key(content)
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
             self.hits += 1
-            return cached
+            return cached.tolist()
         self.misses += 1
         last: Exception | None = None
-        content = json.dumps(body).encode()
         for address in list(self._addresses())[:3]:
             try:
                 up = await self._backend(address).post("/tokenize", content, {"content-type": "application/json"})
@@ -188,21 +242,18 @@ class EngineTokenizer:
                 last = exc
         else:
             raise TokenizationError(f"engine /tokenize failed: {type(last).__name__ if last else 'no endpoint'}: {last or ''}")
-        self._cache[key] = tokens
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._store(key, tokens)
         return tokens
 
     async def encode_prompt(self, model: str, prompt: str) -> list[int]:
-        return await self._tokenize(f"p\0{model}\0{prompt}", {"model": model, "prompt": prompt})
+        return await self._tokenize({"model": model, "prompt": prompt})
 
     async def encode_chat(self, model: str, messages: list[dict[str, Any]], options: dict[str, Any]) -> list[int]:
         body: dict[str, Any] = {"model": model, "messages": messages, "add_generation_prompt": options.get("add_generation_prompt", True)}
         for k in ("chat_template_kwargs", "tools", "continue_final_message"):
             if options.get(k) is not None:
                 body[k] = options[k]
-        key = "c\0" + json.dumps(body, sort_keys=True, ensure_ascii=False)
-        return await self._tokenize(key, body)
+        return await self._tokenize(body)
 
     async def aclose(self) -> None:
         for b in self._backends.values():
@@ -311,5 +362,9 @@ class RequestTokenizer:
             return
         settings = self.settings()
         request.prompt_token_ids = ids
-        request.block_hashes = self.hasher.block_hashes(ids, settings, cache_salt=request.cache_salt, lora_name=request.lora_name)
+        hash_args = (ids, settings, request.cache_salt, request.lora_name)
+        if len(ids) >= HASH_IN_THREAD_TOKENS:  # hundreds of sha256 digests: keep the event loop free
+            request.block_hashes = await asyncio.to_thread(self.hasher.block_hashes, *hash_args)
+        else:
+            request.block_hashes = self.hasher.block_hashes(*hash_args)
         request.memo[BLOCK_SIZE_MEMO] = settings.block_size  # tokens per entry of block_hashes

@@ -91,6 +91,7 @@ class LLMRequest:
     session_id: str | None = None
     lora_name: str | None = None
     cache_salt: str | None = None
+    client_request_id: str | None = None  # the client's x-request-id (forwarded to pods; never a key here)
     arrival: float = field(default_factory=time.monotonic)
     # Per-request memo shared by plugins (e.g. approximate block hashes computed once per block size).
     memo: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -204,6 +205,7 @@ class SchedulingResult:
                 candidates.append(c)
         return {
             "request_id": req.request_id,
+            "client_request_id": req.client_request_id,
             "ts": self.ts,
             "model": req.model,
             "target_model": req.effective_model,

@@ -293,12 +293,14 @@ def parse_chat(body: dict[str, Any], served: ServedModel) -> GenRequest:
 
 
 # --------------------------------------------------------------------------------------------- responses
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None) -> dict[str, Any]:
+    """vLLM's usage object; `cached_tokens` None gives `prompt_tokens_details: null`, as vLLM sends it unless
+    started with --enable-prompt-tokens-details."""
     return {
         "prompt_tokens": prompt_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "completion_tokens": completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+        "prompt_tokens_details": None if cached_tokens is None else {"cached_tokens": cached_tokens},
     }
 
 
@@ -315,7 +317,8 @@ class ChoiceResult:
 
 
 def completion_response(
-    rid: str, created: int, req: GenRequest, choices: list[ChoiceResult], kv_transfer_params: dict | None
+    rid: str, created: int, req: GenRequest, choices: list[ChoiceResult], kv_transfer_params: dict | None,
+    details: bool = False,
 ) -> dict[str, Any]:
     out_choices = []
     for c in choices:
@@ -327,22 +330,23 @@ def completion_response(
         out_choices.append(ch)
     return {
         "id": rid, "object": "text_completion", "created": created, "model": req.model, "choices": out_choices,
-        "service_tier": None, "system_fingerprint": None, "usage": _sum_usage(req, choices),
+        "service_tier": None, "system_fingerprint": None, "usage": _sum_usage(req, choices, details),
         "kv_transfer_params": kv_transfer_params,
     }
 
 
-def _sum_usage(req: GenRequest, choices: list[ChoiceResult]) -> dict[str, Any]:
+def _sum_usage(req: GenRequest, choices: list[ChoiceResult], details: bool = False) -> dict[str, Any]:
     # vLLM counts each prompt once (not once per n) and every choice's completion tokens.
     seen: dict[int, tuple[int, int]] = {}
     for c in choices:
         seen.setdefault(c.index // max(req.n, 1), (len(c.prompt_token_ids), c.num_cached_tokens))
     return usage(sum(p for p, _ in seen.values()), sum(len(c.token_ids) for c in choices),
-                 sum(k for _, k in seen.values()))
+                 sum(k for _, k in seen.values()) if details else None)
 
 
 def chat_response(
-    rid: str, created: int, req: GenRequest, choices: list[ChoiceResult], kv_transfer_params: dict | None
+    rid: str, created: int, req: GenRequest, choices: list[ChoiceResult], kv_transfer_params: dict | None,
+    details: bool = False,
 ) -> dict[str, Any]:
     out_choices = []
     for c in choices:
@@ -357,7 +361,7 @@ def chat_response(
         out_choices.append(ch)
     resp = {
         "id": rid, "object": "chat.completion", "created": created, "model": req.model, "choices": out_choices,
-        "service_tier": None, "system_fingerprint": None, "usage": _sum_usage(req, choices), "prompt_logprobs": None,
+        "service_tier": None, "system_fingerprint": None, "usage": _sum_usage(req, choices, details), "prompt_logprobs": None,
         "kv_transfer_params": kv_transfer_params,
     }
     if req.return_token_ids:

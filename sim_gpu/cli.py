@@ -59,9 +59,12 @@ def serve(
     failure_types: Optional[list[str]] = typer.Option(
         None, help="Failure types (repeat or comma-separate): rate_limit, invalid_api_key, context_length, "
                    "server_error, invalid_request, model_not_found. Default: all."),
-    startup_delay: float = typer.Option(0.0, help="Seconds before /health reports ready."),
+    startup_delay: float = typer.Option(0.0, help="Seconds after the server listens before /health reports ready."),
     crash_after: int = typer.Option(0, help="Exit abruptly when request N+1 arrives (0: never)."),
     log_requests: bool = typer.Option(False, help="One stderr line per finished request."),
+    enable_prompt_tokens_details: bool = typer.Option(
+        False, "--enable-prompt-tokens-details",
+        help="Report usage.prompt_tokens_details.cached_tokens (as vLLM's flag; default: null, as vLLM)."),
     kv_tiers: Optional[str] = typer.Option(
         None, "--kv-tiers", metavar="JSON|FILE",
         help="KV tiers below the GPU (a profile's kv_tiers section: cpu_blocks, pcie_gbps, filesystem {path, "
@@ -84,7 +87,7 @@ def serve(
             hash_seed=hash_seed, tokenizer=tokenizer, output_mode=output_mode, time_scale=time_scale, seed=seed,
             jitter=jitter, network=network, enable_expert_parallel=enable_expert_parallel, failure_injection_rate=failure_injection_rate,
             failure_types=parse_failure_types(failure_types), startup_delay=startup_delay, crash_after=crash_after,
-            log_requests=log_requests, kv_tiers=kv_tiers,
+            log_requests=log_requests, kv_tiers=kv_tiers, enable_prompt_tokens_details=enable_prompt_tokens_details,
         )
         run(cfg)
     except (ValueError, ProfileError, OSError) as exc:

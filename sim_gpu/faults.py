@@ -6,6 +6,7 @@ the same flags exercise a router's retry and health logic against either simulat
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import sys
@@ -63,7 +64,8 @@ class FaultInjector:
 
     `rate` is a percentage (0-100) as in llm-d-inference-sim. `crash_after` counts requests the whole
     process accepted (shared by every pod it hosts); when reached, the process exits abruptly, as a
-    crashed vLLM would, without draining or closing sockets.
+    crashed vLLM would, without draining or closing sockets. The start-up delay counts from `start_delay()`,
+    which the server calls once it listens: a slow process start must not eat into the delay a user asked for.
     """
 
     rate: float = 0.0
@@ -84,6 +86,10 @@ class FaultInjector:
             raise ValueError(f"--crash-after: expected a request count >= 0, got {self.crash_after}")
         self.types = parse_failure_types(self.types)
         self._rng = random.Random(self.seed)
+        self._ready_at = math.inf if self.startup_delay_s > 0 else 0.0
+
+    def start_delay(self) -> None:
+        """Start counting the start-up delay now (called when the servers listen)."""
         self._ready_at = time.monotonic() + self.startup_delay_s
 
     @property

@@ -102,7 +102,6 @@ class KVEventPublisher:
         self.int_hashes = int_hashes
         self.data_parallel_rank = data_parallel_rank
         self.seq = 0
-        self.dropped = 0
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.PUB)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
@@ -124,10 +123,8 @@ class KVEventPublisher:
         batch = KVEventBatch(time.time() if ts is None else ts, events, self.data_parallel_rank)
         seq = self.seq
         self.seq += 1
-        try:
-            self._sock.send_multipart(encode_frames(self.topic, seq, batch, self.form), flags=zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            self.dropped += 1
+        # A PUB socket never blocks or raises EAGAIN: past the high-water mark ZMQ drops silently, as for vLLM.
+        self._sock.send_multipart(encode_frames(self.topic, seq, batch, self.form), copy=False)
         return seq
 
     def close(self) -> None:

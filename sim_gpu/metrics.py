@@ -9,7 +9,6 @@ vLLM does not have are prefixed `llmd_sim:` so nobody mistakes them for vLLM's.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -66,10 +65,7 @@ class _EngineCollector:
         info.add_metric(list(pm.cache_info.values()) + lv, 1.0)
         yield info
 
-        lora = GaugeMetricFamily("vllm:lora_requests_info", "Running stats on lora requests.",
-                                 labels=["max_lora", "waiting_lora_adapters", "running_lora_adapters", *_LABELS])
-        lora.add_metric(["0", "", "", *lv], pm.started_at)
-        yield lora
+        # No vllm:lora_requests_info: vLLM exports it only with LoRA enabled, and the simulator serves no adapters.
 
         yield gauge("llmd_sim:num_requests_waiting_for_remote_kv",
                     "Simulator extension: decode requests waiting for a P/D KV transfer.",
@@ -147,7 +143,6 @@ class PodMetrics:
         self.stats_fn = stats_fn
         self.tiers_fn = tiers_fn  # -> sim_gpu.tiers.TierFigures, read at scrape time; None: no KV tiers
         self.cache_info = {k: str(v) for k, v in (cache_info or {}).items()}
-        self.started_at = time.time()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_EngineCollector(self))
         r, lv = self.registry, (model_name, self.engine)

@@ -81,6 +81,7 @@ class ServeConfig:
     startup_delay: float = 0.0
     crash_after: int = 0
     log_requests: bool = False
+    enable_prompt_tokens_details: bool = False  # vLLM's flag: usage.prompt_tokens_details (cached_tokens), else null
     kv_tiers: str | None = None  # --kv-tiers: a profile's kv_tiers section as JSON, or a file holding it
 
     def validate(self) -> None:
@@ -408,7 +409,8 @@ class Pod:
         kvp = self._kv_params_out(runs, results)
         build = api.completion_response if kind == "completion" else api.chat_response
         self._log(rid, results)
-        return Response(api.dumps(build(rid, created, req, [r[0] for r in results], kvp)), media_type=JSON)
+        details = self.cfg.enable_prompt_tokens_details
+        return Response(api.dumps(build(rid, created, req, [r[0] for r in results], kvp, details)), media_type=JSON)
 
     def _submit_all(self, rid: str, req: GenRequest, body: dict[str, Any] | None = None) -> list["_Run"]:
         runs: list[_Run] = []
@@ -499,7 +501,8 @@ class Pod:
                     chunk = api.chat_chunk(rid, created, req.model, run.index, {"content": delta}, reason, tids)
                 run.sent_first = True
                 if req.continuous_usage:
-                    chunk["usage"] = api.usage(len(run.prompt), len(run.ids), run.cached)
+                    chunk["usage"] = api.usage(len(run.prompt), len(run.ids),
+                                               run.cached if self.cfg.enable_prompt_tokens_details else None)
                 if out.finished:
                     pending -= 1
                     choice = ChoiceResult(run.index, "", run.ids, run.prompt, out.finish_reason, run.cached)
@@ -509,7 +512,7 @@ class Pod:
                 yield api.sse(chunk)
             if req.include_usage:
                 finals.sort(key=lambda r: r[0].index)
-                yield api.sse(api.usage_chunk(rid, created, req, api._sum_usage(req, [c for c, _ in finals])))
+                yield api.sse(api.usage_chunk(rid, created, req, api._sum_usage(req, [c for c, _ in finals], self.cfg.enable_prompt_tokens_details)))
             yield api.SSE_DONE
             self._log(rid, finals)
         finally:
@@ -692,6 +695,7 @@ class SimProcess:
             if any(t.done() for t in tasks):
                 break
             await asyncio.sleep(0.005)
+        self.faults.start_delay()
         self._announce()
         if ready is not None:
             ready.set()

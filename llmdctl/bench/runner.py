@@ -66,18 +66,20 @@ async def discover_pods(client: httpx.AsyncClient, url: str) -> list[str]:
 
 async def pod_counters(client: httpx.AsyncClient, pods: list[str]) -> dict[str, float]:
     """Summed prefix-cache counters of the pods (vllm:prefix_cache_{hits,queries}_total)."""
-    from llmdctl.local.stack import parse_pod_metrics
+    from router_lite import promtext
 
     total: dict[str, float] = {"prefix_hits": 0.0, "prefix_queries": 0.0}
 
     async def one(p: str) -> None:
         try:
             r = await client.get(p + "/metrics", timeout=5.0)
-            m = parse_pod_metrics(r.text) if r.status_code == 200 else {}
         except httpx.HTTPError:
             return
-        for k in total:
-            total[k] += m.get(k, 0.0)
+        if r.status_code != 200:
+            return
+        f = promtext.pod_figures(promtext.parse(r.text, (promtext.PREFIX_QUERIES, promtext.PREFIX_HITS)))
+        total["prefix_hits"] += f.prefix_hits or 0.0
+        total["prefix_queries"] += f.prefix_queries or 0.0
 
     await asyncio.gather(*(one(p) for p in pods))
     return total
@@ -99,9 +101,7 @@ async def reset_pod_caches(client: httpx.AsyncClient, pods: list[str]) -> None:
 def plan_requests(cfg: BenchConfig) -> tuple[list[BenchRequest], list[tuple[float, int]]]:
     """The requests and their (send time, stage) under the load (closed loop: times are 0)."""
     n_hint = cfg.load.max_requests
-    if cfg.load.kind == "poisson":
-        arrivals = schedule(cfg.load, n_hint)
-    elif cfg.load.kind == "trace":
+    if cfg.load.kind in ("poisson", "trace"):
         arrivals = schedule(cfg.load, n_hint)
     else:
         arrivals = []

@@ -21,7 +21,7 @@ CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "RuntimeClass", "Clus
 NAMESPACED_KINDS = [
     ("gateway.networking.k8s.io/v1", "HTTPRoute"), ("gateway.networking.k8s.io/v1", "Gateway"),
     ("inference.networking.k8s.io/v1", "InferencePool"), ("apps/v1", "Deployment"), ("apps/v1", "DaemonSet"),
-    ("v1", "Service"), ("v1", "ConfigMap"), ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("v1", "Service"), ("v1", "ConfigMap"), ("v1", "Secret"), ("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ("rbac.authorization.k8s.io/v1", "Role"), ("v1", "ServiceAccount"),
 ]
 # Foreign objects that make a namespace "someone else's too": we never delete a namespace holding any.
@@ -180,6 +180,8 @@ def apply_objects(client: KubeClient, objects: list[dict[str, Any]], on_applied:
             existing = client.get("v1", "Namespace", obj["metadata"]["name"])
             if existing is not None and (existing["metadata"].get("labels") or {}).get(MANAGED_BY) != MANAGER:
                 continue  # someone else's namespace: use it, never take it over (nor delete it at down)
+        if obj["kind"] == "Secret" and client.get("v1", "Secret", obj["metadata"]["name"], obj["metadata"].get("namespace")) is not None:
+            continue  # keep the existing key (a rendered Secret carries a fresh random one)
         try:
             client.apply(obj)
         except K8sError:

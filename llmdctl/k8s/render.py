@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -73,6 +74,9 @@ class RenderOptions:
     epp_image: str = DEFAULT_EPP_IMAGE
     runtime_class: str | None = None  # pods of vLLM pools; default "nvidia" with gpus, else none
     hf_token_secret: str = "llm-d-hf-token"  # optional Secret with key HF_TOKEN for gated models
+    # The router's API key (its Secret); None: a fresh random one. Apply keeps a Secret that already exists,
+    # so the key a cluster has stays the same across `up` runs.
+    router_api_key: str | None = None
 
 
 @dataclass
@@ -348,6 +352,25 @@ def _rbac(stack: str, namespace: str, name: str, rules: list[dict[str, Any]], co
     ]
 
 
+ROUTER_API_KEY_ENV = "LLMD_ROUTER_API_KEY"  # what `router serve --api-key` reads
+API_KEY_SECRET_KEY = "api-key"
+
+
+def router_api_key_secret_name(stack: str) -> str:
+    return dns_label(f"{stack}-router-api-key", 63)
+
+
+def router_api_key_secret(stack: str, namespace: str, key: str | None) -> dict[str, Any]:
+    """The router's API key: the router binds 0.0.0.0 in the cluster, so its admin API must need a key."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": router_api_key_secret_name(stack), "namespace": namespace},
+        "type": "Opaque",
+        "stringData": {API_KEY_SECRET_KEY: key or secrets.token_urlsafe(32)},
+    }
+
+
 def router_objects(profile: Profile, opts: RenderOptions, stack: str, namespace: str) -> list[dict[str, Any]]:
     name = dns_label(f"{stack}-router", 55)
     labels = {**common_labels(stack), COMPONENT_LABEL: "router"}
@@ -357,8 +380,10 @@ def router_objects(profile: Profile, opts: RenderOptions, stack: str, namespace:
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": ROUTER_API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": router_api_key_secret_name(stack), "key": API_KEY_SECRET_KEY}}},
     ]
     objs = _rbac(stack, namespace, name, router_rules(), "router")
+    objs.append(_label(router_api_key_secret(stack, namespace, opts.router_api_key), labels))
     objs.append(_label(load_template("configmap-epp.yaml", name=name, namespace=namespace, config_yaml=config_yaml), labels))
     objs.append(_label(load_template("router-service.yaml", name=name, namespace=namespace, selector=selector), labels))
     objs.append(_label(load_template(
@@ -398,7 +423,7 @@ def gateway_objects(profile: Profile, opts: RenderOptions, stack: str, namespace
 # Dependency order for apply (reverse for delete): identities before what runs as them, config before
 # pods, servers before the router that discovers them, the pool and routes last.
 APPLY_ORDER = [
-    "CustomResourceDefinition", "Namespace", "RuntimeClass", "ServiceAccount", "Role", "RoleBinding", "ConfigMap",
+    "CustomResourceDefinition", "Namespace", "RuntimeClass", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret",
     "Service", "DaemonSet", "Deployment", "InferencePool", "Gateway", "HTTPRoute",
 ]
 

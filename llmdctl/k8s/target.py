@@ -27,7 +27,7 @@ from llmdctl.k8s.apply import (
     DynamicKubeClient, K8sError, KubeClient, RolloutState, apply_objects, delete_stack, install_crds, missing_crds,
     wait_gpus, wait_rollouts,
 )
-from llmdctl.k8s.render import DEFAULT_IMAGE, DEFAULT_NAMESPACE, RenderError, RenderOptions, Rendered, dns_label, render
+from llmdctl.k8s.render import DEFAULT_IMAGE, DEFAULT_NAMESPACE, RenderError, RenderOptions, Rendered, dns_label, render, router_api_key_secret_name
 from llmdctl.k8s.validate import DEFAULT_K8S_VERSION, load_crds, validate_objects
 from llmdctl.paths import home_dir
 from llmdctl.profile import Profile
@@ -336,7 +336,9 @@ def _up(profile: Profile, target: str, opts: K8sOptions, console: Console) -> in
     save_state(state)
     console.print(f"[green]ready[/green] in {time.monotonic() - t0:.0f}s: {profile.name} on {target} ({context or 'current context'}), namespace {rendered.namespace}")
     console.print(f"router: {state['router_url']}")
-    console.print(f"try:    curl -s {state['router_url']}/v1/completions -H 'content-type: application/json' "
+    console.print(f"key:    export LLMD_ROUTER_API_KEY=$(kubectl -n {rendered.namespace} get secret {router_api_key_secret_name(rendered.stack)} "
+                  "-o jsonpath='{.data.api-key}' | base64 -d)")
+    console.print(f"try:    curl -s {state['router_url']}/v1/completions -H \"Authorization: Bearer $LLMD_ROUTER_API_KEY\" -H 'content-type: application/json' "
                   f"-d '{{\"model\": \"{profile.model}\", \"prompt\": \"Hello\", \"max_tokens\": 8}}'")
     console.print("down:   llmdctl down")
     return 0

@@ -67,8 +67,15 @@ def _python() -> str:
     return sys.executable or "python3"
 
 
-def sim_argv(profile: Profile, pool: PoolSpec, first_port: int, first_events_port: int, pods: int, home: Path) -> list[str]:
-    """`python -m sim_gpu serve` for `pods` pods of `pool` on consecutive ports from `first_port`."""
+def sim_argv(
+    profile: Profile, pool: PoolSpec, first_port: int, first_events_port: int, pods: int, home: Path, events_bind: bool = True
+) -> list[str]:
+    """`python -m sim_gpu serve` for `pods` pods of `pool` on consecutive ports from `first_port`.
+
+    KV events: with `events_bind` the pods bind `tcp://*:PORT` as vLLM does by default (what a cluster needs);
+    without it they connect to `tcp://127.0.0.1:PORT`, where the router binds its SUB — the local target uses
+    this so nothing listens beyond loopback.
+    """
     argv = [
         _python(), "-m", "sim_gpu", "serve",
         "--host", "127.0.0.1",
@@ -90,28 +97,19 @@ def sim_argv(profile: Profile, pool: PoolSpec, first_port: int, first_events_por
         "--network", profile.network,
     ]
     argv += ["--hash-seed", seed_from_env()]  # explicit, so engine and router hash alike whatever their environments
+    argv += ["--enable-prompt-tokens-details"]  # usage reports cached tokens (bench, demos); vLLM's flag of that name
     if pool.num_gpu_blocks is not None:
         argv += ["--num-gpu-blocks", str(pool.num_gpu_blocks)]
     if pool.kv_events:
-        argv += ["--kv-events-endpoint", f"tcp://*:{first_events_port}"]
-    if profile.kv_tiers is not None and sim_supports("kv_tiers"):
+        host = "*" if events_bind else "127.0.0.1"
+        argv += ["--kv-events-endpoint", f"tcp://{host}:{first_events_port}"]
+    if profile.kv_tiers is not None:
         tiers = dict(_builtins(profile.kv_tiers))
         fs = tiers.get("filesystem")
         if fs and not os.path.isabs(fs["path"]):
             fs["path"] = str(home / "run" / fs["path"])
         argv += ["--kv-tiers", json.dumps(tiers, separators=(",", ":"))]
     return argv + list(pool.args)
-
-
-def sim_supports(option: str) -> bool:
-    """Whether this build's `sim_gpu serve` takes `option` (a parameter name), read from its signature only."""
-    try:
-        import inspect
-
-        from sim_gpu.cli import serve
-    except ImportError:
-        return False
-    return option in inspect.signature(serve).parameters
 
 
 def _builtins(obj: Any) -> Any:
@@ -137,11 +135,11 @@ def sim_components(profile: Profile, pool: PoolSpec, pod_base: int, events_base:
                     pool=pool.name, role=pool.role, port=port0 + k, process=name, rank=r,
                     kv_events=f"tcp://127.0.0.1:{events0 + k}" if pool.kv_events else None,
                     kv_topic=f"kv@127.0.0.1:{port0 + k}@{profile.model}" if pool.kv_events else None,  # sim_gpu's default topic
-                    block_size=pool.block_size, hash_seed=seed_from_env(),
+                    block_size=pool.block_size, hash_seed=seed_from_env(), kv_events_bind=bool(pool.kv_events),
                 ))
         comps.append(ComponentState(
             name=name, kind="sim",
-            argv=sim_argv(profile, pool, port0, events0, n, home),
+            argv=sim_argv(profile, pool, port0, events0, n, home, events_bind=False),
             ports=ports + ([*range(events0, events0 + n * dp)] if pool.kv_events else []),
             health=[f"http://127.0.0.1:{p}/health" for p in ports],
             log=str(logs / f"{name}.log"),
@@ -207,7 +205,8 @@ def endpoints_document(pods: list[PodState], model: str) -> dict[str, Any]:
         if pod.process in ranked:
             entry["dpRank"] = pod.rank
         if pod.kv_events:
-            entry["kvEvents"] = {"endpoint": pod.kv_events, "topic": pod.kv_topic or "", "bind": False}
+            # sim pods connect to the router's loopback SUB; real vLLM pods bind (`tcp://*`) and the router connects
+            entry["kvEvents"] = {"endpoint": pod.kv_events, "topic": pod.kv_topic or "", "bind": pod.kv_events_bind}
         out.append(entry)
     return {"endpoints": out}
 
@@ -254,8 +253,6 @@ def build_plan(profile: Profile, ports: PortLayout, home: Path) -> Plan:
         offset += pool.replicas * max(1, pool.data_parallel_size)
         plan.components += comps
         plan.pods += pods
-    if profile.kv_tiers is not None and any(profile.engine_of(p) == "sim" for p in profile.pools) and not sim_supports("kv_tiers"):
-        plan.notes.append("this build's simulator has no KV tiers (sim_gpu serve --kv-tiers); kv_tiers is ignored")
     if not plan.pods:
         raise PlanError(f"profile {profile.name}: every pool has 0 replicas; nothing to serve")
     config_path = run / "router-config.yaml"

@@ -244,37 +244,19 @@ def down(home: Path | None = None, grace_s: float = 5.0) -> DownResult:
 
 # ---- status ------------------------------------------------------------------------------------------
 
-METRICS = {
-    "vllm:num_requests_waiting": "waiting",
-    "vllm:num_requests_running": "running",
-    "vllm:kv_cache_usage_perc": "kv_usage",
-    "vllm:prefix_cache_queries_total": "prefix_queries",
-    "vllm:prefix_cache_hits_total": "prefix_hits",
-}
+def pod_status_metrics(text: str) -> dict[str, float]:
+    """`status`'s figures of a pod page: waiting, running, kv_usage, prefix_{queries,hits,hit_rate} and
+    `tier_<medium>_<hits|usage|blocks>` for the simulator's KV tiers; keys only for metrics the page has."""
+    from router_lite import promtext  # prometheus_client loads only when a page is read
 
-
-TIER_METRICS = {"llmd_sim:kv_tier_hits_total": "hits", "llmd_sim:kv_tier_usage_perc": "usage", "llmd_sim:kv_tier_blocks": "blocks"}
-
-
-def _tier_key(name: str, labels: dict[str, str]) -> str | None:
-    """`tier_<medium>_<hits|usage|blocks>` for the simulator's KV-tier metrics (kvtiers below the GPU)."""
-    kind = TIER_METRICS.get(name)
-    medium = labels.get("medium")
-    return f"tier_{medium.lower()}_{kind}" if kind and medium else None
-
-
-def parse_pod_metrics(text: str) -> dict[str, float]:
-    """Queue depth, running requests, KV usage and prefix-cache counters from vLLM's Prometheus text."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            key = METRICS.get(sample.name) or _tier_key(sample.name, sample.labels)
-            if key is not None:
-                out[key] = out.get(key, 0.0) + float(sample.value)
-    if out.get("prefix_queries"):
-        out["prefix_hit_rate"] = out.get("prefix_hits", 0.0) / out["prefix_queries"]
+    f = promtext.pod_figures(promtext.parse(text, promtext.POD_PREFIXES))
+    out = {k: v for k, v in (("waiting", f.waiting), ("running", f.running), ("kv_usage", f.kv_cache_usage),
+                             ("prefix_queries", f.prefix_queries), ("prefix_hits", f.prefix_hits)) if v is not None}
+    for kind, per_medium in (("hits", f.tier_hits), ("usage", f.tier_usage), ("blocks", f.tier_blocks)):
+        for medium, v in per_medium.items():
+            out[f"tier_{medium.lower()}_{kind}"] = v
+    if f.prefix_queries:
+        out["prefix_hit_rate"] = f.prefix_hit_rate or 0.0
     return out
 
 
@@ -354,7 +336,7 @@ def status(home: Path | None = None) -> StatusReport:
         metrics: dict[str, float] = {}
         if ok and text is not None:
             with contextlib.suppress(Exception):
-                metrics = parse_pod_metrics(text)
+                metrics = pod_status_metrics(text)
         report.pods.append(PodStatus(p.name, p.pool, p.role, p.rank, p.url, p.process, health.get(f"{p.url}/health", ok), metrics, err))
     return report
 

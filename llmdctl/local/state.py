@@ -35,10 +35,11 @@ class PodState:
     port: int
     process: str  # the component (OS process) serving it
     rank: int = 0
-    kv_events: str | None = None  # ZMQ endpoint the pod publishes KV events on (it binds, the router connects)
+    kv_events: str | None = None  # ZMQ endpoint of the pod's KV events, as the router addresses it
     kv_topic: str | None = None  # the topic it publishes them under
     block_size: int | None = None  # its KV block size (the router must hash with the same)
     hash_seed: str | None = None  # its block-hash seed (vLLM: PYTHONHASHSEED or "vllm-none-hash")
+    kv_events_bind: bool = False  # True: the pod connects and the router binds `kv_events` (sim on loopback)
 
     @property
     def url(self) -> str:

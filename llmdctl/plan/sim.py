@@ -4,9 +4,12 @@ A discrete-event loop, no HTTP and no sleeping: arrivals and engine step complet
 by simulated time. A request is scheduled by `router_lite.scheduler.Scheduler` (the same plugins, indexes and
 config as the live router) against endpoints whose metrics are snapshots of `engine.stats()` refreshed every
 `scrape_interval_s` (the staleness the live data layer has), and whose precise prefix index is fed with the
-engines' own KV events. Each engine runs one step at a time: a step planned at `t` lands at `t + duration`,
-when its tokens and events are delivered. P/D goes in two steps (prefill_only on a prefill engine, then a
-remote_prefill on the decode engine that pays the KV transfer); CPU tiers attach through kvtiers.
+engines' own KV events. Two drivers, same results: "step" runs each engine one step at a time (a step planned
+at `t` lands at `t + duration`, when its tokens and events are delivered); "fast" advances every pod with
+`SimEngine.fast_forward` up to the next arrival and delivers the KV events and finishes at their own simulated
+times (2-3x less CPU; used where no finish creates new work). P/D goes in two steps (prefill_only on a
+prefill engine, then a remote_prefill on the decode engine that pays the KV transfer); CPU tiers attach
+through kvtiers.
 
 Everything is bounded: simulated seconds (`max_sim_s`) and wall seconds (`max_wall_s`).
 """

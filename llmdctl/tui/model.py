@@ -13,14 +13,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmdctl.tui import promtext
+from router_lite import promtext
 
 FEED_CAP = 2000  # decisions kept (for the feed, the filter and the detail view)
 SERIES_LEN = 300  # chart samples, one per poll (~1 s): five minutes
 POD_WINDOW = 10  # polls over which a pod's "recent" hit rate is computed
 CHART_WINDOW = 5  # polls summed for each point of the hit-rate, TTFT and request-rate charts
 
-POD_PREFIXES = ("vllm:", "llmd_sim:", "llmd_kv", "kvtiers")
+POD_PREFIXES = promtext.POD_PREFIXES
 ROUTER_PREFIXES = ("llmd_router_",)
 POD_TTFT = "vllm:time_to_first_token_seconds"
 ROUTER_TTFB = "llmd_router_time_to_first_byte_seconds"
@@ -97,7 +97,7 @@ def decision_row(d: dict[str, Any]) -> FeedRow:
             scores.append((short_scorer(name), float(s.get("weighted", 0.0)) if isinstance(s, dict) else float(s)))
         total = pick.get("total")
     return FeedRow(
-        request_id=str(d.get("request_id", "?")),
+        request_id=str(d.get("client_request_id") or d.get("request_id", "?")),  # the id the client sent
         ts=float(d.get("ts") or time.time()),
         prompt_tokens=int(d.get("prompt_tokens") or 0),
         decode=decode,
@@ -145,32 +145,17 @@ class PodView:
 
 
 def _pod_figures(samples: list[promtext.Sample]) -> dict[str, Any]:
-    """Gauges, prefix-cache token counters, TTFT buckets and per-tier figures from a pod's metrics."""
-    out: dict[str, Any] = {"running": 0.0, "waiting": 0.0, "kv": None, "queries": 0.0, "hits": 0.0, "tiers": {}}
-    for name, labels, v in samples:
-        if name == "vllm:num_requests_running":
-            out["running"] += v
-        elif name == "vllm:num_requests_waiting":
-            out["waiting"] += v
-        elif name in ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"):
-            out["kv"] = max(out["kv"] or 0.0, v)
-        elif name == "vllm:prefix_cache_queries_total":
-            out["queries"] += v
-        elif name == "vllm:prefix_cache_hits_total":
-            out["hits"] += v
-        elif "tier" in name or "offload" in name:
-            tier = labels.get("tier") or labels.get("medium")
-            if not tier:
-                continue
-            slot = out["tiers"].setdefault(tier.upper(), {})
-            if "hit" in name:
-                slot["hits"] = slot.get("hits", 0.0) + v
-            elif "usage" in name or "occupancy" in name or "used" in name:
-                slot["occupancy"] = v
+    """The pod panel's view of `promtext.pod_figures`, plus the pod's TTFT buckets (for the chart)."""
+    f = promtext.pod_figures(samples)
+    tiers: dict[str, dict[str, float]] = {}
+    for medium, v in f.tier_hits.items():
+        tiers.setdefault(medium.upper(), {})["hits"] = v
+    for medium, v in f.tier_usage.items():
+        tiers.setdefault(medium.upper(), {})["occupancy"] = v
     buckets: dict[float, float] = {}
     promtext.add_buckets(buckets, samples, POD_TTFT)
-    out["ttft"] = buckets
-    return out
+    return {"running": f.running or 0.0, "waiting": f.waiting or 0.0, "kv": f.kv_cache_usage,
+            "queries": f.prefix_queries or 0.0, "hits": f.prefix_hits or 0.0, "tiers": tiers, "ttft": buckets}
 
 
 def _delta(now: float, before: float) -> float:

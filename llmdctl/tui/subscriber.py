@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ import msgspec
 from llmdctl.tui.model import Model
 
 API_KEY_ENV = "LLMD_ROUTER_API_KEY"
+MAX_SSE_BUFFER = 1 << 20  # bytes of one unfinished server-sent event; past it the buffer is dropped and counted
 _decode = msgspec.json.Decoder().decode
 
 
@@ -98,6 +100,7 @@ class Subscriber:
         self.target = resolve_target(url, api_key)
         self.connected = False
         self.reconnects = 0
+        self.sse_overflows = 0  # times an event grew past MAX_SSE_BUFFER without its blank line (buffer dropped)
         self._history_seen: set[str] = set()
         self._config_version: int | None = None
         self._tasks: list[asyncio.Task] = []
@@ -182,6 +185,10 @@ class Subscriber:
             async for chunk in resp.aiter_raw():
                 buf += chunk
                 if b"\n\n" not in buf:
+                    if len(buf) > MAX_SSE_BUFFER:  # a router that never ends its event must not grow us unbounded
+                        buf = b""
+                        self.sse_overflows += 1
+                        m.decisions_bad += 1
                     continue
                 events, _, buf = buf.rpartition(b"\n\n")
                 for event in events.split(b"\n\n"):
@@ -237,7 +244,9 @@ class Subscriber:
         except ValueError:
             return
         self._config_version = version
-        self.model.set_scheduler(scheduler_name(config), version)
+        # the first call reads and validates the shipped profiles: off the UI's event loop
+        name = await asyncio.to_thread(scheduler_name, config, t.profile)
+        self.model.set_scheduler(name, version)
 
     async def _poll_loop(self) -> None:
         failures = 0
@@ -277,7 +286,8 @@ class Subscriber:
         return True, f"config version {doc.get('version')}"
 
 
-KNOWN_PROFILES = ("round-robin", "inference-scheduling", "precise-prefix-cache", "kv-offload", "pd-disaggregation", "wide-ep")
+KNOWN_PROFILES = ("round-robin", "inference-scheduling", "precise-prefix-cache", "kv-offload", "pd-disaggregation",
+                  "wide-ep", "semantic-kv")
 
 
 def _signature(config: dict[str, Any]) -> frozenset[str]:
@@ -286,24 +296,38 @@ def _signature(config: dict[str, Any]) -> frozenset[str]:
     return frozenset(t for t in types if t.endswith("-scorer") or "round-robin" in t or "random" in t or "disagg" in t or "decider" in t)
 
 
-_signatures: dict[frozenset[str], str] | None = None
+_signatures: dict[frozenset[str], list[str]] | None = None
+_signatures_lock = threading.Lock()
 
 
-def scheduler_name(config: dict[str, Any]) -> str:
-    """The shipped profile whose router config has the same scorers/picker, else `custom (scorer, ...)`."""
+def known_signatures() -> dict[frozenset[str], list[str]]:
+    """Signature -> shipped profiles that have it (KNOWN_PROFILES order). Built once; the first call loads and
+    validates every profile YAML, so async callers run it in a thread."""
     global _signatures
-    if _signatures is None:
-        from llmdctl.profile import load_profile
+    with _signatures_lock:
+        if _signatures is None:
+            from llmdctl.profile import load_profile
 
-        _signatures = {}
-        for name in KNOWN_PROFILES:
-            try:
-                _signatures.setdefault(_signature(load_profile(name).router.config), name)
-            except (ValueError, OSError):
-                continue
+            sigs: dict[frozenset[str], list[str]] = {}
+            for name in KNOWN_PROFILES:
+                try:
+                    sigs.setdefault(_signature(load_profile(name).router.config), []).append(name)
+                except (ValueError, OSError):
+                    continue
+            _signatures = sigs
+        return _signatures
+
+
+def scheduler_name(config: dict[str, Any], prefer: str | None = None) -> str:
+    """The shipped profile whose router config has the same scorers/picker, else `custom (scorer, ...)`.
+
+    Several profiles share one scheduler (e.g. precise-prefix-cache, kv-offload, semantic-kv); `prefer` (the
+    running stack's profile) wins among those, else the first in KNOWN_PROFILES.
+    """
     sig = _signature(config)
-    if sig in _signatures:
-        return _signatures[sig]
+    names = known_signatures().get(sig)
+    if names:
+        return prefer if prefer in names else names[0]
     return "custom (" + ", ".join(sorted(t.removesuffix("-scorer") for t in sig)) + ")" if sig else "custom"
 
 

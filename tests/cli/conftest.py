@@ -64,19 +64,6 @@ def cli(tmp_path: Path):
                 _kill_leftovers(state)
 
 
-@pytest.fixture
-def stack_parts() -> None:
-    """The simulator and router CLIs must exist; outside CI a missing one skips (saying why), in CI it fails."""
-    import importlib.util
-
-    missing = [m for m in ("sim_gpu.cli", "router_lite.cli") if importlib.util.find_spec(m) is None]
-    if missing:
-        message = f"needs {', '.join(missing)}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     import socket

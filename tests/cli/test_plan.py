@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
-import pytest
 import yaml
 
 from llmdctl.local.plan import PortLayout, build_plan, endpoint_count, endpoints_document
@@ -29,7 +28,7 @@ def test_one_sim_process_hosts_all_pods_of_a_pool(tmp_path: Path):
     argv = sims[0].argv
     assert argv[1:4] == ["-m", "sim_gpu", "serve"]
     assert _flag(argv, "--pods") == "4" and _flag(argv, "--port") == "9100"
-    assert _flag(argv, "--kv-events-endpoint") == "tcp://*:6000"
+    assert _flag(argv, "--kv-events-endpoint") == "tcp://127.0.0.1:6000"  # pods connect; the router binds on loopback
     assert [p.port for p in plan.pods] == [9100, 9101, 9102, 9103]
     assert [p.kv_events for p in plan.pods] == [f"tcp://127.0.0.1:{6000 + i}" for i in range(4)]
     assert sims[0].health == [f"http://127.0.0.1:{9100 + i}/health" for i in range(4)]
@@ -53,7 +52,7 @@ def test_pools_get_their_own_process_role_and_disjoint_ports(tmp_path: Path):
     assert doc["endpoints"][0] == {
         "name": "prefill-0", "address": "127.0.0.1:9100",
         "labels": {"llm-d.ai/role": "prefill", "llm-d.ai/pool": "prefill", "llm-d.ai/model": "sim-model"},
-        "kvEvents": {"endpoint": "tcp://127.0.0.1:6000", "topic": "kv@127.0.0.1:9100@sim-model", "bind": False},
+        "kvEvents": {"endpoint": "tcp://127.0.0.1:6000", "topic": "kv@127.0.0.1:9100@sim-model", "bind": True},
     }
     from router_lite.datalayer.discovery import parse_endpoints_doc
 
@@ -85,11 +84,7 @@ def test_zero_replica_pool_is_skipped_and_router_config_written_verbatim(tmp_pat
 
 
 def test_kv_tiers_filesystem_path_is_under_the_run_directory(tmp_path: Path):
-    from llmdctl.local.plan import sim_supports
     from llmdctl.profile import FilesystemTierSpec, KVTiersSpec
-
-    if not sim_supports("kv_tiers"):
-        pytest.skip("sim_gpu serve has no --kv-tiers in this build")
 
     tiers = KVTiersSpec(cpu_blocks=100, filesystem=FilesystemTierSpec(path="kv-shared"))
     plan = build_plan(_profile(PoolSpec(name="pod", replicas=2), kv_tiers=tiers), PortLayout(9000, 9100, 6000), tmp_path)

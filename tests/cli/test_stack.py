@@ -9,12 +9,9 @@ import socket
 import time
 
 import httpx
-import pytest
 
 from llmdctl.local.ports import listening_ports
 from llmdctl.local.state import is_alive
-
-pytestmark = pytest.mark.usefixtures("stack_parts")
 
 
 def _all_ports(state: dict) -> list[int]:
@@ -144,3 +141,41 @@ def test_down_after_a_component_crashed(cli, port_args, procs_with):
     assert r.code == 0, r.err
     assert cli.state() is None
     _assert_nothing_left(state, procs_with, ports["router"])
+
+
+def _listen_addresses(ports: list[int]) -> dict[int, set[str]]:
+    """Local addresses (hex, as /proc/net/tcp[6] writes them) that listen on each of `ports`."""
+    found: dict[int, set[str]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            next(fh)
+            for line in fh:
+                local, state = line.split()[1], line.split()[3]
+                addr, port = local.rsplit(":", 1)
+                if state == "0A" and int(port, 16) in ports:
+                    found.setdefault(int(port, 16), set()).add(addr)
+    return found
+
+
+def test_precise_stack_listens_on_loopback_only_and_events_reach_the_router(cli, port_args):
+    """Sim pods connect their KV-event PUB sockets to the router's loopback SUB: nothing binds a wildcard."""
+    args, ports = port_args(2)
+    r = cli("up", "precise-prefix-cache", "--replicas", "2", *args, "--json")
+    assert r.code == 0, r.err
+    try:
+        state = cli.state()
+        addresses = _listen_addresses(_all_ports(state))
+        loopback = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 in tcp and tcp6 tables
+        assert ports["router"] in addresses and ports["events"] in addresses  # the router binds the events ports
+        assert all(addrs <= loopback for addrs in addresses.values()), addresses
+        url = json.loads(r.out)["router_url"]
+        body = {"model": "sim-model", "prompt": "shared system prompt for the loopback test " * 40, "max_tokens": 2}
+        assert httpx.post(f"{url}/v1/completions", json=body, timeout=10).status_code == 200
+        deadline = time.monotonic() + 15
+        blocks = 0
+        while time.monotonic() < deadline and not blocks:
+            blocks = httpx.get(f"{url}/debug/endpoints", timeout=5).json()["indexes"]["precise"]["blocks"]
+            time.sleep(0.1)
+        assert blocks > 0  # BlockStored events crossed the connect-mode sockets into the router's index
+    finally:
+        assert cli("down").code == 0

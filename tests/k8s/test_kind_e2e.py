@@ -47,7 +47,15 @@ def test_up_on_kind_serves_requests_and_down_deletes_the_cluster(tmp_path, monke
         assert code == 0
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/health", timeout=10).status_code == 200
-        r = httpx.post(f"{base}/v1/completions", json={"model": "sim-model", "prompt": "hello kind", "max_tokens": 4}, timeout=60)
+        import base64
+
+        from llmdctl.k8s.render import router_api_key_secret_name
+
+        secret = subprocess.run(["kubectl", "--context", f"kind-{cluster}", "-n", "llmd", "get", "secret", router_api_key_secret_name("e2e"),
+                                 "-o", "jsonpath={.data.api-key}"], capture_output=True, text=True, timeout=60).stdout
+        auth = {"Authorization": f"Bearer {base64.b64decode(secret).decode()}"}
+        assert httpx.post(f"{base}/admin/profile", json={"profile": "x"}, timeout=10).status_code == 401  # the key guards the API
+        r = httpx.post(f"{base}/v1/completions", json={"model": "sim-model", "prompt": "hello kind", "max_tokens": 4}, headers=auth, timeout=60)
         assert r.status_code == 200 and r.headers.get("x-llmd-endpoint")
         assert r.json()["choices"][0]["text"] is not None
     finally:

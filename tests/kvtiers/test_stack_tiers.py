@@ -107,7 +107,7 @@ class DecisionTap:
                     return
 
     def find(self, request_id: str) -> dict:
-        return wait_for(lambda: next((d for d in self.decisions if d["request_id"] == request_id), None), what=f"decision {request_id}")
+        return wait_for(lambda: next((d for d in self.decisions if request_id in (d.get("client_request_id"), d["request_id"])), None), what=f"decision {request_id}")
 
     def close(self) -> None:
         self._stop.set()

@@ -6,13 +6,12 @@ import random
 
 import pytest
 
-sim_engine = pytest.importorskip("sim_gpu.engine")
-
-from kvtiers.engine_hook import attach_tiers, build_store  # noqa: E402
-from kvtiers.hashing import to_event_hash  # noqa: E402
-from kvtiers.fs_tier import FsTier  # noqa: E402
-from kvtiers.store import CostModel, FilesystemTier, MemoryTier, TieredStore, kv_bytes_per_block, synthetic_payload  # noqa: E402
-from kvtiers.types import BlockType  # noqa: E402
+import sim_gpu.engine as sim_engine
+from kvtiers.engine_hook import attach_tiers, build_store
+from kvtiers.hashing import to_event_hash
+from kvtiers.fs_tier import FsTier
+from kvtiers.store import CostModel, FilesystemTier, MemoryTier, TieredStore, kv_bytes_per_block, synthetic_payload
+from kvtiers.types import BlockType
 
 BS = 16
 COST = CostModel(block_bytes=kv_bytes_per_block(32, 8, 128, BS))

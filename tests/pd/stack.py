@@ -47,7 +47,7 @@ class Stack:
         from router_lite.decisions import iter_decisions
 
         for d in iter_decisions(self.url, history=history, timeout_s=1.0):
-            if d.get("request_id") == request_id:
+            if request_id in (d.get("client_request_id"), d.get("request_id")):
                 return d
         raise AssertionError(f"no decision for request {request_id}")
 

@@ -205,9 +205,9 @@ def test_endpoints_file_is_watched(pods):
         wait_until(lambda: [e["endpoint"] for e in c.get("/debug/endpoints").json()["endpoints"]] == [pods.address(1)], timeout=5)
         r = c.post("/v1/completions", json={"model": MODEL, "prompt": "hi", "max_tokens": 1})
         assert r.headers["x-llmd-endpoint"] == pods.address(1)
+        errors = c.get("/debug/endpoints").json()["discovery"]["errors"]
         rt.endpoints_file.write_text("endpoints: [{adress: oops}]\n")  # a bad edit keeps the last good set
         rt.endpoints_file.touch()
-        import time
-
-        time.sleep(1.2)
+        # wait until the watcher has read (and rejected) the bad file, then check the set is unchanged
+        wait_until(lambda: c.get("/debug/endpoints").json()["discovery"]["errors"] > errors, timeout=10)
         assert [e["endpoint"] for e in c.get("/debug/endpoints").json()["endpoints"]] == [pods.address(1)]

@@ -98,3 +98,81 @@ def test_token_id_prompts_are_used_as_given():
         assert text_req.prompt_token_ids is None and text_req.block_hashes is None
 
     asyncio.run(run())
+
+
+async def _ticks_while(coro) -> tuple[object, int]:
+    """Await `coro` while a task counts event-loop turns: a blocked loop counts (almost) none."""
+    done = False
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    t = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    start = ticks
+    try:
+        result = await coro
+    finally:
+        done = True
+        await t
+    return result, ticks - start
+
+
+def test_long_prompts_are_tokenized_and_hashed_off_the_event_loop(tokenizer_dir):
+    local = LocalTokenizer(tokenizer_dir)
+    prompt = " ".join(f"the quick brown fox {i} jumps over the lazy dog" for i in range(20_000))
+
+    async def run() -> None:
+        ids, ticks = await _ticks_while(local.encode_prompt(MODEL, prompt))
+        assert ids == local.encode_text(prompt) and ticks >= 3
+        ids, ticks = await _ticks_while(local.encode_chat(MODEL, [{"role": "user", "content": prompt}], {}))
+        assert len(ids) > 100_000 and ticks >= 3
+        rt = RequestTokenizer(None, lambda: HashSettings(16, "sha256", "vllm-none-hash"))
+        req = LLMRequest("r", MODEL)
+        _, ticks = await _ticks_while(rt.prepare(req, "completions", {"model": MODEL, "prompt": list(range(200_000))}))
+        assert len(req.block_hashes) == 200_000 // 16 and ticks >= 3
+
+    asyncio.run(run())
+
+
+def test_chat_template_is_compiled_once_at_load(tokenizer_dir, tmp_path):
+    from router_lite.tokenization import TokenizationError
+
+    local = LocalTokenizer(tokenizer_dir)
+    compiled = local._compiled
+    asyncio.run(local.encode_chat(MODEL, [{"role": "user", "content": "hi"}], {}))
+    assert local._compiled is compiled is not None
+    (tmp_path / "tokenizer.json").write_bytes((tokenizer_dir / "tokenizer.json").read_bytes())
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{% for m in messages %}{{ m.content }"}))
+    with pytest.raises(TokenizationError, match="--tokenizer: chat template"):
+        LocalTokenizer(tmp_path)  # a broken template fails at start, not on the first chat request
+
+
+def test_engine_tokenizer_cache_is_bounded_by_tokens_and_keyed_by_digest():
+    with sim_pods(1, events=False) as pod:
+        base = f"http://{pod.address()}"
+
+        async def run() -> None:
+            engine = EngineTokenizer(lambda: [base], max_cached_tokens=300)
+            try:
+                prompts = [" ".join(f"w{i}x{j}" for j in range(60)) for i in range(8)]
+                lengths = [len(await engine.encode_prompt(MODEL, p)) for p in prompts]
+                assert all(n >= 60 for n in lengths)
+                assert engine.cached_tokens <= 300 and 0 < len(engine._cache) < len(prompts)
+                assert all(isinstance(k, bytes) and len(k) == 16 for k in engine._cache)  # no prompt text held
+                before = engine.misses
+                assert len(await engine.encode_prompt(MODEL, prompts[-1])) == lengths[-1]  # the newest is still cached
+                assert engine.misses == before
+                await engine.encode_prompt(MODEL, prompts[0])  # the oldest was evicted
+                assert engine.misses == before + 1
+                huge = " ".join(f"h{j}" for j in range(400))  # bigger than the whole cache: answered, not cached
+                await engine.encode_prompt(MODEL, huge)
+                assert engine.cached_tokens <= 300
+            finally:
+                await engine.aclose()
+
+        asyncio.run(run())

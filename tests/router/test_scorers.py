@@ -86,6 +86,20 @@ def test_active_request_scorer_counts_and_expiry():
     assert s.counts == {}
 
 
+def test_active_request_scorer_releases_only_the_finished_leg_of_a_pd_request():
+    s = make("active-request-scorer", {"requestTimeout": "10s"}, PluginContext(indexes=PrefixIndexes(), clock=Clock()))
+    decode, prefill = ep(1, role="decode"), ep(2, role="prefill")
+    r = req("pd")
+    s.on_routed(r, decode, "decode")
+    s.on_routed(r, prefill, "prefill")
+    s.on_finished(r, prefill)  # the prefill leg ends; the decode stream still runs
+    assert s.counts == {decode.key: 1}
+    s.on_finished(r, prefill)  # a second release of the same leg changes nothing
+    assert s.counts == {decode.key: 1}
+    s.on_finished(r, decode)
+    assert s.counts == {}
+
+
 def test_prefix_cache_scorer_fraction_and_credit_on_route():
     s = make("prefix-cache-scorer", {"blockSizeTokens": 4, "autoTune": False})
     a, b = ep(1), ep(2)

@@ -214,24 +214,20 @@ def test_other_requests_keep_decoding_while_a_transfer_is_in_flight():
     assert set(ids) == {"local"}
 
 
-def test_virtual_clock_drives_several_engines_far_faster_than_real_time():
-    import time
-
+def test_virtual_clock_drives_several_engines():
+    """Several engines share one virtual clock (speed is measured in bench/, not here)."""
     engines = [engine(seed=i) for i in range(4)]
     clock = VirtualClock()
     for i, eng in enumerate(engines):
         for j in range(8):
             eng.add_request(EngineRequest(f"{i}-{j}", list(range(j, j + 500)), 64))
     busy_until = [0.0] * len(engines)
-    wall0 = time.perf_counter()
     while any(e.has_unfinished() for e in engines):
         # each engine steps when its previous step ends; the clock jumps to the next such moment
         k = min((t, n) for n, t in enumerate(busy_until) if engines[n].has_unfinished())[1]
         clock.advance_to(busy_until[k])
         busy_until[k] = clock.now() + engines[k].step(clock.now()).duration_s
-    wall = time.perf_counter() - wall0
-    assert clock.now() > 0.5  # 64 decode steps of ~8 ms each on each engine
-    assert clock.now() / wall > 2
+    assert clock.now() > 0.5  # 64 decode steps of ~8 ms each on each engine: simulated time advanced
 
 
 def test_clock_sleep_semantics():

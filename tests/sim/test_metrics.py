@@ -32,7 +32,7 @@ def test_vllm_metric_names_labels_and_movement():
         for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
                      "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total", "vllm:num_preemptions_total",
                      "vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:cache_config_info",
-                     "vllm:lora_requests_info", "vllm:time_to_first_token_seconds_count",
+                     "vllm:time_to_first_token_seconds_count",
                      "vllm:inter_token_latency_seconds_count", "vllm:e2e_request_latency_seconds_count"):
             assert name in before, name
             assert all(x.labels["model_name"] == "m1" and x.labels["engine"] == "0" for x in before[name])
@@ -40,6 +40,7 @@ def test_vllm_metric_names_labels_and_movement():
         assert info["block_size"] == "16" and info["num_gpu_blocks"] == "500"
         assert info["prefix_caching_hash_algo"] == "sha256" and info["enable_prefix_caching"] == "True"
         assert not any(n.endswith("_created") for n in before)
+        assert "vllm:lora_requests_info" not in before  # vLLM exports it only with LoRA enabled
         assert _value(before, "vllm:prompt_tokens_total") == 0
 
         prompt = list(range(1000, 1064))  # 4 full blocks

@@ -10,7 +10,8 @@ from tests.sim.simproc import sim_server
 
 @pytest.fixture(scope="module")
 def server():
-    with sim_server("--model", "sim-llama", "--time-scale", "0", "--max-model-len", "4096") as s:
+    with sim_server("--model", "sim-llama", "--time-scale", "0", "--max-model-len", "4096",
+                    "--enable-prompt-tokens-details") as s:
         yield s
 
 

@@ -39,6 +39,7 @@ def test_every_pod_and_rank_serves(pods):
         assert httpx.get(pods.url(i) + "/health", timeout=5).status_code == 200
         r = httpx.post(pods.url(i) + "/v1/completions", json={"prompt": "hi", "max_tokens": 2}, timeout=10)
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+        assert r.json()["usage"]["prompt_tokens_details"] is None  # as vLLM without --enable-prompt-tokens-details
 
 
 def test_errors_as_vllm_sends_them(pods):
@@ -121,7 +122,7 @@ def test_failure_injection_statuses():
 
 
 def test_startup_delay_then_crash_after():
-    with sim_server("--time-scale", "0", "--startup-delay", "1.0", "--crash-after", "2", wait=False) as s:
+    with sim_server("--time-scale", "0", "--startup-delay", "3", "--crash-after", "2", wait=False) as s:
         wait_healthy([s.base], s.proc, expect=503)  # up but not ready
         r = httpx.post(s.base + "/v1/completions", json={"prompt": "x", "max_tokens": 1}, timeout=5)
         assert r.status_code == 503
@@ -169,7 +170,8 @@ def test_client_disconnect_aborts_the_request(pods):
         lines = r.iter_lines()
         assert next(lines).startswith("data: ")
         assert _metric(url, "vllm:num_requests_running") == 1
-    while _metric(url, "vllm:num_requests_running") and time.monotonic() - start < 1.2:
+    # a generous wait (loaded CI): the proof of the abort is the token count below, not the timing
+    while _metric(url, "vllm:num_requests_running") and time.monotonic() - start < 10:
         time.sleep(0.02)
     assert _metric(url, "vllm:num_requests_running") == 0
     assert _metric(url, "vllm:kv_cache_usage_perc") == 0

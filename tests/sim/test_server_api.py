@@ -135,3 +135,17 @@ def test_failure_injection_types_and_rates():
     assert failure_body("server_error", "m", 10)[0] == 503
     with pytest.raises(ValueError, match="--failure-injection-rate"):
         FaultInjector(101)
+
+
+def test_startup_delay_counts_from_when_the_server_listens():
+    import time
+
+    assert FaultInjector().ready  # no delay: ready at once
+    slow = FaultInjector(startup_delay_s=0.01)
+    time.sleep(0.05)
+    assert not slow.ready  # however long the process took to start, the delay has not begun
+    slow.start_delay()  # the servers listen now
+    deadline = time.monotonic() + 5
+    while not slow.ready and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert slow.ready

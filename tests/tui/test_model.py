@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from llmdctl.tui import promtext
+from router_lite import promtext
 from llmdctl.tui.model import Model, decision_row
 from tests.tui.decisions import PODS, cand, decision, endpoints_doc, pod_metrics
 
@@ -89,14 +89,15 @@ def test_series_are_bounded() -> None:
 
 def test_tiers_appear_when_pods_report_them() -> None:
     m = Model()
-    extra = 'llmd_kv_tier_usage_perc{tier="cpu"} 0.4\nllmd_kv_tier_hit_tokens_total{tier="cpu"} 1200\nllmd_kv_tier_hit_tokens_total{tier="disk"} 300\n'
+    extra = ('llmd_sim:kv_tier_usage_perc{medium="CPU"} 0.4\nllmd_sim:kv_tier_hits_total{medium="CPU"} 1200\n'
+             'llmd_sim:kv_tier_hits_total{medium="DISK"} 300\nllmd_sim:kv_tier_blocks{medium="DISK"} 7\n')
     m.ingest_poll(endpoints_doc(PODS[:1]), None, {PODS[0]: pod_metrics(10, 5, extra=extra)})
     assert m.pods[PODS[0]].tiers == {"CPU": {"occupancy": 0.4, "hits": 1200.0}, "DISK": {"hits": 300.0}}
 
 
 def test_promtext_parses_labels_and_skips_other_families() -> None:
     text = '# HELP x y\nfoo_total 3\nvllm:a{l="x,y=\\"z\\"",m="2"} 1.5\nvllm:b 2e3\nvllm:broken{\n'
-    assert promtext.parse(text, ("vllm:",)) == [("vllm:a", {"l": 'x,y=\\"z\\"', "m": "2"}, 1.5), ("vllm:b", {}, 2000.0)]
+    assert promtext.parse(text, ("vllm:",)) == [("vllm:a", {"l": 'x,y="z"', "m": "2"}, 1.5), ("vllm:b", {}, 2000.0)]
     assert promtext.quantile(0.5, {}) is None
     assert math.isclose(promtext.quantile(0.9, {0.1: 0, 1.0: 10, math.inf: 10}), 0.91)
 

@@ -133,7 +133,7 @@ def _decision(router: str, client: httpx.Client, request_id: str, timeout_s: flo
         for line in r.iter_lines():
             if line.startswith("data:"):
                 doc = json.loads(line[5:].strip())
-                if doc.get("request_id") == request_id:
+                if request_id in (doc.get("client_request_id"), doc.get("request_id")):
                     return doc
             if time.monotonic() > deadline:
                 break

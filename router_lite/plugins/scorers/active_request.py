@@ -90,6 +90,6 @@ class ActiveRequestScorer(Scorer):
         self.counts[endpoint.key] = self.counts.get(endpoint.key, 0) + 1
 
     def on_finished(self, request: LLMRequest, endpoint: Endpoint) -> None:
-        # The request may also hold a prefill endpoint: release every endpoint it holds.
-        for key in list(self._by_request.get(request.request_id, ())):
-            self._release(request.request_id, key)
+        # Only this leg: a P/D request also holds its decode endpoint while the decode stream runs.
+        if (request.request_id, endpoint.key) in self._inflight:
+            self._release(request.request_id, endpoint.key)
