@@ -189,8 +189,34 @@ def _validate(doc: Any, source: str) -> Profile:
     names = [p.name for p in profile.pools]
     if len(set(names)) != len(names):
         raise ProfileError(f"{source}: pools: pool names must be unique, got {names}")
+    _validate_sim_names(profile, source)
+    if profile.kv_tiers is not None:
+        tiers = profile.kv_tiers
+        for key, value in (("cpu_blocks", tiers.cpu_blocks), ("pcie_gbps", tiers.pcie_gbps)):
+            if value < 0 or (key == "pcie_gbps" and value == 0):
+                raise ProfileError(f"{source}: kv_tiers.{key}: expected {'> 0' if key == 'pcie_gbps' else '>= 0'}, got {value}")
+        if tiers.filesystem is not None and (tiers.filesystem.capacity_mb <= 0 or tiers.filesystem.bandwidth_gbps <= 0):
+            raise ProfileError(f"{source}: kv_tiers.filesystem: capacity_mb and bandwidth_gbps must be > 0")
     _validate_router_config(profile.router.config, source)
     return profile
+
+
+def _validate_sim_names(profile: Profile, source: str) -> None:
+    """Simulated hardware, model and network names must exist now, not when a pod fails to start."""
+    from sim_gpu.hw_profiles import load_hardware, load_model, load_network
+
+    try:
+        load_network(profile.network)
+    except Exception as exc:  # sim_gpu's ProfileError: one line naming the choices
+        raise ProfileError(f"{source}: network: {exc}") from None
+    for i, pool in enumerate(profile.pools):
+        if profile.engine_of(pool) != "sim":
+            continue
+        for key, loader in (("hardware", load_hardware), ("model_profile", load_model)):
+            try:
+                loader(getattr(pool, key))
+            except Exception as exc:
+                raise ProfileError(f"{source}: pools[{i}].{key}: {exc}") from None
 
 
 def _validate_router_config(config: dict[str, Any], source: str) -> None:
@@ -230,16 +256,22 @@ def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profi
     """Load, override and validate a profile; every failure is a one-line ProfileError."""
     path = resolve_profile_path(name_or_path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}:" if mark else ""
         raise ProfileError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', None) or str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{path}: not UTF-8 text (byte {exc.start}); expected a YAML profile") from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    source = str(path)
     if overrides:
         if not isinstance(doc, dict):
             raise ProfileError(f"{path}: expected a YAML mapping at the top level")
-        doc = apply_overrides(doc, overrides, str(path))
-    return _validate(doc, str(path))
+        doc = apply_overrides(doc, overrides, source)
+        source = f"{path} with --set {' '.join(overrides)}"  # a bad value may come from the flag, not the file
+    return _validate(doc, source)
 
 
 def profile_to_dict(profile: Profile) -> dict[str, Any]:

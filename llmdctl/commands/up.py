@@ -98,6 +98,8 @@ def up_command(
     if used:
         raise fail(f"{', '.join(used)}: only for --target kind or kube", 2)
 
+    from llmdctl.local.state import StateError
+
     err = Console(stderr=True)
     out = Console()
     try:
@@ -111,6 +113,8 @@ def up_command(
             err.print(exc.log_tail, markup=False, highlight=False, soft_wrap=True)
             err.print("[dim]---[/dim]")
         raise fail(str(exc), exc.exit_code) from None
+    except StateError as exc:  # a corrupt or foreign state.json in the run directory
+        raise fail(str(exc), 1) from None
     except KeyboardInterrupt:
         raise fail("interrupted; everything started was stopped", 130) from None
     except OSError as exc:  # run directory not writable, etc.

@@ -86,9 +86,12 @@ def test_profiles_show_inference_scheduling_uses_llmd_default_weights(cli):
     assert r.code == 0 and "DeepSeek-R1" in r.out and "data_parallel_size: 4" in r.out
 
 
-def _write(tmp_path: Path, text: str) -> Path:
+def _write(tmp_path: Path, text: str | bytes) -> Path:
     path = tmp_path / "bad.yaml"
-    path.write_text(text)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
     return path
 
 
@@ -119,8 +122,10 @@ router:
         (lambda t: t.replace("description: test\n", ""), "description"),  # missing field
         (lambda t: t.replace("type: queue-scorer", "type: no-such-scorer"), "no-such-scorer"),  # router plugin
         (lambda t: t.replace("  - name: pod", "  - name: pod\n  bad indent"), "line"),  # invalid YAML
+        (lambda t: t.replace("    replicas: 1", "    replicas: 1\n    hardware: H999"), "pools[0].hardware"),  # unknown sim hardware
+        (lambda t: t.replace("description: test", "description: caf\xe9").encode("latin-1"), "UTF-8"),  # not UTF-8
     ],
-    ids=["unknown-key", "wrong-type", "missing-field", "unknown-plugin", "invalid-yaml"],
+    ids=["unknown-key", "wrong-type", "missing-field", "unknown-plugin", "invalid-yaml", "unknown-hardware", "not-utf8"],
 )
 def test_bad_profile_is_one_line_naming_file_and_key(cli, tmp_path, mutate, expect):
     path = _write(tmp_path, mutate(GOOD))
@@ -141,6 +146,20 @@ def test_good_profile_file_and_set_override(cli, tmp_path):
     assert json.loads(r.out)["pools"][0]["replicas"] == 3
     r = cli("profiles", "show", str(path), "--set", "pools.0.replicas=lots")
     assert r.code == 2 and "replicas" in r.err and "Traceback" not in r.err
+    assert "--set pools.0.replicas=lots" in r.err  # the flag, not the file, is named as the source
+
+
+def test_corrupt_run_state_is_one_line_for_up(cli):
+    cli.home.mkdir(parents=True, exist_ok=True)
+    state = cli.home / "state.json"
+    state.write_text("{not json")
+    try:
+        r = cli("up", "inference-scheduling", "--port", "1")
+        assert r.code == 1 and "Traceback" not in r.err, r.err
+        lines = [line for line in r.err.splitlines() if line.strip()]
+        assert len(lines) == 1 and "state.json" in lines[0], r.err
+    finally:
+        state.unlink()
 
 
 def test_unknown_profile_name_lists_known_ones(cli):
