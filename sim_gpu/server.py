@@ -42,6 +42,11 @@ from sim_gpu.tokenizer import IncrementalDetokenizer, load_tokenizer
 JSON = "application/json"
 IDLE_POLL_S = 0.001  # simulated seconds to wait when the engine has work but nothing to schedule yet
 TIER_POLL_S = 0.001  # simulated seconds between landings of write-behind tier copies while the engine idles
+DISCONNECT_POLL_S = 0.5  # how often a non-streaming request checks that its client is still there
+
+
+class ClientGone(Exception):
+    """The client of a non-streaming request disconnected before it finished."""
 
 
 @dataclass
@@ -399,11 +404,15 @@ class Pod:
         if req.stream:
             return StreamingResponse(self._stream(rid, created, req, runs), media_type="text/event-stream")
         try:
-            results = await asyncio.gather(*(self._collect(run) for run in runs))
+            results = await self._collect_unless_disconnected(request, runs)
         except asyncio.CancelledError:
             for run in runs:
                 self.abort(run.request_id)
             raise
+        except ClientGone:  # as vLLM: a client that left gets its request aborted, not finished for nobody
+            for run in runs:
+                self.abort(run.request_id)
+            return Response(status_code=499)
         except Exception as exc:  # noqa: BLE001
             return _error(APIError(500, f"Internal error: {exc!r}", err_type="InternalServerError"))
         kvp = self._kv_params_out(runs, results)
@@ -411,6 +420,22 @@ class Pod:
         self._log(rid, results)
         details = self.cfg.enable_prompt_tokens_details
         return Response(api.dumps(build(rid, created, req, [r[0] for r in results], kvp, details)), media_type=JSON)
+
+    async def _collect_unless_disconnected(self, request: Request, runs: list["_Run"]) -> list[Any]:
+        """Results of every run; raises ClientGone as soon as the client disconnects (checked twice a second)."""
+        gathered = asyncio.ensure_future(asyncio.gather(*(self._collect(run) for run in runs)))
+        try:
+            while True:
+                done, _ = await asyncio.wait({gathered}, timeout=DISCONNECT_POLL_S)
+                if done:
+                    return gathered.result()
+                if await request.is_disconnected():
+                    raise ClientGone
+        finally:
+            if not gathered.done():
+                gathered.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await gathered
 
     def _submit_all(self, rid: str, req: GenRequest, body: dict[str, Any] | None = None) -> list["_Run"]:
         runs: list[_Run] = []
@@ -614,6 +639,9 @@ def build_engine(cfg: ServeConfig, rank: int, offset: int, tokenizer: Any,
 
 
 # ------------------------------------------------------------------------------------------ process runner
+SHUTDOWN_GRACE_S = 2.0  # in-flight requests get this long after SIGTERM, then their tasks are cancelled
+
+
 class _Server:
     """A uvicorn server that leaves signal handling to the runner (one handler for every pod)."""
 
@@ -626,7 +654,7 @@ class _Server:
                 yield
 
         config = uvicorn.Config(app, log_level="warning", access_log=False, http="httptools", lifespan="off",
-                                timeout_keep_alive=60, backlog=4096)
+                                timeout_keep_alive=60, backlog=4096, timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
         self.server = _NoSignals(config)
         self.sock = sock
 

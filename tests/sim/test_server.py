@@ -184,3 +184,41 @@ def test_data_parallel_ranks_label_engine(pods):
     text = httpx.get(pods.url(1) + "/metrics", timeout=5).text
     gen = [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == "vllm:generation_tokens_total"]
     assert [s.labels["engine"] for s in gen] == ["1"] and gen[0].value >= 2
+
+
+def test_non_streaming_client_disconnect_aborts_the_request(pods):
+    """As vLLM: a non-streaming request whose client left is aborted, not generated for nobody."""
+    url = pods.url(2)
+    before = _metric(url, "vllm:generation_tokens_total")
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up long before 250 real-time decode steps end
+        httpx.post(url + "/v1/completions", timeout=httpx.Timeout(10, read=0.5),
+                   json={"prompt": "a long story", "max_tokens": 250, "ignore_eos": True})
+    start = time.monotonic()
+    while _metric(url, "vllm:num_requests_running") and time.monotonic() - start < 10:
+        time.sleep(0.05)
+    assert _metric(url, "vllm:num_requests_running") == 0
+    assert _metric(url, "vllm:generation_tokens_total") - before < 250
+
+
+def test_sigterm_with_a_request_in_flight_exits_promptly():
+    """SIGTERM stops the process within the shutdown grace even while a long request is generating."""
+    import signal
+    import threading
+
+    with sim_server("--model", "m", "--time-scale", "1", "--max-model-len", "4096") as s:
+        def long_request() -> None:
+            try:
+                httpx.post(s.url() + "/v1/completions", timeout=30,
+                           json={"prompt": "a long story", "max_tokens": 3000, "ignore_eos": True})
+            except httpx.HTTPError:
+                pass  # the server going away mid-request is the point
+
+        client = threading.Thread(target=long_request, daemon=True)
+        client.start()
+        deadline = time.monotonic() + 10
+        while _metric(s.url(), "vllm:num_requests_running") == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        start = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        s.proc.wait(timeout=15)  # a hang (the old behaviour: until the 3000 tokens finished) fails here
+        assert time.monotonic() - start < 10
