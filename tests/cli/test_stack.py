@@ -100,10 +100,11 @@ def test_taken_router_or_pod_port_is_named_with_its_holder(cli, port_args, procs
 
 def test_component_failing_at_start_stops_everything_and_shows_its_log(cli, port_args, procs_with):
     args, ports = port_args(2)
-    r = cli("up", "inference-scheduling", "--replicas", "2", *args, "--set", "pools.0.hardware=NoSuchGPU")
-    assert r.code == 1, r.out
+    # a pass-through engine argument the simulator rejects: the profile is valid, the process dies at start
+    r = cli("up", "inference-scheduling", "--replicas", "2", *args, "--set", "pools.0.args=[--max-num-seqs, lots]")
+    assert r.code == 1, r.out + r.err
     assert "sim-pod failed to start" in r.err and "exited with code" in r.err
-    assert "NoSuchGPU" in r.err  # the simulator's own error, from the log tail
+    assert "lots" in r.err  # the simulator's own error, from the log tail
     assert "Traceback" not in r.err.splitlines()[-1]
     assert cli.state() is None
     assert procs_with(f"--port {ports['router']}") == [] and procs_with(f"--port {ports['pods']}") == []
