@@ -59,10 +59,10 @@ def serve(
     max_body_bytes: int = typer.Option(16 * 1024 * 1024, help="Largest request body accepted."),
     scrape_interval_ms: float = typer.Option(50.0, help="How often each endpoint's /metrics is scraped."),
     max_retries: int = typer.Option(2, help="Other endpoints tried when one fails before its first byte."),
-    request_timeout: float = typer.Option(600.0, help="Seconds a proxied request may take."),
+    request_timeout: float = typer.Option(600.0, min=0.001, help="Seconds a proxied request may take."),
     objective: list[str] = typer.Option([], "--objective", help="NAME=PRIORITY: priority of requests for a model/objective (repeatable)."),
-    queue_size: int = typer.Option(0, help="Flow-control queue capacity when saturated (0: no queue)."),
-    queue_ttl: float = typer.Option(30.0, help="Seconds a queued request may wait."),
+    queue_size: int = typer.Option(0, min=0, help="Flow-control queue capacity when saturated (0: no queue)."),
+    queue_ttl: float = typer.Option(30.0, min=0.001, help="Seconds a queued request may wait."),
     shutdown_timeout: float = typer.Option(1.0, help="On SIGTERM, seconds in-flight responses may take before they are cut."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
 ) -> None:

@@ -47,6 +47,21 @@ def warn_if_admin_exposed(settings: RouterSettings) -> bool:
     return False
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """One line and exit 2 when the port is taken, instead of uvicorn's multi-line bind failure."""
+    import socket
+    import sys
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            sys.stderr.write(f"error: --port {port}: cannot listen on {host}:{port}: {exc.strerror or exc}\n")
+            raise SystemExit(2) from None
+
+
 def serve(settings: RouterSettings) -> None:
     """Build the router and serve until interrupted (blocking)."""
     import uvicorn
@@ -56,6 +71,7 @@ def serve(settings: RouterSettings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per scrape otherwise
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    _check_port_free(settings.host, settings.port)
     state = RouterState(settings)
     app = build_app(state=state)
     log.info(

@@ -14,7 +14,7 @@ remove the run state. Logs stay in $LLMDCTL_HOME/logs. Does nothing when nothing
 
 
 def down_command(
-    grace: float = typer.Option(5.0, "--grace", help="Seconds to wait after SIGTERM before SIGKILL."),
+    grace: float = typer.Option(5.0, "--grace", min=0.0, help="Seconds to wait after SIGTERM before SIGKILL."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     from llmdctl.local import stack

@@ -68,7 +68,7 @@ def up_command(
     pod_port: Optional[int] = typer.Option(None, "--pod-port", help="First pod port; pods use consecutive ports (default: the first free block from 8100)."),
     events_port: Optional[int] = typer.Option(None, "--events-port", help="First KV-events (ZMQ) port, one per pod (default: the first free block from 5557)."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a profile key, e.g. --set pools.0.replicas=2 --set router.config.plugins.0.type=queue-scorer (repeatable)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds to wait for all components to be healthy (default: 60 for sim, 600 for vllm)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="Seconds to wait for all components to be healthy (default: 60 for sim, 600 for vllm)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (progress goes to stderr)."),
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="kind/kube: namespace to deploy into.", rich_help_panel="Kubernetes targets"),
     context: Optional[str] = typer.Option(None, "--context", help="kube: kubeconfig context (default: the current one).", rich_help_panel="Kubernetes targets"),
