@@ -26,6 +26,16 @@ Examples: `llmdctl bench --rate 4:10`, `llmdctl bench --compare round-robin,prec
 `llmdctl bench --workload multi-turn --sessions 8 --turns 4 --concurrency 8 --out results/`."""
 
 
+def _require_reachable(url: str) -> None:
+    """Fail at once, in one line, when nothing answers at `url` (rather than timing out every request)."""
+    import httpx
+
+    try:
+        httpx.get(f"{url.rstrip('/')}/v1/models", timeout=3.0, trust_env=False)
+    except httpx.HTTPError as exc:
+        raise fail(f"--url {url}: nothing answers there ({type(exc).__name__}); start a stack with `llmdctl up PROFILE` or pass --url", 1) from None
+
+
 def _default_target() -> tuple[str, str]:
     try:
         from llmdctl.local.state import load_state
@@ -85,6 +95,10 @@ def bench_command(
     d_url, d_model = _default_target()
     url, model = url or d_url, model or d_model
     try:
+        if num_requests is not None:  # -n bounds what is sent, whatever the load shape would offer
+            if num_requests < 1:
+                raise ValueError(f"--num-requests: expected >= 1, got {num_requests}")
+            max_requests = min(max_requests, num_requests)
         if sum(x is not None for x in (rate, concurrency, trace)) > 1:
             raise ValueError("--rate, --concurrency and --trace: pick one load shape")
         if concurrency is not None:
@@ -109,6 +123,7 @@ def bench_command(
     except ValueError as exc:
         raise fail(str(exc), 2) from None
 
+    _require_reachable(url)
     err = Console(stderr=True)
     err.print(f"[bold]bench[/bold] {url}: {spec.describe()}; {load.describe()}; prompts as {mode}"
               + (f"; comparing {', '.join(names)}" if names else ""), highlight=False)

@@ -69,3 +69,16 @@ def test_bench_bad_flags_are_one_line_errors() -> None:
     p = subprocess.run([sys.executable, "-m", "llmdctl", "bench", "--url", "http://127.0.0.1:1", "--rate", "fast"], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and p.stderr.strip().startswith("error: --rate") and "Traceback" not in p.stderr
+
+
+def test_bench_num_requests_bounds_a_rate_load(stack_url: str) -> None:
+    doc = bench("--url", stack_url, "--rate", "8:4", "-n", "2", "--system-len", "64", "--question-len", "8", "--output-len", "2")
+    assert doc["summary"]["requests"] == 2  # the 32 arrivals of the rate stage are cut to -n
+
+
+def test_bench_against_nothing_fails_at_once() -> None:
+    env = {**os.environ, "NO_COLOR": "1"}
+    p = subprocess.run([sys.executable, "-m", "llmdctl", "bench", "--url", f"http://127.0.0.1:{free_port()}", "-n", "2"], cwd=REPO,
+                       env=env, capture_output=True, text=True, timeout=60)
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert p.returncode == 1 and len(lines) == 1 and "nothing answers" in lines[0], p.stderr
