@@ -12,12 +12,7 @@ import pytest
 
 from llmdctl.local import ports, supervisor
 from llmdctl.local.state import ComponentState, is_alive
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import free_port
 
 
 def test_holder_of_a_listening_port_is_this_process():
@@ -63,7 +58,7 @@ http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 def _component(tmp_path: Path, name: str, mode: str, delay: float = 0.0) -> ComponentState:
     script = tmp_path / "server.py"
     script.write_text(SERVER)
-    port = _free_port()
+    port = free_port()
     return ComponentState(name=name, kind="test", argv=[sys.executable, str(script), str(port), mode, str(delay)], ports=[port],
                           health=[f"http://127.0.0.1:{port}/health"], log=str(tmp_path / f"{name}.log"))
 
