@@ -108,6 +108,15 @@ def print_table(table: Table, console: Console | None = None) -> None:
 
 # ---- plots -------------------------------------------------------------------------------------------------
 
+def _save(fig: Any, path: str | Path) -> Path:
+    """Write a figure as PNG (creating its folder) and release it."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=110)
+    _plt().close(fig)
+    return p
+
+
 def _plt():
     import matplotlib
 
@@ -141,11 +150,7 @@ def plot_stages(summaries: dict[str, dict[str, Any]], path: str | Path, title: s
     a1.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return _save(fig, path)
 
 
 def plot_bars(summaries: dict[str, dict[str, Any]], path: str | Path, title: str = "", published: dict[str, dict[str, float]] | None = None) -> Path:
@@ -172,11 +177,7 @@ def plot_bars(summaries: dict[str, dict[str, Any]], path: str | Path, title: str
         a.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return _save(fig, path)
 
 
 def plot_pareto(doc: dict[str, Any], path: str | Path, metric: str = "ttft_p90_s", title: str = "") -> Path:
@@ -196,8 +197,4 @@ def plot_pareto(doc: dict[str, Any], path: str | Path, metric: str = "ttft_p90_s
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return _save(fig, path)
