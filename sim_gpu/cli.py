@@ -97,6 +97,53 @@ def serve(
         pass
 
 
+@app.command("fit-gpu")
+def fit_gpu(
+    table: str = typer.Argument(..., help="Timing table written by bench/gpu_layer_timing.py on the GPU."),
+    hardware: str = typer.Option("H200", help="Hardware profile to fit (name or .yaml path)."),
+    model: str = typer.Option("Llama-3.1-8B", help="Model profile the table was timed with (name or .yaml path)."),
+    write_profile: Optional[str] = typer.Option(None, "--write-profile", help="Write the fitted hardware profile here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Fit a GPU profile's efficiency terms to measured forward passes; report error on held-out shapes."""
+    import json
+    from pathlib import Path
+
+    from sim_gpu.gpu_fit import GpuTableError, fit_report, load_table, with_terms
+    from sim_gpu.hw_profiles import ProfileError, load_hardware, load_model
+
+    try:
+        info, steps = load_table(Path(table))
+        hw, mp = load_hardware(hardware), load_model(model)
+    except (GpuTableError, ProfileError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    report = fit_report(hw, mp, steps, info)
+    if write_profile:
+        _write_profile(Path(write_profile), with_terms(hw, report["terms"]), table)
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    before, after = report["heldout_before"], report["heldout_after"]
+    typer.echo(f"{hw.name} x {mp.name}: fitted on {report['fit_rows']} shapes, scored on {report['heldout_rows']} held out")
+    typer.echo("terms: " + ", ".join(f"{k}={v:g}" for k, v in report["terms"].items()))
+    typer.echo(f"{'held-out error':16s} {'median':>8s} {'p90':>8s} {'max':>8s}   (profile as given -> fitted)")
+    for family, errs in [("all", {"heldout_before": before, "heldout_after": after}), *report["per_family"].items()]:
+        b, a = errs["heldout_before"], errs["heldout_after"]
+        typer.echo(f"{family:16s} " + " ".join(f"{b[k]:7.1%}->{a[k]:.1%}" for k in ("median", "p90", "max")))
+
+
+def _write_profile(path: "Path", hw: "object", table: str) -> None:
+    """The fitted profile as YAML, every field of the hardware profile spelled out."""
+    from dataclasses import asdict
+
+    import yaml
+
+    data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(hw).items() if v not in (None, {}, (), "")}
+    header = f"# Efficiency terms fitted by `llmdctl sim fit-gpu {table}` (held-out error: see its report).\n"
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+
+
 def _serving_pods_only() -> bool:
     """True for `python -m sim_gpu serve ...`: skip importing other commands (start-up time is a feature)."""
     return sys.argv[0].endswith(f"sim_gpu{os.sep}__main__.py") and sys.argv[1:2] == ["serve"]

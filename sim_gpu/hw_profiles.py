@@ -30,7 +30,11 @@ class HardwareProfile:
     hbm_tbps: float  # memory bandwidth, TB/s (1e12 bytes/s)
     mfu: float = 0.55  # fraction of peak reached by large GEMMs (prefill)
     mfu_decode: float = 0.35  # fraction of peak reached by skinny decode GEMMs
-    hbm_efficiency: float = 0.8  # fraction of peak bandwidth reached by streaming reads
+    hbm_efficiency: float = 0.8  # fraction of peak bandwidth reached by streaming reads (KV cache)
+    # Fitted on a real GPU (bench/gpu_layer_timing.py + `sim fit-gpu`): set, attention is its own roofline
+    # at this fraction of peak, and weights stream at `hbm_efficiency_weights` (skinny GEMMs read slower).
+    mfu_attention: float | None = None
+    hbm_efficiency_weights: float | None = None
     interconnect_gbps: float = 450.0  # intra-node link (NVLink etc.), GB/s per direction, for TP all-reduce
     interconnect_latency_us: float = 5.0
     step_overhead_ms: float = 1.0  # scheduler + launch overhead per engine step

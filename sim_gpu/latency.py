@@ -153,6 +153,7 @@ class LatencyModel:
         self._attn_flops_per_ctx = 4.0 * m.num_layers * m.num_attention_heads * m.head_dim / self.tp
         self._peak = hw.peak_tflops * 1e12
         self._bw = hw.hbm_tbps * 1e12 * hw.hbm_efficiency
+        self._bw_weights = hw.hbm_tbps * 1e12 * (hw.hbm_efficiency_weights or hw.hbm_efficiency)
         self._overhead = (
             self.coefficients.overhead_s if self.coefficients.overhead_s is not None else hw.step_overhead_ms / 1000.0
         )
@@ -217,20 +218,23 @@ class LatencyModel:
         self.coefficients = coefficients if isinstance(coefficients, Coefficients) else Coefficients.from_dict(coefficients)
         self._precompute()
 
-    def step_terms(self, shape: BatchShape) -> tuple[float, float, float]:
-        """Uncorrected (t_compute, t_memory, t_comm) seconds of a step: what `sim calibrate` regresses on."""
+    def step_parts(self, shape: BatchShape) -> tuple[float, float, float, float, float]:
+        """Uncorrected seconds of a step as (linear compute, weight reads, attention compute, KV reads, comm).
+
+        Profiles with `mfu_attention` (fitted on a real GPU) price linear layers and attention as two rooflines
+        that run one after the other, as their kernels do: max(linear FLOPs, weight bytes) + max(attention
+        FLOPs, KV bytes). Profiles without it keep one roofline over the whole step: the first pair carries the
+        whole step's compute and memory and the attention pair is zero.
+        """
         n = shape.num_tokens
         if n == 0:
-            return 0.0, 0.0, 0.0
+            return 0.0, 0.0, 0.0, 0.0, 0.0
         m, hw = self.model, self.hardware
         tp = self.tp
         # Compute: linear layers over active params, attention over context; prefill at MFU, decode at mfu_decode.
         dense_flops = 2.0 * self._dense_b * 1e9 / tp
         moe_flops = 2.0 * self._routed_active_b * 1e9 / tp * (self.moe_imbalance if self.ep > 1 else 1.0)
         per_token = dense_flops + moe_flops
-        fl_prefill = per_token * shape.prefill_tokens + self._attn_flops_per_ctx * shape.prefill_attn
-        fl_decode = per_token * shape.decode_seqs + self._attn_flops_per_ctx * shape.decode_context_tokens
-        t_compute = fl_prefill / (self._peak * hw.mfu) + fl_decode / (self._peak * hw.mfu_decode)
         # Memory: weights once per step (only the experts this step's tokens touch), KV read + written.
         weight_bytes = self._dense_weight_bytes_gpu
         if m.moe:
@@ -240,8 +244,22 @@ class LatencyModel:
             imbalance = self.moe_imbalance if self.ep > 1 else 1.0
             weight_bytes += self._expert_bytes_gpu * min(1.0, touched * imbalance)
         kv_bytes = self._kv_gpu * (shape.decode_context_tokens + shape.prefill_kv_read + n)
-        t_memory = (weight_bytes + kv_bytes) / self._bw
-        return t_compute, t_memory, self._tp_allreduce_time(n) + self._ep_all_to_all_time(n)
+        comm = self._tp_allreduce_time(n) + self._ep_all_to_all_time(n)
+        attn_prefill = self._attn_flops_per_ctx * shape.prefill_attn
+        attn_decode = self._attn_flops_per_ctx * shape.decode_context_tokens
+        if hw.mfu_attention is None:
+            fl_prefill = per_token * shape.prefill_tokens + attn_prefill
+            fl_decode = per_token * shape.decode_seqs + attn_decode
+            t_compute = fl_prefill / (self._peak * hw.mfu) + fl_decode / (self._peak * hw.mfu_decode)
+            return t_compute, (weight_bytes + kv_bytes) / self._bw, 0.0, 0.0, comm
+        t_linear = per_token * (shape.prefill_tokens / (self._peak * hw.mfu) + shape.decode_seqs / (self._peak * hw.mfu_decode))
+        t_attention = (attn_prefill + attn_decode) / (self._peak * hw.mfu_attention)
+        return t_linear, weight_bytes / self._bw_weights, t_attention, kv_bytes / self._bw, comm
+
+    def step_terms(self, shape: BatchShape) -> tuple[float, float, float]:
+        """Uncorrected (t_compute, t_memory, t_comm) seconds of a step: what `sim calibrate` regresses on."""
+        lin, weights, attn, kv, comm = self.step_parts(shape)
+        return lin + attn, weights + kv, comm
 
     def step_time(self, shape: BatchShape, rng: random.Random | None = None) -> float:
         """Seconds one engine step takes for the batch `shape` (jittered when `rng` is given and jitter > 0)."""
@@ -249,9 +267,11 @@ class LatencyModel:
         if n == 0:
             return 0.0
         c = self.coefficients
-        t_compute, t_memory, t_comm = self.step_terms(shape)
+        lin, weights, attn, kv, comm = self.step_parts(shape)
         t = self._overhead + c.per_token_s * n + c.per_seq_s * shape.num_seqs
-        t += max(c.compute * t_compute, c.memory * t_memory) + c.comm * t_comm
+        t += max(c.compute * lin, c.memory * weights) + c.comm * comm
+        if attn or kv:
+            t += max(c.compute * attn, c.memory * kv)
         if self.jitter > 0 and rng is not None:
             t *= max(0.5, rng.gauss(1.0, self.jitter))
         return t
