@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from router_lite.admission import Admission
 from router_lite.config import ConfigError, SchedulerConfig, load_config, load_config_file
 from router_lite.datalayer import DataLayer, EndpointSpec, FileWatcher, KubernetesWatcher, KVEventsSpec
 from router_lite.decisions import DecisionHub
+from router_lite.inflight import InFlightTracker
 from router_lite.kv_subscriber import KVEventSubscriber
 from router_lite.metrics import RouterMetrics
 from router_lite.prefix import PrefixIndexes
@@ -99,9 +101,11 @@ class RouterState:
         self.metrics = RouterMetrics()
         self.hub = DecisionHub(on_drop=self.metrics.decision_drops.inc)
         self.indexes = PrefixIndexes()
+        self.inflight = InFlightTracker(clock=time.monotonic)  # shared by every scheduler a config swap builds
+        self.metrics.watch_inflight(self.inflight)
         self.indexes.precise.on_gap = self._on_gap
         self.config = settings.config or load_scheduler_config(settings.config_path)
-        self.scheduler = Scheduler(self.config, self.indexes)
+        self.scheduler = Scheduler(self.config, self.indexes, inflight=self.inflight)
         self.config_version = 1
         specs = list(settings.endpoints)
         if settings.discovery_mode == "file" and settings.endpoints_file:
@@ -225,7 +229,8 @@ class RouterState:
         """Switch the scheduling config live; in-flight requests finish with the scheduler they started on."""
         old_kv = {s.key: self.kv_spec(s) for s in (st.spec for st in self.datalayer.states.values())}
         admission = self._admission(config)
-        self.scheduler = Scheduler(config, self.indexes)
+        old, self.scheduler = self.scheduler, Scheduler(config, self.indexes, inflight=self.inflight)
+        old.close()
         self.admission = admission
         self.config = config
         self.config_version += 1
@@ -292,13 +297,15 @@ class RouterState:
         """`/debug/endpoints`: the data layer, the index sizes, the subscriber and the active config."""
         hs = self.hash_settings()
         return {
-            "endpoints": self.datalayer.snapshot(),
+            "endpoints": [{**e, "inflight": self.inflight.snapshot().get(e["endpoint"], {"requests": 0, "tokens": 0, "decoding": 0})}
+                          for e in self.datalayer.snapshot()],
             "indexes": self.indexes.stats(),
             "kv_events": self.subscriber.snapshot(),
             "hashing": {"block_size": hs.block_size, "algo": hs.algo, "seed": "(default)" if not hs.seed else "(set)"},
             "config": {"version": self.config_version, "profiles": [p.name for p in self.config.profiles], "path": self.settings.config_path},
             "discovery": self._discovery_state(),
             "decisions": {"published": self.hub.published, "subscribers": self.hub.subscribers, "dropped": self.hub.dropped},
+            "predictors": {name: p.stats() for name, p in self.scheduler.plugins.items() if hasattr(p, "stats")},
         }
 
 

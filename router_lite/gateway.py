@@ -25,7 +25,7 @@ from router_lite.app_state import RouterSettings, RouterState, config_from_text,
 from router_lite.config import ConfigError
 from router_lite.proxy import PrefillError, Upstream, UpstreamError, forward_headers, open_upstream, run_prefill
 from router_lite.tokenization import chat_text, completion_prompt
-from router_lite.types import LLMRequest, SchedulingResult
+from router_lite.types import SHED_MEMO, LLMRequest, SchedulingResult
 
 log = logging.getLogger("router_lite.gateway")
 
@@ -239,6 +239,10 @@ class Gateway:
         m.scheduling_latency.observe(result.scheduling_time_s)
         if result.target is None:
             raise ClientError(503, f"no endpoint can serve this request: {result.reason}", code="no_endpoint", headers={"Retry-After": "1"})
+        shed = req.memo.get(SHED_MEMO)
+        if shed:  # a sheddable request no endpoint can serve within its SLO (latency-scorer)
+            m.shed.labels("slo").inc()
+            raise ClientError(429, f"request shed: {shed}", code="slo_unattainable", headers={"Retry-After": "1"})
         scheduler.on_routed(req, result)
         if result.prefill_unavailable:
             m.pd_fallbacks.labels("no_prefill_endpoint").inc()  # the decider wanted P/D: never silent
@@ -331,8 +335,13 @@ class Gateway:
     async def _relay(self, upstream: Upstream, req: LLMRequest, target: Any, end: "_StreamEnd"):
         """Relay the stream; `end` runs when it ends (and again, harmlessly, when the response closes)."""
         st = self.state
+        first = True
         try:
             async for chunk in upstream.body():
+                if first and chunk:
+                    first = False
+                    end.scheduler.on_first_token(req, target)  # its prefill is over: the load moves to decode
+                end.events += chunk.count(b"data: ")  # ~one token per SSE event (less [DONE]): TPOT samples
                 yield chunk
         except Exception as exc:  # the pod died mid-stream, or shutdown cut it: nothing to retry
             if st.stopping:
@@ -494,6 +503,7 @@ class _StreamEnd:
     def __init__(self, state: RouterState, upstream: Upstream, req: LLMRequest, target: Any, t0: float, scheduler: Any) -> None:
         self.state, self.upstream, self.req, self.target, self.t0, self.scheduler = state, upstream, req, target, t0, scheduler
         self.done = False
+        self.events = 0  # SSE events relayed
         state.metrics.inflight.inc()
         state.open_upstreams.add(upstream)
 
@@ -507,7 +517,7 @@ class _StreamEnd:
         st.metrics.inflight.dec()
         st.metrics.request_latency.observe(time.perf_counter() - self.t0)
         try:
-            self.scheduler.on_finished(self.req, self.target)
+            self.scheduler.on_finished(self.req, self.target, output_tokens=max(0, self.events - 1) or None)
         except Exception:
             log.exception("on_finished")
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 # Scheduling is sub-millisecond, so the buckets start at 25 us.
@@ -45,5 +48,33 @@ class RouterMetrics:
         self.decision_drops = Counter(p + "decision_stream_drops", "Decisions dropped for slow /debug/decisions readers", registry=r)
         self.config_swaps = Counter(p + "config_swaps", "Scheduling configs switched live", registry=r)
 
+    def watch_inflight(self, tracker: Any) -> None:
+        """Export the router's own in-flight load per endpoint (router_lite.inflight), read at scrape time."""
+        self.registry.register(_InFlightCollector(tracker))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _InFlightCollector:
+    """`llmd_router_endpoint_inflight_{requests,prefill_tokens,decodes}` and the measured prefill rate."""
+
+    def __init__(self, tracker: Any) -> None:
+        self.tracker = tracker
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        p = "llmd_router_endpoint_"
+        fams = {
+            "requests": GaugeMetricFamily(p + "inflight_requests", "Requests this router dispatched and not finished", labels=["endpoint"]),
+            "tokens": GaugeMetricFamily(p + "inflight_prefill_tokens", "Uncached prompt tokens dispatched, before their first token", labels=["endpoint"]),
+            "decoding": GaugeMetricFamily(p + "inflight_decodes", "Requests past their first token, not finished", labels=["endpoint"]),
+            "prefill_tokens_per_s": GaugeMetricFamily(p + "prefill_tokens_per_second", "Prefill rate measured from TTFTs", labels=["endpoint"]),
+        }
+        for key, load in self.tracker.snapshot().items():
+            for name, fam in fams.items():
+                if load.get(name) is not None:
+                    fam.add_metric([key], float(load[name]))
+        yield from fams.values()

@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
-PLUGIN_KINDS: tuple[str, ...] = ("filter", "scorer", "picker", "profile_handler", "decider", "pre_request")
+PLUGIN_KINDS: tuple[str, ...] = ("filter", "scorer", "picker", "profile_handler", "decider", "pre_request", "producer")
 
 
 class ConfigError(ValueError):

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from router_lite.config import SchedulerConfig
+from router_lite.inflight import InFlightTracker
 from router_lite.plugins import Filter, Picker, Plugin, PluginContext, ProfileHandler, Scorer
 from router_lite.prefix import PrecisePrefixIndex, PrefixIndexes
 from router_lite.registry import ConfigError, lookup
-from router_lite.types import Endpoint, LLMRequest, ProfileRunResult, SchedulingResult
+from router_lite.types import PREDICTIONS_MEMO, Endpoint, LLMRequest, ProfileRunResult, SchedulingResult
 
 __all__ = ["Scheduler", "SchedulingProfile"]
 
@@ -45,10 +46,13 @@ class Scheduler:
         index: PrefixIndexes | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        inflight: InFlightTracker | None = None,
     ) -> None:
         self.config = config
         self.indexes = index if index is not None else PrefixIndexes(precise=PrecisePrefixIndex(clock=clock))
-        self.ctx = PluginContext(indexes=self.indexes, rng=rng or random.Random(), clock=clock)
+        # The in-flight load outlives a config switch (requests in flight stay in flight): the owner passes it.
+        self.inflight = inflight if inflight is not None else InFlightTracker(clock=clock)
+        self.ctx = PluginContext(indexes=self.indexes, rng=rng or random.Random(), clock=clock, inflight=self.inflight)
         self.plugins: dict[str, Plugin] = {}
         for spec in config.plugins:
             cls = lookup(spec.type).cls
@@ -102,7 +106,7 @@ class Scheduler:
                         if k in totals:
                             totals[k] += (0.0 if v < 0.0 else 1.0 if v > 1.0 else v) * weight
                 if scorer.reports_prefix and prefix_bs is None:
-                    pm = scorer.prefix_match(request)
+                    pm = scorer.prefix_match(request, eps)
                     if pm is not None:
                         prefix_blocks, prefix_bs = pm
                         tiers_of = getattr(scorer, "prefix_tiers", None)
@@ -144,6 +148,7 @@ class Scheduler:
         else:
             target, prefill, primary, no_prefill = None, None, "", False
             reason = "no healthy endpoints" if endpoints else "no endpoints"
+        load = self.inflight.load
         return SchedulingResult(
             request=request,
             target=target,
@@ -153,6 +158,8 @@ class Scheduler:
             reason=reason,
             scheduling_time_s=time.perf_counter() - t0,
             prefill_unavailable=no_prefill,
+            load={e.key: load(e.key).to_dict() for e in candidates},
+            predictions=request.memo.pop(PREDICTIONS_MEMO, {}),
         )
 
     # ---- feedback ------------------------------------------------------------------------------------
@@ -176,10 +183,29 @@ class Scheduler:
                 continue
             if ep is None:
                 continue
+            self.inflight.dispatch(request.request_id, ep.key, self._uncached_tokens(request, result, pr, ep))
             for p in prof.plugins:
                 p.on_routed(request, ep, name)
 
-    def on_finished(self, request: LLMRequest, endpoint: Endpoint) -> None:
-        """The request ended on `endpoint` (success or failure)."""
+    @staticmethod
+    def _uncached_tokens(request: LLMRequest, result: SchedulingResult, pr: ProfileRunResult, ep: Endpoint) -> int:
+        """Prompt tokens `ep` must prefill: none on a P/D decode leg (the KV arrives), else the prompt minus
+        the prefix the profile's prefix scorer expects `ep` to hold."""
+        if result.prefill is not None and ep is not result.prefill and ep.key != result.prefill.key:
+            return 0
+        return max(0, request.prompt_tokens - pr.cached_tokens(ep))
+
+    def on_first_token(self, request: LLMRequest, endpoint: Endpoint) -> None:
+        """The first token of `request` came back from `endpoint`: its prefill there is over."""
+        self.inflight.first_token(request.request_id, endpoint.key)
+
+    def close(self) -> None:
+        """This scheduler was replaced by a config swap: its plugins let go of shared state."""
+        for p in self._all_plugins:
+            p.close()
+
+    def on_finished(self, request: LLMRequest, endpoint: Endpoint, output_tokens: int | None = None) -> None:
+        """The request ended on `endpoint` (success or failure), having streamed `output_tokens` when known."""
+        self.inflight.finish(request.request_id, endpoint.key, output_tokens)
         for p in self._all_plugins:
             p.on_finished(request, endpoint)

@@ -74,6 +74,10 @@ class Endpoint:
 
 # `LLMRequest.memo` key under which the gateway records the block size (tokens per hash) of `block_hashes`.
 BLOCK_SIZE_MEMO = "block_size"
+# `LLMRequest.memo` key where the latency predictor leaves its per-endpoint predictions for the decision record.
+PREDICTIONS_MEMO = "predicted_latency"
+# `LLMRequest.memo` key a plugin sets (to the reason) when a sheddable request should be refused with 429.
+SHED_MEMO = "shed"
 
 
 @dataclass
@@ -180,6 +184,8 @@ class SchedulingResult:
     scheduling_time_s: float = 0.0
     ts: float = field(default_factory=time.time)
     prefill_unavailable: bool = False  # P/D wanted but no prefill endpoint: served decode-only
+    load: dict[str, dict[str, int]] = field(default_factory=dict)  # endpoint -> in-flight load when scheduled
+    predictions: dict[str, dict[str, float]] = field(default_factory=dict)  # endpoint -> predicted ttft/tpot ms
 
     @property
     def ok(self) -> bool:
@@ -202,6 +208,10 @@ class SchedulingResult:
             for c in pr.candidates:
                 c["profile"] = name
                 c["prefix_match_blocks"] = c.pop("prefix_blocks")
+                if c["endpoint"] in self.load:
+                    c["inflight"] = self.load[c["endpoint"]]
+                if c["endpoint"] in self.predictions:
+                    c["predicted"] = self.predictions[c["endpoint"]]
                 candidates.append(c)
         return {
             "request_id": req.request_id,

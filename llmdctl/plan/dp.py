@@ -220,6 +220,7 @@ def simulate_wide_ep(cfg: WideEPConfig, requests: list[BenchRequest], arrivals: 
                 if out.first_token:
                     rec.first_token = t
                     rec.cached_tokens = out.num_cached_tokens
+                    scheduler.on_first_token(llm, ep)
                 if out.finished:
                     rec.finished = t
                     rec.output_tokens = out.num_output_tokens

@@ -318,6 +318,8 @@ def _simulate(
             if o.first_token:
                 lv.rec.first_token = o.token_times[0]
                 lv.rec.cached_tokens = o.num_cached_tokens
+                if lv.pod is not None:
+                    scheduler.on_first_token(lv.llm, lv.pod.endpoint)
             if o.finished:
                 seq += 1
                 heapq.heappush(pend, (o.token_times[-1], seq, FIN, (lv, o)))
@@ -493,6 +495,7 @@ def _simulate(
                 if out.first_token:
                     rec.first_token = now
                     rec.cached_tokens = out.num_cached_tokens
+                    scheduler.on_first_token(lv.llm, lv.pod.endpoint if lv.pod else pod.endpoint)
                 if lv.out is not None:
                     lv.out.extend(out.new_token_ids)
                 if out.finished:

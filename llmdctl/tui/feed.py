@@ -34,6 +34,9 @@ ABBREV = {
     "no-hit-lru": "nohit",
     "lora-affinity": "lora",
     "running-requests": "running",
+    "estimated-ttft": "ttft",
+    "token-load": "tokens",
+    "latency": "latency",
 }
 _PLAIN = Style()
 _BOLD = Style(bold=True)
@@ -297,6 +300,10 @@ def decision_detail(row: FeedRow, model: Model) -> Group:
             t.add_row(f"{short_scorer(s)}" + (f" ×{weight:g}" if weight else ""), *cells)
         t.add_row("total", *(Text(f"{c.get('total', 0.0):.3f}", style="bold") for c in cands))
         t.add_row("prefix blocks", *(str(c.get("prefix_match_blocks", 0)) for c in cands))
+        if any("inflight" in c for c in cands):  # the router's own load when it decided
+            t.add_row("in flight req/tok", *(_inflight_cell(c.get("inflight")) for c in cands))
+        if any("predicted" in c for c in cands):
+            t.add_row("predicted TTFT", *(_predicted_cell(c.get("predicted")) for c in cands))
         t.add_row("role", *(str(c.get("role", "")) for c in cands))
         parts.append(Text(""))
         parts.append(t)
@@ -325,3 +332,13 @@ class DecisionScreen(ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+
+def _inflight_cell(load: dict | None) -> str:
+    """`requests / uncached prompt tokens` the router had in flight on the pod when it decided."""
+    return "" if not load else f"{load.get('requests', 0)} / {load.get('tokens', 0)}"
+
+
+def _predicted_cell(pred: dict | None) -> str:
+    ttft = (pred or {}).get("ttft_ms")
+    return "warming up" if ttft is None else f"{ttft:.0f} ms"

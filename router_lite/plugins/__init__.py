@@ -16,6 +16,7 @@ from router_lite.registry import NoParams
 from router_lite.types import Endpoint, LLMRequest, ProfileRunResult
 
 if TYPE_CHECKING:
+    from router_lite.inflight import InFlightTracker
     from router_lite.prefix import PrefixIndexes
 
 
@@ -27,6 +28,13 @@ class PluginContext:
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = time.monotonic
     plugins: dict[str, "Plugin"] = field(default_factory=dict)  # every configured plugin by name
+    inflight: "InFlightTracker" = None  # type: ignore[assignment]  # the router's own in-flight load
+
+    def __post_init__(self) -> None:
+        if self.inflight is None:  # a context built without an owner's tracker (tests, tools) gets its own
+            from router_lite.inflight import InFlightTracker
+
+            self.inflight = InFlightTracker(clock=self.clock)
 
 
 class Plugin:
@@ -58,6 +66,9 @@ class Plugin:
     def on_finished(self, request: LLMRequest, endpoint: Endpoint) -> None:
         """The request finished (or failed) on `endpoint`."""
 
+    def close(self) -> None:
+        """A config swap retired this plugin: drop hooks it placed on state that outlives it."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
@@ -77,8 +88,9 @@ class Scorer(Plugin):
     def score(self, request: LLMRequest, endpoints: list[Endpoint]) -> dict[str, float]:
         raise NotImplementedError
 
-    def prefix_match(self, request: LLMRequest) -> tuple[dict[str, int], int] | None:
-        """(matched blocks per endpoint key, tokens per block) from the last `score` of this request."""
+    def prefix_match(self, request: LLMRequest, endpoints: list[Endpoint] | None = None) -> tuple[dict[str, int], int] | None:
+        """(matched blocks per endpoint key, tokens per block) for this request; `endpoints` names the
+        candidates when known (a shared tier's blocks count for each of them)."""
         return None
 
 
@@ -123,3 +135,29 @@ class ProfileHandler(Plugin):
 
     def process_results(self, request: LLMRequest, results: dict[str, ProfileRunResult]) -> ProfileOutcome:
         raise NotImplementedError
+
+
+class Producer(Plugin):
+    """A data producer: configured under `plugins`, never placed in a profile; consumers name it."""
+
+    kind = "producer"
+
+
+def find_prefix_plugin(ctx: PluginContext, name: str = "") -> "Scorer | None":
+    """The plugin whose prefix match tells how much of a prompt each endpoint holds: `name` when given (a
+    scorer or producer that reports prefixes), else the first configured prefix scorer."""
+    if name:
+        plugin = ctx.plugins.get(name)
+        return plugin if getattr(plugin, "reports_prefix", False) else None  # type: ignore[return-value]
+    return next((p for p in ctx.plugins.values() if getattr(p, "reports_prefix", False)), None)  # type: ignore[return-value]
+
+
+def uncached_tokens(ctx: PluginContext, request: LLMRequest, endpoints: list[Endpoint], prefix: "Scorer | None") -> dict[str, int]:
+    """Prompt tokens each endpoint would have to prefill for `request`: the prompt less its prefix hit there
+    (the whole prompt when no prefix plugin is configured)."""
+    total = request.prompt_tokens
+    match = prefix.prefix_match(request, endpoints) if prefix is not None else None
+    if not match:
+        return {e.key: total for e in endpoints}
+    blocks, block_size = match
+    return {e.key: max(0, total - blocks.get(e.key, 0) * (block_size or 0)) for e in endpoints}

@@ -73,14 +73,17 @@ def test_profiles_list_json_has_every_shipped_profile_valid(cli):
     assert SHIPPED <= {p["name"] for p in doc["profiles"]}
 
 
-def test_profiles_show_inference_scheduling_uses_llmd_default_weights(cli):
+def test_profiles_show_inference_scheduling_uses_llmd_optimized_baseline(cli):
     r = cli("profiles", "show", "inference-scheduling", "--json")
     assert r.code == 0, r.err
     doc = json.loads(r.out)
     config = doc["router"]["config"]
     assert config["apiVersion"] == "llm-d.ai/v1alpha1" and config["kind"] == "EndpointPickerConfig"
     weights = {ref["pluginRef"]: ref.get("weight") for ref in config["schedulingProfiles"][0]["plugins"]}
-    assert weights["queue-scorer"] == 2 and weights["kv-cache-utilization-scorer"] == 2 and weights["prefix-cache-scorer"] == 3
+    # llm-d's optimized baseline: sticky to warm pods until saturated, then in-flight token and request load
+    assert "prefix-cache-affinity-filter" in weights and weights["prefix-cache-scorer"] == 3
+    assert weights["token-load-scorer"] == 2 and weights["active-request-scorer"] == 2
+    assert "inflight-load-producer" in {p["type"] for p in config["plugins"]}
     assert doc["pools"][0]["replicas"] == 4
     r = cli("profiles", "show", "wide-ep")
     assert r.code == 0 and "DeepSeek-R1" in r.out and "data_parallel_size: 4" in r.out

@@ -113,9 +113,9 @@ def test_client_gone_before_the_relay_starts_releases_everything_once(pd_pods):
         finished: list[str] = []
         real = state.scheduler.on_finished
 
-        def counting(req, ep):
+        def counting(req, ep, **kw):
             finished.append(ep.key)
-            real(req, ep)
+            real(req, ep, **kw)
 
         state.scheduler.on_finished = counting
         upstreams: list = []

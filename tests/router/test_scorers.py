@@ -67,37 +67,20 @@ def test_load_aware_scorer_threshold():
     assert default.score(req(), [ep(1, waiting=64)]) == {"10.0.0.1:1": 0.25}  # default threshold 128
 
 
-def test_active_request_scorer_counts_and_expiry():
-    clock = Clock()
-    ctx = PluginContext(indexes=PrefixIndexes(), clock=clock)
-    s = make("active-request-scorer", {"requestTimeout": "10s"}, ctx)
+def test_active_request_scorer_reads_the_routers_in_flight_counts():
+    """Counts come from the shared tracker (exact per leg: tests/router/test_inflight_load.py)."""
+    ctx = PluginContext(indexes=PrefixIndexes(), clock=Clock())
+    s = make("active-request-scorer", {"requestTimeout": "10s"}, ctx)  # accepted, ignored as upstream now does
     a, b, c = ep(1), ep(2), ep(3)
     assert s.score(req(), [a, b, c]) == {a.key: 1.0, b.key: 1.0, c.key: 1.0}
     for i in range(4):
-        s.on_routed(req(f"a{i}"), a, "default")
-    s.on_routed(req("b0"), b, "default")
-    s.on_routed(req("b0"), b, "default")  # same request twice counts once
+        ctx.inflight.dispatch(f"a{i}", a.key, 0)
+    ctx.inflight.dispatch("b0", b.key, 0)
     assert s.score(req(), [a, b, c]) == {a.key: 0.0, b.key: 0.75, c.key: 1.0}
-    s.on_finished(req("a0"), a)
-    s.on_finished(req("a1"), a)
+    ctx.inflight.finish("a0", a.key)
+    ctx.inflight.finish("a1", a.key)
     assert s.score(req(), [a, b, c]) == {a.key: 0.0, b.key: 0.5, c.key: 1.0}  # max is now 2
-    clock.t = 11.0  # everything in flight times out
-    assert s.score(req(), [a, b, c]) == {a.key: 1.0, b.key: 1.0, c.key: 1.0}
-    assert s.counts == {}
-
-
-def test_active_request_scorer_releases_only_the_finished_leg_of_a_pd_request():
-    s = make("active-request-scorer", {"requestTimeout": "10s"}, PluginContext(indexes=PrefixIndexes(), clock=Clock()))
-    decode, prefill = ep(1, role="decode"), ep(2, role="prefill")
-    r = req("pd")
-    s.on_routed(r, decode, "decode")
-    s.on_routed(r, prefill, "prefill")
-    s.on_finished(r, prefill)  # the prefill leg ends; the decode stream still runs
-    assert s.counts == {decode.key: 1}
-    s.on_finished(r, prefill)  # a second release of the same leg changes nothing
-    assert s.counts == {decode.key: 1}
-    s.on_finished(r, decode)
-    assert s.counts == {}
+    assert s.counts == {a.key: 2, b.key: 1}
 
 
 def test_prefix_cache_scorer_fraction_and_credit_on_route():

@@ -55,13 +55,14 @@ def test_pods_rows_and_decisions_stream_and_detail(stack, sims) -> None:
         served = app.model.pods[feed.shown[0].served_by]
         await until(pilot, lambda: served.hit_rate is not None and served.hit_rate > 0, what="hit rate from the pod's counters")
         feed.focus()
-        feed.move_cursor(row=0)
+        feed.move_cursor(row=4)  # stream-0, the group's first request: no pod is warm, none is filtered out
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, DecisionScreen), what="detail screen")
         detail = _text(decision_detail(app.screen.row, app.model))
         for i in range(4):  # every candidate side by side, with each scorer's row
             assert f"pod-{sims.port + i}" in detail
-        assert "precise-prefix-cache ×3" in detail and "prefix blocks" in detail
+        assert "precise-prefix-cache" in detail and "estimated-ttft ×3" in detail and "prefix blocks" in detail, detail
+        assert "in flight req/tok" in detail  # the router's own load behind the load terms
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(app.screen, DecisionScreen), what="detail closed")
 

@@ -1,12 +1,17 @@
-"""active-request-scorer (llm-d): requests this router has in flight per endpoint, counted from routing.
+"""active-request-scorer (llm-d): fewer requests this router has in flight on an endpoint score higher.
 
-score = (max_count - count) / max_count over all tracked endpoints; an endpoint with none scores 1.0.
-Entries expire after `requestTimeout` (e.g. "2m", "30s") so a lost completion cannot pin a count forever.
+Counts come from the router's own in-flight load (router_lite.inflight, llm-d's `inflight-load-producer`),
+updated at dispatch and finish, so they are never stale. With `count` per endpoint and `max` the largest:
+
+    count <= idleThreshold   -> 1.0
+    otherwise                -> (max - count) / max x maxBusyScore
+
+`requestTimeout` is accepted for older configs and ignored, as upstream now does: a request's lifecycle
+is tracked, not timed out.
 """
 
 from __future__ import annotations
 
-import heapq
 import re
 from dataclasses import dataclass
 
@@ -26,13 +31,25 @@ def parse_duration(text: str) -> float | None:
 
 @dataclass
 class ActiveRequestParams:
-    request_timeout: str = "2m"
+    idle_threshold: int = 0
+    max_busy_score: float = 1.0
+    request_timeout: str = "2m"  # deprecated upstream; validated, then ignored
 
     def validate(self) -> str | None:
         d = parse_duration(self.request_timeout)
         if d is None or d <= 0:
             return f"requestTimeout: expected a positive duration such as '30s' or '2m', got {self.request_timeout!r}"
+        if self.idle_threshold < 0:
+            return f"idleThreshold: expected an integer >= 0, got {self.idle_threshold}"
+        if not 0.0 <= self.max_busy_score <= 1.0:
+            return f"maxBusyScore: expected a number in [0, 1], got {self.max_busy_score}"
         return None
+
+
+def active_request_scores(counts: dict[str, int], idle_threshold: int = 0, max_busy_score: float = 1.0) -> dict[str, float]:
+    """The formula above over `counts` (endpoint key -> requests in flight)."""
+    mx = max(counts.values(), default=0)
+    return {k: 1.0 if c <= idle_threshold or mx == 0 else (mx - c) / mx * max_busy_score for k, c in counts.items()}
 
 
 @register
@@ -40,56 +57,12 @@ class ActiveRequestScorer(Scorer):
     type_name = "active-request-scorer"
     Params = ActiveRequestParams
 
-    def __init__(self, name, params, ctx) -> None:
-        super().__init__(name, params, ctx)
-        self.timeout_s = parse_duration(params.request_timeout) or 120.0
-        self.counts: dict[str, int] = {}
-        self._inflight: dict[tuple[str, str], float] = {}  # (request id, endpoint) -> expiry
-        self._by_request: dict[str, set[str]] = {}  # request id -> endpoints it holds
-        self._expiries: list[tuple[float, str, str]] = []
-
-    def _expire(self) -> None:
-        now = self.ctx.clock()
-        while self._expiries and self._expiries[0][0] <= now:
-            exp, rid, key = heapq.heappop(self._expiries)
-            if self._inflight.get((rid, key)) == exp:
-                self._release(rid, key)
-
-    def _release(self, rid: str, key: str) -> None:
-        del self._inflight[(rid, key)]
-        held = self._by_request.get(rid)
-        if held is not None:
-            held.discard(key)
-            if not held:
-                del self._by_request[rid]
-        self._dec(key)
-
-    def _dec(self, key: str) -> None:
-        c = self.counts.get(key, 0)
-        if c <= 1:
-            self.counts.pop(key, None)
-        else:
-            self.counts[key] = c - 1
+    @property
+    def counts(self) -> dict[str, int]:
+        """Requests in flight per endpoint (only endpoints with some)."""
+        return {k: v["requests"] for k, v in self.ctx.inflight.snapshot().items() if v["requests"]}
 
     def score(self, request: LLMRequest, endpoints: list[Endpoint]) -> dict[str, float]:
-        self._expire()
-        counts = self.counts
-        mx = max(counts.values(), default=0)
-        if mx == 0:
-            return {e.key: 1.0 for e in endpoints}
-        return {e.key: (mx - counts.get(e.key, 0)) / mx for e in endpoints}
-
-    def on_routed(self, request: LLMRequest, endpoint: Endpoint, profile: str) -> None:
-        k = (request.request_id, endpoint.key)
-        if k in self._inflight:
-            return
-        exp = self.ctx.clock() + self.timeout_s
-        self._inflight[k] = exp
-        heapq.heappush(self._expiries, (exp, request.request_id, endpoint.key))
-        self._by_request.setdefault(request.request_id, set()).add(endpoint.key)
-        self.counts[endpoint.key] = self.counts.get(endpoint.key, 0) + 1
-
-    def on_finished(self, request: LLMRequest, endpoint: Endpoint) -> None:
-        # Only this leg: a P/D request also holds its decode endpoint while the decode stream runs.
-        if (request.request_id, endpoint.key) in self._inflight:
-            self._release(request.request_id, endpoint.key)
+        load = self.ctx.inflight.load
+        counts = {e.key: load(e.key).requests for e in endpoints}
+        return active_request_scores(counts, self.params.idle_threshold, self.params.max_busy_score)

@@ -217,8 +217,8 @@ class PrecisePrefixCacheScorer(Scorer):
             out[e.key] = r[1] / total if r is not None else 0.0
         return out
 
-    def prefix_match(self, request: LLMRequest) -> tuple[dict[str, int], int] | None:
-        m = self._match(request, None)
+    def prefix_match(self, request: LLMRequest, endpoints: list[Endpoint] | None = None) -> tuple[dict[str, int], int] | None:
+        m = self._match(request, endpoints)
         return {k: v[0] for k, v in m.items()}, self.block_size_of(request)
 
     def prefix_tiers(self, request: LLMRequest, endpoint_keys: list[str]) -> dict[str, dict[str, int]] | None:

@@ -89,8 +89,8 @@ class PrefixCacheScorer(Scorer):
             return dict.fromkeys([e.key for e in endpoints], 0.0)
         return {e.key: matches.get(e.key, 0) / total for e in endpoints}
 
-    def prefix_match(self, request: LLMRequest) -> tuple[dict[str, int], int] | None:
-        return self._match(request, None), self._hashes(request)[1]
+    def prefix_match(self, request: LLMRequest, endpoints: list[Endpoint] | None = None) -> tuple[dict[str, int], int] | None:
+        return self._match(request, endpoints), self._hashes(request)[1]
 
     def on_routed(self, request: LLMRequest, endpoint: Endpoint, profile: str) -> None:
         hashes, _ = self._hashes(request, [endpoint])

@@ -1,0 +1,150 @@
+"""The load this router has put on each endpoint, counted at the moment it acts (llm-d's in-flight load).
+
+Why: scraped queue depth lags and, on vLLM, barely moves (requests go straight into the running batch), so a
+router that only reads it piles a burst onto one pod. This tracker is updated when the router dispatches a
+request, when its first token comes back and when it finishes, fails or is aborted, so it is never stale:
+
+    requests   requests dispatched and not finished
+    tokens     uncached prompt tokens not yet prefilled (the request's prompt minus its expected prefix hit)
+    decoding   requests past their first token
+
+It also measures each endpoint's prefill rate (uncached tokens ahead of and in a request, over its TTFT) so
+TTFT estimates need no hand-calibrated `peakPrefillThroughput`. Pure and synchronous: the gateway and the
+planner feed it through the scheduler's lifecycle hooks, each leg keyed by (request id, endpoint).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class InFlightLoad:
+    """One endpoint's load as this router sees it."""
+
+    requests: int = 0
+    tokens: int = 0  # uncached prompt tokens dispatched and not yet past their first token
+    decoding: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"requests": self.requests, "tokens": self.tokens, "decoding": self.decoding}
+
+
+@dataclass
+class _Leg:
+    key: str
+    uncached: int
+    tokens_ahead: int  # uncached tokens already in flight on the endpoint when this leg was dispatched
+    decoding_ahead: int
+    requests_ahead: int
+    dispatched: float
+    first_token: float | None = None
+    load_at_first_token: tuple[int, int, int] | None = None
+
+
+@dataclass
+class TtftObservation:
+    """What one request's first token taught: its TTFT and the load it met at dispatch."""
+
+    request_id: str
+    key: str
+    uncached: int
+    tokens_ahead: int
+    decoding_at_dispatch: int
+    requests_at_dispatch: int
+    ttft_s: float
+
+
+@dataclass
+class InFlightTracker:
+    """Per-endpoint in-flight requests, uncached prefill tokens and decodes, plus measured prefill rates."""
+
+    clock: Callable[[], float]
+    rate_alpha: float = 0.2  # EWMA weight of a new prefill-rate sample
+    _loads: dict[str, InFlightLoad] = field(default_factory=dict)
+    _legs: dict[tuple[str, str], _Leg] = field(default_factory=dict)
+    _rates: dict[str, float] = field(default_factory=dict)  # endpoint -> prefill tokens/s (EWMA)
+    listeners: list[Callable[[TtftObservation], None]] = field(default_factory=list)
+    # (decoding, prefill tokens, requests) on the endpoint at the leg's first token, and its mean TPOT
+    tpot_listeners: list[Callable[[int, int, int, float], None]] = field(default_factory=list)
+
+    def load(self, key: str) -> InFlightLoad:
+        """The endpoint's current load (a zero load for an endpoint with nothing in flight)."""
+        return self._loads.get(key) or InFlightLoad()
+
+    def snapshot(self) -> dict[str, dict[str, float | int | None]]:
+        return {k: {**v.to_dict(), "prefill_tokens_per_s": self._rates.get(k)} for k, v in self._loads.items()}
+
+    def prefill_rate(self, key: str) -> float | None:
+        """Measured prefill tokens per second on `key` (None until one first token was seen there)."""
+        return self._rates.get(key)
+
+    def pool_prefill_rate(self) -> float | None:
+        """Median measured rate across endpoints: the estimate for an endpoint not yet measured."""
+        rates = sorted(self._rates.values())
+        return rates[len(rates) // 2] if rates else None
+
+    def ttft_estimate_s(self, key: str, uncached_tokens: int, peak_tokens_per_s: float, measured: bool = True) -> float:
+        """Seconds until a request with `uncached_tokens` to prefill on `key` would see its first token: the
+        prefill work in flight there plus its own, at the endpoint's measured rate (`measured`, falling back
+        to the pool's, then to `peak_tokens_per_s`) or at `peak_tokens_per_s`."""
+        rate = ((self.prefill_rate(key) or self.pool_prefill_rate()) if measured else None) or peak_tokens_per_s
+        return (self.load(key).tokens + uncached_tokens) / rate
+
+    def dispatch(self, request_id: str, key: str, uncached_tokens: int) -> None:
+        """A leg of `request_id` went to `key`; idempotent (a re-sent hook never double-counts)."""
+        leg_key = (request_id, key)
+        if leg_key in self._legs:
+            return
+        load = self._loads.setdefault(key, InFlightLoad())
+        uncached = max(0, int(uncached_tokens))
+        self._legs[leg_key] = _Leg(key, uncached, load.tokens, load.decoding, load.requests, self.clock())
+        load.requests += 1
+        load.tokens += uncached
+
+    def first_token(self, request_id: str, key: str) -> TtftObservation | None:
+        """The leg's first token arrived: its prefill is done; it now decodes. Returns what was learned."""
+        leg_key = (request_id, key)
+        leg = self._legs.get(leg_key)
+        if leg is None or leg.first_token is not None:
+            return None
+        now = self.clock()
+        leg.first_token = now
+        load = self._loads[key]
+        load.tokens -= leg.uncached
+        load.decoding += 1
+        obs = TtftObservation(request_id, key, leg.uncached, leg.tokens_ahead, leg.decoding_ahead, leg.requests_ahead,
+                              now - leg.dispatched)
+        leg.load_at_first_token = (load.decoding, load.tokens, load.requests)
+        work = leg.uncached + leg.tokens_ahead
+        if work >= 64 and obs.ttft_s > 0:  # tiny prefills measure overheads, not a rate
+            sample = work / obs.ttft_s
+            old = self._rates.get(key)
+            self._rates[key] = sample if old is None else old + self.rate_alpha * (sample - old)
+        for listener in self.listeners:
+            listener(obs)
+        return obs
+
+    def finish(self, request_id: str, key: str, output_tokens: int | None = None) -> None:
+        """The leg ended on `key` (done, failed, aborted or retried elsewhere); idempotent. With the count of
+        tokens it streamed, its mean time per output token is reported to `tpot_listeners`."""
+        leg = self._legs.pop((request_id, key), None)
+        if leg is None:
+            return
+        if output_tokens and output_tokens > 1 and leg.first_token is not None and leg.load_at_first_token:
+            tpot = (self.clock() - leg.first_token) / (output_tokens - 1)
+            for listener in self.tpot_listeners:
+                listener(*leg.load_at_first_token, tpot)
+        load = self._loads[key]
+        load.requests -= 1
+        if leg.first_token is None:
+            load.tokens -= leg.uncached
+        else:
+            load.decoding -= 1
+        if load.requests == 0:
+            del self._loads[key]
+
+    def in_flight(self) -> int:
+        """Legs in flight over all endpoints."""
+        return len(self._legs)

@@ -1,0 +1,1 @@
+"""Data producers (llm-d's PrepareData plugins): state other plugins read, named in their parameters."""
