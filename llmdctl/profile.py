@@ -252,6 +252,19 @@ def resolve_profile_path(name_or_path: str) -> Path:
     return path
 
 
+_PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+def load_shipped_profile(name: str) -> Profile:
+    """A shipped profile by name, never a path: what a remote caller (the router's admin API) may name."""
+    if not isinstance(name, str) or not _PROFILE_NAME.fullmatch(name) or ".." in name:
+        raise ProfileError(f"profile: expected the name of a shipped profile (a-z, 0-9, '-', '.', '_'), got {str(name)[:80]!r}")
+    path = profiles_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise ProfileError(f"profile: no shipped profile named {name!r}")
+    return load_profile(str(path))
+
+
 def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profile:
     """Load, override and validate a profile; every failure is a one-line ProfileError."""
     path = resolve_profile_path(name_or_path)

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from router_lite.admin_guard import ADMIN_DISABLED_MESSAGE, Refusal, check_admin_change, check_read, is_loopback  # noqa: F401 (re-exported)
 from router_lite.admission import Rejected
 from router_lite.app_state import RouterSettings, RouterState, config_from_text, profile_router_config
 from router_lite.config import ConfigError
@@ -53,7 +54,7 @@ class ClientError(Exception):
         self.headers = headers or {}
 
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_exceeded", 503: "service_unavailable", 500: "internal_error", 502: "bad_gateway", 504: "timeout"}
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error", 413: "invalid_request_error", 415: "invalid_request_error", 429: "rate_limit_exceeded", 503: "service_unavailable", 500: "internal_error", 502: "bad_gateway", 504: "timeout"}
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -61,27 +62,12 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
-    import ipaddress
-
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: may resolve to anything
-
-
 def admin_locked(settings: RouterSettings) -> bool:
-    """Changing the router's config is refused when anyone on the network could do it without a key."""
-    return not settings.api_key and not is_loopback(settings.host)
+    """Changing the router's config is refused when the router has no key to check (any target, any bind)."""
+    return not (settings.admin_key or settings.api_key)
 
 
-ADMIN_LOCKED_MESSAGE = (
-    "admin changes are disabled: the router listens on a non-loopback address without an API key; "
-    "start it with --api-key (or LLMD_ROUTER_API_KEY) to enable POST /admin/*"
-)
+ADMIN_LOCKED_MESSAGE = ADMIN_DISABLED_MESSAGE
 
 
 class Gateway:
@@ -91,9 +77,20 @@ class Gateway:
         self.state = state
         self.s = state.settings
         self._models_cache: tuple[float, list[dict[str, Any]]] | None = None
-        self._admin_locked = admin_locked(self.s)
+        self._admin_key = self.s.admin_key or self.s.api_key
 
     # -- helpers ---------------------------------------------------------------------------------------
+    def _admin_refusal(self, request: Request) -> Response | None:
+        """The error for a config change that is not allowed (see admin_guard), else None."""
+        refusal = check_admin_change(request.headers, self.s.host, self._admin_key)  # type: ignore[arg-type]
+        return _refused(refusal) if refusal else None
+
+    def _read_refusal(self, request: Request) -> Response | None:
+        refusal = check_read(request.headers, self.s.host)  # type: ignore[arg-type]
+        if refusal is None and not self._authorized(request):
+            refusal = Refusal(401, "missing or invalid API key", "invalid_api_key")
+        return _refused(refusal) if refusal else None
+
     def _authorized(self, request: Request) -> bool:
         key = self.s.api_key
         if not key:
@@ -405,8 +402,8 @@ class Gateway:
         return Response(self.state.metrics.render(), media_type=self.state.metrics.content_type)
 
     async def decisions(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return error_response(401, "missing or invalid API key", code="invalid_api_key")
+        if (refused := self._read_refusal(request)) is not None:
+            return refused
         try:
             history = max(0, min(int(request.query_params.get("history", "0")), 10_000))
         except ValueError:
@@ -416,21 +413,19 @@ class Gateway:
         )
 
     async def endpoints(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return error_response(401, "missing or invalid API key", code="invalid_api_key")
+        if (refused := self._read_refusal(request)) is not None:
+            return refused
         return JSONResponse(self.state.describe())
 
     async def get_config(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return error_response(401, "missing or invalid API key", code="invalid_api_key")
+        if (refused := self._read_refusal(request)) is not None:
+            return refused
         return JSONResponse({"version": self.state.config_version, "config": self.state.config.to_dict()})
 
     async def post_config(self, request: Request) -> Response:
         """Switch the scheduling config live: body is an EndpointPickerConfig (JSON or YAML)."""
-        if self._admin_locked:
-            return error_response(403, ADMIN_LOCKED_MESSAGE, code="admin_disabled")
-        if not self._authorized(request):
-            return error_response(401, "missing or invalid API key", code="invalid_api_key")
+        if (refused := self._admin_refusal(request)) is not None:
+            return refused
         try:
             text = (await self._read_body(request)).decode("utf-8", "replace")
             cfg = config_from_text(text, origin="POST /admin/config")
@@ -443,10 +438,8 @@ class Gateway:
 
     async def post_profile(self, request: Request) -> Response:
         """Switch to a shipped profile's router config: `{"profile": "precise-prefix-cache"}`."""
-        if self._admin_locked:
-            return error_response(403, ADMIN_LOCKED_MESSAGE, code="admin_disabled")
-        if not self._authorized(request):
-            return error_response(401, "missing or invalid API key", code="invalid_api_key")
+        if (refused := self._admin_refusal(request)) is not None:
+            return refused
         try:
             raw = await self._read_body(request)
             doc = _json_decoder.decode(raw) if raw.strip() else {}
@@ -474,6 +467,10 @@ class Gateway:
 
     async def not_found(self, request: Request) -> Response:
         return error_response(404, f"no route {request.method} {request.url.path}", code="not_found")
+
+
+def _refused(refusal: Refusal) -> JSONResponse:
+    return error_response(refusal.status, refusal.message, code=refusal.code)
 
 
 def _fallback_kind(reason: str) -> str:

@@ -21,7 +21,7 @@ import yaml
 
 from kvtiers.hashing import seed_from_env
 
-from llmdctl.local.state import ComponentState, PodState
+from llmdctl.local.state import ADMIN_KEY_FILE, ComponentState, PodState
 from llmdctl.profile import PoolSpec, Profile
 
 ROLE_LABEL = "llm-d.ai/role"
@@ -220,6 +220,7 @@ def router_argv(profile: Profile, port: int, config_path: Path, endpoints_path: 
         "--config", str(config_path),
         "--endpoints-file", str(endpoints_path),
         "--request-timeout", str(profile.router.request_timeout_s),
+        "--admin-key-file", str(config_path.parent / ADMIN_KEY_FILE),  # written by `up` (ensure_admin_key)
     ]
     if profile.router.tokenizer:
         argv += ["--tokenizer", profile.router.tokenizer]

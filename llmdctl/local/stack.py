@@ -20,6 +20,7 @@ from llmdctl.local.state import (
     ComponentState,
     RunState,
     clear_state,
+    ensure_admin_key,
     is_alive,
     load_state,
     run_lock,
@@ -189,6 +190,7 @@ def up(
 
 def _write_files(plan: Plan, home: Path) -> None:
     (home / "logs").mkdir(parents=True, exist_ok=True)
+    ensure_admin_key(home)  # the router's admin API is never open: the CLI and TUI read this file
     for path, content in plan.files.items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(content)

@@ -137,17 +137,20 @@ def test_decisions_stream_publishes_each_decision(rt):
     assert endpoints["hashing"]["block_size"] == 16
 
 
-def test_live_config_switch(pods):
-    with router(pods.endpoint_entries(), PRECISE_CONFIG) as rt, rt.client() as c:
+def test_live_config_switch(pods, tmp_path):
+    key_file = tmp_path / "admin.key"
+    key_file.write_text("admin-key-for-the-test-0123456789\n")
+    admin = {"authorization": "Bearer admin-key-for-the-test-0123456789"}
+    with router(pods.endpoint_entries(), PRECISE_CONFIG, ["--admin-key-file", str(key_file)]) as rt, rt.client(headers=admin) as c:
         r = c.post("/admin/config", content=ROUND_ROBIN_CONFIG, headers={"content-type": "application/yaml"})
         assert r.status_code == 200, r.text
         assert r.json()["version"] == 2
         served = [c.post("/v1/completions", json={"model": MODEL, "prompt": "same prompt every time " * 20, "max_tokens": 1}).headers["x-llmd-endpoint"] for _ in range(6)]
         assert all(a != b for a, b in zip(served, served[1:])), served  # round-robin alternates over 2 pods
         assert c.get("/admin/config").json()["config"]["plugins"][0]["type"] == "round-robin"
-        err = _error_ok(c.post("/admin/config", content="plugins:\n  - type: no-such-scorer\n"), 400)
+        err = _error_ok(c.post("/admin/config", content="plugins:\n  - type: no-such-scorer\n", headers={"content-type": "application/yaml"}), 400)
         assert "no-such-scorer" in err["message"]
-        _error_ok(c.post("/admin/config", content="/etc/passwd.yaml"), 400)  # never read as a path
+        _error_ok(c.post("/admin/config", content="/etc/passwd.yaml", headers={"content-type": "application/yaml"}), 400)  # never read as a path
         r = c.post("/admin/profile", json={"config": yaml.safe_load(PRECISE_CONFIG)})
         assert r.status_code == 200 and r.json()["version"] == 3
         r = c.post("/admin/profile", json={"profile": "round-robin"})  # a shipped profile, by name (what the TUI sends)
@@ -161,7 +164,7 @@ def test_api_key_guards_the_api(pods):
         body = {"model": MODEL, "prompt": "hi", "max_tokens": 1}
         _error_ok(c.post("/v1/completions", json=body), 401)
         _error_ok(c.post("/v1/completions", json=body, headers={"authorization": "Bearer wrong"}), 401)
-        _error_ok(c.post("/admin/config", content=ROUND_ROBIN_CONFIG), 401)
+        _error_ok(c.post("/admin/config", content=ROUND_ROBIN_CONFIG, headers={"content-type": "application/yaml"}), 401)
         assert c.post("/v1/completions", json=body, headers={"authorization": "Bearer s3cret"}).status_code == 200
         assert c.get("/health").status_code == 200
 
