@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -37,10 +37,42 @@ _ENDPOINT_B = ENDPOINT_HEADER.encode()
 _PREFILL_B = PREFILL_HEADER.encode()
 PREFILLER_HEADER = "x-prefiller-host-port"  # what llm-d's decode sidecar reads
 _json_decoder = msgspec.json.Decoder()
+MAX_N = 128  # choices per prompt, as the pods bound it: checked here too so a huge `n` never reaches a pod
+BROKEN_SSE_ERROR = (
+    b'data: {"error": {"message": "the model server failed mid-stream: the response is incomplete", '
+    b'"type": "bad_gateway", "param": null, "code": 502}}\n\n'
+)
 SHUTDOWN_SSE_ERROR = (
     b'data: {"error": {"message": "the router is shutting down: stream cut before the model server finished", '
     b'"type": "service_unavailable", "param": null, "code": 503}}\n\n'
 )
+
+
+class ClientGone(Exception):
+    """The client disconnected while the router waited for the pod."""
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_client_leaves(request: Request, work: Any) -> Any:
+    """`await work`, unless the client disconnects first: then `work` is cancelled and ClientGone raised."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        try:
+            await task
+        except BaseException:  # noqa: BLE001 - cancelled as intended, or failed meanwhile: the client is gone
+            pass
+        raise ClientGone
+    finally:
+        watcher.cancel()
 
 
 class ClientError(Exception):
@@ -104,7 +136,7 @@ class Gateway:
         if declared is not None:
             try:
                 if int(declared) > limit:
-                    raise ClientError(400, f"request body of {declared} bytes is over the limit of {limit} bytes", code="body_too_large")
+                    raise ClientError(413, f"request body of {declared} bytes is over the limit of {limit} bytes", code="body_too_large")
             except ValueError:
                 raise ClientError(400, "invalid Content-Length header", code="invalid_header") from None
         chunks = []
@@ -112,7 +144,7 @@ class Gateway:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise ClientError(400, f"request body is over the limit of {limit} bytes", code="body_too_large")
+                raise ClientError(413, f"request body is over the limit of {limit} bytes", code="body_too_large")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -121,7 +153,7 @@ class Gateway:
             raise ClientError(400, "request body is empty; expected a JSON object", code="invalid_json")
         try:
             body = _json_decoder.decode(raw)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:  # msgspec raises RecursionError on hostile nesting
             raise ClientError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
         if not isinstance(body, dict):
             raise ClientError(400, f"request body must be a JSON object, got {type(body).__name__}", code="invalid_json")
@@ -140,6 +172,9 @@ class Gateway:
             for i, m in enumerate(msgs):
                 if not isinstance(m, dict) or not isinstance(m.get("role"), str):
                     raise ClientError(400, f"messages[{i}] must be an object with a string 'role'", param="messages", code="invalid_messages")
+        n = body.get("n", 1)
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N):
+            raise ClientError(400, f"'n' must be an integer between 1 and {MAX_N}, got {str(n)[:40]}", param="n", code="invalid_n")
         stream = body.get("stream", False)
         if not isinstance(stream, bool) and stream is not None:
             raise ClientError(400, "'stream' must be a boolean", param="stream", code="invalid_stream")
@@ -217,6 +252,9 @@ class Gateway:
             if exc.status >= 500:
                 m.errors.labels("no_endpoint" if exc.status == 503 else "upstream").inc()
             return error_response(exc.status, str(exc), exc.param, exc.code, exc.headers)
+        except ClientDisconnect:  # the client left while sending its body: nothing failed here
+            m.requests.labels(path, "499").inc()
+            return Response(status_code=499)
         except Exception as exc:  # the router never dies on a request
             log.exception("request failed")
             m.errors.labels("internal").inc()
@@ -277,9 +315,17 @@ class Gateway:
         while True:
             tried.add(target.key)
             try:
-                upstream = await open_upstream(st.pool.backend(target.key), path, content, headers)
+                opening = open_upstream(st.pool.backend(target.key), path, content, headers)
+                # A non-streaming answer's first byte is its last: without this, a client that left kept the
+                # pod generating for nobody. Cancelling the post closes the connection; the pod aborts on that.
+                upstream = await (opening if body.get("stream") else _unless_client_leaves(request, opening))
                 attempts.append({"endpoint": target.key, "outcome": "ok"})
                 break
+            except ClientGone:
+                scheduler.on_finished(req, target)
+                m.errors.labels("client_gone").inc()
+                m.requests.labels(path, "499").inc()
+                return Response(status_code=499)
             except UpstreamError as exc:
                 attempts.append({"endpoint": target.key, "outcome": exc.kind, "error": str(exc)})
                 scheduler.on_finished(req, target)
@@ -340,6 +386,8 @@ class Gateway:
             else:
                 st.metrics.errors.labels("stream_broken").inc()
                 log.warning("stream from %s broke: %s", target.key, type(exc).__name__)
+                if upstream.is_event_stream:  # a cut stream must not read as a clean end without [DONE]
+                    yield BROKEN_SSE_ERROR
         finally:
             end()
 

@@ -75,6 +75,8 @@ def test_malformed_input_gets_openai_400s(rt):
         (json.dumps({"model": MODEL, "prompt": {"a": 1}}).encode(), "prompt"),
         (json.dumps({"model": MODEL, "prompt": "x", "stream": "yes"}).encode(), "stream"),
         (b"\xff\xfe\x00garbage", None),
+        (b'{"model": "m", "prompt": "x", "deep": ' + b"[" * 5000 + b"]" * 5000 + b"}", None),  # issue 18: was a 500
+        (json.dumps({"model": MODEL, "prompt": "x", "n": 1_000_000_000}).encode(), "n"),  # issue 18: never reaches a pod
     ]
     with rt.client() as c:
         for raw, param in bad:
@@ -84,7 +86,7 @@ def test_malformed_input_gets_openai_400s(rt):
         for body, param in [({"model": MODEL}, "messages"), ({"model": MODEL, "messages": []}, "messages"), ({"model": MODEL, "messages": ["hi"]}, "messages")]:
             assert _error_ok(c.post("/v1/chat/completions", json=body), 400)["param"] == param
         huge = {"model": MODEL, "prompt": "x" * 70_000}
-        assert "limit" in _error_ok(c.post("/v1/completions", json=huge), 400)["message"]
+        assert "limit" in _error_ok(c.post("/v1/completions", json=huge), 413)["message"]
         err = _error_ok(c.post("/v1/completions", json={"model": MODEL, "prompt": "x"}, headers={"x-llmd-priority": "high"}), 400)
         assert err["param"] == "x-llmd-priority"
         _error_ok(c.get("/v1/nothing-here"), 404)
