@@ -221,7 +221,11 @@ def router_argv(profile: Profile, port: int, config_path: Path, endpoints_path: 
         "--endpoints-file", str(endpoints_path),
         "--request-timeout", str(profile.router.request_timeout_s),
         "--admin-key-file", str(config_path.parent / ADMIN_KEY_FILE),  # written by `up` (ensure_admin_key)
+        "--queue-size", str(profile.router.queue_size),
+        "--queue-ttl", str(profile.router.queue_ttl_s),
     ]
+    for name, priority in sorted(profile.router.objectives.items()):
+        argv += ["--objective", f"{name}={priority}"]
     if profile.router.tokenizer:
         argv += ["--tokenizer", profile.router.tokenizer]
     seeds = {p.hash_seed for p in pods or [] if p.hash_seed is not None}
