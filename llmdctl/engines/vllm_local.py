@@ -58,7 +58,7 @@ class VllmPod:
 
     @property
     def kv_events_endpoint(self) -> str:
-        """Where a subscriber connects (vLLM binds `tcp://*:PORT`)."""
+        """Where a subscriber connects (vLLM binds `tcp://127.0.0.1:PORT`)."""
         return f"tcp://127.0.0.1:{self.kv_events_port}"
 
 
@@ -116,8 +116,9 @@ def threads_bind(index: int, count: int, cores: int | None = None) -> str:
 
 
 def kv_events_config(port: int, topic: str) -> str:
-    """vLLM's --kv-events-config JSON: bind (`*`) on the pod's events port, one topic per pod."""
-    return json.dumps({"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{port}", "topic": topic}, separators=(",", ":"))
+    """vLLM's --kv-events-config JSON: bind on loopback on the pod's events port, one topic per pod. Never `*`:
+    the events carry every prompt's token ids, and vLLM's own default would publish them on every interface."""
+    return json.dumps({"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://127.0.0.1:{port}", "topic": topic}, separators=(",", ":"))
 
 
 def vllm_env(hash_seed: str | None, omp_bind: str | None, base: dict[str, str] | None = None, gpu_ids: str | None = None) -> dict[str, str]:

@@ -205,7 +205,7 @@ def endpoints_document(pods: list[PodState], model: str) -> dict[str, Any]:
         if pod.process in ranked:
             entry["dpRank"] = pod.rank
         if pod.kv_events:
-            # sim pods connect to the router's loopback SUB; real vLLM pods bind (`tcp://*`) and the router connects
+            # sim pods connect to the router's loopback SUB; real vLLM pods bind 127.0.0.1 and the router connects
             entry["kvEvents"] = {"endpoint": pod.kv_events, "topic": pod.kv_topic or "", "bind": pod.kv_events_bind}
         out.append(entry)
     return {"endpoints": out}

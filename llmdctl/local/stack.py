@@ -271,6 +271,7 @@ class ComponentStatus:
     healthy: bool
     ports: list[int]
     log: str
+    orphans_stopped: list[int] = field(default_factory=list)  # leftovers of its process tree, killed now
 
 
 @dataclass
@@ -330,9 +331,11 @@ def status(home: Path | None = None) -> StatusReport:
         return StatusReport(running=False)
     health, pod_metrics = asyncio.run(_gather_status(state))
     report = StatusReport(running=True, profile=state.profile, router_url=state.router_url, started_at=state.started_at)
+    orphans = supervisor.stop_orphaned_groups(state.components)  # a dead component's tree is stopped as a tree
     for c in state.components:
         alive = _alive(c)
-        report.components.append(ComponentStatus(c.name, c.kind, c.pid, alive, alive and all(health.get(u, False) for u in c.health), c.ports, c.log))
+        report.components.append(ComponentStatus(c.name, c.kind, c.pid, alive, alive and all(health.get(u, False) for u in c.health), c.ports, c.log,
+                                                 orphans.get(c.name, [])))
     for p in state.pods:
         ok, text, err = pod_metrics[p.name]
         metrics: dict[str, float] = {}
