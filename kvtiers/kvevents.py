@@ -82,6 +82,11 @@ class KVEventDecodeError(ValueError):
     """A payload that is neither form of vLLM's KV event batch."""
 
 
+# A payload larger than this is refused before decoding: one 18 MB frame once added 2M blocks (+626 MB) to the
+# router's index. A real batch (one engine step) is far smaller: a 32k-token prefill is ~2k blocks, ~150 KB.
+MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+
+
 def _to_positional(event: KVEvent) -> msgspec.Struct:
     if isinstance(event, BlockStored):
         return _PosBlockStored(
@@ -118,14 +123,16 @@ def encode_payload(batch: KVEventBatch, form: EventForm = "map") -> bytes:
 
 def decode_payload(payload: bytes) -> KVEventBatch:
     """Decode a payload frame in either form; raises KVEventDecodeError on anything else."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise KVEventDecodeError(f"payload of {len(payload)} bytes is over the limit of {MAX_PAYLOAD_BYTES} bytes")
     try:
         return _map_decoder.decode(payload)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # msgspec raises RecursionError on hostile nesting (extra_keys)
         pass
     try:
         pos = _pos_decoder.decode(payload)
-    except msgspec.DecodeError as exc:
-        raise KVEventDecodeError(f"not a vLLM KV event batch: {exc}") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise KVEventDecodeError(f"not a vLLM KV event batch: {type(exc).__name__}: {exc}") from None
     return KVEventBatch(pos.ts, [_from_positional(e) for e in pos.events], pos.data_parallel_rank)
 
 

@@ -63,12 +63,21 @@ class KVTiersSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     policies: dict[str, dict[str, Any]] = {}
 
 
+DEFAULT_OBJECTIVES = {"critical": 1, "standard": 0, "sheddable": -1}
+
+
 class RouterSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The router: its EndpointPickerConfig (llm-d's shape) and gateway settings."""
 
     config: dict[str, Any]
     tokenizer: str | None = None  # local Hugging Face tokenizer dir; None: the engine's /tokenize or built-in
     request_timeout_s: float = 600.0
+    # Flow control on by default: without a queue and objectives, priorities did nothing on a stack started
+    # by `llmdctl up` (critical and standard saw the same TTFT at 5x load). Objectives name priorities that
+    # clients select with `x-gateway-inference-objective` (or the model name), as llm-d's InferenceObjective.
+    queue_size: int = 1024
+    queue_ttl_s: float = 30.0
+    objectives: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_OBJECTIVES))
 
 
 class Profile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -250,6 +259,19 @@ def resolve_profile_path(name_or_path: str) -> Path:
         known = ", ".join(p.stem for p in list_profiles())
         raise ProfileError(f"unknown profile {name_or_path!r}: expected one of {known} or a path to a YAML file")
     return path
+
+
+_PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+def load_shipped_profile(name: str) -> Profile:
+    """A shipped profile by name, never a path: what a remote caller (the router's admin API) may name."""
+    if not isinstance(name, str) or not _PROFILE_NAME.fullmatch(name) or ".." in name:
+        raise ProfileError(f"profile: expected the name of a shipped profile (a-z, 0-9, '-', '.', '_'), got {str(name)[:80]!r}")
+    path = profiles_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise ProfileError(f"profile: no shipped profile named {name!r}")
+    return load_profile(str(path))
 
 
 def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profile:

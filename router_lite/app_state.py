@@ -73,6 +73,7 @@ class RouterSettings:
     hash_algo: str | None = None
     hash_seed: str | None = None
     api_key: str | None = None
+    admin_key: str | None = None  # required by POST /admin/*; None falls back to api_key; neither: admin off
     max_body_bytes: int = 16 * 1024 * 1024
     scrape_interval_ms: float = 50.0
     stale_after_s: float = 2.0
@@ -324,11 +325,12 @@ def config_from_text(text: str, origin: str) -> SchedulerConfig:
     return load_config(doc, origin=origin)
 
 
-def profile_router_config(name_or_path: str) -> tuple[SchedulerConfig, str]:
-    """The router config of a shipped profile (`precise-prefix-cache`) or a profile file."""
-    from llmdctl.profile import load_profile
+def profile_router_config(name: str) -> tuple[SchedulerConfig, str]:
+    """The router config of a shipped profile (`precise-prefix-cache`), by name only: a request must never
+    name a file (`/etc/shadow` once had its first line echoed back in the error)."""
+    from llmdctl.profile import load_shipped_profile
 
-    profile = load_profile(name_or_path)
+    profile = load_shipped_profile(name)
     return load_config(profile.router.config, origin=f"profile {profile.name}"), profile.name
 
 

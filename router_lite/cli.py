@@ -5,6 +5,7 @@ Flag names are an interface: `llmdctl up` builds router command lines from them.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -39,6 +40,19 @@ def _group() -> None:
     """router_lite: llm-d's endpoint picker and OpenAI gateway, in Python."""
 
 
+def _admin_key(path: Optional[Path]) -> Optional[str]:
+    """The admin key from --admin-key-file, else $LLMD_ROUTER_ADMIN_KEY; a file that is unusable is an error."""
+    if path is None:
+        return os.environ.get("LLMD_ROUTER_ADMIN_KEY") or None
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"--admin-key-file: cannot read {path}: {getattr(exc, 'strerror', None) or type(exc).__name__}")
+    if len(key) < 16 or any(c.isspace() for c in key):
+        _fail(f"--admin-key-file: {path} must hold one key of at least 16 characters, no spaces")
+    return key
+
+
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
@@ -56,6 +70,7 @@ def serve(
     hash_algo: Optional[str] = typer.Option(None, help="sha256 or sha256_cbor (default: the engine's, else sha256)."),
     hash_seed: Optional[str] = typer.Option(None, help="The engines' PYTHONHASHSEED (default: $PYTHONHASHSEED, else vLLM's default)."),
     api_key: Optional[str] = typer.Option(None, envvar="LLMD_ROUTER_API_KEY", help="Require 'Authorization: Bearer KEY'."),
+    admin_key_file: Optional[Path] = typer.Option(None, "--admin-key-file", help="File holding the key POST /admin/* requires (else $LLMD_ROUTER_ADMIN_KEY, else --api-key; none: admin changes off)."),
     max_body_bytes: int = typer.Option(16 * 1024 * 1024, help="Largest request body accepted."),
     scrape_interval_ms: float = typer.Option(50.0, help="How often each endpoint's /metrics is scraped."),
     max_retries: int = typer.Option(2, help="Other endpoints tried when one fails before its first byte."),
@@ -85,6 +100,7 @@ def serve(
         _fail(f"--max-retries: expected >= 0, got {max_retries}")
     if shutdown_timeout < 0:
         _fail(f"--shutdown-timeout: expected >= 0, got {shutdown_timeout}")
+    admin_key = _admin_key(admin_key_file)
     mode = discovery or ("file" if endpoints_file is not None else "static")
     if mode not in DISCOVERY_MODES:
         _fail(f"--discovery: expected one of {', '.join(DISCOVERY_MODES)}, got {discovery!r}")
@@ -132,6 +148,7 @@ def serve(
         hash_algo=hash_algo,
         hash_seed=hash_seed,
         api_key=api_key or None,
+        admin_key=admin_key,
         max_body_bytes=max_body_bytes,
         scrape_interval_ms=scrape_interval_ms,
         max_retries=max_retries,

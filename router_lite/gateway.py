@@ -16,10 +16,11 @@ from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from router_lite.admin_guard import ADMIN_DISABLED_MESSAGE, Refusal, check_admin_change, check_read, is_loopback  # noqa: F401 (re-exported)
 from router_lite.admission import Rejected
 from router_lite.app_state import RouterSettings, RouterState, config_from_text, profile_router_config
 from router_lite.config import ConfigError
@@ -36,10 +37,42 @@ _ENDPOINT_B = ENDPOINT_HEADER.encode()
 _PREFILL_B = PREFILL_HEADER.encode()
 PREFILLER_HEADER = "x-prefiller-host-port"  # what llm-d's decode sidecar reads
 _json_decoder = msgspec.json.Decoder()
+MAX_N = 128  # choices per prompt, as the pods bound it: checked here too so a huge `n` never reaches a pod
+BROKEN_SSE_ERROR = (
+    b'data: {"error": {"message": "the model server failed mid-stream: the response is incomplete", '
+    b'"type": "bad_gateway", "param": null, "code": 502}}\n\n'
+)
 SHUTDOWN_SSE_ERROR = (
     b'data: {"error": {"message": "the router is shutting down: stream cut before the model server finished", '
     b'"type": "service_unavailable", "param": null, "code": 503}}\n\n'
 )
+
+
+class ClientGone(Exception):
+    """The client disconnected while the router waited for the pod."""
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_client_leaves(request: Request, work: Any) -> Any:
+    """`await work`, unless the client disconnects first: then `work` is cancelled and ClientGone raised."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        try:
+            await task
+        except BaseException:  # noqa: BLE001 - cancelled as intended, or failed meanwhile: the client is gone
+            pass
+        raise ClientGone
+    finally:
+        watcher.cancel()
 
 
 class ClientError(Exception):
@@ -53,7 +86,7 @@ class ClientError(Exception):
         self.headers = headers or {}
 
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_exceeded", 503: "service_unavailable", 500: "internal_error", 502: "bad_gateway", 504: "timeout"}
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error", 413: "invalid_request_error", 415: "invalid_request_error", 429: "rate_limit_exceeded", 503: "service_unavailable", 500: "internal_error", 502: "bad_gateway", 504: "timeout"}
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -61,27 +94,12 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
-    import ipaddress
-
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: may resolve to anything
-
-
 def admin_locked(settings: RouterSettings) -> bool:
-    """Changing the router's config is refused when anyone on the network could do it without a key."""
-    return not settings.api_key and not is_loopback(settings.host)
+    """Changing the router's config is refused when the router has no key to check (any target, any bind)."""
+    return not (settings.admin_key or settings.api_key)
 
 
-ADMIN_LOCKED_MESSAGE = (
-    "admin changes are disabled: the router listens on a non-loopback address without an API key; "
-    "start it with --api-key (or LLMD_ROUTER_API_KEY) to enable POST /admin/*"
-)
+ADMIN_LOCKED_MESSAGE = ADMIN_DISABLED_MESSAGE
 
 
 class Gateway:
@@ -91,9 +109,20 @@ class Gateway:
         self.state = state
         self.s = state.settings
         self._models_cache: tuple[float, list[dict[str, Any]]] | None = None
-        self._admin_locked = admin_locked(self.s)
+        self._admin_key = self.s.admin_key or self.s.api_key
 
     # -- helpers ---------------------------------------------------------------------------------------
+    def _admin_refusal(self, request: Request) -> Response | None:
+        """The error for a config change that is not allowed (see admin_guard), else None."""
+        refusal = check_admin_change(request.headers, self.s.host, self._admin_key)  # type: ignore[arg-type]
+        return _refused(refusal) if refusal else None
+
+    def _read_refusal(self, request: Request) -> Response | None:
+        refusal = check_read(request.headers, self.s.host)  # type: ignore[arg-type]
+        if refusal is None and not self._authorized(request):
+            refusal = Refusal(401, "missing or invalid API key", "invalid_api_key")
+        return _refused(refusal) if refusal else None
+
     def _authorized(self, request: Request) -> bool:
         key = self.s.api_key
         if not key:
@@ -107,7 +136,7 @@ class Gateway:
         if declared is not None:
             try:
                 if int(declared) > limit:
-                    raise ClientError(400, f"request body of {declared} bytes is over the limit of {limit} bytes", code="body_too_large")
+                    raise ClientError(413, f"request body of {declared} bytes is over the limit of {limit} bytes", code="body_too_large")
             except ValueError:
                 raise ClientError(400, "invalid Content-Length header", code="invalid_header") from None
         chunks = []
@@ -115,7 +144,7 @@ class Gateway:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise ClientError(400, f"request body is over the limit of {limit} bytes", code="body_too_large")
+                raise ClientError(413, f"request body is over the limit of {limit} bytes", code="body_too_large")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -124,7 +153,7 @@ class Gateway:
             raise ClientError(400, "request body is empty; expected a JSON object", code="invalid_json")
         try:
             body = _json_decoder.decode(raw)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:  # msgspec raises RecursionError on hostile nesting
             raise ClientError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
         if not isinstance(body, dict):
             raise ClientError(400, f"request body must be a JSON object, got {type(body).__name__}", code="invalid_json")
@@ -143,6 +172,9 @@ class Gateway:
             for i, m in enumerate(msgs):
                 if not isinstance(m, dict) or not isinstance(m.get("role"), str):
                     raise ClientError(400, f"messages[{i}] must be an object with a string 'role'", param="messages", code="invalid_messages")
+        n = body.get("n", 1)
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N):
+            raise ClientError(400, f"'n' must be an integer between 1 and {MAX_N}, got {str(n)[:40]}", param="n", code="invalid_n")
         stream = body.get("stream", False)
         if not isinstance(stream, bool) and stream is not None:
             raise ClientError(400, "'stream' must be a boolean", param="stream", code="invalid_stream")
@@ -220,6 +252,9 @@ class Gateway:
             if exc.status >= 500:
                 m.errors.labels("no_endpoint" if exc.status == 503 else "upstream").inc()
             return error_response(exc.status, str(exc), exc.param, exc.code, exc.headers)
+        except ClientDisconnect:  # the client left while sending its body: nothing failed here
+            m.requests.labels(path, "499").inc()
+            return Response(status_code=499)
         except Exception as exc:  # the router never dies on a request
             log.exception("request failed")
             m.errors.labels("internal").inc()
@@ -284,9 +319,17 @@ class Gateway:
         while True:
             tried.add(target.key)
             try:
-                upstream = await open_upstream(st.pool.backend(target.key), path, content, headers)
+                opening = open_upstream(st.pool.backend(target.key), path, content, headers)
+                # A non-streaming answer's first byte is its last: without this, a client that left kept the
+                # pod generating for nobody. Cancelling the post closes the connection; the pod aborts on that.
+                upstream = await (opening if body.get("stream") else _unless_client_leaves(request, opening))
                 attempts.append({"endpoint": target.key, "outcome": "ok"})
                 break
+            except ClientGone:
+                scheduler.on_finished(req, target)
+                m.errors.labels("client_gone").inc()
+                m.requests.labels(path, "499").inc()
+                return Response(status_code=499)
             except UpstreamError as exc:
                 attempts.append({"endpoint": target.key, "outcome": exc.kind, "error": str(exc)})
                 scheduler.on_finished(req, target)
@@ -352,6 +395,8 @@ class Gateway:
             else:
                 st.metrics.errors.labels("stream_broken").inc()
                 log.warning("stream from %s broke: %s", target.key, type(exc).__name__)
+                if upstream.is_event_stream:  # a cut stream must not read as a clean end without [DONE]
+                    yield BROKEN_SSE_ERROR
         finally:
             end()
 
@@ -414,8 +459,8 @@ class Gateway:
         return Response(self.state.metrics.render(), media_type=self.state.metrics.content_type)
 
     async def decisions(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return error_response(401, "missing or invalid API key", code="invalid_api_key")
+        if (refused := self._read_refusal(request)) is not None:
+            return refused
         try:
             history = max(0, min(int(request.query_params.get("history", "0")), 10_000))
         except ValueError:
@@ -425,21 +470,19 @@ class Gateway:
         )
 
     async def endpoints(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return error_response(401, "missing or invalid API key", code="invalid_api_key")
+        if (refused := self._read_refusal(request)) is not None:
+            return refused
         return JSONResponse(self.state.describe())
 
     async def get_config(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return error_response(401, "missing or invalid API key", code="invalid_api_key")
+        if (refused := self._read_refusal(request)) is not None:
+            return refused
         return JSONResponse({"version": self.state.config_version, "config": self.state.config.to_dict()})
 
     async def post_config(self, request: Request) -> Response:
         """Switch the scheduling config live: body is an EndpointPickerConfig (JSON or YAML)."""
-        if self._admin_locked:
-            return error_response(403, ADMIN_LOCKED_MESSAGE, code="admin_disabled")
-        if not self._authorized(request):
-            return error_response(401, "missing or invalid API key", code="invalid_api_key")
+        if (refused := self._admin_refusal(request)) is not None:
+            return refused
         try:
             text = (await self._read_body(request)).decode("utf-8", "replace")
             cfg = config_from_text(text, origin="POST /admin/config")
@@ -452,10 +495,8 @@ class Gateway:
 
     async def post_profile(self, request: Request) -> Response:
         """Switch to a shipped profile's router config: `{"profile": "precise-prefix-cache"}`."""
-        if self._admin_locked:
-            return error_response(403, ADMIN_LOCKED_MESSAGE, code="admin_disabled")
-        if not self._authorized(request):
-            return error_response(401, "missing or invalid API key", code="invalid_api_key")
+        if (refused := self._admin_refusal(request)) is not None:
+            return refused
         try:
             raw = await self._read_body(request)
             doc = _json_decoder.decode(raw) if raw.strip() else {}
@@ -483,6 +524,10 @@ class Gateway:
 
     async def not_found(self, request: Request) -> Response:
         return error_response(404, f"no route {request.method} {request.url.path}", code="not_found")
+
+
+def _refused(refusal: Refusal) -> JSONResponse:
+    return error_response(refusal.status, refusal.message, code=refusal.code)
 
 
 def _fallback_kind(reason: str) -> str:

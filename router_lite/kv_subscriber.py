@@ -21,7 +21,7 @@ import zmq
 import zmq.asyncio
 
 from kvtiers.hashing import to_event_hash
-from kvtiers.kvevents import BlockRemoved, BlockStored, KVEventBatch, KVEventDecodeError, decode_frames
+from kvtiers.kvevents import MAX_PAYLOAD_BYTES, BlockRemoved, BlockStored, KVEventBatch, decode_frames
 from router_lite.aio import cancel_and_wait
 from router_lite.datalayer.discovery import EndpointSpec
 
@@ -87,6 +87,7 @@ class _Group:
     task: asyncio.Task | None = None
     decode_errors: int = 0
     unrouted: int = 0
+    foreign_rank: int = 0
 
 
 class KVEventSubscriber:
@@ -121,6 +122,7 @@ class KVEventSubscriber:
             sock = self._ctx.socket(zmq.SUB)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVHWM, 100_000)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_PAYLOAD_BYTES + 65536)  # ZMQ drops the peer before allocating more
             try:
                 if bind:
                     sock.bind(url)
@@ -205,14 +207,23 @@ class KVEventSubscriber:
         """Decode, route and apply one message; every failure is counted, none propagates."""
         try:
             topic, seq, batch = decode_frames(frames)
-        except (KVEventDecodeError, UnicodeDecodeError, ValueError) as exc:
+        except Exception as exc:  # any frame a publisher can send, however malformed, is one counted error
             group.decode_errors += 1
-            self._error(None, f"undecodable KV event message on {group.url}: {exc}")
+            self._error(None, f"undecodable KV event message on {group.url}: {type(exc).__name__}: {exc}")
             return
         spec, key = self._route(group, topic, batch)
         if spec is None:
             group.unrouted += 1
             self._error(None, f"KV events with unknown topic {topic!r} on {group.url}")
+            return
+        claimed = batch.data_parallel_rank
+        if claimed is not None and claimed != (spec.dp_rank or 0):
+            # A publisher speaks only for the endpoint it is bound to: a frame on one pod's socket claiming
+            # another rank once purged a different pod's entries.
+            group.foreign_rank += 1
+            self.stats.setdefault(spec.key, RouteStats()).errors += 1
+            self._error(spec.key, f"KV events on {group.url} for {spec.key} claim data-parallel rank {claimed}, "
+                                  f"expected {spec.dp_rank or 0}: dropped")
             return
         st = self.stats.setdefault(spec.key, RouteStats())
         try:
@@ -253,12 +264,16 @@ class KVEventSubscriber:
                 self._error(None, f"ZMQ receive on {group.url}: {exc}")
                 await asyncio.sleep(0.1)
                 continue
-            self.handle(group, frames)
+            try:
+                self.handle(group, frames)
+            except Exception as exc:  # the loop outlives any one message: one bad frame must not blind the router
+                self._error(None, f"KV events on {group.url}: {type(exc).__name__}: {exc}")
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "sockets": [
-                {"url": g.url, "bind": g.bind, "endpoints": sorted(g.routes), "decode_errors": g.decode_errors, "unrouted": g.unrouted}
+                {"url": g.url, "bind": g.bind, "endpoints": sorted(g.routes), "decode_errors": g.decode_errors, "unrouted": g.unrouted,
+                 "foreign_rank": g.foreign_rank, "receiving": g.task is not None and not g.task.done()}
                 for g in self._groups.values()
             ],
             "per_endpoint": {k: {"batches": s.batches, "events": s.events, "errors": s.errors, "restarts": s.restarts, "last_seq": s.last_seq} for k, s in self.stats.items()},

@@ -24,6 +24,7 @@ _STATUS_TYPES = {
     400: "BadRequestError",
     401: "UnauthorizedError",
     404: "NotFoundError",
+    413: "RequestEntityTooLargeError",
     429: "TooManyRequestsError",
     500: "InternalServerError",
     503: "ServiceUnavailableError",
@@ -32,6 +33,12 @@ _STATUS_TYPES = {
 
 # Simulator extension (not vLLM): output tokens to emit first, for replaying recorded traffic exactly.
 REPLAY_FIELD = "sim_output_token_ids"
+
+# Bounds checked where a request enters, before anything is allocated: one ~90-byte body with a huge `n` (or
+# a batch of many prompts) once made every pod of the process allocate without limit.
+MAX_N = 128  # choices per prompt
+MAX_CHOICES = 1024  # prompts x n per request
+MAX_BODY_BYTES = 16 * 1024 * 1024  # larger bodies get a 413 before they are read whole
 
 
 class APIError(Exception):
@@ -65,7 +72,7 @@ def loads_body(raw: bytes) -> dict[str, Any]:
         raise APIError(400, "Request body is empty; expected a JSON object.")
     try:
         body = _json_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # msgspec raises RecursionError on hostile nesting
         raise APIError(400, f"Invalid JSON in request body: {exc}") from None
     if not isinstance(body, dict):
         raise APIError(400, f"Request body must be a JSON object, got {type(body).__name__}.")
@@ -209,8 +216,8 @@ def _common(body: dict, served: ServedModel) -> dict[str, Any]:
     if opts and not stream:
         raise APIError(400, "Stream options can only be defined when `stream=True`.", "stream_options")
     n = _int(body, "n", 1)
-    if n < 1:
-        raise APIError(400, f"n must be at least 1, got {n}.", "n")
+    if not 1 <= n <= MAX_N:
+        raise APIError(400, f"n must be between 1 and {MAX_N}, got {n}.", "n")
     salt = body.get("cache_salt")
     if salt is not None and (not isinstance(salt, str) or not salt):
         raise APIError(400, "Parameter 'cache_salt' must be a non-empty string if provided.", "cache_salt")
@@ -255,8 +262,12 @@ def parse_completion(body: dict[str, Any], served: ServedModel) -> GenRequest:
     max_tokens = _max_tokens_value(body, ("max_tokens",))
     if "max_tokens" not in body:
         max_tokens = 16
+    raw_prompt = body.get("prompt")
+    batch = len(raw_prompt) if isinstance(raw_prompt, list) and raw_prompt and not isinstance(raw_prompt[0], int) else 1
+    if batch * common["n"] > MAX_CHOICES:  # before tokenizing: the product is what gets allocated
+        raise APIError(400, f"prompts x n must be at most {MAX_CHOICES}, got {batch} x {common['n']}.", "n")
     try:
-        prompts, texts = _prompts(body.get("prompt"), served, _bool(body, "add_special_tokens", True))
+        prompts, texts = _prompts(raw_prompt, served, _bool(body, "add_special_tokens", True))
     except TokenizerError as exc:
         raise APIError(400, str(exc), "prompt") from None
     limits = [_check_lengths(p, max_tokens, served, "prompt") for p in prompts]

@@ -22,7 +22,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -213,6 +213,7 @@ class Pod:
                 data_parallel_rank=rank,
             )
         self._tracked: dict[str, _Tracked] = {}
+        self._seq = 0  # makes engine request ids unique per pod
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.app = self._build_app()
@@ -368,10 +369,12 @@ class Pod:
 
     async def _json_call(self, request: Request, fn: Any) -> Response:
         try:
-            body = api.loads_body(await request.body())
+            body = api.loads_body(await read_body(request))
             return Response(api.dumps(fn(body, self.served)), media_type=JSON)
         except APIError as exc:
             return _error(exc)
+        except ClientDisconnect:  # the client left while sending: nobody to answer, nothing went wrong here
+            return Response(status_code=499)
         except Exception as exc:  # noqa: BLE001 - the server never dies on a request
             return _error(APIError(500, f"Internal error: {exc!r}", err_type="InternalServerError"))
 
@@ -386,7 +389,7 @@ class Pod:
             if not self.faults.ready:
                 raise APIError(503, "The server is not ready yet (start-up delay).", err_type="ServiceUnavailableError")
             self.faults.count_request()
-            body = api.loads_body(await request.body())
+            body = api.loads_body(await read_body(request))
             req = api.parse_completion(body, self.served) if kind == "completion" else api.parse_chat(body, self.served)
             failure = self.faults.pick()
             if failure is not None:
@@ -399,6 +402,8 @@ class Pod:
             runs = self._submit_all(rid, req, body)
         except APIError as exc:
             return _error(exc)
+        except ClientDisconnect:
+            return Response(status_code=499)
         except Exception as exc:  # noqa: BLE001
             return _error(APIError(500, f"Internal error: {exc!r}", err_type="InternalServerError"))
         if req.stream:
@@ -459,7 +464,10 @@ class Pod:
                 sys.stderr.write(f"sim_gpu: pod {self.port}: {rid}: kv_transfer_params ignored: {plan.ignored_reason}\n")
             for j in range(req.n):
                 index = pi * req.n + j
-                erid = f"{rid}-{index}"
+                # The engine id is unique on this pod whatever the client sent: two requests with one
+                # x-request-id once shared a slot, and one got the other's tokens while the other hung.
+                self._seq += 1
+                erid = f"{rid}-{index}-{self._seq}"
                 prefix = req.prompt_texts[pi] if req.echo and req.kind == "completion" else None
                 if req.echo and prefix is None and req.kind == "completion":
                     prefix = self.tokenizer.decode(prompt)
@@ -580,6 +588,20 @@ class _Run:
     sent_first: bool = False
 
 
+async def read_body(request: Request, limit: int = api.MAX_BODY_BYTES) -> bytes:
+    """The request body, refused with a 413 as soon as it is known to exceed `limit` (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, f"Request body of {declared} bytes is over the limit of {limit} bytes.")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"Request body is over the limit of {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _error(exc: APIError) -> Response:
     return Response(api.dumps(exc.body()), status_code=exc.status, media_type=JSON)
 
@@ -587,7 +609,7 @@ def _error(exc: APIError) -> Response:
 async def _http_exception(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
     detail = getattr(exc, "detail", "Error")
-    return Response(api.dumps({"detail": detail}), status_code=status, media_type=JSON)
+    return Response(api.dumps(api.error_body(status, str(detail))), status_code=status, media_type=JSON)
 
 
 def build_latency(cfg: ServeConfig) -> LatencyModel:

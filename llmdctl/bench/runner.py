@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -202,8 +203,16 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict[str, A
 
 # ---- compare -----------------------------------------------------------------------------------------------
 
+def _admin_headers() -> dict[str, str]:
+    """The router's admin key: $LLMD_ROUTER_ADMIN_KEY, the local stack's key file, else $LLMD_ROUTER_API_KEY."""
+    from llmdctl.local.state import read_admin_key
+
+    key = read_admin_key() or os.environ.get("LLMD_ROUTER_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 async def _admin(client: httpx.AsyncClient, url: str, method: str, path: str, body: Any = None) -> dict[str, Any]:
-    r = await client.request(method, url.rstrip("/") + path, json=body, timeout=10.0)
+    r = await client.request(method, url.rstrip("/") + path, json=body, headers=_admin_headers(), timeout=10.0)
     try:
         doc = r.json()
     except ValueError:

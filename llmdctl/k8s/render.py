@@ -203,6 +203,7 @@ def vllm_args(profile: Profile, pool: PoolSpec) -> list[str]:
         pool.max_model_len, max_num_seqs=pool.max_num_seqs, max_num_batched_tokens=pool.max_num_batched_tokens,
         hash_algo=pool.hash_algo, kv_events=pool.kv_events, build="gpu",
         gpu_memory_utilization=pool.gpu_memory_utilization, tensor_parallel_size=pool.tensor_parallel_size,
+        kv_events_host="*",  # the router runs in another pod
     )
     args = argv[3:]  # drop "python3 -m vllm.entrypoints.openai.api_server"
     args[args.index("--host") + 1] = "0.0.0.0"

@@ -21,7 +21,7 @@ import yaml
 
 from kvtiers.hashing import seed_from_env
 
-from llmdctl.local.state import ComponentState, PodState
+from llmdctl.local.state import ADMIN_KEY_FILE, ComponentState, PodState
 from llmdctl.profile import PoolSpec, Profile
 
 ROLE_LABEL = "llm-d.ai/role"
@@ -205,7 +205,7 @@ def endpoints_document(pods: list[PodState], model: str) -> dict[str, Any]:
         if pod.process in ranked:
             entry["dpRank"] = pod.rank
         if pod.kv_events:
-            # sim pods connect to the router's loopback SUB; real vLLM pods bind (`tcp://*`) and the router connects
+            # sim pods connect to the router's loopback SUB; real vLLM pods bind 127.0.0.1 and the router connects
             entry["kvEvents"] = {"endpoint": pod.kv_events, "topic": pod.kv_topic or "", "bind": pod.kv_events_bind}
         out.append(entry)
     return {"endpoints": out}
@@ -220,7 +220,12 @@ def router_argv(profile: Profile, port: int, config_path: Path, endpoints_path: 
         "--config", str(config_path),
         "--endpoints-file", str(endpoints_path),
         "--request-timeout", str(profile.router.request_timeout_s),
+        "--admin-key-file", str(config_path.parent / ADMIN_KEY_FILE),  # written by `up` (ensure_admin_key)
+        "--queue-size", str(profile.router.queue_size),
+        "--queue-ttl", str(profile.router.queue_ttl_s),
     ]
+    for name, priority in sorted(profile.router.objectives.items()):
+        argv += ["--objective", f"{name}={priority}"]
     if profile.router.tokenizer:
         argv += ["--tokenizer", profile.router.tokenizer]
     seeds = {p.hash_seed for p in pods or [] if p.hash_seed is not None}

@@ -20,6 +20,7 @@ from llmdctl.local.state import (
     ComponentState,
     RunState,
     clear_state,
+    ensure_admin_key,
     is_alive,
     load_state,
     run_lock,
@@ -189,6 +190,7 @@ def up(
 
 def _write_files(plan: Plan, home: Path) -> None:
     (home / "logs").mkdir(parents=True, exist_ok=True)
+    ensure_admin_key(home)  # the router's admin API is never open: the CLI and TUI read this file
     for path, content in plan.files.items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(content)
@@ -269,6 +271,7 @@ class ComponentStatus:
     healthy: bool
     ports: list[int]
     log: str
+    orphans_stopped: list[int] = field(default_factory=list)  # leftovers of its process tree, killed now
 
 
 @dataclass
@@ -328,9 +331,11 @@ def status(home: Path | None = None) -> StatusReport:
         return StatusReport(running=False)
     health, pod_metrics = asyncio.run(_gather_status(state))
     report = StatusReport(running=True, profile=state.profile, router_url=state.router_url, started_at=state.started_at)
+    orphans = supervisor.stop_orphaned_groups(state.components)  # a dead component's tree is stopped as a tree
     for c in state.components:
         alive = _alive(c)
-        report.components.append(ComponentStatus(c.name, c.kind, c.pid, alive, alive and all(health.get(u, False) for u in c.health), c.ports, c.log))
+        report.components.append(ComponentStatus(c.name, c.kind, c.pid, alive, alive and all(health.get(u, False) for u in c.health), c.ports, c.log,
+                                                 orphans.get(c.name, [])))
     for p in state.pods:
         ok, text, err = pod_metrics[p.name]
         metrics: dict[str, float] = {}

@@ -103,6 +103,37 @@ def run_dir(home: Path | None = None) -> Path:
     return (home or home_dir()) / "run"
 
 
+ADMIN_KEY_FILE = "admin.key"  # the router's admin key (`--admin-key-file`), readable by this user only
+
+
+def admin_key_path(home: Path | None = None) -> Path:
+    return run_dir(home) / ADMIN_KEY_FILE
+
+
+def ensure_admin_key(home: Path | None = None) -> Path:
+    """The run's admin key file, created (mode 0600, 32 random bytes) when missing; kept across `up`s."""
+    import secrets
+
+    path = admin_key_path(home)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def read_admin_key(home: Path | None = None) -> str | None:
+    """What the CLI and TUI send to the router's admin API: $LLMD_ROUTER_ADMIN_KEY, else the run's key file."""
+    key = os.environ.get("LLMD_ROUTER_ADMIN_KEY")
+    if key:
+        return key
+    try:
+        return admin_key_path(home).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 def load_state(home: Path | None = None) -> RunState | None:
     path = state_path(home)
     try:

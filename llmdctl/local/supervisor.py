@@ -152,6 +152,21 @@ def _owned_groups(components: list[ComponentState]) -> set[int]:
     return groups
 
 
+def stop_orphaned_groups(components: list[ComponentState]) -> dict[str, list[int]]:
+    """Kill (SIGKILL) what is left of each component whose main process died: a killed vLLM API server left
+    its EngineCore and workers holding the port and GBs of memory while `status` said dead. Returns, per
+    component, the pids stopped. A component stays what it is (dead); only its leftovers go."""
+    stopped: dict[str, list[int]] = {}
+    for comp in components:
+        if not comp.pid or is_alive(comp.pid):
+            continue
+        members = _group_members({comp.pid})
+        if members:
+            _signal_groups({comp.pid}, signal.SIGKILL)
+            stopped[comp.name] = sorted(members)
+    return stopped
+
+
 def _signal_groups(pgids: set[int], sig: int) -> None:
     for pgid in pgids:
         with contextlib.suppress(ProcessLookupError, PermissionError):

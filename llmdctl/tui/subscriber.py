@@ -24,6 +24,7 @@ import msgspec
 from llmdctl.tui.model import Model
 
 API_KEY_ENV = "LLMD_ROUTER_API_KEY"
+ADMIN_KEY_ENV = "LLMD_ROUTER_ADMIN_KEY"
 MAX_SSE_BUFFER = 1 << 20  # bytes of one unfinished server-sent event; past it the buffer is dropped and counted
 _decode = msgspec.json.Decoder().decode
 
@@ -38,20 +39,27 @@ class Target:
     profile: str | None = None
     model: str | None = None
     why: str = ""
+    admin_key: str | None = None  # for POST /admin/*: $LLMD_ROUTER_ADMIN_KEY, or the local stack's key file
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        key = self.admin_key or self.api_key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
 
 def resolve_target(url: str | None = None, api_key: str | None = None) -> Target:
     """`url` when given, else the running local stack's router; `why` says what is missing."""
     key = api_key or os.environ.get(API_KEY_ENV) or None
+    admin = os.environ.get(ADMIN_KEY_ENV) or None
     if url:
         url = url.rstrip("/")
         if "://" not in url:
             url = "http://" + url
-        return Target(url, key)
+        return Target(url, key, admin_key=admin)
     from llmdctl.local.state import StateError, load_state
     from llmdctl.paths import home_dir
 
@@ -61,7 +69,10 @@ def resolve_target(url: str | None = None, api_key: str | None = None) -> Target
         return Target(None, key, why=str(exc))
     if state is None:
         return Target(None, key, why=f"Nothing is running (no stack in {home_dir()}). Start one with `llmdctl up PROFILE`, or pass --url ROUTER.")
-    return Target(state.router_url.rstrip("/"), key, True, state.profile, state.model)
+    from llmdctl.local.state import read_admin_key
+
+    # the local stack's generated admin key: sent only to the router this state describes
+    return Target(state.router_url.rstrip("/"), key, True, state.profile, state.model, admin_key=read_admin_key())
 
 
 def _why(exc: BaseException) -> str:
@@ -271,11 +282,11 @@ class Subscriber:
         if t.url is None or self._client is None:
             return False, "no router to switch"
         try:
-            r = await self._client.post(f"{t.url}/admin/config", content=msgspec.json.encode(config), headers={**t.headers, "Content-Type": "application/json"}, timeout=5.0)
+            r = await self._client.post(f"{t.url}/admin/config", content=msgspec.json.encode(config), headers={**t.admin_headers, "Content-Type": "application/json"}, timeout=5.0)
         except httpx.HTTPError as exc:
             return False, f"router {t.url} unreachable ({_why(exc)})"
         if r.status_code == 401:
-            return False, f"router refused the API key (401): pass --api-key or set {API_KEY_ENV}"
+            return False, f"router refused the admin key (401): set {ADMIN_KEY_ENV} (a local stack's key is in its run directory)"
         if r.status_code != 200:
             try:
                 msg = r.json()["error"]["message"]

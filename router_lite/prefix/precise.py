@@ -26,6 +26,11 @@ SHARED = "*"  # holder key for blocks in a shared tier: any endpoint can load th
 SPECULATIVE = "SPECULATIVE"
 
 
+# Per endpoint (or shared tier) and medium: bounds the index whatever a publisher sends (~300 B a block, so
+# ~80 MB at most per pod and medium). A real pod is far below it: an H200 holds ~60k blocks of an 8B model.
+MAX_BLOCKS_PER_ENDPOINT = 262_144
+
+
 def rank_endpoint_key(endpoint_key: str, dp_rank: int | None) -> str:
     """The endpoint a data-parallel rank's events belong to: rank r of a pod listens on port + r."""
     if not dp_rank:
@@ -44,7 +49,10 @@ class PrecisePrefixIndex:
         shared_media: Iterable[str] = (),
         speculative_ttl_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        max_blocks_per_endpoint: int = MAX_BLOCKS_PER_ENDPOINT,
     ) -> None:
+        self.max_blocks_per_endpoint = max_blocks_per_endpoint
+        self.quota_drops = 0  # block hashes refused because their endpoint (per medium) was at its quota
         self.tier_weights = {k.upper(): float(v) for k, v in {**DEFAULT_TIER_WEIGHTS, **(tier_weights or {})}.items()}
         self.default_weight = default_weight
         self.shared_media = {m.upper() for m in shared_media}
@@ -77,7 +85,8 @@ class PrecisePrefixIndex:
 
     # ---- feeding -------------------------------------------------------------------------------------
     def apply(self, endpoint_key: str, seq: int, batch: KVEventBatch) -> str:
-        """Apply one KV event message; returns 'applied', 'duplicate' or 'restart' (then applied)."""
+        """Apply one KV event message; returns 'applied', 'duplicate', 'restart' or 'gap' (both: the pod's
+        entries were dropped first, then the message applied)."""
         rk = (endpoint_key, batch.data_parallel_rank)
         key = self._rank_keys.get(rk)
         if key is None:
@@ -96,8 +105,12 @@ class PrecisePrefixIndex:
                     self._clear_endpoint(key)
                     outcome = "restart"
                 elif seq > last + 1:
+                    # Lost messages may have removed blocks: what we hold for this pod can no longer be trusted,
+                    # and a stale entry sends requests to a pod for a prefix it evicted. Start over from here.
                     self.gaps += 1
                     self.missed += seq - last - 1
+                    self._clear_endpoint(key)
+                    outcome = "gap"
                     if self.on_gap is not None:
                         self.on_gap(key, last + 1, seq)
             self._last_seq[key] = seq
@@ -129,7 +142,11 @@ class PrecisePrefixIndex:
             held = media[m] = set()
         spec = self._spec.get(holder)
         idx = self._idx
+        quota = self.max_blocks_per_endpoint
         for h in hashes:
+            if len(held) >= quota and h not in held:
+                self.quota_drops += 1
+                continue
             held.add(h)
             entry = idx.get(h)
             if entry is None:
@@ -398,4 +415,5 @@ class PrecisePrefixIndex:
                 "restarts": self.restarts,
                 "duplicates": self.duplicates,
                 "confirmed_speculative": self.confirmed,
+                "quota_drops": self.quota_drops,
             }

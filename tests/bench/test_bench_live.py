@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import free_port, free_port_block
 
 REPO = Path(__file__).resolve().parents[2]
+_ADMIN_ENV: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +24,18 @@ def stack_url(tmp_path_factory):
     try:
         res = stack.up("precise-prefix-cache", replicas=2, sets=["pools.0.num_gpu_blocks=512"], router_port=free_port(),
                        pod_port=free_port_block(2), events_port=free_port_block(2), home=home, timeout_s=60)
+        from llmdctl.local.state import admin_key_path
+
+        # `bench --compare` switches the router through its admin API: with the stack's key, as a user's shell
+        # would (the bench runs with another LLMDCTL_HOME, so it cannot read the run directory's key file)
+        _ADMIN_ENV["LLMD_ROUTER_ADMIN_KEY"] = admin_key_path(home).read_text().strip()
         yield res.state.router_url
     finally:
         stack.down(home=home)
 
 
 def bench(*args: str, timeout: float = 120) -> dict:
-    env = {**os.environ, "NO_COLOR": "1", "LLMDCTL_HOME": "/nonexistent-llmdctl-home"}
+    env = {**os.environ, "NO_COLOR": "1", "LLMDCTL_HOME": "/nonexistent-llmdctl-home", **_ADMIN_ENV}
     p = subprocess.run([sys.executable, "-m", "llmdctl", "bench", *args, "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, p.stderr[-2000:]
     return json.loads(p.stdout)

@@ -92,3 +92,26 @@ def test_kv_tiers_filesystem_path_is_under_the_run_directory(tmp_path: Path):
     assert tiers_arg["cpu_blocks"] == 100
     assert tiers_arg["filesystem"]["path"] == str(tmp_path / "run" / "kv-shared")
     assert msgspec.to_builtins(tiers)["filesystem"]["path"] == "kv-shared"  # the profile itself is untouched
+
+
+def test_every_shipped_profile_starts_its_router_with_flow_control_and_an_admin_key(tmp_path: Path):
+    """Issue 18: priorities work out of the box (a queue and objectives) and the admin API is never open."""
+    from typer.testing import CliRunner
+
+    from llmdctl.paths import profiles_dir
+    from llmdctl.profile import load_profile
+    from router_lite.cli import app as router_app
+
+    for path in sorted(profiles_dir().glob("*.yaml")):
+        profile = load_profile(str(path))
+        if not any(p.replicas for p in profile.pools) or any(profile.engine_of(p) == "vllm" for p in profile.pools):
+            continue
+        argv = build_plan(profile, PortLayout(9000, 9100, 6000), tmp_path).components[-1].argv
+        assert int(_flag(argv, "--queue-size")) > 0, path.name
+        objectives = [argv[i + 1] for i, a in enumerate(argv) if a == "--objective"]
+        assert {"critical=1", "standard=0", "sheddable=-1"} <= set(objectives), path.name
+        assert _flag(argv, "--admin-key-file") == str(tmp_path / "run" / "admin.key")
+    # the flags are the router's own: its CLI accepts them (a bad key file is refused in one line)
+    argv = argv[argv.index("serve"):]
+    result = CliRunner().invoke(router_app, argv)
+    assert result.exit_code == 2 and "--admin-key-file: cannot read" in result.output

@@ -111,3 +111,26 @@ def test_stop_never_kills_a_reused_pid(tmp_path: Path):
     me = ComponentState(name="x", kind="test", argv=[], ports=[], health=[], log="", pid=os.getpid(), start_time=1)
     report = supervisor.stop([me], grace_s=0.1)  # start time does not match: not ours, left alone
     assert report.remaining == [] and is_alive(os.getpid())
+
+
+def test_a_killed_components_leftover_tree_is_stopped(tmp_path: Path):
+    """Issue 18: a vLLM API server killed on its own left EngineCore and workers running; they are stopped."""
+    comp = _component(tmp_path, "engine", "child", 0.0)
+    proc = supervisor.start(comp)
+    try:
+        supervisor.HealthWaiter([comp], {comp.name: proc}).wait(10)
+        deadline = time.monotonic() + 5
+        while len(supervisor._group_members({comp.pid})) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(comp.pid, 9)  # only the leader dies, as `kill PID` of the API server
+        proc.wait(5)
+        leftovers = set(supervisor._group_members({comp.pid}))
+        assert len(leftovers) == 1  # its child lives on in the group
+        assert supervisor.stop_orphaned_groups([comp]) == {"engine": sorted(leftovers)}
+        deadline = time.monotonic() + 5
+        while _group_alive(comp.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _group_alive(comp.pid)
+        assert supervisor.stop_orphaned_groups([comp]) == {}
+    finally:
+        supervisor.stop([comp], grace_s=1, procs={comp.name: proc})

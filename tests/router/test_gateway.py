@@ -75,6 +75,8 @@ def test_malformed_input_gets_openai_400s(rt):
         (json.dumps({"model": MODEL, "prompt": {"a": 1}}).encode(), "prompt"),
         (json.dumps({"model": MODEL, "prompt": "x", "stream": "yes"}).encode(), "stream"),
         (b"\xff\xfe\x00garbage", None),
+        (b'{"model": "m", "prompt": "x", "deep": ' + b"[" * 5000 + b"]" * 5000 + b"}", None),  # issue 18: was a 500
+        (json.dumps({"model": MODEL, "prompt": "x", "n": 1_000_000_000}).encode(), "n"),  # issue 18: never reaches a pod
     ]
     with rt.client() as c:
         for raw, param in bad:
@@ -84,7 +86,7 @@ def test_malformed_input_gets_openai_400s(rt):
         for body, param in [({"model": MODEL}, "messages"), ({"model": MODEL, "messages": []}, "messages"), ({"model": MODEL, "messages": ["hi"]}, "messages")]:
             assert _error_ok(c.post("/v1/chat/completions", json=body), 400)["param"] == param
         huge = {"model": MODEL, "prompt": "x" * 70_000}
-        assert "limit" in _error_ok(c.post("/v1/completions", json=huge), 400)["message"]
+        assert "limit" in _error_ok(c.post("/v1/completions", json=huge), 413)["message"]
         err = _error_ok(c.post("/v1/completions", json={"model": MODEL, "prompt": "x"}, headers={"x-llmd-priority": "high"}), 400)
         assert err["param"] == "x-llmd-priority"
         _error_ok(c.get("/v1/nothing-here"), 404)
@@ -137,17 +139,20 @@ def test_decisions_stream_publishes_each_decision(rt):
     assert endpoints["hashing"]["block_size"] == 16
 
 
-def test_live_config_switch(pods):
-    with router(pods.endpoint_entries(), PRECISE_CONFIG) as rt, rt.client() as c:
+def test_live_config_switch(pods, tmp_path):
+    key_file = tmp_path / "admin.key"
+    key_file.write_text("admin-key-for-the-test-0123456789\n")
+    admin = {"authorization": "Bearer admin-key-for-the-test-0123456789"}
+    with router(pods.endpoint_entries(), PRECISE_CONFIG, ["--admin-key-file", str(key_file)]) as rt, rt.client(headers=admin) as c:
         r = c.post("/admin/config", content=ROUND_ROBIN_CONFIG, headers={"content-type": "application/yaml"})
         assert r.status_code == 200, r.text
         assert r.json()["version"] == 2
         served = [c.post("/v1/completions", json={"model": MODEL, "prompt": "same prompt every time " * 20, "max_tokens": 1}).headers["x-llmd-endpoint"] for _ in range(6)]
         assert all(a != b for a, b in zip(served, served[1:])), served  # round-robin alternates over 2 pods
         assert c.get("/admin/config").json()["config"]["plugins"][0]["type"] == "round-robin"
-        err = _error_ok(c.post("/admin/config", content="plugins:\n  - type: no-such-scorer\n"), 400)
+        err = _error_ok(c.post("/admin/config", content="plugins:\n  - type: no-such-scorer\n", headers={"content-type": "application/yaml"}), 400)
         assert "no-such-scorer" in err["message"]
-        _error_ok(c.post("/admin/config", content="/etc/passwd.yaml"), 400)  # never read as a path
+        _error_ok(c.post("/admin/config", content="/etc/passwd.yaml", headers={"content-type": "application/yaml"}), 400)  # never read as a path
         r = c.post("/admin/profile", json={"config": yaml.safe_load(PRECISE_CONFIG)})
         assert r.status_code == 200 and r.json()["version"] == 3
         r = c.post("/admin/profile", json={"profile": "round-robin"})  # a shipped profile, by name (what the TUI sends)
@@ -161,7 +166,7 @@ def test_api_key_guards_the_api(pods):
         body = {"model": MODEL, "prompt": "hi", "max_tokens": 1}
         _error_ok(c.post("/v1/completions", json=body), 401)
         _error_ok(c.post("/v1/completions", json=body, headers={"authorization": "Bearer wrong"}), 401)
-        _error_ok(c.post("/admin/config", content=ROUND_ROBIN_CONFIG), 401)
+        _error_ok(c.post("/admin/config", content=ROUND_ROBIN_CONFIG, headers={"content-type": "application/yaml"}), 401)
         assert c.post("/v1/completions", json=body, headers={"authorization": "Bearer s3cret"}).status_code == 200
         assert c.get("/health").status_code == 200
 

@@ -173,3 +173,67 @@ def test_full_digest_events_normalise_to_router_hashes():
     batch = KVEventBatch(0.0, [BlockStored(block_hashes=digests, parent_block_hash=None, token_ids=list(range(48)), block_size=16)])
     back = msgspec.msgpack.decode(msgspec.msgpack.encode(normalise_batch(batch)))
     assert back[1][0]["block_hashes"] == [to_event_hash(d) for d in digests]
+
+
+def _deeply_nested_frames(topic: str, seq: int, depth: int) -> list[bytes]:
+    """A BlockStored whose extra_keys nest `depth` arrays deep (msgpack 0x91 = array of one)."""
+    ev = BlockStored(block_hashes=[1], parent_block_hash=None, token_ids=list(range(16)), block_size=16, extra_keys=["SENTINEL"])
+    frames = encode_frames(topic, seq, KVEventBatch(time.time(), [ev], 0))
+    sentinel = msgspec.msgpack.encode("SENTINEL")
+    assert frames[2].count(sentinel) == 1
+    frames[2] = frames[2].replace(sentinel, b"\x91" * depth + b"\xc0")
+    return frames
+
+
+async def _hostile_frames() -> None:
+    """Issue 18: nested extra_keys, a foreign DP rank and garbage are each one counted error; the loop lives on
+    and no other pod's entries move."""
+    ctx = zmq.asyncio.Context()
+    ports = [free_port(), free_port()]
+    xa, xb = ctx.socket(zmq.XPUB), ctx.socket(zmq.XPUB)
+    xa.bind(f"tcp://127.0.0.1:{ports[0]}")
+    xb.bind(f"tcp://127.0.0.1:{ports[1]}")
+    index = PrecisePrefixIndex()
+    sub = KVEventSubscriber(index.apply, context=ctx)
+    a = EndpointSpec("127.0.0.1:9100", kv_events=KVEventsSpec(f"tcp://127.0.0.1:{ports[0]}", topic="kv@a@m"), dp_rank=0)
+    b = EndpointSpec("127.0.0.1:9101", kv_events=KVEventsSpec(f"tcp://127.0.0.1:{ports[1]}", topic="kv@b@m"))
+    await sub.start([a, b])
+    stored = lambda hs, rank=0: KVEventBatch(time.time(), [BlockStored(block_hashes=hs, parent_block_hash=None, token_ids=list(range(16 * len(hs))), block_size=16)], rank)
+    try:
+        await _wait_subscribed(xa)
+        await _wait_subscribed(xb)
+        await xb.send_multipart(encode_frames("kv@b@m", 0, stored([500])))
+        await _wait(lambda: index.last_seq("127.0.0.1:9101") == 0)
+        await xa.send_multipart(_deeply_nested_frames("kv@a@m", 0, 200_000))
+        # pod a claims rank 1 = port 9101 = pod b, and clears "its" blocks: must not touch b
+        from kvtiers.kvevents import AllBlocksCleared
+
+        await xa.send_multipart(encode_frames("kv@a@m", 1, KVEventBatch(time.time(), [AllBlocksCleared()], 1)))
+        await xa.send_multipart(encode_frames("kv@a@m", 2, stored([7])))
+        await _wait(lambda: index.last_seq("127.0.0.1:9100") == 2)
+        assert set(index.holders(7)) == {"127.0.0.1:9100"}
+        assert set(index.holders(500)) == {"127.0.0.1:9101"}
+        snap = sub.snapshot()
+        assert sub.errors == 2 and snap["per_endpoint"]["127.0.0.1:9100"]["errors"] == 1
+        sock_a = next(s for s in snap["sockets"] if s["endpoints"] == ["127.0.0.1:9100"])
+        assert sock_a["decode_errors"] == 1 and sock_a["foreign_rank"] == 1 and sock_a["receiving"]
+    finally:
+        await sub.stop()
+        xa.close(0)
+        xb.close(0)
+        ctx.term()
+
+
+def test_hostile_frames_are_counted_and_survived():
+    asyncio.run(_hostile_frames())
+
+
+def test_decoder_refuses_oversized_and_deep_payloads():
+    import pytest
+
+    from kvtiers.kvevents import MAX_PAYLOAD_BYTES, KVEventDecodeError, decode_payload
+
+    with pytest.raises(KVEventDecodeError, match="over the limit"):
+        decode_payload(b"\x93" + b"\x00" * (MAX_PAYLOAD_BYTES + 1))
+    with pytest.raises(KVEventDecodeError, match="not a vLLM KV event batch"):
+        decode_payload(_deeply_nested_frames("t", 0, 200_000)[2])

@@ -94,18 +94,34 @@ def _batch(*events, rank=0):
     return KVEventBatch(0.0, list(events), rank)
 
 
-def test_duplicate_sequence_is_ignored_and_gap_counted():
+def test_duplicate_sequence_is_ignored_and_gap_purges_the_pod():
     idx = PrecisePrefixIndex()
     gaps = []
     idx.on_gap = lambda key, expected, got: gaps.append((key, expected, got))
     assert idx.apply("a:1", 0, _batch(_stored([1, 2]))) == "applied"
+    assert idx.apply("b:1", 0, _batch(_stored([1, 9]))) == "applied"
     assert idx.apply("a:1", 0, _batch(_stored([3]))) == "duplicate"
     assert idx.blocks_of("a:1") == {1, 2}
-    assert idx.apply("a:1", 4, _batch(_stored([3]))) == "applied"
+    assert idx.apply("a:1", 4, _batch(_stored([3]))) == "gap"
     s = idx.stats()
     assert s["duplicates"] == 1 and s["gaps"] == 1 and s["missed_messages"] == 3
     assert gaps == [("a:1", 1, 4)]
-    assert idx.blocks_of("a:1") == {1, 2, 3}
+    # the lost messages may have removed 1 and 2: only what arrived after the gap is trusted; b is untouched
+    assert idx.blocks_of("a:1") == {3}
+    assert idx.holders(1) == {"b:1": 1.0} and idx.blocks_of("b:1") == {1, 9}
+
+
+def test_per_endpoint_quota_bounds_the_index():
+    """Issue 18: one publisher cannot grow the index without bound; other pods keep their room."""
+    idx = PrecisePrefixIndex(max_blocks_per_endpoint=100)
+    idx.apply("a:1", 0, _batch(_stored(list(range(10_000)))))
+    idx.apply("b:1", 0, _batch(_stored([20_000, 20_001])))
+    s = idx.stats()
+    assert len(idx.blocks_of("a:1")) == 100 and s["quota_drops"] == 9_900
+    assert s["blocks"] == 102 and idx.blocks_of("b:1") == {20_000, 20_001}
+    idx.apply("a:1", 1, _batch(BlockRemoved(block_hashes=list(range(50)))))
+    idx.apply("a:1", 2, _batch(_stored([30_000])))  # room again after removals
+    assert 30_000 in idx.blocks_of("a:1")
 
 
 def test_sequence_going_backwards_means_restart_and_drops_blocks():

@@ -222,3 +222,39 @@ def test_sigterm_with_a_request_in_flight_exits_promptly():
         s.proc.send_signal(signal.SIGTERM)
         s.proc.wait(timeout=15)  # a hang (the old behaviour: until the 3000 tokens finished) fails here
         assert time.monotonic() - start < 10
+
+
+def test_hostile_limits_are_refused_where_requests_enter(pods):
+    """Issue 18: a huge `n`, a huge batch, hostile nesting and oversize bodies get 400/413 error objects."""
+    url = pods.url(1) + "/v1/completions"
+    r = httpx.post(url, json={"prompt": "x", "n": 1_000_000_000, "max_tokens": 1}, timeout=5)
+    _assert_error(r, 400, "n must be between 1 and 128")
+    assert r.json()["error"]["param"] == "n"
+    _assert_error(httpx.post(url, json={"prompt": ["x"] * 200, "n": 100, "max_tokens": 1}, timeout=5), 400, "prompts x n")
+    nested = b'{"prompt": "x", "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    _assert_error(httpx.post(url, content=nested, headers={"content-type": "application/json"}, timeout=5), 400, "Invalid JSON")
+    big = b'{"prompt": "' + b"a" * (17 * 1024 * 1024) + b'"}'
+    _assert_error(httpx.post(url, content=big, headers={"content-type": "application/json"}, timeout=20), 413, "over the limit")
+    r = httpx.post(pods.url(1) + "/health", timeout=5)  # 405 from the framework: still an OpenAI error object
+    assert r.status_code == 405 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert httpx.post(url, json={"prompt": "x", "n": 3, "max_tokens": 1}, timeout=5).json()["usage"]["completion_tokens"] == 3
+
+
+def test_same_client_request_id_twice_on_one_pod():
+    """Issue 18: two in-flight requests with one x-request-id each get their own tokens; neither hangs."""
+    import concurrent.futures
+
+    with sim_server("--model", "m", "--time-scale", "1", "--max-model-len", "256", "--block-size", "16",
+                    "--num-gpu-blocks", "200") as s:
+        url = s.base + "/v1/completions"
+
+        def one(i: int, max_tokens: int) -> tuple[int, int]:
+            r = httpx.post(url, json={"prompt": f"pair {i}", "max_tokens": max_tokens, "ignore_eos": True},
+                           headers={"x-request-id": f"dup-{i}"}, timeout=10)
+            return r.status_code, (r.json().get("usage") or {}).get("completion_tokens", -1)
+
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            futs = [(ex.submit(one, i, 3 + i % 4), ex.submit(one, i, 20 + i % 5), 3 + i % 4, 20 + i % 5) for i in range(20)]
+            for a, b, na, nb in futs:
+                assert a.result(timeout=15) == (200, na)
+                assert b.result(timeout=15) == (200, nb)

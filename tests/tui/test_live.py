@@ -25,10 +25,16 @@ def sims():
         yield s
 
 
+ADMIN_KEY = "tui-live-admin-key-0123456789"
+
+
 @pytest.fixture(scope="module")
 def stack(sims):
-    with router(sims.endpoint_entries(), PRECISE) as r:
-        yield r
+    # the router reads the admin key from the environment, and so does the TUI it switches configs through
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLMD_ROUTER_ADMIN_KEY", ADMIN_KEY)
+        with router(sims.endpoint_entries(), PRECISE) as r:
+            yield r
 
 
 def _text(renderable) -> str:
@@ -95,7 +101,8 @@ def test_switching_profile_changes_routing_seen_in_the_feed(stack) -> None:
     finally:  # leave the shared router as the other tests expect it
         import httpx
 
-        httpx.post(stack.url + "/admin/config", content=PRECISE, timeout=5)
+        httpx.post(stack.url + "/admin/config", content=PRECISE, timeout=5,
+                   headers={"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/yaml"})
 
 
 def test_pause_and_filter(stack) -> None:

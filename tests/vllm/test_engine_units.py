@@ -54,9 +54,10 @@ def test_thread_binding_gives_each_instance_its_own_cores() -> None:
     assert [threads_bind(i, 3, cores=2) for i in range(3)] == ["0", "1", "0"]
 
 
-def test_kv_events_config_binds_and_names_the_topic() -> None:
+def test_kv_events_config_binds_on_loopback_and_names_the_topic() -> None:
     doc = json.loads(kv_events_config(5557, "kv@127.0.0.1:8100@m"))
-    assert doc == {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": "tcp://*:5557", "topic": "kv@127.0.0.1:8100@m"}
+    # issue 18: never tcp://*: the events carry every prompt's token ids
+    assert doc == {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": "tcp://127.0.0.1:5557", "topic": "kv@127.0.0.1:8100@m"}
 
 
 def test_environment_controls_the_hash_seed_explicitly() -> None:
