@@ -1,6 +1,7 @@
 """active-request-scorer (llm-d): requests this router has in flight per endpoint, counted from routing.
 
-score = (max_count - count) / max_count over all tracked endpoints; an endpoint with none scores 1.0.
+An endpoint with at most `idleThreshold` requests scores 1.0; a busier one
+score = (max_count - count) / max_count x `maxBusyScore` (max over all tracked endpoints), as llm-d scores.
 Entries expire after `requestTimeout` (e.g. "2m", "30s") so a lost completion cannot pin a count forever.
 """
 
@@ -27,8 +28,14 @@ def parse_duration(text: str) -> float | None:
 @dataclass
 class ActiveRequestParams:
     request_timeout: str = "2m"
+    idle_threshold: int = 0
+    max_busy_score: float = 1.0
 
     def validate(self) -> str | None:
+        if self.idle_threshold < 0:
+            return f"idleThreshold: expected a non-negative integer, got {self.idle_threshold}"
+        if not 0 <= self.max_busy_score <= 1:
+            return f"maxBusyScore: expected a number in [0, 1], got {self.max_busy_score}"
         d = parse_duration(self.request_timeout)
         if d is None or d <= 0:
             return f"requestTimeout: expected a positive duration such as '30s' or '2m', got {self.request_timeout!r}"
@@ -77,7 +84,12 @@ class ActiveRequestScorer(Scorer):
         mx = max(counts.values(), default=0)
         if mx == 0:
             return {e.key: 1.0 for e in endpoints}
-        return {e.key: (mx - counts.get(e.key, 0)) / mx for e in endpoints}
+        idle, busy = self.params.idle_threshold, self.params.max_busy_score
+        out = {}
+        for e in endpoints:
+            c = counts.get(e.key, 0)
+            out[e.key] = 1.0 if c <= idle else (mx - c) / mx * busy
+        return out
 
     def on_routed(self, request: LLMRequest, endpoint: Endpoint, profile: str) -> None:
         k = (request.request_id, endpoint.key)

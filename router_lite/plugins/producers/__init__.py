@@ -1,0 +1,1 @@
+"""producers plugins: one per module, registered by llm-d type name."""
