@@ -77,6 +77,7 @@ class RouterSettings:
     request_timeout_s: float = 600.0
     max_retries: int = 2
     objectives: dict[str, int] = field(default_factory=dict)  # model/objective name -> priority
+    pool_name: str = "default"  # the InferencePool served: `name` label of the inference_pool_* metrics
     queue_size: int = 0  # flow-control queue capacity; 0 = no queue (shed or pass)
     queue_ttl_s: float = 30.0
     shutdown_timeout_s: float = 1.0  # after SIGTERM, how long in-flight responses may take before being cut
