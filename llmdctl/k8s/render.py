@@ -74,9 +74,11 @@ class RenderOptions:
     epp_image: str = DEFAULT_EPP_IMAGE
     runtime_class: str | None = None  # pods of vLLM pools; default "nvidia" with gpus, else none
     hf_token_secret: str = "llm-d-hf-token"  # optional Secret with key HF_TOKEN for gated models
-    # The router's API key (its Secret); None: a fresh random one. Apply keeps a Secret that already exists,
-    # so the key a cluster has stays the same across `up` runs.
+    # The router's API key. None: the output only references its Secret (renders stay byte-identical, no
+    # key churn in GitOps); `up` creates it once with a random key and never replaces it. A value: the
+    # Secret is rendered with it.
     router_api_key: str | None = None
+    hash_seed: str = "42"  # vLLM pods' PYTHONHASHSEED, and the precise scorer's hashSeed to match it
 
 
 @dataclass
@@ -206,8 +208,8 @@ def vllm_args(profile: Profile, pool: PoolSpec) -> list[str]:
     )
     args = argv[3:]  # drop "python3 -m vllm.entrypoints.openai.api_server"
     args[args.index("--host") + 1] = "0.0.0.0"
-    if pool.num_gpu_blocks:
-        args += ["--num-gpu-blocks-override", str(pool.num_gpu_blocks)]
+    # No --num-gpu-blocks-override: it is vLLM's testing flag and would cap a real GPU's KV cache at the
+    # simulator's figure; on GPUs the cache is what --gpu-memory-utilization leaves.
     if pool.data_parallel_size > 1:
         args += ["--data-parallel-size", str(pool.data_parallel_size)]
     if pool.role in ("prefill", "decode"):
@@ -262,7 +264,11 @@ def model_server_objects(profile: Profile, pool: PoolSpec, opts: RenderOptions, 
             {"name": "DO_NOT_TRACK", "value": "1"},
             {"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": opts.hf_token_secret, "key": "HF_TOKEN", "optional": True}}},
+            {"name": "PYTHONHASHSEED", "value": opts.hash_seed},  # seeds vLLM's block hashes; hashSeed in the EPP config
         ]
+        if pool.num_gpu_blocks:
+            notes.append(f"pool {pool.name}: num_gpu_blocks ({pool.num_gpu_blocks}) sizes the simulator only; real vLLM pods size "
+                         "their KV cache from --gpu-memory-utilization")
         resources = {"requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": str(gpus)}, "limits": {"memory": "64Gi", "nvidia.com/gpu": str(gpus)}}
         # torch/NCCL need a large /dev/shm; model weights and compile caches go to the emptyDir under RUN_DIR.
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})
@@ -371,11 +377,54 @@ def router_api_key_secret(stack: str, namespace: str, key: str | None) -> dict[s
     }
 
 
-def router_objects(profile: Profile, opts: RenderOptions, stack: str, namespace: str) -> list[dict[str, Any]]:
+def ensure_api_key_secret(rendered: Rendered) -> Rendered:
+    """For `up`: add the router's Secret with a fresh random key when the render only references it.
+    Apply never replaces an existing Secret, so this creates the key once per cluster."""
+    name = router_api_key_secret_name(rendered.stack)
+    if any(o["kind"] == "Secret" and o["metadata"]["name"] == name for o in rendered.objects):
+        return rendered
+    secret = _label(router_api_key_secret(rendered.stack, rendered.namespace, None), {**common_labels(rendered.stack), COMPONENT_LABEL: "router"})
+    return Rendered(rendered.stack, rendered.namespace, sort_for_apply(rendered.objects + [secret]), rendered.notes)
+
+
+def _engine(profile: Profile, opts: RenderOptions) -> str:
+    return opts.engine or ("vllm" if opts.gpus else profile.engine_of(profile.pools[0]))
+
+
+def epp_config(profile: Profile, opts: RenderOptions) -> dict[str, Any]:
+    """The EndpointPickerConfig both pickers read, with the precise scorer's parameters completed from the
+    pools' engine settings, as llm-d's precise-prefix-cache guide sets them: blockSize = vLLM --block-size,
+    hashSeed = the pods' PYTHONHASHSEED (vLLM pods), the tokenizer = the served model, and kvEventsConfig
+    dialling each pod's KV-event socket (discoverPods, socketPort). Values the profile sets are kept."""
+    import copy
+
+    config = copy.deepcopy(profile.router.config)
+    pool = next((p for p in profile.pools if p.kv_events), profile.pools[0])
+    vllm = _engine(profile, opts) == "vllm"
+    for plugin in config.get("plugins") or []:
+        if plugin.get("type") not in ("precise-prefix-cache-scorer", "precise-prefix-cache-producer"):
+            continue
+        params = plugin.setdefault("parameters", {})
+        tpc = params.setdefault("tokenProcessorConfig", {})
+        tpc.setdefault("blockSize", pool.block_size)
+        if vllm:
+            tpc.setdefault("hashSeed", opts.hash_seed)
+        pool_cfg = params.setdefault("indexerConfig", {}).setdefault("tokenizersPoolConfig", {})
+        if not pool_cfg.get("model") and not pool_cfg.get("modelName"):
+            pool_cfg["modelName"] = profile.model
+        kec = params.setdefault("kvEventsConfig", {})
+        if "zmqEndpoint" not in kec:
+            kec.setdefault("topicFilter", "kv@")
+            kec.setdefault("discoverPods", True)
+            kec.setdefault("podDiscoveryConfig", {}).setdefault("socketPort", KV_EVENTS_PORT)
+    return config
+
+
+def router_objects(profile: Profile, opts: RenderOptions, stack: str, namespace: str, notes: list[str]) -> list[dict[str, Any]]:
     name = dns_label(f"{stack}-router", 55)
     labels = {**common_labels(stack), COMPONENT_LABEL: "router"}
     selector = {STACK_LABEL: stack, COMPONENT_LABEL: "router"}
-    config_yaml = yaml.safe_dump(profile.router.config, sort_keys=False)
+    config_yaml = yaml.safe_dump(epp_config(profile, opts), sort_keys=False)
     env = [
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "HOME", "value": "/tmp"},
@@ -383,7 +432,12 @@ def router_objects(profile: Profile, opts: RenderOptions, stack: str, namespace:
         {"name": ROUTER_API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": router_api_key_secret_name(stack), "key": API_KEY_SECRET_KEY}}},
     ]
     objs = _rbac(stack, namespace, name, router_rules(), "router")
-    objs.append(_label(router_api_key_secret(stack, namespace, opts.router_api_key), labels))
+    if opts.router_api_key:
+        objs.append(_label(router_api_key_secret(stack, namespace, opts.router_api_key), labels))
+    else:
+        notes.append(f"the router reads its API key from Secret {router_api_key_secret_name(stack)} (key {API_KEY_SECRET_KEY}); `up` creates it "
+                     f"once; with kubectl: kubectl -n {namespace} create secret generic {router_api_key_secret_name(stack)} "
+                     f"--from-literal={API_KEY_SECRET_KEY}=$(openssl rand -base64 32)")
     objs.append(_label(load_template("configmap-epp.yaml", name=name, namespace=namespace, config_yaml=config_yaml), labels))
     objs.append(_label(load_template("router-service.yaml", name=name, namespace=namespace, selector=selector), labels))
     objs.append(_label(load_template(
@@ -402,12 +456,12 @@ def gateway_objects(profile: Profile, opts: RenderOptions, stack: str, namespace
     selector = {STACK_LABEL: stack, COMPONENT_LABEL: "endpoint-picker"}
     objs = _rbac(stack, namespace, name, epp_rules(), "endpoint-picker")
     objs.append(_label(load_template("configmap-epp.yaml", name=name, namespace=namespace,
-                                     config_yaml=yaml.safe_dump(profile.router.config, sort_keys=False)), labels))
-    objs.append(_label(load_template("epp-service.yaml", name=name, namespace=namespace, selector=selector), labels))
+                                     config_yaml=yaml.safe_dump(epp_config(profile, opts), sort_keys=False)), labels))
+    objs.append(_label(load_template("epp-service.yaml", name=name, namespace=namespace, selector=selector, kv_events_port=KV_EVENTS_PORT), labels))
     objs.append(_label(load_template(
         "epp-deployment.yaml", name=name, namespace=namespace, selector=selector,
         pod_labels={**labels, "app.kubernetes.io/name": "llm-d-inference-scheduler", **selector}, service_account=name,
-        pod_security=pod_security(65532), image=opts.epp_image, pool_name=pool_name,
+        pod_security=pod_security(65532), image=opts.epp_image, pool_name=pool_name, kv_events_port=KV_EVENTS_PORT, hf_token_secret=opts.hf_token_secret,
         container_security=container_security(True), config_map=name,
     ), labels))
     gw = dns_label(f"{stack}-gateway", 63)
@@ -452,7 +506,7 @@ def render(profile: Profile, opts: RenderOptions | None = None) -> Rendered:
     objects: list[dict[str, Any]] = [_label(load_template("namespace.yaml", namespace=namespace), common_labels(stack))]
     for pool in profile.pools:
         objects += model_server_objects(profile, pool, opts, stack, namespace, notes)
-    objects += router_objects(profile, opts, stack, namespace)
+    objects += router_objects(profile, opts, stack, namespace, notes)
     pool_name = dns_label(stack, 63)
     router_service = dns_label(f"{stack}-router", 55)
     picker, picker_port = (dns_label(f"{stack}-epp", 55), 9002) if opts.gateway else (router_service, ROUTER_PORT)
@@ -461,6 +515,9 @@ def render(profile: Profile, opts: RenderOptions | None = None) -> Rendered:
         target_ports=[{"number": p} for p in target_ports(profile)], picker_service=picker, picker_port=picker_port,
     )
     objects.append(_label(inference_pool, {**common_labels(stack), COMPONENT_LABEL: "inference-pool"}))
+    from llmdctl.k8s.dashboards import dashboards_configmap
+
+    objects.append(_label(dashboards_configmap(stack, namespace), {**common_labels(stack), COMPONENT_LABEL: "dashboards"}))
     if opts.gateway:
         objects += gateway_objects(profile, opts, stack, namespace, pool_name)
     elif opts.target == "kube":
