@@ -36,6 +36,7 @@ def render(
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a profile key, e.g. --set pools.0.replicas=2 (repeatable)."),
     k8s_version: str = typer.Option("1.34", "--k8s-version", help="Kubernetes version whose schemas validate the objects."),
     cluster: str = typer.Option("llmdctl", "--cluster", help="kind cluster name (for --target kind files)."),
+    monitoring: bool = typer.Option(False, "--monitoring", help="Also render PodMonitor/ServiceMonitor objects (the cluster runs the Prometheus Operator)."),
 ) -> None:
     from rich.console import Console
 
@@ -51,7 +52,7 @@ def render(
         version = check_version(k8s_version)
         prof, _ = resolve_profile(profile, engine=engine, model=model, replicas=replicas, sets=set_)
         opts = RenderOptions(target=target, namespace=namespace, image=image or DEFAULT_IMAGE, gateway=gateway,  # type: ignore[arg-type]
-                             gateway_class=gateway_class, gpus=gpus, engine=engine)
+                             gateway_class=gateway_class, gpus=gpus, engine=engine, monitoring=monitoring)
         rendered = render_stack(prof, opts)
     except (ProfileError, StackError, RenderError, ValueError) as exc:
         raise fail(str(exc), 2) from None

@@ -41,6 +41,8 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 DEFAULT_IMAGE = f"llmdctl:{__version__}"
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"  # the vLLM release the KV-event capture vectors come from
 DEFAULT_EPP_IMAGE = "ghcr.io/llm-d/llm-d-inference-scheduler:v0.7.1"
+DEFAULT_SIDECAR_IMAGE = "ghcr.io/llm-d/llm-d-routing-sidecar:v0.7.1"  # llm-d's P/D routing proxy (decode pods)
+SIDECAR_VLLM_PORT = 8200  # decode vLLM behind the routing sidecar, as llm-d's P/D guide runs it
 DEFAULT_NAMESPACE = "llmd"
 SERVER_PORT = 8000  # model servers: rank r listens on SERVER_PORT + r (vLLM's and sim_gpu's rule)
 ROUTER_PORT = 8000
@@ -79,6 +81,8 @@ class RenderOptions:
     # Secret is rendered with it.
     router_api_key: str | None = None
     hash_seed: str = "42"  # vLLM pods' PYTHONHASHSEED, and the precise scorer's hashSeed to match it
+    sidecar_image: str = DEFAULT_SIDECAR_IMAGE
+    monitoring: bool = False  # PodMonitor/ServiceMonitor objects (the cluster runs the Prometheus Operator)
 
 
 @dataclass
@@ -293,11 +297,41 @@ def model_server_objects(profile: Profile, pool: PoolSpec, opts: RenderOptions, 
         startup_failures=startup_failures, resources=resources, container_security=container_security(read_only_root),
         volume_mounts=mounts, volumes=volumes,
     )
+    if engine == "vllm" and pool.role == "decode" and opts.gateway:
+        if dp > 1:
+            notes.append(f"pool {pool.name}: no routing sidecar with data_parallel_size > 1 (one sidecar fronts one port)")
+        else:
+            add_routing_sidecar(deployment, opts)
     deployment = _label(deployment, {**common_labels(stack), COMPONENT_LABEL: "model-server", POOL_LABEL: selector[POOL_LABEL]})
     service_ports = [{"name": p["name"], "port": p["containerPort"], "targetPort": p["name"], "protocol": "TCP"} for p in _ports(pool) if p["name"].startswith("http")]
     service = load_template("model-server-service.yaml", name=name, namespace=namespace, selector=selector, ports=service_ports)
     service = _label(service, {**common_labels(stack), COMPONENT_LABEL: "model-server", POOL_LABEL: selector[POOL_LABEL]})
     return [deployment, service]
+
+
+def add_routing_sidecar(deployment: dict[str, Any], opts: RenderOptions) -> None:
+    """llm-d's P/D routing sidecar on a decode pod, as its P/D guide deploys it: a native sidecar
+    (restartable init container) owns the pod's serving port 8000 and reads `x-prefiller-host-port` (set by
+    the upstream EPP's disagg-headers-handler) to run the prefill leg; vLLM moves to 8200 behind it."""
+    spec = deployment["spec"]["template"]["spec"]
+    server = spec["containers"][0]
+    args = server["args"]
+    args[args.index("--port") + 1] = str(SIDECAR_VLLM_PORT)
+    for port in server["ports"]:
+        if port["name"] == "http":
+            port.update(name="vllm", containerPort=SIDECAR_VLLM_PORT)
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        server[probe]["httpGet"]["port"] = "vllm"
+    spec["initContainers"] = [{
+        "name": "routing-proxy",
+        "image": opts.sidecar_image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [f"--port={SERVER_PORT}", f"--vllm-port={SIDECAR_VLLM_PORT}", "--connector=nixlv2", "--secure-proxy=false"],
+        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "restartPolicy": "Always",
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": container_security(True),
+    }]
 
 
 # -- router ----------------------------------------------------------------------------------------------
@@ -472,13 +506,31 @@ def gateway_objects(profile: Profile, opts: RenderOptions, stack: str, namespace
     return objs
 
 
+def monitoring_objects(profile: Profile, opts: RenderOptions, stack: str, namespace: str) -> list[dict[str, Any]]:
+    """A PodMonitor per pool (vLLM's or the simulator's /metrics; behind a routing sidecar, vLLM's own port)
+    and ServiceMonitors for router_lite and, with --gateway, the upstream EPP (its metrics port 9090)."""
+    from llmdctl.k8s.monitoring import pod_monitor, service_monitor
+
+    labels = {**common_labels(stack), COMPONENT_LABEL: "monitoring"}
+    objs = []
+    for pool in profile.pools:
+        engine = opts.engine or ("vllm" if opts.gpus else profile.engine_of(pool))
+        sidecar = engine == "vllm" and pool.role == "decode" and opts.gateway and max(1, pool.data_parallel_size) == 1
+        match = {STACK_LABEL: stack, POOL_LABEL: dns_label(pool.name)}
+        objs.append(_label(pod_monitor(dns_label(f"{stack}-{pool.name}", 63), namespace, match, "vllm" if sidecar else "http"), labels))
+    objs.append(_label(service_monitor(dns_label(f"{stack}-router", 63), namespace, {STACK_LABEL: stack, COMPONENT_LABEL: "router"}, "http"), labels))
+    if opts.gateway:
+        objs.append(_label(service_monitor(dns_label(f"{stack}-epp", 63), namespace, {STACK_LABEL: stack, COMPONENT_LABEL: "endpoint-picker"}, "http-metrics"), labels))
+    return objs
+
+
 # -- the stack -------------------------------------------------------------------------------------------
 
 # Dependency order for apply (reverse for delete): identities before what runs as them, config before
 # pods, servers before the router that discovers them, the pool and routes last.
 APPLY_ORDER = [
     "CustomResourceDefinition", "Namespace", "RuntimeClass", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret",
-    "Service", "DaemonSet", "Deployment", "InferencePool", "Gateway", "HTTPRoute",
+    "Service", "DaemonSet", "Deployment", "InferencePool", "Gateway", "HTTPRoute", "PodMonitor", "ServiceMonitor",
 ]
 
 
@@ -516,6 +568,9 @@ def render(profile: Profile, opts: RenderOptions | None = None) -> Rendered:
     )
     objects.append(_label(inference_pool, {**common_labels(stack), COMPONENT_LABEL: "inference-pool"}))
     from llmdctl.k8s.dashboards import dashboards_configmap
+
+    if opts.monitoring:
+        objects += monitoring_objects(profile, opts, stack, namespace)
 
     objects.append(_label(dashboards_configmap(stack, namespace), {**common_labels(stack), COMPONENT_LABEL: "dashboards"}))
     if opts.gateway:
