@@ -12,6 +12,7 @@ from kvtiers.kvevents import BlockStored, KVEventBatch
 from router_lite.admission import Admission
 from router_lite.app_state import RouterSettings, RouterState
 from router_lite.config import ConfigError, load_config, load_config_file
+from router_lite.datalayer import EndpointSpec
 from router_lite.plugins.admission.probabilistic_admitter import saturation, shed_probability
 from router_lite.prefix import PrecisePrefixIndex, PrefixIndexes
 from router_lite.scheduler import Scheduler
@@ -43,7 +44,8 @@ def test_upstream_config_loads_and_schedules(path: Path):
     req = LLMRequest("r1", "m", prompt_token_ids=list(range(200)), prompt_text="hello " * 50)
     result = sched.schedule(req, pool())
     assert result.target is not None, result.reason
-    assert result.target.role in ("decode", "both") or "prefill" not in {p.name for p in cfg.profiles}
+    if cfg.plugins_of_type("decode-filter"):  # decode-filter: never the prefill pod (P/D: decode is primary)
+        assert result.target.role == "decode"
     sched.on_routed(req, result)
     sched.on_finished(req, result.target)
 
@@ -104,9 +106,7 @@ def test_older_cache_tracking_prefix_scorer_is_the_precise_scorer():
 def test_pod_discovery_subscribes_to_each_pod_on_the_socket_port():
     cfg = load_config_file(FIXTURES / "loads" / "guide-precise-prefix-cache-routing.yaml")
     state = RouterState(RouterSettings(config=cfg))
-    from router_lite.datalayer import EndpointSpec
-
-    spec = state.kv_spec(EndpointSpec.parse("10.1.2.3:8000") if hasattr(EndpointSpec, "parse") else EndpointSpec(address="10.1.2.3:8000"))
+    spec = state.kv_spec(EndpointSpec(address="10.1.2.3:8000"))
     assert spec.kv_events.endpoint == "tcp://10.1.2.3:5556" and spec.kv_events.bind is False
     assert spec.kv_events.topic == "kv@"
     assert state.needs_tokens() and state.hash_settings().block_size == 64
