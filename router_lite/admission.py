@@ -42,8 +42,11 @@ class Ticket:
 
 
 class Admission:
-    def __init__(self, detector: SaturationDetector, queue_size: int = 0, queue_ttl_s: float = 30.0, metrics: Any = None) -> None:
+    def __init__(
+        self, detector: SaturationDetector, queue_size: int = 0, queue_ttl_s: float = 30.0, metrics: Any = None, admitters: list[Any] | None = None
+    ) -> None:
         self.detector = detector
+        self.admitters = list(admitters or [])  # llm-d Admitter plugins (e.g. probabilistic-admitter), asked first
         self.queue: FlowQueue[asyncio.Future] | None = FlowQueue(queue_size, queue_ttl_s) if queue_size > 0 else None
         self.metrics = metrics
         self._candidates: Callable[[], list[Endpoint]] | None = None
@@ -51,9 +54,9 @@ class Admission:
         self._wake: asyncio.Event | None = None
 
     @classmethod
-    def from_config(cls, config: Any, queue_size: int, queue_ttl_s: float, metrics: Any = None) -> "Admission":
+    def from_config(cls, config: Any, queue_size: int, queue_ttl_s: float, metrics: Any = None, admitters: list[Any] | None = None) -> "Admission":
         raw = (getattr(config, "extra_sections", None) or {}).get("saturationDetector")
-        return cls(SaturationDetector(SaturationConfig.from_dict(raw)), queue_size, queue_ttl_s, metrics)
+        return cls(SaturationDetector(SaturationConfig.from_dict(raw)), queue_size, queue_ttl_s, metrics, admitters)
 
     @property
     def queue_size(self) -> int:
@@ -67,6 +70,10 @@ class Admission:
     async def admit(self, request: LLMRequest, candidates: Callable[[], list[Endpoint]]) -> Ticket | None:
         """None or a Ticket to release when done; raises Rejected."""
         self._candidates = candidates
+        for admitter in self.admitters:
+            reason = admitter.reject(request, candidates())
+            if reason is not None:
+                raise self._shed(reason, "admitter")
         saturated = self.detector.is_saturated(candidates())
         if not saturated and not self.queue_size:
             return None

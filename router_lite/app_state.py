@@ -80,6 +80,7 @@ class RouterSettings:
     request_timeout_s: float = 600.0
     max_retries: int = 2
     objectives: dict[str, int] = field(default_factory=dict)  # model/objective name -> priority
+    pool_name: str = "default"  # the InferencePool served: `name` label of the inference_pool_* metrics
     queue_size: int = 0  # flow-control queue capacity; 0 = no queue (shed or pass)
     queue_ttl_s: float = 30.0
     shutdown_timeout_s: float = 1.0  # after SIGTERM, how long in-flight responses may take before being cut
@@ -128,7 +129,7 @@ class RouterState:
         self.stopping = False
         self._tokenizer = make_tokenizer(settings.tokenizer, self._tokenize_urls)
         self.request_tokenizer = RequestTokenizer(self._tokenizer, self.hash_settings, on_error=self._on_tokenize_error)
-        self.admission = self._admission(self.config)
+        self.admission = self._admission(self.config, self.scheduler)
         self._hash_cache: tuple[Any, HashSettings] | None = None
 
     def _make_watcher(self) -> FileWatcher | KubernetesWatcher | None:
@@ -149,9 +150,10 @@ class RouterState:
             return KubernetesWatcher(s.namespace, s.selector, reload, s.target_ports, s.kv_events_port, api_client=s.kube_api_client)
         return None
 
-    def _admission(self, config: SchedulerConfig) -> Admission:
+    def _admission(self, config: SchedulerConfig, scheduler: Scheduler) -> Admission:
+        admitters = [p for p in scheduler.plugins.values() if p.kind == "admitter"]
         try:
-            return Admission.from_config(config, self.settings.queue_size, self.settings.queue_ttl_s, self.metrics)
+            return Admission.from_config(config, self.settings.queue_size, self.settings.queue_ttl_s, self.metrics, admitters)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
@@ -164,16 +166,9 @@ class RouterState:
             return self._hash_cache[1]
         s = self.settings
         cfg_bs = cfg_seed = cfg_algo = None
-        specs = self.config.plugins_of_type("precise-prefix-cache-scorer")
+        specs = self.config.precise_specs()
         if specs:
-            raw = specs[0].raw_parameters or {}
-            tpc = raw.get("tokenProcessorConfig") or {}
-            if "blockSize" in tpc:
-                cfg_bs = specs[0].params.block_size
-            if tpc.get("hashSeed"):
-                cfg_seed = str(tpc["hashSeed"])
-            if "hashAlgo" in raw:
-                cfg_algo = specs[0].params.hash_algo
+            cfg_bs, cfg_seed, cfg_algo = specs[0].params.declared_hashing(specs[0].raw_parameters or {})
         settings = HashSettings(
             block_size=s.block_size or cfg_bs or info.block_size or DEFAULT_BLOCK_SIZE,
             algo=s.hash_algo or cfg_algo or (info.hash_algo if info.hash_algo in HASH_ALGOS else None) or DEFAULT_HASH_ALGO,
@@ -186,7 +181,7 @@ class RouterState:
         """Tokenize only when something uses tokens: a precise scorer, a P/D decider, or an explicit tokenizer."""
         if self.settings.tokenizer:
             return True
-        return bool(self.config.plugins_of_type("precise-prefix-cache-scorer", "prefix-based-pd-decider"))
+        return self.config.uses_tokens()
 
     def _tokenize_urls(self) -> list[str]:
         return [e.key for e in self.datalayer.candidates()]
@@ -204,14 +199,14 @@ class RouterState:
         """The endpoint's KV event source: its own `kvEvents`, else the precise scorer's kvEventsConfig."""
         if spec.kv_events is not None:
             return spec
-        specs = self.config.plugins_of_type("precise-prefix-cache-scorer")
+        specs = self.config.precise_specs()
         if not specs:
             return spec
         kec = specs[0].params.kv_events_config
         if kec.zmq_endpoint:
             kv = KVEventsSpec(kec.zmq_endpoint, topic=kec.topic_filter or "", bind=True)
         elif kec.discover_pods:
-            port = kec.pod_discovery_config.socket_port if kec.pod_discovery_config else 5557
+            port = kec.socket_port
             host = spec.address.rpartition(":")[0]
             kv = KVEventsSpec(f"tcp://{host}:{port}", topic=kec.topic_filter or "", bind=False)
         else:
@@ -229,10 +224,10 @@ class RouterState:
     def swap_config(self, config: SchedulerConfig) -> None:
         """Switch the scheduling config live; in-flight requests finish with the scheduler they started on."""
         old_kv = {s.key: self.kv_spec(s) for s in (st.spec for st in self.datalayer.states.values())}
-        admission = self._admission(config)
-        old, self.scheduler = self.scheduler, Scheduler(config, self.indexes, inflight=self.inflight)
+        scheduler = Scheduler(config, self.indexes, inflight=self.inflight)
+        self.admission = self._admission(config, scheduler)
+        old, self.scheduler = self.scheduler, scheduler
         old.close()
-        self.admission = admission
         self.config = config
         self.config_version += 1
         self._hash_cache = None

@@ -80,6 +80,7 @@ def serve(
     queue_ttl: float = typer.Option(30.0, min=0.001, help="Seconds a queued request may wait."),
     shutdown_timeout: float = typer.Option(1.0, help="On SIGTERM, seconds in-flight responses may take before they are cut."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
+    pool_name: str = typer.Option("default", help="The InferencePool this router serves: the `name` label of the inference_pool_* metrics."),
 ) -> None:
     """Serve the OpenAI API, routing each request to the best model server."""
     from router_lite.app_state import RouterSettings, load_scheduler_config
@@ -154,6 +155,7 @@ def serve(
         max_retries=max_retries,
         request_timeout_s=request_timeout,
         objectives=_objectives(objective),
+        pool_name=pool_name,
         queue_size=queue_size,
         queue_ttl_s=queue_ttl,
         shutdown_timeout_s=shutdown_timeout,

@@ -4,6 +4,8 @@ Accepts the same documents users give llm-d's endpoint picker (apiVersion `llm-d
 `inference.networking.x-k8s.io/v1alpha1` with a warning). Defaults are injected as llm-d does: with no
 `schedulingProfiles`, one profile `default` referencing every filter, scorer and picker; a profile without a
 picker gets `max-score-picker`; a single profile without a profile handler gets `single-profile-handler`.
+Besides plugins and profiles it acts on `dataLayer` (older name `data`: sources and their extractors),
+`parser.pluginRef` and `saturationDetector` (thresholds, or `pluginRef` to a saturation-detector plugin).
 Every mistake is a `ConfigError` naming where it is and what was expected.
 """
 
@@ -22,10 +24,13 @@ __all__ = ["ConfigError", "PluginSpec", "ProfilePluginRef", "ProfileSpec", "Sche
 API_VERSION = "llm-d.ai/v1alpha1"
 LEGACY_API_VERSIONS = ("inference.networking.x-k8s.io/v1alpha1",)
 KIND = "EndpointPickerConfig"
-# Top-level sections besides plugins/profiles that the router acts on (validated here, used by admission).
-_ACTED_SECTIONS = ("saturationDetector",)
+# Top-level sections besides plugins/profiles that the router acts on (validated here).
+_ACTED_SECTIONS = ("saturationDetector", "dataLayer", "data", "parser")
 # Top-level sections llm-d's EPP knows that this router does not act on: accepted and reported, not errors.
-_IGNORED_SECTIONS = ("featureGates", "data", "flowControl", "parser")
+_IGNORED_SECTIONS = ("featureGates", "flowControl")
+# Plugin kinds a scheduling profile may list; producers are accepted there (llm-d lists its tokenizer) and
+# run before the profiles, not inside them.
+_PROFILE_KINDS = ("filter", "scorer", "picker", "producer")
 _TOP_LEVEL = ("apiVersion", "kind", "plugins", "schedulingProfiles", *_ACTED_SECTIONS, *_IGNORED_SECTIONS)
 
 
@@ -53,6 +58,14 @@ class ProfileSpec:
 
 
 @dataclass
+class DataSourceSpec:
+    """One `dataLayer.sources[]` entry: the source plugin's name and its extractors' names."""
+
+    plugin_ref: str
+    extractors: list[str]
+
+
+@dataclass
 class SchedulerConfig:
     """A validated EndpointPickerConfig with llm-d's defaults injected."""
 
@@ -60,7 +73,9 @@ class SchedulerConfig:
     profiles: list[ProfileSpec]
     api_version: str = API_VERSION
     warnings: list[str] = field(default_factory=list)
-    extra_sections: dict[str, Any] = field(default_factory=dict)  # saturationDetector (acted on), featureGates, ...
+    extra_sections: dict[str, Any] = field(default_factory=dict)  # saturationDetector (thresholds), featureGates, ...
+    data_layer: list[DataSourceSpec] = field(default_factory=list)
+    parser: str = "openai-parser"
 
     def plugin(self, name: str) -> PluginSpec:
         for p in self.plugins:
@@ -76,10 +91,18 @@ class SchedulerConfig:
     def profile_handler(self) -> PluginSpec:
         return next(p for p in self.plugins if p.kind == "profile_handler")
 
+    def precise_specs(self) -> list[PluginSpec]:
+        """The precise prefix-cache scorers and producers: they share one index and one hashing setup."""
+        return self.plugins_of_type("precise-prefix-cache-scorer", "precise-prefix-cache-producer")
+
     def precise_prefix_settings(self) -> Any | None:
-        """Params of the first precise-prefix-cache-scorer (block size, hash seed...) the gateway hashes with."""
-        specs = self.plugins_of_type("precise-prefix-cache-scorer")
+        """Params of the first precise scorer or producer (block size, hash seed...) the gateway hashes with."""
+        specs = self.precise_specs()
         return specs[0].params if specs else None
+
+    def uses_tokens(self) -> bool:
+        """Whether some plugin needs the gateway to tokenize requests (precise prefix, token producer, P/D)."""
+        return any(getattr(lookup(p.type).cls, "uses_tokens", False) for p in self.plugins)
 
     def to_dict(self) -> dict[str, Any]:
         """The effective config (defaults injected), as an EndpointPickerConfig document."""
@@ -126,15 +149,25 @@ def load_config(source: dict[str, Any] | str | Path, origin: str = "config") -> 
         _require(api == API_VERSION, f"{origin}: apiVersion: expected {API_VERSION!r}, got {api!r}")
     kind = doc.get("kind", KIND)
     _require(kind == KIND, f"{origin}: kind: expected {KIND!r}, got {kind!r}")
-    extra = {k: doc[k] for k in (*_ACTED_SECTIONS, *_IGNORED_SECTIONS) if k in doc}
+    extra = {k: doc[k] for k in ("saturationDetector", *_IGNORED_SECTIONS) if k in doc}
     for k in extra:
         if k in _IGNORED_SECTIONS:
             warnings.append(f"{origin}: section {k!r} is accepted but not acted on by router_lite")
-    if "saturationDetector" in extra:
-        _check_saturation(extra["saturationDetector"], origin)
 
     plugins = _load_plugins(doc.get("plugins"), origin, warnings)
     by_name = {p.name: p for p in plugins}
+    _require(not ("dataLayer" in doc and "data" in doc), f"{origin}: give 'dataLayer' or its older name 'data', not both")
+    data_key = "dataLayer" if "dataLayer" in doc else "data"
+    data_layer = _load_data_layer(doc.get(data_key), by_name, f"{origin}: {data_key}")
+    parser = _load_parser(doc.get("parser"), by_name, origin) if "parser" in doc else "openai-parser"
+    parsers = [p.name for p in plugins if p.kind == "parser"]
+    _require(len(parsers) <= 1, f"{origin}: plugins: expected at most one parser, got {', '.join(parsers)}")
+    if "saturationDetector" in doc:
+        extra["saturationDetector"] = _load_saturation(doc["saturationDetector"], by_name, origin)
+    else:
+        detectors = [p for p in plugins if p.kind == "saturation_detector"]
+        if detectors:  # a detector plugin with no section still configures the detector, as its only instance
+            extra["saturationDetector"] = _load_saturation({"pluginRef": detectors[0].name}, by_name, origin)
     profiles = _load_profiles(doc.get("schedulingProfiles"), by_name, origin)
 
     # Defaults, as llm-d injects them.
@@ -163,24 +196,84 @@ def load_config(source: dict[str, Any] | str | Path, origin: str = "config") -> 
             f"{origin}: plugins: expected exactly one profile handler, got {', '.join(h.name for h in handlers)}",
         )
     for prof in profiles:
+        prof.plugins = [r for r in prof.plugins if by_name[r.plugin_ref].kind != "producer"]  # they run before profiles
         pickers = [r.plugin_ref for r in prof.plugins if by_name[r.plugin_ref].kind == "picker"]
         _require(len(pickers) == 1, f"{origin}: schedulingProfiles[{prof.name}]: expected one picker, got {', '.join(pickers)}")
     handler = next(p for p in plugins if p.kind == "profile_handler")
     cls = lookup(handler.type).cls
     problem = cls.check_profiles(handler.params, [p.name for p in profiles], by_name) if hasattr(cls, "check_profiles") else None
     _require(problem is None, f"{origin}: plugin {handler.name!r} ({handler.type}): {problem}")
-    return SchedulerConfig(plugins=plugins, profiles=profiles, api_version=API_VERSION, warnings=warnings, extra_sections=extra)
+    return SchedulerConfig(
+        plugins=plugins, profiles=profiles, api_version=API_VERSION, warnings=warnings, extra_sections=extra,
+        data_layer=data_layer, parser=parser,
+    )
 
 
-def _check_saturation(raw: Any, origin: str) -> None:
-    """saturationDetector drives admission (shedding, queueing): a mistake there is a load-time error."""
+def _load_saturation(raw: Any, by_name: dict[str, PluginSpec], origin: str) -> dict[str, Any] | None:
+    """saturationDetector drives admission (shedding, queueing): a mistake there is a load-time error.
+    Returns the effective thresholds: the section's own, or those of the plugin its `pluginRef` names."""
+    where = f"{origin}: saturationDetector"
+    _require(raw is None or isinstance(raw, dict), f"{where}: expected a mapping, got {type(raw).__name__}")
+    if raw and "pluginRef" in raw:
+        others = sorted(k for k in raw if k != "pluginRef")
+        _require(not others, f"{where}: with pluginRef, set thresholds on the plugin, not here ({', '.join(others)})")
+        ref = raw["pluginRef"]
+        _require(ref in by_name, f"{where}.pluginRef: {ref!r} names no plugin; defined: {', '.join(by_name) or 'none'}")
+        spec = by_name[ref]
+        _require(spec.kind == "saturation_detector", f"{where}.pluginRef: {ref!r} is a {spec.type}, expected a saturation detector such as utilization-detector")
+        return lookup(spec.type).cls.thresholds(spec.raw_parameters, f"{origin}: plugin {ref!r} ({spec.type}) parameters")
     from router_lite.saturation import SaturationConfig
 
-    _require(raw is None or isinstance(raw, dict), f"{origin}: saturationDetector: expected a mapping, got {type(raw).__name__}")
     try:
-        SaturationConfig.from_dict(raw, where=f"{origin}: saturationDetector")
+        SaturationConfig.from_dict(raw, where=where)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    return raw
+
+
+def _load_data_layer(raw: Any, by_name: dict[str, PluginSpec], where: str) -> list[DataSourceSpec]:
+    """`dataLayer.sources[]`: each names a data-source plugin and the extractors it feeds."""
+    if raw is None:
+        return []
+    _require(isinstance(raw, dict), f"{where}: expected a mapping with 'sources', got {type(raw).__name__}")
+    for key in raw:
+        _require(key == "sources", f"{where}: unknown key {key!r}; accepted: sources")
+    sources = raw.get("sources") or []
+    _require(isinstance(sources, list), f"{where}.sources: expected a list of {{pluginRef, extractors}}")
+    out: list[DataSourceSpec] = []
+    for i, src in enumerate(sources):
+        w = f"{where}.sources[{i}]"
+        _require(isinstance(src, dict), f"{w}: expected a mapping with pluginRef and extractors")
+        for key in src:
+            _require(key in ("pluginRef", "extractors"), f"{w}: unknown key {key!r}; accepted: pluginRef, extractors")
+        ref = src.get("pluginRef")
+        _require(isinstance(ref, str) and ref in by_name, f"{w}.pluginRef: {ref!r} names no plugin; defined: {', '.join(by_name) or 'none'}")
+        source_cls = lookup(by_name[ref].type).cls
+        _require(by_name[ref].kind == "data_source", f"{w}.pluginRef: {ref!r} is a {by_name[ref].type}, expected a data source such as metrics-data-source")
+        names: list[str] = []
+        exts = src.get("extractors") or []
+        _require(isinstance(exts, list), f"{w}.extractors: expected a list of {{pluginRef}}")
+        for j, ext in enumerate(exts):
+            we = f"{w}.extractors[{j}]"
+            _require(isinstance(ext, dict) and set(ext) <= {"pluginRef"}, f"{we}: expected a mapping with pluginRef")
+            eref = ext.get("pluginRef")
+            _require(isinstance(eref, str) and eref in by_name, f"{we}.pluginRef: {eref!r} names no plugin; defined: {', '.join(by_name) or 'none'}")
+            _require(
+                source_cls.accepts(lookup(by_name[eref].type).cls),
+                f"{we}.pluginRef: {eref!r} ({by_name[eref].type}) cannot extract from {ref!r} ({by_name[ref].type})",
+            )
+            names.append(eref)
+        out.append(DataSourceSpec(ref, names))
+    return out
+
+
+def _load_parser(raw: Any, by_name: dict[str, PluginSpec], origin: str) -> str:
+    where = f"{origin}: parser"
+    _require(isinstance(raw, dict) and set(raw) == {"pluginRef"}, f"{where}: expected a mapping with only pluginRef, got {raw!r}")
+    ref = raw["pluginRef"]
+    _require(isinstance(ref, str) and ref in by_name, f"{where}.pluginRef: {ref!r} names no plugin; defined: {', '.join(by_name) or 'none'}")
+    _require(by_name[ref].kind == "parser", f"{where}.pluginRef: {ref!r} is a {by_name[ref].type}, expected a parser such as openai-parser")
+    return ref
 
 
 def _make_spec(entry: Any, origin: str, i: int, warnings: list[str]) -> PluginSpec:
@@ -199,6 +292,12 @@ def _make_spec(entry: Any, origin: str, i: int, warnings: list[str]) -> PluginSp
     if pt.deprecated_alias_of:
         warnings.append(f"{origin}: plugin type {type_name!r} is deprecated; use {pt.deprecated_alias_of!r}")
     raw = entry.get("parameters") or {}
+    upgrade = getattr(pt.cls, "upgrade", None)
+    new = upgrade(raw) if upgrade is not None and isinstance(raw, dict) else None
+    if new is not None:  # an older upstream shape of this type that meant another plugin: load it as that
+        new_type, raw = new
+        warnings.append(f"{origin}: plugin {name!r}: {type_name} with these parameters is llm-d's older shape of {new_type}; loaded as {new_type}")
+        type_name, pt = new_type, lookup(new_type)
     params = parse_dataclass(pt.cls.Params, raw, f"{origin}: plugin {name!r} ({type_name}) parameters")
     return PluginSpec(name=name, type=type_name, kind=pt.kind, params=params, raw_parameters=dict(raw))
 
@@ -242,8 +341,8 @@ def _load_profiles(entries: Any, by_name: dict[str, PluginSpec], origin: str) ->
             _require(ref in by_name, f"{w}: pluginRef {ref!r} names no plugin; defined: {', '.join(by_name) or 'none'}")
             kind = by_name[ref].kind
             _require(
-                kind in ("filter", "scorer", "picker"),
-                f"{w}: {ref!r} is a {kind.replace('_', ' ')}; profiles reference filters, scorers and pickers",
+                kind in _PROFILE_KINDS,
+                f"{w}: {ref!r} is a {kind.replace('_', ' ')}; profiles reference filters, scorers, pickers (and producers)",
             )
             weight = r.get("weight", 1)
             _require(

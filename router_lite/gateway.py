@@ -224,6 +224,7 @@ class Gateway:
     async def _generate(self, request: Request, kind: str, path: str) -> Response:
         m = self.state.metrics
         t0 = time.perf_counter()
+        req: LLMRequest | None = None
         try:
             if not self._authorized(request):
                 raise ClientError(401, "missing or invalid API key (Authorization: Bearer ...)", code="invalid_api_key")
@@ -231,6 +232,7 @@ class Gateway:
             body = self._parse(raw, kind)
             priority = self._priority(request, body["model"])
             req = self._llm_request(request, body, kind, priority)
+            m.request_received(req, len(raw))
             admission = self.state.admission
             ticket = None
             if admission is not None:
@@ -249,6 +251,7 @@ class Gateway:
             return resp
         except ClientError as exc:
             m.requests.labels(path, str(exc.status)).inc()
+            m.request_failed(req, exc.code or str(exc.status))
             if exc.status >= 500:
                 m.errors.labels("no_endpoint" if exc.status == 503 else "upstream").inc()
             return error_response(exc.status, str(exc), exc.param, exc.code, exc.headers)
@@ -259,6 +262,7 @@ class Gateway:
             log.exception("request failed")
             m.errors.labels("internal").inc()
             m.requests.labels(path, "500").inc()
+            m.request_failed(req, "internal_error")
             return error_response(500, f"router error: {type(exc).__name__}", code="internal_error")
 
     async def _route(self, request: Request, req: LLMRequest, body: dict[str, Any], raw: bytes, kind: str, path: str, t0: float) -> Response:
@@ -271,7 +275,7 @@ class Gateway:
         if not candidates:
             raise ClientError(503, "no healthy model server endpoint is available", code="no_healthy_endpoint", headers={"Retry-After": "1"})
         result = scheduler.schedule(req, candidates)
-        m.scheduling_latency.observe(result.scheduling_time_s)
+        m.scheduled(result)
         if result.target is None:
             raise ClientError(503, f"no endpoint can serve this request: {result.reason}", code="no_endpoint", headers={"Retry-After": "1"})
         shed = req.memo.get(SHED_MEMO)
@@ -351,19 +355,15 @@ class Gateway:
         m.decisions.labels(target.key, target.role).inc()
         if prefill is not None:
             m.decisions.labels(prefill.key, "prefill").inc()
-        if req.block_hashes:
-            m.prompt_blocks.inc(len(req.block_hashes))
-            pr = result.profile_results.get(result.primary_profile)
-            if pr is not None:
-                m.prefix_hit_blocks.inc(pr.prefix_blocks.get(target.key, 0))
+        m.prefix_hit(result, target)
         self._publish(result, attempts, pd, upstream.status_code, target.key)
         ours = [(_ENDPOINT_B, target.key.encode()), (b"x-request-id", wire_id.encode("latin-1"))]
         if prefill is not None:
             ours.append((_PREFILL_B, prefill.key.encode()))
         m.requests.labels(path, str(upstream.status_code)).inc()
-        m.first_byte_latency.observe(time.perf_counter() - t0)
+        m.first_byte(req, time.perf_counter() - t0)
         if upstream.complete:  # a non-streaming answer arrived whole: no relay task needed
-            m.request_latency.observe(time.perf_counter() - t0)
+            m.completed(req, time.perf_counter() - t0, len(upstream.first_chunk), upstream.first_chunk[-4096:])
             scheduler.on_finished(req, target)
             resp = Response(upstream.first_chunk, status_code=upstream.status_code)
             resp.raw_headers = [h for h in upstream.raw_headers() if h[0] != b"content-length"] + [
@@ -385,6 +385,8 @@ class Gateway:
                     first = False
                     end.scheduler.on_first_token(req, target)  # its prefill is over: the load moves to decode
                 end.events += chunk.count(b"data: ")  # ~one token per SSE event (less [DONE]): TPOT samples
+                end.sent += len(chunk)
+                end.tail = (end.tail + chunk)[-4096:]  # the usage object (output tokens) is at the end
                 yield chunk
         except Exception as exc:  # the pod died mid-stream, or shutdown cut it: nothing to retry
             if st.stopping:
@@ -455,7 +457,9 @@ class Gateway:
         return JSONResponse(body)
 
     async def metrics(self, request: Request) -> Response:
-        self.state.metrics.queue_size.set(getattr(self.state.admission, "queue_size", 0) or 0)
+        st = self.state
+        st.metrics.queue_size.set(getattr(st.admission, "queue_size", 0) or 0)
+        st.metrics.pool(st.settings.pool_name, st.datalayer.candidates(), st.indexes.stats())
         return Response(self.state.metrics.render(), media_type=self.state.metrics.content_type)
 
     async def decisions(self, request: Request) -> Response:
@@ -549,6 +553,7 @@ class _StreamEnd:
         self.state, self.upstream, self.req, self.target, self.t0, self.scheduler = state, upstream, req, target, t0, scheduler
         self.done = False
         self.events = 0  # SSE events relayed
+        self.sent, self.tail = 0, b""
         state.metrics.inflight.inc()
         state.open_upstreams.add(upstream)
 
@@ -560,7 +565,7 @@ class _StreamEnd:
         st.open_upstreams.discard(self.upstream)
         self.upstream.abort()  # no-op when the body was read to its end and the connection went back to the pool
         st.metrics.inflight.dec()
-        st.metrics.request_latency.observe(time.perf_counter() - self.t0)
+        st.metrics.completed(self.req, time.perf_counter() - self.t0, self.sent, self.tail)
         try:
             self.scheduler.on_finished(self.req, self.target, output_tokens=max(0, self.events - 1) or None)
         except Exception:

@@ -17,7 +17,25 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
-PLUGIN_KINDS: tuple[str, ...] = ("filter", "scorer", "picker", "profile_handler", "decider", "pre_request", "producer")
+PLUGIN_KINDS: tuple[str, ...] = (
+    "filter", "scorer", "picker", "profile_handler", "decider", "pre_request",
+    # llm-d's request-control and data-layer plugins: they run around scheduling, not inside a profile.
+    "producer", "data_source", "extractor", "parser", "admitter", "saturation_detector",
+)
+
+# Upstream plugin types router_lite knows of but does not implement: a config naming one fails with this
+# reason instead of a generic "unknown type" (never silently ignored).
+NOT_IMPLEMENTED: dict[str, str] = {
+    "encode-filter": "llm-d's encode-stage filter (E/P/D multimodal encoding); router_lite has no encode stage",
+    "always-disagg-multimodal-decider": "llm-d's encode-stage decider (E/P/D); router_lite has no encode stage",
+    "always-encode-decider": "llm-d's encode-stage decider (E/PD); router_lite has no encode stage",
+    "encoder-header-handler": "llm-d's encode-stage header handler (E/PD); router_lite has no encode stage",
+    "ed-profile-handler": "llm-d's encode/decode profile handler (E/PD); router_lite has no encode stage",
+    "pd-slo-pair-optimizer": "llm-d's experimental SLO pair optimizer (needs latency predictor services)",
+    "pd-slo-profile-handler": "llm-d's experimental SLO profile handler (needs latency predictor services)",
+    "anthropic-parser": "a request parser for the Anthropic API; router_lite serves the OpenAI API (openai-parser)",
+    "vllmgrpc-parser": "a request parser for vLLM's gRPC API; router_lite serves the OpenAI API (openai-parser)",
+}
 
 
 class ConfigError(ValueError):
@@ -66,6 +84,8 @@ def lookup(type_name: str) -> PluginType:
     try:
         return _REGISTRY[type_name]
     except KeyError:
+        if type_name in NOT_IMPLEMENTED:
+            raise ConfigError(f"plugin type {type_name!r} is not implemented by router_lite: {NOT_IMPLEMENTED[type_name]}") from None
         known = ", ".join(sorted(t for t, p in _REGISTRY.items() if p.deprecated_alias_of is None))
         raise ConfigError(f"unknown plugin type {type_name!r}; known types: {known}") from None
 

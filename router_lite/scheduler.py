@@ -85,8 +85,12 @@ class Scheduler:
     def run_profile(self, name: str, request: LLMRequest, endpoints: list[Endpoint]) -> ProfileRunResult:
         prof = self.profiles[name]
         eps = endpoints
+        timings: list[tuple[str, str, str, float]] = []
+        clock = time.perf_counter
         for f in prof.filters:
+            t = clock()
             eps = f.filter(request, eps)
+            timings.append(("Filter", f.type_name, f.name, clock() - t))
             if not eps:
                 break
         raw_scores: dict[str, dict[str, float]] = {}
@@ -95,10 +99,13 @@ class Scheduler:
         prefix_blocks: dict[str, int] = {}
         prefix_bs: int | None = None
         prefix_tiers = None
+        prefix_total = 0
         chosen: list[Endpoint] = []
         if eps:
             for scorer, weight in prof.scorers:
+                t = clock()
                 scores = scorer.score(request, eps)
+                timings.append(("Scorer", scorer.type_name, scorer.name, clock() - t))
                 raw_scores[scorer.name] = scores
                 weights[scorer.name] = weight
                 if weight:
@@ -109,10 +116,14 @@ class Scheduler:
                     pm = scorer.prefix_match(request, eps)
                     if pm is not None:
                         prefix_blocks, prefix_bs = pm
+                        total_of = getattr(scorer, "prompt_blocks", None)
+                        prefix_total = total_of(request) if total_of is not None else 0
                         tiers_of = getattr(scorer, "prefix_tiers", None)
                         if tiers_of is not None:  # None unless events name tiers below the GPU
                             prefix_tiers = tiers_of(request, [e.key for e in eps])
+            t = clock()
             chosen = prof.picker.pick(request, eps, totals)
+            timings.append(("Picker", prof.picker.type_name, prof.picker.name, clock() - t))
         return ProfileRunResult(
             profile=name,
             endpoints=eps,
@@ -124,6 +135,8 @@ class Scheduler:
             prefix_block_size=prefix_bs,
             prefix_tiers=prefix_tiers,
             filtered_out=len(endpoints) - len(eps),
+            prefix_total_blocks=prefix_total,
+            plugin_durations=timings,
         )
 
     def schedule(self, request: LLMRequest, endpoints: list[Endpoint]) -> SchedulingResult:

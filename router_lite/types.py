@@ -127,6 +127,9 @@ class ProfileRunResult:
     filtered_out: int = 0
     # endpoint key -> {medium: prefix blocks}: which KV tier each hit comes from (precise scorer, tiered stacks)
     prefix_tiers: dict[str, dict[str, int]] | None = None
+    prefix_total_blocks: int = 0  # the request's full prompt blocks, in the unit of prefix_blocks
+    # (extension point, plugin type, plugin name, seconds) per plugin call: EPP's plugin_duration_seconds
+    plugin_durations: list[tuple[str, str, str, float]] = field(default_factory=list)
 
     @property
     def candidates(self) -> list[dict[str, Any]]:

@@ -36,6 +36,8 @@ def render(
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a profile key, e.g. --set pools.0.replicas=2 (repeatable)."),
     k8s_version: str = typer.Option("1.34", "--k8s-version", help="Kubernetes version whose schemas validate the objects."),
     cluster: str = typer.Option("llmdctl", "--cluster", help="kind cluster name (for --target kind files)."),
+    monitoring: bool = typer.Option(False, "--monitoring", help="Also render PodMonitor/ServiceMonitor objects (the cluster runs the Prometheus Operator)."),
+    format_: str = typer.Option("raw", "--format", help="raw (YAML / numbered files), helm (a chart in -o DIR) or kustomize (a kustomization in -o DIR)."),
 ) -> None:
     from rich.console import Console
 
@@ -47,11 +49,15 @@ def render(
     err = Console(stderr=True)
     if target not in ("kind", "kube"):
         raise fail(f"--target: expected kind or kube, got {target!r}", 2)
+    if format_ not in ("raw", "helm", "kustomize"):
+        raise fail(f"--format: expected raw, helm or kustomize, got {format_!r}", 2)
+    if format_ != "raw" and output is None:
+        raise fail(f"--format {format_} writes a folder: give -o DIR", 2)
     try:
         version = check_version(k8s_version)
         prof, _ = resolve_profile(profile, engine=engine, model=model, replicas=replicas, sets=set_)
         opts = RenderOptions(target=target, namespace=namespace, image=image or DEFAULT_IMAGE, gateway=gateway,  # type: ignore[arg-type]
-                             gateway_class=gateway_class, gpus=gpus, engine=engine)
+                             gateway_class=gateway_class, gpus=gpus, engine=engine, monitoring=monitoring)
         rendered = render_stack(prof, opts)
     except (ProfileError, StackError, RenderError, ValueError) as exc:
         raise fail(str(exc), 2) from None
@@ -70,6 +76,17 @@ def render(
     if output is None:
         typer.echo(to_yaml(rendered.objects), nl=False)
         err.print(f"[green]✓[/green] {len(rendered.objects)} objects for {prof.name}, valid for Kubernetes {version.rsplit('.', 1)[0]}", highlight=False)
+        return
+    if format_ != "raw":
+        from llmdctl.k8s.packaging import write_helm, write_kustomize
+        from llmdctl.profile import profile_to_dict
+
+        try:
+            files = write_helm(rendered, profile_to_dict(prof), output) if format_ == "helm" else write_kustomize(rendered, output)
+        except OSError as exc:
+            raise fail(f"{exc.filename or output}: {exc.strerror or exc}") from None
+        how = f"helm template {rendered.stack} {output}" if format_ == "helm" else f"kubectl kustomize {output}"
+        err.print(f"[green]✓[/green] {len(rendered.objects)} objects for {prof.name} as a {format_} package in {output}/ ({how})", highlight=False)
         return
     try:
         files = write_dir(rendered, output / "manifests")

@@ -41,6 +41,8 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 DEFAULT_IMAGE = f"llmdctl:{__version__}"
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"  # the vLLM release the KV-event capture vectors come from
 DEFAULT_EPP_IMAGE = "ghcr.io/llm-d/llm-d-inference-scheduler:v0.7.1"
+DEFAULT_SIDECAR_IMAGE = "ghcr.io/llm-d/llm-d-routing-sidecar:v0.7.1"  # llm-d's P/D routing proxy (decode pods)
+SIDECAR_VLLM_PORT = 8200  # decode vLLM behind the routing sidecar, as llm-d's P/D guide runs it
 DEFAULT_NAMESPACE = "llmd"
 SERVER_PORT = 8000  # model servers: rank r listens on SERVER_PORT + r (vLLM's and sim_gpu's rule)
 ROUTER_PORT = 8000
@@ -74,9 +76,13 @@ class RenderOptions:
     epp_image: str = DEFAULT_EPP_IMAGE
     runtime_class: str | None = None  # pods of vLLM pools; default "nvidia" with gpus, else none
     hf_token_secret: str = "llm-d-hf-token"  # optional Secret with key HF_TOKEN for gated models
-    # The router's API key (its Secret); None: a fresh random one. Apply keeps a Secret that already exists,
-    # so the key a cluster has stays the same across `up` runs.
+    # The router's API key. None: the output only references its Secret (renders stay byte-identical, no
+    # key churn in GitOps); `up` creates it once with a random key and never replaces it. A value: the
+    # Secret is rendered with it.
     router_api_key: str | None = None
+    hash_seed: str = "42"  # vLLM pods' PYTHONHASHSEED, and the precise scorer's hashSeed to match it
+    sidecar_image: str = DEFAULT_SIDECAR_IMAGE
+    monitoring: bool = False  # PodMonitor/ServiceMonitor objects (the cluster runs the Prometheus Operator)
 
 
 @dataclass
@@ -207,8 +213,8 @@ def vllm_args(profile: Profile, pool: PoolSpec) -> list[str]:
     )
     args = argv[3:]  # drop "python3 -m vllm.entrypoints.openai.api_server"
     args[args.index("--host") + 1] = "0.0.0.0"
-    if pool.num_gpu_blocks:
-        args += ["--num-gpu-blocks-override", str(pool.num_gpu_blocks)]
+    # No --num-gpu-blocks-override: it is vLLM's testing flag and would cap a real GPU's KV cache at the
+    # simulator's figure; on GPUs the cache is what --gpu-memory-utilization leaves.
     if pool.data_parallel_size > 1:
         args += ["--data-parallel-size", str(pool.data_parallel_size)]
     if pool.role in ("prefill", "decode"):
@@ -263,7 +269,11 @@ def model_server_objects(profile: Profile, pool: PoolSpec, opts: RenderOptions, 
             {"name": "DO_NOT_TRACK", "value": "1"},
             {"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": opts.hf_token_secret, "key": "HF_TOKEN", "optional": True}}},
+            {"name": "PYTHONHASHSEED", "value": opts.hash_seed},  # seeds vLLM's block hashes; hashSeed in the EPP config
         ]
+        if pool.num_gpu_blocks:
+            notes.append(f"pool {pool.name}: num_gpu_blocks ({pool.num_gpu_blocks}) sizes the simulator only; real vLLM pods size "
+                         "their KV cache from --gpu-memory-utilization")
         resources = {"requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": str(gpus)}, "limits": {"memory": "64Gi", "nvidia.com/gpu": str(gpus)}}
         # torch/NCCL need a large /dev/shm; model weights and compile caches go to the emptyDir under RUN_DIR.
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})
@@ -288,11 +298,41 @@ def model_server_objects(profile: Profile, pool: PoolSpec, opts: RenderOptions, 
         startup_failures=startup_failures, resources=resources, container_security=container_security(read_only_root),
         volume_mounts=mounts, volumes=volumes,
     )
+    if engine == "vllm" and pool.role == "decode" and opts.gateway:
+        if dp > 1:
+            notes.append(f"pool {pool.name}: no routing sidecar with data_parallel_size > 1 (one sidecar fronts one port)")
+        else:
+            add_routing_sidecar(deployment, opts)
     deployment = _label(deployment, {**common_labels(stack), COMPONENT_LABEL: "model-server", POOL_LABEL: selector[POOL_LABEL]})
     service_ports = [{"name": p["name"], "port": p["containerPort"], "targetPort": p["name"], "protocol": "TCP"} for p in _ports(pool) if p["name"].startswith("http")]
     service = load_template("model-server-service.yaml", name=name, namespace=namespace, selector=selector, ports=service_ports)
     service = _label(service, {**common_labels(stack), COMPONENT_LABEL: "model-server", POOL_LABEL: selector[POOL_LABEL]})
     return [deployment, service]
+
+
+def add_routing_sidecar(deployment: dict[str, Any], opts: RenderOptions) -> None:
+    """llm-d's P/D routing sidecar on a decode pod, as its P/D guide deploys it: a native sidecar
+    (restartable init container) owns the pod's serving port 8000 and reads `x-prefiller-host-port` (set by
+    the upstream EPP's disagg-headers-handler) to run the prefill leg; vLLM moves to 8200 behind it."""
+    spec = deployment["spec"]["template"]["spec"]
+    server = spec["containers"][0]
+    args = server["args"]
+    args[args.index("--port") + 1] = str(SIDECAR_VLLM_PORT)
+    for port in server["ports"]:
+        if port["name"] == "http":
+            port.update(name="vllm", containerPort=SIDECAR_VLLM_PORT)
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        server[probe]["httpGet"]["port"] = "vllm"
+    spec["initContainers"] = [{
+        "name": "routing-proxy",
+        "image": opts.sidecar_image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": [f"--port={SERVER_PORT}", f"--vllm-port={SIDECAR_VLLM_PORT}", "--connector=nixlv2", "--secure-proxy=false"],
+        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "restartPolicy": "Always",
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": container_security(True),
+    }]
 
 
 # -- router ----------------------------------------------------------------------------------------------
@@ -372,11 +412,54 @@ def router_api_key_secret(stack: str, namespace: str, key: str | None) -> dict[s
     }
 
 
-def router_objects(profile: Profile, opts: RenderOptions, stack: str, namespace: str) -> list[dict[str, Any]]:
+def ensure_api_key_secret(rendered: Rendered) -> Rendered:
+    """For `up`: add the router's Secret with a fresh random key when the render only references it.
+    Apply never replaces an existing Secret, so this creates the key once per cluster."""
+    name = router_api_key_secret_name(rendered.stack)
+    if any(o["kind"] == "Secret" and o["metadata"]["name"] == name for o in rendered.objects):
+        return rendered
+    secret = _label(router_api_key_secret(rendered.stack, rendered.namespace, None), {**common_labels(rendered.stack), COMPONENT_LABEL: "router"})
+    return Rendered(rendered.stack, rendered.namespace, sort_for_apply(rendered.objects + [secret]), rendered.notes)
+
+
+def _engine(profile: Profile, opts: RenderOptions) -> str:
+    return opts.engine or ("vllm" if opts.gpus else profile.engine_of(profile.pools[0]))
+
+
+def epp_config(profile: Profile, opts: RenderOptions) -> dict[str, Any]:
+    """The EndpointPickerConfig both pickers read, with the precise scorer's parameters completed from the
+    pools' engine settings, as llm-d's precise-prefix-cache guide sets them: blockSize = vLLM --block-size,
+    hashSeed = the pods' PYTHONHASHSEED (vLLM pods), the tokenizer = the served model, and kvEventsConfig
+    dialling each pod's KV-event socket (discoverPods, socketPort). Values the profile sets are kept."""
+    import copy
+
+    config = copy.deepcopy(profile.router.config)
+    pool = next((p for p in profile.pools if p.kv_events), profile.pools[0])
+    vllm = _engine(profile, opts) == "vllm"
+    for plugin in config.get("plugins") or []:
+        if plugin.get("type") not in ("precise-prefix-cache-scorer", "precise-prefix-cache-producer"):
+            continue
+        params = plugin.setdefault("parameters", {})
+        tpc = params.setdefault("tokenProcessorConfig", {})
+        tpc.setdefault("blockSize", pool.block_size)
+        if vllm:
+            tpc.setdefault("hashSeed", opts.hash_seed)
+        pool_cfg = params.setdefault("indexerConfig", {}).setdefault("tokenizersPoolConfig", {})
+        if not pool_cfg.get("model") and not pool_cfg.get("modelName"):
+            pool_cfg["modelName"] = profile.model
+        kec = params.setdefault("kvEventsConfig", {})
+        if "zmqEndpoint" not in kec:
+            kec.setdefault("topicFilter", "kv@")
+            kec.setdefault("discoverPods", True)
+            kec.setdefault("podDiscoveryConfig", {}).setdefault("socketPort", KV_EVENTS_PORT)
+    return config
+
+
+def router_objects(profile: Profile, opts: RenderOptions, stack: str, namespace: str, notes: list[str]) -> list[dict[str, Any]]:
     name = dns_label(f"{stack}-router", 55)
     labels = {**common_labels(stack), COMPONENT_LABEL: "router"}
     selector = {STACK_LABEL: stack, COMPONENT_LABEL: "router"}
-    config_yaml = yaml.safe_dump(profile.router.config, sort_keys=False)
+    config_yaml = yaml.safe_dump(epp_config(profile, opts), sort_keys=False)
     env = [
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "HOME", "value": "/tmp"},
@@ -384,7 +467,12 @@ def router_objects(profile: Profile, opts: RenderOptions, stack: str, namespace:
         {"name": ROUTER_API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": router_api_key_secret_name(stack), "key": API_KEY_SECRET_KEY}}},
     ]
     objs = _rbac(stack, namespace, name, router_rules(), "router")
-    objs.append(_label(router_api_key_secret(stack, namespace, opts.router_api_key), labels))
+    if opts.router_api_key:
+        objs.append(_label(router_api_key_secret(stack, namespace, opts.router_api_key), labels))
+    else:
+        notes.append(f"the router reads its API key from Secret {router_api_key_secret_name(stack)} (key {API_KEY_SECRET_KEY}); `up` creates it "
+                     f"once; with kubectl: kubectl -n {namespace} create secret generic {router_api_key_secret_name(stack)} "
+                     f"--from-literal={API_KEY_SECRET_KEY}=$(openssl rand -base64 32)")
     objs.append(_label(load_template("configmap-epp.yaml", name=name, namespace=namespace, config_yaml=config_yaml), labels))
     objs.append(_label(load_template("router-service.yaml", name=name, namespace=namespace, selector=selector), labels))
     objs.append(_label(load_template(
@@ -403,12 +491,12 @@ def gateway_objects(profile: Profile, opts: RenderOptions, stack: str, namespace
     selector = {STACK_LABEL: stack, COMPONENT_LABEL: "endpoint-picker"}
     objs = _rbac(stack, namespace, name, epp_rules(), "endpoint-picker")
     objs.append(_label(load_template("configmap-epp.yaml", name=name, namespace=namespace,
-                                     config_yaml=yaml.safe_dump(profile.router.config, sort_keys=False)), labels))
-    objs.append(_label(load_template("epp-service.yaml", name=name, namespace=namespace, selector=selector), labels))
+                                     config_yaml=yaml.safe_dump(epp_config(profile, opts), sort_keys=False)), labels))
+    objs.append(_label(load_template("epp-service.yaml", name=name, namespace=namespace, selector=selector, kv_events_port=KV_EVENTS_PORT), labels))
     objs.append(_label(load_template(
         "epp-deployment.yaml", name=name, namespace=namespace, selector=selector,
         pod_labels={**labels, "app.kubernetes.io/name": "llm-d-inference-scheduler", **selector}, service_account=name,
-        pod_security=pod_security(65532), image=opts.epp_image, pool_name=pool_name,
+        pod_security=pod_security(65532), image=opts.epp_image, pool_name=pool_name, kv_events_port=KV_EVENTS_PORT, hf_token_secret=opts.hf_token_secret,
         container_security=container_security(True), config_map=name,
     ), labels))
     gw = dns_label(f"{stack}-gateway", 63)
@@ -419,13 +507,31 @@ def gateway_objects(profile: Profile, opts: RenderOptions, stack: str, namespace
     return objs
 
 
+def monitoring_objects(profile: Profile, opts: RenderOptions, stack: str, namespace: str) -> list[dict[str, Any]]:
+    """A PodMonitor per pool (vLLM's or the simulator's /metrics; behind a routing sidecar, vLLM's own port)
+    and ServiceMonitors for router_lite and, with --gateway, the upstream EPP (its metrics port 9090)."""
+    from llmdctl.k8s.monitoring import pod_monitor, service_monitor
+
+    labels = {**common_labels(stack), COMPONENT_LABEL: "monitoring"}
+    objs = []
+    for pool in profile.pools:
+        engine = opts.engine or ("vllm" if opts.gpus else profile.engine_of(pool))
+        sidecar = engine == "vllm" and pool.role == "decode" and opts.gateway and max(1, pool.data_parallel_size) == 1
+        match = {STACK_LABEL: stack, POOL_LABEL: dns_label(pool.name)}
+        objs.append(_label(pod_monitor(dns_label(f"{stack}-{pool.name}", 63), namespace, match, "vllm" if sidecar else "http"), labels))
+    objs.append(_label(service_monitor(dns_label(f"{stack}-router", 63), namespace, {STACK_LABEL: stack, COMPONENT_LABEL: "router"}, "http"), labels))
+    if opts.gateway:
+        objs.append(_label(service_monitor(dns_label(f"{stack}-epp", 63), namespace, {STACK_LABEL: stack, COMPONENT_LABEL: "endpoint-picker"}, "http-metrics"), labels))
+    return objs
+
+
 # -- the stack -------------------------------------------------------------------------------------------
 
 # Dependency order for apply (reverse for delete): identities before what runs as them, config before
 # pods, servers before the router that discovers them, the pool and routes last.
 APPLY_ORDER = [
     "CustomResourceDefinition", "Namespace", "RuntimeClass", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret",
-    "Service", "DaemonSet", "Deployment", "InferencePool", "Gateway", "HTTPRoute",
+    "Service", "DaemonSet", "Deployment", "InferencePool", "Gateway", "HTTPRoute", "PodMonitor", "ServiceMonitor",
 ]
 
 
@@ -453,7 +559,7 @@ def render(profile: Profile, opts: RenderOptions | None = None) -> Rendered:
     objects: list[dict[str, Any]] = [_label(load_template("namespace.yaml", namespace=namespace), common_labels(stack))]
     for pool in profile.pools:
         objects += model_server_objects(profile, pool, opts, stack, namespace, notes)
-    objects += router_objects(profile, opts, stack, namespace)
+    objects += router_objects(profile, opts, stack, namespace, notes)
     pool_name = dns_label(stack, 63)
     router_service = dns_label(f"{stack}-router", 55)
     picker, picker_port = (dns_label(f"{stack}-epp", 55), 9002) if opts.gateway else (router_service, ROUTER_PORT)
@@ -462,6 +568,12 @@ def render(profile: Profile, opts: RenderOptions | None = None) -> Rendered:
         target_ports=[{"number": p} for p in target_ports(profile)], picker_service=picker, picker_port=picker_port,
     )
     objects.append(_label(inference_pool, {**common_labels(stack), COMPONENT_LABEL: "inference-pool"}))
+    from llmdctl.k8s.dashboards import dashboards_configmap
+
+    if opts.monitoring:
+        objects += monitoring_objects(profile, opts, stack, namespace)
+
+    objects.append(_label(dashboards_configmap(stack, namespace), {**common_labels(stack), COMPONENT_LABEL: "dashboards"}))
     if opts.gateway:
         objects += gateway_objects(profile, opts, stack, namespace, pool_name)
     elif opts.target == "kube":

@@ -27,7 +27,9 @@ from llmdctl.k8s.apply import (
     DynamicKubeClient, K8sError, KubeClient, RolloutState, apply_objects, delete_stack, install_crds, missing_crds,
     wait_gpus, wait_rollouts,
 )
-from llmdctl.k8s.render import DEFAULT_IMAGE, DEFAULT_NAMESPACE, RenderError, RenderOptions, Rendered, dns_label, render, router_api_key_secret_name
+from llmdctl.k8s.render import (
+    DEFAULT_IMAGE, DEFAULT_NAMESPACE, RenderError, RenderOptions, Rendered, dns_label, ensure_api_key_secret, render, router_api_key_secret_name,
+)
 from llmdctl.k8s.validate import DEFAULT_K8S_VERSION, load_crds, validate_objects
 from llmdctl.paths import home_dir
 from llmdctl.profile import Profile
@@ -205,8 +207,9 @@ def stop_port_forward(pid: int | None) -> bool:
 # -- up --------------------------------------------------------------------------------------------------
 
 def _render(profile: Profile, target: str, opts: K8sOptions) -> Rendered:
-    return render(profile, RenderOptions(target=target, namespace=opts.namespace, image=opts.image, gateway=opts.gateway,  # type: ignore[arg-type]
-                                         gateway_class=opts.gateway_class, gpus=opts.gpus, engine=opts.engine))
+    rendered = render(profile, RenderOptions(target=target, namespace=opts.namespace, image=opts.image, gateway=opts.gateway,  # type: ignore[arg-type]
+                                             gateway_class=opts.gateway_class, gpus=opts.gpus, engine=opts.engine))
+    return ensure_api_key_secret(rendered)  # create-once: apply keeps a Secret the cluster already has
 
 
 def up(profile: Profile, target: str, options: K8sOptions | dict[str, Any] | None = None, console: Console | None = None) -> int:

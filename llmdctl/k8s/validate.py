@@ -231,6 +231,15 @@ def validate_object(obj: dict[str, Any], version: str = DEFAULT_K8S_VERSION, crd
     """Every problem the API server of `version` would report for `obj` (empty: it would accept it)."""
     if not isinstance(obj, dict) or "kind" not in obj or "apiVersion" not in obj:
         return [Problem("?", "?", "", "not a Kubernetes object (no apiVersion/kind)")]
+    if obj["apiVersion"] == "monitoring.coreos.com/v1":  # the Prometheus Operator's kinds: see monitoring.py
+        from llmdctl.k8s.monitoring import SCHEMA
+
+        kind, name = obj.get("kind", "?"), (obj.get("metadata") or {}).get("name", "?")
+        body = {k: v for k, v in obj.items() if k != "metadata"}
+        problems = [Problem(kind, name, _path(e.path), e.message) for e in jsonschema.Draft7Validator(SCHEMA).iter_errors(body)]
+        problems += [Problem(kind, name, _path(["metadata", *e.path]), e.message)
+                     for e in _object_meta_validator(check_version(version)).iter_errors(obj.get("metadata") or {})]
+        return problems
     problems = validate_custom(obj, version, crds) if is_custom(obj, crds) else validate_core(obj, version)
     return problems + semantic_checks(obj)
 

@@ -45,6 +45,8 @@ class Plugin:
     aliases: ClassVar[tuple[str, ...]] = ()  # deprecated names: accepted with a warning
     synonyms: ClassVar[tuple[str, ...]] = ()  # other current names (e.g. llm-d's and GIE's spelling)
     Params: ClassVar[type] = NoParams
+    uses_tokens: ClassVar[bool] = False  # the gateway must tokenize requests (tokens in, tokens out)
+    endpoint_extractor: ClassVar[bool] = False  # may sit under endpoint-notification-source in dataLayer
 
     def __init__(self, name: str, params: Any, ctx: PluginContext) -> None:
         self.name = name
@@ -137,12 +139,50 @@ class ProfileHandler(Plugin):
         raise NotImplementedError
 
 
+# ---- request-control and data-layer plugins (llm-d's PrepareData, Admission, DataLayer, Parser) -------------
+
+
 class Producer(Plugin):
-    """A data producer: configured under `plugins`, never placed in a profile; consumers name it."""
+    """A data producer (llm-d's PrepareData plugin): computes per-request data before the profiles run,
+    for scorers that name it (`prefixMatchInfoProducerName`). Listed in a profile it is accepted and skipped."""
 
     kind = "producer"
 
 
+class DataSource(Plugin):
+    """A `dataLayer.sources[]` entry: where endpoint data comes from; its extractors turn it into state."""
+
+    kind = "data_source"
+
+    @classmethod
+    def accepts(cls, extractor: type) -> bool:
+        raise NotImplementedError
+
+
+class Extractor(Plugin):
+    kind = "extractor"
+
+
+class Parser(Plugin):
+    """`parser.pluginRef`: how request and response bodies are read."""
+
+    kind = "parser"
+
+
+class Admitter(Plugin):
+    """Decides before scheduling whether a request is admitted at all (llm-d's Admission plugins)."""
+
+    kind = "admitter"
+
+    def reject(self, request: LLMRequest, endpoints: list[Endpoint]) -> str | None:
+        """Why `request` is not admitted, or None to admit it."""
+        raise NotImplementedError
+
+
+class SaturationDetectorPlugin(Plugin):
+    """`saturationDetector.pluginRef`: its parameters are the saturation thresholds admission uses."""
+
+    kind = "saturation_detector"
 def find_prefix_plugin(ctx: PluginContext, name: str = "") -> "Scorer | None":
     """The plugin whose prefix match tells how much of a prompt each endpoint holds: `name` when given (a
     scorer or producer that reports prefixes), else the first configured prefix scorer."""

@@ -78,7 +78,7 @@ def test_kind_up_runs_the_plan_and_down_deletes_the_cluster(home, monkeypatch):
     assert any(c == ("get", "Deployment/t-agg-pod -n llmd") for c in client.calls[last_apply:])  # waits after applying
     state = target.load_state()
     assert state["target"] == "kind" and state["cluster"] == "c1" and state["router_url"] == "http://127.0.0.1:18000"
-    assert len(state["applied"]) == len(render(built_profiles()["aggregated"]).objects)
+    assert len(state["applied"]) == len(render(built_profiles()["aggregated"]).objects) + 1  # + the API-key Secret up creates once
     assert "ready" in out.getvalue() and "curl -s http://127.0.0.1:18000/v1/completions" in out.getvalue()
 
     down_runner = target.RecordingRunner()

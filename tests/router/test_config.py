@@ -115,7 +115,7 @@ def test_yaml_file_and_path(tmp_path):
         ({"plugins": [{"type": "load-aware-scorer", "parameters": {"threshold": 0}}]}, r"threshold: expected a positive integer"),
         ({"plugins": [{"type": "max-score-picker", "parameters": {"maxNumOfEndpoints": True}}]}, r"maxNumOfEndpoints: expected an integer, got True"),
         ({"plugins": [{"type": "precise-prefix-cache-scorer", "parameters": {"indexerConfig": {"redisAddr": "x"}}}]},
-         r"indexerConfig: unknown parameter 'redisAddr'; accepted: kvBlockIndexConfig, kvCacheBackendConfigs, tokenizersPoolConfig"),
+         r"indexerConfig: unknown parameter 'redisAddr'; accepted: kvBlockIndexConfig, kvCacheBackendConfigs, prefixStoreConfig, tokenProcessorConfig, tokenizersPoolConfig"),
         ({"plugins": [{"type": "precise-prefix-cache-scorer", "parameters": {"tokenProcessorConfig": {"blockSize": -1}}}]},
          r"tokenProcessorConfig\.blockSize: expected a positive integer"),
         ({"plugins": [{"type": "active-request-scorer", "parameters": {"requestTimeout": "soon"}}]}, r"requestTimeout: expected a positive duration"),
@@ -138,7 +138,7 @@ def test_yaml_file_and_path(tmp_path):
          r"decodeProfile 'decode' is not among schedulingProfiles \(default\)"),
         ({"plugins": [{"type": "queue-scorer"}, {"type": "always-disagg-pd-decider"}],
           "schedulingProfiles": [{"name": "a", "plugins": [{"pluginRef": "always-disagg-pd-decider"}]}]},
-         r"'always-disagg-pd-decider' is a decider; profiles reference filters, scorers and pickers"),
+         r"'always-disagg-pd-decider' is a decider; profiles reference filters, scorers, pickers"),
     ],
 )
 def test_config_errors_name_the_problem(doc, message):

@@ -27,6 +27,7 @@ class PrefixBasedParams:
 class PrefixBasedPDDecider(Decider):
     type_name = "prefix-based-pd-decider"
     Params = PrefixBasedParams
+    uses_tokens = True  # counts prompt tokens
 
     def disaggregate(self, request: LLMRequest, decode: ProfileRunResult) -> tuple[bool, str]:
         threshold = self.params.non_cached_tokens

@@ -1,6 +1,7 @@
 """no-hit-lru-scorer (llm-d): spread cold requests (no prefix hit anywhere) over least-recently-cold endpoints.
 
-Reads the prefix scorer named `prefixPluginName`. With a hit somewhere every endpoint scores 0.5
+Reads the prefix scorer named `prefixPluginName`, or llm-d's current `prefixMatchInfoProducerName` (a prefix
+producer such as precise-prefix-cache-producer). With a hit somewhere every endpoint scores 0.5
 (neutral). Cold: endpoints never given a cold request rank first, then by how long ago they last got one;
 rank r of n scores 1 - r/(n-1). Routing a cold request moves its endpoint(s) to most recent.
 """
@@ -18,6 +19,7 @@ from router_lite.types import Endpoint, LLMRequest
 @dataclass
 class NoHitLRUParams:
     prefix_plugin_name: str = "prefix-cache-scorer"
+    prefix_match_info_producer_name: str = ""
     prefill_profile: str = "prefill"
     lru_size: int = 1024
 
@@ -37,6 +39,14 @@ class NoHitLRUScorer(Scorer):
 
     def bind(self) -> None:
         """Resolve the prefix scorer: the named one, else (name left default) the first prefix scorer."""
+        producer = self.params.prefix_match_info_producer_name
+        if producer:
+            p = self.ctx.plugins.get(producer)
+            if p is None or p.kind != "producer" or not getattr(p, "reports_prefix", False):
+                what = "names no plugin" if p is None else f"is a {p.type_name}, expected a prefix producer"
+                raise ConfigError(f"plugin {self.name!r} (no-hit-lru-scorer): prefixMatchInfoProducerName {producer!r} {what}")
+            self._prefix_scorer = p
+            return
         name = self.params.prefix_plugin_name
         p = self.ctx.plugins.get(name)
         if p is None and name == NoHitLRUParams.prefix_plugin_name:

@@ -56,6 +56,7 @@ class InMemoryConfig:
 class KVBlockIndexConfig:
     in_memory_config: InMemoryConfig | None = None
     enable_metrics: bool = False
+    metrics_logging_interval: str | int = 0  # a duration ("1m0s") or nanoseconds, as llm-d accepts both
 
 
 @dataclass
@@ -65,10 +66,34 @@ class LocalTokenizerConfig:
 
 
 @dataclass
+class UDSConfig:
+    socket_file: str = ""
+
+
+@dataclass
+class HFTokenizerConfig:
+    tokenizers_cache_dir: str = ""
+    huggingface_token: str = ""
+    enabled: bool = True
+
+
+@dataclass
 class TokenizersPoolConfig:
+    """llm-d's internal tokenizer pool (its legacy fallback). router_lite tokenizes in the gateway (the
+    engines' /tokenize, or --tokenizer), which yields the same token ids; these keys are validated only."""
+
     model: str = ""  # tokenizer name or local directory
+    model_name: str = ""  # llm-d's current key for the same thing
     workers_count: int = 1
     local_tokenizer_config: LocalTokenizerConfig | None = None
+    uds: UDSConfig | None = None
+    hf: HFTokenizerConfig | None = None
+
+
+@dataclass
+class PrefixStoreConfig:
+    block_size: int = 16
+    cache_size: int = 500_000
 
 
 @dataclass
@@ -76,6 +101,8 @@ class IndexerConfig:
     tokenizers_pool_config: TokenizersPoolConfig | None = None
     kv_block_index_config: KVBlockIndexConfig | None = None
     kv_cache_backend_configs: list[BackendConfig] = field(default_factory=list)
+    prefix_store_config: PrefixStoreConfig | None = None  # older llm-d shape; blocks come from tokenProcessorConfig
+    token_processor_config: TokenProcessorConfig | None = None  # older llm-d shape: moved to the top level
 
 
 @dataclass
@@ -90,6 +117,11 @@ class KVEventsConfig:
     concurrency: int = 4
     discover_pods: bool = True
     pod_discovery_config: PodDiscoveryConfig | None = None
+    engine_type: Literal["vllm"] = "vllm"  # llm-d also reads sglang's events; router_lite decodes vLLM's
+
+    @property
+    def socket_port(self) -> int:
+        return self.pod_discovery_config.socket_port if self.pod_discovery_config else 5557
 
 
 @dataclass
@@ -107,6 +139,20 @@ class PrecisePrefixCacheParams:
     # KV media every endpoint can load from (a filesystem shared by all pods: kvtiers' DISK tier), so a block
     # one pod offloaded there counts for all of them.
     shared_media: list[str] = field(default_factory=lambda: ["disk"])
+
+    def __post_init__(self) -> None:
+        # llm-d's older shape nested tokenProcessorConfig under indexerConfig: same meaning.
+        nested = self.indexer_config.token_processor_config
+        if nested is not None and self.token_processor_config == TokenProcessorConfig():
+            self.token_processor_config = nested
+
+    def declared_hashing(self, raw: dict) -> tuple[int | None, str | None, str | None]:
+        """(blockSize, hashSeed, hashAlgo) this config states explicitly (None: left to flags / engines)."""
+        tpc = raw.get("tokenProcessorConfig") or (raw.get("indexerConfig") or {}).get("tokenProcessorConfig") or {}
+        bs = self.block_size if "blockSize" in tpc else None
+        seed = str(tpc["hashSeed"]) if tpc.get("hashSeed") else None
+        algo = self.hash_algo if "hashAlgo" in raw else None
+        return bs, seed, algo
 
     def validate(self) -> str | None:
         d = parse_duration(self.speculative_ttl)
@@ -151,6 +197,9 @@ class PrecisePrefixCacheScorer(Scorer):
     type_name = "precise-prefix-cache-scorer"
     Params = PrecisePrefixCacheParams
     reports_prefix = True
+    uses_tokens = True
+    endpoint_extractor = True  # its KV-event subscribers follow endpoint add/delete notifications
+    aliases = ("kvcache-aware-scorer",)  # llm-d's earlier name
 
     def __init__(self, name, params: PrecisePrefixCacheParams, ctx) -> None:
         super().__init__(name, params, ctx)
@@ -216,6 +265,12 @@ class PrecisePrefixCacheScorer(Scorer):
             r = m.get(e.key)
             out[e.key] = r[1] / total if r is not None else 0.0
         return out
+
+    def prompt_blocks(self, request: LLMRequest) -> int:
+        """Full blocks of the request's prompt (capped by maxPrefixBlocksToMatch), as `score` divides by."""
+        n = len(self._hashes(request))
+        mx = self.params.max_prefix_blocks_to_match
+        return min(n, mx) if mx else n
 
     def prefix_match(self, request: LLMRequest, endpoints: list[Endpoint] | None = None) -> tuple[dict[str, int], int] | None:
         m = self._match(request, endpoints)

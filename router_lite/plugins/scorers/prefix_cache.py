@@ -4,15 +4,21 @@ The prompt is cut into blocks (tokens when the gateway tokenized it, else `block
 does for untokenized prompts), chained-hashed, and looked up in a per-endpoint LRU of blocks previously
 sent there. score = consecutive matched blocks / total blocks. After routing, the chosen endpoint is
 credited with every block of the request.
+
+llm-d's split shape: with `prefixMatchInfoProducerName` the scorer reads the named producer's match instead
+of keeping its own index (a precise-prefix-cache-producer makes it the precise scorer, fraction-normalised).
+llm-d's older `mode: cache_tracking` shape (indexerConfig / kvEventsConfig on this scorer) meant the precise
+scorer; `upgrade` rewrites it to precise-prefix-cache-scorer at load time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from router_lite.plugins import Scorer
 from router_lite.prefix.approximate import CHARS_PER_TOKEN, LazyBlockHashes
-from router_lite.registry import register
+from router_lite.registry import ConfigError, register
 from router_lite.types import Endpoint, LLMRequest
 
 
@@ -23,6 +29,8 @@ class PrefixCacheParams:
     max_prefix_blocks_to_match: int = 256
     lru_capacity_per_server: int = 31250
     auto_tune: bool = True  # take tokens per block from the endpoints' reported cache_config_info block_size
+    prefix_match_info_producer_name: str = ""  # read this producer's match instead of an own index
+    mode: Literal["", "cache_tracking"] = ""  # "cache_tracking": llm-d's older precise shape (see upgrade)
 
     ALIASES = {"hashBlockSize": "blockSize"}  # llm-d's earlier name
 
@@ -45,10 +53,37 @@ class PrefixCacheScorer(Scorer):
     Params = PrefixCacheParams
     reports_prefix = True
 
+    _CACHE_TRACKING_KEYS = ("mode", "indexerConfig", "kvEventsConfig", "tokenProcessorConfig")
+
     def __init__(self, name, params: PrefixCacheParams, ctx) -> None:
         super().__init__(name, params, ctx)
-        self.index = ctx.indexes.approximate_for(name, params.lru_capacity_per_server)
+        self._source: Any = None  # the producer named by prefixMatchInfoProducerName, once bound
+        self.index = None if params.prefix_match_info_producer_name else ctx.indexes.approximate_for(name, params.lru_capacity_per_server)
         self._memo_key = f"prefix-cache:{name}"
+
+    @classmethod
+    def upgrade(cls, raw: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """llm-d's `mode: cache_tracking` prefix-cache-scorer is the precise scorer: (new type, its parameters)."""
+        if raw.get("mode") != "cache_tracking":
+            return None
+        out = {k: v for k, v in raw.items() if k != "mode"}
+        return "precise-prefix-cache-scorer", out
+
+    def bind(self) -> None:
+        name = self.params.prefix_match_info_producer_name
+        if not name:
+            return
+        p = self.ctx.plugins.get(name)
+        if p is None:
+            raise ConfigError(f"plugin {self.name!r} (prefix-cache-scorer): prefixMatchInfoProducerName {name!r} names no plugin")
+        if p.kind != "producer" or not getattr(p, "reports_prefix", False):
+            raise ConfigError(
+                f"plugin {self.name!r} (prefix-cache-scorer): prefixMatchInfoProducerName {name!r} is a {p.type_name}, "
+                "expected a prefix producer (precise-prefix-cache-producer or approx-prefix-cache-producer)"
+            )
+        self._source = p
+        if hasattr(p, "prefix_tiers"):
+            self.prefix_tiers = p.prefix_tiers  # tiered decisions, as the precise scorer reports them
 
     def _hashes(self, request: LLMRequest, endpoints: list[Endpoint] | None = None) -> tuple[LazyBlockHashes, int]:
         """(lazy block hashes, tokens per block) for the request, memoised on it."""
@@ -80,6 +115,8 @@ class PrefixCacheScorer(Scorer):
         return m
 
     def score(self, request: LLMRequest, endpoints: list[Endpoint]) -> dict[str, float]:
+        if self._source is not None:
+            return self._source.score(request, endpoints)
         hashes, _ = self._hashes(request, endpoints)
         total = len(hashes)
         if total == 0:
@@ -90,9 +127,20 @@ class PrefixCacheScorer(Scorer):
         return {e.key: matches.get(e.key, 0) / total for e in endpoints}
 
     def prefix_match(self, request: LLMRequest, endpoints: list[Endpoint] | None = None) -> tuple[dict[str, int], int] | None:
+        if self._source is not None:
+            return self._source.prefix_match(request, endpoints)
         return self._match(request, endpoints), self._hashes(request)[1]
 
+    def prompt_blocks(self, request: LLMRequest) -> int:
+        """Full blocks of the request's prompt, in the unit `prefix_match` counts."""
+        if self._source is not None:
+            return self._source.engine.prompt_blocks(request)
+        return len(self._hashes(request)[0])
+
     def on_routed(self, request: LLMRequest, endpoint: Endpoint, profile: str) -> None:
+        if self._source is not None:
+            self._source.on_routed(request, endpoint, profile)
+            return
         hashes, _ = self._hashes(request, [endpoint])
         if len(hashes):
             self.index.add(endpoint.key, hashes.all())

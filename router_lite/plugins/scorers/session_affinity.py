@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
+from typing import Literal
 
 from router_lite.plugins import Scorer
 from router_lite.registry import register
@@ -28,9 +30,23 @@ def decode_session_token(token: str) -> str | None:
         return None
 
 
+@dataclass
+class SessionAffinityParams:
+    """llm-d's cookie attributes for the session token. Validated; the token travels in the header above."""
+
+    max_age: int = 0
+    secure: bool = False
+    same_site: Literal["Strict", "Lax", "None", ""] = ""
+    http_only: bool = True
+
+    def validate(self) -> str | None:
+        return None if self.max_age >= 0 else f"maxAge: expected a non-negative number of seconds, got {self.max_age}"
+
+
 @register
 class SessionAffinityScorer(Scorer):
     type_name = "session-affinity-scorer"
+    Params = SessionAffinityParams
 
     def score(self, request: LLMRequest, endpoints: list[Endpoint]) -> dict[str, float]:
         token = request.headers.get(SESSION_HEADER)

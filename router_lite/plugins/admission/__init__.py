@@ -1,0 +1,1 @@
+"""admission plugins: one per module, registered by llm-d type name."""

@@ -1,0 +1,1 @@
+"""dataLayer plugins (sources and extractors): one per module, registered by llm-d type name."""

@@ -1,0 +1,1 @@
+"""parsers plugins: one per module, registered by llm-d type name."""
