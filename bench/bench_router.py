@@ -5,9 +5,11 @@ front of it. The same client (httpx, one process) measures:
   - latency: sequential non-streaming completions (max_tokens 1), p50/p99, direct and routed;
   - throughput: a closed loop of C concurrent clients for a bounded number of requests, direct and routed;
   - decision time: the scheduler time the router reports for the routed requests (decision stream).
-Both profiles are run through the router: the default (queue + kv-cache + approximate prefix) and precise
+Profiles run through the router: the default (queue + kv-cache + approximate prefix), precise
 (adds tokenization through the pod's /tokenize, one more round trip per new prompt, and block hashing), and
-precise with the router tokenizing locally (`--tokenizer builtin`, the simulator's tokenizer). Figures depend on the machine; on a
+precise with the router tokenizing locally (`--tokenizer builtin`, the simulator's tokenizer), and the shipped
+precise-prefix-cache profile's config as this checkout has it (run it at two commits to compare router
+versions: same bench, old and new profile). Figures depend on the machine; on a
 shared 2-core box the client, router and pod compete for the same cores, which is the pessimistic case.
 
     python bench/bench_router.py [--requests 300] [--concurrency 16] [--load-requests 1000] [--rounds 2] [--json out.json]
@@ -46,6 +48,14 @@ schedulingProfiles:
       - {pluginRef: queue-scorer, weight: 1}
       - {pluginRef: kv-cache-utilization-scorer, weight: 1}
 """
+
+
+def shipped_config(profile: str) -> str:
+    """The router config of a shipped profile as it is in this checkout (its load terms included)."""
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "profiles" / f"{profile}.yaml").read_text())
+    return yaml.safe_dump(doc["router"]["config"])
 
 
 def free_ports(n: int) -> int:
@@ -174,7 +184,8 @@ def main() -> None:
         direct = f"http://127.0.0.1:{pod_port}"
         wait_http(direct + "/health", sim)
         with tempfile.TemporaryDirectory() as tmp:
-            for name, config, extra in (("default", None, []), ("precise", PRECISE, []), ("precise-local", PRECISE, ["--tokenizer", "builtin"])):
+            for name, config, extra in (("default", None, []), ("precise", PRECISE, []), ("precise-local", PRECISE, ["--tokenizer", "builtin"]),
+                                        ("shipped-precise", shipped_config("precise-prefix-cache"), ["--tokenizer", "builtin"])):
                 port = free_ports(1)
                 cmd = [sys.executable, "-m", "router_lite", "serve", "--port", str(port), "--endpoints", f"127.0.0.1:{pod_port}", "--log-level", "warning"]
                 if config:

@@ -122,7 +122,7 @@ app = typer.Typer(
     help="llm-d in a box: run, watch and measure a KV-cache-centric LLM inference stack "
     "(router + model servers) on this machine, a kind cluster or a cloud cluster.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )

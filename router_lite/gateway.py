@@ -23,6 +23,7 @@ from starlette.routing import Route
 from router_lite.admin_guard import ADMIN_DISABLED_MESSAGE, Refusal, check_admin_change, check_read, is_loopback  # noqa: F401 (re-exported)
 from router_lite.admission import Rejected
 from router_lite.app_state import RouterSettings, RouterState, config_from_text, profile_router_config
+from router_lite import passthrough
 from router_lite.config import ConfigError
 from router_lite.proxy import PrefillError, Upstream, UpstreamError, forward_headers, open_upstream, run_prefill
 from router_lite.tokenization import chat_text, completion_prompt
@@ -213,6 +214,91 @@ class Gateway:
             cache_salt=salt if isinstance(salt, str) else None,
             client_request_id=headers.get("x-request-id") or None,
         )
+
+    # -- routes forwarded as they are (router_lite.passthrough) ----------------------------------------
+    async def passthrough(self, request: Request) -> Response:
+        path = request.url.path
+        m = self.state.metrics
+        try:
+            if not self._authorized(request):
+                raise ClientError(401, "missing or invalid API key (Authorization: Bearer ...)", code="invalid_api_key")
+            raw = await self._read_body(request)
+            try:
+                body = _json_decoder.decode(raw) if raw.strip() else None
+            except (msgspec.DecodeError, RecursionError):
+                body = None
+            if not isinstance(body, dict):
+                raise ClientError(400, "request body must be a JSON object", code="invalid_json")
+            return await self._forward(request, path, raw, body)
+        except ClientError as exc:
+            m.requests.labels(path, str(exc.status)).inc()
+            return error_response(exc.status, str(exc), exc.param, exc.code, exc.headers)
+        except ClientDisconnect:
+            return Response(status_code=499)
+        except Exception as exc:  # the router never dies on a request
+            log.exception("pass-through %s failed", path)
+            m.errors.labels("internal").inc()
+            return error_response(500, f"router error: {type(exc).__name__}", code="internal_error")
+
+    async def _forward(self, request: Request, path: str, raw: bytes, body: dict[str, Any]) -> Response:
+        st = self.state
+        candidates = st.datalayer.candidates()
+        if not candidates:
+            raise ClientError(503, "no healthy model server endpoint is available", code="no_healthy_endpoint", headers={"Retry-After": "1"})
+        scheduler, req = st.scheduler, None
+        if path in passthrough.GENERATIVE and isinstance(body.get("model"), str):
+            headers_in = {k.lower(): v for k, v in request.headers.items() if k.lower() not in ("authorization", "cookie")}
+            req = LLMRequest(uuid.uuid4().hex, body["model"], prompt_text=passthrough.responses_text(body), headers=headers_in)
+            result = scheduler.schedule(req, candidates)
+            if result.target is None:
+                raise ClientError(503, f"no endpoint can serve this request: {result.reason}", code="no_endpoint", headers={"Retry-After": "1"})
+            target = result.target
+            scheduler.on_routed(req, result)
+        else:
+            target = min(candidates, key=lambda e: st.inflight.load(e.key).requests)
+        headers = forward_headers(request.headers.raw, strip_auth=bool(self.s.api_key))
+        try:
+            upstream = await open_upstream(st.pool.backend(target.key), path, raw, headers)
+        except UpstreamError as exc:
+            if req is not None:
+                scheduler.on_finished(req, target)
+            if exc.kind in ("connect", "read"):
+                st.datalayer.report_failure(target.key, str(exc))
+            raise ClientError(503 if exc.retryable else 502, f"model server failed before responding: {exc}", code="upstream_error") from None
+        st.metrics.requests.labels(path, str(upstream.status_code)).inc()
+        ours = [(_ENDPOINT_B, target.key.encode())]
+        if upstream.complete:
+            if req is not None:
+                scheduler.on_finished(req, target)
+            resp = Response(upstream.first_chunk, status_code=upstream.status_code)
+            resp.raw_headers = [h for h in upstream.raw_headers() if h[0] != b"content-length"] + [
+                (b"content-length", str(len(upstream.first_chunk)).encode())] + ours
+            return resp
+
+        ended = False
+
+        def end() -> None:  # once, however the stream ends (ProxiedStream runs it even if never started)
+            nonlocal ended
+            if not ended:
+                ended = True
+                upstream.abort()
+                if req is not None:
+                    scheduler.on_finished(req, target)
+
+        async def relay():
+            first = True
+            try:
+                async for chunk in upstream.body():
+                    if first and chunk and req is not None:
+                        first = False
+                        scheduler.on_first_token(req, target)
+                    yield chunk
+            finally:
+                end()
+
+        resp = ProxiedStream(relay(), upstream.status_code, end)
+        resp.raw_headers = upstream.raw_headers() + ours
+        return resp
 
     # -- OpenAI routes -----------------------------------------------------------------------------------
     async def completions(self, request: Request) -> Response:
@@ -630,6 +716,7 @@ def build_app(settings: RouterSettings | None = None, state: RouterState | None 
         Route("/v1/completions", gw.completions, methods=["POST"]),
         Route("/v1/chat/completions", gw.chat, methods=["POST"]),
         Route("/v1/models", gw.models, methods=["GET"]),
+        *(Route(p, gw.passthrough, methods=["POST"]) for p in passthrough.PATHS),
         Route("/health", gw.health, methods=["GET"]),
         Route("/metrics", gw.metrics, methods=["GET"]),
         Route("/debug/decisions", gw.decisions, methods=["GET"]),

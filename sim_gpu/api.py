@@ -458,3 +458,44 @@ def detokenize(body: dict[str, Any], served: ServedModel) -> dict[str, Any]:
         raise APIError(400, "'tokens' must be a list of token ids.", "tokens")
     ids = _token_list(tokens, served.tokenizer.vocab_size, "tokens")
     return {"prompt": served.tokenizer.decode(ids)}
+
+
+# --------------------------------------------------------------------------------------------- render
+# vLLM 0.32's scale-out Renderer API (`--enable-scale-out`): the prompt after templates and tokenization, as
+# the GenerateRequest(s) `/inference/v1/generate` would take. Peer routers (vllm-router's prefix policies,
+# llm-d's EPP tokenizer) call it to get exact token ids.
+SCALE_OUT_DISABLED = "Scale-out endpoints are disabled. Restart vllm serve with --enable-scale-out to enable them."
+
+# SamplingParams fields a render echoes, with vLLM 0.32's defaults; the request's values override them.
+_SAMPLING_DEFAULTS: dict[str, Any] = {
+    "n": 1, "presence_penalty": 0.0, "frequency_penalty": 0.0, "repetition_penalty": 1.0, "temperature": 1.0,
+    "top_p": 1.0, "top_k": 0, "min_p": 0.0, "seed": None, "stop": [], "stop_token_ids": [], "ignore_eos": False,
+    "max_tokens": 16, "min_tokens": 0, "logprobs": None, "prompt_logprobs": None, "detokenize": True,
+    "skip_special_tokens": True, "spaces_between_special_tokens": True, "include_stop_str_in_output": False,
+}
+
+
+def _generate_request(request_id: str, ids: list[int], req: GenRequest, max_tokens: int, body: dict[str, Any]) -> dict[str, Any]:
+    sampling = {k: body.get(k, v) for k, v in _SAMPLING_DEFAULTS.items()}
+    sampling.update(n=req.n, max_tokens=max_tokens, ignore_eos=req.ignore_eos)
+    if isinstance(sampling["stop"], str):
+        sampling["stop"] = [sampling["stop"]]
+    return {
+        "request_id": request_id, "token_ids": ids, "token_offsets": None, "features": None, "content_parts": None,
+        "sampling_params": sampling, "model": req.model, "reasoning_ended": None, "reasoning_parser_kwargs": None,
+        "return_token_ids": None, "output_mode": "tokens", "stream": req.stream, "stream_options": None,
+        "cache_salt": req.cache_salt, "priority": req.priority, "kv_transfer_params": req.kv_transfer_params,
+    }
+
+
+def render_completion(body: dict[str, Any], served: ServedModel) -> list[dict[str, Any]]:
+    """/v1/completions/render: one GenerateRequest per prompt (ids `cmpl-<id>-<i>`)."""
+    req = parse_completion(body, served)
+    base = f"cmpl-{req.request_id or uuid.uuid4().hex}"
+    return [_generate_request(f"{base}-{i}", ids, req, mt, body) for i, (ids, mt) in enumerate(zip(req.prompts, req.max_tokens))]
+
+
+def render_chat(body: dict[str, Any], served: ServedModel) -> dict[str, Any]:
+    """/v1/chat/completions/render: the chat template applied and tokenized, as one GenerateRequest."""
+    req = parse_chat(body, served)
+    return _generate_request(f"chatcmpl-{req.request_id or uuid.uuid4().hex}", req.prompts[0], req, req.max_tokens[0], body)

@@ -65,6 +65,10 @@ def serve(
     enable_prompt_tokens_details: bool = typer.Option(
         False, "--enable-prompt-tokens-details",
         help="Report usage.prompt_tokens_details.cached_tokens (as vLLM's flag; default: null, as vLLM)."),
+    enable_scale_out: bool = typer.Option(
+        False, "--enable-scale-out",
+        help="Serve vLLM's Renderer API (/v1/completions/render, /v1/chat/completions/render), as vLLM's flag; "
+             "without it those routes answer 403, as vLLM does."),
     kv_tiers: Optional[str] = typer.Option(
         None, "--kv-tiers", metavar="JSON|FILE",
         help="KV tiers below the GPU (a profile's kv_tiers section: cpu_blocks, pcie_gbps, filesystem {path, "
@@ -88,6 +92,7 @@ def serve(
             jitter=jitter, network=network, enable_expert_parallel=enable_expert_parallel, failure_injection_rate=failure_injection_rate,
             failure_types=parse_failure_types(failure_types), startup_delay=startup_delay, crash_after=crash_after,
             log_requests=log_requests, kv_tiers=kv_tiers, enable_prompt_tokens_details=enable_prompt_tokens_details,
+            enable_scale_out=enable_scale_out,
         )
         run(cfg)
     except (ValueError, ProfileError, OSError) as exc:

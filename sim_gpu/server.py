@@ -87,6 +87,7 @@ class ServeConfig:
     crash_after: int = 0
     log_requests: bool = False
     enable_prompt_tokens_details: bool = False  # vLLM's flag: usage.prompt_tokens_details (cached_tokens), else null
+    enable_scale_out: bool = False  # vLLM's flag: serve the Renderer API (/v1/completions/render, ...), else 403
     kv_tiers: str | None = None  # --kv-tiers: a profile's kv_tiers section as JSON, or a file holding it
 
     def validate(self) -> None:
@@ -337,6 +338,8 @@ class Pod:
             Route("/tokenize", self.tokenize, methods=["POST"]),
             Route("/detokenize", self.detokenize, methods=["POST"]),
             Route("/reset_prefix_cache", self.reset_prefix_cache, methods=["POST"]),
+            Route("/v1/completions/render", self.render_completion, methods=["POST"]),
+            Route("/v1/chat/completions/render", self.render_chat, methods=["POST"]),
         ]
         return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
 
@@ -361,6 +364,18 @@ class Pod:
 
     async def detokenize(self, request: Request) -> Response:
         return await self._json_call(request, api.detokenize)
+
+    async def render_completion(self, request: Request) -> Response:
+        return await self._scale_out(request, api.render_completion)
+
+    async def render_chat(self, request: Request) -> Response:
+        return await self._scale_out(request, api.render_chat)
+
+    async def _scale_out(self, request: Request, fn: Any) -> Response:
+        """A Renderer API route: served with --enable-scale-out, else refused as vLLM refuses it (403)."""
+        if not self.cfg.enable_scale_out:
+            return _error(APIError(403, api.SCALE_OUT_DISABLED, err_type="PermissionDeniedError"))
+        return await self._json_call(request, fn)
 
     async def reset_prefix_cache(self, request: Request) -> Response:
         self.engine.reset_prefix_cache()

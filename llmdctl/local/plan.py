@@ -98,6 +98,7 @@ def sim_argv(
     ]
     argv += ["--hash-seed", seed_from_env()]  # explicit, so engine and router hash alike whatever their environments
     argv += ["--enable-prompt-tokens-details"]  # usage reports cached tokens (bench, demos); vLLM's flag of that name
+    argv += ["--enable-scale-out"]  # the Renderer API, which peer routers' prefix policies call (vLLM's flag)
     if pool.num_gpu_blocks is not None:
         argv += ["--num-gpu-blocks", str(pool.num_gpu_blocks)]
     if pool.kv_events:
