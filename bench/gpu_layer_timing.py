@@ -47,6 +47,19 @@ class ModelShape:
     vocab: int = 128256
 
 
+def shape_from_profile(name: str) -> ModelShape:
+    """A decoder shaped like a shipped model profile (sim_gpu/data/models/NAME.yaml), e.g. qwen3-32b."""
+    import pathlib
+
+    import yaml
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "sim_gpu" / "data" / "models" / f"{name.lower()}.yaml"
+    m = yaml.safe_load(path.read_text())
+    return ModelShape(num_layers=m["num_layers"], hidden=m["hidden_size"], heads=m["num_attention_heads"],
+                      kv_heads=m["num_kv_heads"], head_dim=m["head_dim"], intermediate=m["intermediate_size"],
+                      vocab=m["vocab_size"])
+
+
 QUICK_SHAPE = ModelShape(num_layers=2, hidden=256, heads=4, kv_heads=2, head_dim=64, intermediate=512, vocab=1000)
 
 
@@ -280,13 +293,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=15, help="timed repetitions per shape (median reported)")
     ap.add_argument("--no-graphs", action="store_true", help="time steps eagerly only, not as CUDA graphs")
     ap.add_argument("--only", default="", help="comma-separated case names to run (default: all)")
+    ap.add_argument("--model-profile", default="llama-3.1-8b",
+                    help="shape the decoder like this sim_gpu model profile (default llama-3.1-8b)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("gpu_layer_timing: --device cuda but torch sees no GPU; pass --device cpu --quick for a smoke test",
               file=sys.stderr)
         return 2
-    shape = QUICK_SHAPE if args.quick else ModelShape()
+    shape = QUICK_SHAPE if args.quick else shape_from_profile(args.model_profile)
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     cases = default_cases(args.quick)
     if args.only:
@@ -295,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     max_kv = max([c.batch * c.decode_context for c in cases] + [c.context for c in cases] + [1])
     t0 = time.time()
     info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device), "dtype": str(dtype),
-            "model_shape": asdict(shape), "quick": args.quick, "sdpa": "torch.nn.functional.scaled_dot_product_attention",
+            "model_shape": asdict(shape), "model_profile": None if args.quick else args.model_profile, "quick": args.quick, "sdpa": "torch.nn.functional.scaled_dot_product_attention",
             "chunk_attention": "flash over cached context + causal flash over the chunk, merged by log-sum-exp"}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -108,13 +108,16 @@ def fit_gpu(
     hardware: str = typer.Option("H200", help="Hardware profile to fit (name or .yaml path)."),
     model: str = typer.Option("Llama-3.1-8B", help="Model profile the table was timed with (name or .yaml path)."),
     write_profile: Optional[str] = typer.Option(None, "--write-profile", help="Write the fitted hardware profile here."),
+    other_table: Optional[str] = typer.Option(None, "--check-table", help="A table timed with another model: report the "
+                                              "fitted profile's error on all of it (a model never fitted on)."),
+    other_model: Optional[str] = typer.Option(None, "--check-model", help="The model profile --check-table was timed with."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Fit a GPU profile's efficiency terms to measured forward passes; report error on held-out shapes."""
     import json
     from pathlib import Path
 
-    from sim_gpu.gpu_fit import GpuTableError, fit_report, load_table, with_terms
+    from sim_gpu.gpu_fit import GpuTableError, fit_report, load_table, transfer_report, with_terms
     from sim_gpu.hw_profiles import ProfileError, load_hardware, load_model
 
     try:
@@ -123,7 +126,17 @@ def fit_gpu(
     except (GpuTableError, ProfileError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if bool(other_table) != bool(other_model):
+        typer.echo("error: --check-table and --check-model go together", err=True)
+        raise typer.Exit(2)
+    try:
+        other = (load_model(other_model), load_table(Path(other_table))[1]) if other_table and other_model else None
+    except (GpuTableError, ProfileError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     report = fit_report(hw, mp, steps, info)
+    if other is not None:
+        report["other_model"] = transfer_report(with_terms(hw, report["terms"]), *other)
     if write_profile:
         _write_profile(Path(write_profile), with_terms(hw, report["terms"]), table)
     if as_json:
@@ -136,6 +149,10 @@ def fit_gpu(
     for family, errs in [("all", {"heldout_before": before, "heldout_after": after}), *report["per_family"].items()]:
         b, a = errs["heldout_before"], errs["heldout_after"]
         typer.echo(f"{family:16s} " + " ".join(f"{b[k]:7.1%}->{a[k]:.1%}" for k in ("median", "p90", "max")))
+    if other is not None:
+        o = report["other_model"]
+        typer.echo(f"{o['model']} (never fitted on), every shape: " + ", ".join(
+            f"{fam} {e['median']:.1%}/{e['p90']:.1%}" for fam, e in [("all", o["all"]), *o["per_family"].items()]) + "  (median/p90)")
 
 
 def _write_profile(path: "Path", hw: "object", table: str) -> None:

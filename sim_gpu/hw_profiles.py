@@ -35,6 +35,7 @@ class HardwareProfile:
     # at this fraction of peak, and weights stream at `hbm_efficiency_weights` (skinny GEMMs read slower).
     mfu_attention: float | None = None
     hbm_efficiency_weights: float | None = None
+    layer_overhead_us: float = 0.0  # per decoder layer per step (kernel boundaries): grows with model depth
     interconnect_gbps: float = 450.0  # intra-node link (NVLink etc.), GB/s per direction, for TP all-reduce
     interconnect_latency_us: float = 5.0
     step_overhead_ms: float = 1.0  # scheduler + launch overhead per engine step

@@ -156,7 +156,7 @@ class LatencyModel:
         self._bw_weights = hw.hbm_tbps * 1e12 * (hw.hbm_efficiency_weights or hw.hbm_efficiency)
         self._overhead = (
             self.coefficients.overhead_s if self.coefficients.overhead_s is not None else hw.step_overhead_ms / 1000.0
-        )
+        ) + hw.layer_overhead_us * 1e-6 * m.num_layers
         self._kv_gpu = self.kv_bytes_per_token_per_gpu()
         self._dense_weight_bytes_gpu = self._dense_b * 1e9 * m.dtype_bytes / self.tp
         self._expert_bytes_gpu = self._routed_total_b * 1e9 * m.dtype_bytes / self._expert_shard

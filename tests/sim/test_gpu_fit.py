@@ -20,10 +20,13 @@ from sim_gpu.gpu_fit import (
     predict,
     relative_errors,
     split_heldout,
+    transfer_report,
+    with_terms,
 )
 from sim_gpu.hw_profiles import DATA_DIR, load_hardware, load_model
 
 H200_TABLE = DATA_DIR / "gpu_timing" / "h200_llama-3.1-8b.json"
+H200_QWEN_TABLE = DATA_DIR / "gpu_timing" / "h200_qwen3-32b.json"  # a model the fit never sees
 LLAMA_8B = load_model("Llama-3.1-8B")
 
 
@@ -50,13 +53,24 @@ def test_fit_predicts_heldout_shapes(h200_table):
     the datasheet-guess profile it started from."""
     info, steps = h200_table
     datasheet = replace(load_hardware("H200"), mfu=0.55, mfu_decode=0.35, hbm_efficiency=0.8, step_overhead_ms=1.0,
-                        mfu_attention=None, hbm_efficiency_weights=None)
+                        mfu_attention=None, hbm_efficiency_weights=None, layer_overhead_us=0.0)
     report = fit_report(datasheet, LLAMA_8B, steps, info)
     assert report["heldout_after"]["median"] <= 0.08
     assert report["heldout_after"]["p90"] <= 0.12
     assert report["heldout_after"]["median"] < 0.5 * report["heldout_before"]["median"]
     for family, errs in report["per_family"].items():
         assert errs["heldout_after"]["median"] <= 0.10, family
+
+
+def test_fit_on_one_model_predicts_a_model_it_never_saw(h200_table):
+    """Fitted on half of Llama-3.1-8B's shapes, the profile predicts every Qwen3-32B shape (twice the layers,
+    4x the weights) within 8% median / 15% p90 — the per-layer overhead is what carries over."""
+    info, steps = h200_table
+    fitted = with_terms(load_hardware("H200"), fit_report(load_hardware("H200"), LLAMA_8B, steps, info)["terms"])
+    qwen = transfer_report(fitted, load_model("Qwen3-32B"), load_table(H200_QWEN_TABLE)[1])
+    assert qwen["all"]["n"] == 50
+    assert qwen["all"]["median"] <= 0.08 and qwen["all"]["p90"] <= 0.15
+    assert qwen["per_family"]["decode"]["median"] <= 0.05
 
 
 def test_fit_respects_the_cards_own_ceilings(h200_table):
@@ -96,7 +110,7 @@ PINS_MS = {
     "A100": [376.0979, 137.507, 11.3747, 95.307, 67.6378],
     "Gaudi3": [111.2735, 41.7301, 8.4081, 61.2692, 24.5925],
     "H100": [130.0208, 47.91, 7.1929, 58.2789, 24.9533],
-    "H200": [117.5076, 58.2997, 6.7982, 39.2845, 19.3802],
+    "H200": [117.5084, 58.3005, 6.799, 39.2853, 19.381],
     "L40S": [388.9397, 142.1761, 25.2119, 223.2882, 66.6415],
     "MI300X": [135.7404, 50.3077, 5.9736, 42.8766, 26.8755],
 }
@@ -109,8 +123,12 @@ def test_gpu_profile_step_time_pins(hardware):
         assert have == pytest.approx(want, rel=1e-3), f"{hardware} {shape.name}"
 
 
-@pytest.mark.parametrize("hardware", sorted(PINS_MS))
-@pytest.mark.parametrize("term", ["mfu", "mfu_decode", "hbm_efficiency", "step_overhead_ms"])
+EFFICIENCY_TERMS = ("mfu", "mfu_decode", "mfu_attention", "hbm_efficiency", "hbm_efficiency_weights", "step_overhead_ms",
+                    "layer_overhead_us")
+
+
+@pytest.mark.parametrize(("hardware", "term"), [(h, t) for h in sorted(PINS_MS) for t in EFFICIENCY_TERMS
+                                                if getattr(load_hardware(h), t)])  # every term a profile sets
 def test_pins_catch_a_2x_change(hardware, term):
     hw = load_hardware(hardware)
     for factor in (2.0, 0.5):
