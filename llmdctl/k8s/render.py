@@ -455,6 +455,24 @@ def epp_config(profile: Profile, opts: RenderOptions) -> dict[str, Any]:
     return config
 
 
+def upstream_epp_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """`config` as llm-d's own EPP can load it: router_lite-only plugins dropped (with their profile refs) and
+    router_lite-only parameters removed. Returns (config, names of the plugins dropped)."""
+    from router_lite.registry import lookup
+
+    dropped: list[str] = []
+    plugins = []
+    for plugin in config.get("plugins") or []:
+        form = lookup(plugin["type"]).cls.upstream_form(dict(plugin.get("parameters") or {}))
+        if form is None:
+            dropped.append(plugin.get("name") or plugin["type"])
+            continue
+        plugins.append({**plugin, "parameters": form} if form else {k: v for k, v in plugin.items() if k != "parameters"})
+    profiles = [{**prof, "plugins": [r for r in prof.get("plugins") or [] if r.get("pluginRef") not in dropped]}
+                for prof in config.get("schedulingProfiles") or []]
+    return {**config, "plugins": plugins, "schedulingProfiles": profiles}, dropped
+
+
 def router_objects(profile: Profile, opts: RenderOptions, stack: str, namespace: str, notes: list[str]) -> list[dict[str, Any]]:
     name = dns_label(f"{stack}-router", 55)
     labels = {**common_labels(stack), COMPONENT_LABEL: "router"}
@@ -490,8 +508,9 @@ def gateway_objects(profile: Profile, opts: RenderOptions, stack: str, namespace
     labels = {**common_labels(stack), COMPONENT_LABEL: "endpoint-picker"}
     selector = {STACK_LABEL: stack, COMPONENT_LABEL: "endpoint-picker"}
     objs = _rbac(stack, namespace, name, epp_rules(), "endpoint-picker")
+    upstream, _ = upstream_epp_config(epp_config(profile, opts))  # the EPP is llm-d's: only its own plugins
     objs.append(_label(load_template("configmap-epp.yaml", name=name, namespace=namespace,
-                                     config_yaml=yaml.safe_dump(epp_config(profile, opts), sort_keys=False)), labels))
+                                     config_yaml=yaml.safe_dump(upstream, sort_keys=False)), labels))
     objs.append(_label(load_template("epp-service.yaml", name=name, namespace=namespace, selector=selector, kv_events_port=KV_EVENTS_PORT), labels))
     objs.append(_label(load_template(
         "epp-deployment.yaml", name=name, namespace=namespace, selector=selector,

@@ -71,6 +71,12 @@ class Plugin:
     def close(self) -> None:
         """A config swap retired this plugin: drop hooks it placed on state that outlives it."""
 
+    @classmethod
+    def upstream_form(cls, parameters: dict[str, Any]) -> dict[str, Any] | None:
+        """This plugin's entry as llm-d's own EPP reads it: the parameters without router_lite extensions,
+        or None when the plugin exists only in router_lite (rendering for the upstream EPP drops it)."""
+        return parameters
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 

@@ -101,3 +101,20 @@ def test_monitors_and_dashboards_use_the_served_metric_names():
                 base = n.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count").removesuffix("_total")
                 assert base in served or n.startswith("vllm:"), n
     assert r.find("ConfigMap", "pd-disaggregation-dashboards")["metadata"]["labels"]["grafana_dashboard"] == "1"
+
+
+@pytest.mark.parametrize("name", ["precise-prefix-cache", "inference-scheduling", "predicted-latency"])
+def test_upstream_epp_gets_only_what_llm_d_loads(name):
+    """router_lite's own plugins and parameters stay in router_lite's config; llm-d's EPP gets its own form."""
+    _, rendered = _render(name)
+    epp = yaml.safe_load(rendered.find("ConfigMap", f"{name}-epp")["data"]["epp.yaml"])
+    ours = yaml.safe_load(rendered.find("ConfigMap", f"{name}-router")["data"]["epp.yaml"])
+    types = {p["type"] for p in epp["plugins"]}
+    assert "estimated-ttft-scorer" not in types
+    refs = {r["pluginRef"] for prof in epp["schedulingProfiles"] for r in prof["plugins"]}
+    assert refs <= {p.get("name", p["type"]) for p in epp["plugins"]}  # no dangling reference
+    for p in epp["plugins"]:
+        params = p.get("parameters") or {}
+        assert params.get("ttftSource") != "measured" and "warmupSamples" not in params
+    if name == "precise-prefix-cache":
+        assert "estimated-ttft-scorer" in {p["type"] for p in ours["plugins"]}  # router_lite keeps it

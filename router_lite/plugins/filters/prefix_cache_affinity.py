@@ -49,6 +49,11 @@ class PrefixCacheAffinityFilter(Filter):
     type_name = "prefix-cache-affinity-filter"
     Params = PrefixCacheAffinityParams
 
+    @classmethod
+    def upstream_form(cls, parameters: dict) -> dict:
+        """`ttftSource: measured` is router_lite's: upstream estimates with `peakPrefillThroughput`."""
+        return {k: v for k, v in parameters.items() if not (k == "ttftSource" and v == "measured")}
+
     def bind(self) -> None:
         p = self.params
         self.prefix = find_prefix_plugin(self.ctx, p.prefix_match_info_producer_name)

@@ -36,6 +36,11 @@ class PredictedLatencyProducer(Producer):
     type_name = "predicted-latency-producer"
     Params = PredictedLatencyParams
 
+    @classmethod
+    def upstream_form(cls, parameters: dict) -> dict:
+        """llm-d's producer calls its predictor sidecars; the in-process model's knobs are router_lite's."""
+        return {k: v for k, v in parameters.items() if k not in ("warmupSamples", "forgetting")}
+
     def __init__(self, name: str, params: PredictedLatencyParams, ctx: PluginContext) -> None:
         super().__init__(name, params, ctx)
         self.ttft = OnlineRegression(5, forgetting=params.forgetting, warmup=params.warmup_samples)

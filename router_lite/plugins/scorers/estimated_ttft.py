@@ -35,6 +35,10 @@ class EstimatedTTFTScorer(Scorer):
     type_name = "estimated-ttft-scorer"
     Params = EstimatedTTFTParams
 
+    @classmethod
+    def upstream_form(cls, parameters: dict) -> None:
+        return None  # router_lite's own: llm-d's EPP has no such scorer
+
     def bind(self) -> None:
         wanted = self.params.prefix_match_info_producer_name
         self.prefix = find_prefix_plugin(self.ctx, wanted)
