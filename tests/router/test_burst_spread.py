@@ -42,9 +42,11 @@ def _send(client: httpx.Client, i: int, out: dict[int, str]) -> None:
 
 
 def _burst(load_aware: bool) -> tuple[str, list[str], dict]:
-    # 10x slower than the simulated GPU: a 1.5k-token prefill takes about half a second of wall time.
-    with sim_pods(2, time_scale=0.1) as sims, router(sims.endpoint_entries(), config=_config(load_aware)) as rt:
+    # 50x slower than the simulated GPU: a 1.5k-token prefill takes ~2 s of wall time, so the whole burst is
+    # dispatched while the first requests still prefill, even on a loaded machine.
+    with sim_pods(2, time_scale=0.02) as sims, router(sims.endpoint_entries(), config=_config(load_aware)) as rt:
         with rt.client() as c:
+            wait_until(lambda: c.get("/health", params={"min_healthy": 2}).status_code == 200, timeout=20)
             warm: dict[int, str] = {}
             for i in (100, 101):  # two requests of the group: the index learns the prefix, the router a rate
                 _send(c, i, warm)
