@@ -19,7 +19,7 @@ SUFFIX_TOKENS = 512
 def _config(load_aware: bool) -> str:
     plugins = [{"type": "precise-prefix-cache-scorer", "parameters": {"speculativeIndexing": True}},
                {"type": "max-score-picker"}, {"type": "single-profile-handler"}]
-    refs = [{"pluginRef": "precise-prefix-cache-scorer", "weight": 2}]
+    refs = [{"pluginRef": "precise-prefix-cache-scorer", "weight": 1}]
     if load_aware:
         plugins += [{"type": "inflight-load-producer"},
                     {"type": "prefix-cache-affinity-filter",
@@ -65,8 +65,9 @@ def _burst(load_aware: bool) -> tuple[str, list[str], dict]:
 def test_burst_spreads_once_a_cold_prefill_is_faster():
     home, served, after = _burst(load_aware=True)
     assert len(served) == 6
-    assert served.count(home) >= 2, served  # the warm pod takes the first of the burst
-    assert len(set(served)) == 2, served  # and the rest spills over once its queue costs more
+    # The warm pod takes the burst while its queue costs less than a cold prefill (512-token tails against a
+    # 1536-token prompt: three fit), then it spills over: the rest go where the first token comes sooner.
+    assert 3 <= served.count(home) <= 4 and len(set(served)) == 2, served
     assert all(e["inflight"] == {"requests": 0, "tokens": 0, "decoding": 0} for e in after["endpoints"]), json.dumps(after["endpoints"])
 
 
