@@ -80,6 +80,8 @@ class Scheduler:
         self.handler: ProfileHandler = handlers[0]
         self._profile_names = list(self.profiles)
         self._all_plugins = list(self.plugins.values())
+        in_profiles = {id(p) for prof in self.profiles.values() for p in prof.plugins}
+        self._producers = [p for p in self._all_plugins if p.kind == "producer" and id(p) not in in_profiles]
 
     # ---- one cycle -----------------------------------------------------------------------------------
     def run_profile(self, name: str, request: LLMRequest, endpoints: list[Endpoint]) -> ProfileRunResult:
@@ -198,6 +200,8 @@ class Scheduler:
                 continue
             self.inflight.dispatch(request.request_id, ep.key, self._uncached_tokens(request, result, pr, ep))
             for p in prof.plugins:
+                p.on_routed(request, ep, name)
+            for p in self._producers:  # request-control plugins learn every routed leg (llm-d's PreRequest)
                 p.on_routed(request, ep, name)
 
     @staticmethod
