@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -155,7 +155,7 @@ def fit_gpu(
             f"{fam} {e['median']:.1%}/{e['p90']:.1%}" for fam, e in [("all", o["all"]), *o["per_family"].items()]) + "  (median/p90)")
 
 
-def _write_profile(path: "Path", hw: "object", table: str) -> None:
+def _write_profile(path: Any, hw: Any, table: str) -> None:
     """The fitted profile as YAML, every field of the hardware profile spelled out."""
     from dataclasses import asdict
 
