@@ -3,6 +3,7 @@
     python bench/bench_routing_real.py [--model DIR] [--seeds 0,1,2] [--scenarios light,kv-pressure]
         [--routers precise-prefix-cache,inference-scheduling,predicted-latency,round-robin,vr:cache_aware,vr:round_robin]
         [--out bench/results/routing_real.json] [--png docs/img/routing-real.png] [--keep-up]
+    python bench/bench_routing_real.py --report A.json,B.json     # pool saved runs: tables, JSON, PNG again
 
 What it does, in order (everything on 127.0.0.1, every run bounded in requests and seconds):
 1. `llmdctl up precise-prefix-cache --engine vllm --replicas 2 --model DIR` in its own $LLMDCTL_HOME
@@ -317,13 +318,31 @@ def plot(summary: dict[str, Any], runs: list[dict[str, Any]], path: Path, title:
             ax.set_title(f"{sc}: {what}", fontsize=11)
             ax.grid(axis="y", alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=10, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=10, frameon=False)
     fig.suptitle(title + "\nbars: median over seeds; dots: each seed", fontsize=13)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.08, 1, 0.93))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def report_only(files: list[Path], out: Path, png: Path) -> int:
+    docs = [json.loads(f.read_text()) for f in files]
+    doc = {k: v for k, v in docs[0].items() if k not in ("runs", "summary", "total_seconds")}
+    doc["runs"] = [r for d in docs for r in d["runs"]]
+    doc["seeds"] = sorted({r["seed"] for r in doc["runs"]})
+    doc["sources"] = [str(f) for f in files]
+    routers = list(dict.fromkeys(r for d in docs for r in d["routers"]))
+    doc["summary"] = summarize(doc["runs"], routers, list(doc["scenarios"]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
+    print_tables(doc["summary"], doc["runs"])
+    title = (f"Routing on 2 real vLLM CPU pods ({Path(doc['model']).name}, {doc['num_gpu_blocks'] * 32} KV tokens per pod): "
+             f"router_lite profiles vs vllm-router {doc['vllm_router']}\n{len(doc['seeds'])} seed-paired runs per router, prefix caches reset before each run")
+    plot(doc["summary"], doc["runs"], png, title)
+    say(f"wrote {out} and {png}")
+    return 0
 
 
 # ---- main ----------------------------------------------------------------------------------------------------
@@ -342,7 +361,11 @@ def main() -> int:
     ap.add_argument("--png", default=str(REPO / "docs" / "img" / "routing-real.png"))
     ap.add_argument("--keep-up", action="store_true", help="leave the stack running afterwards")
     ap.add_argument("--quick", action="store_true", help="smoke test: one seed, 12 requests, first router_lite profile and vr:cache_aware")
+    ap.add_argument("--report", metavar="JSON[,JSON...]", help="no runs: re-report (tables, --out, --png) from saved result files, "
+                    "their runs pooled (e.g. seeds 0-2 and 3-5 from two invocations)")
     args = ap.parse_args()
+    if args.report:
+        return report_only([Path(f) for f in args.report.split(",")], Path(args.out), Path(args.png))
 
     home = Path(args.home)
     home.mkdir(parents=True, exist_ok=True)
@@ -413,7 +436,7 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(doc, indent=1))
     print_tables(doc["summary"], doc["runs"])
     title = (f"Routing on 2 real vLLM CPU pods ({Path(model).name}, {args.num_gpu_blocks * 32} KV tokens per pod): "
-             f"router_lite profiles vs vllm-router {VLLM_ROUTER_VERSION}, {len(seeds)} seed-paired runs, caches reset before each")
+             f"router_lite profiles vs vllm-router {VLLM_ROUTER_VERSION}\n{len(seeds)} seed-paired runs per router, prefix caches reset before each run")
     png = plot(doc["summary"], doc["runs"], Path(args.png), title)
     say(f"wrote {args.out} and {png} in {doc['total_seconds']:.0f}s")
     return 0
