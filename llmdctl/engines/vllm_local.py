@@ -60,7 +60,8 @@ class VllmPod:
 
     @property
     def kv_events_endpoint(self) -> str:
-        """Where a subscriber connects (vLLM binds `tcp://127.0.0.1:PORT`)."""
+        """The events address: vLLM *connects* its publisher to `tcp://127.0.0.1:PORT` (it binds only `*` and
+        ipc endpoints), so the local router binds it."""
         return f"tcp://127.0.0.1:{self.kv_events_port}"
 
 
