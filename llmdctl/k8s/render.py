@@ -271,6 +271,7 @@ def model_server_objects(profile: Profile, pool: PoolSpec, opts: RenderOptions, 
             {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": opts.hf_token_secret, "key": "HF_TOKEN", "optional": True}}},
             {"name": "PYTHONHASHSEED", "value": opts.hash_seed},  # seeds vLLM's block hashes; hashSeed in the EPP config
         ]
+        env += [{"name": k, "value": v} for k, v in pool.env.items()]
         if pool.num_gpu_blocks:
             notes.append(f"pool {pool.name}: num_gpu_blocks ({pool.num_gpu_blocks}) sizes the simulator only; real vLLM pods size "
                          "their KV cache from --gpu-memory-utilization")

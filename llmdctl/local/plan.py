@@ -180,9 +180,13 @@ def vllm_pool_components(profile: Profile, pool: PoolSpec, pod_base: int, events
             name=vp.name, kind="vllm", argv=vp.argv, ports=[vp.port] + ([vp.kv_events_port] if pool.kv_events else []),
             health=[vp.health_url], log=str(logs / f"{vp.name}.log"), env=env, env_unset=unset,
         ))
+        # vLLM's ZMQ publisher binds only wildcard (tcp://*) and ipc endpoints and *connects* to any other; a local
+        # pod publishes to tcp://127.0.0.1:Z (loopback: the events carry prompt token ids), so the router must
+        # bind it, as for the simulator. With both sides connecting no event ever arrived and the precise index
+        # ran on speculative credits alone.
         pods.append(PodState(name=vp.name, pool=pool.name, role=pool.role, port=vp.port, process=vp.name,
                              kv_events=vp.kv_events_endpoint if pool.kv_events else None, kv_topic=vp.topic if pool.kv_events else None,
-                             block_size=vp.block_size, hash_seed=vp.hash_seed))
+                             block_size=vp.block_size, hash_seed=vp.hash_seed, kv_events_bind=bool(pool.kv_events)))
     return comps, pods
 
 

@@ -91,3 +91,33 @@ def test_trace_file(tmp_path) -> None:
         read_trace(p)
     with pytest.raises(ValueError, match="stages need"):
         LoadSpec(stages=[Stage(0.0, 1.0)]).check()
+
+
+def test_a_completions_chunk_with_empty_text_is_a_token_and_a_chat_role_chunk_is_not() -> None:
+    """A small random-weight vLLM model streams tokens whose text is "" on its own; TTFT is their arrival."""
+    import asyncio
+    import json as _json
+
+    import httpx
+
+    from llmdctl.bench.client import send
+    from llmdctl.bench.workloads import BenchRequest
+
+    def stream(chunks: list[dict]) -> bytes:
+        return b"".join(b"data: " + _json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+    completions = stream([{"object": "text_completion", "choices": [{"index": 0, "text": ""}]}] * 3
+                         + [{"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 3}}])
+    chat = stream([{"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+                   {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 0}}])
+
+    async def one(body: bytes, mode: str):
+        transport = httpx.MockTransport(lambda r: httpx.Response(200, content=body, headers={"content-type": "text/event-stream"}))
+        async with httpx.AsyncClient(transport=transport) as client:
+            req = BenchRequest(request_id="r0", prompt=[5, 6, 7, 8], max_tokens=3)
+            rec, _ = await send(client, "http://pod", req, req.prompt, model="m", mode=mode, t0=0.0)
+        return rec
+
+    rec = asyncio.run(one(completions, "text"))
+    assert rec.first_token is not None and rec.output_tokens == 3 and rec.status == "ok"
+    assert asyncio.run(one(chat, "chat")).first_token is None

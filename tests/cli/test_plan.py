@@ -115,3 +115,22 @@ def test_every_shipped_profile_starts_its_router_with_flow_control_and_an_admin_
     argv = argv[argv.index("serve"):]
     result = CliRunner().invoke(router_app, argv)
     assert result.exit_code == 2 and "--admin-key-file: cannot read" in result.output
+
+
+def test_local_vllm_pods_publish_to_a_loopback_address_the_router_binds(tmp_path: Path, monkeypatch):
+    """vLLM connects its KV-event publisher to any non-wildcard tcp endpoint, so for local pods on
+    tcp://127.0.0.1:Z the router must bind (with both sides connecting, no event ever arrived)."""
+    import llmdctl.engines.vllm_local as vl
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text('{"num_attention_heads": 4, "num_hidden_layers": 2, "hidden_size": 64, "max_position_embeddings": 2048}')
+    real = vl.vllm_components
+    monkeypatch.setattr(vl, "vllm_components", lambda *a, **kw: real(*a, **{**kw, "python": "/venv/bin/python", "build": "cpu", "cores": 2}))
+    profile = _profile(PoolSpec(name="pod", replicas=2, kv_events=True, engine="vllm"), model=str(model))
+    plan = build_plan(profile, PortLayout(9000, 9100, 6000), tmp_path)
+    argv = next(c.argv for c in plan.components if c.kind == "vllm")
+    assert '"endpoint":"tcp://127.0.0.1:6000"' in _flag(argv, "--kv-events-config")  # not a wildcard: vLLM connects
+    doc = yaml.safe_load(plan.files[str(tmp_path / "run" / "endpoints.yaml")])
+    assert [e["kvEvents"]["bind"] for e in doc["endpoints"]] == [True, True]
+    assert [e["kvEvents"]["endpoint"] for e in doc["endpoints"]] == ["tcp://127.0.0.1:6000", "tcp://127.0.0.1:6001"]

@@ -29,7 +29,7 @@ def built_profiles() -> dict[str, Profile]:
         "pd": make_profile("t-pd", [{"name": "prefill", "role": "prefill", "replicas": 1}, {"name": "decode", "role": "decode", "replicas": 3}]),
         "wide-ep": make_profile("t-wide-ep", [{"name": "ep", "replicas": 2, "data_parallel_size": 8, "model_profile": "DeepSeek-R1"}]),
         "offload": make_profile("t-offload", kv_tiers={"cpu_blocks": 64, "filesystem": {"path": "kv"}}),
-        "vllm": make_profile("t-vllm", [{"name": "gpu", "replicas": 1, "tensor_parallel_size": 2, "labels": {"tier": "gold"}}],
+        "vllm": make_profile("t-vllm", [{"name": "gpu", "replicas": 1, "tensor_parallel_size": 2, "labels": {"tier": "gold"}, "env": {"VLLM_SERVER_DEV_MODE": "1"}}],
                              engine="vllm", model="Qwen/Qwen3-0.6B"),
         "no-events": make_profile("t-quiet", [{"name": "pod", "replicas": 1, "kv_events": False}]),
     }

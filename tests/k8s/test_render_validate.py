@@ -140,6 +140,7 @@ def test_vllm_pods_get_gpus_probes_and_the_profile_args():
     assert c["readinessProbe"]["httpGet"]["path"] == "/health" and c["livenessProbe"]["httpGet"]["path"] == "/health"
     labels = rendered.find("Deployment", "t-vllm-gpu")["spec"]["template"]["metadata"]["labels"]
     assert labels["llm-d.ai/model"] == "Qwen_Qwen3-0.6B" and labels["tier"] == "gold"
+    assert {"name": "VLLM_SERVER_DEV_MODE", "value": "1"} in c["env"]  # the pool's env
     with pytest.raises(RenderError, match="--model"):
         render(make_profile(), RenderOptions(gpus=True))
 

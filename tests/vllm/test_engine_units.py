@@ -79,7 +79,8 @@ def test_kv_memory_is_exact_for_a_known_model(tmp_path: Path) -> None:
 
 def test_components_carry_every_flag_and_per_pod_settings(tmp_path: Path) -> None:
     model = str(_model_dir(tmp_path))
-    pool = PoolSpec(name="pod", replicas=2, block_size=16, num_gpu_blocks=64, max_model_len=16384, args=["--seed", "1"])
+    pool = PoolSpec(name="pod", replicas=2, block_size=16, num_gpu_blocks=64, max_model_len=16384, args=["--seed", "1"],
+                    env={"VLLM_SERVER_DEV_MODE": "1"})
     pods = vllm_components(_Profile(), pool, [8100, 8101], [5557, 5558], model, python="/venv/bin/python", build="cpu", cores=2)
     assert [p.name for p in pods] == ["pod-0", "pod-1"]
     argv = pods[1].argv
@@ -94,6 +95,7 @@ def test_components_carry_every_flag_and_per_pod_settings(tmp_path: Path) -> Non
     assert "--enforce-eager" in argv and "--enable-prefix-caching" in argv and argv[-2:] == ["--seed", "1"]
     assert json.loads(flag("--kv-events-config"))["topic"] == "kv@127.0.0.1:8101@my-model"
     assert [p.env["VLLM_CPU_OMP_THREADS_BIND"] for p in pods] == ["0", "1"]
+    assert all(p.env["VLLM_SERVER_DEV_MODE"] == "1" for p in pods)  # the pool's env reaches every pod
     assert pods[0].kv_events_endpoint == "tcp://127.0.0.1:5557" and pods[0].hash_seed == "vllm-none-hash"
     gpu = vllm_components(_Profile(), pool, [8100, 8101], [5557, 5558], model, python="p", build="gpu")
     assert "--enforce-eager" not in gpu[0].argv and gpu[1].env["CUDA_VISIBLE_DEVICES"] == "1"
@@ -165,3 +167,15 @@ def test_calibration_fit_recovers_known_coefficients() -> None:
     assert median < 0.01 and p90 < 0.02, coef
     assert abs(coef["compute"] - 2.0) < 0.1 and abs(coef["overhead_s"] - 0.012) < 0.002
     assert error_stats([1.1, 0.9], [1.0, 1.0]) == pytest.approx((0.1, 0.1))
+
+
+def test_pool_env_from_set_is_strings_and_cannot_override_the_hash_seed() -> None:
+    from llmdctl.profile import ProfileError, load_profile
+
+    prof = load_profile("precise-prefix-cache", ["pools.0.env.VLLM_SERVER_DEV_MODE=1", "pools.0.env.FLAG=true"])
+    assert prof.pools[0].env == {"VLLM_SERVER_DEV_MODE": "1", "FLAG": "1"}
+    with pytest.raises(ProfileError, match="PYTHONHASHSEED"):
+        load_profile("precise-prefix-cache", ["pools.0.env.PYTHONHASHSEED=0"])
+    with pytest.raises(ProfileError, match="not an environment variable name"):
+        load_profile("precise-prefix-cache", ["pools.0.env.1BAD=x"])
+

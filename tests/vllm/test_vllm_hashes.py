@@ -27,7 +27,7 @@ def test_block_hashes_equal_real_vllm_with_explicit_seed(vllm_pair) -> None:
 
     pod = vllm_pair.pods[0]
     assert pod.env["PYTHONHASHSEED"] == vllm_pair.hash_seed == "42"
-    collector = EventCollector(pod.kv_events_endpoint)
+    collector = EventCollector(pod.kv_events_endpoint, bind=True)  # vLLM connects to it
     try:
         time.sleep(0.5)  # ZMQ slow joiner: let the subscription reach the publisher
         rng = random.Random(7)
@@ -60,7 +60,7 @@ def test_simulator_events_equal_real_vllm_events(vllm_pair, tmp_path) -> None:
             "--kv-events-endpoint", f"tcp://*:{zport}", "--time-scale", "0"]
     sim = spawn("sim", argv, {**__import__("os").environ, "PYTHONPATH": str(REPO)}, tmp_path / "sim.log", f"http://127.0.0.1:{port}")
     pod = vllm_pair.pods[1]
-    real_events, sim_events = EventCollector(pod.kv_events_endpoint), EventCollector(f"tcp://127.0.0.1:{zport}")
+    real_events, sim_events = EventCollector(pod.kv_events_endpoint, bind=True), EventCollector(f"tcp://127.0.0.1:{zport}")
     try:
         wait_healthy([sim], timeout_s=60)
         time.sleep(0.5)

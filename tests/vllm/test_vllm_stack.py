@@ -1,7 +1,7 @@
 """`llmdctl up precise-prefix-cache --engine vllm`: two real vLLM pods behind the router, checked from vLLM's side.
 
 - a prefix group lands on the pod that holds the prefix: `vllm:prefix_cache_hits_total` rises there only;
-- the router's index agrees with vLLM's own KV events (prefix blocks it credits = blocks vLLM reported stored);
+- the router's index is fed by vLLM's own KV events (the prefix it credits = what vLLM served from cache);
 - stopping one pod under load loses no request that had not started streaming.
 `PYTHONHASHSEED=42` is set in the caller's environment on purpose: llmdctl must keep it out of vLLM and hand
 the router vLLM's seed explicitly, or every hash would disagree.
@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.vllm.vllm_harness import REPO, EventCollector, free_block, metric
+from tests.vllm.vllm_harness import REPO, free_block, metric
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 
@@ -140,37 +140,32 @@ def _decision(router: str, client: httpx.Client, request_id: str, timeout_s: flo
     raise AssertionError(f"no decision for request {request_id} on /debug/decisions")
 
 
-def test_router_index_agrees_with_vllm_events(stack) -> None:
-    from kvtiers.hashing import DEFAULT_SEED, BlockHasher, to_event_hash
+def test_router_index_is_fed_by_vllm_events(stack) -> None:
+    """vLLM connects its publisher to the local pods' loopback events address and the router binds it: events
+    arrive, confirm the router's speculative credits, and the credited prefix is what vLLM served from cache.
+    (A second subscriber cannot tap that stream — both ends of it are taken — so the router's own counters
+    and vLLM's hit counters are the witnesses; the hashes themselves are checked in test_vllm_hashes.)"""
+    from llmdctl.local.state import read_admin_key
 
-    collectors = {key: EventCollector(pod["kv_events"]) for key, pod in stack["pods"].items()}
-    try:
-        time.sleep(0.5)  # subscriptions reach vLLM's publishers
-        with httpx.Client(timeout=120) as client:
-            prefix = "Index check. " + SENTENCE * 6
-            first = _complete(client, stack, prefix + "First?", return_token_ids=True)
-            holder = first.headers["x-llmd-endpoint"]
-            time.sleep(1.0)  # vLLM publishes after the step; the router indexes on arrival
-            before = _hits(stack, client)
-            second = _complete(client, stack, prefix + "Second, different ending?", request_id="index-check-2", return_token_ids=True)
-            after = _hits(stack, client)
-            decision = _decision(stack["router"], client, "index-check-2")
-        doc = second.json()
-        ids = doc.get("prompt_token_ids") or doc["choices"][0].get("prompt_token_ids")
-        assert ids, f"vLLM returned no prompt_token_ids: {doc}"
-        hashes = [to_event_hash(d) for d in BlockHasher(32, "sha256", DEFAULT_SEED).hash_blocks(ids)]
-        credited = {c["endpoint"]: c["prefix_match_blocks"] for c in decision["candidates"]}
-        for key, col in collectors.items():
-            held = col.stored_hashes()
-            vllm_blocks = next((i for i, h in enumerate(hashes) if h not in held), len(hashes))
-            assert credited.get(key, 0) == vllm_blocks, f"router credits {key} with {credited.get(key)} blocks; vLLM's events say {vllm_blocks}"
-        assert second.headers["x-llmd-endpoint"] == holder == decision["chosen"]["decode"]
-        assert credited[holder] >= 6
-        # and vLLM itself served exactly those blocks from cache
-        assert after[holder] - before[holder] == credited[holder] * 32
-    finally:
-        for col in collectors.values():
-            col.close()
+    admin = {"Authorization": f"Bearer {read_admin_key(stack['home'])}"}
+    with httpx.Client(timeout=120) as client:
+        prefix = "Index check. " + SENTENCE * 6
+        first = _complete(client, stack, prefix + "First?")
+        holder = first.headers["x-llmd-endpoint"]
+        time.sleep(1.0)  # vLLM publishes after the step; the router indexes on arrival
+        debug = client.get(stack["router"] + "/debug/endpoints", headers=admin).json()
+        before = _hits(stack, client)
+        second = _complete(client, stack, prefix + "Second, different ending?", request_id="index-check-2")
+        after = _hits(stack, client)
+        decision = _decision(stack["router"], client, "index-check-2")
+    per = debug["kv_events"]["per_endpoint"]
+    assert per[holder]["events"] > 0, f"no KV event reached the router from {holder}: {per}"
+    assert debug["indexes"]["precise"]["confirmed_speculative"] > 0 and debug["indexes"]["precise"]["speculative"] == 0
+    credited = {c["endpoint"]: c["prefix_match_blocks"] for c in decision["candidates"]}
+    assert second.headers["x-llmd-endpoint"] == holder == decision["chosen"]["decode"]
+    assert credited[holder] >= 6 and all(v == 0 for k, v in credited.items() if k != holder)
+    # and vLLM itself served exactly those blocks from cache
+    assert after[holder] - before[holder] == credited[holder] * 32
 
 
 def test_stopping_one_pod_under_load_loses_no_unstarted_request(stack) -> None:

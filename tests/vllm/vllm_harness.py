@@ -136,14 +136,19 @@ def metric(url: str, name: str, client: httpx.Client | None = None) -> float:
 class EventCollector:
     """A ZMQ SUB on one vLLM pod's KV-event socket, decoding every batch in a background thread."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, bind: bool = False) -> None:
+        """`bind`: for a real vLLM pod publishing to a non-wildcard tcp address, which vLLM *connects* to (it
+        binds only `tcp://*` and ipc endpoints); connect to a publisher that binds (the simulator on `tcp://*`)."""
         import zmq
 
         self._ctx = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.SUB)
         self._sock.setsockopt(zmq.SUBSCRIBE, b"")
         self._sock.setsockopt(zmq.RCVTIMEO, 200)
-        self._sock.connect(endpoint)
+        if bind:
+            self._sock.bind(endpoint)
+        else:
+            self._sock.connect(endpoint)
         self.events: list[Any] = []
         self.topics: set[bytes] = set()
         self._stop = threading.Event()
