@@ -427,8 +427,9 @@ class Gateway:
                     st.datalayer.report_failure(target.key, str(exc))
                 nxt = None
                 if exc.retryable and len(attempts) < max_attempts:
-                    if ranked is None:
-                        ranked = result.ranked()
+                    if ranked is None:  # the profile's candidates best first, then any endpoint a filter set
+                        ranked = result.ranked()  # aside (a sticky-affinity filter may keep only the dead pod)
+                        ranked += [e for e in candidates if e not in ranked and (not e.role or e.role == target.role or e.role == "both")]
                     nxt = next((e for e in ranked if e.key not in tried and e.healthy), None)
                 if nxt is None:
                     m.errors.labels("upstream").inc()

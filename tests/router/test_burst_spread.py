@@ -74,3 +74,20 @@ def test_burst_spreads_once_a_cold_prefill_is_faster():
 def test_affinity_alone_piles_the_burst_onto_one_pod():
     home, served, _ = _burst(load_aware=False)
     assert served == [home] * 6, served
+
+
+def test_a_sticky_request_whose_warm_pod_died_is_retried_on_a_pod_the_filter_set_aside():
+    from tests.router.procs import sim_group
+
+    with sim_group(2, 1, time_scale=0.0) as sims:
+        entries = [e for s in sims for e in s.endpoint_entries()]
+        with router(entries, config=_config(True)) as rt, rt.client() as c:
+            wait_until(lambda: c.get("/health", params={"min_healthy": 2}).status_code == 200, timeout=20)
+            warm: dict[int, str] = {}
+            _send(c, 7, warm)
+            wait_until(lambda: c.get("/debug/endpoints").json()["indexes"]["precise"]["blocks"] >= 64, timeout=10)
+            home = next(s for s in sims if s.address() == warm[7])
+            home.kill()  # the only pod the affinity filter keeps for this prefix
+            again: dict[int, str] = {}
+            _send(c, 8, again)
+            assert again[8] != warm[7]
