@@ -114,6 +114,11 @@ class HealthWaiter:
         code = proc.poll() if proc is not None else None
         if code is not None or not is_alive(comp.pid, comp.start_time):
             time.sleep(0.05)  # let the last lines reach the log
+            if proc is not None and code is None:  # seen dead before reaped: collect its exit code
+                try:
+                    code = proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    pass
             how = f"exited with code {code}" if code is not None and code >= 0 else (f"killed by signal {-code}" if code is not None else "exited")
             raise StartError(comp, f"{how} during start-up (log: {comp.log})", tail(comp.log))
 
