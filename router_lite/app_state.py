@@ -292,8 +292,9 @@ class RouterState:
     def describe(self) -> dict[str, Any]:
         """`/debug/endpoints`: the data layer, the index sizes, the subscriber and the active config."""
         hs = self.hash_settings()
+        inflight = self.inflight.snapshot()  # once, not per endpoint
         return {
-            "endpoints": [{**e, "inflight": self.inflight.snapshot().get(e["endpoint"], {"requests": 0, "tokens": 0, "decoding": 0})}
+            "endpoints": [{**e, "inflight": inflight.get(e["endpoint"], {"requests": 0, "tokens": 0, "decoding": 0})}
                           for e in self.datalayer.snapshot()],
             "indexes": self.indexes.stats(),
             "kv_events": self.subscriber.snapshot(),

@@ -270,10 +270,7 @@ class Gateway:
         if upstream.complete:
             if req is not None:
                 scheduler.on_finished(req, target)
-            resp = Response(upstream.first_chunk, status_code=upstream.status_code)
-            resp.raw_headers = [h for h in upstream.raw_headers() if h[0] != b"content-length"] + [
-                (b"content-length", str(len(upstream.first_chunk)).encode())] + ours
-            return resp
+            return _whole_response(upstream, ours)
 
         ended = False
 
@@ -452,11 +449,7 @@ class Gateway:
         if upstream.complete:  # a non-streaming answer arrived whole: no relay task needed
             m.completed(req, time.perf_counter() - t0, len(upstream.first_chunk), upstream.first_chunk[-4096:])
             scheduler.on_finished(req, target)
-            resp = Response(upstream.first_chunk, status_code=upstream.status_code)
-            resp.raw_headers = [h for h in upstream.raw_headers() if h[0] != b"content-length"] + [
-                (b"content-length", str(len(upstream.first_chunk)).encode())
-            ] + ours
-            return resp
+            return _whole_response(upstream, ours)
         end = _StreamEnd(st, upstream, req, target, t0, scheduler)
         resp = ProxiedStream(self._relay(upstream, req, target, end), upstream.status_code, end)
         resp.raw_headers = upstream.raw_headers() + ours
@@ -676,6 +669,14 @@ class ProxiedStream(StreamingResponse):
                     cb()
                 except Exception:
                     log.exception("closing a proxied stream")
+
+
+def _whole_response(upstream: Upstream, extra: list[tuple[bytes, bytes]]) -> Response:
+    """A non-streaming answer that arrived whole: the pod's headers, its length, and the router's `extra`."""
+    resp = Response(upstream.first_chunk, status_code=upstream.status_code)
+    resp.raw_headers = [h for h in upstream.raw_headers() if h[0] != b"content-length"] + [
+        (b"content-length", str(len(upstream.first_chunk)).encode())] + extra
+    return resp
 
 
 def _release_after(resp: Response, ticket: Any) -> Response:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, TypeVar
 
 from router_lite.registry import NoParams
 from router_lite.types import Endpoint, LLMRequest, ProfileRunResult
@@ -189,6 +189,18 @@ class SaturationDetectorPlugin(Plugin):
     """`saturationDetector.pluginRef`: its parameters are the saturation thresholds admission uses."""
 
     kind = "saturation_detector"
+P = TypeVar("P", bound="Plugin")
+
+
+def find_plugin(ctx: PluginContext, kind: type[P], name: str = "") -> P | None:
+    """The configured plugin `name` when given (None unless it is a `kind`), else the first `kind` configured:
+    how a consumer resolves the producer its parameters name (llm-d's `...ProducerName` keys)."""
+    if name:
+        plugin = ctx.plugins.get(name)
+        return plugin if isinstance(plugin, kind) else None
+    return next((p for p in ctx.plugins.values() if isinstance(p, kind)), None)
+
+
 def find_prefix_plugin(ctx: PluginContext, name: str = "") -> "Scorer | None":
     """The plugin whose prefix match tells how much of a prompt each endpoint holds: `name` when given (a
     scorer or producer that reports prefixes), else the first configured prefix scorer."""

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from router_lite.plugins import Filter, find_prefix_plugin, uncached_tokens
-from router_lite.plugins.producers.inflight_load import producer_of
+from router_lite.plugins import Filter, find_plugin, find_prefix_plugin, uncached_tokens
+from router_lite.plugins.producers.inflight_load import InFlightLoadProducer
 from router_lite.registry import ConfigError, register
 from router_lite.types import Endpoint, LLMRequest
 
@@ -59,7 +59,7 @@ class PrefixCacheAffinityFilter(Filter):
         self.prefix = find_prefix_plugin(self.ctx, p.prefix_match_info_producer_name)
         if p.prefix_match_info_producer_name and self.prefix is None:
             raise ConfigError(f"{self.name}: prefixMatchInfoProducerName {p.prefix_match_info_producer_name!r} names no prefix plugin")
-        if p.in_flight_load_producer_name and producer_of(self.ctx, p.in_flight_load_producer_name) is None:
+        if p.in_flight_load_producer_name and find_plugin(self.ctx, InFlightLoadProducer, p.in_flight_load_producer_name) is None:
             raise ConfigError(f"{self.name}: inFlightLoadProducerName {p.in_flight_load_producer_name!r} names no inflight-load-producer")
 
     def filter(self, request: LLMRequest, endpoints: list[Endpoint]) -> list[Endpoint]:

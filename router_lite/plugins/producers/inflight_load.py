@@ -42,11 +42,3 @@ class InFlightLoadProducer(Producer):
     def uncached(self, request: LLMRequest, endpoints: list[Endpoint]) -> dict[str, int]:
         """This request's uncached prompt tokens per endpoint."""
         return uncached_tokens(self.ctx, request, endpoints, self.prefix)
-
-
-def producer_of(ctx: PluginContext, name: str = "") -> InFlightLoadProducer | None:
-    """The named in-flight load producer, else the first configured one, else None."""
-    if name:
-        p = ctx.plugins.get(name)
-        return p if isinstance(p, InFlightLoadProducer) else None
-    return next((p for p in ctx.plugins.values() if isinstance(p, InFlightLoadProducer)), None)

@@ -98,10 +98,3 @@ class PredictedLatencyProducer(Producer):
     def stats(self) -> dict[str, object]:
         return {"ttft_samples": self.ttft.samples, "tpot_samples": self.tpot.samples,
                 "ttft_error_after_warmup": self.ttft_errors.summary()}
-
-
-def predictor_of(ctx: PluginContext, name: str = "") -> PredictedLatencyProducer | None:
-    if name:
-        p = ctx.plugins.get(name)
-        return p if isinstance(p, PredictedLatencyProducer) else None
-    return next((p for p in ctx.plugins.values() if isinstance(p, PredictedLatencyProducer)), None)

@@ -23,8 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from router_lite.plugins import Scorer, find_prefix_plugin, uncached_tokens
-from router_lite.plugins.producers.predicted_latency import predictor_of
+from router_lite.plugins import Scorer, find_plugin, find_prefix_plugin, uncached_tokens
+from router_lite.plugins.producers.predicted_latency import PredictedLatencyProducer
+from router_lite.plugins.scorers.queue import min_max_inverse
 from router_lite.registry import ConfigError, register
 from router_lite.types import SHED_MEMO, Endpoint, LLMRequest
 
@@ -79,7 +80,7 @@ class LatencyScorer(Scorer):
 
     def bind(self) -> None:
         p = self.params
-        self.producer = predictor_of(self.ctx, p.latency_prediction_info_producer_name)
+        self.producer = find_plugin(self.ctx, PredictedLatencyProducer, p.latency_prediction_info_producer_name)
         if self.producer is None:
             raise ConfigError(f"{self.name}: needs a predicted-latency-producer plugin"
                               + (f" named {p.latency_prediction_info_producer_name!r}" if p.latency_prediction_info_producer_name else ""))
@@ -91,8 +92,7 @@ class LatencyScorer(Scorer):
         mine = uncached_tokens(self.ctx, request, endpoints, self.prefix)
         load = self.ctx.inflight.load
         if any(t is None for t, _ in preds.values()):  # models warming up: least prefill work wins
-            work = {e.key: float(load(e.key).tokens + mine[e.key]) for e in endpoints}
-            return {k: 1.0 - v for k, v in _normalise(work).items()}
+            return min_max_inverse({e.key: float(load(e.key).tokens + mine[e.key]) for e in endpoints})
         ttft = {k: t for k, (t, _) in preds.items()}
         tpot = {k: (d if d is not None else 0.0) for k, (_, d) in preds.items()}
         pool = list(endpoints)
@@ -141,4 +141,4 @@ class LatencyScorer(Scorer):
         keys = [e.key for e in tier]
         deficit = {k: p.neg_headroom_ttft_weight * max(0.0, -head_ttft[k]) + p.neg_headroom_tpot_weight * max(0.0, -head_tpot[k])
                    for k in keys}
-        return {k: 1.0 - v for k, v in _normalise(deficit).items()}
+        return min_max_inverse(deficit)

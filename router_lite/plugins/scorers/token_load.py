@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from router_lite.plugins import Scorer, find_prefix_plugin, uncached_tokens
-from router_lite.plugins.producers.inflight_load import producer_of
+from router_lite.plugins import Scorer, find_plugin, find_prefix_plugin, uncached_tokens
+from router_lite.plugins.producers.inflight_load import InFlightLoadProducer
 from router_lite.registry import ConfigError, register
 from router_lite.types import Endpoint, LLMRequest
 
@@ -37,7 +37,7 @@ class TokenLoadScorer(Scorer):
 
     def bind(self) -> None:
         name = self.params.in_flight_load_producer_name
-        self.producer = producer_of(self.ctx, name)
+        self.producer = find_plugin(self.ctx, InFlightLoadProducer, name)
         if name and self.producer is None:
             raise ConfigError(f"{self.name}: inFlightLoadProducerName {name!r} names no inflight-load-producer")
         self.prefix = None if self.producer is not None else find_prefix_plugin(self.ctx)
