@@ -18,6 +18,7 @@ from router_lite.admission import Admission
 from router_lite.config import ConfigError, SchedulerConfig, load_config, load_config_file
 from router_lite.datalayer import DataLayer, EndpointSpec, FileWatcher, KubernetesWatcher, KVEventsSpec
 from router_lite.decisions import DecisionHub
+from router_lite.director import Director
 from router_lite.inflight import InFlightTracker
 from router_lite.kv_subscriber import KVEventSubscriber
 from router_lite.metrics import RouterMetrics
@@ -130,6 +131,9 @@ class RouterState:
         self._tokenizer = make_tokenizer(settings.tokenizer, self._tokenize_urls)
         self.request_tokenizer = RequestTokenizer(self._tokenizer, self.hash_settings, on_error=self._on_tokenize_error)
         self.admission = self._admission(self.config, self.scheduler)
+        # The request flow, over whichever scheduler is current when a request starts.
+        self.director = Director(lambda: self.scheduler, max_retries=settings.max_retries,
+                                 report_failure=self.datalayer.report_failure, metrics=self.metrics)
         self._hash_cache: tuple[Any, HashSettings] | None = None
 
     def _make_watcher(self) -> FileWatcher | KubernetesWatcher | None:

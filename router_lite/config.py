@@ -200,6 +200,9 @@ def load_config(source: dict[str, Any] | str | Path, origin: str = "config") -> 
         pickers = [r.plugin_ref for r in prof.plugins if by_name[r.plugin_ref].kind == "picker"]
         _require(len(pickers) == 1, f"{origin}: schedulingProfiles[{prof.name}]: expected one picker, got {', '.join(pickers)}")
     handler = next(p for p in plugins if p.kind == "profile_handler")
+    if lookup(handler.type).cls.type_name == "disagg-profile-handler" and not any(p.kind == "pre_request" for p in plugins):
+        # The decode leg must name its prefill pod (x-prefiller-host-port), as llm-d's P/D guides configure it.
+        plugins.append(_make_spec({"type": "disagg-headers-handler"}, origin, len(plugins), warnings))
     cls = lookup(handler.type).cls
     problem = cls.check_profiles(handler.params, [p.name for p in profiles], by_name) if hasattr(cls, "check_profiles") else None
     _require(problem is None, f"{origin}: plugin {handler.name!r} ({handler.type}): {problem}")

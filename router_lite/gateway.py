@@ -27,7 +27,8 @@ from router_lite import passthrough
 from router_lite.config import ConfigError
 from router_lite.proxy import PrefillError, Upstream, UpstreamError, forward_headers, open_upstream, run_prefill
 from router_lite.tokenization import chat_text, completion_prompt
-from router_lite.types import SHED_MEMO, LLMRequest, SchedulingResult
+from router_lite.director import Flow, NoEndpoint, Shed
+from router_lite.types import LLMRequest
 
 log = logging.getLogger("router_lite.gateway")
 
@@ -36,7 +37,6 @@ PREFILL_HEADER = "x-llmd-prefill-endpoint"
 PRIORITY_HEADER = "x-llmd-priority"
 _ENDPOINT_B = ENDPOINT_HEADER.encode()
 _PREFILL_B = PREFILL_HEADER.encode()
-PREFILLER_HEADER = "x-prefiller-host-port"  # what llm-d's decode sidecar reads
 _json_decoder = msgspec.json.Decoder()
 MAX_N = 128  # choices per prompt, as the pods bound it: checked here too so a huge `n` never reaches a pod
 BROKEN_SSE_ERROR = (
@@ -241,54 +241,51 @@ class Gateway:
             return error_response(500, f"router error: {type(exc).__name__}", code="internal_error")
 
     async def _forward(self, request: Request, path: str, raw: bytes, body: dict[str, Any]) -> Response:
+        """Generative pass-through routes (/v1/responses) go through the request flow; the rest (tokenize,
+        embeddings, render) to the endpoint with the fewest requests in flight, once."""
         st = self.state
-        candidates = st.datalayer.candidates()
-        if not candidates:
-            raise ClientError(503, "no healthy model server endpoint is available", code="no_healthy_endpoint", headers={"Retry-After": "1"})
-        scheduler, req = st.scheduler, None
-        if path in passthrough.GENERATIVE and isinstance(body.get("model"), str):
-            headers_in = {k.lower(): v for k, v in request.headers.items() if k.lower() not in ("authorization", "cookie")}
-            req = LLMRequest(uuid.uuid4().hex, body["model"], prompt_text=passthrough.responses_text(body), headers=headers_in)
-            result = scheduler.schedule(req, candidates)
-            if result.target is None:
-                raise ClientError(503, f"no endpoint can serve this request: {result.reason}", code="no_endpoint", headers={"Retry-After": "1"})
-            target = result.target
-            scheduler.on_routed(req, result)
-        else:
+        base = forward_headers(request.headers.raw, strip_auth=bool(self.s.api_key))
+        if not (path in passthrough.GENERATIVE and isinstance(body.get("model"), str)):
+            candidates = st.datalayer.candidates()
+            if not candidates:
+                raise ClientError(503, "no healthy model server endpoint is available", code="no_healthy_endpoint", headers={"Retry-After": "1"})
             target = min(candidates, key=lambda e: st.inflight.load(e.key).requests)
-        headers = forward_headers(request.headers.raw, strip_auth=bool(self.s.api_key))
-        try:
-            upstream = await open_upstream(st.pool.backend(target.key), path, raw, headers)
-        except UpstreamError as exc:
-            if req is not None:
-                scheduler.on_finished(req, target)
-            if exc.kind in ("connect", "read"):
-                st.datalayer.report_failure(target.key, str(exc))
-            raise ClientError(503 if exc.retryable else 502, f"model server failed before responding: {exc}", code="upstream_error") from None
+            try:
+                upstream = await open_upstream(st.pool.backend(target.key), path, raw, base)
+            except UpstreamError as exc:
+                if exc.failure.kind.pod_down:
+                    st.datalayer.report_failure(target.key, str(exc))
+                raise ClientError(503 if exc.retryable else 502, f"model server failed before responding: {exc}", code="upstream_error") from None
+            st.metrics.requests.labels(path, str(upstream.status_code)).inc()
+            if upstream.complete:
+                return _whole_response(upstream, [(_ENDPOINT_B, target.key.encode())])
+            resp = ProxiedStream(upstream.body(), upstream.status_code, upstream.abort)
+            resp.raw_headers = upstream.raw_headers() + [(_ENDPOINT_B, target.key.encode())]
+            return resp
+        headers_in = {k.lower(): v for k, v in request.headers.items() if k.lower() not in ("authorization", "cookie")}
+        req = LLMRequest(uuid.uuid4().hex, body["model"], prompt_text=passthrough.responses_text(body), headers=headers_in)
+        flow = self._start(req)
+        upstream = await self._dispatch(flow, request, path, raw, base, wait_for_client=not body.get("stream"))
+        if isinstance(upstream, Response):
+            return upstream
         st.metrics.requests.labels(path, str(upstream.status_code)).inc()
-        ours = [(_ENDPOINT_B, target.key.encode())]
+        ours = [(_ENDPOINT_B, flow.target.key.encode())]
         if upstream.complete:
-            if req is not None:
-                scheduler.on_finished(req, target)
+            st.director.finished(flow)
             return _whole_response(upstream, ours)
-
-        ended = False
+        director = st.director
 
         def end() -> None:  # once, however the stream ends (ProxiedStream runs it even if never started)
-            nonlocal ended
-            if not ended:
-                ended = True
-                upstream.abort()
-                if req is not None:
-                    scheduler.on_finished(req, target)
+            upstream.abort()
+            director.finished(flow)
 
         async def relay():
             first = True
             try:
                 async for chunk in upstream.body():
-                    if first and chunk and req is not None:
+                    if first and chunk:
                         first = False
-                        scheduler.on_first_token(req, target)
+                        director.first_token(flow)
                     yield chunk
             finally:
                 end()
@@ -296,6 +293,44 @@ class Gateway:
         resp = ProxiedStream(relay(), upstream.status_code, end)
         resp.raw_headers = upstream.raw_headers() + ours
         return resp
+
+    def _start(self, req: LLMRequest) -> Flow:
+        """The director's start over the healthy endpoints, its refusals as the client will read them."""
+        try:
+            return self.state.director.start(req, self.state.datalayer.candidates())
+        except NoEndpoint as exc:
+            raise ClientError(503, str(exc), code=exc.code, headers={"Retry-After": "1"}) from None
+        except Shed as exc:
+            raise ClientError(429, str(exc), code="slo_unattainable", headers={"Retry-After": "1"}) from None
+
+    async def _dispatch(self, flow: Flow, request: Request, path: str, content: bytes, base: dict[str, str],
+                        wait_for_client: bool) -> Upstream | Response:
+        """Send to the flow's target, retrying on the next candidates as the director says; the pod's open
+        response, or a 499 when the client left first. Gives up with a ClientError."""
+        st, director = self.state, self.state.director
+        while True:
+            try:
+                opening = open_upstream(st.pool.backend(flow.target.key), path, content, {**base, **flow.headers})
+                # A non-streaming answer's first byte is its last: without this, a client that left kept the
+                # pod generating for nobody. Cancelling the post closes the connection; the pod aborts on that.
+                upstream = await (_unless_client_leaves(request, opening) if wait_for_client else opening)
+                break
+            except ClientGone:
+                director.finished(flow)
+                st.metrics.errors.labels("client_gone").inc()
+                st.metrics.requests.labels(path, "499").inc()
+                return Response(status_code=499)
+            except UpstreamError as exc:
+                if director.dispatch_failed(flow, exc.failure) is None:
+                    st.hub.publish(director.decision(flow, exc.status or 502, None))
+                    status = 503 if exc.retryable else 504 if exc.kind == "timeout" else 502
+                    raise ClientError(status, f"model server failed before responding: {exc}", code="upstream_error") from None
+            except BaseException:
+                director.finished(flow)
+                raise
+        director.dispatched(flow)
+        st.hub.publish(director.decision(flow, upstream.status_code, flow.target.key))
+        return upstream
 
     # -- OpenAI routes -----------------------------------------------------------------------------------
     async def completions(self, request: Request) -> Response:
@@ -349,121 +384,56 @@ class Gateway:
             return error_response(500, f"router error: {type(exc).__name__}", code="internal_error")
 
     async def _route(self, request: Request, req: LLMRequest, body: dict[str, Any], raw: bytes, kind: str, path: str, t0: float) -> Response:
+        """The director's flow over HTTP: P/D prefill leg, dispatch with retry, then the response."""
         st = self.state
         m = st.metrics
         if st.needs_tokens() and req.block_hashes is None:
             await st.request_tokenizer.prepare(req, kind, body)
-        scheduler = st.scheduler
-        candidates = st.datalayer.candidates()
-        if not candidates:
-            raise ClientError(503, "no healthy model server endpoint is available", code="no_healthy_endpoint", headers={"Retry-After": "1"})
-        result = scheduler.schedule(req, candidates)
-        m.scheduled(result)
-        if result.target is None:
-            raise ClientError(503, f"no endpoint can serve this request: {result.reason}", code="no_endpoint", headers={"Retry-After": "1"})
-        shed = req.memo.get(SHED_MEMO)
-        if shed:  # a sheddable request no endpoint can serve within its SLO (latency-scorer)
-            m.shed.labels("slo").inc()
-            raise ClientError(429, f"request shed: {shed}", code="slo_unattainable", headers={"Retry-After": "1"})
-        scheduler.on_routed(req, result)
-        if result.prefill_unavailable:
-            m.pd_fallbacks.labels("no_prefill_endpoint").inc()  # the decider wanted P/D: never silent
-        headers = forward_headers(request.headers.raw, strip_auth=bool(self.s.api_key))
+        director = st.director
+        flow = self._start(req)
+        base = forward_headers(request.headers.raw, strip_auth=bool(self.s.api_key))
         wire_id = req.client_request_id or req.request_id
-        headers["x-request-id"] = wire_id
-        dp = req.headers.get("x-data-parallel-host-port")  # set by the disagg handler's primaryPort, for llm-d's sidecar
-        if dp:
-            headers["x-data-parallel-host-port"] = dp
-        pd: dict[str, Any] | None = None
+        base["x-request-id"] = wire_id
         content = raw
-        prefill = result.prefill
-        if prefill is not None:
-            pd = {"prefill": prefill.key, "fallback": None}
+        if flow.prefill is not None:
+            failure = None
             try:
-                try:
-                    params = await run_prefill(st.pool.backend(prefill.key), path, body, kind, headers)
-                finally:
-                    scheduler.on_finished(req, prefill)  # the prefill leg is over, whatever its outcome
-                decode_body = dict(body)
-                decode_body["kv_transfer_params"] = params
-                content = json.dumps(decode_body).encode()
-                headers[PREFILLER_HEADER] = prefill.key
-                m.pd_disaggregated.inc()
+                params = await run_prefill(st.pool.backend(flow.prefill.key), path, body, kind, base)
+                content = json.dumps({**body, "kv_transfer_params": params}).encode()
             except PrefillError as exc:
-                reason = str(exc)
-                pd["fallback"] = reason
-                m.pd_fallbacks.labels(_fallback_kind(reason)).inc()
-                result.reason = (result.reason + "; " if result.reason else "") + f"prefill on {prefill.key} failed ({reason}): fell back to decode-only"
-                if "unreachable" in reason:
-                    st.datalayer.report_failure(prefill.key, reason)
-                prefill = None
-        attempts: list[dict[str, Any]] = []
-        target = result.target
-        tried: set[str] = set()
-        upstream: Upstream | None = None
-        max_attempts = 1 + max(0, self.s.max_retries)
-        ranked = None
-        while True:
-            tried.add(target.key)
-            try:
-                opening = open_upstream(st.pool.backend(target.key), path, content, headers)
-                # A non-streaming answer's first byte is its last: without this, a client that left kept the
-                # pod generating for nobody. Cancelling the post closes the connection; the pod aborts on that.
-                upstream = await (opening if body.get("stream") else _unless_client_leaves(request, opening))
-                attempts.append({"endpoint": target.key, "outcome": "ok"})
-                break
-            except ClientGone:
-                scheduler.on_finished(req, target)
-                m.errors.labels("client_gone").inc()
-                m.requests.labels(path, "499").inc()
-                return Response(status_code=499)
-            except UpstreamError as exc:
-                attempts.append({"endpoint": target.key, "outcome": exc.kind, "error": str(exc)})
-                scheduler.on_finished(req, target)
-                if exc.kind in ("connect", "read"):
-                    st.datalayer.report_failure(target.key, str(exc))
-                nxt = None
-                if exc.retryable and len(attempts) < max_attempts:
-                    if ranked is None:  # the profile's candidates best first, then any endpoint a filter set
-                        ranked = result.ranked()  # aside (a sticky-affinity filter may keep only the dead pod)
-                        ranked += [e for e in candidates if e not in ranked and (not e.role or e.role == target.role or e.role == "both")]
-                    nxt = next((e for e in ranked if e.key not in tried and e.healthy), None)
-                if nxt is None:
-                    m.errors.labels("upstream").inc()
-                    self._publish(result, attempts, pd, exc.status or 502, None)
-                    status = 503 if exc.retryable else 504 if exc.kind == "timeout" else 502
-                    raise ClientError(status, f"model server failed before responding: {exc}", code="upstream_error") from None
-                m.retries.inc()
-                target = nxt
-                scheduler.on_routed(req, result, target)
-        m.decisions.labels(target.key, target.role).inc()
-        if prefill is not None:
-            m.decisions.labels(prefill.key, "prefill").inc()
-        m.prefix_hit(result, target)
-        self._publish(result, attempts, pd, upstream.status_code, target.key)
+                failure = exc.failure
+            except BaseException:  # cancelled (client gone): neither pod holds it any longer
+                director.finished(flow)
+                raise
+            director.prefill_done(flow, failure)
+        upstream = await self._dispatch(flow, request, path, content, base, wait_for_client=not body.get("stream"))
+        if isinstance(upstream, Response):
+            return upstream
+        target = flow.target
         ours = [(_ENDPOINT_B, target.key.encode()), (b"x-request-id", wire_id.encode("latin-1"))]
-        if prefill is not None:
-            ours.append((_PREFILL_B, prefill.key.encode()))
+        if flow.prefill is not None:
+            ours.append((_PREFILL_B, flow.prefill.key.encode()))
         m.requests.labels(path, str(upstream.status_code)).inc()
         m.first_byte(req, time.perf_counter() - t0)
         if upstream.complete:  # a non-streaming answer arrived whole: no relay task needed
             m.completed(req, time.perf_counter() - t0, len(upstream.first_chunk), upstream.first_chunk[-4096:])
-            scheduler.on_finished(req, target)
+            director.finished(flow)
             return _whole_response(upstream, ours)
-        end = _StreamEnd(st, upstream, req, target, t0, scheduler)
-        resp = ProxiedStream(self._relay(upstream, req, target, end), upstream.status_code, end)
+        end = _StreamEnd(st, upstream, flow, t0)
+        resp = ProxiedStream(self._relay(upstream, flow, end), upstream.status_code, end)
         resp.raw_headers = upstream.raw_headers() + ours
         return resp
 
-    async def _relay(self, upstream: Upstream, req: LLMRequest, target: Any, end: "_StreamEnd"):
+    async def _relay(self, upstream: Upstream, flow: Flow, end: "_StreamEnd"):
         """Relay the stream; `end` runs when it ends (and again, harmlessly, when the response closes)."""
         st = self.state
+        target = flow.target
         first = True
         try:
             async for chunk in upstream.body():
                 if first and chunk:
                     first = False
-                    end.scheduler.on_first_token(req, target)  # its prefill is over: the load moves to decode
+                    st.director.first_token(flow)  # its prefill is over: the load moves to decode
                 end.events += chunk.count(b"data: ")  # ~one token per SSE event (less [DONE]): TPOT samples
                 end.sent += len(chunk)
                 end.tail = (end.tail + chunk)[-4096:]  # the usage object (output tokens) is at the end
@@ -471,7 +441,7 @@ class Gateway:
         except Exception as exc:  # the pod died mid-stream, or shutdown cut it: nothing to retry
             if st.stopping:
                 st.metrics.errors.labels("shutdown_cut").inc()
-                log.warning("shutdown: cut the stream from %s (request %s) after the grace period", target.key, req.request_id)
+                log.warning("shutdown: cut the stream from %s (request %s) after the grace period", target.key, flow.request.request_id)
                 if upstream.is_event_stream:  # say so in-band: an OpenAI client raises it instead of a silent end
                     yield SHUTDOWN_SSE_ERROR
             else:
@@ -481,21 +451,6 @@ class Gateway:
                     yield BROKEN_SSE_ERROR
         finally:
             end()
-
-    def _publish(self, result: SchedulingResult, attempts: list[dict[str, Any]], pd: dict[str, Any] | None, status: int, served_by: str | None) -> None:
-        retries = len(attempts) - 1
-
-        def render() -> dict[str, Any]:
-            d = result.to_decision_dict()
-            d["served_by"] = served_by
-            d["status"] = status
-            d["attempts"] = attempts
-            d["retries"] = retries
-            if pd is not None:
-                d["pd"] = pd
-            return d
-
-        self.state.hub.publish(render)
 
     # -- other routes ------------------------------------------------------------------------------------
     async def models(self, request: Request) -> Response:
@@ -614,14 +569,6 @@ def _refused(refusal: Refusal) -> JSONResponse:
     return error_response(refusal.status, refusal.message, code=refusal.code)
 
 
-def _fallback_kind(reason: str) -> str:
-    if "unreachable" in reason:
-        return "unreachable"
-    if "answered" in reason:
-        return "error_status"
-    return "bad_response"
-
-
 class _StreamEnd:
     """What must happen exactly once when a proxied stream ends, however it ends.
 
@@ -629,8 +576,8 @@ class _StreamEnd:
     generator ever starts still releases the pod connection and the scheduler's count.
     """
 
-    def __init__(self, state: RouterState, upstream: Upstream, req: LLMRequest, target: Any, t0: float, scheduler: Any) -> None:
-        self.state, self.upstream, self.req, self.target, self.t0, self.scheduler = state, upstream, req, target, t0, scheduler
+    def __init__(self, state: RouterState, upstream: Upstream, flow: Flow, t0: float) -> None:
+        self.state, self.upstream, self.flow, self.t0 = state, upstream, flow, t0
         self.done = False
         self.events = 0  # SSE events relayed
         self.sent, self.tail = 0, b""
@@ -645,9 +592,9 @@ class _StreamEnd:
         st.open_upstreams.discard(self.upstream)
         self.upstream.abort()  # no-op when the body was read to its end and the connection went back to the pool
         st.metrics.inflight.dec()
-        st.metrics.completed(self.req, time.perf_counter() - self.t0, self.sent, self.tail)
+        st.metrics.completed(self.flow.request, time.perf_counter() - self.t0, self.sent, self.tail)
         try:
-            self.scheduler.on_finished(self.req, self.target, output_tokens=max(0, self.events - 1) or None)
+            st.director.finished(self.flow, output_tokens=max(0, self.events - 1) or None)
         except Exception:
             log.exception("on_finished")
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import httptools
 
+from router_lite.failures import Failure, FailureKind
+
 # Statuses that mean "this pod cannot serve now" (not "this request is wrong"): worth another pod.
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 _HOP_BY_HOP = frozenset(
@@ -43,6 +45,10 @@ class UpstreamError(Exception):
         self.kind = kind
         self.retryable = retryable
         self.status = status
+
+    @property
+    def failure(self) -> Failure:
+        return Failure(FailureKind(self.kind), str(self), self.status)
 
 
 class _Conn(asyncio.Protocol):
@@ -381,7 +387,11 @@ async def open_upstream(backend: Backend, path: str, content: bytes, headers: di
 
 
 class PrefillError(Exception):
-    """The prefill step of a P/D request failed; the message says why (it goes into the decision)."""
+    """The prefill step of a P/D request failed: `failure` says how (its message goes into the decision)."""
+
+    def __init__(self, kind: FailureKind, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.failure = Failure(kind, message, status)
 
 
 def prefill_body(body: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -404,16 +414,16 @@ async def run_prefill(backend: Backend, path: str, body: dict[str, Any], kind: s
         raw = await up.read_all()
     except UpstreamError as exc:
         if exc.status is not None:
-            raise PrefillError(f"prefill pod answered {exc.status}") from None
-        raise PrefillError(f"prefill pod unreachable: {exc}") from None
+            raise PrefillError(FailureKind.STATUS, f"prefill pod answered {exc.status}", exc.status) from None
+        raise PrefillError(FailureKind(exc.kind), f"prefill pod unreachable: {exc}") from None
     except (OSError, asyncio.TimeoutError, httptools.HttpParserError) as exc:
-        raise PrefillError(f"prefill pod unreachable: connection broke ({type(exc).__name__})") from None
+        raise PrefillError(FailureKind.READ, f"prefill pod unreachable: connection broke ({type(exc).__name__})") from None
     if up.status_code != 200:
-        raise PrefillError(f"prefill pod answered {up.status_code}")
+        raise PrefillError(FailureKind.STATUS, f"prefill pod answered {up.status_code}", up.status_code)
     try:
         params = json.loads(raw).get("kv_transfer_params")
     except (ValueError, AttributeError):
-        raise PrefillError("prefill pod answered with a body that is not a JSON object") from None
+        raise PrefillError(FailureKind.BAD_RESPONSE, "prefill pod answered with a body that is not a JSON object") from None
     if not isinstance(params, dict):
-        raise PrefillError("prefill response carries no kv_transfer_params")
+        raise PrefillError(FailureKind.BAD_RESPONSE, "prefill response carries no kv_transfer_params")
     return params

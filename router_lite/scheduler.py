@@ -18,7 +18,7 @@ from router_lite.inflight import InFlightTracker
 from router_lite.plugins import Filter, Picker, Plugin, PluginContext, ProfileHandler, Scorer
 from router_lite.prefix import PrecisePrefixIndex, PrefixIndexes
 from router_lite.registry import ConfigError, lookup
-from router_lite.types import PREDICTIONS_MEMO, Endpoint, LLMRequest, ProfileRunResult, SchedulingResult
+from router_lite.types import PREDICTIONS, Endpoint, LLMRequest, ProfileRunResult, SchedulingResult
 
 __all__ = ["Scheduler", "SchedulingProfile"]
 
@@ -82,6 +82,7 @@ class Scheduler:
         self._all_plugins = list(self.plugins.values())
         in_profiles = {id(p) for prof in self.profiles.values() for p in prof.plugins}
         self._producers = [p for p in self._all_plugins if p.kind == "producer" and id(p) not in in_profiles]
+        self._pre_request = [p for p in self._all_plugins if type(p).pre_request is not Plugin.pre_request]
 
     # ---- one cycle -----------------------------------------------------------------------------------
     def run_profile(self, name: str, request: LLMRequest, endpoints: list[Endpoint]) -> ProfileRunResult:
@@ -144,10 +145,7 @@ class Scheduler:
     def schedule(self, request: LLMRequest, endpoints: list[Endpoint]) -> SchedulingResult:
         """Pick the endpoint(s) for `request` among the healthy `endpoints`."""
         t0 = time.perf_counter()
-        memo = request.memo
-        if memo:  # a re-schedule (retry) must see the indexes as they are now
-            for k in [k for k in memo if k.endswith(":match")]:
-                del memo[k]
+        request.state.new_cycle()  # a re-schedule must see the indexes as they are now
         candidates = [e for e in endpoints if e.healthy]
         results: dict[str, ProfileRunResult] = {}
         if candidates:
@@ -174,7 +172,7 @@ class Scheduler:
             scheduling_time_s=time.perf_counter() - t0,
             prefill_unavailable=no_prefill,
             load={e.key: load(e.key).to_dict() for e in candidates},
-            predictions=request.memo.pop(PREDICTIONS_MEMO, {}),
+            predictions=request.state.get(PREDICTIONS) or {},
         )
 
     # ---- feedback ------------------------------------------------------------------------------------
@@ -211,6 +209,13 @@ class Scheduler:
         if result.prefill is not None and ep is not result.prefill and ep.key != result.prefill.key:
             return 0
         return max(0, request.prompt_tokens - pr.cached_tokens(ep))
+
+    def pre_request(self, request: LLMRequest, target: Endpoint, prefill: Endpoint | None) -> dict[str, str]:
+        """The headers PreRequest plugins add for the pod serving `request` on `target` (llm-d's PreRequest)."""
+        headers: dict[str, str] = {}
+        for p in self._pre_request:
+            p.pre_request(request, target, prefill, headers)
+        return headers
 
     def on_first_token(self, request: LLMRequest, endpoint: Endpoint) -> None:
         """The first token of `request` came back from `endpoint`: its prefill there is over."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kvtiers.hashing import HASH_ALGOS, BlockHasher, seed_from_env, to_event_hash
-from router_lite.types import BLOCK_SIZE_MEMO
+from router_lite.types import BLOCK_SIZE
 
 log = logging.getLogger("router_lite.tokenization")
 
@@ -367,4 +367,4 @@ class RequestTokenizer:
             request.block_hashes = await asyncio.to_thread(self.hasher.block_hashes, *hash_args)
         else:
             request.block_hashes = self.hasher.block_hashes(*hash_args)
-        request.memo[BLOCK_SIZE_MEMO] = settings.block_size  # tokens per entry of block_hashes
+        request.state.set(BLOCK_SIZE, settings.block_size)  # tokens per entry of block_hashes

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from router_lite.cycle_state import CycleState, StateKey
+
 Role = Literal["prefill", "decode", "both"]
 ROLE_LABEL = "llm-d.ai/role"
 ROLES: tuple[str, ...] = ("prefill", "decode", "both")
@@ -72,12 +74,12 @@ class Endpoint:
         return cls(host, int(port), labels=labels, **kw)
 
 
-# `LLMRequest.memo` key under which the gateway records the block size (tokens per hash) of `block_hashes`.
-BLOCK_SIZE_MEMO = "block_size"
-# `LLMRequest.memo` key where the latency predictor leaves its per-endpoint predictions for the decision record.
-PREDICTIONS_MEMO = "predicted_latency"
-# `LLMRequest.memo` key a plugin sets (to the reason) when a sheddable request should be refused with 429.
-SHED_MEMO = "shed"
+# The block size (tokens per hash) the gateway hashed `block_hashes` at.
+BLOCK_SIZE: StateKey[int] = StateKey("block_size")
+# The latency predictor's per-endpoint predictions for this cycle (endpoint -> {ttft_ms, tpot_ms}).
+PREDICTIONS: StateKey[dict[str, dict[str, float | None]]] = StateKey("predicted_latency", per_cycle=True)
+# Why a sheddable request should be refused with 429 (set by a plugin during the cycle).
+SHED: StateKey[str] = StateKey("shed", per_cycle=True)
 
 
 @dataclass
@@ -97,8 +99,8 @@ class LLMRequest:
     cache_salt: str | None = None
     client_request_id: str | None = None  # the client's x-request-id (forwarded to pods; never a key here)
     arrival: float = field(default_factory=time.monotonic)
-    # Per-request memo shared by plugins (e.g. approximate block hashes computed once per block size).
-    memo: dict[str, Any] = field(default_factory=dict, repr=False)
+    # What plugins derived for this request (block hashes once per block size, matches per cycle, ...).
+    state: CycleState = field(default_factory=CycleState, repr=False)
 
     @property
     def prompt_tokens(self) -> int:

@@ -68,6 +68,9 @@ class Plugin:
     def on_finished(self, request: LLMRequest, endpoint: Endpoint) -> None:
         """The request finished (or failed) on `endpoint`."""
 
+    def pre_request(self, request: LLMRequest, target: Endpoint, prefill: Endpoint | None, headers: dict[str, str]) -> None:
+        """llm-d's PreRequest: add what the pod serving `request` on `target` must be told (headers)."""
+
     def close(self) -> None:
         """A config swap retired this plugin: drop hooks it placed on state that outlives it."""
 

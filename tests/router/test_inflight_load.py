@@ -12,7 +12,7 @@ from router_lite.latency_predictor import OnlineRegression
 from router_lite.plugins import PluginContext
 from router_lite.prefix import PrefixIndexes
 from router_lite.scheduler import Scheduler
-from router_lite.types import SHED_MEMO, Endpoint, LLMRequest
+from router_lite.types import SHED, Endpoint, LLMRequest
 from tests.router.test_scorers import Clock, ep, make, req
 
 
@@ -201,9 +201,9 @@ def test_latency_scorer_learns_then_routes_on_predictions_and_sheds():
     assert pred[idle.key]["ttft_ms"] == pytest.approx(15.0, rel=0.3)  # 10 ms + 500 tokens
     sheddable = LLMRequest("s", "m", prompt_token_ids=list(range(5000, 5500)), priority=-1, headers={"x-slo-ttft-ms": "1"})
     s.schedule(sheddable, eps)
-    assert "predicted to meet the SLO" in sheddable.memo[SHED_MEMO]
+    assert "predicted to meet the SLO" in sheddable.state.get(SHED)
     critical = LLMRequest("c", "m", prompt_token_ids=list(range(5000, 5500)), headers={"x-slo-ttft-ms": "1"})
-    assert s.schedule(critical, eps).target is not None and SHED_MEMO not in critical.memo
+    assert s.schedule(critical, eps).target is not None and SHED not in critical.state
     stats = s.plugins["predicted-latency-producer"].stats()
     assert stats["ttft_samples"] == 40
 

@@ -159,8 +159,12 @@ def test_on_routed_credits_prefill_and_decode_pods():
 def test_primary_port_sets_data_parallel_header():
     cfg = pd_config(PREFIX_256, handler_params={"primaryPort": 8000})
     r = req("r", 10)
-    res = Scheduler(load_config(cfg)).schedule(r, pd_pool())
-    assert r.headers["x-data-parallel-host-port"] == res.target.key
+    sched = Scheduler(load_config(cfg))
+    res = sched.schedule(r, pd_pool())
+    headers = sched.pre_request(r, res.target, res.prefill)
+    assert headers["x-data-parallel-host-port"] == res.target.key
+    if res.prefill is not None:  # the injected disagg-headers-handler names the prefill pod
+        assert headers["x-prefiller-host-port"] == res.prefill.key
 
 
 # ---- llm-d's current parameter shape (profiles / deciders per stage) ----------------------------------

@@ -10,7 +10,7 @@ from kvtiers.kvevents import BlockStored, KVEventBatch
 from router_lite.plugins import PluginContext
 from router_lite.prefix import PrecisePrefixIndex, PrefixIndexes
 from router_lite.registry import lookup, parse_dataclass
-from router_lite.types import Endpoint, EndpointMetrics, LLMRequest
+from router_lite.types import BLOCK_SIZE, Endpoint, EndpointMetrics, LLMRequest
 
 
 def ep(port: int, waiting=0, running=0, kv=0.0, role=None, **metrics) -> Endpoint:
@@ -195,14 +195,14 @@ def test_precise_scorer_hashes_like_the_engine(capture):
 
 
 def _gateway_request(rid: str, tokens: list[int], block_size: int) -> LLMRequest:
-    """A request as the gateway prepares it: tokens, block hashes at the gateway's block size, memo["block_size"]."""
+    """A request as the gateway prepares it: tokens, block hashes at the gateway's block size, state BLOCK_SIZE."""
     import asyncio
 
     from router_lite.tokenization import HashSettings, RequestTokenizer
 
     r = req(rid)
     asyncio.run(RequestTokenizer(None, lambda: HashSettings(block_size)).prepare(r, "completions", {"model": "m", "prompt": tokens}))
-    assert r.memo["block_size"] == block_size and len(r.block_hashes) == len(tokens) // block_size
+    assert r.state.get(BLOCK_SIZE) == block_size and len(r.block_hashes) == len(tokens) // block_size
     return r
 
 

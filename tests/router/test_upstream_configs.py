@@ -174,8 +174,9 @@ def test_data_parallel_handler_sets_the_rank_header():
     cfg = load_config_file(FIXTURES / "loads" / "dp-epp-config.yaml")
     assert cfg.profile_handler.params.primary_port == 8000  # targetPort: the older name
     req = LLMRequest("r", "m", prompt_text="x" * 300)
-    result = Scheduler(cfg).schedule(req, [ep(8000, "decode"), ep(8001, "decode")])
-    assert req.headers["x-data-parallel-host-port"] == result.target.key
+    sched = Scheduler(cfg)
+    result = sched.schedule(req, [ep(8000, "decode"), ep(8001, "decode")])
+    assert sched.pre_request(req, result.target, None) == {"x-data-parallel-host-port": result.target.key}
     with pytest.raises(ConfigError, match=r"primaryPort: expected a port 1-65535"):
         load_config({"plugins": [{"type": "queue-scorer"}, {"type": "data-parallel-profile-handler", "parameters": {"primaryPort": 0}}]})
 

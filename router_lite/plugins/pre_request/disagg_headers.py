@@ -1,15 +1,19 @@
 """disagg-headers-handler (llm-d; older name prefill-header-handler): the P/D headers for the decode sidecar.
 
 In llm-d this PreRequest plugin writes the chosen prefill pod into `x-prefiller-host-port`, which the decode
-pod's routing sidecar reads. router_lite's gateway always does that itself when a prefill pod was chosen
-(it also runs the prefill leg), so the plugin is accepted so that llm-d's P/D configs load unchanged, and
-does nothing more.
+pod's routing sidecar reads. Here too: the decode leg carries the header while a prefill pod serves the request
+(a prefill that failed drops it: the decode pod then prefills itself). router_lite runs the prefill leg itself,
+so pods without llm-d's sidecar work as well; a config with a P/D handler and no PreRequest plugin gets this
+one injected (see router_lite.config).
 """
 
 from __future__ import annotations
 
 from router_lite.plugins import Plugin
 from router_lite.registry import register
+from router_lite.types import Endpoint, LLMRequest
+
+PREFILLER_HEADER = "x-prefiller-host-port"  # what llm-d's decode sidecar reads
 
 
 @register
@@ -17,3 +21,7 @@ class DisaggHeadersHandler(Plugin):
     type_name = "disagg-headers-handler"
     kind = "pre_request"
     aliases = ("prefill-header-handler",)
+
+    def pre_request(self, request: LLMRequest, target: Endpoint, prefill: Endpoint | None, headers: dict[str, str]) -> None:
+        if prefill is not None:
+            headers[PREFILLER_HEADER] = prefill.key

@@ -14,7 +14,7 @@ from router_lite.inflight import TtftObservation
 from router_lite.latency_predictor import OnlineRegression, PredictionErrors, tpot_features, ttft_features
 from router_lite.plugins import PluginContext, Producer, find_prefix_plugin, uncached_tokens
 from router_lite.registry import ConfigError, register
-from router_lite.types import PREDICTIONS_MEMO, Endpoint, LLMRequest
+from router_lite.types import PREDICTIONS, Endpoint, LLMRequest
 
 
 @dataclass
@@ -68,7 +68,7 @@ class PredictedLatencyProducer(Producer):
         """Endpoint key -> (TTFT s, TPOT s), None where a model is still warming up. Recorded on the request."""
         mine = uncached_tokens(self.ctx, request, endpoints, self.prefix)
         out: dict[str, tuple[float | None, float | None]] = {}
-        record = request.memo.setdefault(PREDICTIONS_MEMO, {})
+        record = request.state.setdefault(PREDICTIONS, dict)
         for e in endpoints:
             load = self.ctx.inflight.load(e.key)
             ttft = self.ttft.predict(ttft_features(mine[e.key], load.tokens, load.decoding, load.requests))
@@ -79,7 +79,7 @@ class PredictedLatencyProducer(Producer):
         return out
 
     def on_routed(self, request: LLMRequest, endpoint: Endpoint, profile: str) -> None:
-        rec = request.memo.get(PREDICTIONS_MEMO, {}).get(endpoint.key)
+        rec = (request.state.get(PREDICTIONS) or {}).get(endpoint.key)
         if rec and rec["ttft_ms"] is not None:
             self._pending[(request.request_id, endpoint.key)] = rec["ttft_ms"] / 1e3
 

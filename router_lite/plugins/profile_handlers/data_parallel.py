@@ -3,7 +3,7 @@
 One profile, run once, like single-profile-handler; the chosen endpoint is one data-parallel rank
 (host:port). Upstream the EPP then sends the request to the pod's `primaryPort` with the rank in a header,
 and llm-d's routing sidecar forwards it. router_lite proxies to the rank's port directly and still sets
-`x-data-parallel-host-port` (the gateway forwards it), so a sidecar in front of the pod sees what it
+`x-data-parallel-host-port` (its PreRequest hook), so a sidecar in front of the pod sees what it
 expects. `targetPort` is the older name of `primaryPort`.
 """
 
@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from router_lite.plugins import ProfileOutcome
 from router_lite.plugins.profile_handlers.single import SingleProfileHandler
 from router_lite.registry import register
-from router_lite.types import LLMRequest, ProfileRunResult
+from router_lite.types import Endpoint, LLMRequest
 
 DP_HEADER = "x-data-parallel-host-port"
 
@@ -35,8 +34,5 @@ class DataParallelProfileHandler(SingleProfileHandler):
     aliases = ()
     Params = DataParallelParams
 
-    def process_results(self, request: LLMRequest, results: dict[str, ProfileRunResult]) -> ProfileOutcome:
-        outcome = super().process_results(request, results)
-        if outcome.target is not None:
-            request.headers[DP_HEADER] = outcome.target.key
-        return outcome
+    def pre_request(self, request: LLMRequest, target: Endpoint, prefill: Endpoint | None, headers: dict[str, str]) -> None:
+        headers[DP_HEADER] = target.key

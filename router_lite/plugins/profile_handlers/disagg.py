@@ -25,7 +25,11 @@ from router_lite.plugins.deciders.prefix_based import PrefixBasedPDDecider, Pref
 from router_lite.plugins.deciders.always import AlwaysDisaggDecider
 from router_lite.plugins.profile_handlers.single import _why
 from router_lite.registry import ConfigError, NoParams, register
-from router_lite.types import LLMRequest, ProfileRunResult
+from router_lite.cycle_state import StateKey
+from router_lite.types import Endpoint, LLMRequest, ProfileRunResult
+
+# The decider's verdict, made while picking profiles and used when combining their results.
+_DECISION: StateKey[tuple[bool, str]] = StateKey("disagg:decision", per_cycle=True)
 
 _STAGES = {"profiles": ("decode", "prefill"), "deciders": ("prefill",)}
 
@@ -132,14 +136,18 @@ class DisaggProfileHandler(ProfileHandler):
         decode = results[p.decode]
         if decode.target is None or p.prefill not in profile_names or p.prefill in results:
             return []
-        if "_pd_decision" in request.memo:
+        if _DECISION in request.state:
             return []
         if self.decider is None:
             go, why = False, "no prefill decider configured"
         else:
             go, why = self.decider.disaggregate(request, decode)
-        request.memo["_pd_decision"] = (go, why)
+        request.state.set(_DECISION, (go, why))
         return [p.prefill] if go else []
+
+    def pre_request(self, request: LLMRequest, target: Endpoint, prefill: Endpoint | None, headers: dict[str, str]) -> None:
+        if self.params.primary_port:  # data-parallel decode pods: the rank chosen, for llm-d's sidecar
+            headers["x-data-parallel-host-port"] = target.key
 
     def process_results(self, request: LLMRequest, results: dict[str, ProfileRunResult]) -> ProfileOutcome:
         p: DisaggParams = self.params
@@ -147,10 +155,8 @@ class DisaggProfileHandler(ProfileHandler):
         if decode is None or decode.target is None:
             reason = "no decode endpoints after filters" if decode is None or not decode.endpoints else "decode picker chose none"
             return ProfileOutcome(None, None, p.decode, reason)
-        go, why = request.memo.pop("_pd_decision", (False, "no prefill profile configured"))
+        go, why = request.state.pop(_DECISION) or (False, "no prefill profile configured")
         target = decode.target
-        if p.primary_port:
-            request.headers["x-data-parallel-host-port"] = target.key
         prefill_res = results.get(p.prefill)
         if go and prefill_res is not None and prefill_res.target is not None:
             reason = f"disaggregated: {why}; decode {_why(decode)}; prefill {_why(prefill_res)}"

@@ -27,7 +27,7 @@ from router_lite.plugins import Scorer, find_plugin, find_prefix_plugin, uncache
 from router_lite.plugins.producers.predicted_latency import PredictedLatencyProducer
 from router_lite.plugins.scorers.queue import min_max_inverse
 from router_lite.registry import ConfigError, register
-from router_lite.types import SHED_MEMO, Endpoint, LLMRequest
+from router_lite.types import SHED, Endpoint, LLMRequest
 
 SLO_TTFT_HEADER = "x-slo-ttft-ms"
 SLO_TPOT_HEADER = "x-slo-tpot-ms"
@@ -110,7 +110,7 @@ class LatencyScorer(Scorer):
         positive = [e for e in pool if head_ttft[e.key] >= 0 and head_tpot[e.key] >= 0]
         negative = [e for e in pool if e not in positive]
         if (slo_ttft or slo_tpot) and not positive and request.priority < 0:
-            request.memo[SHED_MEMO] = f"no endpoint is predicted to meet the SLO (best TTFT {min(ttft.values()) * 1e3:.0f} ms)"
+            request.state.set(SHED, f"no endpoint is predicted to meet the SLO (best TTFT {min(ttft.values()) * 1e3:.0f} ms)")
         scores = dict.fromkeys((e.key for e in endpoints), 0.0)
         use_negative = not positive or (negative and rng.random() < p.epsilon_explore_neg)
         if not use_negative:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from router_lite.plugins import Scorer
 from router_lite.registry import ConfigError, register
+from router_lite.cycle_state import StateKey
 from router_lite.types import Endpoint, LLMRequest
 
 
@@ -35,7 +36,7 @@ class NoHitLRUScorer(Scorer):
     def __init__(self, name, params: NoHitLRUParams, ctx) -> None:
         super().__init__(name, params, ctx)
         self.lru: OrderedDict[str, None] = OrderedDict()  # oldest first
-        self._memo_key = f"no-hit-lru:{name}"
+        self._cold_key: StateKey[bool] = StateKey(f"no-hit-lru:{name}:cold", per_cycle=True)
 
     def bind(self) -> None:
         """Resolve the prefix scorer: the named one, else (name left default) the first prefix scorer."""
@@ -69,7 +70,7 @@ class NoHitLRUScorer(Scorer):
 
     def score(self, request: LLMRequest, endpoints: list[Endpoint]) -> dict[str, float]:
         cold = self.is_cold(request)
-        request.memo[self._memo_key] = cold
+        request.state.set(self._cold_key, cold)
         if not cold:
             return {e.key: 0.5 for e in endpoints}
         n = len(endpoints)
@@ -86,7 +87,7 @@ class NoHitLRUScorer(Scorer):
         return out
 
     def on_routed(self, request: LLMRequest, endpoint: Endpoint, profile: str) -> None:
-        if not request.memo.get(self._memo_key):
+        if not request.state.get(self._cold_key):
             return
         self.lru.pop(endpoint.key, None)
         self.lru[endpoint.key] = None

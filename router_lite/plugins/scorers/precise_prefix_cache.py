@@ -23,7 +23,8 @@ from kvtiers.hashing import HASH_ALGOS, BlockHasher, to_event_hash
 from router_lite.plugins import Scorer
 from router_lite.plugins.scorers.active_request import parse_duration
 from router_lite.registry import register
-from router_lite.types import BLOCK_SIZE_MEMO, Endpoint, LLMRequest
+from router_lite.cycle_state import StateKey
+from router_lite.types import BLOCK_SIZE, Endpoint, LLMRequest
 
 
 @dataclass
@@ -210,14 +211,15 @@ class PrecisePrefixCacheScorer(Scorer):
             self.index.speculative_ttl_s = params.speculative_ttl_s
         self.index.shared_media.update(m.upper() for m in params.shared_media)
         self._hasher = params.hasher()
-        self._memo_key = f"precise:{name}"
+        self._hashes_key: StateKey[list] = StateKey(f"precise:{name}:hashes")
+        self._match_key: StateKey[dict[str, tuple[int, float]]] = StateKey(f"precise:{name}:match", per_cycle=True)
 
     def block_size_of(self, request: LLMRequest) -> int:
         """Tokens per hash this scorer matches for `request`: the gateway's block size when it hashed the
         request (flags, then this scorer's blockSize, then the engines' cache_config_info), else this
         scorer's own. Cached-token counts (the P/D decider's) must use the same size as the hashes."""
         if request.block_hashes is not None:
-            bs = request.memo.get(BLOCK_SIZE_MEMO)
+            bs = request.state.get(BLOCK_SIZE)
             if isinstance(bs, int) and bs > 0:
                 return bs
         return self.params.block_size
@@ -225,21 +227,15 @@ class PrecisePrefixCacheScorer(Scorer):
     def _hashes(self, request: LLMRequest) -> list:
         if request.block_hashes is not None:
             return request.block_hashes
-        memo = request.memo.get(self._memo_key)
-        if memo is None:
-            tokens = request.prompt_token_ids or []
-            memo = request.memo[self._memo_key] = self.params.block_hashes(
-                tokens, request.cache_salt, request.lora_name, self._hasher
-            )
-        return memo
+        return request.state.setdefault(self._hashes_key, lambda: self.params.block_hashes(
+            request.prompt_token_ids or [], request.cache_salt, request.lora_name, self._hasher))
 
     def _match(self, request: LLMRequest, endpoints: list[Endpoint] | None) -> dict[str, tuple[int, float]]:
-        key = self._memo_key + ":match"
-        m = request.memo.get(key)
+        m = request.state.get(self._match_key)
         if m is None:
             keys = [e.key for e in endpoints] if endpoints is not None and self.index.shared_media else None
             mx = self.params.max_prefix_blocks_to_match or None
-            m = request.memo[key] = self.index.match(self._hashes(request), keys, mx)
+            m = request.state.set(self._match_key, self.index.match(self._hashes(request), keys, mx))
         return m
 
     def score(self, request: LLMRequest, endpoints: list[Endpoint]) -> dict[str, float]:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from router_lite.plugins import Scorer
 from router_lite.prefix.approximate import CHARS_PER_TOKEN, LazyBlockHashes
 from router_lite.registry import ConfigError, register
+from router_lite.cycle_state import StateKey
 from router_lite.types import Endpoint, LLMRequest
 
 
@@ -59,7 +60,8 @@ class PrefixCacheScorer(Scorer):
         super().__init__(name, params, ctx)
         self._source: Any = None  # the producer named by prefixMatchInfoProducerName, once bound
         self.index = None if params.prefix_match_info_producer_name else ctx.indexes.approximate_for(name, params.lru_capacity_per_server)
-        self._memo_key = f"prefix-cache:{name}"
+        self._hashes_key: StateKey[tuple[LazyBlockHashes, int]] = StateKey(f"prefix-cache:{name}:hashes")
+        self._match_key: StateKey[dict[str, int]] = StateKey(f"prefix-cache:{name}:match", per_cycle=True)
 
     @classmethod
     def upgrade(cls, raw: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -87,7 +89,7 @@ class PrefixCacheScorer(Scorer):
 
     def _hashes(self, request: LLMRequest, endpoints: list[Endpoint] | None = None) -> tuple[LazyBlockHashes, int]:
         """(lazy block hashes, tokens per block) for the request, memoised on it."""
-        memo = request.memo.get(self._memo_key)
+        memo = request.state.get(self._hashes_key)
         if memo is not None:
             return memo
         p: PrefixCacheParams = self.params
@@ -103,15 +105,13 @@ class PrefixCacheScorer(Scorer):
         else:
             bs = max(1, p.block_size // CHARS_PER_TOKEN)
             hashes = LazyBlockHashes(model, request.prompt_text or "", p.block_size, p.max_prefix_blocks_to_match)
-        memo = request.memo[self._memo_key] = (hashes, bs)
-        return memo
+        return request.state.set(self._hashes_key, (hashes, bs))
 
     def _match(self, request: LLMRequest, endpoints: list[Endpoint] | None) -> dict[str, int]:
-        key = self._memo_key + ":match"
-        m = request.memo.get(key)
+        m = request.state.get(self._match_key)
         if m is None:
             hashes, _ = self._hashes(request, endpoints)
-            m = request.memo[key] = self.index.match(hashes)
+            m = request.state.set(self._match_key, self.index.match(hashes))
         return m
 
     def score(self, request: LLMRequest, endpoints: list[Endpoint]) -> dict[str, float]:
