@@ -58,12 +58,18 @@ def block_extra_keys(block_index: int, cache_salt: str | None = None, lora_name:
 
 @dataclass
 class BlockHasher:
-    """Hashes token sequences into vLLM block digests for one (algorithm, seed, block size) setting."""
+    """Hashes token sequences into vLLM block digests for one (algorithm, seed, block size) setting.
+
+    With `memo_blocks` > 0 it remembers that many (parent, block, extra) -> digest entries: shared prefixes
+    (system prompts, earlier turns) then cost a dict lookup per block instead of a serialisation and a sha256.
+    """
 
     block_size: int
     algo: str = "sha256"
     seed: str = DEFAULT_SEED
+    memo_blocks: int = 0
     _fn: Any = field(init=False, repr=False)
+    _memo: dict[Any, bytes] | None = field(init=False, repr=False, default=None)
     none_hash: bytes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -73,10 +79,21 @@ class BlockHasher:
             raise ValueError(f"block_size: expected a positive integer, got {self.block_size!r}")
         self._fn = _HASH_FUNCTIONS[self.algo]
         self.none_hash = self._fn(self.seed)
+        if self.memo_blocks > 0:
+            self._memo = {}
 
     def hash_block(self, parent: bytes | None, tokens: Sequence[int], extra_keys: tuple | None = None) -> bytes:
         """Digest of one full block given its parent's digest (None for the first block)."""
-        return self._fn((self.none_hash if parent is None else parent, tuple(tokens), extra_keys))
+        memo = self._memo
+        if memo is None:
+            return self._fn((self.none_hash if parent is None else parent, tuple(tokens), extra_keys))
+        key = (parent, tuple(tokens), extra_keys)
+        digest = memo.get(key)
+        if digest is None:
+            if len(memo) >= self.memo_blocks:
+                memo.clear()  # bounded: a cleared memo only costs re-hashing
+            digest = memo[key] = self._fn((self.none_hash if parent is None else parent, key[1], extra_keys))
+        return digest
 
     def hash_blocks(
         self,

@@ -296,6 +296,17 @@ def load_shipped_profile(name: str) -> Profile:
     return load_profile(str(path))
 
 
+def shipped_router_configs() -> dict[str, dict[str, Any]]:
+    """Each shipped profile's router EndpointPickerConfig, by profile name (read once per process)."""
+    global _ROUTER_CONFIGS
+    if _ROUTER_CONFIGS is None:
+        _ROUTER_CONFIGS = {p.stem: load_profile(str(p)).router.config for p in list_profiles()}
+    return _ROUTER_CONFIGS
+
+
+_ROUTER_CONFIGS: dict[str, dict[str, Any]] | None = None
+
+
 def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profile:
     """Load, override and validate a profile; every failure is a one-line ProfileError."""
     path = resolve_profile_path(name_or_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,7 @@ class RouterSettings:
     queue_ttl_s: float = 30.0
     shutdown_timeout_s: float = 1.0  # after SIGTERM, how long in-flight responses may take before being cut
     log_level: str = "info"
+    named_configs: str | None = None  # directory of NAME.yaml configs POST /admin/profile may switch to
 
     @property
     def discovery_mode(self) -> str:
@@ -169,14 +171,11 @@ class RouterState:
         if self._hash_cache is not None and self._hash_cache[0] == stamp:
             return self._hash_cache[1]
         s = self.settings
-        cfg_bs = cfg_seed = cfg_algo = None
-        specs = self.config.precise_specs()
-        if specs:
-            cfg_bs, cfg_seed, cfg_algo = specs[0].params.declared_hashing(specs[0].raw_parameters or {})
+        needs = self.scheduler.needs
         settings = HashSettings(
-            block_size=s.block_size or cfg_bs or info.block_size or DEFAULT_BLOCK_SIZE,
-            algo=s.hash_algo or cfg_algo or (info.hash_algo if info.hash_algo in HASH_ALGOS else None) or DEFAULT_HASH_ALGO,
-            seed=s.hash_seed or cfg_seed or "",
+            block_size=s.block_size or needs.block_size or info.block_size or DEFAULT_BLOCK_SIZE,
+            algo=s.hash_algo or needs.hash_algo or (info.hash_algo if info.hash_algo in HASH_ALGOS else None) or DEFAULT_HASH_ALGO,
+            seed=s.hash_seed or needs.hash_seed or "",
         )
         self._hash_cache = (stamp, settings)
         return settings
@@ -185,7 +184,7 @@ class RouterState:
         """Tokenize only when something uses tokens: a precise scorer, a P/D decider, or an explicit tokenizer."""
         if self.settings.tokenizer:
             return True
-        return self.config.uses_tokens()
+        return self.scheduler.needs.tokens
 
     def _tokenize_urls(self) -> list[str]:
         return [e.key for e in self.datalayer.candidates()]
@@ -203,10 +202,9 @@ class RouterState:
         """The endpoint's KV event source: its own `kvEvents`, else the precise scorer's kvEventsConfig."""
         if spec.kv_events is not None:
             return spec
-        specs = self.config.precise_specs()
-        if not specs:
+        kec = self.scheduler.needs.kv_events
+        if kec is None:
             return spec
-        kec = specs[0].params.kv_events_config
         if kec.zmq_endpoint:
             kv = KVEventsSpec(kec.zmq_endpoint, topic=kec.topic_filter or "", bind=True)
         elif kec.discover_pods:
@@ -325,13 +323,22 @@ def config_from_text(text: str, origin: str) -> SchedulerConfig:
     return load_config(doc, origin=origin)
 
 
-def profile_router_config(name: str) -> tuple[SchedulerConfig, str]:
-    """The router config of a shipped profile (`precise-prefix-cache`), by name only: a request must never
-    name a file (`/etc/shadow` once had its first line echoed back in the error)."""
-    from llmdctl.profile import load_shipped_profile
+_CONFIG_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
-    profile = load_shipped_profile(name)
-    return load_config(profile.router.config, origin=f"profile {profile.name}"), profile.name
+
+def named_config(directory: str | None, name: Any) -> tuple[SchedulerConfig, str]:
+    """The EndpointPickerConfig `NAME.yaml` of the `--named-configs` directory, by name only: a request must
+    never name a file (`/etc/shadow` once had its first line echoed back in the error). The router takes
+    configs; which profile names exist is the caller's business (`llmdctl up` writes the shipped ones)."""
+    if not isinstance(name, str) or not _CONFIG_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(f"profile: expected a config name (a-z, 0-9, '-', '.', '_'), got {str(name)[:80]!r}")
+    if not directory:
+        raise ConfigError("profile: this router was started without --named-configs; send {\"config\": {...}} instead")
+    path = Path(directory) / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in Path(directory).glob("*.yaml"))) or "none"
+        raise ConfigError(f"profile: no config named {name!r}; known: {known}")
+    return load_config_file(path), name
 
 
 def settings_summary(settings: RouterSettings) -> str:

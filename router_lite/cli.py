@@ -81,6 +81,7 @@ def serve(
     shutdown_timeout: float = typer.Option(1.0, help="On SIGTERM, seconds in-flight responses may take before they are cut."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
     pool_name: str = typer.Option("default", help="The InferencePool this router serves: the `name` label of the inference_pool_* metrics."),
+    named_configs: Optional[Path] = typer.Option(None, "--named-configs", help="Directory of EndpointPickerConfig files NAME.yaml that POST /admin/profile {\"profile\": NAME} may switch to."),
 ) -> None:
     """Serve the OpenAI API, routing each request to the best model server."""
     from router_lite.app_state import RouterSettings, load_scheduler_config
@@ -130,6 +131,8 @@ def serve(
         cfg = load_scheduler_config(str(config) if config else None)
     except (DiscoveryError, ConfigError, TokenizationError) as exc:
         _fail(str(exc))
+    if named_configs is not None and not named_configs.is_dir():
+        _fail(f"--named-configs {named_configs}: not a directory")
     if not specs and mode == "static":
         _fail("no endpoints: give --endpoints host:port,..., --endpoints-file FILE, or --discovery kubernetes --selector ...")
     settings = RouterSettings(
@@ -160,6 +163,7 @@ def serve(
         queue_ttl_s=queue_ttl,
         shutdown_timeout_s=shutdown_timeout,
         log_level=log_level,
+        named_configs=str(named_configs) if named_configs else None,
     )
     try:
         from router_lite.server import serve as run

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from router_lite.admin_guard import ADMIN_DISABLED_MESSAGE, Refusal, check_admin_change, check_read, is_loopback  # noqa: F401 (re-exported)
 from router_lite.admission import Rejected
-from router_lite.app_state import RouterSettings, RouterState, config_from_text, profile_router_config
+from router_lite.app_state import RouterSettings, RouterState, config_from_text, named_config
 from router_lite import passthrough
 from router_lite.config import ConfigError
 from router_lite.proxy import PrefillError, Upstream, UpstreamError, forward_headers, open_upstream, run_prefill
@@ -550,14 +550,15 @@ class Gateway:
                 from router_lite.config import load_config
 
                 cfg, name = load_config(doc["config"], origin="POST /admin/profile config"), "inline"
-            elif isinstance(doc.get("profile"), str):
-                cfg, name = profile_router_config(doc["profile"])
+            elif "profile" in doc:
+                try:
+                    cfg, name = named_config(self.s.named_configs, doc["profile"])
+                except ConfigError as exc:
+                    return error_response(400, str(exc), param="profile", code="invalid_profile")
             else:
                 return error_response(400, "expected {\"profile\": NAME} or {\"config\": {...}}", param="profile", code="missing_profile")
         except ConfigError as exc:
             return error_response(400, str(exc), code="invalid_config")
-        except ValueError as exc:  # ProfileError
-            return error_response(400, str(exc), param="profile", code="invalid_profile")
         self.state.swap_config(cfg)
         return JSONResponse({"ok": True, "profile": name, "version": self.state.config_version, "profiles": [p.name for p in cfg.profiles], "warnings": cfg.warnings})
 

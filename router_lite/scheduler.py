@@ -15,7 +15,7 @@ from typing import Callable
 
 from router_lite.config import SchedulerConfig
 from router_lite.inflight import InFlightTracker
-from router_lite.plugins import Filter, Picker, Plugin, PluginContext, ProfileHandler, Scorer
+from router_lite.plugins import Filter, IndexSettings, Needs, Picker, Plugin, PluginContext, ProfileHandler, Scorer
 from router_lite.prefix import PrecisePrefixIndex, PrefixIndexes
 from router_lite.registry import ConfigError, lookup
 from router_lite.types import PREDICTIONS, Endpoint, LLMRequest, ProfileRunResult, SchedulingResult
@@ -60,6 +60,8 @@ class Scheduler:
         self.ctx.plugins = self.plugins
         for p in self.plugins.values():
             p.bind()
+        raw = {spec.name: spec.raw_parameters or {} for spec in config.plugins}
+        self.needs = Needs.merge([p.needs(raw[name]) for name, p in self.plugins.items()])
         self.profiles: dict[str, SchedulingProfile] = {}
         for prof in config.profiles:
             filters, scorers, picker = [], [], None
@@ -83,6 +85,8 @@ class Scheduler:
         in_profiles = {id(p) for prof in self.profiles.values() for p in prof.plugins}
         self._producers = [p for p in self._all_plugins if p.kind == "producer" and id(p) not in in_profiles]
         self._pre_request = [p for p in self._all_plugins if type(p).pre_request is not Plugin.pre_request]
+        index = self.needs.index or IndexSettings()
+        self.indexes.precise.configure(index.tier_weights, index.speculative_ttl_s, index.shared_media)
 
     # ---- one cycle -----------------------------------------------------------------------------------
     def run_profile(self, name: str, request: LLMRequest, endpoints: list[Endpoint]) -> ProfileRunResult:

@@ -286,16 +286,26 @@ class HashSettings:
 
 
 class PromptHasher:
-    """Block hashes (vLLM event form, uint64) of a token sequence, with one BlockHasher per setting."""
+    """Block hashes (vLLM event form, uint64) of a token sequence, with one memoising BlockHasher per setting.
 
-    def __init__(self) -> None:
+    The one place a request's prompt becomes block hashes, live (gateway) and planned (llmdctl.plan).
+    """
+
+    def __init__(self, memo_blocks: int = 32_768) -> None:
+        self.memo_blocks = memo_blocks
         self._hashers: dict[HashSettings, BlockHasher] = {}
 
     def hasher(self, settings: HashSettings) -> BlockHasher:
         h = self._hashers.get(settings)
         if h is None:
-            h = self._hashers[settings] = BlockHasher(settings.block_size, settings.algo, settings.seed or seed_from_env())
+            h = self._hashers[settings] = BlockHasher(settings.block_size, settings.algo, settings.seed or seed_from_env(),
+                                                      memo_blocks=self.memo_blocks)
         return h
+
+    def prepare(self, request: Any, settings: HashSettings) -> None:
+        """Set the block hashes of a tokenized LLMRequest, and the block size they were taken at."""
+        request.block_hashes = self.block_hashes(request.prompt_token_ids, settings, request.cache_salt, request.lora_name)
+        request.state.set(BLOCK_SIZE, settings.block_size)  # tokens per entry of block_hashes
 
     def block_hashes(self, token_ids: Sequence[int], settings: HashSettings, cache_salt: str | None = None, lora_name: str | None = None) -> list[int]:
         """uint64 event hashes (low 8 bytes of each digest); full-digest events normalise to the same value."""
@@ -362,9 +372,7 @@ class RequestTokenizer:
             return
         settings = self.settings()
         request.prompt_token_ids = ids
-        hash_args = (ids, settings, request.cache_salt, request.lora_name)
         if len(ids) >= HASH_IN_THREAD_TOKENS:  # hundreds of sha256 digests: keep the event loop free
-            request.block_hashes = await asyncio.to_thread(self.hasher.block_hashes, *hash_args)
+            await asyncio.to_thread(self.hasher.prepare, request, settings)
         else:
-            request.block_hashes = self.hasher.block_hashes(*hash_args)
-        request.state.set(BLOCK_SIZE, settings.block_size)  # tokens per entry of block_hashes
+            self.hasher.prepare(request, settings)

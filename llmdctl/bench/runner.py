@@ -21,6 +21,7 @@ from llmdctl.bench.client import MODES, send
 from llmdctl.bench.load import LoadSpec, schedule
 from llmdctl.bench.metrics import SLO, TIMEOUT, RequestRecord, hit_rate_delta, ratios, summarize
 from llmdctl.bench.workloads import BenchRequest, SessionTracker, WorkloadSpec, generate
+from llmdctl.profile import load_shipped_profile
 
 Progress = Callable[[int, int], None]  # (finished, total)
 
@@ -237,10 +238,8 @@ async def switch_router(client: httpx.AsyncClient, url: str, name: str) -> str:
     from llmdctl.plan.presets import policy_configs
 
     configs = policy_configs(await _block_size(client, url))
-    if name in configs:
-        await _admin(client, url, "POST", "/admin/profile", {"config": configs[name]})
-    else:
-        await _admin(client, url, "POST", "/admin/profile", {"profile": name})
+    config = configs[name] if name in configs else load_shipped_profile(name).router.config  # the CLI resolves names
+    await _admin(client, url, "POST", "/admin/profile", {"config": config})
     return name
 
 

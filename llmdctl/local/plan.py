@@ -22,7 +22,9 @@ import yaml
 from kvtiers.hashing import seed_from_env
 
 from llmdctl.local.state import ADMIN_KEY_FILE, ComponentState, PodState
-from llmdctl.profile import PoolSpec, Profile
+from llmdctl.profile import PoolSpec, Profile, shipped_router_configs
+
+NAMED_CONFIGS_DIR = "router-configs"  # next to router-config.yaml: the configs the admin API may switch to by name
 
 ROLE_LABEL = "llm-d.ai/role"
 SIM_PODS_PER_PROCESS = 8  # one interpreter serves up to this many simulated pods (cores are scarce)
@@ -228,6 +230,7 @@ def router_argv(profile: Profile, port: int, config_path: Path, endpoints_path: 
         "--admin-key-file", str(config_path.parent / ADMIN_KEY_FILE),  # written by `up` (ensure_admin_key)
         "--queue-size", str(profile.router.queue_size),
         "--queue-ttl", str(profile.router.queue_ttl_s),
+        "--named-configs", str(config_path.parent / NAMED_CONFIGS_DIR),  # the shipped profiles' router configs
     ]
     for name, priority in sorted(profile.router.objectives.items()):
         argv += ["--objective", f"{name}={priority}"]
@@ -268,6 +271,8 @@ def build_plan(profile: Profile, ports: PortLayout, home: Path) -> Plan:
     config_path = run / "router-config.yaml"
     endpoints_path = run / "endpoints.yaml"
     plan.files[str(config_path)] = yaml.safe_dump(profile.router.config, sort_keys=False)
+    for name, config in shipped_router_configs().items():  # what POST /admin/profile {"profile": NAME} may name
+        plan.files[str(run / NAMED_CONFIGS_DIR / f"{name}.yaml")] = yaml.safe_dump(config, sort_keys=False)
     endpoints_doc = endpoints_document(plan.pods, plan.model)
     plan.files[str(endpoints_path)] = yaml.safe_dump(endpoints_doc, sort_keys=False)
     plan.components.append(ComponentState(

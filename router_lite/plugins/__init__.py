@@ -37,6 +37,42 @@ class PluginContext:
             self.inflight = InFlightTracker(clock=self.clock)
 
 
+@dataclass(frozen=True)
+class IndexSettings:
+    """How the shared precise index weighs and shares what it holds; applied (and reset) with a config."""
+
+    tier_weights: dict[str, float] = field(default_factory=dict)
+    speculative_ttl_s: float | None = None  # None: the index's default
+    shared_media: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a plugin needs from the router around it, so the router never reads another plugin's parameters.
+
+    `block_size`/`hash_algo`/`hash_seed` are the hashing settings the config states explicitly (None: left to
+    flags and the engines); `kv_events` the KV-event source settings (kvEventsConfig); `index` the settings of
+    the shared precise index.
+    """
+
+    tokens: bool = False
+    block_size: int | None = None
+    hash_algo: str | None = None
+    hash_seed: str | None = None
+    kv_events: Any = None
+    index: IndexSettings | None = None
+
+    @staticmethod
+    def merge(needs: list["Needs"]) -> "Needs":
+        """One config's needs: tokens if any plugin tokenizes; the rest from the first plugin that states it
+        (the precise scorers and producers of one config share one index and one hashing setup)."""
+        def first(attr: str) -> Any:
+            return next((getattr(n, attr) for n in needs if getattr(n, attr) is not None), None)
+
+        return Needs(tokens=any(n.tokens for n in needs), block_size=first("block_size"), hash_algo=first("hash_algo"),
+                     hash_seed=first("hash_seed"), kv_events=first("kv_events"), index=first("index"))
+
+
 class Plugin:
     """A configured plugin instance: `name` is the config name (defaults to the type name)."""
 
@@ -60,6 +96,10 @@ class Plugin:
 
     def bind(self) -> None:
         """Called once every configured plugin exists (ctx.plugins): resolve references, raise ConfigError."""
+
+    def needs(self, raw_parameters: dict[str, Any]) -> Needs:
+        """What this plugin needs from the router (`raw_parameters`: its config entry as written)."""
+        return Needs(tokens=self.uses_tokens)
 
     # Lifecycle hooks (llm-d's PreRequest / ResponseComplete); no-ops unless a plugin keeps state.
     def on_routed(self, request: LLMRequest, endpoint: Endpoint, profile: str) -> None:

@@ -57,6 +57,7 @@ class PrecisePrefixIndex:
         self.default_weight = default_weight
         self.shared_media = {m.upper() for m in shared_media}
         self.speculative_ttl_s = speculative_ttl_s
+        self._defaults = (dict(self.tier_weights), set(self.shared_media), speculative_ttl_s)
         self.clock = clock
         self._lock = threading.RLock()
         self._idx: dict[BlockHash, dict[str, float]] = {}
@@ -76,6 +77,16 @@ class PrecisePrefixIndex:
         self.tiered = False  # set once any event names a medium other than GPU (KV tiers below the GPU)
 
     # ---- weights -------------------------------------------------------------------------------------
+
+    def configure(self, tier_weights: dict[str, float], speculative_ttl_s: float | None, shared_media: Iterable[str]) -> None:
+        """Apply a config's index settings over the defaults this index was built with: a config swap never
+        inherits the weights or sharing of the config before it."""
+        weights, media, ttl = self._defaults
+        with self._lock:
+            self.tier_weights = {**weights, **{k.upper(): float(v) for k, v in tier_weights.items()}}
+            self.shared_media = set(media) | {m.upper() for m in shared_media}
+            self.speculative_ttl_s = ttl if speculative_ttl_s is None else speculative_ttl_s
+
     def weight(self, medium: str | None) -> float:
         return self.tier_weights.get((medium or "GPU").upper(), self.default_weight)
 

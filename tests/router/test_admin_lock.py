@@ -12,6 +12,7 @@ from router_lite.app_state import RouterSettings
 from router_lite.datalayer.discovery import EndpointSpec
 from router_lite.gateway import build_app, is_loopback
 from router_lite.server import warn_if_admin_exposed
+from tests.helpers_configs import shipped_configs_dir
 
 
 JSON = {"content-type": "application/json"}
@@ -21,7 +22,8 @@ KEY = "k" * 24
 
 def _client(host: str, api_key: str | None = None, admin_key: str | None = None) -> TestClient:
     # No lifespan (no `with`): nothing scrapes; the admin handlers answer before touching endpoints.
-    settings = RouterSettings(host=host, api_key=api_key, admin_key=admin_key, endpoints=[EndpointSpec("127.0.0.1:9")])
+    settings = RouterSettings(host=host, api_key=api_key, admin_key=admin_key, endpoints=[EndpointSpec("127.0.0.1:9")],
+                              named_configs=str(shipped_configs_dir()))
     return TestClient(build_app(settings), base_url="http://127.0.0.1:8000")
 
 
@@ -67,14 +69,14 @@ def test_cross_site_and_rebinding_shapes_are_refused_even_with_the_key(headers, 
 
 @pytest.mark.parametrize("name", ["/etc/passwd", "../profiles/round-robin", "../../etc/hostname", "x.yaml", "/etc/hostname"])
 def test_admin_profile_never_reads_a_file(name, tmp_path):
-    """Issue 18: POST /admin/profile names shipped profiles only; nothing of any file comes back."""
+    """Issue 18: POST /admin/profile names configs of --named-configs only; nothing of any file comes back."""
     secret = tmp_path / "secret.yaml"
     secret.write_text("TOPSECRET-LINE\n")
     c = _client("127.0.0.1", admin_key=KEY)
     for candidate in (name, str(secret)):
         r = c.post("/admin/profile", json={"profile": candidate}, headers={"authorization": f"Bearer {KEY}"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_profile"
-        assert "TOPSECRET" not in r.text and "root:" not in r.text and "shipped profile" in r.text
+        assert "TOPSECRET" not in r.text and "root:" not in r.text and ("expected a config name" in r.text or "no config named" in r.text)
 
 
 def test_start_warns_when_admin_is_refused(caplog):

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.router.procs import MODEL, PRECISE_CONFIG, ROUND_ROBIN_CONFIG, router, sim_pods, wait_until, words
+from tests.helpers_configs import shipped_configs_dir
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -143,7 +144,8 @@ def test_live_config_switch(pods, tmp_path):
     key_file = tmp_path / "admin.key"
     key_file.write_text("admin-key-for-the-test-0123456789\n")
     admin = {"authorization": "Bearer admin-key-for-the-test-0123456789"}
-    with router(pods.endpoint_entries(), PRECISE_CONFIG, ["--admin-key-file", str(key_file)]) as rt, rt.client(headers=admin) as c:
+    args = ["--admin-key-file", str(key_file), "--named-configs", str(shipped_configs_dir())]
+    with router(pods.endpoint_entries(), PRECISE_CONFIG, args) as rt, rt.client(headers=admin) as c:
         r = c.post("/admin/config", content=ROUND_ROBIN_CONFIG, headers={"content-type": "application/yaml"})
         assert r.status_code == 200, r.text
         assert r.json()["version"] == 2

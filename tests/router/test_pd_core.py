@@ -199,9 +199,9 @@ def test_current_shape_without_a_prefill_decider_is_decode_only_as_in_llm_d():
 
 
 def test_the_shipped_pd_profile_uses_the_current_shape():
-    from router_lite.app_state import profile_router_config
+    from llmdctl.profile import shipped_router_configs
 
-    cfg, _ = profile_router_config("pd-disaggregation")
+    cfg = load_config(shipped_router_configs()["pd-disaggregation"])
     params = cfg.profile_handler.params
     assert params.deciders == {"prefill": "prefix-based-pd-decider"} and params.prefill_decider_plugin_name is None
     assert cfg.warnings == []

@@ -8,7 +8,8 @@ kvEventsConfig, speculativeIndexing); `prefix-cache-scorer` / `no-hit-lru-scorer
 from __future__ import annotations
 
 from router_lite.plugins.producers.prefix_producer import PrefixMatchProducer
-from router_lite.plugins.scorers.precise_prefix_cache import PrecisePrefixCacheParams, PrecisePrefixCacheScorer
+from router_lite.plugins import Needs
+from router_lite.plugins.scorers.precise_prefix_cache import PrecisePrefixCacheParams, PrecisePrefixCacheScorer, precise_needs
 from router_lite.registry import register
 from router_lite.types import LLMRequest
 
@@ -20,6 +21,9 @@ class PrecisePrefixCacheProducer(PrefixMatchProducer):
     Engine = PrecisePrefixCacheScorer
     uses_tokens = True
     endpoint_extractor = True
+
+    def needs(self, raw_parameters: dict) -> Needs:
+        return precise_needs(self.params, raw_parameters)
 
     def prefix_tiers(self, request: LLMRequest, endpoint_keys: list[str]) -> dict[str, dict[str, int]] | None:
         return self.engine.prefix_tiers(request, endpoint_keys)  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from kvtiers.hashing import HASH_ALGOS, BlockHasher, to_event_hash
-from router_lite.plugins import Scorer
+from router_lite.plugins import IndexSettings, Needs, Scorer
 from router_lite.plugins.scorers.active_request import parse_duration
 from router_lite.registry import register
 from router_lite.cycle_state import StateKey
@@ -193,6 +193,15 @@ class PrecisePrefixCacheParams:
         return [to_event_hash(d, self.use_int_block_hashes) for d in h.hash_blocks(token_ids, cache_salt, lora_name)]
 
 
+def precise_needs(params: PrecisePrefixCacheParams, raw_parameters: dict) -> Needs:
+    """The needs of a precise scorer or producer with `params` (one shared index, one hashing setup)."""
+    block_size, seed, algo = params.declared_hashing(raw_parameters or {})
+    index = IndexSettings(tier_weights=dict(params.tier_weights),
+                          speculative_ttl_s=params.speculative_ttl_s if params.speculative_indexing else None,
+                          shared_media=frozenset(m.upper() for m in params.shared_media))
+    return Needs(tokens=True, block_size=block_size, hash_algo=algo, hash_seed=seed, kv_events=params.kv_events_config, index=index)
+
+
 @register
 class PrecisePrefixCacheScorer(Scorer):
     type_name = "precise-prefix-cache-scorer"
@@ -205,14 +214,13 @@ class PrecisePrefixCacheScorer(Scorer):
     def __init__(self, name, params: PrecisePrefixCacheParams, ctx) -> None:
         super().__init__(name, params, ctx)
         self.index = ctx.indexes.precise
-        if params.tier_weights:
-            self.index.tier_weights.update(params.tier_weights)
-        if params.speculative_indexing:
-            self.index.speculative_ttl_s = params.speculative_ttl_s
-        self.index.shared_media.update(m.upper() for m in params.shared_media)
         self._hasher = params.hasher()
         self._hashes_key: StateKey[list] = StateKey(f"precise:{name}:hashes")
         self._match_key: StateKey[dict[str, tuple[int, float]]] = StateKey(f"precise:{name}:match", per_cycle=True)
+
+    def needs(self, raw_parameters: dict) -> Needs:
+        """Tokens; the hashing this config states; its KV-event source; the index's tier weights and sharing."""
+        return precise_needs(self.params, raw_parameters)
 
     def block_size_of(self, request: LLMRequest) -> int:
         """Tokens per hash this scorer matches for `request`: the gateway's block size when it hashed the
