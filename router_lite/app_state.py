@@ -27,7 +27,7 @@ from router_lite.prefix import PrefixIndexes
 from router_lite.proxy import BackendPool
 from router_lite.scheduler import Scheduler
 from kvtiers.hashing import HASH_ALGOS
-from router_lite.tokenization import DEFAULT_BLOCK_SIZE, DEFAULT_HASH_ALGO, HashSettings, RequestTokenizer, make_tokenizer
+from router_lite.tokenization import HashSettings, RequestTokenizer, make_tokenizer, resolve_hash_settings
 
 log = logging.getLogger("router_lite")
 
@@ -171,12 +171,8 @@ class RouterState:
         if self._hash_cache is not None and self._hash_cache[0] == stamp:
             return self._hash_cache[1]
         s = self.settings
-        needs = self.scheduler.needs
-        settings = HashSettings(
-            block_size=s.block_size or needs.block_size or info.block_size or DEFAULT_BLOCK_SIZE,
-            algo=s.hash_algo or needs.hash_algo or (info.hash_algo if info.hash_algo in HASH_ALGOS else None) or DEFAULT_HASH_ALGO,
-            seed=s.hash_seed or needs.hash_seed or "",
-        )
+        settings = resolve_hash_settings(self.scheduler.needs, (s.block_size, s.hash_algo, s.hash_seed),
+                                         (info.block_size, info.hash_algo if info.hash_algo in HASH_ALGOS else None, None))
         self._hash_cache = (stamp, settings)
         return settings
 

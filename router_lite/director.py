@@ -97,7 +97,10 @@ class Director:
         scheduler.on_routed(request, result)
         if result.prefill_unavailable and m is not None:
             m.pd_fallbacks.labels("no_prefill_endpoint").inc()  # the decider wanted P/D: never silent
-        flow = Flow(request, result, scheduler, candidates, result.target, result.prefill)
+        prefill = result.prefill
+        if prefill is not None and prefill.key == result.target.key:
+            prefill = None  # a prefill on the decode pod itself is the ordinary request: one leg does both
+        flow = Flow(request, result, scheduler, candidates, result.target, prefill)
         if flow.prefill is not None:
             flow.pd = {"prefill": flow.prefill.key, "fallback": None}
             flow._prefill_open = True

@@ -313,6 +313,24 @@ class PromptHasher:
         return [to_event_hash(d, True) for d in digests]  # type: ignore[misc]
 
 
+def resolve_hash_settings(needs: Any, flags: tuple[int | None, str | None, str | None] = (None, None, None),
+                          engine: tuple[int | None, str | None, str | None] = (None, None, None)) -> HashSettings:
+    """(block size, algorithm, seed): the router's flags first, then what the config states (`needs`), then the
+    engines' own (cache_config_info live, EngineConfig planned), then vLLM's defaults."""
+    declared = (needs.block_size, needs.hash_algo, needs.hash_seed)
+    bs, algo, seed = (next((v for v in vals if v), None) for vals in zip(flags, declared, engine))
+    return HashSettings(block_size=bs or DEFAULT_BLOCK_SIZE, algo=algo if algo in HASH_ALGOS else DEFAULT_HASH_ALGO, seed=seed or "")
+
+
+def request_preparer(needs: Any, engine: tuple[int | None, str | None, str | None]) -> Callable[[Any], None]:
+    """How a request whose token ids are known gets its block hashes where no gateway tokenizes (the planner):
+    the same hasher and settings resolution as live; a no-op when no plugin matches block hashes."""
+    if not needs.block_hashes:
+        return lambda request: None
+    hasher, settings = PromptHasher(memo_blocks=400_000), resolve_hash_settings(needs, engine=engine)
+    return lambda request: hasher.prepare(request, settings)
+
+
 def completion_prompt(prompt: Any) -> str | list[int] | None:
     """The prompt the router routes on: a string, or token ids (tokens in) — the first of a batch."""
     if isinstance(prompt, str):

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kvtiers.hashing import to_event_hash
+from kvtiers.hashing import DEFAULT_SEED
 from kvtiers.kvevents import KVEventBatch
 from llmdctl.bench.metrics import ERROR, RequestRecord
 from llmdctl.bench.workloads import BenchRequest
@@ -31,6 +31,9 @@ from llmdctl.plan.sim import PlanResult
 from router_lite.config import load_config
 from router_lite.prefix import PrecisePrefixIndex, PrefixIndexes
 from router_lite.scheduler import Scheduler
+from router_lite.director import Director, Flow, NoEndpoint, Shed
+from router_lite.failures import Failure, FailureKind
+from router_lite.tokenization import request_preparer
 from router_lite.types import Endpoint, EndpointMetrics, LLMRequest
 from sim_gpu.clock import VirtualClock
 from sim_gpu.engine import EngineConfig, EngineRequest, SimEngine
@@ -83,9 +86,8 @@ def simulate_wide_ep(cfg: WideEPConfig, requests: list[BenchRequest], arrivals: 
     clock = VirtualClock()
     indexes = PrefixIndexes(precise=PrecisePrefixIndex(clock=clock.now))
     scheduler = Scheduler(sched_cfg, index=indexes, rng=random.Random(cfg.seed), clock=clock.now)
-    precise = sched_cfg.precise_prefix_settings()
-    hasher = precise.hasher() if precise is not None else None
-    use_int = precise.use_int_block_hashes if precise is not None else True
+    director = Director(lambda: scheduler, max_retries=0)  # the gateway's flow; an engine refusal is final
+    prepare = request_preparer(scheduler.needs, (cfg.block_size, "sha256", DEFAULT_SEED))
     lat = LatencyModel.from_names(cfg.hardware, cfg.model, tp=cfg.tp, ep=cfg.pods * cfg.dp * cfg.tp, network=cfg.network)
 
     ranks: list[SimEngine] = []  # pod p rank r at index p * dp + r
@@ -107,20 +109,6 @@ def simulate_wide_ep(cfg: WideEPConfig, requests: list[BenchRequest], arrivals: 
     event_key = [rank_eps[i].key if cfg.rank_aware else pod_eps[i // cfg.dp].key for i in range(len(ranks))]
     event_seq = {k: 0 for k in event_key}
 
-    memo: dict[Any, Any] = {}
-
-    def block_hashes(tokens: list[int]) -> list[Any]:
-        bs = hasher.block_size
-        out, parent = [], None
-        for i in range(len(tokens) // bs):
-            blk = tuple(tokens[i * bs:(i + 1) * bs])
-            d = memo.get((parent, blk))
-            if d is None:
-                d = memo[(parent, blk)] = hasher.hash_block(parent, blk, None)
-            parent = d
-            out.append(to_event_hash(d, use_int))
-        return out
-
     def scrape(now: float) -> None:
         for i, ep in enumerate(endpoints):
             group = [ranks[i]] if cfg.rank_aware else ranks[i * cfg.dp:(i + 1) * cfg.dp]
@@ -136,7 +124,7 @@ def simulate_wide_ep(cfg: WideEPConfig, requests: list[BenchRequest], arrivals: 
     heapq.heapify(heap)
     seq = n
     records: list[RequestRecord] = []
-    live: dict[str, tuple[RequestRecord, LLMRequest, Endpoint]] = {}
+    live: dict[str, tuple[RequestRecord, Flow]] = {}
     busy = [False] * len(ranks)
     group_busy = False
     steps = 0
@@ -182,26 +170,28 @@ def simulate_wide_ep(cfg: WideEPConfig, requests: list[BenchRequest], arrivals: 
             if t - last_scrape >= cfg.scrape_interval_s:
                 scrape(t)
                 last_scrape = t
-            llm = LLMRequest(req.request_id, model_name, prompt_token_ids=req.prompt, arrival=t,
-                             block_hashes=block_hashes(req.prompt) if hasher is not None else None)
+            llm = LLMRequest(req.request_id, model_name, prompt_token_ids=req.prompt, arrival=t)
             w0 = time.perf_counter()
-            result = scheduler.schedule(llm, endpoints)
-            if result.target is not None:
-                scheduler.on_routed(llm, result)
-            sched_wall += time.perf_counter() - w0
-            if result.target is None:
-                rec.status, rec.error, rec.finished = ERROR, result.reason or "no endpoint", t
+            prepare(llm)
+            try:
+                flow = director.start(llm, endpoints)
+            except (NoEndpoint, Shed) as exc:
+                rec.status, rec.error, rec.finished = ERROR, str(exc), t
                 continue
-            i = ep_index[result.target.key]
+            finally:
+                sched_wall += time.perf_counter() - w0
+            i = ep_index[flow.target.key]
             rank = i if cfg.rank_aware else i * cfg.dp + _lb_rank(ranks[i * cfg.dp:(i + 1) * cfg.dp])
             rec.endpoint = rank_eps[rank].name
             try:
                 ranks[rank].add_request(EngineRequest(req.request_id, req.prompt, req.max_tokens, ignore_eos=True, arrival_time=t))
             except ValueError as exc:
                 rec.status, rec.error, rec.finished = ERROR, str(exc), t
-                scheduler.on_finished(llm, result.target)
+                director.dispatch_failed(flow, Failure(FailureKind.REJECTED, str(exc)))
+                director.finished(flow)
                 continue
-            live[req.request_id] = (rec, llm, result.target)
+            director.dispatched(flow)
+            live[req.request_id] = (rec, flow)
             kick(t)
             continue
         if cfg.lockstep:
@@ -216,16 +206,16 @@ def simulate_wide_ep(cfg: WideEPConfig, requests: list[BenchRequest], arrivals: 
                 entry = live.get(out.request_id)
                 if entry is None:
                     continue
-                rec, llm, ep = entry
+                rec, flow = entry
                 if out.first_token:
                     rec.first_token = t
                     rec.cached_tokens = out.num_cached_tokens
-                    scheduler.on_first_token(llm, ep)
+                    director.first_token(flow)
                 if out.finished:
                     rec.finished = t
                     rec.output_tokens = out.num_output_tokens
                     del live[out.request_id]
-                    scheduler.on_finished(llm, ep)
+                    director.finished(flow, out.num_output_tokens)
         kick(t)
 
     hits = sum(e.stats().prefix_cache_hits_tokens for e in ranks)

@@ -26,12 +26,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kvtiers.hashing import DEFAULT_SEED
 from kvtiers.kvevents import KVEventBatch
 from llmdctl.bench.metrics import ERROR, OK, TIMEOUT, RequestRecord
 from llmdctl.bench.workloads import BenchRequest, SessionTracker
 from router_lite.config import SchedulerConfig, load_config
 from router_lite.prefix import PrecisePrefixIndex, PrefixIndexes
 from router_lite.scheduler import Scheduler
+from router_lite.director import Director, Flow, NoEndpoint, Shed
+from router_lite.failures import Failure, FailureKind
+from router_lite.tokenization import request_preparer
 from router_lite.types import ROLE_LABEL, Endpoint, EndpointMetrics, LLMRequest
 from sim_gpu.clock import VirtualClock
 from sim_gpu.engine import EngineConfig, EngineRequest, RemotePrefill, SimEngine
@@ -115,14 +119,15 @@ class _Pod:
 
 
 class _Live:
-    """A request in flight: its record, where it runs, what the runner must do when it finishes."""
+    """A request in flight: its record, its flow through the router, where it runs, what the runner must do
+    when it finishes."""
 
-    __slots__ = ("req", "rec", "llm", "pod", "prompt", "out", "phase", "decode_pod")
+    __slots__ = ("req", "rec", "flow", "pod", "prompt", "out", "phase", "decode_pod")
 
-    def __init__(self, req: BenchRequest, rec: RequestRecord, llm: LLMRequest, prompt: list[int]) -> None:
+    def __init__(self, req: BenchRequest, rec: RequestRecord, flow: Flow, prompt: list[int]) -> None:
         self.req = req
         self.rec = rec
-        self.llm = llm
+        self.flow = flow
         self.pod: _Pod | None = None
         self.prompt = prompt
         self.out: list[int] | None = [] if req.session is not None else None
@@ -233,10 +238,9 @@ def _simulate(
     now_fn = clock.now
     indexes = PrefixIndexes(precise=PrecisePrefixIndex(clock=now_fn))
     scheduler = Scheduler(sched_cfg, index=indexes, rng=random.Random(cfg.seed), clock=now_fn)
-    precise = sched_cfg.precise_prefix_settings()
-    hasher = precise.hasher() if precise is not None else None
-    use_int = precise.use_int_block_hashes if precise is not None else True
-    memo: dict[tuple[Any, tuple[int, ...]], Any] = {}
+    director = Director(lambda: scheduler, max_retries=0)  # the gateway's flow; an engine refusal is final
+    pool0 = cfg.pools[0]  # the engines hash with their defaults (EngineConfig) at the pools' block size
+    prepare = request_preparer(scheduler.needs, (pool0.block_size, "sha256", DEFAULT_SEED))
 
     pods = build_pods(cfg)
     by_key = {p.endpoint.key: p for p in pods}
@@ -262,25 +266,6 @@ def _simulate(
     interval = cfg.scrape_interval_s
     next_progress = 0.0
     truncated: str | None = None
-    from kvtiers.hashing import to_event_hash
-
-    def block_hashes(tokens: list[int]) -> list[Any]:
-        # The router's hashing, memoized on (parent, block) like the engine's: shared prefixes hash once.
-        bs = hasher.block_size
-        out = []
-        parent = None
-        for i in range(len(tokens) // bs):
-            blk = tuple(tokens[i * bs : (i + 1) * bs])
-            key = (parent, blk)
-            d = memo.get(key)
-            if d is None:
-                d = memo[key] = hasher.hash_block(parent, blk, None)
-            parent = d
-            out.append(to_event_hash(d, use_int))
-        if len(memo) > 400_000:
-            memo.clear()
-        return out
-
     def scrape(now: float) -> None:
         for p in pods:
             st = p.engine.stats()
@@ -318,8 +303,7 @@ def _simulate(
             if o.first_token:
                 lv.rec.first_token = o.token_times[0]
                 lv.rec.cached_tokens = o.num_cached_tokens
-                if lv.pod is not None:
-                    scheduler.on_first_token(lv.llm, lv.pod.endpoint)
+                director.first_token(lv.flow)
             if o.finished:
                 seq += 1
                 heapq.heappush(pend, (o.token_times[-1], seq, FIN, (lv, o)))
@@ -346,7 +330,7 @@ def _simulate(
                 lv.rec.output_tokens = o.num_output_tokens
                 live.pop(o.request_id, None)
                 finished += 1
-                scheduler.on_finished(lv.llm, lv.pod.endpoint)
+                director.finished(lv.flow, o.num_output_tokens)
 
     def kick(pod: _Pod, now: float) -> None:
         nonlocal seq, steps
@@ -366,12 +350,15 @@ def _simulate(
         heapq.heappush(heap, (now + res.duration_s, seq, STEP_END, (pod, res)))
 
     def submit(lv: _Live, pod: _Pod, now: float, ereq: EngineRequest) -> bool:
+        """Hand a leg to an engine; a refusal (too long for it) ends the request, as vLLM's 400 would."""
         try:
             pod.engine.add_request(ereq)
         except ValueError as exc:
             lv.rec.status = ERROR
             lv.rec.error = str(exc)
             lv.rec.finished = now
+            director.dispatch_failed(lv.flow, Failure(FailureKind.REJECTED, str(exc)))
+            director.finished(lv.flow)
             return False
         kick(pod, now)
         return True
@@ -385,31 +372,32 @@ def _simulate(
         if now - last_scrape >= interval:
             scrape(now)
             last_scrape = now - (now % interval)
-        llm = LLMRequest(req.request_id, model_name, prompt_token_ids=prompt, arrival=now,
-                         block_hashes=block_hashes(prompt) if hasher is not None else None)
+        llm = LLMRequest(req.request_id, model_name, prompt_token_ids=prompt, arrival=now)
         t0 = time.perf_counter()
-        result = scheduler.schedule(llm, endpoints)
-        if result.target is not None:
-            scheduler.on_routed(llm, result)
-        sched_wall += time.perf_counter() - t0
-        if result.target is None:
-            rec.status, rec.error, rec.finished = ERROR, result.reason or "no endpoint", now
+        prepare(llm)
+        try:
+            flow = director.start(llm, endpoints)
+        except (NoEndpoint, Shed) as exc:
+            rec.status, rec.error, rec.finished = ERROR, str(exc), now
             finished += 1
             return
-        lv = _Live(req, rec, llm, prompt)
-        decode = by_key[result.target.key]
+        finally:
+            sched_wall += time.perf_counter() - t0
+        lv = _Live(req, rec, flow, prompt)
+        decode = by_key[flow.target.key]
         rec.endpoint = decode.name
         live[req.request_id] = lv
-        if result.prefill is not None and result.prefill.key != result.target.key:
-            pf = by_key[result.prefill.key]
+        if flow.prefill is not None:
+            pf = by_key[flow.prefill.key]
             lv.phase, lv.pod, lv.decode_pod = 1, pf, decode
             ok = submit(lv, pf, now, EngineRequest(req.request_id, prompt, 1, ignore_eos=True, arrival_time=now, prefill_only=True))
         else:
             lv.pod = decode
             ok = submit(lv, decode, now, EngineRequest(req.request_id, prompt, req.max_tokens, ignore_eos=True, arrival_time=now))
+            if ok:
+                director.dispatched(flow)
         if not ok:
             del live[req.request_id]
-            scheduler.on_finished(llm, result.target)
             finished += 1
 
     def release_turns(session: str, now: float) -> None:
@@ -484,10 +472,13 @@ def _simulate(
                     continue
                 if lv.phase == 1:
                     if out.finished:  # prefill done: the decode leg pulls the KV (engine prices the transfer)
+                        director.prefill_done(lv.flow)
                         lv.phase, lv.pod = 0, lv.decode_pod
                         rp = RemotePrefill(num_tokens=len(lv.prompt), remote_block_hashes=out.block_hashes, remote_tp=pod.pool.tp)
                         ereq = EngineRequest(lv.req.request_id, lv.prompt, lv.req.max_tokens, ignore_eos=True, arrival_time=now, remote_prefill=rp)
-                        if not submit(lv, lv.decode_pod, now, ereq):
+                        if submit(lv, lv.decode_pod, now, ereq):
+                            director.dispatched(lv.flow)
+                        else:
                             live.pop(out.request_id, None)
                             finished += 1
                     continue
@@ -495,7 +486,7 @@ def _simulate(
                 if out.first_token:
                     rec.first_token = now
                     rec.cached_tokens = out.num_cached_tokens
-                    scheduler.on_first_token(lv.llm, lv.pod.endpoint if lv.pod else pod.endpoint)
+                    director.first_token(lv.flow)
                 if lv.out is not None:
                     lv.out.extend(out.new_token_ids)
                 if out.finished:
@@ -503,7 +494,7 @@ def _simulate(
                     rec.output_tokens = out.num_output_tokens
                     del live[out.request_id]
                     finished += 1
-                    scheduler.on_finished(lv.llm, lv.pod.endpoint if lv.pod else pod.endpoint)
+                    director.finished(lv.flow, out.num_output_tokens)
                     if lv.req.session is not None:
                         tracker.record(lv.req, lv.prompt, lv.out or [], now)
                         if not SessionTracker.is_branch(lv.req):

@@ -56,6 +56,7 @@ class Needs:
     """
 
     tokens: bool = False
+    block_hashes: bool = False  # the engines' block hashes of the prompt (the precise index matches on them)
     block_size: int | None = None
     hash_algo: str | None = None
     hash_seed: str | None = None
@@ -69,7 +70,7 @@ class Needs:
         def first(attr: str) -> Any:
             return next((getattr(n, attr) for n in needs if getattr(n, attr) is not None), None)
 
-        return Needs(tokens=any(n.tokens for n in needs), block_size=first("block_size"), hash_algo=first("hash_algo"),
+        return Needs(tokens=any(n.tokens for n in needs), block_hashes=any(n.block_hashes for n in needs), block_size=first("block_size"), hash_algo=first("hash_algo"),
                      hash_seed=first("hash_seed"), kv_events=first("kv_events"), index=first("index"))
 
 

@@ -199,7 +199,7 @@ def precise_needs(params: PrecisePrefixCacheParams, raw_parameters: dict) -> Nee
     index = IndexSettings(tier_weights=dict(params.tier_weights),
                           speculative_ttl_s=params.speculative_ttl_s if params.speculative_indexing else None,
                           shared_media=frozenset(m.upper() for m in params.shared_media))
-    return Needs(tokens=True, block_size=block_size, hash_algo=algo, hash_seed=seed, kv_events=params.kv_events_config, index=index)
+    return Needs(tokens=True, block_hashes=True, block_size=block_size, hash_algo=algo, hash_seed=seed, kv_events=params.kv_events_config, index=index)
 
 
 @register
