@@ -112,24 +112,30 @@ class Gateway:
         self._models_cache: tuple[float, list[dict[str, Any]]] | None = None
         self._admin_key = self.s.admin_key or self.s.api_key
 
-    # -- helpers ---------------------------------------------------------------------------------------
-    def _admin_refusal(self, request: Request) -> Response | None:
-        """The error for a config change that is not allowed (see admin_guard), else None."""
-        refusal = check_admin_change(request.headers, self.s.host, self._admin_key)  # type: ignore[arg-type]
-        return _refused(refusal) if refusal else None
+    # -- access: one check per route, by the route's policy ------------------------------------------------
+    def guarded(self, handler: Any, policy: str) -> Any:
+        """`handler` behind its access policy: "api" (the API key, when one is set), "read" (debug and config
+        reads: the API key, and a loopback Host on a loopback bind) or "admin" (config changes: see admin_guard)."""
+        async def run(request: Request) -> Response:
+            refusal = self._refusal(request, policy)
+            if refusal is None:
+                return await handler(request)
+            if policy == "api":
+                self.state.metrics.requests.labels(request.url.path, str(refusal.status)).inc()
+                self.state.metrics.request_failed(None, refusal.code)
+            return _refused(refusal)
 
-    def _read_refusal(self, request: Request) -> Response | None:
-        refusal = check_read(request.headers, self.s.host)  # type: ignore[arg-type]
-        if refusal is None and not self._authorized(request):
-            refusal = Refusal(401, "missing or invalid API key", "invalid_api_key")
-        return _refused(refusal) if refusal else None
+        return run
 
-    def _authorized(self, request: Request) -> bool:
+    def _refusal(self, request: Request, policy: str) -> Refusal | None:
+        if policy == "admin":
+            return check_admin_change(request.headers, self.s.host, self._admin_key)  # type: ignore[arg-type]
+        if policy == "read" and (refusal := check_read(request.headers, self.s.host)) is not None:  # type: ignore[arg-type]
+            return refusal
         key = self.s.api_key
-        if not key:
-            return True
-        auth = request.headers.get("authorization", "")
-        return auth == f"Bearer {key}"
+        if key and request.headers.get("authorization", "") != f"Bearer {key}":
+            return Refusal(401, "missing or invalid API key (Authorization: Bearer ...)", "invalid_api_key")
+        return None
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.s.max_body_bytes
@@ -220,8 +226,6 @@ class Gateway:
         path = request.url.path
         m = self.state.metrics
         try:
-            if not self._authorized(request):
-                raise ClientError(401, "missing or invalid API key (Authorization: Bearer ...)", code="invalid_api_key")
             raw = await self._read_body(request)
             try:
                 body = _json_decoder.decode(raw) if raw.strip() else None
@@ -344,8 +348,6 @@ class Gateway:
         t0 = time.perf_counter()
         req: LLMRequest | None = None
         try:
-            if not self._authorized(request):
-                raise ClientError(401, "missing or invalid API key (Authorization: Bearer ...)", code="invalid_api_key")
             raw = await self._read_body(request)
             body = self._parse(raw, kind)
             priority = self._priority(request, body["model"])
@@ -454,8 +456,6 @@ class Gateway:
 
     # -- other routes ------------------------------------------------------------------------------------
     async def models(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return error_response(401, "missing or invalid API key", code="invalid_api_key")
         now = time.monotonic()
         if self._models_cache is None or now - self._models_cache[0] > 2.0:
             eps = self.state.datalayer.candidates()
@@ -498,8 +498,6 @@ class Gateway:
         return Response(self.state.metrics.render(), media_type=self.state.metrics.content_type)
 
     async def decisions(self, request: Request) -> Response:
-        if (refused := self._read_refusal(request)) is not None:
-            return refused
         try:
             history = max(0, min(int(request.query_params.get("history", "0")), 10_000))
         except ValueError:
@@ -509,19 +507,13 @@ class Gateway:
         )
 
     async def endpoints(self, request: Request) -> Response:
-        if (refused := self._read_refusal(request)) is not None:
-            return refused
         return JSONResponse(self.state.describe())
 
     async def get_config(self, request: Request) -> Response:
-        if (refused := self._read_refusal(request)) is not None:
-            return refused
         return JSONResponse({"version": self.state.config_version, "config": self.state.config.to_dict()})
 
     async def post_config(self, request: Request) -> Response:
         """Switch the scheduling config live: body is an EndpointPickerConfig (JSON or YAML)."""
-        if (refused := self._admin_refusal(request)) is not None:
-            return refused
         try:
             text = (await self._read_body(request)).decode("utf-8", "replace")
             cfg = config_from_text(text, origin="POST /admin/config")
@@ -534,8 +526,6 @@ class Gateway:
 
     async def post_profile(self, request: Request) -> Response:
         """Switch to a shipped profile's router config: `{"profile": "precise-prefix-cache"}`."""
-        if (refused := self._admin_refusal(request)) is not None:
-            return refused
         try:
             raw = await self._read_body(request)
             doc = _json_decoder.decode(raw) if raw.strip() else {}
@@ -662,18 +652,19 @@ def build_app(settings: RouterSettings | None = None, state: RouterState | None 
         finally:
             await state.stop()
 
-    routes = [
-        Route("/v1/completions", gw.completions, methods=["POST"]),
-        Route("/v1/chat/completions", gw.chat, methods=["POST"]),
-        Route("/v1/models", gw.models, methods=["GET"]),
-        *(Route(p, gw.passthrough, methods=["POST"]) for p in passthrough.PATHS),
+    api, read, admin = (lambda h: gw.guarded(h, "api")), (lambda h: gw.guarded(h, "read")), (lambda h: gw.guarded(h, "admin"))
+    routes = [  # /health and /metrics are open, as vLLM's and the EPP's are (probes and Prometheus)
+        Route("/v1/completions", api(gw.completions), methods=["POST"]),
+        Route("/v1/chat/completions", api(gw.chat), methods=["POST"]),
+        Route("/v1/models", api(gw.models), methods=["GET"]),
+        *(Route(p, api(gw.passthrough), methods=["POST"]) for p in passthrough.PATHS),
         Route("/health", gw.health, methods=["GET"]),
         Route("/metrics", gw.metrics, methods=["GET"]),
-        Route("/debug/decisions", gw.decisions, methods=["GET"]),
-        Route("/debug/endpoints", gw.endpoints, methods=["GET"]),
-        Route("/admin/config", gw.get_config, methods=["GET"]),
-        Route("/admin/config", gw.post_config, methods=["POST"]),
-        Route("/admin/profile", gw.post_profile, methods=["POST"]),
+        Route("/debug/decisions", read(gw.decisions), methods=["GET"]),
+        Route("/debug/endpoints", read(gw.endpoints), methods=["GET"]),
+        Route("/admin/config", read(gw.get_config), methods=["GET"]),
+        Route("/admin/config", admin(gw.post_config), methods=["POST"]),
+        Route("/admin/profile", admin(gw.post_profile), methods=["POST"]),
     ]
 
     async def on_404(request: Request, exc: Exception) -> Response:

@@ -193,3 +193,25 @@ def test_reschedule_of_same_request_sees_fresh_index():
     sched.on_routed(r, first)
     again = sched.schedule(r, eps)
     assert again.profile_results["default"].prefix_blocks == {first.target.key: 4}
+
+
+def test_index_settings_follow_the_active_config_and_reset_on_a_swap():
+    """Issue 15: the precise scorer's tier weights, sharing and speculative TTL belong to its config; a config
+    swap to one without them must not inherit them (the shared index outlives schedulers)."""
+    from router_lite.config import load_config
+    from router_lite.prefix import PrefixIndexes
+    from router_lite.scheduler import Scheduler
+
+    tiered = load_config({"plugins": [{"type": "precise-prefix-cache-scorer", "parameters": {
+        "indexerConfig": {"kvCacheBackendConfigs": [{"name": "gpu", "weight": 1.0}, {"name": "cpu", "weight": 0.25}]},
+        "speculativeIndexing": True, "speculativeTtl": "7s", "sharedMedia": ["disk", "nfs"]}}]})
+    plain = load_config({"plugins": [{"type": "queue-scorer"}]})
+    indexes = PrefixIndexes()
+    defaults = (dict(indexes.precise.tier_weights), set(indexes.precise.shared_media), indexes.precise.speculative_ttl_s)
+    first = Scheduler(tiered, indexes)
+    assert indexes.precise.tier_weights["CPU"] == 0.25 and indexes.precise.speculative_ttl_s == 7.0
+    assert {"DISK", "NFS"} <= indexes.precise.shared_media
+    assert first.needs.block_hashes and first.needs.tokens
+    second = Scheduler(plain, indexes)
+    assert (indexes.precise.tier_weights, indexes.precise.shared_media, indexes.precise.speculative_ttl_s) == defaults
+    assert not second.needs.block_hashes and not second.needs.tokens and second.needs.kv_events is None

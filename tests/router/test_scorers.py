@@ -35,6 +35,9 @@ def make(type_name: str, params: dict | None = None, ctx: PluginContext | None =
     ctx = ctx or PluginContext(indexes=PrefixIndexes(), rng=random.Random(0))
     plugin = pt.cls.create(name or type_name, p, ctx)
     ctx.plugins[plugin.name] = plugin
+    index = plugin.needs(params or {}).index
+    if index is not None:  # what the Scheduler applies for the plugins it builds
+        ctx.indexes.precise.configure(index.tier_weights, index.speculative_ttl_s, index.shared_media)
     return plugin
 
 
