@@ -204,7 +204,7 @@ def load_config(source: dict[str, Any] | str | Path, origin: str = "config") -> 
         # The decode leg must name its prefill pod (x-prefiller-host-port), as llm-d's P/D guides configure it.
         plugins.append(_make_spec({"type": "disagg-headers-handler"}, origin, len(plugins), warnings))
     cls = lookup(handler.type).cls
-    problem = cls.check_profiles(handler.params, [p.name for p in profiles], by_name) if hasattr(cls, "check_profiles") else None
+    problem = cls.check_profiles(handler.params, [p.name for p in profiles], by_name)
     _require(problem is None, f"{origin}: plugin {handler.name!r} ({handler.type}): {problem}")
     return SchedulerConfig(
         plugins=plugins, profiles=profiles, api_version=API_VERSION, warnings=warnings, extra_sections=extra,

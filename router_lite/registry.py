@@ -59,12 +59,20 @@ def register(cls: type) -> type:
     kind = getattr(cls, "kind", None)
     if kind not in PLUGIN_KINDS:
         raise TypeError(f"{cls.__name__}.kind must be one of {PLUGIN_KINDS}, got {kind!r}")
-    _REGISTRY[cls.type_name] = PluginType(cls.type_name, kind, cls)
-    for alias in getattr(cls, "aliases", ()):
-        _REGISTRY[alias] = PluginType(alias, kind, cls, deprecated_alias_of=cls.type_name)
-    for synonym in getattr(cls, "synonyms", ()):
-        _REGISTRY[synonym] = PluginType(synonym, kind, cls)
+    entries = [PluginType(cls.type_name, kind, cls)]
+    entries += [PluginType(alias, kind, cls, deprecated_alias_of=cls.type_name) for alias in getattr(cls, "aliases", ())]
+    entries += [PluginType(synonym, kind, cls) for synonym in getattr(cls, "synonyms", ())]
+    for entry in entries:  # a second plugin under a taken name would silently replace the first
+        taken = _REGISTRY.get(entry.type_name)
+        if taken is not None and taken.cls is not cls and _qualname(taken.cls) != _qualname(cls):
+            raise TypeError(f"plugin type {entry.type_name!r} of {_qualname(cls)} is already registered by {_qualname(taken.cls)}")
+    for entry in entries:
+        _REGISTRY[entry.type_name] = entry
     return cls
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _load_all() -> None:

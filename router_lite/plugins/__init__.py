@@ -175,8 +175,10 @@ class ProfileOutcome:
 class ProfileHandler(Plugin):
     kind = "profile_handler"
 
-    def validate_profiles(self, profile_names: list[str]) -> str | None:
-        """A problem with the configured profiles (ConfigError text), or None."""
+    @staticmethod
+    def check_profiles(params: Any, profile_names: list[str], plugins: dict[str, Any]) -> str | None:
+        """A problem with the configured profiles (ConfigError text), or None; run when the config loads,
+        before any plugin exists (`plugins`: the config's plugin specs by name)."""
         return None
 
     def pick_profiles(

@@ -214,3 +214,15 @@ def test_saturation_detector_is_acted_on_so_not_reported_as_ignored_and_checked_
         load_config({**doc, "saturationDetector": {"queueDepth": 3}})
     with pytest.raises(ConfigError, match=r"saturationDetector: expected a mapping, got list"):
         load_config({**doc, "saturationDetector": [1]})
+
+
+def test_registry_refuses_a_second_plugin_under_a_taken_type_name():
+    """Issue 15: a duplicate plugin type silently overwrote the first; now registering one is an error."""
+    from router_lite.plugins import Scorer
+    from router_lite.registry import lookup, register
+
+    before = lookup("queue-scorer").cls
+    for taken in ("queue-scorer", "kvcache-aware-scorer"):  # a current name, and a deprecated alias
+        with pytest.raises(TypeError, match=f"plugin type '{taken}' .* is already registered by"):
+            register(type("Impostor", (Scorer,), {"type_name": taken, "__module__": "tests.impostor"}))
+    assert lookup("queue-scorer").cls is before
