@@ -84,16 +84,7 @@ class BlockHasher:
 
     def hash_block(self, parent: bytes | None, tokens: Sequence[int], extra_keys: tuple | None = None) -> bytes:
         """Digest of one full block given its parent's digest (None for the first block)."""
-        memo = self._memo
-        if memo is None:
-            return self._fn((self.none_hash if parent is None else parent, tuple(tokens), extra_keys))
-        key = (parent, tuple(tokens), extra_keys)
-        digest = memo.get(key)
-        if digest is None:
-            if len(memo) >= self.memo_blocks:
-                memo.clear()  # bounded: a cleared memo only costs re-hashing
-            digest = memo[key] = self._fn((self.none_hash if parent is None else parent, key[1], extra_keys))
-        return digest
+        return self._fn((self.none_hash if parent is None else parent, tuple(tokens), extra_keys))
 
     def hash_blocks(
         self,
@@ -109,8 +100,31 @@ class BlockHasher:
         """
         digests: list[bytes] = []
         bs = self.block_size
+        memo = self._memo
+        if memo is not None:
+            return self._hash_blocks_memo(memo, token_ids, cache_salt, lora_name, parent, start_block)
         for i in range(len(token_ids) // bs):
             extra = block_extra_keys(start_block + i, cache_salt, lora_name)
             parent = self.hash_block(parent, token_ids[i * bs : (i + 1) * bs], extra)
             digests.append(parent)
+        return digests
+
+    def _hash_blocks_memo(self, memo: dict[Any, bytes], token_ids: Sequence[int], cache_salt: str | None,
+                          lora_name: str | None, parent: bytes | None, start_block: int) -> list[bytes]:
+        """hash_blocks through the memo: a hit costs a tuple and a dict lookup instead of a serialisation and
+        a sha256 (about a quarter of the time)."""
+        if len(memo) >= self.memo_blocks:
+            memo.clear()  # bounded: a cleared memo only costs re-hashing
+        bs = self.block_size
+        fn, none_hash = self._fn, self.none_hash
+        plain = not cache_salt and not lora_name
+        digests: list[bytes] = []
+        for i in range(len(token_ids) // bs):
+            extra = None if plain else block_extra_keys(start_block + i, cache_salt, lora_name)
+            key = (parent, tuple(token_ids[i * bs:(i + 1) * bs]), extra)
+            digest = memo.get(key)
+            if digest is None:
+                digest = memo[key] = fn((none_hash if parent is None else parent, key[1], extra))
+            parent = digest
+            digests.append(digest)
         return digests
