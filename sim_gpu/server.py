@@ -37,7 +37,7 @@ from sim_gpu.kv_publisher import KVEventPublisher, offset_endpoint, render_topic
 from sim_gpu.metrics import CONTENT_TYPE, PodMetrics
 from sim_gpu.tiers import PodTiers, attach_pod_tiers
 from sim_gpu.tiers import parse_spec as parse_tiers
-from sim_gpu.tokenizer import IncrementalDetokenizer, load_tokenizer
+from kvtiers.tokenizer import IncrementalDetokenizer, load_tokenizer
 
 JSON = "application/json"
 IDLE_POLL_S = 0.001  # simulated seconds to wait when the engine has work but nothing to schedule yet

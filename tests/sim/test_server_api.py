@@ -12,7 +12,7 @@ import pytest
 from sim_gpu import api
 from sim_gpu.api import APIError, ServedModel
 from sim_gpu.faults import FAILURE_TYPES, FaultInjector, failure_body, parse_failure_types
-from sim_gpu.tokenizer import BuiltinTokenizer, HFTokenizer, IncrementalDetokenizer, TokenizerError, load_tokenizer
+from kvtiers.tokenizer import BuiltinTokenizer, HFTokenizer, IncrementalDetokenizer, TokenizerError, load_tokenizer
 
 
 def _served(max_model_len: int = 64) -> ServedModel:
@@ -33,7 +33,7 @@ def test_builtin_tokenizer_roundtrips_text_and_ids():
 
 def test_builtin_tokenizer_is_stable_across_processes():
     text = "a prefix shared by the router and every pod"
-    code = f"from sim_gpu.tokenizer import BuiltinTokenizer; print(BuiltinTokenizer().encode({text!r}))"
+    code = f"from kvtiers.tokenizer import BuiltinTokenizer; print(BuiltinTokenizer().encode({text!r}))"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"}, cwd=".")
     assert json.loads(other.stdout) == BuiltinTokenizer().encode(text)
