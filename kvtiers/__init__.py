@@ -14,7 +14,6 @@ from kvtiers.kvevents import (
     encode_payload,
 )
 from kvtiers.fs_tier import FsTier, KVTierWarning
-from kvtiers.index import TieredIndex
 from kvtiers.policy import PolicyConfig, TypePolicy
 from kvtiers.store import CostModel, FilesystemTier, MemoryTier, TieredStore, TierLookup
 from kvtiers.tokenizer import BuiltinTokenizer, HFTokenizer, TokenizerError, load_tokenizer
@@ -37,7 +36,6 @@ __all__ = [
     "MemoryTier",
     "PolicyConfig",
     "TierLookup",
-    "TieredIndex",
     "TieredStore",
     "TypePolicy",
     "request_block_types",

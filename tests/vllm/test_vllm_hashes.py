@@ -91,7 +91,7 @@ def test_calibration_fits_the_cpu_profile_and_reports_heldout_errors(vllm_pair, 
     """`sim calibrate` against a real pod: fitted profiles load in the simulator; held-out errors are measured."""
     import sys
 
-    from llmdctl.calibrate import calibrate
+    from sim_gpu.calibrate import calibrate
     from sim_gpu.hw_profiles import load_hardware, load_model
 
     result = calibrate(vllm_pair.pods[0].url, tmp_path, hardware="cpu", seed=1, heldout=12, say=lambda s: print(s, file=sys.stderr))
