@@ -405,3 +405,20 @@ def calibrate(url: str, out_dir: Path, hardware: str = "cpu", model_dir: str | N
                               "real_e2e_median_s": statistics.median(r.e2e for r in real), "sim_e2e_median_s": statistics.median(s.e2e for s in simulated)}
     (out_dir / "calibration.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
+
+
+def report_lines(result: CalibrationResult) -> list[str]:
+    """What `sim calibrate` prints: the fitted terms, the held-out errors, the profiles and how to use them."""
+    c, files = result.coefficients, result.files
+    lines = [f"fitted {result.hardware}: compute x{c['compute']:.3g}, memory x{c['memory']:.3g}, "
+             f"overhead {c['overhead_s'] * 1e3:.2f} ms, {c['per_token_s'] * 1e6:.1f} us/token, "
+             f"{c['per_seq_s'] * 1e3:.2f} ms/seq (fit median error {result.fit_error_median:.1%}, "
+             f"{result.unfitted_error_median:.1%} before)"]
+    if result.heldout:
+        h = result.heldout
+        lines.append(f"held-out ({h['requests']} requests): TTFT error median {h['ttft_median_error']:.1%} "
+                     f"p90 {h['ttft_p90_error']:.1%}; end-to-end error median {h['e2e_median_error']:.1%} "
+                     f"p90 {h['e2e_p90_error']:.1%}")
+    lines.append(f"profiles: {files['hardware']} {files['model']}")
+    lines.append(f"use them: llmdctl sim serve --hardware {files['hardware']} --model-profile {files['model']}")
+    return lines

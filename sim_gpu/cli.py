@@ -168,11 +168,16 @@ def _write_profile(path: Any, hw: Any, table: str) -> None:
 
 @app.command("calibrate")
 def calibrate(
-    url: str = typer.Option(..., "--url", help="Base URL of a real vLLM server (one pod, not the router), e.g. http://127.0.0.1:8100."),
-    hardware: str = typer.Option("cpu", "--hardware", help="Hardware profile whose coefficients are fitted (name or YAML path)."),
-    model_dir: Optional[str] = typer.Option(None, "--model-dir", help="Model directory (config.json) when the server does not report a local one."),
-    out: Optional[str] = typer.Option(None, "--out", help="Folder for the fitted profiles and calibration.json (default $LLMDCTL_HOME/calibration)."),
-    heldout: int = typer.Option(16, "--heldout", help="Held-out requests replayed on real and simulated servers (0: skip the comparison)."),
+    url: str = typer.Option(..., "--url",
+                            help="Base URL of a real vLLM server (one pod, not the router), e.g. http://127.0.0.1:8100."),
+    hardware: str = typer.Option("cpu", "--hardware",
+                                 help="Hardware profile whose coefficients are fitted (name or YAML path)."),
+    model_dir: Optional[str] = typer.Option(None, "--model-dir",
+                                            help="Model directory (config.json) when the server does not report one."),
+    out: Optional[str] = typer.Option(None, "--out", help="Folder for the fitted profiles and calibration.json "
+                                      "(default $LLMDCTL_HOME/calibration)."),
+    heldout: int = typer.Option(16, "--heldout", help="Held-out requests replayed on real and simulated servers "
+                                "(0: skip the comparison)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the measurement and held-out workloads."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -183,7 +188,8 @@ def calibrate(
 
     import httpx
 
-    from sim_gpu.calibrate import CalibrationError, calibrate as run_calibration
+    from sim_gpu.calibrate import CalibrationError, report_lines
+    from sim_gpu.calibrate import calibrate as run_calibration
 
     home = Path(os.environ.get("LLMDCTL_HOME") or Path.home() / ".llmdctl").expanduser()  # llmdctl's run directory
     target = Path(out).expanduser() if out else home / "calibration"
@@ -194,18 +200,8 @@ def calibrate(
     except (CalibrationError, httpx.HTTPError) as exc:
         typer.echo(f"error: {exc}".splitlines()[0], err=True)
         raise typer.Exit(1) from None
-    if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
-        return
-    c = result.coefficients
-    typer.echo(f"fitted {result.hardware}: compute x{c['compute']:.3g}, memory x{c['memory']:.3g}, overhead {c['overhead_s'] * 1e3:.2f} ms, "
-               f"{c['per_token_s'] * 1e6:.1f} us/token, {c['per_seq_s'] * 1e3:.2f} ms/seq (fit median error {result.fit_error_median:.1%}, {result.unfitted_error_median:.1%} before)")
-    if result.heldout:
-        h = result.heldout
-        typer.echo(f"held-out ({h['requests']} requests): TTFT error median {h['ttft_median_error']:.1%} p90 {h['ttft_p90_error']:.1%}; "
-                   f"end-to-end error median {h['e2e_median_error']:.1%} p90 {h['e2e_p90_error']:.1%}")
-    typer.echo(f"profiles: {result.files['hardware']} {result.files['model']}")
-    typer.echo(f"use them: llmdctl sim serve --hardware {result.files['hardware']} --model-profile {result.files['model']}")
+    for line in [json.dumps(result.to_dict(), indent=2)] if as_json else report_lines(result):
+        typer.echo(line)
 
 
 def main() -> None:

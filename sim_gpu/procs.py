@@ -109,7 +109,8 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout_s: float =
                 pass
             if time.monotonic() >= deadline:
                 tail = output_tail(proc, log) if proc is not None else ""
-                raise StartError(f"{url} did not answer {expect} within {timeout_s:g} s" + (f":\n{tail}" if tail else ""))
+                where = f":\n{tail}" if tail else ""
+                raise StartError(f"{url} did not answer {expect} within {timeout_s:g} s{where}")
             time.sleep(interval_s)
 
 

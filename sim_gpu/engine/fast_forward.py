@@ -132,7 +132,8 @@ class LazyDecodes:
             outputs[:0] = self.carry.acc.values()
             self.carry = None
 
-    def run(self, now: float, until: float, max_steps: int | None, flush: bool, stop_on_finish: bool) -> FastForwardResult:
+    def run(self, now: float, until: float, max_steps: int | None, flush: bool,
+            stop_on_finish: bool) -> FastForwardResult:
         """Run back-to-back steps from `now` while each starts before `until`; one aggregated result.
 
         It does to the engine exactly what the loop `t = now; while has_unfinished() and t < until: r =
