@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from sim_gpu.procs import free_port_block as free_block  # noqa: F401 - the harness's name
+from sim_gpu import procs
 from sim_gpu.procs import free_ports, stop
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,10 +43,7 @@ class Proc:
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str], log: Path, url: str) -> Proc:
-    fh = log.open("w")
-    popen = subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(REPO))
-    fh.close()
-    return Proc(name, popen, log, url, time.monotonic())
+    return Proc(name, procs.spawn(argv, log=log, env=env, cwd=REPO), log, url, time.monotonic())
 
 
 def wait_healthy(procs: list[Proc], timeout_s: float = START_TIMEOUT_S, path: str = "/health") -> None:
