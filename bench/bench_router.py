@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +28,10 @@ import time
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sim_gpu.procs import free_port, stop, wait_http  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "sim-model"
@@ -56,48 +58,6 @@ def shipped_config(profile: str) -> str:
 
     doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "profiles" / f"{profile}.yaml").read_text())
     return yaml.safe_dump(doc["router"]["config"])
-
-
-def free_ports(n: int) -> int:
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n < 65000:
-            try:
-                socks = [socket.socket() for _ in range(n)]
-                for i, sk in enumerate(socks):
-                    sk.bind(("127.0.0.1", base + i))
-                return base
-            except OSError:
-                continue
-            finally:
-                for sk in socks:
-                    sk.close()
-    raise RuntimeError("no free ports")
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=0.5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} not up after {timeout}s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -172,7 +132,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
-    pod_port = free_ports(1)
+    pod_port = free_port()
     procs: list[subprocess.Popen] = []
     results: dict = {"requests": args.requests, "concurrency": args.concurrency, "load_requests": args.load_requests, "profiles": {}}
     try:
@@ -182,11 +142,11 @@ def main() -> None:
         )
         procs.append(sim)
         direct = f"http://127.0.0.1:{pod_port}"
-        wait_http(direct + "/health", sim)
+        wait_http(direct + "/health", sim, 30)
         with tempfile.TemporaryDirectory() as tmp:
             for name, config, extra in (("default", None, []), ("precise", PRECISE, []), ("precise-local", PRECISE, ["--tokenizer", "builtin"]),
                                         ("shipped-precise", shipped_config("precise-prefix-cache"), ["--tokenizer", "builtin"])):
-                port = free_ports(1)
+                port = free_port()
                 cmd = [sys.executable, "-m", "router_lite", "serve", "--port", str(port), "--endpoints", f"127.0.0.1:{pod_port}", "--log-level", "warning"]
                 if config:
                     cfg = Path(tmp) / f"{name}.yaml"
@@ -197,7 +157,7 @@ def main() -> None:
                 rp = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
                 procs.append(rp)
                 url = f"http://127.0.0.1:{port}"
-                wait_http(url + "/health", rp)
+                wait_http(url + "/health", rp, 30)
                 startup = time.perf_counter() - t0
                 rows: dict[str, list[float]] = {k: [] for k in ("d50", "d99", "r50", "r99", "drps", "rrps", "cpu")}
                 errors = 0

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,29 +25,12 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sim_gpu.procs import free_port_block  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def _free_block(n: int) -> int:
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n >= 65535:
-            continue
-        socks = []
-        try:
-            for p in range(base, base + n):
-                t = socket.socket()
-                t.bind(("127.0.0.1", p))
-                socks.append(t)
-            return base
-        except OSError:
-            continue
-        finally:
-            for t in socks:
-                t.close()
-    raise RuntimeError("no free port block")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -64,8 +46,7 @@ def _rss_mb(pid: int) -> float:
 
 
 def start_server(pods: int, extra: list[str]) -> tuple[subprocess.Popen, list[str], float]:
-    port = _free_block(pods)
-    import httpx  # noqa: F401 - imported before the clock starts
+    port = free_port_block(pods)
 
     t0 = time.monotonic()
     proc = subprocess.Popen(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -25,11 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from sim_gpu.procs import free_port  # noqa: E402
 
 
 # ---- the publisher (run in its own process) ------------------------------------------------------------
@@ -136,7 +131,7 @@ def main() -> None:
         return
     rows = []
     for rate in args.rates:
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), str(rate)], cwd=ROOT)
         try:
             import httpx

@@ -12,34 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def _free_block(n: int) -> int:
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        socks = []
-        try:
-            for p in range(base, base + n):
-                t = socket.socket()
-                socks.append(t)
-                t.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for t in socks:
-                t.close()
-    raise RuntimeError("no free ports")
+from sim_gpu.procs import free_port_block  # noqa: E402
+
 
 
 def main() -> int:
@@ -51,7 +36,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "LLMDCTL_HOME": home}
         for i in range(args.runs):
-            router = _free_block(1)  # pods and KV events: llmdctl picks the first free blocks, as for a user
+            router = free_port_block(1)  # pods and KV events: llmdctl picks the first free blocks, as for a user
             cmd = [sys.executable, "-m", "llmdctl"]
             t0 = time.perf_counter()
             r = subprocess.run([*cmd, "up", args.profile, "--port", str(router), "--json"],

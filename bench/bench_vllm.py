@@ -113,7 +113,7 @@ def main() -> int:
         })
         result["ttft_speedup"] = result["ttft_miss_median_s"] / result["ttft_hit_median_s"]
         if args.calibrate:
-            from llmdctl.calibrate import calibrate
+            from sim_gpu.calibrate import calibrate
 
             pod0 = up.state.pods[0].url
             cal = calibrate(pod0, home / "calibration", hardware="cpu", seed=0, heldout=16, say=lambda s: print("  " + s, file=sys.stderr))

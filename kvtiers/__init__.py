@@ -1,4 +1,4 @@
-"""KV blocks: vLLM-compatible block hashing and event wire format, tiered block store and global index."""
+"""KV blocks: the tokenizer and block hashing router and pods share, vLLM's event wire format, tiered block store."""
 
 from kvtiers.hashing import BlockHasher, block_extra_keys, seed_from_env, to_event_hash
 from kvtiers.kvevents import (
@@ -14,9 +14,9 @@ from kvtiers.kvevents import (
     encode_payload,
 )
 from kvtiers.fs_tier import FsTier, KVTierWarning
-from kvtiers.index import TieredIndex
 from kvtiers.policy import PolicyConfig, TypePolicy
 from kvtiers.store import CostModel, FilesystemTier, MemoryTier, TieredStore, TierLookup
+from kvtiers.tokenizer import BuiltinTokenizer, HFTokenizer, TokenizerError, load_tokenizer
 from kvtiers.types import BlockType, request_block_types
 
 __all__ = [
@@ -25,6 +25,10 @@ __all__ = [
     "BlockRemoved",
     "BlockStored",
     "BlockType",
+    "BuiltinTokenizer",
+    "HFTokenizer",
+    "TokenizerError",
+    "load_tokenizer",
     "CostModel",
     "FilesystemTier",
     "FsTier",
@@ -32,7 +36,6 @@ __all__ = [
     "MemoryTier",
     "PolicyConfig",
     "TierLookup",
-    "TieredIndex",
     "TieredStore",
     "TypePolicy",
     "request_block_types",

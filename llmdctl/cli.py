@@ -17,18 +17,18 @@ from typer.core import TyperGroup
 
 from llmdctl import __version__
 
-# name -> (candidate (module, attribute) pairs, one-line help shown in `llmdctl --help` without importing)
-LAZY: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
-    "tui": ((("llmdctl.commands.tui", "app"), ("llmdctl.tui.cli", "app")), "Live terminal view: pods, cache hits and routing decisions as they happen."),
-    "sim": ((("sim_gpu.cli", "app"),), "The simulated vLLM-compatible model server (sim_gpu): serve, calibrate."),
-    "router": ((("router_lite.cli", "app"),), "The router / endpoint picker (router_lite): serve with an EndpointPickerConfig."),
-    "engine": ((("llmdctl.engines.cli", "engine_app"), ("llmdctl.commands.engine", "app")), "Real inference engines: install vLLM into its own environment, check it."),
-    "model": ((("llmdctl.engines.cli", "model_app"), ("llmdctl.commands.model", "app")), "Local models for real engines: build a tiny offline model."),
-    "render": ((("llmdctl.commands.render", "render"), ("llmdctl.k8s.cli", "render")), "Render Kubernetes objects for a profile (kind or a cloud cluster)."),
-    "doctor": ((("llmdctl.commands.doctor", "doctor"), ("llmdctl.k8s.cli", "doctor")), "Check prerequisites (docker, kind, kubectl, GPU, ports, vLLM) and say how to fix them."),
-    "bench": ((("llmdctl.commands.bench", "app"), ("llmdctl.bench.cli", "app")), "Benchmarks against the running stack; JSON and plots."),
-    "demo": ((("llmdctl.commands.demo", "app"), ("llmdctl.demos.cli", "app")), "Scripted demos of llm-d's well-lit paths."),
-    "plan": ((("llmdctl.commands.plan", "app"), ("llmdctl.plan.cli", "app")), "Offline planning on a virtual clock: many engines, the real scheduler."),
+# name -> (module, attribute, one-line help shown in `llmdctl --help` without importing)
+LAZY: dict[str, tuple[str, str, str]] = {
+    "tui": ("llmdctl.commands.tui", "app", "Live terminal view: pods, cache hits and routing decisions as they happen."),
+    "sim": ("sim_gpu.cli", "app", "The simulated vLLM-compatible model server (sim_gpu): serve, calibrate."),
+    "router": ("router_lite.cli", "app", "The router / endpoint picker (router_lite): serve with an EndpointPickerConfig."),
+    "engine": ("llmdctl.engines.cli", "engine_app", "Real inference engines: install vLLM into its own environment, check it."),
+    "model": ("llmdctl.commands.model", "app", "Local models for real engines: build a tiny offline model."),
+    "render": ("llmdctl.commands.render", "render", "Render Kubernetes objects for a profile (kind or a cloud cluster)."),
+    "doctor": ("llmdctl.commands.doctor", "doctor", "Check prerequisites (docker, kind, kubectl, GPU, ports, vLLM) and say how to fix them."),
+    "bench": ("llmdctl.commands.bench", "app", "Benchmarks against the running stack; JSON and plots."),
+    "demo": ("llmdctl.commands.demo", "app", "Scripted demos of llm-d's well-lit paths."),
+    "plan": ("llmdctl.commands.plan", "app", "Offline planning on a virtual clock: many engines, the real scheduler."),
 }
 
 
@@ -53,11 +53,9 @@ def _module_exists(module: str) -> bool:
 
 
 def _find(name: str) -> tuple[str, str] | None:
-    """The first candidate module of a lazy command that exists (without importing it)."""
-    for module, attr in LAZY[name][0]:
-        if _module_exists(module):
-            return module, attr
-    return None
+    """The module and attribute of a lazy command, when its module is installed (found without importing it)."""
+    module, attr, _ = LAZY[name]
+    return (module, attr) if _module_exists(module) else None
 
 
 def _as_click(obj: Any, name: str) -> click.Command:
@@ -93,7 +91,7 @@ class LazyGroup(TyperGroup):
         if cmd is not None or cmd_name not in LAZY or _find(cmd_name) is None:
             return cmd
         if ctx.resilient_parsing or getattr(ctx, "_llmdctl_listing", False):
-            return click.Command(cmd_name, help=LAZY[cmd_name][1], short_help=LAZY[cmd_name][1])
+            return click.Command(cmd_name, help=LAZY[cmd_name][2], short_help=LAZY[cmd_name][2])
         return self.load(cmd_name)
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -104,16 +102,15 @@ class LazyGroup(TyperGroup):
             ctx._llmdctl_listing = False  # type: ignore[attr-defined]
 
     def load(self, name: str) -> click.Command:
-        """Import the first candidate that exists and has the attribute; a broken one becomes a one-line error."""
-        why = "its module is not installed"
-        for module, attr in LAZY[name][0]:
-            if not _module_exists(module):
-                continue
-            try:
-                return _as_click(getattr(importlib.import_module(module), attr), name)
-            except Exception as exc:  # a broken optional piece must not take the CLI down
-                why = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        return _broken(name, why)
+        """Import the command's module; a broken one becomes a one-line error, not a traceback."""
+        found = _find(name)
+        if found is None:
+            return _broken(name, "its module is not installed")
+        module, attr = found
+        try:
+            return _as_click(getattr(importlib.import_module(module), attr), name)
+        except Exception as exc:  # a broken optional piece must not take the CLI down
+            return _broken(name, f"{type(exc).__name__}: {exc}".splitlines()[0])
 
 
 app = typer.Typer(

@@ -1,10 +1,10 @@
 """Tokens in, tokens out: the router tokenizes each request and hashes its blocks exactly as the engine will.
 
-Three tokenizers: a local Hugging Face directory (`tokenizer.json` through the `tokenizers` library, the chat
-template from `tokenizer_config.json` rendered with jinja2, as vLLM renders it), the simulator's built-in one
-(`builtin`), or the engine's own `POST /tokenize` (vLLM's body: `{model, prompt}` or `{model, messages}`),
-cached per prompt. Block hashes then come from `kvtiers.hashing.BlockHasher` with the engine's block size,
-algorithm and seed, so they equal the hashes in the engine's KV events.
+The router's adapter over `kvtiers.tokenizer` (the tokenizers pods use, so ids match by construction):
+a local Hugging Face directory or the built-in tokenizer, run off the event loop, or the engine's own
+`POST /tokenize` (vLLM's body: `{model, prompt}` or `{model, messages}`), cached per prompt. Block hashes
+then come from `kvtiers.hashing.BlockHasher` with the engine's block size, algorithm and seed, so they equal
+the hashes in the engine's KV events.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kvtiers.hashing import HASH_ALGOS, BlockHasher, seed_from_env, to_event_hash
+from kvtiers.tokenizer import BuiltinTokenizer as _Builtin
+from kvtiers.tokenizer import HFTokenizer, message_text
+from kvtiers.tokenizer import TokenizerError as TokenizationError
 from router_lite.types import BLOCK_SIZE
 
 log = logging.getLogger("router_lite.tokenization")
@@ -28,10 +31,10 @@ log = logging.getLogger("router_lite.tokenization")
 DEFAULT_BLOCK_SIZE = 16
 DEFAULT_HASH_ALGO = "sha256"
 HASH_IN_THREAD_TOKENS = 2048  # prompts at least this long are block-hashed in a worker thread
+CHAT_OPTIONS = ("add_generation_prompt", "chat_template_kwargs", "tools", "continue_final_message")
 
-
-class TokenizationError(ValueError):
-    """A tokenizer that cannot be loaded or a prompt that cannot be tokenized."""
+__all__ = ["TokenizationError", "Tokenizer", "LocalTokenizer", "BuiltinTokenizer", "EngineTokenizer",
+           "make_tokenizer", "HashSettings", "PromptHasher", "RequestTokenizer", "completion_prompt", "chat_text"]
 
 
 class Tokenizer(Protocol):
@@ -44,130 +47,48 @@ class Tokenizer(Protocol):
     async def encode_chat(self, model: str, messages: list[dict[str, Any]], options: dict[str, Any]) -> list[int]: ...
 
 
-def _text_of(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            str(p.get("text", "")) if isinstance(p, dict) and p.get("type", "text") == "text" else (p if isinstance(p, str) else "")
-            for p in content
-        )
-    return str(content)
-
-
-def compile_chat_template(template: str) -> Any:
-    """The chat template as a jinja2 Template, compiled once per tokenizer (compiling costs ms per request)."""
-    import jinja2
-    import jinja2.sandbox
-
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-
-    def raise_exception(msg: str) -> None:
-        raise TokenizationError(f"chat template: {msg}")
-
-    env.globals["raise_exception"] = raise_exception
-    env.filters["tojson"] = lambda v, indent=None: json.dumps(v, ensure_ascii=False, indent=indent)
-    try:
-        return env.from_string(template)
-    except jinja2.TemplateError as exc:
-        raise TokenizationError(f"chat template: {exc}") from None
-
-
-def _render_chat(template: Any, messages: list[dict[str, Any]], options: dict[str, Any], **specials: Any) -> str:
-    """Render a compiled template (or template text, compiled here) as vLLM renders chat prompts."""
-    import jinja2
-
-    if isinstance(template, str):
-        template = compile_chat_template(template)
-    msgs = [{**m, "content": _text_of(m.get("content"))} if isinstance(m, dict) else m for m in messages]
-    kwargs = {"add_generation_prompt": options.get("add_generation_prompt", True), **(options.get("chat_template_kwargs") or {})}
-    if options.get("tools") is not None:
-        kwargs["tools"] = options["tools"]
-    try:
-        return template.render(messages=msgs, **specials, **kwargs)
-    except jinja2.TemplateError as exc:
-        raise TokenizationError(f"chat template: {exc}") from None
+def _template_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A chat body's options as `encode_chat` takes them (`chat_template_kwargs` may override the rest)."""
+    return {"add_generation_prompt": options.get("add_generation_prompt", True),
+            "tools": options.get("tools"), "chat_template_kwargs": options.get("chat_template_kwargs")}
 
 
 class LocalTokenizer:
-    """A Hugging Face tokenizer directory, used in-process (no round trip)."""
+    """A Hugging Face tokenizer directory, used in-process (no round trip).
+
+    Tokenizing and rendering run in a worker thread (HF tokenizers releases the GIL): an 8k-token prompt
+    costs tens of ms, during which the event loop would stall every relayed stream.
+    """
 
     def __init__(self, directory: str | Path) -> None:
-        from tokenizers import Tokenizer as HFTokenizer
-
-        path = Path(directory)
-        file = path / "tokenizer.json" if path.is_dir() else path
-        if not file.is_file():
-            raise TokenizationError(f"--tokenizer: no tokenizer.json in {directory}")
-        try:
-            self._tok = HFTokenizer.from_file(str(file))
-        except Exception as exc:  # the tokenizers library raises plain Exceptions
-            raise TokenizationError(f"--tokenizer: cannot load {file}: {exc}") from None
-        self.name = str(path)
-        cfg: dict[str, Any] = {}
-        cfg_file = file.parent / "tokenizer_config.json"
-        if cfg_file.is_file():
-            try:
-                cfg = json.loads(cfg_file.read_text())
-            except json.JSONDecodeError as exc:
-                raise TokenizationError(f"--tokenizer: {cfg_file}: invalid JSON: {exc}") from None
-        template = cfg.get("chat_template")
-        if isinstance(template, list):
-            template = next((t.get("template") for t in template if t.get("name") == "default"), None)
-        jinja_file = file.parent / "chat_template.jinja"
-        if not template and jinja_file.is_file():
-            template = jinja_file.read_text()
-        self.chat_template: str | None = template
-        self._compiled: Any = None
-        if template:
-            try:
-                self._compiled = compile_chat_template(template)
-            except TokenizationError as exc:
-                raise TokenizationError(f"--tokenizer: {exc}") from None
-        self.specials = {"bos_token": _token_str(cfg.get("bos_token")) or "", "eos_token": _token_str(cfg.get("eos_token")) or ""}
+        self.tok = HFTokenizer(directory)  # no fallback template: a chat without one is routed on text
+        self.name = self.tok.name
 
     def encode_text(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+        return self.tok.encode(text, add_special_tokens)
 
-    # Tokenizing and rendering run in a worker thread (HF tokenizers releases the GIL): an 8k-token prompt
-    # costs tens of ms, during which the event loop would stall every relayed stream.
     async def encode_prompt(self, model: str, prompt: str) -> list[int]:
-        return await asyncio.to_thread(self.encode_text, prompt, True)
-
-    def _encode_chat(self, messages: list[dict[str, Any]], options: dict[str, Any]) -> list[int]:
-        text = _render_chat(self._compiled, messages, options, **self.specials)
-        # vLLM renders the template to text and encodes it without adding special tokens again.
-        return self.encode_text(text, add_special_tokens=False)
+        return await asyncio.to_thread(self.tok.encode, prompt, True)
 
     async def encode_chat(self, model: str, messages: list[dict[str, Any]], options: dict[str, Any]) -> list[int]:
-        if self._compiled is None:
+        if self.tok.chat_template is None:
             raise TokenizationError(f"tokenizer {self.name} has no chat template")
-        return await asyncio.to_thread(self._encode_chat, messages, options)
-
-
-def _token_str(value: Any) -> str | None:
-    if isinstance(value, dict):
-        return value.get("content")
-    return value if isinstance(value, str) else None
+        return await asyncio.to_thread(lambda: self.tok.encode_chat(messages, **_template_options(options)))
 
 
 class BuiltinTokenizer:
-    """The simulator's deterministic built-in tokenizer, for pods started without a model directory."""
+    """The built-in tokenizer pods use when started without a model directory."""
 
     name = "builtin"
 
     def __init__(self) -> None:
-        from sim_gpu.tokenizer import BuiltinTokenizer as SimBuiltin
-
-        self._tok = SimBuiltin()
+        self._tok = _Builtin()
 
     async def encode_prompt(self, model: str, prompt: str) -> list[int]:
         return self._tok.encode(prompt, True)
 
     async def encode_chat(self, model: str, messages: list[dict[str, Any]], options: dict[str, Any]) -> list[int]:
-        return self._tok.encode_chat(messages, options.get("add_generation_prompt", True))
+        return self._tok.encode_chat(messages, **_template_options(options))
 
 
 class EngineTokenizer:
@@ -250,7 +171,7 @@ class EngineTokenizer:
 
     async def encode_chat(self, model: str, messages: list[dict[str, Any]], options: dict[str, Any]) -> list[int]:
         body: dict[str, Any] = {"model": model, "messages": messages, "add_generation_prompt": options.get("add_generation_prompt", True)}
-        for k in ("chat_template_kwargs", "tools", "continue_final_message"):
+        for k in CHAT_OPTIONS[1:]:
             if options.get(k) is not None:
                 body[k] = options[k]
         return await self._tokenize(body)
@@ -348,7 +269,14 @@ def completion_prompt(prompt: Any) -> str | list[int] | None:
 
 def chat_text(messages: list[dict[str, Any]]) -> str:
     """A deterministic plain rendering of a conversation, for routing without a tokenizer."""
-    return "".join(f"<|{m.get('role', '')}|>\n{_text_of(m.get('content'))}\n" for m in messages if isinstance(m, dict))
+    return "".join(f"<|{m.get('role', '')}|>\n{_lenient_text(m.get('content'))}\n" for m in messages if isinstance(m, dict))
+
+
+def _lenient_text(content: Any) -> str:
+    try:
+        return message_text(content)
+    except TokenizationError:
+        return str(content)
 
 
 class RequestTokenizer:
@@ -375,7 +303,7 @@ class RequestTokenizer:
             return await self.tokenizer.encode_prompt(model, prompt)
         if self.tokenizer is None:
             return None
-        options = {k: body[k] for k in ("add_generation_prompt", "chat_template_kwargs", "tools", "continue_final_message") if k in body}
+        options = {k: body[k] for k in CHAT_OPTIONS if k in body}
         return await self.tokenizer.encode_chat(model, body.get("messages") or [], options)
 
     async def prepare(self, request: Any, kind: str, body: dict[str, Any]) -> None:

@@ -14,8 +14,8 @@ __version__ = "0.1.0"
 __all__ = ["BuiltinTokenizer", "ServeConfig", "SimEngine", "SimProcess", "EngineConfig", "load_tokenizer", "__version__"]
 
 _LAZY = {
-    "BuiltinTokenizer": "sim_gpu.tokenizer",
-    "load_tokenizer": "sim_gpu.tokenizer",
+    "BuiltinTokenizer": "kvtiers.tokenizer",
+    "load_tokenizer": "kvtiers.tokenizer",
     "ServeConfig": "sim_gpu.server",
     "SimProcess": "sim_gpu.server",
     "SimEngine": "sim_gpu.engine",
@@ -25,7 +25,7 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from sim_gpu.engine import EngineConfig, SimEngine
     from sim_gpu.server import ServeConfig, SimProcess
-    from sim_gpu.tokenizer import BuiltinTokenizer, load_tokenizer
+    from kvtiers.tokenizer import BuiltinTokenizer, load_tokenizer
 
 
 def __getattr__(name: str) -> Any:

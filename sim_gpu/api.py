@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from sim_gpu.tokenizer import TokenizerError
+from kvtiers.tokenizer import TokenizerError
 
 _json_decoder = msgspec.json.Decoder()
 _json_encoder = msgspec.json.Encoder()
@@ -283,11 +283,15 @@ def chat_prompt_ids(body: dict[str, Any], served: ServedModel) -> list[int]:
     add_gen = _bool(body, "add_generation_prompt", True)
     if _bool(body, "continue_final_message"):
         add_gen = False
+    kwargs = body.get("chat_template_kwargs")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise APIError(400, "'chat_template_kwargs' must be an object.", "chat_template_kwargs")
+    options = {"tools": body.get("tools"), "chat_template_kwargs": kwargs}  # what vLLM hands the template
     tok = served.tokenizer
     try:
         if not _bool(body, "add_special_tokens", False):
-            return tok.encode_chat(messages, add_generation_prompt=add_gen)
-        return tok.encode(tok.apply_chat_template(messages, add_generation_prompt=add_gen), add_special_tokens=True)
+            return tok.encode_chat(messages, add_gen, **options)
+        return tok.encode(tok.apply_chat_template(messages, add_gen, **options), add_special_tokens=True)
     except TokenizerError as exc:
         raise APIError(400, str(exc), "messages") from None
 

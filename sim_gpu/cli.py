@@ -166,21 +166,42 @@ def _write_profile(path: Any, hw: Any, table: str) -> None:
     path.write_text(header + yaml.safe_dump(data, sort_keys=False))
 
 
-def _serving_pods_only() -> bool:
-    """True for `python -m sim_gpu serve ...`: skip importing other commands (start-up time is a feature)."""
-    return sys.argv[0].endswith(f"sim_gpu{os.sep}__main__.py") and sys.argv[1:2] == ["serve"]
+@app.command("calibrate")
+def calibrate(
+    url: str = typer.Option(..., "--url",
+                            help="Base URL of a real vLLM server (one pod, not the router), e.g. http://127.0.0.1:8100."),
+    hardware: str = typer.Option("cpu", "--hardware",
+                                 help="Hardware profile whose coefficients are fitted (name or YAML path)."),
+    model_dir: Optional[str] = typer.Option(None, "--model-dir",
+                                            help="Model directory (config.json) when the server does not report one."),
+    out: Optional[str] = typer.Option(None, "--out", help="Folder for the fitted profiles and calibration.json "
+                                      "(default $LLMDCTL_HOME/calibration)."),
+    heldout: int = typer.Option(16, "--heldout", help="Held-out requests replayed on real and simulated servers "
+                                "(0: skip the comparison)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the measurement and held-out workloads."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Measure a real vLLM server (--url), fit a hardware profile's latency coefficients, and report sim-vs-real
+    TTFT and end-to-end errors on a held-out workload."""
+    import json
+    from pathlib import Path
 
+    import httpx
 
-# `sim calibrate` (owned by llmdctl.calibrate): fit a hardware profile's coefficients to a real vLLM server.
-try:
-    if _serving_pods_only():
-        raise ImportError("not needed to serve")
-    from llmdctl.calibrate import calibrate_command as _calibrate_command
+    from sim_gpu.calibrate import CalibrationError, report_lines
+    from sim_gpu.calibrate import calibrate as run_calibration
 
-    app.command("calibrate", help="Measure a real vLLM server (--url), fit a hardware profile's latency coefficients, "
-                "and report sim-vs-real TTFT and end-to-end errors on a held-out workload.")(_calibrate_command)
-except ImportError:  # pragma: no cover - llmdctl not installed beside sim_gpu
-    pass
+    home = Path(os.environ.get("LLMDCTL_HOME") or Path.home() / ".llmdctl").expanduser()  # llmdctl's run directory
+    target = Path(out).expanduser() if out else home / "calibration"
+    say = (lambda s: None) if as_json else (lambda s: typer.echo(s, err=True))
+    try:
+        result = run_calibration(url, target, hardware=hardware, model_dir=model_dir, seed=seed, heldout=heldout,
+                                 compare=heldout > 0, say=say)
+    except (CalibrationError, httpx.HTTPError) as exc:
+        typer.echo(f"error: {exc}".splitlines()[0], err=True)
+        raise typer.Exit(1) from None
+    for line in [json.dumps(result.to_dict(), indent=2)] if as_json else report_lines(result):
+        typer.echo(line)
 
 
 def main() -> None:

@@ -48,10 +48,8 @@ def _down_k8s(as_json: bool) -> int | None:
 
     if not (home_dir() / "k8s.json").exists():
         return None
-    try:
-        from rich.console import Console
+    from rich.console import Console
 
-        from llmdctl.k8s import down_stack
-    except ImportError:
-        return None
+    from llmdctl.k8s import down_stack
+
     return down_stack(console=Console(stderr=as_json))

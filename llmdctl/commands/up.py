@@ -143,12 +143,7 @@ def up_command(
 
 
 def _up_k8s(target: str, profile: str, **opts: Any) -> None:
-    """Kubernetes targets live in llmdctl.k8s; route there when it is installed."""
-    import importlib
+    """Kubernetes targets live in llmdctl.k8s (imported only for them: it pulls in the Kubernetes client)."""
+    from llmdctl.k8s.up import up
 
-    try:
-        module = importlib.import_module("llmdctl.k8s.up")
-        run = module.up
-    except (ImportError, AttributeError):
-        raise fail(f"--target {target}: Kubernetes support is not available in this build (module llmdctl.k8s.up); use --target local", 2) from None
-    run(target, profile, **opts)
+    up(target, profile, **opts)

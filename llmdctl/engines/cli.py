@@ -1,7 +1,7 @@
 """`llmdctl engine install|status|uninstall vllm`: the real engine's dedicated virtualenv, managed.
 
-Mounted lazily by llmdctl.cli as `engine` (this module's `engine_app`) and `model` (`model_app`, re-exported
-from llmdctl.commands.model). Commands only parse, call llmdctl.engines.vllm_env and render.
+Mounted lazily by llmdctl.cli as `engine` (this module's `engine_app`). Commands only parse, call
+llmdctl.engines.vllm_env and render.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ import time
 import typer
 
 from llmdctl.commands import fail
-from llmdctl.commands.model import app as model_app
 
 engine_app = typer.Typer(help="Real inference engines: install vLLM into its own virtualenv, check it, remove it.", no_args_is_help=True)
 ENGINES = ("vllm",)
 
-__all__ = ["engine_app", "model_app"]
+__all__ = ["engine_app"]
 
 
 def _check(engine: str) -> None:

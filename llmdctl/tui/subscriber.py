@@ -297,10 +297,6 @@ class Subscriber:
         return True, f"config version {doc.get('version')}"
 
 
-KNOWN_PROFILES = ("round-robin", "inference-scheduling", "precise-prefix-cache", "kv-offload", "pd-disaggregation",
-                  "wide-ep", "semantic-kv")
-
-
 def _signature(config: dict[str, Any]) -> frozenset[str]:
     """What tells scheduling configs apart: their scorers and any non-default picker or handler."""
     types = {str(p.get("type")) for p in config.get("plugins") or [] if isinstance(p, dict)}
@@ -312,19 +308,26 @@ _signatures_lock = threading.Lock()
 
 
 def known_signatures() -> dict[frozenset[str], list[str]]:
-    """Signature -> shipped profiles that have it (KNOWN_PROFILES order). Built once; the first call loads and
-    validates every profile YAML, so async callers run it in a thread."""
+    """Signature -> the shipped profiles (every YAML in profiles/) that have it. Built once; the first call loads
+    and validates every profile, so async callers run it in a thread.
+
+    Within a group, profiles without KV tiers come first, then by name: several profiles share a scheduler and
+    add tiers to it (kv-offload, semantic-kv over precise-prefix-cache's), and the plain one names it.
+    """
     global _signatures
     with _signatures_lock:
         if _signatures is None:
-            from llmdctl.profile import load_profile
+            from llmdctl.profile import list_profiles, load_profile
 
-            sigs: dict[frozenset[str], list[str]] = {}
-            for name in KNOWN_PROFILES:
+            loaded = []
+            for path in list_profiles():
                 try:
-                    sigs.setdefault(_signature(load_profile(name).router.config), []).append(name)
+                    loaded.append(load_profile(str(path)))
                 except (ValueError, OSError):
                     continue
+            sigs: dict[frozenset[str], list[str]] = {}
+            for prof in sorted(loaded, key=lambda p: (p.kv_tiers is not None, p.name)):
+                sigs.setdefault(_signature(prof.router.config), []).append(prof.name)
             _signatures = sigs
         return _signatures
 
@@ -333,7 +336,7 @@ def scheduler_name(config: dict[str, Any], prefer: str | None = None) -> str:
     """The shipped profile whose router config has the same scorers/picker, else `custom (scorer, ...)`.
 
     Several profiles share one scheduler (e.g. precise-prefix-cache, kv-offload, semantic-kv); `prefer` (the
-    running stack's profile) wins among those, else the first in KNOWN_PROFILES.
+    running stack's profile) wins among those, else the first of the group (see known_signatures).
     """
     sig = _signature(config)
     names = known_signatures().get(sig)

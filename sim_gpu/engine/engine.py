@@ -4,7 +4,8 @@
 fully computed), frees finished requests, and returns how long the step takes on the modelled hardware,
 the outputs and the KV events. The caller owns time: a server sleeps `duration_s` on its clock, a planner
 advances a virtual clock by it — or calls `fast_forward(now, until)`, which runs the same steps back to back
-with steady decodes advanced lazily (work per block boundary, not per token) and merges their results.
+with steady decodes advanced lazily (work per block boundary, not per token) and merges their results; that
+optimisation and its state live in `fast_forward.py`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Any
 
 from kvtiers.hashing import HASH_ALGOS, BlockHasher, to_event_hash
 from sim_gpu.engine.block_pool import BlockPool
+from sim_gpu.engine.fast_forward import LazyDecodes, Window
 from sim_gpu.engine.kv_cache_manager import KVCacheManager
 from sim_gpu.engine.request import (
     FINISHED,
-    RUNNING,
     WAITING_FOR_REMOTE_KVS,
     EngineRequest,
     EngineStats,
@@ -29,87 +30,11 @@ from sim_gpu.engine.request import (
 )
 from sim_gpu.engine.scheduler import Scheduler
 from sim_gpu.engine.tokens import OUTPUT_MODES, TokenGenerator
-from sim_gpu.latency import BatchShape, LatencyModel
+from sim_gpu.latency import LatencyModel
 
 ROLES = ("both", "prefill", "decode")
 
 
-def _run_seq(r: Request) -> int:
-    return r.run_seq
-
-
-class _Window:
-    """fast_forward's accumulator: merges step results and lazy decodes' tokens into one result."""
-
-    __slots__ = ("L0", "ends", "acc", "res", "finishes")
-
-    def __init__(self, ends: list[float], L0: int, start: float) -> None:
-        self.ends = ends  # the engine's end times of recent (non-idle) steps ...
-        self.L0 = L0  # ... the first of which is step ordinal L0
-        self.acc: dict[str, RequestOutput] = {}
-        self.res = FastForwardResult(start, start)
-        self.finishes = 0
-
-    def record(self, r: Request, toks: list[int], from_L: int) -> None:
-        """Tokens of a lazy decode, produced one per step from step `from_L` on (counters already updated)."""
-        out = self.acc.get(r.request_id)
-        if out is None:
-            out = self.acc[r.request_id] = RequestOutput(
-                r.request_id, [], False, None, r.prompt_len, r.num_cached_tokens if r.num_cached_tokens > 0 else 0,
-                False, 0, None, None, r.num_remote_tokens, [],
-            )
-        out.new_token_ids += toks
-        i = from_L - self.L0
-        out.token_times += self.ends[i : i + len(toks)]  # type: ignore[operator]
-        out.num_output_tokens = r.num_output_tokens
-        self.res.num_generated_tokens += len(toks)
-
-    def finish(self, r: Request, reason: str) -> None:
-        self.finishes += 1
-        out = self.acc[r.request_id]
-        out.finished = True
-        out.finish_reason = reason  # type: ignore[assignment]
-
-    def add_step(self, step: StepResult, t: float) -> None:
-        res = self.res
-        te = t + step.duration_s
-        res.step_durations.append(step.duration_s)
-        if step.kv_events:
-            res.kv_events += step.kv_events
-            res.kv_event_times += [te] * len(step.kv_events)
-        res.num_prefill_tokens += step.num_prefill_tokens
-        res.num_scheduled_tokens += step.num_scheduled_tokens
-        res.num_preempted += step.num_preempted
-        acc = self.acc
-        for o in step.outputs:
-            res.num_generated_tokens += len(o.new_token_ids)
-            if o.finished:
-                self.finishes += 1
-            out = acc.get(o.request_id)
-            if out is None:
-                o.token_times = [te] * len(o.new_token_ids)
-                acc[o.request_id] = o
-                continue
-            out.new_token_ids += o.new_token_ids
-            out.token_times += [te] * len(o.new_token_ids)  # type: ignore[operator]
-            out.finished = o.finished
-            out.finish_reason = o.finish_reason
-            out.first_token = out.first_token or o.first_token
-            out.num_output_tokens = o.num_output_tokens
-            out.num_cached_tokens = o.num_cached_tokens
-            out.num_remote_tokens = o.num_remote_tokens
-            if o.block_hashes is not None:
-                out.block_hashes = o.block_hashes
-            if o.block_ids is not None:
-                out.block_ids = o.block_ids
-
-    def result(self, end: float, steps: int, stalled: bool) -> FastForwardResult:
-        res = self.res
-        res.end_s = end
-        res.num_steps = steps
-        res.outputs = list(self.acc.values())
-        res.stalled = stalled
-        return res
 
 
 def _default_latency() -> LatencyModel:
@@ -194,15 +119,7 @@ class SimEngine:
         self._prompt_tokens = 0
         self._gen_tokens = 0
         self._finished = 0
-        # Lazy decodes (fast_forward): see "lazy decodes" below.
-        self._caching = cfg.enable_prefix_caching
-        self._L = 0  # engine steps run (non-idle)
-        self._nlazy = 0
-        self._lazy_ctx = 0
-        self._due: dict[int, list[Request]] = {}
-        self._ends: list[float] = []  # end time of fast_forward steps _ends_base, _ends_base + 1, ...
-        self._ends_base = 0
-        self._carry: _Window | None = None
+        self.lazy = LazyDecodes(self)  # fast_forward's state (fast_forward.py)
 
     # ---- requests ----------------------------------------------------------------------------------------
 
@@ -246,10 +163,10 @@ class SimEngine:
         req = self._requests.pop(request_id, None)
         if req is None:
             return False
-        if self._nlazy:
-            self._delazify(self._carry_window())
-        if self._carry is not None:
-            self._carry.acc.pop(request_id, None)
+        lazy = self.lazy
+        lazy.settle()
+        if lazy.carry is not None:
+            lazy.carry.acc.pop(request_id, None)
         self.scheduler.remove(req)
         self.kv.free(req)
         req.status = FINISHED
@@ -271,12 +188,9 @@ class SimEngine:
 
     def step(self, now: float) -> StepResult:
         """Run one engine step at simulated time `now` (seconds)."""
-        if self._nlazy:
-            self._delazify(self._carry_window())
+        self.lazy.settle()
         res = self._step_core(now, None)
-        if self._carry is not None:  # tokens fast_forward had not reported yet (they carry token_times)
-            res.outputs[:0] = self._carry.acc.values()
-            self._carry = None
+        self.lazy.take_carry(res.outputs)
         return res
 
     def fast_forward(
@@ -287,171 +201,12 @@ class SimEngine:
         flush: bool = False,
         stop_on_finish: bool = False,
     ) -> FastForwardResult:
-        """Run back-to-back steps from `now` while each starts before `until`; one aggregated result.
+        """Run back-to-back steps from `now` while each starts before `until`; one aggregated result — exactly
+        what a loop of `step()` calls would do, with steady decodes advanced lazily (see fast_forward.py for
+        the contract: outputs with `token_times`, late decode tokens, `flush`, `stop_on_finish`)."""
+        return self.lazy.run(now, until, max_steps, flush, stop_on_finish)
 
-        It does to the engine exactly what the loop `t = now; while has_unfinished() and t < until: r =
-        step(t); t += r.duration_s` (stopping after an idle step of 0 s, and after `max_steps` steps) does —
-        same tokens, times, KV events, stats and jitter draws — but steady decodes are advanced lazily: a
-        request costs work at its block boundaries and its finish, not once per token.
-
-        Outputs: one RequestOutput per request with new tokens, carrying `token_times` (the simulated end of
-        the step that produced each token). First tokens, finishes and prefill_only results are always
-        reported in the call whose steps produced them. Plain decode tokens are reported lazily — with the
-        request's next block boundary (within block_size steps), its finish, or the next `step()` /
-        `abort_request()` — so a call may report tokens of earlier calls (their `token_times` say when);
-        `flush=True` reports every token produced so far before returning (O(running requests)).
-        `stop_on_finish=True` also stops after the first step in which a request finished (its finish time is
-        then `end_s`), for drivers that react to finishes (P/D hand-off, the next turn of a session). Short
-        calls are cheap: lazy state persists between calls.
-        """
-        if self._nlazy == 0:
-            self._ends_base = self._L
-            self._ends.clear()
-        elif len(self._ends) > 4096:
-            cut = min(r.lazy_at for r in self.scheduler.running[: self._nlazy]) - self._ends_base
-            if cut > 0:
-                del self._ends[:cut]
-                self._ends_base += cut
-        win = _Window(self._ends, self._ends_base, now)
-        if self._carry is not None:
-            win.acc.update(self._carry.acc)
-            win.res.num_generated_tokens += self._carry.res.num_generated_tokens
-            self._carry = None
-        t = now
-        steps = 0
-        stalled = False
-        if self._requests:
-            self._lazify()
-        sched = self.scheduler
-        while self._requests and t < until and (max_steps is None or steps < max_steps):
-            if self._nlazy and self._nlazy == len(sched.running) and not sched.waiting and self.pool.tiers is None:
-                n = self._lazy_steps(t, until, None if max_steps is None else max_steps - steps, win, stop_on_finish)
-                if n:
-                    steps += n
-                    t = self._ends[-1]
-                    if stop_on_finish and win.finishes:
-                        break
-                    continue
-            res = self._step_core(t, win)
-            steps += 1
-            win.add_step(res, t)
-            if res.idle and res.duration_s <= 0:
-                stalled = True
-                break
-            t += res.duration_s
-            if stop_on_finish and win.finishes:
-                break
-        if flush and self._nlazy:
-            L = self._L
-            sync = self._sync
-            for r in self.scheduler.running[: self._nlazy]:
-                sync(r, L, win)
-        return win.result(t, steps, stalled)
-
-    # ---- lazy decodes (fast_forward) ------------------------------------------------------------------------
-    #
-    # A running request past its prompt gains exactly one token per step until it crosses a block boundary
-    # (allocate a block / register a full one: KV events), finishes or is preempted. fast_forward keeps such
-    # requests "lazy": the first `_nlazy` entries of the running list (decodes always precede prefilling
-    # requests there: vLLM admits in order and chunks only the last admitted prompt), with their counters
-    # as of step `lazy_at` and tokens drawn ahead into `future`. Each one sits in `_due[step]` for the next
-    # step at which it needs the scheduler's attention; in between a step only adds their count and context
-    # (`_lazy_ctx`, exact integers) to the batch shape. Step ordinals `_L` are engine-global.
-
-    def _due_begin(
-        self, due: list[Request], L: int, now: float, win: "_Window | None", allow_preempt: bool = False
-    ) -> int | None:
-        """The scheduler's decode path for lazy requests due at step L, in running order (so KV events come
-        in the same order). A request that needs a block when none is free preempts from the running tail,
-        as Scheduler.schedule does (victims leave `due`). Returns the number preempted, or None — with
-        nothing changed — when a preemption is needed and not `allow_preempt`."""
-        bs = self.config.block_size
-        if len(due) > 1:
-            due.sort(key=_run_seq)
-        pool = self.pool
-        if not allow_preempt:
-            need = 0
-            for r in due:
-                if r.num_computed_tokens + (L - r.lazy_at) >= len(r.blocks) * bs:
-                    need += 1
-            if need > pool.num_free_blocks:
-                return None
-        tiers = pool.tiers
-        if tiers is not None:
-            tiers.advance(now)
-        kv = self.kv
-        sync = self._sync
-        caching = self._caching
-        running = self.scheduler.running
-        victims = 0
-        for r in due:
-            if r.status != RUNNING:
-                continue  # preempted above, as a victim of an earlier request
-            sync(r, L, win)
-            end = r.num_computed_tokens + 1
-            # KVCacheManager.allocate_slots(r, 1) for a decode without prefix hits, unrolled: at most one new
-            # block, then register the blocks `end` tokens fill.
-            blocks = r.blocks
-            if end > len(blocks) * bs:
-                while pool.num_free_blocks < 1:
-                    v = running.pop()
-                    self._preempt_victim(v, L, win)
-                    victims += 1
-                    if v is r:
-                        break
-                if r.status != RUNNING:
-                    break  # everything after it in the running list went first
-                blocks += pool.get_new_blocks(1)
-            if caching and end // bs > r.num_cached_blocks:
-                kv.cache_blocks(r, end)
-        if victims:
-            due[:] = [r for r in due if r.status == RUNNING]
-        return victims
-
-    def _preempt_victim(self, v: Request, L: int, win: "_Window | None") -> None:
-        """Preempt a request popped from the running tail during step L, lazy or not."""
-        if v.lazy_at >= 0:
-            self._sync(v, L, win)
-            self._nlazy -= 1
-            self._lazy_ctx -= v.num_computed_tokens
-            v.lazy_at = -1
-            if v.due_at != L:  # queued under a later step (one due now is dropped from `due` by the caller)
-                bucket = self._due[v.due_at]
-                bucket.remove(v)
-                if not bucket:
-                    del self._due[v.due_at]
-        self.scheduler._preempt(v)
-
-    def _due_end(self, due: list[Request], L: int, win: "_Window | None", finished: list[Request]) -> tuple[int, int]:
-        """Lazy requests due at step L produce its token; finished ones are appended to `finished`.
-        Returns (how many finished, their context after the step)."""
-        eos = self._eos
-        max_len = self.config.max_model_len
-        done = done_ctx = 0
-        for r in due:
-            tok = r.future.pop(0)
-            r.all_token_ids.append(tok)
-            ntok = r.num_tokens = r.num_tokens + 1
-            nout = r.num_output_tokens = r.num_output_tokens + 1
-            r.num_computed_tokens += 1
-            r.lazy_at = L + 1
-            if win is not None:
-                win.record(r, [tok], L)
-            reason = None
-            if nout >= r.max_tokens or ntok >= max_len:
-                reason = "length"
-            elif tok == eos and not r.ignore_eos:
-                reason = "stop"
-            if reason is None:
-                self._event_step(r, L + 1)
-            else:
-                r.lazy_at = -1
-                done += 1
-                done_ctx += r.num_computed_tokens
-                finished.append(r)
-                if win is not None:
-                    win.finish(r, reason)
-        return done, done_ctx
+    # ---- one step ------------------------------------------------------------------------------------------
 
     def _free_finished(self, finished: list[Request]) -> None:
         sched = self.scheduler
@@ -463,153 +218,21 @@ class SimEngine:
             del self._requests[req.request_id]
         self._finished += len(finished)
 
-    def _lazy_steps(self, t: float, until: float, limit: int | None, win: "_Window", stop_on_finish: bool) -> int:
-        """Steps in which only lazy decodes run (nothing waits, no tiers): no scheduler pass, no StepResult;
-        requests due at a step get the same calls _step_core makes. Same shape, step_time call, jitter draws
-        and KV events as _step_core. Returns the steps run (0: the next one needs a preemption)."""
-        due_map = self._due
-        n_seqs = self._nlazy
-        ctx = self._lazy_ctx
-        L = self._L
-        shape = BatchShape()
-        rng = self._rng if self.latency.jitter > 0 else None
-        step_time = self.latency.step_time
-        ends = self._ends
-        res = win.res
-        durs = res.step_durations
-        take_events = self.pool.take_events
-        n = 0
-        while t < until and n_seqs and (limit is None or n < limit):
-            due = due_map.pop(L, None)
-            if due is not None and self._due_begin(due, L, t, win) is None:
-                due_map[L] = due
-                break
-            shape.decode_seqs = n_seqs
-            shape.decode_context_tokens = ctx
-            d = step_time(shape, rng)
-            t += d
-            ends.append(t)
-            durs.append(d)
-            self._gen_tokens += n_seqs
-            res.num_scheduled_tokens += n_seqs
-            ctx += n_seqs
-            n += 1
-            if due is not None:
-                events = take_events()
-                if events:
-                    res.kv_events += events
-                    res.kv_event_times += [t] * len(events)
-                finished: list[Request] = []
-                done, done_ctx = self._due_end(due, L, win, finished)
-                L += 1
-                if finished:
-                    self._free_finished(finished)
-                    n_seqs -= done
-                    ctx -= done_ctx
-                    if stop_on_finish:
-                        break
-            else:
-                L += 1
-        self._L = L
-        self._nlazy = n_seqs
-        self._lazy_ctx = ctx
-        return n
-
-    def _event_step(self, r: Request, L: int) -> None:
-        """Queue a lazy request (counters current at step L) under the next step that needs it."""
-        bs = self.config.block_size
-        c = r.num_computed_tokens
-        d = len(r.blocks) * bs - c  # its next step needs a new block
-        if self._caching:
-            d2 = (r.num_cached_blocks + 1) * bs - c - 1  # ... or fills a block (BlockStored)
-            if d2 < d:
-                d = d2
-        d2 = r.max_tokens - r.num_output_tokens - 1  # ... or finishes by length
-        if d2 < d:
-            d = d2
-        d2 = self.config.max_model_len - r.num_tokens - 1
-        if d2 < d:
-            d = d2
-        if d < 0:
-            d = 0
-        f = r.future
-        if len(f) <= d:  # draw a block ahead: fewer, longer draws (the stream is the same either way)
-            f.extend(r.token_stream.take(d + 1 - len(f) + bs))
-        eos = self._eos
-        if eos is not None and not r.ignore_eos and eos in f:
-            j = f.index(eos)
-            if j < d:
-                d = j
-        r.due_at = L + d
-        due = self._due.get(L + d)
-        if due is None:
-            self._due[L + d] = [r]
-        else:
-            due.append(r)
-
-    def _sync(self, r: Request, L: int, win: "_Window | None") -> None:
-        """Bring a lazy request's counters and tokens up to step L (it decoded once per step since lazy_at)."""
-        k = L - r.lazy_at
-        if k <= 0:
-            return
-        f = r.future
-        toks = f[:k]
-        del f[:k]
-        r.all_token_ids.extend(toks)
-        r.num_tokens += k
-        r.num_computed_tokens += k
-        r.num_output_tokens += k
-        if win is not None:
-            win.record(r, toks, r.lazy_at)
-        r.lazy_at = L
-
-    def _lazify(self) -> None:
-        """Make the running requests after the lazy prefix lazy, as long as they are plain decodes."""
-        running = self.scheduler.running
-        n = self._nlazy
-        limit = min(len(running), self.config.max_num_batched_tokens)
-        L = self._L
-        ctx = self._lazy_ctx
-        while n < limit:
-            r = running[n]
-            if r.prefill_only or r.num_output_tokens <= 0 or r.num_tokens - r.num_computed_tokens != 1:
-                break
-            r.lazy_at = L
-            ctx += r.num_computed_tokens
-            self._event_step(r, L)
-            n += 1
-        self._nlazy = n
-        self._lazy_ctx = ctx
-
-    def _carry_window(self) -> "_Window":
-        """Where tokens synced outside fast_forward go until the next step()/fast_forward result."""
-        if self._carry is None:
-            self._carry = _Window(self._ends, self._ends_base, 0.0)
-        return self._carry
-
-    def _delazify(self, win: "_Window | None") -> None:
-        L = self._L
-        for r in self.scheduler.running[: self._nlazy]:
-            self._sync(r, L, win)
-            r.lazy_at = -1
-        self._due.clear()
-        self._nlazy = 0
-        self._lazy_ctx = 0
-
-    def _step_core(self, now: float, win: "_Window | None") -> StepResult:
+    def _step_core(self, now: float, win: Window | None) -> StepResult:
         """One step; lazy decodes ride along (those due now go through the scheduler's decode path)."""
         sched = self.scheduler
         pool = self.pool
-        L = self._L
-        nlazy = self._nlazy
-        due = self._due.pop(L, None) if nlazy else None
+        lazy = self.lazy
+        L = lazy.L
+        nlazy = lazy.n
+        due = lazy.due.pop(L, None) if nlazy else None
         victims = 0
         if due:
-            victims = self._due_begin(due, L, now, win, allow_preempt=True)  # type: ignore[assignment]
-            nlazy = self._nlazy
-            batch = sched.schedule(now, self._transfer_time, nlazy, self._lazy_ctx, False, no_admit=victims > 0)
+            victims = lazy.due_begin(due, L, now, win, allow_preempt=True)  # type: ignore[assignment]
+            nlazy = lazy.n
+            batch = sched.schedule(now, self._transfer_time, nlazy, lazy.ctx, False, no_admit=victims > 0)
         else:
-            batch = sched.schedule(now, self._transfer_time, nlazy, self._lazy_ctx)
+            batch = sched.schedule(now, self._transfer_time, nlazy, lazy.ctx)
         for req, local, _remote in batch.new_hits:
             if req.num_preemptions == 0:
                 self._queries += req.num_tokens
@@ -628,7 +251,7 @@ class SimEngine:
 
         duration = self.latency.step_time(batch.shape, self._rng if self.latency.jitter > 0 else None)
         if win is not None:
-            self._ends.append(now + duration)
+            lazy.ends.append(now + duration)
         outputs: list[RequestOutput] = []
         eos = self._eos
         max_len = self.config.max_model_len
@@ -636,7 +259,7 @@ class SimEngine:
         gen = nlazy
         lazy_done = lazy_done_ctx = 0
         if due:
-            lazy_done, lazy_done_ctx = self._due_end(due, L, win, finished)
+            lazy_done, lazy_done_ctx = lazy.due_end(due, L, win, finished)
         append = outputs.append
         for req, _n in entries:
             ntok = req.num_tokens
@@ -654,19 +277,7 @@ class SimEngine:
                 reason = "length"
             elif tok == eos and not req.ignore_eos:
                 reason = "stop"
-            out = RequestOutput(
-                req.request_id,
-                [tok],
-                reason is not None,
-                reason,  # type: ignore[arg-type]
-                req.prompt_len,
-                req.num_cached_tokens if req.num_cached_tokens > 0 else 0,
-                first,
-                nout,
-                None,
-                None,
-                req.num_remote_tokens,
-            )
+            out = RequestOutput.of(req, [tok], reason, first)
             if first:
                 self._prompt_tokens += req.prompt_len
             if reason is not None:
@@ -681,10 +292,10 @@ class SimEngine:
         self._gen_tokens += gen
         if finished:
             self._free_finished(finished)
-        self._L = L + 1
+        lazy.L = L + 1
         if nlazy:
-            self._nlazy = nlazy - lazy_done
-            self._lazy_ctx += nlazy - lazy_done_ctx
+            lazy.n = nlazy - lazy_done
+            lazy.ctx += nlazy - lazy_done_ctx
         res = StepResult(
             duration_s=duration,
             outputs=outputs,
@@ -695,8 +306,9 @@ class SimEngine:
             num_preempted=npre,
         )
         if win is not None:
-            self._lazify()
+            lazy.lazify()
         return res
+
 
     # ---- cache control and introspection ----------------------------------------------------------------
 
@@ -715,7 +327,7 @@ class SimEngine:
         if req is None:
             return []
         if req.lazy_at >= 0:
-            self._sync(req, self._L, self._carry_window())
+            self.lazy.sync(req, self.lazy.L, self.lazy.carry_window())
         hashes = self.kv.ensure_hashes(req, req.num_tokens // self.config.block_size)
         return [to_event_hash(h, self.config.event_hash_int) for h in hashes]
 

@@ -46,7 +46,7 @@ class EngineRequest:
 
 @dataclass(slots=True)
 class RequestOutput:
-    """What one request produced in one step. (The engine builds it positionally: keep the field order.)"""
+    """What one request produced in one step (the engine builds it with `of`)."""
 
     request_id: str
     new_token_ids: list[int]
@@ -60,6 +60,22 @@ class RequestOutput:
     block_ids: list[int] | None = None  # prefill_only requests, when finished: the blocks holding its KV
     num_remote_tokens: int = 0  # tokens whose KV came from a remote prefill (P/D decode side)
     token_times: list[float] | None = None  # fast_forward only: simulated time each new token was produced
+
+    @classmethod
+    def of(cls, req: Request, new_token_ids: list[int], finish_reason: FinishReason | None = None,
+           first_token: bool = False) -> RequestOutput:
+        """The output of `req` as its counters stand now (they already include `new_token_ids`)."""
+        return cls(
+            request_id=req.request_id,
+            new_token_ids=new_token_ids,
+            finished=finish_reason is not None,
+            finish_reason=finish_reason,
+            num_prompt_tokens=req.prompt_len,
+            num_cached_tokens=req.num_cached_tokens if req.num_cached_tokens > 0 else 0,
+            first_token=first_token,
+            num_output_tokens=req.num_output_tokens,
+            num_remote_tokens=req.num_remote_tokens,
+        )
 
 
 @dataclass

@@ -86,15 +86,7 @@ class Scheduler:
                 end = computed + 1
                 # Fast path: a decode whose slot exists and which fills no block: nothing to allocate or cache.
                 if not (end <= len(req.blocks) * bs and end // bs <= req.num_cached_blocks):
-                    ok = True
-                    while kv.allocate_slots(req, 1) is None:
-                        victim = running.pop()
-                        self._preempt(victim)
-                        out.preempted.append(victim)
-                        if victim is req:
-                            ok = False
-                            break
-                    if not ok:
+                    if not self._allocate_or_preempt(req, 1, out.preempted):
                         break
                 append((req, 1))
                 budget -= 1
@@ -110,18 +102,8 @@ class Scheduler:
                 i += 1
                 continue
             # Fast path: the slots already exist and no block fills -> nothing to allocate or cache.
-            if computed + n <= len(req.blocks) * bs and (computed + n) // bs <= req.num_cached_blocks:
-                ok = True
-            else:
-                ok = True
-                while kv.allocate_slots(req, n) is None:
-                    victim = running.pop()
-                    self._preempt(victim)
-                    out.preempted.append(victim)
-                    if victim is req:
-                        ok = False
-                        break
-                if not ok:
+            if not (computed + n <= len(req.blocks) * bs and (computed + n) // bs <= req.num_cached_blocks):
+                if not self._allocate_or_preempt(req, n, out.preempted):
                     break
             append((req, n))
             budget -= n
@@ -211,6 +193,18 @@ class Scheduler:
         for req, n in entries:
             req.num_computed_tokens += n
         return out
+
+    def _allocate_or_preempt(self, req: Request, num_tokens: int, preempted: list[Request]) -> bool:
+        """Slots for `num_tokens` more tokens of running `req`, preempting from the running tail (the most
+        recently started first, as vLLM does) until they fit. False when `req` itself had to go."""
+        running = self.running
+        while self.kv.allocate_slots(req, num_tokens) is None:
+            victim = running.pop()
+            self._preempt(victim)
+            preempted.append(victim)
+            if victim is req:
+                return False
+        return True
 
     def _finish_remote_load(self, req: Request) -> None:
         """Remote KV arrived: it counts as computed (all but the last prompt token, which is recomputed)."""

@@ -51,3 +51,19 @@ def test_decisions_carry_prefix_tiers_once_events_name_a_lower_tier_and_disk_is_
     assert by_ep["127.0.0.1:8001"]["prefix_tiers"] == {"GPU": 1, "DISK": 3}
     assert by_ep["127.0.0.1:8002"]["prefix_tiers"] == {}  # the shared blocks follow block 0, which only 8001 holds
     assert d["chosen"]["decode"] == "127.0.0.1:8001"
+
+
+def test_a_tiered_stores_own_events_cross_the_wire_into_the_routers_index():
+    """kvtiers emits the tier events, the router's index consumes them: the one global index (no second copy)."""
+    from kvtiers.kvevents import decode_payload, encode_payload
+    from kvtiers.store import CostModel, MemoryTier, TieredStore
+
+    store = TieredStore([MemoryTier("CPU", 1), MemoryTier("DISK", 4, shared=True)], CostModel(block_bytes=1))
+    store.offer([7, 8])  # the CPU tier holds one block: 8 stays there, 7 goes on to the shared disk
+    wire = decode_payload(encode_payload(KVEventBatch(ts=0.0, events=store.take_events())))
+    idx = PrecisePrefixIndex(shared_media=["DISK"])
+    idx.apply("a:1", 0, wire)
+    idx.apply("a:1", 1, _batch(_stored([9], None), _stored([10], "cpu")))  # vLLM: medium None is GPU, any case
+    assert idx.prefix_media([8], "a:1") == {"CPU": 1}
+    assert idx.prefix_media([7], "b:1") == {"DISK": 1}  # the shared tier serves a pod that never held it
+    assert idx.prefix_media([9, 10], "a:1") == {"GPU": 1, "CPU": 1}

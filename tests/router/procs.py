@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,35 +15,12 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.conftest import free_port_block
+from sim_gpu.procs import free_port_block, spawn
+from sim_gpu.procs import stop as _stop
+from sim_gpu.procs import wait_http as _wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "sim-model"
-
-
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered:\n{out[-3000:]}")
-        try:
-            if httpx.get(url, timeout=0.5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {timeout}s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @dataclass
@@ -90,7 +66,7 @@ def _launch_sim(pods: int, events: bool, role: str, time_scale: float, block_siz
     if events_port is not None:
         cmd += ["--kv-events-endpoint", f"tcp://*:{events_port}"]
     cmd += extra or []
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = spawn(cmd, cwd=ROOT)
     return SimPods(port, events_port, pods, proc, role)
 
 
@@ -158,7 +134,7 @@ def router(entries: list[dict], config: str | None = None, args: list[str] | Non
             cmd += ["--config", str(cfg)]
         cmd += args or []
         env = dict(os.environ)
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        proc = spawn(cmd, cwd=ROOT, env=env)
         try:
             _wait_http(f"http://127.0.0.1:{port}/health", proc)
             yield Router(f"http://127.0.0.1:{port}", proc, eps, work, entries)

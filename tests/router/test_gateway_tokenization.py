@@ -52,7 +52,7 @@ def test_local_tokenizer_matches_the_pods_tokenize(tokenizer_dir):
                 ids = await local.encode_chat(MODEL, messages, {})
                 assert ids == await engine.encode_chat(MODEL, messages, {})
                 # The template renders BOS as text; it is encoded once, not added again as a special token.
-                bos = local._tok.token_to_id("<s>")
+                bos = local.tok.token_to_id("<s>")
                 assert ids[0] == bos and ids.count(bos) == 1
                 # The cache answers a repeated prompt without a round trip.
                 before = engine.misses
@@ -143,9 +143,9 @@ def test_chat_template_is_compiled_once_at_load(tokenizer_dir, tmp_path):
     from router_lite.tokenization import TokenizationError
 
     local = LocalTokenizer(tokenizer_dir)
-    compiled = local._compiled
+    compiled = local.tok._compiled
     asyncio.run(local.encode_chat(MODEL, [{"role": "user", "content": "hi"}], {}))
-    assert local._compiled is compiled is not None
+    assert local.tok._compiled is compiled is not None
     (tmp_path / "tokenizer.json").write_bytes((tokenizer_dir / "tokenizer.json").read_bytes())
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{% for m in messages %}{{ m.content }"}))
     with pytest.raises(TokenizationError, match="--tokenizer: chat template"):

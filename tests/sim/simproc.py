@@ -12,9 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from tests.conftest import free_port_block
+from sim_gpu.procs import StartError, free_port_block, spawn, stop, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,21 +36,10 @@ class SimServer:
 
 
 def wait_healthy(urls: list[str], proc: subprocess.Popen, timeout: float = 15.0, expect: int = 200) -> None:
+    """Every pod's /health answers `expect` (the process dying or the timeout fail with its log tail)."""
     deadline = time.monotonic() + timeout
-    pending = list(urls)
-    with httpx.Client(timeout=1.0) as client:
-        while pending and time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"sim server exited with {proc.returncode}")
-            try:
-                if client.get(pending[0] + "/health").status_code == expect:
-                    pending.pop(0)
-                    continue
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.02)
-    if pending:
-        raise RuntimeError(f"sim server not healthy at {pending[0]} within {timeout}s")
+    for url in urls:
+        wait_http(url + "/health", proc, max(0.1, deadline - time.monotonic()), expect=expect, interval_s=0.02)
 
 
 @contextlib.contextmanager
@@ -60,26 +47,20 @@ def sim_server(*args: str, ports: int = 1, wait: bool = True, env: dict[str, str
     """Run the simulator with `args` (plus --host/--port); `ports` = pods x data-parallel ranks it will open."""
     port = free_port_block(ports)
     fd, log_name = tempfile.mkstemp(prefix="sim-", suffix=".log")
+    os.close(fd)
     log = Path(log_name)
     cmd = [sys.executable, "-m", "sim_gpu", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fd, stderr=fd, env=full_env)
-    os.close(fd)
+    proc = spawn(cmd, log=log, env=full_env, cwd=ROOT)
     server = SimServer(proc, port, [port + i for i in range(ports)], log)
     try:
         if wait:
             try:
                 wait_healthy([server.url(i) for i in range(ports)], proc)
-            except RuntimeError as exc:
+            except StartError as exc:
                 raise RuntimeError(f"{exc}\n--- sim server log ---\n{server.stderr()}") from None
         yield server
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop(proc)
         log.unlink(missing_ok=True)

@@ -1,66 +1,18 @@
-"""The server's pure parts: tokenizers, request parsing and vLLM's error objects, failure injection."""
+"""The server's pure parts: request parsing and vLLM's error objects, failure injection."""
 
 from __future__ import annotations
 
-import json
-import random
-import subprocess
-import sys
 
 import pytest
 
 from sim_gpu import api
 from sim_gpu.api import APIError, ServedModel
 from sim_gpu.faults import FAILURE_TYPES, FaultInjector, failure_body, parse_failure_types
-from sim_gpu.tokenizer import BuiltinTokenizer, HFTokenizer, IncrementalDetokenizer, TokenizerError, load_tokenizer
+from kvtiers.tokenizer import BuiltinTokenizer
 
 
 def _served(max_model_len: int = 64) -> ServedModel:
     return ServedModel("m", max_model_len, BuiltinTokenizer())
-
-
-def test_builtin_tokenizer_roundtrips_text_and_ids():
-    tok = BuiltinTokenizer()
-    text = "Hello world, the  cache router\nsends 12345 requests!"
-    ids = tok.encode(text)
-    assert ids[0] == 1  # BOS
-    assert tok.decode(ids) == text
-    rng = random.Random(7)
-    generated = [rng.randrange(3, tok.vocab_size) for _ in range(200)]
-    # generated text re-encodes to the same ids (multi-turn chats hit the prefix cache)
-    assert tok.encode(tok.decode(generated), add_special_tokens=False) == generated
-
-
-def test_builtin_tokenizer_is_stable_across_processes():
-    text = "a prefix shared by the router and every pod"
-    code = f"from sim_gpu.tokenizer import BuiltinTokenizer; print(BuiltinTokenizer().encode({text!r}))"
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"}, cwd=".")
-    assert json.loads(other.stdout) == BuiltinTokenizer().encode(text)
-
-
-def test_hf_tokenizer_dir_with_chat_template(tmp_path):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "hello": 3, "world": 4, "[": 5, "]": 6, "user": 7, "assistant": 8}
-    t = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    t.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
-    t.add_special_tokens(["<s>", "</s>"])
-    t.save(str(tmp_path / "tokenizer.json"))
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": "<s>", "eos_token": {"content": "</s>"},
-        "chat_template": "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} {% endfor %}"
-                         "{% if add_generation_prompt %}[assistant]{% endif %}",
-    }))
-    tok = load_tokenizer(tmp_path)
-    assert isinstance(tok, HFTokenizer) and tok.eos_token_id == 2
-    assert tok.encode("hello world", add_special_tokens=False) == [3, 4]
-    ids = tok.encode_chat([{"role": "user", "content": "hello"}])
-    assert ids == [1, 5, 7, 6, 3, 5, 8, 6]
-    detok = IncrementalDetokenizer(tok)
-    assert "".join(detok.push([t]) for t in [3, 4, 3, 4]) == tok.decode([3, 4, 3, 4]) == "hello world hello world"
-    with pytest.raises(TokenizerError, match="no tokenizer.json"):
-        load_tokenizer(tmp_path / "missing")
 
 
 def test_completion_parsing_defaults_and_options():

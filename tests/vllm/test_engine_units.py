@@ -147,7 +147,7 @@ def test_tiny_tokenizer_is_deterministic_and_adds_bos() -> None:
 
 
 def test_calibration_fit_recovers_known_coefficients() -> None:
-    from llmdctl.calibrate import Sample, error_stats, fit_coefficients, model_profile_from_hf, predict
+    from sim_gpu.calibrate import Sample, error_stats, fit_coefficients, model_profile_from_hf, predict
     from sim_gpu.hw_profiles import ModelProfile, load_hardware
     from sim_gpu.latency import Coefficients, LatencyModel
 

@@ -52,7 +52,7 @@ def test_simulator_events_equal_real_vllm_events(vllm_pair, tmp_path) -> None:
     ids, publish the same stored blocks: hashes, parents, token lists, in the same order."""
     import sys
 
-    from tests.vllm.vllm_harness import REPO, free_ports, kill_group, spawn, wait_healthy
+    from tests.vllm.vllm_harness import REPO, free_ports, spawn, stop, wait_healthy
 
     port, zport = free_ports(2)
     argv = [sys.executable, "-m", "sim_gpu", "serve", "--host", "127.0.0.1", "--port", str(port), "--model", "tiny",
@@ -84,14 +84,14 @@ def test_simulator_events_equal_real_vllm_events(vllm_pair, tmp_path) -> None:
     finally:
         real_events.close()
         sim_events.close()
-        kill_group(sim, grace_s=5)
+        stop(sim.popen, grace_s=5)
 
 
 def test_calibration_fits_the_cpu_profile_and_reports_heldout_errors(vllm_pair, tmp_path) -> None:
     """`sim calibrate` against a real pod: fitted profiles load in the simulator; held-out errors are measured."""
     import sys
 
-    from llmdctl.calibrate import calibrate
+    from sim_gpu.calibrate import calibrate
     from sim_gpu.hw_profiles import load_hardware, load_model
 
     result = calibrate(vllm_pair.pods[0].url, tmp_path, hardware="cpu", seed=1, heldout=12, say=lambda s: print(s, file=sys.stderr))

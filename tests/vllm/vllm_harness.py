@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,43 +18,12 @@ from typing import Any
 
 import httpx
 
+from sim_gpu.procs import free_port_block as free_block  # noqa: F401 - the harness's name
+from sim_gpu import procs
+from sim_gpu.procs import free_ports, stop
+
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = float(os.environ.get("LLMDCTL_VLLM_START_TIMEOUT", "300"))
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports (held open together so they differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def free_block(n: int) -> int:
-    """The first of n consecutive free loopback ports (for `up`, whose pods take consecutive ports)."""
-    for _ in range(200):
-        base = free_ports(1)[0]
-        if base + n >= 65535:
-            continue
-        socks = []
-        try:
-            for port in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no block of {n} free ports")
 
 
 @dataclass
@@ -76,10 +43,7 @@ class Proc:
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str], log: Path, url: str) -> Proc:
-    fh = log.open("w")
-    popen = subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(REPO))
-    fh.close()
-    return Proc(name, popen, log, url, time.monotonic())
+    return Proc(name, procs.spawn(argv, log=log, env=env, cwd=REPO), log, url, time.monotonic())
 
 
 def wait_healthy(procs: list[Proc], timeout_s: float = START_TIMEOUT_S, path: str = "/health") -> None:
@@ -100,26 +64,6 @@ def wait_healthy(procs: list[Proc], timeout_s: float = START_TIMEOUT_S, path: st
             if pending and time.monotonic() > deadline:
                 raise RuntimeError(f"{pending[0].name} not healthy after {timeout_s:.0f} s:\n{pending[0].log_tail()}")
             time.sleep(0.5)
-
-
-def kill_group(proc: Proc, sig: int = signal.SIGTERM, grace_s: float = 20.0) -> None:
-    """Signal the whole process group, then SIGKILL what is left after `grace_s`."""
-    try:
-        os.killpg(proc.popen.pid, sig)
-    except ProcessLookupError:
-        return
-    try:
-        proc.popen.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.popen.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.popen.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 def metric(url: str, name: str, client: httpx.Client | None = None) -> float:
@@ -199,7 +143,7 @@ class Stack:
 
     def close(self) -> None:
         for proc in ([self.router] if self.router else []) + self.procs:
-            kill_group(proc)
+            stop(proc.popen, grace_s=20.0)
 
 
 def start_vllm_pods(model_dir: str, n: int, tmp: Path, hash_seed: str, num_blocks: int = 256) -> Stack:

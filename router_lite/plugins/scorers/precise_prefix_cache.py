@@ -2,7 +2,7 @@
 
 The request's blocks are hashed exactly as the engine hashes them (vLLM's chained sha256 with the same
 seed and block size; the gateway precomputes `request.block_hashes` and records their block size in
-`request.memo["block_size"]`, else they are derived here from `prompt_token_ids` with `blockSize`).
+`request.state` BLOCK_SIZE, else they are derived here from `prompt_token_ids` with `blockSize`).
 Each endpoint scores its longest consecutive cached prefix, tier-weighted, divided by the request's block
 count (`scoreNormalization: fraction`), or llm-d's min-max over the endpoints with hits.
 After routing, the chosen endpoint is credited speculatively until its own events confirm the blocks.

@@ -27,16 +27,9 @@ from typing import Any
 import httpx
 import yaml
 
+from sim_gpu.procs import StartError, free_port, spawn, stop, wait_http
+
 Say = Callable[[str], None]
-
-
-def _typer_option(*args: Any, **kwargs: Any) -> Any:
-    """typer.Option imported lazily-safe: this module stays importable where only the pure fit is used."""
-    import typer
-
-    if len(args) >= 2:
-        return typer.Option(args[1], args[0], **kwargs)
-    return typer.Option(..., args[0], **kwargs)
 
 
 class CalibrationError(RuntimeError):
@@ -335,48 +328,20 @@ def replay(client: httpx.Client, url: str, model: str, requests: list[dict[str, 
     return [_timed(client, url, {**body, "model": model}) for body in requests]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_sim(hardware_yaml: Path, model_yaml: Path, model: str, block_size: int, num_blocks: int, log: Path) -> tuple[subprocess.Popen, str]:
     """A simulator pod with the fitted profile, on a free loopback port, in real time."""
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, "-m", "sim_gpu", "serve", "--host", "127.0.0.1", "--port", str(port), "--model", model,
             "--hardware", str(hardware_yaml), "--model-profile", str(model_yaml), "--block-size", str(block_size),
             "--num-gpu-blocks", str(num_blocks), "--max-num-batched-tokens", "4096", "--max-model-len", "4096"]
-    proc = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = spawn(argv, log=log)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise CalibrationError(f"simulator exited with {proc.returncode}: see {log}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise CalibrationError(f"simulator not healthy after 60 s: see {log}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    import os
-    import signal
-
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        wait_http(url + "/health", proc, 60.0, log=log, interval_s=0.2)
+    except StartError as exc:
+        stop(proc)
+        raise CalibrationError(f"simulator did not start ({str(exc).splitlines()[0]}): see {log}") from None
+    return proc, url
 
 
 def calibrate(url: str, out_dir: Path, hardware: str = "cpu", model_dir: str | None = None, seed: int = 0,
@@ -430,7 +395,7 @@ def calibrate(url: str, out_dir: Path, hardware: str = "cpu", model_dir: str | N
                 sim_model, _ = server_model(client, sim_url)
                 simulated = replay(client, sim_url, sim_model, requests)
             finally:
-                _stop(proc)
+                stop(proc)
             if [r.output_tokens for r in real] != [r.output_tokens for r in simulated]:
                 say("warning: the simulator generated other output lengths than the real server (ignore_eos/max_tokens)")
             ttft_med, ttft_p90 = error_stats([s.ttft for s in simulated], [r.ttft for r in real])
@@ -442,36 +407,18 @@ def calibrate(url: str, out_dir: Path, hardware: str = "cpu", model_dir: str | N
     return result
 
 
-def calibrate_command(
-    url: str = _typer_option("--url", help="Base URL of a real vLLM server (one pod, not the router), e.g. http://127.0.0.1:8100."),
-    hardware: str = _typer_option("--hardware", "cpu", help="Hardware profile whose coefficients are fitted (name or YAML path)."),
-    model_dir: str | None = _typer_option("--model-dir", None, help="Model directory (config.json) when the server does not report a local one."),
-    out: str | None = _typer_option("--out", None, help="Folder for the fitted profiles and calibration.json (default $LLMDCTL_HOME/calibration)."),
-    heldout: int = _typer_option("--heldout", 16, help="Held-out requests replayed on real and simulated servers (0: skip the comparison)."),
-    seed: int = _typer_option("--seed", 0, help="Seed of the measurement and held-out workloads."),
-    as_json: bool = _typer_option("--json", False, help="Print the result as JSON."),
-) -> None:
-    """`llmdctl sim calibrate --url URL`: measure, fit, write profiles, report held-out errors."""
-    import typer
-
-    from llmdctl.paths import home_dir
-
-    target = Path(out).expanduser() if out else home_dir() / "calibration"
-    say = (lambda s: None) if as_json else (lambda s: typer.echo(s, err=True))
-    try:
-        result = calibrate(url, target, hardware=hardware, model_dir=model_dir, seed=seed, heldout=heldout, compare=heldout > 0, say=say)
-    except (CalibrationError, httpx.HTTPError) as exc:
-        typer.echo(f"error: {exc}".splitlines()[0], err=True)
-        raise typer.Exit(1) from None
-    if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
-        return
-    c = result.coefficients
-    typer.echo(f"fitted {result.hardware}: compute x{c['compute']:.3g}, memory x{c['memory']:.3g}, overhead {c['overhead_s'] * 1e3:.2f} ms, "
-               f"{c['per_token_s'] * 1e6:.1f} us/token, {c['per_seq_s'] * 1e3:.2f} ms/seq (fit median error {result.fit_error_median:.1%}, {result.unfitted_error_median:.1%} before)")
+def report_lines(result: CalibrationResult) -> list[str]:
+    """What `sim calibrate` prints: the fitted terms, the held-out errors, the profiles and how to use them."""
+    c, files = result.coefficients, result.files
+    lines = [f"fitted {result.hardware}: compute x{c['compute']:.3g}, memory x{c['memory']:.3g}, "
+             f"overhead {c['overhead_s'] * 1e3:.2f} ms, {c['per_token_s'] * 1e6:.1f} us/token, "
+             f"{c['per_seq_s'] * 1e3:.2f} ms/seq (fit median error {result.fit_error_median:.1%}, "
+             f"{result.unfitted_error_median:.1%} before)"]
     if result.heldout:
         h = result.heldout
-        typer.echo(f"held-out ({h['requests']} requests): TTFT error median {h['ttft_median_error']:.1%} p90 {h['ttft_p90_error']:.1%}; "
-                   f"end-to-end error median {h['e2e_median_error']:.1%} p90 {h['e2e_p90_error']:.1%}")
-    typer.echo(f"profiles: {result.files['hardware']} {result.files['model']}")
-    typer.echo(f"use them: llmdctl sim serve --hardware {result.files['hardware']} --model-profile {result.files['model']}")
+        lines.append(f"held-out ({h['requests']} requests): TTFT error median {h['ttft_median_error']:.1%} "
+                     f"p90 {h['ttft_p90_error']:.1%}; end-to-end error median {h['e2e_median_error']:.1%} "
+                     f"p90 {h['e2e_p90_error']:.1%}")
+    lines.append(f"profiles: {files['hardware']} {files['model']}")
+    lines.append(f"use them: llmdctl sim serve --hardware {files['hardware']} --model-profile {files['model']}")
+    return lines

@@ -1,10 +1,15 @@
-"""Tokenizers for the simulator: a built-in deterministic one, or a local Hugging Face `tokenizer.json`.
+"""Tokens in, tokens out: the one tokenizer router and simulator share, so both see the same ids.
+
+The other half of the "same tokens, same hashes" contract is `kvtiers.hashing`: a router can only find the
+blocks a pod reports when it tokenizes exactly as the pod did. Two tokenizers: a built-in deterministic one,
+or a local Hugging Face `tokenizer.json` with its chat template (rendered as vLLM renders it: jinja2 in a
+sandbox, `tojson` as json.dumps, `tools` and `chat_template_kwargs` passed through).
 
 The built-in tokenizer needs no files and gives the same ids in every process (blake2b, never Python's
-salted `hash()`), so a router can tokenize exactly as the pod does. Text splits GPT-2 style into pieces that
-keep their leading space; a piece that spells a synthetic word (three consonant-vowel syllables) *is* that
-word's id, anything else hashes into the vocabulary. Every id decodes to a piece that encodes back to the
-same id, so a multi-turn chat that resends the generated text hits the prefix cache as it would on vLLM.
+salted `hash()`). Text splits GPT-2 style into pieces that keep their leading space; a piece that spells a
+synthetic word (three consonant-vowel syllables) *is* that word's id, anything else hashes into the
+vocabulary. Every id decodes to a piece that encodes back to the same id, so a multi-turn chat that resends
+the generated text hits the prefix cache as it would on vLLM.
 """
 
 from __future__ import annotations
@@ -36,11 +41,11 @@ BUILTIN_CHAT_TEMPLATE = (
 
 
 class TokenizerError(ValueError):
-    """A tokenizer directory or chat request the simulator cannot use."""
+    """A tokenizer directory that cannot be loaded, or a prompt or conversation that cannot be tokenized."""
 
 
 class Tokenizer(Protocol):
-    """What the server needs from a tokenizer."""
+    """What a pod and a router need from a tokenizer (both classes below have it)."""
 
     name: str
     vocab_size: int
@@ -50,7 +55,11 @@ class Tokenizer(Protocol):
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str: ...
 
-    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str: ...
+    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                            **options: Any) -> str: ...
+
+    def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                    **options: Any) -> list[int]: ...
 
 
 def message_text(content: Any) -> str:
@@ -79,22 +88,48 @@ def _normalise_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _render(template: str, messages: list[dict[str, Any]], add_generation_prompt: bool, **extra: Any) -> str:
+def compile_chat_template(template: str) -> Any:
+    """The chat template as a jinja2 Template, compiled once per tokenizer (compiling costs ms per request)."""
     import jinja2
     import jinja2.sandbox
 
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                                       extensions=["jinja2.ext.loopcontrols"])
 
     def raise_exception(msg: str) -> None:
         raise TokenizerError(f"chat template: {msg}")
 
     env.globals["raise_exception"] = raise_exception
+    env.filters["tojson"] = lambda v, indent=None: json.dumps(v, ensure_ascii=False, indent=indent)
     try:
-        return env.from_string(template).render(
-            messages=_normalise_messages(messages), add_generation_prompt=add_generation_prompt, **extra
-        )
+        return env.from_string(template)
     except jinja2.TemplateError as exc:
         raise TokenizerError(f"chat template: {exc}") from None
+
+
+def render_chat(template: Any, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                tools: list[Any] | None = None, chat_template_kwargs: dict[str, Any] | None = None,
+                **specials: str) -> str:
+    """A conversation rendered by a compiled template, as vLLM renders chat prompts (kwargs override)."""
+    import jinja2
+
+    kwargs: dict[str, Any] = {"add_generation_prompt": add_generation_prompt, **(chat_template_kwargs or {})}
+    if tools is not None:
+        kwargs["tools"] = tools
+    try:
+        return template.render(messages=_normalise_messages(messages), **specials, **kwargs)
+    except jinja2.TemplateError as exc:
+        raise TokenizerError(f"chat template: {exc}") from None
+
+
+_BUILTIN_COMPILED: Any = None
+
+
+def _builtin_template() -> Any:
+    global _BUILTIN_COMPILED
+    if _BUILTIN_COMPILED is None:
+        _BUILTIN_COMPILED = compile_chat_template(BUILTIN_CHAT_TEMPLATE)
+    return _BUILTIN_COMPILED
 
 
 class BuiltinTokenizer:
@@ -159,18 +194,27 @@ class BuiltinTokenizer:
             out.append(self.token_text(int(tid)))
         return "".join(out)
 
-    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
-        return _render(BUILTIN_CHAT_TEMPLATE, messages, add_generation_prompt, bos_token="", eos_token="</s>")
+    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                            **options: Any) -> str:
+        """`options`: `tools`, `chat_template_kwargs` (what vLLM passes to a template)."""
+        return render_chat(_builtin_template(), messages, add_generation_prompt, **options, bos_token="",
+                           eos_token="</s>")
 
-    def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> list[int]:
+    def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                    **options: Any) -> list[int]:
         """Token ids of a chat prompt: BOS, then the rendered template."""
-        return [BOS_ID] + self.encode(self.apply_chat_template(messages, add_generation_prompt), False)
+        return [BOS_ID] + self.encode(self.apply_chat_template(messages, add_generation_prompt, **options), False)
 
 
 class HFTokenizer:
-    """A local Hugging Face tokenizer directory (`tokenizer.json`, optional `tokenizer_config.json`)."""
+    """A local Hugging Face tokenizer directory (`tokenizer.json`, optional `tokenizer_config.json`).
 
-    def __init__(self, directory: str | Path) -> None:
+    The chat template comes from `tokenizer_config.json` (the "default" of named templates) or
+    `chat_template.jinja`, else `fallback_template` (None: chat requests fail with TokenizerError). It is
+    compiled at load, so a broken template fails at start, not on the first chat request.
+    """
+
+    def __init__(self, directory: str | Path, fallback_template: str | None = None) -> None:
         from tokenizers import Tokenizer as _HF
 
         path = Path(directory)
@@ -195,7 +239,16 @@ class HFTokenizer:
         template = cfg.get("chat_template")
         if isinstance(template, list):  # named templates: take "default"
             template = next((t.get("template") for t in template if t.get("name") == "default"), None)
-        self.chat_template: str = template or BUILTIN_CHAT_TEMPLATE
+        jinja_file = file.parent / "chat_template.jinja"
+        if not template and jinja_file.is_file():
+            template = jinja_file.read_text()
+        self.chat_template: str | None = template or fallback_template
+        self._compiled: Any = None
+        if self.chat_template:
+            try:
+                self._compiled = compile_chat_template(self.chat_template)
+            except TokenizerError as exc:
+                raise TokenizerError(f"--tokenizer: {exc}") from None
         self.eos_token_id = self._tok.token_to_id(self.eos_token) if self.eos_token else None
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -207,14 +260,22 @@ class HFTokenizer:
     def token_text(self, token_id: int) -> str:
         return self.decode([token_id])
 
-    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
-        return _render(
-            self.chat_template, messages, add_generation_prompt, bos_token=self.bos_token, eos_token=self.eos_token
-        )
+    def token_to_id(self, piece: str) -> int | None:
+        return self._tok.token_to_id(piece)
 
-    def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> list[int]:
+    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                            **options: Any) -> str:
+        """`options`: `tools`, `chat_template_kwargs` (what vLLM passes to a template)."""
+        if self._compiled is None:
+            raise TokenizerError(f"tokenizer {self.name} has no chat template")
+        return render_chat(self._compiled, messages, add_generation_prompt, **options, bos_token=self.bos_token,
+                           eos_token=self.eos_token)
+
+    def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                    **options: Any) -> list[int]:
         """Token ids of a chat prompt as vLLM builds them: the rendered template, no extra special tokens."""
-        return self.encode(self.apply_chat_template(messages, add_generation_prompt), add_special_tokens=False)
+        return self.encode(self.apply_chat_template(messages, add_generation_prompt, **options),
+                           add_special_tokens=False)
 
 
 def _token_str(value: Any) -> str | None:
@@ -223,10 +284,12 @@ def _token_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def load_tokenizer(directory: str | Path | None = None, vocab_size: int = DEFAULT_VOCAB_SIZE) -> BuiltinTokenizer | HFTokenizer:
-    """The built-in tokenizer, or the Hugging Face one in `directory` when given."""
+def load_tokenizer(directory: str | Path | None = None, vocab_size: int = DEFAULT_VOCAB_SIZE,
+                   fallback_template: str | None = BUILTIN_CHAT_TEMPLATE) -> BuiltinTokenizer | HFTokenizer:
+    """The built-in tokenizer, or the Hugging Face one in `directory` when given (a pod serves chat even
+    when the directory has no template, with the built-in one)."""
     if directory:
-        return HFTokenizer(directory)
+        return HFTokenizer(directory, fallback_template)
     return BuiltinTokenizer(vocab_size)
 
 

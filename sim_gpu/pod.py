@@ -1,0 +1,241 @@
+"""One simulated vLLM server (one data-parallel rank) without its HTTP face: engine, driver task, metrics, events.
+
+The pod owns a SimEngine and one asyncio task that drives it: wait for work, `step(clock.now())`, sleep the
+step's simulated duration, then hand the step's tokens to the waiting requests (one queue per request) and
+publish its KV events. Nothing a request sends can stop the loop: an engine failure fails the requests in
+flight and the loop carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+from typing import Any
+
+from sim_gpu import pd
+from sim_gpu.api import APIError, GenRequest, ServedModel
+from sim_gpu.clock import ScaledClock
+from sim_gpu.engine import EngineRequest, RequestOutput
+from sim_gpu.faults import FaultInjector
+from sim_gpu.kv_publisher import KVEventPublisher, offset_endpoint, render_topic
+from sim_gpu.latency import LatencyModel
+from sim_gpu.metrics import PodMetrics
+from sim_gpu.serve_config import ServeConfig, build_engine
+from sim_gpu.tiers import PodTiers, attach_pod_tiers
+
+IDLE_POLL_S = 0.001  # simulated seconds to wait when the engine has work but nothing to schedule yet
+TIER_POLL_S = 0.001  # simulated seconds between landings of write-behind tier copies while the engine idles
+
+
+class InstantClock:
+    """`--time-scale 0`: simulated time jumps by each step's duration; sleeping only yields to the loop."""
+
+    def __init__(self) -> None:
+        self._t = 0.0
+
+    def now(self) -> float:
+        return self._t
+
+    async def sleep(self, dt: float) -> None:
+        if dt > 0:
+            self._t += dt
+        await asyncio.sleep(0)
+
+
+class Tracked:
+    """A request in flight: its output queue and the timestamps its metrics need."""
+
+    __slots__ = ("queue", "arrival", "last")
+
+    def __init__(self, arrival: float) -> None:
+        self.queue: asyncio.Queue[RequestOutput | Exception] = asyncio.Queue()
+        self.arrival = arrival
+        self.last = arrival
+
+
+def public_host(host: str) -> str:
+    """The address others reach this pod at: the bind host, or $POD_IP (else the hostname's) for a wildcard."""
+    if host not in ("0.0.0.0", "::", ""):
+        return host
+    if os.environ.get("POD_IP"):
+        return os.environ["POD_IP"]
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+class Pod:
+    """One simulated vLLM server (one data-parallel rank): engine, driver task, metrics, events (no HTTP)."""
+
+    def __init__(self, cfg: ServeConfig, index: int, rank: int, *, tokenizer: Any, faults: FaultInjector,
+                 latency: LatencyModel | None = None, tiers: tuple[dict, str | None] | None = None) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.rank = rank
+        self.offset = index * cfg.data_parallel_size + rank
+        self.port = cfg.port + self.offset
+        self.tokenizer = tokenizer
+        self.faults = faults
+        self.engine = build_engine(cfg, rank, self.offset, tokenizer, latency)
+        self.tiers: PodTiers | None = None
+        if tiers is not None:  # CPU / shared filesystem tiers below the GPU (kvtiers)
+            spec, base_dir = tiers
+            block_bytes = max(1, int(self.engine.latency.kv_bytes_per_token_per_gpu() * cfg.block_size))
+            self.tiers = attach_pod_tiers(self.engine, spec, block_bytes=block_bytes, base_dir=base_dir,
+                                          count_tokens=lambda text: len(tokenizer.encode(text, add_special_tokens=False)))
+        self.clock: Any = InstantClock() if cfg.time_scale == 0 else ScaledClock(cfg.time_scale)
+        self.max_model_len = self.engine.config.max_model_len
+        self.served = ServedModel(cfg.model, self.max_model_len, tokenizer)
+        self.public_host = public_host(cfg.host)
+        self.engine_id = f"sim-{self.public_host}-{self.port}"
+        stats = self.engine.stats()
+        self.metrics = PodMetrics(
+            cfg.model,
+            self.engine.stats,
+            engine_index=rank,
+            tiers_fn=self.tiers.figures if self.tiers else None,
+            cache_info={
+                "block_size": stats.block_size,
+                "cache_dtype": "auto",
+                "enable_prefix_caching": True,
+                "gpu_memory_utilization": cfg.gpu_memory_utilization,
+                "num_cpu_blocks": self.tiers.num_cpu_blocks if self.tiers else None,
+                "num_gpu_blocks": stats.num_gpu_blocks,
+                "num_gpu_blocks_override": cfg.num_gpu_blocks,
+                "prefix_caching_hash_algo": cfg.prefix_caching_hash_algo,
+                "sliding_window": None,
+                "swap_space": 0,
+            },
+        )
+        self.publisher: KVEventPublisher | None = None
+        if cfg.kv_events_endpoint:
+            self.publisher = KVEventPublisher(
+                offset_endpoint(cfg.kv_events_endpoint, self.offset),
+                render_topic(cfg.kv_events_topic, self.public_host, self.port, cfg.model, rank, index),
+                form=cfg.kv_events_form,  # type: ignore[arg-type]
+                int_hashes=cfg.kv_events_int_hashes,
+                data_parallel_rank=rank,
+            )
+        self._tracked: dict[str, Tracked] = {}
+        self._seq = 0  # makes engine request ids unique per pod
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------------------------- engine driver
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._drive(), name=f"sim-pod-{self.port}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.tiers is not None:
+            with contextlib.suppress(Exception):  # land in-flight offloads so the shared tier keeps them
+                self.tiers.store.flush()
+        if self.publisher:
+            self.publisher.close()
+
+    async def _drive(self) -> None:
+        eng, clock = self.engine, self.clock
+        while True:
+            if not eng.has_unfinished():
+                if self.tiers is not None and self.tiers.store.pending():
+                    # Idle, but write-behind copies are in flight: land them and publish their events.
+                    await clock.sleep(TIER_POLL_S)
+                    self.tiers.hook.advance(clock.now())
+                    events = eng.take_events()
+                    if events and self.publisher is not None:
+                        self.publisher.publish(events)
+                    continue
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                res = eng.step(clock.now())
+            except Exception as exc:  # an engine bug must not take the pod down: fail what is in flight
+                self._fail_all(exc)
+                await asyncio.sleep(0.01)
+                continue
+            if res.duration_s > 0:
+                await clock.sleep(res.duration_s)
+            elif not res.outputs and not res.kv_events:
+                await clock.sleep(IDLE_POLL_S)
+            else:
+                await asyncio.sleep(0)
+            if res.kv_events and self.publisher is not None:
+                self.publisher.publish(res.kv_events)
+            if res.outputs:
+                self._deliver(res.outputs, clock.now())
+
+    def _deliver(self, outputs: list[RequestOutput], now: float) -> None:
+        m = self.metrics
+        for out in outputs:
+            t = self._tracked.get(out.request_id)
+            if t is None:
+                continue
+            n = len(out.new_token_ids)
+            if out.first_token:
+                m.observe_ttft(now - t.arrival)
+                if out.num_remote_tokens:
+                    m.count_remote_prefill(out.num_remote_tokens)
+                if n > 1:
+                    m.observe_itl(0.0, n - 1)
+            elif n:
+                m.observe_itl((now - t.last) / n, n)
+            t.last = now
+            if out.finished:
+                m.observe_finished(now - t.arrival, out.finish_reason)
+                del self._tracked[out.request_id]
+            t.queue.put_nowait(out)
+
+    def _fail_all(self, exc: Exception) -> None:
+        sys.stderr.write(f"sim_gpu: pod {self.port}: engine error: {exc!r}; failing {len(self._tracked)} requests\n")
+        for rid, t in list(self._tracked.items()):
+            with contextlib.suppress(Exception):
+                self.engine.abort_request(rid)
+            t.queue.put_nowait(exc)
+        self._tracked.clear()
+
+    def submit(self, request_id: str, prompt: list[int], max_tokens: int, req: GenRequest,
+               plan: pd.PDPlan) -> Tracked:
+        """Queue one choice on the engine; the engine's own rejections become 400s."""
+        now = self.clock.now()
+        ereq = EngineRequest(
+            request_id=request_id,
+            prompt_token_ids=prompt,
+            max_tokens=1 if plan.prefill_only else max_tokens,
+            ignore_eos=req.ignore_eos,
+            cache_salt=req.cache_salt,
+            arrival_time=now,
+            priority=req.priority,
+            remote_prefill=plan.remote_prefill,
+            prefill_only=plan.prefill_only,
+            output_token_ids=req.replay_output_ids,
+        )
+        try:
+            self.engine.add_request(ereq)
+        except ValueError as exc:
+            raise APIError(400, str(exc)) from None
+        t = self._tracked[request_id] = Tracked(now)
+        self._wake.set()
+        return t
+
+    def abort(self, request_id: str) -> None:
+        if self._tracked.pop(request_id, None) is not None:
+            with contextlib.suppress(Exception):
+                self.engine.abort_request(request_id)
+
+    def wake(self) -> None:
+        """New work or new events outside a request (e.g. a prefix-cache reset): let the driver run."""
+        self._wake.set()
+
+    def engine_request_id(self, request_id: str, index: int) -> str:
+        """An engine id unique on this pod whatever the client sent: two requests with one x-request-id once
+        shared a slot, and one got the other's tokens while the other hung."""
+        self._seq += 1
+        return f"{request_id}-{index}-{self._seq}"
