@@ -231,43 +231,68 @@ def _simulate(
     max_in_flight: int | None = None,
     drive: str = "auto",
 ) -> PlanResult:
-    t_wall0 = time.perf_counter()
-    t_cpu0 = time.process_time()
-    sched_cfg: SchedulerConfig = load_config(cfg.router, origin=f"{cfg.name}: router")
-    clock = VirtualClock()
-    now_fn = clock.now
-    indexes = PrefixIndexes(precise=PrecisePrefixIndex(clock=now_fn))
-    scheduler = Scheduler(sched_cfg, index=indexes, rng=random.Random(cfg.seed), clock=now_fn)
-    director = Director(lambda: scheduler, max_retries=0)  # the gateway's flow; an engine refusal is final
-    pool0 = cfg.pools[0]  # the engines hash with their defaults (EngineConfig) at the pools' block size
-    prepare = request_preparer(scheduler.needs, (pool0.block_size, "sha256", DEFAULT_SEED))
+    run = _PlanRun(cfg, requests, arrivals, max_sim_s=max_sim_s, max_wall_s=max_wall_s, progress=progress,
+                   model_name=model_name, max_in_flight=max_in_flight)
+    if drive == "fast" or (drive == "auto" and _fast_ok(cfg, requests, max_in_flight)):
+        run.drive_fast()
+    run.drive_steps()
+    return run.result()
 
-    pods = build_pods(cfg)
-    by_key = {p.endpoint.key: p for p in pods}
-    endpoints = [p.endpoint for p in pods]
-    index = indexes.precise
-    n = min(len(requests), len(arrivals))
-    tracker = SessionTracker()
-    records: list[RequestRecord] = []
-    waiting_turns: dict[str, list[int]] = {}  # session -> indices of turns waiting for their predecessor
-    heap: list[tuple[float, int, int, Any]] = []  # (time, seq, kind, payload)
-    seq = 0
-    ARRIVE, STEP_END = 0, 1
-    for i in range(n):
-        heap.append((arrivals[i][0], i, ARRIVE, i))
-    heapq.heapify(heap)
-    seq = n
-    live: dict[str, _Live] = {}
-    client_queue: deque[int] = deque()  # arrivals waiting for a free client slot (max_in_flight)
-    finished = 0
-    steps = 0
-    sched_wall = 0.0
-    last_scrape = -1e18
-    interval = cfg.scrape_interval_s
-    next_progress = 0.0
-    truncated: str | None = None
-    def scrape(now: float) -> None:
-        for p in pods:
+
+_ARRIVE, _STEP_END = 0, 1  # event heap kinds (step driving)
+_KV, _FIN = 0, 1  # pending deliveries (fast driving)
+
+
+class _PlanRun:
+    """One planned run: the router's director and scheduler, the pods' engines, the client, on one clock.
+
+    Two drivers share the request flow (`send`, `submit`, the director's feedback): `drive_steps` runs each
+    engine a step at a time off one event heap; `drive_fast` advances engines with `fast_forward` up to the next
+    arrival and delivers what they produced (KV events, finishes) at its own simulated time.
+    """
+
+    def __init__(self, cfg: PlanConfig, requests: list[BenchRequest], arrivals: list[tuple[float, int]], *,
+                 max_sim_s: float, max_wall_s: float, progress: Callable[[float, int, int], None] | None,
+                 model_name: str, max_in_flight: int | None) -> None:
+        self.t_wall0 = time.perf_counter()
+        self.t_cpu0 = time.process_time()
+        self.cfg, self.requests, self.arrivals = cfg, requests, arrivals
+        self.max_sim_s, self.max_wall_s, self.progress = max_sim_s, max_wall_s, progress
+        self.model_name, self.max_in_flight = model_name, max_in_flight
+        sched_cfg: SchedulerConfig = load_config(cfg.router, origin=f"{cfg.name}: router")
+        self.clock = VirtualClock()
+        now_fn = self.clock.now
+        indexes = PrefixIndexes(precise=PrecisePrefixIndex(clock=now_fn))
+        self.index = indexes.precise
+        scheduler = Scheduler(sched_cfg, index=indexes, rng=random.Random(cfg.seed), clock=now_fn)
+        self.director = Director(lambda: scheduler, max_retries=0)  # the gateway's flow; an engine refusal is final
+        pool0 = cfg.pools[0]  # the engines hash with their defaults (EngineConfig) at the pools' block size
+        self.prepare = request_preparer(scheduler.needs, (pool0.block_size, "sha256", DEFAULT_SEED))
+        self.pods = build_pods(cfg)
+        self.by_key = {p.endpoint.key: p for p in self.pods}
+        self.endpoints = [p.endpoint for p in self.pods]
+        self.n = min(len(requests), len(arrivals))
+        self.tracker = SessionTracker()
+        self.records: list[RequestRecord] = []
+        self.waiting_turns: dict[str, list[int]] = {}  # session -> indices of turns waiting for their predecessor
+        self.heap: list[tuple[float, int, int, Any]] = [(arrivals[i][0], i, _ARRIVE, i) for i in range(self.n)]
+        heapq.heapify(self.heap)  # (time, seq, kind, payload)
+        self.seq = self.n
+        self.pend: list[tuple[float, int, int, Any]] = []  # fast driving: (time, seq, kind, payload) to deliver
+        self.live: dict[str, _Live] = {}
+        self.client_queue: deque[int] = deque()  # arrivals waiting for a free client slot (max_in_flight)
+        self.finished = 0
+        self.steps = 0
+        self.sched_wall = 0.0
+        self.last_scrape = -1e18
+        self.next_progress = 0.0
+        self.truncated: str | None = None
+        self.fast = False
+
+    # ---- the router's view ---------------------------------------------------------------------------
+    def scrape(self, now: float) -> None:
+        """Refresh every endpoint's metrics from its engine (at most once per scrape interval)."""
+        for p in self.pods:
             st = p.engine.stats()
             m = p.endpoint.metrics
             m.waiting_queue_size = st.num_waiting
@@ -275,16 +300,116 @@ def _simulate(
             m.kv_cache_usage_percent = st.kv_cache_usage
             m.updated_at = now
 
-    fast = drive == "fast" or (drive == "auto" and _fast_ok(cfg, requests, max_in_flight))
-    pend: list[tuple[float, int, int, Any]] = []  # fast driving: (time, seq, kind, payload) not yet delivered
-    KV, FIN = 0, 1
+    # ---- the request flow ------------------------------------------------------------------------------
+    def send(self, i: int, now: float) -> None:
+        """The client sends request `i`: prepare, the director routes it, the engines take its leg(s)."""
+        req = self.requests[i]
+        prompt = self.tracker.prompt_of(req)
+        rec = RequestRecord(req.request_id, stage=self.arrivals[i][1], sent=now, prompt_tokens=len(prompt))
+        self.records.append(rec)
+        interval = self.cfg.scrape_interval_s
+        if now - self.last_scrape >= interval:
+            self.scrape(now)
+            self.last_scrape = now - (now % interval)
+        llm = LLMRequest(req.request_id, self.model_name, prompt_token_ids=prompt, arrival=now)
+        t0 = time.perf_counter()
+        self.prepare(llm)
+        try:
+            flow = self.director.start(llm, self.endpoints)
+        except (NoEndpoint, Shed) as exc:
+            rec.status, rec.error, rec.finished = ERROR, str(exc), now
+            self.finished += 1
+            return
+        finally:
+            self.sched_wall += time.perf_counter() - t0
+        lv = _Live(req, rec, flow, prompt)
+        decode = self.by_key[flow.target.key]
+        rec.endpoint = decode.name
+        self.live[req.request_id] = lv
+        if flow.prefill is not None:
+            pf = self.by_key[flow.prefill.key]
+            lv.phase, lv.pod, lv.decode_pod = 1, pf, decode
+            ok = self.submit(lv, pf, now, EngineRequest(req.request_id, prompt, 1, ignore_eos=True, arrival_time=now, prefill_only=True))
+        else:
+            lv.pod = decode
+            ok = self.submit(lv, decode, now, EngineRequest(req.request_id, prompt, req.max_tokens, ignore_eos=True, arrival_time=now))
+            if ok:
+                self.director.dispatched(flow)
+        if not ok:
+            del self.live[req.request_id]
+            self.finished += 1
 
-    def run_ff(pod: _Pod, start: float, until: float, max_steps: int | None = None) -> None:
-        # Run pod's steps that start before `until`; what they produce is delivered at its own simulated time.
-        nonlocal seq, steps
+    def submit(self, lv: _Live, pod: _Pod, now: float, ereq: EngineRequest) -> bool:
+        """Hand a leg to an engine; a refusal (too long for it) ends the request, as vLLM's 400 would."""
+        try:
+            pod.engine.add_request(ereq)
+        except ValueError as exc:
+            lv.rec.status = ERROR
+            lv.rec.error = str(exc)
+            lv.rec.finished = now
+            self.director.dispatch_failed(lv.flow, Failure(FailureKind.REJECTED, str(exc)))
+            self.director.finished(lv.flow)
+            return False
+        self.kick(pod, now)
+        return True
+
+    def prefill_finished(self, lv: _Live, out: Any, pod: _Pod, now: float) -> None:
+        """P/D: the prefill leg is done; the decode leg pulls the KV (its engine prices the transfer)."""
+        self.director.prefill_done(lv.flow)
+        lv.phase, lv.pod = 0, lv.decode_pod
+        rp = RemotePrefill(num_tokens=len(lv.prompt), remote_block_hashes=out.block_hashes, remote_tp=pod.pool.tp)
+        ereq = EngineRequest(lv.req.request_id, lv.prompt, lv.req.max_tokens, ignore_eos=True, arrival_time=now, remote_prefill=rp)
+        if self.submit(lv, lv.decode_pod, now, ereq):
+            self.director.dispatched(lv.flow)
+        else:
+            self.live.pop(out.request_id, None)
+            self.finished += 1
+
+    def request_finished(self, lv: _Live, out: Any, now: float) -> None:
+        """The request's last token: its record closes, the router hears of it, waiting work may go."""
+        lv.rec.finished = now
+        lv.rec.output_tokens = out.num_output_tokens
+        self.live.pop(out.request_id, None)
+        self.finished += 1
+        self.director.finished(lv.flow, out.num_output_tokens)
+        if lv.req.session is not None:
+            self.tracker.record(lv.req, lv.prompt, lv.out or [], now)
+            if not SessionTracker.is_branch(lv.req):
+                self.release_turns(lv.req.session, now)
+        if self.client_queue:  # a client slot freed up: the oldest waiting arrival goes now
+            self.seq += 1
+            heapq.heappush(self.heap, (now, self.seq, _ARRIVE, self.client_queue.popleft()))
+
+    def release_turns(self, session: str, now: float) -> None:
+        for j in self.waiting_turns.pop(session, []):
+            t = max(now + self.requests[j].think_time_s, self.arrivals[j][0])
+            self.seq += 1
+            heapq.heappush(self.heap, (t, self.seq, _ARRIVE, j))
+
+    # ---- engines -----------------------------------------------------------------------------------------
+    def kick(self, pod: _Pod, now: float) -> None:
+        """New work for `pod`: an idle engine starts a step now."""
+        if self.fast:
+            # An idle pod starts a step at once (as the step driver's kick); a busy one picks the request up
+            # at its next step start.
+            if pod.stalled or pod.next_t < now:
+                pod.stalled = False
+                self.run_ff(pod, now, math.inf, max_steps=1)
+            return
+        if pod.busy or not pod.engine.has_unfinished():
+            return
+        res = pod.engine.step(now)
+        self.steps += 1
+        pod.busy = True
+        self.seq += 1
+        heapq.heappush(self.heap, (now + res.duration_s, self.seq, _STEP_END, (pod, res)))
+
+    def run_ff(self, pod: _Pod, start: float, until: float, max_steps: int | None = None) -> None:
+        """Run pod's steps that start before `until`; what they produce is delivered at its own simulated time."""
         res = pod.engine.fast_forward(start, until, max_steps=max_steps)
-        steps += res.num_steps
+        self.steps += res.num_steps
         pod.next_t, pod.stalled = res.end_s, res.stalled
+        pend = self.pend
         if res.kv_events:
             times = res.kv_event_times
             evs = res.kv_events
@@ -293,9 +418,10 @@ def _simulate(
                 k = j + 1
                 while k < len(evs) and times[k] == times[j]:
                     k += 1
-                seq += 1
-                heapq.heappush(pend, (times[j], seq, KV, (pod, evs[j:k])))
+                self.seq += 1
+                heapq.heappush(pend, (times[j], self.seq, _KV, (pod, evs[j:k])))
                 j = k
+        live = self.live
         for o in res.outputs:
             lv = live.get(o.request_id)
             if lv is None:
@@ -303,240 +429,161 @@ def _simulate(
             if o.first_token:
                 lv.rec.first_token = o.token_times[0]
                 lv.rec.cached_tokens = o.num_cached_tokens
-                director.first_token(lv.flow)
+                self.director.first_token(lv.flow)
             if o.finished:
-                seq += 1
-                heapq.heappush(pend, (o.token_times[-1], seq, FIN, (lv, o)))
+                self.seq += 1
+                heapq.heappush(pend, (o.token_times[-1], self.seq, _FIN, (lv, o)))
 
-    def advance(t: float) -> None:
-        # Every step that starts before t runs: the engines' state is what the step driver has at t.
-        for pod in pods:
+    def advance(self, t: float) -> None:
+        """Every step that starts before t runs: the engines' state is what the step driver has at t."""
+        for pod in self.pods:
             if not pod.stalled and pod.next_t < t and pod.engine.has_unfinished():
-                run_ff(pod, pod.next_t, t)
+                self.run_ff(pod, pod.next_t, t)
 
-    def deliver(t: float, inclusive: bool = False) -> None:
-        # KV events and finishes up to t (strictly before: at a tie the step driver routes the arrival first).
-        nonlocal finished
+    def deliver(self, t: float, inclusive: bool = False) -> None:
+        """KV events and finishes up to t (strictly before: at a tie the step driver routes the arrival first)."""
+        pend = self.pend
         while pend and (pend[0][0] < t or (inclusive and pend[0][0] == t)):
             te, _, kind, payload = heapq.heappop(pend)
-            clock.advance_to(te)
-            if kind == KV:
+            self.clock.advance_to(te)
+            if kind == _KV:
                 pod, evs = payload
                 pod.seq += 1
-                index.apply(pod.endpoint.key, pod.seq, KVEventBatch(te, evs))
+                self.index.apply(pod.endpoint.key, pod.seq, KVEventBatch(te, evs))
             else:
                 lv, o = payload
-                lv.rec.finished = te
-                lv.rec.output_tokens = o.num_output_tokens
-                live.pop(o.request_id, None)
-                finished += 1
-                director.finished(lv.flow, o.num_output_tokens)
+                self.request_finished(lv, o, te)
 
-    def kick(pod: _Pod, now: float) -> None:
-        nonlocal seq, steps
-        if fast:
-            # An idle pod starts a step at once (as the step driver's kick); a busy one picks the request up
-            # at its next step start.
-            if pod.stalled or pod.next_t < now:
-                pod.stalled = False
-                run_ff(pod, now, math.inf, max_steps=1)
-            return
-        if pod.busy or not pod.engine.has_unfinished():
-            return
-        res = pod.engine.step(now)
-        steps += 1
-        pod.busy = True
-        seq += 1
-        heapq.heappush(heap, (now + res.duration_s, seq, STEP_END, (pod, res)))
+    def _pods_busy(self) -> bool:
+        return bool(self.pend) or any(not p.stalled and p.engine.has_unfinished() for p in self.pods)
 
-    def submit(lv: _Live, pod: _Pod, now: float, ereq: EngineRequest) -> bool:
-        """Hand a leg to an engine; a refusal (too long for it) ends the request, as vLLM's 400 would."""
-        try:
-            pod.engine.add_request(ereq)
-        except ValueError as exc:
-            lv.rec.status = ERROR
-            lv.rec.error = str(exc)
-            lv.rec.finished = now
-            director.dispatch_failed(lv.flow, Failure(FailureKind.REJECTED, str(exc)))
-            director.finished(lv.flow)
-            return False
-        kick(pod, now)
+    def _report(self, now: float) -> bool:
+        """Progress about every 2 simulated seconds; False once the wall-clock budget is spent."""
+        if self.progress is not None and now >= self.next_progress:
+            self.progress(now, self.finished, self.n)
+            self.next_progress = now + 2.0
+            if time.perf_counter() - self.t_wall0 > self.max_wall_s:
+                self.truncated = f"stopped after {self.max_wall_s:g} wall seconds"
+                return False
         return True
 
-    def send(i: int, now: float) -> None:
-        nonlocal last_scrape, sched_wall, finished
-        req = requests[i]
-        prompt = tracker.prompt_of(req)
-        rec = RequestRecord(req.request_id, stage=arrivals[i][1], sent=now, prompt_tokens=len(prompt))
-        records.append(rec)
-        if now - last_scrape >= interval:
-            scrape(now)
-            last_scrape = now - (now % interval)
-        llm = LLMRequest(req.request_id, model_name, prompt_token_ids=prompt, arrival=now)
-        t0 = time.perf_counter()
-        prepare(llm)
-        try:
-            flow = director.start(llm, endpoints)
-        except (NoEndpoint, Shed) as exc:
-            rec.status, rec.error, rec.finished = ERROR, str(exc), now
-            finished += 1
-            return
-        finally:
-            sched_wall += time.perf_counter() - t0
-        lv = _Live(req, rec, flow, prompt)
-        decode = by_key[flow.target.key]
-        rec.endpoint = decode.name
-        live[req.request_id] = lv
-        if flow.prefill is not None:
-            pf = by_key[flow.prefill.key]
-            lv.phase, lv.pod, lv.decode_pod = 1, pf, decode
-            ok = submit(lv, pf, now, EngineRequest(req.request_id, prompt, 1, ignore_eos=True, arrival_time=now, prefill_only=True))
-        else:
-            lv.pod = decode
-            ok = submit(lv, decode, now, EngineRequest(req.request_id, prompt, req.max_tokens, ignore_eos=True, arrival_time=now))
-            if ok:
-                director.dispatched(flow)
-        if not ok:
-            del live[req.request_id]
-            finished += 1
-
-    def release_turns(session: str, now: float) -> None:
-        nonlocal seq
-        for j in waiting_turns.pop(session, []):
-            t = max(now + requests[j].think_time_s, arrivals[j][0])
-            seq += 1
-            heapq.heappush(heap, (t, seq, ARRIVE, j))
-
-    if fast:
-        heap.clear()
-        for i in sorted(range(n), key=lambda i: (arrivals[i][0], i)):
+    # ---- drivers -------------------------------------------------------------------------------------
+    def drive_fast(self) -> None:
+        """Fast-forward driving (no finish creates work): arrivals in order, engines advanced between them."""
+        self.fast = True
+        self.heap.clear()
+        arrivals, clock = self.arrivals, self.clock
+        for i in sorted(range(self.n), key=lambda i: (arrivals[i][0], i)):
             t = arrivals[i][0]
-            if t > max_sim_s:
-                truncated = f"stopped at {max_sim_s:g} simulated seconds"
+            if t > self.max_sim_s:
+                self.truncated = f"stopped at {self.max_sim_s:g} simulated seconds"
                 break
-            advance(t)
-            deliver(t)
+            self.advance(t)
+            self.deliver(t)
             clock.advance_to(t)
-            send(i, t)
-            if progress is not None and t >= next_progress:
-                progress(t, finished, n)
-                next_progress = t + 2.0
-                if time.perf_counter() - t_wall0 > max_wall_s:
-                    truncated = f"stopped after {max_wall_s:g} wall seconds"
-                    break
+            self.send(i, t)
+            if not self._report(t):
+                break
         h = clock.now()
-        while truncated is None and (pend or any(not p.stalled and p.engine.has_unfinished() for p in pods)):
-            if h >= max_sim_s:
-                deliver(max_sim_s, inclusive=True)
-                if pend or any(not p.stalled and p.engine.has_unfinished() for p in pods):
-                    truncated = f"stopped at {max_sim_s:g} simulated seconds"
+        while self.truncated is None and self._pods_busy():
+            if h >= self.max_sim_s:
+                self.deliver(self.max_sim_s, inclusive=True)
+                if self._pods_busy():
+                    self.truncated = f"stopped at {self.max_sim_s:g} simulated seconds"
                 break
-            h = min(h + 2.0, max_sim_s)
-            advance(h)
-            deliver(h)
-            if progress is not None:
-                progress(clock.now(), finished, n)
-            if time.perf_counter() - t_wall0 > max_wall_s:
-                truncated = f"stopped after {max_wall_s:g} wall seconds"
-    while heap:
-        t, _, kind, payload = heapq.heappop(heap)
-        if t > max_sim_s:
-            truncated = f"stopped at {max_sim_s:g} simulated seconds"
-            break
-        clock.advance_to(t)
-        now = t
-        if kind == ARRIVE:
-            req = requests[payload]
-            if req.session is not None and req.turn > 0:
-                ready = tracker.ready_at(req)
-                if ready is None:
-                    waiting_turns.setdefault(req.session, []).append(payload)
-                    continue
-                if ready > now:
-                    seq += 1
-                    heapq.heappush(heap, (ready, seq, ARRIVE, payload))
-                    continue
-            if max_in_flight is not None and len(live) >= max_in_flight:
-                client_queue.append(payload)
+            h = min(h + 2.0, self.max_sim_s)
+            self.advance(h)
+            self.deliver(h)
+            if self.progress is not None:
+                self.progress(clock.now(), self.finished, self.n)
+            if time.perf_counter() - self.t_wall0 > self.max_wall_s:
+                self.truncated = f"stopped after {self.max_wall_s:g} wall seconds"
+
+    def drive_steps(self) -> None:
+        """Step driving: arrivals and step ends off one heap (P/D hand-offs, sessions, client caps)."""
+        heap, clock, requests = self.heap, self.clock, self.requests
+        while heap:
+            t, _, kind, payload = heapq.heappop(heap)
+            if t > self.max_sim_s:
+                self.truncated = f"stopped at {self.max_sim_s:g} simulated seconds"
+                break
+            clock.advance_to(t)
+            if kind == _ARRIVE:
+                self.arrive(payload, t)
+            else:
+                self.step_ended(*payload, t)
+            if not self._report(t):
+                break
+
+    def arrive(self, i: int, now: float) -> None:
+        req = self.requests[i]
+        if req.session is not None and req.turn > 0:
+            ready = self.tracker.ready_at(req)
+            if ready is None:
+                self.waiting_turns.setdefault(req.session, []).append(i)
+                return
+            if ready > now:
+                self.seq += 1
+                heapq.heappush(self.heap, (ready, self.seq, _ARRIVE, i))
+                return
+        if self.max_in_flight is not None and len(self.live) >= self.max_in_flight:
+            self.client_queue.append(i)
+            return
+        self.send(i, now)
+
+    def step_ended(self, pod: _Pod, res: Any, now: float) -> None:
+        pod.busy = False
+        if res.kv_events:
+            pod.seq += 1
+            self.index.apply(pod.endpoint.key, pod.seq, KVEventBatch(now, res.kv_events))
+        for out in res.outputs:
+            lv = self.live.get(out.request_id)
+            if lv is None:
                 continue
-            send(payload, now)
-        else:
-            pod, res = payload
-            pod.busy = False
-            if res.kv_events:
-                pod.seq += 1
-                index.apply(pod.endpoint.key, pod.seq, KVEventBatch(now, res.kv_events))
-            for out in res.outputs:
-                lv = live.get(out.request_id)
-                if lv is None:
-                    continue
-                if lv.phase == 1:
-                    if out.finished:  # prefill done: the decode leg pulls the KV (engine prices the transfer)
-                        director.prefill_done(lv.flow)
-                        lv.phase, lv.pod = 0, lv.decode_pod
-                        rp = RemotePrefill(num_tokens=len(lv.prompt), remote_block_hashes=out.block_hashes, remote_tp=pod.pool.tp)
-                        ereq = EngineRequest(lv.req.request_id, lv.prompt, lv.req.max_tokens, ignore_eos=True, arrival_time=now, remote_prefill=rp)
-                        if submit(lv, lv.decode_pod, now, ereq):
-                            director.dispatched(lv.flow)
-                        else:
-                            live.pop(out.request_id, None)
-                            finished += 1
-                    continue
-                rec = lv.rec
-                if out.first_token:
-                    rec.first_token = now
-                    rec.cached_tokens = out.num_cached_tokens
-                    director.first_token(lv.flow)
-                if lv.out is not None:
-                    lv.out.extend(out.new_token_ids)
+            if lv.phase == 1:
                 if out.finished:
-                    rec.finished = now
-                    rec.output_tokens = out.num_output_tokens
-                    del live[out.request_id]
-                    finished += 1
-                    director.finished(lv.flow, out.num_output_tokens)
-                    if lv.req.session is not None:
-                        tracker.record(lv.req, lv.prompt, lv.out or [], now)
-                        if not SessionTracker.is_branch(lv.req):
-                            release_turns(lv.req.session, now)
-                    if client_queue:  # a client slot freed up: the oldest waiting arrival goes now
-                        seq += 1
-                        heapq.heappush(heap, (now, seq, ARRIVE, client_queue.popleft()))
-            if not (res.idle and res.duration_s == 0):
-                kick(pod, now)
-            # else: nothing was schedulable (no budget or blocks and nothing running); the next arrival or
-            # finish on this pod kicks it again.
-        if progress is not None and now >= next_progress:
-            progress(now, finished, n)
-            next_progress = now + 2.0
-            if time.perf_counter() - t_wall0 > max_wall_s:
-                truncated = f"stopped after {max_wall_s:g} wall seconds"
-                break
-    if progress is not None:
-        progress(clock.now(), finished, n)
-    # Engines that went idle while holding requests (a stuck waiting queue) and requests never finished.
-    end = clock.now()
-    for lv in live.values():
-        lv.rec.status = TIMEOUT
-        lv.rec.error = truncated or "did not finish"
-    for j in client_queue:  # never sent: the client was still waiting for a slot
-        records.append(RequestRecord(requests[j].request_id, stage=arrivals[j][1], sent=arrivals[j][0], status=TIMEOUT,
-                                     error=truncated or "never sent", finished=clock.now()))
-    queries = sum(p.engine.stats().prefix_cache_queries_tokens for p in pods)
-    hits = sum(p.engine.stats().prefix_cache_hits_tokens for p in pods)
-    return PlanResult(
-        name=cfg.name,
-        records=records,
-        sim_s=end,
-        wall_s=time.perf_counter() - t_wall0,
-        steps=steps,
-        hit_rate=hits / queries if queries else None,
-        preemptions=sum(p.engine.stats().num_preemptions for p in pods),
-        gpus=cfg.gpus,
-        truncated=truncated,
-        scheduling_s=sched_wall,
-        cpu_s=time.process_time() - t_cpu0,
-    )
+                    self.prefill_finished(lv, out, pod, now)
+                continue
+            if out.first_token:
+                lv.rec.first_token = now
+                lv.rec.cached_tokens = out.num_cached_tokens
+                self.director.first_token(lv.flow)
+            if lv.out is not None:
+                lv.out.extend(out.new_token_ids)
+            if out.finished:
+                self.request_finished(lv, out, now)
+        if not (res.idle and res.duration_s == 0):
+            self.kick(pod, now)
+        # else: nothing was schedulable (no budget or blocks and nothing running); the next arrival or
+        # finish on this pod kicks it again.
+
+    # ---- outcome -------------------------------------------------------------------------------------
+    def result(self) -> PlanResult:
+        if self.progress is not None:
+            self.progress(self.clock.now(), self.finished, self.n)
+        end = self.clock.now()
+        for lv in self.live.values():  # engines that went idle holding requests, requests never finished
+            lv.rec.status = TIMEOUT
+            lv.rec.error = self.truncated or "did not finish"
+        for j in self.client_queue:  # never sent: the client was still waiting for a slot
+            self.records.append(RequestRecord(self.requests[j].request_id, stage=self.arrivals[j][1], sent=self.arrivals[j][0],
+                                              status=TIMEOUT, error=self.truncated or "never sent", finished=end))
+        stats = [p.engine.stats() for p in self.pods]
+        queries = sum(s.prefix_cache_queries_tokens for s in stats)
+        hits = sum(s.prefix_cache_hits_tokens for s in stats)
+        return PlanResult(
+            name=self.cfg.name,
+            records=self.records,
+            sim_s=end,
+            wall_s=time.perf_counter() - self.t_wall0,
+            steps=self.steps,
+            hit_rate=hits / queries if queries else None,
+            preemptions=sum(s.num_preemptions for s in stats),
+            gpus=self.cfg.gpus,
+            truncated=self.truncated,
+            scheduling_s=self.sched_wall,
+            cpu_s=time.process_time() - self.t_cpu0,
+        )
 
 
 __all__ = ["OK", "PlanConfig", "PlanResult", "PoolPlan", "build_pods", "simulate"]
