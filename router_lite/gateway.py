@@ -264,7 +264,7 @@ class Gateway:
                 scheduler.on_finished(req, target)
             if exc.kind in ("connect", "read"):
                 st.datalayer.report_failure(target.key, str(exc))
-            raise ClientError(503 if exc.retryable else 502, f"model server failed before responding: {exc}", code="upstream_error") from None
+            raise ClientError(exc.client_status, f"model server failed before responding: {exc}", code="upstream_error") from None
         st.metrics.requests.labels(path, str(upstream.status_code)).inc()
         ours = [(_ENDPOINT_B, target.key.encode())]
         if upstream.complete:

@@ -3,7 +3,9 @@
 Each endpoint has one asyncio task that scrapes `/metrics` every `scrape_interval_s` and probes `/health`
 every `health_interval_s`. An endpoint leaves the candidate set when it refuses connections, when `/health`
 fails, when its metrics have been failing for longer than `stale_after_s`, or when the proxy reports a
-failure; it comes back on the next successful scrape with a good health probe.
+failure; it comes back on the next successful scrape with a good health probe. Proxied answers feed the
+outlier detector (`record_outcome`): a pod failing requests while it answers scrapes (503 storm, hung engine)
+is ejected for a while, then put back (see outliers.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import httptools
 
 from router_lite.aio import cancel_and_wait
 from router_lite.datalayer.discovery import EndpointSpec
+from router_lite.datalayer.outliers import OutlierDetector, Outcome
 from router_lite.datalayer.scrape import CacheInfo, parse_vllm_metrics
 from router_lite.proxy import Backend, UpstreamError
 from router_lite.types import Endpoint
@@ -36,6 +39,7 @@ class EndpointState:
     health_ok: bool = True
     scrape_ok: bool = True
     proxy_down: bool = False
+    ejected: bool = False  # by the outlier detector, until its ejection time is up
     last_ok: float = 0.0
     failures: int = 0
     scrapes: int = 0
@@ -45,7 +49,12 @@ class EndpointState:
 
     @property
     def healthy(self) -> bool:
-        return self.health_ok and self.scrape_ok and not self.proxy_down
+        return self.health_ok and self.scrape_ok and not self.proxy_down and not self.ejected
+
+    @property
+    def responsive(self) -> bool:
+        """Answers its scrapes and health probes (it may still be ejected for failing requests)."""
+        return self.health_ok and self.scrape_ok
 
 
 class DataLayer:
@@ -60,12 +69,14 @@ class DataLayer:
         health_interval_s: float = 1.0,
         timeout_s: float = 1.0,
         metrics: Any = None,
+        outliers: OutlierDetector | None = None,
     ) -> None:
         self.scrape_interval_s = scrape_interval_s
         self.stale_after_s = stale_after_s
         self.health_interval_s = health_interval_s
         self.timeout_s = timeout_s
         self.metrics = metrics
+        self.outliers = outliers or OutlierDetector()
         self.states: dict[str, EndpointState] = {}
         self._listeners: list[MembershipListener] = []
         self._backends: dict[str, Backend] = {}
@@ -93,6 +104,7 @@ class DataLayer:
         added = [s for k, s in new.items() if k not in self.states or self.states[k].spec != s]
         for spec in removed:
             state = self.states.pop(spec.key)
+            self.outliers.forget(spec.key)
             if state.task:
                 state.task.cancel()
             b = self._backends.pop(spec.key, None)
@@ -148,6 +160,7 @@ class DataLayer:
                     "labels": dict(ep.labels),
                     "dp_rank": ep.dp_rank,
                     "healthy": s.healthy,
+                    "ejected_for_s": round(max(0.0, self.outliers.until(ep.key) - now), 3) if s.ejected else None,
                     "reason": s.reason,
                     "last_error": s.last_error,
                     "metrics_age_s": round(now - m.updated_at, 3) if m.updated_at else None,
@@ -195,6 +208,27 @@ class DataLayer:
         if state is not None and not state.proxy_down:
             state.reason = reason
             self._update(state, proxy_down=True)
+
+    def record_outcome(self, key: str, outcome: Outcome, detail: str = "") -> None:
+        """One proxied attempt's outcome (the proxy calls this): may eject `key` (see OutlierDetector)."""
+        state = self.states.get(key)
+        if state is None:
+            return
+        if self.outliers.record(key, outcome, time.monotonic(), detail):
+            state.reason = self.outliers.reason(key)
+            if self.metrics is not None:
+                self.metrics.errors.labels("endpoint_ejected").inc()
+            self._update(state, ejected=True)
+
+    def responsive(self, key: str) -> bool:
+        """False once `key` stops answering scrapes/health: a request waiting on it will wait in vain."""
+        state = self.states.get(key)
+        return state is None or state.responsive
+
+    def _end_ejection(self, state: EndpointState) -> None:
+        if state.ejected and not self.outliers.ejected(state.spec.key, time.monotonic()):
+            log.info("endpoint %s: ejection over, back in rotation", state.spec.key)
+            self._update(state, ejected=False)
 
     # -- the scrape loop -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -274,6 +308,7 @@ class DataLayer:
         # can be lost inside library code, and a loop that outlives `stop()` kept the router from exiting.
         while self._running and self.states.get(state.spec.key) is state:
             t0 = time.monotonic()
+            self._end_ejection(state)
             try:
                 if t0 >= next_health:
                     next_health = t0 + self.health_interval_s

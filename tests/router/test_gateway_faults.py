@@ -1,16 +1,22 @@
 """Faults around a proxied request, with real simulator and router processes on loopback: a pod that dies
 mid-stream ends the client's stream with an error event (not a clean-looking end), and a client that drops
-a non-streaming request gets its generation aborted on the pod (issue 18, #5 and #6)."""
+a non-streaming request gets its generation aborted on the pod (issue 18, #5 and #6); a hung pod costs a
+request at most the header timeout (it is retried elsewhere) and a pod answering 503 to everything is ejected
+and put back once it recovers (issue 18, low)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.router.procs import MODEL, router, sim_pods, wait_until, words
+from tests.router.procs import MODEL, ROOT, ROUND_ROBIN_CONFIG, router, sim_group, sim_pods, wait_until, words
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -52,3 +58,81 @@ def test_dropped_non_streaming_client_aborts_the_pod_generation():
             time.sleep(0.1)
         assert _pod_metric(pod.address(), "vllm:num_requests_running") == 0
         assert _pod_metric(pod.address(), "vllm:generation_tokens_total") < 1000
+
+
+# ---- hung pods, 503 storms (issue 18, low): bounded waits, ejection, nothing lost ----------------------
+
+STORM = ["--failure-injection-rate", "100", "--failure-types", "server_error"]
+
+
+def _endpoint_row(rt, address: str) -> dict:
+    rows = httpx.get(rt.url + "/debug/endpoints", headers=_ADMIN, timeout=5).json()["endpoints"]
+    return next(r for r in rows if r["endpoint"] == address)
+
+
+_ADMIN: dict[str, str] = {}
+
+
+def _stream_ok(rt, prompt: str, timeout: float = 20) -> tuple[str, list[str]]:
+    body = {"model": MODEL, "prompt": prompt, "max_tokens": 4, "stream": True}
+    with httpx.stream("POST", rt.url + "/v1/completions", json=body, timeout=timeout) as r:
+        assert r.status_code == 200, r.read()
+        return r.headers["x-llmd-endpoint"], [line for line in r.iter_lines() if line.startswith("data: ")]
+
+
+def test_requests_to_a_hung_pod_go_elsewhere_within_the_header_timeout_and_the_pod_is_excluded():
+    with sim_group(2, events=False) as (hung, good), router(hung.endpoint_entries() + good.endpoint_entries(), ROUND_ROBIN_CONFIG,
+                                                            args=["--header-timeout", "0.5"]) as rt:
+        wait_until(lambda: httpx.get(rt.url + "/health?min_healthy=2", timeout=2).status_code == 200, timeout=15)
+        os.kill(hung.proc.pid, signal.SIGSTOP)  # accepts connections (the kernel does), answers nothing
+        try:
+            for i in range(6):
+                t0 = time.monotonic()
+                served_by, events = _stream_ok(rt, words(f"hang{i}", 5))
+                assert served_by == good.address() and events[-1] == "data: [DONE]"
+                assert time.monotonic() - t0 < 3.0  # never the 600 s request timeout
+            row = _endpoint_row(rt, hung.address())
+            assert row["healthy"] is False, row
+        finally:
+            os.kill(hung.proc.pid, signal.SIGCONT)
+
+
+def test_a_lone_hung_pod_answers_an_openai_error_not_a_600_s_wait():
+    with sim_pods(1, events=False) as pod, router(pod.endpoint_entries(), args=["--header-timeout", "0.5"]) as rt:
+        _ready(rt)
+        os.kill(pod.proc.pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            r = httpx.post(rt.url + "/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 2, "stream": True}, timeout=20)
+            assert time.monotonic() - t0 < 3.0
+            assert r.status_code in (503, 504), r.text
+            err = r.json()["error"]
+            assert err["code"] == "upstream_error" and "within 0.5s" in err["message"], err
+        finally:
+            os.kill(pod.proc.pid, signal.SIGCONT)
+
+
+def test_a_pod_answering_503_to_everything_is_ejected_and_put_back_once_it_recovers():
+    with sim_group(2, events=False, extras=[STORM, []]) as (storm, good), router(storm.endpoint_entries() + good.endpoint_entries(), ROUND_ROBIN_CONFIG) as rt:
+        wait_until(lambda: httpx.get(rt.url + "/health?min_healthy=2", timeout=2).status_code == 200, timeout=15)
+        t0 = time.monotonic()
+        for i in range(12):  # every request succeeds: a 503 is retried on the other pod
+            served_by, events = _stream_ok(rt, words(f"storm{i}", 5))
+            assert served_by == good.address() and events[-1] == "data: [DONE]"
+        row = _endpoint_row(rt, storm.address())
+        assert row["healthy"] is False and row["ejected_for_s"] > 0 and "server errors in a row" in row["reason"], row
+        assert time.monotonic() - t0 < 5  # well within the 5 s ejection: it is still out
+        # without ejection round-robin sends it every other request; ejected after 3 it gets no more
+        assert _pod_metric(storm.address(), "llmd_sim:injected_failures_total") == 3
+        # it recovers (a healthy server on its port); after the ejection it is back in rotation
+        port = storm.port
+        storm.kill()
+        fixed = subprocess.Popen([sys.executable, "-m", "sim_gpu", "serve", "--port", str(port), "--model", MODEL, "--time-scale", "0"],
+                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: _endpoint_row(rt, storm.address())["healthy"], timeout=15, interval=0.1)
+            served = {_stream_ok(rt, words(f"back{i}", 5))[0] for i in range(4)}
+            assert served == {storm.address(), good.address()}
+        finally:
+            fixed.terminate()
+            fixed.wait(10)
