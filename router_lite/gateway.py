@@ -25,7 +25,7 @@ from router_lite.admission import Rejected
 from router_lite.app_state import RouterSettings, RouterState, config_from_text, profile_router_config
 from router_lite import passthrough
 from router_lite.config import ConfigError
-from router_lite.proxy import PrefillError, Upstream, UpstreamError, forward_headers, open_upstream, run_prefill
+from router_lite.proxy import PrefillError, Upstream, UpstreamError, forward_headers, is_router_owned, open_upstream, run_prefill
 from router_lite.tokenization import chat_text, completion_prompt
 from router_lite.types import SHED_MEMO, LLMRequest, SchedulingResult
 
@@ -181,6 +181,15 @@ class Gateway:
             raise ClientError(400, "'stream' must be a boolean", param="stream", code="invalid_stream")
         return body
 
+    def _strip_client_kv_transfer(self, body: dict[str, Any], raw: bytes) -> bytes:
+        """Drop a client's `kv_transfer_params`: they name hosts a pod pulls KV from (`remote_host`), and only
+        the router's P/D step may set them. Returns the body to forward."""
+        if "kv_transfer_params" not in body:
+            return raw
+        del body["kv_transfer_params"]
+        self.state.metrics.errors.labels("client_kv_transfer_params_dropped").inc()
+        return json.dumps(body).encode()
+
     def _priority(self, request: Request, model: str) -> int:
         raw = request.headers.get(PRIORITY_HEADER)
         if raw is not None:
@@ -192,7 +201,7 @@ class Gateway:
         return self.s.objectives.get(objective, 0)
 
     def _llm_request(self, request: Request, body: dict[str, Any], kind: str, priority: int) -> LLMRequest:
-        headers = {k.lower(): v for k, v in request.headers.items() if k.lower() not in ("authorization", "cookie")}
+        headers = {k.lower(): v for k, v in request.headers.items() if k.lower() not in ("authorization", "cookie") and not is_router_owned(k.lower())}
         # The router's own id keys everything inside (active requests, P/D, decisions): two clients sending
         # the same x-request-id must not share a slot. The client's id is forwarded and recorded.
         rid = uuid.uuid4().hex
@@ -313,6 +322,7 @@ class Gateway:
                 raise ClientError(401, "missing or invalid API key (Authorization: Bearer ...)", code="invalid_api_key")
             raw = await self._read_body(request)
             body = self._parse(raw, kind)
+            raw = self._strip_client_kv_transfer(body, raw)
             priority = self._priority(request, body["model"])
             req = self._llm_request(request, body, kind, priority)
             m.request_received(req, len(raw))

@@ -25,7 +25,7 @@ from typing import Any
 import httptools
 import msgspec
 
-from router_lite.datalayer.outliers import Outcome
+from router_lite.outliers import Outcome
 
 # Statuses that mean "this pod cannot serve now" (not "this request is wrong"): worth another pod.
 RETRYABLE_STATUS = frozenset({502, 503, 504})
@@ -473,12 +473,25 @@ class BackendPool:
             await self._http.aclose()
 
 
+# Headers only the router may set toward a pod: they steer where the pod (or llm-d's decode sidecar in front
+# of it) pulls KV from or forwards to. Passed through from a client, `x-prefiller-host-port` sent a decode pod
+# to any host the client named (a cloud metadata address included).
+ROUTER_OWNED_HEADERS = frozenset(
+    {"x-prefiller-host-port", "x-data-parallel-host-port", "x-gateway-destination-endpoint", "x-gateway-destination-endpoint-served"}
+)
+
+
+def is_router_owned(name: str) -> bool:
+    """A header a client may not send toward pods (lower-case name)."""
+    return name in ROUTER_OWNED_HEADERS or name.startswith("x-llmd-endpoint") or name.startswith("x-llmd-prefill")
+
+
 def forward_headers(headers: list[tuple[bytes, bytes]], strip_auth: bool) -> dict[str, str]:
-    """Client headers worth passing to a pod: no hop-by-hop, no router credentials."""
+    """Client headers worth passing to a pod: no hop-by-hop, no router credentials, none the router owns."""
     out: dict[str, str] = {}
     for k, v in headers:
         name = k.decode("latin-1").lower()
-        if name in _HOP_BY_HOP or (strip_auth and name == "authorization"):
+        if name in _HOP_BY_HOP or (strip_auth and name == "authorization") or is_router_owned(name):
             continue
         out[name] = v.decode("latin-1")
     out["content-type"] = "application/json"  # the body was validated as JSON; pods need to be told

@@ -21,7 +21,7 @@ import httptools
 
 from router_lite.aio import cancel_and_wait
 from router_lite.datalayer.discovery import EndpointSpec
-from router_lite.datalayer.outliers import OutlierDetector, Outcome
+from router_lite.outliers import OutlierDetector, Outcome
 from router_lite.datalayer.scrape import CacheInfo, parse_vllm_metrics
 from router_lite.proxy import Backend, UpstreamError
 from router_lite.types import Endpoint

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from router_lite.datalayer.outliers import OutlierDetector, Outcome
+from router_lite.outliers import OutlierDetector, Outcome
 
 
 def test_consecutive_server_errors_eject_and_a_success_in_between_resets_the_streak():
