@@ -8,9 +8,12 @@ seconds (at most `--max-requests`), a mix of streaming and non-streaming complet
 prefixes. Faults, at fractions of the duration:
   0.15 kill   pod a (SIGKILL of its process: streams on it are cut, it stays dead)
   0.35 hang   pod b (SIGSTOP: it accepts connections and answers nothing), resumed (SIGCONT) at 0.55
-  0.45 storm  pod c replaced by a simulator answering 503 to every request; a healthy one again at 0.70
+  0.45 storm  pod c replaced by a simulator answering 503 to every request (timed from when it serves);
+              a healthy one again at 0.70
   0.10-0.90   malformed KV-event frames to every pod's event socket (random bytes, wrong frame counts, deep
               nesting, wrong types), `--frames-per-s`
+Before the traffic, `--fuzz N` hostile and malformed HTTP requests (bench/httpfuzz.py) go to the router and the
+pods: no 5xx, every 4xx an OpenAI error object.
 A request is lost when it got neither an answer nor a 429 with Retry-After and had not started streaming;
 a started stream that was cut must end with an error event. Every wait is bounded (client timeout 120 s).
 
@@ -213,22 +216,44 @@ def main() -> int:
     ap.add_argument("--max-num-seqs", type=int, default=32)
     ap.add_argument("--frames-per-s", type=float, default=40.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fuzz", type=int, default=2000, help="malformed/hostile HTTP requests to the router and pods first (0: none)")
     ap.add_argument("--out", default="bench/results/soak.json")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="llmdctl-soak-"))
-    stack = up(str(soak_profile(work / "soak.yaml", args.max_num_seqs)), 1, [], home=work / "home")
+    stack = up(str(soak_profile(work / "soak.yaml", args.max_num_seqs)), None, [], home=work / "home", endpoints=len(POOLS))
     comps = {c["name"]: c for c in stack.state["components"]}
     pods = {p["pool"]: p for p in stack.state["pods"]}
     router_pid = comps["router"]["pid"]
     key = {name: f"127.0.0.1:{pods[name]['port']}" for name in POOLS}
     extra: list[subprocess.Popen] = []
+    fuzz_result = None
+    try:
+        if args.fuzz:
+            from httpfuzz import fuzz as http_fuzz
+
+            targets = [stack.url] + [f"http://127.0.0.1:{pods[name]['port']}" for name in POOLS]
+            rss_f0 = _rss_kib(router_pid) or 0
+            fuzz_result = asyncio.run(http_fuzz(targets, stack.state["model"], args.fuzz, args.seed))
+            fuzz_result["router_rss_kib"] = [rss_f0, _rss_kib(router_pid)]
+            print(f"HTTP fuzz: {fuzz_result['sent']} requests ({fuzz_result['shapes']} shapes) to the router and 4 pods: "
+                  f"statuses {fuzz_result['statuses']}; router RSS {rss_f0 // 1024} -> {(_rss_kib(router_pid) or 0) // 1024} MiB", flush=True)
+            for key_, n in fuzz_result["failures"].items():
+                print(f"  FAIL {n:>4}x {key_}: {fuzz_result['examples'][key_]!r}")
+    except BaseException:
+        stack.down()
+        raise
     t0 = time.perf_counter()
     monitor = Monitor(stack, t0)
     monitor.start()
     stop_fuzz = threading.Event()
     sent = [0]
-    fuzz = threading.Timer(0.1 * args.duration, lambda: kv_fuzzer(stack, stop_fuzz, args.frames_per_s, args.seed, sent))
+    kv_at_fuzz: dict = {}
+
+    def start_fuzz() -> None:
+        kv_at_fuzz.update(monitor.kv)
+        kv_fuzzer(stack, stop_fuzz, args.frames_per_s, args.seed, sent)
+    fuzz = threading.Timer(0.1 * args.duration, start_fuzz)
     rss0 = _rss_kib(router_pid)
     faults: dict[str, float] = {}
 
@@ -261,15 +286,11 @@ def main() -> int:
     try:
         records = asyncio.run(traffic(stack.url, stack.state["model"], args.rate, args.duration, args.max_requests, args.seed, args.max_tokens))
         time.sleep(1.0)
+        kv_end = dict(monitor.kv)
         rss1 = _rss_kib(router_pid)
         router_alive = _rss_kib(router_pid) is not None
-        kv_before = dict(monitor.kv)
-        # the receive loop still works after the barrage: a real request's events reach the index
-        batches_before = sum(v["batches"] for v in kv_before.get("per_endpoint", {}).values())
-        with httpx.Client(timeout=30) as c:
-            r = c.post(stack.url + "/v1/completions", json={"model": stack.state["model"], "prompt": "after the fuzz " * 40, "max_tokens": 4})
-        time.sleep(1.0)
-        batches_after = sum(v["batches"] for v in monitor.kv.get("per_endpoint", {}).values())
+        # the receive loop kept working through the barrage: pod d (never faulted) kept feeding the index
+        d_batches = [kv.get("per_endpoint", {}).get(key["d"], {}).get("batches", 0) for kv in (kv_at_fuzz, kv_end)]
     finally:
         for tm in timers:
             tm.cancel()
@@ -291,8 +312,14 @@ def main() -> int:
     exclusion = {
         "kill a": monitor.first(key["a"], False, faults.get("kill a", 1e9)),
         "hang b": monitor.first(key["b"], False, faults.get("hang b", 1e9)),
-        "storm c": monitor.first(key["c"], False, faults.get("storm c", 1e9)),
     }
+    # c left rotation when its process was killed for the swap; the storm is timed from the storming server
+    # re-entering rotation (its scrapes work) to the router ejecting it for its 503s
+    storm_up = monitor.first(key["c"], True, faults.get("storm c", 1e9))
+    storm_out = monitor.first(key["c"], False, storm_up) if storm_up is not None else None
+    exclusion["storm c"] = storm_out
+    if storm_up is not None:
+        faults["storm c (serving)"] = storm_up
     back = {"resume b": monitor.first(key["b"], True, faults.get("resume b", 1e9)), "heal c": monitor.first(key["c"], True, faults.get("heal c", 1e9))}
     print(f"\nsoak: {summary['n']} requests over {args.duration:g} s at {args.rate:g}/s, 4 pods, faults at {json.dumps({k: round(v, 2) for k, v in faults.items()})}")
     print(f"{'kind':<18} {'n':>5} {'ok':>5} {'429+RA':>6} {'cut':>4} {'lost':>4} {'p50 s':>7} {'p99 s':>7}")
@@ -303,26 +330,30 @@ def main() -> int:
     print(f"{'all':<18} {summary['n']:>5} {summary['ok']:>5} {summary['refused_429']:>6} {summary['cut']:>4} {summary['lost']:>4} "
           f"{fmt(pct(oks, .5)):>7} {fmt(pct(oks, .99)):>7}")
     print(f"LOST: {summary['lost']} (must be 0); cut streams without an error event: {len(silent_cuts)} (must be 0)")
+    starts = {"kill a": "kill a", "hang b": "hang b", "storm c": "storm c (serving)"}
     for name, t in exclusion.items():
-        print(f"time to exclusion, {name}: {'never' if t is None else f'{t - faults[name]:.2f} s'}")
+        start = faults.get(starts[name])
+        print(f"time to exclusion, {name}: {'never' if t is None or start is None else f'{t - start:.2f} s'}")
     for name, t in back.items():
         print(f"back in rotation after {name}: {'never' if t is None else f'{t - faults[name]:.2f} s'}")
     errs = monitor.kv.get("errors")
     print(f"KV fuzz: {sent[0]} malformed messages sent; router counted {errs} event errors; receive loops running: "
-          f"{all(s['receiving'] for s in monitor.kv.get('sockets', []))}; batches applied after the barrage: {batches_after - batches_before} "
-          f"(request after it: {r.status_code})")
+          f"{all(s['receiving'] for s in kv_end.get('sockets', []))}; pod d's event batches applied from the barrage's start to the end: "
+          f"{d_batches[1] - d_batches[0]}")
     print(f"router: alive {router_alive}; RSS {rss0 and rss0 // 1024} MiB -> {rss1 and rss1 // 1024} MiB")
     if summary["lost_examples"]:
         print("lost examples:", json.dumps(summary["lost_examples"], indent=1)[:1500])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
         "args": vars(args), "faults": faults, "summary": summary, "silent_cuts": len(silent_cuts),
-        "p50_s": pct(oks, .5), "p99_s": pct(oks, .99), "exclusion_s": {k: (v - faults[k]) if v is not None else None for k, v in exclusion.items()},
+        "p50_s": pct(oks, .5), "p99_s": pct(oks, .99), "exclusion_s": {k: (v - faults[starts[k]]) if v is not None and starts[k] in faults else None for k, v in exclusion.items()},
         "back_s": {k: (v - faults[k]) if v is not None else None for k, v in back.items()}, "transitions": monitor.transitions,
-        "kv_fuzz_sent": sent[0], "kv_errors": errs, "router_rss_kib": [rss0, rss1], "router_alive": router_alive,
+        "http_fuzz": fuzz_result, "kv_fuzz_sent": sent[0], "kv_errors": errs, "pod_d_batches_during_fuzz": d_batches[1] - d_batches[0],
+        "records": [[round(r.sent_at - t0, 3), r.label, r.status, r.endpoint, round(r.total_s or 0, 3), r.ok, r.cut, r.error] for r in records], "router_rss_kib": [rss0, rss1], "router_alive": router_alive,
     }, indent=1))
     print(f"wrote {args.out}")
-    return 0 if summary["lost"] == 0 and not silent_cuts else 1
+    fuzz_ok = fuzz_result is None or not fuzz_result["failures"]
+    return 0 if summary["lost"] == 0 and not silent_cuts and fuzz_ok else 1
 
 
 if __name__ == "__main__":

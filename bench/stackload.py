@@ -64,7 +64,7 @@ class Stack:
                               stdin=subprocess.DEVNULL, timeout=timeout)
 
     def admin_headers(self) -> dict[str, str]:
-        key = (self.home / "admin.key").read_text().strip()
+        key = (self.home / "run" / "admin.key").read_text().strip()
         return {"authorization": f"Bearer {key}"}
 
     def down(self) -> None:
@@ -73,13 +73,16 @@ class Stack:
             print(f"llmdctl down failed: {r.stderr.strip()[-500:]}", file=sys.stderr)
 
 
-def up(profile: str, replicas: int, sets: list[str], home: Path | None = None, timeout: float = 180) -> Stack:
-    """`llmdctl up PROFILE` on free ports in a fresh run directory (or `home`)."""
+def up(profile: str, replicas: int | None, sets: list[str], home: Path | None = None, timeout: float = 180, endpoints: int | None = None) -> Stack:
+    """`llmdctl up PROFILE` on free ports in a fresh run directory (or `home`); `endpoints`: how many pod
+    endpoints the stack has (default `replicas`), to reserve their ports."""
     home = home or Path(tempfile.mkdtemp(prefix="llmdctl-bench-"))
     env = {**os.environ, "LLMDCTL_HOME": str(home), "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    n = replicas
+    n = endpoints or replicas or 1
     base = free_block(1 + 2 * n)
-    args = ["up", profile, "--replicas", str(replicas), "--port", str(base), "--pod-port", str(base + 1), "--events-port", str(base + 1 + n), "--json"]
+    args = ["up", profile, "--port", str(base), "--pod-port", str(base + 1), "--events-port", str(base + 1 + n), "--json"]
+    if replicas is not None:
+        args += ["--replicas", str(replicas)]
     for s in sets:
         args += ["--set", s]
     r = subprocess.run([sys.executable, "-m", "llmdctl", *args], env=env, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
