@@ -138,7 +138,7 @@ class RouterState:
         )
         self.open_upstreams: set[Any] = set()  # proxied streams in flight (cut at shutdown after the grace period)
         self.stopping = False
-        self._tokenizer = make_tokenizer(settings.tokenizer, self._tokenize_urls)
+        self._tokenizer = make_tokenizer(settings.tokenizer, self._tokenize_urls, alive=self.datalayer.responsive)
         self.request_tokenizer = RequestTokenizer(self._tokenizer, self.hash_settings, on_error=self._on_tokenize_error)
         self.admission = self._admission(self.config, self.scheduler)
         self._hash_cache: tuple[Any, HashSettings] | None = None

@@ -179,8 +179,10 @@ class EngineTokenizer:
 
     name = "engine"
 
-    def __init__(self, addresses: Callable[[], Sequence[str]], max_cached_tokens: int = 8_000_000, timeout_s: float = 5.0) -> None:
+    def __init__(self, addresses: Callable[[], Sequence[str]], max_cached_tokens: int = 8_000_000, timeout_s: float = 5.0,
+                 alive: Callable[[str], bool] | None = None) -> None:
         self._addresses = addresses
+        self._alive = alive  # a pod that stops answering its scrapes is given up on at once, not after timeout_s
         self._cache: OrderedDict[bytes, array] = OrderedDict()
         self.max_cached_tokens = max_cached_tokens
         self.cached_tokens = 0
@@ -195,7 +197,7 @@ class EngineTokenizer:
         address = address.split("://", 1)[-1].rstrip("/")
         b = self._backends.get(address)
         if b is None:
-            b = self._backends[address] = Backend(address, self._timeout_s, self._timeout_s, max_idle=32)
+            b = self._backends[address] = Backend(address, self._timeout_s, self._timeout_s, max_idle=32, alive=self._alive)
         return b
 
     @staticmethod
@@ -261,10 +263,10 @@ class EngineTokenizer:
         self._backends.clear()
 
 
-def make_tokenizer(spec: str | None, addresses: Callable[[], Sequence[str]]) -> Tokenizer:
+def make_tokenizer(spec: str | None, addresses: Callable[[], Sequence[str]], alive: Callable[[str], bool] | None = None) -> Tokenizer:
     """`None`/`engine` -> the engine's /tokenize; `builtin` -> the simulator's; else a local HF directory."""
     if spec in (None, "", "engine"):
-        return EngineTokenizer(addresses)
+        return EngineTokenizer(addresses, alive=alive)
     if spec == "builtin":
         return BuiltinTokenizer()
     return LocalTokenizer(spec)

@@ -136,3 +136,25 @@ def test_a_pod_answering_503_to_everything_is_ejected_and_put_back_once_it_recov
         finally:
             fixed.terminate()
             fixed.wait(10)
+
+
+def test_engine_tokenizer_leaves_a_pod_that_stopped_answering_at_once():
+    """The soak's slow tail: requests tokenized on a hung pod waited the tokenizer's 5 s before the next pod."""
+    import asyncio
+
+    from router_lite.tokenization import EngineTokenizer
+
+    with sim_group(2, events=False) as (hung, good):
+        os.kill(hung.proc.pid, signal.SIGSTOP)
+        try:
+            tok = EngineTokenizer(lambda: [hung.address(), good.address()], alive=lambda address: address != hung.address())
+
+            async def run() -> tuple[list[int], float]:
+                t0 = time.monotonic()
+                ids = await tok.encode_prompt(MODEL, "tokenize me please")
+                await tok.aclose()
+                return ids, time.monotonic() - t0
+            ids, took = asyncio.run(run())
+            assert ids and took < 2.5  # not the 5 s timeout on the hung pod
+        finally:
+            os.kill(hung.proc.pid, signal.SIGCONT)
