@@ -77,6 +77,7 @@ class RouterSettings:
     max_body_bytes: int = 16 * 1024 * 1024
     scrape_interval_ms: float = 50.0
     stale_after_s: float = 2.0
+    unresponsive_after_s: float = 10.0  # no scrape or probe answered this long: requests waiting on the pod give up
     request_timeout_s: float = 600.0
     header_timeout_s: float = 10.0  # a streaming request's response headers (pods send them before generating)
     idle_timeout_s: float = 60.0  # between two chunks of a streamed answer
@@ -121,6 +122,7 @@ class RouterState:
             specs,
             scrape_interval_s=settings.scrape_interval_ms / 1000.0,
             stale_after_s=settings.stale_after_s,
+            unresponsive_after_s=settings.unresponsive_after_s,
             metrics=self.metrics,
         )
         self.subscriber = KVEventSubscriber(self.indexes.precise.apply, metrics=self.metrics)

@@ -41,6 +41,7 @@ class EndpointState:
     proxy_down: bool = False
     ejected: bool = False  # by the outlier detector, until its ejection time is up
     last_ok: float = 0.0
+    last_seen: float = 0.0  # the last time a scrape or health probe got an answer
     failures: int = 0
     scrapes: int = 0
     last_error: str | None = None
@@ -51,11 +52,6 @@ class EndpointState:
     def healthy(self) -> bool:
         return self.health_ok and self.scrape_ok and not self.proxy_down and not self.ejected
 
-    @property
-    def responsive(self) -> bool:
-        """Its metrics were scraped within `stale_after_s` (and it accepts connections). Not `/health`: one
-        probe timing out on a starved machine must not cut the requests a pod is serving."""
-        return self.scrape_ok
 
 
 class DataLayer:
@@ -71,6 +67,7 @@ class DataLayer:
         timeout_s: float = 1.0,
         metrics: Any = None,
         outliers: OutlierDetector | None = None,
+        unresponsive_after_s: float = 10.0,
     ) -> None:
         self.scrape_interval_s = scrape_interval_s
         self.stale_after_s = stale_after_s
@@ -78,6 +75,7 @@ class DataLayer:
         self.timeout_s = timeout_s
         self.metrics = metrics
         self.outliers = outliers or OutlierDetector()
+        self.unresponsive_after_s = unresponsive_after_s
         self.states: dict[str, EndpointState] = {}
         self._listeners: list[MembershipListener] = []
         self._backends: dict[str, Backend] = {}
@@ -91,7 +89,8 @@ class DataLayer:
         self._listeners.append(fn)
 
     def _add(self, spec: EndpointSpec) -> EndpointState:
-        state = EndpointState(spec=spec, endpoint=spec.to_endpoint(), last_ok=time.monotonic())
+        now = time.monotonic()
+        state = EndpointState(spec=spec, endpoint=spec.to_endpoint(), last_ok=now, last_seen=now)
         self.states[spec.key] = state
         self._set_health_gauge(state)
         if self._running:
@@ -222,9 +221,12 @@ class DataLayer:
             self._update(state, ejected=True)
 
     def responsive(self, key: str) -> bool:
-        """False once `key` stops answering scrapes/health: a request waiting on it will wait in vain."""
+        """False once `key` has answered no scrape and no health probe for `unresponsive_after_s`: a request
+        waiting on it waits in vain (a stopped process). Not sooner: an overloaded pod answers its scrapes
+        late, and cutting the requests it is working on would lose them (seen at 5x load: scrapes failed
+        for over 2 s while the pod served)."""
         state = self.states.get(key)
-        return state is None or state.responsive
+        return state is None or time.monotonic() - state.last_seen < self.unresponsive_after_s
 
     def _end_ejection(self, state: EndpointState) -> None:
         if state.ejected and not self.outliers.ejected(state.spec.key, time.monotonic()):
@@ -277,7 +279,7 @@ class DataLayer:
             state.cache = cache
         state.scrapes += 1
         state.failures = 0
-        state.last_ok = time.monotonic()
+        state.last_ok = state.last_seen = time.monotonic()
         state.last_error = None
         if not state.healthy or not state.scrape_ok:
             self._update(state, scrape_ok=True, proxy_down=False)
@@ -294,6 +296,7 @@ class DataLayer:
     async def probe_health(self, state: EndpointState) -> None:
         try:
             status, _ = await self._backend(state).get("/health", self.timeout_s)
+            state.last_seen = time.monotonic()  # an answer, whatever it says
             ok = status == 200
             why = f"/health returned {status}"
         except Exception as exc:

@@ -158,3 +158,23 @@ def test_engine_tokenizer_leaves_a_pod_that_stopped_answering_at_once():
             assert ids and took < 2.5  # not the 5 s timeout on the hung pod
         finally:
             os.kill(hung.proc.pid, signal.SIGCONT)
+
+
+def test_a_non_streaming_request_held_by_a_pod_that_stopped_answering_is_retried_elsewhere():
+    # a non-streaming answer has no early headers to time out on: the request gives up once the pod has
+    # answered no scrape or probe for --unresponsive-after, and (nothing sent yet) goes to the other pod
+    with sim_group(2, events=False) as (hung, good), router(hung.endpoint_entries() + good.endpoint_entries(), ROUND_ROBIN_CONFIG,
+                                                            args=["--unresponsive-after", "1.5"]) as rt:
+        wait_until(lambda: httpx.get(rt.url + "/health?min_healthy=2", timeout=2).status_code == 200, timeout=15)
+        os.kill(hung.proc.pid, signal.SIGSTOP)
+        try:
+            served = []
+            for i in range(2):  # round robin: one of the two lands on the hung pod first
+                t0 = time.monotonic()
+                r = httpx.post(rt.url + "/v1/completions", json={"model": MODEL, "prompt": words(f"nh{i}", 5), "max_tokens": 3}, timeout=30)
+                assert r.status_code == 200, r.text
+                assert time.monotonic() - t0 < 8.0  # not the 600 s request timeout
+                served.append(r.headers["x-llmd-endpoint"])
+            assert served == [good.address(), good.address()]
+        finally:
+            os.kill(hung.proc.pid, signal.SIGCONT)
