@@ -1,7 +1,8 @@
 """Priorities under overload on a plain `llmdctl up` stack (issue 18, Medium 7).
 
-For each router setting — `up`'s default (flow-control queue + critical/standard/sheddable objectives) and
-the earlier one (no queue, no objectives: `--set router.queue_size=0 --set router.objectives={}`) — it starts
+For each router setting — `up`'s default (flow-control queue + critical/standard/sheddable objectives), the
+earlier one (no queue, no objectives: `--set router.queue_size=0 --set router.objectives={}`) and, with
+`--only queue-depth-1`, the default with llm-d's saturation queueDepthThreshold at 1 instead of 5 — it starts
 the stack, measures critical TTFT unloaded (sequential requests), measures the pool's throughput at
 saturation (closed loop), then offers `--load` times that throughput as Poisson arrivals for `--duration`
 seconds, a third each critical, standard and sheddable (`x-gateway-inference-objective`), and prints per
@@ -30,6 +31,7 @@ CLASSES = ("critical", "standard", "sheddable")
 SETTINGS = {
     "default": [],  # what `llmdctl up` configures now
     "no-flow-control": ["router.queue_size=0", "router.objectives={}"],  # before the fix
+    "queue-depth-1": ["router.config.saturationDetector={queueDepthThreshold: 1}"],  # pods hold at most ~1 waiting
 }
 
 
@@ -116,7 +118,7 @@ def main() -> int:
     ap.add_argument("--only", choices=sorted(SETTINGS), action="append")
     ap.add_argument("--out", default="bench/results/priority.json")
     args = ap.parse_args()
-    results = [run_setting(name, args) for name in (args.only or list(SETTINGS))]
+    results = [run_setting(name, args) for name in (args.only or ["default", "no-flow-control"])]
     print(f"\n{'setting':<16} {'class':<10} {'n':>4} {'ok':>4} {'429+RA':>6} {'cut':>4} {'lost':>4} {'TTFT p50':>9} {'TTFT p90':>9}")
     for res in results:
         for cls, s in res["classes"].items():

@@ -30,6 +30,9 @@ DEFAULT_HASH_ALGO = "sha256"
 HASH_IN_THREAD_TOKENS = 2048  # prompts at least this long are block-hashed in a worker thread
 
 
+HEDGE_AFTER_S = 0.5  # an engine /tokenize not answered by then: ask the next pod too
+
+
 class TokenizationError(ValueError):
     """A tokenizer that cannot be loaded or a prompt that cannot be tokenized."""
 
@@ -229,23 +232,40 @@ class EngineTokenizer:
             self.hits += 1
             return cached.tolist()
         self.misses += 1
-        last: Exception | None = None
-        for address in list(self._addresses())[:3]:
-            try:
-                up = await self._backend(address).post("/tokenize", content, {"content-type": "application/json"})
-                raw = await up.read_all()
-                if up.status_code != 200:
-                    raise TokenizationError(f"{address}/tokenize answered {up.status_code}: {raw[:200]!r}")
-                tokens = json.loads(raw)["tokens"]
-                if not isinstance(tokens, list):
-                    raise TokenizationError(f"{address}/tokenize: 'tokens' is not a list")
-                break
-            except Exception as exc:
-                last = exc
-        else:
-            raise TokenizationError(f"engine /tokenize failed: {type(last).__name__ if last else 'no endpoint'}: {last or ''}")
+        tokens = await self._hedged([a for a in list(self._addresses())[:3]], content)
         self._store(key, tokens)
         return tokens
+
+    async def _ask(self, address: str, content: bytes) -> list[int]:
+        up = await self._backend(address).post("/tokenize", content, {"content-type": "application/json"})
+        raw = await up.read_all()
+        if up.status_code != 200:
+            raise TokenizationError(f"{address}/tokenize answered {up.status_code}: {raw[:200]!r}")
+        tokens = json.loads(raw)["tokens"]
+        if not isinstance(tokens, list):
+            raise TokenizationError(f"{address}/tokenize: 'tokens' is not a list")
+        return tokens
+
+    async def _hedged(self, addresses: list[str], content: bytes) -> list[int]:
+        """Ask the first pod; when it has not answered within `HEDGE_AFTER_S` (or failed), ask the next one
+        too, and take the first answer. A tokenization is idempotent, and a hung pod once held every request
+        it tokenized for the whole timeout."""
+        pending: set[asyncio.Task] = set()
+        queue = list(addresses)
+        last: BaseException | None = None
+        try:
+            while queue or pending:
+                if queue:
+                    pending.add(asyncio.ensure_future(self._ask(queue.pop(0), content)))
+                done, pending = await asyncio.wait(pending, timeout=HEDGE_AFTER_S if queue else None, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is None:
+                        return task.result()
+                    last = task.exception()
+        finally:
+            for task in pending:
+                task.cancel()
+        raise TokenizationError(f"engine /tokenize failed: {type(last).__name__ if last else 'no endpoint'}: {last or ''}")
 
     async def encode_prompt(self, model: str, prompt: str) -> list[int]:
         return await self._tokenize({"model": model, "prompt": prompt})
