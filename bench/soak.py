@@ -350,7 +350,7 @@ def main() -> int:
         "back_s": {k: (v - faults[k]) if v is not None else None for k, v in back.items()}, "transitions": monitor.transitions,
         "http_fuzz": fuzz_result, "kv_fuzz_sent": sent[0], "kv_errors": errs, "pod_d_batches_during_fuzz": d_batches[1] - d_batches[0],
         "records": [[round(r.sent_at - t0, 3), r.label, r.status, r.endpoint, round(r.total_s or 0, 3), r.ok, r.cut, r.error] for r in records], "router_rss_kib": [rss0, rss1], "router_alive": router_alive,
-    }, indent=1))
+    }, separators=(",", ":")))
     print(f"wrote {args.out}")
     fuzz_ok = fuzz_result is None or not fuzz_result["failures"]
     return 0 if summary["lost"] == 0 and not silent_cuts and fuzz_ok else 1
