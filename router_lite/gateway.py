@@ -87,7 +87,7 @@ class ClientError(Exception):
         self.headers = headers or {}
 
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error", 413: "invalid_request_error", 415: "invalid_request_error", 429: "rate_limit_exceeded", 503: "service_unavailable", 500: "internal_error", 502: "bad_gateway", 504: "timeout"}
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error", 408: "timeout", 413: "invalid_request_error", 415: "invalid_request_error", 429: "rate_limit_exceeded", 503: "service_unavailable", 500: "internal_error", 502: "bad_gateway", 504: "timeout"}
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -142,7 +142,17 @@ class Gateway:
                 raise ClientError(400, "invalid Content-Length header", code="invalid_header") from None
         chunks = []
         size = 0
-        async for chunk in request.stream():
+        idle = self.s.client_body_timeout_s
+        stream = request.stream().__aiter__()
+        while True:
+            try:
+                # A client that sends its body slowly (or stops) once held a request slot for ever (slowloris).
+                async with asyncio.timeout(idle):
+                    chunk = await stream.__anext__()
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise ClientError(408, f"the request body stalled: nothing arrived for {idle:g}s", code="body_timeout") from None
             size += len(chunk)
             if size > limit:
                 raise ClientError(413, f"request body is over the limit of {limit} bytes", code="body_too_large")

@@ -179,3 +179,27 @@ def test_a_non_streaming_request_held_by_a_pod_that_stopped_answering_is_retried
             assert served == [good.address(), good.address()]
         finally:
             os.kill(hung.proc.pid, signal.SIGCONT)
+
+
+def test_a_client_that_stalls_while_sending_its_body_gets_408():
+    import json
+    import socket
+
+    with sim_pods(1, events=False) as pod, router(pod.endpoint_entries(), args=["--client-body-timeout", "1"]) as rt:
+        _ready(rt)
+        host, port = rt.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                      b"content-length: 100\r\n\r\n{\"model\": ")  # 10 of 100 bytes, then nothing (slowloris)
+            t0 = time.monotonic()
+            data = b""
+            while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            took = time.monotonic() - t0
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), data[:200]
+        assert json.loads(body)["error"]["code"] == "body_timeout"
+        assert took < 5
