@@ -2,9 +2,11 @@
 
 Scrapes and `/health` say whether a pod is up; they cannot see a pod that answers them but fails every
 request (a 503 storm) or one that accepts a request and then sends nothing (a hung engine). The proxy
-reports every answer here: `consecutive_errors` 5xx in a row, or one timeout, eject the pod for
-`base_ejection_s`, doubled for each ejection in a row (capped at `max_ejection_s`); when the time is up it
-returns to rotation on probation (its next failure ejects it again), and its first good answer clears the record. Pure: no I/O, the caller owns time.
+reports every answer here: `consecutive_errors` failures in a row (a 502/503/504, or a timeout) eject the
+pod for `base_ejection_s`, doubled for each ejection in a row (capped at `max_ejection_s`); when the time is
+up it returns to rotation on probation (its next failure ejects it again), and its first good answer clears
+the record. Not one timeout alone, and not a 500: a client can cause those (a huge prompt to tokenize, an
+input that trips the engine), and one client must not be able to take pods out of rotation. Pure: no I/O, the caller owns time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ class Outcome(str, Enum):
     """What one proxied attempt showed about its pod."""
 
     OK = "ok"  # an answer that is not a server error (a 4xx is the request's fault, not the pod's)
-    ERROR = "error"  # a 5xx answer: the pod cannot serve now
+    ERROR = "error"  # a 502/503/504 answer: the pod cannot serve now
     TIMEOUT = "timeout"  # nothing (or nothing more) arrived in time: the pod is hung
 
 
@@ -56,11 +58,11 @@ class OutlierDetector:
         if rec.until > now:
             return False
         # Back from an ejection without a good answer since (half-open): one more failure ejects again.
-        if outcome is Outcome.TIMEOUT or rec.consecutive >= self.consecutive_errors or rec.ejections:
+        if rec.consecutive >= self.consecutive_errors or rec.ejections:
             rec.ejections += 1
             rec.until = now + min(self.max_ejection_s, self.base_ejection_s * 2 ** (rec.ejections - 1))
             rec.consecutive = 0
-            what = "timed out" if outcome is Outcome.TIMEOUT else "failed again after an ejection" if rec.ejections > 1 else f"{self.consecutive_errors} server errors in a row"
+            what = "failed again after an ejection" if rec.ejections > 1 else f"{self.consecutive_errors} failures in a row"
             rec.reason = f"ejected for {rec.until - now:g}s: {what}" + (f" ({detail})" if detail else "")
             return True
         return False

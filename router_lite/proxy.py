@@ -306,7 +306,7 @@ class Backend:
                 self._finish_quietly(conn)
                 self._outcome(Outcome.ERROR, f"answered {status}")
                 raise UpstreamError("status", f"pod {self.address} answered {status}", retryable=True, status=status)
-            self._outcome(Outcome.ERROR if conn.status >= 500 else Outcome.OK, f"answered {conn.status}")
+            self._outcome(Outcome.OK, f"answered {status}")  # it answered (a 500 may be this request's doing)
             return Upstream(self, conn)
         raise UpstreamError("read", f"pod {self.address} closed the connection", retryable=True)
 
