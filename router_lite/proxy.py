@@ -498,9 +498,10 @@ def forward_headers(headers: list[tuple[bytes, bytes]], strip_auth: bool) -> dic
     return out
 
 
-async def open_upstream(backend: Backend, path: str, content: bytes, headers: dict[str, str]) -> Upstream:
-    """POST and wait for the first body byte. Raises UpstreamError for failures before that byte."""
-    return await backend.post(path, content, headers)
+async def open_upstream(backend: Backend, path: str, content: bytes, headers: dict[str, str], stream: bool | None = None) -> Upstream:
+    """POST and wait for the first body byte. Raises UpstreamError for failures before that byte. `stream`:
+    whether the body asks for a stream, when the caller knows (else it is read from `content`)."""
+    return await backend.post(path, content, headers, stream)
 
 
 class PrefillError(Exception):
