@@ -75,6 +75,8 @@ class RouterSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     config: dict[str, Any]
     tokenizer: str | None = None  # local Hugging Face tokenizer dir; None: the engine's /tokenize or built-in
     request_timeout_s: float = 600.0
+    header_timeout_s: float = 10.0  # a pod's headers for a streaming request (sent before it generates)
+    idle_timeout_s: float = 60.0  # a pause between two chunks of a streamed answer
     # Flow control on by default: without a queue and objectives, priorities did nothing on a stack started
     # by `llmdctl up` (critical and standard saw the same TTFT at 5x load). Objectives name priorities that
     # clients select with `x-gateway-inference-objective` (or the model name), as llm-d's InferenceObjective.

@@ -24,7 +24,7 @@ from router_lite.inflight import InFlightTracker
 from router_lite.kv_subscriber import KVEventSubscriber
 from router_lite.metrics import RouterMetrics
 from router_lite.prefix import PrefixIndexes
-from router_lite.proxy import BackendPool
+from router_lite.proxy import BackendPool, Timeouts
 from router_lite.scheduler import Scheduler
 from kvtiers.hashing import HASH_ALGOS
 from router_lite.tokenization import HashSettings, RequestTokenizer, make_tokenizer, resolve_hash_settings
@@ -79,7 +79,11 @@ class RouterSettings:
     max_body_bytes: int = 16 * 1024 * 1024
     scrape_interval_ms: float = 50.0
     stale_after_s: float = 2.0
+    client_body_timeout_s: float = 30.0  # a pause while a client sends its request body (slowloris)
+    unresponsive_after_s: float = 10.0  # no scrape or probe answered this long: requests waiting on the pod give up
     request_timeout_s: float = 600.0
+    header_timeout_s: float = 10.0  # a streaming request's response headers (pods send them before generating)
+    idle_timeout_s: float = 60.0  # between two chunks of a streamed answer
     max_retries: int = 2
     objectives: dict[str, int] = field(default_factory=dict)  # model/objective name -> priority
     pool_name: str = "default"  # the InferencePool served: `name` label of the inference_pool_* metrics
@@ -122,15 +126,25 @@ class RouterState:
             specs,
             scrape_interval_s=settings.scrape_interval_ms / 1000.0,
             stale_after_s=settings.stale_after_s,
+            unresponsive_after_s=settings.unresponsive_after_s,
             metrics=self.metrics,
         )
         self.subscriber = KVEventSubscriber(self.indexes.precise.apply, metrics=self.metrics)
         self.datalayer.add_listener(self._on_membership)
         self.watcher: FileWatcher | KubernetesWatcher | None = self._make_watcher()
-        self.pool = BackendPool(request_timeout_s=settings.request_timeout_s)
+        self.pool = BackendPool(
+            request_timeout_s=settings.request_timeout_s,
+            timeouts=Timeouts(
+                headers_s=min(settings.header_timeout_s, settings.request_timeout_s),
+                first_byte_s=settings.request_timeout_s,
+                idle_s=min(settings.idle_timeout_s, settings.request_timeout_s),
+            ),
+            on_outcome=self.datalayer.record_outcome,  # a pod failing requests while it answers scrapes is ejected
+            alive=self.datalayer.responsive,  # a request waiting on a pod that went silent gives up at once
+        )
         self.open_upstreams: set[Any] = set()  # proxied streams in flight (cut at shutdown after the grace period)
         self.stopping = False
-        self._tokenizer = make_tokenizer(settings.tokenizer, self._tokenize_urls)
+        self._tokenizer = make_tokenizer(settings.tokenizer, self._tokenize_urls, alive=self.datalayer.responsive)
         self.request_tokenizer = RequestTokenizer(self._tokenizer, self.hash_settings, on_error=self._on_tokenize_error)
         self.admission = self._admission(self.config, self.scheduler)
         # The request flow, over whichever scheduler is current when a request starts.

@@ -15,7 +15,8 @@ class FailureKind(str, Enum):
     CONNECT = "connect"  # the pod did not accept a connection
     READ = "read"  # the connection broke before the first response byte
     STATUS = "status"  # the pod answered a status that means "not now" (502/503/504)
-    TIMEOUT = "timeout"  # the pod sent nothing within the read timeout
+    TIMEOUT = "timeout"  # the pod sent no headers / first byte within its bound: another pod may answer
+    UNRESPONSIVE = "unresponsive"  # the pod stopped answering scrapes and probes while it held the request
     BAD_RESPONSE = "bad_response"  # an answer the flow cannot use (a prefill without kv_transfer_params)
     REJECTED = "rejected"  # the engine refused the request itself (too long for it): no pod will take it
 
@@ -25,12 +26,12 @@ class FailureKind(str, Enum):
 
     @property
     def retryable(self) -> bool:
-        return self in (FailureKind.CONNECT, FailureKind.READ, FailureKind.STATUS)
+        return self not in (FailureKind.BAD_RESPONSE, FailureKind.REJECTED)
 
     @property
     def fallback_label(self) -> str:
         """The `pd_fallbacks` metric label of a failed prefill leg of this kind."""
-        if self.pod_down or self is FailureKind.TIMEOUT:
+        if self.pod_down or self in (FailureKind.TIMEOUT, FailureKind.UNRESPONSIVE):
             return "unreachable"
         return "error_status" if self is FailureKind.STATUS else "bad_response"
 

@@ -25,7 +25,7 @@ from router_lite.admission import Rejected
 from router_lite.app_state import RouterSettings, RouterState, config_from_text, named_config
 from router_lite import passthrough
 from router_lite.config import ConfigError
-from router_lite.proxy import PrefillError, Upstream, UpstreamError, forward_headers, open_upstream, run_prefill
+from router_lite.proxy import PrefillError, Upstream, UpstreamError, forward_headers, is_router_owned, open_upstream, run_prefill
 from router_lite.tokenization import chat_text, completion_prompt
 from router_lite.director import Flow, NoEndpoint, Shed
 from router_lite.types import LLMRequest
@@ -87,7 +87,7 @@ class ClientError(Exception):
         self.headers = headers or {}
 
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error", 413: "invalid_request_error", 415: "invalid_request_error", 429: "rate_limit_exceeded", 503: "service_unavailable", 500: "internal_error", 502: "bad_gateway", 504: "timeout"}
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error", 408: "timeout", 413: "invalid_request_error", 415: "invalid_request_error", 429: "rate_limit_exceeded", 503: "service_unavailable", 500: "internal_error", 502: "bad_gateway", 504: "timeout"}
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -148,7 +148,17 @@ class Gateway:
                 raise ClientError(400, "invalid Content-Length header", code="invalid_header") from None
         chunks = []
         size = 0
-        async for chunk in request.stream():
+        idle = self.s.client_body_timeout_s
+        stream = request.stream().__aiter__()
+        while True:
+            try:
+                # A client that sends its body slowly (or stops) once held a request slot for ever (slowloris).
+                async with asyncio.timeout(idle):
+                    chunk = await stream.__anext__()
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise ClientError(408, f"the request body stalled: nothing arrived for {idle:g}s", code="body_timeout") from None
             size += len(chunk)
             if size > limit:
                 raise ClientError(413, f"request body is over the limit of {limit} bytes", code="body_too_large")
@@ -187,6 +197,15 @@ class Gateway:
             raise ClientError(400, "'stream' must be a boolean", param="stream", code="invalid_stream")
         return body
 
+    def _strip_client_kv_transfer(self, body: dict[str, Any], raw: bytes) -> bytes:
+        """Drop a client's `kv_transfer_params`: they name hosts a pod pulls KV from (`remote_host`), and only
+        the router's P/D step may set them. Returns the body to forward."""
+        if "kv_transfer_params" not in body:
+            return raw
+        del body["kv_transfer_params"]
+        self.state.metrics.errors.labels("client_kv_transfer_params_dropped").inc()
+        return json.dumps(body).encode()
+
     def _priority(self, request: Request, model: str) -> int:
         raw = request.headers.get(PRIORITY_HEADER)
         if raw is not None:
@@ -198,7 +217,7 @@ class Gateway:
         return self.s.objectives.get(objective, 0)
 
     def _llm_request(self, request: Request, body: dict[str, Any], kind: str, priority: int) -> LLMRequest:
-        headers = {k.lower(): v for k, v in request.headers.items() if k.lower() not in ("authorization", "cookie")}
+        headers = {k.lower(): v for k, v in request.headers.items() if k.lower() not in ("authorization", "cookie") and not is_router_owned(k.lower())}
         # The router's own id keys everything inside (active requests, P/D, decisions): two clients sending
         # the same x-request-id must not share a slot. The client's id is forwarded and recorded.
         rid = uuid.uuid4().hex
@@ -259,7 +278,7 @@ class Gateway:
             except UpstreamError as exc:
                 if exc.failure.kind.pod_down:
                     st.datalayer.report_failure(target.key, str(exc))
-                raise ClientError(503 if exc.retryable else 502, f"model server failed before responding: {exc}", code="upstream_error") from None
+                raise ClientError(exc.client_status, f"model server failed before responding: {exc}", code="upstream_error") from None
             st.metrics.requests.labels(path, str(upstream.status_code)).inc()
             if upstream.complete:
                 return _whole_response(upstream, [(_ENDPOINT_B, target.key.encode())])
@@ -314,7 +333,7 @@ class Gateway:
         st, director = self.state, self.state.director
         while True:
             try:
-                opening = open_upstream(st.pool.backend(flow.target.key), path, content, {**base, **flow.headers})
+                opening = open_upstream(st.pool.backend(flow.target.key), path, content, {**base, **flow.headers}, stream=not wait_for_client)
                 # A non-streaming answer's first byte is its last: without this, a client that left kept the
                 # pod generating for nobody. Cancelling the post closes the connection; the pod aborts on that.
                 upstream = await (_unless_client_leaves(request, opening) if wait_for_client else opening)
@@ -327,8 +346,7 @@ class Gateway:
             except UpstreamError as exc:
                 if director.dispatch_failed(flow, exc.failure) is None:
                     st.hub.publish(director.decision(flow, exc.status or 502, None))
-                    status = 503 if exc.retryable else 504 if exc.kind == "timeout" else 502
-                    raise ClientError(status, f"model server failed before responding: {exc}", code="upstream_error") from None
+                    raise ClientError(exc.client_status, f"model server failed before responding: {exc}", code="upstream_error") from None
             except BaseException:
                 director.finished(flow)
                 raise
@@ -350,6 +368,7 @@ class Gateway:
         try:
             raw = await self._read_body(request)
             body = self._parse(raw, kind)
+            raw = self._strip_client_kv_transfer(body, raw)
             priority = self._priority(request, body["model"])
             req = self._llm_request(request, body, kind, priority)
             m.request_received(req, len(raw))

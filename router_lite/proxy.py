@@ -5,6 +5,12 @@ general-purpose client: the proxy only ever POSTs JSON and relays bytes, and the
 CPU per request than the rest of the router together. `open_upstream` waits for the first body chunk
 before anything is committed to the client, so a pod that dies before its first byte can be retried on
 another pod; after that, chunks are passed on as they arrive, without buffering.
+
+Every wait on a pod is bounded (`Timeouts`): a hung pod once held requests for the whole 600 s request
+timeout. A streaming answer's headers come before any generation (vLLM and the simulator send them at once),
+so they get a short limit; a non-streaming answer's first byte is its last, so it gets the request's limit;
+between the chunks of a stream, an idle limit. While waiting, a pod that stops answering its scrapes (the
+`alive` hook) is given up on at once. Each attempt's outcome goes to `on_outcome` (the outlier detector).
 """
 
 from __future__ import annotations
@@ -12,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httptools
+import msgspec
 
 from router_lite.failures import Failure, FailureKind
+from router_lite.outliers import Outcome
 
 # Statuses that mean "this pod cannot serve now" (not "this request is wrong"): worth another pod.
 RETRYABLE_STATUS = frozenset({502, 503, 504})
@@ -26,6 +35,41 @@ _HOP_BY_HOP = frozenset(
 )
 _RESPONSE_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"server", b"date"})
 _HIGH_WATER = 1 << 20  # pause reading a pod when a slow client leaves this much unread
+ALIVE_POLL_S = 0.25  # how often a long wait asks whether the pod still answers its scrapes
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Limits on each wait for a pod, in seconds."""
+
+    connect_s: float = 2.0
+    headers_s: float = 10.0  # a streaming request's status line and headers (sent before generating)
+    first_byte_s: float = 600.0  # the first body byte: a non-streaming answer arrives whole, so it is long
+    idle_s: float = 60.0  # between two chunks of a streamed body
+
+    def __post_init__(self) -> None:
+        for name in ("connect_s", "headers_s", "first_byte_s", "idle_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: expected a positive number of seconds, got {getattr(self, name)}")
+
+
+OutcomeHook = Callable[[str, Outcome, str], None]  # (pod address, outcome, detail)
+AliveHook = Callable[[str], bool]  # pod address -> still answering its scrapes
+
+
+class _StreamFlag(msgspec.Struct):
+    stream: Any = None
+
+
+_stream_decoder = msgspec.json.Decoder(_StreamFlag)
+
+
+def is_streaming(content: bytes) -> bool:
+    """Whether a JSON request body asks for a stream (decodes only that field)."""
+    try:
+        return _stream_decoder.decode(content).stream is True
+    except (msgspec.DecodeError, RecursionError):
+        return False
 
 PREFILL_KV_PARAMS: dict[str, Any] = {
     "do_remote_decode": True,
@@ -38,7 +82,8 @@ PREFILL_KV_PARAMS: dict[str, Any] = {
 
 
 class UpstreamError(Exception):
-    """A pod failed before its first response byte. `retryable`: another pod may succeed."""
+    """A pod failed before its first response byte (kinds: connect, read, status, timeout, unresponsive).
+    `retryable`: another pod may succeed."""
 
     def __init__(self, kind: str, message: str, retryable: bool, status: int | None = None) -> None:
         super().__init__(message)
@@ -49,6 +94,14 @@ class UpstreamError(Exception):
     @property
     def failure(self) -> Failure:
         return Failure(FailureKind(self.kind), str(self), self.status)
+
+    @property
+    def client_status(self) -> int:
+        """What the client gets when no other pod is left to try: 504 for a pod that timed out, 503 for one
+        that cannot serve now (another try later may succeed), 502 for anything else."""
+        if self.kind in ("timeout", "unresponsive"):
+            return 504
+        return 503 if self.retryable else 502
 
 
 class _Conn(asyncio.Protocol):
@@ -143,13 +196,26 @@ class _Conn(asyncio.Protocol):
 class Backend:
     """Keep-alive connections to one pod."""
 
-    def __init__(self, address: str, connect_timeout_s: float, read_timeout_s: float, max_idle: int = 256) -> None:
+    def __init__(
+        self,
+        address: str,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        max_idle: int = 256,
+        *,
+        timeouts: Timeouts | None = None,
+        on_outcome: OutcomeHook | None = None,
+        alive: AliveHook | None = None,
+    ) -> None:
         self.address = address
         host, _, port = address.rpartition(":")
         self.host = host.strip("[]")
         self.port = int(port)
         self.connect_timeout_s = connect_timeout_s
-        self.read_timeout_s = read_timeout_s
+        self.read_timeout_s = read_timeout_s  # small GETs (scrapes); requests use `timeouts`
+        self.timeouts = timeouts or Timeouts(connect_s=connect_timeout_s, headers_s=read_timeout_s, first_byte_s=read_timeout_s, idle_s=read_timeout_s)
+        self.on_outcome = on_outcome
+        self.alive = alive
         self.max_idle = max_idle
         self._idle: list[_Conn] = []
         self._host_header = f"host: {address}\r\n".encode("latin-1")
@@ -184,9 +250,34 @@ class Backend:
         lines.append(content)
         return b"".join(lines)
 
-    async def post(self, path: str, content: bytes, headers: dict[str, str]) -> "Upstream":
-        """Send and wait for the first body byte (or the end of an empty body)."""
+    def _outcome(self, outcome: Outcome, detail: str = "") -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(self.address, outcome, detail)
+
+    async def wait_for(self, conn: _Conn, ready: Callable[[], bool], limit_s: float, what: str) -> None:
+        """Wait until `ready()`, a connection error, `limit_s`, or the pod stops answering its scrapes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_s
+        while not ready():
+            if conn.error is not None:
+                raise conn.error
+            left = deadline - loop.time()
+            if left <= 0:
+                raise UpstreamError("timeout", f"pod {self.address} sent no {what} within {limit_s:g}s", retryable=True)
+            if self.alive is not None and not self.alive(self.address):
+                raise UpstreamError("unresponsive", f"pod {self.address} stopped answering while it held this request", retryable=True)
+            try:
+                await conn.wait(min(left, ALIVE_POLL_S) if self.alive is not None else left)
+            except asyncio.TimeoutError:
+                pass
+
+    async def post(self, path: str, content: bytes, headers: dict[str, str], stream: bool | None = None) -> "Upstream":
+        """Send and wait for the first body byte (or the end of an empty body). `stream`: whether the body
+        asks for a stream (read from it when None); it decides the headers limit."""
         data = self._request_bytes(path, content, headers)
+        t = self.timeouts
+        if stream is None:
+            stream = is_streaming(content)
         for attempt in range(2):
             reused = False
             conn = None
@@ -200,13 +291,13 @@ class Backend:
             assert conn.transport is not None
             conn.transport.write(data)
             try:
-                while not conn.chunks and not conn.complete:
-                    if conn.error is not None:
-                        raise conn.error
-                    await conn.wait(self.read_timeout_s)
-            except asyncio.TimeoutError:
+                if stream:
+                    await self.wait_for(conn, lambda: conn.headers_done or conn.complete, t.headers_s, "response headers")
+                await self.wait_for(conn, lambda: bool(conn.chunks) or conn.complete, t.first_byte_s, "response")
+            except UpstreamError as exc:
                 self.discard(conn)
-                raise UpstreamError("timeout", f"pod {self.address} sent nothing within {self.read_timeout_s:g}s", retryable=False) from None
+                self._outcome(Outcome.TIMEOUT, str(exc))
+                raise
             except (OSError, httptools.HttpParserError) as exc:
                 self.discard(conn)
                 if reused and not conn.got_bytes and attempt == 0:
@@ -215,9 +306,12 @@ class Backend:
             except BaseException:  # cancelled (client gone, shutdown, a cancelled prefill): never leak the connection
                 self.discard(conn)
                 raise
-            if conn.status in RETRYABLE_STATUS:
+            status = conn.status
+            if status in RETRYABLE_STATUS:
                 self._finish_quietly(conn)
-                raise UpstreamError("status", f"pod {self.address} answered {conn.status}", retryable=True, status=conn.status)
+                self._outcome(Outcome.ERROR, f"answered {status}")
+                raise UpstreamError("status", f"pod {self.address} answered {status}", retryable=True, status=status)
+            self._outcome(Outcome.OK, f"answered {status}")  # it answered (a 500 may be this request's doing)
             return Upstream(self, conn)
         raise UpstreamError("read", f"pod {self.address} closed the connection", retryable=True)
 
@@ -314,9 +408,11 @@ class Upstream:
                     continue
                 if conn.complete:
                     break
-                if conn.error is not None:
-                    raise conn.error
-                await conn.wait(self._backend.read_timeout_s)
+                try:
+                    await self._backend.wait_for(conn, lambda: bool(conn.chunks) or conn.complete, self._backend.timeouts.idle_s, "stream data")
+                except UpstreamError as exc:
+                    self._backend._outcome(Outcome.TIMEOUT, str(exc))
+                    raise
             self._release()
         finally:
             if not self._released:
@@ -335,9 +431,21 @@ class Upstream:
 class BackendPool:
     """One `Backend` per pod address for the hot path, and one httpx client for everything else."""
 
-    def __init__(self, request_timeout_s: float = 600.0, connect_timeout_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        request_timeout_s: float = 600.0,
+        connect_timeout_s: float = 2.0,
+        *,
+        timeouts: Timeouts | None = None,
+        on_outcome: OutcomeHook | None = None,
+        alive: AliveHook | None = None,
+    ) -> None:
         self.request_timeout_s = request_timeout_s
         self.connect_timeout_s = connect_timeout_s
+        self.timeouts = timeouts or Timeouts(connect_s=connect_timeout_s, first_byte_s=request_timeout_s, idle_s=min(60.0, request_timeout_s),
+                                             headers_s=min(10.0, request_timeout_s))
+        self.on_outcome = on_outcome
+        self.alive = alive
         self._backends: dict[str, Backend] = {}
         self._http: Any = None
 
@@ -353,7 +461,8 @@ class BackendPool:
     def backend(self, address: str) -> Backend:
         b = self._backends.get(address)
         if b is None:
-            b = self._backends[address] = Backend(address, self.connect_timeout_s, self.request_timeout_s)
+            b = self._backends[address] = Backend(address, self.timeouts.connect_s, self.request_timeout_s, timeouts=self.timeouts,
+                                                  on_outcome=self.on_outcome, alive=self.alive)
         return b
 
     def drop(self, address: str) -> None:
@@ -369,21 +478,35 @@ class BackendPool:
             await self._http.aclose()
 
 
+# Headers only the router may set toward a pod: they steer where the pod (or llm-d's decode sidecar in front
+# of it) pulls KV from or forwards to. Passed through from a client, `x-prefiller-host-port` sent a decode pod
+# to any host the client named (a cloud metadata address included).
+ROUTER_OWNED_HEADERS = frozenset(
+    {"x-prefiller-host-port", "x-data-parallel-host-port", "x-gateway-destination-endpoint", "x-gateway-destination-endpoint-served"}
+)
+
+
+def is_router_owned(name: str) -> bool:
+    """A header a client may not send toward pods (lower-case name)."""
+    return name in ROUTER_OWNED_HEADERS or name.startswith("x-llmd-endpoint") or name.startswith("x-llmd-prefill")
+
+
 def forward_headers(headers: list[tuple[bytes, bytes]], strip_auth: bool) -> dict[str, str]:
-    """Client headers worth passing to a pod: no hop-by-hop, no router credentials."""
+    """Client headers worth passing to a pod: no hop-by-hop, no router credentials, none the router owns."""
     out: dict[str, str] = {}
     for k, v in headers:
         name = k.decode("latin-1").lower()
-        if name in _HOP_BY_HOP or (strip_auth and name == "authorization"):
+        if name in _HOP_BY_HOP or (strip_auth and name == "authorization") or is_router_owned(name):
             continue
         out[name] = v.decode("latin-1")
     out["content-type"] = "application/json"  # the body was validated as JSON; pods need to be told
     return out
 
 
-async def open_upstream(backend: Backend, path: str, content: bytes, headers: dict[str, str]) -> Upstream:
-    """POST and wait for the first body byte. Raises UpstreamError for failures before that byte."""
-    return await backend.post(path, content, headers)
+async def open_upstream(backend: Backend, path: str, content: bytes, headers: dict[str, str], stream: bool | None = None) -> Upstream:
+    """POST and wait for the first body byte. Raises UpstreamError for failures before that byte. `stream`:
+    whether the body asks for a stream, when the caller knows (else it is read from `content`)."""
+    return await backend.post(path, content, headers, stream)
 
 
 class PrefillError(Exception):

@@ -36,6 +36,8 @@ CHAT_OPTIONS = ("add_generation_prompt", "chat_template_kwargs", "tools", "conti
 __all__ = ["TokenizationError", "Tokenizer", "LocalTokenizer", "BuiltinTokenizer", "EngineTokenizer",
            "make_tokenizer", "HashSettings", "PromptHasher", "RequestTokenizer", "completion_prompt", "chat_text"]
 
+HEDGE_AFTER_S = 0.5  # an engine /tokenize not answered by then: ask the next pod too
+
 
 class Tokenizer(Protocol):
     """What the router needs: prompt ids for a completion prompt or a chat conversation."""
@@ -100,8 +102,10 @@ class EngineTokenizer:
 
     name = "engine"
 
-    def __init__(self, addresses: Callable[[], Sequence[str]], max_cached_tokens: int = 8_000_000, timeout_s: float = 5.0) -> None:
+    def __init__(self, addresses: Callable[[], Sequence[str]], max_cached_tokens: int = 8_000_000, timeout_s: float = 5.0,
+                 alive: Callable[[str], bool] | None = None) -> None:
         self._addresses = addresses
+        self._alive = alive  # a pod that stops answering its scrapes is given up on at once, not after timeout_s
         self._cache: OrderedDict[bytes, array] = OrderedDict()
         self.max_cached_tokens = max_cached_tokens
         self.cached_tokens = 0
@@ -116,7 +120,7 @@ class EngineTokenizer:
         address = address.split("://", 1)[-1].rstrip("/")
         b = self._backends.get(address)
         if b is None:
-            b = self._backends[address] = Backend(address, self._timeout_s, self._timeout_s, max_idle=32)
+            b = self._backends[address] = Backend(address, self._timeout_s, self._timeout_s, max_idle=32, alive=self._alive)
         return b
 
     @staticmethod
@@ -148,23 +152,40 @@ class EngineTokenizer:
             self.hits += 1
             return cached.tolist()
         self.misses += 1
-        last: Exception | None = None
-        for address in list(self._addresses())[:3]:
-            try:
-                up = await self._backend(address).post("/tokenize", content, {"content-type": "application/json"})
-                raw = await up.read_all()
-                if up.status_code != 200:
-                    raise TokenizationError(f"{address}/tokenize answered {up.status_code}: {raw[:200]!r}")
-                tokens = json.loads(raw)["tokens"]
-                if not isinstance(tokens, list):
-                    raise TokenizationError(f"{address}/tokenize: 'tokens' is not a list")
-                break
-            except Exception as exc:
-                last = exc
-        else:
-            raise TokenizationError(f"engine /tokenize failed: {type(last).__name__ if last else 'no endpoint'}: {last or ''}")
+        tokens = await self._hedged([a for a in list(self._addresses())[:3]], content)
         self._store(key, tokens)
         return tokens
+
+    async def _ask(self, address: str, content: bytes) -> list[int]:
+        up = await self._backend(address).post("/tokenize", content, {"content-type": "application/json"})
+        raw = await up.read_all()
+        if up.status_code != 200:
+            raise TokenizationError(f"{address}/tokenize answered {up.status_code}: {raw[:200]!r}")
+        tokens = json.loads(raw)["tokens"]
+        if not isinstance(tokens, list):
+            raise TokenizationError(f"{address}/tokenize: 'tokens' is not a list")
+        return tokens
+
+    async def _hedged(self, addresses: list[str], content: bytes) -> list[int]:
+        """Ask the first pod; when it has not answered within `HEDGE_AFTER_S` (or failed), ask the next one
+        too, and take the first answer. A tokenization is idempotent, and a hung pod once held every request
+        it tokenized for the whole timeout."""
+        pending: set[asyncio.Task] = set()
+        queue = list(addresses)
+        last: BaseException | None = None
+        try:
+            while queue or pending:
+                if queue:
+                    pending.add(asyncio.ensure_future(self._ask(queue.pop(0), content)))
+                done, pending = await asyncio.wait(pending, timeout=HEDGE_AFTER_S if queue else None, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is None:
+                        return task.result()
+                    last = task.exception()
+        finally:
+            for task in pending:
+                task.cancel()
+        raise TokenizationError(f"engine /tokenize failed: {type(last).__name__ if last else 'no endpoint'}: {last or ''}")
 
     async def encode_prompt(self, model: str, prompt: str) -> list[int]:
         return await self._tokenize({"model": model, "prompt": prompt})
@@ -182,10 +203,10 @@ class EngineTokenizer:
         self._backends.clear()
 
 
-def make_tokenizer(spec: str | None, addresses: Callable[[], Sequence[str]]) -> Tokenizer:
+def make_tokenizer(spec: str | None, addresses: Callable[[], Sequence[str]], alive: Callable[[str], bool] | None = None) -> Tokenizer:
     """`None`/`engine` -> the engine's /tokenize; `builtin` -> the simulator's; else a local HF directory."""
     if spec in (None, "", "engine"):
-        return EngineTokenizer(addresses)
+        return EngineTokenizer(addresses, alive=alive)
     if spec == "builtin":
         return BuiltinTokenizer()
     return LocalTokenizer(spec)

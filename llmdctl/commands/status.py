@@ -63,11 +63,12 @@ def status_command(
     state = "[green]healthy[/green]" if report.healthy else "[red]degraded[/red]"
     console.print(f"[bold]{report.profile}[/bold] {state} · router {report.router_url} · up {up_for:.0f}s", highlight=False)
     comps = Table(title="Components", title_justify="left")
-    for col in ("name", "kind", "pid", "alive", "health", "ports"):
+    for col in ("name", "kind", "pid", "alive", "health", "ports", "note"):
         comps.add_column(col)
     for c in report.components:
         ports = _ranges(c.ports)
-        comps.add_row(c.name, c.kind, str(c.pid or "-"), "yes" if c.alive else "[red]no[/red]", "[green]ok[/green]" if c.healthy else "[red]down[/red]", ports)
+        note = c.detail or (f"stopped what was left of it: pids {', '.join(map(str, c.orphans_stopped))}" if c.orphans_stopped else "")
+        comps.add_row(c.name, c.kind, str(c.pid or "-"), "yes" if c.alive else "[red]no[/red]", "[green]ok[/green]" if c.healthy else "[red]down[/red]", ports, note)
     console.print(comps)
     pods = Table(title="Pods", title_justify="left")
     tiers = [t for t in ("cpu", "disk") if any(f"tier_{t}_usage" in p.metrics for p in report.pods)]

@@ -227,6 +227,8 @@ def router_argv(profile: Profile, port: int, config_path: Path, endpoints_path: 
         "--config", str(config_path),
         "--endpoints-file", str(endpoints_path),
         "--request-timeout", str(profile.router.request_timeout_s),
+        "--header-timeout", str(profile.router.header_timeout_s),
+        "--idle-timeout", str(profile.router.idle_timeout_s),
         "--admin-key-file", str(config_path.parent / ADMIN_KEY_FILE),  # written by `up` (ensure_admin_key)
         "--queue-size", str(profile.router.queue_size),
         "--queue-ttl", str(profile.router.queue_ttl_s),

@@ -168,6 +168,7 @@ def up(
                 notes = [] if existing.overrides == overrides else ["the running stack was started with other options; run `llmdctl down` first to apply these"]
                 return UpResult(existing, already_running=True, seconds=time.monotonic() - t0, notes=notes)
             supervisor.stop_front_to_back(existing.components)  # stale state: nothing alive, but sweep the groups anyway
+            supervisor.stop_tagged(home)
             clear_state(home)
         layout, notes = choose_ports(profile, router_port, pod_port, events_port)
         try:
@@ -201,7 +202,7 @@ def _start_and_wait(state: RunState, home: Path, timeout_s: float, progress: Pro
     progress.planned(state.components)
     try:
         for comp in state.components:
-            procs[comp.name] = supervisor.start(comp)
+            procs[comp.name] = supervisor.start(comp, run_dir=home)
             save_state(state, home)  # `down` can always find what was started, even if we die now
             progress.started(comp)
         waiter = supervisor.HealthWaiter(state.components, procs)
@@ -224,6 +225,7 @@ class DownResult:
     killed: list[str]  # components that ignored SIGTERM for the grace period and needed SIGKILL
     remaining_pids: list[int]
     listening: list[str]  # "port N is in use by ..." for ports of ours still listening
+    leftovers: list[int] = field(default_factory=list)  # processes of this run the state did not name (e.g. `up` killed), stopped
 
 
 def down(home: Path | None = None, grace_s: float = 5.0) -> DownResult:
@@ -232,16 +234,19 @@ def down(home: Path | None = None, grace_s: float = 5.0) -> DownResult:
     home = home or home_dir()
     with run_lock(home):
         state = load_state(home)
-        if state is None:
-            return DownResult(None, time.monotonic() - t0, [], [], [], [])
+        if state is None:  # nothing recorded; an `up` killed before it wrote its state may still have started some
+            leftovers = supervisor.stop_tagged(home, grace_s)
+            return DownResult(None, time.monotonic() - t0, [], [], [p for p in leftovers if is_alive(p)], [], leftovers)
         stopped = [c.name for c in state.components if _alive(c)]
         report = supervisor.stop_front_to_back(state.components, grace_s=grace_s)
+        leftovers = supervisor.stop_tagged(home, grace_s)  # anything of this run the state does not name
+        remaining = sorted(set(report.remaining) | {p for p in leftovers if is_alive(p)})
         ports = sorted({p for c in state.components for p in c.ports})
         listening = [portlib.holder_of(p).describe() for p in portlib.listening_ports(ports)]
-        if not report.remaining:
+        if not remaining:
             clear_state(home)
         killed = [c.name for c in state.components if c.pid in report.killed_groups]
-        return DownResult(state.profile, time.monotonic() - t0, stopped, killed, report.remaining, listening)
+        return DownResult(state.profile, time.monotonic() - t0, stopped, killed, remaining, listening, leftovers)
 
 
 # ---- status ------------------------------------------------------------------------------------------
@@ -272,6 +277,7 @@ class ComponentStatus:
     ports: list[int]
     log: str
     orphans_stopped: list[int] = field(default_factory=list)  # leftovers of its process tree, killed now
+    detail: str = ""  # the router: how many endpoints it sees healthy
 
 
 @dataclass
@@ -309,17 +315,36 @@ async def _probe(client: Any, url: str) -> tuple[bool, str | None]:
         return False, f"{type(exc).__name__}"
 
 
-async def _gather_status(state: RunState) -> tuple[dict[str, bool], dict[str, tuple[bool, str | None, str | None]]]:
+def liveness_urls(comp: ComponentState) -> list[str]:
+    """The URLs that say whether `comp` itself is up. A router's start-up check also waits for every pod
+    (`/health?min_healthy=N`); asked in `status`, that marked the router down whenever one pod was."""
+    if comp.kind == "router":
+        return sorted({u.split("?", 1)[0] for u in comp.health})
+    return list(comp.health)
+
+
+def _router_detail(text: str | None) -> str:
+    """'2/3 endpoints healthy' from the router's /health body ('' when unreadable)."""
+    import json
+
+    try:
+        doc = json.loads(text or "")
+        return f"{int(doc['healthy_endpoints'])}/{int(doc['endpoints'])} endpoints healthy"
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+async def _gather_status(state: RunState) -> tuple[dict[str, tuple[bool, str | None]], dict[str, tuple[bool, str | None, str | None]]]:
     import httpx
 
     async with httpx.AsyncClient(timeout=httpx.Timeout(1.5, connect=0.5), trust_env=False) as client:
-        health_urls = sorted({u for c in state.components for u in c.health})
+        health_urls = sorted({u for c in state.components for u in liveness_urls(c)})
         pods = state.pods
         results = await asyncio.gather(
             *(_probe(client, u) for u in health_urls),
             *(_probe(client, f"{p.url}/metrics") for p in pods),
         )
-    health = {u: ok for u, (ok, _) in zip(health_urls, results[: len(health_urls)])}
+    health = dict(zip(health_urls, results[: len(health_urls)]))
     pod_metrics = {p.name: (ok, text if ok else None, None if ok else text) for p, (ok, text) in zip(pods, results[len(health_urls) :])}
     return health, pod_metrics
 
@@ -331,18 +356,20 @@ def status(home: Path | None = None) -> StatusReport:
         return StatusReport(running=False)
     health, pod_metrics = asyncio.run(_gather_status(state))
     report = StatusReport(running=True, profile=state.profile, router_url=state.router_url, started_at=state.started_at)
-    orphans = supervisor.stop_orphaned_groups(state.components)  # a dead component's tree is stopped as a tree
+    orphans = supervisor.stop_orphaned_groups(state.components, home or home_dir())  # a dead component's tree goes as a tree
     for c in state.components:
         alive = _alive(c)
-        report.components.append(ComponentStatus(c.name, c.kind, c.pid, alive, alive and all(health.get(u, False) for u in c.health), c.ports, c.log,
-                                                 orphans.get(c.name, [])))
+        urls = liveness_urls(c)
+        healthy = alive and all(health.get(u, (False, None))[0] for u in urls)
+        detail = _router_detail(health.get(urls[0], (False, None))[1]) if c.kind == "router" and healthy and urls else ""
+        report.components.append(ComponentStatus(c.name, c.kind, c.pid, alive, healthy, c.ports, c.log, orphans.get(c.name, []), detail))
     for p in state.pods:
         ok, text, err = pod_metrics[p.name]
         metrics: dict[str, float] = {}
         if ok and text is not None:
             with contextlib.suppress(Exception):
                 metrics = pod_status_metrics(text)
-        report.pods.append(PodStatus(p.name, p.pool, p.role, p.rank, p.url, p.process, health.get(f"{p.url}/health", ok), metrics, err))
+        report.pods.append(PodStatus(p.name, p.pool, p.role, p.rank, p.url, p.process, health.get(f"{p.url}/health", (ok, None))[0], metrics, err))
     return report
 
 

@@ -45,13 +45,23 @@ def tail(path: str | Path, n: int = 20) -> str:
     return "\n".join(lines[-n:]) if n > 0 else ""
 
 
-def start(component: ComponentState, cwd: Path | None = None) -> subprocess.Popen:
-    """Start `component` detached from the terminal, stdout+stderr to its log; records pid and start time."""
+RUN_DIR_ENV = "LLMDCTL_RUN_DIR"  # every process a run starts (and all they start) carries its run directory
+COMPONENT_ENV = "LLMDCTL_COMPONENT"  # ... and the name of the component it belongs to
+
+
+def start(component: ComponentState, cwd: Path | None = None, run_dir: Path | None = None) -> subprocess.Popen:
+    """Start `component` detached from the terminal, stdout+stderr to its log; records pid and start time.
+    `run_dir` tags the process tree (see `tagged_processes`), so nothing it starts can be lost track of."""
     log_path = Path(component.log)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **component.env}
     for key in component.env_unset:
         env.pop(key, None)
+    env.pop(RUN_DIR_ENV, None)
+    env.pop(COMPONENT_ENV, None)
+    if run_dir is not None:
+        env[RUN_DIR_ENV] = str(Path(run_dir).resolve())
+        env[COMPONENT_ENV] = component.name
     with open(log_path, "wb") as log:
         log.write(f"# llmdctl: {' '.join(component.argv)}\n".encode())
         log.flush()
@@ -157,19 +167,66 @@ def _owned_groups(components: list[ComponentState]) -> set[int]:
     return groups
 
 
-def stop_orphaned_groups(components: list[ComponentState]) -> dict[str, list[int]]:
+def stop_orphaned_groups(components: list[ComponentState], run_dir: Path | None = None) -> dict[str, list[int]]:
     """Kill (SIGKILL) what is left of each component whose main process died: a killed vLLM API server left
-    its EngineCore and workers holding the port and GBs of memory while `status` said dead. Returns, per
-    component, the pids stopped. A component stays what it is (dead); only its leftovers go."""
+    its EngineCore and workers holding the port and GBs of memory while `status` said dead. Its process group
+    goes, and with `run_dir` every process tagged as that component's (one that left the group too).
+    Returns, per component, the pids stopped. A component stays what it is (dead); only its leftovers go."""
     stopped: dict[str, list[int]] = {}
     for comp in components:
-        if not comp.pid or is_alive(comp.pid):
+        if not comp.pid or is_alive(comp.pid, comp.start_time):
             continue
-        members = _group_members({comp.pid})
+        members = set(_group_members({comp.pid})) if not is_alive(comp.pid) else set()  # a reused pid: not our group
+        tagged = set(tagged_processes(run_dir, comp.name)) if run_dir is not None else set()
         if members:
             _signal_groups({comp.pid}, signal.SIGKILL)
-            stopped[comp.name] = sorted(members)
+        for pid in tagged - members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if members | tagged:
+            stopped[comp.name] = sorted(members | tagged)
     return stopped
+
+
+def tagged_processes(run_dir: Path, component: str | None = None) -> list[int]:
+    """Live processes started by the run in `run_dir`, found by the environment tag `start` gives them (their
+    children inherit it): a process the run state does not name, because `up` was killed between starting it
+    and recording it, or because it left its process group, is still found. Never this process."""
+    needle = f"{RUN_DIR_ENV}={Path(run_dir).resolve()}".encode() + b"\0"
+    also = f"{COMPONENT_ENV}={component}".encode() + b"\0" if component is not None else None
+    me = os.getpid()
+    found: list[int] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            environ = Path(f"/proc/{entry.name}/environ").read_bytes()
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:  # gone, or not ours to read
+            continue
+        if stat[stat.rfind(")") + 2 :].split()[0] in ("Z", "X"):
+            continue
+        environ = b"\0" + environ
+        if b"\0" + needle in environ and (also is None or b"\0" + also in environ):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def stop_tagged(run_dir: Path, grace_s: float = 5.0, component: str | None = None) -> list[int]:
+    """SIGTERM every tagged process of the run (of one component when named), SIGKILL after `grace_s`;
+    returns the pids that were stopped."""
+    pids = tagged_processes(run_dir, component)
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 3.0)):
+        live = [p for p in pids if is_alive(p)]
+        if not live:
+            break
+        for pid in live:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while any(is_alive(p) for p in live) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return pids
 
 
 def _signal_groups(pgids: set[int], sig: int) -> None:

@@ -3,7 +3,9 @@
 Each endpoint has one asyncio task that scrapes `/metrics` every `scrape_interval_s` and probes `/health`
 every `health_interval_s`. An endpoint leaves the candidate set when it refuses connections, when `/health`
 fails, when its metrics have been failing for longer than `stale_after_s`, or when the proxy reports a
-failure; it comes back on the next successful scrape with a good health probe.
+failure; it comes back on the next successful scrape with a good health probe. Proxied answers feed the
+outlier detector (`record_outcome`): a pod failing requests while it answers scrapes (503 storm, hung engine)
+is ejected for a while, then put back (see outliers.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import httptools
 
 from router_lite.aio import cancel_and_wait
 from router_lite.datalayer.discovery import EndpointSpec
+from router_lite.outliers import OutlierDetector, Outcome
 from router_lite.datalayer.scrape import CacheInfo, parse_vllm_metrics
 from router_lite.proxy import Backend, UpstreamError
 from router_lite.types import Endpoint
@@ -36,7 +39,9 @@ class EndpointState:
     health_ok: bool = True
     scrape_ok: bool = True
     proxy_down: bool = False
+    ejected: bool = False  # by the outlier detector, until its ejection time is up
     last_ok: float = 0.0
+    last_seen: float = 0.0  # the last time a scrape or health probe got an answer
     failures: int = 0
     scrapes: int = 0
     last_error: str | None = None
@@ -45,7 +50,8 @@ class EndpointState:
 
     @property
     def healthy(self) -> bool:
-        return self.health_ok and self.scrape_ok and not self.proxy_down
+        return self.health_ok and self.scrape_ok and not self.proxy_down and not self.ejected
+
 
 
 class DataLayer:
@@ -60,12 +66,16 @@ class DataLayer:
         health_interval_s: float = 1.0,
         timeout_s: float = 1.0,
         metrics: Any = None,
+        outliers: OutlierDetector | None = None,
+        unresponsive_after_s: float = 10.0,
     ) -> None:
         self.scrape_interval_s = scrape_interval_s
         self.stale_after_s = stale_after_s
         self.health_interval_s = health_interval_s
         self.timeout_s = timeout_s
         self.metrics = metrics
+        self.outliers = outliers or OutlierDetector()
+        self.unresponsive_after_s = unresponsive_after_s
         self.states: dict[str, EndpointState] = {}
         self._listeners: list[MembershipListener] = []
         self._backends: dict[str, Backend] = {}
@@ -79,7 +89,8 @@ class DataLayer:
         self._listeners.append(fn)
 
     def _add(self, spec: EndpointSpec) -> EndpointState:
-        state = EndpointState(spec=spec, endpoint=spec.to_endpoint(), last_ok=time.monotonic())
+        now = time.monotonic()
+        state = EndpointState(spec=spec, endpoint=spec.to_endpoint(), last_ok=now, last_seen=now)
         self.states[spec.key] = state
         self._set_health_gauge(state)
         if self._running:
@@ -93,6 +104,7 @@ class DataLayer:
         added = [s for k, s in new.items() if k not in self.states or self.states[k].spec != s]
         for spec in removed:
             state = self.states.pop(spec.key)
+            self.outliers.forget(spec.key)
             if state.task:
                 state.task.cancel()
             b = self._backends.pop(spec.key, None)
@@ -148,6 +160,7 @@ class DataLayer:
                     "labels": dict(ep.labels),
                     "dp_rank": ep.dp_rank,
                     "healthy": s.healthy,
+                    "ejected_for_s": round(max(0.0, self.outliers.until(ep.key) - now), 3) if s.ejected else None,
                     "reason": s.reason,
                     "last_error": s.last_error,
                     "metrics_age_s": round(now - m.updated_at, 3) if m.updated_at else None,
@@ -196,6 +209,30 @@ class DataLayer:
             state.reason = reason
             self._update(state, proxy_down=True)
 
+    def record_outcome(self, key: str, outcome: Outcome, detail: str = "") -> None:
+        """One proxied attempt's outcome (the proxy calls this): may eject `key` (see OutlierDetector)."""
+        state = self.states.get(key)
+        if state is None:
+            return
+        if self.outliers.record(key, outcome, time.monotonic(), detail):
+            state.reason = self.outliers.reason(key)
+            if self.metrics is not None:
+                self.metrics.errors.labels("endpoint_ejected").inc()
+            self._update(state, ejected=True)
+
+    def responsive(self, key: str) -> bool:
+        """False once `key` has answered no scrape and no health probe for `unresponsive_after_s`: a request
+        waiting on it waits in vain (a stopped process). Not sooner: an overloaded pod answers its scrapes
+        late, and cutting the requests it is working on would lose them (seen at 5x load: scrapes failed
+        for over 2 s while the pod served)."""
+        state = self.states.get(key)
+        return state is None or time.monotonic() - state.last_seen < self.unresponsive_after_s
+
+    def _end_ejection(self, state: EndpointState) -> None:
+        if state.ejected and not self.outliers.ejected(state.spec.key, time.monotonic()):
+            log.info("endpoint %s: ejection over, back in rotation", state.spec.key)
+            self._update(state, ejected=False)
+
     # -- the scrape loop -----------------------------------------------------------------------------
     async def start(self) -> None:
         if self._running:
@@ -242,7 +279,7 @@ class DataLayer:
             state.cache = cache
         state.scrapes += 1
         state.failures = 0
-        state.last_ok = time.monotonic()
+        state.last_ok = state.last_seen = time.monotonic()
         state.last_error = None
         if not state.healthy or not state.scrape_ok:
             self._update(state, scrape_ok=True, proxy_down=False)
@@ -259,6 +296,7 @@ class DataLayer:
     async def probe_health(self, state: EndpointState) -> None:
         try:
             status, _ = await self._backend(state).get("/health", self.timeout_s)
+            state.last_seen = time.monotonic()  # an answer, whatever it says
             ok = status == 200
             why = f"/health returned {status}"
         except Exception as exc:
@@ -274,6 +312,7 @@ class DataLayer:
         # can be lost inside library code, and a loop that outlives `stop()` kept the router from exiting.
         while self._running and self.states.get(state.spec.key) is state:
             t0 = time.monotonic()
+            self._end_ejection(state)
             try:
                 if t0 >= next_health:
                     next_health = t0 + self.health_interval_s

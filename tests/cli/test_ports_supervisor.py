@@ -43,6 +43,8 @@ import http.server, os, subprocess, sys, time
 port = int(sys.argv[1])
 if sys.argv[2] == "child":  # a grandchild in the same process group, as vLLM's workers are
     subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+if sys.argv[2] == "escape":  # a grandchild that leaves the group (its own session)
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
 if sys.argv[2] == "crash":
     print("boom: bad engine argument", flush=True)
     sys.exit(3)
@@ -134,3 +136,33 @@ def test_a_killed_components_leftover_tree_is_stopped(tmp_path: Path):
         assert supervisor.stop_orphaned_groups([comp]) == {}
     finally:
         supervisor.stop([comp], grace_s=1, procs={comp.name: proc})
+
+
+def test_a_killed_components_descendant_outside_its_group_is_found_by_its_tag_and_stopped(tmp_path: Path):
+    """Issue 18 #8: what a component started is stopped with it even when it left the process group."""
+    run_dir = tmp_path / "run"
+    comp = _component(tmp_path, "engine", "escape", 0.0)
+    other = _component(tmp_path, "other", "escape", 0.0)
+    procs = {c.name: supervisor.start(c, run_dir=run_dir) for c in (comp, other)}
+    try:
+        supervisor.HealthWaiter([comp, other], procs).wait(10)
+        deadline = time.monotonic() + 5
+        while len(supervisor.tagged_processes(run_dir)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        mine = supervisor.tagged_processes(run_dir, "engine")
+        assert len(mine) == 2 and comp.pid in mine
+        escaped = next(p for p in mine if p != comp.pid)
+        assert os.getpgid(escaped) != comp.pid  # not in the group: a group kill alone leaves it running
+        os.kill(comp.pid, 9)
+        procs["engine"].wait(5)
+        assert supervisor.stop_orphaned_groups([comp, other], run_dir) == {"engine": [escaped]}
+        deadline = time.monotonic() + 5
+        while is_alive(escaped) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not is_alive(escaped)
+        assert len(supervisor.tagged_processes(run_dir, "other")) == 2  # the live component is left alone
+        stopped = supervisor.stop_tagged(run_dir, grace_s=2)
+        assert len(stopped) == 2 and supervisor.tagged_processes(run_dir) == []
+    finally:
+        supervisor.stop([comp, other], grace_s=1, procs=procs)
+        supervisor.stop_tagged(run_dir, grace_s=1)

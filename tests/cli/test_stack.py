@@ -136,6 +136,10 @@ def test_down_after_a_component_crashed(cli, port_args, procs_with):
     st = json.loads(r.out)
     assert st["healthy"] is False
     assert {c["name"]: c["alive"] for c in st["components"]} == {"sim-pod": False, "router": True}
+    # the router itself is up: it is not reported down because a pod is (issue 18)
+    router_row = next(c for c in st["components"] if c["kind"] == "router")
+    assert router_row["healthy"] is True and router_row["detail"] == "0/1 endpoints healthy", router_row
+    assert [p["healthy"] for p in st["pods"]] == [False]
     r = cli("up", "round-robin", "--replicas", "1", *args)
     assert r.code == 1 and "degraded" in r.err and "sim-pod" in r.err
     r = cli("down", "--grace", "2")
@@ -180,3 +184,37 @@ def test_precise_stack_listens_on_loopback_only_and_events_reach_the_router(cli,
         assert blocks > 0  # BlockStored events crossed the connect-mode sockets into the router's index
     finally:
         assert cli("down").code == 0
+
+
+def test_down_stops_what_a_killed_up_started_even_without_its_state(cli, port_args, procs_with):
+    """Issue 18: killing `up` during start-up once orphaned the router and `down` exited 0 with a warning."""
+    import subprocess
+    import sys
+
+    from llmdctl.local import supervisor
+    from tests.cli.conftest import REPO
+
+    args, ports = port_args(1)
+    up = subprocess.Popen([sys.executable, "-m", "llmdctl", "up", "round-robin", "--replicas", "1", *args,
+                           "--set", "pools.0.args=[--startup-delay, '30']"], env=cli.env, cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while len(supervisor.tagged_processes(cli.home)) < 2 and time.monotonic() < deadline:  # sim and router started
+            time.sleep(0.1)
+        started = supervisor.tagged_processes(cli.home)
+        assert len(started) >= 2, started
+        up.kill()  # `up` dies while it waits for health: nothing cleans up after it
+        up.wait(10)
+        (cli.home / "state.json").unlink()  # the worst case: no record of what it started
+        assert all(is_alive(p) for p in started)
+        r = cli("down")
+        assert r.code == 0, r.err
+        assert "leftover" in r.out and all(str(p) in r.out for p in started)
+        assert not any(is_alive(p) for p in started)
+        assert listening_ports([ports["router"], ports["pods"]]) == []
+        assert procs_with(f"--port {ports['router']}") == []
+    finally:
+        if up.poll() is None:
+            up.kill()
+        supervisor.stop_tagged(cli.home, grace_s=1)

@@ -212,3 +212,39 @@ def test_stopping_one_pod_under_load_loses_no_unstarted_request(stack) -> None:
     assert not unstarted_lost, f"requests lost before they started streaming: {unstarted_lost}"
     after_kill = [r for r in outcomes if r["kill_before_start"]]
     assert after_kill and all(r.get("ok") and r.get("endpoint") != victim_key for r in after_kill), after_kill
+
+
+def test_a_killed_api_server_leaves_nothing_behind_and_status_says_so(stack) -> None:
+    """Issue 18 #8: `kill -9` of a vLLM pod's API server alone left its EngineCore and worker running, holding
+    GBs of memory, while `status` said dead. `status` now reports it dead and stops the leftovers."""
+    sys.path.insert(0, str(REPO))
+    from llmdctl.local import supervisor
+    from llmdctl.local.state import is_alive
+
+    victim = next((c for c in stack["state"]["components"] if c["kind"] == "vllm" and is_alive(c["pid"], c["start_time"])), None)
+    if victim is None:
+        pytest.skip("no live vLLM pod left in this module's stack (an earlier test stopped them)")
+    tree = supervisor.tagged_processes(stack["home"], victim["name"])
+    assert len(tree) >= 2, f"expected the API server and its EngineCore, found {tree}"
+    os.kill(victim["pid"], signal.SIGKILL)  # the main process only, as `kill -9 PID`
+    deadline = time.monotonic() + 10
+    while is_alive(victim["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    survivors = [p for p in tree if p != victim["pid"] and is_alive(p)]
+    assert survivors, "vLLM's EngineCore died with its API server: nothing for status to clean up"  # the defect's shape
+    st = _llmdctl(["status", "--json"], stack["env"], 60)
+    assert st.returncode == 1, st.stdout + st.stderr
+    row = next(c for c in json.loads(st.stdout)["components"] if c["name"] == victim["name"])
+    assert row["alive"] is False and row["healthy"] is False
+    assert set(survivors) <= set(row["orphans_stopped"]), row
+    deadline = time.monotonic() + 15
+    while any(is_alive(p) for p in survivors) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(is_alive(p) for p in survivors)
+    from llmdctl.local.ports import listening_ports
+
+    http_port = victim["ports"][0]  # (its KV-event port is the router's: it binds, vLLM connects)
+    deadline = time.monotonic() + 10
+    while listening_ports([http_port]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert listening_ports([http_port]) == [], http_port
