@@ -167,7 +167,10 @@ class BuiltinTokenizer:
         return self._tok.encode(prompt, True)
 
     async def encode_chat(self, model: str, messages: list[dict[str, Any]], options: dict[str, Any]) -> list[int]:
-        return self._tok.encode_chat(messages, options.get("add_generation_prompt", True))
+        # the engine's rule (sim_gpu.api.chat_prompt_ids): continue_final_message turns the generation prompt off
+        add_gen = bool(options.get("add_generation_prompt", True)) and not options.get("continue_final_message")
+        tools = options.get("tools")
+        return self._tok.encode_chat(messages, add_gen, tools if isinstance(tools, list) else None)
 
 
 class EngineTokenizer:

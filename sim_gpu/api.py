@@ -283,11 +283,14 @@ def chat_prompt_ids(body: dict[str, Any], served: ServedModel) -> list[int]:
     add_gen = _bool(body, "add_generation_prompt", True)
     if _bool(body, "continue_final_message"):
         add_gen = False
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise APIError(400, "'tools' must be a list of tool definitions.", "tools")
     tok = served.tokenizer
     try:
         if not _bool(body, "add_special_tokens", False):
-            return tok.encode_chat(messages, add_generation_prompt=add_gen)
-        return tok.encode(tok.apply_chat_template(messages, add_generation_prompt=add_gen), add_special_tokens=True)
+            return tok.encode_chat(messages, add_generation_prompt=add_gen, tools=tools)
+        return tok.encode(tok.apply_chat_template(messages, add_generation_prompt=add_gen, tools=tools), add_special_tokens=True)
     except TokenizerError as exc:
         raise APIError(400, str(exc), "messages") from None
 

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from kvtiers.types import tools_text
+
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 _SPECIALS = {UNK_ID: "<unk>", BOS_ID: "<s>", EOS_ID: "</s>"}
 _NUM_RESERVED = 3
@@ -29,8 +31,15 @@ _NSYL = len(_SYLLABLES)
 _SYNTH_RE = re.compile(r"^ ([bdfghjklmnprstvz][aeiou]){3}$")
 _PIECE_RE = re.compile(r" ?[A-Za-z]+| ?[0-9]{1,3}| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+")
 
+# Tool definitions go right after the leading system messages, where Qwen- and Llama-style templates put
+# them (and where kvtiers.types.chat_segments expects them), as the text of kvtiers.types.tools_text.
 BUILTIN_CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{{ bos_token }}{% set ns = namespace(tools_done=not tools_text) %}"
+    "{% for m in messages %}"
+    "{% if not ns.tools_done and m['role'] not in ('system', 'developer') %}"
+    "<|tools|>\n{{ tools_text }}{{ eos_token }}\n{% set ns.tools_done = true %}{% endif %}"
+    "<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{% if not ns.tools_done %}<|tools|>\n{{ tools_text }}{{ eos_token }}\n{% endif %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
@@ -50,7 +59,8 @@ class Tokenizer(Protocol):
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str: ...
 
-    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str: ...
+    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                            tools: list[Any] | None = None) -> str: ...
 
 
 def message_text(content: Any) -> str:
@@ -159,12 +169,15 @@ class BuiltinTokenizer:
             out.append(self.token_text(int(tid)))
         return "".join(out)
 
-    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
-        return _render(BUILTIN_CHAT_TEMPLATE, messages, add_generation_prompt, bos_token="", eos_token="</s>")
+    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                            tools: list[Any] | None = None) -> str:
+        return _render(BUILTIN_CHAT_TEMPLATE, messages, add_generation_prompt, bos_token="", eos_token="</s>",
+                       tools_text=tools_text(tools) if tools else "")
 
-    def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> list[int]:
+    def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                    tools: list[Any] | None = None) -> list[int]:
         """Token ids of a chat prompt: BOS, then the rendered template."""
-        return [BOS_ID] + self.encode(self.apply_chat_template(messages, add_generation_prompt), False)
+        return [BOS_ID] + self.encode(self.apply_chat_template(messages, add_generation_prompt, tools), False)
 
 
 class HFTokenizer:
@@ -207,14 +220,17 @@ class HFTokenizer:
     def token_text(self, token_id: int) -> str:
         return self.decode([token_id])
 
-    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                            tools: list[Any] | None = None) -> str:
         return _render(
-            self.chat_template, messages, add_generation_prompt, bos_token=self.bos_token, eos_token=self.eos_token
+            self.chat_template, messages, add_generation_prompt, bos_token=self.bos_token, eos_token=self.eos_token,
+            tools=tools or None,  # Hugging Face templates read `tools`, as vLLM passes it
         )
 
-    def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> list[int]:
+    def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+                    tools: list[Any] | None = None) -> list[int]:
         """Token ids of a chat prompt as vLLM builds them: the rendered template, no extra special tokens."""
-        return self.encode(self.apply_chat_template(messages, add_generation_prompt), add_special_tokens=False)
+        return self.encode(self.apply_chat_template(messages, add_generation_prompt, tools), add_special_tokens=False)
 
 
 def _token_str(value: Any) -> str | None:

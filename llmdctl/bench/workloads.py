@@ -206,6 +206,7 @@ class SessionTracker:
 
     def __init__(self) -> None:
         self._history: dict[str, list[int]] = {}
+        self._layout: dict[str, list[tuple[str, int]]] = {}  # session -> (kind, tokens) of its history
         self._turns_done: dict[str, int] = {}  # session -> main turns finished
         self._done_at: dict[str, float] = {}  # session -> when its last main turn finished
 
@@ -214,6 +215,13 @@ class SessionTracker:
             return req.prompt
         return self._history.get(req.session, []) + req.prompt
 
+    def segments_of(self, req: BenchRequest) -> list[tuple[str, int]]:
+        """The layout of `prompt_of(req)`: the history's segments (each turn's prompt, then its output as
+        `assistant`) and the request's own."""
+        if req.session is None or req.turn == 0:
+            return list(req.segments)
+        return self._layout.get(req.session, []) + list(req.segments)
+
     @staticmethod
     def is_branch(req: BenchRequest) -> bool:
         return req.request_id.rsplit("-", 1)[-1].startswith("b")
@@ -221,6 +229,7 @@ class SessionTracker:
     def record(self, req: BenchRequest, full_prompt: list[int], output: list[int], finished_at: float) -> None:
         if req.session is None or self.is_branch(req):
             return
+        self._layout[req.session] = self.segments_of(req) + ([("assistant", len(output))] if output else [])
         self._history[req.session] = full_prompt + output
         self._turns_done[req.session] = self._turns_done.get(req.session, 0) + 1
         self._done_at[req.session] = finished_at
@@ -257,11 +266,48 @@ def as_text(tokens: list[int]) -> str:
     return " ".join(token_word(t) for t in tokens)
 
 
-def as_chat(req: BenchRequest, tokens: list[int]) -> list[dict[str, Any]]:
-    """Chat messages for a prompt: the leading system segment as a system message, the rest as the user's."""
-    n_sys = sum(n for kind, n in req.segments if kind == "system_prompt") if req.turn == 0 else 0
-    msgs = []
-    if n_sys:
-        msgs.append({"role": "system", "content": as_text(tokens[:n_sys])})
-    msgs.append({"role": "user", "content": as_text(tokens[n_sys:])})
-    return msgs
+TOOL_CHUNK = 128  # tokens per tool definition when a prompt's tool segment becomes `tools`
+
+
+def chat_body(tokens: list[int], segments: list[tuple[str, int]]) -> dict[str, Any]:
+    """The chat form of a prompt whose layout is `segments` ((kind, tokens) in order, as `SessionTracker.
+    segments_of` gives it): the fields of a /v1/chat/completions body that carry the prompt.
+
+    Each kind becomes the structure an agent framework sends, so a server that types KV blocks from chat
+    structure (kvtiers.types.chat_segments) sees the types the workload meant: `system_prompt` -> a system
+    message, `tool_definition` -> `tools` (function definitions of TOOL_CHUNK tokens each), `conversation` /
+    `other` -> user messages (the task, then each tool observation), `assistant` -> the assistant's earlier
+    output, `reasoning_branch` -> a scratchpad the assistant is still writing (a final `<think>` message that
+    the server continues: `continue_final_message`)."""
+    messages: list[dict[str, Any]] = []
+    tools: list[dict[str, Any]] = []
+    body: dict[str, Any] = {}
+    pos = 0
+    layout = list(segments)
+    covered = sum(n for _, n in layout)
+    if covered < len(tokens):
+        layout.append(("conversation", len(tokens) - covered))
+    for kind, n in layout:
+        part, pos = tokens[pos : pos + n], pos + n
+        if not part:
+            continue
+        if kind == "system_prompt":
+            messages.append({"role": "system", "content": as_text(part)})
+        elif kind == "tool_definition":
+            for i in range(0, len(part), TOOL_CHUNK):
+                tools.append({"type": "function", "function": {
+                    "name": f"tool_{len(tools)}", "description": as_text(part[i : i + TOOL_CHUNK]),
+                    "parameters": {"type": "object", "properties": {}}}})
+        elif kind == "assistant":
+            messages.append({"role": "assistant", "content": as_text(part)})
+        elif kind == "reasoning_branch":
+            messages.append({"role": "assistant", "content": "<think>" + as_text(part)})
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        else:
+            messages.append({"role": "user", "content": as_text(part)})
+    if not messages or messages[-1]["role"] == "system":
+        messages.append({"role": "user", "content": ""})
+    body["messages"] = messages
+    if tools:
+        body["tools"] = tools
+    return body
