@@ -62,6 +62,7 @@ class WorkloadSpec:
     turns: int = 4
     tool_defs_len: int = 256
     branches: int = 2  # tree-of-thought branches per agent step
+    reasoning_len: int | None = None  # tokens of each branch's scratchpad; None: question_len // 4
     think_time_s: float = 0.0
     # random
     input_len: int = 256
@@ -74,6 +75,8 @@ class WorkloadSpec:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name.replace('_', '-')}: expected an integer >= 1, got {v!r}")
+        if self.reasoning_len is not None and (not isinstance(self.reasoning_len, int) or self.reasoning_len < 1):
+            raise ValueError(f"reasoning-len: expected an integer >= 1, got {self.reasoning_len!r}")
         if self.num_requests is not None and self.num_requests < 1:
             raise ValueError(f"num-requests: expected an integer >= 1, got {self.num_requests!r}")
         if not 0 <= self.input_jitter < 1:
@@ -88,7 +91,8 @@ class WorkloadSpec:
             return f"multi-turn {self.num_sessions} sessions x {self.turns} turns, system {self.system_prompt_len}, user {self.question_len}, output {self.output_len}"
         if k == "agentic":
             return (f"agentic {self.num_sessions} agents x {self.turns} ReAct steps x {self.branches} branches, system {self.system_prompt_len}"
-                    f" + tools {self.tool_defs_len}, output {self.output_len}")
+                    f" + tools {self.tool_defs_len}, turn {self.question_len}, scratchpad {self.reasoning_len or max(1, self.question_len // 4)}"
+                    f", output {self.output_len}")
         return f"random {self.input_len} tokens in, {self.output_len} out"
 
 
@@ -172,7 +176,7 @@ def agentic(spec: WorkloadSpec) -> list[BenchRequest]:
                                     think_time_s=spec.think_time_s if t else 0.0, segments=segs))
             for b in range(1, spec.branches):
                 # A branch continues the same context without becoming history: its own one-off session.
-                thought = _tokens(rng, max(1, spec.question_len // 4))
+                thought = _tokens(rng, spec.reasoning_len or max(1, spec.question_len // 4))
                 out.append(BenchRequest(f"ag-a{a}-t{t}-b{b}", base + thought, max(1, spec.output_len // 2), group=f"a{a}",
                                         session=f"a{a}", turn=t, segments=segs + [("reasoning_branch", len(thought))]))
     return out[: spec.num_requests] if spec.num_requests else out
