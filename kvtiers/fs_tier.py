@@ -221,6 +221,7 @@ class FsTier:
         """Header and payload in one `readv` straight into `buffer(payload size)`, checksum on that memory:
         the kernel's copy is the only one (the old path joined chunks and sliced the header off: two more)."""
         path = self.path_of(name)
+        self._prefetched.pop(name, None)  # read now: a later run may queue it again
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:

@@ -73,16 +73,18 @@ def test_the_crds_cel_rule_on_replicas_and_scaling(fixtures_dir):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_profile_renders_valid_llminferenceservices(name):
-    rendered = render(load_profile(name), KSERVE)
+    profile = load_profile(name)
+    rendered = render(profile, KSERVE)
     assert validate_objects(rendered.objects) == []
-    assert [o["kind"] for o in rendered.objects] == ["Namespace", "LLMInferenceService"]  # every shipped profile: one service
-    svc = _services(rendered)[0]
-    assert svc["apiVersion"] == "serving.kserve.io/v1alpha2"
-    # the inline config is one llm-d's EPP loads; router_lite loads it too
-    inline = svc["spec"]["router"]["scheduler"]["config"]["inline"]
-    assert inline["kind"] == "EndpointPickerConfig"
-    load_config(inline)
-    assert [c["name"] for c in svc["spec"]["template"]["containers"]] == ["main"]
+    pd = any(p.role != "both" for p in profile.pools)
+    assert [o["kind"] for o in rendered.objects] == ["Namespace"] + ["LLMInferenceService"] * (1 if pd else len(profile.pools))
+    for svc in _services(rendered):
+        assert svc["apiVersion"] == "serving.kserve.io/v1alpha2"
+        # the inline config is one llm-d's EPP loads; router_lite loads it too
+        inline = svc["spec"]["router"]["scheduler"]["config"]["inline"]
+        assert inline["kind"] == "EndpointPickerConfig"
+        load_config(inline)
+        assert [c["name"] for c in svc["spec"]["template"]["containers"]] == ["main"]
 
 
 def test_kserve_pod_template_is_the_kube_targets_pod_spec():
