@@ -185,8 +185,8 @@ SEMANTIC_KV_WORKLOAD = WorkloadSpec(kind="agentic", num_sessions=12, turns=4, br
                                     question_len=300, reasoning_len=480, output_len=32)
 
 
-def semantic_kv(out: Path, say: Say, progress: Progress | None = None, gpu_blocks: int = 200, cpu_blocks: int = 600,
-                fs_mb: int = 512, workload: WorkloadSpec = SEMANTIC_KV_WORKLOAD, max_requests: int = 200,
+def semantic_kv(out: Path, say: Say, progress: Progress | None = None, gpu_blocks: int = 400, cpu_blocks: int = 600,
+                fs_mb: int = 2, workload: WorkloadSpec = SEMANTIC_KV_WORKLOAD, max_requests: int = 300,
                 typed_first: bool = False) -> DemoResult:
     """Agentic workload (shared system prompt + tools, ReAct steps, tree-of-thought branches) live on two
     stacks with the same tiers: blind LRU (kv-offload) vs typed policies (semantic-kv: pin system prompts,
@@ -194,7 +194,9 @@ def semantic_kv(out: Path, say: Say, progress: Progress | None = None, gpu_block
 
     The traffic is chat (`mode="chat"`): system message, `tools`, user turns, the assistant's earlier output
     and `<think>` scratchpads, so each pod types its blocks from the request's structure, as it would an
-    agent framework's (token-id prompts carry no structure: every block would be `other`, typed = LRU)."""
+    agent framework's (token-id prompts carry no structure: every block would be `other`, typed = LRU).
+    GPU blocks must hold the longest prompt (~4 300 tokens at the default workload: 400 blocks); the small
+    shared filesystem (2 MB, ~120 blocks) keeps the lower tiers under pressure, where typed policies act."""
     from llmdctl.bench.runner import BenchConfig, run_bench
 
     load = LoadSpec(kind="concurrency", concurrency=6, max_requests=max_requests)
@@ -232,9 +234,9 @@ DEMOS: dict[str, Demo] = {
              "the planner (offline): 48 multi-turn chat sessions on 4 H100 pods with small GPU KV caches; GPU-only vs GPU + CPU tier", 1.5,
              "plan", kv_offload),
         Demo("semantic-kv", "Typed (semantic) KV for agents",
-             "two live 2-pod stacks in turn (kv-offload's blind LRU tiers, semantic-kv's typed policies); an agentic workload "
-             "(6 agents x 3 ReAct steps x 3 tree-of-thought branches, shared system prompt + tools) sent as chat, so the pods type "
-             "their blocks from the messages", 2.5, "live", semantic_kv),
+             "two live 2-pod stacks in turn (kv-offload's blind LRU tiers, semantic-kv's typed policies; 400 GPU + 600 CPU blocks "
+             "per pod, 2 MB shared filesystem); an agentic workload (12 agents x 4 ReAct steps x 4 tree-of-thought branches, shared "
+             "system prompt + tools) sent as chat, so the pods type their blocks from the messages", 2.5, "live", semantic_kv),
     )
 }
 
