@@ -94,6 +94,9 @@ class CostModel:
         return n * self.block_bytes / (bw * 1e9)
 
 
+READ_AHEAD = 8  # blocks of a run a slow tier may queue ahead of the one being read (2 MiB each: 16 MiB)
+
+
 class Tier(Protocol):
     """A lower tier as the store sees it."""
 
@@ -101,7 +104,10 @@ class Tier(Protocol):
     shared: bool
 
     def contains(self, h: BlockKey) -> bool: ...
-    def read(self, h: BlockKey) -> bool: ...
+    def read(self, h: BlockKey, then: Sequence[BlockKey] = ()) -> bool:
+        """Read `h` (verified); `then`: the blocks the caller reads next, which a slow tier may queue now."""
+        ...
+
     def write(self, h: BlockKey, btype: BlockType | None) -> tuple[bool, list[tuple[BlockKey, BlockType | None]]]:
         """Store `h`; (stored?, [(evicted block, its type)])."""
         ...
@@ -129,7 +135,7 @@ class MemoryTier:
     def contains(self, h: BlockKey) -> bool:
         return h in self.queue
 
-    def read(self, h: BlockKey) -> bool:
+    def read(self, h: BlockKey, then: Sequence[BlockKey] = ()) -> bool:
         if h not in self.queue:
             return False
         self.queue.touch(h)
@@ -187,8 +193,9 @@ class FilesystemTier:
     def contains(self, h: BlockKey) -> bool:
         return self.fs.contains(key_hex(h))
 
-    def read(self, h: BlockKey) -> bool:
-        return self.fs.get(key_hex(h)) is not None
+    def read(self, h: BlockKey, then: Sequence[BlockKey] = ()) -> bool:
+        # verified in the tier's scratch buffer (no copy per hit); the next blocks' files queued meanwhile
+        return self.fs.read(key_hex(h), [key_hex(n) for n in then]) is not None
 
     def write(self, h: BlockKey, btype: BlockType | None) -> tuple[bool, list[tuple[BlockKey, BlockType | None]]]:
         status, evicted = self.fs.put(key_hex(h), self.payload(h))
@@ -422,12 +429,12 @@ class TieredStore:
         if now is not None:
             self.poll(now)
         media: list[str] = []
-        for h in hashes:
+        for i, h in enumerate(hashes):
             served = None
             for ti, t in enumerate(self.tiers):
                 if not t.contains(h):
                     continue
-                if t.read(h):
+                if t.read(h, hashes[i + 1 : i + 1 + READ_AHEAD]):
                     served = ti
                 else:
                     self.stats.bad_reads += 1

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from kvtiers.types import tools_text
+
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 _SPECIALS = {UNK_ID: "<unk>", BOS_ID: "<s>", EOS_ID: "</s>"}
 _NUM_RESERVED = 3
@@ -34,8 +36,15 @@ _NSYL = len(_SYLLABLES)
 _SYNTH_RE = re.compile(r"^ ([bdfghjklmnprstvz][aeiou]){3}$")
 _PIECE_RE = re.compile(r" ?[A-Za-z]+| ?[0-9]{1,3}| ?[^\sA-Za-z0-9]+|\s+(?!\S)|\s+")
 
+# Tool definitions go right after the leading system messages, where Qwen- and Llama-style templates put
+# them (and where kvtiers.types.chat_segments expects them), as the text of kvtiers.types.tools_text.
 BUILTIN_CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{{ bos_token }}{% set ns = namespace(tools_done=not tools_text) %}"
+    "{% for m in messages %}"
+    "{% if not ns.tools_done and m['role'] not in ('system', 'developer') %}"
+    "<|tools|>\n{{ tools_text }}{{ eos_token }}\n{% set ns.tools_done = true %}{% endif %}"
+    "<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{% if not ns.tools_done %}<|tools|>\n{{ tools_text }}{{ eos_token }}\n{% endif %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
@@ -116,6 +125,7 @@ def render_chat(template: Any, messages: list[dict[str, Any]], add_generation_pr
     kwargs: dict[str, Any] = {"add_generation_prompt": add_generation_prompt, **(chat_template_kwargs or {})}
     if tools is not None:
         kwargs["tools"] = tools
+    kwargs.setdefault("tools_text", tools_text(tools) if isinstance(tools, list) and tools else "")  # the builtin template's
     try:
         return template.render(messages=_normalise_messages(messages), **specials, **kwargs)
     except jinja2.TemplateError as exc:

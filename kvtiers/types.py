@@ -93,6 +93,11 @@ def _assistant_segments(message: Mapping[str, Any]) -> list[Segment]:
     return out
 
 
+def tools_text(tools: Sequence[Any]) -> str:
+    """The text a chat prompt holds for `tools`: what the simulator's template renders and what typing counts."""
+    return json.dumps(list(tools), sort_keys=True)
+
+
 def chat_segments(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | None = None) -> list[Segment]:
     """The prompt of a chat request as typed segments, in the order chat templates render them.
 
@@ -105,7 +110,7 @@ def chat_segments(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] | 
         segs.append(Segment("system", BlockType.SYSTEM_PROMPT, _text(messages[i].get("content"))))
         i += 1
     if tools:
-        segs.append(Segment("tools", BlockType.TOOL_DEFINITION, json.dumps(list(tools), sort_keys=True)))
+        segs.append(Segment("tools", BlockType.TOOL_DEFINITION, tools_text(tools)))
     for msg in messages[i:]:
         role = msg.get("role")
         if role == "assistant":

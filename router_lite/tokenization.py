@@ -51,7 +51,9 @@ class Tokenizer(Protocol):
 
 def _template_options(options: dict[str, Any]) -> dict[str, Any]:
     """A chat body's options as `encode_chat` takes them (`chat_template_kwargs` may override the rest)."""
-    return {"add_generation_prompt": options.get("add_generation_prompt", True),
+    # the engine's rule (sim_gpu.api.chat_prompt_ids): continue_final_message turns the generation prompt off
+    add_gen = bool(options.get("add_generation_prompt", True)) and not options.get("continue_final_message")
+    return {"add_generation_prompt": add_gen,
             "tools": options.get("tools"), "chat_template_kwargs": options.get("chat_template_kwargs")}
 
 

@@ -286,7 +286,10 @@ def chat_prompt_ids(body: dict[str, Any], served: ServedModel) -> list[int]:
     kwargs = body.get("chat_template_kwargs")
     if kwargs is not None and not isinstance(kwargs, dict):
         raise APIError(400, "'chat_template_kwargs' must be an object.", "chat_template_kwargs")
-    options = {"tools": body.get("tools"), "chat_template_kwargs": kwargs}  # what vLLM hands the template
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise APIError(400, "'tools' must be a list of tool definitions.", "tools")
+    options = {"tools": tools, "chat_template_kwargs": kwargs}  # what vLLM hands the template
     tok = served.tokenizer
     try:
         if not _bool(body, "add_special_tokens", False):

@@ -111,6 +111,8 @@ def _tier_families(f: Any, lv: list[str]):  # noqa: ANN202 - yields metric famil
     yield counter("llmd_sim:kv_tier_loads", "llm-d extension: requests that loaded KV blocks from a tier.", f.loads)
     yield counter("llmd_sim:kv_tier_dropped_blocks", "llm-d extension: offloads a tier refused (full of pinned "
                   "blocks, disk full, I/O error).", f.dropped)
+    yield counter("llmd_sim:kv_tier_skipped_blocks", "llm-d extension: blocks the GPU evicted that a typed policy "
+                  "kept out of the lower tiers (evict_on_finish: a finished reasoning scratchpad).", f.skipped)
     yield counter("llmd_sim:kv_tier_bad_reads", "llm-d extension: tier lookups whose verified read failed (then a "
                   "miss, recomputed).", f.bad_reads)
     if f.fs:

@@ -121,6 +121,7 @@ class TierFigures:
     bad_reads: int
     fs: dict[str, int]  # filesystem counters: corrupt, truncated, enospc, paused_skips, write_errors
     fs_paused: bool
+    skipped: int = 0  # evicted blocks a typed policy kept out of the lower tiers (finished scratchpads)
 
 
 class PodTiers:
@@ -180,7 +181,7 @@ class PodTiers:
             blocks=blocks, capacity=capacity,
             stored={m: n for m, n in s.stored.items()}, evicted={m: n for m, n in s.evicted.items()},
             load_s=c.load_s, loads=s.loads, dropped=s.dropped, bad_reads=s.bad_reads,
-            fs=fs_stats, fs_paused=paused,
+            fs=fs_stats, fs_paused=paused, skipped=s.skipped_eager,
         )
 
 

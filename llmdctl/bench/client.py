@@ -16,13 +16,15 @@ from typing import Any
 import httpx
 
 from llmdctl.bench.metrics import ERROR, OK, SHED, TIMEOUT, RequestRecord
-from llmdctl.bench.workloads import BenchRequest, as_chat, as_text
+from llmdctl.bench.workloads import BenchRequest, as_text, chat_body
 
 MODES = ("tokens", "text", "chat")
 
 
-def request_body(req: BenchRequest, prompt: list[int], model: str, mode: str, want_token_ids: bool) -> tuple[str, dict[str, Any]]:
-    """(path, JSON body) for one request: token-id prompts by default (exact lengths), text or chat if asked."""
+def request_body(req: BenchRequest, prompt: list[int], model: str, mode: str, want_token_ids: bool,
+                 segments: list[tuple[str, int]] | None = None) -> tuple[str, dict[str, Any]]:
+    """(path, JSON body) for one request: token-id prompts by default (exact lengths), text or chat if asked.
+    Chat lays the prompt out by `segments` (default: the request's own), see `workloads.chat_body`."""
     common: dict[str, Any] = {
         "model": model,
         "max_tokens": req.max_tokens,
@@ -34,7 +36,7 @@ def request_body(req: BenchRequest, prompt: list[int], model: str, mode: str, wa
     if want_token_ids:
         common["return_token_ids"] = True
     if mode == "chat":
-        return "/v1/chat/completions", {**common, "messages": as_chat(req, prompt)}
+        return "/v1/chat/completions", {**common, **chat_body(prompt, req.segments if segments is None else segments)}
     return "/v1/completions", {**common, "prompt": prompt if mode == "tokens" else as_text(prompt)}
 
 
@@ -60,10 +62,11 @@ async def send(
     stage: int = 0,
     timeout_s: float = 120.0,
     want_token_ids: bool = False,
+    segments: list[tuple[str, int]] | None = None,
 ) -> tuple[RequestRecord, list[int]]:
     """Stream one request; returns its record and the output token ids (when `want_token_ids` and the server
     returns them). Times in the record are seconds since `t0` (time.monotonic())."""
-    path, body = request_body(req, prompt, model, mode, want_token_ids)
+    path, body = request_body(req, prompt, model, mode, want_token_ids, segments)
     rec = RequestRecord(req.request_id, stage=stage, sent=time.monotonic() - t0, prompt_tokens=len(prompt))
     out_ids: list[int] = []
     chunks = 0

@@ -149,7 +149,7 @@ async def run_bench_async(cfg: BenchConfig, progress: Progress | None = None) ->
             prompt = tracker.prompt_of(req)
             async with sem:
                 rec, out = await send(client, cfg.url, req, prompt, model=cfg.model, mode=cfg.mode, t0=t0, stage=stage,
-                                      timeout_s=cfg.timeout_s, want_token_ids=want_ids)
+                                      timeout_s=cfg.timeout_s, want_token_ids=want_ids, segments=tracker.segments_of(req))
             records.append(rec)
             if req.session is not None:
                 async with changed:

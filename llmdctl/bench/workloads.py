@@ -62,6 +62,7 @@ class WorkloadSpec:
     turns: int = 4
     tool_defs_len: int = 256
     branches: int = 2  # tree-of-thought branches per agent step
+    reasoning_len: int | None = None  # tokens of each branch's scratchpad; None: question_len // 4
     think_time_s: float = 0.0
     # random
     input_len: int = 256
@@ -74,6 +75,8 @@ class WorkloadSpec:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name.replace('_', '-')}: expected an integer >= 1, got {v!r}")
+        if self.reasoning_len is not None and (not isinstance(self.reasoning_len, int) or self.reasoning_len < 1):
+            raise ValueError(f"reasoning-len: expected an integer >= 1, got {self.reasoning_len!r}")
         if self.num_requests is not None and self.num_requests < 1:
             raise ValueError(f"num-requests: expected an integer >= 1, got {self.num_requests!r}")
         if not 0 <= self.input_jitter < 1:
@@ -88,7 +91,8 @@ class WorkloadSpec:
             return f"multi-turn {self.num_sessions} sessions x {self.turns} turns, system {self.system_prompt_len}, user {self.question_len}, output {self.output_len}"
         if k == "agentic":
             return (f"agentic {self.num_sessions} agents x {self.turns} ReAct steps x {self.branches} branches, system {self.system_prompt_len}"
-                    f" + tools {self.tool_defs_len}, output {self.output_len}")
+                    f" + tools {self.tool_defs_len}, turn {self.question_len}, scratchpad {self.reasoning_len or max(1, self.question_len // 4)}"
+                    f", output {self.output_len}")
         return f"random {self.input_len} tokens in, {self.output_len} out"
 
 
@@ -172,7 +176,7 @@ def agentic(spec: WorkloadSpec) -> list[BenchRequest]:
                                     think_time_s=spec.think_time_s if t else 0.0, segments=segs))
             for b in range(1, spec.branches):
                 # A branch continues the same context without becoming history: its own one-off session.
-                thought = _tokens(rng, max(1, spec.question_len // 4))
+                thought = _tokens(rng, spec.reasoning_len or max(1, spec.question_len // 4))
                 out.append(BenchRequest(f"ag-a{a}-t{t}-b{b}", base + thought, max(1, spec.output_len // 2), group=f"a{a}",
                                         session=f"a{a}", turn=t, segments=segs + [("reasoning_branch", len(thought))]))
     return out[: spec.num_requests] if spec.num_requests else out
@@ -206,6 +210,7 @@ class SessionTracker:
 
     def __init__(self) -> None:
         self._history: dict[str, list[int]] = {}
+        self._layout: dict[str, list[tuple[str, int]]] = {}  # session -> (kind, tokens) of its history
         self._turns_done: dict[str, int] = {}  # session -> main turns finished
         self._done_at: dict[str, float] = {}  # session -> when its last main turn finished
 
@@ -214,6 +219,13 @@ class SessionTracker:
             return req.prompt
         return self._history.get(req.session, []) + req.prompt
 
+    def segments_of(self, req: BenchRequest) -> list[tuple[str, int]]:
+        """The layout of `prompt_of(req)`: the history's segments (each turn's prompt, then its output as
+        `assistant`) and the request's own."""
+        if req.session is None or req.turn == 0:
+            return list(req.segments)
+        return self._layout.get(req.session, []) + list(req.segments)
+
     @staticmethod
     def is_branch(req: BenchRequest) -> bool:
         return req.request_id.rsplit("-", 1)[-1].startswith("b")
@@ -221,6 +233,7 @@ class SessionTracker:
     def record(self, req: BenchRequest, full_prompt: list[int], output: list[int], finished_at: float) -> None:
         if req.session is None or self.is_branch(req):
             return
+        self._layout[req.session] = self.segments_of(req) + ([("assistant", len(output))] if output else [])
         self._history[req.session] = full_prompt + output
         self._turns_done[req.session] = self._turns_done.get(req.session, 0) + 1
         self._done_at[req.session] = finished_at
@@ -257,11 +270,48 @@ def as_text(tokens: list[int]) -> str:
     return " ".join(token_word(t) for t in tokens)
 
 
-def as_chat(req: BenchRequest, tokens: list[int]) -> list[dict[str, Any]]:
-    """Chat messages for a prompt: the leading system segment as a system message, the rest as the user's."""
-    n_sys = sum(n for kind, n in req.segments if kind == "system_prompt") if req.turn == 0 else 0
-    msgs = []
-    if n_sys:
-        msgs.append({"role": "system", "content": as_text(tokens[:n_sys])})
-    msgs.append({"role": "user", "content": as_text(tokens[n_sys:])})
-    return msgs
+TOOL_CHUNK = 128  # tokens per tool definition when a prompt's tool segment becomes `tools`
+
+
+def chat_body(tokens: list[int], segments: list[tuple[str, int]]) -> dict[str, Any]:
+    """The chat form of a prompt whose layout is `segments` ((kind, tokens) in order, as `SessionTracker.
+    segments_of` gives it): the fields of a /v1/chat/completions body that carry the prompt.
+
+    Each kind becomes the structure an agent framework sends, so a server that types KV blocks from chat
+    structure (kvtiers.types.chat_segments) sees the types the workload meant: `system_prompt` -> a system
+    message, `tool_definition` -> `tools` (function definitions of TOOL_CHUNK tokens each), `conversation` /
+    `other` -> user messages (the task, then each tool observation), `assistant` -> the assistant's earlier
+    output, `reasoning_branch` -> a scratchpad the assistant is still writing (a final `<think>` message that
+    the server continues: `continue_final_message`)."""
+    messages: list[dict[str, Any]] = []
+    tools: list[dict[str, Any]] = []
+    body: dict[str, Any] = {}
+    pos = 0
+    layout = list(segments)
+    covered = sum(n for _, n in layout)
+    if covered < len(tokens):
+        layout.append(("conversation", len(tokens) - covered))
+    for kind, n in layout:
+        part, pos = tokens[pos : pos + n], pos + n
+        if not part:
+            continue
+        if kind == "system_prompt":
+            messages.append({"role": "system", "content": as_text(part)})
+        elif kind == "tool_definition":
+            for i in range(0, len(part), TOOL_CHUNK):
+                tools.append({"type": "function", "function": {
+                    "name": f"tool_{len(tools)}", "description": as_text(part[i : i + TOOL_CHUNK]),
+                    "parameters": {"type": "object", "properties": {}}}})
+        elif kind == "assistant":
+            messages.append({"role": "assistant", "content": as_text(part)})
+        elif kind == "reasoning_branch":
+            messages.append({"role": "assistant", "content": "<think>" + as_text(part)})
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        else:
+            messages.append({"role": "user", "content": as_text(part)})
+    if not messages or messages[-1]["role"] == "system":
+        messages.append({"role": "user", "content": ""})
+    body["messages"] = messages
+    if tools:
+        body["tools"] = tools
+    return body

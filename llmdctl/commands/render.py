@@ -11,10 +11,13 @@ from llmdctl.commands import fail
 
 _HELP = """Render a profile as Kubernetes objects: model-server Deployments and Services, the router
 (Deployment, Service, EndpointPickerConfig ConfigMap, least-privilege ServiceAccount/Role/RoleBinding) and an
-InferencePool; with --gateway also llm-d's upstream endpoint picker, a Gateway and an HTTPRoute.
+InferencePool; with --gateway also llm-d's upstream endpoint picker, a Gateway and an HTTPRoute. With --target
+kserve: one KServe LLMInferenceService per pool (P/D: decode in spec, prefill in spec.prefill) with the router
+config inline, for a cluster that runs KServe.
 
 Every object is validated strictly before it is written: core kinds against the Kubernetes schemas of
---k8s-version, custom resources against their CRDs. Without -o the objects go to stdout as one YAML stream
+--k8s-version, custom resources (InferencePool, Gateway API, KServe's LLMInferenceService) against their CRDs with unknown
+fields rejected. Without -o the objects go to stdout as one YAML stream
 (`llmdctl render P | kubectl apply --server-side -f -`). With -o DIR: DIR/manifests/ (numbered files in
 apply order), DIR/crds/, and for --target kind also DIR/kind-cluster.yaml, DIR/commands.sh (every command
 `llmdctl up --target kind` runs) and DIR/image/ (the image build context)."""
@@ -23,7 +26,7 @@ HELP = "\n\n".join(" ".join(par.split()) for par in _HELP.split("\n\n"))  # one 
 
 def render(
     profile: str = typer.Argument(..., help="Profile name (see `llmdctl profiles list`) or path to a profile YAML file."),
-    target: str = typer.Option("kind", "--target", "-t", help="kind (a local kind cluster) or kube (an existing cluster)."),
+    target: str = typer.Option("kind", "--target", "-t", help="kind (a local kind cluster), kube (an existing cluster) or kserve (LLMInferenceServices for KServe)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write files into this folder instead of YAML to stdout."),
     gateway: bool = typer.Option(False, "--gateway", help="Also render llm-d's upstream EPP, a Gateway and an HTTPRoute to the InferencePool."),
     gateway_class: str = typer.Option("istio", "--gateway-class", help="gatewayClassName of the Gateway (your implementation's class)."),
@@ -47,8 +50,10 @@ def render(
     from llmdctl.profile import ProfileError
 
     err = Console(stderr=True)
-    if target not in ("kind", "kube"):
-        raise fail(f"--target: expected kind or kube, got {target!r}", 2)
+    if target not in ("kind", "kube", "kserve"):
+        raise fail(f"--target: expected kind, kube or kserve, got {target!r}", 2)
+    if target == "kserve" and gateway:
+        raise fail("--gateway: KServe creates the Gateway route and llm-d's endpoint picker itself; drop --gateway with --target kserve", 2)
     if format_ not in ("raw", "helm", "kustomize"):
         raise fail(f"--format: expected raw, helm or kustomize, got {format_!r}", 2)
     if format_ != "raw" and output is None:
@@ -95,7 +100,7 @@ def render(
 
             kopts = KindOptions(cluster=cluster, gpus=gpus, image=opts.image)
             files += write_kind_files(output, kopts, rendered.namespace, dns_label(f"{rendered.stack}-router", 55))
-        else:
+        elif target == "kube":
             import shutil
 
             from llmdctl.paths import manifests_dir
@@ -110,6 +115,8 @@ def render(
         err.print(f"  run it by hand: cd {output} && ./commands.sh   (or: llmdctl up {profile} --target kind)", highlight=False)
     else:
         err.print(f"  apply: kubectl apply --server-side --field-manager llmdctl -f {output}/manifests/", highlight=False)
+        if target == "kserve":
+            err.print("  (the cluster runs KServe with the LLMInferenceService v1alpha2 CRD and its llm-d presets)", highlight=False)
 
 
 render.__doc__ = HELP

@@ -179,22 +179,39 @@ def kv_offload(out: Path, say: Say, progress: Progress | None = None) -> DemoRes
 
 # ---- semantic-kv ---------------------------------------------------------------------------------------------
 
-def semantic_kv(out: Path, say: Say, progress: Progress | None = None) -> DemoResult:
+# Enough agents and long enough scratchpads that the pods' lower tiers fill: the typed policies act where
+# blocks leave the GPU (never offloading finished scratchpads, pinning the system prompt in CPU memory).
+SEMANTIC_KV_WORKLOAD = WorkloadSpec(kind="agentic", num_sessions=12, turns=4, branches=4, system_prompt_len=1500, tool_defs_len=800,
+                                    question_len=300, reasoning_len=480, output_len=32)
+
+
+def semantic_kv(out: Path, say: Say, progress: Progress | None = None, gpu_blocks: int = 400, cpu_blocks: int = 600,
+                fs_mb: int = 2, workload: WorkloadSpec = SEMANTIC_KV_WORKLOAD, max_requests: int = 300,
+                typed_first: bool = False) -> DemoResult:
     """Agentic workload (shared system prompt + tools, ReAct steps, tree-of-thought branches) live on two
     stacks with the same tiers: blind LRU (kv-offload) vs typed policies (semantic-kv: pin system prompts,
-    replicate tools, evict reasoning branches eagerly)."""
+    replicate tools, evict reasoning branches eagerly).
+
+    The traffic is chat (`mode="chat"`): system message, `tools`, user turns, the assistant's earlier output
+    and `<think>` scratchpads, so each pod types its blocks from the request's structure, as it would an
+    agent framework's (token-id prompts carry no structure: every block would be `other`, typed = LRU).
+    GPU blocks must hold the longest prompt (~4 300 tokens at the default workload: 400 blocks); the small
+    shared filesystem (2 MB, ~120 blocks) keeps the lower tiers under pressure, where typed policies act."""
     from llmdctl.bench.runner import BenchConfig, run_bench
 
-    wl = WorkloadSpec(kind="agentic", num_sessions=6, turns=3, branches=3, system_prompt_len=1500, tool_defs_len=800, question_len=120, output_len=24)
-    load = LoadSpec(kind="concurrency", concurrency=6, max_requests=200)
+    load = LoadSpec(kind="concurrency", concurrency=6, max_requests=max_requests)
     summaries: dict[str, dict[str, Any]] = {}
-    for label, profile in (("blind LRU (kv-offload)", "kv-offload"), ("typed (semantic-kv)", "semantic-kv")):
-        # Same small GPU and CPU tiers on both stacks, so what differs is the eviction policy.
-        sets = ["pools.0.num_gpu_blocks=200", "kv_tiers.cpu_blocks=600", "pools.0.model_profile=Qwen3-32B", "pools.0.tensor_parallel_size=2"]
+    # Same GPU, CPU and filesystem capacity on both stacks, so what differs is the eviction policy.
+    sets = [f"pools.0.num_gpu_blocks={gpu_blocks}", f"kv_tiers.cpu_blocks={cpu_blocks}", f"kv_tiers.filesystem.capacity_mb={fs_mb}",
+            "pools.0.model_profile=Qwen3-32B", "pools.0.tensor_parallel_size=2"]
+    stacks = [("blind LRU (kv-offload)", "kv-offload"), ("typed (semantic-kv)", "semantic-kv")]
+    for label, profile in reversed(stacks) if typed_first else stacks:  # a sweep alternates the order
         with _live_stack(profile, 2, sets, say) as url:
             cb = (lambda d, t, n=label: progress(n, d, t)) if progress else None
-            summaries[label] = run_bench(BenchConfig(url=url, workload=wl, load=load, timeout_s=60, max_duration_s=120), cb)["summary"]
-    title = f"live: {wl.describe()}, 2 pods with CPU + shared FS tiers"
+            cfg = BenchConfig(url=url, workload=workload, load=load, mode="chat", timeout_s=60, max_duration_s=180)
+            summaries[label] = run_bench(cfg, cb)["summary"]
+    title = f"live: {workload.describe()}, chat, 2 pods x {gpu_blocks} GPU + {cpu_blocks} CPU blocks + {fs_mb} MB shared FS"
+    summaries = {label: summaries[label] for label, _ in stacks}
     files = [str(report.plot_bars(summaries, out / "semantic-kv.png", title=title))]
     return DemoResult("semantic-kv", "live", title, summaries, ratios(summaries), files)
 
@@ -217,8 +234,9 @@ DEMOS: dict[str, Demo] = {
              "the planner (offline): 48 multi-turn chat sessions on 4 H100 pods with small GPU KV caches; GPU-only vs GPU + CPU tier", 1.5,
              "plan", kv_offload),
         Demo("semantic-kv", "Typed (semantic) KV for agents",
-             "two live 2-pod stacks in turn (kv-offload's blind LRU tiers, semantic-kv's typed policies); an agentic workload "
-             "(6 agents x 3 ReAct steps x 3 tree-of-thought branches, shared system prompt + tools)", 2.5, "live", semantic_kv),
+             "two live 2-pod stacks in turn (kv-offload's blind LRU tiers, semantic-kv's typed policies; 400 GPU + 600 CPU blocks "
+             "per pod, 2 MB shared filesystem); an agentic workload (12 agents x 4 ReAct steps x 4 tree-of-thought branches, shared "
+             "system prompt + tools) sent as chat, so the pods type their blocks from the messages", 2.5, "live", semantic_kv),
     )
 }
 

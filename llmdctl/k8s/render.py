@@ -27,7 +27,7 @@ from llmdctl import __version__
 from llmdctl.paths import manifests_dir
 from llmdctl.profile import PoolSpec, Profile
 
-Target = Literal["kind", "kube"]
+Target = Literal["kind", "kube", "kserve"]
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "llmdctl"
@@ -551,7 +551,7 @@ def monitoring_objects(profile: Profile, opts: RenderOptions, stack: str, namesp
 # pods, servers before the router that discovers them, the pool and routes last.
 APPLY_ORDER = [
     "CustomResourceDefinition", "Namespace", "RuntimeClass", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret",
-    "Service", "DaemonSet", "Deployment", "InferencePool", "Gateway", "HTTPRoute", "PodMonitor", "ServiceMonitor",
+    "Service", "DaemonSet", "Deployment", "InferencePool", "LLMInferenceService", "Gateway", "HTTPRoute", "PodMonitor", "ServiceMonitor",
 ]
 
 
@@ -569,12 +569,16 @@ def sort_for_apply(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def render(profile: Profile, opts: RenderOptions | None = None) -> Rendered:
     """Every object of the stack, labelled and in apply order. Raises RenderError for impossible input."""
     opts = opts or RenderOptions()
-    if opts.target not in ("kind", "kube"):
-        raise RenderError(f"--target {opts.target!r}: expected kind or kube")
+    if opts.target not in ("kind", "kube", "kserve"):
+        raise RenderError(f"--target {opts.target!r}: expected kind, kube or kserve")
     stack = dns_label(opts.stack or profile.name, 40)
     namespace = dns_label(opts.namespace)
     if opts.engine not in (None, "sim", "vllm"):
         raise RenderError(f"--engine {opts.engine!r}: expected sim or vllm")
+    if opts.target == "kserve":
+        from llmdctl.k8s.kserve import render_kserve
+
+        return render_kserve(profile, opts, stack, namespace)
     notes: list[str] = []
     objects: list[dict[str, Any]] = [_label(load_template("namespace.yaml", namespace=namespace), common_labels(stack))]
     for pool in profile.pools:

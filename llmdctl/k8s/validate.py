@@ -2,8 +2,8 @@
 
 - Core kinds: `kubernetes-validate`'s schemas (it ships the OpenAPI-derived JSON schemas of each Kubernetes release) in
   strict mode — without strict, a misspelled field such as `imagePullPolcy` passes silently.
-- Custom resources (InferencePool, Gateway, HTTPRoute, GatewayClass): the `openAPIV3Schema` of their CRDs in
-  `manifests/crds/`, made strict the way the API server prunes (every object schema that lists properties
+- Custom resources (InferencePool, Gateway, HTTPRoute, GatewayClass; KServe's LLMInferenceService): the
+  `openAPIV3Schema` of their CRDs in `manifests/crds/` (KServe's in `manifests/crds/kserve/`), made strict the way the API server prunes (every object schema that lists properties
   rejects others unless it says `x-kubernetes-preserve-unknown-fields`), checked with `jsonschema`; their
   `metadata` is checked against ObjectMeta from the same Kubernetes release.
 - What the API server adds on top of schemas and would reject at apply time: object names (DNS-1123), label
@@ -81,6 +81,23 @@ def crds_dir() -> Path:
     return manifests_dir() / "crds"
 
 
+# Groups whose CRDs sit in a subfolder of the CRD folder: KServe's LLMInferenceService CRD is 2.7 MB (a full
+# PodSpec per workload), so it is parsed only when an object of its group is validated, and the folder that
+# `up`/`render -o` install (the top level) stays the Gateway API + Inference Extension set.
+GROUP_FOLDERS = {"serving.kserve.io": "kserve"}
+
+
+def _group(api_version: str) -> str:
+    return api_version.rpartition("/")[0]
+
+
+def crds_for(api_version: str, crds: Path | None = None) -> Path:
+    """The folder holding the CRD of `api_version`'s group (under `crds`, default the shipped folder)."""
+    base = crds or crds_dir()
+    folder = GROUP_FOLDERS.get(_group(api_version))
+    return base / folder if folder else base
+
+
 def load_crds(directory: Path | None = None) -> list[dict[str, Any]]:
     docs = []
     for path in sorted((directory or crds_dir()).glob("*.yaml")):
@@ -137,7 +154,7 @@ def _path(parts: Iterable[Any]) -> str:
 
 def validate_custom(obj: dict[str, Any], version: str = DEFAULT_K8S_VERSION, crds: Path | None = None) -> list[Problem]:
     kind, name = obj.get("kind", "?"), (obj.get("metadata") or {}).get("name", "?")
-    schema = _crd_index(str(crds or crds_dir())).get((obj.get("apiVersion", ""), kind))
+    schema = _crd_index(str(crds_for(obj.get("apiVersion", ""), crds))).get((obj.get("apiVersion", ""), kind))
     if schema is None:
         return [Problem(kind, name, "apiVersion", f"no CRD serves {obj.get('apiVersion')} {kind}")]
     problems = []
@@ -153,8 +170,8 @@ def validate_custom(obj: dict[str, Any], version: str = DEFAULT_K8S_VERSION, crd
 # -- core kinds ------------------------------------------------------------------------------------------
 
 def is_custom(obj: dict[str, Any], crds: Path | None = None) -> bool:
-    group = obj.get("apiVersion", "").rpartition("/")[0]
-    return any(av.rpartition("/")[0] == group for av, _ in _crd_index(str(crds or crds_dir())))
+    group = _group(obj.get("apiVersion", ""))
+    return group in GROUP_FOLDERS or any(_group(av) == group for av, _ in _crd_index(str(crds or crds_dir())))
 
 
 @lru_cache(maxsize=None)
@@ -219,6 +236,10 @@ def semantic_checks(obj: dict[str, Any]) -> list[Problem]:
             problems.append(Problem(kind, name, "spec.selector", "selector does not match the pod template's labels"))
         if kind == "Deployment" and len(name) > 47:
             problems.append(Problem(kind, name, "metadata.name", "longer than 47 characters: pod names (name-hash-suffix) would pass 63"))
+    if kind == "LLMInferenceService":  # the CRD's CEL rule on spec and spec.prefill
+        for where, part in (("spec", spec), ("spec.prefill", spec.get("prefill") or {})):
+            if "replicas" in part and "scaling" in part:
+                problems.append(Problem(kind, name, where, "replicas and scaling are mutually exclusive"))
     if kind == "InferencePool":
         numbers = [p.get("number") for p in spec.get("targetPorts") or []]
         if len(numbers) != len(set(numbers)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmdctl.bench.workloads import TOKEN_HI, TOKEN_LO, SessionTracker, WorkloadSpec, as_chat, as_text, generate
+from llmdctl.bench.workloads import TOKEN_HI, TOKEN_LO, SessionTracker, WorkloadSpec, as_text, chat_body, generate
 
 
 def test_shared_prefix_shape_and_sharing() -> None:
@@ -77,7 +77,7 @@ def test_random_lengths_and_jitter() -> None:
 def test_text_and_chat_forms() -> None:
     r = generate(WorkloadSpec(kind="shared-prefix", num_groups=1, prompts_per_group=1, system_prompt_len=5, question_len=3))[0]
     assert len(as_text(r.prompt).split()) == 8
-    msgs = as_chat(r, r.prompt)
+    msgs = chat_body(r.prompt, r.segments)["messages"]
     assert [m["role"] for m in msgs] == ["system", "user"]
     assert len(msgs[0]["content"].split()) == 5 and len(msgs[1]["content"].split()) == 3
 
@@ -86,3 +86,37 @@ def test_text_and_chat_forms() -> None:
 def test_bad_specs_name_the_field(kw: dict, msg: str) -> None:
     with pytest.raises(ValueError, match=msg):
         generate(WorkloadSpec(**kw))
+
+
+def test_agentic_chat_form_carries_the_block_types_the_workload_meant() -> None:
+    """System prompt -> system message, tools -> `tools`, observations -> user turns, earlier output ->
+    assistant, a tree-of-thought branch -> a `<think>` scratchpad the server continues; typed by the
+    simulator's own template and kvtiers' typing, the blocks come out in that order."""
+    from kvtiers.types import BlockType, request_block_types
+    from kvtiers.tokenizer import BuiltinTokenizer
+
+    spec = WorkloadSpec(kind="agentic", num_sessions=1, turns=2, branches=2, system_prompt_len=160, tool_defs_len=300, question_len=64, output_len=40)
+    reqs = generate(spec)
+    tracker = SessionTracker()
+    tok = BuiltinTokenizer()
+    seen = {}
+    for r in reqs:  # ag-a0-t0, ag-a0-t0-b1, ag-a0-t1, ag-a0-t1-b1
+        prompt, segs = tracker.prompt_of(r), tracker.segments_of(r)
+        body = chat_body(prompt, segs)
+        ids = tok.encode_chat(body["messages"], not body.get("continue_final_message"), tools=body.get("tools"))
+        types = request_block_types(body, len(ids), 16, lambda s: len(tok.encode(s, False)))
+        seen[r.request_id] = (body, [t for i, t in enumerate(types) if i == 0 or types[i - 1] != t])
+        tracker.record(r, prompt, list(range(2000, 2000 + spec.output_len)), 1.0)
+    body, order = seen["ag-a0-t0"]
+    assert [m["role"] for m in body["messages"]] == ["system", "user"] and len(body["tools"]) == 3  # 300 tokens / 128
+    assert order == [BlockType.SYSTEM_PROMPT, BlockType.TOOL_DEFINITION, BlockType.CONVERSATION]
+    body, order = seen["ag-a0-t0-b1"]
+    assert body["continue_final_message"] is True and body["messages"][-1]["content"].startswith("<think>")
+    assert order[-1] is BlockType.REASONING_BRANCH
+    body, order = seen["ag-a0-t1"]  # history: task, the assistant's output, then the tool's observation
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "user"]
+    assert order == [BlockType.SYSTEM_PROMPT, BlockType.TOOL_DEFINITION, BlockType.CONVERSATION]
+    # turn 1's prompt starts with turn 0's whole chat prompt (prefix caching works across turns)
+    t0 = tok.encode_chat(seen["ag-a0-t0"][0]["messages"], True, tools=seen["ag-a0-t0"][0]["tools"])
+    t1 = tok.encode_chat(seen["ag-a0-t1"][0]["messages"], True, tools=seen["ag-a0-t1"][0]["tools"])
+    assert t1[: len(t0)] == t0

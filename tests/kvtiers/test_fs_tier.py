@@ -78,7 +78,7 @@ def test_damaged_file_is_a_counted_miss_and_removed(tmp_path, how, counter):
     assert fs.get(A) == payload()
 
 
-@pytest.mark.parametrize("checksum", ["crc32", "blake2b"])
+@pytest.mark.parametrize("checksum", ["xxh3", "crc32", "blake2b"])
 def test_misplaced_file_fails_its_checksum(tmp_path, checksum):
     fs = FsTier(tmp_path, 1 << 20, checksum=checksum)
     fs.put(A, payload())
@@ -105,7 +105,7 @@ def test_pods_with_different_checksums_read_each_other(tmp_path):
     FsTier(tmp_path, 1 << 20, checksum="blake2b").put(A, payload())
     crc = FsTier(tmp_path, 1 << 20)
     assert crc.get(A) == payload()
-    with pytest.raises(ValueError, match="checksum: expected one of crc32, blake2b"):
+    with pytest.raises(ValueError, match="checksum: expected one of xxh3, crc32, blake2b"):
         FsTier(tmp_path, 1 << 20, checksum="md5")
 
 
@@ -224,3 +224,56 @@ def test_concurrent_writers_of_the_same_blocks(tmp_path):
         assert fs.get(n) == (n.encode() * 4000)[: 64 << 10]
     assert sorted(os.listdir(tmp_path)) == names  # every temp file was renamed or removed
     assert fs.stats.corrupt == 0
+
+
+def test_read_serves_a_view_of_one_reused_buffer_and_get_a_buffer_of_its_own(tmp_path):
+    fs = FsTier(tmp_path, 1 << 22)
+    fs.put(A, payload(64 << 10, 1))
+    fs.put(B, payload(4096, 2))
+    kept = fs.get(A)
+    first = fs.read(A)
+    assert first == payload(64 << 10, 1) and kept == payload(64 << 10, 1)
+    second = fs.read(B)
+    assert second == payload(4096, 2) and second.obj is first.obj  # the same scratch memory, no allocation
+    assert kept == payload(64 << 10, 1)  # get's buffer is its own: later reads leave it alone
+    assert fs.stats.reads == 3 and fs.stats.read_bytes == 2 * (64 << 10) + 4096
+
+
+def test_read_with_read_ahead_queues_the_next_files_and_tolerates_missing_ones(tmp_path):
+    fs = FsTier(tmp_path, 1 << 22)
+    names = [f"{i:016x}" for i in range(1, 6)]
+    for i, n in enumerate(names):
+        fs.put(n, payload(8192, i))
+    fs.prefetch(names[1:3])
+    assert list(fs._prefetched) == names[1:3]
+    for i, n in enumerate(names):
+        assert fs.read(n, names[i + 1 : i + 4] + ["00000000000000ff"]) == payload(8192, i)
+    assert list(fs._prefetched) == ["00000000000000ff"]  # every block was read: none stays marked as queued
+    assert fs.stats.misses == 0  # a queued name with no file is not a miss; only a read is
+
+
+def test_short_reads_and_writes_are_completed(tmp_path, monkeypatch):
+    """readv/writev may move fewer bytes than asked (signals, network filesystems): the loops finish the job."""
+    real_readv, real_writev = os.readv, os.writev
+
+    def short_readv(fd, bufs):
+        return real_readv(fd, [memoryview(bufs[0])[:1000]])
+
+    def short_writev(fd, bufs):
+        return real_writev(fd, [memoryview(bufs[0])[:777]])
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    fs = FsTier(tmp_path, 1 << 22)
+    assert fs.put(A, payload(10_000, 3))[0] is PutStatus.STORED
+    monkeypatch.setattr(os, "writev", real_writev)
+    assert os.path.getsize(tmp_path / A) == HEADER_SIZE + 10_000
+    monkeypatch.setattr(os, "readv", short_readv)
+    assert fs.read(A) == payload(10_000, 3) and fs.get(A) == payload(10_000, 3)
+
+
+def test_a_file_longer_than_its_header_says_is_corrupt(tmp_path):
+    fs = FsTier(tmp_path, 1 << 20)
+    fs.put(A, payload())
+    with open(tmp_path / A, "ab") as f:
+        f.write(b"extra")
+    assert fs.read(A) is None and fs.stats.corrupt == 1 and not (tmp_path / A).exists()

@@ -59,10 +59,10 @@ def cached(r: httpx.Response) -> int:
     return r.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
 
 
-def tier_metric(client: httpx.Client, pod_url: str, name: str, medium: str) -> float:
+def tier_metric(client: httpx.Client, pod_url: str, name: str, medium: str | None = None) -> float:
     text = client.get(f"{pod_url}/metrics").text
     for line in text.splitlines():
-        if line.startswith(name + "{") and f'medium="{medium}"' in line:
+        if line.startswith(name + "{") and (medium is None or f'medium="{medium}"' in line):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name}{{medium={medium}}} not in {pod_url}/metrics")
 
@@ -227,3 +227,38 @@ def test_kv_tiers_flag_takes_json_or_a_file_and_names_bad_keys(tmp_path):
     r = subprocess.run([sys.executable, "-m", "sim_gpu", "serve", "--port", str(free_port()), "--kv-tiers", '{"cpu_blocks": "x"}'],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--kv-tiers.cpu_blocks" in r.stderr
+
+
+def _scratchpads_offloaded(tmp_path: Path, profile: str) -> tuple[float, float, float]:
+    """Agentic chat traffic through one pod: (blocks kept out of the lower tiers, blocks stored in the CPU
+    tier, prompt tokens served from the CPU tier). Each agent step: a `<think>` scratchpad the server continues
+    (typed reasoning_branch), then the step itself (system prompt, tools, conversation)."""
+    sets = ["pools.0.num_gpu_blocks=96", "kv_tiers.cpu_blocks=32", "kv_tiers.filesystem=null", "pools.0.max_model_len=1024"]
+    with stack(tmp_path, profile, 1, sets) as (cli, up), httpx.Client(timeout=20) as client:
+        router, pod = up["router_url"], up["pods"][0]["url"]
+        rng = random.Random(5)
+        words = lambda n: " ".join(f"w{rng.randrange(10**6)}" for _ in range(n))  # noqa: E731
+        system = words(40)
+        tools = [{"type": "function", "function": {"name": "search", "description": words(30), "parameters": {"type": "object", "properties": {}}}}]
+        for step in range(6):
+            task = words(40)
+            base = [{"role": "system", "content": system}, {"role": "user", "content": task}]
+            r = client.post(f"{router}/v1/chat/completions", json={
+                "model": MODEL, "max_tokens": 1, "tools": tools, "continue_final_message": True, "add_generation_prompt": False,
+                "messages": base + [{"role": "assistant", "content": "<think>" + words(120)}]})
+            assert r.status_code == 200, r.text
+            r = client.post(f"{router}/v1/chat/completions", json={"model": MODEL, "max_tokens": 1, "tools": tools, "messages": base})
+            assert r.status_code == 200, r.text
+        return (tier_metric(client, pod, "llmd_sim:kv_tier_skipped_blocks_total"),
+                tier_metric(client, pod, "llmd_sim:kv_tier_stored_blocks_total", "CPU"),
+                tier_metric(client, pod, "llmd_sim:kv_tier_hits_total", "CPU"))
+
+
+def test_semantic_kv_keeps_finished_scratchpads_out_of_the_cpu_tier_lru_offloads_them(tmp_path):
+    """Chat structure reaches the pod's tiers: the typed pod never offloads a finished `<think>` scratchpad
+    (its blocks are evicted first and dropped), the LRU pod offloads them like any other block."""
+    skipped, stored, _ = _scratchpads_offloaded(tmp_path, "semantic-kv")
+    lru_skipped, lru_stored, _ = _scratchpads_offloaded(tmp_path, "kv-offload")
+    assert skipped >= 5 * 10  # a 120-word scratchpad is ~25 blocks: most of every finished one never left the GPU for the CPU tier
+    assert lru_skipped == 0
+    assert lru_stored > stored

@@ -1,0 +1,120 @@
+"""Speed-aware vs speed-blind routing on a mixed H100 / MI300X / Gaudi3 fleet (the `heterogeneous` profile).
+
+Both routers see the same thing, the uncached prompt tokens this router has in flight on each endpoint, and
+the same precise prefix index. The speed-blind one (token-load-scorer) balances those tokens; the speed-aware
+one (estimated-ttft-scorer) divides them by the prefill rate it has measured on each endpoint, so it sends
+more to the fast pods without being told which they are. Runs on the planner (`llmdctl.plan`: the real
+scheduler and the simulator's engines on a virtual clock), over a sweep of offered loads. Prints, per load,
+TTFT, throughput and goodput of each router, and per vendor: share of requests, output tokens/s, TTFT p50
+and $ per million output tokens (prices per GPU-hour: `--price`, list-price assumptions, not quotes).
+
+    python bench/bench_heterogeneous.py                      # the default sweep
+    python bench/bench_heterogeneous.py --rates 10,20 --duration 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from llmdctl.bench.load import Stage  # noqa: E402
+from llmdctl.bench.metrics import OK, SLO  # noqa: E402
+from llmdctl.bench.workloads import WorkloadSpec  # noqa: E402
+from llmdctl.plan.run import run_one, workload_and_arrivals  # noqa: E402
+from llmdctl.plan.sim import PlanConfig, PoolPlan  # noqa: E402
+from llmdctl.profile import load_profile  # noqa: E402
+
+PRICES = {"H100": 2.5, "MI300X": 2.0, "Gaudi3": 1.5}  # $/GPU-hour assumed for the table; override with --price
+
+
+def routers(profile_router: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """speed-aware: the profile's own config; speed-blind: the same with token-load-scorer in place of
+    estimated-ttft-scorer (same in-flight tokens, not divided by each endpoint's prefill rate)."""
+    import copy
+
+    blind = copy.deepcopy(profile_router)
+    for plugin in blind["plugins"]:
+        if plugin["type"] == "estimated-ttft-scorer":
+            plugin.clear()
+            plugin.update(type="token-load-scorer", parameters={"queueThresholdTokens": 65536})
+    for prof in blind["schedulingProfiles"]:
+        for ref in prof["plugins"]:
+            if ref.get("pluginRef") == "estimated-ttft-scorer":
+                ref["pluginRef"] = "token-load-scorer"
+    return {"speed-blind": blind, "speed-aware": copy.deepcopy(profile_router)}
+
+
+def per_vendor(records: list, pools: dict[str, str], duration: float, gpus: dict[str, int], prices: dict[str, float]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    ok = [r for r in records if r.status == OK]
+    for pool, hw in pools.items():
+        mine = [r for r in ok if (r.endpoint or "").rsplit("-", 1)[0] == pool]
+        tokens = sum(r.output_tokens for r in mine)
+        dollars = gpus[pool] * prices.get(hw, 1.0) * duration / 3600
+        out[hw] = {
+            "share": len(mine) / max(1, len(ok)),
+            "out_tok_s": tokens / duration,
+            "ttft_p50_s": statistics.median([r.ttft for r in mine if r.ttft is not None]) if mine else float("nan"),
+            "usd_per_m_tok": dollars / tokens * 1e6 if tokens else float("nan"),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rates", default="8,16,24,32,40", help="offered loads to sweep, requests/s")
+    p.add_argument("--duration", type=float, default=60.0, help="simulated seconds per load")
+    p.add_argument("--price", default=",".join(f"{k}={v}" for k, v in PRICES.items()), help="$/GPU-hour per hardware")
+    p.add_argument("--out", default=str(REPO / "bench" / "results" / "heterogeneous.json"))
+    args = p.parse_args(argv)
+    prices = {k: float(v) for k, v in (kv.split("=") for kv in args.price.split(","))}
+    prof = load_profile("heterogeneous")
+    pools = [PoolPlan(name=pl.name, replicas=pl.replicas, hardware=pl.hardware, model=pl.model_profile, block_size=pl.block_size,
+                      max_model_len=pl.max_model_len) for pl in prof.pools]
+    hw = {pl.name: pl.hardware for pl in pools}
+    gpus = {pl.name: pl.gpus for pl in pools}
+    wl = WorkloadSpec(kind="shared-prefix", num_groups=48, prompts_per_group=8, system_prompt_len=1024, question_len=1024, output_len=128)
+    slo = SLO(ttft_s=1.0, itl_s=0.1)
+    rows = []
+    for rate in (float(r) for r in args.rates.split(",")):
+        stages = [Stage(rate, args.duration)]
+        reqs, arrivals = workload_and_arrivals(wl, stages, seed=0)
+        row: dict[str, Any] = {"rate": rate, "requests": len(arrivals), "runs": {}}
+        for name, router in routers(prof.router.config).items():
+            t0 = time.monotonic()
+            run = run_one(PlanConfig(pools, router, name), reqs, arrivals, stages, slo, price={k.lower(): v for k, v in prices.items()})
+            s = run.summary
+            row["runs"][name] = {
+                "ttft_mean_s": s["ttft_s"]["mean"], "ttft_p90_s": s["ttft_s"]["p90"], "out_tok_s": s["output_tok_s"],
+                "goodput_req_s": s["goodput_req_s"], "ok": s["ok"], "cost_per_hour": run.cost,
+                "vendors": per_vendor(run.result.records, hw, run.result.sim_s or args.duration, gpus, prices),
+                "wall_s": time.monotonic() - t0,
+            }
+        rows.append(row)
+        b, a = row["runs"]["speed-blind"], row["runs"]["speed-aware"]
+        print(f"{rate:>5g} req/s ({row['requests']} requests): TTFT mean blind {b['ttft_mean_s']:.3f} s aware {a['ttft_mean_s']:.3f} s "
+              f"(x{b['ttft_mean_s'] / a['ttft_mean_s']:.2f}), p90 {b['ttft_p90_s']:.3f} / {a['ttft_p90_s']:.3f} s, "
+              f"goodput {b['goodput_req_s']:.2f} / {a['goodput_req_s']:.2f} req/s, out {b['out_tok_s']:.0f} / {a['out_tok_s']:.0f} tok/s", flush=True)
+    print(f"\nfleet: {', '.join(f'{pl.replicas} x {pl.hardware}' for pl in pools)} ({pools[0].model}); workload: {wl.describe()}; "
+          f"SLO TTFT <= {slo.ttft_s} s; prices $/GPU-h {prices}")
+    print(f"{'req/s':>6} {'router':<12} {'TTFT mean':>9} {'p90':>7} {'goodput':>8} {'out tok/s':>9} | per vendor: share, out tok/s, TTFT p50, $/M out tok")
+    for row in rows:
+        for name, r in row["runs"].items():
+            vend = "  ".join(f"{h} {v['share']:.0%} {v['out_tok_s']:.0f} {v['ttft_p50_s']:.3f}s ${v['usd_per_m_tok']:.2f}" for h, v in r["vendors"].items())
+            print(f"{row['rate']:>6g} {name:<12} {r['ttft_mean_s']:>9.3f} {r['ttft_p90_s']:>7.3f} {r['goodput_req_s']:>8.2f} {r['out_tok_s']:>9.0f} | {vend}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"argv": sys.argv[1:], "workload": wl.describe(), "prices": prices, "rows": rows}, indent=1, default=str))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
