@@ -177,3 +177,19 @@ def test_status_and_down_when_nothing_runs(cli):
     assert r.code == 3 and json.loads(r.out)["running"] is False
     r = cli("down")
     assert r.code == 0 and "Nothing is running" in r.out
+
+
+def test_shipped_router_configs_are_what_the_profiles_load_and_what_up_hands_the_router(tmp_path):
+    """The named configs `up` writes for POST /admin/profile are each shipped profile's validated router config."""
+    from llmdctl.local.plan import NAMED_CONFIGS_DIR, PortLayout, build_plan
+    from llmdctl.profile import list_profiles, load_profile, shipped_router_configs
+
+    configs = shipped_router_configs()
+    assert sorted(configs) == sorted(p.stem for p in list_profiles())
+    for path in list_profiles():
+        assert configs[path.stem] == load_profile(str(path)).router.config, path.stem
+    plan = build_plan(load_profile("inference-scheduling"), PortLayout(9000, 9100, 6000), tmp_path)
+    named = {p for p in plan.files if f"/{NAMED_CONFIGS_DIR}/" in p}
+    assert len(named) == len(configs)
+    router = next(c for c in plan.components if c.kind == "router")
+    assert router.argv[router.argv.index("--named-configs") + 1] == str(tmp_path / "run" / NAMED_CONFIGS_DIR)
