@@ -202,20 +202,25 @@ class Pod:
         self._tracked.clear()
 
     def submit(self, request_id: str, prompt: list[int], max_tokens: int, req: GenRequest,
-               plan: pd.PDPlan) -> Tracked:
-        """Queue one choice on the engine; the engine's own rejections become 400s."""
+               plan: pd.PDPlan, choice: int = 0, forced_ids: list[int] | None = None) -> Tracked:
+        """Queue choice `choice` on the engine; the engine's own rejections become 400s. `forced_ids`: the output
+        structured decoding forces (the engine emits them, then the choice ends)."""
         now = self.clock.now()
+        replay = req.replay_output_ids
+        if forced_ids is not None:
+            replay, max_tokens = forced_ids, max(1, min(max_tokens, len(forced_ids)))
         ereq = EngineRequest(
             request_id=request_id,
             prompt_token_ids=prompt,
             max_tokens=1 if plan.prefill_only else max_tokens,
-            ignore_eos=req.ignore_eos,
+            ignore_eos=req.ignore_eos or req.sampling.min_tokens > 0,  # EOS before min_tokens: see ChoiceOutput
             cache_salt=req.cache_salt,
             arrival_time=now,
             priority=req.priority,
             remote_prefill=plan.remote_prefill,
             prefill_only=plan.prefill_only,
-            output_token_ids=req.replay_output_ids,
+            output_token_ids=replay,
+            seed=req.sampling.choice_seed(choice),
         )
         try:
             self.engine.add_request(ereq)
@@ -224,6 +229,16 @@ class Pod:
         t = self._tracked[request_id] = Tracked(now)
         self._wake.set()
         return t
+
+    def finish_early(self, request_id: str, reason: str) -> None:
+        """A choice ended by a stop string/id the output side found (vLLM's output processor aborts the engine
+        request then): free it, and count it as finished, not aborted."""
+        t = self._tracked.pop(request_id, None)
+        if t is None:
+            return
+        with contextlib.suppress(Exception):
+            self.engine.abort_request(request_id)
+        self.metrics.observe_finished(self.clock.now() - t.arrival, reason)
 
     def abort(self, request_id: str) -> None:
         if self._tracked.pop(request_id, None) is not None:

@@ -42,6 +42,7 @@ class EngineRequest:
     remote_prefill: RemotePrefill | None = None
     prefill_only: bool = False  # P/D prefill side: compute the prompt's KV, emit one token, keep blocks cached
     output_token_ids: list[int] | None = None  # replay: emit these tokens first (e.g. a recorded trace)
+    seed: int | None = None  # the request's sampling seed (None: the engine's; the prompt alone decides)
 
 
 @dataclass(slots=True)
