@@ -25,7 +25,7 @@ from sim_gpu.api import APIError, ChoiceResult, GenRequest
 from sim_gpu.choice import ChoiceOutput
 from sim_gpu.engine import RequestOutput
 from sim_gpu.faults import failure_body
-from sim_gpu.metrics import CONTENT_TYPE
+from sim_gpu.http_metrics import HTTPMetrics
 from sim_gpu.pod import Pod, Tracked
 from sim_gpu.structured import tool_calls
 
@@ -52,7 +52,8 @@ class PodApp:
         self.metrics = pod.metrics
         self.served = pod.served
         self.port = pod.port
-        self.app = self._build_app()
+        starlette = self._build_app()
+        self.app = HTTPMetrics(starlette, self.metrics.slow, {r.path for r in starlette.routes})
 
     def _build_app(self) -> Starlette:
         routes = [
@@ -86,7 +87,8 @@ class PodApp:
         return Response(api.dumps(api.models_response(self.served, int(time.time()), self.cfg.model_profile)), media_type=JSON)
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+        body, content_type = self.metrics.render_for(request.headers.get("accept"))
+        return Response(body, headers={"content-type": content_type})
 
     async def tokenize(self, request: Request) -> Response:
         return await self._json_call(request, api.tokenize)
