@@ -166,3 +166,29 @@ def test_tools_as_vllm_without_a_parser(client):
 ])
 def test_fields_not_honoured_are_refused_by_name(client, extra, param):
     _refused(lambda: client.completions.create(model=MODEL, prompt="x", extra_body=extra), param)
+
+
+def test_through_the_router_parameters_arrive_and_refusals_come_back():
+    """The same behaviour through router_lite: the body reaches the pod untouched, the pod's 400 comes back whole."""
+    from tests.router.procs import MODEL as ROUTED, router, sim_pods
+
+    with sim_pods(2, events=False) as pods, router(pods.endpoint_entries()) as r:
+        c = openai.OpenAI(base_url=r.url + "/v1", api_key="none", max_retries=0, timeout=20)
+        try:
+            def run(**kw):
+                return c.completions.create(model=ROUTED, prompt="route this prompt please", max_tokens=8,
+                                            extra_body={"ignore_eos": True, "return_token_ids": True,
+                                                        **kw.pop("extra_body", {})}, **kw).choices[0]
+
+            free = run(seed=5)
+            assert run(seed=5).model_extra["token_ids"] == free.model_extra["token_ids"]  # any pod, same seed
+            ids = free.model_extra["token_ids"]
+            cut = run(seed=5, extra_body={"stop_token_ids": [ids[1]]})
+            assert cut.finish_reason == "stop" and cut.model_extra["token_ids"] == ids[:2]
+            assert len(run(logprobs=2).logprobs.tokens) == 8
+            msgs = [{"role": "user", "content": "weather?"}]
+            with pytest.raises(openai.BadRequestError) as err:
+                c.chat.completions.create(model=ROUTED, messages=msgs, tools=TOOLS)
+            assert err.value.body["param"] == "tool_choice"
+        finally:
+            c.close()
