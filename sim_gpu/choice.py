@@ -46,7 +46,9 @@ class ChoiceOutput:
                  forced_len: int | None = None, max_tokens: int | None = None) -> None:
         self.tok = tokenizer
         self.s = sampling
-        self.eos = None if ignore_eos else eos_token_id
+        # EOS is the engine's to stop on, except under min_tokens (the engine is told to ignore it then).
+        self.eos = eos_token_id if sampling.min_tokens > 0 and not ignore_eos else None
+        self._plain = not sampling.stop and not sampling.stop_token_ids and self.eos is None
         self.forced_len = forced_len
         self.max_tokens = max_tokens
         self.detok = IncrementalDetokenizer(tokenizer)
@@ -66,11 +68,15 @@ class ChoiceOutput:
     def push(self, new_ids: list[int], engine_finish: str | None) -> Delta:
         """Consume the engine's new ids (`engine_finish`: its finish reason when it finished this request)."""
         start = len(self.ids)
-        for tok in new_ids:
-            if self.finished:
-                break
-            self.ids.append(tok)
-            self._step(tok)
+        if self._plain:  # nothing can stop it here: the whole run at once (the common, hot case)
+            self.ids.extend(new_ids)
+            self.text += self.detok.push(new_ids)
+        else:
+            for tok in new_ids:
+                if self.finished:
+                    break
+                self.ids.append(tok)
+                self._step(tok)
         if not self.finished and engine_finish is not None and len(self.ids) >= start + len(new_ids):
             forced_done = self.forced_len is not None and len(self.ids) >= self.forced_len and (
                 self.max_tokens is None or self.forced_len < self.max_tokens)

@@ -39,6 +39,7 @@ class HTTPMetrics:
         self.lowr = Histogram("http_request_duration_seconds", "Latency with only few buckets by handler. Made to be "
                               "only used if aggregation by handler is important. ", ("method", "handler"),
                               buckets=LOWR_BUCKETS, registry=registry)
+        self._series: dict[tuple[str, int, str], tuple[Any, Any, Any, Any]] = {}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         path = scope.get("path", "")
@@ -61,10 +62,16 @@ class HTTPMetrics:
         finally:
             took = time.perf_counter() - start
             method = scope.get("method", "GET")
-            headers = dict(scope.get("headers") or [])
-            length = headers.get(b"content-length", b"0")
-            self.requests.labels(method, f"{status[0] // 100}xx", handler).inc()
-            self.req_size.labels(handler).observe(int(length) if length.isdigit() else 0)
-            self.resp_size.labels(handler).observe(sent[0])
+            length = next((v for k, v in scope.get("headers") or () if k == b"content-length"), b"0")
+            key = (method, status[0] // 100, handler)
+            series = self._series.get(key)
+            if series is None:  # label lookups once per (method, status class, handler), not per request
+                series = self._series[key] = (
+                    self.requests.labels(method, f"{key[1]}xx", handler), self.req_size.labels(handler),
+                    self.resp_size.labels(handler), self.lowr.labels(method, handler))
+            count, req_size, resp_size, lowr = series
+            count.inc()
+            req_size.observe(int(length) if length.isdigit() else 0)
+            resp_size.observe(sent[0])
             self.highr.observe(took)
-            self.lowr.labels(method, handler).observe(took)
+            lowr.observe(took)
