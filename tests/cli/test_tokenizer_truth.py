@@ -69,3 +69,11 @@ def test_bench_random_prompts_are_counted_as_sent(cli, port_args, tok_dir: Path)
     assert abs(counted - INPUT_LEN * 8) <= 0.02 * INPUT_LEN * 8, (counted, sent)
     assert counted == sent + 8  # the server adds BOS to each prompt, as vLLM does with this tokenizer
     assert tokenized["count"] == len(tok.encode(prompt).ids)
+
+
+def test_kubernetes_render_refuses_a_local_tokenizer_dir(tok_dir: Path):
+    from llmdctl.k8s.render import RenderError, RenderOptions, render
+
+    profile = load_profile("inference-scheduling", [f"tokenizer={tok_dir}"])
+    with pytest.raises(RenderError, match=r"^tokenizer: .* cluster pods cannot read"):
+        render(profile, RenderOptions(target="kind"))
