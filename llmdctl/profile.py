@@ -94,6 +94,10 @@ class Profile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     router: RouterSpec
     kv_tiers: KVTiersSpec | None = None
     network: str = "rdma-200g"  # network profile for KV transfer (P/D) and all-to-all (wide EP)
+    # The model's Hugging Face tokenizer directory (tokenizer.json): simulated pods count tokens with it and the
+    # router hashes with it, so a client tokenizing with the same directory (`vllm bench serve --tokenizer DIR`)
+    # sees the server count what it sent. None: the built-in word tokenizer. `llmdctl up --tokenizer DIR`.
+    tokenizer: str | None = None
 
     def engine_of(self, pool: PoolSpec) -> str:
         return pool.engine or self.engine
@@ -223,6 +227,8 @@ def _validate(doc: Any, source: str) -> Profile:
     if len(set(names)) != len(names):
         raise ProfileError(f"{source}: pools: pool names must be unique, got {names}")
     _validate_sim_names(profile, source)
+    if profile.tokenizer is not None:
+        profile.tokenizer = _tokenizer_dir(profile.tokenizer, source)
     if profile.kv_tiers is not None:
         tiers = profile.kv_tiers
         for key, value in (("cpu_blocks", tiers.cpu_blocks), ("pcie_gbps", tiers.pcie_gbps)):
@@ -232,6 +238,15 @@ def _validate(doc: Any, source: str) -> Profile:
             raise ProfileError(f"{source}: kv_tiers.filesystem: capacity_mb and bandwidth_gbps must be > 0")
     _validate_router_config(profile.router.config, source)
     return profile
+
+
+def _tokenizer_dir(value: str, source: str) -> str:
+    """An absolute tokenizer directory holding tokenizer.json (pods and router run from other directories)."""
+    path = Path(value).expanduser().resolve()
+    if not (path / "tokenizer.json").is_file():
+        raise ProfileError(f"{source}: tokenizer: expected a directory with tokenizer.json (e.g. from `llmdctl model "
+                           f"make-tiny DIR --tokenizer-only`), got {value!r}")
+    return str(path)
 
 
 def _validate_sim_names(profile: Profile, source: str) -> None:

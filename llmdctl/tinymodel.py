@@ -82,6 +82,18 @@ def _write_tokenizer(out: Path, tok: Any, max_len: int) -> None:
     (out / "special_tokens_map.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}, indent=2) + "\n")
 
 
+def write_tokenizer_dir(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> dict[str, Any]:
+    """Only the tokenizer files of `build_tiny_model` (no torch needed): what simulated pods and clients share."""
+    if size not in SIZES:
+        raise ValueError(f"--size: expected one of {', '.join(SIZES)}, got {size!r}")
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    shape = SIZES[size]
+    _write_tokenizer(out, train_tokenizer(shape["vocab_size"], seed), shape["max_position_embeddings"])
+    return {"path": str(out.resolve()), "size": size, "seed": seed, "vocab_size": shape["vocab_size"],
+            "files": sorted(p.name for p in out.iterdir())}
+
+
 def build_tiny_model(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> dict[str, Any]:
     """Write a Llama model directory (config, safetensors weights, tokenizer, chat template); returns a summary."""
     import torch

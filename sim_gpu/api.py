@@ -3,19 +3,22 @@
 Parsing turns a raw body into a `GenRequest` (token ids, limits, options) or raises `APIError`, whose body is
 the OpenAI error object vLLM sends: `{"error": {"message", "type", "param", "code"}}`. Builders produce the
 completion / chat objects and stream chunks field for field as vLLM does (including vLLM's extensions:
-`token_ids`/`prompt_token_ids` with `return_token_ids`, `kv_transfer_params`, `stop_reason`). Fields vLLM
-does not know are ignored, as vLLM ignores them.
+`token_ids`/`prompt_token_ids` with `return_token_ids`, `kv_transfer_params`, `stop_reason`, `logprobs`).
+Sampling fields are checked in `sampling.py`, structured output in `structured.py`; fields vLLM does not know
+are ignored, as vLLM ignores them.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
 
 from kvtiers.tokenizer import TokenizerError
+from sim_gpu.sampling import Sampling, SamplingError, parse_sampling
+from sim_gpu.structured import Forced, StructuredError, forced_output
 
 _json_decoder = msgspec.json.Decoder()
 _json_encoder = msgspec.json.Encoder()
@@ -124,6 +127,8 @@ class GenRequest:
     priority: int = 0
     request_id: str | None = None
     replay_output_ids: list[int] | None = None  # simulator extension `sim_output_token_ids`
+    sampling: Sampling = field(default_factory=Sampling)
+    forced: Forced | None = None  # response_format / tool_choice: the output the grammar forces
 
 
 def _bool(body: dict, key: str, default: bool = False) -> bool:
@@ -256,12 +261,27 @@ def _max_tokens_value(body: dict, keys: tuple[str, ...]) -> int | None:
     return None
 
 
+def _sampling(body: dict[str, Any], max_tokens: int | None, chat: bool, n: int) -> dict[str, Any]:
+    """The honoured sampling fields and forced output, or the 400 vLLM answers."""
+    best_of = body.get("best_of")
+    if best_of is not None and best_of != n:
+        raise APIError(400, f"best_of={best_of!r} (more samples than choices) is not simulated by sim_gpu; omit it "
+                       f"or set it to n ({n}).", "best_of")
+    try:
+        return dict(sampling=parse_sampling(body, max_tokens, chat), forced=forced_output(body, chat))
+    except (SamplingError, StructuredError) as exc:
+        raise APIError(400, str(exc), exc.param) from None
+
+
 def parse_completion(body: dict[str, Any], served: ServedModel) -> GenRequest:
     """A /v1/completions body; default max_tokens is 16 as in OpenAI's and vLLM's completions API."""
     common = _common(body, served)
     max_tokens = _max_tokens_value(body, ("max_tokens",))
     if "max_tokens" not in body:
         max_tokens = 16
+    if body.get("suffix") is not None:
+        raise APIError(400, "suffix is not currently supported", "suffix")
+    common.update(_sampling(body, max_tokens, False, common["n"]))
     raw_prompt = body.get("prompt")
     batch = len(raw_prompt) if isinstance(raw_prompt, list) and raw_prompt and not isinstance(raw_prompt[0], int) else 1
     if batch * common["n"] > MAX_CHOICES:  # before tokenizing: the product is what gets allocated
@@ -303,6 +323,7 @@ def parse_chat(body: dict[str, Any], served: ServedModel) -> GenRequest:
     """A /v1/chat/completions body; default max tokens fill the context as vLLM does."""
     common = _common(body, served)
     max_tokens = _max_tokens_value(body, ("max_completion_tokens", "max_tokens"))
+    common.update(_sampling(body, max_tokens, True, common["n"]))
     ids = chat_prompt_ids(body, served)
     if not ids:
         raise APIError(400, "The prompt cannot be empty.", "messages")
@@ -332,6 +353,9 @@ class ChoiceResult:
     prompt_token_ids: list[int]
     finish_reason: str | None
     num_cached_tokens: int = 0
+    stop_reason: int | str | None = None
+    logprobs: Any = None  # the choice's logprobs object, already in the endpoint's shape
+    tool_calls: list[dict[str, Any]] | None = None  # chat with a forced tool choice
 
 
 def completion_response(
@@ -340,8 +364,8 @@ def completion_response(
 ) -> dict[str, Any]:
     out_choices = []
     for c in choices:
-        ch: dict[str, Any] = {"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason,
-                              "stop_reason": None, "prompt_logprobs": None}
+        ch: dict[str, Any] = {"index": c.index, "text": c.text, "logprobs": c.logprobs,
+                              "finish_reason": c.finish_reason, "stop_reason": c.stop_reason, "prompt_logprobs": None}
         if req.return_token_ids:
             ch["prompt_token_ids"] = c.prompt_token_ids
             ch["token_ids"] = c.token_ids
@@ -370,9 +394,10 @@ def chat_response(
     for c in choices:
         ch: dict[str, Any] = {
             "index": c.index,
-            "message": {"role": "assistant", "content": c.text, "refusal": None, "annotations": None, "audio": None,
-                        "function_call": None, "tool_calls": [], "reasoning_content": None},
-            "logprobs": None, "finish_reason": c.finish_reason, "stop_reason": None,
+            "message": {"role": "assistant", "content": "" if c.tool_calls is not None else c.text, "refusal": None,
+                        "annotations": None, "audio": None, "function_call": None, "tool_calls": c.tool_calls or [],
+                        "reasoning_content": None},
+            "logprobs": c.logprobs, "finish_reason": c.finish_reason, "stop_reason": c.stop_reason,
         }
         if req.return_token_ids:
             ch["token_ids"] = c.token_ids
@@ -390,9 +415,10 @@ def chat_response(
 def completion_chunk(
     rid: str, created: int, model: str, index: int, text: str, finish_reason: str | None,
     token_ids: list[int] | None = None, prompt_token_ids: list[int] | None = None,
+    logprobs: Any = None, stop_reason: int | str | None = None,
 ) -> dict[str, Any]:
-    ch: dict[str, Any] = {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason,
-                          "stop_reason": None}
+    ch: dict[str, Any] = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason,
+                          "stop_reason": stop_reason}
     if prompt_token_ids is not None:
         ch["prompt_token_ids"] = prompt_token_ids
     if token_ids is not None:
@@ -402,14 +428,41 @@ def completion_chunk(
 
 def chat_chunk(
     rid: str, created: int, model: str, index: int, delta: dict[str, Any], finish_reason: str | None,
-    token_ids: list[int] | None = None,
+    token_ids: list[int] | None = None, logprobs: Any = None, stop_reason: int | str | None = None,
 ) -> dict[str, Any]:
-    ch: dict[str, Any] = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    ch: dict[str, Any] = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
     if finish_reason is not None:
-        ch["stop_reason"] = None
+        ch["stop_reason"] = stop_reason
     if token_ids is not None:
         ch["token_ids"] = token_ids
     return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [ch]}
+
+
+def completion_logprobs(entries: list[tuple[int, float, list[tuple[int, float]]]], token_str: Any,
+                        offset: int = 0) -> dict[str, Any]:
+    """Completions' logprobs object: parallel lists, `top_logprobs` one {token: logprob} dict per token
+    (the sampled token and the top alternatives, as vLLM lists them)."""
+    tokens, lps, tops, offsets = [], [], [], []
+    for tok, lp, alts in entries:
+        text = token_str(tok)
+        offsets.append(offset)
+        offset += len(text)
+        tokens.append(text)
+        lps.append(max(lp, -9999.0))
+        top = {text: max(lp, -9999.0)}
+        top.update({token_str(a): max(alp, -9999.0) for a, alp in alts})
+        tops.append(top)
+    return {"text_offset": offsets, "token_logprobs": lps, "tokens": tokens, "top_logprobs": tops}
+
+
+def chat_logprobs(entries: list[tuple[int, float, list[tuple[int, float]]]], token_str: Any) -> dict[str, Any]:
+    """Chat's logprobs object: `{"content": [{token, logprob, bytes, top_logprobs: [...]}]}`."""
+    def item(tok: int, lp: float) -> dict[str, Any]:
+        text = token_str(tok)
+        return {"token": text, "logprob": max(lp, -9999.0), "bytes": list(text.encode("utf-8"))}
+
+    return {"content": [dict(item(tok, lp), top_logprobs=[item(a, alp) for a, alp in alts])
+                        for tok, lp, alts in entries]}
 
 
 def usage_chunk(rid: str, created: int, req: GenRequest, use: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from sim_gpu.engine import EngineRequest, RequestOutput
 from sim_gpu.faults import FaultInjector
 from sim_gpu.kv_publisher import KVEventPublisher, offset_endpoint, render_topic
 from sim_gpu.latency import LatencyModel
-from sim_gpu.metrics import PodMetrics
+from sim_gpu.metrics import FinishedRequest, PodMetrics
 from sim_gpu.serve_config import ServeConfig, build_engine
 from sim_gpu.tiers import PodTiers, attach_pod_tiers
 
@@ -48,12 +48,26 @@ class InstantClock:
 class Tracked:
     """A request in flight: its output queue and the timestamps its metrics need."""
 
-    __slots__ = ("queue", "arrival", "last")
+    __slots__ = ("queue", "arrival", "last", "scheduled", "first", "prompt", "cached", "output", "max_tokens", "n")
 
-    def __init__(self, arrival: float) -> None:
+    def __init__(self, arrival: float, prompt: int = 0, max_tokens: int = 0, n: int = 0) -> None:
         self.queue: asyncio.Queue[RequestOutput | Exception] = asyncio.Queue()
         self.arrival = arrival
         self.last = arrival
+        self.scheduled = arrival
+        self.first = arrival
+        self.prompt = prompt
+        self.cached = 0
+        self.output = 0
+        self.max_tokens = max_tokens
+        self.n = n  # the request's n on its first choice, 0 on the others
+
+    def finished(self, now: float) -> FinishedRequest:
+        """vLLM's per-request intervals: queued (arrival -> scheduled), prefill (-> first token), decode."""
+        return FinishedRequest(
+            e2e_s=now - self.arrival, queue_s=self.scheduled - self.arrival, prefill_s=self.first - self.scheduled,
+            decode_s=now - self.first, inference_s=now - self.scheduled, prompt_tokens=self.prompt,
+            generation_tokens=self.output, cached_tokens=self.cached, max_tokens=self.max_tokens, n=self.n)
 
 
 def public_host(host: str) -> str:
@@ -110,6 +124,7 @@ class Pod:
                 "sliding_window": None,
                 "swap_space": 0,
             },
+            max_model_len=self.max_model_len,
         )
         self.publisher: KVEventPublisher | None = None
         if cfg.kv_events_endpoint:
@@ -161,6 +176,8 @@ class Pod:
                 self._fail_all(exc)
                 await asyncio.sleep(0.01)
                 continue
+            if res.num_scheduled_tokens:
+                self.metrics.observe_iteration(res.num_scheduled_tokens)
             if res.duration_s > 0:
                 await clock.sleep(res.duration_s)
             elif not res.outputs and not res.kv_events:
@@ -179,7 +196,11 @@ class Pod:
             if t is None:
                 continue
             n = len(out.new_token_ids)
+            t.output += n
             if out.first_token:
+                t.first, t.cached = now, out.num_cached_tokens
+                if out.scheduled_at >= 0:
+                    t.scheduled = out.scheduled_at
                 m.observe_ttft(now - t.arrival)
                 if out.num_remote_tokens:
                     m.count_remote_prefill(out.num_remote_tokens)
@@ -189,7 +210,7 @@ class Pod:
                 m.observe_itl((now - t.last) / n, n)
             t.last = now
             if out.finished:
-                m.observe_finished(now - t.arrival, out.finish_reason)
+                m.observe_finished(now - t.arrival, out.finish_reason, t.finished(now))
                 del self._tracked[out.request_id]
             t.queue.put_nowait(out)
 
@@ -202,28 +223,44 @@ class Pod:
         self._tracked.clear()
 
     def submit(self, request_id: str, prompt: list[int], max_tokens: int, req: GenRequest,
-               plan: pd.PDPlan) -> Tracked:
-        """Queue one choice on the engine; the engine's own rejections become 400s."""
+               plan: pd.PDPlan, choice: int = 0, forced_ids: list[int] | None = None) -> Tracked:
+        """Queue choice `choice` on the engine; the engine's own rejections become 400s. `forced_ids`: the output
+        structured decoding forces (the engine emits them, then the choice ends)."""
         now = self.clock.now()
+        replay = req.replay_output_ids
+        if forced_ids is not None:
+            replay, max_tokens = forced_ids, max(1, min(max_tokens, len(forced_ids)))
         ereq = EngineRequest(
             request_id=request_id,
             prompt_token_ids=prompt,
             max_tokens=1 if plan.prefill_only else max_tokens,
-            ignore_eos=req.ignore_eos,
+            ignore_eos=req.ignore_eos or req.sampling.min_tokens > 0,  # EOS before min_tokens: see ChoiceOutput
             cache_salt=req.cache_salt,
             arrival_time=now,
             priority=req.priority,
             remote_prefill=plan.remote_prefill,
             prefill_only=plan.prefill_only,
-            output_token_ids=req.replay_output_ids,
+            output_token_ids=replay,
+            seed=req.sampling.choice_seed(choice),
         )
         try:
             self.engine.add_request(ereq)
         except ValueError as exc:
             raise APIError(400, str(exc)) from None
-        t = self._tracked[request_id] = Tracked(now)
+        t = self._tracked[request_id] = Tracked(now, len(prompt), max_tokens, req.n if choice == 0 else 0)
         self._wake.set()
         return t
+
+    def finish_early(self, request_id: str, reason: str) -> None:
+        """A choice ended by a stop string/id the output side found (vLLM's output processor aborts the engine
+        request then): free it, and count it as finished, not aborted."""
+        t = self._tracked.pop(request_id, None)
+        if t is None:
+            return
+        with contextlib.suppress(Exception):
+            self.engine.abort_request(request_id)
+        now = self.clock.now()
+        self.metrics.observe_finished(now - t.arrival, reason, t.finished(now))
 
     def abort(self, request_id: str) -> None:
         if self._tracked.pop(request_id, None) is not None:

@@ -10,7 +10,7 @@ import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,13 +20,14 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from kvtiers.hashing import to_event_hash
-from kvtiers.tokenizer import IncrementalDetokenizer
 from sim_gpu import api, pd
 from sim_gpu.api import APIError, ChoiceResult, GenRequest
+from sim_gpu.choice import ChoiceOutput
 from sim_gpu.engine import RequestOutput
 from sim_gpu.faults import failure_body
-from sim_gpu.metrics import CONTENT_TYPE
+from sim_gpu.http_metrics import HTTPMetrics
 from sim_gpu.pod import Pod, Tracked
+from sim_gpu.structured import tool_calls
 
 JSON = "application/json"
 DISCONNECT_POLL_S = 0.5  # how often a non-streaming request checks that its client is still there
@@ -51,7 +52,8 @@ class PodApp:
         self.metrics = pod.metrics
         self.served = pod.served
         self.port = pod.port
-        self.app = self._build_app()
+        starlette = self._build_app()
+        self.app = HTTPMetrics(starlette, self.metrics.slow, {r.path for r in starlette.routes})
 
     def _build_app(self) -> Starlette:
         routes = [
@@ -85,7 +87,8 @@ class PodApp:
         return Response(api.dumps(api.models_response(self.served, int(time.time()), self.cfg.model_profile)), media_type=JSON)
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+        body, content_type = self.metrics.render_for(request.headers.get("accept"))
+        return Response(body, headers={"content-type": content_type})
 
     async def tokenize(self, request: Request) -> Response:
         return await self._json_call(request, api.tokenize)
@@ -152,7 +155,7 @@ class PodApp:
         if req.stream:
             return StreamingResponse(self._stream(rid, created, req, runs), media_type="text/event-stream")
         try:
-            results = await self._collect_unless_disconnected(request, runs)
+            results = await self._collect_unless_disconnected(request, runs, req)
         except asyncio.CancelledError:
             for run in runs:
                 self.pod.abort(run.request_id)
@@ -169,9 +172,9 @@ class PodApp:
         details = self.cfg.enable_prompt_tokens_details
         return Response(api.dumps(build(rid, created, req, [r[0] for r in results], kvp, details)), media_type=JSON)
 
-    async def _collect_unless_disconnected(self, request: Request, runs: list["_Run"]) -> list[Any]:
+    async def _collect_unless_disconnected(self, request: Request, runs: list["_Run"], req: GenRequest) -> list[Any]:
         """Results of every run; raises ClientGone as soon as the client disconnects (checked twice a second)."""
-        gathered = asyncio.ensure_future(asyncio.gather(*(self._collect(run) for run in runs)))
+        gathered = asyncio.ensure_future(asyncio.gather(*(self._collect(run, req) for run in runs)))
         try:
             while True:
                 done, _ = await asyncio.wait({gathered}, timeout=DISCONNECT_POLL_S)
@@ -203,6 +206,9 @@ class PodApp:
                 except ValueError as exc:
                     raise APIError(400, str(exc), "kv_block_type") from None
             plan = pd.plan(req.kv_transfer_params, len(prompt), self.cfg.role)  # type: ignore[arg-type]
+            forced = None
+            if req.forced is not None:
+                forced = self.tokenizer.encode(req.forced.text, add_special_tokens=False)
             if plan.ignored_reason and self.cfg.log_requests:
                 sys.stderr.write(f"sim_gpu: pod {self.port}: {rid}: kv_transfer_params ignored: {plan.ignored_reason}\n")
             for j in range(req.n):
@@ -211,21 +217,39 @@ class PodApp:
                 prefix = req.prompt_texts[pi] if req.echo and req.kind == "completion" else None
                 if req.echo and prefix is None and req.kind == "completion":
                     prefix = self.tokenizer.decode(prompt)
-                t = self.pod.submit(erid, prompt, req.max_tokens[pi], req, plan)
-                runs.append(_Run(erid, index, prompt, plan, t, IncrementalDetokenizer(self.tokenizer), prefix or ""))
+                t = self.pod.submit(erid, prompt, req.max_tokens[pi], req, plan, j, forced)
+                choice = ChoiceOutput(self.tokenizer, req.sampling, self.tokenizer.eos_token_id,
+                                      req.ignore_eos or plan.prefill_only, len(forced) if forced else None,
+                                      req.max_tokens[pi])
+                runs.append(_Run(erid, index, prompt, plan, t, choice, prefix or ""))
 
-    async def _collect(self, run: "_Run") -> tuple[ChoiceResult, RequestOutput]:
-        ids: list[int] = []
+    async def _collect(self, run: "_Run", req: GenRequest) -> tuple[ChoiceResult, RequestOutput]:
+        entries: list = []
         while True:
             out = await run.tracked.queue.get()
             if isinstance(out, Exception):
                 raise out
-            ids.extend(out.new_token_ids)
+            delta = run.choice.push(out.new_token_ids, out.finish_reason if out.finished else None)
+            entries.extend(delta.logprobs)
             if out.first_token:
                 run.cached = out.num_cached_tokens
-            if out.finished:
-                text = run.prefix + self.tokenizer.decode(ids)
-                return ChoiceResult(run.index, text, ids, run.prompt, out.finish_reason, run.cached), out
+            if run.choice.finished:
+                if not out.finished:  # a stop string/id ended it before the engine did
+                    self.pod.finish_early(run.request_id, "stop")
+                return self._result(run, req, entries), out
+
+    def _result(self, run: "_Run", req: GenRequest, entries: list) -> ChoiceResult:
+        c = run.choice
+        result = ChoiceResult(run.index, run.prefix + c.text, c.ids, run.prompt, c.finish_reason, run.cached,
+                              stop_reason=c.stop_reason)
+        if req.sampling.logprobs is not None:
+            result.logprobs = (api.completion_logprobs(entries, c.token_str, len(run.prefix))
+                               if req.kind == "completion" else api.chat_logprobs(entries, c.token_str))
+        if req.kind == "chat" and req.forced is not None:
+            result.tool_calls = tool_calls(req.forced, c.text, lambda: api.random_id("chatcmpl-tool"))
+            if result.tool_calls is not None and req.forced.required and c.finish_reason == "stop":
+                result.finish_reason = "tool_calls"  # as vLLM reports a "required" tool choice
+        return result
 
     def _kv_params_out(self, runs: list["_Run"], results: list[tuple[ChoiceResult, RequestOutput]]) -> dict | None:
         if not runs or not runs[0].plan.prefill_only:
@@ -241,7 +265,6 @@ class PodApp:
         merged: asyncio.Queue = asyncio.Queue()
         pumps = [asyncio.ensure_future(self._pump(run, merged)) for run in runs]
         pending = len(runs)
-        completion_tokens = 0
         finals: list[tuple[ChoiceResult, RequestOutput]] = []
         try:
             if req.kind == "chat":
@@ -255,30 +278,48 @@ class PodApp:
                 if isinstance(out, Exception):
                     yield api.sse(api.error_body(500, f"Internal error: {out!r}", "InternalServerError"))
                     return
-                new = out.new_token_ids
-                completion_tokens += len(new)
-                run.ids.extend(new)
+                if run.choice.finished:  # ended by a stop string/id; the engine's later outputs are dropped
+                    continue
+                c = run.choice
+                d = c.push(out.new_token_ids, out.finish_reason if out.finished else None)
                 if out.first_token:
                     run.cached = out.num_cached_tokens
-                delta = run.detok.push(new)
-                reason = out.finish_reason if out.finished else None
-                tids = new if req.return_token_ids else None
+                reason = c.finish_reason
+                if reason is not None and not out.finished:
+                    self.pod.finish_early(run.request_id, "stop")
+                stop_reason = c.stop_reason if reason is not None else None
+                tids = d.token_ids if req.return_token_ids else None
+                lp = None
                 if req.kind == "completion":
-                    text = delta
+                    text = d.text
                     prompt_ids = None
                     if not run.sent_first:
-                        text = run.prefix + delta
+                        text = run.prefix + d.text
                         prompt_ids = run.prompt if req.return_token_ids else None
-                    chunk = api.completion_chunk(rid, created, req.model, run.index, text, reason, tids, prompt_ids)
+                    if req.sampling.logprobs is not None:
+                        lp = api.completion_logprobs(d.logprobs, c.token_str, run.offset)
+                    run.offset += len(text)
+                    chunk = api.completion_chunk(rid, created, req.model, run.index, text, reason, tids, prompt_ids,
+                                                 lp, stop_reason)
                 else:
-                    chunk = api.chat_chunk(rid, created, req.model, run.index, {"content": delta}, reason, tids)
+                    if req.sampling.logprobs is not None:
+                        lp = api.chat_logprobs(d.logprobs, c.token_str)
+                    delta: dict[str, Any] = {"content": d.text}
+                    if req.forced is not None and (req.forced.tool_name or req.forced.required):
+                        delta = {"content": None}  # a forced tool call is sent whole when it is complete
+                        if reason is not None:
+                            calls = tool_calls(req.forced, c.text, lambda: api.random_id("chatcmpl-tool")) or []
+                            delta["tool_calls"] = [dict(call, index=i) for i, call in enumerate(calls)]
+                            if req.forced.required and reason == "stop":
+                                reason = "tool_calls"
+                    chunk = api.chat_chunk(rid, created, req.model, run.index, delta, reason, tids, lp, stop_reason)
                 run.sent_first = True
                 if req.continuous_usage:
-                    chunk["usage"] = api.usage(len(run.prompt), len(run.ids),
+                    chunk["usage"] = api.usage(len(run.prompt), len(c.ids),
                                                run.cached if self.cfg.enable_prompt_tokens_details else None)
-                if out.finished:
+                if reason is not None:
                     pending -= 1
-                    choice = ChoiceResult(run.index, "", run.ids, run.prompt, out.finish_reason, run.cached)
+                    choice = ChoiceResult(run.index, "", c.ids, run.prompt, reason, run.cached)
                     finals.append((choice, out))
                     if run.index == 0 and run.plan.prefill_only:
                         chunk["kv_transfer_params"] = self._kv_params_out(runs, [(choice, out)])
@@ -322,9 +363,9 @@ class _Run:
     prompt: list[int]
     plan: pd.PDPlan
     tracked: Tracked
-    detok: IncrementalDetokenizer
+    choice: ChoiceOutput
     prefix: str = ""
-    ids: list[int] = field(default_factory=list)
+    offset: int = 0  # chars of text streamed so far (completions' logprobs text_offset)
     cached: int = 0
     sent_first: bool = False
 

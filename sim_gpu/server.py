@@ -92,9 +92,8 @@ class SimProcess:
         self._servers = [_Server(PodApp(p).app, s) for p, s in zip(self.pods, socks)]
 
     async def serve(self, ready: asyncio.Event | None = None) -> None:
-        import prometheus_client
-
-        prometheus_client.disable_created_metrics()  # vLLM's exposition has no *_created series
+        # *_created series stay: a live vLLM 0.32 pod exposes them (issue 17), and dashboards reading them see
+        # the simulator's too.
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -227,9 +227,15 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def ratio_key(label: str) -> str:
+    """The key of a headline metric's ratio: `TTFT p90 (s)` -> `TTFT p90 (x better)` (a factor, not seconds)."""
+    return label.split(" (")[0] + " (x better)"
+
+
 def ratios(summaries: dict[str, dict[str, Any]], baseline: str | None = None) -> dict[str, dict[str, float | None]]:
     """For each run, each headline metric relative to the baseline run (default: the first) as a
-    'times better' factor: baseline/value for lower-is-better metrics, value/baseline otherwise."""
+    'times better' factor: baseline/value for lower-is-better metrics, value/baseline otherwise. Keys are
+    `ratio_key(label)`, so a JSON reader never takes a factor for seconds."""
     if not summaries:
         return {}
     base_name = baseline or next(iter(summaries))
@@ -241,6 +247,6 @@ def ratios(summaries: dict[str, dict[str, Any]], baseline: str | None = None) ->
         row: dict[str, float | None] = {}
         for label, path, higher in HEADLINE:
             v, b = get_path(s, path), get_path(base, path)
-            row[label] = ratio(v, b) if higher else ratio(b, v)
+            row[ratio_key(label)] = ratio(v, b) if higher else ratio(b, v)
         out[name] = row
     return out

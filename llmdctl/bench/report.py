@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from llmdctl.bench.metrics import HEADLINE, get_path
+from llmdctl.bench.metrics import HEADLINE, get_path, ratio_key
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -65,10 +65,10 @@ def compare_table(title: str, summaries: dict[str, dict[str, Any]], ratios: dict
     if ratios:
         base = next(iter(ratios))
         for label, _p, _h in HEADLINE:
-            vals = [ratios[n].get(label) for n in names]
+            vals = [ratios[n].get(ratio_key(label)) for n in names]
             if all(v is None for v in vals):
                 continue
-            t.add_row(f"x vs {base}: {label}", *[("-" if v is None else f"{v:.2f}x") for v in vals], style="cyan")
+            t.add_row(f"x vs {base}: {label.split(' (')[0]}", *[("-" if v is None else f"{v:.2f}x") for v in vals], style="cyan")
     return t
 
 
@@ -126,6 +126,39 @@ def _plt():
     return plt
 
 
+def _title(fig: Any, title: str, fontsize: float = 10) -> float:
+    """A suptitle wrapped to the figure's width (long run descriptions were cut off); returns the top margin
+    (figure fraction) tight_layout must leave it."""
+    import textwrap
+
+    width_chars = max(20, int(fig.get_figwidth() * 72 / (fontsize * 0.6)))
+    text = "\n".join(textwrap.wrap(title, width_chars)) if title else ""
+    if text:
+        fig.suptitle(text, fontsize=fontsize)
+    lines = text.count("\n") + 1 if text else 0
+    return 1 - lines * fontsize * 1.5 / 72 / fig.get_figheight()
+
+
+def _y_scale(ax: Any, values: list[float], label: str) -> None:
+    """Linear y unless the values span more than 20x, then log with 1-2-5 ticks labelled in plain numbers (a
+    symlog axis once showed two unreadable ticks)."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    positive = [v for v in values if v and v > 0]
+    if positive and max(positive) / min(positive) > 20:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        fmt = ScalarFormatter()
+        fmt.set_scientific(False)
+        ax.yaxis.set_major_formatter(fmt)
+        ax.yaxis.set_minor_locator(LogLocator(base=10, subs="auto"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylabel(f"{label}, log scale")
+    else:
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel(label)
+
+
 def plot_stages(summaries: dict[str, dict[str, Any]], path: str | Path, title: str = "") -> Path | None:
     """TTFT p90 and output tok/s per stage (offered QPS) for each run: llm-d's report charts. None when the
     runs have no stages (closed loop)."""
@@ -133,28 +166,33 @@ def plot_stages(summaries: dict[str, dict[str, Any]], path: str | Path, title: s
         return None
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    ttfts: list[float] = []
     for name, s in summaries.items():
         st = [x for x in s.get("stages") or [] if x.get("requests")]
         xs = list(range(len(st)))
-        a1.plot(xs, [x.get("ttft_p90_s") or 0 for x in st], marker="o", label=name)
+        ttft = [x.get("ttft_p90_s") or 0 for x in st]
+        ttfts += ttft
+        a1.plot(xs, ttft, marker="o", label=name)
         a2.plot(xs, [x.get("output_tok_s") or 0 for x in st], marker="o", label=name)
         labels = [f"{x['rate']:g}" for x in st]
-    for a, yl in ((a1, "TTFT p90 (s)"), (a2, "output tokens/s")):
+    for a in (a1, a2):
         a.set_xticks(range(len(labels)))
         a.set_xticklabels(labels, rotation=45, fontsize=8)
         a.set_xlabel("offered QPS (stage)")
-        a.set_ylabel(yl)
         a.grid(alpha=0.3)
-    a1.set_yscale("symlog", linthresh=1.0)
-    a1.set_ylim(bottom=0)
+    _y_scale(a1, ttfts, "TTFT p90 (s)")
+    a2.set_ylim(bottom=0)
+    a2.set_ylabel("output tokens/s")
     a1.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    top = _title(fig, title)
+    fig.tight_layout(rect=(0, 0, 1, top))
     return _save(fig, path)
 
 
-def plot_bars(summaries: dict[str, dict[str, Any]], path: str | Path, title: str = "", published: dict[str, dict[str, float]] | None = None) -> Path:
-    """TTFT p90 (log scale) and output tok/s per run as bars, with published figures as hatched bars."""
+def plot_bars(summaries: dict[str, dict[str, Any]], path: str | Path, title: str = "", published: dict[str, dict[str, float]] | None = None,
+              source: str = "measured") -> Path:
+    """TTFT p90 and output tok/s per run as bars, with published figures as hatched bars. `source` names what
+    produced the bars in the legend (e.g. "llmdctl bench, live stack", "llmdctl plan, virtual clock")."""
     plt = _plt()
     names = list(summaries)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -162,21 +200,22 @@ def plot_bars(summaries: dict[str, dict[str, Any]], path: str | Path, title: str
     w = 0.38 if published else 0.7
     ttft = [get_path(summaries[n], "ttft_s.p90") or 0 for n in names]
     thr = [summaries[n].get("output_tok_s") or 0 for n in names]
-    a1.bar([x - (w / 2 if published else 0) for x in xs], ttft, w, label="llmdctl plan")
-    a2.bar([x - (w / 2 if published else 0) for x in xs], thr, w, label="llmdctl plan")
+    a1.bar([x - (w / 2 if published else 0) for x in xs], ttft, w, label=source)
+    a2.bar([x - (w / 2 if published else 0) for x in xs], thr, w, label=source)
+    pub_ttft: list[float] = []
     if published:
-        a1.bar([x + w / 2 for x in xs], [(published.get(n) or {}).get("ttft_p90_s", 0) for n in names], w, hatch="//", alpha=0.6, label="llm-d published")
+        pub_ttft = [(published.get(n) or {}).get("ttft_p90_s", 0) for n in names]
+        a1.bar([x + w / 2 for x in xs], pub_ttft, w, hatch="//", alpha=0.6, label="llm-d published")
         a2.bar([x + w / 2 for x in xs], [(published.get(n) or {}).get("output_tok_s", 0) for n in names], w, hatch="//", alpha=0.6, label="llm-d published")
-    a1.set_yscale("log")
-    a1.set_ylabel("TTFT p90 (s, log)")
+    _y_scale(a1, ttft + pub_ttft, "TTFT p90 (s)")
     a2.set_ylabel("output tokens/s")
     for a in (a1, a2):
         a.set_xticks(list(xs))
-        a.set_xticklabels(names)
+        a.set_xticklabels(names, rotation=20 if len(names) > 4 else 0, fontsize=8)
         a.grid(axis="y", alpha=0.3)
         a.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    top = _title(fig, title)
+    fig.tight_layout(rect=(0, 0, 1, top))
     return _save(fig, path)
 
 
@@ -191,10 +230,9 @@ def plot_pareto(doc: dict[str, Any], path: str | Path, metric: str = "ttft_p90_s
         ax.annotate(r["name"], (r["cost"], r.get(metric) or 0), fontsize=6)
     ax.set_xlabel("cost (GPUs x price/hour, or GPUs)")
     ax.set_ylabel(metric)
-    if metric == "ttft_p90_s":
-        ax.set_yscale("log")
+    _y_scale(ax, [r.get(metric) or 0 for r in rows], metric)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
+    top = _title(fig, title, 9)
+    fig.tight_layout(rect=(0, 0, 1, top))
     return _save(fig, path)

@@ -82,6 +82,7 @@ def bench_command(
     records: bool = typer.Option(False, "--records", help="Include every request's record in the JSON."),
 ) -> None:
     import json
+    import sys
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -153,12 +154,13 @@ def bench_command(
         if p:
             plots.append(str(p))
         if names:
-            plots.append(str(report.plot_bars(summaries, out / "bench_compare.png", title=spec.describe())))
+            plots.append(str(report.plot_bars(summaries, out / "bench_compare.png", title=spec.describe(),
+                                          source=f"llmdctl bench, live ({url})")))
         doc["files"] = [str(out / "bench.json"), *plots]
     if as_json:
         typer.echo(json.dumps(doc, indent=2, default=str))
         return
-    con = Console()
+    con = Console(width=None if sys.stdout.isatty() else 200)  # piped: tables not cut to 80 columns
     if names:
         summaries = {n: r["summary"] for n, r in doc["runs"].items()}
         report.print_table(report.compare_table(f"bench --compare ({spec.describe()})", summaries, doc["ratios"]), con)

@@ -55,7 +55,22 @@ def make_tiny_command(
     size: str = typer.Option("tiny", "--size", help="tiny or small."),
     seed: int = typer.Option(0, "--seed", help="Seed for weights and the tokenizer's training text."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    tokenizer_only: bool = typer.Option(False, "--tokenizer-only", help="Write only the tokenizer (no torch needed): "
+                                        "for simulated pods, `llmdctl up PROFILE --tokenizer DIR`."),
 ) -> None:
+    if tokenizer_only:
+        from llmdctl.tinymodel import write_tokenizer_dir
+
+        try:
+            summary = write_tokenizer_dir(out_dir, size, seed)
+        except (ValueError, OSError) as exc:
+            raise fail(str(exc), 2 if isinstance(exc, ValueError) else 1) from None
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+        else:
+            typer.echo(f"wrote {summary['path']}: tokenizer, vocab {summary['vocab_size']}")
+            typer.echo(f"use it: llmdctl up inference-scheduling --tokenizer {summary['path']}")
+        return
     try:
         summary = make_tiny(out_dir, size, seed)
     except (ValueError, RuntimeError, OSError) as exc:

@@ -55,6 +55,7 @@ def plan_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (progress goes to stderr)."),
 ) -> None:
     import json
+    import sys
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -133,14 +134,15 @@ def plan_command(
             p = report.plot_stages(doc["summaries"], out / "plan_stages.png", title=sc.description)
             if p:
                 files.append(str(p))
-            files.append(str(report.plot_bars(doc["summaries"], out / "plan_policies.png", title=sc.name, published=doc.get("published") or None)))
+            files.append(str(report.plot_bars(doc["summaries"], out / "plan_policies.png", title=sc.name, published=doc.get("published") or None,
+                                          source="llmdctl plan, virtual clock")))
         doc["files"] = files
     if as_json:
         if not is_sweep:
             doc = {k: v for k, v in doc.items() if k != "summaries"} | {"summaries": {k: {kk: vv for kk, vv in v.items() if kk != "endpoints"} for k, v in doc["summaries"].items()}}
         typer.echo(json.dumps(doc, indent=2, default=str))
         return
-    con = Console()
+    con = Console(width=None if sys.stdout.isatty() else 200)  # piped: tables not cut to 80 columns
     if is_sweep:
         report.print_table(report.sweep_table(doc, "pareto_ttft_p90", "Pareto front: cost vs TTFT p90"), con)
         report.print_table(report.sweep_table(doc, "pareto_throughput", "Pareto front: cost vs output tok/s"), con)

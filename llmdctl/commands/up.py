@@ -67,6 +67,7 @@ def up_command(
     port: Optional[int] = typer.Option(None, "--port", "-p", help="Router port on 127.0.0.1 (default: 8000); must be free."),
     pod_port: Optional[int] = typer.Option(None, "--pod-port", help="First pod port; pods use consecutive ports (default: the first free block from 8100)."),
     events_port: Optional[int] = typer.Option(None, "--events-port", help="First KV-events (ZMQ) port, one per pod (default: the first free block from 5557)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="The model's Hugging Face tokenizer directory: simulated pods and the router count tokens with it, so a client using the same one (vllm bench --tokenizer DIR) agrees with the server. Same as --set tokenizer=DIR."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a profile key, e.g. --set pools.0.replicas=2 --set router.config.plugins.0.type=queue-scorer (repeatable)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="Seconds to wait for all components to be healthy (default: 60 for sim, 600 for vllm)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (progress goes to stderr)."),
@@ -82,6 +83,8 @@ def up_command(
     from llmdctl.local import stack
     from llmdctl.profile import ProfileError
 
+    if tokenizer is not None:
+        set_ = [*set_, f"tokenizer={tokenizer}"]
     if target not in TARGETS:
         raise fail(f"--target: expected one of {', '.join(TARGETS)}, got {target!r}", 2)
     if engine is not None and engine not in ("sim", "vllm"):

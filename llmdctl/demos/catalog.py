@@ -59,7 +59,7 @@ def _plan_compare(name: str, title: str, configs: dict[str, PlanConfig], workloa
         cb = (lambda n, now, d, t: progress(n, d, t)) if progress else None
         runs[label] = run_one(cfg, reqs, arrivals, stages, slo or SLO(), progress=cb)
     summaries = {k: v.summary for k, v in runs.items()}
-    files = [str(report.plot_bars(summaries, out / f"{name}.png", title=title))]
+    files = [str(report.plot_bars(summaries, out / f"{name}.png", title=title, source="llmdctl plan, virtual clock"))]
     p = report.plot_stages(summaries, out / f"{name}_stages.png", title=title)
     if p:
         files.append(str(p))
@@ -78,7 +78,7 @@ def kv_cache_wins(out: Path, say: Say, progress: Progress | None = None, plan: b
                            progress=(lambda n, now, d, t: progress(n, d, t)) if progress else None)
         summaries = doc["summaries"]
         files = [str(report.plot_bars(summaries, out / "kv-cache-wins.png", title=f"llm-d 73% capacity, ladder x{time_scale:g}",
-                                      published=LLMD_73.published)),
+                                      published=LLMD_73.published, source="llmdctl plan, virtual clock")),
                  str(report.plot_stages(summaries, out / "kv-cache-wins_stages.png", title="llm-d 73% capacity"))]
         notes = [f"{k}: {r['sim_s']:.0f} simulated s in {r['wall_s']:.1f} wall s ({r['sim_to_wall']:.0f}x)" for k, r in doc["runs"].items()]
         return DemoResult("kv-cache-wins", "plan", LLMD_73.description, summaries, ratios(summaries), files, notes, LLMD_73.published)
@@ -94,7 +94,7 @@ def kv_cache_wins(out: Path, say: Say, progress: Progress | None = None, plan: b
         doc = run_compare(cfg, ["random", "load", "approximate", "precise"], progress)
     summaries = {n: r["summary"] for n, r in doc["runs"].items()}
     title = f"live: 4 sim pods (Qwen3-32B TP2 timing, 16k tokens of KV each), {wl.describe()}, Poisson 2->8 QPS"
-    files = [str(report.plot_bars(summaries, out / "kv-cache-wins.png", title=title))]
+    files = [str(report.plot_bars(summaries, out / "kv-cache-wins.png", title=title, source="live stack, simulated pods"))]
     p = report.plot_stages(summaries, out / "kv-cache-wins_stages.png", title=title)
     if p:
         files.append(str(p))
@@ -212,7 +212,7 @@ def semantic_kv(out: Path, say: Say, progress: Progress | None = None, gpu_block
             summaries[label] = run_bench(cfg, cb)["summary"]
     title = f"live: {workload.describe()}, chat, 2 pods x {gpu_blocks} GPU + {cpu_blocks} CPU blocks + {fs_mb} MB shared FS"
     summaries = {label: summaries[label] for label, _ in stacks}
-    files = [str(report.plot_bars(summaries, out / "semantic-kv.png", title=title))]
+    files = [str(report.plot_bars(summaries, out / "semantic-kv.png", title=title, source="live stack, simulated pods"))]
     return DemoResult("semantic-kv", "live", title, summaries, ratios(summaries), files)
 
 

@@ -575,6 +575,9 @@ def render(profile: Profile, opts: RenderOptions | None = None) -> Rendered:
     namespace = dns_label(opts.namespace)
     if opts.engine not in (None, "sim", "vllm"):
         raise RenderError(f"--engine {opts.engine!r}: expected sim or vllm")
+    if profile.tokenizer:
+        raise RenderError(f"tokenizer: {profile.tokenizer} is a directory on this machine, which cluster pods cannot "
+                          "read; drop it for kind/kube (the local target only)")
     if opts.target == "kserve":
         from llmdctl.k8s.kserve import render_kserve
 

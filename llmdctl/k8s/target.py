@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
 from rich.console import Console
 
 from llmdctl.k8s import kind as kindmod
@@ -192,8 +193,8 @@ def stop_port_forward(pid: int | None) -> bool:
     if not pid:
         return False
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+        cmdline = [part.encode() for part in psutil.Process(pid).cmdline()]  # psutil: Linux and macOS
+    except (psutil.Error, ValueError):
         cmdline = None
     if cmdline is not None and b"port-forward" not in cmdline:
         return False  # the pid was reused by something else

@@ -101,6 +101,8 @@ def sim_argv(
     argv += ["--hash-seed", seed_from_env()]  # explicit, so engine and router hash alike whatever their environments
     argv += ["--enable-prompt-tokens-details"]  # usage reports cached tokens (bench, demos); vLLM's flag of that name
     argv += ["--enable-scale-out"]  # the Renderer API, which peer routers' prefix policies call (vLLM's flag)
+    if profile.tokenizer:
+        argv += ["--tokenizer", profile.tokenizer]
     if pool.num_gpu_blocks is not None:
         argv += ["--num-gpu-blocks", str(pool.num_gpu_blocks)]
     if pool.kv_events:
@@ -236,8 +238,8 @@ def router_argv(profile: Profile, port: int, config_path: Path, endpoints_path: 
     ]
     for name, priority in sorted(profile.router.objectives.items()):
         argv += ["--objective", f"{name}={priority}"]
-    if profile.router.tokenizer:
-        argv += ["--tokenizer", profile.router.tokenizer]
+    if profile.router.tokenizer or profile.tokenizer:
+        argv += ["--tokenizer", profile.router.tokenizer or profile.tokenizer]
     seeds = {p.hash_seed for p in pods or [] if p.hash_seed is not None}
     sizes = {p.block_size for p in pods or [] if p.block_size is not None}
     algos = {pool.hash_algo for pool in profile.pools if pool.replicas}

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from llmdctl.paths import home_dir
 
 STATE_VERSION = 1
@@ -164,14 +166,17 @@ def clear_state(home: Path | None = None) -> None:
         state_path(home).unlink()
 
 
+def _start_time(proc: psutil.Process) -> int:
+    return round(proc.create_time() * 100)
+
+
 def process_start_time(pid: int) -> int | None:
-    """The kernel's start time of `pid` (clock ticks since boot), None if it does not exist."""
+    """When `pid` started (centiseconds since the epoch, via psutil: Linux and macOS), None if it does not exist.
+    Stored with the pid so a reused pid is never taken for ours."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return _start_time(psutil.Process(pid))
+    except (psutil.Error, ValueError, OverflowError):
         return None
-    fields = raw[raw.rfind(")") + 2 :].split()
-    return int(fields[19])
 
 
 def is_alive(pid: int | None, start_time: int | None = None) -> bool:
@@ -179,13 +184,12 @@ def is_alive(pid: int | None, start_time: int | None = None) -> bool:
     if not pid:
         return False
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        proc = psutil.Process(pid)
+        if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return False
+        return start_time is None or _start_time(proc) == start_time
+    except (psutil.Error, ValueError, OverflowError):
         return False
-    fields = raw[raw.rfind(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
-        return False
-    return start_time is None or int(fields[19]) == start_time
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 from llmdctl.local.state import ComponentState, is_alive, process_start_time
 
@@ -138,19 +139,15 @@ def _group_members(pgids: set[int]) -> dict[int, int]:
     found: dict[int, int] = {}
     if not pgids:
         return found
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
+    for proc in psutil.process_iter(["status"]):  # psutil: Linux and macOS alike
+        if proc.info["status"] in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
             continue
         try:
-            raw = Path(f"/proc/{entry.name}/stat").read_text()
+            pgrp = os.getpgid(proc.pid)
         except OSError:
             continue
-        fields = raw[raw.rfind(")") + 2 :].split()
-        if fields[0] in ("Z", "X"):
-            continue
-        pgrp = int(fields[2])
         if pgrp in pgids:
-            found[int(entry.name)] = pgrp
+            found[proc.pid] = pgrp
     return found
 
 

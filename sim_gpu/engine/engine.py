@@ -154,7 +154,7 @@ class SimEngine:
         rp = req.remote_prefill
         if rp is not None and (not isinstance(rp.num_tokens, int) or rp.num_tokens < 0):
             raise ValueError(f"remote_prefill.num_tokens: expected an integer >= 0, got {rp.num_tokens!r}")
-        state = Request(req, self.tokens.stream(prompt, req.output_token_ids))
+        state = Request(req, self.tokens.stream(prompt, req.output_token_ids, req.seed))
         self._requests[rid] = state
         self.scheduler.add(state)
 

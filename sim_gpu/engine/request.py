@@ -42,6 +42,7 @@ class EngineRequest:
     remote_prefill: RemotePrefill | None = None
     prefill_only: bool = False  # P/D prefill side: compute the prompt's KV, emit one token, keep blocks cached
     output_token_ids: list[int] | None = None  # replay: emit these tokens first (e.g. a recorded trace)
+    seed: int | None = None  # the request's sampling seed (None: the engine's; the prompt alone decides)
 
 
 @dataclass(slots=True)
@@ -60,6 +61,7 @@ class RequestOutput:
     block_ids: list[int] | None = None  # prefill_only requests, when finished: the blocks holding its KV
     num_remote_tokens: int = 0  # tokens whose KV came from a remote prefill (P/D decode side)
     token_times: list[float] | None = None  # fast_forward only: simulated time each new token was produced
+    scheduled_at: float = -1.0  # engine time the request was first scheduled (-1: not yet)
 
     @classmethod
     def of(cls, req: Request, new_token_ids: list[int], finish_reason: FinishReason | None = None,
@@ -75,6 +77,7 @@ class RequestOutput:
             first_token=first_token,
             num_output_tokens=req.num_output_tokens,
             num_remote_tokens=req.num_remote_tokens,
+            scheduled_at=req.scheduled_at,
         )
 
 
@@ -176,6 +179,7 @@ class Request:
         "future",
         "hit_memo",
         "due_at",
+        "scheduled_at",
     )
 
     def __init__(self, req: EngineRequest, token_stream: Any) -> None:
@@ -209,6 +213,7 @@ class Request:
         self.future: list[int] = []
         self.due_at = -1  # lazy: the engine step at which it next needs the scheduler's attention
         self.hit_memo: Any = None  # KVCacheManager.get_computed_blocks' last answer, re-validated on reuse
+        self.scheduled_at = -1.0  # engine time it was first scheduled (vLLM's queue time ends there)
 
     def append_token(self, token: int) -> None:
         self.all_token_ids.append(token)

@@ -161,6 +161,7 @@ class Scheduler:
                     req.remote_ready_at = now + (transfer_time(req, external) if wait_s is None else wait_s)
                     out.new_hits.append((req, local, external))
                     req.scheduled_once = True
+                    req.scheduled_at = now
                     skipped.append(req)
                     continue
                 n = min(req.num_tokens - num_computed, budget)
@@ -179,6 +180,7 @@ class Scheduler:
                 if not req.scheduled_once:
                     out.new_hits.append((req, local, 0))
                     req.scheduled_once = True
+                    req.scheduled_at = now
                 req.num_computed_tokens = num_computed
                 req.status = RUNNING
                 req.run_seq = self._run_seq

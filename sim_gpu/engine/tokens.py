@@ -53,19 +53,23 @@ class TokenGenerator:
         self.vocab_size = int(vocab_size)
         self.mode = mode
 
-    def key(self, prompt_token_ids: Sequence[int]) -> int:
+    def key(self, prompt_token_ids: Sequence[int], seed: int | None = None) -> int:
         """A 64-bit key of (seed, prompt) — stable across processes (no Python hash randomization)."""
         try:
             raw = array("q", prompt_token_ids).tobytes()
         except (OverflowError, TypeError):
             raw = repr(list(prompt_token_ids)).encode()
+        if seed is not None:  # a request's seed: the same whatever the engine's (pods agree, as vLLM's do)
+            return (zlib.crc32(raw) << 32) ^ (seed & 0xFFFFFFFFFFFFFFFF) ^ (len(prompt_token_ids) << 16) ^ 0x5EED
         return (zlib.crc32(raw) << 32) ^ (self.seed & 0xFFFFFFFF) ^ (len(prompt_token_ids) << 16)
 
-    def stream(self, prompt_token_ids: Sequence[int], replay: Sequence[int] | None = None) -> TokenStream:
-        """Output tokens for a prompt; `replay` tokens come first, generated ones after them."""
+    def stream(self, prompt_token_ids: Sequence[int], replay: Sequence[int] | None = None,
+               seed: int | None = None) -> TokenStream:
+        """Output tokens for a prompt; `replay` tokens come first, generated ones after them. `seed` (a
+        request's) replaces the engine's."""
         if replay:
             it = iter(list(replay))
-            rest = self.stream(prompt_token_ids)
+            rest = self.stream(prompt_token_ids, None, seed)
 
             def replayed() -> int:
                 return _next_or(it, rest)
@@ -81,7 +85,7 @@ class TokenGenerator:
                 return tok
 
             return TokenStream(echo)
-        rng = random.Random(self.key(prompt_token_ids))
+        rng = random.Random(self.key(prompt_token_ids, seed))
         vocab = self.vocab_size
         rand = rng.random
 

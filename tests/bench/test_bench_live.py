@@ -67,7 +67,7 @@ def test_bench_compare_switches_router_live(stack_url: str) -> None:
     assert list(doc["runs"]) == ["random", "precise"]
     for r in doc["runs"].values():
         assert r["summary"]["ok"] == 6
-    assert doc["ratios"]["random"]["TTFT p90 (s)"] == 1.0
+    assert doc["ratios"]["random"]["TTFT p90 (x better)"] == 1.0
 
 
 def test_bench_bad_flags_are_one_line_errors() -> None:

@@ -55,10 +55,11 @@ def test_ratios_are_times_better_vs_baseline() -> None:
     a = {"ttft_s": {"p90": 10.0, "mean": 4.0}, "tpot_s": {"mean": 0.02}, "output_tok_s": 100.0, "goodput_req_s": 1.0, "pod_hit_rate": 0.2}
     b = {"ttft_s": {"p90": 0.5, "mean": 0.4}, "tpot_s": {"mean": 0.02}, "output_tok_s": 250.0, "goodput_req_s": 0.0, "pod_hit_rate": None}
     r = ratios({"random": a, "precise": b})
-    assert r["random"]["TTFT p90 (s)"] == 1.0
-    assert r["precise"]["TTFT p90 (s)"] == pytest.approx(20.0)  # lower is better: baseline / value
-    assert r["precise"]["Output tok/s"] == pytest.approx(2.5)  # higher is better: value / baseline
-    assert r["precise"]["Hit rate"] is None
+    assert r["random"]["TTFT p90 (x better)"] == 1.0
+    assert r["precise"]["TTFT p90 (x better)"] == pytest.approx(20.0)  # lower is better: baseline / value
+    assert r["precise"]["Output tok/s (x better)"] == pytest.approx(2.5)  # higher is better: value / baseline
+    assert r["precise"]["Hit rate (x better)"] is None
+    assert not any(k.endswith("(s)") for row in r.values() for k in row)  # factors never read as seconds
     with pytest.raises(ValueError, match="baseline"):
         ratios({"a": a}, baseline="zzz")
 

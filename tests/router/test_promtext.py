@@ -39,6 +39,7 @@ def test_parse_agrees_with_prometheus_client_on_a_sim_page(sim_page: str) -> Non
     assert _same(promtext.parse(sim_page), _full_parse(sim_page))
     wanted = promtext.parse(sim_page, ("vllm:prefix_cache_", "vllm:num_requests_"))
     assert {n for n, _, _ in wanted} == {"vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
+                                         "vllm:prefix_cache_queries_created", "vllm:prefix_cache_hits_created",
                                          "vllm:num_requests_running", "vllm:num_requests_waiting"}
     assert _same(wanted, [s for s in _full_parse(sim_page) if s[0].startswith(("vllm:prefix_cache_", "vllm:num_requests_"))])
 

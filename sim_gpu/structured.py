@@ -1,0 +1,161 @@
+"""Structured output as vLLM produces it without a tool-call parser: JSON of a schema's shape, forced tool calls.
+
+vLLM constrains decoding with a grammar for `response_format` (json_object / json_schema) and for
+`tool_choice` "required" or a named function; the simulated model "generates" a fixed JSON document of the
+asked shape instead (its tokens go through the engine like any output, so timing and max_tokens still apply).
+`tool_choice` "auto" needs `--enable-auto-tool-choice --tool-call-parser` on vLLM; the simulator has no
+parser, so it refuses it with vLLM's message, as a vLLM server started without them does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+AUTO_TOOLS_REFUSED = '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+
+
+class StructuredError(ValueError):
+    """A request vLLM refuses (400): `param` names the field."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass
+class Forced:
+    """Output text the grammar would force, and how a chat answer presents it."""
+
+    text: str
+    tool_name: str | None = None  # a named tool choice: the text is that call's arguments
+    required: bool = False  # tool_choice "required": the text is a JSON list of {name, parameters}
+
+
+def example(schema: Any, root: dict | None = None, depth: int = 0) -> Any:
+    """A small value valid for a JSON schema (enum/const first, then type; `$ref` into `$defs`)."""
+    if not isinstance(schema, dict) or depth > 8:
+        return {}
+    root = root if root is not None else schema
+    if "$ref" in schema and isinstance(schema["$ref"], str) and schema["$ref"].startswith("#/"):
+        node: Any = root
+        for part in schema["$ref"][2:].split("/"):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        return example(node, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            return example(schema[key][0], root, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        kind = "object" if "properties" in schema else "string"
+    if kind == "object":
+        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        return {name: example(sub, root, depth + 1) for name, sub in props.items()}
+    if kind == "array":
+        count = max(1, int(schema.get("minItems", 1) or 1))
+        return [example(schema.get("items", {}), root, depth + 1) for _ in range(min(count, 3))]
+    if kind == "integer":
+        return int(schema.get("minimum", 1) or 1)
+    if kind == "number":
+        return float(schema.get("minimum", 1.5) or 1.5)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    length = int(schema.get("minLength", 0) or 0)
+    return "sim" + "m" * max(0, length - 3)
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
+    tools = body.get("tools")
+    if tools is None:
+        return []
+    if not isinstance(tools, list) or not all(isinstance(t, dict) and isinstance(t.get("function"), dict)
+                                              and isinstance(t["function"].get("name"), str) for t in tools):
+        raise StructuredError("'tools' must be a list of {\"type\": \"function\", \"function\": {\"name\", ...}}.", "tools")
+    return tools
+
+
+def forced_output(body: dict[str, Any], chat: bool) -> Forced | None:
+    """What `response_format` / `tool_choice` force the output to be; None when the output is free text."""
+    forced = None
+    if chat:
+        forced = _tool_choice(body)
+    if forced is None:
+        forced = _response_format(body.get("response_format"))
+    return forced
+
+
+def _tool_choice(body: dict[str, Any]) -> Forced | None:
+    tools = _tools(body)
+    choice = body.get("tool_choice")
+    if choice is None:
+        choice = "auto" if tools else "none"  # vLLM's default: "auto" as soon as tools are given
+    if choice != "none" and not tools:
+        raise StructuredError("When using `tool_choice`, `tools` must be set.", "tool_choice")
+    if choice == "none":
+        return None
+    if choice == "auto":
+        raise StructuredError(AUTO_TOOLS_REFUSED, "tool_choice")
+    if choice == "required":
+        calls = [{"name": t["function"]["name"], "parameters": example(t["function"].get("parameters", {}))}
+                 for t in tools[:1]]
+        return Forced(_dump(calls), required=True)
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        name = choice["function"].get("name")
+        for t in tools:
+            if t["function"]["name"] == name:
+                return Forced(_dump(example(t["function"].get("parameters", {}))), tool_name=name)
+        raise StructuredError(f"Tool '{name}' has not been passed in `tools`.", "tool_choice")
+    raise StructuredError(f"Invalid value for `tool_choice`: {choice!r}! Only named tools, \"none\", \"auto\" or "
+                          "\"required\" are supported.", "tool_choice")
+
+
+def _response_format(fmt: Any) -> Forced | None:
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or not isinstance(fmt.get("type"), str):
+        raise StructuredError("'response_format' must be an object with a 'type'.", "response_format")
+    kind = fmt["type"]
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return Forced(_dump({"answer": "sim"}))
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict):
+            raise StructuredError("response_format.json_schema must be set when type is json_schema.", "response_format")
+        schema = spec.get("schema", spec.get("json_schema"))
+        if not isinstance(schema, dict):
+            raise StructuredError("response_format.json_schema.schema must be a JSON schema object.", "response_format")
+        return Forced(_dump(example(schema)))
+    if kind == "structural_tag":
+        raise StructuredError("response_format type 'structural_tag' is accepted by vLLM but not simulated by "
+                              "sim_gpu.", "response_format")
+    raise StructuredError(f"response_format.type must be one of text, json_object, json_schema, structural_tag; "
+                          f"got {kind!r}.", "response_format")
+
+
+def tool_calls(forced: Forced, text: str, make_id: Any) -> list[dict[str, Any]] | None:
+    """The message's `tool_calls` for a forced tool choice whose output is `text` (None: not a tool choice)."""
+    if forced.tool_name is not None:
+        return [{"id": make_id(), "type": "function", "function": {"name": forced.tool_name, "arguments": text}}]
+    if forced.required:
+        try:
+            calls = json.loads(text)
+        except ValueError:  # cut by max_tokens: vLLM has no calls to report either
+            return []
+        return [{"id": make_id(), "type": "function",
+                 "function": {"name": c["name"], "arguments": _dump(c.get("parameters", {}))}} for c in calls]
+    return None
