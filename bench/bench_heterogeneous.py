@@ -52,7 +52,9 @@ def routers(profile_router: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {"speed-blind": blind, "speed-aware": copy.deepcopy(profile_router)}
 
 
-def per_vendor(records: list, pools: dict[str, str], duration: float, gpus: dict[str, int], prices: dict[str, float]) -> dict[str, dict[str, float]]:
+def per_vendor(
+    records: list, pools: dict[str, str], duration: float, gpus: dict[str, int], prices: dict[str, float]
+) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     ok = [r for r in records if r.status == OK]
     for pool, hw in pools.items():
@@ -77,11 +79,27 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     prices = {k: float(v) for k, v in (kv.split("=") for kv in args.price.split(","))}
     prof = load_profile("heterogeneous")
-    pools = [PoolPlan(name=pl.name, replicas=pl.replicas, hardware=pl.hardware, model=pl.model_profile, block_size=pl.block_size,
-                      max_model_len=pl.max_model_len) for pl in prof.pools]
+    pools = [
+        PoolPlan(
+            name=pl.name,
+            replicas=pl.replicas,
+            hardware=pl.hardware,
+            model=pl.model_profile,
+            block_size=pl.block_size,
+            max_model_len=pl.max_model_len,
+        )
+        for pl in prof.pools
+    ]
     hw = {pl.name: pl.hardware for pl in pools}
     gpus = {pl.name: pl.gpus for pl in pools}
-    wl = WorkloadSpec(kind="shared-prefix", num_groups=48, prompts_per_group=8, system_prompt_len=1024, question_len=1024, output_len=128)
+    wl = WorkloadSpec(
+        kind="shared-prefix",
+        num_groups=48,
+        prompts_per_group=8,
+        system_prompt_len=1024,
+        question_len=1024,
+        output_len=128,
+    )
     slo = SLO(ttft_s=1.0, itl_s=0.1)
     rows = []
     for rate in (float(r) for r in args.rates.split(",")):
@@ -90,28 +108,55 @@ def main(argv: list[str] | None = None) -> int:
         row: dict[str, Any] = {"rate": rate, "requests": len(arrivals), "runs": {}}
         for name, router in routers(prof.router.config).items():
             t0 = time.monotonic()
-            run = run_one(PlanConfig(pools, router, name), reqs, arrivals, stages, slo, price={k.lower(): v for k, v in prices.items()})
+            run = run_one(
+                PlanConfig(pools, router, name),
+                reqs,
+                arrivals,
+                stages,
+                slo,
+                price={k.lower(): v for k, v in prices.items()},
+            )
             s = run.summary
             row["runs"][name] = {
-                "ttft_mean_s": s["ttft_s"]["mean"], "ttft_p90_s": s["ttft_s"]["p90"], "out_tok_s": s["output_tok_s"],
-                "goodput_req_s": s["goodput_req_s"], "ok": s["ok"], "cost_per_hour": run.cost,
+                "ttft_mean_s": s["ttft_s"]["mean"],
+                "ttft_p90_s": s["ttft_s"]["p90"],
+                "out_tok_s": s["output_tok_s"],
+                "goodput_req_s": s["goodput_req_s"],
+                "ok": s["ok"],
+                "cost_per_hour": run.cost,
                 "vendors": per_vendor(run.result.records, hw, run.result.sim_s or args.duration, gpus, prices),
                 "wall_s": time.monotonic() - t0,
             }
         rows.append(row)
         b, a = row["runs"]["speed-blind"], row["runs"]["speed-aware"]
-        print(f"{rate:>5g} req/s ({row['requests']} requests): TTFT mean blind {b['ttft_mean_s']:.3f} s aware {a['ttft_mean_s']:.3f} s "
-              f"(x{b['ttft_mean_s'] / a['ttft_mean_s']:.2f}), p90 {b['ttft_p90_s']:.3f} / {a['ttft_p90_s']:.3f} s, "
-              f"goodput {b['goodput_req_s']:.2f} / {a['goodput_req_s']:.2f} req/s, out {b['out_tok_s']:.0f} / {a['out_tok_s']:.0f} tok/s", flush=True)
-    print(f"\nfleet: {', '.join(f'{pl.replicas} x {pl.hardware}' for pl in pools)} ({pools[0].model}); workload: {wl.describe()}; "
-          f"SLO TTFT <= {slo.ttft_s} s; prices $/GPU-h {prices}")
-    print(f"{'req/s':>6} {'router':<12} {'TTFT mean':>9} {'p90':>7} {'goodput':>8} {'out tok/s':>9} | per vendor: share, out tok/s, TTFT p50, $/M out tok")
+        print(
+            f"{rate:>5g} req/s ({row['requests']} requests): TTFT mean blind {b['ttft_mean_s']:.3f} s aware {a['ttft_mean_s']:.3f} s "
+            f"(x{b['ttft_mean_s'] / a['ttft_mean_s']:.2f}), p90 {b['ttft_p90_s']:.3f} / {a['ttft_p90_s']:.3f} s, "
+            f"goodput {b['goodput_req_s']:.2f} / {a['goodput_req_s']:.2f} req/s, out {b['out_tok_s']:.0f} / {a['out_tok_s']:.0f} tok/s",
+            flush=True,
+        )
+    print(
+        f"\nfleet: {', '.join(f'{pl.replicas} x {pl.hardware}' for pl in pools)} ({pools[0].model}); workload: {wl.describe()}; "
+        f"SLO TTFT <= {slo.ttft_s} s; prices $/GPU-h {prices}"
+    )
+    print(
+        f"{'req/s':>6} {'router':<12} {'TTFT mean':>9} {'p90':>7} {'goodput':>8} {'out tok/s':>9} | per vendor: share, out tok/s, TTFT p50, $/M out tok"
+    )
     for row in rows:
         for name, r in row["runs"].items():
-            vend = "  ".join(f"{h} {v['share']:.0%} {v['out_tok_s']:.0f} {v['ttft_p50_s']:.3f}s ${v['usd_per_m_tok']:.2f}" for h, v in r["vendors"].items())
-            print(f"{row['rate']:>6g} {name:<12} {r['ttft_mean_s']:>9.3f} {r['ttft_p90_s']:>7.3f} {r['goodput_req_s']:>8.2f} {r['out_tok_s']:>9.0f} | {vend}")
+            vend = "  ".join(
+                f"{h} {v['share']:.0%} {v['out_tok_s']:.0f} {v['ttft_p50_s']:.3f}s ${v['usd_per_m_tok']:.2f}"
+                for h, v in r["vendors"].items()
+            )
+            print(
+                f"{row['rate']:>6g} {name:<12} {r['ttft_mean_s']:>9.3f} {r['ttft_p90_s']:>7.3f} {r['goodput_req_s']:>8.2f} {r['out_tok_s']:>9.0f} | {vend}"
+            )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"argv": sys.argv[1:], "workload": wl.describe(), "prices": prices, "rows": rows}, indent=1, default=str))
+    Path(args.out).write_text(
+        json.dumps(
+            {"argv": sys.argv[1:], "workload": wl.describe(), "prices": prices, "rows": rows}, indent=1, default=str
+        )
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -48,7 +48,9 @@ IMG = ROOT / "docs" / "img"
 # The engine driver: closed loop, virtual clock.
 
 
-def drive(engine: SimEngine, prompts: list[list[int]], max_tokens: int, concurrency: int, hook=None, types=None) -> dict:
+def drive(
+    engine: SimEngine, prompts: list[list[int]], max_tokens: int, concurrency: int, hook=None, types=None
+) -> dict:
     """Run `prompts` in order, `concurrency` at a time, on a virtual clock; latency and cache figures."""
     now = 0.0
     nxt = 0
@@ -62,7 +64,9 @@ def drive(engine: SimEngine, prompts: list[list[int]], max_tokens: int, concurre
             rid = f"r{nxt}"
             if hook is not None and types is not None:
                 hook.note_request(prompts[nxt], types[nxt])
-            engine.add_request(EngineRequest(rid, prompts[nxt], max_tokens=max_tokens, ignore_eos=True, arrival_time=now))
+            engine.add_request(
+                EngineRequest(rid, prompts[nxt], max_tokens=max_tokens, ignore_eos=True, arrival_time=now)
+            )
             arrival[rid], plen[rid] = now, len(prompts[nxt])
             nxt += 1
         r = engine.step(now)
@@ -126,7 +130,12 @@ def part_a(args, fs_root: Path) -> dict:
         "GPU+CPU": [MemoryTier("CPU", gpu_blocks)],
         "GPU+CPU+FS": [MemoryTier("CPU", gpu_blocks), "fs"],
     }
-    out = {"gpu_blocks": gpu_blocks, "working_set_blocks": n_docs * doc_blocks, "block_bytes": block_bytes, "configs": {}}
+    out = {
+        "gpu_blocks": gpu_blocks,
+        "working_set_blocks": n_docs * doc_blocks,
+        "block_bytes": block_bytes,
+        "configs": {},
+    }
     for name, tiers in configs.items():
         eng = SimEngine(EngineConfig(num_gpu_blocks=gpu_blocks + 1, block_size=BS, max_num_seqs=64))
         hook = None
@@ -203,14 +212,20 @@ def part_b(args) -> dict:
         lru = simulate_prefix_cache(trace, cap)
         typed = simulate_prefix_cache(trace, cap, pol)
         opt = belady_misses(flatten(trace), cap)
-        sweep.append({"capacity_blocks": cap, "lru_tokens": lru * BS, "typed_tokens": typed * BS, "belady_tokens": opt * BS})
+        sweep.append(
+            {"capacity_blocks": cap, "lru_tokens": lru * BS, "typed_tokens": typed * BS, "belady_tokens": opt * BS}
+        )
     # Through the engine: a small LRU GPU pool with a CPU tier under LRU vs typed policies.
     lat = SimEngine(EngineConfig(num_gpu_blocks=args.b_gpu_blocks + 1)).latency
     cost = CostModel(block_bytes=lat.kv_bytes_per_token() * BS)
     engine_runs = {}
     for name, p in (("GPU only", None), ("CPU tier LRU", PolicyConfig()), ("CPU tier typed", pol)):
         eng = SimEngine(EngineConfig(num_gpu_blocks=args.b_gpu_blocks + 1, block_size=BS, max_num_seqs=64))
-        hook = attach_tiers(eng, TieredStore([MemoryTier("CPU", args.b_cpu_blocks, p)], cost, policy=p, block_size=BS)) if p is not None else None
+        hook = (
+            attach_tiers(eng, TieredStore([MemoryTier("CPU", args.b_cpu_blocks, p)], cost, policy=p, block_size=BS))
+            if p is not None
+            else None
+        )
         engine_runs[name] = drive(eng, prompts, 8, args.b_concurrency, hook, types)
     return {
         "requests": len(trace),
@@ -260,10 +275,16 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
     if shutil.which("dd"):  # raw disk, dd-style: one big file, 1 MiB writes, then a cold read
         # Both writers end with the same os.sync() (the tier has hundreds of files: it cannot fdatasync one),
         # so both pay for whatever else on the machine is dirty at that moment.
-        out["raw_write_MBps"] = total / _timed(lambda: (_dd(["if=/dev/zero", f"of={raw}", "bs=1M", f"count={total >> 20}"]), os.sync())) / 1e6
+        out["raw_write_MBps"] = (
+            total
+            / _timed(lambda: (_dd(["if=/dev/zero", f"of={raw}", "bs=1M", f"count={total >> 20}"]), os.sync()))
+            / 1e6
+        )
         raw.unlink()
         # dd's own figure with conv=fdatasync (flushes only its file): the comparison this bench used before
-        out["raw_write_fdatasync_MBps"] = _dd(["if=/dev/zero", f"of={raw}", "bs=1M", f"count={total >> 20}", "conv=fdatasync"]) / 1e6
+        out["raw_write_fdatasync_MBps"] = (
+            _dd(["if=/dev/zero", f"of={raw}", "bs=1M", f"count={total >> 20}", "conv=fdatasync"]) / 1e6
+        )
         _drop_cache(raw)
         out["raw_read_MBps"] = _dd([f"if={raw}", "of=/dev/null", "bs=1M"]) / 1e6
         raw.unlink()
@@ -324,7 +345,9 @@ def part_c(args, fs_root: Path) -> dict:
         res["get_ratio"] = statistics.median(r["fs_get_MBps"] / r["raw_read_MBps"] for r in rounds)
         res["read_one_ratio"] = statistics.median(r["fs_read_one_MBps"] / r["raw_read_MBps"] for r in rounds)
         res["write_ratio"] = statistics.median(r["fs_write_MBps"] / r["raw_write_MBps"] for r in rounds)
-        res["write_ratio_fdatasync"] = statistics.median(r["fs_write_MBps"] / r["raw_write_fdatasync_MBps"] for r in rounds)
+        res["write_ratio_fdatasync"] = statistics.median(
+            r["fs_write_MBps"] / r["raw_write_fdatasync_MBps"] for r in rounds
+        )
     res["load_average"] = os.getloadavg()
     shutil.rmtree(d, ignore_errors=True)
     return res
@@ -335,8 +358,12 @@ def part_c(args, fs_root: Path) -> dict:
 
 
 def print_a(a: dict) -> None:
-    print(f"\n(a) working set {a['working_set_blocks']} blocks = 3x GPU {a['gpu_blocks']} blocks ({a['block_bytes'] >> 20} MiB/block)")
-    print(f"{'config':<12} {'hit':>6} {'gpu':>6} {'cpu':>6} {'disk':>6} {'TTFT mean':>10} {'p50':>8} {'p90':>8} {'req/s':>7} {'out tok/s':>10}")
+    print(
+        f"\n(a) working set {a['working_set_blocks']} blocks = 3x GPU {a['gpu_blocks']} blocks ({a['block_bytes'] >> 20} MiB/block)"
+    )
+    print(
+        f"{'config':<12} {'hit':>6} {'gpu':>6} {'cpu':>6} {'disk':>6} {'TTFT mean':>10} {'p50':>8} {'p90':>8} {'req/s':>7} {'out tok/s':>10}"
+    )
     for name, r in a["configs"].items():
         print(
             f"{name:<12} {r['hit_rate']:>6.1%} {r['hit_rate_gpu']:>6.1%} {r.get('hit_rate_cpu', 0):>6.1%} {r.get('hit_rate_disk', 0):>6.1%} "
@@ -345,34 +372,56 @@ def print_a(a: dict) -> None:
     base = a["configs"]["GPU only"]
     for name in ("GPU+CPU", "GPU+CPU+FS"):
         r = a["configs"][name]
-        print(f"  {name} vs GPU only: TTFT x{base['ttft_mean_ms'] / r['ttft_mean_ms']:.2f} faster, throughput x{r['throughput_rps'] / base['throughput_rps']:.2f}")
+        print(
+            f"  {name} vs GPU only: TTFT x{base['ttft_mean_ms'] / r['ttft_mean_ms']:.2f} faster, throughput x{r['throughput_rps'] / base['throughput_rps']:.2f}"
+        )
 
 
 def print_b(b: dict) -> None:
-    print(f"\n(b) agentic trace: {b['requests']} requests, {b['unique_blocks']} unique blocks, {b['no_cache_tokens']} prompt tokens")
+    print(
+        f"\n(b) agentic trace: {b['requests']} requests, {b['unique_blocks']} unique blocks, {b['no_cache_tokens']} prompt tokens"
+    )
     print(f"{'capacity':>9} {'LRU':>10} {'typed':>10} {'Belady':>10} {'typed/LRU':>10} {'gap closed':>11}")
     for s in b["sweep"]:
         gap = s["lru_tokens"] - s["belady_tokens"]
         closed = (s["lru_tokens"] - s["typed_tokens"]) / gap if gap else 1.0
-        print(f"{s['capacity_blocks']:>9} {s['lru_tokens']:>10} {s['typed_tokens']:>10} {s['belady_tokens']:>10} {s['typed_tokens'] / s['lru_tokens']:>10.2f} {closed:>11.0%}")
+        print(
+            f"{s['capacity_blocks']:>9} {s['lru_tokens']:>10} {s['typed_tokens']:>10} {s['belady_tokens']:>10} {s['typed_tokens'] / s['lru_tokens']:>10.2f} {closed:>11.0%}"
+        )
     e = b["engine"]
     print(f"  engine (GPU {e['gpu_blocks']} blocks + CPU {e['cpu_blocks']} blocks):")
     for name, r in e["runs"].items():
-        print(f"  {name:<15} recomputed {r['recomputed_tokens']:>8} tokens  hit {r['hit_rate']:.1%}  TTFT mean {r['ttft_mean_ms']:.1f} ms  {r['throughput_rps']:.1f} req/s")
+        print(
+            f"  {name:<15} recomputed {r['recomputed_tokens']:>8} tokens  hit {r['hit_rate']:.1%}  TTFT mean {r['ttft_mean_ms']:.1f} ms  {r['throughput_rps']:.1f} req/s"
+        )
 
 
 def print_c(c: dict) -> None:
-    print(f"\n(c) filesystem tier vs raw disk in {c['dir']} ({c['blocks']} blocks of {c['block_bytes'] >> 20} MiB), "
-          f"medians of {len(c['rounds'])} rounds, load average {c['load_average'][0]:.1f}")
+    print(
+        f"\n(c) filesystem tier vs raw disk in {c['dir']} ({c['blocks']} blocks of {c['block_bytes'] >> 20} MiB), "
+        f"medians of {len(c['rounds'])} rounds, load average {c['load_average'][0]:.1f}"
+    )
     print(f"  {'method':<18} {'median':>9} {'min':>7} {'max':>7}   MB/s")
-    for k in ("raw_write_MBps", "raw_write_fdatasync_MBps", "fs_write_MBps", "raw_read_MBps", "fs_read_MBps", "fs_read_one_MBps", "fs_get_MBps", "fs_read_warm_MBps", "crc32_MBps"):
+    for k in (
+        "raw_write_MBps",
+        "raw_write_fdatasync_MBps",
+        "fs_write_MBps",
+        "raw_read_MBps",
+        "fs_read_MBps",
+        "fs_read_one_MBps",
+        "fs_get_MBps",
+        "fs_read_warm_MBps",
+        "crc32_MBps",
+    ):
         if k in c:
             vals = [r[k] for r in c["rounds"]]
             print(f"  {k:<18} {c[k]:>9.0f} {min(vals):>7.0f} {max(vals):>7.0f}")
     if "read_ratio" in c:
-        print(f"  tier/raw (median of per-round ratios): write {c['write_ratio']:.2f} (vs dd conv=fdatasync: "
-              f"{c['write_ratio_fdatasync']:.2f}), read {c['read_ratio']:.2f} "
-              f"(one block at a time: {c['read_one_ratio']:.2f}; into a fresh buffer per block: {c['get_ratio']:.2f})")
+        print(
+            f"  tier/raw (median of per-round ratios): write {c['write_ratio']:.2f} (vs dd conv=fdatasync: "
+            f"{c['write_ratio_fdatasync']:.2f}), read {c['read_ratio']:.2f} "
+            f"(one block at a time: {c['read_one_ratio']:.2f}; into a fresh buffer per block: {c['get_ratio']:.2f})"
+        )
 
 
 def plot(results: dict) -> list[str]:
@@ -408,7 +457,11 @@ def plot(results: dict) -> list[str]:
         sw = results["b"]["sweep"]
         fig, ax = plt.subplots(figsize=(6.5, 4))
         caps = [s["capacity_blocks"] for s in sw]
-        for key, label in (("lru_tokens", "LRU"), ("typed_tokens", "typed policies"), ("belady_tokens", "Belady (offline bound)")):
+        for key, label in (
+            ("lru_tokens", "LRU"),
+            ("typed_tokens", "typed policies"),
+            ("belady_tokens", "Belady (offline bound)"),
+        ):
             ax.plot(caps, [s[key] / 1e3 for s in sw], marker="o", label=label)
         ax.set_xlabel("cache capacity (blocks)")
         ax.set_ylabel("prefill tokens recomputed (thousands)")
@@ -422,7 +475,12 @@ def plot(results: dict) -> list[str]:
         c = results["c"]
         fig, ax = plt.subplots(figsize=(6, 3.6))
         labels, vals = [], []
-        for k, label in (("raw_write_MBps", "dd write"), ("fs_write_MBps", "tier write"), ("raw_read_MBps", "dd read"), ("fs_read_MBps", "tier read")):
+        for k, label in (
+            ("raw_write_MBps", "dd write"),
+            ("fs_write_MBps", "tier write"),
+            ("raw_read_MBps", "dd read"),
+            ("fs_read_MBps", "tier read"),
+        ):
             if k in c:
                 labels.append(label)
                 vals.append(c[k])
@@ -439,7 +497,9 @@ def plot(results: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--parts", default="a,b,c", help="comma-separated subset of a,b,c")
-    p.add_argument("--fs-dir", default=None, help="directory for the filesystem tier (default: a temp dir under /var/tmp)")
+    p.add_argument(
+        "--fs-dir", default=None, help="directory for the filesystem tier (default: a temp dir under /var/tmp)"
+    )
     p.add_argument("--out", default=str(IMG / "kvtiers_bench.json"))
     p.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     # (a)
@@ -458,14 +518,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--oneoffs", type=int, default=6, help="one-off requests after each session turn")
     p.add_argument("--oneoff-blocks", type=int, default=48)
     p.add_argument("--pin-budget", type=float, default=0.4)
-    p.add_argument("--b-capacities", type=lambda s: [int(x) for x in s.split(",")], default=[120, 150, 200, 250, 300, 400, 600], help="cache sizes in blocks")
+    p.add_argument(
+        "--b-capacities",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[120, 150, 200, 250, 300, 400, 600],
+        help="cache sizes in blocks",
+    )
     p.add_argument("--b-gpu-blocks", type=int, default=256)
     p.add_argument("--b-cpu-blocks", type=int, default=256)
     p.add_argument("--b-concurrency", type=int, default=2)
     # (c)
     p.add_argument("--fs-mb", type=int, default=512, help="bytes written per method in (c), MiB")
     p.add_argument("--c-block-mb", type=int, default=2, help="block file size in (c), MiB (Llama-3.1-8B: 2)")
-    p.add_argument("--c-rounds", type=int, default=5, help="rounds of dd and the tier back to back in (c); medians are reported")
+    p.add_argument(
+        "--c-rounds", type=int, default=5, help="rounds of dd and the tier back to back in (c); medians are reported"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.gpu_blocks, args.a_requests, args.fs_mb, args.sessions, args.turns = 512, 120, 64, 4, 3

@@ -33,8 +33,13 @@ BS = 16
 
 def ttft(client: httpx.Client, url: str, prompt: list[int]) -> tuple[float, str, int]:
     """(seconds to the first token, serving endpoint, cached tokens) of one streamed completion."""
-    body = {"model": "sim-model", "prompt": prompt, "max_tokens": 2, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": "sim-model",
+        "prompt": prompt,
+        "max_tokens": 2,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     t0 = time.perf_counter()
     first = None
     cached = 0
@@ -63,15 +68,32 @@ def main() -> int:
     rng = random.Random(0)
     n_tok = args.blocks * BS + 3
     gpu_blocks = 4 * args.blocks
-    sets = [f"pools.0.num_gpu_blocks={gpu_blocks}", f"kv_tiers.cpu_blocks={args.blocks}",
-            f"pools.0.max_model_len={gpu_blocks * BS}", f"pools.0.model_profile={args.model_profile}",
-            f"pools.0.tensor_parallel_size={args.tp}"]
+    sets = [
+        f"pools.0.num_gpu_blocks={gpu_blocks}",
+        f"kv_tiers.cpu_blocks={args.blocks}",
+        f"pools.0.max_model_len={gpu_blocks * BS}",
+        f"pools.0.model_profile={args.model_profile}",
+        f"pools.0.tensor_parallel_size={args.tp}",
+    ]
     home = tempfile.mkdtemp(prefix="llmdctl-kvlive-")
     env = {**os.environ, "LLMDCTL_HOME": home}
     cmd = [sys.executable, "-m", "llmdctl"]
-    ports = ["--port", str(free_port()), "--pod-port", str(free_port_block(2)), "--events-port", str(free_port_block(2))]
-    r = subprocess.run([*cmd, "up", "kv-offload", "--replicas", "2", *ports, *(a for s in sets for a in ("--set", s)), "--json"],
-                       env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    ports = [
+        "--port",
+        str(free_port()),
+        "--pod-port",
+        str(free_port_block(2)),
+        "--events-port",
+        str(free_port_block(2)),
+    ]
+    r = subprocess.run(
+        [*cmd, "up", "kv-offload", "--replicas", "2", *ports, *(a for s in sets for a in ("--set", s)), "--json"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if r.returncode != 0:
         print(r.stdout + r.stderr, file=sys.stderr)
         return 1
@@ -85,36 +107,71 @@ def main() -> int:
                 time.sleep(0.05)
             prompts = [[rng.randrange(1000, 30000) for _ in range(n_tok)] for _ in range(args.prompts)]
             for p in prompts:  # pod A computes them
-                c.post(f"{pod_a}/v1/completions", json={"model": "sim-model", "prompt": p, "max_tokens": 1}).raise_for_status()
+                c.post(
+                    f"{pod_a}/v1/completions", json={"model": "sim-model", "prompt": p, "max_tokens": 1}
+                ).raise_for_status()
             for _ in range(2 * (gpu_blocks + args.blocks) // 16):  # flood: 16-block one-offs push them to disk
-                c.post(f"{pod_a}/v1/completions", json={"model": "sim-model", "prompt": [rng.randrange(1000, 30000) for _ in range(16 * BS)],
-                                                        "max_tokens": 1}).raise_for_status()
+                c.post(
+                    f"{pod_a}/v1/completions",
+                    json={
+                        "model": "sim-model",
+                        "prompt": [rng.randrange(1000, 30000) for _ in range(16 * BS)],
+                        "max_tokens": 1,
+                    },
+                ).raise_for_status()
             time.sleep(0.5)
             hits, misses, rows = [], [], []
             for p in prompts:
                 t_hit, ep_hit, c_hit = ttft(c, router, p)
                 t_miss, ep_miss, c_miss = ttft(c, router, [rng.randrange(1000, 30000) for _ in range(n_tok)])
-                rows.append({"hit_s": t_hit, "hit_endpoint": ep_hit, "hit_cached": c_hit, "miss_s": t_miss, "miss_cached": c_miss})
+                rows.append(
+                    {
+                        "hit_s": t_hit,
+                        "hit_endpoint": ep_hit,
+                        "hit_cached": c_hit,
+                        "miss_s": t_miss,
+                        "miss_cached": c_miss,
+                    }
+                )
                 if c_hit >= args.blocks * BS:
                     hits.append(t_hit)
                 misses.append(t_miss)
             metrics = {p["url"]: c.get(f"{p['url']}/metrics").text for p in up["pods"]}
     finally:
         subprocess.run([*cmd, "down"], env=env, cwd=REPO, capture_output=True, timeout=60)
-    disk_hits = {u: sum(float(l.rsplit(" ", 1)[1]) for l in t.splitlines() if l.startswith("llmd_sim:kv_tier_hits_total") and 'medium="DISK"' in l)
-                 for u, t in metrics.items()}
+    disk_hits = {
+        u: sum(
+            float(l.rsplit(" ", 1)[1])
+            for l in t.splitlines()
+            if l.startswith("llmd_sim:kv_tier_hits_total") and 'medium="DISK"' in l
+        )
+        for u, t in metrics.items()
+    }
     med_hit = statistics.median(hits) if hits else float("nan")
     med_miss = statistics.median(misses)
-    print(f"kv-offload live, 2 pods, {args.model_profile} tp{args.tp} on H100 (simulated, time scale 1), "
-          f"prompt {n_tok} tokens ({args.blocks} blocks), {len(prompts)} pairs")
+    print(
+        f"kv-offload live, 2 pods, {args.model_profile} tp{args.tp} on H100 (simulated, time scale 1), "
+        f"prompt {n_tok} tokens ({args.blocks} blocks), {len(prompts)} pairs"
+    )
     print(f"  TTFT median  FS-tier hit: {med_hit * 1000:7.1f} ms   ({len(hits)}/{len(prompts)} full hits)")
     print(f"  TTFT median  miss       : {med_miss * 1000:7.1f} ms")
     print(f"  miss / hit             : {med_miss / med_hit:7.2f}x")
     print(f"  DISK hit tokens by pod : {disk_hits}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"model_profile": args.model_profile, "tp": args.tp, "prompt_tokens": n_tok,
-                                          "ttft_hit_median_s": med_hit, "ttft_miss_median_s": med_miss, "rows": rows,
-                                          "disk_hit_tokens": disk_hits}, indent=1))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "model_profile": args.model_profile,
+                "tp": args.tp,
+                "prompt_tokens": n_tok,
+                "ttft_hit_median_s": med_hit,
+                "ttft_miss_median_s": med_miss,
+                "rows": rows,
+                "disk_hit_tokens": disk_hits,
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

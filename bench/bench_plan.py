@@ -26,7 +26,9 @@ from llmdctl.plan.run import run_policies  # noqa: E402
 def _one(args: tuple[str, str, float, float, int, int]) -> dict:
     scenario, policy, ts, rs, seed, cap = args
     mif = "scenario" if cap < 0 else (cap or None)
-    return run_policies(SCENARIOS[scenario], [policy], time_scale=ts, rate_scale=rs, seed=seed, max_wall_s=3600, max_in_flight=mif)
+    return run_policies(
+        SCENARIOS[scenario], [policy], time_scale=ts, rate_scale=rs, seed=seed, max_wall_s=3600, max_in_flight=mif
+    )
 
 
 def main() -> None:
@@ -38,7 +40,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default="bench-plan.json")
-    ap.add_argument("--max-in-flight", type=int, default=-1, help="client cap on open requests (-1: the scenario's, 0: open loop)")
+    ap.add_argument(
+        "--max-in-flight", type=int, default=-1, help="client cap on open requests (-1: the scenario's, 0: open loop)"
+    )
     ap.add_argument("--plots", default=None, help="directory for PNG plots (policies vs llm-d, per-stage curves)")
     ap.add_argument("--from-json", default=None, help="only print the table (and plots) of an earlier run's JSON")
     ap.add_argument("--profile", default=None, help="cProfile one policy in-process and print the top functions")
@@ -61,7 +65,9 @@ def main() -> None:
         policies = [p for p in a.policies.split(",") if p]
         t0 = time.perf_counter()
         with ProcessPoolExecutor(max_workers=max(1, a.jobs)) as ex:
-            parts = list(ex.map(_one, [(a.scenario, p, a.time_scale, a.rate_scale, a.seed, a.max_in_flight) for p in policies]))
+            parts = list(
+                ex.map(_one, [(a.scenario, p, a.time_scale, a.rate_scale, a.seed, a.max_in_flight) for p in policies])
+            )
         wall = time.perf_counter() - t0
         doc = parts[0]
         for p in parts[1:]:
@@ -74,21 +80,44 @@ def main() -> None:
 
         pub = doc.get("published_reference") if a.time_scale == 1.0 else doc.get("published_reference")
         title = f"{doc['scenario']} (ladder x{a.time_scale:g})"
-        print("plot:", report.plot_bars(doc["summaries"], Path(a.plots) / f"plan-{doc['scenario']}-x{a.time_scale:g}.png", title=title, published=pub))
-        print("plot:", report.plot_stages(doc["summaries"], Path(a.plots) / f"plan-{doc['scenario']}-x{a.time_scale:g}-stages.png", title=title))
+        print(
+            "plot:",
+            report.plot_bars(
+                doc["summaries"],
+                Path(a.plots) / f"plan-{doc['scenario']}-x{a.time_scale:g}.png",
+                title=title,
+                published=pub,
+            ),
+        )
+        print(
+            "plot:",
+            report.plot_stages(
+                doc["summaries"], Path(a.plots) / f"plan-{doc['scenario']}-x{a.time_scale:g}-stages.png", title=title
+            ),
+        )
     pub = doc.get("published_reference", {})
-    print(f"{doc['description']}\n{doc['requests']} requests, time scale {a.time_scale:g}, client cap {doc.get('max_in_flight') or 'none'}, total wall {wall:.1f}s\n")
-    print(f"{'policy':12s} {'TTFT p90':>9s} {'(llm-d)':>8s} {'TTFT mean':>9s} {'(llm-d)':>8s} {'out tok/s':>9s} {'(llm-d)':>8s} {'hit':>5s} {'sim s':>7s} {'wall s':>7s} {'sim/wall':>8s} {'sim/cpu':>8s}")
+    print(
+        f"{doc['description']}\n{doc['requests']} requests, time scale {a.time_scale:g}, client cap {doc.get('max_in_flight') or 'none'}, total wall {wall:.1f}s\n"
+    )
+    print(
+        f"{'policy':12s} {'TTFT p90':>9s} {'(llm-d)':>8s} {'TTFT mean':>9s} {'(llm-d)':>8s} {'out tok/s':>9s} {'(llm-d)':>8s} {'hit':>5s} {'sim s':>7s} {'wall s':>7s} {'sim/wall':>8s} {'sim/cpu':>8s}"
+    )
     for name, r in doc["runs"].items():
         p = pub.get(name, {})
         f = lambda v, w=8, d=3: f"{v:{w}.{d}f}" if isinstance(v, (int, float)) else f"{'-':>{w}s}"  # noqa: E731
-        print(f"{name:12s} {f(r['ttft_p90_s'], 9)} {f(p.get('ttft_p90_s'))} {f(r['ttft_mean_s'], 9)} {f(p.get('ttft_mean_s'))} "
-              f"{f(r['output_tok_s'], 9, 0)} {f(p.get('output_tok_s'), 8, 0)} {f(r['hit_rate'], 5, 2)} {f(r['sim_s'], 7, 0)} {f(r['wall_s'], 7, 1)} {f(r['sim_to_wall'], 8, 1)} {f(r.get('sim_to_cpu'), 8, 1)}")
+        print(
+            f"{name:12s} {f(r['ttft_p90_s'], 9)} {f(p.get('ttft_p90_s'))} {f(r['ttft_mean_s'], 9)} {f(p.get('ttft_mean_s'))} "
+            f"{f(r['output_tok_s'], 9, 0)} {f(p.get('output_tok_s'), 8, 0)} {f(r['hit_rate'], 5, 2)} {f(r['sim_s'], 7, 0)} {f(r['wall_s'], 7, 1)} {f(r['sim_to_wall'], 8, 1)} {f(r.get('sim_to_cpu'), 8, 1)}"
+        )
     runs = doc["runs"]
     if "precise" in runs and "approximate" in runs and runs["precise"]["ttft_p90_s"]:
-        print(f"\nprecise vs approximate TTFT p90: {runs['approximate']['ttft_p90_s'] / runs['precise']['ttft_p90_s']:.1f}x (llm-d: 57x)")
+        print(
+            f"\nprecise vs approximate TTFT p90: {runs['approximate']['ttft_p90_s'] / runs['precise']['ttft_p90_s']:.1f}x (llm-d: 57x)"
+        )
     if "precise" in runs and "random" in runs and runs["random"]["output_tok_s"]:
-        print(f"precise vs random output tok/s: {runs['precise']['output_tok_s'] / runs['random']['output_tok_s']:.2f}x (llm-d: 1.97x)")
+        print(
+            f"precise vs random output tok/s: {runs['precise']['output_tok_s'] / runs['random']['output_tok_s']:.2f}x (llm-d: 1.97x)"
+        )
     if not a.from_json:
         print(f"JSON: {a.out}")
 

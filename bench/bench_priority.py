@@ -36,12 +36,22 @@ SETTINGS = {
 
 
 def _body(model: str, i: int, max_tokens: int) -> dict:
-    return {"model": model, "prompt": " ".join(f"r{i}w{j}" for j in range(40)), "max_tokens": max_tokens, "ignore_eos": True}
+    return {
+        "model": model,
+        "prompt": " ".join(f"r{i}w{j}" for j in range(40)),
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+    }
 
 
 async def _unloaded(url: str, model: str, n: int, max_tokens: int) -> list[float]:
     async with httpx.AsyncClient(timeout=60) as c:
-        recs = [await stream_completion(c, url, _body(model, 10_000 + i, max_tokens), "critical", {"x-gateway-inference-objective": "critical"}) for i in range(n)]
+        recs = [
+            await stream_completion(
+                c, url, _body(model, 10_000 + i, max_tokens), "critical", {"x-gateway-inference-objective": "critical"}
+            )
+            for i in range(n)
+        ]
     bad = [r for r in recs if not r.ok]
     if bad:
         raise RuntimeError(f"unloaded requests failed: {bad[0]}")
@@ -60,12 +70,15 @@ async def _capacity(url: str, model: str, concurrency: int, seconds: float, max_
                 r = await stream_completion(c, url, _body(model, 20_000 + w * 1000 + i, max_tokens), "standard")
                 i += 1
                 done += r.ok
+
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     return done / (time.perf_counter() - t0)
 
 
-async def _overload(url: str, model: str, rate: float, duration: float, max_requests: int, max_tokens: int, seed: int) -> list[Record]:
+async def _overload(
+    url: str, model: str, rate: float, duration: float, max_requests: int, max_tokens: int, seed: int
+) -> list[Record]:
     rng = random.Random(seed)
     arrivals, t = [], 0.0
     while len(arrivals) < max_requests:
@@ -79,7 +92,10 @@ async def _overload(url: str, model: str, rate: float, duration: float, max_requ
 
         async def one(i: int, at: float, cls: str) -> Record:
             await asyncio.sleep(max(0.0, t0 + at - time.perf_counter()))
-            return await stream_completion(c, url, _body(model, i, max_tokens), cls, {"x-gateway-inference-objective": cls})
+            return await stream_completion(
+                c, url, _body(model, i, max_tokens), cls, {"x-gateway-inference-objective": cls}
+            )
+
         return list(await asyncio.gather(*(one(i, at, cls) for i, (at, cls) in enumerate(arrivals))))
 
 
@@ -89,18 +105,33 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
     try:
         model = stack.state["model"]
         unloaded = asyncio.run(_unloaded(stack.url, model, args.unloaded, args.max_tokens))
-        cap = asyncio.run(_capacity(stack.url, model, args.replicas * args.max_num_seqs * 2, args.capacity_s, args.max_tokens))
+        cap = asyncio.run(
+            _capacity(stack.url, model, args.replicas * args.max_num_seqs * 2, args.capacity_s, args.max_tokens)
+        )
         rate = cap * args.load
-        print(f"[{name}] unloaded critical TTFT p50 {fmt(pct(unloaded, .5))} s p90 {fmt(pct(unloaded, .9))} s; "
-              f"saturated throughput {cap:.2f} req/s; offering {rate:.2f} req/s for {args.duration:g} s", flush=True)
-        records = asyncio.run(_overload(stack.url, model, rate, args.duration, args.max_requests, args.max_tokens, args.seed))
+        print(
+            f"[{name}] unloaded critical TTFT p50 {fmt(pct(unloaded, 0.5))} s p90 {fmt(pct(unloaded, 0.9))} s; "
+            f"saturated throughput {cap:.2f} req/s; offering {rate:.2f} req/s for {args.duration:g} s",
+            flush=True,
+        )
+        records = asyncio.run(
+            _overload(stack.url, model, rate, args.duration, args.max_requests, args.max_tokens, args.seed)
+        )
     finally:
         stack.down()
     per_class = {cls: summarize([r for r in records if r.label == cls]) for cls in CLASSES}
     crit_p90 = per_class["critical"]["ttft_p90_s"]
-    return {"setting": name, "sets": sets, "unloaded_ttft_p50_s": pct(unloaded, .5), "unloaded_ttft_p90_s": pct(unloaded, .9),
-            "saturated_rps": cap, "offered_rps": rate, "arrivals": len(records), "classes": per_class,
-            "critical_p90_over_unloaded_p90": (crit_p90 / pct(unloaded, .9)) if crit_p90 and pct(unloaded, .9) else None}
+    return {
+        "setting": name,
+        "sets": sets,
+        "unloaded_ttft_p50_s": pct(unloaded, 0.5),
+        "unloaded_ttft_p90_s": pct(unloaded, 0.9),
+        "saturated_rps": cap,
+        "offered_rps": rate,
+        "arrivals": len(records),
+        "classes": per_class,
+        "critical_p90_over_unloaded_p90": (crit_p90 / pct(unloaded, 0.9)) if crit_p90 and pct(unloaded, 0.9) else None,
+    }
 
 
 def main() -> int:
@@ -119,14 +150,20 @@ def main() -> int:
     ap.add_argument("--out", default="bench/results/priority.json")
     args = ap.parse_args()
     results = [run_setting(name, args) for name in (args.only or ["default", "no-flow-control"])]
-    print(f"\n{'setting':<16} {'class':<10} {'n':>4} {'ok':>4} {'429+RA':>6} {'cut':>4} {'lost':>4} {'TTFT p50':>9} {'TTFT p90':>9}")
+    print(
+        f"\n{'setting':<16} {'class':<10} {'n':>4} {'ok':>4} {'429+RA':>6} {'cut':>4} {'lost':>4} {'TTFT p50':>9} {'TTFT p90':>9}"
+    )
     for res in results:
         for cls, s in res["classes"].items():
-            print(f"{res['setting']:<16} {cls:<10} {s['n']:>4} {s['ok']:>4} {s['refused_429']:>6} {s['cut']:>4} {s['lost']:>4} "
-                  f"{fmt(s['ttft_p50_s']):>9} {fmt(s['ttft_p90_s']):>9}")
+            print(
+                f"{res['setting']:<16} {cls:<10} {s['n']:>4} {s['ok']:>4} {s['refused_429']:>6} {s['cut']:>4} {s['lost']:>4} "
+                f"{fmt(s['ttft_p50_s']):>9} {fmt(s['ttft_p90_s']):>9}"
+            )
         ratio = res["critical_p90_over_unloaded_p90"]
-        print(f"{res['setting']:<16} critical TTFT p90 / unloaded p90 ({fmt(res['unloaded_ttft_p90_s'])} s) = "
-              f"{'-' if ratio is None else f'{ratio:.1f}x'}; offered {res['offered_rps']:.2f} req/s = {args.load:g}x {res['saturated_rps']:.2f}")
+        print(
+            f"{res['setting']:<16} critical TTFT p90 / unloaded p90 ({fmt(res['unloaded_ttft_p90_s'])} s) = "
+            f"{'-' if ratio is None else f'{ratio:.1f}x'}; offered {res['offered_rps']:.2f} req/s = {args.load:g}x {res['saturated_rps']:.2f}"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
     print(f"\nwrote {args.out}")

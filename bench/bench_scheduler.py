@@ -45,14 +45,18 @@ def profiles() -> dict[str, dict]:
     refs = [{"pluginRef": "queue-scorer"}, {"pluginRef": "kv-cache-utilization-scorer"}]
     return {
         "approximate": {
-            "plugins": common + [{"type": "prefix-cache-scorer", "parameters": {"blockSizeTokens": BLOCK, "autoTune": False}}],
-            "schedulingProfiles": [{"name": "default", "plugins": refs + [{"pluginRef": "prefix-cache-scorer", "weight": 3}]}],
+            "plugins": common
+            + [{"type": "prefix-cache-scorer", "parameters": {"blockSizeTokens": BLOCK, "autoTune": False}}],
+            "schedulingProfiles": [
+                {"name": "default", "plugins": refs + [{"pluginRef": "prefix-cache-scorer", "weight": 3}]}
+            ],
         },
         "precise": {
-            "plugins": common + [
-                {"type": "precise-prefix-cache-scorer", "parameters": {"tokenProcessorConfig": {"blockSize": BLOCK}}}
+            "plugins": common
+            + [{"type": "precise-prefix-cache-scorer", "parameters": {"tokenProcessorConfig": {"blockSize": BLOCK}}}],
+            "schedulingProfiles": [
+                {"name": "default", "plugins": refs + [{"pluginRef": "precise-prefix-cache-scorer", "weight": 3}]}
             ],
-            "schedulingProfiles": [{"name": "default", "plugins": refs + [{"pluginRef": "precise-prefix-cache-scorer", "weight": 3}]}],
         },
     }
 
@@ -61,8 +65,11 @@ def make_pool(n: int, rng: random.Random) -> list[Endpoint]:
     eps = []
     for i in range(n):
         m = EndpointMetrics(
-            waiting_queue_size=rng.randint(0, 8), running_requests_size=rng.randint(0, 32),
-            kv_cache_usage_percent=rng.random() * 0.9, block_size=BLOCK, updated_at=time.monotonic(),
+            waiting_queue_size=rng.randint(0, 8),
+            running_requests_size=rng.randint(0, 32),
+            kv_cache_usage_percent=rng.random() * 0.9,
+            block_size=BLOCK,
+            updated_at=time.monotonic(),
         )
         eps.append(Endpoint(f"10.0.{i // 250}.{i % 250}", 8000, metrics=m))
     return eps
@@ -84,13 +91,37 @@ def populate(sched: Scheduler, kind: str, eps: list[Endpoint], warm: list[LLMReq
         idx = sched.indexes.precise
         for g, r in enumerate(warm[:GROUPS]):
             for ep in (eps[g % len(eps)], eps[(g * 7 + 3) % len(eps)]):
-                idx.apply(ep.key, idx.last_seq(ep.key) + 1 if idx.last_seq(ep.key) is not None else 0, KVEventBatch(
-                    0.0, [BlockStored(block_hashes=r.block_hashes, parent_block_hash=None, token_ids=[], block_size=BLOCK)]))
+                idx.apply(
+                    ep.key,
+                    idx.last_seq(ep.key) + 1 if idx.last_seq(ep.key) is not None else 0,
+                    KVEventBatch(
+                        0.0,
+                        [
+                            BlockStored(
+                                block_hashes=r.block_hashes, parent_block_hash=None, token_ids=[], block_size=BLOCK
+                            )
+                        ],
+                    ),
+                )
         for ep in eps:
             fill = [rng.getrandbits(64) for _ in range(FILL_BLOCKS_PER_POD)]
             seq = idx.last_seq(ep.key)
-            idx.apply(ep.key, 0 if seq is None else seq + 1, KVEventBatch(
-                0.0, [BlockStored(block_hashes=fill, parent_block_hash=None, token_ids=[], block_size=BLOCK, medium=rng.choice(["GPU", "CPU"]))]))
+            idx.apply(
+                ep.key,
+                0 if seq is None else seq + 1,
+                KVEventBatch(
+                    0.0,
+                    [
+                        BlockStored(
+                            block_hashes=fill,
+                            parent_block_hash=None,
+                            token_ids=[],
+                            block_size=BLOCK,
+                            medium=rng.choice(["GPU", "CPU"]),
+                        )
+                    ],
+                ),
+            )
     else:
         for r in warm:
             res = sched.schedule(r, eps)
@@ -127,10 +158,15 @@ def bench_decisions(n_eps: int, kind: str, decisions: int, seed: int = 0) -> dic
         sched.on_routed(r, res)
         sched.on_finished(r, res.target)
     return {
-        "endpoints": n_eps, "profile": kind, "decisions": decisions,
-        "p50_ms": statistics.median(times) * 1e3, "p99_ms": pct(times, 99) * 1e3,
-        "mean_ms": statistics.fmean(times) * 1e3, "prefix_hit_rate": hits / decisions,
-        "cpu_p50_ms": statistics.median(cpu) * 1e3, "cpu_p99_ms": pct(cpu, 99) * 1e3,
+        "endpoints": n_eps,
+        "profile": kind,
+        "decisions": decisions,
+        "p50_ms": statistics.median(times) * 1e3,
+        "p99_ms": pct(times, 99) * 1e3,
+        "mean_ms": statistics.fmean(times) * 1e3,
+        "prefix_hit_rate": hits / decisions,
+        "cpu_p50_ms": statistics.median(cpu) * 1e3,
+        "cpu_p99_ms": pct(cpu, 99) * 1e3,
         "index": sched.indexes.stats(),
     }
 
@@ -167,9 +203,12 @@ def bench_tokenize_hash(target_tokens: int = 8192, reps: int = 30) -> dict:
         t_cpu.append(c2 - c0)
     total = [a + b for a, b in zip(t_tok, t_hash)]
     return {
-        "prompt_tokens": len(ids), "blocks": len(ids) // BLOCK,
-        "tokenize_p50_ms": statistics.median(t_tok) * 1e3, "hash_p50_ms": statistics.median(t_hash) * 1e3,
-        "total_p50_ms": statistics.median(total) * 1e3, "total_p99_ms": pct(total, 99) * 1e3,
+        "prompt_tokens": len(ids),
+        "blocks": len(ids) // BLOCK,
+        "tokenize_p50_ms": statistics.median(t_tok) * 1e3,
+        "hash_p50_ms": statistics.median(t_hash) * 1e3,
+        "total_p50_ms": statistics.median(total) * 1e3,
+        "total_p99_ms": pct(total, 99) * 1e3,
         "total_cpu_p50_ms": statistics.median(t_cpu) * 1e3,
     }
 
@@ -181,9 +220,13 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=None, help="write a PNG bar chart of decision times here")
     args = ap.parse_args()
     results = []
-    print(f"scheduling decision time, {PROMPT_TOKENS}-token prompts, block size {BLOCK} (llm-d Go: p50 0.1-0.2 ms @ 100 pods)")
+    print(
+        f"scheduling decision time, {PROMPT_TOKENS}-token prompts, block size {BLOCK} (llm-d Go: p50 0.1-0.2 ms @ 100 pods)"
+    )
     print("wall = perf_counter around schedule(); cpu = this thread's CPU time (unaffected by a busy machine)")
-    print(f"{'endpoints':>9} {'profile':>12} {'p50 ms':>8} {'p99 ms':>8} {'cpu p50':>8} {'cpu p99':>8} {'hit rate':>8}  index blocks")
+    print(
+        f"{'endpoints':>9} {'profile':>12} {'p50 ms':>8} {'p99 ms':>8} {'cpu p50':>8} {'cpu p99':>8} {'hit rate':>8}  index blocks"
+    )
     for n in (16, 100):
         for kind in ("approximate", "precise"):
             r = bench_decisions(n, kind, args.decisions)

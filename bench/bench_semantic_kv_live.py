@@ -26,55 +26,106 @@ sys.path.insert(0, str(REPO))
 
 from llmdctl.demos.catalog import SEMANTIC_KV_WORKLOAD, semantic_kv  # noqa: E402
 
+
 def figures(summary: dict) -> dict[str, float]:
     """hit: cached prompt tokens / prompt tokens (every tier, from usage); gpu_hit: the pods' GPU prefix-cache
     hit rate (vllm:prefix_cache_*); TTFT mean / p50 / p90 in seconds; output tokens/s."""
     t = summary["ttft_s"]
-    return {"hit": summary.get("cached_token_fraction") or 0.0, "gpu_hit": summary.get("pod_hit_rate") or 0.0,
-            "ttft_mean": t["mean"] or 0.0, "ttft_p50": t["p50"] or 0.0, "ttft_p90": t["p90"] or 0.0,
-            "out_tok_s": summary["output_tok_s"], "ok": summary["ok"], "requests": summary["requests"]}
+    return {
+        "hit": summary.get("cached_token_fraction") or 0.0,
+        "gpu_hit": summary.get("pod_hit_rate") or 0.0,
+        "ttft_mean": t["mean"] or 0.0,
+        "ttft_p50": t["p50"] or 0.0,
+        "ttft_p90": t["p90"] or 0.0,
+        "out_tok_s": summary["output_tok_s"],
+        "ok": summary["ok"],
+        "requests": summary["requests"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="400:150:2,400:300:2,400:600:2,400:1200:2,400:300:512",
-                   help="GPU:CPU blocks per pod:shared filesystem MB, comma-separated")
+    p.add_argument(
+        "--sizes",
+        default="400:150:2,400:300:2,400:600:2,400:1200:2,400:300:512",
+        help="GPU:CPU blocks per pod:shared filesystem MB, comma-separated",
+    )
     p.add_argument("--requests", type=int, default=300)
     p.add_argument("--repeats", type=int, default=2, help="runs per point, alternating which stack goes first; medians")
     p.add_argument("--sessions", type=int, default=SEMANTIC_KV_WORKLOAD.num_sessions, help="agents")
     p.add_argument("--turns", type=int, default=SEMANTIC_KV_WORKLOAD.turns, help="ReAct steps per agent")
-    p.add_argument("--question-len", type=int, default=SEMANTIC_KV_WORKLOAD.question_len, help="task / tool observation tokens")
+    p.add_argument(
+        "--question-len", type=int, default=SEMANTIC_KV_WORKLOAD.question_len, help="task / tool observation tokens"
+    )
     p.add_argument("--output-len", type=int, default=SEMANTIC_KV_WORKLOAD.output_len)
-    p.add_argument("--branches", type=int, default=SEMANTIC_KV_WORKLOAD.branches, help="tree-of-thought branches per step (incl. the main turn)")
-    p.add_argument("--reasoning-len", type=int, default=SEMANTIC_KV_WORKLOAD.reasoning_len, help="tokens of each branch's scratchpad")
+    p.add_argument(
+        "--branches",
+        type=int,
+        default=SEMANTIC_KV_WORKLOAD.branches,
+        help="tree-of-thought branches per step (incl. the main turn)",
+    )
+    p.add_argument(
+        "--reasoning-len",
+        type=int,
+        default=SEMANTIC_KV_WORKLOAD.reasoning_len,
+        help="tokens of each branch's scratchpad",
+    )
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "semantic_kv_live.json"))
     args = p.parse_args(argv)
     sizes = [tuple(int(x) for x in s.split(":")) for s in args.sizes.split(",")]
-    wl = dataclasses.replace(SEMANTIC_KV_WORKLOAD, num_sessions=args.sessions, turns=args.turns, question_len=args.question_len,
-                             output_len=args.output_len, branches=args.branches, reasoning_len=args.reasoning_len)
+    wl = dataclasses.replace(
+        SEMANTIC_KV_WORKLOAD,
+        num_sessions=args.sessions,
+        turns=args.turns,
+        question_len=args.question_len,
+        output_len=args.output_len,
+        branches=args.branches,
+        reasoning_len=args.reasoning_len,
+    )
     rows = []
     for gpu, cpu, fs in sizes:
         t0 = time.monotonic()
         pairs = []
         for rep in range(args.repeats):  # each repeat runs the two stacks in the other order
             with tempfile.TemporaryDirectory() as tmp:
-                res = semantic_kv(Path(tmp), lambda m: print("  " + m, flush=True), gpu_blocks=gpu, cpu_blocks=cpu, fs_mb=fs, workload=wl,
-                                  max_requests=args.requests, typed_first=rep % 2 == 1)
+                res = semantic_kv(
+                    Path(tmp),
+                    lambda m: print("  " + m, flush=True),
+                    gpu_blocks=gpu,
+                    cpu_blocks=cpu,
+                    fs_mb=fs,
+                    workload=wl,
+                    max_requests=args.requests,
+                    typed_first=rep % 2 == 1,
+                )
             pairs.append(tuple(figures(res.summaries[k]) for k in ("blind LRU (kv-offload)", "typed (semantic-kv)")))
         lru = {k: statistics.median(a[k] for a, _ in pairs) for k in pairs[0][0]}
         typed = {k: statistics.median(b[k] for _, b in pairs) for k in pairs[0][1]}
-        rows.append({"gpu_blocks": gpu, "cpu_blocks": cpu, "fs_mb": fs, "lru": lru, "typed": typed, "repeats": pairs,
-                     "wall_s": time.monotonic() - t0})
+        rows.append(
+            {
+                "gpu_blocks": gpu,
+                "cpu_blocks": cpu,
+                "fs_mb": fs,
+                "lru": lru,
+                "typed": typed,
+                "repeats": pairs,
+                "wall_s": time.monotonic() - t0,
+            }
+        )
         print(f"GPU {gpu} + CPU {cpu} blocks/pod + FS {fs} MB: LRU {lru}  typed {typed}", flush=True)
     print(f"\nworkload: {wl.describe()}, chat, {args.requests} requests, concurrency 6, 2 pods")
-    print(f"{'GPU:CPU:FS':>12} | {'hit LRU':>7} {'typed':>6} | {'GPU hit LRU':>11} {'typed':>6} | {'TTFT mean LRU':>13} {'typed':>6} {'ratio':>6} | "
-          f"{'p50 LRU':>7} {'typed':>6} | {'p90 LRU':>7} {'typed':>6} | ok")
+    print(
+        f"{'GPU:CPU:FS':>12} | {'hit LRU':>7} {'typed':>6} | {'GPU hit LRU':>11} {'typed':>6} | {'TTFT mean LRU':>13} {'typed':>6} {'ratio':>6} | "
+        f"{'p50 LRU':>7} {'typed':>6} | {'p90 LRU':>7} {'typed':>6} | ok"
+    )
     for r in rows:
         a, b = r["lru"], r["typed"]
         ratio = b["ttft_mean"] / a["ttft_mean"] if a["ttft_mean"] else float("nan")
-        print(f"{r['gpu_blocks']:>4}:{r['cpu_blocks']:<4}:{r['fs_mb']:<3} | {a['hit']:>7.3f} {b['hit']:>6.3f} | {a['gpu_hit']:>11.3f} {b['gpu_hit']:>6.3f} | "
-              f"{a['ttft_mean']:>13.3f} {b['ttft_mean']:>6.3f} {ratio:>6.2f} | {a['ttft_p50']:>7.3f} {b['ttft_p50']:>6.3f} | "
-              f"{a['ttft_p90']:>7.3f} {b['ttft_p90']:>6.3f} | {a['ok']}/{a['requests']} {b['ok']}/{b['requests']}")
+        print(
+            f"{r['gpu_blocks']:>4}:{r['cpu_blocks']:<4}:{r['fs_mb']:<3} | {a['hit']:>7.3f} {b['hit']:>6.3f} | {a['gpu_hit']:>11.3f} {b['gpu_hit']:>6.3f} | "
+            f"{a['ttft_mean']:>13.3f} {b['ttft_mean']:>6.3f} {ratio:>6.2f} | {a['ttft_p50']:>7.3f} {b['ttft_p50']:>6.3f} | "
+            f"{a['ttft_p90']:>7.3f} {b['ttft_p90']:>6.3f} | {a['ok']}/{a['requests']} {b['ok']}/{b['requests']}"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"argv": sys.argv[1:], "workload": wl.describe(), "rows": rows}, indent=1))
     print(f"wrote {args.out}")

@@ -37,14 +37,36 @@ from sim_gpu.engine import EngineConfig, EngineRequest, SimEngine  # noqa: E402
 from sim_gpu.latency import LatencyModel  # noqa: E402
 
 PRESETS = {
-    "llmd": dict(hardware="H100", model="Qwen3-32B", tp=2, block_size=64, num_gpu_blocks=307_328 // 64,
-                 groups=150, system=(6000, 6000), question=(1200, 1200), output=(1000, 1000), rates=(6.0, 35.0)),
-    "small": dict(hardware="H100", model="Llama-3.1-8B", tp=1, block_size=16, num_gpu_blocks=None,
-                  groups=16, system=(1000, 3000), question=(50, 400), output=(50, 300), rates=(20.0, 60.0)),
+    "llmd": dict(
+        hardware="H100",
+        model="Qwen3-32B",
+        tp=2,
+        block_size=64,
+        num_gpu_blocks=307_328 // 64,
+        groups=150,
+        system=(6000, 6000),
+        question=(1200, 1200),
+        output=(1000, 1000),
+        rates=(6.0, 35.0),
+    ),
+    "small": dict(
+        hardware="H100",
+        model="Llama-3.1-8B",
+        tp=1,
+        block_size=16,
+        num_gpu_blocks=None,
+        groups=16,
+        system=(1000, 3000),
+        question=(50, 400),
+        output=(50, 300),
+        rates=(20.0, 60.0),
+    ),
 }
 
 
-def make_workload(p: dict, rate: float, duration: float, pods: int, seed: int) -> list[tuple[float, int, EngineRequest]]:
+def make_workload(
+    p: dict, rate: float, duration: float, pods: int, seed: int
+) -> list[tuple[float, int, EngineRequest]]:
     """(arrival time, pod, request): a system prompt per group + a unique question; group g lives on pod g % pods."""
     rng = random.Random(seed)
     prefixes = [[rng.randrange(32000) for _ in range(rng.randint(*p["system"]))] for _ in range(p["groups"])]
@@ -55,7 +77,9 @@ def make_workload(p: dict, rate: float, duration: float, pods: int, seed: int) -
             return out
         g = rng.randrange(p["groups"])
         prompt = prefixes[g] + [rng.randrange(32000) for _ in range(rng.randint(*p["question"]))]
-        out.append((t, g % pods, EngineRequest(f"r{i}", prompt, rng.randint(*p["output"]), ignore_eos=True, arrival_time=t)))
+        out.append(
+            (t, g % pods, EngineRequest(f"r{i}", prompt, rng.randint(*p["output"]), ignore_eos=True, arrival_time=t))
+        )
         i += 1
 
 
@@ -74,8 +98,15 @@ def run_once(p: dict, mode: str, rate: float, args: argparse.Namespace, seed: in
             gc.unfreeze()
     latency = LatencyModel.from_names(p["hardware"], p["model"], tp=p["tp"])
     engines = [
-        SimEngine(EngineConfig(latency=latency, seed=i, data_parallel_rank=i, block_size=p["block_size"],
-                               num_gpu_blocks=p["num_gpu_blocks"]))
+        SimEngine(
+            EngineConfig(
+                latency=latency,
+                seed=i,
+                data_parallel_rank=i,
+                block_size=p["block_size"],
+                num_gpu_blocks=p["num_gpu_blocks"],
+            )
+        )
         for i in range(args.pods)
     ]
     work = make_workload(p, rate, args.arrive_seconds or args.sim_seconds, args.pods, seed)
@@ -134,8 +165,12 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--pods", type=int, default=8)
     ap.add_argument("--sim-seconds", type=float, default=60.0)
-    ap.add_argument("--arrive-seconds", type=float, default=None,
-                    help="arrivals stop here (default: --sim-seconds); later, queues drain: the decode-bound tail")
+    ap.add_argument(
+        "--arrive-seconds",
+        type=float,
+        default=None,
+        help="arrivals stop here (default: --sim-seconds); later, queues drain: the decode-bound tail",
+    )
     ap.add_argument("--rates", type=str, default=None, help="moderate,high requests/s (all pods); default per preset")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -145,7 +180,9 @@ def main() -> None:
         f"sim engine on a virtual clock, preset {args.preset}: {args.pods} pods x {p['hardware']}/{p['model']} tp{p['tp']}, "
         f"{args.sim_seconds:g} simulated s (arrivals for {args.arrive_seconds or args.sim_seconds:g} s), medians of {args.runs} runs"
     )
-    print(f"{'load':>14} {'mode':>12} {'sim/wall':>9} {'sim/CPU':>9} {'steps':>7} {'tokens':>8} {'events':>7} {'done':>5} {'queued':>6}")
+    print(
+        f"{'load':>14} {'mode':>12} {'sim/wall':>9} {'sim/CPU':>9} {'steps':>7} {'tokens':>8} {'events':>7} {'done':>5} {'queued':>6}"
+    )
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "loads": {}}
     for label, rate in zip(("moderate", "high"), rates):
         med: dict[str, dict[str, float]] = {}
@@ -154,19 +191,33 @@ def main() -> None:
             med[mode] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             m = med[mode]
             name = {"step": "step", "ff": "fast_forward", "ff+gc": "ff + gc tune"}[mode]
-            print(f"{label + f' {rate:g}/s':>14} {name:>12} {m['sim_per_wall']:9.1f} "
-                  f"{m['sim_per_cpu']:9.1f} {m['steps']:7.0f} {m['output_tokens']:8.0f} {m['kv_events']:7.0f} "
-                  f"{m['finished']:5.0f} {m['waiting_end']:6.0f}")
-        same = all(med["step"][k] == med[m][k] for m in ("ff", "ff+gc")
-                   for k in ("steps", "output_tokens", "kv_events", "finished", "generated_total", "waiting_end"))
+            print(
+                f"{label + f' {rate:g}/s':>14} {name:>12} {m['sim_per_wall']:9.1f} "
+                f"{m['sim_per_cpu']:9.1f} {m['steps']:7.0f} {m['output_tokens']:8.0f} {m['kv_events']:7.0f} "
+                f"{m['finished']:5.0f} {m['waiting_end']:6.0f}"
+            )
+        same = all(
+            med["step"][k] == med[m][k]
+            for m in ("ff", "ff+gc")
+            for k in ("steps", "output_tokens", "kv_events", "finished", "generated_total", "waiting_end")
+        )
         sp_wall = med["ff"]["sim_per_wall"] / med["step"]["sim_per_wall"]
         sp_cpu = med["ff"]["sim_per_cpu"] / med["step"]["sim_per_cpu"]
         sp_gc = med["ff+gc"]["sim_per_cpu"] / med["step"]["sim_per_cpu"]
-        print(f"{'':>14} {'speedup':>12} {sp_wall:8.1f}x {sp_cpu:8.1f}x   (ff + gc tune: {sp_gc:.1f}x CPU)   "
-              f"same totals in both modes: {'yes' if same else 'NO'}")
-        report["loads"][label] = {"rate": rate, "step": med["step"], "fast_forward": med["ff"], "ff_gc_tuned": med["ff+gc"],
-                                  "speedup_wall": sp_wall, "speedup_cpu": sp_cpu, "speedup_cpu_gc_tuned": sp_gc,
-                                  "same_totals": same}
+        print(
+            f"{'':>14} {'speedup':>12} {sp_wall:8.1f}x {sp_cpu:8.1f}x   (ff + gc tune: {sp_gc:.1f}x CPU)   "
+            f"same totals in both modes: {'yes' if same else 'NO'}"
+        )
+        report["loads"][label] = {
+            "rate": rate,
+            "step": med["step"],
+            "fast_forward": med["ff"],
+            "ff_gc_tuned": med["ff+gc"],
+            "speedup_wall": sp_wall,
+            "speedup_cpu": sp_cpu,
+            "speedup_cpu_gc_tuned": sp_gc,
+            "same_totals": same,
+        }
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

@@ -35,19 +35,30 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=300)
     args = ap.parse_args()
-    stats = SimpleNamespace(num_running=3, num_waiting=1, kv_cache_usage=0.4, prefix_cache_queries_tokens=1000,
-                            prefix_cache_hits_tokens=400, num_preemptions=0, prompt_tokens_total=1000,
-                            generation_tokens_total=200)
+    stats = SimpleNamespace(
+        num_running=3,
+        num_waiting=1,
+        kv_cache_usage=0.4,
+        prefix_cache_queries_tokens=1000,
+        prefix_cache_hits_tokens=400,
+        num_preemptions=0,
+        prompt_tokens_total=1000,
+        generation_tokens_total=200,
+    )
     pm = PodMetrics("m", lambda: stats)
     for i in range(50):
         pm.observe_ttft(0.01 * i)
         pm.observe_finished(0.5, "length", FinishedRequest(0.5, 0.01, 0.05, 0.4, 0.45, 100 + i, 16, 32, 16, 1))
     classic = pm.render()
     om, _ = pm.render_for(OPENMETRICS)
-    print(f"classic page: {len(classic.splitlines())} lines, {len(classic)} bytes; "
-          f"median render {_median_ms(pm.render, args.iterations):.3f} ms")
-    print(f"OpenMetrics page: {len(om.splitlines())} lines, {len(om)} bytes; "
-          f"median render {_median_ms(lambda: pm.render_for(OPENMETRICS), args.iterations):.3f} ms")
+    print(
+        f"classic page: {len(classic.splitlines())} lines, {len(classic)} bytes; "
+        f"median render {_median_ms(pm.render, args.iterations):.3f} ms"
+    )
+    print(
+        f"OpenMetrics page: {len(om.splitlines())} lines, {len(om)} bytes; "
+        f"median render {_median_ms(lambda: pm.render_for(OPENMETRICS), args.iterations):.3f} ms"
+    )
 
 
 if __name__ == "__main__":

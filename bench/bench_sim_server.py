@@ -32,7 +32,6 @@ from sim_gpu.procs import free_port_block  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -50,9 +49,24 @@ def start_server(pods: int, extra: list[str]) -> tuple[subprocess.Popen, list[st
 
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sim_gpu", "serve", "--port", str(port), "--pods", str(pods), "--time-scale", "0",
-         "--num-gpu-blocks", "4096", *extra],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "sim_gpu",
+            "serve",
+            "--port",
+            str(port),
+            "--pods",
+            str(pods),
+            "--time-scale",
+            "0",
+            "--num-gpu-blocks",
+            "4096",
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     urls = [f"http://127.0.0.1:{port + i}" for i in range(pods)]
     pending = list(urls)
@@ -83,8 +97,10 @@ class _Conn:
     async def post(self, path: str, body: bytes) -> int:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
         self.writer.write(head + body)
         r = self.reader
         assert r is not None
@@ -118,8 +134,9 @@ class _Conn:
             self.writer.close()
 
 
-async def run_load(urls: list[str], requests: int, concurrency: int, max_tokens: int, stream: bool,
-                   prompt_words: int) -> tuple[float, list[float], int]:
+async def run_load(
+    urls: list[str], requests: int, concurrency: int, max_tokens: int, stream: bool, prompt_words: int
+) -> tuple[float, list[float], int]:
     """(wall seconds, per-request latencies, errors) for `requests` requests, `concurrency` in flight."""
     errors = 0
     lat: list[float] = []
@@ -130,8 +147,9 @@ async def run_load(urls: list[str], requests: int, concurrency: int, max_tokens:
 
     async def one(conn: _Conn, i: int) -> None:
         nonlocal errors
-        body = json.dumps({"prompt": f"{i} {words}", "max_tokens": max_tokens, "ignore_eos": True,
-                           "stream": stream}).encode()
+        body = json.dumps(
+            {"prompt": f"{i} {words}", "max_tokens": max_tokens, "ignore_eos": True, "stream": stream}
+        ).encode()
         t = time.perf_counter()
         try:
             ok = await conn.post("/v1/completions", body) == 200
@@ -168,13 +186,21 @@ def bench(pods: int, args: argparse.Namespace, stream: bool) -> dict:
         runs = []
         for _ in range(args.runs):
             cpu0 = _cpu_seconds(proc.pid)
-            wall, lat, errors = asyncio.run(run_load(urls, args.requests, args.concurrency, args.max_tokens, stream,
-                                                     args.prompt_words))
+            wall, lat, errors = asyncio.run(
+                run_load(urls, args.requests, args.concurrency, args.max_tokens, stream, args.prompt_words)
+            )
             cpu = _cpu_seconds(proc.pid) - cpu0
             lat.sort()
-            runs.append({"rps": args.requests / wall, "p50_ms": 1000 * lat[len(lat) // 2],
-                         "p99_ms": 1000 * lat[int(len(lat) * 0.99) - 1], "errors": errors,
-                         "server_cpu_ms_per_req": 1000 * cpu / args.requests, "server_cpu_util": cpu / wall})
+            runs.append(
+                {
+                    "rps": args.requests / wall,
+                    "p50_ms": 1000 * lat[len(lat) // 2],
+                    "p99_ms": 1000 * lat[int(len(lat) * 0.99) - 1],
+                    "errors": errors,
+                    "server_cpu_ms_per_req": 1000 * cpu / args.requests,
+                    "server_cpu_util": cpu / wall,
+                }
+            )
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         med.update(pods=pods, stream=stream, startup_s=startup, runs=len(runs), rss_mb=_rss_mb(proc.pid))
         return med
@@ -204,18 +230,24 @@ def main() -> None:
     except ImportError:
         pass
     results = []
-    print(f"sim_gpu server bench: {args.requests} requests/run x {args.runs} runs, concurrency {args.concurrency}, "
-          f"~{args.prompt_words + 2}-token prompts, {args.max_tokens} output tokens, --time-scale 0, "
-          f"{os.cpu_count()} CPUs (client and server share them)")
-    print(f"{'pods':>4} {'mode':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'srv cpu ms/req':>15} "
-          f"{'srv cpu util':>13} {'errors':>6} {'startup s':>9} {'RSS MB':>7}")
+    print(
+        f"sim_gpu server bench: {args.requests} requests/run x {args.runs} runs, concurrency {args.concurrency}, "
+        f"~{args.prompt_words + 2}-token prompts, {args.max_tokens} output tokens, --time-scale 0, "
+        f"{os.cpu_count()} CPUs (client and server share them)"
+    )
+    print(
+        f"{'pods':>4} {'mode':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'srv cpu ms/req':>15} "
+        f"{'srv cpu util':>13} {'errors':>6} {'startup s':>9} {'RSS MB':>7}"
+    )
     for pods in [int(p) for p in args.pods.split(",")]:
         for mode in args.modes.split(","):
             r = bench(pods, args, mode == "stream")
             results.append(r)
-            print(f"{pods:>4} {mode:>6} {r['rps']:>8.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
-                  f"{r['server_cpu_ms_per_req']:>15.2f} {r['server_cpu_util']:>13.2f} {r['errors']:>6.0f} "
-                  f"{r['startup_s']:>9.2f} {r['rss_mb']:>7.0f}")
+            print(
+                f"{pods:>4} {mode:>6} {r['rps']:>8.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+                f"{r['server_cpu_ms_per_req']:>15.2f} {r['server_cpu_util']:>13.2f} {r['errors']:>6.0f} "
+                f"{r['startup_s']:>9.2f} {r['rss_mb']:>7.0f}"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -26,7 +26,6 @@ sys.path.insert(0, str(ROOT))
 
 from sim_gpu.procs import free_port  # noqa: E402
 
-
 # ---- the publisher (run in its own process) ------------------------------------------------------------
 
 
@@ -46,13 +45,35 @@ def serve(port: int, rate: float) -> None:
     def decision(i: int) -> dict:
         chosen = keys[i % 4]
         cands = [
-            {"endpoint": k, "role": "both", "profile": "default", "prefix_match_blocks": 48 if k == chosen else 0, "total": 6.9 if k == chosen else 4.0,
-             "scores": {s: {"raw": 1.0 if k == chosen or s != scorers[2] else 0.0, "weighted": 2.0} for s in scorers}}
+            {
+                "endpoint": k,
+                "role": "both",
+                "profile": "default",
+                "prefix_match_blocks": 48 if k == chosen else 0,
+                "total": 6.9 if k == chosen else 4.0,
+                "scores": {
+                    s: {"raw": 1.0 if k == chosen or s != scorers[2] else 0.0, "weighted": 2.0} for s in scorers
+                },
+            }
             for k in keys
         ]
-        return {"request_id": f"bench-{i}", "ts": time.time(), "model": "m", "target_model": "m", "prompt_tokens": 800, "priority": 0,
-                "profiles_run": ["default"], "candidates": cands, "chosen": {"decode": chosen, "prefill": None}, "reason": "",
-                "scheduling_ms": 0.1, "served_by": chosen, "status": 200, "attempts": [{"endpoint": chosen, "outcome": "ok"}], "retries": 0}
+        return {
+            "request_id": f"bench-{i}",
+            "ts": time.time(),
+            "model": "m",
+            "target_model": "m",
+            "prompt_tokens": 800,
+            "priority": 0,
+            "profiles_run": ["default"],
+            "candidates": cands,
+            "chosen": {"decode": chosen, "prefill": None},
+            "reason": "",
+            "scheduling_ms": 0.1,
+            "served_by": chosen,
+            "status": 200,
+            "attempts": [{"endpoint": chosen, "outcome": "ok"}],
+            "retries": 0,
+        }
 
     async def publisher() -> None:
         i = 0
@@ -68,14 +89,28 @@ def serve(port: int, rate: float) -> None:
         return StreamingResponse(hub.sse(), media_type="text/event-stream")
 
     async def endpoints(request):
-        eps = [{"endpoint": pods[0], "name": "pod-0", "role": "both", "healthy": True, "running": 3, "waiting": 0, "kv_cache_usage": 0.2}]
-        return JSONResponse({"endpoints": eps, "config": {"version": 1, "profiles": ["default"]}, "kv_events": {"sockets": []}})
+        eps = [
+            {
+                "endpoint": pods[0],
+                "name": "pod-0",
+                "role": "both",
+                "healthy": True,
+                "running": 3,
+                "waiting": 0,
+                "kv_cache_usage": 0.2,
+            }
+        ]
+        return JSONResponse(
+            {"endpoints": eps, "config": {"version": 1, "profiles": ["default"]}, "kv_events": {"sockets": []}}
+        )
 
     n = {"q": 0}
 
     async def metrics(request):
         n["q"] += 1000
-        return PlainTextResponse(f"vllm:num_requests_running 3\nvllm:prefix_cache_queries_total {n['q']}\nvllm:prefix_cache_hits_total {n['q'] * 0.8}\n")
+        return PlainTextResponse(
+            f"vllm:num_requests_running 3\nvllm:prefix_cache_queries_total {n['q']}\nvllm:prefix_cache_hits_total {n['q'] * 0.8}\n"
+        )
 
     import contextlib
 
@@ -85,7 +120,10 @@ def serve(port: int, rate: float) -> None:
         yield
         task.cancel()
 
-    app = Starlette(routes=[Route("/debug/decisions", decisions), Route("/debug/endpoints", endpoints), Route("/metrics", metrics)], lifespan=lifespan)
+    app = Starlette(
+        routes=[Route("/debug/decisions", decisions), Route("/debug/endpoints", endpoints), Route("/metrics", metrics)],
+        lifespan=lifespan,
+    )
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
@@ -148,8 +186,11 @@ def main() -> None:
             proc.wait(10)
         res["rate"] = rate
         rows.append(res)
-        print(f"rate {rate:6.0f}/s  received {res['decisions_per_s']:7.1f}/s  TUI CPU {res['cpu_pct']:5.1f}% of a core  "
-              f"renders {res['renders_per_s']:4.1f}/s  max loop lag {res['max_loop_lag_ms']:6.1f} ms  feed {res['feed_peak']}/{res['feed_cap']}", flush=True)
+        print(
+            f"rate {rate:6.0f}/s  received {res['decisions_per_s']:7.1f}/s  TUI CPU {res['cpu_pct']:5.1f}% of a core  "
+            f"renders {res['renders_per_s']:4.1f}/s  max loop lag {res['max_loop_lag_ms']:6.1f} ms  feed {res['feed_peak']}/{res['feed_cap']}",
+            flush=True,
+        )
     print(json.dumps(rows, indent=2))
 
 

@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sim_gpu.procs import free_port_block  # noqa: E402
 
 
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="inference-scheduling")
@@ -39,8 +38,14 @@ def main() -> int:
             router = free_port_block(1)  # pods and KV events: llmdctl picks the first free blocks, as for a user
             cmd = [sys.executable, "-m", "llmdctl"]
             t0 = time.perf_counter()
-            r = subprocess.run([*cmd, "up", args.profile, "--port", str(router), "--json"],
-                               env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+            r = subprocess.run(
+                [*cmd, "up", args.profile, "--port", str(router), "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                timeout=120,
+            )
             t_up = time.perf_counter() - t0
             if r.returncode != 0:
                 print(r.stderr, file=sys.stderr)
@@ -51,7 +56,11 @@ def main() -> int:
             deadline = time.perf_counter() + 30
             while time.perf_counter() < deadline:
                 try:
-                    resp = httpx.post(f"{url}/v1/completions", json={"model": "sim-model", "prompt": "Hello there", "max_tokens": 4}, timeout=5)
+                    resp = httpx.post(
+                        f"{url}/v1/completions",
+                        json={"model": "sim-model", "prompt": "Hello there", "max_tokens": 4},
+                        timeout=5,
+                    )
                     if resp.status_code == 200:
                         served = resp.headers.get("x-llmd-endpoint", "?")
                         break
@@ -60,16 +69,25 @@ def main() -> int:
                 time.sleep(0.02)
             t_first = time.perf_counter() - t0
             t1 = time.perf_counter()
-            d = subprocess.run([*cmd, "down", "--json"], env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+            d = subprocess.run(
+                [*cmd, "down", "--json"], env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60
+            )
             t_down = time.perf_counter() - t1
-            left = json.loads(d.stdout) if d.returncode == 0 else {"remaining_pids": "?", "listening": "?", "killed": "?"}
-            print(f"run {i + 1}: up {t_up:.2f}s  first request {t_first:.2f}s (served by {served})  down {t_down:.2f}s  "
-                  f"left: pids {left['remaining_pids']} ports {left['listening']}" + (f"  SIGKILLed: {left['killed']}" if left["killed"] else ""))
+            left = (
+                json.loads(d.stdout) if d.returncode == 0 else {"remaining_pids": "?", "listening": "?", "killed": "?"}
+            )
+            print(
+                f"run {i + 1}: up {t_up:.2f}s  first request {t_first:.2f}s (served by {served})  down {t_down:.2f}s  "
+                f"left: pids {left['remaining_pids']} ports {left['listening']}"
+                + (f"  SIGKILLed: {left['killed']}" if left["killed"] else "")
+            )
             ups.append(t_up)
             firsts.append(t_first)
             downs.append(t_down)
-    print(f"{args.profile}: median up {statistics.median(ups):.2f}s, first request {statistics.median(firsts):.2f}s, "
-          f"down {statistics.median(downs):.2f}s over {args.runs} runs (cores: {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f})")
+    print(
+        f"{args.profile}: median up {statistics.median(ups):.2f}s, first request {statistics.median(firsts):.2f}s, "
+        f"down {statistics.median(downs):.2f}s over {args.runs} runs (cores: {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f})"
+    )
     return 0
 
 

@@ -81,7 +81,9 @@ def main() -> int:
     result: dict = {"model": model, "size": args.size if not args.model else None}
     t0 = time.monotonic()
     try:
-        up = stack.up("precise-prefix-cache", engine="vllm", model=model, replicas=2, home=home, progress=progress, timeout_s=900)
+        up = stack.up(
+            "precise-prefix-cache", engine="vllm", model=model, replicas=2, home=home, progress=progress, timeout_s=900
+        )
         result["up_seconds"] = round(up.seconds, 1)
         result["ready_seconds"] = {k: round(v, 1) for k, v in progress.ready_s.items()}
         router, served = up.state.router_url, up.state.model
@@ -105,20 +107,35 @@ def main() -> int:
                     (miss if i == 0 else hit).append(ttft)
                     (miss_e2e if i == 0 else hit_e2e).append(e2e)
                 scattered += len(pods) > 1
-        result.update({
-            "prefix_tokens_approx": args.prefix_sentences * 19,
-            "ttft_miss_median_s": statistics.median(miss), "ttft_hit_median_s": statistics.median(hit),
-            "e2e_miss_median_s": statistics.median(miss_e2e), "e2e_hit_median_s": statistics.median(hit_e2e),
-            "groups_scattered": scattered,
-        })
+        result.update(
+            {
+                "prefix_tokens_approx": args.prefix_sentences * 19,
+                "ttft_miss_median_s": statistics.median(miss),
+                "ttft_hit_median_s": statistics.median(hit),
+                "e2e_miss_median_s": statistics.median(miss_e2e),
+                "e2e_hit_median_s": statistics.median(hit_e2e),
+                "groups_scattered": scattered,
+            }
+        )
         result["ttft_speedup"] = result["ttft_miss_median_s"] / result["ttft_hit_median_s"]
         if args.calibrate:
             from sim_gpu.calibrate import calibrate
 
             pod0 = up.state.pods[0].url
-            cal = calibrate(pod0, home / "calibration", hardware="cpu", seed=0, heldout=16, say=lambda s: print("  " + s, file=sys.stderr))
-            result["calibration"] = {"coefficients": cal.coefficients, "fit_error_median": cal.fit_error_median,
-                                     "unfitted_error_median": cal.unfitted_error_median, **cal.heldout}
+            cal = calibrate(
+                pod0,
+                home / "calibration",
+                hardware="cpu",
+                seed=0,
+                heldout=16,
+                say=lambda s: print("  " + s, file=sys.stderr),
+            )
+            result["calibration"] = {
+                "coefficients": cal.coefficients,
+                "fit_error_median": cal.fit_error_median,
+                "unfitted_error_median": cal.unfitted_error_median,
+                **cal.heldout,
+            }
     finally:
         stack.down(home)
     result["total_seconds"] = round(time.monotonic() - t0, 1)
@@ -126,13 +143,17 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"model {model}: up {result['up_seconds']} s, per component {result['ready_seconds']}")
-    print(f"TTFT through the router (median): miss {result['ttft_miss_median_s'] * 1e3:.0f} ms | hit {result['ttft_hit_median_s'] * 1e3:.0f} ms"
-          f" | x{result['ttft_speedup']:.1f}   (e2e miss {result['e2e_miss_median_s'] * 1e3:.0f} ms, hit {result['e2e_hit_median_s'] * 1e3:.0f} ms;"
-          f" groups scattered: {result['groups_scattered']}/{args.groups})")
+    print(
+        f"TTFT through the router (median): miss {result['ttft_miss_median_s'] * 1e3:.0f} ms | hit {result['ttft_hit_median_s'] * 1e3:.0f} ms"
+        f" | x{result['ttft_speedup']:.1f}   (e2e miss {result['e2e_miss_median_s'] * 1e3:.0f} ms, hit {result['e2e_hit_median_s'] * 1e3:.0f} ms;"
+        f" groups scattered: {result['groups_scattered']}/{args.groups})"
+    )
     if "calibration" in result:
         c = result["calibration"]
-        print(f"calibration: fit median error {c['fit_error_median']:.1%} (unfitted {c['unfitted_error_median']:.1%}); held-out TTFT error median "
-              f"{c['ttft_median_error']:.1%} p90 {c['ttft_p90_error']:.1%}; end-to-end median {c['e2e_median_error']:.1%} p90 {c['e2e_p90_error']:.1%}")
+        print(
+            f"calibration: fit median error {c['fit_error_median']:.1%} (unfitted {c['unfitted_error_median']:.1%}); held-out TTFT error median "
+            f"{c['ttft_median_error']:.1%} p90 {c['ttft_p90_error']:.1%}; end-to-end median {c['e2e_median_error']:.1%} p90 {c['e2e_p90_error']:.1%}"
+        )
     print(f"wrote {out}")
     return 0
 

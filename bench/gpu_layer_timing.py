@@ -55,9 +55,15 @@ def shape_from_profile(name: str) -> ModelShape:
 
     path = pathlib.Path(__file__).resolve().parents[1] / "sim_gpu" / "data" / "models" / f"{name.lower()}.yaml"
     m = yaml.safe_load(path.read_text())
-    return ModelShape(num_layers=m["num_layers"], hidden=m["hidden_size"], heads=m["num_attention_heads"],
-                      kv_heads=m["num_kv_heads"], head_dim=m["head_dim"], intermediate=m["intermediate_size"],
-                      vocab=m["vocab_size"])
+    return ModelShape(
+        num_layers=m["num_layers"],
+        hidden=m["hidden_size"],
+        heads=m["num_attention_heads"],
+        kv_heads=m["num_kv_heads"],
+        head_dim=m["head_dim"],
+        intermediate=m["intermediate_size"],
+        vocab=m["vocab_size"],
+    )
 
 
 QUICK_SHAPE = ModelShape(num_layers=2, hidden=256, heads=4, kv_heads=2, head_dim=64, intermediate=512, vocab=1000)
@@ -77,27 +83,46 @@ class Case:
 
 def default_cases(quick: bool) -> list[Case]:
     if quick:
-        return [Case("prefill-64", prefill=64), Case("decode-b4-c256", batch=4, decode_context=256),
-                Case("chunk-32-after-128", prefill=32, context=128),
-                Case("mixed-p32-b4-c256", prefill=32, batch=4, decode_context=256)]
-    cases = [Case(f"prefill-{t}", prefill=t) for t in (128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)]
-    cases += [Case(f"chunk-{t}-after-{c}", prefill=t, context=c)
-              for t, c in ((256, 2048), (512, 4096), (1024, 2048), (256, 8192), (2048, 8192), (512, 16384),
-                           (1024, 16384), (2048, 30720))]
+        return [
+            Case("prefill-64", prefill=64),
+            Case("decode-b4-c256", batch=4, decode_context=256),
+            Case("chunk-32-after-128", prefill=32, context=128),
+            Case("mixed-p32-b4-c256", prefill=32, batch=4, decode_context=256),
+        ]
+    cases = [
+        Case(f"prefill-{t}", prefill=t) for t in (128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
+    ]
+    cases += [
+        Case(f"chunk-{t}-after-{c}", prefill=t, context=c)
+        for t, c in (
+            (256, 2048),
+            (512, 4096),
+            (1024, 2048),
+            (256, 8192),
+            (2048, 8192),
+            (512, 16384),
+            (1024, 16384),
+            (2048, 30720),
+        )
+    ]
     for b in (1, 8, 32, 64, 128, 256):
         for c in (1024, 4096, 8192, 16384, 32768):
             if b * c <= 1 << 20:  # about what an H200's KV cache holds for this model (~130 KiB per token)
                 cases.append(Case(f"decode-b{b}-c{c}", batch=b, decode_context=c))
-    cases += [Case("mixed-p512-b32-c4096", prefill=512, batch=32, decode_context=4096),
-              Case("mixed-p2048-b64-c2048", prefill=2048, batch=64, decode_context=2048),
-              Case("mixed-p256-b128-c8192", prefill=256, batch=128, decode_context=8192),
-              Case("mixed-p1024-b16-c16384", prefill=1024, batch=16, decode_context=16384),
-              Case("mixed-p128-b64-c4096", prefill=128, batch=64, decode_context=4096),
-              Case("mixed-p4096-b8-c8192", prefill=4096, batch=8, decode_context=8192)]
+    cases += [
+        Case("mixed-p512-b32-c4096", prefill=512, batch=32, decode_context=4096),
+        Case("mixed-p2048-b64-c2048", prefill=2048, batch=64, decode_context=2048),
+        Case("mixed-p256-b128-c8192", prefill=256, batch=128, decode_context=8192),
+        Case("mixed-p1024-b16-c16384", prefill=1024, batch=16, decode_context=16384),
+        Case("mixed-p128-b64-c4096", prefill=128, batch=64, decode_context=4096),
+        Case("mixed-p4096-b8-c8192", prefill=4096, batch=8, decode_context=8192),
+    ]
     return cases
 
 
-def attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_with_lse(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(output, log-sum-exp per query row) for (B, H, L, D) tensors: flash attention on a GPU, the same
     arithmetic spelled out elsewhere (the smoke test checks the merge against a plain causal pass)."""
     if q.is_cuda:
@@ -119,21 +144,29 @@ class Decoder:
         gen = torch.Generator(device=device).manual_seed(0)
 
         def w(rows: int, cols: int) -> torch.Tensor:
-            return (torch.randn(rows, cols, generator=gen, device=device, dtype=torch.float32) / math.sqrt(cols)).to(dtype)
+            return (torch.randn(rows, cols, generator=gen, device=device, dtype=torch.float32) / math.sqrt(cols)).to(
+                dtype
+            )
 
         qkv_out = (s.heads + 2 * s.kv_heads) * s.head_dim
         self.layers = [
-            dict(qkv=w(qkv_out, s.hidden), o=w(s.hidden, s.heads * s.head_dim), gate_up=w(2 * s.intermediate, s.hidden),
-                 down=w(s.hidden, s.intermediate), n1=torch.ones(s.hidden, device=device, dtype=dtype),
-                 n2=torch.ones(s.hidden, device=device, dtype=dtype))
+            dict(
+                qkv=w(qkv_out, s.hidden),
+                o=w(s.hidden, s.heads * s.head_dim),
+                gate_up=w(2 * s.intermediate, s.hidden),
+                down=w(s.hidden, s.intermediate),
+                n1=torch.ones(s.hidden, device=device, dtype=dtype),
+                n2=torch.ones(s.hidden, device=device, dtype=dtype),
+            )
             for _ in range(s.num_layers)
         ]
         self.embed = w(s.vocab, s.hidden)
         self.lm_head = w(s.vocab, s.hidden)
         self.norm = torch.ones(s.hidden, device=device, dtype=dtype)
         # One KV buffer every layer reads: each layer's reads are real bytes, memory stays bounded.
-        self.kv = torch.randn(2, max_kv_tokens, s.kv_heads, s.head_dim, generator=gen, device=device,
-                              dtype=torch.float32).to(dtype)
+        self.kv = torch.randn(
+            2, max_kv_tokens, s.kv_heads, s.head_dim, generator=gen, device=device, dtype=torch.float32
+        ).to(dtype)
         inv = 1.0 / (10000.0 ** (torch.arange(0, s.head_dim, 2, device=device, dtype=torch.float32) / s.head_dim))
         self.inv_freq = inv
 
@@ -201,8 +234,15 @@ class Decoder:
 def step_counts(shape: ModelShape, case: Case, dtype_bytes: int = 2) -> dict[str, float]:
     """FLOPs and the fewest HBM bytes of one step, counted as sim_gpu/latency.py counts them."""
     s = shape
-    per_token_linear = 2 * s.num_layers * (s.hidden * (s.heads + 2 * s.kv_heads) * s.head_dim
-                                           + s.heads * s.head_dim * s.hidden + 3 * s.hidden * s.intermediate)
+    per_token_linear = (
+        2
+        * s.num_layers
+        * (
+            s.hidden * (s.heads + 2 * s.kv_heads) * s.head_dim
+            + s.heads * s.head_dim * s.hidden
+            + 3 * s.hidden * s.intermediate
+        )
+    )
     attn_per_ctx = 4 * s.num_layers * s.heads * s.head_dim
     n, c = case.prefill, case.context
     prefill_attn = n * c + n * (n + 1) / 2
@@ -240,8 +280,12 @@ def time_it(fn: Callable[[], Any], device: torch.device, reps: int, warmup: int)
 def run_case(model: Decoder, case: Case, device: torch.device, reps: int, graphs: bool) -> dict[str, Any]:
     n_tok = case.prefill + case.batch
     ids = torch.randint(0, model.s.vocab, (n_tok,), device=device)
-    pos = torch.cat((torch.arange(case.context, case.context + case.prefill, device=device),
-                     torch.full((case.batch,), case.decode_context, device=device)))
+    pos = torch.cat(
+        (
+            torch.arange(case.context, case.context + case.prefill, device=device),
+            torch.full((case.batch,), case.decode_context, device=device),
+        )
+    )
     rows = torch.tensor(([case.prefill - 1] if case.prefill else []) + list(range(case.prefill, n_tok)), device=device)
     graph_error = ""
     eager_ms: list[float] = []
@@ -266,10 +310,17 @@ def run_case(model: Decoder, case: Case, device: torch.device, reps: int, graphs
                 graph_error = f"{type(e).__name__}: {e}".splitlines()[0][:200]
         ms = time_it(fn, device, reps, warmup=3)
     ms.sort()
-    return {**asdict(case), "median_ms": statistics.median(ms), "p10_ms": ms[len(ms) // 10],
-            "p90_ms": ms[min(len(ms) - 1, (9 * len(ms)) // 10)], "reps": len(ms), "cuda_graph": used_graph,
-            "eager_median_ms": statistics.median(eager_ms) if eager_ms else None, "graph_error": graph_error,
-            **step_counts(model.s, case)}
+    return {
+        **asdict(case),
+        "median_ms": statistics.median(ms),
+        "p10_ms": ms[len(ms) // 10],
+        "p90_ms": ms[min(len(ms) - 1, (9 * len(ms)) // 10)],
+        "reps": len(ms),
+        "cuda_graph": used_graph,
+        "eager_median_ms": statistics.median(eager_ms) if eager_ms else None,
+        "graph_error": graph_error,
+        **step_counts(model.s, case),
+    }
 
 
 def ceilings(device: torch.device, quick: bool) -> dict[str, float]:
@@ -277,7 +328,10 @@ def ceilings(device: torch.device, quick: bool) -> dict[str, float]:
     if device.type != "cuda":
         return {}
     n = 8192
-    a, b = torch.randn(n, n, device=device, dtype=torch.bfloat16), torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    a, b = (
+        torch.randn(n, n, device=device, dtype=torch.bfloat16),
+        torch.randn(n, n, device=device, dtype=torch.bfloat16),
+    )
     mm = statistics.median(time_it(lambda: a @ b, device, 10, 3))
     src = torch.randn(1 << 30, device=device, dtype=torch.bfloat16)  # 2 GiB
     dst = torch.empty_like(src)
@@ -293,13 +347,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=15, help="timed repetitions per shape (median reported)")
     ap.add_argument("--no-graphs", action="store_true", help="time steps eagerly only, not as CUDA graphs")
     ap.add_argument("--only", default="", help="comma-separated case names to run (default: all)")
-    ap.add_argument("--model-profile", default="llama-3.1-8b",
-                    help="shape the decoder like this sim_gpu model profile (default llama-3.1-8b)")
+    ap.add_argument(
+        "--model-profile",
+        default="llama-3.1-8b",
+        help="shape the decoder like this sim_gpu model profile (default llama-3.1-8b)",
+    )
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print("gpu_layer_timing: --device cuda but torch sees no GPU; pass --device cpu --quick for a smoke test",
-              file=sys.stderr)
+        print(
+            "gpu_layer_timing: --device cuda but torch sees no GPU; pass --device cpu --quick for a smoke test",
+            file=sys.stderr,
+        )
         return 2
     shape = QUICK_SHAPE if args.quick else shape_from_profile(args.model_profile)
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
@@ -309,9 +368,17 @@ def main(argv: list[str] | None = None) -> int:
         cases = [c for c in cases if c.name in wanted]
     max_kv = max([c.batch * c.decode_context for c in cases] + [c.context for c in cases] + [1])
     t0 = time.time()
-    info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device), "dtype": str(dtype),
-            "model_shape": asdict(shape), "model_profile": None if args.quick else args.model_profile, "quick": args.quick, "sdpa": "torch.nn.functional.scaled_dot_product_attention",
-            "chunk_attention": "flash over cached context + causal flash over the chunk, merged by log-sum-exp"}
+    info = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "dtype": str(dtype),
+        "model_shape": asdict(shape),
+        "model_profile": None if args.quick else args.model_profile,
+        "quick": args.quick,
+        "sdpa": "torch.nn.functional.scaled_dot_product_attention",
+        "chunk_attention": "flash over cached context + causal flash over the chunk, merged by log-sum-exp",
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["sm_count"] = torch.cuda.get_device_properties(device).multi_processor_count
@@ -327,8 +394,16 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.empty_cache()
         rows.append(row)
         ms = row.get("median_ms")
-        print(f"[{i}/{len(cases)}] {case.name:28s} " + (f"{ms:9.3f} ms  {row['flops'] / (ms * 1e-3) / 1e12:7.1f} TFLOP/s"
-              f"  {row['bytes'] / (ms * 1e-3) / 1e12:5.2f} TB/s" if ms else row["error"]), flush=True)
+        print(
+            f"[{i}/{len(cases)}] {case.name:28s} "
+            + (
+                f"{ms:9.3f} ms  {row['flops'] / (ms * 1e-3) / 1e12:7.1f} TFLOP/s"
+                f"  {row['bytes'] / (ms * 1e-3) / 1e12:5.2f} TB/s"
+                if ms
+                else row["error"]
+            ),
+            flush=True,
+        )
     info["elapsed_s"] = round(time.time() - t0, 1)
     with open(args.out, "w") as f:
         json.dump({"info": info, "rows": rows}, f, indent=1)

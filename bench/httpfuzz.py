@@ -17,8 +17,10 @@ BIG = 17 * 1024 * 1024  # over the router's default 16 MiB body limit
 
 def _shapes(model: str) -> list[tuple[str, str, str, bytes, dict[str, str]]]:
     """(name, method, path, body, headers) for one of each request shape."""
+
     def j(doc: Any) -> bytes:
         return json.dumps(doc).encode()
+
     cp, ch = "/v1/completions", "/v1/chat/completions"
     base = {"model": model, "prompt": "hello", "max_tokens": 2}
     msgs = [{"role": "user", "content": "hi"}]
@@ -27,7 +29,13 @@ def _shapes(model: str) -> list[tuple[str, str, str, bytes, dict[str, str]]]:
         ("empty body", "POST", cp, b"", {}),
         ("array body", "POST", cp, j([1, 2, 3]), {}),
         ("deep nesting", "POST", cp, b"[" * 100_000 + b"]" * 100_000, {}),
-        ("deep nesting in prompt", "POST", cp, b'{"model": "%s", "prompt": ' % model.encode() + b"[" * 50_000 + b"]" * 50_000 + b"}", {}),
+        (
+            "deep nesting in prompt",
+            "POST",
+            cp,
+            b'{"model": "%s", "prompt": ' % model.encode() + b"[" * 50_000 + b"]" * 50_000 + b"}",
+            {},
+        ),
         ("huge n", "POST", cp, j({**base, "n": 1_000_000_000}), {}),
         ("negative n", "POST", cp, j({**base, "n": -1}), {}),
         ("string n", "POST", cp, j({**base, "n": "many"}), {}),
@@ -52,9 +60,30 @@ def _shapes(model: str) -> list[tuple[str, str, str, bytes, dict[str, str]]]:
         ("messages missing", "POST", ch, j({"model": model}), {}),
         ("messages not a list", "POST", ch, j({"model": model, "messages": "hi"}), {}),
         ("message without role", "POST", ch, j({"model": model, "messages": [{"content": "x"}]}), {}),
-        ("message content object", "POST", ch, j({"model": model, "messages": [{"role": "user", "content": {"x": 1}}]}), {}),
+        (
+            "message content object",
+            "POST",
+            ch,
+            j({"model": model, "messages": [{"role": "user", "content": {"x": 1}}]}),
+            {},
+        ),
         ("chat huge n", "POST", ch, j({"model": model, "messages": msgs, "n": 10**9}), {}),
-        ("kv_transfer_params hostile", "POST", cp, j({**base, "kv_transfer_params": {"do_remote_prefill": True, "remote_host": "169.254.169.254", "remote_block_ids": [1]}}), {}),
+        (
+            "kv_transfer_params hostile",
+            "POST",
+            cp,
+            j(
+                {
+                    **base,
+                    "kv_transfer_params": {
+                        "do_remote_prefill": True,
+                        "remote_host": "169.254.169.254",
+                        "remote_block_ids": [1],
+                    },
+                }
+            ),
+            {},
+        ),
         ("kv_transfer_params not an object", "POST", cp, j({**base, "kv_transfer_params": [1]}), {}),
         ("priority header junk", "POST", cp, j(base), {"x-llmd-priority": "high"}),
         ("huge header", "POST", cp, j(base), {"x-junk": "a" * 60_000}),
@@ -94,7 +123,9 @@ async def fuzz(targets: list[str], model: str, total: int, seed: int = 0, concur
             name, method, path, body, headers = shape
             async with sem:
                 try:
-                    r = await client.request(method, url + path, content=body, headers={"content-type": "application/json", **headers})
+                    r = await client.request(
+                        method, url + path, content=body, headers={"content-type": "application/json", **headers}
+                    )
                     status, raw = r.status_code, r.content
                 except (httpx.LocalProtocolError, httpx.UnsupportedProtocol):
                     statuses["not sendable"] += 1  # the client library refused to send it: nothing to judge
@@ -107,6 +138,12 @@ async def fuzz(targets: list[str], model: str, total: int, seed: int = 0, concur
                 key = f"{'router' if url == targets[0] else 'pod'} {name} -> {status}"
                 failures[key] += 1
                 examples.setdefault(key, raw[:160].decode("utf-8", "replace"))
+
         await asyncio.gather(*(one(u, s) for u, s in plan))
-    return {"sent": total, "statuses": dict(sorted(statuses.items(), key=lambda kv: str(kv[0]))), "failures": dict(failures.most_common()), "examples": examples,
-            "shapes": len(shapes)}
+    return {
+        "sent": total,
+        "statuses": dict(sorted(statuses.items(), key=lambda kv: str(kv[0]))),
+        "failures": dict(failures.most_common()),
+        "examples": examples,
+        "shapes": len(shapes),
+    }

@@ -103,7 +103,11 @@ def malformed_frames(rng: random.Random, topic: bytes) -> list[list[bytes]]:
         [topic],  # too few frames
         [topic, b"\x00", b"\x90", b"extra"],  # wrong sequence width, too many frames
         [topic, (2).to_bytes(8, "big"), nested],  # hostile nesting
-        [topic, (3).to_bytes(8, "big"), msgspec.msgpack.encode([1.5, [["BlockStored", "not-a-list", None, 1, 2, 3]], "rank"])],  # wrong types
+        [
+            topic,
+            (3).to_bytes(8, "big"),
+            msgspec.msgpack.encode([1.5, [["BlockStored", "not-a-list", None, 1, 2, 3]], "rank"]),
+        ],  # wrong types
         [topic, (4).to_bytes(8, "big"), msgspec.msgpack.encode({"ts": "x"})],
     ]
 
@@ -138,7 +142,11 @@ async def whole_completion(client: httpx.AsyncClient, url: str, path: str, body:
     try:
         async with asyncio.timeout(120):
             r = await client.post(url + path, json=body)
-        rec.status, rec.endpoint, rec.retry_after = r.status_code, r.headers.get("x-llmd-endpoint"), "retry-after" in r.headers
+        rec.status, rec.endpoint, rec.retry_after = (
+            r.status_code,
+            r.headers.get("x-llmd-endpoint"),
+            "retry-after" in r.headers,
+        )
         if r.status_code == 200:
             rec.done = isinstance(r.json().get("choices"), list)
             rec.ttft_s = time.perf_counter() - rec.sent_at
@@ -156,7 +164,11 @@ async def chat_stream(client: httpx.AsyncClient, url: str, body: dict, label: st
     try:
         async with asyncio.timeout(120):
             async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
-                rec.status, rec.endpoint, rec.retry_after = r.status_code, r.headers.get("x-llmd-endpoint"), "retry-after" in r.headers
+                rec.status, rec.endpoint, rec.retry_after = (
+                    r.status_code,
+                    r.headers.get("x-llmd-endpoint"),
+                    "retry-after" in r.headers,
+                )
                 if r.status_code != 200:
                     rec.error = (await r.aread())[:200].decode("utf-8", "replace")
                 else:
@@ -173,7 +185,9 @@ async def chat_stream(client: httpx.AsyncClient, url: str, body: dict, label: st
     return rec
 
 
-async def traffic(url: str, model: str, rate: float, duration: float, max_requests: int, seed: int, max_tokens: int) -> list[Record]:
+async def traffic(
+    url: str, model: str, rate: float, duration: float, max_requests: int, seed: int, max_tokens: int
+) -> list[Record]:
     rng = random.Random(seed)
     arrivals, t = [], 0.0
     while len(arrivals) < max_requests:
@@ -188,23 +202,59 @@ async def traffic(url: str, model: str, rate: float, duration: float, max_reques
 
         async def one(i: int, at: float) -> Record:
             await asyncio.sleep(max(0.0, t0 + at - time.perf_counter()))
-            prompt = prefixes[i % len(prefixes)] + f" question {i} " + " ".join(f"q{i}w{j}" for j in range(rng.randint(5, 40)))
+            prompt = (
+                prefixes[i % len(prefixes)]
+                + f" question {i} "
+                + " ".join(f"q{i}w{j}" for j in range(rng.randint(5, 40)))
+            )
             n_tok = rng.randint(8, max_tokens)
             kind = i % 4
             if kind == 0:
-                return await stream_completion(c, url, {"model": model, "prompt": prompt, "max_tokens": n_tok, "ignore_eos": True}, "completion-stream")
+                return await stream_completion(
+                    c,
+                    url,
+                    {"model": model, "prompt": prompt, "max_tokens": n_tok, "ignore_eos": True},
+                    "completion-stream",
+                )
             if kind == 1:
-                return await whole_completion(c, url, "/v1/completions", {"model": model, "prompt": prompt, "max_tokens": n_tok, "ignore_eos": True}, "completion")
-            messages = [{"role": "system", "content": prefixes[i % len(prefixes)]}, {"role": "user", "content": prompt[-200:]}]
+                return await whole_completion(
+                    c,
+                    url,
+                    "/v1/completions",
+                    {"model": model, "prompt": prompt, "max_tokens": n_tok, "ignore_eos": True},
+                    "completion",
+                )
+            messages = [
+                {"role": "system", "content": prefixes[i % len(prefixes)]},
+                {"role": "user", "content": prompt[-200:]},
+            ]
             if kind == 2:
-                return await chat_stream(c, url, {"model": model, "messages": messages, "max_tokens": n_tok, "ignore_eos": True, "stream": True}, "chat-stream")
-            return await whole_completion(c, url, "/v1/chat/completions", {"model": model, "messages": messages, "max_tokens": n_tok, "ignore_eos": True}, "chat")
+                return await chat_stream(
+                    c,
+                    url,
+                    {"model": model, "messages": messages, "max_tokens": n_tok, "ignore_eos": True, "stream": True},
+                    "chat-stream",
+                )
+            return await whole_completion(
+                c,
+                url,
+                "/v1/chat/completions",
+                {"model": model, "messages": messages, "max_tokens": n_tok, "ignore_eos": True},
+                "chat",
+            )
+
         return list(await asyncio.gather(*(one(i, at) for i, at in enumerate(arrivals))))
 
 
 def _sim(port: int, extra: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sim_gpu", "serve", "--port", str(port), "--model", "sim-model", *extra],
-                            cwd=REPO, stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sim_gpu", "serve", "--port", str(port), "--model", "sim-model", *extra],
+        cwd=REPO,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def main() -> int:
@@ -216,12 +266,16 @@ def main() -> int:
     ap.add_argument("--max-num-seqs", type=int, default=32)
     ap.add_argument("--frames-per-s", type=float, default=40.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--fuzz", type=int, default=2000, help="malformed/hostile HTTP requests to the router and pods first (0: none)")
+    ap.add_argument(
+        "--fuzz", type=int, default=2000, help="malformed/hostile HTTP requests to the router and pods first (0: none)"
+    )
     ap.add_argument("--out", default="bench/results/soak.json")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="llmdctl-soak-"))
-    stack = up(str(soak_profile(work / "soak.yaml", args.max_num_seqs)), None, [], home=work / "home", endpoints=len(POOLS))
+    stack = up(
+        str(soak_profile(work / "soak.yaml", args.max_num_seqs)), None, [], home=work / "home", endpoints=len(POOLS)
+    )
     comps = {c["name"]: c for c in stack.state["components"]}
     pods = {p["pool"]: p for p in stack.state["pods"]}
     router_pid = comps["router"]["pid"]
@@ -236,8 +290,11 @@ def main() -> int:
             rss_f0 = _rss_kib(router_pid) or 0
             fuzz_result = asyncio.run(http_fuzz(targets, stack.state["model"], args.fuzz, args.seed))
             fuzz_result["router_rss_kib"] = [rss_f0, _rss_kib(router_pid)]
-            print(f"HTTP fuzz: {fuzz_result['sent']} requests ({fuzz_result['shapes']} shapes) to the router and 4 pods: "
-                  f"statuses {fuzz_result['statuses']}; router RSS {rss_f0 // 1024} -> {(_rss_kib(router_pid) or 0) // 1024} MiB", flush=True)
+            print(
+                f"HTTP fuzz: {fuzz_result['sent']} requests ({fuzz_result['shapes']} shapes) to the router and 4 pods: "
+                f"statuses {fuzz_result['statuses']}; router RSS {rss_f0 // 1024} -> {(_rss_kib(router_pid) or 0) // 1024} MiB",
+                flush=True,
+            )
             for key_, n in fuzz_result["failures"].items():
                 print(f"  FAIL {n:>4}x {key_}: {fuzz_result['examples'][key_]!r}")
     except BaseException:
@@ -253,6 +310,7 @@ def main() -> int:
     def start_fuzz() -> None:
         kv_at_fuzz.update(monitor.kv)
         kv_fuzzer(stack, stop_fuzz, args.frames_per_s, args.seed, sent)
+
     fuzz = threading.Timer(0.1 * args.duration, start_fuzz)
     rss0 = _rss_kib(router_pid)
     faults: dict[str, float] = {}
@@ -261,13 +319,20 @@ def main() -> int:
         def fire() -> None:
             faults[name] = time.perf_counter() - t0
             action()
+
         timer = threading.Timer(frac * args.duration, fire)
         timer.start()
         return timer
 
     def storm_on() -> None:
         os.killpg(comps["sim-c"]["pid"], signal.SIGKILL)
-        extra.append(_sim(pods["c"]["port"], ["--failure-injection-rate", "100", "--failure-types", "server_error"], work / "storm.log"))
+        extra.append(
+            _sim(
+                pods["c"]["port"],
+                ["--failure-injection-rate", "100", "--failure-types", "server_error"],
+                work / "storm.log",
+            )
+        )
 
     def storm_off() -> None:
         extra[-1].kill()
@@ -284,7 +349,11 @@ def main() -> int:
     ]
     fuzz.start()
     try:
-        records = asyncio.run(traffic(stack.url, stack.state["model"], args.rate, args.duration, args.max_requests, args.seed, args.max_tokens))
+        records = asyncio.run(
+            traffic(
+                stack.url, stack.state["model"], args.rate, args.duration, args.max_requests, args.seed, args.max_tokens
+            )
+        )
         time.sleep(1.0)
         kv_end = dict(monitor.kv)
         rss1 = _rss_kib(router_pid)
@@ -320,15 +389,24 @@ def main() -> int:
     exclusion["storm c"] = storm_out
     if storm_up is not None:
         faults["storm c (serving)"] = storm_up
-    back = {"resume b": monitor.first(key["b"], True, faults.get("resume b", 1e9)), "heal c": monitor.first(key["c"], True, faults.get("heal c", 1e9))}
-    print(f"\nsoak: {summary['n']} requests over {args.duration:g} s at {args.rate:g}/s, 4 pods, faults at {json.dumps({k: round(v, 2) for k, v in faults.items()})}")
+    back = {
+        "resume b": monitor.first(key["b"], True, faults.get("resume b", 1e9)),
+        "heal c": monitor.first(key["c"], True, faults.get("heal c", 1e9)),
+    }
+    print(
+        f"\nsoak: {summary['n']} requests over {args.duration:g} s at {args.rate:g}/s, 4 pods, faults at {json.dumps({k: round(v, 2) for k, v in faults.items()})}"
+    )
     print(f"{'kind':<18} {'n':>5} {'ok':>5} {'429+RA':>6} {'cut':>4} {'lost':>4} {'p50 s':>7} {'p99 s':>7}")
     for label in ("completion-stream", "completion", "chat-stream", "chat"):
         s = summarize([r for r in records if r.label == label])
         lat = [r.total_s for r in records if r.label == label and r.ok]
-        print(f"{label:<18} {s['n']:>5} {s['ok']:>5} {s['refused_429']:>6} {s['cut']:>4} {s['lost']:>4} {fmt(pct(lat, .5)):>7} {fmt(pct(lat, .99)):>7}")
-    print(f"{'all':<18} {summary['n']:>5} {summary['ok']:>5} {summary['refused_429']:>6} {summary['cut']:>4} {summary['lost']:>4} "
-          f"{fmt(pct(oks, .5)):>7} {fmt(pct(oks, .99)):>7}")
+        print(
+            f"{label:<18} {s['n']:>5} {s['ok']:>5} {s['refused_429']:>6} {s['cut']:>4} {s['lost']:>4} {fmt(pct(lat, 0.5)):>7} {fmt(pct(lat, 0.99)):>7}"
+        )
+    print(
+        f"{'all':<18} {summary['n']:>5} {summary['ok']:>5} {summary['refused_429']:>6} {summary['cut']:>4} {summary['lost']:>4} "
+        f"{fmt(pct(oks, 0.5)):>7} {fmt(pct(oks, 0.99)):>7}"
+    )
     print(f"LOST: {summary['lost']} (must be 0); cut streams without an error event: {len(silent_cuts)} (must be 0)")
     starts = {"kill a": "kill a", "hang b": "hang b", "storm c": "storm c (serving)"}
     for name, t in exclusion.items():
@@ -337,20 +415,53 @@ def main() -> int:
     for name, t in back.items():
         print(f"back in rotation after {name}: {'never' if t is None else f'{t - faults[name]:.2f} s'}")
     errs = monitor.kv.get("errors")
-    print(f"KV fuzz: {sent[0]} malformed messages sent; router counted {errs} event errors; receive loops running: "
-          f"{all(s['receiving'] for s in kv_end.get('sockets', []))}; pod d's event batches applied from the barrage's start to the end: "
-          f"{d_batches[1] - d_batches[0]}")
+    print(
+        f"KV fuzz: {sent[0]} malformed messages sent; router counted {errs} event errors; receive loops running: "
+        f"{all(s['receiving'] for s in kv_end.get('sockets', []))}; pod d's event batches applied from the barrage's start to the end: "
+        f"{d_batches[1] - d_batches[0]}"
+    )
     print(f"router: alive {router_alive}; RSS {rss0 and rss0 // 1024} MiB -> {rss1 and rss1 // 1024} MiB")
     if summary["lost_examples"]:
         print("lost examples:", json.dumps(summary["lost_examples"], indent=1)[:1500])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({
-        "args": vars(args), "faults": faults, "summary": summary, "silent_cuts": len(silent_cuts),
-        "p50_s": pct(oks, .5), "p99_s": pct(oks, .99), "exclusion_s": {k: (v - faults[starts[k]]) if v is not None and starts[k] in faults else None for k, v in exclusion.items()},
-        "back_s": {k: (v - faults[k]) if v is not None else None for k, v in back.items()}, "transitions": monitor.transitions,
-        "http_fuzz": fuzz_result, "kv_fuzz_sent": sent[0], "kv_errors": errs, "pod_d_batches_during_fuzz": d_batches[1] - d_batches[0],
-        "records": [[round(r.sent_at - t0, 3), r.label, r.status, r.endpoint, round(r.total_s or 0, 3), r.ok, r.cut, r.error] for r in records], "router_rss_kib": [rss0, rss1], "router_alive": router_alive,
-    }, separators=(",", ":")))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "args": vars(args),
+                "faults": faults,
+                "summary": summary,
+                "silent_cuts": len(silent_cuts),
+                "p50_s": pct(oks, 0.5),
+                "p99_s": pct(oks, 0.99),
+                "exclusion_s": {
+                    k: (v - faults[starts[k]]) if v is not None and starts[k] in faults else None
+                    for k, v in exclusion.items()
+                },
+                "back_s": {k: (v - faults[k]) if v is not None else None for k, v in back.items()},
+                "transitions": monitor.transitions,
+                "http_fuzz": fuzz_result,
+                "kv_fuzz_sent": sent[0],
+                "kv_errors": errs,
+                "pod_d_batches_during_fuzz": d_batches[1] - d_batches[0],
+                "records": [
+                    [
+                        round(r.sent_at - t0, 3),
+                        r.label,
+                        r.status,
+                        r.endpoint,
+                        round(r.total_s or 0, 3),
+                        r.ok,
+                        r.cut,
+                        r.error,
+                    ]
+                    for r in records
+                ],
+                "router_rss_kib": [rss0, rss1],
+                "router_alive": router_alive,
+            },
+            separators=(",", ":"),
+        )
+    )
     print(f"wrote {args.out}")
     fuzz_ok = fuzz_result is None or not fuzz_result["failures"]
     return 0 if summary["lost"] == 0 and not silent_cuts and fuzz_ok else 1

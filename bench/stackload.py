@@ -60,8 +60,15 @@ class Stack:
         return self.state["router_url"]
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "llmdctl", *args], env=self.env, cwd=REPO, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "llmdctl", *args],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+        )
 
     def admin_headers(self) -> dict[str, str]:
         key = (self.home / "run" / "admin.key").read_text().strip()
@@ -73,19 +80,48 @@ class Stack:
             print(f"llmdctl down failed: {r.stderr.strip()[-500:]}", file=sys.stderr)
 
 
-def up(profile: str, replicas: int | None, sets: list[str], home: Path | None = None, timeout: float = 180, endpoints: int | None = None) -> Stack:
+def up(
+    profile: str,
+    replicas: int | None,
+    sets: list[str],
+    home: Path | None = None,
+    timeout: float = 180,
+    endpoints: int | None = None,
+) -> Stack:
     """`llmdctl up PROFILE` on free ports in a fresh run directory (or `home`); `endpoints`: how many pod
     endpoints the stack has (default `replicas`), to reserve their ports."""
     home = home or Path(tempfile.mkdtemp(prefix="llmdctl-bench-"))
-    env = {**os.environ, "LLMDCTL_HOME": str(home), "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        **os.environ,
+        "LLMDCTL_HOME": str(home),
+        "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     n = endpoints or replicas or 1
     base = free_block(1 + 2 * n)
-    args = ["up", profile, "--port", str(base), "--pod-port", str(base + 1), "--events-port", str(base + 1 + n), "--json"]
+    args = [
+        "up",
+        profile,
+        "--port",
+        str(base),
+        "--pod-port",
+        str(base + 1),
+        "--events-port",
+        str(base + 1 + n),
+        "--json",
+    ]
     if replicas is not None:
         args += ["--replicas", str(replicas)]
     for s in sets:
         args += ["--set", s]
-    r = subprocess.run([sys.executable, "-m", "llmdctl", *args], env=env, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, "-m", "llmdctl", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
     if r.returncode != 0:
         raise RuntimeError(f"llmdctl up {profile} failed ({r.returncode}): {r.stderr.strip()[-1500:]}")
     state = json.loads((home / "state.json").read_text())
@@ -126,13 +162,21 @@ class Record:
         return not self.ok and not self.refused and not self.cut
 
 
-async def stream_completion(client: httpx.AsyncClient, url: str, body: dict[str, Any], label: str, headers: dict[str, str] | None = None,
-                            timeout_s: float = 120.0) -> Record:
+async def stream_completion(
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    label: str,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 120.0,
+) -> Record:
     """POST a streaming completion and record it; never raises for what the server does."""
     rec = Record(label, time.perf_counter())
     try:
         async with asyncio.timeout(timeout_s):
-            async with client.stream("POST", url + "/v1/completions", json={**body, "stream": True}, headers=headers or {}) as r:
+            async with client.stream(
+                "POST", url + "/v1/completions", json={**body, "stream": True}, headers=headers or {}
+            ) as r:
                 rec.status = r.status_code
                 rec.endpoint = r.headers.get("x-llmd-endpoint")
                 rec.retry_after = "retry-after" in r.headers
@@ -169,10 +213,15 @@ def pct(values: list[float], q: float) -> float | None:
 def summarize(records: list[Record]) -> dict[str, Any]:
     ttfts = [r.ttft_s for r in records if r.ok and r.ttft_s is not None]
     return {
-        "n": len(records), "ok": sum(r.ok for r in records), "refused_429": sum(r.refused for r in records),
+        "n": len(records),
+        "ok": sum(r.ok for r in records),
+        "refused_429": sum(r.refused for r in records),
         "refused_without_retry_after": sum(r.status == 429 and not r.retry_after for r in records),
-        "cut": sum(r.cut for r in records), "lost": sum(r.lost for r in records),
-        "ttft_p50_s": pct(ttfts, 0.5), "ttft_p90_s": pct(ttfts, 0.9), "ttft_p99_s": pct(ttfts, 0.99),
+        "cut": sum(r.cut for r in records),
+        "lost": sum(r.lost for r in records),
+        "ttft_p50_s": pct(ttfts, 0.5),
+        "ttft_p90_s": pct(ttfts, 0.9),
+        "ttft_p99_s": pct(ttfts, 0.99),
         "lost_examples": [asdict(r) for r in records if r.lost][:3],
     }
 

@@ -1,5 +1,6 @@
 """KV blocks: the tokenizer and block hashing router and pods share, vLLM's event wire format, tiered block store."""
 
+from kvtiers.fs_tier import FsTier, KVTierWarning
 from kvtiers.hashing import BlockHasher, block_extra_keys, seed_from_env, to_event_hash
 from kvtiers.kvevents import (
     AllBlocksCleared,
@@ -13,7 +14,6 @@ from kvtiers.kvevents import (
     encode_frames,
     encode_payload,
 )
-from kvtiers.fs_tier import FsTier, KVTierWarning
 from kvtiers.policy import PolicyConfig, TypePolicy
 from kvtiers.store import CostModel, FilesystemTier, MemoryTier, TieredStore, TierLookup
 from kvtiers.tokenizer import BuiltinTokenizer, HFTokenizer, TokenizerError, load_tokenizer

@@ -120,7 +120,9 @@ def attach_tiers(engine: Any, store: TieredStore) -> EngineTiers:
     """Give a `sim_gpu.engine.SimEngine` lower tiers: its pool offers evictions to `store` and its scheduler
     loads GPU prefix misses from it. Returns the hook (for `note_request` and counters)."""
     if store.block_size != engine.config.block_size:
-        raise ValueError(f"kv tiers: store block_size {store.block_size} differs from the engine's {engine.config.block_size}")
+        raise ValueError(
+            f"kv tiers: store block_size {store.block_size} differs from the engine's {engine.config.block_size}"
+        )
     hook = EngineTiers(store, engine.hasher, engine.config.event_hash_int)
     engine.pool.tiers = hook
     return hook
@@ -150,7 +152,12 @@ def build_store(
     policy = PolicyConfig.from_config(get(spec, "policies") or {})
     fs_spec = get(spec, "filesystem")
     disk_gbps = float(get(fs_spec, "bandwidth_gbps", 5.0)) if fs_spec is not None else 5.0
-    cost = CostModel(block_bytes=block_bytes, pcie_gbps=float(get(spec, "pcie_gbps", 32.0)), disk_read_gbps=disk_gbps, disk_write_gbps=disk_gbps)
+    cost = CostModel(
+        block_bytes=block_bytes,
+        pcie_gbps=float(get(spec, "pcie_gbps", 32.0)),
+        disk_read_gbps=disk_gbps,
+        disk_write_gbps=disk_gbps,
+    )
     tiers: list[Any] = []
     cpu = int(get(spec, "cpu_blocks", 0) or 0)
     if cpu > 0:

@@ -107,7 +107,9 @@ def _crc32(name: str, payload: bytes | memoryview) -> bytes:
 
 # The header names its algorithm, so pods configured differently still read each other's files.
 CHECKSUMS: dict[str, tuple[int, Callable[[str, bytes | memoryview], bytes]]] = {
-    "xxh3": (3, _xxh3), "crc32": (1, _crc32), "blake2b": (2, _blake2b),
+    "xxh3": (3, _xxh3),
+    "crc32": (1, _crc32),
+    "blake2b": (2, _blake2b),
 }
 DEFAULT_CHECKSUM = "xxh3"
 _BY_ID = {i: fn for i, fn in CHECKSUMS.values()}

@@ -59,7 +59,9 @@ class PolicyConfig:
         return all(p == LRU_POLICY for p in self.policies.values())
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Mapping[str, Any]] | None, where: str = "kv_tiers.policies") -> PolicyConfig:
+    def from_config(
+        cls, config: Mapping[str, Mapping[str, Any]] | None, where: str = "kv_tiers.policies"
+    ) -> PolicyConfig:
         """Parse `{type_name: {pin, pin_budget, replicate, evict_on_finish}}`; errors name the key."""
         out: dict[BlockType, TypePolicy] = {}
         for name, entry in (config or {}).items():
@@ -72,7 +74,9 @@ class PolicyConfig:
             for key in ("pin", "replicate", "evict_on_finish"):
                 if key in entry and not isinstance(entry[key], bool):
                     raise ValueError(f"{where}.{name}.{key}: expected true or false, got {entry[key]!r}")
-            if "pin_budget" in entry and (isinstance(entry["pin_budget"], bool) or not isinstance(entry["pin_budget"], (int, float))):
+            if "pin_budget" in entry and (
+                isinstance(entry["pin_budget"], bool) or not isinstance(entry["pin_budget"], (int, float))
+            ):
                 raise ValueError(f"{where}.{name}.pin_budget: expected a number in [0, 1], got {entry['pin_budget']!r}")
             args = dict(entry)
             if "evict" in args:  # `evict: eager` is shorthand for `evict_on_finish: true`

@@ -124,7 +124,9 @@ class MemoryTier:
     model a shared tier in a single process.
     """
 
-    def __init__(self, medium: str, capacity_blocks: int, policy: PolicyConfig | None = None, shared: bool = False) -> None:
+    def __init__(
+        self, medium: str, capacity_blocks: int, policy: PolicyConfig | None = None, shared: bool = False
+    ) -> None:
         if capacity_blocks < 0:
             raise ValueError(f"{medium} tier capacity: expected blocks >= 0, got {capacity_blocks!r}")
         self.medium = medium
@@ -282,7 +284,13 @@ class TieredStore:
                 last.block_hashes.append(h)
             else:
                 self._events.append(
-                    BlockStored(block_hashes=[h], parent_block_hash=None, token_ids=[], block_size=self.block_size, medium=medium)
+                    BlockStored(
+                        block_hashes=[h],
+                        parent_block_hash=None,
+                        token_ids=[],
+                        block_size=self.block_size,
+                        medium=medium,
+                    )
                 )
 
     def take_events(self) -> list[KVEvent]:

@@ -64,11 +64,13 @@ class Tokenizer(Protocol):
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str: ...
 
-    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
-                            **options: Any) -> str: ...
+    def apply_chat_template(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **options: Any
+    ) -> str: ...
 
-    def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
-                    **options: Any) -> list[int]: ...
+    def encode_chat(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **options: Any
+    ) -> list[int]: ...
 
 
 def message_text(content: Any) -> str:
@@ -102,8 +104,9 @@ def compile_chat_template(template: str) -> Any:
     import jinja2
     import jinja2.sandbox
 
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                                       extensions=["jinja2.ext.loopcontrols"])
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+    )
 
     def raise_exception(msg: str) -> None:
         raise TokenizerError(f"chat template: {msg}")
@@ -116,16 +119,23 @@ def compile_chat_template(template: str) -> Any:
         raise TokenizerError(f"chat template: {exc}") from None
 
 
-def render_chat(template: Any, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
-                tools: list[Any] | None = None, chat_template_kwargs: dict[str, Any] | None = None,
-                **specials: str) -> str:
+def render_chat(
+    template: Any,
+    messages: list[dict[str, Any]],
+    add_generation_prompt: bool = True,
+    tools: list[Any] | None = None,
+    chat_template_kwargs: dict[str, Any] | None = None,
+    **specials: str,
+) -> str:
     """A conversation rendered by a compiled template, as vLLM renders chat prompts (kwargs override)."""
     import jinja2
 
     kwargs: dict[str, Any] = {"add_generation_prompt": add_generation_prompt, **(chat_template_kwargs or {})}
     if tools is not None:
         kwargs["tools"] = tools
-    kwargs.setdefault("tools_text", tools_text(tools) if isinstance(tools, list) and tools else "")  # the builtin template's
+    kwargs.setdefault(
+        "tools_text", tools_text(tools) if isinstance(tools, list) and tools else ""
+    )  # the builtin template's
     try:
         return template.render(messages=_normalise_messages(messages), **specials, **kwargs)
     except jinja2.TemplateError as exc:
@@ -204,14 +214,17 @@ class BuiltinTokenizer:
             out.append(self.token_text(int(tid)))
         return "".join(out)
 
-    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
-                            **options: Any) -> str:
+    def apply_chat_template(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **options: Any
+    ) -> str:
         """`options`: `tools`, `chat_template_kwargs` (what vLLM passes to a template)."""
-        return render_chat(_builtin_template(), messages, add_generation_prompt, **options, bos_token="",
-                           eos_token="</s>")
+        return render_chat(
+            _builtin_template(), messages, add_generation_prompt, **options, bos_token="", eos_token="</s>"
+        )
 
-    def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
-                    **options: Any) -> list[int]:
+    def encode_chat(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **options: Any
+    ) -> list[int]:
         """Token ids of a chat prompt: BOS, then the rendered template."""
         return [BOS_ID] + self.encode(self.apply_chat_template(messages, add_generation_prompt, **options), False)
 
@@ -273,19 +286,28 @@ class HFTokenizer:
     def token_to_id(self, piece: str) -> int | None:
         return self._tok.token_to_id(piece)
 
-    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
-                            **options: Any) -> str:
+    def apply_chat_template(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **options: Any
+    ) -> str:
         """`options`: `tools`, `chat_template_kwargs` (what vLLM passes to a template)."""
         if self._compiled is None:
             raise TokenizerError(f"tokenizer {self.name} has no chat template")
-        return render_chat(self._compiled, messages, add_generation_prompt, **options, bos_token=self.bos_token,
-                           eos_token=self.eos_token)
+        return render_chat(
+            self._compiled,
+            messages,
+            add_generation_prompt,
+            **options,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+        )
 
-    def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
-                    **options: Any) -> list[int]:
+    def encode_chat(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, **options: Any
+    ) -> list[int]:
         """Token ids of a chat prompt as vLLM builds them: the rendered template, no extra special tokens."""
-        return self.encode(self.apply_chat_template(messages, add_generation_prompt, **options),
-                           add_special_tokens=False)
+        return self.encode(
+            self.apply_chat_template(messages, add_generation_prompt, **options), add_special_tokens=False
+        )
 
 
 def _token_str(value: Any) -> str | None:
@@ -294,8 +316,11 @@ def _token_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def load_tokenizer(directory: str | Path | None = None, vocab_size: int = DEFAULT_VOCAB_SIZE,
-                   fallback_template: str | None = BUILTIN_CHAT_TEMPLATE) -> BuiltinTokenizer | HFTokenizer:
+def load_tokenizer(
+    directory: str | Path | None = None,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    fallback_template: str | None = BUILTIN_CHAT_TEMPLATE,
+) -> BuiltinTokenizer | HFTokenizer:
     """The built-in tokenizer, or the Hugging Face one in `directory` when given (a pod serves chat even
     when the directory has no template, with the built-in one)."""
     if directory:

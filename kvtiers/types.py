@@ -159,9 +159,7 @@ def block_types(spans: Sequence[Span], num_tokens: int, block_size: int) -> list
     return out
 
 
-def apply_override(
-    segments: list[Segment], override: Any
-) -> tuple[list[Segment], list[BlockType] | None]:
+def apply_override(segments: list[Segment], override: Any) -> tuple[list[Segment], list[BlockType] | None]:
     """Apply a request's `kv_block_type` override.
 
     Accepted forms: a type name (every block), a map from segment kind to type name (e.g.
@@ -176,12 +174,16 @@ def apply_override(
         mapping: dict[str, BlockType] = {}
         for kind, name in override.items():
             if kind not in SEGMENT_KINDS:
-                raise ValueError(f"{OVERRIDE_FIELD}: unknown segment kind {kind!r}; expected one of {', '.join(SEGMENT_KINDS)}")
+                raise ValueError(
+                    f"{OVERRIDE_FIELD}: unknown segment kind {kind!r}; expected one of {', '.join(SEGMENT_KINDS)}"
+                )
             mapping[kind] = parse_block_type(name, f"{OVERRIDE_FIELD}.{kind}")
         return [Segment(s.kind, mapping.get(s.kind, s.type), s.text) for s in segments], None
     if isinstance(override, list):
         return segments, [parse_block_type(v, f"{OVERRIDE_FIELD}[{i}]") for i, v in enumerate(override)]
-    raise ValueError(f"{OVERRIDE_FIELD}: expected a type name, a map of segment kind to type, or a list, got {type(override).__name__}")
+    raise ValueError(
+        f"{OVERRIDE_FIELD}: expected a type name, a map of segment kind to type, or a list, got {type(override).__name__}"
+    )
 
 
 def request_block_types(

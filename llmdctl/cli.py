@@ -19,13 +19,33 @@ from llmdctl import __version__
 
 # name -> (module, attribute, one-line help shown in `llmdctl --help` without importing)
 LAZY: dict[str, tuple[str, str, str]] = {
-    "tui": ("llmdctl.commands.tui", "app", "Live terminal view: pods, cache hits and routing decisions as they happen."),
+    "tui": (
+        "llmdctl.commands.tui",
+        "app",
+        "Live terminal view: pods, cache hits and routing decisions as they happen.",
+    ),
     "sim": ("sim_gpu.cli", "app", "The simulated vLLM-compatible model server (sim_gpu): serve, calibrate."),
-    "router": ("router_lite.cli", "app", "The router / endpoint picker (router_lite): serve with an EndpointPickerConfig."),
-    "engine": ("llmdctl.engines.cli", "engine_app", "Real inference engines: install vLLM into its own environment, check it."),
+    "router": (
+        "router_lite.cli",
+        "app",
+        "The router / endpoint picker (router_lite): serve with an EndpointPickerConfig.",
+    ),
+    "engine": (
+        "llmdctl.engines.cli",
+        "engine_app",
+        "Real inference engines: install vLLM into its own environment, check it.",
+    ),
     "model": ("llmdctl.commands.model", "app", "Local models for real engines: build a tiny offline model."),
-    "render": ("llmdctl.commands.render", "render", "Render Kubernetes objects for a profile (kind or a cloud cluster)."),
-    "doctor": ("llmdctl.commands.doctor", "doctor", "Check prerequisites (docker, kind, kubectl, GPU, ports, vLLM) and say how to fix them."),
+    "render": (
+        "llmdctl.commands.render",
+        "render",
+        "Render Kubernetes objects for a profile (kind or a cloud cluster).",
+    ),
+    "doctor": (
+        "llmdctl.commands.doctor",
+        "doctor",
+        "Check prerequisites (docker, kind, kubectl, GPU, ports, vLLM) and say how to fix them.",
+    ),
     "bench": ("llmdctl.commands.bench", "app", "Benchmarks against the running stack; JSON and plots."),
     "demo": ("llmdctl.commands.demo", "app", "Scripted demos of llm-d's well-lit paths."),
     "plan": ("llmdctl.commands.plan", "app", "Offline planning on a virtual clock: many engines, the real scheduler."),
@@ -76,7 +96,12 @@ def _broken(name: str, why: str) -> click.Command:
         typer.echo(f"error: llmdctl {name} is unavailable: {why}", err=True)
         raise typer.Exit(1)
 
-    return click.Command(name, callback=run, help=f"(unavailable: {why})", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    return click.Command(
+        name,
+        callback=run,
+        help=f"(unavailable: {why})",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
 
 
 class LazyGroup(TyperGroup):
@@ -133,7 +158,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """llm-d in a box: run, watch and measure a KV-cache-centric LLM inference stack."""
 
@@ -141,10 +168,27 @@ def root(
 def _register() -> None:
     from llmdctl.commands import down, logs, paragraphs, profiles, status, up
 
-    app.command("up", help=paragraphs(up.HELP), short_help="Start a profile's stack (router + model servers) and wait until it is healthy.", no_args_is_help=True)(up.up_command)
-    app.command("down", help=paragraphs(down.HELP), short_help="Stop everything `up` started; verify no process or port is left.")(down.down_command)
-    app.command("status", help=paragraphs(status.HELP), short_help="Components, health, and each pod's queue, running, KV usage and prefix-cache hit rate.")(status.status_command)
-    app.command("logs", help=paragraphs(logs.HELP), short_help="Logs of a component or pod (or the tail of all), optionally following.")(logs.logs_command)
+    app.command(
+        "up",
+        help=paragraphs(up.HELP),
+        short_help="Start a profile's stack (router + model servers) and wait until it is healthy.",
+        no_args_is_help=True,
+    )(up.up_command)
+    app.command(
+        "down",
+        help=paragraphs(down.HELP),
+        short_help="Stop everything `up` started; verify no process or port is left.",
+    )(down.down_command)
+    app.command(
+        "status",
+        help=paragraphs(status.HELP),
+        short_help="Components, health, and each pod's queue, running, KV usage and prefix-cache hit rate.",
+    )(status.status_command)
+    app.command(
+        "logs",
+        help=paragraphs(logs.HELP),
+        short_help="Logs of a component or pod (or the tail of all), optionally following.",
+    )(logs.logs_command)
     app.add_typer(profiles.app, name="profiles")
 
 

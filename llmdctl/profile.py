@@ -122,7 +122,9 @@ def apply_overrides(doc: dict[str, Any], overrides: list[str], source: str) -> d
             last = i == len(parts) - 1
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise ProfileError(f"--set {key}: {'.'.join(parts[:i]) or '$'} is a list of {len(node)}; expected an index below {len(node)}, got {part!r}")
+                    raise ProfileError(
+                        f"--set {key}: {'.'.join(parts[:i]) or '$'} is a list of {len(node)}; expected an index below {len(node)}, got {part!r}"
+                    )
                 if last:
                     node[int(part)] = _parse_scalar(value)
                 else:
@@ -133,7 +135,9 @@ def apply_overrides(doc: dict[str, Any], overrides: list[str], source: str) -> d
                 else:
                     node = node.setdefault(part, {})
             else:
-                raise ProfileError(f"--set {key}: {'.'.join(parts[:i])} is a {type(node).__name__}, not a mapping or list")
+                raise ProfileError(
+                    f"--set {key}: {'.'.join(parts[:i])} is a {type(node).__name__}, not a mapping or list"
+                )
     return doc
 
 
@@ -182,7 +186,11 @@ def _literal_choices(path: str) -> list[str]:
     hint = typing.get_type_hints(cls).get(key)
     values: list[str] = []
     for arg in typing.get_args(hint) or ():
-        values += [str(v) for v in typing.get_args(arg)] if typing.get_origin(arg) is Literal else ([str(arg)] if isinstance(arg, str) else [])
+        values += (
+            [str(v) for v in typing.get_args(arg)]
+            if typing.get_origin(arg) is Literal
+            else ([str(arg)] if isinstance(arg, str) else [])
+        )
     if typing.get_origin(hint) is Literal:
         values = [str(v) for v in typing.get_args(hint)]
     return values
@@ -209,18 +217,30 @@ def _validate(doc: Any, source: str) -> Profile:
     except msgspec.ValidationError as exc:
         raise ProfileError(f"{source}: {_explain(str(exc), doc)}") from None
     for i, pool in enumerate(profile.pools):
-        for field in ("replicas", "tensor_parallel_size", "data_parallel_size", "block_size", "max_num_seqs", "max_num_batched_tokens", "max_model_len"):
+        for field in (
+            "replicas",
+            "tensor_parallel_size",
+            "data_parallel_size",
+            "block_size",
+            "max_num_seqs",
+            "max_num_batched_tokens",
+            "max_model_len",
+        ):
             value = getattr(pool, field)
             if value < (0 if field == "replicas" else 1):
-                raise ProfileError(f"{source}: pools[{i}].{field}: expected {'>= 0' if field == 'replicas' else '>= 1'}, got {value}")
+                raise ProfileError(
+                    f"{source}: pools[{i}].{field}: expected {'>= 0' if field == 'replicas' else '>= 1'}, got {value}"
+                )
         if pool.time_scale <= 0:
             raise ProfileError(f"{source}: pools[{i}].time_scale: expected > 0, got {pool.time_scale}")
         for key in pool.env:
             if not _ENV_NAME.fullmatch(key):
                 raise ProfileError(f"{source}: pools[{i}].env: {key!r} is not an environment variable name")
             if key == "PYTHONHASHSEED":
-                raise ProfileError(f"{source}: pools[{i}].env: PYTHONHASHSEED is set by llmdctl (router and pods must hash alike); "
-                                   "set it in the shell that runs `llmdctl up` instead")
+                raise ProfileError(
+                    f"{source}: pools[{i}].env: PYTHONHASHSEED is set by llmdctl (router and pods must hash alike); "
+                    "set it in the shell that runs `llmdctl up` instead"
+                )
     if not profile.pools:
         raise ProfileError(f"{source}: pools: expected at least one pool")
     names = [p.name for p in profile.pools]
@@ -233,7 +253,9 @@ def _validate(doc: Any, source: str) -> Profile:
         tiers = profile.kv_tiers
         for key, value in (("cpu_blocks", tiers.cpu_blocks), ("pcie_gbps", tiers.pcie_gbps)):
             if value < 0 or (key == "pcie_gbps" and value == 0):
-                raise ProfileError(f"{source}: kv_tiers.{key}: expected {'> 0' if key == 'pcie_gbps' else '>= 0'}, got {value}")
+                raise ProfileError(
+                    f"{source}: kv_tiers.{key}: expected {'> 0' if key == 'pcie_gbps' else '>= 0'}, got {value}"
+                )
         if tiers.filesystem is not None and (tiers.filesystem.capacity_mb <= 0 or tiers.filesystem.bandwidth_gbps <= 0):
             raise ProfileError(f"{source}: kv_tiers.filesystem: capacity_mb and bandwidth_gbps must be > 0")
     _validate_router_config(profile.router.config, source)
@@ -244,8 +266,10 @@ def _tokenizer_dir(value: str, source: str) -> str:
     """An absolute tokenizer directory holding tokenizer.json (pods and router run from other directories)."""
     path = Path(value).expanduser().resolve()
     if not (path / "tokenizer.json").is_file():
-        raise ProfileError(f"{source}: tokenizer: expected a directory with tokenizer.json (e.g. from `llmdctl model "
-                           f"make-tiny DIR --tokenizer-only`), got {value!r}")
+        raise ProfileError(
+            f"{source}: tokenizer: expected a directory with tokenizer.json (e.g. from `llmdctl model "
+            f"make-tiny DIR --tokenizer-only`), got {value!r}"
+        )
     return str(path)
 
 
@@ -306,7 +330,9 @@ _PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 def load_shipped_profile(name: str) -> Profile:
     """A shipped profile by name, never a path: what a remote caller (the router's admin API) may name."""
     if not isinstance(name, str) or not _PROFILE_NAME.fullmatch(name) or ".." in name:
-        raise ProfileError(f"profile: expected the name of a shipped profile (a-z, 0-9, '-', '.', '_'), got {str(name)[:80]!r}")
+        raise ProfileError(
+            f"profile: expected the name of a shipped profile (a-z, 0-9, '-', '.', '_'), got {str(name)[:80]!r}"
+        )
     path = profiles_dir() / f"{name}.yaml"
     if not path.is_file():
         raise ProfileError(f"profile: no shipped profile named {name!r}")
@@ -342,7 +368,9 @@ def load_profile(name_or_path: str, overrides: list[str] | None = None) -> Profi
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}:" if mark else ""
-        raise ProfileError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', None) or str(exc).splitlines()[0]}") from None
+        raise ProfileError(
+            f"{path}:{where} invalid YAML: {getattr(exc, 'problem', None) or str(exc).splitlines()[0]}"
+        ) from None
     except UnicodeDecodeError as exc:
         raise ProfileError(f"{path}: not UTF-8 text (byte {exc.start}); expected a YAML profile") from None
     except OSError as exc:

@@ -21,8 +21,24 @@ from pathlib import Path
 from typing import Any
 
 SIZES: dict[str, dict[str, int]] = {
-    "tiny": {"vocab_size": 2048, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096},
-    "small": {"vocab_size": 8192, "hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 4096},
+    "tiny": {
+        "vocab_size": 2048,
+        "hidden_size": 256,
+        "intermediate_size": 512,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+    },
+    "small": {
+        "vocab_size": 8192,
+        "hidden_size": 512,
+        "intermediate_size": 1408,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 4096,
+    },
 }
 SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
@@ -61,10 +77,17 @@ def train_tokenizer(vocab_size: int, seed: int = 0) -> Any:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(corpus(seed), trainer=trainer)
     bos = tok.token_to_id("<s>")
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
     return tok
 
 
@@ -72,14 +95,18 @@ def _write_tokenizer(out: Path, tok: Any, max_len: int) -> None:
     tok.save(str(out / "tokenizer.json"))
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "pad_token": "<pad>",
         "additional_special_tokens": SPECIAL_TOKENS[3:],
         "model_max_length": max_len,
         "clean_up_tokenization_spaces": False,
         "chat_template": CHAT_TEMPLATE,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    (out / "special_tokens_map.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}, indent=2) + "\n")
+    (out / "special_tokens_map.json").write_text(
+        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}, indent=2) + "\n"
+    )
 
 
 def write_tokenizer_dir(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> dict[str, Any]:
@@ -90,8 +117,13 @@ def write_tokenizer_dir(out_dir: str | Path, size: str = "tiny", seed: int = 0) 
     out.mkdir(parents=True, exist_ok=True)
     shape = SIZES[size]
     _write_tokenizer(out, train_tokenizer(shape["vocab_size"], seed), shape["max_position_embeddings"])
-    return {"path": str(out.resolve()), "size": size, "seed": seed, "vocab_size": shape["vocab_size"],
-            "files": sorted(p.name for p in out.iterdir())}
+    return {
+        "path": str(out.resolve()),
+        "size": size,
+        "seed": seed,
+        "vocab_size": shape["vocab_size"],
+        "files": sorted(p.name for p in out.iterdir()),
+    }
 
 
 def build_tiny_model(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> dict[str, Any]:
@@ -107,8 +139,15 @@ def build_tiny_model(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> 
     tok = train_tokenizer(shape["vocab_size"], seed)
     ids = {name: tok.token_to_id(name) for name in ("<s>", "</s>", "<pad>")}
     config = LlamaConfig(
-        **shape, rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False, hidden_act="silu",
-        bos_token_id=ids["<s>"], eos_token_id=ids["</s>"], pad_token_id=ids["<pad>"], dtype="bfloat16",
+        **shape,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        hidden_act="silu",
+        bos_token_id=ids["<s>"],
+        eos_token_id=ids["</s>"],
+        pad_token_id=ids["<pad>"],
+        dtype="bfloat16",
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
@@ -127,7 +166,11 @@ def build_tiny_model(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> 
     params = sum(p.numel() for p in model.parameters())
     weights = out / "model.safetensors"
     return {
-        "path": str(out), "size": size, "seed": seed, "parameters": params, "vocab_size": shape["vocab_size"],
+        "path": str(out),
+        "size": size,
+        "seed": seed,
+        "parameters": params,
+        "vocab_size": shape["vocab_size"],
         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
         "files": sorted(p.name for p in out.iterdir()),
     }

@@ -53,7 +53,11 @@ def check_host(host_header: str | None, bind_host: str) -> Refusal | None:
     if not is_loopback(bind_host):
         return None  # reachable under any name (Service, ingress): the key is the guard there
     if host_header is None or not is_loopback(_host_part(host_header)):
-        return Refusal(403, f"Host header {host_header!r} is not a loopback name; this router listens on {bind_host} only", "bad_host")
+        return Refusal(
+            403,
+            f"Host header {host_header!r} is not a loopback name; this router listens on {bind_host} only",
+            "bad_host",
+        )
     return None
 
 
@@ -71,7 +75,11 @@ def check_content_type(content_type: str | None) -> Refusal | None:
     """JSON or YAML only: the types a cross-site form or simple fetch cannot send without a CORS preflight."""
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media not in ADMIN_CONTENT_TYPES:
-        return Refusal(415, f"Content-Type: expected one of {', '.join(ADMIN_CONTENT_TYPES)}, got {media or 'none'!r}", "unsupported_media_type")
+        return Refusal(
+            415,
+            f"Content-Type: expected one of {', '.join(ADMIN_CONTENT_TYPES)}, got {media or 'none'!r}",
+            "unsupported_media_type",
+        )
     return None
 
 
@@ -88,8 +96,12 @@ def check_key(authorization: str | None, key: str | None) -> Refusal | None:
 def check_admin_change(headers: dict[str, str], bind_host: str, key: str | None) -> Refusal | None:
     """Every check a config-changing admin request must pass, first failure wins; `headers` lower-cased."""
     host = headers.get("host")
-    return (check_host(host, bind_host) or check_origin(headers.get("origin"), host)
-            or check_content_type(headers.get("content-type")) or check_key(headers.get("authorization"), key))
+    return (
+        check_host(host, bind_host)
+        or check_origin(headers.get("origin"), host)
+        or check_content_type(headers.get("content-type"))
+        or check_key(headers.get("authorization"), key)
+    )
 
 
 def check_read(headers: dict[str, str], bind_host: str) -> Refusal | None:

@@ -43,7 +43,12 @@ class Ticket:
 
 class Admission:
     def __init__(
-        self, detector: SaturationDetector, queue_size: int = 0, queue_ttl_s: float = 30.0, metrics: Any = None, admitters: list[Any] | None = None
+        self,
+        detector: SaturationDetector,
+        queue_size: int = 0,
+        queue_ttl_s: float = 30.0,
+        metrics: Any = None,
+        admitters: list[Any] | None = None,
     ) -> None:
         self.detector = detector
         self.admitters = list(admitters or [])  # llm-d Admitter plugins (e.g. probabilistic-admitter), asked first
@@ -54,7 +59,9 @@ class Admission:
         self._wake: asyncio.Event | None = None
 
     @classmethod
-    def from_config(cls, config: Any, queue_size: int, queue_ttl_s: float, metrics: Any = None, admitters: list[Any] | None = None) -> "Admission":
+    def from_config(
+        cls, config: Any, queue_size: int, queue_ttl_s: float, metrics: Any = None, admitters: list[Any] | None = None
+    ) -> "Admission":
         raw = (getattr(config, "extra_sections", None) or {}).get("saturationDetector")
         return cls(SaturationDetector(SaturationConfig.from_dict(raw)), queue_size, queue_ttl_s, metrics, admitters)
 
@@ -78,14 +85,18 @@ class Admission:
         if not saturated and not self.queue_size:
             return None
         if should_shed(request.priority, saturated):
-            raise self._shed("the model servers are saturated and this request is sheddable (priority < 0)", "saturated")
+            raise self._shed(
+                "the model servers are saturated and this request is sheddable (priority < 0)", "saturated"
+            )
         if self.queue is None or not saturated:
             return None
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         res = self.queue.enqueue(fut, request.priority)
         for victim in res.displaced:
             if not victim.item.done():
-                victim.item.set_exception(self._shed("displaced from the queue by a higher-priority request", "displaced"))
+                victim.item.set_exception(
+                    self._shed("displaced from the queue by a higher-priority request", "displaced")
+                )
         if not res.accepted:
             raise self._shed(f"saturated and {res.reason}", "queue_full")
         self._ensure_dispatcher()
@@ -118,7 +129,9 @@ class Admission:
             self._wake.clear()
             for qi in self.queue.expire():
                 if not qi.item.done():
-                    qi.item.set_exception(self._shed(f"waited longer than the queue TTL ({self.queue.ttl_s:g}s)", "ttl"))
+                    qi.item.set_exception(
+                        self._shed(f"waited longer than the queue TTL ({self.queue.ttl_s:g}s)", "ttl")
+                    )
             if self._candidates is None:
                 continue
             # Dispatch one at a time: the next scrape must show the effect before the pool is judged again.
@@ -128,4 +141,6 @@ class Admission:
                     qi.item.set_result(None)
             for qi in self.queue.take_expired():
                 if not qi.item.done():
-                    qi.item.set_exception(self._shed(f"waited longer than the queue TTL ({self.queue.ttl_s:g}s)", "ttl"))
+                    qi.item.set_exception(
+                        self._shed(f"waited longer than the queue TTL ({self.queue.ttl_s:g}s)", "ttl")
+                    )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kvtiers.hashing import HASH_ALGOS
 from router_lite.admission import Admission
 from router_lite.config import ConfigError, SchedulerConfig, load_config, load_config_file
 from router_lite.datalayer import DataLayer, EndpointSpec, FileWatcher, KubernetesWatcher, KVEventsSpec
@@ -26,7 +27,6 @@ from router_lite.metrics import RouterMetrics
 from router_lite.prefix import PrefixIndexes
 from router_lite.proxy import BackendPool, Timeouts
 from router_lite.scheduler import Scheduler
-from kvtiers.hashing import HASH_ALGOS
 from router_lite.tokenization import HashSettings, RequestTokenizer, make_tokenizer, resolve_hash_settings
 
 log = logging.getLogger("router_lite")
@@ -148,8 +148,12 @@ class RouterState:
         self.request_tokenizer = RequestTokenizer(self._tokenizer, self.hash_settings, on_error=self._on_tokenize_error)
         self.admission = self._admission(self.config, self.scheduler)
         # The request flow, over whichever scheduler is current when a request starts.
-        self.director = Director(lambda: self.scheduler, max_retries=settings.max_retries,
-                                 report_failure=self.datalayer.report_failure, metrics=self.metrics)
+        self.director = Director(
+            lambda: self.scheduler,
+            max_retries=settings.max_retries,
+            report_failure=self.datalayer.report_failure,
+            metrics=self.metrics,
+        )
         self._hash_cache: tuple[Any, HashSettings] | None = None
 
     def _make_watcher(self) -> FileWatcher | KubernetesWatcher | None:
@@ -167,13 +171,17 @@ class RouterState:
         if mode == "kubernetes":
             if not s.selector:
                 raise ConfigError("--discovery kubernetes needs --selector key=value[,key=value]")
-            return KubernetesWatcher(s.namespace, s.selector, reload, s.target_ports, s.kv_events_port, api_client=s.kube_api_client)
+            return KubernetesWatcher(
+                s.namespace, s.selector, reload, s.target_ports, s.kv_events_port, api_client=s.kube_api_client
+            )
         return None
 
     def _admission(self, config: SchedulerConfig, scheduler: Scheduler) -> Admission:
         admitters = [p for p in scheduler.plugins.values() if p.kind == "admitter"]
         try:
-            return Admission.from_config(config, self.settings.queue_size, self.settings.queue_ttl_s, self.metrics, admitters)
+            return Admission.from_config(
+                config, self.settings.queue_size, self.settings.queue_ttl_s, self.metrics, admitters
+            )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
@@ -185,8 +193,11 @@ class RouterState:
         if self._hash_cache is not None and self._hash_cache[0] == stamp:
             return self._hash_cache[1]
         s = self.settings
-        settings = resolve_hash_settings(self.scheduler.needs, (s.block_size, s.hash_algo, s.hash_seed),
-                                         (info.block_size, info.hash_algo if info.hash_algo in HASH_ALGOS else None, None))
+        settings = resolve_hash_settings(
+            self.scheduler.needs,
+            (s.block_size, s.hash_algo, s.hash_seed),
+            (info.block_size, info.hash_algo if info.hash_algo in HASH_ALGOS else None, None),
+        )
         self._hash_cache = (stamp, settings)
         return settings
 
@@ -205,7 +216,13 @@ class RouterState:
 
     def _on_gap(self, endpoint: str, expected: int, got: int) -> None:
         self.metrics.kv_event_errors.labels(endpoint).inc()
-        log.warning("KV events from %s: gap, expected seq %d, got %d (%d messages lost)", endpoint, expected, got, got - expected)
+        log.warning(
+            "KV events from %s: gap, expected seq %d, got %d (%d messages lost)",
+            endpoint,
+            expected,
+            got,
+            got - expected,
+        )
 
     # -- membership ----------------------------------------------------------------------------------
     def kv_spec(self, spec: EndpointSpec) -> EndpointSpec:
@@ -248,7 +265,11 @@ class RouterState:
         changed = [k for k in new_kv if new_kv[k] != old_kv.get(k)]
         if changed:
             self.subscriber.on_membership([new_kv[k] for k in changed], [old_kv[k] for k in changed if k in old_kv])
-        log.info("scheduling config switched (version %d): profiles %s", self.config_version, [p.name for p in config.profiles])
+        log.info(
+            "scheduling config switched (version %d): profiles %s",
+            self.config_version,
+            [p.name for p in config.profiles],
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -279,7 +300,11 @@ class RouterState:
         steps: list[tuple[str, Any]] = []
         if self.watcher is not None:
             steps.append(("discovery", self.watcher.stop))
-        steps += [("kv events", self.subscriber.stop), ("scraping", self.datalayer.stop), ("backend pool", self.pool.aclose)]
+        steps += [
+            ("kv events", self.subscriber.stop),
+            ("scraping", self.datalayer.stop),
+            ("backend pool", self.pool.aclose),
+        ]
         close = getattr(self._tokenizer, "aclose", None)
         if close is not None:
             steps.append(("tokenizer", close))
@@ -306,14 +331,24 @@ class RouterState:
         hs = self.hash_settings()
         inflight = self.inflight.snapshot()  # once, not per endpoint
         return {
-            "endpoints": [{**e, "inflight": inflight.get(e["endpoint"], {"requests": 0, "tokens": 0, "decoding": 0})}
-                          for e in self.datalayer.snapshot()],
+            "endpoints": [
+                {**e, "inflight": inflight.get(e["endpoint"], {"requests": 0, "tokens": 0, "decoding": 0})}
+                for e in self.datalayer.snapshot()
+            ],
             "indexes": self.indexes.stats(),
             "kv_events": self.subscriber.snapshot(),
             "hashing": {"block_size": hs.block_size, "algo": hs.algo, "seed": "(default)" if not hs.seed else "(set)"},
-            "config": {"version": self.config_version, "profiles": [p.name for p in self.config.profiles], "path": self.settings.config_path},
+            "config": {
+                "version": self.config_version,
+                "profiles": [p.name for p in self.config.profiles],
+                "path": self.settings.config_path,
+            },
             "discovery": self._discovery_state(),
-            "decisions": {"published": self.hub.published, "subscribers": self.hub.subscribers, "dropped": self.hub.dropped},
+            "decisions": {
+                "published": self.hub.published,
+                "subscribers": self.hub.subscribers,
+                "dropped": self.hub.dropped,
+            },
             "predictors": {name: p.stats() for name, p in self.scheduler.plugins.items() if hasattr(p, "stats")},
         }
 
@@ -343,7 +378,7 @@ def named_config(directory: str | None, name: Any) -> tuple[SchedulerConfig, str
     if not isinstance(name, str) or not _CONFIG_NAME.fullmatch(name) or ".." in name:
         raise ConfigError(f"profile: expected a config name (a-z, 0-9, '-', '.', '_'), got {str(name)[:80]!r}")
     if not directory:
-        raise ConfigError("profile: this router was started without --named-configs; send {\"config\": {...}} instead")
+        raise ConfigError('profile: this router was started without --named-configs; send {"config": {...}} instead')
     path = Path(directory) / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in Path(directory).glob("*.yaml"))) or "none"

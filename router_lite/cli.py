@@ -11,7 +11,11 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="router_lite: llm-d's endpoint picker and OpenAI gateway, in Python.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="router_lite: llm-d's endpoint picker and OpenAI gateway, in Python.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 
 DISCOVERY_MODES = ("static", "file", "kubernetes")
@@ -59,38 +63,89 @@ def serve(
     port: int = typer.Option(8000, help="Port to listen on."),
     config: Optional[Path] = typer.Option(None, "--config", help="EndpointPickerConfig YAML (llm-d's shape)."),
     endpoints: Optional[str] = typer.Option(None, help="Static endpoints: host:port[@role],host:port,..."),
-    endpoints_file: Optional[Path] = typer.Option(None, help="Endpoints file (file-discovery YAML), watched for changes."),
-    discovery: Optional[str] = typer.Option(None, help="Where endpoints come from besides --endpoints: static, file (--endpoints-file) or kubernetes (pods). Default: file with --endpoints-file, else static."),
-    namespace: Optional[str] = typer.Option(None, help="kubernetes discovery: the pods' namespace (default: the router pod's own)."),
-    selector: Optional[str] = typer.Option(None, help="kubernetes discovery: pod label selector key=value[,key=value]."),
-    target_ports: str = typer.Option("8000", help="kubernetes discovery: model server port(s) per pod, one per data-parallel rank (8000[,8001...])."),
-    kv_events_port: Optional[int] = typer.Option(None, help="kubernetes discovery: the pods' KV event publisher port (rank r: port + r); none: no events."),
-    tokenizer: Optional[str] = typer.Option(None, help="Local Hugging Face tokenizer dir, 'builtin', or 'engine' (default: the engine's /tokenize)."),
-    block_size: Optional[int] = typer.Option(None, help="KV block size in tokens (default: the engine's cache_config_info, else 16)."),
+    endpoints_file: Optional[Path] = typer.Option(
+        None, help="Endpoints file (file-discovery YAML), watched for changes."
+    ),
+    discovery: Optional[str] = typer.Option(
+        None,
+        help="Where endpoints come from besides --endpoints: static, file (--endpoints-file) or kubernetes (pods). Default: file with --endpoints-file, else static.",
+    ),
+    namespace: Optional[str] = typer.Option(
+        None, help="kubernetes discovery: the pods' namespace (default: the router pod's own)."
+    ),
+    selector: Optional[str] = typer.Option(
+        None, help="kubernetes discovery: pod label selector key=value[,key=value]."
+    ),
+    target_ports: str = typer.Option(
+        "8000", help="kubernetes discovery: model server port(s) per pod, one per data-parallel rank (8000[,8001...])."
+    ),
+    kv_events_port: Optional[int] = typer.Option(
+        None, help="kubernetes discovery: the pods' KV event publisher port (rank r: port + r); none: no events."
+    ),
+    tokenizer: Optional[str] = typer.Option(
+        None, help="Local Hugging Face tokenizer dir, 'builtin', or 'engine' (default: the engine's /tokenize)."
+    ),
+    block_size: Optional[int] = typer.Option(
+        None, help="KV block size in tokens (default: the engine's cache_config_info, else 16)."
+    ),
     hash_algo: Optional[str] = typer.Option(None, help="sha256 or sha256_cbor (default: the engine's, else sha256)."),
-    hash_seed: Optional[str] = typer.Option(None, help="The engines' PYTHONHASHSEED (default: $PYTHONHASHSEED, else vLLM's default)."),
-    api_key: Optional[str] = typer.Option(None, envvar="LLMD_ROUTER_API_KEY", help="Require 'Authorization: Bearer KEY'."),
-    admin_key_file: Optional[Path] = typer.Option(None, "--admin-key-file", help="File holding the key POST /admin/* requires (else $LLMD_ROUTER_ADMIN_KEY, else --api-key; none: admin changes off)."),
+    hash_seed: Optional[str] = typer.Option(
+        None, help="The engines' PYTHONHASHSEED (default: $PYTHONHASHSEED, else vLLM's default)."
+    ),
+    api_key: Optional[str] = typer.Option(
+        None, envvar="LLMD_ROUTER_API_KEY", help="Require 'Authorization: Bearer KEY'."
+    ),
+    admin_key_file: Optional[Path] = typer.Option(
+        None,
+        "--admin-key-file",
+        help="File holding the key POST /admin/* requires (else $LLMD_ROUTER_ADMIN_KEY, else --api-key; none: admin changes off).",
+    ),
     max_body_bytes: int = typer.Option(16 * 1024 * 1024, help="Largest request body accepted."),
     scrape_interval_ms: float = typer.Option(50.0, help="How often each endpoint's /metrics is scraped."),
     max_retries: int = typer.Option(2, help="Other endpoints tried when one fails before its first byte."),
-    request_timeout: float = typer.Option(600.0, min=0.001, help="Seconds a proxied request may wait for its first byte."),
-    header_timeout: float = typer.Option(10.0, min=0.001, help="Seconds a pod may take to send a streaming answer's headers (sent before generating)."),
+    request_timeout: float = typer.Option(
+        600.0, min=0.001, help="Seconds a proxied request may wait for its first byte."
+    ),
+    header_timeout: float = typer.Option(
+        10.0, min=0.001, help="Seconds a pod may take to send a streaming answer's headers (sent before generating)."
+    ),
     idle_timeout: float = typer.Option(60.0, min=0.001, help="Seconds a streamed answer may pause between two chunks."),
-    client_body_timeout: float = typer.Option(30.0, min=0.001, help="Seconds a client may pause while sending its request body (then 408)."),
-    unresponsive_after: float = typer.Option(10.0, min=0.001, help="Seconds without any answer to scrapes and health probes after which requests waiting on a pod give up (and are retried elsewhere when nothing was sent yet)."),
-    objective: list[str] = typer.Option([], "--objective", help="NAME=PRIORITY: priority of requests for a model/objective (repeatable)."),
+    client_body_timeout: float = typer.Option(
+        30.0, min=0.001, help="Seconds a client may pause while sending its request body (then 408)."
+    ),
+    unresponsive_after: float = typer.Option(
+        10.0,
+        min=0.001,
+        help="Seconds without any answer to scrapes and health probes after which requests waiting on a pod give up (and are retried elsewhere when nothing was sent yet).",
+    ),
+    objective: list[str] = typer.Option(
+        [], "--objective", help="NAME=PRIORITY: priority of requests for a model/objective (repeatable)."
+    ),
     queue_size: int = typer.Option(0, min=0, help="Flow-control queue capacity when saturated (0: no queue)."),
     queue_ttl: float = typer.Option(30.0, min=0.001, help="Seconds a queued request may wait."),
-    shutdown_timeout: float = typer.Option(1.0, help="On SIGTERM, seconds in-flight responses may take before they are cut."),
+    shutdown_timeout: float = typer.Option(
+        1.0, help="On SIGTERM, seconds in-flight responses may take before they are cut."
+    ),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
-    pool_name: str = typer.Option("default", help="The InferencePool this router serves: the `name` label of the inference_pool_* metrics."),
-    named_configs: Optional[Path] = typer.Option(None, "--named-configs", help="Directory of EndpointPickerConfig files NAME.yaml that POST /admin/profile {\"profile\": NAME} may switch to."),
+    pool_name: str = typer.Option(
+        "default", help="The InferencePool this router serves: the `name` label of the inference_pool_* metrics."
+    ),
+    named_configs: Optional[Path] = typer.Option(
+        None,
+        "--named-configs",
+        help='Directory of EndpointPickerConfig files NAME.yaml that POST /admin/profile {"profile": NAME} may switch to.',
+    ),
 ) -> None:
     """Serve the OpenAI API, routing each request to the best model server."""
     from router_lite.app_state import RouterSettings, load_scheduler_config
     from router_lite.config import ConfigError
-    from router_lite.datalayer import DiscoveryError, load_endpoints_file, parse_endpoint_list, parse_ports, parse_selector
+    from router_lite.datalayer import (
+        DiscoveryError,
+        load_endpoints_file,
+        parse_endpoint_list,
+        parse_ports,
+        parse_selector,
+    )
     from router_lite.datalayer.k8s_discovery import check_client_config
     from router_lite.tokenization import HashSettings, TokenizationError
 
@@ -126,7 +181,9 @@ def serve(
             load_endpoints_file(endpoints_file)  # validate now: a typo is an error at start, not a silent empty pool
         if mode == "kubernetes":
             if not selector:
-                raise DiscoveryError("--discovery kubernetes needs --selector key=value[,key=value], e.g. llm-d.ai/inferenceServing=true")
+                raise DiscoveryError(
+                    "--discovery kubernetes needs --selector key=value[,key=value], e.g. llm-d.ai/inferenceServing=true"
+                )
             selector = parse_selector(selector)
             ports = parse_ports(target_ports)
             if kv_events_port is not None and not 0 < kv_events_port < 65536:
@@ -138,7 +195,9 @@ def serve(
     if named_configs is not None and not named_configs.is_dir():
         _fail(f"--named-configs {named_configs}: not a directory")
     if not specs and mode == "static":
-        _fail("no endpoints: give --endpoints host:port,..., --endpoints-file FILE, or --discovery kubernetes --selector ...")
+        _fail(
+            "no endpoints: give --endpoints host:port,..., --endpoints-file FILE, or --discovery kubernetes --selector ..."
+        )
     settings = RouterSettings(
         host=host,
         port=port,

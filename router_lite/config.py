@@ -19,7 +19,15 @@ import yaml
 
 from router_lite.registry import ConfigError, lookup, parse_dataclass
 
-__all__ = ["ConfigError", "PluginSpec", "ProfilePluginRef", "ProfileSpec", "SchedulerConfig", "load_config", "load_config_file"]
+__all__ = [
+    "ConfigError",
+    "PluginSpec",
+    "ProfilePluginRef",
+    "ProfileSpec",
+    "SchedulerConfig",
+    "load_config",
+    "load_config_file",
+]
 
 API_VERSION = "llm-d.ai/v1alpha1"
 LEGACY_API_VERSIONS = ("inference.networking.x-k8s.io/v1alpha1",)
@@ -156,7 +164,9 @@ def load_config(source: dict[str, Any] | str | Path, origin: str = "config") -> 
 
     plugins = _load_plugins(doc.get("plugins"), origin, warnings)
     by_name = {p.name: p for p in plugins}
-    _require(not ("dataLayer" in doc and "data" in doc), f"{origin}: give 'dataLayer' or its older name 'data', not both")
+    _require(
+        not ("dataLayer" in doc and "data" in doc), f"{origin}: give 'dataLayer' or its older name 'data', not both"
+    )
     data_key = "dataLayer" if "dataLayer" in doc else "data"
     data_layer = _load_data_layer(doc.get(data_key), by_name, f"{origin}: {data_key}")
     parser = _load_parser(doc.get("parser"), by_name, origin) if "parser" in doc else "openai-parser"
@@ -198,17 +208,27 @@ def load_config(source: dict[str, Any] | str | Path, origin: str = "config") -> 
     for prof in profiles:
         prof.plugins = [r for r in prof.plugins if by_name[r.plugin_ref].kind != "producer"]  # they run before profiles
         pickers = [r.plugin_ref for r in prof.plugins if by_name[r.plugin_ref].kind == "picker"]
-        _require(len(pickers) == 1, f"{origin}: schedulingProfiles[{prof.name}]: expected one picker, got {', '.join(pickers)}")
+        _require(
+            len(pickers) == 1,
+            f"{origin}: schedulingProfiles[{prof.name}]: expected one picker, got {', '.join(pickers)}",
+        )
     handler = next(p for p in plugins if p.kind == "profile_handler")
-    if lookup(handler.type).cls.type_name == "disagg-profile-handler" and not any(p.kind == "pre_request" for p in plugins):
+    if lookup(handler.type).cls.type_name == "disagg-profile-handler" and not any(
+        p.kind == "pre_request" for p in plugins
+    ):
         # The decode leg must name its prefill pod (x-prefiller-host-port), as llm-d's P/D guides configure it.
         plugins.append(_make_spec({"type": "disagg-headers-handler"}, origin, len(plugins), warnings))
     cls = lookup(handler.type).cls
     problem = cls.check_profiles(handler.params, [p.name for p in profiles], by_name)
     _require(problem is None, f"{origin}: plugin {handler.name!r} ({handler.type}): {problem}")
     return SchedulerConfig(
-        plugins=plugins, profiles=profiles, api_version=API_VERSION, warnings=warnings, extra_sections=extra,
-        data_layer=data_layer, parser=parser,
+        plugins=plugins,
+        profiles=profiles,
+        api_version=API_VERSION,
+        warnings=warnings,
+        extra_sections=extra,
+        data_layer=data_layer,
+        parser=parser,
     )
 
 
@@ -223,8 +243,13 @@ def _load_saturation(raw: Any, by_name: dict[str, PluginSpec], origin: str) -> d
         ref = raw["pluginRef"]
         _require(ref in by_name, f"{where}.pluginRef: {ref!r} names no plugin; defined: {', '.join(by_name) or 'none'}")
         spec = by_name[ref]
-        _require(spec.kind == "saturation_detector", f"{where}.pluginRef: {ref!r} is a {spec.type}, expected a saturation detector such as utilization-detector")
-        return lookup(spec.type).cls.thresholds(spec.raw_parameters, f"{origin}: plugin {ref!r} ({spec.type}) parameters")
+        _require(
+            spec.kind == "saturation_detector",
+            f"{where}.pluginRef: {ref!r} is a {spec.type}, expected a saturation detector such as utilization-detector",
+        )
+        return lookup(spec.type).cls.thresholds(
+            spec.raw_parameters, f"{origin}: plugin {ref!r} ({spec.type}) parameters"
+        )
     from router_lite.saturation import SaturationConfig
 
     try:
@@ -250,9 +275,15 @@ def _load_data_layer(raw: Any, by_name: dict[str, PluginSpec], where: str) -> li
         for key in src:
             _require(key in ("pluginRef", "extractors"), f"{w}: unknown key {key!r}; accepted: pluginRef, extractors")
         ref = src.get("pluginRef")
-        _require(isinstance(ref, str) and ref in by_name, f"{w}.pluginRef: {ref!r} names no plugin; defined: {', '.join(by_name) or 'none'}")
+        _require(
+            isinstance(ref, str) and ref in by_name,
+            f"{w}.pluginRef: {ref!r} names no plugin; defined: {', '.join(by_name) or 'none'}",
+        )
         source_cls = lookup(by_name[ref].type).cls
-        _require(by_name[ref].kind == "data_source", f"{w}.pluginRef: {ref!r} is a {by_name[ref].type}, expected a data source such as metrics-data-source")
+        _require(
+            by_name[ref].kind == "data_source",
+            f"{w}.pluginRef: {ref!r} is a {by_name[ref].type}, expected a data source such as metrics-data-source",
+        )
         names: list[str] = []
         exts = src.get("extractors") or []
         _require(isinstance(exts, list), f"{w}.extractors: expected a list of {{pluginRef}}")
@@ -260,7 +291,10 @@ def _load_data_layer(raw: Any, by_name: dict[str, PluginSpec], where: str) -> li
             we = f"{w}.extractors[{j}]"
             _require(isinstance(ext, dict) and set(ext) <= {"pluginRef"}, f"{we}: expected a mapping with pluginRef")
             eref = ext.get("pluginRef")
-            _require(isinstance(eref, str) and eref in by_name, f"{we}.pluginRef: {eref!r} names no plugin; defined: {', '.join(by_name) or 'none'}")
+            _require(
+                isinstance(eref, str) and eref in by_name,
+                f"{we}.pluginRef: {eref!r} names no plugin; defined: {', '.join(by_name) or 'none'}",
+            )
             _require(
                 source_cls.accepts(lookup(by_name[eref].type).cls),
                 f"{we}.pluginRef: {eref!r} ({by_name[eref].type}) cannot extract from {ref!r} ({by_name[ref].type})",
@@ -272,10 +306,19 @@ def _load_data_layer(raw: Any, by_name: dict[str, PluginSpec], where: str) -> li
 
 def _load_parser(raw: Any, by_name: dict[str, PluginSpec], origin: str) -> str:
     where = f"{origin}: parser"
-    _require(isinstance(raw, dict) and set(raw) == {"pluginRef"}, f"{where}: expected a mapping with only pluginRef, got {raw!r}")
+    _require(
+        isinstance(raw, dict) and set(raw) == {"pluginRef"},
+        f"{where}: expected a mapping with only pluginRef, got {raw!r}",
+    )
     ref = raw["pluginRef"]
-    _require(isinstance(ref, str) and ref in by_name, f"{where}.pluginRef: {ref!r} names no plugin; defined: {', '.join(by_name) or 'none'}")
-    _require(by_name[ref].kind == "parser", f"{where}.pluginRef: {ref!r} is a {by_name[ref].type}, expected a parser such as openai-parser")
+    _require(
+        isinstance(ref, str) and ref in by_name,
+        f"{where}.pluginRef: {ref!r} names no plugin; defined: {', '.join(by_name) or 'none'}",
+    )
+    _require(
+        by_name[ref].kind == "parser",
+        f"{where}.pluginRef: {ref!r} is a {by_name[ref].type}, expected a parser such as openai-parser",
+    )
     return ref
 
 
@@ -283,9 +326,14 @@ def _make_spec(entry: Any, origin: str, i: int, warnings: list[str]) -> PluginSp
     where = f"{origin}: plugins[{i}]"
     _require(isinstance(entry, dict), f"{where}: expected a mapping with 'type', got {entry!r}")
     for key in entry:
-        _require(key in ("name", "type", "parameters"), f"{where}: unknown key {key!r}; accepted: name, type, parameters")
+        _require(
+            key in ("name", "type", "parameters"), f"{where}: unknown key {key!r}; accepted: name, type, parameters"
+        )
     type_name = entry.get("type")
-    _require(isinstance(type_name, str) and type_name, f"{where}: 'type' is required (a plugin type name such as queue-scorer)")
+    _require(
+        isinstance(type_name, str) and type_name,
+        f"{where}: 'type' is required (a plugin type name such as queue-scorer)",
+    )
     name = entry.get("name") or type_name
     _require(isinstance(name, str), f"{where}: name: expected a string, got {name!r}")
     try:
@@ -299,7 +347,9 @@ def _make_spec(entry: Any, origin: str, i: int, warnings: list[str]) -> PluginSp
     new = upgrade(raw) if upgrade is not None and isinstance(raw, dict) else None
     if new is not None:  # an older upstream shape of this type that meant another plugin: load it as that
         new_type, raw = new
-        warnings.append(f"{origin}: plugin {name!r}: {type_name} with these parameters is llm-d's older shape of {new_type}; loaded as {new_type}")
+        warnings.append(
+            f"{origin}: plugin {name!r}: {type_name} with these parameters is llm-d's older shape of {new_type}; loaded as {new_type}"
+        )
         type_name, pt = new_type, lookup(new_type)
     params = parse_dataclass(pt.cls.Params, raw, f"{origin}: plugin {name!r} ({type_name}) parameters")
     return PluginSpec(name=name, type=type_name, kind=pt.kind, params=params, raw_parameters=dict(raw))

@@ -129,7 +129,9 @@ def _parse_sse_line(line: str) -> dict[str, Any] | None:
     return None
 
 
-async def aiter_decisions(base_url: str, history: int = 0, headers: dict[str, str] | None = None) -> AsyncIterator[dict[str, Any]]:
+async def aiter_decisions(
+    base_url: str, history: int = 0, headers: dict[str, str] | None = None
+) -> AsyncIterator[dict[str, Any]]:
     """Follow a router's decision stream (async): yields one dict per decision until cancelled."""
     import httpx
 
@@ -143,7 +145,9 @@ async def aiter_decisions(base_url: str, history: int = 0, headers: dict[str, st
                     yield decision
 
 
-def iter_decisions(base_url: str, history: int = 0, headers: dict[str, str] | None = None, timeout_s: float | None = None) -> Iterator[dict[str, Any]]:
+def iter_decisions(
+    base_url: str, history: int = 0, headers: dict[str, str] | None = None, timeout_s: float | None = None
+) -> Iterator[dict[str, Any]]:
     """Follow a router's decision stream (blocking): yields one dict per decision; stops after `timeout_s` idle."""
     import httpx
 

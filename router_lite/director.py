@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from router_lite.failures import Failure, FailureKind
+from router_lite.failures import Failure
 from router_lite.types import SHED, Endpoint, LLMRequest, SchedulingResult
 
 if TYPE_CHECKING:
@@ -124,7 +124,8 @@ class Director:
         flow.pd["fallback"] = failure.message
         result = flow.result
         result.reason = (result.reason + "; " if result.reason else "") + (
-            f"prefill on {prefill.key} failed ({failure.message}): fell back to decode-only")
+            f"prefill on {prefill.key} failed ({failure.message}): fell back to decode-only"
+        )
         if m is not None:
             m.pd_fallbacks.labels(failure.kind.fallback_label).inc()
         if failure.kind.pod_down:

@@ -32,7 +32,9 @@ class EnqueueResult(Generic[T]):
 
 
 class FlowQueue(Generic[T]):
-    def __init__(self, max_requests: int = 1024, ttl_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_requests: int = 1024, ttl_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if max_requests <= 0:
             raise ValueError(f"max_requests: expected a positive integer, got {max_requests}")
         if ttl_s <= 0:

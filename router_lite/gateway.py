@@ -20,14 +20,22 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from router_lite import passthrough
 from router_lite.admin_guard import ADMIN_DISABLED_MESSAGE, Refusal, check_admin_change, check_read, is_loopback  # noqa: F401 (re-exported)
 from router_lite.admission import Rejected
 from router_lite.app_state import RouterSettings, RouterState, config_from_text, named_config
-from router_lite import passthrough
 from router_lite.config import ConfigError
-from router_lite.proxy import PrefillError, Upstream, UpstreamError, forward_headers, is_router_owned, open_upstream, run_prefill
-from router_lite.tokenization import chat_text, completion_prompt
 from router_lite.director import Flow, NoEndpoint, Shed
+from router_lite.proxy import (
+    PrefillError,
+    Upstream,
+    UpstreamError,
+    forward_headers,
+    is_router_owned,
+    open_upstream,
+    run_prefill,
+)
+from router_lite.tokenization import chat_text, completion_prompt
 from router_lite.types import LLMRequest
 
 log = logging.getLogger("router_lite.gateway")
@@ -79,7 +87,14 @@ async def _unless_client_leaves(request: Request, work: Any) -> Any:
 class ClientError(Exception):
     """A request the router refuses: becomes an OpenAI error object with this status."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.param = param
@@ -87,11 +102,28 @@ class ClientError(Exception):
         self.headers = headers or {}
 
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error", 408: "timeout", 413: "invalid_request_error", 415: "invalid_request_error", 429: "rate_limit_exceeded", 503: "service_unavailable", 500: "internal_error", 502: "bad_gateway", 504: "timeout"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_exceeded",
+    503: "service_unavailable",
+    500: "internal_error",
+    502: "bad_gateway",
+    504: "timeout",
+}
 
 
-def error_response(status: int, message: str, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": _ERROR_TYPES.get(status, "error"), "param": param, "code": code or status}}
+def error_response(
+    status: int, message: str, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {
+        "error": {"message": message, "type": _ERROR_TYPES.get(status, "error"), "param": param, "code": code or status}
+    }
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -116,6 +148,7 @@ class Gateway:
     def guarded(self, handler: Any, policy: str) -> Any:
         """`handler` behind its access policy: "api" (the API key, when one is set), "read" (debug and config
         reads: the API key, and a loopback Host on a loopback bind) or "admin" (config changes: see admin_guard)."""
+
         async def run(request: Request) -> Response:
             refusal = self._refusal(request, policy)
             if refusal is None:
@@ -143,7 +176,11 @@ class Gateway:
         if declared is not None:
             try:
                 if int(declared) > limit:
-                    raise ClientError(413, f"request body of {declared} bytes is over the limit of {limit} bytes", code="body_too_large")
+                    raise ClientError(
+                        413,
+                        f"request body of {declared} bytes is over the limit of {limit} bytes",
+                        code="body_too_large",
+                    )
             except ValueError:
                 raise ClientError(400, "invalid Content-Length header", code="invalid_header") from None
         chunks = []
@@ -158,7 +195,9 @@ class Gateway:
             except StopAsyncIteration:
                 break
             except TimeoutError:
-                raise ClientError(408, f"the request body stalled: nothing arrived for {idle:g}s", code="body_timeout") from None
+                raise ClientError(
+                    408, f"the request body stalled: nothing arrived for {idle:g}s", code="body_timeout"
+                ) from None
             size += len(chunk)
             if size > limit:
                 raise ClientError(413, f"request body is over the limit of {limit} bytes", code="body_too_large")
@@ -173,25 +212,46 @@ class Gateway:
         except (msgspec.DecodeError, RecursionError) as exc:  # msgspec raises RecursionError on hostile nesting
             raise ClientError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
         if not isinstance(body, dict):
-            raise ClientError(400, f"request body must be a JSON object, got {type(body).__name__}", code="invalid_json")
+            raise ClientError(
+                400, f"request body must be a JSON object, got {type(body).__name__}", code="invalid_json"
+            )
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            raise ClientError(400, "'model' is required and must be a non-empty string", param="model", code="missing_model")
+            raise ClientError(
+                400, "'model' is required and must be a non-empty string", param="model", code="missing_model"
+            )
         if kind == "completions":
             if "prompt" not in body:
                 raise ClientError(400, "'prompt' is required", param="prompt", code="missing_prompt")
             if completion_prompt(body["prompt"]) is None:
-                raise ClientError(400, "'prompt' must be a string, a list of strings, or token ids", param="prompt", code="invalid_prompt")
+                raise ClientError(
+                    400,
+                    "'prompt' must be a string, a list of strings, or token ids",
+                    param="prompt",
+                    code="invalid_prompt",
+                )
         else:
             msgs = body.get("messages")
             if not isinstance(msgs, list) or not msgs:
-                raise ClientError(400, "'messages' is required and must be a non-empty list", param="messages", code="missing_messages")
+                raise ClientError(
+                    400,
+                    "'messages' is required and must be a non-empty list",
+                    param="messages",
+                    code="missing_messages",
+                )
             for i, m in enumerate(msgs):
                 if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                    raise ClientError(400, f"messages[{i}] must be an object with a string 'role'", param="messages", code="invalid_messages")
+                    raise ClientError(
+                        400,
+                        f"messages[{i}] must be an object with a string 'role'",
+                        param="messages",
+                        code="invalid_messages",
+                    )
         n = body.get("n", 1)
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N):
-            raise ClientError(400, f"'n' must be an integer between 1 and {MAX_N}, got {str(n)[:40]}", param="n", code="invalid_n")
+            raise ClientError(
+                400, f"'n' must be an integer between 1 and {MAX_N}, got {str(n)[:40]}", param="n", code="invalid_n"
+            )
         stream = body.get("stream", False)
         if not isinstance(stream, bool) and stream is not None:
             raise ClientError(400, "'stream' must be a boolean", param="stream", code="invalid_stream")
@@ -212,12 +272,21 @@ class Gateway:
             try:
                 return int(raw)
             except ValueError:
-                raise ClientError(400, f"header {PRIORITY_HEADER} must be an integer, got {raw!r}", param=PRIORITY_HEADER, code="invalid_priority") from None
+                raise ClientError(
+                    400,
+                    f"header {PRIORITY_HEADER} must be an integer, got {raw!r}",
+                    param=PRIORITY_HEADER,
+                    code="invalid_priority",
+                ) from None
         objective = request.headers.get("x-gateway-inference-objective") or model
         return self.s.objectives.get(objective, 0)
 
     def _llm_request(self, request: Request, body: dict[str, Any], kind: str, priority: int) -> LLMRequest:
-        headers = {k.lower(): v for k, v in request.headers.items() if k.lower() not in ("authorization", "cookie") and not is_router_owned(k.lower())}
+        headers = {
+            k.lower(): v
+            for k, v in request.headers.items()
+            if k.lower() not in ("authorization", "cookie") and not is_router_owned(k.lower())
+        }
         # The router's own id keys everything inside (active requests, P/D, decisions): two clients sending
         # the same x-request-id must not share a slot. The client's id is forwarded and recorded.
         rid = uuid.uuid4().hex
@@ -271,14 +340,21 @@ class Gateway:
         if not (path in passthrough.GENERATIVE and isinstance(body.get("model"), str)):
             candidates = st.datalayer.candidates()
             if not candidates:
-                raise ClientError(503, "no healthy model server endpoint is available", code="no_healthy_endpoint", headers={"Retry-After": "1"})
+                raise ClientError(
+                    503,
+                    "no healthy model server endpoint is available",
+                    code="no_healthy_endpoint",
+                    headers={"Retry-After": "1"},
+                )
             target = min(candidates, key=lambda e: st.inflight.load(e.key).requests)
             try:
                 upstream = await open_upstream(st.pool.backend(target.key), path, raw, base)
             except UpstreamError as exc:
                 if exc.failure.kind.pod_down:
                     st.datalayer.report_failure(target.key, str(exc))
-                raise ClientError(exc.client_status, f"model server failed before responding: {exc}", code="upstream_error") from None
+                raise ClientError(
+                    exc.client_status, f"model server failed before responding: {exc}", code="upstream_error"
+                ) from None
             st.metrics.requests.labels(path, str(upstream.status_code)).inc()
             if upstream.complete:
                 return _whole_response(upstream, [(_ENDPOINT_B, target.key.encode())])
@@ -286,7 +362,9 @@ class Gateway:
             resp.raw_headers = upstream.raw_headers() + [(_ENDPOINT_B, target.key.encode())]
             return resp
         headers_in = {k.lower(): v for k, v in request.headers.items() if k.lower() not in ("authorization", "cookie")}
-        req = LLMRequest(uuid.uuid4().hex, body["model"], prompt_text=passthrough.responses_text(body), headers=headers_in)
+        req = LLMRequest(
+            uuid.uuid4().hex, body["model"], prompt_text=passthrough.responses_text(body), headers=headers_in
+        )
         flow = self._start(req)
         upstream = await self._dispatch(flow, request, path, raw, base, wait_for_client=not body.get("stream"))
         if isinstance(upstream, Response):
@@ -326,14 +404,21 @@ class Gateway:
         except Shed as exc:
             raise ClientError(429, str(exc), code="slo_unattainable", headers={"Retry-After": "1"}) from None
 
-    async def _dispatch(self, flow: Flow, request: Request, path: str, content: bytes, base: dict[str, str],
-                        wait_for_client: bool) -> Upstream | Response:
+    async def _dispatch(
+        self, flow: Flow, request: Request, path: str, content: bytes, base: dict[str, str], wait_for_client: bool
+    ) -> Upstream | Response:
         """Send to the flow's target, retrying on the next candidates as the director says; the pod's open
         response, or a 499 when the client left first. Gives up with a ClientError."""
         st, director = self.state, self.state.director
         while True:
             try:
-                opening = open_upstream(st.pool.backend(flow.target.key), path, content, {**base, **flow.headers}, stream=not wait_for_client)
+                opening = open_upstream(
+                    st.pool.backend(flow.target.key),
+                    path,
+                    content,
+                    {**base, **flow.headers},
+                    stream=not wait_for_client,
+                )
                 # A non-streaming answer's first byte is its last: without this, a client that left kept the
                 # pod generating for nobody. Cancelling the post closes the connection; the pod aborts on that.
                 upstream = await (_unless_client_leaves(request, opening) if wait_for_client else opening)
@@ -346,7 +431,9 @@ class Gateway:
             except UpstreamError as exc:
                 if director.dispatch_failed(flow, exc.failure) is None:
                     st.hub.publish(director.decision(flow, exc.status or 502, None))
-                    raise ClientError(exc.client_status, f"model server failed before responding: {exc}", code="upstream_error") from None
+                    raise ClientError(
+                        exc.client_status, f"model server failed before responding: {exc}", code="upstream_error"
+                    ) from None
             except BaseException:
                 director.finished(flow)
                 raise
@@ -378,7 +465,9 @@ class Gateway:
                 try:
                     ticket = await admission.admit(req, self.state.datalayer.candidates)
                 except Rejected as exc:
-                    raise ClientError(429, str(exc), code="saturated", headers={"Retry-After": str(exc.retry_after_s)}) from None
+                    raise ClientError(
+                        429, str(exc), code="saturated", headers={"Retry-After": str(exc.retry_after_s)}
+                    ) from None
             try:
                 resp = await self._route(request, req, body, raw, kind, path, t0)
             except BaseException:
@@ -404,7 +493,9 @@ class Gateway:
             m.request_failed(req, "internal_error")
             return error_response(500, f"router error: {type(exc).__name__}", code="internal_error")
 
-    async def _route(self, request: Request, req: LLMRequest, body: dict[str, Any], raw: bytes, kind: str, path: str, t0: float) -> Response:
+    async def _route(
+        self, request: Request, req: LLMRequest, body: dict[str, Any], raw: bytes, kind: str, path: str, t0: float
+    ) -> Response:
         """The director's flow over HTTP: P/D prefill leg, dispatch with retry, then the response."""
         st = self.state
         m = st.metrics
@@ -462,7 +553,11 @@ class Gateway:
         except Exception as exc:  # the pod died mid-stream, or shutdown cut it: nothing to retry
             if st.stopping:
                 st.metrics.errors.labels("shutdown_cut").inc()
-                log.warning("shutdown: cut the stream from %s (request %s) after the grace period", target.key, flow.request.request_id)
+                log.warning(
+                    "shutdown: cut the stream from %s (request %s) after the grace period",
+                    target.key,
+                    flow.request.request_id,
+                )
                 if upstream.is_event_stream:  # say so in-band: an OpenAI client raises it instead of a silent end
                     yield SHUTDOWN_SSE_ERROR
             else:
@@ -522,7 +617,9 @@ class Gateway:
         except ValueError:
             return error_response(400, "history: expected an integer", param="history")
         return StreamingResponse(
-            self.state.hub.sse(history=history), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            self.state.hub.sse(history=history),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     async def endpoints(self, request: Request) -> Response:
@@ -541,7 +638,14 @@ class Gateway:
             return error_response(exc.status, str(exc), exc.param, exc.code)
         except ConfigError as exc:
             return error_response(400, str(exc), code="invalid_config")
-        return JSONResponse({"ok": True, "version": self.state.config_version, "profiles": [p.name for p in cfg.profiles], "warnings": cfg.warnings})
+        return JSONResponse(
+            {
+                "ok": True,
+                "version": self.state.config_version,
+                "profiles": [p.name for p in cfg.profiles],
+                "warnings": cfg.warnings,
+            }
+        )
 
     async def post_profile(self, request: Request) -> Response:
         """Switch to a shipped profile's router config: `{"profile": "precise-prefix-cache"}`."""
@@ -565,11 +669,21 @@ class Gateway:
                 except ConfigError as exc:
                     return error_response(400, str(exc), param="profile", code="invalid_profile")
             else:
-                return error_response(400, "expected {\"profile\": NAME} or {\"config\": {...}}", param="profile", code="missing_profile")
+                return error_response(
+                    400, 'expected {"profile": NAME} or {"config": {...}}', param="profile", code="missing_profile"
+                )
         except ConfigError as exc:
             return error_response(400, str(exc), code="invalid_config")
         self.state.swap_config(cfg)
-        return JSONResponse({"ok": True, "profile": name, "version": self.state.config_version, "profiles": [p.name for p in cfg.profiles], "warnings": cfg.warnings})
+        return JSONResponse(
+            {
+                "ok": True,
+                "profile": name,
+                "version": self.state.config_version,
+                "profiles": [p.name for p in cfg.profiles],
+                "warnings": cfg.warnings,
+            }
+        )
 
     async def not_found(self, request: Request) -> Response:
         return error_response(404, f"no route {request.method} {request.url.path}", code="not_found")
@@ -631,8 +745,11 @@ class ProxiedStream(StreamingResponse):
 def _whole_response(upstream: Upstream, extra: list[tuple[bytes, bytes]]) -> Response:
     """A non-streaming answer that arrived whole: the pod's headers, its length, and the router's `extra`."""
     resp = Response(upstream.first_chunk, status_code=upstream.status_code)
-    resp.raw_headers = [h for h in upstream.raw_headers() if h[0] != b"content-length"] + [
-        (b"content-length", str(len(upstream.first_chunk)).encode())] + extra
+    resp.raw_headers = (
+        [h for h in upstream.raw_headers() if h[0] != b"content-length"]
+        + [(b"content-length", str(len(upstream.first_chunk)).encode())]
+        + extra
+    )
     return resp
 
 
@@ -671,7 +788,11 @@ def build_app(settings: RouterSettings | None = None, state: RouterState | None 
         finally:
             await state.stop()
 
-    api, read, admin = (lambda h: gw.guarded(h, "api")), (lambda h: gw.guarded(h, "read")), (lambda h: gw.guarded(h, "admin"))
+    api, read, admin = (
+        (lambda h: gw.guarded(h, "api")),
+        (lambda h: gw.guarded(h, "read")),
+        (lambda h: gw.guarded(h, "admin")),
+    )
     routes = [  # /health and /metrics are open, as vLLM's and the EPP's are (probes and Prometheus)
         Route("/v1/completions", api(gw.completions), methods=["POST"]),
         Route("/v1/chat/completions", api(gw.chat), methods=["POST"]),
@@ -690,7 +811,9 @@ def build_app(settings: RouterSettings | None = None, state: RouterState | None 
         return await gw.not_found(request)
 
     async def on_405(request: Request, exc: Exception) -> Response:
-        return error_response(405, f"method {request.method} not allowed on {request.url.path}", code="method_not_allowed")
+        return error_response(
+            405, f"method {request.method} not allowed on {request.url.path}", code="method_not_allowed"
+        )
 
     async def on_500(request: Request, exc: Exception) -> Response:
         return error_response(500, f"router error: {type(exc).__name__}", code="internal_error")

@@ -53,11 +53,17 @@ def normalise_batch(batch: KVEventBatch) -> KVEventBatch:
     changed = False
     events = []
     for ev in batch.events:
-        if isinstance(ev, (BlockStored, BlockRemoved)) and ev.block_hashes and isinstance(ev.block_hashes[0], (bytes, bytearray)):
+        if (
+            isinstance(ev, (BlockStored, BlockRemoved))
+            and ev.block_hashes
+            and isinstance(ev.block_hashes[0], (bytes, bytearray))
+        ):
             changed = True
             if isinstance(ev, BlockStored):
                 ev = msgspec.structs.replace(
-                    ev, block_hashes=[_to_uint64(h) for h in ev.block_hashes], parent_block_hash=_to_uint64(ev.parent_block_hash)
+                    ev,
+                    block_hashes=[_to_uint64(h) for h in ev.block_hashes],
+                    parent_block_hash=_to_uint64(ev.parent_block_hash),
                 )
             else:
                 ev = msgspec.structs.replace(ev, block_hashes=[_to_uint64(h) for h in ev.block_hashes])
@@ -93,7 +99,12 @@ class _Group:
 class KVEventSubscriber:
     """SUB sockets for every endpoint with `kvEvents`; applies each batch with `apply(key, seq, batch)`."""
 
-    def __init__(self, apply: Callable[[str, int, KVEventBatch], Any], metrics: Any = None, context: zmq.asyncio.Context | None = None) -> None:
+    def __init__(
+        self,
+        apply: Callable[[str, int, KVEventBatch], Any],
+        metrics: Any = None,
+        context: zmq.asyncio.Context | None = None,
+    ) -> None:
         self._apply = apply
         self.metrics = metrics
         self._ctx = context or zmq.asyncio.Context.instance()
@@ -222,8 +233,11 @@ class KVEventSubscriber:
             # another rank once purged a different pod's entries.
             group.foreign_rank += 1
             self.stats.setdefault(spec.key, RouteStats()).errors += 1
-            self._error(spec.key, f"KV events on {group.url} for {spec.key} claim data-parallel rank {claimed}, "
-                                  f"expected {spec.dp_rank or 0}: dropped")
+            self._error(
+                spec.key,
+                f"KV events on {group.url} for {spec.key} claim data-parallel rank {claimed}, "
+                f"expected {spec.dp_rank or 0}: dropped",
+            )
             return
         st = self.stats.setdefault(spec.key, RouteStats())
         try:
@@ -238,7 +252,9 @@ class KVEventSubscriber:
         st.last_at = time.monotonic()
         if outcome == "restart":
             st.restarts += 1
-            log.info("KV events from %s: sequence went back to %d, pod restarted; its blocks were dropped", spec.key, seq)
+            log.info(
+                "KV events from %s: sequence went back to %d, pod restarted; its blocks were dropped", spec.key, seq
+            )
         if self.metrics is not None:
             self.metrics.kv_events.labels(spec.key).inc()
 
@@ -272,10 +288,26 @@ class KVEventSubscriber:
     def snapshot(self) -> dict[str, Any]:
         return {
             "sockets": [
-                {"url": g.url, "bind": g.bind, "endpoints": sorted(g.routes), "decode_errors": g.decode_errors, "unrouted": g.unrouted,
-                 "foreign_rank": g.foreign_rank, "receiving": g.task is not None and not g.task.done()}
+                {
+                    "url": g.url,
+                    "bind": g.bind,
+                    "endpoints": sorted(g.routes),
+                    "decode_errors": g.decode_errors,
+                    "unrouted": g.unrouted,
+                    "foreign_rank": g.foreign_rank,
+                    "receiving": g.task is not None and not g.task.done(),
+                }
                 for g in self._groups.values()
             ],
-            "per_endpoint": {k: {"batches": s.batches, "events": s.events, "errors": s.errors, "restarts": s.restarts, "last_seq": s.last_seq} for k, s in self.stats.items()},
+            "per_endpoint": {
+                k: {
+                    "batches": s.batches,
+                    "events": s.events,
+                    "errors": s.errors,
+                    "restarts": s.restarts,
+                    "last_seq": s.last_seq,
+                }
+                for k, s in self.stats.items()
+            },
             "errors": self.errors,
         }

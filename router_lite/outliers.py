@@ -44,7 +44,9 @@ class OutlierDetector:
         if self.consecutive_errors < 1:
             raise ValueError(f"consecutive_errors: expected >= 1, got {self.consecutive_errors}")
         if not 0 < self.base_ejection_s <= self.max_ejection_s:
-            raise ValueError(f"ejection times: expected 0 < base ({self.base_ejection_s}) <= max ({self.max_ejection_s})")
+            raise ValueError(
+                f"ejection times: expected 0 < base ({self.base_ejection_s}) <= max ({self.max_ejection_s})"
+            )
 
     def record(self, key: str, outcome: Outcome, now: float, detail: str = "") -> bool:
         """Count one outcome; True when it ejects `key` now (it was not ejected before)."""
@@ -62,7 +64,11 @@ class OutlierDetector:
             rec.ejections += 1
             rec.until = now + min(self.max_ejection_s, self.base_ejection_s * 2 ** (rec.ejections - 1))
             rec.consecutive = 0
-            what = "failed again after an ejection" if rec.ejections > 1 else f"{self.consecutive_errors} failures in a row"
+            what = (
+                "failed again after an ejection"
+                if rec.ejections > 1
+                else f"{self.consecutive_errors} failures in a row"
+            )
             rec.reason = f"ejected for {rec.until - now:g}s: {what}" + (f" ({detail})" if detail else "")
             return True
         return False

@@ -12,7 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 GENERATIVE = {"/v1/responses"}
-PATHS = ("/tokenize", "/detokenize", "/v1/embeddings", "/v1/completions/render", "/v1/chat/completions/render", "/v1/responses")
+PATHS = (
+    "/tokenize",
+    "/detokenize",
+    "/v1/embeddings",
+    "/v1/completions/render",
+    "/v1/chat/completions/render",
+    "/v1/responses",
+)
 
 
 def responses_text(body: dict[str, Any]) -> str | None:

@@ -31,7 +31,20 @@ from router_lite.outliers import Outcome
 # Statuses that mean "this pod cannot serve now" (not "this request is wrong"): worth another pod.
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 _HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers", "transfer-encoding", "upgrade", "host", "content-length", "expect", "content-type"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "expect",
+        "content-type",
+    }
 )
 _RESPONSE_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"server", b"date"})
 _HIGH_WATER = 1 << 20  # pause reading a pod when a slow client leaves this much unread
@@ -70,6 +83,7 @@ def is_streaming(content: bytes) -> bool:
         return _stream_decoder.decode(content).stream is True
     except (msgspec.DecodeError, RecursionError):
         return False
+
 
 PREFILL_KV_PARAMS: dict[str, Any] = {
     "do_remote_decode": True,
@@ -213,7 +227,9 @@ class Backend:
         self.port = int(port)
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s  # small GETs (scrapes); requests use `timeouts`
-        self.timeouts = timeouts or Timeouts(connect_s=connect_timeout_s, headers_s=read_timeout_s, first_byte_s=read_timeout_s, idle_s=read_timeout_s)
+        self.timeouts = timeouts or Timeouts(
+            connect_s=connect_timeout_s, headers_s=read_timeout_s, first_byte_s=read_timeout_s, idle_s=read_timeout_s
+        )
         self.on_outcome = on_outcome
         self.alive = alive
         self.max_idle = max_idle
@@ -226,9 +242,15 @@ class Backend:
             async with asyncio.timeout(self.connect_timeout_s):  # not wait_for: see _Conn.wait
                 _, conn = await loop.create_connection(_Conn, self.host, self.port)
         except asyncio.TimeoutError:
-            raise UpstreamError("connect", f"pod {self.address} did not accept a connection within {self.connect_timeout_s:g}s", retryable=True) from None
+            raise UpstreamError(
+                "connect",
+                f"pod {self.address} did not accept a connection within {self.connect_timeout_s:g}s",
+                retryable=True,
+            ) from None
         except OSError as exc:
-            raise UpstreamError("connect", f"pod {self.address} unreachable: {exc.strerror or exc}", retryable=True) from None
+            raise UpstreamError(
+                "connect", f"pod {self.address} unreachable: {exc.strerror or exc}", retryable=True
+            ) from None
         return conn  # type: ignore[return-value]
 
     def release(self, conn: _Conn) -> None:
@@ -265,7 +287,9 @@ class Backend:
             if left <= 0:
                 raise UpstreamError("timeout", f"pod {self.address} sent no {what} within {limit_s:g}s", retryable=True)
             if self.alive is not None and not self.alive(self.address):
-                raise UpstreamError("unresponsive", f"pod {self.address} stopped answering while it held this request", retryable=True)
+                raise UpstreamError(
+                    "unresponsive", f"pod {self.address} stopped answering while it held this request", retryable=True
+                )
             try:
                 await conn.wait(min(left, ALIVE_POLL_S) if self.alive is not None else left)
             except asyncio.TimeoutError:
@@ -292,7 +316,9 @@ class Backend:
             conn.transport.write(data)
             try:
                 if stream:
-                    await self.wait_for(conn, lambda: conn.headers_done or conn.complete, t.headers_s, "response headers")
+                    await self.wait_for(
+                        conn, lambda: conn.headers_done or conn.complete, t.headers_s, "response headers"
+                    )
                 await self.wait_for(conn, lambda: bool(conn.chunks) or conn.complete, t.first_byte_s, "response")
             except UpstreamError as exc:
                 self.discard(conn)
@@ -302,7 +328,9 @@ class Backend:
                 self.discard(conn)
                 if reused and not conn.got_bytes and attempt == 0:
                     continue  # the pod had closed this idle connection: one fresh try, not a pod failure
-                raise UpstreamError("read", f"pod {self.address} failed before its first byte: {type(exc).__name__}", retryable=True) from None
+                raise UpstreamError(
+                    "read", f"pod {self.address} failed before its first byte: {type(exc).__name__}", retryable=True
+                ) from None
             except BaseException:  # cancelled (client gone, shutdown, a cancelled prefill): never leak the connection
                 self.discard(conn)
                 raise
@@ -367,7 +395,9 @@ class Upstream:
         self.first_chunk = conn.take()
         chunked = any(k == b"transfer-encoding" for k, _ in conn.raw_headers)
         # The pod's headers minus hop-by-hop ones; content-length kept only when the body is relayed as is.
-        self._headers = [(k, v) for k, v in conn.raw_headers if k not in _RESPONSE_DROP and not (chunked and k == b"content-length")]
+        self._headers = [
+            (k, v) for k, v in conn.raw_headers if k not in _RESPONSE_DROP and not (chunked and k == b"content-length")
+        ]
         self._released = False
         self.complete = conn.complete  # the whole body is in `first_chunk` (a non-streaming answer)
         if conn.complete:
@@ -409,7 +439,9 @@ class Upstream:
                 if conn.complete:
                     break
                 try:
-                    await self._backend.wait_for(conn, lambda: bool(conn.chunks) or conn.complete, self._backend.timeouts.idle_s, "stream data")
+                    await self._backend.wait_for(
+                        conn, lambda: bool(conn.chunks) or conn.complete, self._backend.timeouts.idle_s, "stream data"
+                    )
                 except UpstreamError as exc:
                     self._backend._outcome(Outcome.TIMEOUT, str(exc))
                     raise
@@ -442,8 +474,12 @@ class BackendPool:
     ) -> None:
         self.request_timeout_s = request_timeout_s
         self.connect_timeout_s = connect_timeout_s
-        self.timeouts = timeouts or Timeouts(connect_s=connect_timeout_s, first_byte_s=request_timeout_s, idle_s=min(60.0, request_timeout_s),
-                                             headers_s=min(10.0, request_timeout_s))
+        self.timeouts = timeouts or Timeouts(
+            connect_s=connect_timeout_s,
+            first_byte_s=request_timeout_s,
+            idle_s=min(60.0, request_timeout_s),
+            headers_s=min(10.0, request_timeout_s),
+        )
         self.on_outcome = on_outcome
         self.alive = alive
         self._backends: dict[str, Backend] = {}
@@ -461,8 +497,14 @@ class BackendPool:
     def backend(self, address: str) -> Backend:
         b = self._backends.get(address)
         if b is None:
-            b = self._backends[address] = Backend(address, self.timeouts.connect_s, self.request_timeout_s, timeouts=self.timeouts,
-                                                  on_outcome=self.on_outcome, alive=self.alive)
+            b = self._backends[address] = Backend(
+                address,
+                self.timeouts.connect_s,
+                self.request_timeout_s,
+                timeouts=self.timeouts,
+                on_outcome=self.on_outcome,
+                alive=self.alive,
+            )
         return b
 
     def drop(self, address: str) -> None:
@@ -482,7 +524,12 @@ class BackendPool:
 # of it) pulls KV from or forwards to. Passed through from a client, `x-prefiller-host-port` sent a decode pod
 # to any host the client named (a cloud metadata address included).
 ROUTER_OWNED_HEADERS = frozenset(
-    {"x-prefiller-host-port", "x-data-parallel-host-port", "x-gateway-destination-endpoint", "x-gateway-destination-endpoint-served"}
+    {
+        "x-prefiller-host-port",
+        "x-data-parallel-host-port",
+        "x-gateway-destination-endpoint",
+        "x-gateway-destination-endpoint-served",
+    }
 )
 
 
@@ -503,7 +550,9 @@ def forward_headers(headers: list[tuple[bytes, bytes]], strip_auth: bool) -> dic
     return out
 
 
-async def open_upstream(backend: Backend, path: str, content: bytes, headers: dict[str, str], stream: bool | None = None) -> Upstream:
+async def open_upstream(
+    backend: Backend, path: str, content: bytes, headers: dict[str, str], stream: bool | None = None
+) -> Upstream:
     """POST and wait for the first body byte. Raises UpstreamError for failures before that byte. `stream`:
     whether the body asks for a stream, when the caller knows (else it is read from `content`)."""
     return await backend.post(path, content, headers, stream)
@@ -529,7 +578,9 @@ def prefill_body(body: dict[str, Any], kind: str) -> dict[str, Any]:
     return out
 
 
-async def run_prefill(backend: Backend, path: str, body: dict[str, Any], kind: str, headers: dict[str, str]) -> dict[str, Any]:
+async def run_prefill(
+    backend: Backend, path: str, body: dict[str, Any], kind: str, headers: dict[str, str]
+) -> dict[str, Any]:
     """Send the prefill; returns the `kv_transfer_params` the prefill pod answered with."""
     content = json.dumps(prefill_body(body, kind)).encode()
     try:
@@ -540,13 +591,17 @@ async def run_prefill(backend: Backend, path: str, body: dict[str, Any], kind: s
             raise PrefillError(FailureKind.STATUS, f"prefill pod answered {exc.status}", exc.status) from None
         raise PrefillError(FailureKind(exc.kind), f"prefill pod unreachable: {exc}") from None
     except (OSError, asyncio.TimeoutError, httptools.HttpParserError) as exc:
-        raise PrefillError(FailureKind.READ, f"prefill pod unreachable: connection broke ({type(exc).__name__})") from None
+        raise PrefillError(
+            FailureKind.READ, f"prefill pod unreachable: connection broke ({type(exc).__name__})"
+        ) from None
     if up.status_code != 200:
         raise PrefillError(FailureKind.STATUS, f"prefill pod answered {up.status_code}", up.status_code)
     try:
         params = json.loads(raw).get("kv_transfer_params")
     except (ValueError, AttributeError):
-        raise PrefillError(FailureKind.BAD_RESPONSE, "prefill pod answered with a body that is not a JSON object") from None
+        raise PrefillError(
+            FailureKind.BAD_RESPONSE, "prefill pod answered with a body that is not a JSON object"
+        ) from None
     if not isinstance(params, dict):
         raise PrefillError(FailureKind.BAD_RESPONSE, "prefill response carries no kv_transfer_params")
     return params

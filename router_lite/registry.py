@@ -18,9 +18,19 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 PLUGIN_KINDS: tuple[str, ...] = (
-    "filter", "scorer", "picker", "profile_handler", "decider", "pre_request",
+    "filter",
+    "scorer",
+    "picker",
+    "profile_handler",
+    "decider",
+    "pre_request",
     # llm-d's request-control and data-layer plugins: they run around scheduling, not inside a profile.
-    "producer", "data_source", "extractor", "parser", "admitter", "saturation_detector",
+    "producer",
+    "data_source",
+    "extractor",
+    "parser",
+    "admitter",
+    "saturation_detector",
 )
 
 # Upstream plugin types router_lite knows of but does not implement: a config naming one fails with this
@@ -60,12 +70,16 @@ def register(cls: type) -> type:
     if kind not in PLUGIN_KINDS:
         raise TypeError(f"{cls.__name__}.kind must be one of {PLUGIN_KINDS}, got {kind!r}")
     entries = [PluginType(cls.type_name, kind, cls)]
-    entries += [PluginType(alias, kind, cls, deprecated_alias_of=cls.type_name) for alias in getattr(cls, "aliases", ())]
+    entries += [
+        PluginType(alias, kind, cls, deprecated_alias_of=cls.type_name) for alias in getattr(cls, "aliases", ())
+    ]
     entries += [PluginType(synonym, kind, cls) for synonym in getattr(cls, "synonyms", ())]
     for entry in entries:  # a second plugin under a taken name would silently replace the first
         taken = _REGISTRY.get(entry.type_name)
         if taken is not None and taken.cls is not cls and _qualname(taken.cls) != _qualname(cls):
-            raise TypeError(f"plugin type {entry.type_name!r} of {_qualname(cls)} is already registered by {_qualname(taken.cls)}")
+            raise TypeError(
+                f"plugin type {entry.type_name!r} of {_qualname(cls)} is already registered by {_qualname(taken.cls)}"
+            )
     for entry in entries:
         _REGISTRY[entry.type_name] = entry
     return cls
@@ -93,7 +107,9 @@ def lookup(type_name: str) -> PluginType:
         return _REGISTRY[type_name]
     except KeyError:
         if type_name in NOT_IMPLEMENTED:
-            raise ConfigError(f"plugin type {type_name!r} is not implemented by router_lite: {NOT_IMPLEMENTED[type_name]}") from None
+            raise ConfigError(
+                f"plugin type {type_name!r} is not implemented by router_lite: {NOT_IMPLEMENTED[type_name]}"
+            ) from None
         known = ", ".join(sorted(t for t, p in _REGISTRY.items() if p.deprecated_alias_of is None))
         raise ConfigError(f"unknown plugin type {type_name!r}; known types: {known}") from None
 
@@ -128,7 +144,9 @@ def _type_name(tp: Any) -> str:
         return "a mapping"
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    return {int: "an integer", float: "a number", bool: "a boolean", str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {int: "an integer", float: "a number", bool: "a boolean", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:

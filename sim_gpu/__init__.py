@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["BuiltinTokenizer", "ServeConfig", "SimEngine", "SimProcess", "EngineConfig", "load_tokenizer", "__version__"]
+__all__ = [
+    "BuiltinTokenizer",
+    "ServeConfig",
+    "SimEngine",
+    "SimProcess",
+    "EngineConfig",
+    "load_tokenizer",
+    "__version__",
+]
 
 _LAZY = {
     "BuiltinTokenizer": "kvtiers.tokenizer",
@@ -23,9 +31,9 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from kvtiers.tokenizer import BuiltinTokenizer, load_tokenizer
     from sim_gpu.engine import EngineConfig, SimEngine
     from sim_gpu.server import ServeConfig, SimProcess
-    from kvtiers.tokenizer import BuiltinTokenizer, load_tokenizer
 
 
 def __getattr__(name: str) -> Any:

@@ -60,8 +60,14 @@ class APIError(Exception):
 
 def error_body(status: int, message: str, err_type: str | None = None, param: str | None = None) -> dict[str, Any]:
     """vLLM's error response object."""
-    return {"error": {"message": message, "type": err_type or _STATUS_TYPES.get(status, "BadRequestError"),
-                      "param": param, "code": status}}
+    return {
+        "error": {
+            "message": message,
+            "type": err_type or _STATUS_TYPES.get(status, "BadRequestError"),
+            "param": param,
+            "code": status,
+        }
+    }
 
 
 def dumps(obj: Any) -> bytes:
@@ -184,7 +190,9 @@ def _prompts(value: Any, served: ServedModel, add_special_tokens: bool) -> tuple
             ids = _token_list(item, tok.vocab_size, "prompt")
             texts.append(None)
         else:
-            raise APIError(400, f"'prompt' items must be strings or token-id lists, got {type(item).__name__}.", "prompt")
+            raise APIError(
+                400, f"'prompt' items must be strings or token-id lists, got {type(item).__name__}.", "prompt"
+            )
         if not ids:
             raise APIError(400, "The prompt cannot be empty.", "prompt")
         ids_list.append(ids)
@@ -265,8 +273,12 @@ def _sampling(body: dict[str, Any], max_tokens: int | None, chat: bool, n: int) 
     """The honoured sampling fields and forced output, or the 400 vLLM answers."""
     best_of = body.get("best_of")
     if best_of is not None and best_of != n:
-        raise APIError(400, f"best_of={best_of!r} (more samples than choices) is not simulated by sim_gpu; omit it "
-                       f"or set it to n ({n}).", "best_of")
+        raise APIError(
+            400,
+            f"best_of={best_of!r} (more samples than choices) is not simulated by sim_gpu; omit it "
+            f"or set it to n ({n}).",
+            "best_of",
+        )
     try:
         return dict(sampling=parse_sampling(body, max_tokens, chat), forced=forced_output(body, chat))
     except (SamplingError, StructuredError) as exc:
@@ -291,8 +303,9 @@ def parse_completion(body: dict[str, Any], served: ServedModel) -> GenRequest:
     except TokenizerError as exc:
         raise APIError(400, str(exc), "prompt") from None
     limits = [_check_lengths(p, max_tokens, served, "prompt") for p in prompts]
-    return GenRequest(kind="completion", prompts=prompts, prompt_texts=texts, max_tokens=limits,
-                      echo=_bool(body, "echo"), **common)
+    return GenRequest(
+        kind="completion", prompts=prompts, prompt_texts=texts, max_tokens=limits, echo=_bool(body, "echo"), **common
+    )
 
 
 def chat_prompt_ids(body: dict[str, Any], served: ServedModel) -> list[int]:
@@ -359,20 +372,36 @@ class ChoiceResult:
 
 
 def completion_response(
-    rid: str, created: int, req: GenRequest, choices: list[ChoiceResult], kv_transfer_params: dict | None,
+    rid: str,
+    created: int,
+    req: GenRequest,
+    choices: list[ChoiceResult],
+    kv_transfer_params: dict | None,
     details: bool = False,
 ) -> dict[str, Any]:
     out_choices = []
     for c in choices:
-        ch: dict[str, Any] = {"index": c.index, "text": c.text, "logprobs": c.logprobs,
-                              "finish_reason": c.finish_reason, "stop_reason": c.stop_reason, "prompt_logprobs": None}
+        ch: dict[str, Any] = {
+            "index": c.index,
+            "text": c.text,
+            "logprobs": c.logprobs,
+            "finish_reason": c.finish_reason,
+            "stop_reason": c.stop_reason,
+            "prompt_logprobs": None,
+        }
         if req.return_token_ids:
             ch["prompt_token_ids"] = c.prompt_token_ids
             ch["token_ids"] = c.token_ids
         out_choices.append(ch)
     return {
-        "id": rid, "object": "text_completion", "created": created, "model": req.model, "choices": out_choices,
-        "service_tier": None, "system_fingerprint": None, "usage": _sum_usage(req, choices, details),
+        "id": rid,
+        "object": "text_completion",
+        "created": created,
+        "model": req.model,
+        "choices": out_choices,
+        "service_tier": None,
+        "system_fingerprint": None,
+        "usage": _sum_usage(req, choices, details),
         "kv_transfer_params": kv_transfer_params,
     }
 
@@ -382,29 +411,52 @@ def _sum_usage(req: GenRequest, choices: list[ChoiceResult], details: bool = Fal
     seen: dict[int, tuple[int, int]] = {}
     for c in choices:
         seen.setdefault(c.index // max(req.n, 1), (len(c.prompt_token_ids), c.num_cached_tokens))
-    return usage(sum(p for p, _ in seen.values()), sum(len(c.token_ids) for c in choices),
-                 sum(k for _, k in seen.values()) if details else None)
+    return usage(
+        sum(p for p, _ in seen.values()),
+        sum(len(c.token_ids) for c in choices),
+        sum(k for _, k in seen.values()) if details else None,
+    )
 
 
 def chat_response(
-    rid: str, created: int, req: GenRequest, choices: list[ChoiceResult], kv_transfer_params: dict | None,
+    rid: str,
+    created: int,
+    req: GenRequest,
+    choices: list[ChoiceResult],
+    kv_transfer_params: dict | None,
     details: bool = False,
 ) -> dict[str, Any]:
     out_choices = []
     for c in choices:
         ch: dict[str, Any] = {
             "index": c.index,
-            "message": {"role": "assistant", "content": "" if c.tool_calls is not None else c.text, "refusal": None,
-                        "annotations": None, "audio": None, "function_call": None, "tool_calls": c.tool_calls or [],
-                        "reasoning_content": None},
-            "logprobs": c.logprobs, "finish_reason": c.finish_reason, "stop_reason": c.stop_reason,
+            "message": {
+                "role": "assistant",
+                "content": "" if c.tool_calls is not None else c.text,
+                "refusal": None,
+                "annotations": None,
+                "audio": None,
+                "function_call": None,
+                "tool_calls": c.tool_calls or [],
+                "reasoning_content": None,
+            },
+            "logprobs": c.logprobs,
+            "finish_reason": c.finish_reason,
+            "stop_reason": c.stop_reason,
         }
         if req.return_token_ids:
             ch["token_ids"] = c.token_ids
         out_choices.append(ch)
     resp = {
-        "id": rid, "object": "chat.completion", "created": created, "model": req.model, "choices": out_choices,
-        "service_tier": None, "system_fingerprint": None, "usage": _sum_usage(req, choices, details), "prompt_logprobs": None,
+        "id": rid,
+        "object": "chat.completion",
+        "created": created,
+        "model": req.model,
+        "choices": out_choices,
+        "service_tier": None,
+        "system_fingerprint": None,
+        "usage": _sum_usage(req, choices, details),
+        "prompt_logprobs": None,
         "kv_transfer_params": kv_transfer_params,
     }
     if req.return_token_ids:
@@ -413,12 +465,24 @@ def chat_response(
 
 
 def completion_chunk(
-    rid: str, created: int, model: str, index: int, text: str, finish_reason: str | None,
-    token_ids: list[int] | None = None, prompt_token_ids: list[int] | None = None,
-    logprobs: Any = None, stop_reason: int | str | None = None,
+    rid: str,
+    created: int,
+    model: str,
+    index: int,
+    text: str,
+    finish_reason: str | None,
+    token_ids: list[int] | None = None,
+    prompt_token_ids: list[int] | None = None,
+    logprobs: Any = None,
+    stop_reason: int | str | None = None,
 ) -> dict[str, Any]:
-    ch: dict[str, Any] = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason,
-                          "stop_reason": stop_reason}
+    ch: dict[str, Any] = {
+        "index": index,
+        "text": text,
+        "logprobs": logprobs,
+        "finish_reason": finish_reason,
+        "stop_reason": stop_reason,
+    }
     if prompt_token_ids is not None:
         ch["prompt_token_ids"] = prompt_token_ids
     if token_ids is not None:
@@ -427,8 +491,15 @@ def completion_chunk(
 
 
 def chat_chunk(
-    rid: str, created: int, model: str, index: int, delta: dict[str, Any], finish_reason: str | None,
-    token_ids: list[int] | None = None, logprobs: Any = None, stop_reason: int | str | None = None,
+    rid: str,
+    created: int,
+    model: str,
+    index: int,
+    delta: dict[str, Any],
+    finish_reason: str | None,
+    token_ids: list[int] | None = None,
+    logprobs: Any = None,
+    stop_reason: int | str | None = None,
 ) -> dict[str, Any]:
     ch: dict[str, Any] = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
     if finish_reason is not None:
@@ -438,8 +509,9 @@ def chat_chunk(
     return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [ch]}
 
 
-def completion_logprobs(entries: list[tuple[int, float, list[tuple[int, float]]]], token_str: Any,
-                        offset: int = 0) -> dict[str, Any]:
+def completion_logprobs(
+    entries: list[tuple[int, float, list[tuple[int, float]]]], token_str: Any, offset: int = 0
+) -> dict[str, Any]:
     """Completions' logprobs object: parallel lists, `top_logprobs` one {token: logprob} dict per token
     (the sampled token and the top alternatives, as vLLM lists them)."""
     tokens, lps, tops, offsets = [], [], [], []
@@ -457,12 +529,14 @@ def completion_logprobs(entries: list[tuple[int, float, list[tuple[int, float]]]
 
 def chat_logprobs(entries: list[tuple[int, float, list[tuple[int, float]]]], token_str: Any) -> dict[str, Any]:
     """Chat's logprobs object: `{"content": [{token, logprob, bytes, top_logprobs: [...]}]}`."""
+
     def item(tok: int, lp: float) -> dict[str, Any]:
         text = token_str(tok)
         return {"token": text, "logprob": max(lp, -9999.0), "bytes": list(text.encode("utf-8"))}
 
-    return {"content": [dict(item(tok, lp), top_logprobs=[item(a, alp) for a, alp in alts])
-                        for tok, lp, alts in entries]}
+    return {
+        "content": [dict(item(tok, lp), top_logprobs=[item(a, alp) for a, alp in alts]) for tok, lp, alts in entries]
+    }
 
 
 def usage_chunk(rid: str, created: int, req: GenRequest, use: dict[str, Any]) -> dict[str, Any]:
@@ -479,14 +553,29 @@ SSE_DONE = b"data: [DONE]\n\n"
 
 def models_response(served: ServedModel, created: int, root: str | None = None) -> dict[str, Any]:
     card = {
-        "id": served.name, "object": "model", "created": created, "owned_by": "vllm", "root": root or served.name,
-        "parent": None, "max_model_len": served.max_model_len,
-        "permission": [{
-            "id": f"modelperm-{uuid.uuid5(uuid.NAMESPACE_DNS, served.name).hex}", "object": "model_permission",
-            "created": created, "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
-            "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False, "organization": "*",
-            "group": None, "is_blocking": False,
-        }],
+        "id": served.name,
+        "object": "model",
+        "created": created,
+        "owned_by": "vllm",
+        "root": root or served.name,
+        "parent": None,
+        "max_model_len": served.max_model_len,
+        "permission": [
+            {
+                "id": f"modelperm-{uuid.uuid5(uuid.NAMESPACE_DNS, served.name).hex}",
+                "object": "model_permission",
+                "created": created,
+                "allow_create_engine": False,
+                "allow_sampling": True,
+                "allow_logprobs": True,
+                "allow_search_indices": False,
+                "allow_view": True,
+                "allow_fine_tuning": False,
+                "organization": "*",
+                "group": None,
+                "is_blocking": False,
+            }
+        ],
     }
     return {"object": "list", "data": [card]}
 
@@ -528,23 +617,53 @@ SCALE_OUT_DISABLED = "Scale-out endpoints are disabled. Restart vllm serve with 
 
 # SamplingParams fields a render echoes, with vLLM 0.32's defaults; the request's values override them.
 _SAMPLING_DEFAULTS: dict[str, Any] = {
-    "n": 1, "presence_penalty": 0.0, "frequency_penalty": 0.0, "repetition_penalty": 1.0, "temperature": 1.0,
-    "top_p": 1.0, "top_k": 0, "min_p": 0.0, "seed": None, "stop": [], "stop_token_ids": [], "ignore_eos": False,
-    "max_tokens": 16, "min_tokens": 0, "logprobs": None, "prompt_logprobs": None, "detokenize": True,
-    "skip_special_tokens": True, "spaces_between_special_tokens": True, "include_stop_str_in_output": False,
+    "n": 1,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+    "repetition_penalty": 1.0,
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "top_k": 0,
+    "min_p": 0.0,
+    "seed": None,
+    "stop": [],
+    "stop_token_ids": [],
+    "ignore_eos": False,
+    "max_tokens": 16,
+    "min_tokens": 0,
+    "logprobs": None,
+    "prompt_logprobs": None,
+    "detokenize": True,
+    "skip_special_tokens": True,
+    "spaces_between_special_tokens": True,
+    "include_stop_str_in_output": False,
 }
 
 
-def _generate_request(request_id: str, ids: list[int], req: GenRequest, max_tokens: int, body: dict[str, Any]) -> dict[str, Any]:
+def _generate_request(
+    request_id: str, ids: list[int], req: GenRequest, max_tokens: int, body: dict[str, Any]
+) -> dict[str, Any]:
     sampling = {k: body.get(k, v) for k, v in _SAMPLING_DEFAULTS.items()}
     sampling.update(n=req.n, max_tokens=max_tokens, ignore_eos=req.ignore_eos)
     if isinstance(sampling["stop"], str):
         sampling["stop"] = [sampling["stop"]]
     return {
-        "request_id": request_id, "token_ids": ids, "token_offsets": None, "features": None, "content_parts": None,
-        "sampling_params": sampling, "model": req.model, "reasoning_ended": None, "reasoning_parser_kwargs": None,
-        "return_token_ids": None, "output_mode": "tokens", "stream": req.stream, "stream_options": None,
-        "cache_salt": req.cache_salt, "priority": req.priority, "kv_transfer_params": req.kv_transfer_params,
+        "request_id": request_id,
+        "token_ids": ids,
+        "token_offsets": None,
+        "features": None,
+        "content_parts": None,
+        "sampling_params": sampling,
+        "model": req.model,
+        "reasoning_ended": None,
+        "reasoning_parser_kwargs": None,
+        "return_token_ids": None,
+        "output_mode": "tokens",
+        "stream": req.stream,
+        "stream_options": None,
+        "cache_salt": req.cache_salt,
+        "priority": req.priority,
+        "kv_transfer_params": req.kv_transfer_params,
     }
 
 
@@ -552,10 +671,15 @@ def render_completion(body: dict[str, Any], served: ServedModel) -> list[dict[st
     """/v1/completions/render: one GenerateRequest per prompt (ids `cmpl-<id>-<i>`)."""
     req = parse_completion(body, served)
     base = f"cmpl-{req.request_id or uuid.uuid4().hex}"
-    return [_generate_request(f"{base}-{i}", ids, req, mt, body) for i, (ids, mt) in enumerate(zip(req.prompts, req.max_tokens))]
+    return [
+        _generate_request(f"{base}-{i}", ids, req, mt, body)
+        for i, (ids, mt) in enumerate(zip(req.prompts, req.max_tokens))
+    ]
 
 
 def render_chat(body: dict[str, Any], served: ServedModel) -> dict[str, Any]:
     """/v1/chat/completions/render: the chat template applied and tokenized, as one GenerateRequest."""
     req = parse_chat(body, served)
-    return _generate_request(f"chatcmpl-{req.request_id or uuid.uuid4().hex}", req.prompts[0], req, req.max_tokens[0], body)
+    return _generate_request(
+        f"chatcmpl-{req.request_id or uuid.uuid4().hex}", req.prompts[0], req, req.max_tokens[0], body
+    )

@@ -75,6 +75,7 @@ class CalibrationResult:
 
 # ---- the model's shape -----------------------------------------------------------------------------------
 
+
 def model_profile_from_hf(config: dict[str, Any], name: str) -> dict[str, Any]:
     """A sim_gpu model profile (YAML mapping) from a Hugging Face Llama-style config.json."""
     h = int(config["hidden_size"])
@@ -89,14 +90,24 @@ def model_profile_from_hf(config: dict[str, Any], name: str) -> dict[str, Any]:
     params_b = (layers * per_layer + embed) / 1e9
     dtype_bytes = 4 if str(config.get("dtype") or config.get("torch_dtype")) == "float32" else 2
     return {
-        "name": name, "num_layers": layers, "hidden_size": h, "num_attention_heads": heads, "num_kv_heads": kv,
-        "head_dim": hd, "intermediate_size": inter, "vocab_size": vocab, "params_b": round(params_b, 6),
-        "active_params_b": round(params_b, 6), "dtype_bytes": dtype_bytes, "kv_dtype_bytes": dtype_bytes,
+        "name": name,
+        "num_layers": layers,
+        "hidden_size": h,
+        "num_attention_heads": heads,
+        "num_kv_heads": kv,
+        "head_dim": hd,
+        "intermediate_size": inter,
+        "vocab_size": vocab,
+        "params_b": round(params_b, 6),
+        "active_params_b": round(params_b, 6),
+        "dtype_bytes": dtype_bytes,
+        "kv_dtype_bytes": dtype_bytes,
         "max_model_len": int(config.get("max_position_embeddings") or 4096),
     }
 
 
 # ---- the fit (pure) --------------------------------------------------------------------------------------
+
 
 def _shape(sample: Sample) -> Any:
     from sim_gpu.latency import BatchShape
@@ -173,21 +184,42 @@ def fit_coefficients(samples: list[Sample], latency: Any, iterations: int = 12) 
     w = 1.0 / np.maximum(y, 1e-4)  # relative error: short decode steps count as much as long prefills
 
     def score(c: dict[str, float]) -> float:
-        pred = c["overhead_s"] + c["per_token_s"] * n_tok + c["per_seq_s"] * n_seq + np.maximum(c["compute"] * terms[:, 0], c["memory"] * terms[:, 1])
+        pred = (
+            c["overhead_s"]
+            + c["per_token_s"] * n_tok
+            + c["per_seq_s"] * n_seq
+            + np.maximum(c["compute"] * terms[:, 0], c["memory"] * terms[:, 1])
+        )
         return float(np.sqrt(np.mean(((pred - y) * w) ** 2)))
 
     now = latency.coefficients
-    start = {"compute": now.compute, "memory": now.memory, "comm": now.comm, "per_token_s": now.per_token_s, "per_seq_s": now.per_seq_s,
-             "overhead_s": now.overhead_s if now.overhead_s is not None else latency.hardware.step_overhead_ms / 1000.0}
+    start = {
+        "compute": now.compute,
+        "memory": now.memory,
+        "comm": now.comm,
+        "per_token_s": now.per_token_s,
+        "per_seq_s": now.per_seq_s,
+        "overhead_s": now.overhead_s if now.overhead_s is not None else latency.hardware.step_overhead_ms / 1000.0,
+    }
     best, best_score = start, score(start)
     compute, memory = 1.0, 1.0
     for _ in range(iterations):
         use_c = compute * terms[:, 0] >= memory * terms[:, 1]
-        cols = np.stack([np.ones_like(y), n_tok, n_seq, np.where(use_c, terms[:, 0], 0.0), np.where(use_c, 0.0, terms[:, 1])], axis=1)
+        cols = np.stack(
+            [np.ones_like(y), n_tok, n_seq, np.where(use_c, terms[:, 0], 0.0), np.where(use_c, 0.0, terms[:, 1])],
+            axis=1,
+        )
         x = _nnls(cols * w[:, None], y * w)
         new_c = max(float(x[3]), 1e-9) if use_c.any() else compute
         new_m = max(float(x[4]), 1e-9) if (~use_c).any() else memory
-        cand = {"compute": new_c, "memory": new_m, "comm": 1.0, "overhead_s": float(x[0]), "per_token_s": float(x[1]), "per_seq_s": float(x[2])}
+        cand = {
+            "compute": new_c,
+            "memory": new_m,
+            "comm": 1.0,
+            "overhead_s": float(x[0]),
+            "per_token_s": float(x[1]),
+            "per_seq_s": float(x[2]),
+        }
         if (sc := score(cand)) < best_score:
             best, best_score = cand, sc
         if abs(new_c - compute) < 1e-9 and abs(new_m - memory) < 1e-9:
@@ -212,6 +244,7 @@ def error_stats(predicted: list[float], measured: list[float]) -> tuple[float, f
 
 # ---- measuring a server (shell) --------------------------------------------------------------------------
 
+
 def _stream(client: httpx.Client, url: str, body: dict[str, Any]) -> tuple[float, list[float], int]:
     """POST a streaming completion: (TTFT, arrival time of each token chunk after the first, output tokens)."""
     body = {**body, "stream": True, "stream_options": {"include_usage": True}}
@@ -228,7 +261,10 @@ def _stream(client: httpx.Client, url: str, body: dict[str, Any]) -> tuple[float
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
                 tokens = chunk["usage"].get("completion_tokens", tokens)
-            if chunk.get("choices") and (chunk["choices"][0].get("text") or chunk["choices"][0].get("finish_reason")) is not None:
+            if (
+                chunk.get("choices")
+                and (chunk["choices"][0].get("text") or chunk["choices"][0].get("finish_reason")) is not None
+            ):
                 now = time.perf_counter() - t0
                 if first is None:
                     first = now
@@ -267,8 +303,18 @@ def server_block_size(client: httpx.Client, url: str) -> int:
     return 16
 
 
-def measure(client: httpx.Client, url: str, model: str, vocab: int, block_size: int, seed: int, say: Say,
-            lengths: tuple[int, ...] = (32, 128, 384, 768, 1536, 3072), batches: tuple[int, ...] = (1, 2, 4, 8), repeats: int = 2) -> list[Sample]:
+def measure(
+    client: httpx.Client,
+    url: str,
+    model: str,
+    vocab: int,
+    block_size: int,
+    seed: int,
+    say: Say,
+    lengths: tuple[int, ...] = (32, 128, 384, 768, 1536, 3072),
+    batches: tuple[int, ...] = (1, 2, 4, 8),
+    repeats: int = 2,
+) -> list[Sample]:
     """The calibration workload: cold prefills, prefix-hit prefills, decode steps at several batch sizes."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -284,7 +330,9 @@ def measure(client: httpx.Client, url: str, model: str, vocab: int, block_size: 
             tail = work.ids(block_size)
             ttft, _, _ = _stream(client, url, {**base, "prompt": ids + tail})  # prefix hit on ids' full blocks
             cached = (length // block_size) * block_size
-            samples.append(Sample("prefill", new_tokens=length + len(tail) - cached, cached_tokens=cached, seconds=ttft))
+            samples.append(
+                Sample("prefill", new_tokens=length + len(tail) - cached, cached_tokens=cached, seconds=ttft)
+            )
         say(f"prefill {length} tokens: cold {samples[-2].seconds * 1e3:.0f} ms, hit {samples[-1].seconds * 1e3:.0f} ms")
     # Decode: B concurrent requests with a short and a long output; the step time is the difference of their
     # end-to-end times over the extra tokens (robust to the server merging tokens into one streamed chunk).
@@ -292,11 +340,22 @@ def measure(client: httpx.Client, url: str, model: str, vocab: int, block_size: 
     for batch in batches:
         ends = {}
         for out_len in (short, long):
-            bodies = [{**base, "prompt": work.ids(prompt_len), "max_tokens": out_len, "ignore_eos": True} for _ in range(batch)]
+            bodies = [
+                {**base, "prompt": work.ids(prompt_len), "max_tokens": out_len, "ignore_eos": True}
+                for _ in range(batch)
+            ]
             with ThreadPoolExecutor(batch) as pool:
                 ends[out_len] = statistics.median(r.e2e for r in pool.map(lambda b: _timed(client, url, b), bodies))
         step = max(1e-5, (ends[long] - ends[short]) / (long - short))
-        samples.append(Sample("decode", new_tokens=0, batch=batch, context_tokens=batch * (prompt_len + (short + long) // 2), seconds=step))
+        samples.append(
+            Sample(
+                "decode",
+                new_tokens=0,
+                batch=batch,
+                context_tokens=batch * (prompt_len + (short + long) // 2),
+                seconds=step,
+            )
+        )
         say(f"decode batch {batch}: {step * 1e3:.1f} ms per step")
     return samples
 
@@ -313,7 +372,9 @@ def heldout_workload(vocab: int, seed: int, count: int = 16, block_size: int = 3
             ids = parent[:keep] + work.ids(max(8, n - keep))
         else:
             ids = work.ids(n)
-        reqs.append({"prompt": ids, "max_tokens": work.rng.choice([8, 16, 32, 48]), "ignore_eos": True, "temperature": 0})
+        reqs.append(
+            {"prompt": ids, "max_tokens": work.rng.choice([8, 16, 32, 48]), "ignore_eos": True, "temperature": 0}
+        )
     return reqs
 
 
@@ -328,12 +389,35 @@ def replay(client: httpx.Client, url: str, model: str, requests: list[dict[str, 
     return [_timed(client, url, {**body, "model": model}) for body in requests]
 
 
-def start_sim(hardware_yaml: Path, model_yaml: Path, model: str, block_size: int, num_blocks: int, log: Path) -> tuple[subprocess.Popen, str]:
+def start_sim(
+    hardware_yaml: Path, model_yaml: Path, model: str, block_size: int, num_blocks: int, log: Path
+) -> tuple[subprocess.Popen, str]:
     """A simulator pod with the fitted profile, on a free loopback port, in real time."""
     port = free_port()
-    argv = [sys.executable, "-m", "sim_gpu", "serve", "--host", "127.0.0.1", "--port", str(port), "--model", model,
-            "--hardware", str(hardware_yaml), "--model-profile", str(model_yaml), "--block-size", str(block_size),
-            "--num-gpu-blocks", str(num_blocks), "--max-num-batched-tokens", "4096", "--max-model-len", "4096"]
+    argv = [
+        sys.executable,
+        "-m",
+        "sim_gpu",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model",
+        model,
+        "--hardware",
+        str(hardware_yaml),
+        "--model-profile",
+        str(model_yaml),
+        "--block-size",
+        str(block_size),
+        "--num-gpu-blocks",
+        str(num_blocks),
+        "--max-num-batched-tokens",
+        "4096",
+        "--max-model-len",
+        "4096",
+    ]
     proc = spawn(argv, log=log)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -344,8 +428,16 @@ def start_sim(hardware_yaml: Path, model_yaml: Path, model: str, block_size: int
     return proc, url
 
 
-def calibrate(url: str, out_dir: Path, hardware: str = "cpu", model_dir: str | None = None, seed: int = 0,
-              heldout: int = 16, compare: bool = True, say: Say = lambda s: None) -> CalibrationResult:
+def calibrate(
+    url: str,
+    out_dir: Path,
+    hardware: str = "cpu",
+    model_dir: str | None = None,
+    seed: int = 0,
+    heldout: int = 16,
+    compare: bool = True,
+    say: Say = lambda s: None,
+) -> CalibrationResult:
     """Measure `url`, fit `hardware`'s coefficients, write the fitted profiles, compare sim and real on a held-out set."""
     from sim_gpu.hw_profiles import ModelProfile, ProfileError, load_hardware
     from sim_gpu.latency import Coefficients, LatencyModel
@@ -360,7 +452,9 @@ def calibrate(url: str, out_dir: Path, hardware: str = "cpu", model_dir: str | N
         except (OSError, ValueError):
             config = None
         if config is None:
-            raise CalibrationError(f"calibrate: cannot read the model's config.json (server root {root!r}); pass --model-dir DIR")
+            raise CalibrationError(
+                f"calibrate: cannot read the model's config.json (server root {root!r}); pass --model-dir DIR"
+            )
         block_size = server_block_size(client, url)
         try:
             hw = load_hardware(hardware)
@@ -379,12 +473,28 @@ def calibrate(url: str, out_dir: Path, hardware: str = "cpu", model_dir: str | N
         fit_med, _ = error_stats(predict(samples, latency), measured)
         fit_rms = rms_relative_error(predict(samples, latency), measured)
         hw_doc = {k: v for k, v in asdict(hw).items() if k != "aliases"}
-        hw_doc.update({"name": f"{hw.name}-fitted", "description": f"{hw.name} fitted by `sim calibrate` against {url} ({model})", "coefficients": {k: round(v, 9) for k, v in coef.items()}})
+        hw_doc.update(
+            {
+                "name": f"{hw.name}-fitted",
+                "description": f"{hw.name} fitted by `sim calibrate` against {url} ({model})",
+                "coefficients": {k: round(v, 9) for k, v in coef.items()},
+            }
+        )
         hw_path, model_path = out_dir / f"{hw.name}-fitted.yaml", out_dir / f"{mp['name']}.yaml"
         hw_path.write_text(yaml.safe_dump(hw_doc, sort_keys=False))
         model_path.write_text(yaml.safe_dump(mp, sort_keys=False))
-        result = CalibrationResult(url=url, model=model, hardware=hw.name, coefficients=coef, samples=samples, fit_error_median=fit_med, unfitted_error_median=unfitted_med, fit_rms_error=fit_rms, unfitted_rms_error=unfitted_rms,
-                                   files={"hardware": str(hw_path), "model": str(model_path)})
+        result = CalibrationResult(
+            url=url,
+            model=model,
+            hardware=hw.name,
+            coefficients=coef,
+            samples=samples,
+            fit_error_median=fit_med,
+            unfitted_error_median=unfitted_med,
+            fit_rms_error=fit_rms,
+            unfitted_rms_error=unfitted_rms,
+            files={"hardware": str(hw_path), "model": str(model_path)},
+        )
         if compare and heldout > 0:
             requests = heldout_workload(int(config["vocab_size"]), seed, heldout, block_size)
             say(f"held-out: {len(requests)} requests against the real server")
@@ -397,12 +507,22 @@ def calibrate(url: str, out_dir: Path, hardware: str = "cpu", model_dir: str | N
             finally:
                 stop(proc)
             if [r.output_tokens for r in real] != [r.output_tokens for r in simulated]:
-                say("warning: the simulator generated other output lengths than the real server (ignore_eos/max_tokens)")
+                say(
+                    "warning: the simulator generated other output lengths than the real server (ignore_eos/max_tokens)"
+                )
             ttft_med, ttft_p90 = error_stats([s.ttft for s in simulated], [r.ttft for r in real])
             e2e_med, e2e_p90 = error_stats([s.e2e for s in simulated], [r.e2e for r in real])
-            result.heldout = {"requests": len(requests), "ttft_median_error": ttft_med, "ttft_p90_error": ttft_p90, "e2e_median_error": e2e_med, "e2e_p90_error": e2e_p90,
-                              "real_ttft_median_s": statistics.median(r.ttft for r in real), "sim_ttft_median_s": statistics.median(s.ttft for s in simulated),
-                              "real_e2e_median_s": statistics.median(r.e2e for r in real), "sim_e2e_median_s": statistics.median(s.e2e for s in simulated)}
+            result.heldout = {
+                "requests": len(requests),
+                "ttft_median_error": ttft_med,
+                "ttft_p90_error": ttft_p90,
+                "e2e_median_error": e2e_med,
+                "e2e_p90_error": e2e_p90,
+                "real_ttft_median_s": statistics.median(r.ttft for r in real),
+                "sim_ttft_median_s": statistics.median(s.ttft for s in simulated),
+                "real_e2e_median_s": statistics.median(r.e2e for r in real),
+                "sim_e2e_median_s": statistics.median(s.e2e for s in simulated),
+            }
     (out_dir / "calibration.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
 
@@ -410,15 +530,19 @@ def calibrate(url: str, out_dir: Path, hardware: str = "cpu", model_dir: str | N
 def report_lines(result: CalibrationResult) -> list[str]:
     """What `sim calibrate` prints: the fitted terms, the held-out errors, the profiles and how to use them."""
     c, files = result.coefficients, result.files
-    lines = [f"fitted {result.hardware}: compute x{c['compute']:.3g}, memory x{c['memory']:.3g}, "
-             f"overhead {c['overhead_s'] * 1e3:.2f} ms, {c['per_token_s'] * 1e6:.1f} us/token, "
-             f"{c['per_seq_s'] * 1e3:.2f} ms/seq (fit median error {result.fit_error_median:.1%}, "
-             f"{result.unfitted_error_median:.1%} before)"]
+    lines = [
+        f"fitted {result.hardware}: compute x{c['compute']:.3g}, memory x{c['memory']:.3g}, "
+        f"overhead {c['overhead_s'] * 1e3:.2f} ms, {c['per_token_s'] * 1e6:.1f} us/token, "
+        f"{c['per_seq_s'] * 1e3:.2f} ms/seq (fit median error {result.fit_error_median:.1%}, "
+        f"{result.unfitted_error_median:.1%} before)"
+    ]
     if result.heldout:
         h = result.heldout
-        lines.append(f"held-out ({h['requests']} requests): TTFT error median {h['ttft_median_error']:.1%} "
-                     f"p90 {h['ttft_p90_error']:.1%}; end-to-end error median {h['e2e_median_error']:.1%} "
-                     f"p90 {h['e2e_p90_error']:.1%}")
+        lines.append(
+            f"held-out ({h['requests']} requests): TTFT error median {h['ttft_median_error']:.1%} "
+            f"p90 {h['ttft_p90_error']:.1%}; end-to-end error median {h['e2e_median_error']:.1%} "
+            f"p90 {h['e2e_p90_error']:.1%}"
+        )
     lines.append(f"profiles: {files['hardware']} {files['model']}")
     lines.append(f"use them: llmdctl sim serve --hardware {files['hardware']} --model-profile {files['model']}")
     return lines

@@ -42,8 +42,15 @@ def token_logprobs(token: int, position: int, top: int, vocab_size: int) -> tupl
 class ChoiceOutput:
     """Text, ids and finish state of one choice, fed with the engine's new token ids."""
 
-    def __init__(self, tokenizer: Any, sampling: Sampling, eos_token_id: int | None, ignore_eos: bool,
-                 forced_len: int | None = None, max_tokens: int | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        sampling: Sampling,
+        eos_token_id: int | None,
+        ignore_eos: bool,
+        forced_len: int | None = None,
+        max_tokens: int | None = None,
+    ) -> None:
         self.tok = tokenizer
         self.s = sampling
         # EOS is the engine's to stop on, except under min_tokens (the engine is told to ignore it then).
@@ -78,11 +85,14 @@ class ChoiceOutput:
                 self.ids.append(tok)
                 self._step(tok)
         if not self.finished and engine_finish is not None and len(self.ids) >= start + len(new_ids):
-            forced_done = self.forced_len is not None and len(self.ids) >= self.forced_len and (
-                self.max_tokens is None or self.forced_len < self.max_tokens)
+            forced_done = (
+                self.forced_len is not None
+                and len(self.ids) >= self.forced_len
+                and (self.max_tokens is None or self.forced_len < self.max_tokens)
+            )
             self.finish_reason = "stop" if forced_done else engine_finish
         end = len(self.text) if self.finished else max(self.sent, len(self.text) - self.holdback)
-        text, self.sent = self.text[self.sent:end], end
+        text, self.sent = self.text[self.sent : end], end
         ids = self.ids[start:]
         return Delta(text, ids, self._logprobs(start) if self.s.logprobs is not None else [])
 

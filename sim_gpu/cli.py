@@ -13,8 +13,9 @@ from typing import Any, Optional
 
 import typer
 
-app = typer.Typer(name="sim", help="Simulated vLLM model servers (sim_gpu).", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(
+    name="sim", help="Simulated vLLM model servers (sim_gpu).", no_args_is_help=True, add_completion=False
+)
 
 
 @app.callback()
@@ -40,14 +41,19 @@ def serve(
     max_model_len: Optional[int] = typer.Option(None, help="Context length (default: the model profile's)."),
     role: str = typer.Option("both", help="P/D role: prefill, decode or both."),
     kv_events_endpoint: str = typer.Option(
-        "", help="ZMQ endpoint for KV events of pod 0 (tcp://*:5557 binds, tcp://host:port connects); "
-                 "pod i rank r uses port + i*dp + r. Empty: no events."),
+        "",
+        help="ZMQ endpoint for KV events of pod 0 (tcp://*:5557 binds, tcp://host:port connects); "
+        "pod i rank r uses port + i*dp + r. Empty: no events.",
+    ),
     kv_events_topic: Optional[str] = typer.Option(
-        None, help="Topic ({host} {port} {model} {rank} {pod} expand); default kv@<host>:<port>@<model>."),
+        None, help="Topic ({host} {port} {model} {rank} {pod} expand); default kv@<host>:<port>@<model>."
+    ),
     kv_events_form: str = typer.Option("map", help="Event encoding: map (current vLLM) or positional (older vLLM)."),
     kv_events_int_hashes: bool = typer.Option(True, help="Block hashes as uint64 (vLLM default) or full digests."),
     prefix_caching_hash_algo: str = typer.Option("sha256", help="Block hash: sha256 or sha256_cbor."),
-    hash_seed: Optional[str] = typer.Option(None, help="NONE_HASH seed (default: $PYTHONHASHSEED, else vllm-none-hash)."),
+    hash_seed: Optional[str] = typer.Option(
+        None, help="NONE_HASH seed (default: $PYTHONHASHSEED, else vllm-none-hash)."
+    ),
     tokenizer: Optional[str] = typer.Option(None, help="Local Hugging Face tokenizer dir (default: built-in)."),
     output_mode: str = typer.Option("random", help="Generated tokens: random or echo."),
     time_scale: float = typer.Option(1.0, help="Simulated seconds per wall second (0: instant steps)."),
@@ -57,41 +63,75 @@ def serve(
     enable_expert_parallel: bool = typer.Option(False, help="MoE experts shard over all ranks (ep = tp x dp)."),
     failure_injection_rate: float = typer.Option(0.0, help="Percent of requests that fail (0-100)."),
     failure_types: Optional[list[str]] = typer.Option(
-        None, help="Failure types (repeat or comma-separate): rate_limit, invalid_api_key, context_length, "
-                   "server_error, invalid_request, model_not_found. Default: all."),
+        None,
+        help="Failure types (repeat or comma-separate): rate_limit, invalid_api_key, context_length, "
+        "server_error, invalid_request, model_not_found. Default: all.",
+    ),
     startup_delay: float = typer.Option(0.0, help="Seconds after the server listens before /health reports ready."),
     crash_after: int = typer.Option(0, help="Exit abruptly when request N+1 arrives (0: never)."),
     log_requests: bool = typer.Option(False, help="One stderr line per finished request."),
     enable_prompt_tokens_details: bool = typer.Option(
-        False, "--enable-prompt-tokens-details",
-        help="Report usage.prompt_tokens_details.cached_tokens (as vLLM's flag; default: null, as vLLM)."),
+        False,
+        "--enable-prompt-tokens-details",
+        help="Report usage.prompt_tokens_details.cached_tokens (as vLLM's flag; default: null, as vLLM).",
+    ),
     enable_scale_out: bool = typer.Option(
-        False, "--enable-scale-out",
+        False,
+        "--enable-scale-out",
         help="Serve vLLM's Renderer API (/v1/completions/render, /v1/chat/completions/render), as vLLM's flag; "
-             "without it those routes answer 403, as vLLM does."),
+        "without it those routes answer 403, as vLLM does.",
+    ),
     kv_tiers: Optional[str] = typer.Option(
-        None, "--kv-tiers", metavar="JSON|FILE",
+        None,
+        "--kv-tiers",
+        metavar="JSON|FILE",
         help="KV tiers below the GPU (a profile's kv_tiers section: cpu_blocks, pcie_gbps, filesystem {path, "
-             "capacity_mb, bandwidth_gbps}, policies), inline JSON or a JSON/YAML file. Every pod pointed at the same "
-             "filesystem path shares that tier. Default: GPU only."),
+        "capacity_mb, bandwidth_gbps}, policies), inline JSON or a JSON/YAML file. Every pod pointed at the same "
+        "filesystem path shares that tier. Default: GPU only.",
+    ),
 ) -> None:
     """Serve simulated vLLM pods (OpenAI API, /metrics, KV events) until interrupted."""
     from sim_gpu.faults import parse_failure_types
-    from sim_gpu.server import ServeConfig, run
     from sim_gpu.hw_profiles import ProfileError
+    from sim_gpu.server import ServeConfig, run
 
     try:
         cfg = ServeConfig(
-            host=host, port=port, pods=pods, model=model, hardware=hardware, model_profile=model_profile, tp=tp,
-            data_parallel_size=data_parallel_size, block_size=block_size, num_gpu_blocks=num_gpu_blocks,
-            gpu_memory_utilization=gpu_memory_utilization, max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len, role=role,
-            kv_events_endpoint=kv_events_endpoint, kv_events_topic=kv_events_topic, kv_events_form=kv_events_form,
-            kv_events_int_hashes=kv_events_int_hashes, prefix_caching_hash_algo=prefix_caching_hash_algo,
-            hash_seed=hash_seed, tokenizer=tokenizer, output_mode=output_mode, time_scale=time_scale, seed=seed,
-            jitter=jitter, network=network, enable_expert_parallel=enable_expert_parallel, failure_injection_rate=failure_injection_rate,
-            failure_types=parse_failure_types(failure_types), startup_delay=startup_delay, crash_after=crash_after,
-            log_requests=log_requests, kv_tiers=kv_tiers, enable_prompt_tokens_details=enable_prompt_tokens_details,
+            host=host,
+            port=port,
+            pods=pods,
+            model=model,
+            hardware=hardware,
+            model_profile=model_profile,
+            tp=tp,
+            data_parallel_size=data_parallel_size,
+            block_size=block_size,
+            num_gpu_blocks=num_gpu_blocks,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            max_model_len=max_model_len,
+            role=role,
+            kv_events_endpoint=kv_events_endpoint,
+            kv_events_topic=kv_events_topic,
+            kv_events_form=kv_events_form,
+            kv_events_int_hashes=kv_events_int_hashes,
+            prefix_caching_hash_algo=prefix_caching_hash_algo,
+            hash_seed=hash_seed,
+            tokenizer=tokenizer,
+            output_mode=output_mode,
+            time_scale=time_scale,
+            seed=seed,
+            jitter=jitter,
+            network=network,
+            enable_expert_parallel=enable_expert_parallel,
+            failure_injection_rate=failure_injection_rate,
+            failure_types=parse_failure_types(failure_types),
+            startup_delay=startup_delay,
+            crash_after=crash_after,
+            log_requests=log_requests,
+            kv_tiers=kv_tiers,
+            enable_prompt_tokens_details=enable_prompt_tokens_details,
             enable_scale_out=enable_scale_out,
         )
         run(cfg)
@@ -107,10 +147,18 @@ def fit_gpu(
     table: str = typer.Argument(..., help="Timing table written by bench/gpu_layer_timing.py on the GPU."),
     hardware: str = typer.Option("H200", help="Hardware profile to fit (name or .yaml path)."),
     model: str = typer.Option("Llama-3.1-8B", help="Model profile the table was timed with (name or .yaml path)."),
-    write_profile: Optional[str] = typer.Option(None, "--write-profile", help="Write the fitted hardware profile here."),
-    other_table: Optional[str] = typer.Option(None, "--check-table", help="A table timed with another model: report the "
-                                              "fitted profile's error on all of it (a model never fitted on)."),
-    other_model: Optional[str] = typer.Option(None, "--check-model", help="The model profile --check-table was timed with."),
+    write_profile: Optional[str] = typer.Option(
+        None, "--write-profile", help="Write the fitted hardware profile here."
+    ),
+    other_table: Optional[str] = typer.Option(
+        None,
+        "--check-table",
+        help="A table timed with another model: report the "
+        "fitted profile's error on all of it (a model never fitted on).",
+    ),
+    other_model: Optional[str] = typer.Option(
+        None, "--check-model", help="The model profile --check-table was timed with."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Fit a GPU profile's efficiency terms to measured forward passes; report error on held-out shapes."""
@@ -143,7 +191,9 @@ def fit_gpu(
         typer.echo(json.dumps(report, indent=1))
         return
     before, after = report["heldout_before"], report["heldout_after"]
-    typer.echo(f"{hw.name} x {mp.name}: fitted on {report['fit_rows']} shapes, scored on {report['heldout_rows']} held out")
+    typer.echo(
+        f"{hw.name} x {mp.name}: fitted on {report['fit_rows']} shapes, scored on {report['heldout_rows']} held out"
+    )
     typer.echo("terms: " + ", ".join(f"{k}={v:g}" for k, v in report["terms"].items()))
     typer.echo(f"{'held-out error':16s} {'median':>8s} {'p90':>8s} {'max':>8s}   (profile as given -> fitted)")
     for family, errs in [("all", {"heldout_before": before, "heldout_after": after}), *report["per_family"].items()]:
@@ -151,8 +201,13 @@ def fit_gpu(
         typer.echo(f"{family:16s} " + " ".join(f"{b[k]:7.1%}->{a[k]:.1%}" for k in ("median", "p90", "max")))
     if other is not None:
         o = report["other_model"]
-        typer.echo(f"{o['model']} (never fitted on), every shape: " + ", ".join(
-            f"{fam} {e['median']:.1%}/{e['p90']:.1%}" for fam, e in [("all", o["all"]), *o["per_family"].items()]) + "  (median/p90)")
+        typer.echo(
+            f"{o['model']} (never fitted on), every shape: "
+            + ", ".join(
+                f"{fam} {e['median']:.1%}/{e['p90']:.1%}" for fam, e in [("all", o["all"]), *o["per_family"].items()]
+            )
+            + "  (median/p90)"
+        )
 
 
 def _write_profile(path: Any, hw: Any, table: str) -> None:
@@ -168,16 +223,21 @@ def _write_profile(path: Any, hw: Any, table: str) -> None:
 
 @app.command("calibrate")
 def calibrate(
-    url: str = typer.Option(..., "--url",
-                            help="Base URL of a real vLLM server (one pod, not the router), e.g. http://127.0.0.1:8100."),
-    hardware: str = typer.Option("cpu", "--hardware",
-                                 help="Hardware profile whose coefficients are fitted (name or YAML path)."),
-    model_dir: Optional[str] = typer.Option(None, "--model-dir",
-                                            help="Model directory (config.json) when the server does not report one."),
-    out: Optional[str] = typer.Option(None, "--out", help="Folder for the fitted profiles and calibration.json "
-                                      "(default $LLMDCTL_HOME/calibration)."),
-    heldout: int = typer.Option(16, "--heldout", help="Held-out requests replayed on real and simulated servers "
-                                "(0: skip the comparison)."),
+    url: str = typer.Option(
+        ..., "--url", help="Base URL of a real vLLM server (one pod, not the router), e.g. http://127.0.0.1:8100."
+    ),
+    hardware: str = typer.Option(
+        "cpu", "--hardware", help="Hardware profile whose coefficients are fitted (name or YAML path)."
+    ),
+    model_dir: Optional[str] = typer.Option(
+        None, "--model-dir", help="Model directory (config.json) when the server does not report one."
+    ),
+    out: Optional[str] = typer.Option(
+        None, "--out", help="Folder for the fitted profiles and calibration.json (default $LLMDCTL_HOME/calibration)."
+    ),
+    heldout: int = typer.Option(
+        16, "--heldout", help="Held-out requests replayed on real and simulated servers (0: skip the comparison)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the measurement and held-out workloads."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -195,8 +255,16 @@ def calibrate(
     target = Path(out).expanduser() if out else home / "calibration"
     say = (lambda s: None) if as_json else (lambda s: typer.echo(s, err=True))
     try:
-        result = run_calibration(url, target, hardware=hardware, model_dir=model_dir, seed=seed, heldout=heldout,
-                                 compare=heldout > 0, say=say)
+        result = run_calibration(
+            url,
+            target,
+            hardware=hardware,
+            model_dir=model_dir,
+            seed=seed,
+            heldout=heldout,
+            compare=heldout > 0,
+            say=say,
+        )
     except (CalibrationError, httpx.HTTPError) as exc:
         typer.echo(f"error: {exc}".splitlines()[0], err=True)
         raise typer.Exit(1) from None

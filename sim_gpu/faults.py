@@ -52,9 +52,7 @@ def parse_failure_types(value: str | list[str] | None) -> list[str]:
     names = [n.strip() for item in items for n in item.split(",") if n.strip()]
     unknown = [n for n in names if n not in FAILURE_TYPES]
     if unknown:
-        raise ValueError(
-            f"--failure-types: unknown type {unknown[0]!r}; expected some of {', '.join(FAILURE_TYPES)}"
-        )
+        raise ValueError(f"--failure-types: unknown type {unknown[0]!r}; expected some of {', '.join(FAILURE_TYPES)}")
     return names
 
 

@@ -24,8 +24,14 @@ from sim_gpu.hw_profiles import HardwareProfile, ModelProfile
 from sim_gpu.latency import BatchShape, Coefficients, LatencyModel
 
 FITTED_TERMS = ("mfu", "mfu_decode", "mfu_attention", "hbm_efficiency", "hbm_efficiency_weights", "layer_overhead_us")
-_START = {"mfu": 0.55, "mfu_decode": 0.35, "mfu_attention": 0.4, "hbm_efficiency": 0.8,
-          "hbm_efficiency_weights": 0.7, "layer_overhead_us": 50.0}
+_START = {
+    "mfu": 0.55,
+    "mfu_decode": 0.35,
+    "mfu_attention": 0.4,
+    "hbm_efficiency": 0.8,
+    "hbm_efficiency_weights": 0.7,
+    "layer_overhead_us": 50.0,
+}
 _FAMILIES = ("prefill", "chunk", "decode", "mixed")
 
 
@@ -75,9 +81,16 @@ def load_table(path: Path) -> tuple[dict[str, Any], list[TimedStep]]:
         if not isinstance(row, dict) or "error" in row:
             continue
         try:
-            steps.append(TimedStep(name=str(row["name"]), prefill=int(row["prefill"]), context=int(row["context"]),
-                                   batch=int(row["batch"]), decode_context=int(row["decode_context"]),
-                                   seconds=float(row["median_ms"]) / 1e3))
+            steps.append(
+                TimedStep(
+                    name=str(row["name"]),
+                    prefill=int(row["prefill"]),
+                    context=int(row["context"]),
+                    batch=int(row["batch"]),
+                    decode_context=int(row["decode_context"]),
+                    seconds=float(row["median_ms"]) / 1e3,
+                )
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise GpuTableError(f"{path}: rows[{i}]: missing or bad field {exc}") from None
     if len(steps) < len(FITTED_TERMS) + 1:
@@ -90,8 +103,9 @@ def split_heldout(steps: list[TimedStep]) -> tuple[list[TimedStep], list[TimedSt
     fit: list[TimedStep] = []
     held: list[TimedStep] = []
     for family in _FAMILIES:
-        rows = sorted((s for s in steps if s.family == family),
-                      key=lambda s: (s.batch, s.decode_context, s.context, s.prefill))
+        rows = sorted(
+            (s for s in steps if s.family == family), key=lambda s: (s.batch, s.decode_context, s.context, s.prefill)
+        )
         fit += rows[::2]
         held += rows[1::2]
     return fit, held
@@ -130,8 +144,9 @@ def ceilings(hardware: HardwareProfile, info: dict[str, Any]) -> tuple[float, fl
     return min(1.0, mfu), min(1.0, bw)
 
 
-def fit_terms(hardware: HardwareProfile, model: ModelProfile, steps: list[TimedStep],
-              info: dict[str, Any] | None = None) -> dict[str, float]:
+def fit_terms(
+    hardware: HardwareProfile, model: ModelProfile, steps: list[TimedStep], info: dict[str, Any] | None = None
+) -> dict[str, float]:
     """The efficiency terms minimizing sum(log(predicted / measured)^2) over `steps`, each efficiency bounded
     by the ceiling the card itself showed (no term may claim more than a plain matmul or copy reached)."""
     import numpy as np
@@ -156,13 +171,17 @@ def fit_terms(hardware: HardwareProfile, model: ModelProfile, steps: list[TimedS
 def transfer_report(hardware: HardwareProfile, model: ModelProfile, steps: list[TimedStep]) -> dict[str, Any]:
     """Error of `hardware` (fitted on another model) on every step of `model`'s table: a held-out model."""
     errors = relative_errors(predict(hardware, model, steps), steps)
-    per_family = {f: error_summary([e for e, s in zip(errors, steps) if s.family == f])
-                  for f in _FAMILIES if any(s.family == f for s in steps)}
+    per_family = {
+        f: error_summary([e for e, s in zip(errors, steps) if s.family == f])
+        for f in _FAMILIES
+        if any(s.family == f for s in steps)
+    }
     return {"model": model.name, "all": error_summary(errors), "per_family": per_family}
 
 
-def fit_report(hardware: HardwareProfile, model: ModelProfile, steps: list[TimedStep],
-               info: dict[str, Any] | None = None) -> dict[str, Any]:
+def fit_report(
+    hardware: HardwareProfile, model: ModelProfile, steps: list[TimedStep], info: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Fit on the fit half; report held-out error per family and overall, before (the profile as given) and
     after (fitted terms)."""
     fit_rows, held = split_heldout(steps)
@@ -174,8 +193,10 @@ def fit_report(hardware: HardwareProfile, model: ModelProfile, steps: list[Timed
     for family in _FAMILIES:
         idx = [i for i, s in enumerate(held) if s.family == family]
         if idx:
-            per_family[family] = {"heldout_after": error_summary([held_err[i] for i in idx]),
-                                  "heldout_before": error_summary([before_err[i] for i in idx])}
+            per_family[family] = {
+                "heldout_after": error_summary([held_err[i] for i in idx]),
+                "heldout_before": error_summary([before_err[i] for i in idx]),
+            }
     return {
         "terms": {k: round(v, 4) for k, v in terms.items()},
         "fit_rows": len(fit_rows),
@@ -183,7 +204,14 @@ def fit_report(hardware: HardwareProfile, model: ModelProfile, steps: list[Timed
         "heldout_after": error_summary(held_err),
         "heldout_before": error_summary(before_err),
         "per_family": per_family,
-        "rows": [{"name": s.name, "family": s.family, "measured_ms": s.seconds * 1e3,
-                  "model_ms": p * 1e3, "heldout": s in held}
-                 for s, p in zip(steps, predict(fitted, model, steps))],
+        "rows": [
+            {
+                "name": s.name,
+                "family": s.family,
+                "measured_ms": s.seconds * 1e3,
+                "model_ms": p * 1e3,
+                "heldout": s in held,
+            }
+            for s, p in zip(steps, predict(fitted, model, steps))
+        ],
     }

@@ -25,20 +25,39 @@ class HTTPMetrics:
     def __init__(self, app: Any, registry: CollectorRegistry, handlers: set[str]) -> None:
         self.app = app
         self.handlers = handlers
-        self.requests = Counter("http_requests", "Total number of requests by method, status and handler.",
-                                ("method", "status", "handler"), registry=registry)
-        self.req_size = Summary("http_request_size_bytes", "Content length of incoming requests by handler. Only "
-                                "value of header is respected. Otherwise ignored. No percentile calculated. ",
-                                ("handler",), registry=registry)
-        self.resp_size = Summary("http_response_size_bytes", "Content length of outgoing responses by handler. Only "
-                                 "value of header is respected. Otherwise ignored. No percentile calculated. ",
-                                 ("handler",), registry=registry)
-        self.highr = Histogram("http_request_duration_highr_seconds", "Latency with many buckets but no API "
-                               "specific labels. Made for more accurate percentile calculations. ",
-                               buckets=HIGHR_BUCKETS, registry=registry)
-        self.lowr = Histogram("http_request_duration_seconds", "Latency with only few buckets by handler. Made to be "
-                              "only used if aggregation by handler is important. ", ("method", "handler"),
-                              buckets=LOWR_BUCKETS, registry=registry)
+        self.requests = Counter(
+            "http_requests",
+            "Total number of requests by method, status and handler.",
+            ("method", "status", "handler"),
+            registry=registry,
+        )
+        self.req_size = Summary(
+            "http_request_size_bytes",
+            "Content length of incoming requests by handler. Only "
+            "value of header is respected. Otherwise ignored. No percentile calculated. ",
+            ("handler",),
+            registry=registry,
+        )
+        self.resp_size = Summary(
+            "http_response_size_bytes",
+            "Content length of outgoing responses by handler. Only "
+            "value of header is respected. Otherwise ignored. No percentile calculated. ",
+            ("handler",),
+            registry=registry,
+        )
+        self.highr = Histogram(
+            "http_request_duration_highr_seconds",
+            "Latency with many buckets but no API specific labels. Made for more accurate percentile calculations. ",
+            buckets=HIGHR_BUCKETS,
+            registry=registry,
+        )
+        self.lowr = Histogram(
+            "http_request_duration_seconds",
+            "Latency with only few buckets by handler. Made to be only used if aggregation by handler is important. ",
+            ("method", "handler"),
+            buckets=LOWR_BUCKETS,
+            registry=registry,
+        )
         self._series: dict[tuple[str, int, str], tuple[Any, Any, Any, Any]] = {}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -67,8 +86,11 @@ class HTTPMetrics:
             series = self._series.get(key)
             if series is None:  # label lookups once per (method, status class, handler), not per request
                 series = self._series[key] = (
-                    self.requests.labels(method, f"{key[1]}xx", handler), self.req_size.labels(handler),
-                    self.resp_size.labels(handler), self.lowr.labels(method, handler))
+                    self.requests.labels(method, f"{key[1]}xx", handler),
+                    self.req_size.labels(handler),
+                    self.resp_size.labels(handler),
+                    self.lowr.labels(method, handler),
+                )
             count, req_size, resp_size, lowr = series
             count.inc()
             req_size.observe(int(length) if length.isdigit() else 0)

@@ -148,7 +148,9 @@ def _find(kind: str, name: str) -> tuple[Path, dict[str, Any]]:
         names.update(str(a).lower() for a in data.get("aliases", []) or [])
         if want in names:
             return p, data
-    raise ProfileError(f"unknown {kind.rstrip('s')} profile {name!r}: expected one of {', '.join(_list(kind))} or a .yaml path")
+    raise ProfileError(
+        f"unknown {kind.rstrip('s')} profile {name!r}: expected one of {', '.join(_list(kind))} or a .yaml path"
+    )
 
 
 def _read(path: Path) -> dict[str, Any]:

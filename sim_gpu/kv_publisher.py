@@ -36,13 +36,17 @@ def offset_endpoint(endpoint: str, offset: int) -> str:
         return f"{m.group(1)}:{int(m.group(2)) + offset}"
     if endpoint.startswith(("ipc://", "inproc://")):
         return f"{endpoint}-{offset}"
-    raise ValueError(f"--kv-events-endpoint: cannot derive a per-pod endpoint from {endpoint!r} (expected tcp://HOST:PORT)")
+    raise ValueError(
+        f"--kv-events-endpoint: cannot derive a per-pod endpoint from {endpoint!r} (expected tcp://HOST:PORT)"
+    )
 
 
 def validate_endpoint(endpoint: str) -> None:
     """One-line error for an endpoint ZMQ would reject later."""
     if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
-        raise ValueError(f"--kv-events-endpoint: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME, got {endpoint!r}")
+        raise ValueError(
+            f"--kv-events-endpoint: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME, got {endpoint!r}"
+        )
     if endpoint.startswith("tcp://") and not _TCP_RE.match(endpoint):
         raise ValueError(f"--kv-events-endpoint: missing port in {endpoint!r} (expected tcp://HOST:PORT)")
 
@@ -113,7 +117,9 @@ class KVEventPublisher:
                 self._sock.connect(endpoint)
         except zmq.ZMQError as exc:
             self._sock.close(0)
-            raise ValueError(f"--kv-events-endpoint: cannot {'bind' if should_bind(endpoint) else 'connect'} {endpoint}: {exc}") from None
+            raise ValueError(
+                f"--kv-events-endpoint: cannot {'bind' if should_bind(endpoint) else 'connect'} {endpoint}: {exc}"
+            ) from None
 
     def publish(self, events: Iterable[Any], ts: float | None = None) -> int | None:
         """Send one batch; returns its sequence number (None when there was nothing to send)."""

@@ -49,7 +49,9 @@ class Coefficients:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"latency coefficients: unknown key {unknown[0]!r} (expected one of {', '.join(sorted(known))})")
+            raise ValueError(
+                f"latency coefficients: unknown key {unknown[0]!r} (expected one of {', '.join(sorted(known))})"
+            )
         return cls(**{k: (None if v is None else float(v)) for k, v in data.items()})
 
 
@@ -193,7 +195,9 @@ class LatencyModel:
         per_token = (2 * m.intermediate_size / self.tp + 4 * m.hidden_size) * 2
         return 0.5 * GIB + max_num_batched_tokens * per_token
 
-    def num_gpu_blocks(self, block_size: int, gpu_memory_utilization: float = 0.9, max_num_batched_tokens: int = 8192) -> int:
+    def num_gpu_blocks(
+        self, block_size: int, gpu_memory_utilization: float = 0.9, max_num_batched_tokens: int = 8192
+    ) -> int:
         """KV-cache capacity in blocks: (memory x utilization - weights - activations) / KV bytes per block."""
         if not 0 < gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization: expected a number in (0, 1], got {gpu_memory_utilization}")
@@ -215,7 +219,9 @@ class LatencyModel:
 
     def set_coefficients(self, coefficients: Coefficients | dict[str, float] | None) -> None:
         """Replace the correction coefficients (e.g. freshly fitted ones) and refresh derived constants."""
-        self.coefficients = coefficients if isinstance(coefficients, Coefficients) else Coefficients.from_dict(coefficients)
+        self.coefficients = (
+            coefficients if isinstance(coefficients, Coefficients) else Coefficients.from_dict(coefficients)
+        )
         self._precompute()
 
     def step_parts(self, shape: BatchShape) -> tuple[float, float, float, float, float]:
@@ -252,7 +258,9 @@ class LatencyModel:
             fl_decode = per_token * shape.decode_seqs + attn_decode
             t_compute = fl_prefill / (self._peak * hw.mfu) + fl_decode / (self._peak * hw.mfu_decode)
             return t_compute, (weight_bytes + kv_bytes) / self._bw, 0.0, 0.0, comm
-        t_linear = per_token * (shape.prefill_tokens / (self._peak * hw.mfu) + shape.decode_seqs / (self._peak * hw.mfu_decode))
+        t_linear = per_token * (
+            shape.prefill_tokens / (self._peak * hw.mfu) + shape.decode_seqs / (self._peak * hw.mfu_decode)
+        )
         t_attention = (attn_prefill + attn_decode) / (self._peak * hw.mfu_attention)
         return t_linear, weight_bytes / self._bw_weights, t_attention, kv_bytes / self._bw, comm
 
@@ -310,7 +318,9 @@ class LatencyModel:
         shape.add_decode(total_context, batch_size)
         return self.step_time(shape)
 
-    def kv_transfer_time(self, num_tokens: int, network: NetworkProfile | str | None = None, remote_tp: int | None = None) -> float:
+    def kv_transfer_time(
+        self, num_tokens: int, network: NetworkProfile | str | None = None, remote_tp: int | None = None
+    ) -> float:
         """Seconds to move `num_tokens` tokens' KV between pods (P/D): each GPU sends its shard over its own
         NIC, so bytes per GPU (tokens x KV bytes per token per GPU) / link bandwidth + one-way latency.
         With `remote_tp` (the other pod's TP size) the side with fewer GPUs carries the larger shards: a TP1
@@ -320,7 +330,13 @@ class LatencyModel:
         net = load_network(network) if isinstance(network, str) else (network or self._net)
         per_gpu = self._kv_gpu
         if remote_tp is not None and 0 < remote_tp < self.tp and not self.model.mla:
-            per_gpu = 2.0 * self.model.num_layers * max(1.0, self.model.num_kv_heads / remote_tp) * self.model.head_dim * self.model.kv_dtype_bytes
+            per_gpu = (
+                2.0
+                * self.model.num_layers
+                * max(1.0, self.model.num_kv_heads / remote_tp)
+                * self.model.head_dim
+                * self.model.kv_dtype_bytes
+            )
         return num_tokens * per_gpu / net.bytes_per_s + net.latency_us * 1e-6
 
     def describe(self) -> dict[str, float | str | int]:

@@ -32,12 +32,74 @@ from prometheus_client.exposition import choose_encoder
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # vLLM's bucket boundaries (v1 PrometheusStatLogger).
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-                20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
-ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
-               40.0, 80.0)
-REQUEST_LATENCY_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
-                           120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    640.0,
+    2560.0,
+)
+ITL_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
+REQUEST_LATENCY_BUCKETS = (
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+    1920.0,
+    7680.0,
+)
 
 ITERATION_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 N_BUCKETS = (1, 2, 5, 10, 20)
@@ -101,38 +163,61 @@ class _EngineCollector:
         yield gauge("vllm:num_requests_running", "Number of requests in model execution batches.", s.num_running)
         yield gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", s.num_waiting)
         yield gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", s.kv_cache_usage)
-        yield counter("vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.",
-                      s.prefix_cache_queries_tokens)
-        yield counter("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.",
-                      s.prefix_cache_hits_tokens)
+        yield counter(
+            "vllm:prefix_cache_queries",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            s.prefix_cache_queries_tokens,
+        )
+        yield counter(
+            "vllm:prefix_cache_hits",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            s.prefix_cache_hits_tokens,
+        )
         yield counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.", s.num_preemptions)
         yield counter("vllm:prompt_tokens", "Number of prefill tokens processed.", s.prompt_tokens_total)
         yield counter("vllm:generation_tokens", "Number of generation tokens processed.", s.generation_tokens_total)
         # A KV connector's hits (vLLM: offloading / P/D connectors): here tier loads and remote prefills.
-        yield counter("vllm:external_prefix_cache_queries", "External prefix cache queries from KV connector "
-                      "cross-instance cache sharing, in terms of number of queried tokens.", ext_queries)
-        yield counter("vllm:external_prefix_cache_hits", "External prefix cache hits from KV connector "
-                      "cross-instance cache sharing, in terms of number of cached tokens.", ext_hits)
+        yield counter(
+            "vllm:external_prefix_cache_queries",
+            "External prefix cache queries from KV connector "
+            "cross-instance cache sharing, in terms of number of queried tokens.",
+            ext_queries,
+        )
+        yield counter(
+            "vllm:external_prefix_cache_hits",
+            "External prefix cache hits from KV connector "
+            "cross-instance cache sharing, in terms of number of cached tokens.",
+            ext_hits,
+        )
         yield counter("vllm:mm_cache_queries", "Multi-modal cache queries, in terms of number of queried items.", 0)
         yield counter("vllm:mm_cache_hits", "Multi-modal cache hits, in terms of number of cached items.", 0)
         yield counter("vllm:prompt_tokens_cached", "Number of cached prompt tokens (local + external).", cached)
-        by_source = CounterMetricFamily("vllm:prompt_tokens_by_source", "Number of prompt tokens by source.",
-                                        labels=[*_LABELS, "source"])
-        for source, v in (("local_compute", max(0, s.prompt_tokens_total - cached)),
-                          ("local_cache_hit", s.prefix_cache_hits_tokens), ("external_kv_transfer", ext_hits)):
+        by_source = CounterMetricFamily(
+            "vllm:prompt_tokens_by_source", "Number of prompt tokens by source.", labels=[*_LABELS, "source"]
+        )
+        for source, v in (
+            ("local_compute", max(0, s.prompt_tokens_total - cached)),
+            ("local_cache_hit", s.prefix_cache_hits_tokens),
+            ("external_kv_transfer", ext_hits),
+        ):
             by_source.add_metric([*lv, source], v, created=pm.created)
         yield by_source
 
-        info = GaugeMetricFamily("vllm:cache_config_info", "Information of the LLMEngine CacheConfig",
-                                 labels=list(pm.cache_info) + list(_LABELS))
+        info = GaugeMetricFamily(
+            "vllm:cache_config_info",
+            "Information of the LLMEngine CacheConfig",
+            labels=list(pm.cache_info) + list(_LABELS),
+        )
         info.add_metric(list(pm.cache_info.values()) + lv, 1.0)
         yield info
 
         # No vllm:lora_requests_info: vLLM exports it only with LoRA enabled, and the simulator serves no adapters.
 
-        yield gauge("llmd_sim:num_requests_waiting_for_remote_kv",
-                    "Simulator extension: decode requests waiting for a P/D KV transfer.",
-                    getattr(s, "num_waiting_for_remote_kv", 0))
+        yield gauge(
+            "llmd_sim:num_requests_waiting_for_remote_kv",
+            "Simulator extension: decode requests waiting for a P/D KV transfer.",
+            getattr(s, "num_waiting_for_remote_kv", 0),
+        )
         if tiers is not None:
             yield from _tier_families(tiers, lv)
 
@@ -150,43 +235,93 @@ def _tier_families(f: Any, lv: list[str]):  # noqa: ANN202 - yields metric famil
             family.add_metric([*lv, medium], v)
         return family
 
-    yield per_medium(CounterMetricFamily("llmd_sim:kv_tier_hits", "llm-d extension: prompt tokens loaded from a KV "
-                                         "tier below the GPU instead of recomputed, by medium.", labels=labels), f.hit_tokens)
-    yield per_medium(GaugeMetricFamily("llmd_sim:kv_tier_blocks", "llm-d extension: KV blocks held in a tier below the "
-                                       "GPU (DISK: the shared directory, every pod's blocks).", labels=labels), f.blocks)
-    yield per_medium(GaugeMetricFamily("llmd_sim:kv_tier_capacity_blocks", "llm-d extension: capacity of a KV tier "
-                                       "in blocks.", labels=labels), f.capacity)
-    yield per_medium(GaugeMetricFamily("llmd_sim:kv_tier_usage_perc", "llm-d extension: occupancy of a KV tier below "
-                                       "the GPU. 1 means 100 percent.", labels=labels),
-                     {m: (f.blocks.get(m, 0) / c if c else 0.0) for m, c in f.capacity.items()})
-    yield per_medium(CounterMetricFamily("llmd_sim:kv_tier_stored_blocks", "llm-d extension: blocks written into a "
-                                         "KV tier (offload, demotion, promotion, replication).", labels=labels), f.stored)
-    yield per_medium(CounterMetricFamily("llmd_sim:kv_tier_evicted_blocks", "llm-d extension: blocks a full KV tier "
-                                         "gave up.", labels=labels), f.evicted)
+    yield per_medium(
+        CounterMetricFamily(
+            "llmd_sim:kv_tier_hits",
+            "llm-d extension: prompt tokens loaded from a KV tier below the GPU instead of recomputed, by medium.",
+            labels=labels,
+        ),
+        f.hit_tokens,
+    )
+    yield per_medium(
+        GaugeMetricFamily(
+            "llmd_sim:kv_tier_blocks",
+            "llm-d extension: KV blocks held in a tier below the GPU (DISK: the shared directory, every pod's blocks).",
+            labels=labels,
+        ),
+        f.blocks,
+    )
+    yield per_medium(
+        GaugeMetricFamily(
+            "llmd_sim:kv_tier_capacity_blocks", "llm-d extension: capacity of a KV tier in blocks.", labels=labels
+        ),
+        f.capacity,
+    )
+    yield per_medium(
+        GaugeMetricFamily(
+            "llmd_sim:kv_tier_usage_perc",
+            "llm-d extension: occupancy of a KV tier below the GPU. 1 means 100 percent.",
+            labels=labels,
+        ),
+        {m: (f.blocks.get(m, 0) / c if c else 0.0) for m, c in f.capacity.items()},
+    )
+    yield per_medium(
+        CounterMetricFamily(
+            "llmd_sim:kv_tier_stored_blocks",
+            "llm-d extension: blocks written into a KV tier (offload, demotion, promotion, replication).",
+            labels=labels,
+        ),
+        f.stored,
+    )
+    yield per_medium(
+        CounterMetricFamily(
+            "llmd_sim:kv_tier_evicted_blocks", "llm-d extension: blocks a full KV tier gave up.", labels=labels
+        ),
+        f.evicted,
+    )
 
     def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
         c = CounterMetricFamily(name, doc, labels=_LABELS)
         c.add_metric(lv, value)
         return c
 
-    yield counter("llmd_sim:kv_tier_load_seconds", "llm-d extension: simulated seconds spent loading KV blocks from "
-                  "tiers below the GPU.", f.load_s)
+    yield counter(
+        "llmd_sim:kv_tier_load_seconds",
+        "llm-d extension: simulated seconds spent loading KV blocks from tiers below the GPU.",
+        f.load_s,
+    )
     yield counter("llmd_sim:kv_tier_loads", "llm-d extension: requests that loaded KV blocks from a tier.", f.loads)
-    yield counter("llmd_sim:kv_tier_dropped_blocks", "llm-d extension: offloads a tier refused (full of pinned "
-                  "blocks, disk full, I/O error).", f.dropped)
-    yield counter("llmd_sim:kv_tier_skipped_blocks", "llm-d extension: blocks the GPU evicted that a typed policy "
-                  "kept out of the lower tiers (evict_on_finish: a finished reasoning scratchpad).", f.skipped)
-    yield counter("llmd_sim:kv_tier_bad_reads", "llm-d extension: tier lookups whose verified read failed (then a "
-                  "miss, recomputed).", f.bad_reads)
+    yield counter(
+        "llmd_sim:kv_tier_dropped_blocks",
+        "llm-d extension: offloads a tier refused (full of pinned blocks, disk full, I/O error).",
+        f.dropped,
+    )
+    yield counter(
+        "llmd_sim:kv_tier_skipped_blocks",
+        "llm-d extension: blocks the GPU evicted that a typed policy "
+        "kept out of the lower tiers (evict_on_finish: a finished reasoning scratchpad).",
+        f.skipped,
+    )
+    yield counter(
+        "llmd_sim:kv_tier_bad_reads",
+        "llm-d extension: tier lookups whose verified read failed (then a miss, recomputed).",
+        f.bad_reads,
+    )
     if f.fs:
-        fam = CounterMetricFamily("llmd_sim:kv_tier_fs_errors", "llm-d extension: shared filesystem tier problems by "
-                                  "kind (corrupt and truncated files are removed, never served; enospc pauses offload).",
-                                  labels=[*_LABELS, "kind"])
+        fam = CounterMetricFamily(
+            "llmd_sim:kv_tier_fs_errors",
+            "llm-d extension: shared filesystem tier problems by "
+            "kind (corrupt and truncated files are removed, never served; enospc pauses offload).",
+            labels=[*_LABELS, "kind"],
+        )
         for kind, v in sorted(f.fs.items()):
             fam.add_metric([*lv, kind], v)
         yield fam
-        g = GaugeMetricFamily("llmd_sim:kv_tier_fs_offload_paused", "llm-d extension: 1 while offload to the shared "
-                              "filesystem is paused (disk full); serving continues.", labels=_LABELS)
+        g = GaugeMetricFamily(
+            "llmd_sim:kv_tier_fs_offload_paused",
+            "llm-d extension: 1 while offload to the shared filesystem is paused (disk full); serving continues.",
+            labels=_LABELS,
+        )
         g.add_metric(lv, 1.0 if f.fs_paused else 0.0)
         yield g
 
@@ -244,47 +379,102 @@ class PodMetrics:
             return Histogram(name, doc, _LABELS, registry=self.slow, buckets=buckets).labels(*lv)
 
         tokens = build_1_2_5_buckets(max_model_len)
-        self._queue = hist("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.",
-                           REQUEST_LATENCY_BUCKETS)
-        self._inference = hist("vllm:request_inference_time_seconds",
-                               "Histogram of time spent in RUNNING phase for request.", REQUEST_LATENCY_BUCKETS)
-        self._prefill = hist("vllm:request_prefill_time_seconds",
-                             "Histogram of time spent in PREFILL phase for request.", REQUEST_LATENCY_BUCKETS)
-        self._decode = hist("vllm:request_decode_time_seconds", "Histogram of time spent in DECODE phase for request.",
-                            REQUEST_LATENCY_BUCKETS)
-        self._tpot = hist("vllm:request_time_per_output_token_seconds",
-                          "Histogram of time_per_output_token_seconds per request.", ITL_BUCKETS)
-        self._prefill_token = hist("vllm:time_per_prefill_token_request_seconds",
-                                   "Time spent per token during prefill phase in seconds", PREFILL_TOKEN_TIME_BUCKETS)
+        self._queue = hist(
+            "vllm:request_queue_time_seconds",
+            "Histogram of time spent in WAITING phase for request.",
+            REQUEST_LATENCY_BUCKETS,
+        )
+        self._inference = hist(
+            "vllm:request_inference_time_seconds",
+            "Histogram of time spent in RUNNING phase for request.",
+            REQUEST_LATENCY_BUCKETS,
+        )
+        self._prefill = hist(
+            "vllm:request_prefill_time_seconds",
+            "Histogram of time spent in PREFILL phase for request.",
+            REQUEST_LATENCY_BUCKETS,
+        )
+        self._decode = hist(
+            "vllm:request_decode_time_seconds",
+            "Histogram of time spent in DECODE phase for request.",
+            REQUEST_LATENCY_BUCKETS,
+        )
+        self._tpot = hist(
+            "vllm:request_time_per_output_token_seconds",
+            "Histogram of time_per_output_token_seconds per request.",
+            ITL_BUCKETS,
+        )
+        self._prefill_token = hist(
+            "vllm:time_per_prefill_token_request_seconds",
+            "Time spent per token during prefill phase in seconds",
+            PREFILL_TOKEN_TIME_BUCKETS,
+        )
         self._prompt_tokens = hist("vllm:request_prompt_tokens", "Number of prefill tokens processed.", tokens)
         self._gen_tokens = hist("vllm:request_generation_tokens", "Number of generation tokens processed.", tokens)
-        self._kv_computed = hist("vllm:request_prefill_kv_computed_tokens",
-                                 "Histogram of new KV tokens computed during prefill (excluding cached tokens).", tokens)
-        self._max_gen = hist("vllm:request_max_num_generation_tokens",
-                             "Histogram of maximum number of requested generation tokens.", tokens)
-        self._max_tokens = hist("vllm:request_params_max_tokens", "Histogram of the max_tokens request parameter.",
-                                tokens)
+        self._kv_computed = hist(
+            "vllm:request_prefill_kv_computed_tokens",
+            "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
+            tokens,
+        )
+        self._max_gen = hist(
+            "vllm:request_max_num_generation_tokens",
+            "Histogram of maximum number of requested generation tokens.",
+            tokens,
+        )
+        self._max_tokens = hist(
+            "vllm:request_params_max_tokens", "Histogram of the max_tokens request parameter.", tokens
+        )
         self._n = hist("vllm:request_params_n", "Histogram of the n request parameter.", N_BUCKETS)
-        self._iteration = hist("vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.",
-                               ITERATION_TOKEN_BUCKETS)
-        self._ttft = Histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
-                               _LABELS, registry=r, buckets=TTFT_BUCKETS).labels(*lv)
-        self._itl = Histogram("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.",
-                              _LABELS, registry=r, buckets=ITL_BUCKETS).labels(*lv)
-        self._e2e = Histogram("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
-                              _LABELS, registry=r, buckets=REQUEST_LATENCY_BUCKETS).labels(*lv)
-        self._success = Counter("vllm:request_success", "Count of successfully processed requests.",
-                                [*_LABELS, "finished_reason"], registry=r)
+        self._iteration = hist(
+            "vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.", ITERATION_TOKEN_BUCKETS
+        )
+        self._ttft = Histogram(
+            "vllm:time_to_first_token_seconds",
+            "Histogram of time to first token in seconds.",
+            _LABELS,
+            registry=r,
+            buckets=TTFT_BUCKETS,
+        ).labels(*lv)
+        self._itl = Histogram(
+            "vllm:inter_token_latency_seconds",
+            "Histogram of inter-token latency in seconds.",
+            _LABELS,
+            registry=r,
+            buckets=ITL_BUCKETS,
+        ).labels(*lv)
+        self._e2e = Histogram(
+            "vllm:e2e_request_latency_seconds",
+            "Histogram of e2e request latency in seconds.",
+            _LABELS,
+            registry=r,
+            buckets=REQUEST_LATENCY_BUCKETS,
+        ).labels(*lv)
+        self._success = Counter(
+            "vllm:request_success",
+            "Count of successfully processed requests.",
+            [*_LABELS, "finished_reason"],
+            registry=r,
+        )
         for reason in ("stop", "length", "abort", "error"):  # vLLM creates one series per FinishReason up front
             self._success.labels(model_name, self.engine, reason)
-        self._remote_tokens = Counter("llmd_sim:remote_prefill_hits",
-                                      "Simulator extension: prompt tokens whose KV arrived from a remote prefill pod.",
-                                      _LABELS, registry=r).labels(*lv)
-        self._remote_requests = Counter("llmd_sim:remote_prefill_requests",
-                                        "Simulator extension: decode requests served from a remote prefill.",
-                                        _LABELS, registry=r).labels(*lv)
-        self._failures = Counter("llmd_sim:injected_failures", "Simulator extension: injected failures by type.",
-                                 [*_LABELS, "failure_type"], registry=r)
+        self._remote_tokens = Counter(
+            "llmd_sim:remote_prefill_hits",
+            "Simulator extension: prompt tokens whose KV arrived from a remote prefill pod.",
+            _LABELS,
+            registry=r,
+        ).labels(*lv)
+        self._remote_requests = Counter(
+            "llmd_sim:remote_prefill_requests",
+            "Simulator extension: decode requests served from a remote prefill.",
+            _LABELS,
+            registry=r,
+        ).labels(*lv)
+        self._failures = Counter(
+            "llmd_sim:injected_failures",
+            "Simulator extension: injected failures by type.",
+            [*_LABELS, "failure_type"],
+            registry=r,
+        )
 
     def observe_ttft(self, seconds: float) -> None:
         self._ttft.observe(max(0.0, seconds))
@@ -298,10 +488,15 @@ class PodMetrics:
         self._success.labels(self.model_name, self.engine, reason or "abort").inc()
         if req is None:
             return
-        for h, v in ((self._queue, req.queue_s), (self._prefill, req.prefill_s), (self._decode, req.decode_s),
-                     (self._inference, req.inference_s), (self._prompt_tokens, req.prompt_tokens),
-                     (self._gen_tokens, req.generation_tokens),
-                     (self._kv_computed, max(0, req.prompt_tokens - req.cached_tokens))):
+        for h, v in (
+            (self._queue, req.queue_s),
+            (self._prefill, req.prefill_s),
+            (self._decode, req.decode_s),
+            (self._inference, req.inference_s),
+            (self._prompt_tokens, req.prompt_tokens),
+            (self._gen_tokens, req.generation_tokens),
+            (self._kv_computed, max(0, req.prompt_tokens - req.cached_tokens)),
+        ):
             h.observe(max(0.0, v))
         if req.prompt_tokens:
             self._prefill_token.observe(max(0.0, req.prefill_s) / req.prompt_tokens)

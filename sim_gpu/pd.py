@@ -45,7 +45,11 @@ def plan(params: dict[str, Any] | None, prompt_len: int, role: Role) -> PDPlan:
         # vLLM pulls every prompt token but the last, which the decode pod recomputes to sample from.
         tp = params.get("tp_size")
         remote_tp = tp if isinstance(tp, int) and not isinstance(tp, bool) and tp > 0 else None
-        return PDPlan(remote_prefill=RemotePrefill(num_tokens=max(prompt_len - 1, 0), remote_block_hashes=block_ids, remote_tp=remote_tp))
+        return PDPlan(
+            remote_prefill=RemotePrefill(
+                num_tokens=max(prompt_len - 1, 0), remote_block_hashes=block_ids, remote_tp=remote_tp
+            )
+        )
     return PDPlan()
 
 

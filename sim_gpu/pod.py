@@ -65,9 +65,17 @@ class Tracked:
     def finished(self, now: float) -> FinishedRequest:
         """vLLM's per-request intervals: queued (arrival -> scheduled), prefill (-> first token), decode."""
         return FinishedRequest(
-            e2e_s=now - self.arrival, queue_s=self.scheduled - self.arrival, prefill_s=self.first - self.scheduled,
-            decode_s=now - self.first, inference_s=now - self.scheduled, prompt_tokens=self.prompt,
-            generation_tokens=self.output, cached_tokens=self.cached, max_tokens=self.max_tokens, n=self.n)
+            e2e_s=now - self.arrival,
+            queue_s=self.scheduled - self.arrival,
+            prefill_s=self.first - self.scheduled,
+            decode_s=now - self.first,
+            inference_s=now - self.scheduled,
+            prompt_tokens=self.prompt,
+            generation_tokens=self.output,
+            cached_tokens=self.cached,
+            max_tokens=self.max_tokens,
+            n=self.n,
+        )
 
 
 def public_host(host: str) -> str:
@@ -85,8 +93,17 @@ def public_host(host: str) -> str:
 class Pod:
     """One simulated vLLM server (one data-parallel rank): engine, driver task, metrics, events (no HTTP)."""
 
-    def __init__(self, cfg: ServeConfig, index: int, rank: int, *, tokenizer: Any, faults: FaultInjector,
-                 latency: LatencyModel | None = None, tiers: tuple[dict, str | None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ServeConfig,
+        index: int,
+        rank: int,
+        *,
+        tokenizer: Any,
+        faults: FaultInjector,
+        latency: LatencyModel | None = None,
+        tiers: tuple[dict, str | None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.index = index
         self.rank = rank
@@ -99,8 +116,13 @@ class Pod:
         if tiers is not None:  # CPU / shared filesystem tiers below the GPU (kvtiers)
             spec, base_dir = tiers
             block_bytes = max(1, int(self.engine.latency.kv_bytes_per_token_per_gpu() * cfg.block_size))
-            self.tiers = attach_pod_tiers(self.engine, spec, block_bytes=block_bytes, base_dir=base_dir,
-                                          count_tokens=lambda text: len(tokenizer.encode(text, add_special_tokens=False)))
+            self.tiers = attach_pod_tiers(
+                self.engine,
+                spec,
+                block_bytes=block_bytes,
+                base_dir=base_dir,
+                count_tokens=lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
+            )
         self.clock: Any = InstantClock() if cfg.time_scale == 0 else ScaledClock(cfg.time_scale)
         self.max_model_len = self.engine.config.max_model_len
         self.served = ServedModel(cfg.model, self.max_model_len, tokenizer)
@@ -222,8 +244,16 @@ class Pod:
             t.queue.put_nowait(exc)
         self._tracked.clear()
 
-    def submit(self, request_id: str, prompt: list[int], max_tokens: int, req: GenRequest,
-               plan: pd.PDPlan, choice: int = 0, forced_ids: list[int] | None = None) -> Tracked:
+    def submit(
+        self,
+        request_id: str,
+        prompt: list[int],
+        max_tokens: int,
+        req: GenRequest,
+        plan: pd.PDPlan,
+        choice: int = 0,
+        forced_ids: list[int] | None = None,
+    ) -> Tracked:
         """Queue choice `choice` on the engine; the engine's own rejections become 400s. `forced_ids`: the output
         structured decoding forces (the engine emits them, then the choice ends)."""
         now = self.clock.now()

@@ -67,13 +67,21 @@ def free_port_block(n: int, host: str = LOOPBACK, tries: int = 200) -> int:
     raise RuntimeError(f"no block of {n} free ports on {host}")
 
 
-def spawn(argv: Sequence[str], log: Path | None = None, env: dict[str, str] | None = None,
-          cwd: str | Path | None = None) -> subprocess.Popen:
+def spawn(
+    argv: Sequence[str], log: Path | None = None, env: dict[str, str] | None = None, cwd: str | Path | None = None
+) -> subprocess.Popen:
     """Start `argv` in a new process group (so `stop` reaches its children); output to `log`, else a pipe."""
     out = log.open("wb") if log is not None else subprocess.PIPE
     try:
-        return subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=cwd, start_new_session=True)
+        return subprocess.Popen(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
     finally:
         if log is not None:
             out.close()  # type: ignore[union-attr]  # the child holds its own descriptor
@@ -93,15 +101,23 @@ def output_tail(proc: subprocess.Popen, log: Path | None = None, chars: int = 30
     return text[-chars:]
 
 
-def wait_http(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 20.0, *, log: Path | None = None,
-              expect: int = 200, interval_s: float = 0.05) -> None:
+def wait_http(
+    url: str,
+    proc: subprocess.Popen | None = None,
+    timeout_s: float = 20.0,
+    *,
+    log: Path | None = None,
+    expect: int = 200,
+    interval_s: float = 0.05,
+) -> None:
     """Poll `url` until it answers `expect`; StartError as soon as `proc` exits, or after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     with httpx.Client(timeout=1.0) as client:
         while True:
             if proc is not None and proc.poll() is not None:
-                raise StartError(f"{_name(proc)} exited with {proc.returncode} before {url} answered:\n"
-                                 f"{output_tail(proc, log)}")
+                raise StartError(
+                    f"{_name(proc)} exited with {proc.returncode} before {url} answered:\n{output_tail(proc, log)}"
+                )
             try:
                 if client.get(url).status_code == expect:
                     return

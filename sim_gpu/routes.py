@@ -75,7 +75,9 @@ class PodApp:
 
     async def health(self, request: Request) -> Response:
         if not self.faults.ready:
-            return _error(APIError(503, "The server is not ready yet (start-up delay).", err_type="ServiceUnavailableError"))
+            return _error(
+                APIError(503, "The server is not ready yet (start-up delay).", err_type="ServiceUnavailableError")
+            )
         return Response(status_code=200)
 
     async def version(self, request: Request) -> Response:
@@ -84,7 +86,9 @@ class PodApp:
         return Response(api.dumps({"version": f"sim_gpu-{__version__}"}), media_type=JSON)
 
     async def models(self, request: Request) -> Response:
-        return Response(api.dumps(api.models_response(self.served, int(time.time()), self.cfg.model_profile)), media_type=JSON)
+        return Response(
+            api.dumps(api.models_response(self.served, int(time.time()), self.cfg.model_profile)), media_type=JSON
+        )
 
     async def metrics_endpoint(self, request: Request) -> Response:
         body, content_type = self.metrics.render_for(request.headers.get("accept"))
@@ -142,8 +146,11 @@ class PodApp:
                 self.metrics.count_failure(failure)
                 status, err = failure_body(failure, self.cfg.model, self.pod.max_model_len)
                 return Response(api.dumps(err), status_code=status, media_type=JSON)
-            rid = req.request_id or request.headers.get("x-request-id") or api.random_id(
-                "cmpl" if kind == "completion" else "chatcmpl")
+            rid = (
+                req.request_id
+                or request.headers.get("x-request-id")
+                or api.random_id("cmpl" if kind == "completion" else "chatcmpl")
+            )
             created = int(time.time())
             runs = self._submit_all(rid, req, body)
         except APIError as exc:
@@ -210,7 +217,9 @@ class PodApp:
             if req.forced is not None:
                 forced = self.tokenizer.encode(req.forced.text, add_special_tokens=False)
             if plan.ignored_reason and self.cfg.log_requests:
-                sys.stderr.write(f"sim_gpu: pod {self.port}: {rid}: kv_transfer_params ignored: {plan.ignored_reason}\n")
+                sys.stderr.write(
+                    f"sim_gpu: pod {self.port}: {rid}: kv_transfer_params ignored: {plan.ignored_reason}\n"
+                )
             for j in range(req.n):
                 index = pi * req.n + j
                 erid = self.pod.engine_request_id(rid, index)
@@ -218,9 +227,14 @@ class PodApp:
                 if req.echo and prefix is None and req.kind == "completion":
                     prefix = self.tokenizer.decode(prompt)
                 t = self.pod.submit(erid, prompt, req.max_tokens[pi], req, plan, j, forced)
-                choice = ChoiceOutput(self.tokenizer, req.sampling, self.tokenizer.eos_token_id,
-                                      req.ignore_eos or plan.prefill_only, len(forced) if forced else None,
-                                      req.max_tokens[pi])
+                choice = ChoiceOutput(
+                    self.tokenizer,
+                    req.sampling,
+                    self.tokenizer.eos_token_id,
+                    req.ignore_eos or plan.prefill_only,
+                    len(forced) if forced else None,
+                    req.max_tokens[pi],
+                )
                 runs.append(_Run(erid, index, prompt, plan, t, choice, prefix or ""))
 
     async def _collect(self, run: "_Run", req: GenRequest) -> tuple[ChoiceResult, RequestOutput]:
@@ -240,11 +254,15 @@ class PodApp:
 
     def _result(self, run: "_Run", req: GenRequest, entries: list) -> ChoiceResult:
         c = run.choice
-        result = ChoiceResult(run.index, run.prefix + c.text, c.ids, run.prompt, c.finish_reason, run.cached,
-                              stop_reason=c.stop_reason)
+        result = ChoiceResult(
+            run.index, run.prefix + c.text, c.ids, run.prompt, c.finish_reason, run.cached, stop_reason=c.stop_reason
+        )
         if req.sampling.logprobs is not None:
-            result.logprobs = (api.completion_logprobs(entries, c.token_str, len(run.prefix))
-                               if req.kind == "completion" else api.chat_logprobs(entries, c.token_str))
+            result.logprobs = (
+                api.completion_logprobs(entries, c.token_str, len(run.prefix))
+                if req.kind == "completion"
+                else api.chat_logprobs(entries, c.token_str)
+            )
         if req.kind == "chat" and req.forced is not None:
             result.tool_calls = tool_calls(req.forced, c.text, lambda: api.random_id("chatcmpl-tool"))
             if result.tool_calls is not None and req.forced.required and c.finish_reason == "stop":
@@ -257,8 +275,12 @@ class PodApp:
         last = results[0][1]
         block_ids = last.block_ids if last.block_ids is not None else _ints(last.block_hashes)
         return pd.prefill_response_params(
-            block_ids, engine_id=self.pod.engine_id, host=self.pod.public_host, port=self.port,
-            tp_size=self.cfg.tp, request_id=runs[0].request_id,
+            block_ids,
+            engine_id=self.pod.engine_id,
+            host=self.pod.public_host,
+            port=self.port,
+            tp_size=self.cfg.tp,
+            request_id=runs[0].request_id,
         )
 
     async def _stream(self, rid: str, created: int, req: GenRequest, runs: list["_Run"]) -> AsyncIterator[bytes]:
@@ -269,7 +291,9 @@ class PodApp:
         try:
             if req.kind == "chat":
                 for run in runs:
-                    chunk = api.chat_chunk(rid, created, req.model, run.index, {"role": "assistant", "content": ""}, None)
+                    chunk = api.chat_chunk(
+                        rid, created, req.model, run.index, {"role": "assistant", "content": ""}, None
+                    )
                     if req.return_token_ids and run.index == 0:
                         chunk["prompt_token_ids"] = run.prompt
                     yield api.sse(chunk)
@@ -299,8 +323,9 @@ class PodApp:
                     if req.sampling.logprobs is not None:
                         lp = api.completion_logprobs(d.logprobs, c.token_str, run.offset)
                     run.offset += len(text)
-                    chunk = api.completion_chunk(rid, created, req.model, run.index, text, reason, tids, prompt_ids,
-                                                 lp, stop_reason)
+                    chunk = api.completion_chunk(
+                        rid, created, req.model, run.index, text, reason, tids, prompt_ids, lp, stop_reason
+                    )
                 else:
                     if req.sampling.logprobs is not None:
                         lp = api.chat_logprobs(d.logprobs, c.token_str)
@@ -315,8 +340,9 @@ class PodApp:
                     chunk = api.chat_chunk(rid, created, req.model, run.index, delta, reason, tids, lp, stop_reason)
                 run.sent_first = True
                 if req.continuous_usage:
-                    chunk["usage"] = api.usage(len(run.prompt), len(c.ids),
-                                               run.cached if self.cfg.enable_prompt_tokens_details else None)
+                    chunk["usage"] = api.usage(
+                        len(run.prompt), len(c.ids), run.cached if self.cfg.enable_prompt_tokens_details else None
+                    )
                 if reason is not None:
                     pending -= 1
                     choice = ChoiceResult(run.index, "", c.ids, run.prompt, reason, run.cached)
@@ -326,7 +352,14 @@ class PodApp:
                 yield api.sse(chunk)
             if req.include_usage:
                 finals.sort(key=lambda r: r[0].index)
-                yield api.sse(api.usage_chunk(rid, created, req, api._sum_usage(req, [c for c, _ in finals], self.cfg.enable_prompt_tokens_details)))
+                yield api.sse(
+                    api.usage_chunk(
+                        rid,
+                        created,
+                        req,
+                        api._sum_usage(req, [c for c, _ in finals], self.cfg.enable_prompt_tokens_details),
+                    )
+                )
             yield api.SSE_DONE
             self._log(rid, finals)
         finally:
@@ -351,7 +384,6 @@ class PodApp:
                 f"cached={c.num_cached_tokens} remote={out.num_remote_tokens} output={len(c.token_ids)} "
                 f"finish={c.finish_reason}\n"
             )
-
 
 
 @dataclass
@@ -392,4 +424,3 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
     detail = getattr(exc, "detail", "Error")
     return Response(api.dumps(api.error_body(status, str(detail))), status_code=status, media_type=JSON)
-

@@ -119,8 +119,9 @@ def check_not_simulated(body: dict[str, Any]) -> None:
     """Refuse fields vLLM honours but the simulator cannot (a 400 naming the field, never a silent 200)."""
     for key, neutral in NOT_SIMULATED.items():
         if key in body and not neutral(body[key]):
-            raise SamplingError(f"'{key}' is accepted by vLLM but not simulated by sim_gpu; remove it or use a real "
-                                "vLLM server.", key)
+            raise SamplingError(
+                f"'{key}' is accepted by vLLM but not simulated by sim_gpu; remove it or use a real vLLM server.", key
+            )
 
 
 def parse_sampling(body: dict[str, Any], max_tokens: int | None, chat: bool) -> Sampling:
@@ -142,8 +143,9 @@ def parse_sampling(body: dict[str, Any], max_tokens: int | None, chat: bool) -> 
     if isinstance(min_tokens, bool) or not isinstance(min_tokens, int) or min_tokens < 0:
         raise SamplingError(f"min_tokens must be greater than or equal to 0, got {min_tokens}.", "min_tokens")
     if max_tokens is not None and min_tokens > max_tokens:
-        raise SamplingError(f"min_tokens must be less than or equal to max_tokens={max_tokens}, got {min_tokens}.",
-                            "min_tokens")
+        raise SamplingError(
+            f"min_tokens must be less than or equal to max_tokens={max_tokens}, got {min_tokens}.", "min_tokens"
+        )
     logprobs = _logprobs(body, chat)
     defaults = tuple(float(d) for _, d, _, _ in _KNOBS)
     return Sampling(
@@ -184,6 +186,7 @@ def _logprobs(body: dict[str, Any], chat: bool) -> int | None:
             raise SamplingError("`logprobs` must be a positive value.", "logprobs")
         param = "logprobs"
     if n is not None and n > MAX_LOGPROBS:
-        raise SamplingError(f"Requested sample logprobs of {n}, which is greater than max allowed: {MAX_LOGPROBS}",
-                            param)
+        raise SamplingError(
+            f"Requested sample logprobs of {n}, which is greater than max allowed: {MAX_LOGPROBS}", param
+        )
     return n

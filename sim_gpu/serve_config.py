@@ -64,17 +64,34 @@ class ServeConfig:
         checks = [
             (self.pods >= 1, f"--pods: expected >= 1, got {self.pods}"),
             (self.data_parallel_size >= 1, f"--data-parallel-size: expected >= 1, got {self.data_parallel_size}"),
-            (1 <= self.port and self.port + self.pods * self.data_parallel_size - 1 <= 65535,
-             f"--port: {self.port} + pods x ranks does not fit below 65536"),
+            (
+                1 <= self.port and self.port + self.pods * self.data_parallel_size - 1 <= 65535,
+                f"--port: {self.port} + pods x ranks does not fit below 65536",
+            ),
             (self.tp >= 1, f"--tp: expected >= 1, got {self.tp}"),
             (self.block_size >= 1, f"--block-size: expected >= 1, got {self.block_size}"),
             (self.max_num_seqs >= 1, f"--max-num-seqs: expected >= 1, got {self.max_num_seqs}"),
-            (self.max_num_batched_tokens >= 1, f"--max-num-batched-tokens: expected >= 1, got {self.max_num_batched_tokens}"),
-            (self.num_gpu_blocks is None or self.num_gpu_blocks >= 1, f"--num-gpu-blocks: expected >= 1, got {self.num_gpu_blocks}"),
-            (self.max_model_len is None or self.max_model_len >= 2, f"--max-model-len: expected >= 2, got {self.max_model_len}"),
+            (
+                self.max_num_batched_tokens >= 1,
+                f"--max-num-batched-tokens: expected >= 1, got {self.max_num_batched_tokens}",
+            ),
+            (
+                self.num_gpu_blocks is None or self.num_gpu_blocks >= 1,
+                f"--num-gpu-blocks: expected >= 1, got {self.num_gpu_blocks}",
+            ),
+            (
+                self.max_model_len is None or self.max_model_len >= 2,
+                f"--max-model-len: expected >= 2, got {self.max_model_len}",
+            ),
             (self.role in pd.ROLES, f"--role: expected one of {', '.join(pd.ROLES)}, got {self.role!r}"),
-            (self.kv_events_form in ("map", "positional"), f"--kv-events-form: expected map or positional, got {self.kv_events_form!r}"),
-            (self.output_mode in ("random", "echo"), f"--output-mode: expected random or echo, got {self.output_mode!r}"),
+            (
+                self.kv_events_form in ("map", "positional"),
+                f"--kv-events-form: expected map or positional, got {self.kv_events_form!r}",
+            ),
+            (
+                self.output_mode in ("random", "echo"),
+                f"--output-mode: expected random or echo, got {self.output_mode!r}",
+            ),
             (self.time_scale >= 0, f"--time-scale: expected >= 0 (0 = instant), got {self.time_scale}"),
             (self.jitter >= 0, f"--jitter: expected >= 0, got {self.jitter}"),
             (bool(self.model), "--model: the served model name cannot be empty"),
@@ -100,38 +117,43 @@ def build_latency(cfg: ServeConfig) -> LatencyModel:
     )
 
 
-def build_engine(cfg: ServeConfig, rank: int, offset: int, tokenizer: Any,
-                 latency: LatencyModel | None = None) -> SimEngine:
+def build_engine(
+    cfg: ServeConfig, rank: int, offset: int, tokenizer: Any, latency: LatencyModel | None = None
+) -> SimEngine:
     """The engine of one pod/rank (seeded per pod so pods do not all emit identical text)."""
     latency = latency or build_latency(cfg)
-    blocks = cfg.num_gpu_blocks or latency.num_gpu_blocks(cfg.block_size, cfg.gpu_memory_utilization,
-                                                          cfg.max_num_batched_tokens)
+    blocks = cfg.num_gpu_blocks or latency.num_gpu_blocks(
+        cfg.block_size, cfg.gpu_memory_utilization, cfg.max_num_batched_tokens
+    )
     max_len = cfg.max_model_len or latency.model.max_model_len
     capacity = blocks * cfg.block_size
     if max_len > capacity:
         # vLLM refuses to start here; the simulator serves with the longest context its cache holds, as vLLM's
         # error message suggests, so that a small --num-gpu-blocks never leaves a request waiting forever.
         if offset == 0:
-            sys.stderr.write(f"sim_gpu: max model length {max_len} exceeds the KV cache ({blocks} blocks x "
-                             f"{cfg.block_size} = {capacity} tokens); serving with max model length {capacity}\n")
+            sys.stderr.write(
+                f"sim_gpu: max model length {max_len} exceeds the KV cache ({blocks} blocks x "
+                f"{cfg.block_size} = {capacity} tokens); serving with max model length {capacity}\n"
+            )
         max_len = capacity
-    return SimEngine(EngineConfig(
-        block_size=cfg.block_size,
-        num_gpu_blocks=blocks,
-        gpu_memory_utilization=cfg.gpu_memory_utilization,
-        max_num_seqs=cfg.max_num_seqs,
-        max_num_batched_tokens=cfg.max_num_batched_tokens,
-        max_model_len=max_len,
-        hash_algo=cfg.prefix_caching_hash_algo,
-        hash_seed=cfg.hash_seed if cfg.hash_seed is not None else seed_from_env(),
-        latency=latency,
-        seed=cfg.seed + offset,
-        output_mode=cfg.output_mode,
-        vocab_size=tokenizer.vocab_size,
-        eos_token_id=tokenizer.eos_token_id,
-        role=cfg.role,
-        data_parallel_rank=rank,
-        enable_kv_events=bool(cfg.kv_events_endpoint) or bool(cfg.kv_tiers),  # tiers replicate on GPU events
-        event_hash_int=cfg.kv_events_int_hashes,
-    ))
-
+    return SimEngine(
+        EngineConfig(
+            block_size=cfg.block_size,
+            num_gpu_blocks=blocks,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            max_num_seqs=cfg.max_num_seqs,
+            max_num_batched_tokens=cfg.max_num_batched_tokens,
+            max_model_len=max_len,
+            hash_algo=cfg.prefix_caching_hash_algo,
+            hash_seed=cfg.hash_seed if cfg.hash_seed is not None else seed_from_env(),
+            latency=latency,
+            seed=cfg.seed + offset,
+            output_mode=cfg.output_mode,
+            vocab_size=tokenizer.vocab_size,
+            eos_token_id=tokenizer.eos_token_id,
+            role=cfg.role,
+            data_parallel_rank=rank,
+            enable_kv_events=bool(cfg.kv_events_endpoint) or bool(cfg.kv_tiers),  # tiers replicate on GPU events
+            event_hash_int=cfg.kv_events_int_hashes,
+        )
+    )

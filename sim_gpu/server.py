@@ -37,8 +37,16 @@ class _Server:
             def capture_signals(self):  # type: ignore[override]
                 yield
 
-        config = uvicorn.Config(app, log_level="warning", access_log=False, http="httptools", lifespan="off",
-                                timeout_keep_alive=60, backlog=4096, timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            http="httptools",
+            lifespan="off",
+            timeout_keep_alive=60,
+            backlog=4096,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        )
         self.server = _NoSignals(config)
         self.sock = sock
 
@@ -65,8 +73,9 @@ class SimProcess:
         cfg.validate()
         self.cfg = cfg
         self.tokenizer = load_tokenizer(cfg.tokenizer)
-        self.faults = FaultInjector(cfg.failure_injection_rate, list(cfg.failure_types), cfg.startup_delay,
-                                    cfg.crash_after, seed=cfg.seed)
+        self.faults = FaultInjector(
+            cfg.failure_injection_rate, list(cfg.failure_types), cfg.startup_delay, cfg.crash_after, seed=cfg.seed
+        )
         self.tiers = parse_tiers(cfg.kv_tiers) if cfg.kv_tiers else None  # (spec, base dir)
         self.pods: list[Pod] = []
         self._servers: list[_Server] = []
@@ -78,8 +87,9 @@ class SimProcess:
         try:
             for i in range(self.cfg.pods):
                 for r in range(self.cfg.data_parallel_size):
-                    pod = Pod(self.cfg, i, r, tokenizer=self.tokenizer, faults=self.faults, latency=latency,
-                              tiers=self.tiers)
+                    pod = Pod(
+                        self.cfg, i, r, tokenizer=self.tokenizer, faults=self.faults, latency=latency, tiers=self.tiers
+                    )
                     self.pods.append(pod)
                     socks.append(_bind(self.cfg.host, pod.port))
         except Exception:
@@ -127,7 +137,9 @@ class SimProcess:
         if self.tiers is not None:
             spec = self.tiers[0]
             fs = spec["filesystem"]
-            events += f"; KV tiers: CPU {spec['cpu_blocks']} blocks" + (f", shared FS {fs['path']!r} ({fs['capacity_mb']} MB)" if fs else "")
+            events += f"; KV tiers: CPU {spec['cpu_blocks']} blocks" + (
+                f", shared FS {fs['path']!r} ({fs['capacity_mb']} MB)" if fs else ""
+            )
         sys.stderr.write(
             f"sim_gpu: serving {cfg.model!r} ({cfg.model_profile} on {cfg.tp}x {cfg.hardware}, role {cfg.role}) "
             f"as {len(self.pods)} pod/rank(s) on http://{cfg.host}:{first.port}..{last.port}"
@@ -151,4 +163,3 @@ def run(cfg: ServeConfig) -> None:
         uvloop.run(main())
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         asyncio.run(main())
-

@@ -81,9 +81,11 @@ def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
     tools = body.get("tools")
     if tools is None:
         return []
-    if not isinstance(tools, list) or not all(isinstance(t, dict) and isinstance(t.get("function"), dict)
-                                              and isinstance(t["function"].get("name"), str) for t in tools):
-        raise StructuredError("'tools' must be a list of {\"type\": \"function\", \"function\": {\"name\", ...}}.", "tools")
+    if not isinstance(tools, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("function"), dict) and isinstance(t["function"].get("name"), str)
+        for t in tools
+    ):
+        raise StructuredError('\'tools\' must be a list of {"type": "function", "function": {"name", ...}}.', "tools")
     return tools
 
 
@@ -109,8 +111,10 @@ def _tool_choice(body: dict[str, Any]) -> Forced | None:
     if choice == "auto":
         raise StructuredError(AUTO_TOOLS_REFUSED, "tool_choice")
     if choice == "required":
-        calls = [{"name": t["function"]["name"], "parameters": example(t["function"].get("parameters", {}))}
-                 for t in tools[:1]]
+        calls = [
+            {"name": t["function"]["name"], "parameters": example(t["function"].get("parameters", {}))}
+            for t in tools[:1]
+        ]
         return Forced(_dump(calls), required=True)
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         name = choice["function"].get("name")
@@ -118,8 +122,10 @@ def _tool_choice(body: dict[str, Any]) -> Forced | None:
             if t["function"]["name"] == name:
                 return Forced(_dump(example(t["function"].get("parameters", {}))), tool_name=name)
         raise StructuredError(f"Tool '{name}' has not been passed in `tools`.", "tool_choice")
-    raise StructuredError(f"Invalid value for `tool_choice`: {choice!r}! Only named tools, \"none\", \"auto\" or "
-                          "\"required\" are supported.", "tool_choice")
+    raise StructuredError(
+        f'Invalid value for `tool_choice`: {choice!r}! Only named tools, "none", "auto" or "required" are supported.',
+        "tool_choice",
+    )
 
 
 def _response_format(fmt: Any) -> Forced | None:
@@ -135,16 +141,21 @@ def _response_format(fmt: Any) -> Forced | None:
     if kind == "json_schema":
         spec = fmt.get("json_schema")
         if not isinstance(spec, dict):
-            raise StructuredError("response_format.json_schema must be set when type is json_schema.", "response_format")
+            raise StructuredError(
+                "response_format.json_schema must be set when type is json_schema.", "response_format"
+            )
         schema = spec.get("schema", spec.get("json_schema"))
         if not isinstance(schema, dict):
             raise StructuredError("response_format.json_schema.schema must be a JSON schema object.", "response_format")
         return Forced(_dump(example(schema)))
     if kind == "structural_tag":
-        raise StructuredError("response_format type 'structural_tag' is accepted by vLLM but not simulated by "
-                              "sim_gpu.", "response_format")
-    raise StructuredError(f"response_format.type must be one of text, json_object, json_schema, structural_tag; "
-                          f"got {kind!r}.", "response_format")
+        raise StructuredError(
+            "response_format type 'structural_tag' is accepted by vLLM but not simulated by sim_gpu.", "response_format"
+        )
+    raise StructuredError(
+        f"response_format.type must be one of text, json_object, json_schema, structural_tag; got {kind!r}.",
+        "response_format",
+    )
 
 
 def tool_calls(forced: Forced, text: str, make_id: Any) -> list[dict[str, Any]] | None:
@@ -156,6 +167,12 @@ def tool_calls(forced: Forced, text: str, make_id: Any) -> list[dict[str, Any]] 
             calls = json.loads(text)
         except ValueError:  # cut by max_tokens: vLLM has no calls to report either
             return []
-        return [{"id": make_id(), "type": "function",
-                 "function": {"name": c["name"], "arguments": _dump(c.get("parameters", {}))}} for c in calls]
+        return [
+            {
+                "id": make_id(),
+                "type": "function",
+                "function": {"name": c["name"], "arguments": _dump(c.get("parameters", {}))},
+            }
+            for c in calls
+        ]
     return None

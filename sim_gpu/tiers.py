@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvtiers.fs_tier import HEADER_SIZE
 from kvtiers.engine_hook import EngineTiers, attach_tiers, build_store
+from kvtiers.fs_tier import HEADER_SIZE
 from kvtiers.policy import PolicyConfig
 from kvtiers.store import FilesystemTier, MemoryTier
 from kvtiers.types import OVERRIDE_FIELD, request_block_types
@@ -71,8 +71,12 @@ def validate_spec(doc: Any) -> dict[str, Any]:
     unknown = sorted(set(doc) - set(_KEYS))
     if unknown:
         raise ValueError(f"{FLAG}.{unknown[0]}: unknown key; expected one of {', '.join(_KEYS)}")
-    spec: dict[str, Any] = {"cpu_blocks": doc.get("cpu_blocks", 0) or 0, "pcie_gbps": doc.get("pcie_gbps", 32.0),
-                            "filesystem": None, "policies": doc.get("policies") or {}}
+    spec: dict[str, Any] = {
+        "cpu_blocks": doc.get("cpu_blocks", 0) or 0,
+        "pcie_gbps": doc.get("pcie_gbps", 32.0),
+        "filesystem": None,
+        "policies": doc.get("policies") or {},
+    }
     if isinstance(spec["cpu_blocks"], bool) or not isinstance(spec["cpu_blocks"], int) or spec["cpu_blocks"] < 0:
         raise ValueError(f"{FLAG}.cpu_blocks: expected an integer >= 0, got {doc.get('cpu_blocks')!r}")
     _positive(spec["pcie_gbps"], "pcie_gbps")
@@ -85,7 +89,11 @@ def validate_spec(doc: Any) -> dict[str, Any]:
             raise ValueError(f"{FLAG}.filesystem.{unknown[0]}: unknown key; expected one of {', '.join(_FS_KEYS)}")
         if not isinstance(fs.get("path"), str) or not fs["path"]:
             raise ValueError(f"{FLAG}.filesystem.path: required (a directory shared by the pods)")
-        out = {"path": fs["path"], "capacity_mb": fs.get("capacity_mb", 1024), "bandwidth_gbps": fs.get("bandwidth_gbps", 5.0)}
+        out = {
+            "path": fs["path"],
+            "capacity_mb": fs.get("capacity_mb", 1024),
+            "bandwidth_gbps": fs.get("bandwidth_gbps", 5.0),
+        }
         if isinstance(out["capacity_mb"], bool) or not isinstance(out["capacity_mb"], int) or out["capacity_mb"] <= 0:
             raise ValueError(f"{FLAG}.filesystem.capacity_mb: expected a positive integer, got {out['capacity_mb']!r}")
         _positive(out["bandwidth_gbps"], "filesystem.bandwidth_gbps")
@@ -173,27 +181,44 @@ class PodTiers:
                 blocks[t.medium] = self._fs_blocks
                 capacity[t.medium] = t.fs.capacity_bytes // self._fs_file_bytes
                 st = t.fs.stats
-                fs_stats = {"corrupt": st.corrupt, "truncated": st.truncated, "enospc": st.enospc,
-                            "paused_skips": st.paused_skips, "write_errors": st.write_errors}
+                fs_stats = {
+                    "corrupt": st.corrupt,
+                    "truncated": st.truncated,
+                    "enospc": st.enospc,
+                    "paused_skips": st.paused_skips,
+                    "write_errors": st.write_errors,
+                }
                 paused = t.fs.paused
         return TierFigures(
             hit_tokens={"CPU": c.hit_tokens_cpu, "DISK": c.hit_tokens_disk},
-            blocks=blocks, capacity=capacity,
-            stored={m: n for m, n in s.stored.items()}, evicted={m: n for m, n in s.evicted.items()},
-            load_s=c.load_s, loads=s.loads, dropped=s.dropped, bad_reads=s.bad_reads,
-            fs=fs_stats, fs_paused=paused, skipped=s.skipped_eager,
+            blocks=blocks,
+            capacity=capacity,
+            stored={m: n for m, n in s.stored.items()},
+            evicted={m: n for m, n in s.evicted.items()},
+            load_s=c.load_s,
+            loads=s.loads,
+            dropped=s.dropped,
+            bad_reads=s.bad_reads,
+            fs=fs_stats,
+            fs_paused=paused,
+            skipped=s.skipped_eager,
         )
 
 
-def attach_pod_tiers(engine: Any, spec: Mapping[str, Any], *, block_bytes: int, base_dir: str | None,
-                     count_tokens: Callable[[str], int]) -> PodTiers:
+def attach_pod_tiers(
+    engine: Any, spec: Mapping[str, Any], *, block_bytes: int, base_dir: str | None, count_tokens: Callable[[str], int]
+) -> PodTiers:
     """Build one pod's store from `spec` and attach it below `engine`'s GPU pool."""
     # Files hold 16 KiB stand-in bytes per block (checksummed, real I/O): at time scale 1 the shell's file I/O
     # runs on the request path in wall time, and 64 KiB reads cost ~6x more here; the latency model still
     # prices the real `block_bytes`.
-    store = build_store(spec, block_size=engine.config.block_size, block_bytes=block_bytes,
-                        base_dir=base_dir if base_dir is not None else os.getcwd(),
-                        payload_bytes=min(block_bytes, PAYLOAD_BYTES))
+    store = build_store(
+        spec,
+        block_size=engine.config.block_size,
+        block_bytes=block_bytes,
+        base_dir=base_dir if base_dir is not None else os.getcwd(),
+        payload_bytes=min(block_bytes, PAYLOAD_BYTES),
+    )
     if store is None:  # validate_spec refuses specs without a tier; defensive
         raise ValueError(f"{FLAG}: names no tier")
     return PodTiers(attach_tiers(engine, store), count_tokens)

@@ -34,9 +34,13 @@ def imported_packages(path: Path) -> set[str]:
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in (
-            "import_module", "__import__"
-        ) and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", "")) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             names = [node.args[0].value]
         else:
             continue
@@ -66,14 +70,17 @@ def test_known_exceptions_are_still_needed() -> None:
             pytest.fail(f"{rel} no longer imports {dep}: delete it from KNOWN_EXCEPTIONS")
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("import sim_gpu.engine", {"sim_gpu"}),
-    ("from router_lite.tokenization import x", {"router_lite"}),
-    ("def f():\n    from llmdctl import calibrate", {"llmdctl"}),
-    ("try:\n    import kvtiers\nexcept ImportError:\n    pass", {"kvtiers"}),
-    ("import importlib\nimportlib.import_module('sim_gpu.server')", {"sim_gpu"}),
-    ("from . import sibling\nimport os, json", set()),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("import sim_gpu.engine", {"sim_gpu"}),
+        ("from router_lite.tokenization import x", {"router_lite"}),
+        ("def f():\n    from llmdctl import calibrate", {"llmdctl"}),
+        ("try:\n    import kvtiers\nexcept ImportError:\n    pass", {"kvtiers"}),
+        ("import importlib\nimportlib.import_module('sim_gpu.server')", {"sim_gpu"}),
+        ("from . import sibling\nimport os, json", set()),
+    ],
+)
 def test_import_reader(tmp_path: Path, source: str, expected: set[str]) -> None:
     module = tmp_path / "m.py"
     module.write_text(source)

@@ -16,8 +16,23 @@ LOAD_KINDS = ("poisson", "concurrency", "trace")
 
 # llm-d-kv-cache-manager benchmarking "73-capacity" (inference-perf, Poisson): warm-up then the QPS ladder.
 LLMD_73_LADDER: list[tuple[float, float]] = [
-    (15, 50), (3, 20), (10, 20), (15, 20), (20, 38), (22, 34), (25, 30), (30, 25), (35, 21), (40, 38), (43, 36),
-    (46, 33), (49, 30), (52, 29), (55, 27), (57, 26), (60, 25),
+    (15, 50),
+    (3, 20),
+    (10, 20),
+    (15, 20),
+    (20, 38),
+    (22, 34),
+    (25, 30),
+    (30, 25),
+    (35, 21),
+    (40, 38),
+    (43, 36),
+    (46, 33),
+    (49, 30),
+    (52, 29),
+    (55, 27),
+    (57, 26),
+    (60, 25),
 ]
 
 
@@ -78,7 +93,9 @@ def parse_stages(text: str) -> list[Stage]:
         try:
             stage = Stage(float(rate), float(dur) if sep else 10.0)
         except ValueError:
-            raise ValueError(f"--rate {text!r}: expected RATE:SECONDS[,RATE:SECONDS...] (e.g. 3:20,10:20) or llmd-73") from None
+            raise ValueError(
+                f"--rate {text!r}: expected RATE:SECONDS[,RATE:SECONDS...] (e.g. 3:20,10:20) or llmd-73"
+            ) from None
         if not (stage.rate > 0 and stage.duration > 0):
             raise ValueError(f"--rate {part!r}: rate and seconds must be > 0")
         stages.append(stage)

@@ -28,7 +28,10 @@ def summary_table(title: str, summary: dict[str, Any]) -> Table:
     t.add_column("metric")
     t.add_column("value", justify="right")
     rows = [
-        ("requests (ok / errors / shed / timeouts)", f"{summary['requests']} ({summary['ok']} / {summary['errors']} / {summary['shed']} / {summary['timeouts']})"),
+        (
+            "requests (ok / errors / shed / timeouts)",
+            f"{summary['requests']} ({summary['ok']} / {summary['errors']} / {summary['shed']} / {summary['timeouts']})",
+        ),
         ("duration (s)", _fmt(summary["duration_s"], 2)),
         ("TTFT p50 / p90 / p99 (s)", " / ".join(_fmt(summary["ttft_s"][k]) for k in ("p50", "p90", "p99"))),
         ("TTFT mean (s)", _fmt(summary["ttft_s"]["mean"])),
@@ -36,7 +39,10 @@ def summary_table(title: str, summary: dict[str, Any]) -> Table:
         ("E2E p50 / p90 (s)", " / ".join(_fmt(summary["e2e_s"][k]) for k in ("p50", "p90"))),
         ("output tok/s", _fmt(summary["output_tok_s"], 1)),
         ("requests/s", _fmt(summary["request_s"], 2)),
-        (f"goodput req/s (TTFT<={summary['slo']['ttft_s']:g}s, TPOT<={summary['slo']['itl_s']:g}s)", _fmt(summary["goodput_req_s"], 2)),
+        (
+            f"goodput req/s (TTFT<={summary['slo']['ttft_s']:g}s, TPOT<={summary['slo']['itl_s']:g}s)",
+            _fmt(summary["goodput_req_s"], 2),
+        ),
         ("SLO attainment", _fmt(summary["slo_attainment"], 3)),
         ("prefix-cache hit rate (pods)", _fmt(summary.get("pod_hit_rate"), 3)),
         ("cached prompt tokens (usage)", _fmt(summary.get("cached_token_fraction"), 3)),
@@ -48,8 +54,12 @@ def summary_table(title: str, summary: dict[str, Any]) -> Table:
     return t
 
 
-def compare_table(title: str, summaries: dict[str, dict[str, Any]], ratios: dict[str, dict[str, float | None]] | None = None,
-                  published: dict[str, dict[str, float]] | None = None) -> Table:
+def compare_table(
+    title: str,
+    summaries: dict[str, dict[str, Any]],
+    ratios: dict[str, dict[str, float | None]] | None = None,
+    published: dict[str, dict[str, float]] | None = None,
+) -> Table:
     """Runs side by side: each headline metric, then (if given) the factor vs the baseline run and the
     published figure."""
     t = Table(title=title, show_header=True, header_style="bold")
@@ -61,28 +71,52 @@ def compare_table(title: str, summaries: dict[str, dict[str, Any]], ratios: dict
     for label, path, _higher in HEADLINE:
         t.add_row(label, *[_fmt(get_path(summaries[n], path)) for n in names])
         if published and label in pub_keys and any(pub_keys[label] in (published.get(n) or {}) for n in names):
-            t.add_row("  published (llm-d)", *[_fmt((published.get(n) or {}).get(pub_keys[label])) for n in names], style="dim")
+            t.add_row(
+                "  published (llm-d)",
+                *[_fmt((published.get(n) or {}).get(pub_keys[label])) for n in names],
+                style="dim",
+            )
     if ratios:
         base = next(iter(ratios))
         for label, _p, _h in HEADLINE:
             vals = [ratios[n].get(ratio_key(label)) for n in names]
             if all(v is None for v in vals):
                 continue
-            t.add_row(f"x vs {base}: {label.split(' (')[0]}", *[("-" if v is None else f"{v:.2f}x") for v in vals], style="cyan")
+            t.add_row(
+                f"x vs {base}: {label.split(' (')[0]}",
+                *[("-" if v is None else f"{v:.2f}x") for v in vals],
+                style="cyan",
+            )
     return t
 
 
 def plan_table(doc: dict[str, Any]) -> Table:
     """A plan's runs with llm-d's published figures beside ours, and the simulated-to-wall time ratio."""
-    t = Table(title=f"plan {doc.get('scenario', '')}: times in s, tok/s = output tokens/s, x = simulated/wall time", show_header=True, header_style="bold")
+    t = Table(
+        title=f"plan {doc.get('scenario', '')}: times in s, tok/s = output tokens/s, x = simulated/wall time",
+        show_header=True,
+        header_style="bold",
+    )
     for c in ("policy", "TTFT p90", "llm-d", "TTFT mean", "llm-d", "tok/s", "llm-d", "hit", "sim s", "wall s", "x"):
-        t.add_column(c, justify="left" if c == "policy" else "right", style="dim" if c == "llm-d" else None, no_wrap=True)
+        t.add_column(
+            c, justify="left" if c == "policy" else "right", style="dim" if c == "llm-d" else None, no_wrap=True
+        )
     pub = doc.get("published") or {}
     for name, r in doc["runs"].items():
         p = pub.get(name, {})
-        t.add_row(name, _fmt(r["ttft_p90_s"]), _fmt(p.get("ttft_p90_s")), _fmt(r["ttft_mean_s"]), _fmt(p.get("ttft_mean_s")),
-                  _fmt(r["output_tok_s"], 0), _fmt(p.get("output_tok_s"), 0), _fmt(r["hit_rate"], 2), _fmt(r["sim_s"], 0),
-                  _fmt(r["wall_s"], 1), _fmt(r["sim_to_wall"], 1))
+        t.add_row(
+            name,
+            _fmt(r["ttft_p90_s"]),
+            _fmt(p.get("ttft_p90_s")),
+            _fmt(r["ttft_mean_s"]),
+            _fmt(p.get("ttft_mean_s")),
+            _fmt(r["output_tok_s"], 0),
+            _fmt(p.get("output_tok_s"), 0),
+            _fmt(r["hit_rate"], 2),
+            _fmt(r["sim_s"], 0),
+            _fmt(r["wall_s"], 1),
+            _fmt(r["sim_to_wall"], 1),
+        )
     return t
 
 
@@ -91,7 +125,14 @@ def sweep_table(doc: dict[str, Any], key: str, title: str) -> Table:
     for c in ("configuration", "cost", "TTFT p90 s", "out tok/s", "goodput req/s", "hit rate"):
         t.add_column(c, justify="left" if c == "configuration" else "right")
     for r in doc[key]:
-        t.add_row(r["name"], _fmt(r["cost"], 1), _fmt(r["ttft_p90_s"]), _fmt(r["output_tok_s"], 1), _fmt(r["goodput_req_s"], 2), _fmt(r["hit_rate"]))
+        t.add_row(
+            r["name"],
+            _fmt(r["cost"], 1),
+            _fmt(r["ttft_p90_s"]),
+            _fmt(r["output_tok_s"], 1),
+            _fmt(r["goodput_req_s"], 2),
+            _fmt(r["hit_rate"]),
+        )
     return t
 
 
@@ -107,6 +148,7 @@ def print_table(table: Table, console: Console | None = None) -> None:
 
 
 # ---- plots -------------------------------------------------------------------------------------------------
+
 
 def _save(fig: Any, path: str | Path) -> Path:
     """Write a figure as PNG (creating its folder) and release it."""
@@ -189,8 +231,13 @@ def plot_stages(summaries: dict[str, dict[str, Any]], path: str | Path, title: s
     return _save(fig, path)
 
 
-def plot_bars(summaries: dict[str, dict[str, Any]], path: str | Path, title: str = "", published: dict[str, dict[str, float]] | None = None,
-              source: str = "measured") -> Path:
+def plot_bars(
+    summaries: dict[str, dict[str, Any]],
+    path: str | Path,
+    title: str = "",
+    published: dict[str, dict[str, float]] | None = None,
+    source: str = "measured",
+) -> Path:
     """TTFT p90 and output tok/s per run as bars, with published figures as hatched bars. `source` names what
     produced the bars in the legend (e.g. "llmdctl bench, live stack", "llmdctl plan, virtual clock")."""
     plt = _plt()
@@ -206,7 +253,14 @@ def plot_bars(summaries: dict[str, dict[str, Any]], path: str | Path, title: str
     if published:
         pub_ttft = [(published.get(n) or {}).get("ttft_p90_s", 0) for n in names]
         a1.bar([x + w / 2 for x in xs], pub_ttft, w, hatch="//", alpha=0.6, label="llm-d published")
-        a2.bar([x + w / 2 for x in xs], [(published.get(n) or {}).get("output_tok_s", 0) for n in names], w, hatch="//", alpha=0.6, label="llm-d published")
+        a2.bar(
+            [x + w / 2 for x in xs],
+            [(published.get(n) or {}).get("output_tok_s", 0) for n in names],
+            w,
+            hatch="//",
+            alpha=0.6,
+            label="llm-d published",
+        )
     _y_scale(a1, ttft + pub_ttft, "TTFT p90 (s)")
     a2.set_ylabel("output tokens/s")
     for a in (a1, a2):

@@ -54,6 +54,7 @@ class BenchConfig:
 
 # ---- pods --------------------------------------------------------------------------------------------------
 
+
 async def discover_pods(client: httpx.AsyncClient, url: str) -> list[str]:
     """Pod base URLs behind a router (its /debug/endpoints); [] when the target is not our router."""
     try:
@@ -89,6 +90,7 @@ async def pod_counters(client: httpx.AsyncClient, pods: list[str]) -> dict[str, 
 
 async def reset_pod_caches(client: httpx.AsyncClient, pods: list[str]) -> None:
     """POST /reset_prefix_cache on each pod (vLLM's endpoint) so a comparison starts cold everywhere."""
+
     async def one(p: str) -> None:
         try:
             await client.post(p + "/reset_prefix_cache", timeout=5.0)
@@ -99,6 +101,7 @@ async def reset_pod_caches(client: httpx.AsyncClient, pods: list[str]) -> None:
 
 
 # ---- one run -----------------------------------------------------------------------------------------------
+
 
 def plan_requests(cfg: BenchConfig) -> tuple[list[BenchRequest], list[tuple[float, int]]]:
     """The requests and their (send time, stage) under the load (closed loop: times are 0)."""
@@ -148,8 +151,19 @@ async def run_bench_async(cfg: BenchConfig, progress: Progress | None = None) ->
                     await asyncio.sleep(wait)
             prompt = tracker.prompt_of(req)
             async with sem:
-                rec, out = await send(client, cfg.url, req, prompt, model=cfg.model, mode=cfg.mode, t0=t0, stage=stage,
-                                      timeout_s=cfg.timeout_s, want_token_ids=want_ids, segments=tracker.segments_of(req))
+                rec, out = await send(
+                    client,
+                    cfg.url,
+                    req,
+                    prompt,
+                    model=cfg.model,
+                    mode=cfg.mode,
+                    t0=t0,
+                    stage=stage,
+                    timeout_s=cfg.timeout_s,
+                    want_token_ids=want_ids,
+                    segments=tracker.segments_of(req),
+                )
             records.append(rec)
             if req.session is not None:
                 async with changed:
@@ -179,11 +193,21 @@ async def run_bench_async(cfg: BenchConfig, progress: Progress | None = None) ->
         now = time.monotonic() - t0
         for i, req in enumerate(reqs):
             if req.request_id not in seen and arrivals[i][0] <= now:
-                records.append(RequestRecord(req.request_id, stage=arrivals[i][1], sent=arrivals[i][0], status=TIMEOUT,
-                                             error=f"run stopped after {cfg.max_duration_s:g}s", finished=now))
+                records.append(
+                    RequestRecord(
+                        req.request_id,
+                        stage=arrivals[i][1],
+                        sent=arrivals[i][0],
+                        status=TIMEOUT,
+                        error=f"run stopped after {cfg.max_duration_s:g}s",
+                        finished=now,
+                    )
+                )
         after = await pod_counters(client, pods) if pods else {}
     stage_rates = [s.rate for s in cfg.load.stages] if cfg.load.kind == "poisson" else None
-    summary = summarize(records, cfg.slo, stage_rates=stage_rates, pod_hit_rate=hit_rate_delta(before, after) if pods else None)
+    summary = summarize(
+        records, cfg.slo, stage_rates=stage_rates, pod_hit_rate=hit_rate_delta(before, after) if pods else None
+    )
     out: dict[str, Any] = {
         "url": cfg.url,
         "model": cfg.model,
@@ -203,6 +227,7 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict[str, A
 
 
 # ---- compare -----------------------------------------------------------------------------------------------
+
 
 def _admin_headers() -> dict[str, str]:
     """The router's admin key: $LLMD_ROUTER_ADMIN_KEY, the local stack's key file, else $LLMD_ROUTER_API_KEY."""
@@ -243,10 +268,12 @@ async def switch_router(client: httpx.AsyncClient, url: str, name: str) -> str:
     return name
 
 
-def run_compare(cfg: BenchConfig, names: list[str], progress: Callable[[str, int, int], None] | None = None,
-                settle_s: float = 0.5) -> dict[str, Any]:
+def run_compare(
+    cfg: BenchConfig, names: list[str], progress: Callable[[str, int, int], None] | None = None, settle_s: float = 0.5
+) -> dict[str, Any]:
     """The same workload against each router config on the same pods (caches reset in between); ratios vs
     the first. The router's original config is restored afterwards."""
+
     async def main() -> dict[str, Any]:
         results: dict[str, Any] = {}
         async with httpx.AsyncClient(trust_env=False) as client:
@@ -265,8 +292,14 @@ def run_compare(cfg: BenchConfig, names: list[str], progress: Callable[[str, int
                 except (ValueError, httpx.HTTPError, KeyError):
                     pass
         summaries = {n: r["summary"] for n, r in results.items()}
-        return {"url": cfg.url, "workload": cfg.workload.describe(), "load": cfg.load.describe(), "runs": results,
-                "ratios": ratios(summaries), "baseline": names[0]}
+        return {
+            "url": cfg.url,
+            "workload": cfg.workload.describe(),
+            "load": cfg.load.describe(),
+            "runs": results,
+            "ratios": ratios(summaries),
+            "baseline": names[0],
+        }
 
     cfg.check()
     return asyncio.run(main())

@@ -71,7 +71,17 @@ class WorkloadSpec:
     def check(self) -> None:
         if self.kind not in WORKLOADS:
             raise ValueError(f"workload: expected one of {', '.join(WORKLOADS)}, got {self.kind!r}")
-        for name in ("num_groups", "prompts_per_group", "system_prompt_len", "question_len", "output_len", "num_sessions", "turns", "input_len", "branches"):
+        for name in (
+            "num_groups",
+            "prompts_per_group",
+            "system_prompt_len",
+            "question_len",
+            "output_len",
+            "num_sessions",
+            "turns",
+            "input_len",
+            "branches",
+        ):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name.replace('_', '-')}: expected an integer >= 1, got {v!r}")
@@ -85,14 +95,18 @@ class WorkloadSpec:
     def describe(self) -> str:
         k = self.kind
         if k == "shared-prefix":
-            return (f"shared-prefix {self.num_groups} groups x {self.prompts_per_group} prompts, system {self.system_prompt_len}"
-                    f" + question {self.question_len} tokens, output {self.output_len}")
+            return (
+                f"shared-prefix {self.num_groups} groups x {self.prompts_per_group} prompts, system {self.system_prompt_len}"
+                f" + question {self.question_len} tokens, output {self.output_len}"
+            )
         if k == "multi-turn":
             return f"multi-turn {self.num_sessions} sessions x {self.turns} turns, system {self.system_prompt_len}, user {self.question_len}, output {self.output_len}"
         if k == "agentic":
-            return (f"agentic {self.num_sessions} agents x {self.turns} ReAct steps x {self.branches} branches, system {self.system_prompt_len}"
-                    f" + tools {self.tool_defs_len}, turn {self.question_len}, scratchpad {self.reasoning_len or max(1, self.question_len // 4)}"
-                    f", output {self.output_len}")
+            return (
+                f"agentic {self.num_sessions} agents x {self.turns} ReAct steps x {self.branches} branches, system {self.system_prompt_len}"
+                f" + tools {self.tool_defs_len}, turn {self.question_len}, scratchpad {self.reasoning_len or max(1, self.question_len // 4)}"
+                f", output {self.output_len}"
+            )
         return f"random {self.input_len} tokens in, {self.output_len} out"
 
 
@@ -121,7 +135,20 @@ def _cycle(items: list[BenchRequest], n: int | None, rng: random.Random) -> Iter
         for r in order:
             if i >= n:
                 return
-            yield r if pass_no == 0 else BenchRequest(f"{r.request_id}-p{pass_no}", r.prompt, r.max_tokens, r.group, r.session, r.turn, r.think_time_s, r.segments)
+            yield (
+                r
+                if pass_no == 0
+                else BenchRequest(
+                    f"{r.request_id}-p{pass_no}",
+                    r.prompt,
+                    r.max_tokens,
+                    r.group,
+                    r.session,
+                    r.turn,
+                    r.think_time_s,
+                    r.segments,
+                )
+            )
             i += 1
         pass_no += 1
 
@@ -137,9 +164,18 @@ def shared_prefix(spec: WorkloadSpec) -> list[BenchRequest]:
         system = _tokens(rng, spec.system_prompt_len)
         for p in range(spec.prompts_per_group):
             q = _tokens(rng, spec.question_len)
-            items.append(BenchRequest(f"sp-g{g}-p{p}", system + q, spec.output_len, group=f"g{g}",
-                                      segments=[("system_prompt", spec.system_prompt_len), ("conversation", spec.question_len)]))
-    return list(_cycle(items, spec.num_requests if spec.num_requests is not None else len(items), random.Random(spec.seed + 1)))
+            items.append(
+                BenchRequest(
+                    f"sp-g{g}-p{p}",
+                    system + q,
+                    spec.output_len,
+                    group=f"g{g}",
+                    segments=[("system_prompt", spec.system_prompt_len), ("conversation", spec.question_len)],
+                )
+            )
+    return list(
+        _cycle(items, spec.num_requests if spec.num_requests is not None else len(items), random.Random(spec.seed + 1))
+    )
 
 
 def multi_turn(spec: WorkloadSpec) -> list[BenchRequest]:
@@ -152,9 +188,23 @@ def multi_turn(spec: WorkloadSpec) -> list[BenchRequest]:
         for s in range(spec.num_sessions):
             user = _tokens(rng, spec.question_len)
             prompt = (system + user) if t == 0 else user
-            segs = [("system_prompt", spec.system_prompt_len), ("conversation", spec.question_len)] if t == 0 else [("conversation", spec.question_len)]
-            out.append(BenchRequest(f"mt-s{s}-t{t}", prompt, spec.output_len, group=f"s{s}", session=f"s{s}", turn=t,
-                                    think_time_s=spec.think_time_s if t else 0.0, segments=segs))
+            segs = (
+                [("system_prompt", spec.system_prompt_len), ("conversation", spec.question_len)]
+                if t == 0
+                else [("conversation", spec.question_len)]
+            )
+            out.append(
+                BenchRequest(
+                    f"mt-s{s}-t{t}",
+                    prompt,
+                    spec.output_len,
+                    group=f"s{s}",
+                    session=f"s{s}",
+                    turn=t,
+                    think_time_s=spec.think_time_s if t else 0.0,
+                    segments=segs,
+                )
+            )
     return out[: spec.num_requests] if spec.num_requests else out
 
 
@@ -171,14 +221,35 @@ def agentic(spec: WorkloadSpec) -> list[BenchRequest]:
         for a in range(spec.num_sessions):
             new = _tokens(rng, spec.question_len)  # task (t=0) or the tool's observation
             base = (system + tools + new) if t == 0 else new
-            segs = ([("system_prompt", spec.system_prompt_len), ("tool_definition", spec.tool_defs_len)] if t == 0 else []) + [("conversation", spec.question_len)]
-            out.append(BenchRequest(f"ag-a{a}-t{t}", base, spec.output_len, group=f"a{a}", session=f"a{a}", turn=t,
-                                    think_time_s=spec.think_time_s if t else 0.0, segments=segs))
+            segs = (
+                [("system_prompt", spec.system_prompt_len), ("tool_definition", spec.tool_defs_len)] if t == 0 else []
+            ) + [("conversation", spec.question_len)]
+            out.append(
+                BenchRequest(
+                    f"ag-a{a}-t{t}",
+                    base,
+                    spec.output_len,
+                    group=f"a{a}",
+                    session=f"a{a}",
+                    turn=t,
+                    think_time_s=spec.think_time_s if t else 0.0,
+                    segments=segs,
+                )
+            )
             for b in range(1, spec.branches):
                 # A branch continues the same context without becoming history: its own one-off session.
                 thought = _tokens(rng, spec.reasoning_len or max(1, spec.question_len // 4))
-                out.append(BenchRequest(f"ag-a{a}-t{t}-b{b}", base + thought, max(1, spec.output_len // 2), group=f"a{a}",
-                                        session=f"a{a}", turn=t, segments=segs + [("reasoning_branch", len(thought))]))
+                out.append(
+                    BenchRequest(
+                        f"ag-a{a}-t{t}-b{b}",
+                        base + thought,
+                        max(1, spec.output_len // 2),
+                        group=f"a{a}",
+                        session=f"a{a}",
+                        turn=t,
+                        segments=segs + [("reasoning_branch", len(thought))],
+                    )
+                )
     return out[: spec.num_requests] if spec.num_requests else out
 
 
@@ -192,14 +263,18 @@ def random_workload(spec: WorkloadSpec) -> list[BenchRequest]:
         if spec.input_jitter:
             d = int(spec.input_len * spec.input_jitter)
             length = max(1, spec.input_len + rng.randint(-d, d))
-        out.append(BenchRequest(f"rnd-{i}", _tokens(rng, length), spec.output_len, group="", segments=[("other", length)]))
+        out.append(
+            BenchRequest(f"rnd-{i}", _tokens(rng, length), spec.output_len, group="", segments=[("other", length)])
+        )
     return out
 
 
 def generate(spec: WorkloadSpec) -> list[BenchRequest]:
     """The workload's requests in send order (deterministic for `spec.seed`)."""
     spec.check()
-    return {"shared-prefix": shared_prefix, "multi-turn": multi_turn, "agentic": agentic, "random": random_workload}[spec.kind](spec)
+    return {"shared-prefix": shared_prefix, "multi-turn": multi_turn, "agentic": agentic, "random": random_workload}[
+        spec.kind
+    ](spec)
 
 
 class SessionTracker:
@@ -299,9 +374,16 @@ def chat_body(tokens: list[int], segments: list[tuple[str, int]]) -> dict[str, A
             messages.append({"role": "system", "content": as_text(part)})
         elif kind == "tool_definition":
             for i in range(0, len(part), TOOL_CHUNK):
-                tools.append({"type": "function", "function": {
-                    "name": f"tool_{len(tools)}", "description": as_text(part[i : i + TOOL_CHUNK]),
-                    "parameters": {"type": "object", "properties": {}}}})
+                tools.append(
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": f"tool_{len(tools)}",
+                            "description": as_text(part[i : i + TOOL_CHUNK]),
+                            "parameters": {"type": "object", "properties": {}},
+                        },
+                    }
+                )
         elif kind == "assistant":
             messages.append({"role": "assistant", "content": as_text(part)})
         elif kind == "reasoning_branch":

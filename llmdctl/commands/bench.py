@@ -33,7 +33,10 @@ def _require_reachable(url: str) -> None:
     try:
         httpx.get(f"{url.rstrip('/')}/v1/models", timeout=3.0, trust_env=False)
     except httpx.HTTPError as exc:
-        raise fail(f"--url {url}: nothing answers there ({type(exc).__name__}); start a stack with `llmdctl up PROFILE` or pass --url", 1) from None
+        raise fail(
+            f"--url {url}: nothing answers there ({type(exc).__name__}); start a stack with `llmdctl up PROFILE` or pass --url",
+            1,
+        ) from None
 
 
 def _default_target() -> tuple[str, str]:
@@ -49,9 +52,15 @@ def _default_target() -> tuple[str, str]:
 
 
 def bench_command(
-    url: Optional[str] = typer.Option(None, "--url", "-u", help="Base URL of the OpenAI endpoint (default: the running local stack's router)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name to send (default: the stack's served model, or sim-model)."),
-    workload: str = typer.Option("shared-prefix", "--workload", "-w", help="shared-prefix | multi-turn | agentic | random."),
+    url: Optional[str] = typer.Option(
+        None, "--url", "-u", help="Base URL of the OpenAI endpoint (default: the running local stack's router)."
+    ),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Model name to send (default: the stack's served model, or sim-model)."
+    ),
+    workload: str = typer.Option(
+        "shared-prefix", "--workload", "-w", help="shared-prefix | multi-turn | agentic | random."
+    ),
     groups: int = typer.Option(8, "--groups", help="shared-prefix: number of groups (distinct system prompts)."),
     prompts_per_group: int = typer.Option(4, "--prompts-per-group", help="shared-prefix: prompts (users) per group."),
     system_len: int = typer.Option(1024, "--system-len", help="System prompt tokens."),
@@ -61,13 +70,21 @@ def bench_command(
     turns: int = typer.Option(3, "--turns", help="multi-turn / agentic: turns (ReAct steps) per session."),
     tools_len: int = typer.Option(512, "--tools-len", help="agentic: tool definition tokens."),
     branches: int = typer.Option(2, "--branches", help="agentic: tree-of-thought branches per step (1 = none)."),
-    think_time: float = typer.Option(0.0, "--think-time", help="multi-turn / agentic: seconds between a turn's answer and the next turn."),
+    think_time: float = typer.Option(
+        0.0, "--think-time", help="multi-turn / agentic: seconds between a turn's answer and the next turn."
+    ),
     input_len: int = typer.Option(256, "--input-len", help="random: prompt tokens."),
-    num_requests: Optional[int] = typer.Option(None, "--num-requests", "-n", help="Requests (default: what the load shape sends, or one full set)."),
+    num_requests: Optional[int] = typer.Option(
+        None, "--num-requests", "-n", help="Requests (default: what the load shape sends, or one full set)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for prompts and arrivals (same seed, same run)."),
-    rate: Optional[str] = typer.Option(None, "--rate", help="Poisson stages RATE:SECONDS[,...] or llmd-73 (default: 4:10)."),
-    concurrency: Optional[int] = typer.Option(None, "--concurrency", "-c", help="Closed loop with N requests in flight (instead of --rate)."),
-    trace: Optional[Path] = typer.Option(None, "--trace", help="JSONL trace of arrivals ({\"timestamp\": s} per line)."),
+    rate: Optional[str] = typer.Option(
+        None, "--rate", help="Poisson stages RATE:SECONDS[,...] or llmd-73 (default: 4:10)."
+    ),
+    concurrency: Optional[int] = typer.Option(
+        None, "--concurrency", "-c", help="Closed loop with N requests in flight (instead of --rate)."
+    ),
+    trace: Optional[Path] = typer.Option(None, "--trace", help='JSONL trace of arrivals ({"timestamp": s} per line).'),
     mode: str = typer.Option("tokens", "--mode", help="Prompt form: tokens (exact lengths) | text | chat."),
     slo_ttft: float = typer.Option(2.0, "--slo-ttft", help="Goodput SLO: TTFT seconds."),
     slo_itl: float = typer.Option(0.1, "--slo-itl", help="Goodput SLO: time per output token, seconds."),
@@ -75,8 +92,16 @@ def bench_command(
     max_duration: float = typer.Option(600.0, "--max-duration", help="Stop the whole run after this many seconds."),
     max_requests: int = typer.Option(10_000, "--max-requests", help="Never send more than this many requests."),
     max_in_flight: int = typer.Option(256, "--max-in-flight", help="Never have more than this many requests open."),
-    pods: Optional[str] = typer.Option(None, "--pods", help="Comma-separated pod base URLs to read prefix-cache hit rates from (default: the router's /debug/endpoints)."),
-    compare: Optional[str] = typer.Option(None, "--compare", help="Comma-separated router configs (random, load, approximate, precise, or profile names) to run side by side."),
+    pods: Optional[str] = typer.Option(
+        None,
+        "--pods",
+        help="Comma-separated pod base URLs to read prefix-cache hit rates from (default: the router's /debug/endpoints).",
+    ),
+    compare: Optional[str] = typer.Option(
+        None,
+        "--compare",
+        help="Comma-separated router configs (random, load, approximate, precise, or profile names) to run side by side.",
+    ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for bench.json and PNG plots."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (progress goes to stderr)."),
     records: bool = typer.Option(False, "--records", help="Include every request's record in the JSON."),
@@ -108,12 +133,35 @@ def bench_command(
             load = LoadSpec(kind="trace", trace=read_trace(trace, max_requests), seed=seed, max_requests=max_requests)
         else:
             load = LoadSpec(kind="poisson", stages=parse_stages(rate or "4:10"), seed=seed, max_requests=max_requests)
-        spec = WorkloadSpec(kind=workload, seed=seed, num_requests=num_requests, num_groups=groups, prompts_per_group=prompts_per_group,
-                            system_prompt_len=system_len, question_len=question_len, output_len=output_len, num_sessions=sessions,
-                            turns=turns, tool_defs_len=tools_len, branches=branches, think_time_s=think_time, input_len=input_len)
-        cfg = BenchConfig(url=url, model=model, workload=spec, load=load, mode=mode, slo=SLO(slo_ttft, slo_itl), timeout_s=timeout,
-                          max_duration_s=max_duration, max_in_flight=max_in_flight, keep_records=records,
-                          pods=[p.strip().rstrip("/") for p in pods.split(",") if p.strip()] if pods else None)
+        spec = WorkloadSpec(
+            kind=workload,
+            seed=seed,
+            num_requests=num_requests,
+            num_groups=groups,
+            prompts_per_group=prompts_per_group,
+            system_prompt_len=system_len,
+            question_len=question_len,
+            output_len=output_len,
+            num_sessions=sessions,
+            turns=turns,
+            tool_defs_len=tools_len,
+            branches=branches,
+            think_time_s=think_time,
+            input_len=input_len,
+        )
+        cfg = BenchConfig(
+            url=url,
+            model=model,
+            workload=spec,
+            load=load,
+            mode=mode,
+            slo=SLO(slo_ttft, slo_itl),
+            timeout_s=timeout,
+            max_duration_s=max_duration,
+            max_in_flight=max_in_flight,
+            keep_records=records,
+            pods=[p.strip().rstrip("/") for p in pods.split(",") if p.strip()] if pods else None,
+        )
         for p in cfg.pods or []:
             if not p.startswith(("http://", "https://")):
                 raise ValueError(f"--pods: expected http(s)://HOST:PORT URLs, got {p!r}")
@@ -126,10 +174,20 @@ def bench_command(
 
     _require_reachable(url)
     err = Console(stderr=True)
-    err.print(f"[bold]bench[/bold] {url}: {spec.describe()}; {load.describe()}; prompts as {mode}"
-              + (f"; comparing {', '.join(names)}" if names else ""), highlight=False)
+    err.print(
+        f"[bold]bench[/bold] {url}: {spec.describe()}; {load.describe()}; prompts as {mode}"
+        + (f"; comparing {', '.join(names)}" if names else ""),
+        highlight=False,
+    )
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=as_json) as prog:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=as_json,
+        ) as prog:
             tasks: dict[str, int] = {}
 
             def cb(name: str, done: int, total: int) -> None:
@@ -154,8 +212,16 @@ def bench_command(
         if p:
             plots.append(str(p))
         if names:
-            plots.append(str(report.plot_bars(summaries, out / "bench_compare.png", title=spec.describe(),
-                                          source=f"llmdctl bench, live ({url})")))
+            plots.append(
+                str(
+                    report.plot_bars(
+                        summaries,
+                        out / "bench_compare.png",
+                        title=spec.describe(),
+                        source=f"llmdctl bench, live ({url})",
+                    )
+                )
+            )
         doc["files"] = [str(out / "bench.json"), *plots]
     if as_json:
         typer.echo(json.dumps(doc, indent=2, default=str))
@@ -166,12 +232,18 @@ def bench_command(
         report.print_table(report.compare_table(f"bench --compare ({spec.describe()})", summaries, doc["ratios"]), con)
         bad = {n: s for n, s in summaries.items() if s["ok"] < s["requests"]}
         for n, s in bad.items():
-            con.print(f"[yellow]{n}: {s['requests'] - s['ok']} of {s['requests']} requests failed (errors {s['errors']}, shed {s['shed']}, timeouts {s['timeouts']}); e.g. {s['first_error']}[/yellow]", highlight=False)
+            con.print(
+                f"[yellow]{n}: {s['requests'] - s['ok']} of {s['requests']} requests failed (errors {s['errors']}, shed {s['shed']}, timeouts {s['timeouts']}); e.g. {s['first_error']}[/yellow]",
+                highlight=False,
+            )
     else:
         report.print_table(report.summary_table(f"bench {url}", doc["summary"]), con)
         s = doc["summary"]
         if s["requests"] and s["ok"] < s["requests"]:
-            con.print(f"[yellow]{s['requests'] - s['ok']} of {s['requests']} requests failed; e.g. {s['first_error']}[/yellow]", highlight=False)
+            con.print(
+                f"[yellow]{s['requests'] - s['ok']} of {s['requests']} requests failed; e.g. {s['first_error']}[/yellow]",
+                highlight=False,
+            )
         if s["requests"] and s["ok"] == 0:
             raise typer.Exit(1)
     for f in doc.get("files", []):

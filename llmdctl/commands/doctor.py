@@ -17,8 +17,15 @@ HELP = "\n\n".join(" ".join(par.split()) for par in _HELP.split("\n\n"))  # one 
 
 def doctor(
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
-    port: list[int] = typer.Option([8000], "--port", "-p", help="Local ports to check are free (repeatable) (default: 8000, the router)."),
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="Exit 1 unless this target is ready: local, kind, kube, 'kind --gpus', 'local --engine vllm'."),
+    port: list[int] = typer.Option(
+        [8000], "--port", "-p", help="Local ports to check are free (repeatable) (default: 8000, the router)."
+    ),
+    target: Optional[str] = typer.Option(
+        None,
+        "--target",
+        "-t",
+        help="Exit 1 unless this target is ready: local, kind, kube, 'kind --gpus', 'local --engine vllm'.",
+    ),
 ) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -31,7 +38,15 @@ def doctor(
     findings = run_checks(port)
     ready = readiness(findings)
     if as_json:
-        typer.echo(json.dumps({"findings": [f.to_dict() for f in findings], "targets": {t: {"ready": not b, "blocked_by": b} for t, b in ready.items()}}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "findings": [f.to_dict() for f in findings],
+                    "targets": {t: {"ready": not b, "blocked_by": b} for t, b in ready.items()},
+                },
+                indent=2,
+            )
+        )
     else:
         console = Console()
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -43,7 +58,11 @@ def doctor(
         console.print(table)
         console.print()
         for t, blockers in ready.items():
-            console.print(f"  {t:<20} " + ("[green]ready[/green]" if not blockers else f"[red]not ready[/red] ({', '.join(blockers)})"), highlight=False)
+            console.print(
+                f"  {t:<20} "
+                + ("[green]ready[/green]" if not blockers else f"[red]not ready[/red] ({', '.join(blockers)})"),
+                highlight=False,
+            )
     if target is not None and ready[target]:
         raise typer.Exit(1)
 

@@ -28,22 +28,43 @@ def down_command(
     if result.profile is None and k8s_code is not None:
         raise typer.Exit(k8s_code)
     if as_json:
-        typer.echo(json.dumps({
-            "profile": result.profile, "seconds": round(result.seconds, 3), "stopped": result.stopped,
-            "killed": result.killed, "remaining_pids": result.remaining_pids, "listening": result.listening,
-            "leftovers": result.leftovers,
-        }, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "profile": result.profile,
+                    "seconds": round(result.seconds, 3),
+                    "stopped": result.stopped,
+                    "killed": result.killed,
+                    "remaining_pids": result.remaining_pids,
+                    "listening": result.listening,
+                    "leftovers": result.leftovers,
+                },
+                indent=2,
+            )
+        )
     elif result.profile is None:
-        typer.echo(f"Nothing was recorded as running; stopped {len(result.leftovers)} leftover process(es) of an interrupted `up`: "
-                   f"pids {', '.join(map(str, result.leftovers))}." if result.leftovers else "Nothing is running.")
+        typer.echo(
+            f"Nothing was recorded as running; stopped {len(result.leftovers)} leftover process(es) of an interrupted `up`: "
+            f"pids {', '.join(map(str, result.leftovers))}."
+            if result.leftovers
+            else "Nothing is running."
+        )
     else:
-        typer.echo(f"Stopped {result.profile}: {len(result.stopped)} running component(s) in {result.seconds:.2f}s" + (f" ({', '.join(result.killed)} ignored SIGTERM for {grace:g}s and got SIGKILL)" if result.killed else "") + ".")
+        typer.echo(
+            f"Stopped {result.profile}: {len(result.stopped)} running component(s) in {result.seconds:.2f}s"
+            + (f" ({', '.join(result.killed)} ignored SIGTERM for {grace:g}s and got SIGKILL)" if result.killed else "")
+            + "."
+        )
         if result.leftovers:
-            typer.echo(f"Also stopped {len(result.leftovers)} process(es) of this run that its state did not name: pids {', '.join(map(str, result.leftovers))}.")
+            typer.echo(
+                f"Also stopped {len(result.leftovers)} process(es) of this run that its state did not name: pids {', '.join(map(str, result.leftovers))}."
+            )
         for line in result.listening:
             typer.echo(f"warning: {line}", err=True)
     if result.remaining_pids:
-        raise fail(f"processes still alive after SIGKILL: {', '.join(map(str, result.remaining_pids))}; run state kept so `llmdctl down` can retry")
+        raise fail(
+            f"processes still alive after SIGKILL: {', '.join(map(str, result.remaining_pids))}; run state kept so `llmdctl down` can retry"
+        )
 
 
 def _down_k8s(as_json: bool) -> int | None:

@@ -40,12 +40,16 @@ def _follow(paths: list[Path], prefix: bool) -> None:
 
 
 def logs_command(
-    name: Optional[str] = typer.Argument(None, help="Component or pod name (see `llmdctl status`); all logs when omitted."),
-    lines: int = typer.Option(50, "-n", "--lines", help="Lines to show from the end of each log (0: none, only follow)."),
+    name: Optional[str] = typer.Argument(
+        None, help="Component or pod name (see `llmdctl status`); all logs when omitted."
+    ),
+    lines: int = typer.Option(
+        50, "-n", "--lines", help="Lines to show from the end of each log (0: none, only follow)."
+    ),
     follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing new lines until Ctrl-C."),
 ) -> None:
-    from llmdctl.local.state import StateError, load_state, logs_dir
     from llmdctl.local.stack import log_path_of
+    from llmdctl.local.state import StateError, load_state, logs_dir
     from llmdctl.local.supervisor import tail
 
     if lines < 0:
@@ -57,7 +61,11 @@ def logs_command(
     if name is not None:
         path = log_path_of(state, name)
         if path is None:
-            known = sorted({c.name for c in state.components} | {p.name for p in state.pods}) if state else sorted(p.stem for p in logs_dir().glob("*.log"))
+            known = (
+                sorted({c.name for c in state.components} | {p.name for p in state.pods})
+                if state
+                else sorted(p.stem for p in logs_dir().glob("*.log"))
+            )
             raise fail(f"no log for {name!r}; known: {', '.join(known) or 'none (nothing has run yet)'}", 2)
         if lines:
             text = tail(path, lines)

@@ -16,7 +16,9 @@ import typer
 
 from llmdctl.commands import fail
 
-app = typer.Typer(help="Local models for real engines: build a tiny, deterministic, offline Llama.", no_args_is_help=True)
+app = typer.Typer(
+    help="Local models for real engines: build a tiny, deterministic, offline Llama.", no_args_is_help=True
+)
 
 
 @app.callback()
@@ -38,25 +40,46 @@ def make_tiny(out_dir: str, size: str = "tiny", seed: int = 0) -> dict:
         python = vllm_python()
     except EngineError as exc:
         raise RuntimeError(f"model make-tiny needs torch and transformers: neither is here and {exc}") from None
-    argv = [str(python), tinymodel.__file__, str(Path(out_dir).expanduser().resolve()), "--size", size, "--seed", str(seed)]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=900, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    argv = [
+        str(python),
+        tinymodel.__file__,
+        str(Path(out_dir).expanduser().resolve()),
+        "--size",
+        size,
+        "--seed",
+        str(seed),
+    ]
+    out = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+    )
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"model make-tiny failed in {python}: {last}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@app.command("make-tiny", help=(
-    "Write a Llama model directory with seeded random weights (safetensors), a locally trained byte-level BPE "
-    "tokenizer and a chat template: byte-identical for the same seed. tiny: ~2.2M parameters, fast start; "
-    "small: ~32M parameters, prefill cost visible on a CPU (prefix hits visibly faster)."))
+@app.command(
+    "make-tiny",
+    help=(
+        "Write a Llama model directory with seeded random weights (safetensors), a locally trained byte-level BPE "
+        "tokenizer and a chat template: byte-identical for the same seed. tiny: ~2.2M parameters, fast start; "
+        "small: ~32M parameters, prefill cost visible on a CPU (prefix hits visibly faster)."
+    ),
+)
 def make_tiny_command(
     out_dir: str = typer.Argument(..., metavar="DIR", help="Directory to write (created if missing)."),
     size: str = typer.Option("tiny", "--size", help="tiny or small."),
     seed: int = typer.Option(0, "--seed", help="Seed for weights and the tokenizer's training text."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    tokenizer_only: bool = typer.Option(False, "--tokenizer-only", help="Write only the tokenizer (no torch needed): "
-                                        "for simulated pods, `llmdctl up PROFILE --tokenizer DIR`."),
+    tokenizer_only: bool = typer.Option(
+        False,
+        "--tokenizer-only",
+        help="Write only the tokenizer (no torch needed): for simulated pods, `llmdctl up PROFILE --tokenizer DIR`.",
+    ),
 ) -> None:
     if tokenizer_only:
         from llmdctl.tinymodel import write_tokenizer_dir
@@ -78,8 +101,10 @@ def make_tiny_command(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
-        typer.echo(f"wrote {summary['path']}: {summary['size']} Llama, {summary['parameters']:,} parameters, vocab {summary['vocab_size']}, "
-                   f"weights sha256 {summary['sha256'][:16]}…")
+        typer.echo(
+            f"wrote {summary['path']}: {summary['size']} Llama, {summary['parameters']:,} parameters, vocab {summary['vocab_size']}, "
+            f"weights sha256 {summary['sha256'][:16]}…"
+        )
         typer.echo(f"serve it: llmdctl up precise-prefix-cache --engine vllm --model {summary['path']}")
 
 

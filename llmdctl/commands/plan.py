@@ -37,19 +37,36 @@ def _ints(text: Optional[str], flag: str) -> list[int]:
 
 def plan_command(
     scenario: str = typer.Argument("llmd-73", help="Scenario: llmd-73 or small."),
-    policies: str = typer.Option("random,load,approximate,precise", "--policies", "-p", help="Comma-separated schedulers: random, load, approximate, precise."),
-    time_scale: float = typer.Option(1.0, "--time-scale", help="Multiply every stage's duration (0.1: 10x shorter run)."),
+    policies: str = typer.Option(
+        "random,load,approximate,precise",
+        "--policies",
+        "-p",
+        help="Comma-separated schedulers: random, load, approximate, precise.",
+    ),
+    time_scale: float = typer.Option(
+        1.0, "--time-scale", help="Multiply every stage's duration (0.1: 10x shorter run)."
+    ),
     rate_scale: float = typer.Option(1.0, "--rate-scale", help="Multiply every stage's rate."),
     seed: int = typer.Option(0, "--seed", help="Seed for prompts, arrivals and random pickers."),
     slo_ttft: float = typer.Option(2.0, "--slo-ttft", help="Goodput SLO: TTFT seconds."),
     slo_itl: float = typer.Option(0.1, "--slo-itl", help="Goodput SLO: time per output token, seconds."),
     replicas: Optional[str] = typer.Option(None, "--replicas", help="Sweep: pod counts, e.g. 4,8."),
     hardware: Optional[str] = typer.Option(None, "--hardware", help="Sweep: hardware profiles, e.g. H100,H200."),
-    prefix_weights: Optional[str] = typer.Option(None, "--prefix-weights", help="Sweep: prefix scorer weights, e.g. 1,3,5."),
+    prefix_weights: Optional[str] = typer.Option(
+        None, "--prefix-weights", help="Sweep: prefix scorer weights, e.g. 1,3,5."
+    ),
     pd: Optional[str] = typer.Option(None, "--pd", help="Sweep: P/D splits PREFILL:DECODE, e.g. 2:6,4:4."),
-    cpu_blocks: Optional[str] = typer.Option(None, "--cpu-blocks", help="Sweep: CPU KV tier blocks per pod, e.g. 0,20000."),
-    price: list[str] = typer.Option([], "--price", help="Price per GPU-hour, HARDWARE=USD (repeatable), for sweep costs."),
-    max_in_flight: Optional[int] = typer.Option(None, "--max-in-flight", help="Client cap on open requests, as a benchmark client's worker pool (default: open loop, every arrival sent on time)."),
+    cpu_blocks: Optional[str] = typer.Option(
+        None, "--cpu-blocks", help="Sweep: CPU KV tier blocks per pod, e.g. 0,20000."
+    ),
+    price: list[str] = typer.Option(
+        [], "--price", help="Price per GPU-hour, HARDWARE=USD (repeatable), for sweep costs."
+    ),
+    max_in_flight: Optional[int] = typer.Option(
+        None,
+        "--max-in-flight",
+        help="Client cap on open requests, as a benchmark client's worker pool (default: open loop, every arrival sent on time).",
+    ),
     max_wall: float = typer.Option(1800.0, "--max-wall", help="Stop any one simulation after this many wall seconds."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for plan.json and PNG plots."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (progress goes to stderr)."),
@@ -92,9 +109,14 @@ def plan_command(
                 raise ValueError(f"--price {item!r}: expected HARDWARE=USD, e.g. H100=2.5") from None
             if not sep:
                 raise ValueError(f"--price {item!r}: expected HARDWARE=USD, e.g. H100=2.5")
-        spec = SweepSpec(replicas=_ints(replicas, "--replicas"), hardware=[h for h in (hardware or "").split(",") if h],
-                         policies=pols, prefix_weights=[float(x) for x in (prefix_weights or "").split(",") if x.strip()],
-                         pd_splits=splits, cpu_blocks=_ints(cpu_blocks, "--cpu-blocks"))
+        spec = SweepSpec(
+            replicas=_ints(replicas, "--replicas"),
+            hardware=[h for h in (hardware or "").split(",") if h],
+            policies=pols,
+            prefix_weights=[float(x) for x in (prefix_weights or "").split(",") if x.strip()],
+            pd_splits=splits,
+            cpu_blocks=_ints(cpu_blocks, "--cpu-blocks"),
+        )
     except ValueError as exc:
         raise fail(str(exc), 2) from None
     is_sweep = bool(spec.replicas or spec.hardware or spec.prefix_weights or spec.pd_splits or spec.cpu_blocks)
@@ -102,13 +124,23 @@ def plan_command(
     err = Console(stderr=True)
     total_sim = sum(s.duration for s in sc.stages) * time_scale
     n_runs = len(pols) if not is_sweep else None
-    err.print(f"[bold]plan[/bold] {sc.description}; ladder {total_sim:.0f} simulated s (x{time_scale:g})"
-              + (f", {n_runs} policies" if n_runs else ", sweep") + "; llmd-73 at full scale takes 2-3 CPU minutes per policy",
-              highlight=False)
+    err.print(
+        f"[bold]plan[/bold] {sc.description}; ladder {total_sim:.0f} simulated s (x{time_scale:g})"
+        + (f", {n_runs} policies" if n_runs else ", sweep")
+        + "; llmd-73 at full scale takes 2-3 CPU minutes per policy",
+        highlight=False,
+    )
     slo = SLO(slo_ttft, slo_itl)
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("sim {task.fields[sim]:.0f}s"),
-                      TimeElapsedColumn(), console=err, transient=as_json) as prog:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("sim {task.fields[sim]:.0f}s"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=as_json,
+        ) as prog:
             tasks: dict[str, int] = {}
 
             def cb(name: str, now: float, done: int, total: int) -> None:
@@ -117,10 +149,30 @@ def plan_command(
                 prog.update(tasks[name], completed=done, total=total, sim=now)
 
             if is_sweep:
-                doc = sweep(sc, spec, time_scale=time_scale, rate_scale=rate_scale, seed=seed, slo=slo, max_wall_s=max_wall, price=prices or None, progress=cb)
+                doc = sweep(
+                    sc,
+                    spec,
+                    time_scale=time_scale,
+                    rate_scale=rate_scale,
+                    seed=seed,
+                    slo=slo,
+                    max_wall_s=max_wall,
+                    price=prices or None,
+                    progress=cb,
+                )
             else:
                 mif = "scenario" if max_in_flight is None else (max_in_flight or None)
-                doc = run_policies(sc, pols, time_scale=time_scale, rate_scale=rate_scale, seed=seed, slo=slo, max_wall_s=max_wall, progress=cb, max_in_flight=mif)
+                doc = run_policies(
+                    sc,
+                    pols,
+                    time_scale=time_scale,
+                    rate_scale=rate_scale,
+                    seed=seed,
+                    slo=slo,
+                    max_wall_s=max_wall,
+                    progress=cb,
+                    max_in_flight=mif,
+                )
     except ValueError as exc:
         raise fail(str(exc), 1) from None
 
@@ -134,12 +186,25 @@ def plan_command(
             p = report.plot_stages(doc["summaries"], out / "plan_stages.png", title=sc.description)
             if p:
                 files.append(str(p))
-            files.append(str(report.plot_bars(doc["summaries"], out / "plan_policies.png", title=sc.name, published=doc.get("published") or None,
-                                          source="llmdctl plan, virtual clock")))
+            files.append(
+                str(
+                    report.plot_bars(
+                        doc["summaries"],
+                        out / "plan_policies.png",
+                        title=sc.name,
+                        published=doc.get("published") or None,
+                        source="llmdctl plan, virtual clock",
+                    )
+                )
+            )
         doc["files"] = files
     if as_json:
         if not is_sweep:
-            doc = {k: v for k, v in doc.items() if k != "summaries"} | {"summaries": {k: {kk: vv for kk, vv in v.items() if kk != "endpoints"} for k, v in doc["summaries"].items()}}
+            doc = {k: v for k, v in doc.items() if k != "summaries"} | {
+                "summaries": {
+                    k: {kk: vv for kk, vv in v.items() if kk != "endpoints"} for k, v in doc["summaries"].items()
+                }
+            }
         typer.echo(json.dumps(doc, indent=2, default=str))
         return
     con = Console(width=None if sys.stdout.isatty() else 200)  # piped: tables not cut to 80 columns
@@ -150,10 +215,14 @@ def plan_command(
         report.print_table(report.plan_table(doc), con)
         runs = doc["runs"]
         if "precise" in runs and "approximate" in runs and runs["precise"]["ttft_p90_s"]:
-            con.print(f"precise vs approximate TTFT p90: {runs['approximate']['ttft_p90_s'] / runs['precise']['ttft_p90_s']:.1f}x faster (llm-d: 57x)")
+            con.print(
+                f"precise vs approximate TTFT p90: {runs['approximate']['ttft_p90_s'] / runs['precise']['ttft_p90_s']:.1f}x faster (llm-d: 57x)"
+            )
         base = runs.get("random") or runs.get("load")
         if "precise" in runs and base and base["output_tok_s"]:
-            con.print(f"precise vs cache-blind output tok/s: {runs['precise']['output_tok_s'] / base['output_tok_s']:.2f}x (llm-d: ~2x)")
+            con.print(
+                f"precise vs cache-blind output tok/s: {runs['precise']['output_tok_s'] / base['output_tok_s']:.2f}x (llm-d: ~2x)"
+            )
     for r in (doc.get("runs") or {}).values():
         if r.get("truncated"):
             con.print(f"[yellow]{r['name']}: {r['truncated']}[/yellow]")

@@ -8,7 +8,9 @@ import typer
 
 from llmdctl.commands import fail
 
-app = typer.Typer(help="List and show stack profiles (pools of model servers, router config, KV tiers).", no_args_is_help=True)
+app = typer.Typer(
+    help="List and show stack profiles (pools of model servers, router config, KV tiers).", no_args_is_help=True
+)
 
 
 def _summary(profile) -> dict:
@@ -16,7 +18,17 @@ def _summary(profile) -> dict:
         "name": profile.name,
         "description": profile.description,
         "engine": profile.engine,
-        "pools": [{"name": p.name, "role": p.role, "replicas": p.replicas, "data_parallel_size": p.data_parallel_size, "hardware": p.hardware, "model_profile": p.model_profile} for p in profile.pools],
+        "pools": [
+            {
+                "name": p.name,
+                "role": p.role,
+                "replicas": p.replicas,
+                "data_parallel_size": p.data_parallel_size,
+                "hardware": p.hardware,
+                "model_profile": p.model_profile,
+            }
+            for p in profile.pools
+        ],
         "scorers": _scorers(profile.router.config),
         "kv_tiers": profile.kv_tiers is not None,
     }
@@ -35,7 +47,10 @@ def _scorers(config: dict) -> list[str]:
     return out
 
 
-@app.command("list", help="List the shipped profiles with their pools and weighted scorers. Invalid ones are listed with their error.")
+@app.command(
+    "list",
+    help="List the shipped profiles with their pools and weighted scorers. Invalid ones are listed with their error.",
+)
 def list_command(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -56,7 +71,11 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print as JS
     table.add_column("pods", no_wrap=True)
     table.add_column("scheduling (scorer weight)", overflow="fold")
     for r in rows:
-        pods = "\n".join(f"{p['replicas']} x {p['name']} ({p['role']})" + (f", dp {p['data_parallel_size']}" if p["data_parallel_size"] > 1 else "") for p in r["pools"])
+        pods = "\n".join(
+            f"{p['replicas']} x {p['name']} ({p['role']})"
+            + (f", dp {p['data_parallel_size']}" if p["data_parallel_size"] > 1 else "")
+            for p in r["pools"]
+        )
         table.add_row(f"[bold]{r['name']}[/bold]", pods, "\n".join(r["scorers"]) + f"\n[dim]{r['description']}[/dim]")
     console = Console()
     console.print(table)
@@ -69,7 +88,9 @@ def list_command(as_json: bool = typer.Option(False, "--json", help="Print as JS
 @app.command("show", help="Show one profile, validated and with defaults filled in, as YAML (or JSON).")
 def show_command(
     name: str = typer.Argument(..., help="Profile name or path to a profile YAML file."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Apply KEY=VALUE overrides first, as `llmdctl up` would (repeatable)."),
+    set_: list[str] = typer.Option(
+        [], "--set", "-s", help="Apply KEY=VALUE overrides first, as `llmdctl up` would (repeatable)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     import yaml

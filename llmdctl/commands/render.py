@@ -25,26 +25,69 @@ HELP = "\n\n".join(" ".join(par.split()) for par in _HELP.split("\n\n"))  # one 
 
 
 def render(
-    profile: str = typer.Argument(..., help="Profile name (see `llmdctl profiles list`) or path to a profile YAML file."),
-    target: str = typer.Option("kind", "--target", "-t", help="kind (a local kind cluster), kube (an existing cluster) or kserve (LLMInferenceServices for KServe)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write files into this folder instead of YAML to stdout."),
-    gateway: bool = typer.Option(False, "--gateway", help="Also render llm-d's upstream EPP, a Gateway and an HTTPRoute to the InferencePool."),
-    gateway_class: str = typer.Option("istio", "--gateway-class", help="gatewayClassName of the Gateway (your implementation's class)."),
+    profile: str = typer.Argument(
+        ..., help="Profile name (see `llmdctl profiles list`) or path to a profile YAML file."
+    ),
+    target: str = typer.Option(
+        "kind",
+        "--target",
+        "-t",
+        help="kind (a local kind cluster), kube (an existing cluster) or kserve (LLMInferenceServices for KServe).",
+    ),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Write files into this folder instead of YAML to stdout."
+    ),
+    gateway: bool = typer.Option(
+        False, "--gateway", help="Also render llm-d's upstream EPP, a Gateway and an HTTPRoute to the InferencePool."
+    ),
+    gateway_class: str = typer.Option(
+        "istio", "--gateway-class", help="gatewayClassName of the Gateway (your implementation's class)."
+    ),
     namespace: str = typer.Option("llmd", "--namespace", "-n", help="Namespace of every object."),
-    image: Optional[str] = typer.Option(None, "--image", help="llmdctl image (router + simulator) (default: llmdctl:VERSION, built and loaded by `up --target kind`)."),
-    gpus: bool = typer.Option(False, "--gpus", help="Real vLLM pods on nvidia.com/gpu (kind: NVIDIA passthrough, RuntimeClass nvidia)."),
+    image: Optional[str] = typer.Option(
+        None,
+        "--image",
+        help="llmdctl image (router + simulator) (default: llmdctl:VERSION, built and loaded by `up --target kind`).",
+    ),
+    gpus: bool = typer.Option(
+        False, "--gpus", help="Real vLLM pods on nvidia.com/gpu (kind: NVIDIA passthrough, RuntimeClass nvidia)."
+    ),
     engine: Optional[str] = typer.Option(None, "--engine", "-e", help="Engine for every pool: sim or vllm."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model: served name for sim, Hugging Face id for vllm."),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Model: served name for sim, Hugging Face id for vllm."
+    ),
     replicas: Optional[int] = typer.Option(None, "--replicas", "-r", help="Replicas of every pool."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Override a profile key, e.g. --set pools.0.replicas=2 (repeatable)."),
-    k8s_version: str = typer.Option("1.34", "--k8s-version", help="Kubernetes version whose schemas validate the objects."),
+    set_: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a profile key, e.g. --set pools.0.replicas=2 (repeatable)."
+    ),
+    k8s_version: str = typer.Option(
+        "1.34", "--k8s-version", help="Kubernetes version whose schemas validate the objects."
+    ),
     cluster: str = typer.Option("llmdctl", "--cluster", help="kind cluster name (for --target kind files)."),
-    monitoring: bool = typer.Option(False, "--monitoring", help="Also render PodMonitor/ServiceMonitor objects (the cluster runs the Prometheus Operator)."),
-    format_: str = typer.Option("raw", "--format", help="raw (YAML / numbered files), helm (a chart in -o DIR) or kustomize (a kustomization in -o DIR)."),
+    monitoring: bool = typer.Option(
+        False,
+        "--monitoring",
+        help="Also render PodMonitor/ServiceMonitor objects (the cluster runs the Prometheus Operator).",
+    ),
+    format_: str = typer.Option(
+        "raw",
+        "--format",
+        help="raw (YAML / numbered files), helm (a chart in -o DIR) or kustomize (a kustomization in -o DIR).",
+    ),
 ) -> None:
     from rich.console import Console
 
-    from llmdctl.k8s.render import DEFAULT_IMAGE, RenderError, RenderOptions, dns_label, render as render_stack, to_yaml, write_dir
+    from llmdctl.k8s.render import (
+        DEFAULT_IMAGE,
+        RenderError,
+        RenderOptions,
+        dns_label,
+        to_yaml,
+        write_dir,
+    )
+    from llmdctl.k8s.render import (
+        render as render_stack,
+    )
     from llmdctl.k8s.validate import check_version, validate_objects
     from llmdctl.local.stack import StackError, resolve_profile
     from llmdctl.profile import ProfileError
@@ -53,7 +96,10 @@ def render(
     if target not in ("kind", "kube", "kserve"):
         raise fail(f"--target: expected kind, kube or kserve, got {target!r}", 2)
     if target == "kserve" and gateway:
-        raise fail("--gateway: KServe creates the Gateway route and llm-d's endpoint picker itself; drop --gateway with --target kserve", 2)
+        raise fail(
+            "--gateway: KServe creates the Gateway route and llm-d's endpoint picker itself; drop --gateway with --target kserve",
+            2,
+        )
     if format_ not in ("raw", "helm", "kustomize"):
         raise fail(f"--format: expected raw, helm or kustomize, got {format_!r}", 2)
     if format_ != "raw" and output is None:
@@ -61,8 +107,16 @@ def render(
     try:
         version = check_version(k8s_version)
         prof, _ = resolve_profile(profile, engine=engine, model=model, replicas=replicas, sets=set_)
-        opts = RenderOptions(target=target, namespace=namespace, image=image or DEFAULT_IMAGE, gateway=gateway,  # type: ignore[arg-type]
-                             gateway_class=gateway_class, gpus=gpus, engine=engine, monitoring=monitoring)
+        opts = RenderOptions(
+            target=target,
+            namespace=namespace,
+            image=image or DEFAULT_IMAGE,
+            gateway=gateway,  # type: ignore[arg-type]
+            gateway_class=gateway_class,
+            gpus=gpus,
+            engine=engine,
+            monitoring=monitoring,
+        )
         rendered = render_stack(prof, opts)
     except (ProfileError, StackError, RenderError, ValueError) as exc:
         raise fail(str(exc), 2) from None
@@ -80,18 +134,28 @@ def render(
         err.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     if output is None:
         typer.echo(to_yaml(rendered.objects), nl=False)
-        err.print(f"[green]✓[/green] {len(rendered.objects)} objects for {prof.name}, valid for Kubernetes {version.rsplit('.', 1)[0]}", highlight=False)
+        err.print(
+            f"[green]✓[/green] {len(rendered.objects)} objects for {prof.name}, valid for Kubernetes {version.rsplit('.', 1)[0]}",
+            highlight=False,
+        )
         return
     if format_ != "raw":
         from llmdctl.k8s.packaging import write_helm, write_kustomize
         from llmdctl.profile import profile_to_dict
 
         try:
-            files = write_helm(rendered, profile_to_dict(prof), output) if format_ == "helm" else write_kustomize(rendered, output)
+            files = (
+                write_helm(rendered, profile_to_dict(prof), output)
+                if format_ == "helm"
+                else write_kustomize(rendered, output)
+            )
         except OSError as exc:
             raise fail(f"{exc.filename or output}: {exc.strerror or exc}") from None
         how = f"helm template {rendered.stack} {output}" if format_ == "helm" else f"kubectl kustomize {output}"
-        err.print(f"[green]✓[/green] {len(rendered.objects)} objects for {prof.name} as a {format_} package in {output}/ ({how})", highlight=False)
+        err.print(
+            f"[green]✓[/green] {len(rendered.objects)} objects for {prof.name} as a {format_} package in {output}/ ({how})",
+            highlight=False,
+        )
         return
     try:
         files = write_dir(rendered, output / "manifests")
@@ -110,13 +174,24 @@ def render(
                 shutil.copy(crd, output / "crds" / crd.name)
     except OSError as exc:
         raise fail(f"{exc.filename or output}: {exc.strerror or exc}") from None
-    err.print(f"[green]✓[/green] {len(rendered.objects)} objects for {prof.name}, valid for Kubernetes {version.rsplit('.', 1)[0]}, written to {output}/", highlight=False)
+    err.print(
+        f"[green]✓[/green] {len(rendered.objects)} objects for {prof.name}, valid for Kubernetes {version.rsplit('.', 1)[0]}, written to {output}/",
+        highlight=False,
+    )
     if target == "kind":
-        err.print(f"  run it by hand: cd {output} && ./commands.sh   (or: llmdctl up {profile} --target kind)", highlight=False)
+        err.print(
+            f"  run it by hand: cd {output} && ./commands.sh   (or: llmdctl up {profile} --target kind)",
+            highlight=False,
+        )
     else:
-        err.print(f"  apply: kubectl apply --server-side --field-manager llmdctl -f {output}/manifests/", highlight=False)
+        err.print(
+            f"  apply: kubectl apply --server-side --field-manager llmdctl -f {output}/manifests/", highlight=False
+        )
         if target == "kserve":
-            err.print("  (the cluster runs KServe with the LLMInferenceService v1alpha2 CRD and its llm-d presets)", highlight=False)
+            err.print(
+                "  (the cluster runs KServe with the LLMInferenceService v1alpha2 CRD and its llm-d presets)",
+                highlight=False,
+            )
 
 
 render.__doc__ = HELP

@@ -51,8 +51,15 @@ def status_command(
     except StateError as exc:
         raise fail(str(exc)) from None
     if as_json:
-        doc = {"running": report.running, "healthy": report.healthy, "profile": report.profile, "router_url": report.router_url,
-               "started_at": report.started_at, "components": [asdict(c) for c in report.components], "pods": [asdict(p) for p in report.pods]}
+        doc = {
+            "running": report.running,
+            "healthy": report.healthy,
+            "profile": report.profile,
+            "router_url": report.router_url,
+            "started_at": report.started_at,
+            "components": [asdict(c) for c in report.components],
+            "pods": [asdict(p) for p in report.pods],
+        }
         typer.echo(json.dumps(doc, indent=2))
         raise typer.Exit(0 if report.healthy else (3 if not report.running else 1))
     console = Console(width=None if sys.stdout.isatty() else 120)  # piped: do not squeeze the tables to 80
@@ -61,23 +68,57 @@ def status_command(
         raise typer.Exit(3)
     up_for = time.time() - (report.started_at or time.time())
     state = "[green]healthy[/green]" if report.healthy else "[red]degraded[/red]"
-    console.print(f"[bold]{report.profile}[/bold] {state} · router {report.router_url} · up {up_for:.0f}s", highlight=False)
+    console.print(
+        f"[bold]{report.profile}[/bold] {state} · router {report.router_url} · up {up_for:.0f}s", highlight=False
+    )
     comps = Table(title="Components", title_justify="left")
     for col in ("name", "kind", "pid", "alive", "health", "ports", "note"):
         comps.add_column(col)
     for c in report.components:
         ports = _ranges(c.ports)
-        note = c.detail or (f"stopped what was left of it: pids {', '.join(map(str, c.orphans_stopped))}" if c.orphans_stopped else "")
-        comps.add_row(c.name, c.kind, str(c.pid or "-"), "yes" if c.alive else "[red]no[/red]", "[green]ok[/green]" if c.healthy else "[red]down[/red]", ports, note)
+        note = c.detail or (
+            f"stopped what was left of it: pids {', '.join(map(str, c.orphans_stopped))}" if c.orphans_stopped else ""
+        )
+        comps.add_row(
+            c.name,
+            c.kind,
+            str(c.pid or "-"),
+            "yes" if c.alive else "[red]no[/red]",
+            "[green]ok[/green]" if c.healthy else "[red]down[/red]",
+            ports,
+            note,
+        )
     console.print(comps)
     pods = Table(title="Pods", title_justify="left")
     tiers = [t for t in ("cpu", "disk") if any(f"tier_{t}_usage" in p.metrics for p in report.pods)]
-    for col, just in (("pod", "left"), ("role", "left"), ("address", "left"), ("health", "left"), ("waiting", "right"), ("running", "right"), ("KV used", "right"), ("prefix hits", "right"), *((f"{t.upper()} used·hits", "right") for t in tiers)):
+    for col, just in (
+        ("pod", "left"),
+        ("role", "left"),
+        ("address", "left"),
+        ("health", "left"),
+        ("waiting", "right"),
+        ("running", "right"),
+        ("KV used", "right"),
+        ("prefix hits", "right"),
+        *((f"{t.upper()} used·hits", "right") for t in tiers),
+    ):
         pods.add_column(col, justify=just, no_wrap=True, min_width=len(col))  # type: ignore[arg-type]
     for p in report.pods:
         m = p.metrics
-        tier_cells = [f"{_fmt(m.get(f'tier_{t}_usage'), True)} · {_fmt(m.get(f'tier_{t}_hits'))}" for t in tiers]  # used · hit tokens
-        pods.add_row(p.name, p.role, p.url.removeprefix("http://"), "[green]ok[/green]" if p.healthy else "[red]down[/red]", _fmt(m.get("waiting")), _fmt(m.get("running")), _fmt(m.get("kv_usage"), True), _fmt(m.get("prefix_hit_rate"), True), *tier_cells)
+        tier_cells = [
+            f"{_fmt(m.get(f'tier_{t}_usage'), True)} · {_fmt(m.get(f'tier_{t}_hits'))}" for t in tiers
+        ]  # used · hit tokens
+        pods.add_row(
+            p.name,
+            p.role,
+            p.url.removeprefix("http://"),
+            "[green]ok[/green]" if p.healthy else "[red]down[/red]",
+            _fmt(m.get("waiting")),
+            _fmt(m.get("running")),
+            _fmt(m.get("kv_usage"), True),
+            _fmt(m.get("prefix_hit_rate"), True),
+            *tier_cells,
+        )
     console.print(pods)
     if not report.healthy:
         raise typer.Exit(1)

@@ -26,11 +26,17 @@ app = typer.Typer(add_completion=False)
 @app.command("tui", help=paragraphs(HELP))
 def tui_command(
     url: Optional[str] = typer.Option(None, "--url", help="Router URL (default: the running local stack's router)."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="LLMD_ROUTER_API_KEY", help="The router's API key, when it requires one."),
+    api_key: Optional[str] = typer.Option(
+        None, "--api-key", envvar="LLMD_ROUTER_API_KEY", help="The router's API key, when it requires one."
+    ),
     demo: bool = typer.Option(False, "--demo", help="Start the built-in demo load right away (loopback routers only)."),
     demo_rate: float = typer.Option(8.0, "--demo-rate", help="Demo load requests per second (Poisson), at most 200."),
-    demo_duration: float = typer.Option(300.0, "--demo-duration", help="Seconds the demo load runs before it stops by itself, at most 3600."),
-    refresh_hz: float = typer.Option(5.0, "--refresh-hz", help="Screen updates per second (1-30); data arriving faster is coalesced."),
+    demo_duration: float = typer.Option(
+        300.0, "--demo-duration", help="Seconds the demo load runs before it stops by itself, at most 3600."
+    ),
+    refresh_hz: float = typer.Option(
+        5.0, "--refresh-hz", help="Screen updates per second (1-30); data arriving faster is coalesced."
+    ),
     poll_s: float = typer.Option(1.0, "--poll-s", help="Seconds between polls of the router's and pods' metrics."),
 ) -> None:
     from llmdctl.tui.demo_load import DemoLoadError, DemoSpec

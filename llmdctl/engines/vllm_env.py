@@ -75,12 +75,14 @@ def vllm_python() -> Path:
     venv = vllm_venv_dir()
     python = _venv_python(venv)
     if not (venv / MARKER).is_file() or not python.exists():
-        raise EngineError(f"vLLM is not installed in {venv}: run `llmdctl engine install vllm` (or set LLMDCTL_VLLM_VENV)")
+        raise EngineError(
+            f"vLLM is not installed in {venv}: run `llmdctl engine install vllm` (or set LLMDCTL_VLLM_VENV)"
+        )
     return python
 
 
 def detect_build() -> str:
-    """"gpu" when an NVIDIA GPU is visible, else "cpu"."""
+    """ "gpu" when an NVIDIA GPU is visible, else "cpu"."""
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
@@ -115,7 +117,9 @@ def _probe(python: Path) -> dict[str, str | None]:
 def _engine_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
-    env.update({"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    env.update(
+        {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    )
     return env
 
 
@@ -140,9 +144,18 @@ class _Runner:
             fh.write(f"\n$ {' '.join(argv)}\n")
             fh.flush()
             try:
-                rc = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_engine_env(), timeout=timeout).returncode
+                rc = subprocess.run(
+                    argv,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=_engine_env(),
+                    timeout=timeout,
+                ).returncode
             except subprocess.TimeoutExpired:
-                raise EngineError(f"engine install step {step!r}: timed out after {timeout:.0f} s (log: {self.log})") from None
+                raise EngineError(
+                    f"engine install step {step!r}: timed out after {timeout:.0f} s (log: {self.log})"
+                ) from None
             except OSError as exc:
                 raise EngineError(f"engine install step {step!r}: cannot run {argv[0]}: {exc}") from None
         if rc != 0 and check:
@@ -162,7 +175,9 @@ def _locked(venv: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def install_vllm(progress: Progress | None = None, build: Build = "auto", python: str | None = None, timeout_s: float = 3600) -> EngineStatus:
+def install_vllm(
+    progress: Progress | None = None, build: Build = "auto", python: str | None = None, timeout_s: float = 3600
+) -> EngineStatus:
     """Create or complete the vLLM virtualenv; each step is skipped when already satisfied."""
     say = progress or (lambda step, state, detail: None)
     venv = vllm_venv_dir()
@@ -217,7 +232,9 @@ def install_vllm(progress: Progress | None = None, build: Build = "auto", python
             say("vllm", "skip", f"{dist}=={VLLM_VERSION}")
         else:
             say("vllm", "start", f"{dist}=={VLLM_VERSION} (several minutes)")
-            runner.run("vllm", pip + [f"{dist}=={VLLM_VERSION}"] + ([torch_pin] if torch_pin else []), timeout=timeout_s)
+            runner.run(
+                "vllm", pip + [f"{dist}=={VLLM_VERSION}"] + ([torch_pin] if torch_pin else []), timeout=timeout_s
+            )
             say("vllm", "done", f"{dist}=={VLLM_VERSION}")
 
         # 4. prune (CPU only): the CUDA builds of these break `import transformers` beside torch+cpu
@@ -235,10 +252,19 @@ def install_vllm(progress: Progress | None = None, build: Build = "auto", python
         check = "import json, vllm, torch, transformers, vllm.entrypoints.openai.api_server; print(json.dumps({'vllm': vllm.__version__, 'torch': torch.__version__, 'transformers': transformers.__version__}))"
         runner.run("verify", [str(py), "-c", check], timeout=900)
         versions = _probe(py)
-        marker.write_text(json.dumps({
-            "build": chosen, "vllm": VLLM_VERSION, "torch": versions.get("torch"), "transformers": versions.get("transformers"),
-            "installed_at": time.time(), "install_seconds": round(time.monotonic() - started, 1),
-        }, indent=2))
+        marker.write_text(
+            json.dumps(
+                {
+                    "build": chosen,
+                    "vllm": VLLM_VERSION,
+                    "torch": versions.get("torch"),
+                    "transformers": versions.get("transformers"),
+                    "installed_at": time.time(),
+                    "install_seconds": round(time.monotonic() - started, 1),
+                },
+                indent=2,
+            )
+        )
         say("verify", "done", f"torch {versions.get('torch')}, transformers {versions.get('transformers')}")
     return vllm_status()
 
@@ -265,9 +291,14 @@ def vllm_status(measure_size: bool = False) -> EngineStatus:
     except (OSError, ValueError):
         return EngineStatus(installed=False, venv=str(venv))
     return EngineStatus(
-        installed=True, venv=str(venv), build=data.get("build"), vllm_version=data.get("vllm"),
-        torch_version=data.get("torch"), transformers_version=data.get("transformers"),
-        installed_at=data.get("installed_at"), install_seconds=data.get("install_seconds"),
+        installed=True,
+        venv=str(venv),
+        build=data.get("build"),
+        vllm_version=data.get("vllm"),
+        torch_version=data.get("torch"),
+        transformers_version=data.get("transformers"),
+        installed_at=data.get("installed_at"),
+        install_seconds=data.get("install_seconds"),
         size_mb=_size_mb(venv) if measure_size else None,
     )
 

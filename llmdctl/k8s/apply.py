@@ -19,13 +19,27 @@ FIELD_MANAGER = "llmdctl"
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "RuntimeClass", "ClusterRole", "ClusterRoleBinding"}
 # What `down` lists by label in the stack's namespace, deleted in this order (reverse dependency order).
 NAMESPACED_KINDS = [
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"), ("gateway.networking.k8s.io/v1", "Gateway"),
-    ("inference.networking.k8s.io/v1", "InferencePool"), ("apps/v1", "Deployment"), ("apps/v1", "DaemonSet"),
-    ("v1", "Service"), ("v1", "ConfigMap"), ("v1", "Secret"), ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-    ("rbac.authorization.k8s.io/v1", "Role"), ("v1", "ServiceAccount"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("gateway.networking.k8s.io/v1", "Gateway"),
+    ("inference.networking.k8s.io/v1", "InferencePool"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "DaemonSet"),
+    ("v1", "Service"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("v1", "ServiceAccount"),
 ]
 # Foreign objects that make a namespace "someone else's too": we never delete a namespace holding any.
-_NAMESPACE_CONTENT = [("v1", "Pod"), ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("v1", "Service"), ("v1", "ConfigMap"), ("v1", "Secret")]
+_NAMESPACE_CONTENT = [
+    ("v1", "Pod"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
+    ("v1", "Service"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+]
 _IMPLICIT = {("ConfigMap", "kube-root-ca.crt")}  # created by Kubernetes in every namespace
 
 
@@ -36,7 +50,9 @@ class K8sError(RuntimeError):
 class KubeClient(Protocol):
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]: ...
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None: ...
-    def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict[str, Any]]: ...
+    def list(
+        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]: ...
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None: ...
 
 
@@ -46,6 +62,7 @@ def ref(obj: dict[str, Any]) -> str:
 
 
 # -- the real client -------------------------------------------------------------------------------------
+
 
 class DynamicKubeClient:
     """kubernetes' DynamicClient behind the KubeClient interface; kubeconfig context as given."""
@@ -57,7 +74,9 @@ class DynamicKubeClient:
         try:
             self._api = api_client or config.new_client_from_config(context=context)
         except Exception as exc:  # ConfigException, missing file: a user mistake, not a crash
-            raise K8sError(f"kubeconfig{f' context {context!r}' if context else ''}: {exc}; check `kubectl config get-contexts`") from None
+            raise K8sError(
+                f"kubeconfig{f' context {context!r}' if context else ''}: {exc}; check `kubectl config get-contexts`"
+            ) from None
         self._dyn = DynamicClient(self._api)
 
     def _resource(self, api_version: str, kind: str) -> Any:
@@ -70,8 +89,13 @@ class DynamicKubeClient:
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         res = self._resource(obj["apiVersion"], obj["kind"])
-        out = res.server_side_apply(body=obj, name=obj["metadata"]["name"], namespace=obj["metadata"].get("namespace"),
-                                    field_manager=FIELD_MANAGER, force_conflicts=True)
+        out = res.server_side_apply(
+            body=obj,
+            name=obj["metadata"]["name"],
+            namespace=obj["metadata"].get("namespace"),
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
         return out.to_dict()
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
@@ -82,7 +106,9 @@ class DynamicKubeClient:
         except NotFoundError:
             return None
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict[str, Any]]:
+    def list(
+        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
         from kubernetes.dynamic.exceptions import NotFoundError
 
         try:
@@ -101,6 +127,7 @@ class DynamicKubeClient:
 
 
 # -- the recording client (tests, dry runs) --------------------------------------------------------------
+
 
 def _matches(labels: dict[str, str], selector: str | None) -> bool:
     if not selector:
@@ -139,7 +166,12 @@ class RecordingClient:
         key = self._key(obj["kind"], obj["metadata"]["name"], obj["metadata"].get("namespace"))
         stored = copy.deepcopy(obj)
         if obj["kind"] in ("Deployment", "DaemonSet"):
-            stored["status"] = {"observedGeneration": 1, "readyReplicas": 0, "updatedReplicas": 0, "availableReplicas": 0}
+            stored["status"] = {
+                "observedGeneration": 1,
+                "readyReplicas": 0,
+                "updatedReplicas": 0,
+                "availableReplicas": 0,
+            }
             stored["metadata"]["generation"] = 1
         if obj["kind"] == "CustomResourceDefinition":
             stored["status"] = {"conditions": [{"type": "Established", "status": "True"}]}
@@ -158,12 +190,31 @@ class RecordingClient:
                 status.update(desiredNumberScheduled=1, numberReady=n, updatedNumberScheduled=n, numberAvailable=n)
         return obj
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[dict[str, Any]]:
-        self.calls.append(("list", f"{kind}" + (f" -n {namespace}" if namespace else "") + (f" -l {label_selector}" if label_selector else "")))
+    def list(
+        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        self.calls.append(
+            (
+                "list",
+                f"{kind}"
+                + (f" -n {namespace}" if namespace else "")
+                + (f" -l {label_selector}" if label_selector else ""),
+            )
+        )
         if kind == "Node":
-            return [{"metadata": {"name": "node"}, "status": {"allocatable": {"nvidia.com/gpu": str(self.gpus)} if self.gpus else {}}}]
-        return [o for (k, ns, _), o in self.objects.items()
-                if k == kind and (namespace is None or ns == namespace) and _matches(o["metadata"].get("labels") or {}, label_selector)]
+            return [
+                {
+                    "metadata": {"name": "node"},
+                    "status": {"allocatable": {"nvidia.com/gpu": str(self.gpus)} if self.gpus else {}},
+                }
+            ]
+        return [
+            o
+            for (k, ns, _), o in self.objects.items()
+            if k == kind
+            and (namespace is None or ns == namespace)
+            and _matches(o["metadata"].get("labels") or {}, label_selector)
+        ]
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
         self.calls.append(("delete", f"{kind}/{name}" + (f" -n {namespace}" if namespace else "")))
@@ -172,7 +223,10 @@ class RecordingClient:
 
 # -- apply -----------------------------------------------------------------------------------------------
 
-def apply_objects(client: KubeClient, objects: list[dict[str, Any]], on_applied: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+
+def apply_objects(
+    client: KubeClient, objects: list[dict[str, Any]], on_applied: Callable[[dict[str, Any]], None] | None = None
+) -> list[dict[str, Any]]:
     """Server-side apply in dependency order (APPLY_ORDER); a Namespace that exists and is not ours is left alone."""
     applied = []
     for obj in sort_for_apply(objects):
@@ -180,7 +234,10 @@ def apply_objects(client: KubeClient, objects: list[dict[str, Any]], on_applied:
             existing = client.get("v1", "Namespace", obj["metadata"]["name"])
             if existing is not None and (existing["metadata"].get("labels") or {}).get(MANAGED_BY) != MANAGER:
                 continue  # someone else's namespace: use it, never take it over (nor delete it at down)
-        if obj["kind"] == "Secret" and client.get("v1", "Secret", obj["metadata"]["name"], obj["metadata"].get("namespace")) is not None:
+        if (
+            obj["kind"] == "Secret"
+            and client.get("v1", "Secret", obj["metadata"]["name"], obj["metadata"].get("namespace")) is not None
+        ):
             continue  # keep the existing key (a rendered Secret carries a fresh random one)
         try:
             client.apply(obj)
@@ -209,12 +266,17 @@ def _api_message(exc: Exception) -> str:
 def install_crds(client: KubeClient, crds: list[dict[str, Any]], timeout_s: float = 60, poll_s: float = 1.0) -> None:
     """Apply CRDs (labelled managed-by llmdctl, no stack label: they are shared) and wait until established."""
     for crd in crds:
-        crd = {**crd, "metadata": {**crd["metadata"], "labels": {**(crd["metadata"].get("labels") or {}), MANAGED_BY: MANAGER}}}
+        crd = {
+            **crd,
+            "metadata": {**crd["metadata"], "labels": {**(crd["metadata"].get("labels") or {}), MANAGED_BY: MANAGER}},
+        }
         client.apply(crd)
     deadline = time.monotonic() + timeout_s
     pending = [c["metadata"]["name"] for c in crds]
     while pending:
-        pending = [n for n in pending if not _established(client.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", n))]
+        pending = [
+            n for n in pending if not _established(client.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", n))
+        ]
         if not pending:
             return
         if time.monotonic() > deadline:
@@ -228,10 +290,15 @@ def _established(crd: dict[str, Any] | None) -> bool:
 
 
 def missing_crds(client: KubeClient, crds: list[dict[str, Any]]) -> list[str]:
-    return [c["metadata"]["name"] for c in crds if client.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", c["metadata"]["name"]) is None]
+    return [
+        c["metadata"]["name"]
+        for c in crds
+        if client.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", c["metadata"]["name"]) is None
+    ]
 
 
 # -- waits -----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class RolloutState:
@@ -257,7 +324,11 @@ def rollout_state(obj: dict[str, Any] | None, kind: str, name: str) -> RolloutSt
     generation = (obj.get("metadata") or {}).get("generation")
     if generation is not None and (status.get("observedGeneration") or 0) < generation:
         return RolloutState(name, kind, 0, desired)
-    ready = min(int(status.get("updatedReplicas") or 0), int(status.get("availableReplicas") or 0), int(status.get("readyReplicas") or 0))
+    ready = min(
+        int(status.get("updatedReplicas") or 0),
+        int(status.get("availableReplicas") or 0),
+        int(status.get("readyReplicas") or 0),
+    )
     return RolloutState(name, kind, ready, desired)
 
 
@@ -273,7 +344,11 @@ def wait_rollouts(
     On timeout the error names each workload still waiting and why its pods are not ready (image pull,
     crash loop, unschedulable...), which is what a user would otherwise dig out with kubectl describe.
     """
-    workloads = [(o["apiVersion"], o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")) for o in objects if o["kind"] in ("Deployment", "DaemonSet")]
+    workloads = [
+        (o["apiVersion"], o["kind"], o["metadata"]["name"], o["metadata"].get("namespace"))
+        for o in objects
+        if o["kind"] in ("Deployment", "DaemonSet")
+    ]
     deadline = time.monotonic() + timeout_s
     states: dict[str, RolloutState] = {}
     while True:
@@ -322,16 +397,22 @@ def wait_gpus(client: KubeClient, timeout_s: float = 300, poll_s: float = 5.0) -
     """Wait until some node advertises allocatable nvidia.com/gpu; returns the total."""
     deadline = time.monotonic() + timeout_s
     while True:
-        total = sum(int(((n.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu", 0) or 0) for n in client.list("v1", "Node"))
+        total = sum(
+            int(((n.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu", 0) or 0)
+            for n in client.list("v1", "Node")
+        )
         if total:
             return total
         if time.monotonic() > deadline:
-            raise K8sError(f"no node advertises nvidia.com/gpu after {timeout_s:.0f}s; check `kubectl -n kube-system logs ds/nvidia-device-plugin` "
-                           "and the host set-up in `llmdctl doctor`")
+            raise K8sError(
+                f"no node advertises nvidia.com/gpu after {timeout_s:.0f}s; check `kubectl -n kube-system logs ds/nvidia-device-plugin` "
+                "and the host set-up in `llmdctl doctor`"
+            )
         time.sleep(poll_s)
 
 
 # -- delete ----------------------------------------------------------------------------------------------
+
 
 def delete_stack(client: KubeClient, namespace: str, stack: str, delete_namespace: bool = True) -> list[str]:
     """Delete every object labelled as this stack's in `namespace` (and nothing else); returns what went.
@@ -350,7 +431,12 @@ def delete_stack(client: KubeClient, namespace: str, stack: str, delete_namespac
     if delete_namespace:
         ns = client.get("v1", "Namespace", namespace)
         labels = ((ns or {}).get("metadata") or {}).get("labels") or {}
-        if ns is not None and labels.get(MANAGED_BY) == MANAGER and labels.get(STACK_LABEL) == stack and not foreign_objects(client, namespace, stack):
+        if (
+            ns is not None
+            and labels.get(MANAGED_BY) == MANAGER
+            and labels.get(STACK_LABEL) == stack
+            and not foreign_objects(client, namespace, stack)
+        ):
             client.delete("v1", "Namespace", namespace)
             deleted.append(f"Namespace/{namespace}")
     return deleted
@@ -363,7 +449,9 @@ def foreign_objects(client: KubeClient, namespace: str, stack: str) -> list[str]
         for obj in client.list(api, kind, namespace):
             meta = obj.get("metadata") or {}
             labels = meta.get("labels") or {}
-            if (kind, meta.get("name")) in _IMPLICIT or (kind == "Secret" and (obj.get("type") or "").startswith("kubernetes.io/service-account")):
+            if (kind, meta.get("name")) in _IMPLICIT or (
+                kind == "Secret" and (obj.get("type") or "").startswith("kubernetes.io/service-account")
+            ):
                 continue
             if labels.get(STACK_LABEL) != stack:
                 out.append(f"{kind}/{meta.get('name')}")

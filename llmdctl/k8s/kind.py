@@ -53,9 +53,7 @@ NODE_INSTALL_TOOLKIT = (
     "> /etc/apt/sources.list.d/nvidia-container-toolkit.list; "
     "apt-get update -qq && apt-get install -y -qq nvidia-container-toolkit >/dev/null"
 )
-NODE_CONFIGURE_CONTAINERD = (
-    "set -euo pipefail; nvidia-ctk runtime configure --runtime=containerd --config-source=command; systemctl restart containerd"
-)
+NODE_CONFIGURE_CONTAINERD = "set -euo pipefail; nvidia-ctk runtime configure --runtime=containerd --config-source=command; systemctl restart containerd"
 # Older toolkits leave ModifyDeviceFiles: 1; mask it so GPU containers cannot recreate /dev/nvidia* nodes.
 NODE_MASK_DRIVER_PARAMS = (
     "set -euo pipefail; "
@@ -98,6 +96,7 @@ class Step:
 
 def kind_config(cluster: str = DEFAULT_CLUSTER, gpus: bool = False, node_image: str | None = None) -> dict[str, Any]:
     """The kind Cluster config: one control-plane node; with GPUs, a worker that sees every host GPU."""
+
     def node(role: str) -> dict[str, Any]:
         n: dict[str, Any] = {"role": role}
         if node_image:
@@ -137,17 +136,47 @@ def gpu_addons(image: str = DEVICE_PLUGIN_IMAGE) -> list[dict[str, Any]]:
 
 def kind_plan(opts: KindOptions, namespace: str, router_service: str) -> list[Step]:
     """The exact sequence `llmdctl up --target kind` performs, in order."""
-    steps = [Step("create the kind cluster", ["kind", "create", "cluster", "--name", opts.cluster, "--config", str(opts.config_path), "--wait", opts.wait])]
+    steps = [
+        Step(
+            "create the kind cluster",
+            [
+                "kind",
+                "create",
+                "cluster",
+                "--name",
+                opts.cluster,
+                "--config",
+                str(opts.config_path),
+                "--wait",
+                opts.wait,
+            ],
+        )
+    ]
     if opts.gpus:
         for node in gpu_nodes(kind_config(opts.cluster, True, opts.node_image)):
             steps += [
-                Step(f"install the NVIDIA container toolkit in {node}", ["docker", "exec", node, "bash", "-c", NODE_INSTALL_TOOLKIT]),
-                Step(f"register the nvidia runtime with containerd in {node}", ["docker", "exec", node, "bash", "-c", NODE_CONFIGURE_CONTAINERD]),
-                Step(f"mask the driver's device-file creation in {node}", ["docker", "exec", node, "bash", "-c", NODE_MASK_DRIVER_PARAMS]),
+                Step(
+                    f"install the NVIDIA container toolkit in {node}",
+                    ["docker", "exec", node, "bash", "-c", NODE_INSTALL_TOOLKIT],
+                ),
+                Step(
+                    f"register the nvidia runtime with containerd in {node}",
+                    ["docker", "exec", node, "bash", "-c", NODE_CONFIGURE_CONTAINERD],
+                ),
+                Step(
+                    f"mask the driver's device-file creation in {node}",
+                    ["docker", "exec", node, "bash", "-c", NODE_MASK_DRIVER_PARAMS],
+                ),
             ]
     steps += [
-        Step("build the llmdctl image (router + simulator)", ["docker", "build", "-f", str(opts.build_dir / "Dockerfile"), "-t", opts.image, str(opts.build_dir)]),
-        Step("load the image into the cluster's nodes", ["kind", "load", "docker-image", opts.image, "--name", opts.cluster]),
+        Step(
+            "build the llmdctl image (router + simulator)",
+            ["docker", "build", "-f", str(opts.build_dir / "Dockerfile"), "-t", opts.image, str(opts.build_dir)],
+        ),
+        Step(
+            "load the image into the cluster's nodes",
+            ["kind", "load", "docker-image", opts.image, "--name", opts.cluster],
+        ),
         Step("install the CRDs (InferencePool, Gateway API) and wait until established", api="crds"),
     ]
     if opts.gpus:
@@ -158,8 +187,21 @@ def kind_plan(opts: KindOptions, namespace: str, router_service: str) -> list[St
     steps += [
         Step("server-side apply the stack (field manager llmdctl) in dependency order", api="apply"),
         Step("wait for every Deployment to roll out", api="wait"),
-        Step("port-forward the router to 127.0.0.1", ["kubectl", "--context", opts.context, "-n", namespace, "port-forward",
-                                                      f"svc/{router_service}", f"{opts.local_port}:8000"], api="port-forward", background=True),
+        Step(
+            "port-forward the router to 127.0.0.1",
+            [
+                "kubectl",
+                "--context",
+                opts.context,
+                "-n",
+                namespace,
+                "port-forward",
+                f"svc/{router_service}",
+                f"{opts.local_port}:8000",
+            ],
+            api="port-forward",
+            background=True,
+        ),
     ]
     return steps
 
@@ -170,31 +212,47 @@ def delete_command(cluster: str) -> list[str]:
 
 def commands_script(opts: KindOptions, namespace: str, router_service: str, manifests: str = "manifests") -> str:
     """The plan as a shell script with kubectl equivalents of the API steps, for users who want to see or run it."""
-    lines = ["#!/usr/bin/env bash", "# What `llmdctl up --target kind` does, step by step (run from the render output folder).", "set -euo pipefail", ""]
+    lines = [
+        "#!/usr/bin/env bash",
+        "# What `llmdctl up --target kind` does, step by step (run from the render output folder).",
+        "set -euo pipefail",
+        "",
+    ]
     ctx = opts.context
     for step in kind_plan(opts, namespace, router_service):
         lines.append(f"# {step.title}")
         if step.api == "crds":
-            lines += [f"kubectl --context {ctx} apply --server-side --field-manager llmdctl -f crds/",
-                      f"kubectl --context {ctx} wait --for condition=established --timeout=60s -f crds/"]
+            lines += [
+                f"kubectl --context {ctx} apply --server-side --field-manager llmdctl -f crds/",
+                f"kubectl --context {ctx} wait --for condition=established --timeout=60s -f crds/",
+            ]
         elif step.api == "gpu-addons":
             lines.append(f"kubectl --context {ctx} apply --server-side --field-manager llmdctl -f gpu/")
         elif step.api == "wait-gpus":
-            lines.append(f"until kubectl --context {ctx} get nodes -o jsonpath='{{.items[*].status.allocatable.nvidia\\.com/gpu}}' | grep -q '[1-9]'; do sleep 5; done")
+            lines.append(
+                f"until kubectl --context {ctx} get nodes -o jsonpath='{{.items[*].status.allocatable.nvidia\\.com/gpu}}' | grep -q '[1-9]'; do sleep 5; done"
+            )
         elif step.api == "apply":
             lines.append(f"kubectl --context {ctx} apply --server-side --field-manager llmdctl -f {manifests}/")
         elif step.api == "wait":
-            lines.append(f"kubectl --context {ctx} -n {namespace} wait --for=condition=Available deployment --all --timeout=600s")
+            lines.append(
+                f"kubectl --context {ctx} -n {namespace} wait --for=condition=Available deployment --all --timeout=600s"
+            )
         elif step.background:
             lines.append(shlex.join(step.argv or []) + " &")
         else:
             lines.append(shlex.join(step.argv or []))
         lines.append("")
-    lines += ["# then: curl http://127.0.0.1:%d/v1/models" % opts.local_port, f"# tear down: {shlex.join(delete_command(opts.cluster))}", ""]
+    lines += [
+        "# then: curl http://127.0.0.1:%d/v1/models" % opts.local_port,
+        f"# tear down: {shlex.join(delete_command(opts.cluster))}",
+        "",
+    ]
     return "\n".join(lines)
 
 
 # -- image build context ---------------------------------------------------------------------------------
+
 
 def _requirements() -> list[str]:
     """The project's runtime dependencies: from pyproject.toml in a checkout, else the installed metadata."""
@@ -228,7 +286,9 @@ def build_context(dest: Path) -> Path:
     return dest
 
 
-def write_kind_files(out: Path, opts: KindOptions, namespace: str, router_service: str, manifests: str = "manifests") -> list[Path]:
+def write_kind_files(
+    out: Path, opts: KindOptions, namespace: str, router_service: str, manifests: str = "manifests"
+) -> list[Path]:
     """`out/kind-cluster.yaml`, `out/commands.sh`, `out/crds/`, `out/gpu/` (with --gpus) and `out/image/`."""
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -19,8 +19,18 @@ import dataclasses
 from typing import Any
 
 from llmdctl.k8s.render import (
-    COMPONENT_LABEL, SERVER_PORT, RenderError, RenderOptions, Rendered, _label, common_labels, dns_label,
-    epp_config, load_template, model_server_objects, upstream_epp_config,
+    COMPONENT_LABEL,
+    SERVER_PORT,
+    Rendered,
+    RenderError,
+    RenderOptions,
+    _label,
+    common_labels,
+    dns_label,
+    epp_config,
+    load_template,
+    model_server_objects,
+    upstream_epp_config,
 )
 from llmdctl.profile import PoolSpec, Profile
 
@@ -30,8 +40,15 @@ CONTAINER = "main"  # KServe merges spec.template with its preset container of t
 DECODE_PORT = 8001  # KServe's decode preset: vLLM on 8001, its routing sidecar on 8000
 
 
-def pod_spec(profile: Profile, pool: PoolSpec, opts: RenderOptions, stack: str, namespace: str, notes: list[str],
-             port: int = SERVER_PORT) -> dict[str, Any]:
+def pod_spec(
+    profile: Profile,
+    pool: PoolSpec,
+    opts: RenderOptions,
+    stack: str,
+    namespace: str,
+    notes: list[str],
+    port: int = SERVER_PORT,
+) -> dict[str, Any]:
     """The kube target's model-server pod spec for `pool`, as KServe's `template` (a PodSpec)."""
     deployment = model_server_objects(profile, pool, opts, stack, namespace, notes)[0]
     spec = deployment["spec"]["template"]["spec"]
@@ -58,8 +75,15 @@ def parallelism(pool: PoolSpec) -> dict[str, Any] | None:
     return out or None
 
 
-def workload(profile: Profile, pool: PoolSpec, opts: RenderOptions, stack: str, namespace: str, notes: list[str],
-             port: int = SERVER_PORT) -> dict[str, Any]:
+def workload(
+    profile: Profile,
+    pool: PoolSpec,
+    opts: RenderOptions,
+    stack: str,
+    namespace: str,
+    notes: list[str],
+    port: int = SERVER_PORT,
+) -> dict[str, Any]:
     """The fields KServe's `spec` and `spec.prefill` share: replicas, parallelism, pod template."""
     out: dict[str, Any] = {"replicas": pool.replicas}
     if (par := parallelism(pool)) is not None:
@@ -76,8 +100,10 @@ def _services(profile: Profile) -> list[tuple[PoolSpec, PoolSpec | None]]:
     if prefill or decode:
         if len(prefill) != 1 or len(decode) != 1 or both:
             names = ", ".join(f"{p.name} ({p.role})" for p in profile.pools)
-            raise RenderError(f"--target kserve: an LLMInferenceService holds one decode pool and one prefill pool; "
-                              f"the profile has {names}")
+            raise RenderError(
+                f"--target kserve: an LLMInferenceService holds one decode pool and one prefill pool; "
+                f"the profile has {names}"
+            )
         return [(decode[0], prefill[0])]
     return [(p, None) for p in both]
 
@@ -88,12 +114,16 @@ def render_kserve(profile: Profile, opts: RenderOptions, stack: str, namespace: 
     notes: list[str] = []
     config, dropped = upstream_epp_config(epp_config(profile, opts))
     if dropped:
-        notes.append(f"KServe runs llm-d's own endpoint picker: router_lite-only plugins {', '.join(dropped)} are left out of "
-                     "spec.router.scheduler.config.inline")
+        notes.append(
+            f"KServe runs llm-d's own endpoint picker: router_lite-only plugins {', '.join(dropped)} are left out of "
+            "spec.router.scheduler.config.inline"
+        )
     services = _services(profile)
     if len(services) > 1:
-        notes.append(f"KServe runs one scheduler per LLMInferenceService: pools {', '.join(p.name for p, _ in services)} "
-                     "are routed separately, each with the profile's router config")
+        notes.append(
+            f"KServe runs one scheduler per LLMInferenceService: pools {', '.join(p.name for p, _ in services)} "
+            "are routed separately, each with the profile's router config"
+        )
     labels = {**common_labels(stack), COMPONENT_LABEL: "inference-service"}
     objects: list[dict[str, Any]] = [_label(load_template("namespace.yaml", namespace=namespace), common_labels(stack))]
     for main, prefill in services:
@@ -107,7 +137,19 @@ def render_kserve(profile: Profile, opts: RenderOptions, stack: str, namespace: 
         }
         if prefill is not None:
             spec["prefill"] = workload(profile, prefill, opts, stack, namespace, notes)
-        objects.append(_label({"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name, "namespace": namespace}, "spec": spec}, labels))
-    notes.append("KServe's presets serve the model servers over TLS; llmdctl's containers speak plain HTTP on the same ports: "
-                 "keep the gateway-to-pod hop plain HTTP (or front the pods with a TLS sidecar)")
+        objects.append(
+            _label(
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "metadata": {"name": name, "namespace": namespace},
+                    "spec": spec,
+                },
+                labels,
+            )
+        )
+    notes.append(
+        "KServe's presets serve the model servers over TLS; llmdctl's containers speak plain HTTP on the same ports: "
+        "keep the gateway-to-pod hop plain HTTP (or front the pods with a TLS sidecar)"
+    )
     return Rendered(stack=stack, namespace=namespace, objects=objects, notes=list(dict.fromkeys(notes)))

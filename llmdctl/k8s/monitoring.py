@@ -17,8 +17,12 @@ _ENDPOINT = {
     "type": "object",
     "additionalProperties": False,
     "required": ["port"],
-    "properties": {"port": {"type": "string"}, "path": {"type": "string"}, "interval": {"type": "string", "pattern": r"^[0-9]+(ms|s|m|h)$"},
-                   "scheme": {"enum": ["http", "https"]}},
+    "properties": {
+        "port": {"type": "string"},
+        "path": {"type": "string"},
+        "interval": {"type": "string", "pattern": r"^[0-9]+(ms|s|m|h)$"},
+        "scheme": {"enum": ["http", "https"]},
+    },
 }
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -31,10 +35,16 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "required": ["selector"],
             "properties": {
-                "selector": {"type": "object", "additionalProperties": False,
-                             "properties": {"matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}}},
-                "namespaceSelector": {"type": "object", "additionalProperties": False,
-                                      "properties": {"matchNames": {"type": "array", "items": {"type": "string"}}}},
+                "selector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}},
+                },
+                "namespaceSelector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"matchNames": {"type": "array", "items": {"type": "string"}}},
+                },
                 "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": _ENDPOINT},
                 "endpoints": {"type": "array", "minItems": 1, "items": _ENDPOINT},
             },
@@ -45,13 +55,23 @@ SCHEMA: dict[str, Any] = {
 
 def pod_monitor(name: str, namespace: str, match_labels: dict[str, str], port: str) -> dict[str, Any]:
     return {
-        "apiVersion": API_VERSION, "kind": "PodMonitor", "metadata": {"name": name, "namespace": namespace},
-        "spec": {"selector": {"matchLabels": match_labels}, "podMetricsEndpoints": [{"port": port, "path": "/metrics", "interval": "15s"}]},
+        "apiVersion": API_VERSION,
+        "kind": "PodMonitor",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "selector": {"matchLabels": match_labels},
+            "podMetricsEndpoints": [{"port": port, "path": "/metrics", "interval": "15s"}],
+        },
     }
 
 
 def service_monitor(name: str, namespace: str, match_labels: dict[str, str], port: str) -> dict[str, Any]:
     return {
-        "apiVersion": API_VERSION, "kind": "ServiceMonitor", "metadata": {"name": name, "namespace": namespace},
-        "spec": {"selector": {"matchLabels": match_labels}, "endpoints": [{"port": port, "path": "/metrics", "interval": "15s"}]},
+        "apiVersion": API_VERSION,
+        "kind": "ServiceMonitor",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "selector": {"matchLabels": match_labels},
+            "endpoints": [{"port": port, "path": "/metrics", "interval": "15s"}],
+        },
     }

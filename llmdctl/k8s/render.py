@@ -106,6 +106,7 @@ class Rendered:
 
 # -- templates -------------------------------------------------------------------------------------------
 
+
 def templates_dir() -> Path:
     return manifests_dir() / "templates"
 
@@ -143,6 +144,7 @@ def load_template(template: str, **values: Any) -> dict[str, Any]:
 
 # -- names and labels ------------------------------------------------------------------------------------
 
+
 def dns_label(text: str, max_len: int = 63) -> str:
     """A DNS-1123 label from free text: lower case, [a-z0-9-], starting and ending alphanumeric."""
     out = _DNS_LABEL.sub("-", text.lower()).strip("-")
@@ -159,7 +161,12 @@ def label_value(text: str) -> str:
 
 
 def common_labels(stack: str) -> dict[str, str]:
-    return {MANAGED_BY: MANAGER, STACK_LABEL: stack, "app.kubernetes.io/part-of": "llmdctl", "app.kubernetes.io/instance": stack}
+    return {
+        MANAGED_BY: MANAGER,
+        STACK_LABEL: stack,
+        "app.kubernetes.io/part-of": "llmdctl",
+        "app.kubernetes.io/instance": stack,
+    }
 
 
 def stack_selector(stack: str) -> str:
@@ -175,15 +182,29 @@ def _label(obj: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
 
 # -- security --------------------------------------------------------------------------------------------
 
+
 def pod_security(uid: int = UID) -> dict[str, Any]:
-    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid, "seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def container_security(read_only_root: bool = True) -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": read_only_root, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": read_only_root,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 # -- model servers ---------------------------------------------------------------------------------------
+
 
 def _builtins(obj: Any) -> Any:
     return msgspec.to_builtins(obj)
@@ -205,10 +226,22 @@ def vllm_args(profile: Profile, pool: PoolSpec) -> list[str]:
 
     topic = f"kv@$(POD_IP):{SERVER_PORT}@{profile.model}"  # the kubelet expands $(POD_IP) from the env
     argv = vllm_pod_argv(
-        "python3", profile.model, profile.model, SERVER_PORT, KV_EVENTS_PORT, topic, pool.block_size, None,
-        pool.max_model_len, max_num_seqs=pool.max_num_seqs, max_num_batched_tokens=pool.max_num_batched_tokens,
-        hash_algo=pool.hash_algo, kv_events=pool.kv_events, build="gpu",
-        gpu_memory_utilization=pool.gpu_memory_utilization, tensor_parallel_size=pool.tensor_parallel_size,
+        "python3",
+        profile.model,
+        profile.model,
+        SERVER_PORT,
+        KV_EVENTS_PORT,
+        topic,
+        pool.block_size,
+        None,
+        pool.max_model_len,
+        max_num_seqs=pool.max_num_seqs,
+        max_num_batched_tokens=pool.max_num_batched_tokens,
+        hash_algo=pool.hash_algo,
+        kv_events=pool.kv_events,
+        build="gpu",
+        gpu_memory_utilization=pool.gpu_memory_utilization,
+        tensor_parallel_size=pool.tensor_parallel_size,
         kv_events_host="*",  # the router runs in another pod
     )
     args = argv[3:]  # drop "python3 -m vllm.entrypoints.openai.api_server"
@@ -218,7 +251,10 @@ def vllm_args(profile: Profile, pool: PoolSpec) -> list[str]:
     if pool.data_parallel_size > 1:
         args += ["--data-parallel-size", str(pool.data_parallel_size)]
     if pool.role in ("prefill", "decode"):
-        args += ["--kv-transfer-config", json.dumps({"kv_connector": "NixlConnector", "kv_role": "kv_both"}, separators=(",", ":"))]
+        args += [
+            "--kv-transfer-config",
+            json.dumps({"kv_connector": "NixlConnector", "kv_role": "kv_both"}, separators=(",", ":")),
+        ]
     return args + list(pool.args)
 
 
@@ -228,11 +264,15 @@ def _ports(pool: PoolSpec) -> list[dict[str, Any]]:
         ports.append({"name": "http" if r == 0 else f"http-r{r}", "containerPort": SERVER_PORT + r, "protocol": "TCP"})
     if pool.kv_events:
         for r in range(max(1, pool.data_parallel_size)):
-            ports.append({"name": "kv" if r == 0 else f"kv-r{r}", "containerPort": KV_EVENTS_PORT + r, "protocol": "TCP"})
+            ports.append(
+                {"name": "kv" if r == 0 else f"kv-r{r}", "containerPort": KV_EVENTS_PORT + r, "protocol": "TCP"}
+            )
     return ports
 
 
-def model_server_objects(profile: Profile, pool: PoolSpec, opts: RenderOptions, stack: str, namespace: str, notes: list[str]) -> list[dict[str, Any]]:
+def model_server_objects(
+    profile: Profile, pool: PoolSpec, opts: RenderOptions, stack: str, namespace: str, notes: list[str]
+) -> list[dict[str, Any]]:
     engine = opts.engine or ("vllm" if opts.gpus else profile.engine_of(pool))
     name = dns_label(f"{stack}-{pool.name}", 50)
     selector = {STACK_LABEL: stack, POOL_LABEL: dns_label(pool.name)}
@@ -257,28 +297,52 @@ def model_server_objects(profile: Profile, pool: PoolSpec, opts: RenderOptions, 
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
     mounts = [{"name": "run", "mountPath": RUN_DIR}, {"name": "tmp", "mountPath": "/tmp"}]
-    volumes: list[dict[str, Any]] = [{"name": "run", "emptyDir": {"sizeLimit": "2Gi"}}, {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "run", "emptyDir": {"sizeLimit": "2Gi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
     if engine == "vllm":
         if profile.model == "sim-model":
-            raise RenderError("real vLLM pods need a real model: pass --model (a Hugging Face id), e.g. --model Qwen/Qwen3-0.6B")
+            raise RenderError(
+                "real vLLM pods need a real model: pass --model (a Hugging Face id), e.g. --model Qwen/Qwen3-0.6B"
+            )
         gpus = max(1, pool.tensor_parallel_size) * dp
-        image, command, args = opts.vllm_image, ["python3", "-m", "vllm.entrypoints.openai.api_server"], vllm_args(profile, pool)
+        image, command, args = (
+            opts.vllm_image,
+            ["python3", "-m", "vllm.entrypoints.openai.api_server"],
+            vllm_args(profile, pool),
+        )
         env += [
             {"name": "HF_HOME", "value": f"{RUN_DIR}/hf"},
             {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
             {"name": "DO_NOT_TRACK", "value": "1"},
             {"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": opts.hf_token_secret, "key": "HF_TOKEN", "optional": True}}},
-            {"name": "PYTHONHASHSEED", "value": opts.hash_seed},  # seeds vLLM's block hashes; hashSeed in the EPP config
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": opts.hf_token_secret, "key": "HF_TOKEN", "optional": True}},
+            },
+            {
+                "name": "PYTHONHASHSEED",
+                "value": opts.hash_seed,
+            },  # seeds vLLM's block hashes; hashSeed in the EPP config
         ]
         env += [{"name": k, "value": v} for k, v in pool.env.items()]
         if pool.num_gpu_blocks:
-            notes.append(f"pool {pool.name}: num_gpu_blocks ({pool.num_gpu_blocks}) sizes the simulator only; real vLLM pods size "
-                         "their KV cache from --gpu-memory-utilization")
-        resources = {"requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": str(gpus)}, "limits": {"memory": "64Gi", "nvidia.com/gpu": str(gpus)}}
+            notes.append(
+                f"pool {pool.name}: num_gpu_blocks ({pool.num_gpu_blocks}) sizes the simulator only; real vLLM pods size "
+                "their KV cache from --gpu-memory-utilization"
+            )
+        resources = {
+            "requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": str(gpus)},
+            "limits": {"memory": "64Gi", "nvidia.com/gpu": str(gpus)},
+        }
         # torch/NCCL need a large /dev/shm; model weights and compile caches go to the emptyDir under RUN_DIR.
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})
-        volumes = [{"name": "run", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}, {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
+        volumes = [
+            {"name": "run", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+        ]
         # vLLM's image writes caches in places (triton, torch inductor, flashinfer) that move between releases.
         read_only_root, startup_failures = False, 360  # up to 30 min for a download + load
         # kind --gpus registers the nvidia handler itself; cloud clusters run GPU pods on their default runtime
@@ -290,24 +354,52 @@ def model_server_objects(profile: Profile, pool: PoolSpec, opts: RenderOptions, 
     else:
         raise RenderError(f"pool {pool.name}: unknown engine {engine!r}; expected sim or vllm")
     if profile.kv_tiers is not None and profile.kv_tiers.filesystem is not None:
-        notes.append(f"pool {pool.name}: the filesystem KV tier lives in each pod's emptyDir ({RUN_DIR}/run); "
-                     "sharing it across pods needs a ReadWriteMany volume")
+        notes.append(
+            f"pool {pool.name}: the filesystem KV tier lives in each pod's emptyDir ({RUN_DIR}/run); "
+            "sharing it across pods needs a ReadWriteMany volume"
+        )
     deployment = load_template(
-        "model-server-deployment.yaml", name=name, namespace=namespace, replicas=pool.replicas, selector=selector,
-        max_surge=0 if engine == "vllm" else 1, pod_labels=pod_labels, runtime_class=runtime_class,
-        pod_security=pod_security(), image=image, command=command, args=args, env=env, ports=_ports(pool),
-        startup_failures=startup_failures, resources=resources, container_security=container_security(read_only_root),
-        volume_mounts=mounts, volumes=volumes,
+        "model-server-deployment.yaml",
+        name=name,
+        namespace=namespace,
+        replicas=pool.replicas,
+        selector=selector,
+        max_surge=0 if engine == "vllm" else 1,
+        pod_labels=pod_labels,
+        runtime_class=runtime_class,
+        pod_security=pod_security(),
+        image=image,
+        command=command,
+        args=args,
+        env=env,
+        ports=_ports(pool),
+        startup_failures=startup_failures,
+        resources=resources,
+        container_security=container_security(read_only_root),
+        volume_mounts=mounts,
+        volumes=volumes,
     )
     if engine == "vllm" and pool.role == "decode" and opts.gateway:
         if dp > 1:
-            notes.append(f"pool {pool.name}: no routing sidecar with data_parallel_size > 1 (one sidecar fronts one port)")
+            notes.append(
+                f"pool {pool.name}: no routing sidecar with data_parallel_size > 1 (one sidecar fronts one port)"
+            )
         else:
             add_routing_sidecar(deployment, opts)
-    deployment = _label(deployment, {**common_labels(stack), COMPONENT_LABEL: "model-server", POOL_LABEL: selector[POOL_LABEL]})
-    service_ports = [{"name": p["name"], "port": p["containerPort"], "targetPort": p["name"], "protocol": "TCP"} for p in _ports(pool) if p["name"].startswith("http")]
-    service = load_template("model-server-service.yaml", name=name, namespace=namespace, selector=selector, ports=service_ports)
-    service = _label(service, {**common_labels(stack), COMPONENT_LABEL: "model-server", POOL_LABEL: selector[POOL_LABEL]})
+    deployment = _label(
+        deployment, {**common_labels(stack), COMPONENT_LABEL: "model-server", POOL_LABEL: selector[POOL_LABEL]}
+    )
+    service_ports = [
+        {"name": p["name"], "port": p["containerPort"], "targetPort": p["name"], "protocol": "TCP"}
+        for p in _ports(pool)
+        if p["name"].startswith("http")
+    ]
+    service = load_template(
+        "model-server-service.yaml", name=name, namespace=namespace, selector=selector, ports=service_ports
+    )
+    service = _label(
+        service, {**common_labels(stack), COMPONENT_LABEL: "model-server", POOL_LABEL: selector[POOL_LABEL]}
+    )
     return [deployment, service]
 
 
@@ -324,19 +416,27 @@ def add_routing_sidecar(deployment: dict[str, Any], opts: RenderOptions) -> None
             port.update(name="vllm", containerPort=SIDECAR_VLLM_PORT)
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         server[probe]["httpGet"]["port"] = "vllm"
-    spec["initContainers"] = [{
-        "name": "routing-proxy",
-        "image": opts.sidecar_image,
-        "imagePullPolicy": "IfNotPresent",
-        "args": [f"--port={SERVER_PORT}", f"--vllm-port={SIDECAR_VLLM_PORT}", "--connector=nixlv2", "--secure-proxy=false"],
-        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
-        "restartPolicy": "Always",
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-        "securityContext": container_security(True),
-    }]
+    spec["initContainers"] = [
+        {
+            "name": "routing-proxy",
+            "image": opts.sidecar_image,
+            "imagePullPolicy": "IfNotPresent",
+            "args": [
+                f"--port={SERVER_PORT}",
+                f"--vllm-port={SIDECAR_VLLM_PORT}",
+                "--connector=nixlv2",
+                "--secure-proxy=false",
+            ],
+            "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+            "restartPolicy": "Always",
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+            "securityContext": container_security(True),
+        }
+    ]
 
 
 # -- router ----------------------------------------------------------------------------------------------
+
 
 def pool_selector(stack: str) -> dict[str, str]:
     """What the InferencePool and the router select: this stack's serving pods, never the router."""
@@ -346,8 +446,10 @@ def pool_selector(stack: str) -> dict[str, str]:
 def target_ports(profile: Profile) -> list[int]:
     dp = max(max(1, p.data_parallel_size) for p in profile.pools)
     if dp > MAX_TARGET_PORTS:
-        raise RenderError(f"data_parallel_size {dp}: an InferencePool lists at most {MAX_TARGET_PORTS} target ports (one per rank); "
-                          "split the ranks over more pods")
+        raise RenderError(
+            f"data_parallel_size {dp}: an InferencePool lists at most {MAX_TARGET_PORTS} target ports (one per rank); "
+            "split the ranks over more pods"
+        )
     return [SERVER_PORT + r for r in range(dp)]
 
 
@@ -360,8 +462,16 @@ def epp_rules() -> list[dict[str, Any]]:
     """llm-d's upstream EPP reads its InferencePool and objectives besides pods (its chart's Role)."""
     return [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["inference.networking.k8s.io"], "resources": ["inferencepools"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["inference.networking.x-k8s.io"], "resources": ["inferenceobjectives", "inferencemodelrewrites"], "verbs": ["get", "list", "watch"]},
+        {
+            "apiGroups": ["inference.networking.k8s.io"],
+            "resources": ["inferencepools"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {
+            "apiGroups": ["inference.networking.x-k8s.io"],
+            "resources": ["inferenceobjectives", "inferencemodelrewrites"],
+            "verbs": ["get", "list", "watch"],
+        },
     ]
 
 
@@ -369,14 +479,22 @@ def router_args(profile: Profile, stack: str) -> list[str]:
     selector = ",".join(f"{k}={v}" for k, v in pool_selector(stack).items())
     args = [
         "serve",
-        "--host", "0.0.0.0",
-        "--port", str(ROUTER_PORT),
-        "--config", "/etc/llmd/epp.yaml",
-        "--discovery", "kubernetes",
-        "--namespace", "$(POD_NAMESPACE)",
-        "--selector", selector,
-        "--target-ports", ",".join(str(p) for p in target_ports(profile)),
-        "--request-timeout", str(profile.router.request_timeout_s),
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(ROUTER_PORT),
+        "--config",
+        "/etc/llmd/epp.yaml",
+        "--discovery",
+        "kubernetes",
+        "--namespace",
+        "$(POD_NAMESPACE)",
+        "--selector",
+        selector,
+        "--target-ports",
+        ",".join(str(p) for p in target_ports(profile)),
+        "--request-timeout",
+        str(profile.router.request_timeout_s),
     ]
     if any(p.kv_events for p in profile.pools):
         args += ["--kv-events-port", str(KV_EVENTS_PORT)]
@@ -390,7 +508,9 @@ def _rbac(stack: str, namespace: str, name: str, rules: list[dict[str, Any]], co
     return [
         _label(load_template("serviceaccount.yaml", name=name, namespace=namespace), labels),
         _label(load_template("role.yaml", name=name, namespace=namespace, rules=rules), labels),
-        _label(load_template("rolebinding.yaml", name=name, namespace=namespace, role=name, service_account=name), labels),
+        _label(
+            load_template("rolebinding.yaml", name=name, namespace=namespace, role=name, service_account=name), labels
+        ),
     ]
 
 
@@ -419,7 +539,10 @@ def ensure_api_key_secret(rendered: Rendered) -> Rendered:
     name = router_api_key_secret_name(rendered.stack)
     if any(o["kind"] == "Secret" and o["metadata"]["name"] == name for o in rendered.objects):
         return rendered
-    secret = _label(router_api_key_secret(rendered.stack, rendered.namespace, None), {**common_labels(rendered.stack), COMPONENT_LABEL: "router"})
+    secret = _label(
+        router_api_key_secret(rendered.stack, rendered.namespace, None),
+        {**common_labels(rendered.stack), COMPONENT_LABEL: "router"},
+    )
     return Rendered(rendered.stack, rendered.namespace, sort_for_apply(rendered.objects + [secret]), rendered.notes)
 
 
@@ -468,13 +591,19 @@ def upstream_epp_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[st
         if form is None:
             dropped.append(plugin.get("name") or plugin["type"])
             continue
-        plugins.append({**plugin, "parameters": form} if form else {k: v for k, v in plugin.items() if k != "parameters"})
-    profiles = [{**prof, "plugins": [r for r in prof.get("plugins") or [] if r.get("pluginRef") not in dropped]}
-                for prof in config.get("schedulingProfiles") or []]
+        plugins.append(
+            {**plugin, "parameters": form} if form else {k: v for k, v in plugin.items() if k != "parameters"}
+        )
+    profiles = [
+        {**prof, "plugins": [r for r in prof.get("plugins") or [] if r.get("pluginRef") not in dropped]}
+        for prof in config.get("schedulingProfiles") or []
+    ]
     return {**config, "plugins": plugins, "schedulingProfiles": profiles}, dropped
 
 
-def router_objects(profile: Profile, opts: RenderOptions, stack: str, namespace: str, notes: list[str]) -> list[dict[str, Any]]:
+def router_objects(
+    profile: Profile, opts: RenderOptions, stack: str, namespace: str, notes: list[str]
+) -> list[dict[str, Any]]:
     name = dns_label(f"{stack}-router", 55)
     labels = {**common_labels(stack), COMPONENT_LABEL: "router"}
     selector = {STACK_LABEL: stack, COMPONENT_LABEL: "router"}
@@ -483,47 +612,115 @@ def router_objects(profile: Profile, opts: RenderOptions, stack: str, namespace:
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
-        {"name": ROUTER_API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": router_api_key_secret_name(stack), "key": API_KEY_SECRET_KEY}}},
+        {
+            "name": ROUTER_API_KEY_ENV,
+            "valueFrom": {"secretKeyRef": {"name": router_api_key_secret_name(stack), "key": API_KEY_SECRET_KEY}},
+        },
     ]
     objs = _rbac(stack, namespace, name, router_rules(), "router")
     if opts.router_api_key:
         objs.append(_label(router_api_key_secret(stack, namespace, opts.router_api_key), labels))
     else:
-        notes.append(f"the router reads its API key from Secret {router_api_key_secret_name(stack)} (key {API_KEY_SECRET_KEY}); `up` creates it "
-                     f"once; with kubectl: kubectl -n {namespace} create secret generic {router_api_key_secret_name(stack)} "
-                     f"--from-literal={API_KEY_SECRET_KEY}=$(openssl rand -base64 32)")
-    objs.append(_label(load_template("configmap-epp.yaml", name=name, namespace=namespace, config_yaml=config_yaml), labels))
+        notes.append(
+            f"the router reads its API key from Secret {router_api_key_secret_name(stack)} (key {API_KEY_SECRET_KEY}); `up` creates it "
+            f"once; with kubectl: kubectl -n {namespace} create secret generic {router_api_key_secret_name(stack)} "
+            f"--from-literal={API_KEY_SECRET_KEY}=$(openssl rand -base64 32)"
+        )
+    objs.append(
+        _label(load_template("configmap-epp.yaml", name=name, namespace=namespace, config_yaml=config_yaml), labels)
+    )
     objs.append(_label(load_template("router-service.yaml", name=name, namespace=namespace, selector=selector), labels))
-    objs.append(_label(load_template(
-        "router-deployment.yaml", name=name, namespace=namespace, selector=selector,
-        pod_labels={**labels, "app.kubernetes.io/name": "router-lite", **selector}, service_account=name,
-        pod_security=pod_security(), image=opts.image, args=router_args(profile, stack), env=env,
-        container_security=container_security(True), config_map=name,
-    ), labels))
+    objs.append(
+        _label(
+            load_template(
+                "router-deployment.yaml",
+                name=name,
+                namespace=namespace,
+                selector=selector,
+                pod_labels={**labels, "app.kubernetes.io/name": "router-lite", **selector},
+                service_account=name,
+                pod_security=pod_security(),
+                image=opts.image,
+                args=router_args(profile, stack),
+                env=env,
+                container_security=container_security(True),
+                config_map=name,
+            ),
+            labels,
+        )
+    )
     return objs
 
 
-def gateway_objects(profile: Profile, opts: RenderOptions, stack: str, namespace: str, pool_name: str) -> list[dict[str, Any]]:
+def gateway_objects(
+    profile: Profile, opts: RenderOptions, stack: str, namespace: str, pool_name: str
+) -> list[dict[str, Any]]:
     """llm-d's upstream EPP (ext-proc) + Gateway + HTTPRoute -> InferencePool, for Gateway implementations."""
     name = dns_label(f"{stack}-epp", 55)
     labels = {**common_labels(stack), COMPONENT_LABEL: "endpoint-picker"}
     selector = {STACK_LABEL: stack, COMPONENT_LABEL: "endpoint-picker"}
     objs = _rbac(stack, namespace, name, epp_rules(), "endpoint-picker")
     upstream, _ = upstream_epp_config(epp_config(profile, opts))  # the EPP is llm-d's: only its own plugins
-    objs.append(_label(load_template("configmap-epp.yaml", name=name, namespace=namespace,
-                                     config_yaml=yaml.safe_dump(upstream, sort_keys=False)), labels))
-    objs.append(_label(load_template("epp-service.yaml", name=name, namespace=namespace, selector=selector, kv_events_port=KV_EVENTS_PORT), labels))
-    objs.append(_label(load_template(
-        "epp-deployment.yaml", name=name, namespace=namespace, selector=selector,
-        pod_labels={**labels, "app.kubernetes.io/name": "llm-d-inference-scheduler", **selector}, service_account=name,
-        pod_security=pod_security(65532), image=opts.epp_image, pool_name=pool_name, kv_events_port=KV_EVENTS_PORT, hf_token_secret=opts.hf_token_secret,
-        container_security=container_security(True), config_map=name,
-    ), labels))
+    objs.append(
+        _label(
+            load_template(
+                "configmap-epp.yaml",
+                name=name,
+                namespace=namespace,
+                config_yaml=yaml.safe_dump(upstream, sort_keys=False),
+            ),
+            labels,
+        )
+    )
+    objs.append(
+        _label(
+            load_template(
+                "epp-service.yaml", name=name, namespace=namespace, selector=selector, kv_events_port=KV_EVENTS_PORT
+            ),
+            labels,
+        )
+    )
+    objs.append(
+        _label(
+            load_template(
+                "epp-deployment.yaml",
+                name=name,
+                namespace=namespace,
+                selector=selector,
+                pod_labels={**labels, "app.kubernetes.io/name": "llm-d-inference-scheduler", **selector},
+                service_account=name,
+                pod_security=pod_security(65532),
+                image=opts.epp_image,
+                pool_name=pool_name,
+                kv_events_port=KV_EVENTS_PORT,
+                hf_token_secret=opts.hf_token_secret,
+                container_security=container_security(True),
+                config_map=name,
+            ),
+            labels,
+        )
+    )
     gw = dns_label(f"{stack}-gateway", 63)
-    objs.append(_label(load_template("gateway.yaml", name=gw, namespace=namespace, gateway_class=opts.gateway_class), {**common_labels(stack), COMPONENT_LABEL: "gateway"}))
+    objs.append(
+        _label(
+            load_template("gateway.yaml", name=gw, namespace=namespace, gateway_class=opts.gateway_class),
+            {**common_labels(stack), COMPONENT_LABEL: "gateway"},
+        )
+    )
     timeout = f"{int(profile.router.request_timeout_s)}s"
-    objs.append(_label(load_template("httproute.yaml", name=dns_label(f"{stack}-route", 63), namespace=namespace, gateway=gw,
-                                     pool=pool_name, request_timeout=timeout), {**common_labels(stack), COMPONENT_LABEL: "gateway"}))
+    objs.append(
+        _label(
+            load_template(
+                "httproute.yaml",
+                name=dns_label(f"{stack}-route", 63),
+                namespace=namespace,
+                gateway=gw,
+                pool=pool_name,
+                request_timeout=timeout,
+            ),
+            {**common_labels(stack), COMPONENT_LABEL: "gateway"},
+        )
+    )
     return objs
 
 
@@ -538,10 +735,32 @@ def monitoring_objects(profile: Profile, opts: RenderOptions, stack: str, namesp
         engine = opts.engine or ("vllm" if opts.gpus else profile.engine_of(pool))
         sidecar = engine == "vllm" and pool.role == "decode" and opts.gateway and max(1, pool.data_parallel_size) == 1
         match = {STACK_LABEL: stack, POOL_LABEL: dns_label(pool.name)}
-        objs.append(_label(pod_monitor(dns_label(f"{stack}-{pool.name}", 63), namespace, match, "vllm" if sidecar else "http"), labels))
-    objs.append(_label(service_monitor(dns_label(f"{stack}-router", 63), namespace, {STACK_LABEL: stack, COMPONENT_LABEL: "router"}, "http"), labels))
+        objs.append(
+            _label(
+                pod_monitor(dns_label(f"{stack}-{pool.name}", 63), namespace, match, "vllm" if sidecar else "http"),
+                labels,
+            )
+        )
+    objs.append(
+        _label(
+            service_monitor(
+                dns_label(f"{stack}-router", 63), namespace, {STACK_LABEL: stack, COMPONENT_LABEL: "router"}, "http"
+            ),
+            labels,
+        )
+    )
     if opts.gateway:
-        objs.append(_label(service_monitor(dns_label(f"{stack}-epp", 63), namespace, {STACK_LABEL: stack, COMPONENT_LABEL: "endpoint-picker"}, "http-metrics"), labels))
+        objs.append(
+            _label(
+                service_monitor(
+                    dns_label(f"{stack}-epp", 63),
+                    namespace,
+                    {STACK_LABEL: stack, COMPONENT_LABEL: "endpoint-picker"},
+                    "http-metrics",
+                ),
+                labels,
+            )
+        )
     return objs
 
 
@@ -550,15 +769,32 @@ def monitoring_objects(profile: Profile, opts: RenderOptions, stack: str, namesp
 # Dependency order for apply (reverse for delete): identities before what runs as them, config before
 # pods, servers before the router that discovers them, the pool and routes last.
 APPLY_ORDER = [
-    "CustomResourceDefinition", "Namespace", "RuntimeClass", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret",
-    "Service", "DaemonSet", "Deployment", "InferencePool", "LLMInferenceService", "Gateway", "HTTPRoute", "PodMonitor", "ServiceMonitor",
+    "CustomResourceDefinition",
+    "Namespace",
+    "RuntimeClass",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "ConfigMap",
+    "Secret",
+    "Service",
+    "DaemonSet",
+    "Deployment",
+    "InferencePool",
+    "LLMInferenceService",
+    "Gateway",
+    "HTTPRoute",
+    "PodMonitor",
+    "ServiceMonitor",
 ]
 
 
 def _order_key(obj: dict[str, Any]) -> tuple[int, int]:
     kind = obj["kind"]
     rank = APPLY_ORDER.index(kind) if kind in APPLY_ORDER else len(APPLY_ORDER)
-    pickers_last = {"router": 1, "endpoint-picker": 2}.get(obj["metadata"].get("labels", {}).get(COMPONENT_LABEL, ""), 0)
+    pickers_last = {"router": 1, "endpoint-picker": 2}.get(
+        obj["metadata"].get("labels", {}).get(COMPONENT_LABEL, ""), 0
+    )
     return (rank, pickers_last)
 
 
@@ -576,8 +812,10 @@ def render(profile: Profile, opts: RenderOptions | None = None) -> Rendered:
     if opts.engine not in (None, "sim", "vllm"):
         raise RenderError(f"--engine {opts.engine!r}: expected sim or vllm")
     if profile.tokenizer:
-        raise RenderError(f"tokenizer: {profile.tokenizer} is a directory on this machine, which cluster pods cannot "
-                          "read; drop it for kind/kube (the local target only)")
+        raise RenderError(
+            f"tokenizer: {profile.tokenizer} is a directory on this machine, which cluster pods cannot "
+            "read; drop it for kind/kube (the local target only)"
+        )
     if opts.target == "kserve":
         from llmdctl.k8s.kserve import render_kserve
 
@@ -591,8 +829,13 @@ def render(profile: Profile, opts: RenderOptions | None = None) -> Rendered:
     router_service = dns_label(f"{stack}-router", 55)
     picker, picker_port = (dns_label(f"{stack}-epp", 55), 9002) if opts.gateway else (router_service, ROUTER_PORT)
     inference_pool = load_template(
-        "inferencepool.yaml", name=pool_name, namespace=namespace, selector=pool_selector(stack),
-        target_ports=[{"number": p} for p in target_ports(profile)], picker_service=picker, picker_port=picker_port,
+        "inferencepool.yaml",
+        name=pool_name,
+        namespace=namespace,
+        selector=pool_selector(stack),
+        target_ports=[{"number": p} for p in target_ports(profile)],
+        picker_service=picker,
+        picker_port=picker_port,
     )
     objects.append(_label(inference_pool, {**common_labels(stack), COMPONENT_LABEL: "inference-pool"}))
     from llmdctl.k8s.dashboards import dashboards_configmap
@@ -600,14 +843,20 @@ def render(profile: Profile, opts: RenderOptions | None = None) -> Rendered:
     if opts.monitoring:
         objects += monitoring_objects(profile, opts, stack, namespace)
 
-    objects.append(_label(dashboards_configmap(stack, namespace), {**common_labels(stack), COMPONENT_LABEL: "dashboards"}))
+    objects.append(
+        _label(dashboards_configmap(stack, namespace), {**common_labels(stack), COMPONENT_LABEL: "dashboards"})
+    )
     if opts.gateway:
         objects += gateway_objects(profile, opts, stack, namespace, pool_name)
     elif opts.target == "kube":
-        notes.append("the InferencePool's endpointPickerRef names router_lite (HTTP, not ext-proc): use --gateway to "
-                     "render llm-d's upstream EPP for a Gateway implementation")
+        notes.append(
+            "the InferencePool's endpointPickerRef names router_lite (HTTP, not ext-proc): use --gateway to "
+            "render llm-d's upstream EPP for a Gateway implementation"
+        )
     if opts.target == "kube" and opts.image == DEFAULT_IMAGE:
-        notes.append(f"--target kube: the cluster must be able to pull {opts.image}; push it to a registry and pass --image REGISTRY/llmdctl:TAG")
+        notes.append(
+            f"--target kube: the cluster must be able to pull {opts.image}; push it to a registry and pass --image REGISTRY/llmdctl:TAG"
+        )
     return Rendered(stack=stack, namespace=namespace, objects=sort_for_apply(objects), notes=notes)
 
 

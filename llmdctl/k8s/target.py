@@ -25,11 +25,27 @@ from rich.console import Console
 
 from llmdctl.k8s import kind as kindmod
 from llmdctl.k8s.apply import (
-    DynamicKubeClient, K8sError, KubeClient, RolloutState, apply_objects, delete_stack, install_crds, missing_crds,
-    wait_gpus, wait_rollouts,
+    DynamicKubeClient,
+    K8sError,
+    KubeClient,
+    RolloutState,
+    apply_objects,
+    delete_stack,
+    install_crds,
+    missing_crds,
+    wait_gpus,
+    wait_rollouts,
 )
 from llmdctl.k8s.render import (
-    DEFAULT_IMAGE, DEFAULT_NAMESPACE, RenderError, RenderOptions, Rendered, dns_label, ensure_api_key_secret, render, router_api_key_secret_name,
+    DEFAULT_IMAGE,
+    DEFAULT_NAMESPACE,
+    Rendered,
+    RenderError,
+    RenderOptions,
+    dns_label,
+    ensure_api_key_secret,
+    render,
+    router_api_key_secret_name,
 )
 from llmdctl.k8s.validate import DEFAULT_K8S_VERSION, load_crds, validate_objects
 from llmdctl.paths import home_dir
@@ -67,7 +83,9 @@ class SubprocessRunner:
 
     def spawn(self, argv: list[str], log: Path) -> int:
         with log.open("ab") as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         return proc.pid
 
 
@@ -125,6 +143,7 @@ class K8sOptions:
 
 # -- state -----------------------------------------------------------------------------------------------
 
+
 def state_path() -> Path:
     return home_dir() / STATE_FILE
 
@@ -151,6 +170,7 @@ def clear_state() -> None:
 
 # -- prerequisites ---------------------------------------------------------------------------------------
 
+
 def missing_tools(target: str) -> list[str]:
     """One line per missing prerequisite with its fix (from doctor's checks)."""
     from llmdctl.k8s.doctor import check_docker, check_tool
@@ -163,8 +183,13 @@ def missing_tools(target: str) -> list[str]:
 
 # -- port-forward ----------------------------------------------------------------------------------------
 
+
 def port_forward_argv(context: str | None, namespace: str, service: str, local_port: int) -> list[str]:
-    argv = ["kubectl"] + (["--context", context] if context else []) + ["-n", namespace, "port-forward", f"svc/{service}", f"{local_port}:8000"]
+    argv = (
+        ["kubectl"]
+        + (["--context", context] if context else [])
+        + ["-n", namespace, "port-forward", f"svc/{service}", f"{local_port}:8000"]
+    )
     return argv
 
 
@@ -207,13 +232,26 @@ def stop_port_forward(pid: int | None) -> bool:
 
 # -- up --------------------------------------------------------------------------------------------------
 
+
 def _render(profile: Profile, target: str, opts: K8sOptions) -> Rendered:
-    rendered = render(profile, RenderOptions(target=target, namespace=opts.namespace, image=opts.image, gateway=opts.gateway,  # type: ignore[arg-type]
-                                             gateway_class=opts.gateway_class, gpus=opts.gpus, engine=opts.engine))
+    rendered = render(
+        profile,
+        RenderOptions(
+            target=target,
+            namespace=opts.namespace,
+            image=opts.image,
+            gateway=opts.gateway,  # type: ignore[arg-type]
+            gateway_class=opts.gateway_class,
+            gpus=opts.gpus,
+            engine=opts.engine,
+        ),
+    )
     return ensure_api_key_secret(rendered)  # create-once: apply keeps a Secret the cluster already has
 
 
-def up(profile: Profile, target: str, options: K8sOptions | dict[str, Any] | None = None, console: Console | None = None) -> int:
+def up(
+    profile: Profile, target: str, options: K8sOptions | dict[str, Any] | None = None, console: Console | None = None
+) -> int:
     """Bring `profile` up on a kind cluster or an existing cluster; 0 on success, non-zero with one line on failure."""
     console = console or Console()
     try:
@@ -233,7 +271,10 @@ def _up(profile: Profile, target: str, opts: K8sOptions, console: Console) -> in
     extra = kindmod.gpu_addons() if opts.gpus else []
     problems = validate_objects(rendered.objects + extra, opts.k8s_version)
     if problems:
-        raise K8sError(f"rendered objects fail validation (a bug; please report): {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
+        raise K8sError(
+            f"rendered objects fail validation (a bug; please report): {problems[0]}"
+            + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+        )
     for note in rendered.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     if opts.runner is None:
@@ -244,11 +285,16 @@ def _up(profile: Profile, target: str, opts: K8sOptions, console: Console) -> in
             return 2
     prior = load_state()
     if prior:
-        same = prior.get("target") == target and prior.get("stack") == rendered.stack and (
-            prior.get("cluster") == opts.cluster if target == "kind" else prior.get("context") == opts.context)
+        same = (
+            prior.get("target") == target
+            and prior.get("stack") == rendered.stack
+            and (prior.get("cluster") == opts.cluster if target == "kind" else prior.get("context") == opts.context)
+        )
         if not same:
-            raise K8sError(f"a Kubernetes stack is already recorded ({prior.get('profile')} on {prior.get('target')}, "
-                           f"{prior.get('cluster') or prior.get('context') or 'current context'}); run `llmdctl down` first")
+            raise K8sError(
+                f"a Kubernetes stack is already recorded ({prior.get('profile')} on {prior.get('target')}, "
+                f"{prior.get('cluster') or prior.get('context') or 'current context'}); run `llmdctl down` first"
+            )
         stop_port_forward(prior.get("port_forward_pid"))  # ours; `up` again re-applies and forwards anew
         time.sleep(0.2)
     work = home_dir() / "k8s" / (opts.cluster if target == "kind" else rendered.stack)
@@ -259,17 +305,40 @@ def _up(profile: Profile, target: str, opts: K8sOptions, console: Console) -> in
     context = opts.context
     if target == "kind":
         context = f"kind-{opts.cluster}"
-        kopts = kindmod.KindOptions(cluster=opts.cluster, gpus=opts.gpus, node_image=opts.node_image, image=opts.image,
-                                    build_dir=work / "image", config_path=work / "kind-cluster.yaml", local_port=opts.local_port)
+        kopts = kindmod.KindOptions(
+            cluster=opts.cluster,
+            gpus=opts.gpus,
+            node_image=opts.node_image,
+            image=opts.image,
+            build_dir=work / "image",
+            config_path=work / "kind-cluster.yaml",
+            local_port=opts.local_port,
+        )
         steps = kindmod.kind_plan(kopts, rendered.namespace, router_service)
     else:
-        steps = [kindmod.Step("install or check the CRDs", api="crds"), kindmod.Step("server-side apply the stack", api="apply"),
-                 kindmod.Step("wait for every Deployment to roll out", api="wait"),
-                 kindmod.Step("port-forward the router", port_forward_argv(context, rendered.namespace, router_service, opts.local_port), api="port-forward", background=True)]
+        steps = [
+            kindmod.Step("install or check the CRDs", api="crds"),
+            kindmod.Step("server-side apply the stack", api="apply"),
+            kindmod.Step("wait for every Deployment to roll out", api="wait"),
+            kindmod.Step(
+                "port-forward the router",
+                port_forward_argv(context, rendered.namespace, router_service, opts.local_port),
+                api="port-forward",
+                background=True,
+            ),
+        ]
     state: dict[str, Any] = {
-        "target": target, "profile": profile.name, "stack": rendered.stack, "namespace": rendered.namespace,
-        "context": context, "cluster": opts.cluster if target == "kind" else None, "local_port": opts.local_port,
-        "router_url": f"http://127.0.0.1:{opts.local_port}", "port_forward_pid": None, "applied": [], "created_at": time.time(),
+        "target": target,
+        "profile": profile.name,
+        "stack": rendered.stack,
+        "namespace": rendered.namespace,
+        "context": context,
+        "cluster": opts.cluster if target == "kind" else None,
+        "local_port": opts.local_port,
+        "router_url": f"http://127.0.0.1:{opts.local_port}",
+        "port_forward_pid": None,
+        "applied": [],
+        "created_at": time.time(),
     }
     client: KubeClient | None = opts.client
     t0 = time.monotonic()
@@ -280,7 +349,9 @@ def _up(profile: Profile, target: str, opts: K8sOptions, console: Console) -> in
                 work.mkdir(parents=True, exist_ok=True)
                 import yaml
 
-                kopts.config_path.write_text(yaml.safe_dump(kindmod.kind_config(opts.cluster, opts.gpus, opts.node_image), sort_keys=False))
+                kopts.config_path.write_text(
+                    yaml.safe_dump(kindmod.kind_config(opts.cluster, opts.gpus, opts.node_image), sort_keys=False)
+                )
                 clusters = runner.run(["kind", "get", "clusters"], "list kind clusters").split()
                 if opts.cluster in clusters:
                     console.print(f"    kind cluster {opts.cluster!r} exists: reusing it")
@@ -307,8 +378,10 @@ def _up(profile: Profile, target: str, opts: K8sOptions, console: Console) -> in
                 if missing:
                     from llmdctl.k8s.validate import crds_dir
 
-                    raise K8sError(f"CRDs missing on the cluster: {', '.join(missing)}; install them once (cluster-wide): "
-                                   f"kubectl apply --server-side -f {crds_dir()}/")
+                    raise K8sError(
+                        f"CRDs missing on the cluster: {', '.join(missing)}; install them once (cluster-wide): "
+                        f"kubectl apply --server-side -f {crds_dir()}/"
+                    )
         elif step.api == "gpu-addons":
             addons = kindmod.gpu_addons()
             apply_objects(client, addons)
@@ -317,10 +390,18 @@ def _up(profile: Profile, target: str, opts: K8sOptions, console: Console) -> in
             n = wait_gpus(client, timeout_s=opts.timeout_s)
             console.print(f"    {n} GPU(s) allocatable")
         elif step.api == "apply":
+
             def applied(obj: dict[str, Any]) -> None:
-                state["applied"].append({"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
-                                         "namespace": obj["metadata"].get("namespace")})
+                state["applied"].append(
+                    {
+                        "apiVersion": obj["apiVersion"],
+                        "kind": obj["kind"],
+                        "name": obj["metadata"]["name"],
+                        "namespace": obj["metadata"].get("namespace"),
+                    }
+                )
                 console.print(f"    applied {obj['kind']}/{obj['metadata']['name']}")
+
             save_state(state)
             apply_objects(client, rendered.objects, on_applied=applied)
             save_state(state)
@@ -336,14 +417,22 @@ def _up(profile: Profile, target: str, opts: K8sOptions, console: Console) -> in
             save_state(state)
             if opts.runner is None and not wait_port(opts.local_port):
                 tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-                raise K8sError(f"port-forward to svc/{router_service} did not open 127.0.0.1:{opts.local_port}: {tail[0] if tail else 'no output'}")
+                raise K8sError(
+                    f"port-forward to svc/{router_service} did not open 127.0.0.1:{opts.local_port}: {tail[0] if tail else 'no output'}"
+                )
     save_state(state)
-    console.print(f"[green]ready[/green] in {time.monotonic() - t0:.0f}s: {profile.name} on {target} ({context or 'current context'}), namespace {rendered.namespace}")
+    console.print(
+        f"[green]ready[/green] in {time.monotonic() - t0:.0f}s: {profile.name} on {target} ({context or 'current context'}), namespace {rendered.namespace}"
+    )
     console.print(f"router: {state['router_url']}")
-    console.print(f"key:    export LLMD_ROUTER_API_KEY=$(kubectl -n {rendered.namespace} get secret {router_api_key_secret_name(rendered.stack)} "
-                  "-o jsonpath='{.data.api-key}' | base64 -d)")
-    console.print(f"try:    curl -s {state['router_url']}/v1/completions -H \"Authorization: Bearer $LLMD_ROUTER_API_KEY\" -H 'content-type: application/json' "
-                  f"-d '{{\"model\": \"{profile.model}\", \"prompt\": \"Hello\", \"max_tokens\": 8}}'")
+    console.print(
+        f"key:    export LLMD_ROUTER_API_KEY=$(kubectl -n {rendered.namespace} get secret {router_api_key_secret_name(rendered.stack)} "
+        "-o jsonpath='{.data.api-key}' | base64 -d)"
+    )
+    console.print(
+        f"try:    curl -s {state['router_url']}/v1/completions -H \"Authorization: Bearer $LLMD_ROUTER_API_KEY\" -H 'content-type: application/json' "
+        f'-d \'{{"model": "{profile.model}", "prompt": "Hello", "max_tokens": 8}}\''
+    )
     console.print("down:   llmdctl down")
     return 0
 
@@ -356,12 +445,19 @@ def _progress(console: Console):
             last[st.name] = (st.ready, st.desired)
             mark = "[green]✓[/green]" if st.done else "…"
             console.print(f"    {mark} {st.kind}/{st.name} {st.ready}/{st.desired} ready")
+
     return report
 
 
 # -- down ------------------------------------------------------------------------------------------------
 
-def down(state: dict[str, Any] | None = None, console: Console | None = None, runner: Runner | None = None, client: KubeClient | None = None) -> int:
+
+def down(
+    state: dict[str, Any] | None = None,
+    console: Console | None = None,
+    runner: Runner | None = None,
+    client: KubeClient | None = None,
+) -> int:
     """Remove what `up` created: kind deletes the cluster; kube deletes the stack's labelled objects only."""
     console = console or Console()
     state = state if state is not None else load_state()
@@ -377,8 +473,12 @@ def down(state: dict[str, Any] | None = None, console: Console | None = None, ru
             console.print(f"deleted kind cluster {state['cluster']!r}")
             shutil.rmtree(work, ignore_errors=True)
         else:
-            deleted = delete_stack(client or DynamicKubeClient(state.get("context")), state["namespace"], state["stack"])
-            console.print(f"deleted {len(deleted)} object(s) labelled llmd.ai/stack={state['stack']} in namespace {state['namespace']}")
+            deleted = delete_stack(
+                client or DynamicKubeClient(state.get("context")), state["namespace"], state["stack"]
+            )
+            console.print(
+                f"deleted {len(deleted)} object(s) labelled llmd.ai/stack={state['stack']} in namespace {state['namespace']}"
+            )
     except K8sError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 1

@@ -13,9 +13,19 @@ from typing import Any
 import typer
 
 
-def up(target: str, profile: str, *, engine: str | None = None, model: str | None = None, replicas: int | None = None,
-       sets: list[str] | None = None, timeout: float | None = None, as_json: bool = False, port: int | None = None,
-       **options: Any) -> None:
+def up(
+    target: str,
+    profile: str,
+    *,
+    engine: str | None = None,
+    model: str | None = None,
+    replicas: int | None = None,
+    sets: list[str] | None = None,
+    timeout: float | None = None,
+    as_json: bool = False,
+    port: int | None = None,
+    **options: Any,
+) -> None:
     import json
 
     from rich.console import Console

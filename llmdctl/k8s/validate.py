@@ -71,11 +71,14 @@ def check_version(version: str) -> str:
     known = supported_versions()
     match = [k for k in known if k.rsplit(".", 1)[0] == v.rsplit(".", 1)[0]]
     if not match:
-        raise ValueError(f"--k8s-version {version}: no schemas for it; expected one of {', '.join(k.rsplit('.', 1)[0] for k in known)}")
+        raise ValueError(
+            f"--k8s-version {version}: no schemas for it; expected one of {', '.join(k.rsplit('.', 1)[0] for k in known)}"
+        )
     return match[0]
 
 
 # -- CRDs ------------------------------------------------------------------------------------------------
+
 
 def crds_dir() -> Path:
     return manifests_dir() / "crds"
@@ -111,8 +114,11 @@ def strict_schema(schema: Any) -> Any:
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
-            if ("properties" in node and "additionalProperties" not in node
-                    and not node.get("x-kubernetes-preserve-unknown-fields")):
+            if (
+                "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
                 node["additionalProperties"] = False
             for value in node.values():
                 walk(value)
@@ -169,6 +175,7 @@ def validate_custom(obj: dict[str, Any], version: str = DEFAULT_K8S_VERSION, crd
 
 # -- core kinds ------------------------------------------------------------------------------------------
 
+
 def is_custom(obj: dict[str, Any], crds: Path | None = None) -> bool:
     group = _group(obj.get("apiVersion", ""))
     return group in GROUP_FOLDERS or any(_group(av) == group for av, _ in _crd_index(str(crds or crds_dir())))
@@ -188,7 +195,9 @@ def _core_validator(version: str, api_version: str, kind: str) -> jsonschema.Val
     """
     api = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
     try:
-        schema = kv_utils.schema_contents(f"kubernetes-json-schema/v{version}-local-strict/{kind.lower()}-{api}.json", version)
+        schema = kv_utils.schema_contents(
+            f"kubernetes-json-schema/v{version}-local-strict/{kind.lower()}-{api}.json", version
+        )
     except FileNotFoundError:
         return None
     registry = Resource.from_contents(schema) @ (Resource.from_contents(_definitions(version)) @ Registry())
@@ -200,20 +209,42 @@ def validate_core(obj: dict[str, Any], version: str = DEFAULT_K8S_VERSION) -> li
     version = check_version(version)
     validator = _core_validator(version, obj.get("apiVersion", ""), kind)
     if validator is None:
-        return [Problem(kind, name, "apiVersion", f"Kubernetes {version.rsplit('.', 1)[0]} has no schema for {obj.get('apiVersion')} {kind}")]
-    return [Problem(kind, name, _path(err.path), err.message) for err in sorted(validator.iter_errors(obj), key=lambda e: list(e.path))]
+        return [
+            Problem(
+                kind,
+                name,
+                "apiVersion",
+                f"Kubernetes {version.rsplit('.', 1)[0]} has no schema for {obj.get('apiVersion')} {kind}",
+            )
+        ]
+    return [
+        Problem(kind, name, _path(err.path), err.message)
+        for err in sorted(validator.iter_errors(obj), key=lambda e: list(e.path))
+    ]
 
 
 # -- what the API server checks besides schemas ----------------------------------------------------------
+
 
 def _check_labels(labels: Any, where: str, kind: str, name: str) -> list[Problem]:
     problems = []
     for key, value in (labels or {}).items():
         prefix, _, short = key.rpartition("/")
-        if (prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix))) or len(short) > 63 or not _LABEL_NAME.match(short):
+        if (
+            (prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)))
+            or len(short) > 63
+            or not _LABEL_NAME.match(short)
+        ):
             problems.append(Problem(kind, name, where, f"label key {key!r} is not a valid qualified name"))
         if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
-            problems.append(Problem(kind, name, where, f"label {key}={value!r}: a value must be <= 63 characters of [A-Za-z0-9_.-], alphanumeric at both ends"))
+            problems.append(
+                Problem(
+                    kind,
+                    name,
+                    where,
+                    f"label {key}={value!r}: a value must be <= 63 characters of [A-Za-z0-9_.-], alphanumeric at both ends",
+                )
+            )
     return problems
 
 
@@ -224,7 +255,14 @@ def semantic_checks(obj: dict[str, Any]) -> list[Problem]:
     problems = []
     pattern, limit = (_DNS_LABEL, 63) if kind in _DNS_LABEL_KINDS else (_DNS_SUBDOMAIN, 253)
     if not isinstance(name, str) or len(name) > limit or not pattern.match(name):
-        problems.append(Problem(kind, str(name), "metadata.name", f"{name!r} is not a valid DNS-1123 {'label' if limit == 63 else 'subdomain'}"))
+        problems.append(
+            Problem(
+                kind,
+                str(name),
+                "metadata.name",
+                f"{name!r} is not a valid DNS-1123 {'label' if limit == 63 else 'subdomain'}",
+            )
+        )
     problems += _check_labels(meta.get("labels"), "metadata.labels", kind, name)
     spec = obj.get("spec") or {}
     template = spec.get("template") or {}
@@ -235,7 +273,11 @@ def semantic_checks(obj: dict[str, Any]) -> list[Problem]:
         if any(pod_labels.get(k) != v for k, v in wanted.items()):
             problems.append(Problem(kind, name, "spec.selector", "selector does not match the pod template's labels"))
         if kind == "Deployment" and len(name) > 47:
-            problems.append(Problem(kind, name, "metadata.name", "longer than 47 characters: pod names (name-hash-suffix) would pass 63"))
+            problems.append(
+                Problem(
+                    kind, name, "metadata.name", "longer than 47 characters: pod names (name-hash-suffix) would pass 63"
+                )
+            )
     if kind == "LLMInferenceService":  # the CRD's CEL rule on spec and spec.prefill
         for where, part in (("spec", spec), ("spec.prefill", spec.get("prefill") or {})):
             if "replicas" in part and "scaling" in part:
@@ -244,7 +286,9 @@ def semantic_checks(obj: dict[str, Any]) -> list[Problem]:
         numbers = [p.get("number") for p in spec.get("targetPorts") or []]
         if len(numbers) != len(set(numbers)):
             problems.append(Problem(kind, name, "spec.targetPorts", "port number must be unique"))
-        problems += _check_labels((spec.get("selector") or {}).get("matchLabels"), "spec.selector.matchLabels", kind, name)
+        problems += _check_labels(
+            (spec.get("selector") or {}).get("matchLabels"), "spec.selector.matchLabels", kind, name
+        )
     return problems
 
 
@@ -257,15 +301,21 @@ def validate_object(obj: dict[str, Any], version: str = DEFAULT_K8S_VERSION, crd
 
         kind, name = obj.get("kind", "?"), (obj.get("metadata") or {}).get("name", "?")
         body = {k: v for k, v in obj.items() if k != "metadata"}
-        problems = [Problem(kind, name, _path(e.path), e.message) for e in jsonschema.Draft7Validator(SCHEMA).iter_errors(body)]
-        problems += [Problem(kind, name, _path(["metadata", *e.path]), e.message)
-                     for e in _object_meta_validator(check_version(version)).iter_errors(obj.get("metadata") or {})]
+        problems = [
+            Problem(kind, name, _path(e.path), e.message) for e in jsonschema.Draft7Validator(SCHEMA).iter_errors(body)
+        ]
+        problems += [
+            Problem(kind, name, _path(["metadata", *e.path]), e.message)
+            for e in _object_meta_validator(check_version(version)).iter_errors(obj.get("metadata") or {})
+        ]
         return problems
     problems = validate_custom(obj, version, crds) if is_custom(obj, crds) else validate_core(obj, version)
     return problems + semantic_checks(obj)
 
 
-def validate_objects(objects: Iterable[dict[str, Any]], version: str = DEFAULT_K8S_VERSION, crds: Path | None = None) -> list[Problem]:
+def validate_objects(
+    objects: Iterable[dict[str, Any]], version: str = DEFAULT_K8S_VERSION, crds: Path | None = None
+) -> list[Problem]:
     problems: list[Problem] = []
     for obj in objects:
         problems += validate_object(obj, version, crds)

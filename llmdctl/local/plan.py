@@ -20,7 +20,6 @@ import msgspec
 import yaml
 
 from kvtiers.hashing import seed_from_env
-
 from llmdctl.local.state import ADMIN_KEY_FILE, ComponentState, PodState
 from llmdctl.profile import PoolSpec, Profile, shipped_router_configs
 
@@ -51,7 +50,6 @@ class Plan:
     notes: list[str] = field(default_factory=list)  # what the user should know (e.g. a feature this build lacks)
     model: str = ""  # the model name clients send
 
-
     @property
     def router_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.router}"
@@ -70,7 +68,13 @@ def _python() -> str:
 
 
 def sim_argv(
-    profile: Profile, pool: PoolSpec, first_port: int, first_events_port: int, pods: int, home: Path, events_bind: bool = True
+    profile: Profile,
+    pool: PoolSpec,
+    first_port: int,
+    first_events_port: int,
+    pods: int,
+    home: Path,
+    events_bind: bool = True,
 ) -> list[str]:
     """`python -m sim_gpu serve` for `pods` pods of `pool` on consecutive ports from `first_port`.
 
@@ -79,24 +83,44 @@ def sim_argv(
     this so nothing listens beyond loopback.
     """
     argv = [
-        _python(), "-m", "sim_gpu", "serve",
-        "--host", "127.0.0.1",
-        "--port", str(first_port),
-        "--pods", str(pods),
-        "--model", profile.model,
-        "--hardware", pool.hardware,
-        "--model-profile", pool.model_profile,
-        "--role", pool.role,
-        "--block-size", str(pool.block_size),
-        "--max-num-seqs", str(pool.max_num_seqs),
-        "--max-num-batched-tokens", str(pool.max_num_batched_tokens),
-        "--max-model-len", str(pool.max_model_len),
-        "--tp", str(pool.tensor_parallel_size),
-        "--data-parallel-size", str(pool.data_parallel_size),
-        "--gpu-memory-utilization", str(pool.gpu_memory_utilization),
-        "--prefix-caching-hash-algo", pool.hash_algo,
-        "--time-scale", str(pool.time_scale),
-        "--network", profile.network,
+        _python(),
+        "-m",
+        "sim_gpu",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(first_port),
+        "--pods",
+        str(pods),
+        "--model",
+        profile.model,
+        "--hardware",
+        pool.hardware,
+        "--model-profile",
+        pool.model_profile,
+        "--role",
+        pool.role,
+        "--block-size",
+        str(pool.block_size),
+        "--max-num-seqs",
+        str(pool.max_num_seqs),
+        "--max-num-batched-tokens",
+        str(pool.max_num_batched_tokens),
+        "--max-model-len",
+        str(pool.max_model_len),
+        "--tp",
+        str(pool.tensor_parallel_size),
+        "--data-parallel-size",
+        str(pool.data_parallel_size),
+        "--gpu-memory-utilization",
+        str(pool.gpu_memory_utilization),
+        "--prefix-caching-hash-algo",
+        pool.hash_algo,
+        "--time-scale",
+        str(pool.time_scale),
+        "--network",
+        profile.network,
     ]
     argv += ["--hash-seed", seed_from_env()]  # explicit, so engine and router hash alike whatever their environments
     argv += ["--enable-prompt-tokens-details"]  # usage reports cached tokens (bench, demos); vLLM's flag of that name
@@ -121,34 +145,53 @@ def _builtins(obj: Any) -> Any:
     return msgspec.to_builtins(obj)
 
 
-def sim_components(profile: Profile, pool: PoolSpec, pod_base: int, events_base: int, home: Path, logs: Path) -> tuple[list[ComponentState], list[PodState]]:
+def sim_components(
+    profile: Profile, pool: PoolSpec, pod_base: int, events_base: int, home: Path, logs: Path
+) -> tuple[list[ComponentState], list[PodState]]:
     """Sim processes for one pool, each hosting up to SIM_PODS_PER_PROCESS pods, and the pods' endpoints."""
     dp = max(1, pool.data_parallel_size)
     comps: list[ComponentState] = []
     pods: list[PodState] = []
     for first in range(0, pool.replicas, SIM_PODS_PER_PROCESS):
         n = min(SIM_PODS_PER_PROCESS, pool.replicas - first)
-        name = f"sim-{pool.name}" if pool.replicas <= SIM_PODS_PER_PROCESS else f"sim-{pool.name}-{first // SIM_PODS_PER_PROCESS}"
+        name = (
+            f"sim-{pool.name}"
+            if pool.replicas <= SIM_PODS_PER_PROCESS
+            else f"sim-{pool.name}-{first // SIM_PODS_PER_PROCESS}"
+        )
         port0 = pod_base + first * dp
         events0 = events_base + first * dp
         ports = list(range(port0, port0 + n * dp))
         for i in range(n):
             for r in range(dp):
                 k = i * dp + r
-                pods.append(PodState(
-                    name=f"{pool.name}-{first + i}" + (f"-r{r}" if dp > 1 else ""),
-                    pool=pool.name, role=pool.role, port=port0 + k, process=name, rank=r,
-                    kv_events=f"tcp://127.0.0.1:{events0 + k}" if pool.kv_events else None,
-                    kv_topic=f"kv@127.0.0.1:{port0 + k}@{profile.model}" if pool.kv_events else None,  # sim_gpu's default topic
-                    block_size=pool.block_size, hash_seed=seed_from_env(), kv_events_bind=bool(pool.kv_events),
-                ))
-        comps.append(ComponentState(
-            name=name, kind="sim",
-            argv=sim_argv(profile, pool, port0, events0, n, home, events_bind=False),
-            ports=ports + ([*range(events0, events0 + n * dp)] if pool.kv_events else []),
-            health=[f"http://127.0.0.1:{p}/health" for p in ports],
-            log=str(logs / f"{name}.log"),
-        ))
+                pods.append(
+                    PodState(
+                        name=f"{pool.name}-{first + i}" + (f"-r{r}" if dp > 1 else ""),
+                        pool=pool.name,
+                        role=pool.role,
+                        port=port0 + k,
+                        process=name,
+                        rank=r,
+                        kv_events=f"tcp://127.0.0.1:{events0 + k}" if pool.kv_events else None,
+                        kv_topic=f"kv@127.0.0.1:{port0 + k}@{profile.model}"
+                        if pool.kv_events
+                        else None,  # sim_gpu's default topic
+                        block_size=pool.block_size,
+                        hash_seed=seed_from_env(),
+                        kv_events_bind=bool(pool.kv_events),
+                    )
+                )
+        comps.append(
+            ComponentState(
+                name=name,
+                kind="sim",
+                argv=sim_argv(profile, pool, port0, events0, n, home, events_bind=False),
+                ports=ports + ([*range(events0, events0 + n * dp)] if pool.kv_events else []),
+                health=[f"http://127.0.0.1:{p}/health" for p in ports],
+                log=str(logs / f"{name}.log"),
+            )
+        )
     return comps, pods
 
 
@@ -158,7 +201,9 @@ def served_name(model: str) -> str:
     return path.name if path.is_dir() else model
 
 
-def vllm_pool_components(profile: Profile, pool: PoolSpec, pod_base: int, events_base: int, logs: Path, first_index: int, total: int) -> tuple[list[ComponentState], list[PodState]]:
+def vllm_pool_components(
+    profile: Profile, pool: PoolSpec, pod_base: int, events_base: int, logs: Path, first_index: int, total: int
+) -> tuple[list[ComponentState], list[PodState]]:
     """One real vLLM process per replica, built by the engine helper (llmdctl.engines.vllm_local).
 
     `profile.model` is the model to load (a local directory or a hub id); pods serve it as `served_name()`.
@@ -168,33 +213,65 @@ def vllm_pool_components(profile: Profile, pool: PoolSpec, pod_base: int, events
     except ImportError as exc:  # pragma: no cover - depends on what is installed
         raise PlanError(f"--engine vllm: engine support is not available ({exc})") from None
     if pool.data_parallel_size > 1:
-        raise PlanError(f"pool {pool.name}: data_parallel_size {pool.data_parallel_size} is not supported with --engine vllm on the local target; use --set pools.N.data_parallel_size=1")
+        raise PlanError(
+            f"pool {pool.name}: data_parallel_size {pool.data_parallel_size} is not supported with --engine vllm on the local target; use --set pools.N.data_parallel_size=1"
+        )
     ports = list(range(pod_base, pod_base + pool.replicas))
     zports = list(range(events_base, events_base + pool.replicas))
     try:
         served = msgspec.structs.replace(profile, model=served_name(profile.model))
-        vpods = vllm_components(served, pool, ports, zports, model=profile.model, first_index=first_index, total_instances=total)
+        vpods = vllm_components(
+            served, pool, ports, zports, model=profile.model, first_index=first_index, total_instances=total
+        )
     except Exception as exc:  # the engine helper reports missing venv/model as exceptions with a message
         raise PlanError(f"--engine vllm: {exc}") from None
     comps, pods = [], []
     for vp in vpods:
         env = {k: v for k, v in vp.env.items() if os.environ.get(k) != v}
         unset = sorted(k for k in os.environ if k not in vp.env)
-        comps.append(ComponentState(
-            name=vp.name, kind="vllm", argv=vp.argv, ports=[vp.port] + ([vp.kv_events_port] if pool.kv_events else []),
-            health=[vp.health_url], log=str(logs / f"{vp.name}.log"), env=env, env_unset=unset,
-        ))
+        comps.append(
+            ComponentState(
+                name=vp.name,
+                kind="vllm",
+                argv=vp.argv,
+                ports=[vp.port] + ([vp.kv_events_port] if pool.kv_events else []),
+                health=[vp.health_url],
+                log=str(logs / f"{vp.name}.log"),
+                env=env,
+                env_unset=unset,
+            )
+        )
         # vLLM's ZMQ publisher binds only wildcard (tcp://*) and ipc endpoints and *connects* to any other; a local
         # pod publishes to tcp://127.0.0.1:Z (loopback: the events carry prompt token ids), so the router must
         # bind it, as for the simulator. With both sides connecting no event ever arrived and the precise index
         # ran on speculative credits alone.
-        pods.append(PodState(name=vp.name, pool=pool.name, role=pool.role, port=vp.port, process=vp.name,
-                             kv_events=vp.kv_events_endpoint if pool.kv_events else None, kv_topic=vp.topic if pool.kv_events else None,
-                             block_size=vp.block_size, hash_seed=vp.hash_seed, kv_events_bind=bool(pool.kv_events)))
+        pods.append(
+            PodState(
+                name=vp.name,
+                pool=pool.name,
+                role=pool.role,
+                port=vp.port,
+                process=vp.name,
+                kv_events=vp.kv_events_endpoint if pool.kv_events else None,
+                kv_topic=vp.topic if pool.kv_events else None,
+                block_size=vp.block_size,
+                hash_seed=vp.hash_seed,
+                kv_events_bind=bool(pool.kv_events),
+            )
+        )
     return comps, pods
 
 
-def engine_components(profile: Profile, pool: PoolSpec, pod_base: int, events_base: int, home: Path, logs: Path, first_index: int, total: int) -> tuple[list[ComponentState], list[PodState]]:
+def engine_components(
+    profile: Profile,
+    pool: PoolSpec,
+    pod_base: int,
+    events_base: int,
+    home: Path,
+    logs: Path,
+    first_index: int,
+    total: int,
+) -> tuple[list[ComponentState], list[PodState]]:
     """The hook: dispatch one pool to its engine's builder (sim in-tree, vLLM from llmdctl.engines)."""
     engine = profile.engine_of(pool)
     if engine == "sim":
@@ -220,21 +297,37 @@ def endpoints_document(pods: list[PodState], model: str) -> dict[str, Any]:
     return {"endpoints": out}
 
 
-def router_argv(profile: Profile, port: int, config_path: Path, endpoints_path: Path, pods: list[PodState] | None = None) -> list[str]:
+def router_argv(
+    profile: Profile, port: int, config_path: Path, endpoints_path: Path, pods: list[PodState] | None = None
+) -> list[str]:
     """`python -m router_lite serve`; the pods' hash seed and block size are passed when they all agree."""
     argv = [
-        _python(), "-m", "router_lite", "serve",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--config", str(config_path),
-        "--endpoints-file", str(endpoints_path),
-        "--request-timeout", str(profile.router.request_timeout_s),
-        "--header-timeout", str(profile.router.header_timeout_s),
-        "--idle-timeout", str(profile.router.idle_timeout_s),
-        "--admin-key-file", str(config_path.parent / ADMIN_KEY_FILE),  # written by `up` (ensure_admin_key)
-        "--queue-size", str(profile.router.queue_size),
-        "--queue-ttl", str(profile.router.queue_ttl_s),
-        "--named-configs", str(config_path.parent / NAMED_CONFIGS_DIR),  # the shipped profiles' router configs
+        _python(),
+        "-m",
+        "router_lite",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--config",
+        str(config_path),
+        "--endpoints-file",
+        str(endpoints_path),
+        "--request-timeout",
+        str(profile.router.request_timeout_s),
+        "--header-timeout",
+        str(profile.router.header_timeout_s),
+        "--idle-timeout",
+        str(profile.router.idle_timeout_s),
+        "--admin-key-file",
+        str(config_path.parent / ADMIN_KEY_FILE),  # written by `up` (ensure_admin_key)
+        "--queue-size",
+        str(profile.router.queue_size),
+        "--queue-ttl",
+        str(profile.router.queue_ttl_s),
+        "--named-configs",
+        str(config_path.parent / NAMED_CONFIGS_DIR),  # the shipped profiles' router configs
     ]
     for name, priority in sorted(profile.router.objectives.items()):
         argv += ["--objective", f"{name}={priority}"]
@@ -264,7 +357,9 @@ def build_plan(profile: Profile, ports: PortLayout, home: Path) -> Plan:
     for pool in profile.pools:
         if pool.replicas == 0:
             continue
-        comps, pods = engine_components(profile, pool, ports.pod_base + offset, ports.events_base + offset, home, logs, vllm_index, vllm_total)
+        comps, pods = engine_components(
+            profile, pool, ports.pod_base + offset, ports.events_base + offset, home, logs, vllm_index, vllm_total
+        )
         if profile.engine_of(pool) == "vllm":
             vllm_index += pool.replicas
         offset += pool.replicas * max(1, pool.data_parallel_size)
@@ -279,14 +374,17 @@ def build_plan(profile: Profile, ports: PortLayout, home: Path) -> Plan:
         plan.files[str(run / NAMED_CONFIGS_DIR / f"{name}.yaml")] = yaml.safe_dump(config, sort_keys=False)
     endpoints_doc = endpoints_document(plan.pods, plan.model)
     plan.files[str(endpoints_path)] = yaml.safe_dump(endpoints_doc, sort_keys=False)
-    plan.components.append(ComponentState(
-        name="router", kind="router",
-        argv=router_argv(profile, ports.router, config_path, endpoints_path, plan.pods),
-        ports=[ports.router],
-        # readiness: the router has scraped every pod healthy, so the first request finds a full pool
-        health=[f"http://127.0.0.1:{ports.router}/health?min_healthy={len(endpoints_doc['endpoints'])}"],
-        log=str(logs / "router.log"),
-    ))
+    plan.components.append(
+        ComponentState(
+            name="router",
+            kind="router",
+            argv=router_argv(profile, ports.router, config_path, endpoints_path, plan.pods),
+            ports=[ports.router],
+            # readiness: the router has scraped every pod healthy, so the first request finds a full pool
+            health=[f"http://127.0.0.1:{ports.router}/health?min_healthy={len(endpoints_doc['endpoints'])}"],
+            log=str(logs / "router.log"),
+        )
+    )
     if vllm_total:  # real vLLM pods: the router hashes with their seed and tokenizes with their tokenizer
         from llmdctl.engines.vllm_local import router_args
 
@@ -294,6 +392,6 @@ def build_plan(profile: Profile, ports: PortLayout, home: Path) -> Plan:
         argv = plan.components[-1].argv
         for flag in {a for a in extra if a.startswith("--")} & set(argv):  # theirs win over the generic ones
             i = argv.index(flag)
-            del argv[i:i + 2]
+            del argv[i : i + 2]
         argv += extra
     return plan

@@ -41,7 +41,9 @@ def all_free(ports: list[int], host: str = "127.0.0.1") -> bool:
     return all(is_free(p, host) for p in ports)
 
 
-def find_free_block(start: int, count: int, host: str = "127.0.0.1", avoid: set[int] | None = None, limit: int = 2000) -> int:
+def find_free_block(
+    start: int, count: int, host: str = "127.0.0.1", avoid: set[int] | None = None, limit: int = 2000
+) -> int:
     """The first base >= start such that base..base+count-1 are all free and none is in `avoid`."""
     avoid = avoid or set()
     base = start

@@ -83,7 +83,13 @@ def _engine_overrides(engine: str | None, model: str | None, replicas: int | Non
     return out
 
 
-def resolve_profile(name: str, engine: str | None = None, model: str | None = None, replicas: int | None = None, sets: list[str] | None = None) -> tuple[Profile, list[str]]:
+def resolve_profile(
+    name: str,
+    engine: str | None = None,
+    model: str | None = None,
+    replicas: int | None = None,
+    sets: list[str] | None = None,
+) -> tuple[Profile, list[str]]:
     """Load `name` with the CLI's shorthands turned into `--set` overrides (validated like the file)."""
     sets = list(sets or [])
     pools = len(load_profile(name).pools) if replicas is not None else 0
@@ -103,7 +109,9 @@ def _check_port(port: int, flag: str) -> None:
         raise StackError(f"{flag}: {holder.describe()}; stop it or choose another port with {flag}", exit_code=1)
 
 
-def choose_ports(profile: Profile, router_port: int | None, pod_port: int | None, events_port: int | None) -> tuple[PortLayout, list[str]]:
+def choose_ports(
+    profile: Profile, router_port: int | None, pod_port: int | None, events_port: int | None
+) -> tuple[PortLayout, list[str]]:
     """Router port as asked (default 8000, must be free); pod and event blocks as asked or the next free ones."""
     notes: list[str] = []
     n = endpoint_count(profile)
@@ -115,7 +123,10 @@ def choose_ports(profile: Profile, router_port: int | None, pod_port: int | None
         if explicit is not None:
             for p in range(explicit, explicit + n):
                 if p in avoid:
-                    raise StackError(f"{flag} {explicit}: {what} ports {explicit}-{explicit + n - 1} overlap port {p} used by another component", exit_code=2)
+                    raise StackError(
+                        f"{flag} {explicit}: {what} ports {explicit}-{explicit + n - 1} overlap port {p} used by another component",
+                        exit_code=2,
+                    )
                 _check_port(p, flag)
             return explicit
         try:
@@ -161,13 +172,23 @@ def up(
             alive = [c for c in existing.components if _alive(c)]
             if alive:
                 if existing.profile != profile.name:
-                    raise StackError(f"profile {existing.profile!r} is running (router {existing.router_url}); run `llmdctl down` first, then `llmdctl up {name}`")
+                    raise StackError(
+                        f"profile {existing.profile!r} is running (router {existing.router_url}); run `llmdctl down` first, then `llmdctl up {name}`"
+                    )
                 dead = [c.name for c in existing.components if not _alive(c)]
                 if dead:
-                    raise StackError(f"profile {existing.profile!r} is running but degraded ({', '.join(dead)} exited); run `llmdctl down` then `llmdctl up {name}`")
-                notes = [] if existing.overrides == overrides else ["the running stack was started with other options; run `llmdctl down` first to apply these"]
+                    raise StackError(
+                        f"profile {existing.profile!r} is running but degraded ({', '.join(dead)} exited); run `llmdctl down` then `llmdctl up {name}`"
+                    )
+                notes = (
+                    []
+                    if existing.overrides == overrides
+                    else ["the running stack was started with other options; run `llmdctl down` first to apply these"]
+                )
                 return UpResult(existing, already_running=True, seconds=time.monotonic() - t0, notes=notes)
-            supervisor.stop_front_to_back(existing.components)  # stale state: nothing alive, but sweep the groups anyway
+            supervisor.stop_front_to_back(
+                existing.components
+            )  # stale state: nothing alive, but sweep the groups anyway
             supervisor.stop_tagged(home)
             clear_state(home)
         layout, notes = choose_ports(profile, router_port, pod_port, events_port)
@@ -178,9 +199,15 @@ def up(
         notes += plan.notes
         _write_files(plan, home)
         state = RunState(
-            profile=profile.name, profile_path=name, engine=profile.engine, model=plan.model,
-            router_url=plan.router_url, started_at=time.time(), overrides=overrides,
-            components=plan.components, pods=plan.pods,
+            profile=profile.name,
+            profile_path=name,
+            engine=profile.engine,
+            model=plan.model,
+            router_url=plan.router_url,
+            started_at=time.time(),
+            overrides=overrides,
+            components=plan.components,
+            pods=plan.pods,
         )
         timeout = timeout_s or max(DEFAULT_TIMEOUT_S.get(c.kind, 60.0) for c in plan.components if c.kind != "router")
         _start_and_wait(state, home, timeout, progress)
@@ -210,7 +237,11 @@ def _start_and_wait(state: RunState, home: Path, timeout_s: float, progress: Pro
     except supervisor.StartError as exc:
         supervisor.stop_front_to_back(state.components, procs=procs)
         clear_state(home)
-        raise StackError(f"{exc.component.name} failed to start: {exc.reason}; everything started was stopped", log_tail=exc.log_tail, component=exc.component.name) from None
+        raise StackError(
+            f"{exc.component.name} failed to start: {exc.reason}; everything started was stopped",
+            log_tail=exc.log_tail,
+            component=exc.component.name,
+        ) from None
     except BaseException:
         supervisor.stop_front_to_back(state.components, procs=procs)
         clear_state(home)
@@ -225,7 +256,9 @@ class DownResult:
     killed: list[str]  # components that ignored SIGTERM for the grace period and needed SIGKILL
     remaining_pids: list[int]
     listening: list[str]  # "port N is in use by ..." for ports of ours still listening
-    leftovers: list[int] = field(default_factory=list)  # processes of this run the state did not name (e.g. `up` killed), stopped
+    leftovers: list[int] = field(
+        default_factory=list
+    )  # processes of this run the state did not name (e.g. `up` killed), stopped
 
 
 def down(home: Path | None = None, grace_s: float = 5.0) -> DownResult:
@@ -251,14 +284,24 @@ def down(home: Path | None = None, grace_s: float = 5.0) -> DownResult:
 
 # ---- status ------------------------------------------------------------------------------------------
 
+
 def pod_status_metrics(text: str) -> dict[str, float]:
     """`status`'s figures of a pod page: waiting, running, kv_usage, prefix_{queries,hits,hit_rate} and
     `tier_<medium>_<hits|usage|blocks>` for the simulator's KV tiers; keys only for metrics the page has."""
     from router_lite import promtext  # prometheus_client loads only when a page is read
 
     f = promtext.pod_figures(promtext.parse(text, promtext.POD_PREFIXES))
-    out = {k: v for k, v in (("waiting", f.waiting), ("running", f.running), ("kv_usage", f.kv_cache_usage),
-                             ("prefix_queries", f.prefix_queries), ("prefix_hits", f.prefix_hits)) if v is not None}
+    out = {
+        k: v
+        for k, v in (
+            ("waiting", f.waiting),
+            ("running", f.running),
+            ("kv_usage", f.kv_cache_usage),
+            ("prefix_queries", f.prefix_queries),
+            ("prefix_hits", f.prefix_hits),
+        )
+        if v is not None
+    }
     for kind, per_medium in (("hits", f.tier_hits), ("usage", f.tier_usage), ("blocks", f.tier_blocks)):
         for medium, v in per_medium.items():
             out[f"tier_{medium.lower()}_{kind}"] = v
@@ -304,7 +347,9 @@ class StatusReport:
 
     @property
     def healthy(self) -> bool:
-        return self.running and all(c.alive and c.healthy for c in self.components) and all(p.healthy for p in self.pods)
+        return (
+            self.running and all(c.alive and c.healthy for c in self.components) and all(p.healthy for p in self.pods)
+        )
 
 
 async def _probe(client: Any, url: str) -> tuple[bool, str | None]:
@@ -334,7 +379,9 @@ def _router_detail(text: str | None) -> str:
         return ""
 
 
-async def _gather_status(state: RunState) -> tuple[dict[str, tuple[bool, str | None]], dict[str, tuple[bool, str | None, str | None]]]:
+async def _gather_status(
+    state: RunState,
+) -> tuple[dict[str, tuple[bool, str | None]], dict[str, tuple[bool, str | None, str | None]]]:
     import httpx
 
     async with httpx.AsyncClient(timeout=httpx.Timeout(1.5, connect=0.5), trust_env=False) as client:
@@ -345,7 +392,10 @@ async def _gather_status(state: RunState) -> tuple[dict[str, tuple[bool, str | N
             *(_probe(client, f"{p.url}/metrics") for p in pods),
         )
     health = dict(zip(health_urls, results[: len(health_urls)]))
-    pod_metrics = {p.name: (ok, text if ok else None, None if ok else text) for p, (ok, text) in zip(pods, results[len(health_urls) :])}
+    pod_metrics = {
+        p.name: (ok, text if ok else None, None if ok else text)
+        for p, (ok, text) in zip(pods, results[len(health_urls) :])
+    }
     return health, pod_metrics
 
 
@@ -356,20 +406,38 @@ def status(home: Path | None = None) -> StatusReport:
         return StatusReport(running=False)
     health, pod_metrics = asyncio.run(_gather_status(state))
     report = StatusReport(running=True, profile=state.profile, router_url=state.router_url, started_at=state.started_at)
-    orphans = supervisor.stop_orphaned_groups(state.components, home or home_dir())  # a dead component's tree goes as a tree
+    orphans = supervisor.stop_orphaned_groups(
+        state.components, home or home_dir()
+    )  # a dead component's tree goes as a tree
     for c in state.components:
         alive = _alive(c)
         urls = liveness_urls(c)
         healthy = alive and all(health.get(u, (False, None))[0] for u in urls)
-        detail = _router_detail(health.get(urls[0], (False, None))[1]) if c.kind == "router" and healthy and urls else ""
-        report.components.append(ComponentStatus(c.name, c.kind, c.pid, alive, healthy, c.ports, c.log, orphans.get(c.name, []), detail))
+        detail = (
+            _router_detail(health.get(urls[0], (False, None))[1]) if c.kind == "router" and healthy and urls else ""
+        )
+        report.components.append(
+            ComponentStatus(c.name, c.kind, c.pid, alive, healthy, c.ports, c.log, orphans.get(c.name, []), detail)
+        )
     for p in state.pods:
         ok, text, err = pod_metrics[p.name]
         metrics: dict[str, float] = {}
         if ok and text is not None:
             with contextlib.suppress(Exception):
                 metrics = pod_status_metrics(text)
-        report.pods.append(PodStatus(p.name, p.pool, p.role, p.rank, p.url, p.process, health.get(f"{p.url}/health", (ok, None))[0], metrics, err))
+        report.pods.append(
+            PodStatus(
+                p.name,
+                p.pool,
+                p.role,
+                p.rank,
+                p.url,
+                p.process,
+                health.get(f"{p.url}/health", (ok, None))[0],
+                metrics,
+                err,
+            )
+        )
     return report
 
 
@@ -385,4 +453,3 @@ def log_path_of(state: RunState | None, name: str, home: Path | None = None) -> 
             return Path(comp.log)
     path = logs / f"{name}.log"
     return path if path.is_file() else None
-

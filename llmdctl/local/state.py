@@ -145,7 +145,9 @@ def load_state(home: Path | None = None) -> RunState | None:
     except (OSError, ValueError) as exc:
         raise StateError(f"{path}: unreadable run state ({exc}); remove it after checking nothing runs") from None
     if doc.get("version") != STATE_VERSION:
-        raise StateError(f"{path}: run state version {doc.get('version')!r}, expected {STATE_VERSION}; remove it after checking nothing runs")
+        raise StateError(
+            f"{path}: run state version {doc.get('version')!r}, expected {STATE_VERSION}; remove it after checking nothing runs"
+        )
     try:
         return RunState.from_json(doc)
     except TypeError as exc:
@@ -208,7 +210,9 @@ def run_lock(home: Path | None = None, wait_s: float = 10.0) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                    raise StateError(f"{root}: another llmdctl command (pid {holder}) is changing the stack; wait for it or retry") from None
+                    raise StateError(
+                        f"{root}: another llmdctl command (pid {holder}) is changing the stack; wait for it or retry"
+                    ) from None
                 time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)

@@ -117,7 +117,9 @@ class HealthWaiter:
                 if time.monotonic() - start > timeout_s:
                     comp = next(iter(pending.values()))
                     missing = [u for u in comp.health if u not in done_urls]
-                    raise StartError(comp, f"not healthy after {timeout_s:g}s (waiting for {', '.join(missing)})", tail(comp.log))
+                    raise StartError(
+                        comp, f"not healthy after {timeout_s:g}s (waiting for {', '.join(missing)})", tail(comp.log)
+                    )
                 time.sleep(self.interval_s)
 
     def _check_alive(self, comp: ComponentState) -> None:
@@ -130,7 +132,11 @@ class HealthWaiter:
                     code = proc.wait(timeout=1.0)
                 except subprocess.TimeoutExpired:
                     pass
-            how = f"exited with code {code}" if code is not None and code >= 0 else (f"killed by signal {-code}" if code is not None else "exited")
+            how = (
+                f"exited with code {code}"
+                if code is not None and code >= 0
+                else (f"killed by signal {-code}" if code is not None else "exited")
+            )
             raise StartError(comp, f"{how} during start-up (log: {comp.log})", tail(comp.log))
 
 
@@ -240,7 +246,9 @@ class StopReport:
     killed_groups: list[int] = field(default_factory=list)  # process groups (= component pids) that needed SIGKILL
 
 
-def stop(components: list[ComponentState], grace_s: float = 5.0, procs: dict[str, subprocess.Popen] | None = None) -> StopReport:
+def stop(
+    components: list[ComponentState], grace_s: float = 5.0, procs: dict[str, subprocess.Popen] | None = None
+) -> StopReport:
     """SIGTERM every component's process group, SIGKILL what is left after `grace_s`, verify nothing remains."""
     t0 = time.monotonic()
     groups = _owned_groups(components)
@@ -272,7 +280,9 @@ def _reap(procs: dict[str, subprocess.Popen] | None) -> None:
             proc.poll()
 
 
-def stop_front_to_back(components: list[ComponentState], grace_s: float = 5.0, procs: dict[str, subprocess.Popen] | None = None) -> StopReport:
+def stop_front_to_back(
+    components: list[ComponentState], grace_s: float = 5.0, procs: dict[str, subprocess.Popen] | None = None
+) -> StopReport:
     """Stop the router first (no new traffic, and its shutdown never waits on vanished pods), then the pods."""
     front = [c for c in components if c.kind == "router"]
     back = [c for c in components if c.kind != "router"]

@@ -29,10 +29,10 @@ from llmdctl.bench.metrics import ERROR, RequestRecord
 from llmdctl.bench.workloads import BenchRequest
 from llmdctl.plan.sim import PlanResult
 from router_lite.config import load_config
-from router_lite.prefix import PrecisePrefixIndex, PrefixIndexes
-from router_lite.scheduler import Scheduler
 from router_lite.director import Director, Flow, NoEndpoint, Shed
 from router_lite.failures import Failure, FailureKind
+from router_lite.prefix import PrecisePrefixIndex, PrefixIndexes
+from router_lite.scheduler import Scheduler
 from router_lite.tokenization import request_preparer
 from router_lite.types import Endpoint, EndpointMetrics, LLMRequest
 from sim_gpu.clock import VirtualClock
@@ -78,8 +78,15 @@ def _lb_rank(engines: list[SimEngine]) -> int:
     return best
 
 
-def simulate_wide_ep(cfg: WideEPConfig, requests: list[BenchRequest], arrivals: list[tuple[float, int]], *,
-                     max_sim_s: float = 3600.0, max_wall_s: float = 600.0, model_name: str = "sim-model") -> PlanResult:
+def simulate_wide_ep(
+    cfg: WideEPConfig,
+    requests: list[BenchRequest],
+    arrivals: list[tuple[float, int]],
+    *,
+    max_sim_s: float = 3600.0,
+    max_wall_s: float = 600.0,
+    model_name: str = "sim-model",
+) -> PlanResult:
     """Run `requests` (sent at `arrivals[i]`) through the router and the lockstep EP group."""
     t_wall0 = time.perf_counter()
     sched_cfg = load_config(cfg.router, origin=f"{cfg.name}: router")
@@ -88,7 +95,9 @@ def simulate_wide_ep(cfg: WideEPConfig, requests: list[BenchRequest], arrivals: 
     scheduler = Scheduler(sched_cfg, index=indexes, rng=random.Random(cfg.seed), clock=clock.now)
     director = Director(lambda: scheduler, max_retries=0)  # the gateway's flow; an engine refusal is final
     prepare = request_preparer(scheduler.needs, (cfg.block_size, "sha256", DEFAULT_SEED))
-    lat = LatencyModel.from_names(cfg.hardware, cfg.model, tp=cfg.tp, ep=cfg.pods * cfg.dp * cfg.tp, network=cfg.network)
+    lat = LatencyModel.from_names(
+        cfg.hardware, cfg.model, tp=cfg.tp, ep=cfg.pods * cfg.dp * cfg.tp, network=cfg.network
+    )
 
     ranks: list[SimEngine] = []  # pod p rank r at index p * dp + r
     rank_eps: list[Endpoint] = []
@@ -97,21 +106,32 @@ def simulate_wide_ep(cfg: WideEPConfig, requests: list[BenchRequest], arrivals: 
         base = 8000 + p * cfg.dp
         pod_eps.append(Endpoint(f"10.0.0.{p + 1}", base, name=f"ep-{p}"))
         for r in range(cfg.dp):
-            eng = SimEngine(EngineConfig(block_size=cfg.block_size, num_gpu_blocks=cfg.num_gpu_blocks, max_num_seqs=cfg.max_num_seqs,
-                                         max_num_batched_tokens=cfg.max_num_batched_tokens, max_model_len=cfg.max_model_len,
-                                         latency=lat, seed=cfg.seed * 1000 + len(ranks), data_parallel_rank=r))
+            eng = SimEngine(
+                EngineConfig(
+                    block_size=cfg.block_size,
+                    num_gpu_blocks=cfg.num_gpu_blocks,
+                    max_num_seqs=cfg.max_num_seqs,
+                    max_num_batched_tokens=cfg.max_num_batched_tokens,
+                    max_model_len=cfg.max_model_len,
+                    latency=lat,
+                    seed=cfg.seed * 1000 + len(ranks),
+                    data_parallel_rank=r,
+                )
+            )
             ranks.append(eng)
             rank_eps.append(Endpoint(f"10.0.0.{p + 1}", base + r, name=f"ep-{p}-r{r}", dp_rank=r))
     endpoints = rank_eps if cfg.rank_aware else pod_eps
     for ep in endpoints:
-        ep.metrics = EndpointMetrics(block_size=cfg.block_size, num_gpu_blocks=ranks[0].num_gpu_blocks * (1 if cfg.rank_aware else cfg.dp))
+        ep.metrics = EndpointMetrics(
+            block_size=cfg.block_size, num_gpu_blocks=ranks[0].num_gpu_blocks * (1 if cfg.rank_aware else cfg.dp)
+        )
     ep_index = {ep.key: i for i, ep in enumerate(endpoints)}
     event_key = [rank_eps[i].key if cfg.rank_aware else pod_eps[i // cfg.dp].key for i in range(len(ranks))]
     event_seq = {k: 0 for k in event_key}
 
     def scrape(now: float) -> None:
         for i, ep in enumerate(endpoints):
-            group = [ranks[i]] if cfg.rank_aware else ranks[i * cfg.dp:(i + 1) * cfg.dp]
+            group = [ranks[i]] if cfg.rank_aware else ranks[i * cfg.dp : (i + 1) * cfg.dp]
             stats = [e.stats() for e in group]
             m = ep.metrics
             m.waiting_queue_size = sum(s.num_waiting for s in stats)
@@ -181,10 +201,12 @@ def simulate_wide_ep(cfg: WideEPConfig, requests: list[BenchRequest], arrivals: 
             finally:
                 sched_wall += time.perf_counter() - w0
             i = ep_index[flow.target.key]
-            rank = i if cfg.rank_aware else i * cfg.dp + _lb_rank(ranks[i * cfg.dp:(i + 1) * cfg.dp])
+            rank = i if cfg.rank_aware else i * cfg.dp + _lb_rank(ranks[i * cfg.dp : (i + 1) * cfg.dp])
             rec.endpoint = rank_eps[rank].name
             try:
-                ranks[rank].add_request(EngineRequest(req.request_id, req.prompt, req.max_tokens, ignore_eos=True, arrival_time=t))
+                ranks[rank].add_request(
+                    EngineRequest(req.request_id, req.prompt, req.max_tokens, ignore_eos=True, arrival_time=t)
+                )
             except ValueError as exc:
                 rec.status, rec.error, rec.finished = ERROR, str(exc), t
                 director.dispatch_failed(flow, Failure(FailureKind.REJECTED, str(exc)))
@@ -220,9 +242,18 @@ def simulate_wide_ep(cfg: WideEPConfig, requests: list[BenchRequest], arrivals: 
 
     hits = sum(e.stats().prefix_cache_hits_tokens for e in ranks)
     queries = sum(e.stats().prefix_cache_queries_tokens for e in ranks)
-    return PlanResult(cfg.name, records, clock.now(), time.perf_counter() - t_wall0, steps,
-                      hits / queries if queries else None, sum(e.stats().num_preemptions for e in ranks), cfg.gpus,
-                      truncated=truncated, scheduling_s=sched_wall)
+    return PlanResult(
+        cfg.name,
+        records,
+        clock.now(),
+        time.perf_counter() - t_wall0,
+        steps,
+        hits / queries if queries else None,
+        sum(e.stats().num_preemptions for e in ranks),
+        cfg.gpus,
+        truncated=truncated,
+        scheduling_s=sched_wall,
+    )
 
 
 __all__ = ["WideEPConfig", "simulate_wide_ep"]

@@ -62,18 +62,32 @@ class PlanRun:
 
 def workload_and_arrivals(spec: WorkloadSpec, stages: list[Stage], seed: int = 0, max_requests: int = 100_000):
     arrivals = poisson_arrivals(stages, seed, max_requests)
-    spec = dataclasses.replace(spec, seed=seed, num_requests=len(arrivals) if spec.kind in ("shared-prefix", "random") else spec.num_requests)
+    spec = dataclasses.replace(
+        spec, seed=seed, num_requests=len(arrivals) if spec.kind in ("shared-prefix", "random") else spec.num_requests
+    )
     reqs = generate(spec)
     if len(reqs) < len(arrivals):
         arrivals = arrivals[: len(reqs)]
     return reqs, arrivals
 
 
-def run_one(cfg: PlanConfig, reqs, arrivals, stages: list[Stage], slo: SLO, *, max_wall_s: float = 900.0,
-            max_sim_s: float = 7200.0, progress: Progress | None = None, price: dict[str, float] | None = None,
-            max_in_flight: int | None = None) -> PlanRun:
+def run_one(
+    cfg: PlanConfig,
+    reqs,
+    arrivals,
+    stages: list[Stage],
+    slo: SLO,
+    *,
+    max_wall_s: float = 900.0,
+    max_sim_s: float = 7200.0,
+    progress: Progress | None = None,
+    price: dict[str, float] | None = None,
+    max_in_flight: int | None = None,
+) -> PlanRun:
     cb = (lambda now, done, total: progress(cfg.name, now, done, total)) if progress else None
-    res = simulate(cfg, reqs, arrivals, max_wall_s=max_wall_s, max_sim_s=max_sim_s, progress=cb, max_in_flight=max_in_flight)
+    res = simulate(
+        cfg, reqs, arrivals, max_wall_s=max_wall_s, max_sim_s=max_sim_s, progress=cb, max_in_flight=max_in_flight
+    )
     summ = summarize(res.records, slo, stage_rates=[s.rate for s in stages], pod_hit_rate=res.hit_rate).to_dict()
     return PlanRun(cfg.name, res, summ, cost=cost_of(cfg, price))
 
@@ -112,7 +126,9 @@ def run_policies(
         if router is None:
             raise ValueError(f"policy: expected one of {', '.join(known)}, got {pol!r}")
         cfg = scenario.plan_config(pol, router, seed)
-        runs[pol] = run_one(cfg, reqs, arrivals, stages, slo, max_wall_s=max_wall_s, progress=progress, max_in_flight=cap)
+        runs[pol] = run_one(
+            cfg, reqs, arrivals, stages, slo, max_wall_s=max_wall_s, progress=progress, max_in_flight=cap
+        )
     return {
         "scenario": scenario.name,
         "description": scenario.description,
@@ -129,6 +145,7 @@ def run_policies(
 
 
 # ---- sweeps ------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class SweepSpec:
@@ -154,18 +171,36 @@ def _with_prefix_weight(router: dict[str, Any], weight: float) -> dict[str, Any]
 def pd_router(block_size: int, non_cached_tokens: int = 256) -> dict[str, Any]:
     """llm-d's P/D config: prefill and decode profiles (role filters, precise prefix + queue), the
     prefix-based decider."""
+
     def prof(name: str, filt: str) -> dict[str, Any]:
-        return {"name": name, "plugins": [{"pluginRef": filt}, {"pluginRef": "precise-prefix-cache-scorer", "weight": 2},
-                                          {"pluginRef": "queue-scorer", "weight": 1}, {"pluginRef": "max-score-picker"}]}
+        return {
+            "name": name,
+            "plugins": [
+                {"pluginRef": filt},
+                {"pluginRef": "precise-prefix-cache-scorer", "weight": 2},
+                {"pluginRef": "queue-scorer", "weight": 1},
+                {"pluginRef": "max-score-picker"},
+            ],
+        }
+
     return {
         "apiVersion": "llm-d.ai/v1alpha1",
         "kind": "EndpointPickerConfig",
         "plugins": [
-            {"type": "prefill-filter"}, {"type": "decode-filter"},
+            {"type": "prefill-filter"},
+            {"type": "decode-filter"},
             {"type": "precise-prefix-cache-scorer", "parameters": {"tokenProcessorConfig": {"blockSize": block_size}}},
-            {"type": "queue-scorer"}, {"type": "max-score-picker"},
+            {"type": "queue-scorer"},
+            {"type": "max-score-picker"},
             {"type": "prefix-based-pd-decider", "parameters": {"nonCachedTokens": non_cached_tokens}},
-            {"type": "disagg-profile-handler", "parameters": {"decodeProfile": "decode", "prefillProfile": "prefill", "prefillDeciderPluginName": "prefix-based-pd-decider"}},
+            {
+                "type": "disagg-profile-handler",
+                "parameters": {
+                    "decodeProfile": "decode",
+                    "prefillProfile": "prefill",
+                    "prefillDeciderPluginName": "prefix-based-pd-decider",
+                },
+            },
         ],
         "schedulingProfiles": [prof("prefill", "prefill-filter"), prof("decode", "decode-filter")],
     }
@@ -193,13 +228,27 @@ def sweep_configs(base: Scenario, spec: SweepSpec) -> list[tuple[str, PlanConfig
             router = _with_prefix_weight(router, w)
             params["prefix_weight"] = w
         pools = [dataclasses.replace(pool0, replicas=replicas, hardware=hw, cpu_blocks=cpu)]
-        out.append(("-".join(f"{k}={v}" for k, v in params.items()), PlanConfig(pools=pools, router=router, name="", network=base.network), params))
+        out.append(
+            (
+                "-".join(f"{k}={v}" for k, v in params.items()),
+                PlanConfig(pools=pools, router=router, name="", network=base.network),
+                params,
+            )
+        )
     # P/D splits are configurations of their own (their router is the P/D one), per hardware.
     for (p, d), hw in itertools.product(spec.pd_splits, spec.hardware or [pool0.hardware]):
         params = {"pd": f"{p}P{d}D", "replicas": p + d, "hardware": hw, "policy": "pd-precise"}
-        pools = [dataclasses.replace(pool0, name="prefill", role="prefill", replicas=p, hardware=hw),
-                 dataclasses.replace(pool0, name="decode", role="decode", replicas=d, hardware=hw)]
-        out.append(("-".join(f"{k}={v}" for k, v in params.items()), PlanConfig(pools=pools, router=pd_router(bs), name="", network=base.network), params))
+        pools = [
+            dataclasses.replace(pool0, name="prefill", role="prefill", replicas=p, hardware=hw),
+            dataclasses.replace(pool0, name="decode", role="decode", replicas=d, hardware=hw),
+        ]
+        out.append(
+            (
+                "-".join(f"{k}={v}" for k, v in params.items()),
+                PlanConfig(pools=pools, router=pd_router(bs), name="", network=base.network),
+                params,
+            )
+        )
     for name, cfg, _ in out:
         cfg.name = name
     return out
@@ -207,6 +256,7 @@ def sweep_configs(base: Scenario, spec: SweepSpec) -> list[tuple[str, PlanConfig
 
 def pareto(rows: list[dict[str, Any]], metric: str, higher_is_better: bool) -> list[dict[str, Any]]:
     """Rows no other row beats on both cost (lower) and `metric`; sorted by cost."""
+
     def better(a: dict[str, Any], b: dict[str, Any]) -> bool:  # a dominates b
         va, vb = a.get(metric), b.get(metric)
         if va is None or vb is None:
@@ -244,7 +294,17 @@ def sweep(
     slo = slo or SLO()
     rows = []
     for name, cfg, params in sweep_configs(base, spec):
-        run = run_one(cfg, reqs, arrivals, stages, slo, max_wall_s=max_wall_s, progress=progress, price=price, max_in_flight=base.max_in_flight)
+        run = run_one(
+            cfg,
+            reqs,
+            arrivals,
+            stages,
+            slo,
+            max_wall_s=max_wall_s,
+            progress=progress,
+            price=price,
+            max_in_flight=base.max_in_flight,
+        )
         run.params = params
         rows.append(run.row())
     return {
@@ -256,4 +316,15 @@ def sweep(
     }
 
 
-__all__ = ["PlanRun", "SweepSpec", "pareto", "pd_router", "run_one", "run_policies", "sweep", "sweep_configs", "workload_and_arrivals", "PoolPlan"]
+__all__ = [
+    "PlanRun",
+    "SweepSpec",
+    "pareto",
+    "pd_router",
+    "run_one",
+    "run_policies",
+    "sweep",
+    "sweep_configs",
+    "workload_and_arrivals",
+    "PoolPlan",
+]

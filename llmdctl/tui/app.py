@@ -134,7 +134,11 @@ class LlmdTui(App):
 
     def status_line(self) -> Text:
         m = self.model
-        dot = {"live": ("● live", "bold green"), "down": ("● down", "bold red"), "nothing": ("● nothing running", "bold red")}.get(m.status, ("● connecting", "yellow"))
+        dot = {
+            "live": ("● live", "bold green"),
+            "down": ("● down", "bold red"),
+            "nothing": ("● nothing running", "bold red"),
+        }.get(m.status, ("● connecting", "yellow"))
         t = Text(dot[0], style=dot[1])
         if m.url:
             t.append(f"  router {m.url}")

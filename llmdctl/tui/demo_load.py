@@ -94,7 +94,9 @@ def is_loopback(url: str) -> bool:
 class DemoLoad:
     """Sends the demo traffic to a loopback router from the caller's event loop until stopped or done."""
 
-    def __init__(self, url: str, model: str | None = None, api_key: str | None = None, spec: DemoSpec | None = None) -> None:
+    def __init__(
+        self, url: str, model: str | None = None, api_key: str | None = None, spec: DemoSpec | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.model = model
         self.api_key = api_key
@@ -134,7 +136,12 @@ class DemoLoad:
             raise DemoLoadError(f"the demo load only runs against a router on this machine; {self.url} is not loopback")
         self.spec.check()
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        self._client = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=httpx.Timeout(30.0), limits=httpx.Limits(max_connections=self.spec.max_inflight))
+        self._client = httpx.AsyncClient(
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(30.0),
+            limits=httpx.Limits(max_connections=self.spec.max_inflight),
+        )
         if not self.model:
             self.model = await self._served_model()
         self.started_at = time.monotonic()

@@ -68,7 +68,11 @@ def resolve_target(url: str | None = None, api_key: str | None = None) -> Target
     except StateError as exc:
         return Target(None, key, why=str(exc))
     if state is None:
-        return Target(None, key, why=f"Nothing is running (no stack in {home_dir()}). Start one with `llmdctl up PROFILE`, or pass --url ROUTER.")
+        return Target(
+            None,
+            key,
+            why=f"Nothing is running (no stack in {home_dir()}). Start one with `llmdctl up PROFILE`, or pass --url ROUTER.",
+        )
     from llmdctl.local.state import read_admin_key
 
     # the local stack's generated admin key: sent only to the router this state describes
@@ -120,7 +124,10 @@ class Subscriber:
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(2.0, read=None), limits=httpx.Limits(max_connections=64))
-        self._tasks = [asyncio.create_task(self._decisions_loop(), name="tui-decisions"), asyncio.create_task(self._poll_loop(), name="tui-poll")]
+        self._tasks = [
+            asyncio.create_task(self._decisions_loop(), name="tui-decisions"),
+            asyncio.create_task(self._poll_loop(), name="tui-poll"),
+        ]
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -226,10 +233,14 @@ class Subscriber:
         t = self.target
         if t.url is None or self._client is None:
             return False
-        eps, metrics = await asyncio.gather(self._get(f"{t.url}/debug/endpoints", t.headers, 2.0), self._get(f"{t.url}/metrics", t.headers, 2.0))
+        eps, metrics = await asyncio.gather(
+            self._get(f"{t.url}/debug/endpoints", t.headers, 2.0), self._get(f"{t.url}/metrics", t.headers, 2.0)
+        )
         if eps is None or eps.status_code != 200:
             if eps is not None and eps.status_code == 401:
-                self.model.set_status("down", f"router {t.url} refused the API key (401): pass --api-key or set {API_KEY_ENV}", t.url)
+                self.model.set_status(
+                    "down", f"router {t.url} refused the API key (401): pass --api-key or set {API_KEY_ENV}", t.url
+                )
             return False
         try:
             doc = eps.json()
@@ -282,11 +293,19 @@ class Subscriber:
         if t.url is None or self._client is None:
             return False, "no router to switch"
         try:
-            r = await self._client.post(f"{t.url}/admin/config", content=msgspec.json.encode(config), headers={**t.admin_headers, "Content-Type": "application/json"}, timeout=5.0)
+            r = await self._client.post(
+                f"{t.url}/admin/config",
+                content=msgspec.json.encode(config),
+                headers={**t.admin_headers, "Content-Type": "application/json"},
+                timeout=5.0,
+            )
         except httpx.HTTPError as exc:
             return False, f"router {t.url} unreachable ({_why(exc)})"
         if r.status_code == 401:
-            return False, f"router refused the admin key (401): set {ADMIN_KEY_ENV} (a local stack's key is in its run directory)"
+            return (
+                False,
+                f"router refused the admin key (401): set {ADMIN_KEY_ENV} (a local stack's key is in its run directory)",
+            )
         if r.status_code != 200:
             try:
                 msg = r.json()["error"]["message"]
@@ -300,7 +319,11 @@ class Subscriber:
 def _signature(config: dict[str, Any]) -> frozenset[str]:
     """What tells scheduling configs apart: their scorers and any non-default picker or handler."""
     types = {str(p.get("type")) for p in config.get("plugins") or [] if isinstance(p, dict)}
-    return frozenset(t for t in types if t.endswith("-scorer") or "round-robin" in t or "random" in t or "disagg" in t or "decider" in t)
+    return frozenset(
+        t
+        for t in types
+        if t.endswith("-scorer") or "round-robin" in t or "random" in t or "disagg" in t or "decider" in t
+    )
 
 
 _signatures: dict[frozenset[str], list[str]] | None = None

@@ -119,10 +119,14 @@ def _entry(raw: Any, where: str) -> EndpointSpec:
             raise DiscoveryError(f"{where}.kvEvents: expected a mapping with 'endpoint'")
         unknown = sorted(set(kv) - _KV_KEYS)
         if unknown:
-            raise DiscoveryError(f"{where}.kvEvents: unknown key {unknown[0]!r}; expected some of endpoint, topic, bind")
+            raise DiscoveryError(
+                f"{where}.kvEvents: unknown key {unknown[0]!r}; expected some of endpoint, topic, bind"
+            )
         url = kv.get("endpoint")
         if not isinstance(url, str) or "://" not in url:
-            raise DiscoveryError(f"{where}.kvEvents.endpoint: expected a ZMQ address like tcp://127.0.0.1:5557, got {url!r}")
+            raise DiscoveryError(
+                f"{where}.kvEvents.endpoint: expected a ZMQ address like tcp://127.0.0.1:5557, got {url!r}"
+            )
         bind = kv.get("bind", False)
         if not isinstance(bind, bool):
             raise DiscoveryError(f"{where}.kvEvents.bind: expected true or false, got {bind!r}")
@@ -130,7 +134,9 @@ def _entry(raw: Any, where: str) -> EndpointSpec:
         if not isinstance(topic, str):
             raise DiscoveryError(f"{where}.kvEvents.topic: expected a string, got {topic!r}")
         kv_spec = KVEventsSpec(endpoint=url, topic=topic, bind=bind)
-    return EndpointSpec(address=ep.key, name=name, labels=tuple(sorted(ep.labels.items())), kv_events=kv_spec, dp_rank=dp_rank)
+    return EndpointSpec(
+        address=ep.key, name=name, labels=tuple(sorted(ep.labels.items())), kv_events=kv_spec, dp_rank=dp_rank
+    )
 
 
 def _check_unique(specs: list[EndpointSpec], source: str) -> None:
@@ -200,7 +206,9 @@ class FileWatcher:
     empties the pool.
     """
 
-    def __init__(self, path: str | Path, on_change: Callable[[list[EndpointSpec]], None], interval_s: float = 0.5) -> None:
+    def __init__(
+        self, path: str | Path, on_change: Callable[[list[EndpointSpec]], None], interval_s: float = 0.5
+    ) -> None:
         self.path = Path(path)
         self.on_change = on_change
         self.interval_s = interval_s

@@ -40,7 +40,9 @@ def parse_selector(text: str) -> str:
         key, sep, value = term.partition("=")
         key, value = key.strip(), value.strip().lstrip("=")
         if not sep or not key:
-            raise DiscoveryError(f"--selector {text!r}: expected key=value[,key=value], e.g. llm-d.ai/inferenceServing=true")
+            raise DiscoveryError(
+                f"--selector {text!r}: expected key=value[,key=value], e.g. llm-d.ai/inferenceServing=true"
+            )
         terms.append(f"{key}={value}")
     if not terms:
         raise DiscoveryError("--selector: empty; expected key=value[,key=value]")
@@ -51,7 +53,9 @@ def parse_ports(text: str) -> list[int]:
     try:
         ports = [int(p) for p in text.split(",") if p.strip()]
     except ValueError:
-        raise DiscoveryError(f"--target-ports {text!r}: expected port numbers separated by commas, e.g. 8000,8001") from None
+        raise DiscoveryError(
+            f"--target-ports {text!r}: expected port numbers separated by commas, e.g. 8000,8001"
+        ) from None
     if not ports or any(not 0 < p < 65536 for p in ports):
         raise DiscoveryError(f"--target-ports {text!r}: expected 1 to 8 ports between 1 and 65535")
     return ports
@@ -80,7 +84,9 @@ def _declared_ports(pod: dict[str, Any]) -> set[int]:
     return ports
 
 
-def specs_from_pods(pods: list[dict[str, Any]], target_ports: list[int], kv_events_port: int | None = None) -> list[EndpointSpec]:
+def specs_from_pods(
+    pods: list[dict[str, Any]], target_ports: list[int], kv_events_port: int | None = None
+) -> list[EndpointSpec]:
     """Endpoints for the Ready pods: pod IP x the target ports each pod declares (all, if it declares none)."""
     specs: list[EndpointSpec] = []
     for pod in sorted(pods, key=lambda p: (p.get("metadata") or {}).get("name", "")):
@@ -98,10 +104,15 @@ def specs_from_pods(pods: list[dict[str, Any]], target_ports: list[int], kv_even
             if kv_events_port is not None and (kv_events_port + rank) in declared:
                 kv = KVEventsSpec(endpoint=f"tcp://{ip}:{kv_events_port + rank}", topic="", bind=False)
             host = f"[{ip}]" if ":" in ip else ip
-            specs.append(EndpointSpec(
-                address=f"{host}:{port}", name=meta.get("name") + (f"-r{rank}" if multi else ""),
-                labels=labels, kv_events=kv, dp_rank=rank if multi else None,
-            ))
+            specs.append(
+                EndpointSpec(
+                    address=f"{host}:{port}",
+                    name=meta.get("name") + (f"-r{rank}" if multi else ""),
+                    labels=labels,
+                    kv_events=kv,
+                    dp_rank=rank if multi else None,
+                )
+            )
     return specs
 
 
@@ -187,9 +198,14 @@ class KubernetesWatcher:
                     need_list = False
                 core = self._core()
                 self._watch = watch.Watch()
-                for event in self._watch.stream(core.list_namespaced_pod, self.namespace, label_selector=self.selector,
-                                                resource_version=self._rv, timeout_seconds=self.watch_timeout_s,
-                                                allow_watch_bookmarks=True):
+                for event in self._watch.stream(
+                    core.list_namespaced_pod,
+                    self.namespace,
+                    label_selector=self.selector,
+                    resource_version=self._rv,
+                    timeout_seconds=self.watch_timeout_s,
+                    allow_watch_bookmarks=True,
+                ):
                     if self._stop.is_set():
                         break
                     kind = event.get("type")
@@ -214,7 +230,9 @@ class KubernetesWatcher:
                     break
                 self.errors += 1
                 need_list = need_list or exc.status == 410
-                log.warning("pod watch in %s: %s %s; retrying in %.1fs", self.namespace, exc.status, exc.reason, backoff)
+                log.warning(
+                    "pod watch in %s: %s %s; retrying in %.1fs", self.namespace, exc.status, exc.reason, backoff
+                )
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
             except Exception as exc:  # never let discovery die: keep the last endpoints and retry
@@ -265,9 +283,15 @@ class KubernetesWatcher:
     def describe(self) -> dict[str, Any]:
         """For `/debug/endpoints`: what is watched and how the watch is doing."""
         return {
-            "mode": "kubernetes", "namespace": self.namespace, "selector": self.selector,
-            "target_ports": self.target_ports, "kv_events_port": self.kv_events_port,
-            "pods": len(self._pods), "endpoints": len(self._last or []), "errors": self.errors, "relists": self.relists,
+            "mode": "kubernetes",
+            "namespace": self.namespace,
+            "selector": self.selector,
+            "target_ports": self.target_ports,
+            "kv_events_port": self.kv_events_port,
+            "pods": len(self._pods),
+            "endpoints": len(self._last or []),
+            "errors": self.errors,
+            "relists": self.relists,
         }
 
 
@@ -288,4 +312,3 @@ def check_client_config() -> None:
             f"--discovery kubernetes: no in-cluster service account and no usable kubeconfig ({first}); "
             "run inside a pod, or set KUBECONFIG"
         ) from None
-

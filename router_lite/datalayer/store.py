@@ -21,8 +21,8 @@ import httptools
 
 from router_lite.aio import cancel_and_wait
 from router_lite.datalayer.discovery import EndpointSpec
-from router_lite.outliers import OutlierDetector, Outcome
 from router_lite.datalayer.scrape import CacheInfo, parse_vllm_metrics
+from router_lite.outliers import Outcome, OutlierDetector
 from router_lite.proxy import Backend, UpstreamError
 from router_lite.types import Endpoint
 
@@ -51,7 +51,6 @@ class EndpointState:
     @property
     def healthy(self) -> bool:
         return self.health_ok and self.scrape_ok and not self.proxy_down and not self.ejected
-
 
 
 class DataLayer:
@@ -174,7 +173,11 @@ class DataLayer:
                     "lora_active": sorted(m.active_models),
                     "scrapes": s.scrapes,
                     "kv_events": (
-                        {"endpoint": s.spec.kv_events.endpoint, "topic": s.spec.kv_events.topic, "bind": s.spec.kv_events.bind}
+                        {
+                            "endpoint": s.spec.kv_events.endpoint,
+                            "topic": s.spec.kv_events.topic,
+                            "bind": s.spec.kv_events.bind,
+                        }
                         if s.spec.kv_events
                         else None
                     ),
@@ -267,12 +270,16 @@ class DataLayer:
             status, body = await self._backend(state).get("/metrics", self.timeout_s)
             if status != 200:
                 raise ValueError(f"/metrics returned {status}")
-            metrics, cache = parse_vllm_metrics(body.decode("utf-8", "replace"), state.endpoint.dp_rank, now=time.monotonic())
+            metrics, cache = parse_vllm_metrics(
+                body.decode("utf-8", "replace"), state.endpoint.dp_rank, now=time.monotonic()
+            )
         except (UpstreamError, OSError, httptools.HttpParserError) as exc:
             self._scrape_failed(state, f"unreachable: {exc}"[:200], hard=True)
             return
         except Exception as exc:  # timeouts, HTTP errors, unparsable pages
-            self._scrape_failed(state, f"metrics: {type(exc).__name__}: {exc}"[:200], hard=now - state.last_ok > self.stale_after_s)
+            self._scrape_failed(
+                state, f"metrics: {type(exc).__name__}: {exc}"[:200], hard=now - state.last_ok > self.stale_after_s
+            )
             return
         state.endpoint.metrics = metrics
         if cache.block_size:

@@ -67,11 +67,19 @@ class Needs:
     def merge(needs: list["Needs"]) -> "Needs":
         """One config's needs: tokens if any plugin tokenizes; the rest from the first plugin that states it
         (the precise scorers and producers of one config share one index and one hashing setup)."""
+
         def first(attr: str) -> Any:
             return next((getattr(n, attr) for n in needs if getattr(n, attr) is not None), None)
 
-        return Needs(tokens=any(n.tokens for n in needs), block_hashes=any(n.block_hashes for n in needs), block_size=first("block_size"), hash_algo=first("hash_algo"),
-                     hash_seed=first("hash_seed"), kv_events=first("kv_events"), index=first("index"))
+        return Needs(
+            tokens=any(n.tokens for n in needs),
+            block_hashes=any(n.block_hashes for n in needs),
+            block_size=first("block_size"),
+            hash_algo=first("hash_algo"),
+            hash_seed=first("hash_seed"),
+            kv_events=first("kv_events"),
+            index=first("index"),
+        )
 
 
 class Plugin:
@@ -109,7 +117,9 @@ class Plugin:
     def on_finished(self, request: LLMRequest, endpoint: Endpoint) -> None:
         """The request finished (or failed) on `endpoint`."""
 
-    def pre_request(self, request: LLMRequest, target: Endpoint, prefill: Endpoint | None, headers: dict[str, str]) -> None:
+    def pre_request(
+        self, request: LLMRequest, target: Endpoint, prefill: Endpoint | None, headers: dict[str, str]
+    ) -> None:
         """llm-d's PreRequest: add what the pod serving `request` on `target` must be told (headers)."""
 
     def close(self) -> None:
@@ -140,7 +150,9 @@ class Scorer(Plugin):
     def score(self, request: LLMRequest, endpoints: list[Endpoint]) -> dict[str, float]:
         raise NotImplementedError
 
-    def prefix_match(self, request: LLMRequest, endpoints: list[Endpoint] | None = None) -> tuple[dict[str, int], int] | None:
+    def prefix_match(
+        self, request: LLMRequest, endpoints: list[Endpoint] | None = None
+    ) -> tuple[dict[str, int], int] | None:
         """(matched blocks per endpoint key, tokens per block) for this request; `endpoints` names the
         candidates when known (a shared tier's blocks count for each of them)."""
         return None
@@ -235,6 +247,8 @@ class SaturationDetectorPlugin(Plugin):
     """`saturationDetector.pluginRef`: its parameters are the saturation thresholds admission uses."""
 
     kind = "saturation_detector"
+
+
 P = TypeVar("P", bound="Plugin")
 
 
@@ -256,7 +270,9 @@ def find_prefix_plugin(ctx: PluginContext, name: str = "") -> "Scorer | None":
     return next((p for p in ctx.plugins.values() if getattr(p, "reports_prefix", False)), None)  # type: ignore[return-value]
 
 
-def uncached_tokens(ctx: PluginContext, request: LLMRequest, endpoints: list[Endpoint], prefix: "Scorer | None") -> dict[str, int]:
+def uncached_tokens(
+    ctx: PluginContext, request: LLMRequest, endpoints: list[Endpoint], prefix: "Scorer | None"
+) -> dict[str, int]:
     """Prompt tokens each endpoint would have to prefill for `request`: the prompt less its prefix hit there
     (the whole prompt when no prefix plugin is configured)."""
     total = request.prompt_tokens

@@ -21,8 +21,17 @@ def test_percentile_interpolates_like_numpy() -> None:
 
 
 def rec(i: int, sent: float, ttft: float, e2e: float, out: int, status: str = OK, stage: int = 0) -> RequestRecord:
-    return RequestRecord(f"r{i}", stage=stage, sent=sent, first_token=sent + ttft, finished=sent + e2e, prompt_tokens=100,
-                         output_tokens=out, status=status, cached_tokens=50)
+    return RequestRecord(
+        f"r{i}",
+        stage=stage,
+        sent=sent,
+        first_token=sent + ttft,
+        finished=sent + e2e,
+        prompt_tokens=100,
+        output_tokens=out,
+        status=status,
+        cached_tokens=50,
+    )
 
 
 def test_summary_throughput_goodput_and_counts() -> None:
@@ -52,8 +61,20 @@ def test_stage_summaries_split_by_send_stage() -> None:
 
 
 def test_ratios_are_times_better_vs_baseline() -> None:
-    a = {"ttft_s": {"p90": 10.0, "mean": 4.0}, "tpot_s": {"mean": 0.02}, "output_tok_s": 100.0, "goodput_req_s": 1.0, "pod_hit_rate": 0.2}
-    b = {"ttft_s": {"p90": 0.5, "mean": 0.4}, "tpot_s": {"mean": 0.02}, "output_tok_s": 250.0, "goodput_req_s": 0.0, "pod_hit_rate": None}
+    a = {
+        "ttft_s": {"p90": 10.0, "mean": 4.0},
+        "tpot_s": {"mean": 0.02},
+        "output_tok_s": 100.0,
+        "goodput_req_s": 1.0,
+        "pod_hit_rate": 0.2,
+    }
+    b = {
+        "ttft_s": {"p90": 0.5, "mean": 0.4},
+        "tpot_s": {"mean": 0.02},
+        "output_tok_s": 250.0,
+        "goodput_req_s": 0.0,
+        "pod_hit_rate": None,
+    }
     r = ratios({"random": a, "precise": b})
     assert r["random"]["TTFT p90 (x better)"] == 1.0
     assert r["precise"]["TTFT p90 (x better)"] == pytest.approx(20.0)  # lower is better: baseline / value
@@ -65,7 +86,9 @@ def test_ratios_are_times_better_vs_baseline() -> None:
 
 
 def test_hit_rate_from_pod_counters() -> None:
-    assert hit_rate_delta({"prefix_hits": 10, "prefix_queries": 100}, {"prefix_hits": 70, "prefix_queries": 200}) == pytest.approx(0.6)
+    assert hit_rate_delta(
+        {"prefix_hits": 10, "prefix_queries": 100}, {"prefix_hits": 70, "prefix_queries": 200}
+    ) == pytest.approx(0.6)
     assert hit_rate_delta({}, {}) is None
 
 
@@ -107,13 +130,21 @@ def test_a_completions_chunk_with_empty_text_is_a_token_and_a_chat_role_chunk_is
     def stream(chunks: list[dict]) -> bytes:
         return b"".join(b"data: " + _json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
 
-    completions = stream([{"object": "text_completion", "choices": [{"index": 0, "text": ""}]}] * 3
-                         + [{"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 3}}])
-    chat = stream([{"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
-                   {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 0}}])
+    completions = stream(
+        [{"object": "text_completion", "choices": [{"index": 0, "text": ""}]}] * 3
+        + [{"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 3}}]
+    )
+    chat = stream(
+        [
+            {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+            {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 0}},
+        ]
+    )
 
     async def one(body: bytes, mode: str):
-        transport = httpx.MockTransport(lambda r: httpx.Response(200, content=body, headers={"content-type": "text/event-stream"}))
+        transport = httpx.MockTransport(
+            lambda r: httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+        )
         async with httpx.AsyncClient(transport=transport) as client:
             req = BenchRequest(request_id="r0", prompt=[5, 6, 7, 8], max_tokens=3)
             rec, _ = await send(client, "http://pod", req, req.prompt, model="m", mode=mode, t0=0.0)

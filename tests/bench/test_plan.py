@@ -16,7 +16,9 @@ TINY = Scenario(
     name="tiny",
     description="tiny",
     pools=[PoolPlan(replicas=3, model="Llama-3.1-8B", block_size=16, num_gpu_blocks=400, max_num_seqs=32)],
-    workload=WorkloadSpec(kind="shared-prefix", num_groups=12, prompts_per_group=3, system_prompt_len=1024, question_len=64, output_len=16),
+    workload=WorkloadSpec(
+        kind="shared-prefix", num_groups=12, prompts_per_group=3, system_prompt_len=1024, question_len=64, output_len=16
+    ),
     stages=[Stage(20.0, 4.0)],
     published={},
 )
@@ -42,8 +44,14 @@ def test_deterministic_for_a_seed() -> None:
 
 def test_pd_two_step_pays_transfer_and_finishes() -> None:
     pool = PoolPlan(block_size=16, num_gpu_blocks=2000, model="Llama-3.1-8B")
-    cfg = PlanConfig([dataclasses.replace(pool, name="p", role="prefill", replicas=1), dataclasses.replace(pool, name="d", role="decode", replicas=1)],
-                     pd_router(16, non_cached_tokens=16), name="pd")
+    cfg = PlanConfig(
+        [
+            dataclasses.replace(pool, name="p", role="prefill", replicas=1),
+            dataclasses.replace(pool, name="d", role="decode", replicas=1),
+        ],
+        pd_router(16, non_cached_tokens=16),
+        name="pd",
+    )
     reqs, arr = workload_and_arrivals(WorkloadSpec(kind="random", input_len=2000, output_len=8), [Stage(2.0, 3.0)])
     res = simulate(cfg, reqs, arr)
     s = summarize(res.records)
@@ -55,8 +63,10 @@ def test_pd_two_step_pays_transfer_and_finishes() -> None:
 
 def test_multi_turn_sessions_wait_for_their_previous_turn() -> None:
     cfg = PlanConfig(SMALL.pools, policy_configs(16)["precise"], name="mt")
-    reqs, arr = workload_and_arrivals(WorkloadSpec(kind="multi-turn", num_sessions=3, turns=3, system_prompt_len=200, question_len=20, output_len=10),
-                                      [Stage(50.0, 1.0)])
+    reqs, arr = workload_and_arrivals(
+        WorkloadSpec(kind="multi-turn", num_sessions=3, turns=3, system_prompt_len=200, question_len=20, output_len=10),
+        [Stage(50.0, 1.0)],
+    )
     res = simulate(cfg, reqs, arr)
     by_id = {r.request_id: r for r in res.records}
     assert len(by_id) == 9 and all(r.status == "ok" for r in by_id.values())
@@ -75,11 +85,18 @@ def test_cpu_tier_and_sweep_pareto() -> None:
     assert front and front == sorted(front, key=lambda r: r["cost"])
     # No row on the front is beaten on both cost and TTFT by another row.
     for f in front:
-        assert not any(r["cost"] <= f["cost"] and r["ttft_p90_s"] < f["ttft_p90_s"] and r["cost"] < f["cost"] for r in doc["rows"])
+        assert not any(
+            r["cost"] <= f["cost"] and r["ttft_p90_s"] < f["ttft_p90_s"] and r["cost"] < f["cost"] for r in doc["rows"]
+        )
 
 
 def test_pareto_math() -> None:
-    rows = [{"name": "a", "cost": 1, "t": 5.0}, {"name": "b", "cost": 2, "t": 1.0}, {"name": "c", "cost": 2, "t": 3.0}, {"name": "d", "cost": 4, "t": 1.0}]
+    rows = [
+        {"name": "a", "cost": 1, "t": 5.0},
+        {"name": "b", "cost": 2, "t": 1.0},
+        {"name": "c", "cost": 2, "t": 3.0},
+        {"name": "d", "cost": 4, "t": 1.0},
+    ]
     assert [r["name"] for r in pareto(rows, "t", False)] == ["a", "b"]
     assert [r["name"] for r in pareto(rows, "t", True)] == ["a"]
 
@@ -88,7 +105,9 @@ def test_client_cap_bounds_open_requests() -> None:
     reqs, arr = workload_and_arrivals(TINY.workload, [Stage(40.0, 1.0)])
     res = simulate(TINY.plan_config("precise"), reqs, arr, max_in_flight=3)
     assert all(r.status == "ok" for r in res.records) and len(res.records) == len(arr)
-    events = sorted([(r.sent, 1) for r in res.records] + [(r.finished, -1) for r in res.records], key=lambda e: (e[0], e[1]))
+    events = sorted(
+        [(r.sent, 1) for r in res.records] + [(r.finished, -1) for r in res.records], key=lambda e: (e[0], e[1])
+    )
     open_now = peak = 0
     for _, d in events:
         open_now += d

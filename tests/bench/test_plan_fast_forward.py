@@ -16,7 +16,9 @@ from llmdctl.plan.sim import PlanConfig, PoolPlan, simulate
 # Over-subscribed: 12 groups' 1 k-token prefixes do not fit in one pod, so prefix locality, queueing and KV
 # pressure (preemptions) all show up in the timings.
 POOL = PoolPlan(replicas=3, model="Llama-3.1-8B", block_size=16, num_gpu_blocks=400, max_num_seqs=32)
-WORKLOAD = WorkloadSpec(kind="shared-prefix", num_groups=12, prompts_per_group=3, system_prompt_len=1024, question_len=64, output_len=40)
+WORKLOAD = WorkloadSpec(
+    kind="shared-prefix", num_groups=12, prompts_per_group=3, system_prompt_len=1024, question_len=64, output_len=40
+)
 
 
 def _both(policy: str, stages: list[Stage], seed: int = 3, pool: PoolPlan = POOL) -> tuple[dict, dict, tuple, tuple]:
@@ -24,8 +26,14 @@ def _both(policy: str, stages: list[Stage], seed: int = 3, pool: PoolPlan = POOL
     reqs, arr = workload_and_arrivals(WORKLOAD, stages, seed=seed)
     a = simulate(cfg, reqs, arr, drive="step")
     b = simulate(cfg, reqs, arr, drive="fast")
-    ra = {r.request_id: (r.status, r.endpoint, r.sent, r.first_token, r.finished, r.output_tokens, r.cached_tokens) for r in a.records}
-    rb = {r.request_id: (r.status, r.endpoint, r.sent, r.first_token, r.finished, r.output_tokens, r.cached_tokens) for r in b.records}
+    ra = {
+        r.request_id: (r.status, r.endpoint, r.sent, r.first_token, r.finished, r.output_tokens, r.cached_tokens)
+        for r in a.records
+    }
+    rb = {
+        r.request_id: (r.status, r.endpoint, r.sent, r.first_token, r.finished, r.output_tokens, r.cached_tokens)
+        for r in b.records
+    }
     return ra, rb, (a.sim_s, a.steps, a.hit_rate, a.preemptions), (b.sim_s, b.steps, b.hit_rate, b.preemptions)
 
 
@@ -50,11 +58,14 @@ def test_fast_forward_matches_under_kv_pressure() -> None:
 def test_auto_keeps_step_driving_where_finishes_create_work() -> None:
     # Sessions: a finish releases the next turn; "auto" must keep the step driver (results equal to "step").
     cfg = PlanConfig(SMALL.pools, policy_configs(16)["precise"], name="mt")
-    reqs, arr = workload_and_arrivals(WorkloadSpec(kind="multi-turn", num_sessions=3, turns=3, system_prompt_len=200, question_len=20, output_len=10),
-                                      [Stage(50.0, 1.0)])
+    reqs, arr = workload_and_arrivals(
+        WorkloadSpec(kind="multi-turn", num_sessions=3, turns=3, system_prompt_len=200, question_len=20, output_len=10),
+        [Stage(50.0, 1.0)],
+    )
     a = simulate(cfg, reqs, arr, drive="step")
     b = simulate(cfg, reqs, arr)
-    assert [(r.request_id, r.first_token, r.finished) for r in a.records] == [(r.request_id, r.first_token, r.finished) for r in b.records]
+    assert [(r.request_id, r.first_token, r.finished) for r in a.records] == [
+        (r.request_id, r.first_token, r.finished) for r in b.records
+    ]
     with pytest.raises(ValueError, match="drive"):
         simulate(cfg, reqs, arr, drive="fastest")
-

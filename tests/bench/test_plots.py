@@ -66,8 +66,14 @@ def test_long_title_wraps_inside_the_figure_and_the_legend_names_the_source(tmp_
 
 def test_piped_plan_tables_are_not_cut_to_80_columns():
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(REPO), "TERM": "dumb"}
-    out = subprocess.run([sys.executable, "-m", "llmdctl", "plan", "small", "--policies", "load,precise",
-                          "--time-scale", "0.1"], capture_output=True, text=True, timeout=240, cwd=REPO, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "llmdctl", "plan", "small", "--policies", "load,precise", "--time-scale", "0.1"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert max(len(line) for line in lines) > 80 and not any("…" in line for line in lines), out.stdout

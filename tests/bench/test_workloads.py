@@ -8,7 +8,9 @@ from llmdctl.bench.workloads import TOKEN_HI, TOKEN_LO, SessionTracker, Workload
 
 
 def test_shared_prefix_shape_and_sharing() -> None:
-    spec = WorkloadSpec(kind="shared-prefix", num_groups=3, prompts_per_group=4, system_prompt_len=100, question_len=20, output_len=7)
+    spec = WorkloadSpec(
+        kind="shared-prefix", num_groups=3, prompts_per_group=4, system_prompt_len=100, question_len=20, output_len=7
+    )
     reqs = generate(spec)
     assert len(reqs) == 12
     assert all(len(r.prompt) == 120 and r.max_tokens == 7 for r in reqs)
@@ -24,7 +26,9 @@ def test_shared_prefix_shape_and_sharing() -> None:
 
 
 def test_shared_prefix_passes_repeat_prompts_exactly() -> None:
-    spec = WorkloadSpec(kind="shared-prefix", num_groups=2, prompts_per_group=2, system_prompt_len=16, question_len=4, num_requests=10)
+    spec = WorkloadSpec(
+        kind="shared-prefix", num_groups=2, prompts_per_group=2, system_prompt_len=16, question_len=4, num_requests=10
+    )
     reqs = generate(spec)
     assert len(reqs) == 10 and len({r.request_id for r in reqs}) == 10
     assert len({tuple(r.prompt) for r in reqs}) == 4  # 2 x 2 distinct prompts, repeated across passes
@@ -57,7 +61,16 @@ def test_multi_turn_history_grows_with_actual_output() -> None:
 
 
 def test_agentic_shares_system_and_tools_and_branches() -> None:
-    spec = WorkloadSpec(kind="agentic", num_sessions=3, turns=2, branches=3, system_prompt_len=40, tool_defs_len=30, question_len=8, output_len=6)
+    spec = WorkloadSpec(
+        kind="agentic",
+        num_sessions=3,
+        turns=2,
+        branches=3,
+        system_prompt_len=40,
+        tool_defs_len=30,
+        question_len=8,
+        output_len=6,
+    )
     reqs = generate(spec)
     firsts = [r for r in reqs if r.turn == 0 and not SessionTracker.is_branch(r)]
     assert len(firsts) == 3
@@ -75,14 +88,19 @@ def test_random_lengths_and_jitter() -> None:
 
 
 def test_text_and_chat_forms() -> None:
-    r = generate(WorkloadSpec(kind="shared-prefix", num_groups=1, prompts_per_group=1, system_prompt_len=5, question_len=3))[0]
+    r = generate(
+        WorkloadSpec(kind="shared-prefix", num_groups=1, prompts_per_group=1, system_prompt_len=5, question_len=3)
+    )[0]
     assert len(as_text(r.prompt).split()) == 8
     msgs = chat_body(r.prompt, r.segments)["messages"]
     assert [m["role"] for m in msgs] == ["system", "user"]
     assert len(msgs[0]["content"].split()) == 5 and len(msgs[1]["content"].split()) == 3
 
 
-@pytest.mark.parametrize("kw, msg", [({"kind": "nope"}, "workload"), ({"num_groups": 0}, "num-groups"), ({"input_jitter": 1.5}, "input-jitter")])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [({"kind": "nope"}, "workload"), ({"num_groups": 0}, "num-groups"), ({"input_jitter": 1.5}, "input-jitter")],
+)
 def test_bad_specs_name_the_field(kw: dict, msg: str) -> None:
     with pytest.raises(ValueError, match=msg):
         generate(WorkloadSpec(**kw))
@@ -92,10 +110,19 @@ def test_agentic_chat_form_carries_the_block_types_the_workload_meant() -> None:
     """System prompt -> system message, tools -> `tools`, observations -> user turns, earlier output ->
     assistant, a tree-of-thought branch -> a `<think>` scratchpad the server continues; typed by the
     simulator's own template and kvtiers' typing, the blocks come out in that order."""
-    from kvtiers.types import BlockType, request_block_types
     from kvtiers.tokenizer import BuiltinTokenizer
+    from kvtiers.types import BlockType, request_block_types
 
-    spec = WorkloadSpec(kind="agentic", num_sessions=1, turns=2, branches=2, system_prompt_len=160, tool_defs_len=300, question_len=64, output_len=40)
+    spec = WorkloadSpec(
+        kind="agentic",
+        num_sessions=1,
+        turns=2,
+        branches=2,
+        system_prompt_len=160,
+        tool_defs_len=300,
+        question_len=64,
+        output_len=40,
+    )
     reqs = generate(spec)
     tracker = SessionTracker()
     tok = BuiltinTokenizer()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import free_port, free_port_block
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +33,15 @@ class Cli:
         self.env.pop("PYTHONHASHSEED", None)
 
     def __call__(self, *args: str, timeout: float = 60) -> Result:
-        proc = subprocess.run([sys.executable, "-m", "llmdctl", *args], env=self.env, cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "llmdctl", *args],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+        )
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def state(self) -> dict | None:
@@ -71,9 +80,18 @@ def port_args():
 
     def make(n: int) -> tuple[list[str], dict[str, int]]:
         ports = {"router": free_port(), "pods": free_port_block(n), "events": free_port_block(n)}
-        while ports["router"] in range(ports["pods"], ports["pods"] + n) or set(range(ports["pods"], ports["pods"] + n)) & set(range(ports["events"], ports["events"] + n)):
+        while ports["router"] in range(ports["pods"], ports["pods"] + n) or set(
+            range(ports["pods"], ports["pods"] + n)
+        ) & set(range(ports["events"], ports["events"] + n)):
             ports = {"router": free_port(), "pods": free_port_block(n), "events": free_port_block(n)}
-        return ["--port", str(ports["router"]), "--pod-port", str(ports["pods"]), "--events-port", str(ports["events"])], ports
+        return [
+            "--port",
+            str(ports["router"]),
+            "--pod-port",
+            str(ports["pods"]),
+            "--events-port",
+            str(ports["events"]),
+        ], ports
 
     return make
 

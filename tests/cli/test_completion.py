@@ -22,7 +22,9 @@ def test_install_completion_writes_the_bash_script(tmp_path, monkeypatch):
     assert "_LLMDCTL_COMPLETE" in (tmp_path / ".bash_completions" / "llmdctl.sh").read_text()
 
 
-@pytest.mark.parametrize(("words", "cword", "expect"), [("llmdctl pro", 1, "profiles"), ("llmdctl up --eng", 2, "--engine")])
+@pytest.mark.parametrize(
+    ("words", "cword", "expect"), [("llmdctl pro", 1, "profiles"), ("llmdctl up --eng", 2, "--engine")]
+)
 def test_bash_completes_commands_and_options(words, cword, expect):
     env = {"_LLMDCTL_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
     r = CliRunner().invoke(app, [], env=env, prog_name="llmdctl")

@@ -27,7 +27,10 @@ def test_up_heterogeneous_serves_from_h100_mi300x_and_gaudi3_pools(cli, port_arg
     served = set()
     with httpx.Client(timeout=20) as client:
         for i in range(24):
-            resp = client.post(f"{up['router_url']}/v1/completions", json={"model": "sim-model", "prompt": f"request {i} " * 200, "max_tokens": 2})
+            resp = client.post(
+                f"{up['router_url']}/v1/completions",
+                json={"model": "sim-model", "prompt": f"request {i} " * 200, "max_tokens": 2},
+            )
             assert resp.status_code == 200, resp.text
             served.add(resp.headers["x-llmd-endpoint"])
     assert len(served) >= 2  # one router spreads the load over more than one vendor's pods

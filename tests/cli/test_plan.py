@@ -22,7 +22,9 @@ def _flag(argv: list[str], flag: str) -> str:
 
 
 def test_one_sim_process_hosts_all_pods_of_a_pool(tmp_path: Path):
-    plan = build_plan(_profile(PoolSpec(name="pod", replicas=4, kv_events=True)), PortLayout(9000, 9100, 6000), tmp_path)
+    plan = build_plan(
+        _profile(PoolSpec(name="pod", replicas=4, kv_events=True)), PortLayout(9000, 9100, 6000), tmp_path
+    )
     sims = [c for c in plan.components if c.kind == "sim"]
     assert len(sims) == 1
     argv = sims[0].argv
@@ -39,18 +41,24 @@ def test_one_sim_process_hosts_all_pods_of_a_pool(tmp_path: Path):
 
 
 def test_pools_get_their_own_process_role_and_disjoint_ports(tmp_path: Path):
-    profile = _profile(PoolSpec(name="prefill", role="prefill", replicas=2), PoolSpec(name="decode", role="decode", replicas=3))
+    profile = _profile(
+        PoolSpec(name="prefill", role="prefill", replicas=2), PoolSpec(name="decode", role="decode", replicas=3)
+    )
     plan = build_plan(profile, PortLayout(9000, 9100, 6000), tmp_path)
     sims = [c for c in plan.components if c.kind == "sim"]
     assert [c.name for c in sims] == ["sim-prefill", "sim-decode"]
     assert [_flag(c.argv, "--role") for c in sims] == ["prefill", "decode"]
     assert [(p.name, p.role, p.port) for p in plan.pods] == [
-        ("prefill-0", "prefill", 9100), ("prefill-1", "prefill", 9101),
-        ("decode-0", "decode", 9102), ("decode-1", "decode", 9103), ("decode-2", "decode", 9104),
+        ("prefill-0", "prefill", 9100),
+        ("prefill-1", "prefill", 9101),
+        ("decode-0", "decode", 9102),
+        ("decode-1", "decode", 9103),
+        ("decode-2", "decode", 9104),
     ]
     doc = yaml.safe_load(plan.files[str(tmp_path / "run" / "endpoints.yaml")])
     assert doc["endpoints"][0] == {
-        "name": "prefill-0", "address": "127.0.0.1:9100",
+        "name": "prefill-0",
+        "address": "127.0.0.1:9100",
         "labels": {"llm-d.ai/role": "prefill", "llm-d.ai/pool": "prefill", "llm-d.ai/model": "sim-model"},
         "kvEvents": {"endpoint": "tcp://127.0.0.1:6000", "topic": "kv@127.0.0.1:9100@sim-model", "bind": True},
     }
@@ -66,7 +74,11 @@ def test_data_parallel_ranks_are_endpoints_on_consecutive_ports(tmp_path: Path):
     assert endpoint_count(profile) == 8
     plan = build_plan(profile, PortLayout(9000, 9100, 6000), tmp_path)
     assert [(p.name, p.rank, p.port) for p in plan.pods][:5] == [
-        ("ep-0-r0", 0, 9100), ("ep-0-r1", 1, 9101), ("ep-0-r2", 2, 9102), ("ep-0-r3", 3, 9103), ("ep-1-r0", 0, 9104),
+        ("ep-0-r0", 0, 9100),
+        ("ep-0-r1", 1, 9101),
+        ("ep-0-r2", 2, 9102),
+        ("ep-0-r3", 3, 9103),
+        ("ep-1-r0", 0, 9104),
     ]
     sim = plan.components[0]
     assert _flag(sim.argv, "--data-parallel-size") == "4" and _flag(sim.argv, "--pods") == "2"
@@ -87,7 +99,9 @@ def test_kv_tiers_filesystem_path_is_under_the_run_directory(tmp_path: Path):
     from llmdctl.profile import FilesystemTierSpec, KVTiersSpec
 
     tiers = KVTiersSpec(cpu_blocks=100, filesystem=FilesystemTierSpec(path="kv-shared"))
-    plan = build_plan(_profile(PoolSpec(name="pod", replicas=2), kv_tiers=tiers), PortLayout(9000, 9100, 6000), tmp_path)
+    plan = build_plan(
+        _profile(PoolSpec(name="pod", replicas=2), kv_tiers=tiers), PortLayout(9000, 9100, 6000), tmp_path
+    )
     tiers_arg = yaml.safe_load(_flag(plan.components[0].argv, "--kv-tiers"))
     assert tiers_arg["cpu_blocks"] == 100
     assert tiers_arg["filesystem"]["path"] == str(tmp_path / "run" / "kv-shared")
@@ -112,7 +126,7 @@ def test_every_shipped_profile_starts_its_router_with_flow_control_and_an_admin_
         assert {"critical=1", "standard=0", "sheddable=-1"} <= set(objectives), path.name
         assert _flag(argv, "--admin-key-file") == str(tmp_path / "run" / "admin.key")
     # the flags are the router's own: its CLI accepts them (a bad key file is refused in one line)
-    argv = argv[argv.index("serve"):]
+    argv = argv[argv.index("serve") :]
     result = CliRunner().invoke(router_app, argv)
     assert result.exit_code == 2 and "--admin-key-file: cannot read" in result.output
 
@@ -124,9 +138,15 @@ def test_local_vllm_pods_publish_to_a_loopback_address_the_router_binds(tmp_path
 
     model = tmp_path / "m"
     model.mkdir()
-    (model / "config.json").write_text('{"num_attention_heads": 4, "num_hidden_layers": 2, "hidden_size": 64, "max_position_embeddings": 2048}')
+    (model / "config.json").write_text(
+        '{"num_attention_heads": 4, "num_hidden_layers": 2, "hidden_size": 64, "max_position_embeddings": 2048}'
+    )
     real = vl.vllm_components
-    monkeypatch.setattr(vl, "vllm_components", lambda *a, **kw: real(*a, **{**kw, "python": "/venv/bin/python", "build": "cpu", "cores": 2}))
+    monkeypatch.setattr(
+        vl,
+        "vllm_components",
+        lambda *a, **kw: real(*a, **{**kw, "python": "/venv/bin/python", "build": "cpu", "cores": 2}),
+    )
     profile = _profile(PoolSpec(name="pod", replicas=2, kv_events=True, engine="vllm"), model=str(model))
     plan = build_plan(profile, PortLayout(9000, 9100, 6000), tmp_path)
     argv = next(c.argv for c in plan.components if c.kind == "vllm")

@@ -61,8 +61,14 @@ def _component(tmp_path: Path, name: str, mode: str, delay: float = 0.0) -> Comp
     script = tmp_path / "server.py"
     script.write_text(SERVER)
     port = free_port()
-    return ComponentState(name=name, kind="test", argv=[sys.executable, str(script), str(port), mode, str(delay)], ports=[port],
-                          health=[f"http://127.0.0.1:{port}/health"], log=str(tmp_path / f"{name}.log"))
+    return ComponentState(
+        name=name,
+        kind="test",
+        argv=[sys.executable, str(script), str(port), mode, str(delay)],
+        ports=[port],
+        health=[f"http://127.0.0.1:{port}/health"],
+        log=str(tmp_path / f"{name}.log"),
+    )
 
 
 def _group_alive(pgid: int) -> bool:

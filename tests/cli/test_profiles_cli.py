@@ -9,7 +9,15 @@ import pytest
 
 from llmdctl import __version__
 
-SHIPPED = {"inference-scheduling", "precise-prefix-cache", "pd-disaggregation", "wide-ep", "kv-offload", "semantic-kv", "round-robin"}
+SHIPPED = {
+    "inference-scheduling",
+    "precise-prefix-cache",
+    "pd-disaggregation",
+    "wide-ep",
+    "kv-offload",
+    "semantic-kv",
+    "round-robin",
+}
 
 
 def test_version_and_help(cli):
@@ -27,7 +35,17 @@ def test_every_subcommand_has_help():
     from llmdctl.cli import app
 
     runner = CliRunner()
-    for sub in (["up"], ["down"], ["status"], ["logs"], ["profiles"], ["profiles", "list"], ["profiles", "show"], ["sim", "serve"], ["router", "serve"]):
+    for sub in (
+        ["up"],
+        ["down"],
+        ["status"],
+        ["logs"],
+        ["profiles"],
+        ["profiles", "list"],
+        ["profiles", "show"],
+        ["sim", "serve"],
+        ["router", "serve"],
+    ):
         r = runner.invoke(app, [*sub, "--help"], env={"COLUMNS": "200"})
         assert r.exit_code == 0, (sub, r.output)
         assert "Usage" in r.output and "--help" in r.output
@@ -124,10 +142,21 @@ router:
         (lambda t: t.replace("description: test\n", ""), "description"),  # missing field
         (lambda t: t.replace("type: queue-scorer", "type: no-such-scorer"), "no-such-scorer"),  # router plugin
         (lambda t: t.replace("  - name: pod", "  - name: pod\n  bad indent"), "line"),  # invalid YAML
-        (lambda t: t.replace("    replicas: 1", "    replicas: 1\n    hardware: H999"), "pools[0].hardware"),  # unknown sim hardware
+        (
+            lambda t: t.replace("    replicas: 1", "    replicas: 1\n    hardware: H999"),
+            "pools[0].hardware",
+        ),  # unknown sim hardware
         (lambda t: t.replace("description: test", "description: caf\xe9").encode("latin-1"), "UTF-8"),  # not UTF-8
     ],
-    ids=["unknown-key", "wrong-type", "missing-field", "unknown-plugin", "invalid-yaml", "unknown-hardware", "not-utf8"],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "missing-field",
+        "unknown-plugin",
+        "invalid-yaml",
+        "unknown-hardware",
+        "not-utf8",
+    ],
 )
 def test_bad_profile_is_one_line_naming_file_and_key(cli, tmp_path, mutate, expect):
     path = _write(tmp_path, mutate(GOOD))

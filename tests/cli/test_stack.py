@@ -40,7 +40,11 @@ def test_up_status_request_logs_idempotent_down(cli, port_args, procs_with):
     health = httpx.get(f"{up['router_url']}/health", timeout=5).json()
     assert health["healthy_endpoints"] == health["endpoints"] == 2
     assert httpx.get(f"{up['router_url']}/health?min_healthy=3", timeout=5).status_code == 503
-    resp = httpx.post(f"{up['router_url']}/v1/completions", json={"model": "sim-model", "prompt": "The quick brown fox " * 20, "max_tokens": 4}, timeout=10)
+    resp = httpx.post(
+        f"{up['router_url']}/v1/completions",
+        json={"model": "sim-model", "prompt": "The quick brown fox " * 20, "max_tokens": 4},
+        timeout=10,
+    )
     assert resp.status_code == 200, resp.text
     served_by = resp.headers["x-llmd-endpoint"]
     assert served_by in {f"127.0.0.1:{ports['pods'] + i}" for i in range(2)}
@@ -114,7 +118,9 @@ def test_component_failing_at_start_stops_everything_and_shows_its_log(cli, port
 def test_component_not_healthy_in_time_is_stopped(cli, port_args, procs_with):
     args, ports = port_args(1)
     t0 = time.monotonic()
-    r = cli("up", "round-robin", "--replicas", "1", *args, "--timeout", "2", "--set", "pools.0.args=[--startup-delay, '30']")
+    r = cli(
+        "up", "round-robin", "--replicas", "1", *args, "--timeout", "2", "--set", "pools.0.args=[--startup-delay, '30']"
+    )
     assert r.code == 1
     assert "not healthy after 2s" in r.err and "sim-pod" in r.err
     assert time.monotonic() - t0 < 20
@@ -195,9 +201,25 @@ def test_down_stops_what_a_killed_up_started_even_without_its_state(cli, port_ar
     from tests.cli.conftest import REPO
 
     args, ports = port_args(1)
-    up = subprocess.Popen([sys.executable, "-m", "llmdctl", "up", "round-robin", "--replicas", "1", *args,
-                           "--set", "pools.0.args=[--startup-delay, '30']"], env=cli.env, cwd=REPO,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmdctl",
+            "up",
+            "round-robin",
+            "--replicas",
+            "1",
+            *args,
+            "--set",
+            "pools.0.args=[--startup-delay, '30']",
+        ],
+        env=cli.env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while len(supervisor.tagged_processes(cli.home)) < 2 and time.monotonic() < deadline:  # sim and router started

@@ -17,7 +17,14 @@ def llmdctl(*args, home=None, timeout=120):
         import os
 
         env = {**os.environ, "LLMDCTL_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "llmdctl", *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "llmdctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
 
 
 def test_render_to_stdout_is_a_valid_yaml_stream():
@@ -26,7 +33,10 @@ def test_render_to_stdout_is_a_valid_yaml_stream():
     objs = list(yaml.safe_load_all(proc.stdout))
     assert validate_objects(objs) == []
     assert {o["metadata"].get("namespace") for o in objs if o["kind"] != "Namespace"} == {"team-a"}
-    assert [o["metadata"]["name"] for o in objs if o["kind"] == "Deployment"][:2] == ["pd-disaggregation-prefill", "pd-disaggregation-decode"]
+    assert [o["metadata"]["name"] for o in objs if o["kind"] == "Deployment"][:2] == [
+        "pd-disaggregation-prefill",
+        "pd-disaggregation-decode",
+    ]
     assert "valid for Kubernetes 1.34" in proc.stderr
 
 
@@ -36,10 +46,24 @@ def test_render_kind_folder_and_kube_folder(tmp_path):
     names = sorted(p.name for p in (tmp_path / "kind" / "manifests").iterdir())
     assert names[0].startswith("00-namespace-") and any("inferencepool" in n for n in names)
     assert (tmp_path / "kind" / "commands.sh").is_file() and (tmp_path / "kind" / "image" / "Dockerfile").is_file()
-    proc = llmdctl("render", "inference-scheduling", "--target", "kube", "-o", str(tmp_path / "kube"), "--image", "registry.example/llmdctl:1")
+    proc = llmdctl(
+        "render",
+        "inference-scheduling",
+        "--target",
+        "kube",
+        "-o",
+        str(tmp_path / "kube"),
+        "--image",
+        "registry.example/llmdctl:1",
+    )
     assert proc.returncode == 0, proc.stderr
-    assert not (tmp_path / "kube" / "commands.sh").exists() and (tmp_path / "kube" / "crds" / "inferencepools.yaml").is_file()
-    dep = yaml.safe_load(next((tmp_path / "kube" / "manifests").glob("*deployment-inference-scheduling-router.yaml")).read_text())
+    assert (
+        not (tmp_path / "kube" / "commands.sh").exists()
+        and (tmp_path / "kube" / "crds" / "inferencepools.yaml").is_file()
+    )
+    dep = yaml.safe_load(
+        next((tmp_path / "kube" / "manifests").glob("*deployment-inference-scheduling-router.yaml")).read_text()
+    )
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/llmdctl:1"
 
 
@@ -68,7 +92,18 @@ def test_doctor_json_reports_every_check_with_fixes():
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     names = [f["name"] for f in report["findings"]]
-    assert names == ["python", "docker", "kind", "kubectl", "kubeconfig", "gpu-driver", "container-toolkit", "ports", "vllm-engine", "k8s-schemas"]
+    assert names == [
+        "python",
+        "docker",
+        "kind",
+        "kubectl",
+        "kubeconfig",
+        "gpu-driver",
+        "container-toolkit",
+        "ports",
+        "vllm-engine",
+        "k8s-schemas",
+    ]
     for f in report["findings"]:
         assert f["status"] in ("ok", "warn", "fail", "skip")
         if f["status"] == "fail":

@@ -42,6 +42,8 @@ def test_router_args_parse_with_router_lite_serve(name):
     ctx = serve.make_context("serve", list(c["args"][1:]))
     assert ctx.params["discovery"] == "kubernetes" and ctx.params["host"] == "0.0.0.0"
     args = list(c["args"])
-    assert ctx.params["selector"] == args[args.index("--selector") + 1] and ctx.params["namespace"] == "$(POD_NAMESPACE)"
+    assert (
+        ctx.params["selector"] == args[args.index("--selector") + 1] and ctx.params["namespace"] == "$(POD_NAMESPACE)"
+    )
     assert ctx.params["target_ports"] == args[args.index("--target-ports") + 1]
     assert (ctx.params["kv_events_port"] is not None) == ("--kv-events-port" in args)

@@ -20,19 +20,35 @@ SELECTOR = "llm-d.ai/inferenceServing=true,llmd.ai/stack=s"
 
 
 def pod(name, ip="10.0.0.1", ready=True, role="decode", ports=(8000, 5557), phase="Running", deleting=False):
-    meta = {"name": name, "namespace": "llmd", "labels": {"llm-d.ai/role": role, "llmd.ai/stack": "s"}, "resourceVersion": "1"}
+    meta = {
+        "name": name,
+        "namespace": "llmd",
+        "labels": {"llm-d.ai/role": role, "llmd.ai/stack": "s"},
+        "resourceVersion": "1",
+    }
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": meta,
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
         "spec": {"containers": [{"name": "server", "image": "x", "ports": [{"containerPort": p} for p in ports]}]},
-        "status": {"phase": phase, "podIP": ip, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+        "status": {
+            "phase": phase,
+            "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
     }
 
 
 def test_only_ready_running_pods_with_an_ip_become_endpoints():
-    pods = [pod("a", "10.0.0.1"), pod("b", "10.0.0.2", ready=False), pod("c", "10.0.0.3", phase="Pending"),
-            pod("d", "10.0.0.4", deleting=True), pod("e", "")]
+    pods = [
+        pod("a", "10.0.0.1"),
+        pod("b", "10.0.0.2", ready=False),
+        pod("c", "10.0.0.3", phase="Pending"),
+        pod("d", "10.0.0.4", deleting=True),
+        pod("e", ""),
+    ]
     specs = specs_from_pods(pods, [8000], kv_events_port=5557)
     assert [s.address for s in specs] == ["10.0.0.1:8000"]
     s = specs[0]
@@ -46,8 +62,10 @@ def test_data_parallel_ranks_are_one_endpoint_each_with_their_own_event_port():
     single = pod("one", "10.0.0.9", ports=(8000,))
     specs = specs_from_pods([p, single], [8000, 8001, 8002, 8003], kv_events_port=5557)
     assert [(s.address, s.dp_rank, s.kv_events.endpoint if s.kv_events else None) for s in specs] == [
-        ("10.0.0.1:8000", 0, "tcp://10.0.0.1:5557"), ("10.0.0.1:8001", 1, "tcp://10.0.0.1:5558"),
-        ("10.0.0.1:8002", 2, "tcp://10.0.0.1:5559"), ("10.0.0.1:8003", 3, "tcp://10.0.0.1:5560"),
+        ("10.0.0.1:8000", 0, "tcp://10.0.0.1:5557"),
+        ("10.0.0.1:8001", 1, "tcp://10.0.0.1:5558"),
+        ("10.0.0.1:8002", 2, "tcp://10.0.0.1:5559"),
+        ("10.0.0.1:8003", 3, "tcp://10.0.0.1:5560"),
         ("10.0.0.9:8000", None, None),  # declares rank 0 only, and no event port
     ]
     assert [s.name for s in specs[:2]] == ["ep-0-r0", "ep-0-r1"]
@@ -108,7 +126,14 @@ class FakeAPI:
                     self.wfile.write(b"0\r\n\r\n")
                     self.close_connection = True
                     return
-                body = json.dumps({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": str(api.rv)}, "items": list(api.pods.values())}).encode()
+                body = json.dumps(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "PodList",
+                        "metadata": {"resourceVersion": str(api.rv)},
+                        "items": list(api.pods.values()),
+                    }
+                ).encode()
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -152,8 +177,15 @@ def _client(url):
 def test_watcher_lists_then_follows_pods_through_the_kubernetes_client(fake_api):
     async def scenario():
         seen: list[list[str]] = []
-        watcher = KubernetesWatcher("llmd", SELECTOR, lambda specs: seen.append([s.address for s in specs]), [8000],
-                                    kv_events_port=5557, api_client=_client(fake_api.url), watch_timeout_s=5)
+        watcher = KubernetesWatcher(
+            "llmd",
+            SELECTOR,
+            lambda specs: seen.append([s.address for s in specs]),
+            [8000],
+            kv_events_port=5557,
+            api_client=_client(fake_api.url),
+            watch_timeout_s=5,
+        )
         watcher.start()
 
         async def until(cond, what):

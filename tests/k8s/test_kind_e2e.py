@@ -20,7 +20,9 @@ def _why_not() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not installed here; the kind path needs docker, kind and kubectl"
     try:
-        proc = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=15)
+        proc = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=15
+        )
     except subprocess.TimeoutExpired:
         return "the docker daemon does not answer (docker info timed out)"
     if proc.returncode != 0 or not proc.stdout.strip():
@@ -51,11 +53,33 @@ def test_up_on_kind_serves_requests_and_down_deletes_the_cluster(tmp_path, monke
 
         from llmdctl.k8s.render import router_api_key_secret_name
 
-        secret = subprocess.run(["kubectl", "--context", f"kind-{cluster}", "-n", "llmd", "get", "secret", router_api_key_secret_name("e2e"),
-                                 "-o", "jsonpath={.data.api-key}"], capture_output=True, text=True, timeout=60).stdout
+        secret = subprocess.run(
+            [
+                "kubectl",
+                "--context",
+                f"kind-{cluster}",
+                "-n",
+                "llmd",
+                "get",
+                "secret",
+                router_api_key_secret_name("e2e"),
+                "-o",
+                "jsonpath={.data.api-key}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
         auth = {"Authorization": f"Bearer {base64.b64decode(secret).decode()}"}
-        assert httpx.post(f"{base}/admin/profile", json={"profile": "x"}, timeout=10).status_code == 401  # the key guards the API
-        r = httpx.post(f"{base}/v1/completions", json={"model": "sim-model", "prompt": "hello kind", "max_tokens": 4}, headers=auth, timeout=60)
+        assert (
+            httpx.post(f"{base}/admin/profile", json={"profile": "x"}, timeout=10).status_code == 401
+        )  # the key guards the API
+        r = httpx.post(
+            f"{base}/v1/completions",
+            json={"model": "sim-model", "prompt": "hello kind", "max_tokens": 4},
+            headers=auth,
+            timeout=60,
+        )
         assert r.status_code == 200 and r.headers.get("x-llmd-endpoint")
         assert r.json()["choices"][0]["text"] is not None
     finally:

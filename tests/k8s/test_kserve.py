@@ -17,7 +17,6 @@ from llmdctl.k8s.validate import crds_dir, validate_object, validate_objects
 from llmdctl.local.stack import resolve_profile
 from llmdctl.profile import list_profiles, load_profile
 from router_lite.config import load_config
-
 from tests.k8s.k8s_profiles import make_profile
 
 SHIPPED = [p.stem for p in list_profiles()]
@@ -48,12 +47,15 @@ def test_kserves_own_samples_validate(fixtures_dir):
         assert validate_object(doc) == [], name
 
 
-@pytest.mark.parametrize("where,field", [
-    (("spec",), "replica"),
-    (("spec", "router"), "schedular"),
-    (("spec", "template", "containers", 0), "imagePullPolcy"),
-    (("spec", "prefill", "template", "containers", 0), "envv"),
-])
+@pytest.mark.parametrize(
+    "where,field",
+    [
+        (("spec",), "replica"),
+        (("spec", "router"), "schedular"),
+        (("spec", "template", "containers", 0), "imagePullPolcy"),
+        (("spec", "prefill", "template", "containers", 0), "envv"),
+    ],
+)
 def test_a_misspelled_field_in_a_sample_is_rejected(fixtures_dir, where, field):
     doc = copy.deepcopy(dict(_samples(fixtures_dir))["llm-inference-service-pd-facebook-opt-125m-cpu.yaml"])
     node = doc
@@ -77,7 +79,9 @@ def test_every_shipped_profile_renders_valid_llminferenceservices(name):
     rendered = render(profile, KSERVE)
     assert validate_objects(rendered.objects) == []
     pd = any(p.role != "both" for p in profile.pools)
-    assert [o["kind"] for o in rendered.objects] == ["Namespace"] + ["LLMInferenceService"] * (1 if pd else len(profile.pools))
+    assert [o["kind"] for o in rendered.objects] == ["Namespace"] + ["LLMInferenceService"] * (
+        1 if pd else len(profile.pools)
+    )
     for svc in _services(rendered):
         assert svc["apiVersion"] == "serving.kserve.io/v1alpha2"
         # the inline config is one llm-d's EPP loads; router_lite loads it too
@@ -90,10 +94,14 @@ def test_every_shipped_profile_renders_valid_llminferenceservices(name):
 def test_kserve_pod_template_is_the_kube_targets_pod_spec():
     prof = load_profile("precise-prefix-cache")
     kube = render(prof, RenderOptions(target="kube")).by_kind("Deployment")
-    server = [d for d in kube if d["spec"]["template"]["spec"]["containers"][0]["name"] == "server"][0]["spec"]["template"]["spec"]
+    server = [d for d in kube if d["spec"]["template"]["spec"]["containers"][0]["name"] == "server"][0]["spec"][
+        "template"
+    ]["spec"]
     svc = _services(render(prof, KSERVE))[0]["spec"]
     main = svc["template"]["containers"][0]
-    assert {k: v for k, v in main.items() if k != "name"} == {k: v for k, v in server["containers"][0].items() if k != "name"}
+    assert {k: v for k, v in main.items() if k != "name"} == {
+        k: v for k, v in server["containers"][0].items() if k != "name"
+    }
     assert svc["replicas"] == prof.pools[0].replicas and svc["model"]["name"] == prof.model
     assert svc["storageInitializer"] == {"enabled": False}
 
@@ -109,7 +117,11 @@ def test_pd_is_one_service_decode_in_spec_prefill_in_spec_prefill():
     assert spec["replicas"] == decode.replicas and spec["prefill"]["replicas"] == prefill.replicas
     # decode behind KServe's routing sidecar (which owns 8000), prefill on 8000
     assert main_args[main_args.index("--port") + 1] == str(DECODE_PORT)
-    assert spec["template"]["containers"][0]["ports"][0] == {"name": "http", "containerPort": DECODE_PORT, "protocol": "TCP"}
+    assert spec["template"]["containers"][0]["ports"][0] == {
+        "name": "http",
+        "containerPort": DECODE_PORT,
+        "protocol": "TCP",
+    }
     assert pre_args[pre_args.index("--port") + 1] == "8000"
     assert not spec["template"].get("initContainers")  # KServe adds the sidecar, not us
     plugins = {p["type"] for p in spec["router"]["scheduler"]["config"]["inline"]["plugins"]}
@@ -124,10 +136,16 @@ def test_vllm_pods_and_the_precise_scorer_on_kserve():
     main = spec["template"]["containers"][0]
     assert main["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert {"name": "PYTHONHASHSEED", "value": "42"} in main["env"]
-    scorer = next(p for p in spec["router"]["scheduler"]["config"]["inline"]["plugins"] if p["type"] == "precise-prefix-cache-scorer")
+    scorer = next(
+        p
+        for p in spec["router"]["scheduler"]["config"]["inline"]["plugins"]
+        if p["type"] == "precise-prefix-cache-scorer"
+    )
     assert scorer["parameters"]["tokenProcessorConfig"] == {"blockSize": 16, "hashSeed": "42"}
     assert spec["model"] == {"uri": "hf://Qwen/Qwen3-0.6B", "name": "Qwen/Qwen3-0.6B"}
-    assert "estimated-ttft-scorer" not in {p["type"] for p in spec["router"]["scheduler"]["config"]["inline"]["plugins"]}
+    assert "estimated-ttft-scorer" not in {
+        p["type"] for p in spec["router"]["scheduler"]["config"]["inline"]["plugins"]
+    }
 
 
 def test_wide_ep_parallelism():
@@ -144,7 +162,9 @@ def test_aggregated_pools_become_one_service_each():
 
 
 def test_pd_with_two_decode_pools_is_refused():
-    prof = make_profile("t-pd2", [{"name": "p", "role": "prefill"}, {"name": "d1", "role": "decode"}, {"name": "d2", "role": "decode"}])
+    prof = make_profile(
+        "t-pd2", [{"name": "p", "role": "prefill"}, {"name": "d1", "role": "decode"}, {"name": "d2", "role": "decode"}]
+    )
     with pytest.raises(RenderError, match="one decode pool and one prefill pool"):
         render(prof, KSERVE)
 
@@ -157,7 +177,10 @@ def test_cli_render_kserve(tmp_path):
     assert [d["kind"] for d in docs] == ["Namespace", "LLMInferenceService"]
     res = runner.invoke(app, ["render", "precise-prefix-cache", "--target", "kserve", "-o", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in (tmp_path / "out" / "manifests").iterdir()) == ["00-namespace-llmd.yaml", "01-llminferenceservice-precise-prefix-cache.yaml"]
+    assert sorted(p.name for p in (tmp_path / "out" / "manifests").iterdir()) == [
+        "00-namespace-llmd.yaml",
+        "01-llminferenceservice-precise-prefix-cache.yaml",
+    ]
     assert not (tmp_path / "out" / "crds").exists()  # KServe's installation owns its CRD
     res = runner.invoke(app, ["render", "pd-disaggregation", "--target", "kserve", "--gateway"])
     assert res.exit_code == 2 and "--gateway" in res.output and "Traceback" not in res.output

@@ -23,7 +23,9 @@ from tests.k8s.test_cli_render_doctor import llmdctl
 
 def _rendered(name: str = "precise-prefix-cache"):
     prof, _ = resolve_profile(name, engine="vllm", model="Qwen/Qwen3-0.6B", replicas=None, sets=[])
-    return prof, render(prof, RenderOptions(target="kube", gateway=True, gpus=True, engine="vllm", image="r/llmdctl:1", monitoring=True))
+    return prof, render(
+        prof, RenderOptions(target="kube", gateway=True, gpus=True, engine="vllm", image="r/llmdctl:1", monitoring=True)
+    )
 
 
 def _key(obj: dict) -> tuple[str, str]:

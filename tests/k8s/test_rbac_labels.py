@@ -6,7 +6,6 @@ import pytest
 
 from llmdctl.k8s.render import MANAGED_BY, STACK_LABEL, RenderOptions, render
 from llmdctl.profile import list_profiles, load_profile
-
 from tests.k8s.k8s_profiles import built_profiles
 
 CASES = [(k, p) for k, p in built_profiles().items()]
@@ -39,7 +38,9 @@ def test_rbac_is_namespaced_read_only_and_minimal(key, rendered):
         assert binding["roleRef"]["kind"] == "Role"
         assert [s["namespace"] for s in binding["subjects"]] == [rendered.namespace]
         sa = binding["subjects"][0]["name"]
-        assert any(d["spec"]["template"]["spec"].get("serviceAccountName") == sa for d in rendered.by_kind("Deployment"))
+        assert any(
+            d["spec"]["template"]["spec"].get("serviceAccountName") == sa for d in rendered.by_kind("Deployment")
+        )
     for dep in rendered.by_kind("Deployment"):
         spec = dep["spec"]["template"]["spec"]
         if dep["metadata"]["labels"]["app.kubernetes.io/component"] == "model-server":
@@ -73,13 +74,23 @@ def test_everything_is_labelled_and_selectors_pick_exactly_the_model_servers(key
     for svc in rendered.by_kind("Service"):
         assert len(selected(svc["spec"]["selector"])) == 1
     for name in servers:
-        assert pods[name]["llm-d.ai/inferenceServing"] == "true" and pods[name]["llm-d.ai/role"] in ("both", "prefill", "decode")
+        assert pods[name]["llm-d.ai/inferenceServing"] == "true" and pods[name]["llm-d.ai/role"] in (
+            "both",
+            "prefill",
+            "decode",
+        )
     picker = pool["spec"]["endpointPickerRef"]
-    assert any(s["metadata"]["name"] == picker["name"] and picker["port"]["number"] in [p["port"] for p in s["spec"]["ports"]]
-               for s in rendered.by_kind("Service"))
+    assert any(
+        s["metadata"]["name"] == picker["name"] and picker["port"]["number"] in [p["port"] for p in s["spec"]["ports"]]
+        for s in rendered.by_kind("Service")
+    )
     for route in rendered.by_kind("HTTPRoute"):
         ref = route["spec"]["rules"][0]["backendRefs"][0]
-        assert (ref["group"], ref["kind"], ref["name"]) == ("inference.networking.k8s.io", "InferencePool", pool["metadata"]["name"])
+        assert (ref["group"], ref["kind"], ref["name"]) == (
+            "inference.networking.k8s.io",
+            "InferencePool",
+            pool["metadata"]["name"],
+        )
         assert route["spec"]["parentRefs"][0]["name"] == rendered.by_kind("Gateway")[0]["metadata"]["name"]
 
 

@@ -22,7 +22,9 @@ MODEL = "Qwen/Qwen3-0.6B"
 
 def _render(name: str, **kw):
     prof, _ = resolve_profile(name, engine="vllm", model=MODEL, replicas=None, sets=[])
-    opts = RenderOptions(target="kube", gateway=True, gpus=True, engine="vllm", image="registry.example/llmdctl:1", **kw)
+    opts = RenderOptions(
+        target="kube", gateway=True, gpus=True, engine="vllm", image="registry.example/llmdctl:1", **kw
+    )
     return prof, render(prof, opts)
 
 
@@ -56,7 +58,11 @@ def test_precise_prefix_cache_matches_the_guide():
         params = next(p for p in doc["plugins"] if p["type"] == "precise-prefix-cache-scorer")["parameters"]
         assert params["tokenProcessorConfig"] == {"blockSize": block_size, "hashSeed": env["PYTHONHASHSEED"]["value"]}
         assert params["indexerConfig"]["tokenizersPoolConfig"]["modelName"] == MODEL
-        assert params["kvEventsConfig"] == {"topicFilter": "kv@", "discoverPods": True, "podDiscoveryConfig": {"socketPort": KV_EVENTS_PORT}}
+        assert params["kvEventsConfig"] == {
+            "topicFilter": "kv@",
+            "discoverPods": True,
+            "podDiscoveryConfig": {"socketPort": KV_EVENTS_PORT},
+        }
         cfg = load_config(doc)  # router_lite reads the same document
         assert cfg.precise_prefix_settings().block_size == block_size
     svc = {p["name"]: p["port"] for p in r.find("Service", "precise-prefix-cache-epp")["spec"]["ports"]}
@@ -86,7 +92,9 @@ def test_pd_decode_pods_carry_the_routing_sidecar():
 def test_monitors_and_dashboards_use_the_served_metric_names():
     _, r = _render("pd-disaggregation", monitoring=True)
     monitors = {o["metadata"]["name"]: o for o in r.objects if o["apiVersion"] == "monitoring.coreos.com/v1"}
-    assert monitors["pd-disaggregation-decode"]["spec"]["podMetricsEndpoints"][0]["port"] == "vllm"  # behind the sidecar
+    assert (
+        monitors["pd-disaggregation-decode"]["spec"]["podMetricsEndpoints"][0]["port"] == "vllm"
+    )  # behind the sidecar
     assert monitors["pd-disaggregation-prefill"]["spec"]["podMetricsEndpoints"][0]["port"] == "http"
     assert monitors["pd-disaggregation-epp"]["spec"]["endpoints"][0]["port"] == "http-metrics"
     bad = dict(monitors["pd-disaggregation-epp"], spec={"selector": {}, "endpoints": [{"prot": "x"}]})

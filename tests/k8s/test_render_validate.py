@@ -9,14 +9,23 @@ import yaml
 
 from llmdctl.k8s.kind import gpu_addons
 from llmdctl.k8s.render import RenderError, RenderOptions, render
-from llmdctl.k8s.validate import DEFAULT_K8S_VERSION, check_version, supported_versions, validate_object, validate_objects
+from llmdctl.k8s.validate import (
+    DEFAULT_K8S_VERSION,
+    check_version,
+    supported_versions,
+    validate_object,
+    validate_objects,
+)
 from llmdctl.profile import list_profiles, load_profile
-
 from tests.k8s.k8s_profiles import built_profiles, make_profile
 
 SHIPPED = [p.stem for p in list_profiles()]
 EXPECTED = {"inference-scheduling", "precise-prefix-cache", "pd-disaggregation", "wide-ep", "kv-offload", "round-robin"}
-VARIANTS = [RenderOptions(), RenderOptions(gateway=True), RenderOptions(target="kube", namespace="team-a", image="ghcr.io/x/llmdctl:1")]
+VARIANTS = [
+    RenderOptions(),
+    RenderOptions(gateway=True),
+    RenderOptions(target="kube", namespace="team-a", image="ghcr.io/x/llmdctl:1"),
+]
 
 
 def test_default_version_is_shipped_offline():
@@ -37,7 +46,16 @@ def test_every_shipped_profile_renders_valid_objects(name):
         rendered = render(profile, opts)
         assert validate_objects(rendered.objects) == [], (name, opts)
         kinds = {o["kind"] for o in rendered.objects}
-        assert {"Namespace", "Deployment", "Service", "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "InferencePool"} <= kinds
+        assert {
+            "Namespace",
+            "Deployment",
+            "Service",
+            "ConfigMap",
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "InferencePool",
+        } <= kinds
         assert ({"Gateway", "HTTPRoute"} <= kinds) == opts.gateway
 
 

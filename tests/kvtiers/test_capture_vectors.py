@@ -7,7 +7,15 @@ import base64
 
 import pytest
 
-from kvtiers import AllBlocksCleared, BlockHasher, BlockRemoved, BlockStored, decode_frames, encode_payload, to_event_hash
+from kvtiers import (
+    AllBlocksCleared,
+    BlockHasher,
+    BlockRemoved,
+    BlockStored,
+    decode_frames,
+    encode_payload,
+    to_event_hash,
+)
 from kvtiers.kvevents import KVEventBatch, KVEventDecodeError, decode_payload
 
 
@@ -82,7 +90,9 @@ def test_positional_form_roundtrip():
     batch = KVEventBatch(
         1.5,
         [
-            BlockStored(block_hashes=[1, 2], parent_block_hash=None, token_ids=list(range(64)), block_size=32, medium="CPU"),
+            BlockStored(
+                block_hashes=[1, 2], parent_block_hash=None, token_ids=list(range(64)), block_size=32, medium="CPU"
+            ),
             BlockRemoved(block_hashes=[1]),
             AllBlocksCleared(),
         ],

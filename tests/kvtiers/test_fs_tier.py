@@ -64,7 +64,14 @@ def _damage(path: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "how, counter", [("flip", "corrupt"), ("magic", "corrupt"), ("trailing", "corrupt"), ("truncate", "truncated"), ("short_header", "truncated")]
+    "how, counter",
+    [
+        ("flip", "corrupt"),
+        ("magic", "corrupt"),
+        ("trailing", "corrupt"),
+        ("truncate", "truncated"),
+        ("short_header", "truncated"),
+    ],
 )
 def test_damaged_file_is_a_counted_miss_and_removed(tmp_path, how, counter):
     fs = FsTier(tmp_path, 1 << 20)
@@ -208,7 +215,12 @@ def test_concurrent_writers_of_the_same_blocks(tmp_path):
     import json
 
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), json.dumps(names), "25"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path), json.dumps(names), "25"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(4)
     ]
     try:

@@ -23,7 +23,9 @@ T = BlockType
 
 
 def test_from_config_parses_and_rejects_with_key_path():
-    cfg = PolicyConfig.from_config({"system_prompt": {"pin": True, "pin_budget": 0.5}, "reasoning_branch": {"evict_on_finish": True}})
+    cfg = PolicyConfig.from_config(
+        {"system_prompt": {"pin": True, "pin_budget": 0.5}, "reasoning_branch": {"evict_on_finish": True}}
+    )
     assert cfg.of(T.SYSTEM_PROMPT) == TypePolicy(pin=True, pin_budget=0.5)
     assert cfg.of(T.CONVERSATION) == TypePolicy()
     assert not cfg.is_lru and PolicyConfig().is_lru

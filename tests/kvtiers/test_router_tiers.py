@@ -22,16 +22,34 @@ def test_prefix_media_counts_each_block_at_its_best_tier_shared_disk_included():
     idx.apply("a:1", 0, _batch(_stored([1, 2]), _stored([3], "CPU"), _stored([1, 2, 3, 4], "DISK")))
     assert idx.prefix_media([1, 2, 3, 4, 5], "a:1") == {"GPU": 2, "CPU": 1, "DISK": 1}
     assert idx.prefix_media([1, 2, 3, 4, 5], "b:1") == {"DISK": 4}  # b never held them: the shared tier serves it
-    idx.apply("a:1", 1, _batch(BlockRemoved(block_hashes=[3], medium="DISK"), BlockRemoved(block_hashes=[3], medium="CPU")))
+    idx.apply(
+        "a:1", 1, _batch(BlockRemoved(block_hashes=[3], medium="DISK"), BlockRemoved(block_hashes=[3], medium="CPU"))
+    )
     assert idx.prefix_media([1, 2, 3, 4], "b:1") == {"DISK": 2}  # the run stops at the first block nobody holds
     assert idx.stats()["blocks_by_medium"] == {"GPU": 2, "DISK": 3}
     assert idx.tiered
 
 
 def _scheduler(index: PrefixIndexes) -> Scheduler:
-    cfg = load_config({"plugins": [{"type": "precise-prefix-cache-scorer"}, {"type": "max-score-picker"}, {"type": "single-profile-handler"}],
-                       "schedulingProfiles": [{"name": "default", "plugins": [{"pluginRef": "precise-prefix-cache-scorer", "weight": 1},
-                                                                              {"pluginRef": "max-score-picker"}]}]}, origin="test")
+    cfg = load_config(
+        {
+            "plugins": [
+                {"type": "precise-prefix-cache-scorer"},
+                {"type": "max-score-picker"},
+                {"type": "single-profile-handler"},
+            ],
+            "schedulingProfiles": [
+                {
+                    "name": "default",
+                    "plugins": [
+                        {"pluginRef": "precise-prefix-cache-scorer", "weight": 1},
+                        {"pluginRef": "max-score-picker"},
+                    ],
+                }
+            ],
+        },
+        origin="test",
+    )
     return Scheduler(cfg, index)
 
 

@@ -27,14 +27,23 @@ MODEL = "sim-model"
 def stack(tmp_path: Path, profile: str, replicas: int, sets: list[str]) -> Iterator[tuple[Cli, dict]]:
     """`llmdctl up PROFILE` on free ports in its own LLMDCTL_HOME; always brought down (and killed if need be)."""
     cli = Cli(tmp_path / f"home-{profile}")
-    ports = ["--port", str(free_port()), "--pod-port", str(free_port_block(replicas)), "--events-port", str(free_port_block(replicas))]
+    ports = [
+        "--port",
+        str(free_port()),
+        "--pod-port",
+        str(free_port_block(replicas)),
+        "--events-port",
+        str(free_port_block(replicas)),
+    ]
     args = [a for s in sets for a in ("--set", s)]
     try:
         r = cli("up", profile, "--replicas", str(replicas), *ports, *args, "--json")
         assert r.code == 0, r.out + r.err
         doc = json.loads(r.out)
-        wait_for(lambda: httpx.get(f"{doc['router_url']}/health", timeout=5).json()["healthy_endpoints"] == replicas,
-                 what="the router to see every pod healthy")
+        wait_for(
+            lambda: httpx.get(f"{doc['router_url']}/health", timeout=5).json()["healthy_endpoints"] == replicas,
+            what="the router to see every pod healthy",
+        )
         yield cli, doc
     finally:
         state = cli.state()
@@ -94,7 +103,10 @@ class DecisionTap:
         assert self._ready.wait(5), "decision stream did not open"
 
     def _run(self, router: str) -> None:
-        with httpx.Client(timeout=httpx.Timeout(5.0, read=0.5)) as c, c.stream("GET", f"{router}/debug/decisions") as resp:
+        with (
+            httpx.Client(timeout=httpx.Timeout(5.0, read=0.5)) as c,
+            c.stream("GET", f"{router}/debug/decisions") as resp,
+        ):
             self._ready.set()
             while not self._stop.is_set():
                 try:
@@ -107,7 +119,12 @@ class DecisionTap:
                     return
 
     def find(self, request_id: str) -> dict:
-        return wait_for(lambda: next((d for d in self.decisions if request_id in (d.get("client_request_id"), d["request_id"])), None), what=f"decision {request_id}")
+        return wait_for(
+            lambda: next(
+                (d for d in self.decisions if request_id in (d.get("client_request_id"), d["request_id"])), None
+            ),
+            what=f"decision {request_id}",
+        )
 
     def close(self) -> None:
         self._stop.set()
@@ -128,22 +145,37 @@ def test_kv_offload_pod_b_hits_through_shared_fs_what_pod_a_computed(tmp_path):
         shared_dir = cli.home / "run" / "kv-shared"
         assert len([p for p in shared_dir.iterdir() if not p.name.startswith(".")]) >= 8
         # The router's precise index learns the lower tiers from the pods' events (medium CPU / DISK).
-        media = wait_for(lambda: (m := index_media(client, router)).get("DISK", 0) >= 8 and m.get("CPU", 0) > 0 and m,
-                         what="CPU and DISK blocks in the router's index")
+        media = wait_for(
+            lambda: (m := index_media(client, router)).get("DISK", 0) >= 8 and m.get("CPU", 0) > 0 and m,
+            what="CPU and DISK blocks in the router's index",
+        )
         assert media["GPU"] > 0
 
         # Pod A is busy (a long decode), pod B idle: with the prefix equally reachable from the shared tier,
         # the router sends the request to B, which loads it from the filesystem pod A wrote.
         tap = DecisionTap(router)
-        busy = threading.Thread(target=lambda: httpx.post(
-            f"{pod_a}/v1/completions", timeout=60,
-            json={"model": MODEL, "prompt": tokens(rng, 4 * BS), "max_tokens": 300, "ignore_eos": True}), daemon=True)
+        busy = threading.Thread(
+            target=lambda: httpx.post(
+                f"{pod_a}/v1/completions",
+                timeout=60,
+                json={"model": MODEL, "prompt": tokens(rng, 4 * BS), "max_tokens": 300, "ignore_eos": True},
+            ),
+            daemon=True,
+        )
         busy.start()  # a client that waits for the whole answer keeps pod A busy for ~2 simulated=wall seconds
-        wait_for(lambda: any(e["endpoint"] == key_a and (e["running"] or e["kv_cache_usage"] > 0)
-                             for e in client.get(f"{router}/debug/endpoints").json()["endpoints"]),
-                 timeout_s=15, what="router sees pod A busy")
-        r = client.post(f"{router}/v1/completions", json={"model": MODEL, "prompt": prompt, "max_tokens": 1},
-                        headers={"x-request-id": "fs-hit"})
+        wait_for(
+            lambda: any(
+                e["endpoint"] == key_a and (e["running"] or e["kv_cache_usage"] > 0)
+                for e in client.get(f"{router}/debug/endpoints").json()["endpoints"]
+            ),
+            timeout_s=15,
+            what="router sees pod A busy",
+        )
+        r = client.post(
+            f"{router}/v1/completions",
+            json={"model": MODEL, "prompt": prompt, "max_tokens": 1},
+            headers={"x-request-id": "fs-hit"},
+        )
         assert r.status_code == 200, r.text
         busy.join(timeout=60)
         assert r.headers["x-llmd-endpoint"] == key_b
@@ -169,7 +201,12 @@ def test_kv_offload_pod_b_hits_through_shared_fs_what_pod_a_computed(tmp_path):
 def _system_prompt_hits_after_flood(tmp_path: Path, profile: str) -> tuple[int, float, str]:
     """(cached tokens of a second request with the same system prompt after a flood, CPU tier hits, router)."""
     # One pod, GPU 32 blocks, CPU 16 (pin budget 25% = 4 blocks), no filesystem: what survives is what CPU kept.
-    sets = ["pools.0.num_gpu_blocks=32", "kv_tiers.cpu_blocks=16", "kv_tiers.filesystem=null", "pools.0.max_model_len=512"]
+    sets = [
+        "pools.0.num_gpu_blocks=32",
+        "kv_tiers.cpu_blocks=16",
+        "kv_tiers.filesystem=null",
+        "pools.0.max_model_len=512",
+    ]
     with stack(tmp_path, profile, 1, sets) as (cli, up), httpx.Client(timeout=20) as client:
         router = up["router_url"]
         rng = random.Random(3)
@@ -177,8 +214,14 @@ def _system_prompt_hits_after_flood(tmp_path: Path, profile: str) -> tuple[int, 
         system = " ".join(words[:40])
 
         def chat(user: str) -> httpx.Response:
-            r = client.post(f"{router}/v1/chat/completions", json={
-                "model": MODEL, "max_tokens": 1, "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]})
+            r = client.post(
+                f"{router}/v1/chat/completions",
+                json={
+                    "model": MODEL,
+                    "max_tokens": 1,
+                    "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+                },
+            )
             assert r.status_code == 200, r.text
             return r
 
@@ -188,8 +231,15 @@ def _system_prompt_hits_after_flood(tmp_path: Path, profile: str) -> tuple[int, 
         again = chat("a different question")
         hits = tier_metric(client, up["pods"][0]["url"], "llmd_sim:kv_tier_hits_total", "CPU")
         # A bad block-type override is the client's error, named (checked while the stack is up).
-        r = client.post(f"{router}/v1/chat/completions", json={
-            "model": MODEL, "max_tokens": 1, "kv_block_type": "durable", "messages": [{"role": "user", "content": "x"}]})
+        r = client.post(
+            f"{router}/v1/chat/completions",
+            json={
+                "model": MODEL,
+                "max_tokens": 1,
+                "kv_block_type": "durable",
+                "messages": [{"role": "user", "content": "x"}],
+            },
+        )
         assert r.status_code == 400 and "kv_block_type" in r.json()["error"]["message"]
         return cached(again), hits, router
 
@@ -224,8 +274,12 @@ def test_kv_tiers_flag_takes_json_or_a_file_and_names_bad_keys(tmp_path):
         with pytest.raises(ValueError, match=message.replace(".", r"\.")):
             parse_spec(value)
     # The CLI turns them into one line and exit status 2, before binding anything.
-    r = subprocess.run([sys.executable, "-m", "sim_gpu", "serve", "--port", str(free_port()), "--kv-tiers", '{"cpu_blocks": "x"}'],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "sim_gpu", "serve", "--port", str(free_port()), "--kv-tiers", '{"cpu_blocks": "x"}'],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--kv-tiers.cpu_blocks" in r.stderr
 
 
@@ -233,25 +287,52 @@ def _scratchpads_offloaded(tmp_path: Path, profile: str) -> tuple[float, float, 
     """Agentic chat traffic through one pod: (blocks kept out of the lower tiers, blocks stored in the CPU
     tier, prompt tokens served from the CPU tier). Each agent step: a `<think>` scratchpad the server continues
     (typed reasoning_branch), then the step itself (system prompt, tools, conversation)."""
-    sets = ["pools.0.num_gpu_blocks=96", "kv_tiers.cpu_blocks=32", "kv_tiers.filesystem=null", "pools.0.max_model_len=1024"]
+    sets = [
+        "pools.0.num_gpu_blocks=96",
+        "kv_tiers.cpu_blocks=32",
+        "kv_tiers.filesystem=null",
+        "pools.0.max_model_len=1024",
+    ]
     with stack(tmp_path, profile, 1, sets) as (cli, up), httpx.Client(timeout=20) as client:
         router, pod = up["router_url"], up["pods"][0]["url"]
         rng = random.Random(5)
         words = lambda n: " ".join(f"w{rng.randrange(10**6)}" for _ in range(n))  # noqa: E731
         system = words(40)
-        tools = [{"type": "function", "function": {"name": "search", "description": words(30), "parameters": {"type": "object", "properties": {}}}}]
+        tools = [
+            {
+                "type": "function",
+                "function": {
+                    "name": "search",
+                    "description": words(30),
+                    "parameters": {"type": "object", "properties": {}},
+                },
+            }
+        ]
         for step in range(6):
             task = words(40)
             base = [{"role": "system", "content": system}, {"role": "user", "content": task}]
-            r = client.post(f"{router}/v1/chat/completions", json={
-                "model": MODEL, "max_tokens": 1, "tools": tools, "continue_final_message": True, "add_generation_prompt": False,
-                "messages": base + [{"role": "assistant", "content": "<think>" + words(120)}]})
+            r = client.post(
+                f"{router}/v1/chat/completions",
+                json={
+                    "model": MODEL,
+                    "max_tokens": 1,
+                    "tools": tools,
+                    "continue_final_message": True,
+                    "add_generation_prompt": False,
+                    "messages": base + [{"role": "assistant", "content": "<think>" + words(120)}],
+                },
+            )
             assert r.status_code == 200, r.text
-            r = client.post(f"{router}/v1/chat/completions", json={"model": MODEL, "max_tokens": 1, "tools": tools, "messages": base})
+            r = client.post(
+                f"{router}/v1/chat/completions",
+                json={"model": MODEL, "max_tokens": 1, "tools": tools, "messages": base},
+            )
             assert r.status_code == 200, r.text
-        return (tier_metric(client, pod, "llmd_sim:kv_tier_skipped_blocks_total"),
-                tier_metric(client, pod, "llmd_sim:kv_tier_stored_blocks_total", "CPU"),
-                tier_metric(client, pod, "llmd_sim:kv_tier_hits_total", "CPU"))
+        return (
+            tier_metric(client, pod, "llmd_sim:kv_tier_skipped_blocks_total"),
+            tier_metric(client, pod, "llmd_sim:kv_tier_stored_blocks_total", "CPU"),
+            tier_metric(client, pod, "llmd_sim:kv_tier_hits_total", "CPU"),
+        )
 
 
 def test_semantic_kv_keeps_finished_scratchpads_out_of_the_cpu_tier_lru_offloads_them(tmp_path):
@@ -259,6 +340,8 @@ def test_semantic_kv_keeps_finished_scratchpads_out_of_the_cpu_tier_lru_offloads
     (its blocks are evicted first and dropped), the LRU pod offloads them like any other block."""
     skipped, stored, _ = _scratchpads_offloaded(tmp_path, "semantic-kv")
     lru_skipped, lru_stored, _ = _scratchpads_offloaded(tmp_path, "kv-offload")
-    assert skipped >= 5 * 10  # a 120-word scratchpad is ~25 blocks: most of every finished one never left the GPU for the CPU tier
+    assert (
+        skipped >= 5 * 10
+    )  # a 120-word scratchpad is ~25 blocks: most of every finished one never left the GPU for the CPU tier
     assert lru_skipped == 0
     assert lru_stored > stored

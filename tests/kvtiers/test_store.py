@@ -32,7 +32,9 @@ COST = CostModel(block_bytes=2 * MB, pcie_gbps=20.0, disk_read_gbps=4.0, disk_wr
 
 
 def store(cpu=2, disk=10, policy=None, **kw) -> TieredStore:
-    return TieredStore([MemoryTier("CPU", cpu, policy), MemoryTier("DISK", disk, shared=True)], COST, policy=policy, **kw)
+    return TieredStore(
+        [MemoryTier("CPU", cpu, policy), MemoryTier("DISK", disk, shared=True)], COST, policy=policy, **kw
+    )
 
 
 def media_events(events):
@@ -189,8 +191,13 @@ def test_cross_pod_reuse_through_the_filesystem_two_processes(tmp_path):
     hashes = [0xA0 + i for i in range(6)]
 
     def pod(role: str) -> dict:
-        out = subprocess.run([sys.executable, "-c", POD, str(tmp_path), role, json.dumps(hashes)], cwd=REPO,
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-c", POD, str(tmp_path), role, json.dumps(hashes)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 

@@ -8,8 +8,8 @@ import pytest
 
 import sim_gpu.engine as sim_engine
 from kvtiers.engine_hook import attach_tiers, build_store
-from kvtiers.hashing import to_event_hash
 from kvtiers.fs_tier import FsTier
+from kvtiers.hashing import to_event_hash
 from kvtiers.store import CostModel, FilesystemTier, MemoryTier, TieredStore, kv_bytes_per_block, synthetic_payload
 from kvtiers.types import BlockType
 
@@ -93,8 +93,11 @@ def test_pod_b_loads_what_pod_a_computed_through_the_shared_directory(tmp_path):
 
 
 def test_typed_blocks_skip_offload_and_replicate(tmp_path):
-    spec = {"cpu_blocks": 100, "filesystem": {"path": "kv", "capacity_mb": 64},
-            "policies": {"system_prompt": {"replicate": True}, "reasoning_branch": {"evict": "eager"}}}
+    spec = {
+        "cpu_blocks": 100,
+        "filesystem": {"path": "kv", "capacity_mb": 64},
+        "policies": {"system_prompt": {"replicate": True}, "reasoning_branch": {"evict": "eager"}},
+    }
     store = build_store(spec, block_size=BS, block_bytes=COST.block_bytes, base_dir=str(tmp_path), payload_bytes=1024)
     eng = engine()
     hook = attach_tiers(eng, store)
@@ -128,7 +131,11 @@ def test_tier_loads_under_memory_pressure_always_finish(tmp_path):
     now, issued, steps = 0.0, 0, 0
     while issued < 80 or eng.has_unfinished():
         while issued < 80 and eng.num_unfinished() < 8:
-            eng.add_request(sim_engine.EngineRequest(f"r{issued}", docs[rng.randrange(12)] + [7, 7, 7], max_tokens=16, ignore_eos=True))
+            eng.add_request(
+                sim_engine.EngineRequest(
+                    f"r{issued}", docs[rng.randrange(12)] + [7, 7, 7], max_tokens=16, ignore_eos=True
+                )
+            )
             issued += 1
         r = eng.step(now)
         now += r.duration_s if r.duration_s > 0 else 1e-5

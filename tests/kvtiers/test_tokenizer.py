@@ -26,8 +26,25 @@ TEMPLATE = (
 def tokenizer_dir(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    words = ["<unk>", "<s>", "</s>", "[", "]", "user", "assistant", "tools", "brief", "hello", "{", "}", '"', ":",
-             "name", "search", ","]
+    words = [
+        "<unk>",
+        "<s>",
+        "</s>",
+        "[",
+        "]",
+        "user",
+        "assistant",
+        "tools",
+        "brief",
+        "hello",
+        "{",
+        "}",
+        '"',
+        ":",
+        "name",
+        "search",
+        ",",
+    ]
     t = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     t.pre_tokenizer = pre_tokenizers.Whitespace()
     t.save(str(tmp_path / "tokenizer.json"))
@@ -84,8 +101,14 @@ def test_builtin_tokenizer_roundtrips_text_and_ids():
 def test_builtin_tokenizer_is_stable_across_processes():
     text = "a prefix shared by the router and every pod"
     code = f"from kvtiers.tokenizer import BuiltinTokenizer; print(BuiltinTokenizer().encode({text!r}))"
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"}, cwd=".")
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"},
+        cwd=".",
+    )
     assert json.loads(other.stdout) == BuiltinTokenizer().encode(text)
 
 
@@ -97,11 +120,16 @@ def test_hf_tokenizer_dir_with_chat_template(tmp_path):
     t.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
     t.add_special_tokens(["<s>", "</s>"])
     t.save(str(tmp_path / "tokenizer.json"))
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
-        "bos_token": "<s>", "eos_token": {"content": "</s>"},
-        "chat_template": "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} {% endfor %}"
-                         "{% if add_generation_prompt %}[assistant]{% endif %}",
-    }))
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "bos_token": "<s>",
+                "eos_token": {"content": "</s>"},
+                "chat_template": "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} {% endfor %}"
+                "{% if add_generation_prompt %}[assistant]{% endif %}",
+            }
+        )
+    )
     tok = load_tokenizer(tmp_path)
     assert isinstance(tok, HFTokenizer) and tok.eos_token_id == 2
     assert tok.encode("hello world", add_special_tokens=False) == [3, 4]

@@ -50,7 +50,14 @@ def test_chat_segments_follow_structure():
 def test_block_takes_type_of_its_last_token():
     spans = [Span(0, 20, T.SYSTEM_PROMPT), Span(20, 30, T.TOOL_DEFINITION), Span(30, 50, T.CONVERSATION)]
     # blocks of 8: [0,8) [8,16) sys; [16,24) ends in tools; [24,32) ends in conv; [32,40) [40,48) conv
-    assert block_types(spans, 50, 8) == [T.SYSTEM_PROMPT, T.SYSTEM_PROMPT, T.TOOL_DEFINITION, T.CONVERSATION, T.CONVERSATION, T.CONVERSATION]
+    assert block_types(spans, 50, 8) == [
+        T.SYSTEM_PROMPT,
+        T.SYSTEM_PROMPT,
+        T.TOOL_DEFINITION,
+        T.CONVERSATION,
+        T.CONVERSATION,
+        T.CONVERSATION,
+    ]
     # tokens past the last span (template trailer) keep the last span's type; no spans at all: other
     assert block_types([Span(0, 4, T.SYSTEM_PROMPT)], 16, 8) == [T.SYSTEM_PROMPT, T.SYSTEM_PROMPT]
     assert block_types([], 16, 8) == [T.OTHER, T.OTHER]
@@ -77,10 +84,17 @@ def test_request_types_end_to_end_with_word_counts():
 def test_override_forms():
     body = {"messages": [{"role": "system", "content": "a b c d"}, {"role": "user", "content": "e f g h"}]}
     assert request_block_types({**body, "kv_block_type": "other"}, 8, 4, words) == [T.OTHER, T.OTHER]
-    assert request_block_types({**body, "kv_block_type": {"user": "system_prompt"}}, 8, 4, words) == [T.SYSTEM_PROMPT] * 2
+    assert (
+        request_block_types({**body, "kv_block_type": {"user": "system_prompt"}}, 8, 4, words) == [T.SYSTEM_PROMPT] * 2
+    )
     assert request_block_types({**body, "kv_block_type": ["conversation", "other"]}, 12, 4, words) == [
-        T.CONVERSATION, T.OTHER, T.OTHER]
-    assert request_block_types({"prompt": "x y z w", "kv_block_type": "system_prompt"}, 4, 4, words) == [T.SYSTEM_PROMPT]
+        T.CONVERSATION,
+        T.OTHER,
+        T.OTHER,
+    ]
+    assert request_block_types({"prompt": "x y z w", "kv_block_type": "system_prompt"}, 4, 4, words) == [
+        T.SYSTEM_PROMPT
+    ]
     assert request_block_types({"prompt": "x y z w"}, 4, 4, words) == [T.OTHER]
 
 

@@ -62,7 +62,7 @@ def metric_sum(text: str, name: str, labels: str = "") -> float:
     """Sum of the samples of `name` (optionally only lines containing `labels`) in a Prometheus exposition."""
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " ") and (not labels or labels in line):
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " ") and (not labels or labels in line):
             total += float(line.rsplit(" ", 1)[1])
     return total
 
@@ -72,8 +72,15 @@ def pod_metric(url: str, name: str) -> float:
 
 
 def _llmdctl(env: dict[str, str], *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "llmdctl", *args], env=env, cwd=ROOT, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "llmdctl", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
 
 
 @contextlib.contextmanager

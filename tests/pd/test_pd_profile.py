@@ -28,14 +28,23 @@ def pd(tmp_path_factory):
 
 def _post(stack, rid: str, prompt: str, max_tokens: int = 4):
     with stack.client() as c:
-        r = c.post("/v1/completions", json={"model": MODEL, "prompt": prompt, "max_tokens": max_tokens}, headers={"x-request-id": rid})
+        r = c.post(
+            "/v1/completions",
+            json={"model": MODEL, "prompt": prompt, "max_tokens": max_tokens},
+            headers={"x-request-id": rid},
+        )
     assert r.status_code == 200, r.text
     return r
 
 
 def _counters(url: str) -> dict[str, float]:
-    names = ("llmd_sim:remote_prefill_hits_total", "llmd_sim:remote_prefill_requests_total", "vllm:prefix_cache_hits_total",
-             "vllm:prompt_tokens_total", "vllm:generation_tokens_total")
+    names = (
+        "llmd_sim:remote_prefill_hits_total",
+        "llmd_sim:remote_prefill_requests_total",
+        "vllm:prefix_cache_hits_total",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+    )
     return {n.split(":")[1].removesuffix("_total"): pod_metric(url, n) for n in names}
 
 
@@ -95,7 +104,11 @@ def test_cached_and_short_prompts_stay_on_the_decode_pod(pd):
     prompt = again.json()["usage"]["prompt_tokens"]
     d = pd.decision("pd-cache-2")
     assert d["chosen"] == {"decode": d_addr, "prefill": None} and d["profiles_run"] == ["decode"]
-    assert d["reason"].startswith("decode-only: ") and f"< nonCachedTokens {THRESHOLD}" in d["reason"] and "cached on decode" in d["reason"]
+    assert (
+        d["reason"].startswith("decode-only: ")
+        and f"< nonCachedTokens {THRESHOLD}" in d["reason"]
+        and "cached on decode" in d["reason"]
+    )
     delta = _delta(before, _counters(d_url))
     assert delta["remote_prefill_requests"] == 0  # no transfer this time: a local prefix hit
     assert delta["prefix_cache_hits"] >= prompt - 16

@@ -40,7 +40,9 @@ def test_prefill_tp_size_reaches_the_decode_engine():
     waits = []
     for remote_tp in (None, 1):
         eng = SimEngine(EngineConfig(num_gpu_blocks=2000, latency=lat))
-        eng.add_request(EngineRequest("d", list(range(4096)), 2, remote_prefill=RemotePrefill(num_tokens=4095, remote_tp=remote_tp)))
+        eng.add_request(
+            EngineRequest("d", list(range(4096)), 2, remote_prefill=RemotePrefill(num_tokens=4095, remote_tp=remote_tp))
+        )
         waits.append(eng.step(0.0).duration_s)  # idle until the KV lands
     assert waits[1] == pytest.approx(lat.kv_transfer_time(4095, remote_tp=1))
     assert waits[1] > 3.5 * waits[0]
@@ -52,8 +54,18 @@ def _wide_ep_router() -> dict:
 
 def test_dp_aware_routing_keeps_prefixes_per_rank_and_beats_rank_blind():
     arrivals = poisson_arrivals([Stage(60.0, 4.0)], seed=1)
-    reqs = generate(WorkloadSpec(kind="shared-prefix", num_groups=16, prompts_per_group=8, system_prompt_len=1024,
-                                 question_len=64, output_len=32, num_requests=len(arrivals), seed=1))
+    reqs = generate(
+        WorkloadSpec(
+            kind="shared-prefix",
+            num_groups=16,
+            prompts_per_group=8,
+            system_prompt_len=1024,
+            question_len=64,
+            output_len=32,
+            num_requests=len(arrivals),
+            seed=1,
+        )
+    )
     out = {}
     for aware in (True, False):
         cfg = WideEPConfig(router=_wide_ep_router(), rank_aware=aware, pods=2, dp=4, num_gpu_blocks=2048)

@@ -31,8 +31,12 @@ def wep(tmp_path_factory):
 
 
 def _post(url: str, rid: str, prompt: str, max_tokens: int = 4) -> httpx.Response:
-    r = httpx.post(url + "/v1/completions", json={"model": MODEL, "prompt": prompt, "max_tokens": max_tokens},
-                   headers={"x-request-id": rid}, timeout=60)
+    r = httpx.post(
+        url + "/v1/completions",
+        json={"model": MODEL, "prompt": prompt, "max_tokens": max_tokens},
+        headers={"x-request-id": rid},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     return r
 
@@ -68,7 +72,17 @@ def test_prefix_groups_stick_to_their_rank(wep):
     time.sleep(0.5)  # KV events from the ranks reach the router's index
     jobs = [(g, i) for i in (1, 2) for g in range(groups)]
     with ThreadPoolExecutor(6) as ex:
-        served = list(ex.map(lambda a: (a, _post(wep.url, f"wep-g{a[0]}-{a[1]}", words(f"grp{a[0]}sys", 200) + f" question {a[1]}").headers["x-llmd-endpoint"]), jobs))
+        served = list(
+            ex.map(
+                lambda a: (
+                    a,
+                    _post(wep.url, f"wep-g{a[0]}-{a[1]}", words(f"grp{a[0]}sys", 200) + f" question {a[1]}").headers[
+                        "x-llmd-endpoint"
+                    ],
+                ),
+                jobs,
+            )
+        )
     for (g, i), addr in served:
         assert addr == home[g], f"group {g} request {i} left its rank {name_of[home[g]]} for {name_of[addr]}"
     for g in range(groups):

@@ -43,7 +43,11 @@ class SimPods:
             if self.role != "both":
                 e["labels"] = {"llm-d.ai/role": self.role}
             if self.events_port is not None:
-                e["kvEvents"] = {"endpoint": f"tcp://*:{self.events_port + i}", "topic": f"kv@{self.address(i)}@{MODEL}", "bind": False}
+                e["kvEvents"] = {
+                    "endpoint": f"tcp://*:{self.events_port + i}",
+                    "topic": f"kv@{self.address(i)}@{MODEL}",
+                    "bind": False,
+                }
             out.append(e)
         return out
 
@@ -54,14 +58,30 @@ class SimPods:
             self.proc.wait(5)
 
 
-def _launch_sim(pods: int, events: bool, role: str, time_scale: float, block_size: int, num_gpu_blocks: int, extra: list[str] | None) -> SimPods:
+def _launch_sim(
+    pods: int, events: bool, role: str, time_scale: float, block_size: int, num_gpu_blocks: int, extra: list[str] | None
+) -> SimPods:
     port = free_port_block(pods)
     events_port = free_port_block(pods) if events else None
     cmd = [
-        sys.executable, "-m", "sim_gpu", "serve",
-        "--port", str(port), "--pods", str(pods), "--model", MODEL,
-        "--block-size", str(block_size), "--num-gpu-blocks", str(num_gpu_blocks),
-        "--time-scale", str(time_scale), "--role", role,
+        sys.executable,
+        "-m",
+        "sim_gpu",
+        "serve",
+        "--port",
+        str(port),
+        "--pods",
+        str(pods),
+        "--model",
+        MODEL,
+        "--block-size",
+        str(block_size),
+        "--num-gpu-blocks",
+        str(num_gpu_blocks),
+        "--time-scale",
+        str(time_scale),
+        "--role",
+        role,
     ]
     if events_port is not None:
         cmd += ["--kv-events-endpoint", f"tcp://*:{events_port}"]
@@ -71,13 +91,34 @@ def _launch_sim(pods: int, events: bool, role: str, time_scale: float, block_siz
 
 
 @contextlib.contextmanager
-def sim_group(count: int, pods: int = 1, *, events: bool = True, role: str | list[str] = "both", time_scale: float = 0.0, block_size: int = 16, num_gpu_blocks: int = 4000, extra: list[str] | None = None, extras: list[list[str]] | None = None) -> Iterator[list[SimPods]]:
+def sim_group(
+    count: int,
+    pods: int = 1,
+    *,
+    events: bool = True,
+    role: str | list[str] = "both",
+    time_scale: float = 0.0,
+    block_size: int = 16,
+    num_gpu_blocks: int = 4000,
+    extra: list[str] | None = None,
+    extras: list[list[str]] | None = None,
+) -> Iterator[list[SimPods]]:
     """`count` simulator processes started in parallel (one per role when `role` is a list; `extras`: flags per process)."""
     roles = role if isinstance(role, list) else [role] * count
     sims: list[SimPods] = []
     try:
         for i, r in enumerate(roles):
-            sims.append(_launch_sim(pods, events, r, time_scale, block_size, num_gpu_blocks, (extra or []) + (extras[i] if extras else [])))
+            sims.append(
+                _launch_sim(
+                    pods,
+                    events,
+                    r,
+                    time_scale,
+                    block_size,
+                    num_gpu_blocks,
+                    (extra or []) + (extras[i] if extras else []),
+                )
+            )
         for sim in sims:
             for i in range(sim.pods):
                 _wait_http(f"http://127.0.0.1:{sim.port + i}/health", sim.proc)
@@ -127,7 +168,18 @@ def router(entries: list[dict], config: str | None = None, args: list[str] | Non
         work = Path(tmp)
         eps = work / "endpoints.yaml"
         eps.write_text(yaml.safe_dump({"endpoints": entries}))
-        cmd = [sys.executable, "-m", "router_lite", "serve", "--port", str(port), "--endpoints-file", str(eps), "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "router_lite",
+            "serve",
+            "--port",
+            str(port),
+            "--endpoints-file",
+            str(eps),
+            "--log-level",
+            "warning",
+        ]
         if config is not None:
             cfg = work / "config.yaml"
             cfg.write_text(config)

@@ -17,23 +17,39 @@ SUFFIX_TOKENS = 512
 
 
 def _config(load_aware: bool) -> str:
-    plugins = [{"type": "precise-prefix-cache-scorer", "parameters": {"speculativeIndexing": True}},
-               {"type": "max-score-picker"}, {"type": "single-profile-handler"}]
+    plugins = [
+        {"type": "precise-prefix-cache-scorer", "parameters": {"speculativeIndexing": True}},
+        {"type": "max-score-picker"},
+        {"type": "single-profile-handler"},
+    ]
     refs = [{"pluginRef": "precise-prefix-cache-scorer", "weight": 1}]
     if load_aware:
-        plugins += [{"type": "inflight-load-producer"},
-                    {"type": "prefix-cache-affinity-filter",
-                     "parameters": {"affinityThreshold": 0.5, "ttftSource": "measured", "maxTTFTPenaltyMs": 0}},
-                    {"type": "estimated-ttft-scorer"}]
-        refs = [{"pluginRef": "prefix-cache-affinity-filter"}, {"pluginRef": "estimated-ttft-scorer", "weight": 3}, *refs]
-    return yaml.safe_dump({"apiVersion": "llm-d.ai/v1alpha1", "kind": "EndpointPickerConfig", "plugins": plugins,
-                           "schedulingProfiles": [{"name": "default", "plugins": refs}]})
+        plugins += [
+            {"type": "inflight-load-producer"},
+            {
+                "type": "prefix-cache-affinity-filter",
+                "parameters": {"affinityThreshold": 0.5, "ttftSource": "measured", "maxTTFTPenaltyMs": 0},
+            },
+            {"type": "estimated-ttft-scorer"},
+        ]
+        refs = [
+            {"pluginRef": "prefix-cache-affinity-filter"},
+            {"pluginRef": "estimated-ttft-scorer", "weight": 3},
+            *refs,
+        ]
+    return yaml.safe_dump(
+        {
+            "apiVersion": "llm-d.ai/v1alpha1",
+            "kind": "EndpointPickerConfig",
+            "plugins": plugins,
+            "schedulingProfiles": [{"name": "default", "plugins": refs}],
+        }
+    )
 
 
 def _send(client: httpx.Client, i: int, out: dict[int, str]) -> None:
     base = 3000 + (i % 40) * 520  # a distinct tail per request, inside the simulated vocabulary
-    body = {"model": MODEL, "prompt": PREFIX + list(range(base, base + SUFFIX_TOKENS)),
-            "max_tokens": 2, "stream": True}
+    body = {"model": MODEL, "prompt": PREFIX + list(range(base, base + SUFFIX_TOKENS)), "max_tokens": 2, "stream": True}
     with client.stream("POST", "/v1/completions", json=body) as r:
         assert r.status_code == 200
         out[i] = r.headers["x-llmd-endpoint"]
@@ -68,7 +84,9 @@ def test_burst_spreads_once_a_cold_prefill_is_faster():
     # The warm pod takes the burst while its queue costs less than a cold prefill (512-token tails against a
     # 1536-token prompt: three fit), then it spills over: the rest go where the first token comes sooner.
     assert 3 <= served.count(home) <= 4 and len(set(served)) == 2, served
-    assert all(e["inflight"] == {"requests": 0, "tokens": 0, "decoding": 0} for e in after["endpoints"]), json.dumps(after["endpoints"])
+    assert all(e["inflight"] == {"requests": 0, "tokens": 0, "decoding": 0} for e in after["endpoints"]), json.dumps(
+        after["endpoints"]
+    )
 
 
 def test_affinity_alone_piles_the_burst_onto_one_pod():

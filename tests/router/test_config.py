@@ -72,11 +72,20 @@ def test_llmd_sample_loads_with_legacy_warnings():
 
 def test_defaults_injected_as_llmd_does():
     cfg = load_config({"plugins": [{"type": "queue-scorer"}, {"type": "decode-filter", "name": "dec"}]})
-    assert [p.type for p in cfg.plugins] == ["queue-scorer", "decode-filter", "max-score-picker", "single-profile-handler"]
+    assert [p.type for p in cfg.plugins] == [
+        "queue-scorer",
+        "decode-filter",
+        "max-score-picker",
+        "single-profile-handler",
+    ]
     assert [p.name for p in cfg.plugins][1] == "dec"
     (prof,) = cfg.profiles
     assert prof.name == "default"
-    assert [(r.plugin_ref, r.weight) for r in prof.plugins] == [("queue-scorer", 1.0), ("dec", 1.0), ("max-score-picker", 1.0)]
+    assert [(r.plugin_ref, r.weight) for r in prof.plugins] == [
+        ("queue-scorer", 1.0),
+        ("dec", 1.0),
+        ("max-score-picker", 1.0),
+    ]
     assert cfg.warnings == []
     # The effective config round-trips.
     again = load_config(cfg.to_dict())
@@ -107,18 +116,42 @@ def test_yaml_file_and_path(tmp_path):
 @pytest.mark.parametrize(
     "doc, message",
     [
-        ({"plugins": [{"type": "queue-scorrer"}]}, r"plugins\[0\] \(queue-scorrer\): unknown plugin type 'queue-scorrer'; known types: .*queue-scorer"),
-        ({"plugins": [{"type": "load-aware-scorer", "parameters": {"treshold": 3}}]},
-         r"plugin 'load-aware-scorer' \(load-aware-scorer\) parameters: unknown parameter 'treshold'; accepted: threshold"),
-        ({"plugins": [{"type": "load-aware-scorer", "parameters": {"threshold": "high"}}]},
-         r"parameters\.threshold: expected an integer, got 'high'"),
-        ({"plugins": [{"type": "load-aware-scorer", "parameters": {"threshold": 0}}]}, r"threshold: expected a positive integer"),
-        ({"plugins": [{"type": "max-score-picker", "parameters": {"maxNumOfEndpoints": True}}]}, r"maxNumOfEndpoints: expected an integer, got True"),
-        ({"plugins": [{"type": "precise-prefix-cache-scorer", "parameters": {"indexerConfig": {"redisAddr": "x"}}}]},
-         r"indexerConfig: unknown parameter 'redisAddr'; accepted: kvBlockIndexConfig, kvCacheBackendConfigs, prefixStoreConfig, tokenProcessorConfig, tokenizersPoolConfig"),
-        ({"plugins": [{"type": "precise-prefix-cache-scorer", "parameters": {"tokenProcessorConfig": {"blockSize": -1}}}]},
-         r"tokenProcessorConfig\.blockSize: expected a positive integer"),
-        ({"plugins": [{"type": "active-request-scorer", "parameters": {"requestTimeout": "soon"}}]}, r"requestTimeout: expected a positive duration"),
+        (
+            {"plugins": [{"type": "queue-scorrer"}]},
+            r"plugins\[0\] \(queue-scorrer\): unknown plugin type 'queue-scorrer'; known types: .*queue-scorer",
+        ),
+        (
+            {"plugins": [{"type": "load-aware-scorer", "parameters": {"treshold": 3}}]},
+            r"plugin 'load-aware-scorer' \(load-aware-scorer\) parameters: unknown parameter 'treshold'; accepted: threshold",
+        ),
+        (
+            {"plugins": [{"type": "load-aware-scorer", "parameters": {"threshold": "high"}}]},
+            r"parameters\.threshold: expected an integer, got 'high'",
+        ),
+        (
+            {"plugins": [{"type": "load-aware-scorer", "parameters": {"threshold": 0}}]},
+            r"threshold: expected a positive integer",
+        ),
+        (
+            {"plugins": [{"type": "max-score-picker", "parameters": {"maxNumOfEndpoints": True}}]},
+            r"maxNumOfEndpoints: expected an integer, got True",
+        ),
+        (
+            {"plugins": [{"type": "precise-prefix-cache-scorer", "parameters": {"indexerConfig": {"redisAddr": "x"}}}]},
+            r"indexerConfig: unknown parameter 'redisAddr'; accepted: kvBlockIndexConfig, kvCacheBackendConfigs, prefixStoreConfig, tokenProcessorConfig, tokenizersPoolConfig",
+        ),
+        (
+            {
+                "plugins": [
+                    {"type": "precise-prefix-cache-scorer", "parameters": {"tokenProcessorConfig": {"blockSize": -1}}}
+                ]
+            },
+            r"tokenProcessorConfig\.blockSize: expected a positive integer",
+        ),
+        (
+            {"plugins": [{"type": "active-request-scorer", "parameters": {"requestTimeout": "soon"}}]},
+            r"requestTimeout: expected a positive duration",
+        ),
         ({"plugins": [{"type": "queue-scorer", "parameters": {"x": 1}}]}, r"unknown parameter 'x'; accepted: none"),
         ({"apiVersion": "v2", "plugins": []}, r"apiVersion: expected 'llm-d.ai/v1alpha1', got 'v2'"),
         ({"kind": "Pod", "plugins": []}, r"kind: expected 'EndpointPickerConfig'"),
@@ -126,19 +159,46 @@ def test_yaml_file_and_path(tmp_path):
         ({}, r"'plugins' is required"),
         ({"plugins": [{"name": "x"}]}, r"plugins\[0\]: 'type' is required"),
         ({"plugins": [{"type": "queue-scorer"}, {"type": "queue-scorer"}]}, r"duplicate plugin name 'queue-scorer'"),
-        ({"plugins": [{"type": "queue-scorer"}], "schedulingProfiles": [{"name": "a", "plugins": [{"pluginRef": "nope"}]}]},
-         r"schedulingProfiles\[0\] \(a\)\.plugins\[0\]: pluginRef 'nope' names no plugin; defined: queue-scorer"),
-        ({"plugins": [{"type": "queue-scorer"}], "schedulingProfiles": [{"name": "a", "plugins": [{"pluginRef": "queue-scorer", "weight": -1}]}]},
-         r"weight: expected a non-negative number, got -1"),
-        ({"plugins": [{"type": "queue-scorer"}], "schedulingProfiles": [{"name": "a", "plugins": []}, {"name": "b", "plugins": []}]},
-         r"2 schedulingProfiles need a profile handler"),
-        ({"plugins": [{"type": "queue-scorer"}, {"type": "random-picker"}, {"type": "max-score-picker"}]}, r"expected one picker, got random-picker, max-score-picker"),
-        ({"plugins": [{"type": "single-profile-handler"}, {"type": "disagg-profile-handler"}]}, r"expected exactly one profile handler"),
-        ({"plugins": [{"type": "disagg-profile-handler"}, {"type": "queue-scorer"}]},
-         r"decodeProfile 'decode' is not among schedulingProfiles \(default\)"),
-        ({"plugins": [{"type": "queue-scorer"}, {"type": "always-disagg-pd-decider"}],
-          "schedulingProfiles": [{"name": "a", "plugins": [{"pluginRef": "always-disagg-pd-decider"}]}]},
-         r"'always-disagg-pd-decider' is a decider; profiles reference filters, scorers, pickers"),
+        (
+            {
+                "plugins": [{"type": "queue-scorer"}],
+                "schedulingProfiles": [{"name": "a", "plugins": [{"pluginRef": "nope"}]}],
+            },
+            r"schedulingProfiles\[0\] \(a\)\.plugins\[0\]: pluginRef 'nope' names no plugin; defined: queue-scorer",
+        ),
+        (
+            {
+                "plugins": [{"type": "queue-scorer"}],
+                "schedulingProfiles": [{"name": "a", "plugins": [{"pluginRef": "queue-scorer", "weight": -1}]}],
+            },
+            r"weight: expected a non-negative number, got -1",
+        ),
+        (
+            {
+                "plugins": [{"type": "queue-scorer"}],
+                "schedulingProfiles": [{"name": "a", "plugins": []}, {"name": "b", "plugins": []}],
+            },
+            r"2 schedulingProfiles need a profile handler",
+        ),
+        (
+            {"plugins": [{"type": "queue-scorer"}, {"type": "random-picker"}, {"type": "max-score-picker"}]},
+            r"expected one picker, got random-picker, max-score-picker",
+        ),
+        (
+            {"plugins": [{"type": "single-profile-handler"}, {"type": "disagg-profile-handler"}]},
+            r"expected exactly one profile handler",
+        ),
+        (
+            {"plugins": [{"type": "disagg-profile-handler"}, {"type": "queue-scorer"}]},
+            r"decodeProfile 'decode' is not among schedulingProfiles \(default\)",
+        ),
+        (
+            {
+                "plugins": [{"type": "queue-scorer"}, {"type": "always-disagg-pd-decider"}],
+                "schedulingProfiles": [{"name": "a", "plugins": [{"pluginRef": "always-disagg-pd-decider"}]}],
+            },
+            r"'always-disagg-pd-decider' is a decider; profiles reference filters, scorers, pickers",
+        ),
     ],
 )
 def test_config_errors_name_the_problem(doc, message):
@@ -155,7 +215,8 @@ def test_config_error_is_one_line():
 def test_deprecated_pd_profile_handler_and_decider_reference():
     doc = {
         "plugins": [
-            {"type": "decode-filter"}, {"type": "prefill-filter"},
+            {"type": "decode-filter"},
+            {"type": "prefill-filter"},
             {"type": "pd-profile-handler", "parameters": {"threshold": 100, "hashBlockSize": 16}},
         ],
         "schedulingProfiles": [
@@ -204,11 +265,17 @@ def test_saturation_detector_is_acted_on_so_not_reported_as_ignored_and_checked_
     doc = {"plugins": [{"type": "queue-scorer"}], "flowControl": {}, "saturationDetector": {"queueDepthThreshold": 3}}
     cfg = load_config(doc)
     assert cfg.extra_sections["saturationDetector"] == {"queueDepthThreshold": 3}
-    assert [w for w in cfg.warnings if "not acted on" in w] == ["config: section 'flowControl' is accepted but not acted on by router_lite"]
+    assert [w for w in cfg.warnings if "not acted on" in w] == [
+        "config: section 'flowControl' is accepted but not acted on by router_lite"
+    ]
     from router_lite.admission import Admission
 
-    assert Admission.from_config(cfg, 0, 30.0).detector.config.queue_depth_threshold == 3  # ... because admission uses it
-    with pytest.raises(ConfigError, match=r"^config: saturationDetector.queueDepthThreshold: expected a positive integer, got 0$"):
+    assert (
+        Admission.from_config(cfg, 0, 30.0).detector.config.queue_depth_threshold == 3
+    )  # ... because admission uses it
+    with pytest.raises(
+        ConfigError, match=r"^config: saturationDetector.queueDepthThreshold: expected a positive integer, got 0$"
+    ):
         load_config({**doc, "saturationDetector": {"queueDepthThreshold": 0}})
     with pytest.raises(ConfigError, match=r"^config: saturationDetector: unknown key 'queueDepth'"):
         load_config({**doc, "saturationDetector": {"queueDepth": 3}})

@@ -25,12 +25,18 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": server}}],
-        "users": [{"name": "u", "user": {"token": "not-a-secret"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u", "namespace": "llmd"}}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "fake",
+                "clusters": [{"name": "fake", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "not-a-secret"}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u", "namespace": "llmd"}}],
+            }
+        )
+    )
     return path
 
 
@@ -38,8 +44,19 @@ def _kubeconfig(path: Path, server: str) -> Path:
 def k8s_router(tmp: Path, args: list[str], kubeconfig: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     port = free_port_block(1)
     (tmp / "config.yaml").write_text(PRECISE_CONFIG)
-    cmd = [sys.executable, "-m", "router_lite", "serve", "--port", str(port), "--log-level", "warning",
-           "--config", str(tmp / "config.yaml"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "router_lite",
+        "serve",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--config",
+        str(tmp / "config.yaml"),
+        *args,
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}  # never in-cluster here
     env["KUBECONFIG"] = str(kubeconfig)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
@@ -66,18 +83,34 @@ def test_router_follows_ready_pods_from_the_api_and_routes_to_them(tmp_path):
         e0, e1 = sim.events_port, sim.events_port + 1
         # Two pods on loopback: each declares its own server port and event port (rank 0 / rank 1 of the
         # target ports), as a pod declares containerPorts.
-        api = FakeAPI([pod("sim-a", "127.0.0.1", ports=(p0, e0)), pod("sim-b", "127.0.0.1", ready=False, ports=(p1, e1))])
+        api = FakeAPI(
+            [pod("sim-a", "127.0.0.1", ports=(p0, e0)), pod("sim-b", "127.0.0.1", ready=False, ports=(p1, e1))]
+        )
         try:
             kubeconfig = _kubeconfig(tmp_path / "kubeconfig", api.url)
-            args = ["--discovery", "kubernetes", "--namespace", "llmd", "--selector", SELECTOR,
-                    "--target-ports", f"{p0},{p1}", "--kv-events-port", str(e0)]
+            args = [
+                "--discovery",
+                "kubernetes",
+                "--namespace",
+                "llmd",
+                "--selector",
+                SELECTOR,
+                "--target-ports",
+                f"{p0},{p1}",
+                "--kv-events-port",
+                str(e0),
+            ]
             with k8s_router(tmp_path, args, kubeconfig) as (url, proc):
                 wait_until(lambda: _endpoints(url) == [f"127.0.0.1:{p0}"] and api.watches, timeout=10)
                 desc = httpx.get(url + "/debug/endpoints", timeout=5).json()
                 assert desc["discovery"]["mode"] == "kubernetes" and desc["discovery"]["selector"] == SELECTOR
                 assert desc["discovery"]["namespace"] == "llmd" and desc["discovery"]["errors"] == 0
                 (ep,) = desc["endpoints"]
-                assert ep["name"] == "sim-a" and ep["kv_events"] == {"endpoint": f"tcp://127.0.0.1:{e0}", "topic": "", "bind": False}
+                assert ep["name"] == "sim-a" and ep["kv_events"] == {
+                    "endpoint": f"tcp://127.0.0.1:{e0}",
+                    "topic": "",
+                    "bind": False,
+                }
                 assert [s["url"] for s in desc["kv_events"]["sockets"]] == [f"tcp://127.0.0.1:{e0}"]
                 assert _served_by(url, "hello from the cluster") == f"127.0.0.1:{p0}"
 
@@ -111,7 +144,10 @@ def test_discovery_flags_are_checked_with_one_line_errors(tmp_path, monkeypatch)
         (["--discovery", "kubernetes"], "--discovery kubernetes needs --selector"),
         (["--discovery", "kubernetes", "--selector", "a"], "--selector 'a': expected key=value"),
         (["--discovery", "kubernetes", "--selector", "a=b", "--target-ports", "80x"], "--target-ports '80x'"),
-        (["--discovery", "kubernetes", "--selector", "a=b"], "--discovery kubernetes: no in-cluster service account and no usable kubeconfig"),
+        (
+            ["--discovery", "kubernetes", "--selector", "a=b"],
+            "--discovery kubernetes: no in-cluster service account and no usable kubeconfig",
+        ),
         (["--discovery", "dns"], "--discovery: expected one of static, file, kubernetes, got 'dns'"),
         (["--discovery", "file"], "--discovery file needs --endpoints-file FILE"),
         (["--endpoints", "127.0.0.1:9", "--selector", "a=b"], "--selector is for --discovery kubernetes"),

@@ -16,7 +16,17 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.router.procs import APPROX_CONFIG, MODEL, PRECISE_CONFIG, ROUND_ROBIN_CONFIG, router, sim_group, sim_pods, wait_until, words
+from tests.router.procs import (
+    APPROX_CONFIG,
+    MODEL,
+    PRECISE_CONFIG,
+    ROUND_ROBIN_CONFIG,
+    router,
+    sim_group,
+    sim_pods,
+    wait_until,
+    words,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -43,12 +53,17 @@ def _run_groups(url: str, tag: str) -> dict[int, list[str]]:
 
     def send(c: httpx.Client, g: int, j: int) -> None:
         # First requests decode longer so they are all in flight together even on a busy machine.
-        r = c.post("/v1/completions", json={"model": MODEL, "prompt": _prompt(tag, g, j), "max_tokens": 64 if j == 0 else 12})
+        r = c.post(
+            "/v1/completions", json={"model": MODEL, "prompt": _prompt(tag, g, j), "max_tokens": 64 if j == 0 else 12}
+        )
         assert r.status_code == 200, r.text
         with lock:
             served[g].append(r.headers["x-llmd-endpoint"])
 
-    with httpx.Client(base_url=url, timeout=30, limits=httpx.Limits(max_connections=16)) as c, ThreadPoolExecutor(GROUPS) as pool:
+    with (
+        httpx.Client(base_url=url, timeout=30, limits=httpx.Limits(max_connections=16)) as c,
+        ThreadPoolExecutor(GROUPS) as pool,
+    ):
         list(pool.map(lambda g: send(c, g, 0), range(GROUPS)))
         order = [(g, j) for g in range(GROUPS) for j in range(1, FOLLOWERS + 1)]
         random.Random(7).shuffle(order)
@@ -112,7 +127,10 @@ def _running(address: str) -> float:
 
 
 def test_killing_a_pod_mid_load_loses_no_unstarted_request():
-    with sim_group(3, events=False, time_scale=1.0) as sims, router([e for s in sims for e in s.endpoint_entries()], LOAD_CONFIG) as rt:
+    with (
+        sim_group(3, events=False, time_scale=1.0) as sims,
+        router([e for s in sims for e in s.endpoint_entries()], LOAD_CONFIG) as rt,
+    ):
         victim = sims[1].address()
         done = 0
         lock = threading.Lock()
@@ -144,7 +162,13 @@ def test_killing_a_pod_mid_load_loses_no_unstarted_request():
         assert rt.metric("llmd_router_retries_total") >= 1
         # No request sent after the kill was answered by the dead pod.
         assert not [ep for s, ep, after in results if after and ep == victim]
-        wait_until(lambda: not next(e for e in httpx.get(rt.url + "/debug/endpoints").json()["endpoints"] if e["endpoint"] == victim)["healthy"])
+        wait_until(
+            lambda: (
+                not next(
+                    e for e in httpx.get(rt.url + "/debug/endpoints").json()["endpoints"] if e["endpoint"] == victim
+                )["healthy"]
+            )
+        )
 
 
 def test_streaming_is_relayed_as_it_is_generated(pods):

@@ -48,7 +48,11 @@ def _labels(family) -> set[str]:
 
 
 def _value(family, suffix: str = "", **labels) -> float:
-    return sum(s.value for s in family.samples if s.name.endswith(suffix) and all(s.labels.get(k) == v for k, v in labels.items()))
+    return sum(
+        s.value
+        for s in family.samples
+        if s.name.endswith(suffix) and all(s.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def test_epp_metric_names_types_labels_and_default_prefix_hits():
@@ -57,8 +61,13 @@ def test_epp_metric_names_types_labels_and_default_prefix_hits():
         for i in range(3):
             r = c.post("/v1/completions", json={"model": MODEL, "prompt": prompt, "max_tokens": 3})
             assert r.status_code == 200, r.text
-        body = {"model": MODEL, "messages": [{"role": "user", "content": words("s", 40)}], "max_tokens": 4,
-                "stream": True, "stream_options": {"include_usage": True}}
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": words("s", 40)}],
+            "max_tokens": 4,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         with c.stream("POST", "/v1/chat/completions", json=body) as s:
             assert s.status_code == 200
             s.read()
@@ -80,7 +89,9 @@ def test_epp_metric_names_types_labels_and_default_prefix_hits():
         assert _value(fam["inference_objective_output_tokens"], "_sum") == 3 * 3 + 4  # usage from bodies and the stream
         assert _value(fam["inference_pool_ready_pods"], name="my-pool") == 2
         assert _value(fam["inference_extension_scheduler_attempts"], "_total", status="success") == 4
-        assert _value(fam["inference_extension_plugin_duration_seconds"], "_count", plugin_type="prefix-cache-scorer") == 4
+        assert (
+            _value(fam["inference_extension_plugin_duration_seconds"], "_count", plugin_type="prefix-cache-scorer") == 4
+        )
         assert _value(fam["inference_objective_running_requests"]) == 0  # every started request finished
         # Default profile (approximate prefix-cache-scorer): the repeats hit what the first request left.
         hit = _value(fam["llmd_router_prefix_hit_blocks"], "_total")

@@ -15,7 +15,9 @@ R = LLMRequest("r", "m")
 
 def make(type_name: str, params: dict | None = None):
     pt = lookup(type_name)
-    return pt.cls.create(type_name, parse_dataclass(pt.cls.Params, params or {}, type_name), PluginContext(indexes=PrefixIndexes()))
+    return pt.cls.create(
+        type_name, parse_dataclass(pt.cls.Params, params or {}, type_name), PluginContext(indexes=PrefixIndexes())
+    )
 
 
 P = Endpoint("h", 1, labels={"llm-d.ai/role": "prefill", "zone": "a"})

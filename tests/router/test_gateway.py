@@ -10,8 +10,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.router.procs import MODEL, PRECISE_CONFIG, ROUND_ROBIN_CONFIG, router, sim_pods, wait_until, words
 from tests.helpers_configs import shipped_configs_dir
+from tests.router.procs import MODEL, PRECISE_CONFIG, ROUND_ROBIN_CONFIG, router, sim_pods, wait_until, words
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,7 +44,12 @@ def test_completion_and_chat_pass_through(rt, pods):
         assert r.headers["x-llmd-endpoint"] in addrs
         assert r.json()["choices"][0]["text"]
         assert r.json()["usage"]["completion_tokens"] == 4
-        body = {"model": MODEL, "messages": [{"role": "user", "content": words("b", 30)}], "max_tokens": 5, "stream": True}
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": words("b", 30)}],
+            "max_tokens": 5,
+            "stream": True,
+        }
         with c.stream("POST", "/v1/chat/completions", json=body) as s:
             assert s.status_code == 200
             assert s.headers["x-llmd-endpoint"] in addrs
@@ -77,23 +82,35 @@ def test_malformed_input_gets_openai_400s(rt):
         (json.dumps({"model": MODEL, "prompt": "x", "stream": "yes"}).encode(), "stream"),
         (b"\xff\xfe\x00garbage", None),
         (b'{"model": "m", "prompt": "x", "deep": ' + b"[" * 5000 + b"]" * 5000 + b"}", None),  # issue 18: was a 500
-        (json.dumps({"model": MODEL, "prompt": "x", "n": 1_000_000_000}).encode(), "n"),  # issue 18: never reaches a pod
+        (
+            json.dumps({"model": MODEL, "prompt": "x", "n": 1_000_000_000}).encode(),
+            "n",
+        ),  # issue 18: never reaches a pod
     ]
     with rt.client() as c:
         for raw, param in bad:
             err = _error_ok(c.post("/v1/completions", content=raw, headers={"content-type": "application/json"}), 400)
             if param:
                 assert err["param"] == param, (raw, err)
-        for body, param in [({"model": MODEL}, "messages"), ({"model": MODEL, "messages": []}, "messages"), ({"model": MODEL, "messages": ["hi"]}, "messages")]:
+        for body, param in [
+            ({"model": MODEL}, "messages"),
+            ({"model": MODEL, "messages": []}, "messages"),
+            ({"model": MODEL, "messages": ["hi"]}, "messages"),
+        ]:
             assert _error_ok(c.post("/v1/chat/completions", json=body), 400)["param"] == param
         huge = {"model": MODEL, "prompt": "x" * 70_000}
         assert "limit" in _error_ok(c.post("/v1/completions", json=huge), 413)["message"]
-        err = _error_ok(c.post("/v1/completions", json={"model": MODEL, "prompt": "x"}, headers={"x-llmd-priority": "high"}), 400)
+        err = _error_ok(
+            c.post("/v1/completions", json={"model": MODEL, "prompt": "x"}, headers={"x-llmd-priority": "high"}), 400
+        )
         assert err["param"] == "x-llmd-priority"
         _error_ok(c.get("/v1/nothing-here"), 404)
         _error_ok(c.get("/v1/completions"), 405)
         # Still serving after all that.
-        assert c.post("/v1/completions", json={"model": MODEL, "prompt": "still alive", "max_tokens": 1}).status_code == 200
+        assert (
+            c.post("/v1/completions", json={"model": MODEL, "prompt": "still alive", "max_tokens": 1}).status_code
+            == 200
+        )
     assert rt.proc.poll() is None
 
 
@@ -135,7 +152,9 @@ def test_decisions_stream_publishes_each_decision(rt):
             break
     assert [d["request_id"] for d in late] == [d["request_id"] for d in got[-2:]]
     endpoints = httpx.get(rt.url + "/debug/endpoints").json()
-    assert {e["endpoint"] for e in endpoints["endpoints"]} == set(sent.values()) | {e["endpoint"] for e in endpoints["endpoints"]}
+    assert {e["endpoint"] for e in endpoints["endpoints"]} == set(sent.values()) | {
+        e["endpoint"] for e in endpoints["endpoints"]
+    }
     assert endpoints["indexes"]["precise"]["blocks"] > 0  # the pods' KV events arrived
     assert endpoints["hashing"]["block_size"] == 16
 
@@ -149,12 +168,26 @@ def test_live_config_switch(pods, tmp_path):
         r = c.post("/admin/config", content=ROUND_ROBIN_CONFIG, headers={"content-type": "application/yaml"})
         assert r.status_code == 200, r.text
         assert r.json()["version"] == 2
-        served = [c.post("/v1/completions", json={"model": MODEL, "prompt": "same prompt every time " * 20, "max_tokens": 1}).headers["x-llmd-endpoint"] for _ in range(6)]
+        served = [
+            c.post(
+                "/v1/completions", json={"model": MODEL, "prompt": "same prompt every time " * 20, "max_tokens": 1}
+            ).headers["x-llmd-endpoint"]
+            for _ in range(6)
+        ]
         assert all(a != b for a, b in zip(served, served[1:])), served  # round-robin alternates over 2 pods
         assert c.get("/admin/config").json()["config"]["plugins"][0]["type"] == "round-robin"
-        err = _error_ok(c.post("/admin/config", content="plugins:\n  - type: no-such-scorer\n", headers={"content-type": "application/yaml"}), 400)
+        err = _error_ok(
+            c.post(
+                "/admin/config",
+                content="plugins:\n  - type: no-such-scorer\n",
+                headers={"content-type": "application/yaml"},
+            ),
+            400,
+        )
         assert "no-such-scorer" in err["message"]
-        _error_ok(c.post("/admin/config", content="/etc/passwd.yaml", headers={"content-type": "application/yaml"}), 400)  # never read as a path
+        _error_ok(
+            c.post("/admin/config", content="/etc/passwd.yaml", headers={"content-type": "application/yaml"}), 400
+        )  # never read as a path
         r = c.post("/admin/profile", json={"config": yaml.safe_load(PRECISE_CONFIG)})
         assert r.status_code == 200 and r.json()["version"] == 3
         r = c.post("/admin/profile", json={"profile": "round-robin"})  # a shipped profile, by name (what the TUI sends)
@@ -168,7 +201,9 @@ def test_api_key_guards_the_api(pods):
         body = {"model": MODEL, "prompt": "hi", "max_tokens": 1}
         _error_ok(c.post("/v1/completions", json=body), 401)
         _error_ok(c.post("/v1/completions", json=body, headers={"authorization": "Bearer wrong"}), 401)
-        _error_ok(c.post("/admin/config", content=ROUND_ROBIN_CONFIG, headers={"content-type": "application/yaml"}), 401)
+        _error_ok(
+            c.post("/admin/config", content=ROUND_ROBIN_CONFIG, headers={"content-type": "application/yaml"}), 401
+        )
         assert c.post("/v1/completions", json=body, headers={"authorization": "Bearer s3cret"}).status_code == 200
         assert c.get("/health").status_code == 200
 
@@ -209,7 +244,10 @@ def test_endpoints_file_is_watched(pods):
         rt.write_endpoints(entries)
         wait_until(lambda: len(c.get("/debug/endpoints").json()["endpoints"]) == 2, timeout=5)
         rt.write_endpoints(entries[1:])
-        wait_until(lambda: [e["endpoint"] for e in c.get("/debug/endpoints").json()["endpoints"]] == [pods.address(1)], timeout=5)
+        wait_until(
+            lambda: [e["endpoint"] for e in c.get("/debug/endpoints").json()["endpoints"]] == [pods.address(1)],
+            timeout=5,
+        )
         r = c.post("/v1/completions", json={"model": MODEL, "prompt": "hi", "max_tokens": 1})
         assert r.headers["x-llmd-endpoint"] == pods.address(1)
         errors = c.get("/debug/endpoints").json()["discovery"]["errors"]

@@ -20,7 +20,9 @@ def _pool(waiting: int) -> list[Endpoint]:
 
 def test_queue_dispatches_highest_priority_first_when_capacity_returns():
     async def run() -> None:
-        adm = Admission(SaturationDetector(SaturationConfig(metrics_staleness_threshold_s=60)), queue_size=4, queue_ttl_s=5)
+        adm = Admission(
+            SaturationDetector(SaturationConfig(metrics_staleness_threshold_s=60)), queue_size=4, queue_ttl_s=5
+        )
         pool = _pool(waiting=10)  # saturated: queue depth over the threshold of 5
         order: list[str] = []
 
@@ -46,7 +48,9 @@ def test_queue_dispatches_highest_priority_first_when_capacity_returns():
 
 def test_full_queue_rejects_and_displaces_lower_priority():
     async def run() -> None:
-        adm = Admission(SaturationDetector(SaturationConfig(metrics_staleness_threshold_s=60)), queue_size=1, queue_ttl_s=5)
+        adm = Admission(
+            SaturationDetector(SaturationConfig(metrics_staleness_threshold_s=60)), queue_size=1, queue_ttl_s=5
+        )
         pool = _pool(waiting=10)
         low = asyncio.create_task(adm.admit(LLMRequest("low", "m", priority=0), lambda: pool))
         await asyncio.sleep(0.02)

@@ -6,7 +6,13 @@ import asyncio
 
 import pytest
 
-from router_lite.datalayer import DataLayer, DiscoveryError, load_endpoints_file, parse_endpoint_list, parse_vllm_metrics
+from router_lite.datalayer import (
+    DataLayer,
+    DiscoveryError,
+    load_endpoints_file,
+    parse_endpoint_list,
+    parse_vllm_metrics,
+)
 from router_lite.datalayer.discovery import parse_endpoints_doc
 
 EXPOSITION = """\
@@ -68,7 +74,12 @@ def test_endpoint_list_and_file_errors_name_the_place(tmp_path):
     with pytest.raises(DiscoveryError, match="cannot read"):
         load_endpoints_file(tmp_path / "missing.yaml")
     specs = parse_endpoints_doc(
-        {"endpoints": [{"address": "127.0.0.1:9000", "role": "decode", "name": "p0", "kvEvents": "tcp://*:5557", "dpRank": 0}]}, "x"
+        {
+            "endpoints": [
+                {"address": "127.0.0.1:9000", "role": "decode", "name": "p0", "kvEvents": "tcp://*:5557", "dpRank": 0}
+            ]
+        },
+        "x",
     )
     assert specs[0].kv_events.endpoint == "tcp://*:5557" and specs[0].to_endpoint().role == "decode"
 

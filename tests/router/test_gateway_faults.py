@@ -32,7 +32,10 @@ def _pod_metric(address: str, name: str) -> float:
 
 def test_stream_cut_by_a_pod_crash_ends_with_an_error_event():
     # --crash-after 1: the pod serves one request, and the next one arriving kills its process at once
-    with sim_pods(1, events=False, time_scale=1.0, extra=["--crash-after", "1"]) as pod, router(pod.endpoint_entries()) as rt:
+    with (
+        sim_pods(1, events=False, time_scale=1.0, extra=["--crash-after", "1"]) as pod,
+        router(pod.endpoint_entries()) as rt,
+    ):
         _ready(rt)
         body = {"model": MODEL, "prompt": words("cut", 20), "max_tokens": 2000, "ignore_eos": True, "stream": True}
         with httpx.stream("POST", rt.url + "/v1/completions", json=body, timeout=30) as r:
@@ -81,8 +84,12 @@ def _stream_ok(rt, prompt: str, timeout: float = 20) -> tuple[str, list[str]]:
 
 
 def test_requests_to_a_hung_pod_go_elsewhere_within_the_header_timeout_and_the_pod_is_excluded():
-    with sim_group(2, events=False) as (hung, good), router(hung.endpoint_entries() + good.endpoint_entries(), ROUND_ROBIN_CONFIG,
-                                                            args=["--header-timeout", "0.5"]) as rt:
+    with (
+        sim_group(2, events=False) as (hung, good),
+        router(
+            hung.endpoint_entries() + good.endpoint_entries(), ROUND_ROBIN_CONFIG, args=["--header-timeout", "0.5"]
+        ) as rt,
+    ):
         wait_until(lambda: httpx.get(rt.url + "/health?min_healthy=2", timeout=2).status_code == 200, timeout=15)
         os.kill(hung.proc.pid, signal.SIGSTOP)  # accepts connections (the kernel does), answers nothing
         try:
@@ -103,7 +110,11 @@ def test_a_lone_hung_pod_answers_an_openai_error_not_a_600_s_wait():
         os.kill(pod.proc.pid, signal.SIGSTOP)
         try:
             t0 = time.monotonic()
-            r = httpx.post(rt.url + "/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 2, "stream": True}, timeout=20)
+            r = httpx.post(
+                rt.url + "/v1/completions",
+                json={"model": MODEL, "prompt": "x", "max_tokens": 2, "stream": True},
+                timeout=20,
+            )
             assert time.monotonic() - t0 < 3.0
             assert r.status_code in (503, 504), r.text
             err = r.json()["error"]
@@ -113,7 +124,10 @@ def test_a_lone_hung_pod_answers_an_openai_error_not_a_600_s_wait():
 
 
 def test_a_pod_answering_503_to_everything_is_ejected_and_put_back_once_it_recovers():
-    with sim_group(2, events=False, extras=[STORM, []]) as (storm, good), router(storm.endpoint_entries() + good.endpoint_entries(), ROUND_ROBIN_CONFIG) as rt:
+    with (
+        sim_group(2, events=False, extras=[STORM, []]) as (storm, good),
+        router(storm.endpoint_entries() + good.endpoint_entries(), ROUND_ROBIN_CONFIG) as rt,
+    ):
         wait_until(lambda: httpx.get(rt.url + "/health?min_healthy=2", timeout=2).status_code == 200, timeout=15)
         t0 = time.monotonic()
         for i in range(12):  # every request succeeds: a 503 is retried on the other pod
@@ -127,8 +141,12 @@ def test_a_pod_answering_503_to_everything_is_ejected_and_put_back_once_it_recov
         # it recovers (a healthy server on its port); after the ejection it is back in rotation
         port = storm.port
         storm.kill()
-        fixed = subprocess.Popen([sys.executable, "-m", "sim_gpu", "serve", "--port", str(port), "--model", MODEL, "--time-scale", "0"],
-                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        fixed = subprocess.Popen(
+            [sys.executable, "-m", "sim_gpu", "serve", "--port", str(port), "--model", MODEL, "--time-scale", "0"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_until(lambda: _endpoint_row(rt, storm.address())["healthy"], timeout=15, interval=0.1)
             served = {_stream_ok(rt, words(f"back{i}", 5))[0] for i in range(4)}
@@ -155,6 +173,7 @@ def test_engine_tokenizer_leaves_a_pod_that_stopped_answering_at_once():
                 ids = await tok.encode_prompt(MODEL, "tokenize me please")
                 await tok.aclose()
                 return ids, time.monotonic() - t0
+
             ids, took = asyncio.run(run())
             assert ids and took < 2.5  # not the 5 s timeout on the hung pod
         finally:
@@ -164,15 +183,23 @@ def test_engine_tokenizer_leaves_a_pod_that_stopped_answering_at_once():
 def test_a_non_streaming_request_held_by_a_pod_that_stopped_answering_is_retried_elsewhere():
     # a non-streaming answer has no early headers to time out on: the request gives up once the pod has
     # answered no scrape or probe for --unresponsive-after, and (nothing sent yet) goes to the other pod
-    with sim_group(2, events=False) as (hung, good), router(hung.endpoint_entries() + good.endpoint_entries(), ROUND_ROBIN_CONFIG,
-                                                            args=["--unresponsive-after", "1.5"]) as rt:
+    with (
+        sim_group(2, events=False) as (hung, good),
+        router(
+            hung.endpoint_entries() + good.endpoint_entries(), ROUND_ROBIN_CONFIG, args=["--unresponsive-after", "1.5"]
+        ) as rt,
+    ):
         wait_until(lambda: httpx.get(rt.url + "/health?min_healthy=2", timeout=2).status_code == 200, timeout=15)
         os.kill(hung.proc.pid, signal.SIGSTOP)
         try:
             served = []
             for i in range(2):  # round robin: one of the two lands on the hung pod first
                 t0 = time.monotonic()
-                r = httpx.post(rt.url + "/v1/completions", json={"model": MODEL, "prompt": words(f"nh{i}", 5), "max_tokens": 3}, timeout=30)
+                r = httpx.post(
+                    rt.url + "/v1/completions",
+                    json={"model": MODEL, "prompt": words(f"nh{i}", 5), "max_tokens": 3},
+                    timeout=30,
+                )
                 assert r.status_code == 200, r.text
                 assert time.monotonic() - t0 < 8.0  # not the 600 s request timeout
                 served.append(r.headers["x-llmd-endpoint"])
@@ -189,8 +216,10 @@ def test_a_client_that_stalls_while_sending_its_body_gets_408():
         _ready(rt)
         host, port = rt.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(b"POST /v1/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-                      b"content-length: 100\r\n\r\n{\"model\": ")  # 10 of 100 bytes, then nothing (slowloris)
+            s.sendall(
+                b"POST /v1/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                b'content-length: 100\r\n\r\n{"model": '
+            )  # 10 of 100 bytes, then nothing (slowloris)
             t0 = time.monotonic()
             data = b""
             while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):

@@ -39,20 +39,35 @@ PD_CONFIG = {
 
 @pytest.fixture(scope="module")
 def pd_pods():
-    with sim_group(2, role=["prefill", "decode"], events=False, time_scale=1.0) as sims:  # real pacing: streams stay open
+    with sim_group(
+        2, role=["prefill", "decode"], events=False, time_scale=1.0
+    ) as sims:  # real pacing: streams stay open
         yield sims
 
 
 def _state(pods) -> RouterState:
     specs = [EndpointSpec(address=p.address(), labels=(("llm-d.ai/role", p.role),)) for p in pods]
-    return RouterState(RouterSettings(endpoints=specs, config=load_config(PD_CONFIG, origin="test"), tokenizer="builtin"))
+    return RouterState(
+        RouterSettings(endpoints=specs, config=load_config(PD_CONFIG, origin="test"), tokenizer="builtin")
+    )
 
 
 def _scope(path: str, headers: dict[str, str]) -> dict:
     raw = [(b"content-type", b"application/json")] + [(k.encode(), v.encode()) for k, v in headers.items()]
-    return {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-            "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": raw,
-            "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5000)}
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": raw,
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 5000),
+    }
 
 
 async def _with_router(pods, body):

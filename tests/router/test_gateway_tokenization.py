@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.router.procs import MODEL, PRECISE_CONFIG, router, sim_pods, wait_until
 from router_lite.tokenization import EngineTokenizer, HashSettings, LocalTokenizer, RequestTokenizer
 from router_lite.types import LLMRequest
+from tests.router.procs import MODEL, PRECISE_CONFIG, router, sim_pods, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,18 +29,27 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tok")
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"])
+    trainer = trainers.BpeTrainer(
+        vocab_size=600, special_tokens=["<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"]
+    )
     corpus = [f"the quick brown fox {i} jumps over the lazy dog number {i * 7}" for i in range(300)]
     tok.train_from_iterator(corpus, trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
     tok.save(str(d / "tokenizer.json"))
-    (d / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>", "chat_template": CHAT_TEMPLATE}))
+    (d / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "chat_template": CHAT_TEMPLATE})
+    )
     return d
 
 
 def test_local_tokenizer_matches_the_pods_tokenize(tokenizer_dir):
     local = LocalTokenizer(tokenizer_dir)
-    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": [{"type": "text", "text": "the lazy dog"}]}]
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "the lazy dog"}]},
+    ]
     with sim_pods(1, events=False, extra=["--tokenizer", str(tokenizer_dir)]) as pod:
         base = f"http://{pod.address()}"
 
@@ -70,7 +79,9 @@ def test_request_tokenizer_hashes_like_the_engine(tokenizer_dir):
         entries = pod.endpoint_entries()
         with router(entries, PRECISE_CONFIG, ["--tokenizer", str(tokenizer_dir)]) as rt, rt.client() as c:
             prompt = " ".join(f"the quick brown fox {i} jumps over the lazy dog" for i in range(12))
-            assert c.post("/v1/completions", json={"model": MODEL, "prompt": prompt, "max_tokens": 1}).status_code == 200
+            assert (
+                c.post("/v1/completions", json={"model": MODEL, "prompt": prompt, "max_tokens": 1}).status_code == 200
+            )
             wait_until(lambda: c.get("/debug/endpoints").json()["indexes"]["precise"]["events"] > 0)
             # A second request with the same prefix is matched block for block on the pod that holds it.
             r = c.post("/v1/completions", json={"model": MODEL, "prompt": prompt + " and more", "max_tokens": 1})
@@ -147,7 +158,9 @@ def test_chat_template_is_compiled_once_at_load(tokenizer_dir, tmp_path):
     asyncio.run(local.encode_chat(MODEL, [{"role": "user", "content": "hi"}], {}))
     assert local.tok._compiled is compiled is not None
     (tmp_path / "tokenizer.json").write_bytes((tokenizer_dir / "tokenizer.json").read_bytes())
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{% for m in messages %}{{ m.content }"}))
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps({"chat_template": "{% for m in messages %}{{ m.content }"})
+    )
     with pytest.raises(TokenizationError, match="--tokenizer: chat template"):
         LocalTokenizer(tmp_path)  # a broken template fails at start, not on the first chat request
 

@@ -12,13 +12,13 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from tests.conftest import free_port
 from kvtiers.kvevents import BlockStored, KVEventBatch, decode_frames, encode_frames
 from router_lite.datalayer import EndpointSpec, KVEventsSpec
 from router_lite.kv_subscriber import KVEventSubscriber
 from router_lite.prefix import PrecisePrefixIndex
 from router_lite.tokenization import HashSettings, RequestTokenizer
 from router_lite.types import LLMRequest
+from tests.conftest import free_port
 
 POD = "127.0.0.1:8102"  # the address in the capture's topic
 
@@ -112,7 +112,10 @@ async def _bind_mode_and_topics() -> None:
     pub.connect(url)
     try:
         await _wait_subscribed(pub, 2)
-        stored = lambda hs: KVEventBatch(time.time(), [BlockStored(block_hashes=hs, parent_block_hash=None, token_ids=list(range(16 * len(hs))), block_size=16)])
+        stored = lambda hs: KVEventBatch(
+            time.time(),
+            [BlockStored(block_hashes=hs, parent_block_hash=None, token_ids=list(range(16 * len(hs))), block_size=16)],
+        )
         await pub.send_multipart([b"kv@127.0.0.1:9001@m", b"\x00", b"garbage"])  # bad seq frame
         await pub.send_multipart([b"kv@127.0.0.1:9001@m", (0).to_bytes(8, "big"), b"\xc1\xc1"])  # bad msgpack
         await pub.send_multipart(encode_frames("kv@127.0.0.1:9001@m", 0, stored([11, 12])))
@@ -150,7 +153,11 @@ async def _dp_ranks() -> None:
     try:
         await _wait_subscribed(xpub)
         for r, h in ((0, 100), (1, 101)):
-            batch = KVEventBatch(time.time(), [BlockStored(block_hashes=[h], parent_block_hash=None, token_ids=list(range(16)), block_size=16)], r)
+            batch = KVEventBatch(
+                time.time(),
+                [BlockStored(block_hashes=[h], parent_block_hash=None, token_ids=list(range(16)), block_size=16)],
+                r,
+            )
             await xpub.send_multipart(encode_frames("kv@127.0.0.1:7000@m", 0, batch))
         await _wait(lambda: index.last_seq("127.0.0.1:7001") == 0 and index.last_seq("127.0.0.1:7000") == 0)
         assert set(index.holders(100)) == {"127.0.0.1:7000"}
@@ -170,14 +177,18 @@ def test_full_digest_events_normalise_to_router_hashes():
     from router_lite.kv_subscriber import normalise_batch
 
     digests = BlockHasher(16).hash_blocks(list(range(48)))
-    batch = KVEventBatch(0.0, [BlockStored(block_hashes=digests, parent_block_hash=None, token_ids=list(range(48)), block_size=16)])
+    batch = KVEventBatch(
+        0.0, [BlockStored(block_hashes=digests, parent_block_hash=None, token_ids=list(range(48)), block_size=16)]
+    )
     back = msgspec.msgpack.decode(msgspec.msgpack.encode(normalise_batch(batch)))
     assert back[1][0]["block_hashes"] == [to_event_hash(d) for d in digests]
 
 
 def _deeply_nested_frames(topic: str, seq: int, depth: int) -> list[bytes]:
     """A BlockStored whose extra_keys nest `depth` arrays deep (msgpack 0x91 = array of one)."""
-    ev = BlockStored(block_hashes=[1], parent_block_hash=None, token_ids=list(range(16)), block_size=16, extra_keys=["SENTINEL"])
+    ev = BlockStored(
+        block_hashes=[1], parent_block_hash=None, token_ids=list(range(16)), block_size=16, extra_keys=["SENTINEL"]
+    )
     frames = encode_frames(topic, seq, KVEventBatch(time.time(), [ev], 0))
     sentinel = msgspec.msgpack.encode("SENTINEL")
     assert frames[2].count(sentinel) == 1
@@ -198,7 +209,11 @@ async def _hostile_frames() -> None:
     a = EndpointSpec("127.0.0.1:9100", kv_events=KVEventsSpec(f"tcp://127.0.0.1:{ports[0]}", topic="kv@a@m"), dp_rank=0)
     b = EndpointSpec("127.0.0.1:9101", kv_events=KVEventsSpec(f"tcp://127.0.0.1:{ports[1]}", topic="kv@b@m"))
     await sub.start([a, b])
-    stored = lambda hs, rank=0: KVEventBatch(time.time(), [BlockStored(block_hashes=hs, parent_block_hash=None, token_ids=list(range(16 * len(hs))), block_size=16)], rank)
+    stored = lambda hs, rank=0: KVEventBatch(
+        time.time(),
+        [BlockStored(block_hashes=hs, parent_block_hash=None, token_ids=list(range(16 * len(hs))), block_size=16)],
+        rank,
+    )
     try:
         await _wait_subscribed(xa)
         await _wait_subscribed(xb)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from router_lite.outliers import OutlierDetector, Outcome
+from router_lite.outliers import Outcome, OutlierDetector
 
 
 def test_consecutive_server_errors_eject_and_a_success_in_between_resets_the_streak():
@@ -47,7 +47,9 @@ def test_a_late_success_does_not_cancel_an_ejection_and_forget_drops_the_record(
     assert not d.ejected("a", 1.0)
 
 
-@pytest.mark.parametrize("kw", [{"consecutive_errors": 0}, {"base_ejection_s": 0}, {"base_ejection_s": 5, "max_ejection_s": 1}])
+@pytest.mark.parametrize(
+    "kw", [{"consecutive_errors": 0}, {"base_ejection_s": 0}, {"base_ejection_s": 5, "max_ejection_s": 1}]
+)
 def test_bad_settings_are_refused(kw):
     with pytest.raises(ValueError):
         OutlierDetector(**kw)

@@ -18,8 +18,12 @@ def test_tokenize_render_and_responses_pass_through_the_router():
         rendered = c.post("/v1/completions/render", json={"model": MODEL, "prompt": prompt, "max_tokens": 5})
         assert rendered.status_code == 200, rendered.text
         (gen,) = rendered.json()
-        assert gen["token_ids"] == direct["tokens"] and gen["sampling_params"]["max_tokens"] == 5 and gen["model"] == MODEL
-        chat = c.post("/v1/chat/completions/render", json={"model": MODEL, "messages": [{"role": "user", "content": prompt}]})
+        assert (
+            gen["token_ids"] == direct["tokens"] and gen["sampling_params"]["max_tokens"] == 5 and gen["model"] == MODEL
+        )
+        chat = c.post(
+            "/v1/chat/completions/render", json={"model": MODEL, "messages": [{"role": "user", "content": prompt}]}
+        )
         assert chat.status_code == 200 and len(chat.json()["token_ids"]) > len(direct["tokens"])  # the chat template
         bad = c.post("/tokenize", content=b"[1, 2]", headers={"content-type": "application/json"})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_json"

@@ -11,7 +11,9 @@ from router_lite.scheduler import Scheduler
 from router_lite.types import Endpoint, LLMRequest
 
 
-def pd_config(decider: dict | None, handler_type: str = "disagg-profile-handler", handler_params: dict | None = None) -> dict:
+def pd_config(
+    decider: dict | None, handler_type: str = "disagg-profile-handler", handler_params: dict | None = None
+) -> dict:
     plugins = [
         {"type": "prefill-filter"},
         {"type": "decode-filter"},
@@ -29,9 +31,14 @@ def pd_config(decider: dict | None, handler_type: str = "disagg-profile-handler"
         "plugins": plugins,
         "schedulingProfiles": [
             {"name": "prefill", "plugins": [{"pluginRef": "prefill-filter"}, {"pluginRef": "queue-scorer"}]},
-            {"name": "decode", "plugins": [
-                {"pluginRef": "decode-filter"}, {"pluginRef": "queue-scorer"},
-                {"pluginRef": "prefix-cache-scorer", "weight": 2}]},
+            {
+                "name": "decode",
+                "plugins": [
+                    {"pluginRef": "decode-filter"},
+                    {"pluginRef": "queue-scorer"},
+                    {"pluginRef": "prefix-cache-scorer", "weight": 2},
+                ],
+            },
         ],
     }
 
@@ -169,6 +176,7 @@ def test_primary_port_sets_data_parallel_header():
 
 # ---- llm-d's current parameter shape (profiles / deciders per stage) ----------------------------------
 
+
 def current_shape(params: dict, decider: dict | None = PREFIX_256) -> dict:
     cfg = pd_config(None, handler_params=params)
     if decider:
@@ -178,7 +186,9 @@ def current_shape(params: dict, decider: dict | None = PREFIX_256) -> dict:
 
 def test_current_shape_deciders_map_acts_like_the_flat_form():
     flat = Scheduler(load_config(pd_config(PREFIX_256)), rng=random.Random(0))
-    cur = Scheduler(load_config(current_shape({"deciders": {"prefill": "prefix-based-pd-decider"}})), rng=random.Random(0))
+    cur = Scheduler(
+        load_config(current_shape({"deciders": {"prefill": "prefix-based-pd-decider"}})), rng=random.Random(0)
+    )
     for n in (100, 255, 256, 1000):
         a, b = flat.schedule(req(f"f{n}", n), pd_pool()), cur.schedule(req(f"c{n}", n), pd_pool())
         assert (a.prefill is None, a.reason.split(";")[0]) == (b.prefill is None, b.reason.split(";")[0])
@@ -186,14 +196,18 @@ def test_current_shape_deciders_map_acts_like_the_flat_form():
 
 
 def test_current_shape_custom_profile_names():
-    cfg = current_shape({"profiles": {"decode": "d", "prefill": "p"}, "deciders": {"prefill": "prefix-based-pd-decider"}})
+    cfg = current_shape(
+        {"profiles": {"decode": "d", "prefill": "p"}, "deciders": {"prefill": "prefix-based-pd-decider"}}
+    )
     cfg["schedulingProfiles"][0]["name"], cfg["schedulingProfiles"][1]["name"] = "p", "d"
     res = Scheduler(load_config(cfg)).schedule(req("long", 1000), pd_pool())
     assert res.primary_profile == "d" and list(res.profile_results) == ["d", "p"] and res.prefill.role == "prefill"
 
 
 def test_current_shape_without_a_prefill_decider_is_decode_only_as_in_llm_d():
-    res = Scheduler(load_config(current_shape({"profiles": {"decode": "decode"}}, decider=None))).schedule(req("long", 5000), pd_pool())
+    res = Scheduler(load_config(current_shape({"profiles": {"decode": "decode"}}, decider=None))).schedule(
+        req("long", 5000), pd_pool()
+    )
     assert res.prefill is None and list(res.profile_results) == ["decode"]
     assert res.reason.startswith("decode-only: no prefill decider configured") and not res.prefill_unavailable
 
@@ -210,14 +224,29 @@ def test_the_shipped_pd_profile_uses_the_current_shape():
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"deciders": {"prefill": "prefix-based-pd-decider", "encode": "x"}}, r"parameters\.deciders: unknown stage 'encode'; accepted: prefill \(router_lite has no encode stage\)"),
-        ({"profiles": {"decode": "decode", "prefil": "prefill"}}, r"parameters\.profiles: unknown stage 'prefil'; accepted: decode, prefill"),
+        (
+            {"deciders": {"prefill": "prefix-based-pd-decider", "encode": "x"}},
+            r"parameters\.deciders: unknown stage 'encode'; accepted: prefill \(router_lite has no encode stage\)",
+        ),
+        (
+            {"profiles": {"decode": "decode", "prefil": "prefill"}},
+            r"parameters\.profiles: unknown stage 'prefil'; accepted: decode, prefill",
+        ),
         ({"deciders": {"prefill": ""}}, r"parameters\.deciders\.prefill: expected a name"),
         ({"deciders": "prefix-based-pd-decider"}, r"parameters\.deciders: expected a mapping"),
-        ({"deciders": {"prefill": "prefix-based-pd-decider"}, "prefillDeciderPluginName": "other"}, r"deciders\.prefill: 'prefix-based-pd-decider' conflicts with prefillDeciderPluginName 'other'"),
-        ({"profiles": {"decode": "x"}, "decodeProfile": "decode"}, r"profiles\.decode: 'x' conflicts with decodeProfile 'decode'"),
+        (
+            {"deciders": {"prefill": "prefix-based-pd-decider"}, "prefillDeciderPluginName": "other"},
+            r"deciders\.prefill: 'prefix-based-pd-decider' conflicts with prefillDeciderPluginName 'other'",
+        ),
+        (
+            {"profiles": {"decode": "x"}, "decodeProfile": "decode"},
+            r"profiles\.decode: 'x' conflicts with decodeProfile 'decode'",
+        ),
         ({"profiles": {"prefill": "decode"}}, r"profiles\.prefill: must differ from the decode profile"),
-        ({"profiles": {"decode": "nope"}}, r"profiles\.decode 'nope' is not among schedulingProfiles \(prefill, decode\)"),
+        (
+            {"profiles": {"decode": "nope"}},
+            r"profiles\.decode 'nope' is not among schedulingProfiles \(prefill, decode\)",
+        ),
         ({"deciders": {"prefill": "ghost"}}, r"deciders\.prefill 'ghost' names no plugin"),
         ({"deciders": {"prefill": "queue-scorer"}}, r"deciders\.prefill 'queue-scorer' is a scorer, not a P/D decider"),
     ],
@@ -232,17 +261,31 @@ def test_current_shape_mistakes_are_one_line_errors(params, message):
 def test_llm_d_sample_pd_config_loads_unchanged():
     """llm-d-inference-scheduler's deploy/config/pd-epp-config.yaml shape, headers handler included."""
     doc = {
-        "apiVersion": "llm-d.ai/v1alpha1", "kind": "EndpointPickerConfig",
+        "apiVersion": "llm-d.ai/v1alpha1",
+        "kind": "EndpointPickerConfig",
         "plugins": [
             {"type": "disagg-headers-handler"},
-            {"type": "prefix-cache-scorer", "parameters": {"maxPrefixBlocksToMatch": 256, "lruCapacityPerServer": 31250}},
-            {"type": "queue-scorer"}, {"type": "prefill-filter"}, {"type": "decode-filter"}, {"type": "max-score-picker"},
+            {
+                "type": "prefix-cache-scorer",
+                "parameters": {"maxPrefixBlocksToMatch": 256, "lruCapacityPerServer": 31250},
+            },
+            {"type": "queue-scorer"},
+            {"type": "prefill-filter"},
+            {"type": "decode-filter"},
+            {"type": "max-score-picker"},
             {"type": "prefix-based-pd-decider", "parameters": {"nonCachedTokens": 16}},
             {"type": "disagg-profile-handler", "parameters": {"deciders": {"prefill": "prefix-based-pd-decider"}}},
         ],
         "schedulingProfiles": [
-            {"name": p, "plugins": [{"pluginRef": f"{p}-filter"}, {"pluginRef": "max-score-picker"},
-                                    {"pluginRef": "prefix-cache-scorer", "weight": 2}, {"pluginRef": "queue-scorer", "weight": 1}]}
+            {
+                "name": p,
+                "plugins": [
+                    {"pluginRef": f"{p}-filter"},
+                    {"pluginRef": "max-score-picker"},
+                    {"pluginRef": "prefix-cache-scorer", "weight": 2},
+                    {"pluginRef": "queue-scorer", "weight": 1},
+                ],
+            }
             for p in ("prefill", "decode")
         ],
     }
@@ -272,13 +315,26 @@ def test_decider_counts_cached_tokens_at_the_gateways_block_size():
 
     cfg = pd_config(PREFIX_256)
     cfg["plugins"].insert(0, {"type": "precise-prefix-cache-scorer"})
-    cfg["schedulingProfiles"][1]["plugins"] = [{"pluginRef": "decode-filter"}, {"pluginRef": "precise-prefix-cache-scorer", "weight": 2}]
+    cfg["schedulingProfiles"][1]["plugins"] = [
+        {"pluginRef": "decode-filter"},
+        {"pluginRef": "precise-prefix-cache-scorer", "weight": 2},
+    ]
     sched = Scheduler(load_config(cfg), rng=random.Random(0))
     eps = pd_pool()
     r = LLMRequest("cached", "m")
-    asyncio.run(RequestTokenizer(None, lambda: HashSettings(64)).prepare(r, "completions", {"model": "m", "prompt": list(range(1024))}))
+    asyncio.run(
+        RequestTokenizer(None, lambda: HashSettings(64)).prepare(
+            r, "completions", {"model": "m", "prompt": list(range(1024))}
+        )
+    )
     decode = eps[2]
-    sched.indexes.precise.apply(decode.key, 0, KVEventBatch(0.0, [BlockStored(block_hashes=r.block_hashes, parent_block_hash=None, token_ids=[], block_size=64)]))
+    sched.indexes.precise.apply(
+        decode.key,
+        0,
+        KVEventBatch(
+            0.0, [BlockStored(block_hashes=r.block_hashes, parent_block_hash=None, token_ids=[], block_size=64)]
+        ),
+    )
     res = sched.schedule(r, eps)
     assert res.target is decode and res.prefill is None
     assert res.profile_results["decode"].prefix_block_size == 64

@@ -68,7 +68,12 @@ def test_long_prompts_disaggregate_short_ones_do_not(pd_pods):
         assert _sim_metric(decode.address(), "llmd_sim:remote_prefill_requests_total") == 1
         assert _sim_metric(decode.address(), "llmd_sim:remote_prefill_hits_total") > 128
         # Streaming works through the two steps too.
-        body = {"model": MODEL, "messages": [{"role": "user", "content": words("pdchat", 150)}], "max_tokens": 3, "stream": True}
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": words("pdchat", 150)}],
+            "max_tokens": 3,
+            "stream": True,
+        }
         with c.stream("POST", "/v1/chat/completions", json=body) as s:
             assert s.status_code == 200 and s.headers["x-llmd-prefill-endpoint"] == prefill.address()
             lines = [ln for ln in s.iter_lines() if ln.startswith("data: ")]
@@ -78,7 +83,10 @@ def test_long_prompts_disaggregate_short_ones_do_not(pd_pods):
         assert short.headers["x-llmd-endpoint"] == decode.address()
         d_long, d_chat, d_short = _decisions(rt.url, 3)
         assert d_long["chosen"] == {"decode": decode.address(), "prefill": prefill.address()}
-        assert d_long["reason"].startswith("disaggregated") and d_long["pd"] == {"prefill": prefill.address(), "fallback": None}
+        assert d_long["reason"].startswith("disaggregated") and d_long["pd"] == {
+            "prefill": prefill.address(),
+            "fallback": None,
+        }
         assert d_long["profiles_run"] == ["decode", "prefill"]
         assert d_chat["chosen"]["prefill"] == prefill.address()
         assert d_short["chosen"]["prefill"] is None and d_short["reason"].startswith("decode-only")

@@ -15,8 +15,11 @@ R = LLMRequest("r", "m")
 
 def make(type_name: str, params: dict | None = None, seed: int = 0):
     pt = lookup(type_name)
-    return pt.cls.create(type_name, parse_dataclass(pt.cls.Params, params or {}, type_name),
-                         PluginContext(indexes=PrefixIndexes(), rng=random.Random(seed)))
+    return pt.cls.create(
+        type_name,
+        parse_dataclass(pt.cls.Params, params or {}, type_name),
+        PluginContext(indexes=PrefixIndexes(), rng=random.Random(seed)),
+    )
 
 
 EPS = [Endpoint("h", 8000 + i) for i in range(4)]

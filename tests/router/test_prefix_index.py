@@ -7,7 +7,15 @@ import base64
 
 import pytest
 
-from kvtiers import AllBlocksCleared, BlockHasher, BlockRemoved, BlockStored, decode_frames, encode_payload, to_event_hash
+from kvtiers import (
+    AllBlocksCleared,
+    BlockHasher,
+    BlockRemoved,
+    BlockStored,
+    decode_frames,
+    encode_payload,
+    to_event_hash,
+)
 from kvtiers.kvevents import KVEventBatch, decode_payload
 from router_lite.prefix import ApproximatePrefixIndex, PrecisePrefixIndex
 
@@ -79,7 +87,10 @@ def test_capture_match_rehashed_prompt(capture):
     assert index.match(hashes2) == {POD: (1, 1.0)}
     # The salted request's blocks are different blocks: no match before its step is applied.
     salted = steps["cache_salt"]
-    hs = [to_event_hash(d, use_int) for d in hasher.hash_blocks(salted["prompt_token_ids"], cache_salt=salted["request"]["cache_salt"])]
+    hs = [
+        to_event_hash(d, use_int)
+        for d in hasher.hash_blocks(salted["prompt_token_ids"], cache_salt=salted["request"]["cache_salt"])
+    ]
     assert index.match(hs) == {}
     for _t, seq, batch in _messages(salted):
         index.apply(POD, seq, batch)
@@ -87,7 +98,13 @@ def test_capture_match_rehashed_prompt(capture):
 
 
 def _stored(hashes, medium="GPU", parent=None):
-    return BlockStored(block_hashes=list(hashes), parent_block_hash=parent, token_ids=[0] * (16 * len(hashes)), block_size=16, medium=medium)
+    return BlockStored(
+        block_hashes=list(hashes),
+        parent_block_hash=parent,
+        token_ids=[0] * (16 * len(hashes)),
+        block_size=16,
+        medium=medium,
+    )
 
 
 def _batch(*events, rank=0):

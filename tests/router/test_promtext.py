@@ -38,10 +38,17 @@ def sim_page() -> str:
 def test_parse_agrees_with_prometheus_client_on_a_sim_page(sim_page: str) -> None:
     assert _same(promtext.parse(sim_page), _full_parse(sim_page))
     wanted = promtext.parse(sim_page, ("vllm:prefix_cache_", "vllm:num_requests_"))
-    assert {n for n, _, _ in wanted} == {"vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
-                                         "vllm:prefix_cache_queries_created", "vllm:prefix_cache_hits_created",
-                                         "vllm:num_requests_running", "vllm:num_requests_waiting"}
-    assert _same(wanted, [s for s in _full_parse(sim_page) if s[0].startswith(("vllm:prefix_cache_", "vllm:num_requests_"))])
+    assert {n for n, _, _ in wanted} == {
+        "vllm:prefix_cache_queries_total",
+        "vllm:prefix_cache_hits_total",
+        "vllm:prefix_cache_queries_created",
+        "vllm:prefix_cache_hits_created",
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+    }
+    assert _same(
+        wanted, [s for s in _full_parse(sim_page) if s[0].startswith(("vllm:prefix_cache_", "vllm:num_requests_"))]
+    )
 
 
 def test_pod_figures_and_ttft_quantile_of_a_sim_page(sim_page: str) -> None:
@@ -55,19 +62,40 @@ def test_pod_figures_and_ttft_quantile_of_a_sim_page(sim_page: str) -> None:
     assert f.kv_cache_usage == value("vllm:kv_cache_usage_perc")
     assert f.remote_prefill_hits == 0.0 and f.tier_hits == f.tier_usage == f.tier_blocks == {}  # no tiers configured
     buckets: dict[float, float] = {}
-    promtext.add_buckets(buckets, promtext.parse(sim_page, ("vllm:time_to_first_token",)), "vllm:time_to_first_token_seconds")
+    promtext.add_buckets(
+        buckets, promtext.parse(sim_page, ("vllm:time_to_first_token",)), "vllm:time_to_first_token_seconds"
+    )
     assert buckets[math.inf] == 2
     p50 = promtext.quantile(0.5, buckets)
     assert p50 is not None and 0 < p50 <= min(b for b, c in buckets.items() if c >= 1)
 
 
 def _tier_page(engine: int, waiting: int, usage: float) -> str:
-    stats = EngineStats(num_running=1, num_waiting=waiting, kv_cache_usage=usage, prefix_cache_queries_tokens=100,
-                        prefix_cache_hits_tokens=40, num_preemptions=0, prompt_tokens_total=100,
-                        generation_tokens_total=5, num_gpu_blocks=64, block_size=16)
-    tiers = TierFigures(hit_tokens={"CPU": 32, "DISK": 16}, blocks={"CPU": 4, "DISK": 9}, capacity={"CPU": 8, "DISK": 100},
-                        stored={"CPU": 4, "DISK": 9}, evicted={"CPU": 0, "DISK": 0}, load_s=0.1, loads=2, dropped=0,
-                        bad_reads=0, fs={"corrupt": 0}, fs_paused=False)
+    stats = EngineStats(
+        num_running=1,
+        num_waiting=waiting,
+        kv_cache_usage=usage,
+        prefix_cache_queries_tokens=100,
+        prefix_cache_hits_tokens=40,
+        num_preemptions=0,
+        prompt_tokens_total=100,
+        generation_tokens_total=5,
+        num_gpu_blocks=64,
+        block_size=16,
+    )
+    tiers = TierFigures(
+        hit_tokens={"CPU": 32, "DISK": 16},
+        blocks={"CPU": 4, "DISK": 9},
+        capacity={"CPU": 8, "DISK": 100},
+        stored={"CPU": 4, "DISK": 9},
+        evicted={"CPU": 0, "DISK": 0},
+        load_s=0.1,
+        loads=2,
+        dropped=0,
+        bad_reads=0,
+        fs={"corrupt": 0},
+        fs_paused=False,
+    )
     pm = PodMetrics("m", lambda: stats, engine_index=engine, tiers_fn=lambda: tiers)
     pm.count_remote_prefill(48)
     return pm.render().decode()
@@ -83,12 +111,20 @@ def test_pod_figures_reads_the_sims_tier_metrics_by_exact_name() -> None:
     assert (f.waiting, f.running, f.kv_cache_usage, f.remote_prefill_hits) == (3.0, 1.0, 0.5, 48.0)
     # two data-parallel engines on one page: counts add up, usage takes the larger
     f2 = promtext.pod_figures(promtext.parse(page + _tier_page(1, 2, 0.75), promtext.POD_PREFIXES))
-    assert (f2.waiting, f2.kv_cache_usage, f2.prefix_queries, f2.tier_hits["CPU"], f2.tier_usage["CPU"]) == (5.0, 0.75, 200.0, 64.0, 0.5)
+    assert (f2.waiting, f2.kv_cache_usage, f2.prefix_queries, f2.tier_hits["CPU"], f2.tier_usage["CPU"]) == (
+        5.0,
+        0.75,
+        200.0,
+        64.0,
+        0.5,
+    )
 
 
 def test_parse_edge_cases() -> None:
-    text = ('# HELP vllm:x y\nvllm:a{l="a}b",m="q\\"r"} 1 1700000000000\nvllm:b NaN\nvllm:broken{\nvllm:c{x="1"} nope\n'
-            'vllm:d +Inf')
+    text = (
+        '# HELP vllm:x y\nvllm:a{l="a}b",m="q\\"r"} 1 1700000000000\nvllm:b NaN\nvllm:broken{\nvllm:c{x="1"} nope\n'
+        "vllm:d +Inf"
+    )
     got = promtext.parse(text, ("vllm:", "vllm:a"))  # overlapping prefixes: each line once, page order
     assert [(n, lab) for n, lab, _ in got] == [("vllm:a", {"l": "a}b", "m": 'q"r'}), ("vllm:b", {}), ("vllm:d", {})]
     assert got[0][2] == 1.0 and math.isnan(got[1][2]) and got[2][2] == math.inf
@@ -104,10 +140,20 @@ def test_status_bench_and_tui_read_the_same_figures() -> None:
     from llmdctl.tui.model import _pod_figures
 
     page = _tier_page(0, 3, 0.5)
-    assert pod_status_metrics(page) == {"waiting": 3.0, "running": 1.0, "kv_usage": 0.5, "prefix_queries": 100.0,
-                                        "prefix_hits": 40.0, "prefix_hit_rate": 0.4, "tier_cpu_hits": 32.0,
-                                        "tier_disk_hits": 16.0, "tier_cpu_usage": 0.5, "tier_disk_usage": 0.09,
-                                        "tier_cpu_blocks": 4.0, "tier_disk_blocks": 9.0}
+    assert pod_status_metrics(page) == {
+        "waiting": 3.0,
+        "running": 1.0,
+        "kv_usage": 0.5,
+        "prefix_queries": 100.0,
+        "prefix_hits": 40.0,
+        "prefix_hit_rate": 0.4,
+        "tier_cpu_hits": 32.0,
+        "tier_disk_hits": 16.0,
+        "tier_cpu_usage": 0.5,
+        "tier_disk_usage": 0.09,
+        "tier_cpu_blocks": 4.0,
+        "tier_disk_blocks": 9.0,
+    }
     assert pod_status_metrics("") == {}
     tui = _pod_figures(promtext.parse(page, promtext.POD_PREFIXES))
     assert tui["tiers"] == {"CPU": {"hits": 32.0, "occupancy": 0.5}, "DISK": {"hits": 16.0, "occupancy": 0.09}}

@@ -21,19 +21,29 @@ APPROX = {
         {"type": "prefix-cache-scorer", "parameters": {"blockSizeTokens": 16, "autoTune": False}},
     ],
     "schedulingProfiles": [
-        {"name": "default", "plugins": [
-            {"pluginRef": "queue-scorer"}, {"pluginRef": "kv-cache-utilization-scorer"},
-            {"pluginRef": "prefix-cache-scorer", "weight": 3},
-        ]}
+        {
+            "name": "default",
+            "plugins": [
+                {"pluginRef": "queue-scorer"},
+                {"pluginRef": "kv-cache-utilization-scorer"},
+                {"pluginRef": "prefix-cache-scorer", "weight": 3},
+            ],
+        }
     ],
 }
 PRECISE = {
     "plugins": [
         {"type": "queue-scorer"},
-        {"type": "precise-prefix-cache-scorer", "parameters": {"tokenProcessorConfig": {"blockSize": 16}, "speculativeIndexing": False}},
+        {
+            "type": "precise-prefix-cache-scorer",
+            "parameters": {"tokenProcessorConfig": {"blockSize": 16}, "speculativeIndexing": False},
+        },
     ],
     "schedulingProfiles": [
-        {"name": "default", "plugins": [{"pluginRef": "queue-scorer"}, {"pluginRef": "precise-prefix-cache-scorer", "weight": 3}]}
+        {
+            "name": "default",
+            "plugins": [{"pluginRef": "queue-scorer"}, {"pluginRef": "precise-prefix-cache-scorer", "weight": 3}],
+        }
     ],
 }
 RR = {"plugins": [{"type": "round-robin-picker"}]}
@@ -48,7 +58,9 @@ def group_prompt(g: int, i: int) -> list[int]:
     return [g * 1000 + t for t in range(256)] + [50_000 + g * 100 + i] * 40
 
 
-def drive(sched: Scheduler, eps: list[Endpoint], groups: int = 4, per_group: int = 6, on_route=None) -> dict[int, list[str]]:
+def drive(
+    sched: Scheduler, eps: list[Endpoint], groups: int = 4, per_group: int = 6, on_route=None
+) -> dict[int, list[str]]:
     """Interleave requests of each prefix group; a routed request adds to its endpoint's queue."""
     served: dict[int, list[str]] = {g: [] for g in range(groups)}
     for i in range(per_group):
@@ -87,7 +99,11 @@ def test_precise_profile_follows_kv_events():
         key = result.target.key
         seqs[key] = seqs.get(key, -1) + 1
         hashes = params.block_hashes(request.prompt_token_ids)
-        index.precise.apply(key, seqs[key], KVEventBatch(0.0, [BlockStored(block_hashes=hashes, parent_block_hash=None, token_ids=[], block_size=16)]))
+        index.precise.apply(
+            key,
+            seqs[key],
+            KVEventBatch(0.0, [BlockStored(block_hashes=hashes, parent_block_hash=None, token_ids=[], block_size=16)]),
+        )
 
     served = drive(sched, pool(), on_route=engine_stores)
     homes = {g: set(keys) for g, keys in served.items()}
@@ -154,8 +170,15 @@ def test_decision_record_shape_and_weighted_scores():
 def test_weights_scale_and_clamp():
     cfg = {
         "plugins": [{"type": "kv-cache-utilization-scorer"}, {"type": "queue-scorer"}],
-        "schedulingProfiles": [{"name": "p", "plugins": [
-            {"pluginRef": "kv-cache-utilization-scorer", "weight": 10}, {"pluginRef": "queue-scorer", "weight": 0}]}],
+        "schedulingProfiles": [
+            {
+                "name": "p",
+                "plugins": [
+                    {"pluginRef": "kv-cache-utilization-scorer", "weight": 10},
+                    {"pluginRef": "queue-scorer", "weight": 0},
+                ],
+            }
+        ],
     }
     sched = Scheduler(load_config(cfg))
     eps = pool(2)
@@ -168,7 +191,12 @@ def test_weights_scale_and_clamp():
 
 
 def test_on_routed_with_retry_target_and_on_finished():
-    cfg = {"plugins": [{"type": "active-request-scorer"}, {"type": "prefix-cache-scorer", "parameters": {"blockSizeTokens": 16}}]}
+    cfg = {
+        "plugins": [
+            {"type": "active-request-scorer"},
+            {"type": "prefix-cache-scorer", "parameters": {"blockSizeTokens": 16}},
+        ]
+    }
     sched = Scheduler(load_config(cfg), rng=random.Random(0))
     eps = pool(2)
     r = LLMRequest("r", "m", prompt_token_ids=list(range(64)))
@@ -202,12 +230,30 @@ def test_index_settings_follow_the_active_config_and_reset_on_a_swap():
     from router_lite.prefix import PrefixIndexes
     from router_lite.scheduler import Scheduler
 
-    tiered = load_config({"plugins": [{"type": "precise-prefix-cache-scorer", "parameters": {
-        "indexerConfig": {"kvCacheBackendConfigs": [{"name": "gpu", "weight": 1.0}, {"name": "cpu", "weight": 0.25}]},
-        "speculativeIndexing": True, "speculativeTtl": "7s", "sharedMedia": ["disk", "nfs"]}}]})
+    tiered = load_config(
+        {
+            "plugins": [
+                {
+                    "type": "precise-prefix-cache-scorer",
+                    "parameters": {
+                        "indexerConfig": {
+                            "kvCacheBackendConfigs": [{"name": "gpu", "weight": 1.0}, {"name": "cpu", "weight": 0.25}]
+                        },
+                        "speculativeIndexing": True,
+                        "speculativeTtl": "7s",
+                        "sharedMedia": ["disk", "nfs"],
+                    },
+                }
+            ]
+        }
+    )
     plain = load_config({"plugins": [{"type": "queue-scorer"}]})
     indexes = PrefixIndexes()
-    defaults = (dict(indexes.precise.tier_weights), set(indexes.precise.shared_media), indexes.precise.speculative_ttl_s)
+    defaults = (
+        dict(indexes.precise.tier_weights),
+        set(indexes.precise.shared_media),
+        indexes.precise.speculative_ttl_s,
+    )
     first = Scheduler(tiered, indexes)
     assert indexes.precise.tier_weights["CPU"] == 0.25 and indexes.precise.speculative_ttl_s == 7.0
     assert {"DISK", "NFS"} <= indexes.precise.shared_media

@@ -18,7 +18,9 @@ class Clock:
 
 
 def ep(waiting=0, kv=0.0, updated_at=10.0, healthy=True) -> Endpoint:
-    e = Endpoint("h", 1, metrics=EndpointMetrics(waiting_queue_size=waiting, kv_cache_usage_percent=kv, updated_at=updated_at))
+    e = Endpoint(
+        "h", 1, metrics=EndpointMetrics(waiting_queue_size=waiting, kv_cache_usage_percent=kv, updated_at=updated_at)
+    )
     e.healthy = healthy
     return e
 
@@ -38,7 +40,9 @@ def test_saturation_thresholds_as_llmd():
 
 
 def test_saturation_config_from_llmd_keys():
-    cfg = SaturationConfig.from_dict({"queueDepthThreshold": 10, "kvCacheUtilThreshold": 0.9, "metricsStalenessThreshold": "500ms"})
+    cfg = SaturationConfig.from_dict(
+        {"queueDepthThreshold": 10, "kvCacheUtilThreshold": 0.9, "metricsStalenessThreshold": "500ms"}
+    )
     assert cfg == SaturationConfig(10, 0.9, 0.5)
     with pytest.raises(ValueError, match="unknown key 'queueDepth'"):
         SaturationConfig.from_dict({"queueDepth": 1})

@@ -16,8 +16,12 @@ from router_lite.types import BLOCK_SIZE, Endpoint, EndpointMetrics, LLMRequest
 def ep(port: int, waiting=0, running=0, kv=0.0, role=None, **metrics) -> Endpoint:
     labels = {"llm-d.ai/role": role} if role else {}
     return Endpoint(
-        "10.0.0.1", port, labels=labels,
-        metrics=EndpointMetrics(waiting_queue_size=waiting, running_requests_size=running, kv_cache_usage_percent=kv, **metrics),
+        "10.0.0.1",
+        port,
+        labels=labels,
+        metrics=EndpointMetrics(
+            waiting_queue_size=waiting, running_requests_size=running, kv_cache_usage_percent=kv, **metrics
+        ),
     )
 
 
@@ -54,12 +58,20 @@ def test_queue_scorer_min_max():
 
 def test_running_requests_size_scorer_min_max():
     eps = [ep(1, running=2), ep(2, running=6), ep(3, running=4)]
-    assert make("running-requests-size-scorer").score(req(), eps) == {"10.0.0.1:1": 1.0, "10.0.0.1:2": 0.0, "10.0.0.1:3": 0.5}
+    assert make("running-requests-size-scorer").score(req(), eps) == {
+        "10.0.0.1:1": 1.0,
+        "10.0.0.1:2": 0.0,
+        "10.0.0.1:3": 0.5,
+    }
 
 
 def test_kv_cache_utilization_scorer():
     eps = [ep(1, kv=0.0), ep(2, kv=0.25), ep(3, kv=1.0)]
-    assert make("kv-cache-utilization-scorer").score(req(), eps) == {"10.0.0.1:1": 1.0, "10.0.0.1:2": 0.75, "10.0.0.1:3": 0.0}
+    assert make("kv-cache-utilization-scorer").score(req(), eps) == {
+        "10.0.0.1:1": 1.0,
+        "10.0.0.1:2": 0.75,
+        "10.0.0.1:3": 0.0,
+    }
 
 
 def test_load_aware_scorer_threshold():
@@ -137,8 +149,19 @@ def test_precise_prefix_cache_scorer_tier_weighted_fraction():
     r = req("r", tokens=list(range(16)))
     hashes = s.params.block_hashes(r.prompt_token_ids)
     assert len(hashes) == 4 and all(isinstance(h, int) for h in hashes)
-    idx.precise.apply(a.key, 0, KVEventBatch(0.0, [BlockStored(block_hashes=hashes, parent_block_hash=None, token_ids=[], block_size=4)]))
-    idx.precise.apply(b.key, 0, KVEventBatch(0.0, [BlockStored(block_hashes=hashes[:2], parent_block_hash=None, token_ids=[], block_size=4, medium="CPU")]))
+    idx.precise.apply(
+        a.key,
+        0,
+        KVEventBatch(0.0, [BlockStored(block_hashes=hashes, parent_block_hash=None, token_ids=[], block_size=4)]),
+    )
+    idx.precise.apply(
+        b.key,
+        0,
+        KVEventBatch(
+            0.0,
+            [BlockStored(block_hashes=hashes[:2], parent_block_hash=None, token_ids=[], block_size=4, medium="CPU")],
+        ),
+    )
     scores = s.score(r, [a, b, c])
     assert scores == {a.key: 1.0, b.key: pytest.approx(0.4), c.key: 0.0}
     assert s.prefix_match(r) == ({a.key: 4, b.key: 2}, 4)
@@ -153,7 +176,9 @@ def test_precise_prefix_cache_scorer_min_max_and_backend_weights():
         "precise-prefix-cache-scorer",
         {
             "tokenProcessorConfig": {"blockSize": 4},
-            "indexerConfig": {"kvCacheBackendConfigs": [{"name": "gpu", "weight": 1.0}, {"name": "cpu", "weight": 0.5}]},
+            "indexerConfig": {
+                "kvCacheBackendConfigs": [{"name": "gpu", "weight": 1.0}, {"name": "cpu", "weight": 0.5}]
+            },
             "scoreNormalization": "min-max",
         },
         ctx,
@@ -161,8 +186,18 @@ def test_precise_prefix_cache_scorer_min_max_and_backend_weights():
     a, b, c = ep(1), ep(2), ep(3)
     r = req("r", tokens=list(range(16)))
     hashes = s.params.block_hashes(r.prompt_token_ids)
-    idx.precise.apply(a.key, 0, KVEventBatch(0.0, [BlockStored(block_hashes=hashes, parent_block_hash=None, token_ids=[], block_size=4)]))
-    idx.precise.apply(b.key, 0, KVEventBatch(0.0, [BlockStored(block_hashes=hashes, parent_block_hash=None, token_ids=[], block_size=4, medium="CPU")]))
+    idx.precise.apply(
+        a.key,
+        0,
+        KVEventBatch(0.0, [BlockStored(block_hashes=hashes, parent_block_hash=None, token_ids=[], block_size=4)]),
+    )
+    idx.precise.apply(
+        b.key,
+        0,
+        KVEventBatch(
+            0.0, [BlockStored(block_hashes=hashes, parent_block_hash=None, token_ids=[], block_size=4, medium="CPU")]
+        ),
+    )
     assert idx.precise.match(hashes)[b.key] == (4, 2.0)  # cpu weight from kvCacheBackendConfigs
     assert s.score(r, [a, b, c]) == {a.key: 1.0, b.key: 0.0, c.key: 0.0}
 
@@ -204,7 +239,11 @@ def _gateway_request(rid: str, tokens: list[int], block_size: int) -> LLMRequest
     from router_lite.tokenization import HashSettings, RequestTokenizer
 
     r = req(rid)
-    asyncio.run(RequestTokenizer(None, lambda: HashSettings(block_size)).prepare(r, "completions", {"model": "m", "prompt": tokens}))
+    asyncio.run(
+        RequestTokenizer(None, lambda: HashSettings(block_size)).prepare(
+            r, "completions", {"model": "m", "prompt": tokens}
+        )
+    )
     assert r.state.get(BLOCK_SIZE) == block_size and len(r.block_hashes) == len(tokens) // block_size
     return r
 
@@ -217,7 +256,13 @@ def test_precise_scorer_reports_the_block_size_the_gateway_hashed_with():
     assert s.params.block_size == 16
     a, b = ep(1), ep(2)
     r = _gateway_request("r", list(range(640)), 64)
-    idx.precise.apply(a.key, 0, KVEventBatch(0.0, [BlockStored(block_hashes=r.block_hashes[:6], parent_block_hash=None, token_ids=[], block_size=64)]))
+    idx.precise.apply(
+        a.key,
+        0,
+        KVEventBatch(
+            0.0, [BlockStored(block_hashes=r.block_hashes[:6], parent_block_hash=None, token_ids=[], block_size=64)]
+        ),
+    )
     assert s.score(r, [a, b]) == {a.key: pytest.approx(0.6), b.key: 0.0}
     assert s.prefix_match(r) == ({a.key: 6}, 64)
     # Hashes the scorer derives itself (no gateway hashes) are at its own blockSize.
@@ -273,9 +318,16 @@ def test_every_scorer_returns_a_score_per_endpoint_in_range():
     eps = [ep(i, waiting=i, running=i * 2, kv=i / 10) for i in range(1, 6)]
     ctx = PluginContext(indexes=PrefixIndexes(), rng=random.Random(0))
     names = [
-        "queue-scorer", "running-requests-size-scorer", "kv-cache-utilization-scorer", "load-aware-scorer",
-        "active-request-scorer", "prefix-cache-scorer", "precise-prefix-cache-scorer", "session-affinity-scorer",
-        "lora-affinity-scorer", "no-hit-lru-scorer",
+        "queue-scorer",
+        "running-requests-size-scorer",
+        "kv-cache-utilization-scorer",
+        "load-aware-scorer",
+        "active-request-scorer",
+        "prefix-cache-scorer",
+        "precise-prefix-cache-scorer",
+        "session-affinity-scorer",
+        "lora-affinity-scorer",
+        "no-hit-lru-scorer",
     ]
     for n in names:
         s = make(n, {}, ctx)

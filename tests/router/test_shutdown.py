@@ -31,7 +31,9 @@ def test_data_layer_stop_is_bounded_with_many_dead_pods():
 
     async def one_try() -> tuple[float, int]:
         base = free_port_block(50)  # nothing listens there: every connect is refused at once
-        dl = DataLayer([EndpointSpec(f"127.0.0.1:{base + i}") for i in range(50)], scrape_interval_s=0.001, health_interval_s=0.0)
+        dl = DataLayer(
+            [EndpointSpec(f"127.0.0.1:{base + i}") for i in range(50)], scrape_interval_s=0.001, health_interval_s=0.0
+        )
         await dl.start()
         await asyncio.sleep(0.15)
         tasks = [s.task for s in dl.states.values()]
@@ -126,7 +128,9 @@ def test_sigterm_exits_promptly_with_dead_pods_sse_readers_and_a_stalled_stream(
             def stream_completion() -> None:
                 body = {"model": MODEL, "prompt": "hello", "stream": True, "max_tokens": 8}
                 try:
-                    with httpx.stream("POST", r.url + "/v1/completions", json=body, timeout=httpx.Timeout(5.0, read=30.0)) as resp:
+                    with httpx.stream(
+                        "POST", r.url + "/v1/completions", json=body, timeout=httpx.Timeout(5.0, read=30.0)
+                    ) as resp:
                         received.append(resp.headers["x-llmd-endpoint"].encode())
                         for chunk in resp.iter_bytes():
                             received.append(chunk)
@@ -159,13 +163,18 @@ def test_sigterm_exits_promptly_with_dead_pods_sse_readers_and_a_stalled_stream(
 def test_sigterm_exits_promptly_when_every_pod_is_gone():
     """The `llmdctl down` case: pods killed first, then the router, with a decision reader attached."""
     dead = free_port_block(8)
-    entries = [{"address": f"127.0.0.1:{dead + i}", "kvEvents": {"endpoint": f"tcp://127.0.0.1:{dead + i}", "bind": False}} for i in range(8)]
+    entries = [
+        {"address": f"127.0.0.1:{dead + i}", "kvEvents": {"endpoint": f"tcp://127.0.0.1:{dead + i}", "bind": False}}
+        for i in range(8)
+    ]
     with router(entries) as r:
         opened = threading.Event()
 
         def read_decisions() -> None:
             try:
-                with httpx.stream("GET", r.url + "/debug/decisions?history=5", timeout=httpx.Timeout(5.0, read=30.0)) as resp:
+                with httpx.stream(
+                    "GET", r.url + "/debug/decisions?history=5", timeout=httpx.Timeout(5.0, read=30.0)
+                ) as resp:
                     for _ in resp.iter_bytes():
                         opened.set()
             except httpx.HTTPError:
@@ -173,7 +182,9 @@ def test_sigterm_exits_promptly_when_every_pod_is_gone():
 
         threading.Thread(target=read_decisions, daemon=True).start()
         assert opened.wait(5)
-        assert httpx.post(r.url + "/v1/completions", json={"model": MODEL, "prompt": "x"}, timeout=10).status_code == 503
+        assert (
+            httpx.post(r.url + "/v1/completions", json={"model": MODEL, "prompt": "x"}, timeout=10).status_code == 503
+        )
         t0 = time.monotonic()
         r.proc.send_signal(signal.SIGTERM)
         r.proc.wait(10)

@@ -69,7 +69,11 @@ def test_unknown_plugin_type_is_never_ignored():
 
 
 def _store(idx: PrefixIndexes, endpoint: Endpoint, hashes: list) -> None:
-    idx.precise.apply(endpoint.key, 0, KVEventBatch(0.0, [BlockStored(block_hashes=hashes, parent_block_hash=None, token_ids=[], block_size=64)]))
+    idx.precise.apply(
+        endpoint.key,
+        0,
+        KVEventBatch(0.0, [BlockStored(block_hashes=hashes, parent_block_hash=None, token_ids=[], block_size=64)]),
+    )
 
 
 def test_split_producer_scores_like_the_precise_scorer():
@@ -113,16 +117,50 @@ def test_pod_discovery_subscribes_to_each_pod_on_the_socket_port():
 
 
 def test_data_layer_sources_and_extractors_are_checked():
-    base = {"plugins": [{"type": "queue-scorer"}, {"type": "metrics-data-source"}, {"type": "core-metrics-extractor"},
-                        {"type": "endpoint-notification-source"}, {"type": "precise-prefix-cache-scorer"}]}
-    ok = load_config({**base, "dataLayer": {"sources": [
-        {"pluginRef": "metrics-data-source", "extractors": [{"pluginRef": "core-metrics-extractor"}]},
-        {"pluginRef": "endpoint-notification-source", "extractors": [{"pluginRef": "precise-prefix-cache-scorer"}]}]}})
+    base = {
+        "plugins": [
+            {"type": "queue-scorer"},
+            {"type": "metrics-data-source"},
+            {"type": "core-metrics-extractor"},
+            {"type": "endpoint-notification-source"},
+            {"type": "precise-prefix-cache-scorer"},
+        ]
+    }
+    ok = load_config(
+        {
+            **base,
+            "dataLayer": {
+                "sources": [
+                    {"pluginRef": "metrics-data-source", "extractors": [{"pluginRef": "core-metrics-extractor"}]},
+                    {
+                        "pluginRef": "endpoint-notification-source",
+                        "extractors": [{"pluginRef": "precise-prefix-cache-scorer"}],
+                    },
+                ]
+            },
+        }
+    )
     assert [(d.plugin_ref, d.extractors) for d in ok.data_layer] == [
-        ("metrics-data-source", ["core-metrics-extractor"]), ("endpoint-notification-source", ["precise-prefix-cache-scorer"])]
-    with pytest.raises(ConfigError, match=r"dataLayer.sources\[0\].extractors\[0\].pluginRef: 'queue-scorer' \(queue-scorer\) cannot extract"):
-        load_config({**base, "dataLayer": {"sources": [{"pluginRef": "endpoint-notification-source", "extractors": [{"pluginRef": "queue-scorer"}]}]}})
-    with pytest.raises(ConfigError, match=r"dataLayer.sources\[0\].pluginRef: 'queue-scorer' is a queue-scorer, expected a data source"):
+        ("metrics-data-source", ["core-metrics-extractor"]),
+        ("endpoint-notification-source", ["precise-prefix-cache-scorer"]),
+    ]
+    with pytest.raises(
+        ConfigError,
+        match=r"dataLayer.sources\[0\].extractors\[0\].pluginRef: 'queue-scorer' \(queue-scorer\) cannot extract",
+    ):
+        load_config(
+            {
+                **base,
+                "dataLayer": {
+                    "sources": [
+                        {"pluginRef": "endpoint-notification-source", "extractors": [{"pluginRef": "queue-scorer"}]}
+                    ]
+                },
+            }
+        )
+    with pytest.raises(
+        ConfigError, match=r"dataLayer.sources\[0\].pluginRef: 'queue-scorer' is a queue-scorer, expected a data source"
+    ):
         load_config({**base, "dataLayer": {"sources": [{"pluginRef": "queue-scorer"}]}})
     with pytest.raises(ConfigError, match=r"dataLayer.sources\[0\].pluginRef: 'nope' names no plugin"):
         load_config({**base, "dataLayer": {"sources": [{"pluginRef": "nope"}]}})
@@ -144,14 +182,30 @@ def test_saturation_detector_plugin_ref_sets_the_thresholds():
     adm = Admission.from_config(cfg, 0, 30.0, admitters=admitters)
     assert adm.detector.config.queue_depth_threshold == 999999999 and adm.detector.config.kv_cache_util_threshold == 1.0
     assert [a.name for a in adm.admitters] == ["probabilistic-admitter"]
-    with pytest.raises(ConfigError, match=r"saturationDetector.pluginRef: 'random-picker' is a random-picker, expected a saturation detector"):
+    with pytest.raises(
+        ConfigError,
+        match=r"saturationDetector.pluginRef: 'random-picker' is a random-picker, expected a saturation detector",
+    ):
         load_config({"plugins": [{"type": "random-picker"}], "saturationDetector": {"pluginRef": "random-picker"}})
     with pytest.raises(ConfigError, match=r"saturationDetector: with pluginRef, set thresholds on the plugin"):
-        load_config({"plugins": [{"type": "utilization-detector"}, {"type": "random-picker"}],
-                     "saturationDetector": {"pluginRef": "utilization-detector", "queueDepthThreshold": 2}})
-    with pytest.raises(ConfigError, match=r"plugin 'utilization-detector' \(utilization-detector\) parameters.kvCacheUtilThreshold"):
-        load_config({"plugins": [{"type": "utilization-detector", "parameters": {"kvCacheUtilThreshold": 2}}, {"type": "random-picker"}],
-                     "saturationDetector": {"pluginRef": "utilization-detector"}})
+        load_config(
+            {
+                "plugins": [{"type": "utilization-detector"}, {"type": "random-picker"}],
+                "saturationDetector": {"pluginRef": "utilization-detector", "queueDepthThreshold": 2},
+            }
+        )
+    with pytest.raises(
+        ConfigError, match=r"plugin 'utilization-detector' \(utilization-detector\) parameters.kvCacheUtilThreshold"
+    ):
+        load_config(
+            {
+                "plugins": [
+                    {"type": "utilization-detector", "parameters": {"kvCacheUtilThreshold": 2}},
+                    {"type": "random-picker"},
+                ],
+                "saturationDetector": {"pluginRef": "utilization-detector"},
+            }
+        )
 
 
 def test_probabilistic_admitter_formula():
@@ -178,11 +232,20 @@ def test_data_parallel_handler_sets_the_rank_header():
     result = sched.schedule(req, [ep(8000, "decode"), ep(8001, "decode")])
     assert sched.pre_request(req, result.target, None) == {"x-data-parallel-host-port": result.target.key}
     with pytest.raises(ConfigError, match=r"primaryPort: expected a port 1-65535"):
-        load_config({"plugins": [{"type": "queue-scorer"}, {"type": "data-parallel-profile-handler", "parameters": {"primaryPort": 0}}]})
+        load_config(
+            {
+                "plugins": [
+                    {"type": "queue-scorer"},
+                    {"type": "data-parallel-profile-handler", "parameters": {"primaryPort": 0}},
+                ]
+            }
+        )
 
 
 def test_active_request_idle_threshold_and_max_busy_score():
-    cfg = load_config({"plugins": [{"type": "active-request-scorer", "parameters": {"idleThreshold": 1, "maxBusyScore": 0.5}}]})
+    cfg = load_config(
+        {"plugins": [{"type": "active-request-scorer", "parameters": {"idleThreshold": 1, "maxBusyScore": 0.5}}]}
+    )
     sched = Scheduler(cfg)
     s = sched.plugins["active-request-scorer"]
     a, b, c = ep(1), ep(2), ep(3)

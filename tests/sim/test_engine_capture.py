@@ -85,7 +85,11 @@ def test_eviction_step_removes_in_lru_order(capture):
         events = _run(engine, step)
         if step["name"] == "evict_2":
             removed = [e.block_hashes[0] for e in events if isinstance(e, BlockRemoved)]
-    want = [e.block_hashes[0] for e in _expected(next(s for s in entry["steps"] if s["name"] == "evict_2")) if isinstance(e, BlockRemoved)]
+    want = [
+        e.block_hashes[0]
+        for e in _expected(next(s for s in entry["steps"] if s["name"] == "evict_2"))
+        if isinstance(e, BlockRemoved)
+    ]
     assert len(removed) == 14 and removed == want
     # The cache_salt request's first block survives: hashless partial blocks were evicted before it.
     assert engine.stats().prefix_cache_hits_tokens == 64  # shared_prefix hit 2 blocks of basic

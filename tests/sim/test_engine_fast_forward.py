@@ -24,7 +24,9 @@ INF = math.inf
 
 def _workload(seed: int, n: int, *, bs: int = 16, groups: int = 3, rate: float = 20.0, pd: bool = False):
     rng = random.Random(seed)
-    prefixes = [[rng.randrange(1, 500) for _ in range(rng.randint(1, 6) * bs + rng.randint(0, bs - 1))] for _ in range(groups)]
+    prefixes = [
+        [rng.randrange(1, 500) for _ in range(rng.randint(1, 6) * bs + rng.randint(0, bs - 1))] for _ in range(groups)
+    ]
     t, out = 0.0, []
     for i in range(n):
         t += rng.expovariate(rate)
@@ -32,7 +34,9 @@ def _workload(seed: int, n: int, *, bs: int = 16, groups: int = 3, rate: float =
         kw: dict = {"ignore_eos": rng.random() < 0.3}
         kind = rng.random() if pd else 1.0
         if kind < 0.25:
-            kw["remote_prefill"] = RemotePrefill(num_tokens=len(prompt) - rng.randint(0, 3), transfer_time_s=rng.choice([None, 0.003]))
+            kw["remote_prefill"] = RemotePrefill(
+                num_tokens=len(prompt) - rng.randint(0, 3), transfer_time_s=rng.choice([None, 0.003])
+            )
         elif kind < 0.4:
             kw["prefill_only"] = True
         elif rng.random() < 0.15:
@@ -48,7 +52,14 @@ def _merge(acc: dict, out, times) -> None:
     cur["tokens"] += out.new_token_ids
     cur["times"] += times
     cur["first"] = cur["first"] or out.first_token
-    for k in ("finished", "finish_reason", "num_output_tokens", "num_cached_tokens", "num_remote_tokens", "num_prompt_tokens"):
+    for k in (
+        "finished",
+        "finish_reason",
+        "num_output_tokens",
+        "num_cached_tokens",
+        "num_remote_tokens",
+        "num_prompt_tokens",
+    ):
         cur[k] = getattr(out, k)
     if out.block_hashes is not None:
         cur["block_hashes"], cur["block_ids"] = out.block_hashes, out.block_ids
@@ -129,22 +140,39 @@ def _same(make, work, piece=None, mode="ff", flush=False, stop_on_finish=False) 
 def _engine(**kw):
     def make():
         return SimEngine(EngineConfig(**kw)), None
+
     return make
 
 
 @pytest.mark.parametrize("piece", [None, 1, 7])
 def test_fast_forward_matches_steps_with_eos_chunking_and_jitter(piece):
     lat = LatencyModel.from_names("H100", "Llama-3.1-8B", jitter=0.05)
-    make = _engine(num_gpu_blocks=400, block_size=16, max_num_batched_tokens=64, max_num_seqs=6,
-                   vocab_size=60, eos_token_id=7, latency=lat, seed=3)
+    make = _engine(
+        num_gpu_blocks=400,
+        block_size=16,
+        max_num_batched_tokens=64,
+        max_num_seqs=6,
+        vocab_size=60,
+        eos_token_id=7,
+        latency=lat,
+        seed=3,
+    )
     _same(make, _workload(1, 60), piece)
 
 
 @pytest.mark.parametrize("mode,flush", [("ff", True), ("mixed", False)])
 def test_fast_forward_flushed_or_mixed_with_step_matches_steps(mode, flush):
     lat = LatencyModel.from_names("H100", "Llama-3.1-8B", jitter=0.05)
-    make = _engine(num_gpu_blocks=120, block_size=8, max_num_batched_tokens=96, max_num_seqs=12,
-                   vocab_size=80, eos_token_id=5, latency=lat, seed=4)
+    make = _engine(
+        num_gpu_blocks=120,
+        block_size=8,
+        max_num_batched_tokens=96,
+        max_num_seqs=12,
+        vocab_size=80,
+        eos_token_id=5,
+        latency=lat,
+        seed=4,
+    )
     _same(make, _workload(6, 60, bs=8, rate=40.0), mode=mode, flush=flush)
 
 
@@ -161,8 +189,15 @@ def test_fast_forward_matches_steps_with_aborts():
 
 
 def test_fast_forward_matches_steps_under_preemption():
-    make = _engine(num_gpu_blocks=40, block_size=4, max_num_batched_tokens=128, max_num_seqs=32, vocab_size=500,
-                   eos_token_id=3, seed=1)
+    make = _engine(
+        num_gpu_blocks=40,
+        block_size=4,
+        max_num_batched_tokens=128,
+        max_num_seqs=32,
+        vocab_size=500,
+        eos_token_id=3,
+        seed=1,
+    )
     work = _workload(2, 50, bs=4, rate=80.0)
     _same(make, work)
     # the scenario does preempt (else this test would not cover the fallback)
@@ -171,8 +206,10 @@ def test_fast_forward_matches_steps_under_preemption():
 
 def test_fast_forward_matches_steps_with_pd_and_no_prefix_caching():
     _same(_engine(num_gpu_blocks=300, block_size=8, max_num_seqs=16, seed=5), _workload(3, 50, bs=8, pd=True))
-    _same(_engine(num_gpu_blocks=300, block_size=8, enable_prefix_caching=False, seed=5, output_mode="echo"),
-          _workload(4, 40, bs=8))
+    _same(
+        _engine(num_gpu_blocks=300, block_size=8, enable_prefix_caching=False, seed=5, output_mode="echo"),
+        _workload(4, 40, bs=8),
+    )
 
 
 def test_fast_forward_matches_steps_with_cpu_tier():
@@ -180,7 +217,9 @@ def test_fast_forward_matches_steps_with_cpu_tier():
 
     def make():
         eng = SimEngine(EngineConfig(num_gpu_blocks=60, block_size=bs, max_num_seqs=8, seed=2))
-        store = TieredStore([MemoryTier("CPU", 200)], CostModel(block_bytes=kv_bytes_per_block(32, 8, 128, bs)), block_size=bs)
+        store = TieredStore(
+            [MemoryTier("CPU", 200)], CostModel(block_bytes=kv_bytes_per_block(32, 8, 128, bs)), block_size=bs
+        )
         return eng, attach_tiers(eng, store)
 
     work = _workload(5, 50, groups=6, rate=10.0)
@@ -206,7 +245,9 @@ def test_fast_forward_does_decode_steps_in_one_call_and_reports_token_times():
     assert 0 < first.num_steps < 50 and first.end_s >= 1.0 + 5 * ff.step_durations[-1] - 1e-12
     rest = eng.fast_forward(first.end_s, INF)
     assert first.num_steps + rest.num_steps == 50 and not eng.has_unfinished()
-    assert [o.new_token_ids for o in first.outputs][0] + [o.new_token_ids for o in rest.outputs][0] == outs["a"].new_token_ids
+    assert [o.new_token_ids for o in first.outputs][0] + [o.new_token_ids for o in rest.outputs][0] == outs[
+        "a"
+    ].new_token_ids
 
 
 def test_prefix_hit_memo_of_blocked_requests_changes_nothing(monkeypatch):
@@ -237,11 +278,25 @@ def test_prefix_hit_memo_of_blocked_requests_changes_nothing(monkeypatch):
 def test_fast_forward_matches_steps_on_random_configs(seed):
     rng = random.Random(100 + seed)
     bs = rng.choice([2, 4, 8, 16])
-    make = _engine(num_gpu_blocks=rng.randint(300 // bs, 3000 // bs), block_size=bs,
-                   max_num_batched_tokens=rng.choice([32, 64, 256]), max_num_seqs=rng.randint(2, 40),
-                   vocab_size=rng.choice([40, 5000]), eos_token_id=rng.choice([None, 3]),
-                   enable_prefix_caching=rng.random() < 0.8, seed=seed,
-                   latency=LatencyModel.from_names("H100", "Llama-3.1-8B", jitter=rng.choice([0.0, 0.1])))
-    work = _workload(200 + seed, 40, bs=bs, groups=rng.randint(1, 4), rate=rng.choice([10.0, 80.0]), pd=rng.random() < 0.5)
-    _same(make, work, piece=rng.choice([None, None, 1, 3]), mode=rng.choice(["ff", "mixed"]),
-          flush=rng.random() < 0.3, stop_on_finish=rng.random() < 0.3)
+    make = _engine(
+        num_gpu_blocks=rng.randint(300 // bs, 3000 // bs),
+        block_size=bs,
+        max_num_batched_tokens=rng.choice([32, 64, 256]),
+        max_num_seqs=rng.randint(2, 40),
+        vocab_size=rng.choice([40, 5000]),
+        eos_token_id=rng.choice([None, 3]),
+        enable_prefix_caching=rng.random() < 0.8,
+        seed=seed,
+        latency=LatencyModel.from_names("H100", "Llama-3.1-8B", jitter=rng.choice([0.0, 0.1])),
+    )
+    work = _workload(
+        200 + seed, 40, bs=bs, groups=rng.randint(1, 4), rate=rng.choice([10.0, 80.0]), pd=rng.random() < 0.5
+    )
+    _same(
+        make,
+        work,
+        piece=rng.choice([None, None, 1, 3]),
+        mode=rng.choice(["ff", "mixed"]),
+        flush=rng.random() < 0.3,
+        stop_on_finish=rng.random() < 0.3,
+    )

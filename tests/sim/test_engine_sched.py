@@ -175,7 +175,9 @@ def test_pd_prefill_only_then_remote_decode_pays_transfer_not_prefill():
 
     decode = engine(role="decode", block_size=16)
     transfer = H100_8B.kv_transfer_time(8000, "rdma-200g")
-    decode.add_request(EngineRequest("d", prompt, 5, remote_prefill=RemotePrefill(num_tokens=8000, transfer_time_s=transfer)))
+    decode.add_request(
+        EngineRequest("d", prompt, 5, remote_prefill=RemotePrefill(num_tokens=8000, transfer_time_s=transfer))
+    )
     clock = VirtualClock()
     first = decode.step(clock.now())
     assert first.idle and first.outputs == [] and first.duration_s == pytest.approx(transfer)
@@ -204,7 +206,9 @@ def test_other_requests_keep_decoding_while_a_transfer_is_in_flight():
     eng = engine()
     eng.add_request(EngineRequest("local", [1, 2, 3], 50))
     eng.step(0.0)
-    eng.add_request(EngineRequest("remote", list(range(2000)), 3, remote_prefill=RemotePrefill(2000, transfer_time_s=1.0)))
+    eng.add_request(
+        EngineRequest("remote", list(range(2000)), 3, remote_prefill=RemotePrefill(2000, transfer_time_s=1.0))
+    )
     t = 0.0
     ids = []
     while t < 0.5:

@@ -52,8 +52,16 @@ def test_fit_predicts_heldout_shapes(h200_table):
     """Fitted on half the shapes, the model is within 8% (median) / 12% (p90) on the other half, and beats
     the datasheet-guess profile it started from."""
     info, steps = h200_table
-    datasheet = replace(load_hardware("H200"), mfu=0.55, mfu_decode=0.35, hbm_efficiency=0.8, step_overhead_ms=1.0,
-                        mfu_attention=None, hbm_efficiency_weights=None, layer_overhead_us=0.0)
+    datasheet = replace(
+        load_hardware("H200"),
+        mfu=0.55,
+        mfu_decode=0.35,
+        hbm_efficiency=0.8,
+        step_overhead_ms=1.0,
+        mfu_attention=None,
+        hbm_efficiency_weights=None,
+        layer_overhead_us=0.0,
+    )
     report = fit_report(datasheet, LLAMA_8B, steps, info)
     assert report["heldout_after"]["median"] <= 0.08
     assert report["heldout_after"]["p90"] <= 0.12
@@ -90,8 +98,9 @@ def test_shipped_h200_profile_matches_heldout_measurements(h200_table):
 
 # Doubling mfu_decode moves only the largest decode batches (b256-c1024 by 12%): the pins below catch it with
 # a compute-bound b512 decode, a shape the timed grid (batch <= 256) does not reach.
-@pytest.mark.parametrize(("term", "factor"), [(t, f) for t in FITTED_TERMS for f in (2.0, 0.5)
-                                              if (t, f) != ("mfu_decode", 2.0)])
+@pytest.mark.parametrize(
+    ("term", "factor"), [(t, f) for t in FITTED_TERMS for f in (2.0, 0.5) if (t, f) != ("mfu_decode", 2.0)]
+)
 def test_a_2x_change_of_any_h200_term_breaks_agreement_with_the_gpu(h200_table, term, factor):
     _, steps = h200_table
     hw = load_hardware("H200")
@@ -103,9 +112,13 @@ def test_a_2x_change_of_any_h200_term_breaks_agreement_with_the_gpu(h200_table, 
 # Reference shapes (Llama-3.1-8B, tp=1): compute-bound prefill, attention-heavy chunk, weight-bound decode,
 # KV-bound decode, compute-bound decode. Pins in ms, from each shipped profile; update them only with a
 # measurement or a cited spec change.
-REFERENCE = [TimedStep("prefill-4096", 4096, 0, 0, 0, 1.0), TimedStep("chunk-1024-after-16384", 1024, 16384, 0, 0, 1.0),
-             TimedStep("decode-b1-c4096", 0, 0, 1, 4096, 1.0), TimedStep("decode-b64-c16384", 0, 0, 64, 16384, 1.0),
-             TimedStep("decode-b512-c256", 0, 0, 512, 256, 1.0)]
+REFERENCE = [
+    TimedStep("prefill-4096", 4096, 0, 0, 0, 1.0),
+    TimedStep("chunk-1024-after-16384", 1024, 16384, 0, 0, 1.0),
+    TimedStep("decode-b1-c4096", 0, 0, 1, 4096, 1.0),
+    TimedStep("decode-b64-c16384", 0, 0, 64, 16384, 1.0),
+    TimedStep("decode-b512-c256", 0, 0, 512, 256, 1.0),
+]
 PINS_MS = {
     "A100": [376.0979, 137.507, 11.3747, 95.307, 67.6378],
     "Gaudi3": [111.2735, 41.7301, 8.4081, 61.2692, 24.5925],
@@ -123,12 +136,20 @@ def test_gpu_profile_step_time_pins(hardware):
         assert have == pytest.approx(want, rel=1e-3), f"{hardware} {shape.name}"
 
 
-EFFICIENCY_TERMS = ("mfu", "mfu_decode", "mfu_attention", "hbm_efficiency", "hbm_efficiency_weights", "step_overhead_ms",
-                    "layer_overhead_us")
+EFFICIENCY_TERMS = (
+    "mfu",
+    "mfu_decode",
+    "mfu_attention",
+    "hbm_efficiency",
+    "hbm_efficiency_weights",
+    "step_overhead_ms",
+    "layer_overhead_us",
+)
 
 
-@pytest.mark.parametrize(("hardware", "term"), [(h, t) for h in sorted(PINS_MS) for t in EFFICIENCY_TERMS
-                                                if getattr(load_hardware(h), t)])  # every term a profile sets
+@pytest.mark.parametrize(
+    ("hardware", "term"), [(h, t) for h in sorted(PINS_MS) for t in EFFICIENCY_TERMS if getattr(load_hardware(h), t)]
+)  # every term a profile sets
 def test_pins_catch_a_2x_change(hardware, term):
     hw = load_hardware(hardware)
     for factor in (2.0, 0.5):

@@ -19,7 +19,9 @@ DIGEST_B = hashlib.sha256(b"b").digest()
 
 
 def _stored() -> BlockStored:
-    return BlockStored(block_hashes=[DIGEST_A, DIGEST_B], parent_block_hash=None, token_ids=list(range(32)), block_size=16)
+    return BlockStored(
+        block_hashes=[DIGEST_A, DIGEST_B], parent_block_hash=None, token_ids=list(range(32)), block_size=16
+    )
 
 
 def _recv_after_probe(sub: zmq.Socket, pub: KVEventPublisher, timeout: float = 5.0) -> list[bytes]:

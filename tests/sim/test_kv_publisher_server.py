@@ -56,8 +56,11 @@ def _warm_up(sub: zmq.Socket, base: str) -> None:
     deadline = time.monotonic() + 10
     salt = uuid.uuid4().hex
     while time.monotonic() < deadline:
-        _client.post(base + "/v1/completions", timeout=10,
-                   json={"prompt": list(range(3, 3 + 32)), "max_tokens": 1, "cache_salt": salt})
+        _client.post(
+            base + "/v1/completions",
+            timeout=10,
+            json={"prompt": list(range(3, 3 + 32)), "max_tokens": 1, "cache_salt": salt},
+        )
         if sub.poll(300):
             _drain(sub, first_ms=300)
             return
@@ -68,14 +71,28 @@ def _warm_up(sub: zmq.Socket, base: str) -> None:
 def test_connect_mode_two_pods_topics_and_sequences():
     sub, endpoint = _sub_bind(2)
     try:
-        with sim_server("--model", "m", "--time-scale", "0", "--pods", "2", "--block-size", "16",
-                        "--num-gpu-blocks", "64", "--kv-events-endpoint", endpoint, ports=2) as s:
+        with sim_server(
+            "--model",
+            "m",
+            "--time-scale",
+            "0",
+            "--pods",
+            "2",
+            "--block-size",
+            "16",
+            "--num-gpu-blocks",
+            "64",
+            "--kv-events-endpoint",
+            endpoint,
+            ports=2,
+        ) as s:
             # connect mode: pod i connects to the collector's port + i
             _warm_up(sub, s.url(0))
             _warm_up(sub, s.url(1))
             for i in (0, 1):
-                _client.post(s.url(i) + "/v1/completions", json={"prompt": list(range(50, 82)), "max_tokens": 1},
-                           timeout=10)
+                _client.post(
+                    s.url(i) + "/v1/completions", json={"prompt": list(range(50, 82)), "max_tokens": 1}, timeout=10
+                )
             msgs = _drain_events(sub, 2)
             by_topic = {t: (seq, batch) for t, seq, batch in msgs}
             assert set(by_topic) == {f"kv@127.0.0.1:{s.ports[0]}@m", f"kv@127.0.0.1:{s.ports[1]}@m"}
@@ -93,9 +110,23 @@ def test_connect_mode_two_pods_topics_and_sequences():
 
 def test_bind_mode_data_parallel_ranks(tmp_path):
     endpoint = f"ipc://{tmp_path}/kv"
-    with sim_server("--time-scale", "0", "--data-parallel-size", "2", "--kv-events-endpoint", endpoint,
-                    "--kv-events-topic", "kv@{host}:{port}@{model}-rank{rank}", "--kv-events-form", "positional",
-                    "--num-gpu-blocks", "64", "--block-size", "16", ports=2) as s:
+    with sim_server(
+        "--time-scale",
+        "0",
+        "--data-parallel-size",
+        "2",
+        "--kv-events-endpoint",
+        endpoint,
+        "--kv-events-topic",
+        "kv@{host}:{port}@{model}-rank{rank}",
+        "--kv-events-form",
+        "positional",
+        "--num-gpu-blocks",
+        "64",
+        "--block-size",
+        "16",
+        ports=2,
+    ) as s:
         subs = []
         try:
             for suffix in ("", "-1"):  # the server bound one endpoint per rank
@@ -106,8 +137,9 @@ def test_bind_mode_data_parallel_ranks(tmp_path):
                 subs.append(sub)
             for rank, sub in enumerate(subs):
                 _warm_up(sub, s.url(rank))
-                _client.post(s.url(rank) + "/v1/completions", json={"prompt": list(range(9, 41)), "max_tokens": 1},
-                           timeout=10)
+                _client.post(
+                    s.url(rank) + "/v1/completions", json={"prompt": list(range(9, 41)), "max_tokens": 1}, timeout=10
+                )
                 (topic, _seq, batch), *_ = _drain(sub)
                 assert topic == f"kv@127.0.0.1:{s.ports[rank]}@sim-model-rank{rank}"
                 assert batch.data_parallel_rank == rank
@@ -141,9 +173,23 @@ def test_real_vllm_capture_end_to_end(capture, label):
     entry = next(c for c in capture["captures"] if c["label"] == label)
     sub, endpoint = _sub_bind()
     try:
-        with sim_server("--model", "tinyllama", "--time-scale", "0", "--block-size", "32", "--num-gpu-blocks", "96",
-                        "--max-model-len", "2048", "--max-num-seqs", "8", "--kv-events-endpoint", endpoint,
-                        *CAPTURE_FLAGS[label]) as s:
+        with sim_server(
+            "--model",
+            "tinyllama",
+            "--time-scale",
+            "0",
+            "--block-size",
+            "32",
+            "--num-gpu-blocks",
+            "96",
+            "--max-model-len",
+            "2048",
+            "--max-num-seqs",
+            "8",
+            "--kv-events-endpoint",
+            endpoint,
+            *CAPTURE_FLAGS[label],
+        ) as s:
             # slow joiner: the first request's events must not be lost, so wait for a probe round trip first,
             # then clear the probe's blocks (its AllBlocksCleared goes out with the next step, see below).
             _warm_up(sub, s.base)
@@ -155,9 +201,14 @@ def test_real_vllm_capture_end_to_end(capture, label):
                 if step["request"] is None:
                     assert _client.post(s.base + "/reset_prefix_cache", timeout=5).status_code == 200
                     continue
-                body = {"model": "tinyllama", "prompt": step["prompt_token_ids"],
-                        "max_tokens": len(step["output_token_ids"]), "ignore_eos": True, "return_token_ids": True,
-                        "sim_output_token_ids": step["output_token_ids"]}
+                body = {
+                    "model": "tinyllama",
+                    "prompt": step["prompt_token_ids"],
+                    "max_tokens": len(step["output_token_ids"]),
+                    "ignore_eos": True,
+                    "return_token_ids": True,
+                    "sim_output_token_ids": step["output_token_ids"],
+                }
                 if step["request"].get("cache_salt"):
                     body["cache_salt"] = step["request"]["cache_salt"]
                 r = _client.post(s.base + "/v1/completions", json=body, timeout=20)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -121,7 +120,9 @@ def test_wide_ep_decode_pays_all_to_all_over_the_network():
     balanced = lm("H200", "DeepSeek-R1", tp=1, ep=32, network="rdma-400g", moe_imbalance=1.0)
     assert balanced.decode_step_time(128, 128 * 2048) < fast.decode_step_time(128, 128 * 2048)
     # More EP ranks hold fewer experts each: more room for KV.
-    assert lm("H200", "DeepSeek-R1", tp=1, ep=32).num_gpu_blocks(64) > lm("H200", "DeepSeek-R1", tp=1, ep=16).num_gpu_blocks(64)
+    assert lm("H200", "DeepSeek-R1", tp=1, ep=32).num_gpu_blocks(64) > lm(
+        "H200", "DeepSeek-R1", tp=1, ep=16
+    ).num_gpu_blocks(64)
 
 
 def test_coefficients_and_jitter():

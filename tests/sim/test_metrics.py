@@ -26,14 +26,24 @@ def _value(metrics: dict, name: str, **labels: str) -> float:
 
 
 def test_vllm_metric_names_labels_and_movement():
-    with sim_server("--model", "m1", "--time-scale", "0", "--block-size", "16", "--num-gpu-blocks", "500",
-                    "--pods", "2", ports=2) as s:
+    with sim_server(
+        "--model", "m1", "--time-scale", "0", "--block-size", "16", "--num-gpu-blocks", "500", "--pods", "2", ports=2
+    ) as s:
         before = _scrape(s.base)
-        for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-                     "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total", "vllm:num_preemptions_total",
-                     "vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:cache_config_info",
-                     "vllm:time_to_first_token_seconds_count",
-                     "vllm:inter_token_latency_seconds_count", "vllm:e2e_request_latency_seconds_count"):
+        for name in (
+            "vllm:num_requests_running",
+            "vllm:num_requests_waiting",
+            "vllm:kv_cache_usage_perc",
+            "vllm:prefix_cache_queries_total",
+            "vllm:prefix_cache_hits_total",
+            "vllm:num_preemptions_total",
+            "vllm:prompt_tokens_total",
+            "vllm:generation_tokens_total",
+            "vllm:cache_config_info",
+            "vllm:time_to_first_token_seconds_count",
+            "vllm:inter_token_latency_seconds_count",
+            "vllm:e2e_request_latency_seconds_count",
+        ):
             assert name in before, name
             assert all(x.labels["model_name"] == "m1" and x.labels["engine"] == "0" for x in before[name])
         info = before["vllm:cache_config_info"][0].labels
@@ -45,8 +55,11 @@ def test_vllm_metric_names_labels_and_movement():
 
         prompt = list(range(1000, 1064))  # 4 full blocks
         for i in range(3):
-            r = _client.post(s.base + "/v1/completions", timeout=10,
-                           json={"prompt": prompt + [7 + i], "max_tokens": 4, "ignore_eos": True})
+            r = _client.post(
+                s.base + "/v1/completions",
+                timeout=10,
+                json={"prompt": prompt + [7 + i], "max_tokens": 4, "ignore_eos": True},
+            )
             assert r.status_code == 200, r.text
         after = _scrape(s.base)
         assert _value(after, "vllm:prompt_tokens_total") == 3 * 65
@@ -64,4 +77,3 @@ def test_vllm_metric_names_labels_and_movement():
         # the other pod counted nothing: registries are per pod
         other = _scrape(s.url(1))
         assert _value(other, "vllm:prompt_tokens_total") == 0
-

@@ -10,8 +10,9 @@ from tests.sim.simproc import sim_server
 
 @pytest.fixture(scope="module")
 def server():
-    with sim_server("--model", "sim-llama", "--time-scale", "0", "--max-model-len", "4096",
-                    "--enable-prompt-tokens-details") as s:
+    with sim_server(
+        "--model", "sim-llama", "--time-scale", "0", "--max-model-len", "4096", "--enable-prompt-tokens-details"
+    ) as s:
         yield s
 
 
@@ -23,8 +24,12 @@ def client(server):
 
 
 def test_completion(client):
-    r = client.completions.create(model="sim-llama", prompt="the cache router sends", max_tokens=7,
-                                  extra_body={"ignore_eos": True, "return_token_ids": True})
+    r = client.completions.create(
+        model="sim-llama",
+        prompt="the cache router sends",
+        max_tokens=7,
+        extra_body={"ignore_eos": True, "return_token_ids": True},
+    )
     assert r.object == "text_completion" and r.model == "sim-llama" and r.id.startswith("cmpl-")
     choice = r.choices[0]
     assert choice.finish_reason == "length" and choice.text
@@ -35,8 +40,16 @@ def test_completion(client):
 
 
 def test_completion_stream_with_usage(client):
-    chunks = list(client.completions.create(model="sim-llama", prompt=[11, 12, 13, 14], max_tokens=5, stream=True,
-                                            stream_options={"include_usage": True}, extra_body={"ignore_eos": True}))
+    chunks = list(
+        client.completions.create(
+            model="sim-llama",
+            prompt=[11, 12, 13, 14],
+            max_tokens=5,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+    )
     text_chunks = [c for c in chunks if c.choices]
     assert len(text_chunks) == 5
     assert text_chunks[-1].choices[0].finish_reason == "length"
@@ -47,10 +60,12 @@ def test_completion_stream_with_usage(client):
 
 
 def test_chat(client):
-    r = client.chat.completions.create(model="sim-llama", max_completion_tokens=4,
-                                       messages=[{"role": "system", "content": "be brief"},
-                                                 {"role": "user", "content": "which pod has my prefix?"}],
-                                       extra_body={"ignore_eos": True})
+    r = client.chat.completions.create(
+        model="sim-llama",
+        max_completion_tokens=4,
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "which pod has my prefix?"}],
+        extra_body={"ignore_eos": True},
+    )
     assert r.object == "chat.completion" and r.id.startswith("chatcmpl-")
     msg = r.choices[0].message
     assert msg.role == "assistant" and msg.content
@@ -58,10 +73,14 @@ def test_chat(client):
 
 
 def test_chat_stream(client):
-    stream = client.chat.completions.create(model="sim-llama", max_tokens=6, stream=True,
-                                            stream_options={"include_usage": True},
-                                            messages=[{"role": "user", "content": "stream please"}],
-                                            extra_body={"ignore_eos": True})
+    stream = client.chat.completions.create(
+        model="sim-llama",
+        max_tokens=6,
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "stream please"}],
+        extra_body={"ignore_eos": True},
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]

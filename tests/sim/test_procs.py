@@ -34,11 +34,13 @@ def test_ports_are_free_distinct_and_consecutive_where_asked():
 
 def test_stop_reaches_a_child_that_ignores_sigterm_in_the_group(tmp_path):
     child_pid = tmp_path / "child.pid"
-    code = ("import os, signal, subprocess, sys, time\n"
-            "c = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
-            "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'])\n"
-            f"open({str(child_pid)!r}, 'w').write(str(c.pid))\n"
-            "time.sleep(60)\n")
+    code = (
+        "import os, signal, subprocess, sys, time\n"
+        "c = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'])\n"
+        f"open({str(child_pid)!r}, 'w').write(str(c.pid))\n"
+        "time.sleep(60)\n"
+    )
     proc = spawn([sys.executable, "-c", code], log=tmp_path / "log")
     deadline = time.monotonic() + 10
     while not child_pid.exists() or not child_pid.read_text():

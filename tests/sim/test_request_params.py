@@ -100,41 +100,65 @@ def test_completion_logprobs(client):
 
 def test_chat_logprobs(client):
     msgs = [{"role": "user", "content": "hi"}]
-    r = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=4, logprobs=True, top_logprobs=2,
-                                       extra_body={"ignore_eos": True})
+    r = client.chat.completions.create(
+        model=MODEL, messages=msgs, max_tokens=4, logprobs=True, top_logprobs=2, extra_body={"ignore_eos": True}
+    )
     content = r.choices[0].logprobs.content
     assert len(content) == 4 and "".join(c.token for c in content) == r.choices[0].message.content
     for c in content:
         assert c.logprob <= 0 and len(c.top_logprobs) == 2 and c.top_logprobs[0].logprob >= c.top_logprobs[1].logprob
         assert bytes(c.bytes).decode() == c.token
     _refused(lambda: client.chat.completions.create(model=MODEL, messages=msgs, top_logprobs=2), "top_logprobs")
-    chunks = list(client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=3, logprobs=True,
-                                                 stream=True, extra_body={"ignore_eos": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=msgs, max_tokens=3, logprobs=True, stream=True, extra_body={"ignore_eos": True}
+        )
+    )
     assert sum(len(c.choices[0].logprobs.content) for c in chunks if c.choices and c.choices[0].logprobs) == 3
 
 
-SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"},
-                                           "tags": {"type": "array", "items": {"enum": ["a", "b"]}}},
-          "required": ["city", "days"]}
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "days": {"type": "integer"},
+        "tags": {"type": "array", "items": {"enum": ["a", "b"]}},
+    },
+    "required": ["city", "days"],
+}
 
 
 def test_response_format_gives_json_of_the_schema(client):
     msgs = [{"role": "user", "content": "plan a trip"}]
-    r = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=200,
-                                       response_format={"type": "json_schema",
-                                                        "json_schema": {"name": "trip", "schema": SCHEMA}})
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=msgs,
+        max_tokens=200,
+        response_format={"type": "json_schema", "json_schema": {"name": "trip", "schema": SCHEMA}},
+    )
     value = json.loads(r.choices[0].message.content)
     assert isinstance(value["city"], str) and isinstance(value["days"], int) and value["tags"] == ["a"]
     assert r.choices[0].finish_reason == "stop"
     obj = client.chat.completions.create(model=MODEL, messages=msgs, response_format={"type": "json_object"})
     assert isinstance(json.loads(obj.choices[0].message.content), dict)
-    cut = client.chat.completions.create(model=MODEL, messages=msgs, max_tokens=2, response_format={
-        "type": "json_schema", "json_schema": {"name": "trip", "schema": SCHEMA}})
+    cut = client.chat.completions.create(
+        model=MODEL,
+        messages=msgs,
+        max_tokens=2,
+        response_format={"type": "json_schema", "json_schema": {"name": "trip", "schema": SCHEMA}},
+    )
     assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 2
 
 
-TOOLS = [{"type": "function", "function": {"name": "weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
 
 
 def test_tools_as_vllm_without_a_parser(client):
@@ -143,42 +167,62 @@ def test_tools_as_vllm_without_a_parser(client):
     assert "--enable-auto-tool-choice" in message
     plain = client.chat.completions.create(model=MODEL, messages=msgs, tools=TOOLS, tool_choice="none", max_tokens=3)
     assert plain.choices[0].message.content and not plain.choices[0].message.tool_calls
-    named = client.chat.completions.create(model=MODEL, messages=msgs, tools=TOOLS, max_tokens=100,
-                                           tool_choice={"type": "function", "function": {"name": "weather"}})
+    named = client.chat.completions.create(
+        model=MODEL,
+        messages=msgs,
+        tools=TOOLS,
+        max_tokens=100,
+        tool_choice={"type": "function", "function": {"name": "weather"}},
+    )
     call = named.choices[0].message.tool_calls[0]
     assert call.function.name == "weather" and isinstance(json.loads(call.function.arguments)["city"], str)
-    req = client.chat.completions.create(model=MODEL, messages=msgs, tools=TOOLS, tool_choice="required",
-                                         max_tokens=100)
-    assert req.choices[0].finish_reason == "tool_calls" and req.choices[0].message.tool_calls[0].function.name == "weather"
-    _refused(lambda: client.chat.completions.create(
-        model=MODEL, messages=msgs, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}}),
-        "tool_choice")
+    req = client.chat.completions.create(
+        model=MODEL, messages=msgs, tools=TOOLS, tool_choice="required", max_tokens=100
+    )
+    assert (
+        req.choices[0].finish_reason == "tool_calls" and req.choices[0].message.tool_calls[0].function.name == "weather"
+    )
+    _refused(
+        lambda: client.chat.completions.create(
+            model=MODEL, messages=msgs, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}}
+        ),
+        "tool_choice",
+    )
 
 
-@pytest.mark.parametrize("extra, param", [
-    ({"temperature": -1}, "temperature"),
-    ({"top_p": 0}, "top_p"),
-    ({"logit_bias": {"5": 10}}, "logit_bias"),
-    ({"prompt_logprobs": 1}, "prompt_logprobs"),
-    ({"suffix": "end"}, "suffix"),
-    ({"structured_outputs": {"regex": "a+"}}, "structured_outputs"),
-    ({"best_of": 3}, "best_of"),
-])
+@pytest.mark.parametrize(
+    "extra, param",
+    [
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"logit_bias": {"5": 10}}, "logit_bias"),
+        ({"prompt_logprobs": 1}, "prompt_logprobs"),
+        ({"suffix": "end"}, "suffix"),
+        ({"structured_outputs": {"regex": "a+"}}, "structured_outputs"),
+        ({"best_of": 3}, "best_of"),
+    ],
+)
 def test_fields_not_honoured_are_refused_by_name(client, extra, param):
     _refused(lambda: client.completions.create(model=MODEL, prompt="x", extra_body=extra), param)
 
 
 def test_through_the_router_parameters_arrive_and_refusals_come_back():
     """The same behaviour through router_lite: the body reaches the pod untouched, the pod's 400 comes back whole."""
-    from tests.router.procs import MODEL as ROUTED, router, sim_pods
+    from tests.router.procs import MODEL as ROUTED
+    from tests.router.procs import router, sim_pods
 
     with sim_pods(2, events=False) as pods, router(pods.endpoint_entries()) as r:
         c = openai.OpenAI(base_url=r.url + "/v1", api_key="none", max_retries=0, timeout=20)
         try:
+
             def run(**kw):
-                return c.completions.create(model=ROUTED, prompt="route this prompt please", max_tokens=8,
-                                            extra_body={"ignore_eos": True, "return_token_ids": True,
-                                                        **kw.pop("extra_body", {})}, **kw).choices[0]
+                return c.completions.create(
+                    model=ROUTED,
+                    prompt="route this prompt please",
+                    max_tokens=8,
+                    extra_body={"ignore_eos": True, "return_token_ids": True, **kw.pop("extra_body", {})},
+                    **kw,
+                ).choices[0]
 
             free = run(seed=5)
             assert run(seed=5).model_extra["token_ids"] == free.model_extra["token_ids"]  # any pod, same seed

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 import pytest
 
+from kvtiers.tokenizer import BuiltinTokenizer
 from sim_gpu import api
 from sim_gpu.api import APIError, ServedModel
 from sim_gpu.faults import FAILURE_TYPES, FaultInjector, failure_body, parse_failure_types
-from kvtiers.tokenizer import BuiltinTokenizer
 
 
 def _served(max_model_len: int = 64) -> ServedModel:
@@ -16,9 +15,19 @@ def _served(max_model_len: int = 64) -> ServedModel:
 
 
 def test_completion_parsing_defaults_and_options():
-    req = api.parse_completion({"model": "m", "prompt": "hello there", "ignore_eos": True, "cache_salt": "s",
-                                "return_token_ids": True, "unknown_field": 1, "stream": True,
-                                "stream_options": {"include_usage": True}}, _served())
+    req = api.parse_completion(
+        {
+            "model": "m",
+            "prompt": "hello there",
+            "ignore_eos": True,
+            "cache_salt": "s",
+            "return_token_ids": True,
+            "unknown_field": 1,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+        _served(),
+    )
     assert req.max_tokens == [16] and req.ignore_eos and req.cache_salt == "s" and req.include_usage
     assert req.prompts[0][0] == 1
     batch = api.parse_completion({"prompt": [[5, 6], [7]], "max_tokens": 3}, _served())
@@ -70,8 +79,14 @@ def test_tokenize_detokenize_shapes():
 
 
 def test_failure_injection_types_and_rates():
-    assert set(FAILURE_TYPES) == {"rate_limit", "invalid_api_key", "context_length", "server_error",
-                                  "invalid_request", "model_not_found"}
+    assert set(FAILURE_TYPES) == {
+        "rate_limit",
+        "invalid_api_key",
+        "context_length",
+        "server_error",
+        "invalid_request",
+        "model_not_found",
+    }
     assert parse_failure_types(["rate_limit,server_error"]) == ["rate_limit", "server_error"]
     with pytest.raises(ValueError, match="--failure-types"):
         parse_failure_types("bogus")

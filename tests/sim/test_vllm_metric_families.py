@@ -24,14 +24,27 @@ BS = 16
 @pytest.fixture(scope="module")
 def server():
     tiers = json.dumps({"cpu_blocks": 64})
-    with sim_server("--model", "m", "--time-scale", "0", "--max-model-len", "512", "--num-gpu-blocks", "20",
-                    "--block-size", str(BS), "--kv-tiers", tiers) as s:
+    with sim_server(
+        "--model",
+        "m",
+        "--time-scale",
+        "0",
+        "--max-model-len",
+        "512",
+        "--num-gpu-blocks",
+        "20",
+        "--block-size",
+        str(BS),
+        "--kv-tiers",
+        tiers,
+    ) as s:
         yield s
 
 
 def _complete(client: httpx.Client, base: str, prompt: list[int]) -> dict:
-    r = client.post(f"{base}/v1/completions", json={"model": "m", "prompt": prompt, "max_tokens": 3,
-                                                     "ignore_eos": True})
+    r = client.post(
+        f"{base}/v1/completions", json={"model": "m", "prompt": prompt, "max_tokens": 3, "ignore_eos": True}
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -62,7 +75,9 @@ def test_families_types_and_labels_cover_vllms(server):
     counters = [n for n, w in FIXTURE.items() if w["type"] == "counter" and n.startswith("vllm:")]
     for name in counters:  # vLLM's counters carry a _created series
         assert any(s.name == f"{name}_created" for s in families[name].samples), name
-    assert _value(families, "vllm:request_prompt_tokens", "vllm:request_prompt_tokens_sum") == 40  # token ids: no BOS added
+    assert (
+        _value(families, "vllm:request_prompt_tokens", "vllm:request_prompt_tokens_sum") == 40
+    )  # token ids: no BOS added
     assert _value(families, "vllm:request_queue_time_seconds", "vllm:request_queue_time_seconds_count") == 1
 
 
@@ -94,5 +109,8 @@ def test_a_cpu_tier_load_raises_external_prefix_cache_hits(server):
     q = "vllm:external_prefix_cache_queries"
     assert _value(after, q, f"{q}_total") > _value(before, q, f"{q}_total")
     http = after["http_requests"]
-    assert any(s.labels == {"handler": "/v1/completions", "method": "POST", "status": "2xx"} and s.value >= 8
-               for s in http.samples if s.name == "http_requests_total")
+    assert any(
+        s.labels == {"handler": "/v1/completions", "method": "POST", "status": "2xx"} and s.value >= 8
+        for s in http.samples
+        if s.name == "http_requests_total"
+    )

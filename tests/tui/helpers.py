@@ -40,7 +40,11 @@ async def until(pilot, cond: Callable[[], bool], timeout: float = 10.0, what: st
 async def send(url: str, prompt: list[int], rid: str, headers: dict[str, str] | None = None) -> str:
     """One completion through the router; returns the pod that served it (x-llmd-endpoint)."""
     async with httpx.AsyncClient(base_url=url, timeout=30.0) as c:
-        r = await c.post("/v1/completions", json={"model": "sim-model", "prompt": prompt, "max_tokens": 4}, headers={"x-request-id": rid, **(headers or {})})
+        r = await c.post(
+            "/v1/completions",
+            json={"model": "sim-model", "prompt": prompt, "max_tokens": 4},
+            headers={"x-request-id": rid, **(headers or {})},
+        )
         assert r.status_code == 200, r.text
         return r.headers["x-llmd-endpoint"]
 
@@ -60,7 +64,19 @@ class RestartableRouter:
         work = Path(self._dir.name)
         eps = work / "endpoints.yaml"
         eps.write_text(yaml.safe_dump({"endpoints": entries}))
-        self.cmd = [sys.executable, "-m", "router_lite", "serve", "--port", str(port), "--endpoints-file", str(eps), "--log-level", "warning", *(args or [])]
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "router_lite",
+            "serve",
+            "--port",
+            str(port),
+            "--endpoints-file",
+            str(eps),
+            "--log-level",
+            "warning",
+            *(args or []),
+        ]
         if config is not None:
             (work / "config.yaml").write_text(config)
             self.cmd += ["--config", str(work / "config.yaml")]
@@ -88,7 +104,9 @@ class RestartableRouter:
 
 
 @contextlib.contextmanager
-def restartable_router(port: int, entries: list[dict], config: str | None = None, args: list[str] | None = None) -> Iterator[RestartableRouter]:
+def restartable_router(
+    port: int, entries: list[dict], config: str | None = None, args: list[str] | None = None
+) -> Iterator[RestartableRouter]:
     r = RestartableRouter(port, entries, config, args)
     try:
         r.start()

@@ -21,7 +21,13 @@ from tests.tui.helpers import run_app, until
 def _flood(model: Model, n: int, start: int = 0) -> None:
     for i in range(start, start + n):
         ep = PODS[i % 3]
-        model.ingest_decision(decision(f"f{i}", ep, [cand(p, 4 if p == ep else 0, 5.0 if p == ep else 4.0, prefix=0.5 if p == ep else 0.0) for p in PODS]))
+        model.ingest_decision(
+            decision(
+                f"f{i}",
+                ep,
+                [cand(p, 4 if p == ep else 0, 5.0 if p == ep else 4.0, prefix=0.5 if p == ep else 0.0) for p in PODS],
+            )
+        )
 
 
 def test_a_flood_of_decisions_is_rendered_coalesced_and_bounded() -> None:
@@ -35,7 +41,9 @@ def test_a_flood_of_decisions_is_rendered_coalesced_and_bounded() -> None:
         for burst in range(5):  # 10 000 decisions in ~1 s: far more than one render each
             _flood(model, 2000, burst * 2000)
             await pilot.pause(0.2)
-        await until(pilot, lambda: app.query_one(FeedPanel).shown[0].request_id == "f9999", what="feed shows the newest")
+        await until(
+            pilot, lambda: app.query_one(FeedPanel).shown[0].request_id == "f9999", what="feed shows the newest"
+        )
         elapsed = time.monotonic() - t0
         assert app.renders - r0 <= elapsed * app.refresh_hz + 2
         feed = app.query_one(FeedPanel)
@@ -70,14 +78,37 @@ def canned_model() -> Model:
     m.set_scheduler("precise-prefix-cache", 1)
     ttft0 = {"0.01": 0, "0.1": 0, "1.0": 0, "+Inf": 0}
     for step in range(8):
-        texts = {p: pod_metrics(1000 * step * (i + 1), 800 * step * (i + 1), running=i, waiting=i // 2, kv=0.2 * (i + 1),
-                                ttft={"0.01": 2 * step, "0.1": 5 * step, "1.0": 6 * step, "+Inf": 6 * step} if step else ttft0)
-                 for i, p in enumerate(PODS)}
+        texts = {
+            p: pod_metrics(
+                1000 * step * (i + 1),
+                800 * step * (i + 1),
+                running=i,
+                waiting=i // 2,
+                kv=0.2 * (i + 1),
+                ttft={"0.01": 2 * step, "0.1": 5 * step, "1.0": 6 * step, "+Inf": 6 * step} if step else ttft0,
+            )
+            for i, p in enumerate(PODS)
+        }
         router = 'llmd_router_requests_total{route="/v1/completions",status="200"} %d\n' % (step * step * 3)
         m.ingest_poll(doc, router, texts, now=float(step))
     for i in range(12):
         ep = PODS[i % 3]
-        m.ingest_decision(decision(f"req-{i:03d}", ep, [cand(p, 40 if p == ep else (12 if i % 4 == 0 else 0), 6.9 if p == ep else 4.2, prefix=1.0 if p == ep else 0.3) for p in PODS], ts=1_700_000_000.0 + i))
+        m.ingest_decision(
+            decision(
+                f"req-{i:03d}",
+                ep,
+                [
+                    cand(
+                        p,
+                        40 if p == ep else (12 if i % 4 == 0 else 0),
+                        6.9 if p == ep else 4.2,
+                        prefix=1.0 if p == ep else 0.3,
+                    )
+                    for p in PODS
+                ],
+                ts=1_700_000_000.0 + i,
+            )
+        )
     m.ingest_poll(doc, None, {p: None for p in PODS}, now=9.0)  # pod figures from the router's view from here on
     return m
 
@@ -131,12 +162,23 @@ def test_pods_panel_shows_router_view_when_pods_cannot_be_scraped() -> None:
 
 def _cli(*args: str, home: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "LLMDCTL_HOME": home, "NO_COLOR": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "llmdctl", "tui", *args], cwd=ROOT, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "llmdctl", "tui", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
 
 
 def test_cli_errors_are_one_line(tmp_path) -> None:
     r = _cli(home=str(tmp_path))
-    assert r.returncode == 1 and r.stderr.strip() == "error: llmdctl tui needs an interactive terminal (use `llmdctl status` in scripts)"
+    assert (
+        r.returncode == 1
+        and r.stderr.strip() == "error: llmdctl tui needs an interactive terminal (use `llmdctl status` in scripts)"
+    )
     r = _cli("--refresh-hz", "100", home=str(tmp_path))
     assert r.returncode == 1 and r.stderr.strip().startswith("error: --refresh-hz") and "Traceback" not in r.stderr
     r = _cli("--demo-rate", "0", home=str(tmp_path))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import yaml
 import pytest
+import yaml
 
 from llmdctl.local.state import RunState, save_state
 from llmdctl.tui.app import LlmdTui, profile_config
@@ -49,17 +49,27 @@ def test_pods_rows_and_decisions_stream_and_detail(stack, sims) -> None:
     async def body(app: LlmdTui, pilot) -> None:
         await until(pilot, lambda: app.model.status == "live" and len(app.model.pods) == 4, what="live with 4 pods")
         await until(pilot, lambda: app.query_one(PodsPanel).row_count == 4, what="4 pod rows")
-        await until(pilot, lambda: app.model.scheduler == "precise-prefix-cache", what="router's scheduler named from /admin/config")
+        await until(
+            pilot,
+            lambda: app.model.scheduler == "precise-prefix-cache",
+            what="router's scheduler named from /admin/config",
+        )
         names = {str(app.query_one(PodsPanel).get_row_at(i)[0]) for i in range(4)}
         assert names == {f"pod-{sims.port + i}" for i in range(4)}
         for i in range(5):
             await send(stack.url, group_prompt(7, i), f"stream-{i}")
-        await until(pilot, lambda: {f"stream-{i}" for i in range(5)} <= {r.request_id for r in app.query_one(FeedPanel).shown}, what="5 decisions in the feed")
+        await until(
+            pilot,
+            lambda: {f"stream-{i}" for i in range(5)} <= {r.request_id for r in app.query_one(FeedPanel).shown},
+            what="5 decisions in the feed",
+        )
         feed = app.query_one(FeedPanel)
         assert feed.shown[0].request_id == "stream-4"  # newest first
         await until(pilot, lambda: all(p.from_pod for p in app.model.pods.values()), what="pod metrics scraped")
         served = app.model.pods[feed.shown[0].served_by]
-        await until(pilot, lambda: served.hit_rate is not None and served.hit_rate > 0, what="hit rate from the pod's counters")
+        await until(
+            pilot, lambda: served.hit_rate is not None and served.hit_rate > 0, what="hit rate from the pod's counters"
+        )
         feed.focus()
         feed.move_cursor(row=4)  # stream-0, the group's first request: no pod is warm, none is filtered out
         await pilot.press("enter")
@@ -81,7 +91,11 @@ def test_switching_profile_changes_routing_seen_in_the_feed(stack) -> None:
         assert await app.switch_to("precise-prefix-cache")
         for i in range(8):
             await send(stack.url, group_prompt(1, i), f"precise-{i}")
-        await until(pilot, lambda: sum(r.request_id.startswith("precise-") for r in app.query_one(FeedPanel).shown) == 8, what="8 precise decisions")
+        await until(
+            pilot,
+            lambda: sum(r.request_id.startswith("precise-") for r in app.query_one(FeedPanel).shown) == 8,
+            what="8 precise decisions",
+        )
         precise = [r for r in app.query_one(FeedPanel).shown if r.request_id.startswith("precise-")]
         assert len({r.served_by for r in precise}) == 1  # the prefix group stays on one pod
         assert all(r.matched and r.matched >= 16 for r in precise[:-1])  # ... where its blocks are
@@ -90,7 +104,11 @@ def test_switching_profile_changes_routing_seen_in_the_feed(stack) -> None:
         assert "config version" in app.model.notice
         for i in range(8):
             await send(stack.url, group_prompt(2, i), f"rr-{i}")
-        await until(pilot, lambda: sum(r.request_id.startswith("rr-") for r in app.query_one(FeedPanel).shown) == 8, what="8 round-robin decisions")
+        await until(
+            pilot,
+            lambda: sum(r.request_id.startswith("rr-") for r in app.query_one(FeedPanel).shown) == 8,
+            what="8 round-robin decisions",
+        )
         rr = [r for r in app.query_one(FeedPanel).shown if r.request_id.startswith("rr-")]
         assert len({r.served_by for r in rr}) == 4  # the same kind of group, spread over every pod
         assert all(r.scores == [] and r.matched is None for r in rr)
@@ -101,15 +119,23 @@ def test_switching_profile_changes_routing_seen_in_the_feed(stack) -> None:
     finally:  # leave the shared router as the other tests expect it
         import httpx
 
-        httpx.post(stack.url + "/admin/config", content=PRECISE, timeout=5,
-                   headers={"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/yaml"})
+        httpx.post(
+            stack.url + "/admin/config",
+            content=PRECISE,
+            timeout=5,
+            headers={"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/yaml"},
+        )
 
 
 def test_pause_and_filter(stack) -> None:
     async def body(app: LlmdTui, pilot) -> None:
         await until(pilot, lambda: app.model.status == "live" and len(app.model.pods) == 4, what="live")
         served = {await send(stack.url, group_prompt(3 + i, 0), f"pf-{i}") for i in range(6)}
-        await until(pilot, lambda: sum(r.request_id.startswith("pf-") for r in app.query_one(FeedPanel).shown) == 6, what="decisions")
+        await until(
+            pilot,
+            lambda: sum(r.request_id.startswith("pf-") for r in app.query_one(FeedPanel).shown) == 6,
+            what="decisions",
+        )
         await pilot.press("space")
         before = [r.request_id for r in app.query_one(FeedPanel).shown]
         await send(stack.url, group_prompt(9, 0), "while-paused")
@@ -118,7 +144,9 @@ def test_pause_and_filter(stack) -> None:
         assert [r.request_id for r in app.query_one(FeedPanel).shown] == before
         assert "PAUSED" in str(app.query_one("#status").render())
         await pilot.press("space")
-        await until(pilot, lambda: app.query_one(FeedPanel).shown[0].request_id == "while-paused", what="feed catches up")
+        await until(
+            pilot, lambda: app.query_one(FeedPanel).shown[0].request_id == "while-paused", what="feed catches up"
+        )
         await pilot.press("f")
         pod = app.filter_pod
         assert pod == next(iter(app.model.pods))
@@ -136,7 +164,12 @@ def test_demo_load_brings_the_screen_alive(stack) -> None:
     async def body(app: LlmdTui, pilot) -> None:
         await until(pilot, lambda: app.model.status == "live", what="live")
         await pilot.press("d")
-        await until(pilot, lambda: sum(r.request_id.startswith("demo-") for r in app.model.feed) >= 10, timeout=15, what="10 demo decisions")
+        await until(
+            pilot,
+            lambda: sum(r.request_id.startswith("demo-") for r in app.model.feed) >= 10,
+            timeout=15,
+            what="10 demo decisions",
+        )
         assert app.demo is not None and app.demo.running and app.demo.failed == 0
         groups = {r.request_id.split("-")[1] for r in app.model.feed if r.request_id.startswith("demo-")}
         assert any(g.startswith("s") for g in groups) and any(g.startswith("m") for g in groups)  # both shapes
@@ -155,8 +188,23 @@ def test_nothing_running_banner_then_attaches_to_the_local_stack(stack, tmp_path
         banner = app.query_one("#banner")
         await until(pilot, lambda: banner.has_class("shown"), what="banner")
         assert "Nothing is running" in str(banner.render()) and "llmdctl up" in str(banner.render())
-        save_state(RunState("precise-prefix-cache", "profiles/precise-prefix-cache.yaml", "sim", "sim-model", stack.url, 0.0, status="running"))
-        await until(pilot, lambda: app.model.status == "live" and len(app.model.pods) == 4, timeout=20, what="attached to the local stack")
+        save_state(
+            RunState(
+                "precise-prefix-cache",
+                "profiles/precise-prefix-cache.yaml",
+                "sim",
+                "sim-model",
+                stack.url,
+                0.0,
+                status="running",
+            )
+        )
+        await until(
+            pilot,
+            lambda: app.model.status == "live" and len(app.model.pods) == 4,
+            timeout=20,
+            what="attached to the local stack",
+        )
         await until(pilot, lambda: not banner.has_class("shown"), what="banner gone")
         assert app.model.profile == "precise-prefix-cache"
         assert app.next_profile() == "round-robin"
@@ -190,13 +238,19 @@ def test_api_key_refusal_is_a_banner_and_the_key_works(sims) -> None:
     with restartable_router(port, sims.endpoint_entries(), PRECISE, args=["--api-key", "s3cret"]) as r:
 
         async def refused(app: LlmdTui, pilot) -> None:
-            await until(pilot, lambda: app.model.status == "down" and "API key" in app.model.status_detail, what="refused")
-            await until(pilot, lambda: "--api-key" in str(app.query_one("#banner").render()), what="banner names --api-key")
+            await until(
+                pilot, lambda: app.model.status == "down" and "API key" in app.model.status_detail, what="refused"
+            )
+            await until(
+                pilot, lambda: "--api-key" in str(app.query_one("#banner").render()), what="banner names --api-key"
+            )
 
         run_app(LlmdTui(r.url, api_key="wrong", poll_s=0.3), refused)
 
         async def accepted(app: LlmdTui, pilot) -> None:
-            await until(pilot, lambda: app.model.status == "live" and len(app.model.pods) == 4, what="live with the key")
+            await until(
+                pilot, lambda: app.model.status == "live" and len(app.model.pods) == 4, what="live with the key"
+            )
             assert await app.switch_to("round-robin")
 
         run_app(LlmdTui(r.url, api_key="s3cret", poll_s=0.3), accepted)

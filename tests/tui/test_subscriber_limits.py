@@ -77,9 +77,8 @@ def test_an_endless_event_is_dropped_and_counted_and_the_stream_goes_on() -> Non
 
 
 def test_profiles_sharing_a_scheduler_are_named_after_the_running_one() -> None:
-    from llmdctl.tui.app import profile_config
-
     from llmdctl.profile import list_profiles
+    from llmdctl.tui.app import profile_config
 
     names = [n for group in known_signatures().values() for n in group]
     assert sorted(names) == sorted(p.stem for p in list_profiles())  # derived from profiles/, none left out

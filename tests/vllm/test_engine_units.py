@@ -34,8 +34,17 @@ class _Profile:
 
 
 def _model_dir(tmp_path: Path) -> Path:
-    cfg = {"hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2, "head_dim": 64,
-           "max_position_embeddings": 4096, "dtype": "bfloat16", "vocab_size": 2048, "intermediate_size": 512}
+    cfg = {
+        "hidden_size": 256,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_hidden_layers": 2,
+        "head_dim": 64,
+        "max_position_embeddings": 4096,
+        "dtype": "bfloat16",
+        "vocab_size": 2048,
+        "intermediate_size": 512,
+    }
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     (tmp_path / "tokenizer.json").write_text("{}")
     return tmp_path
@@ -57,7 +66,12 @@ def test_thread_binding_gives_each_instance_its_own_cores() -> None:
 def test_kv_events_config_binds_on_loopback_and_names_the_topic() -> None:
     doc = json.loads(kv_events_config(5557, "kv@127.0.0.1:8100@m"))
     # issue 18: never tcp://*: the events carry every prompt's token ids
-    assert doc == {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": "tcp://127.0.0.1:5557", "topic": "kv@127.0.0.1:8100@m"}
+    assert doc == {
+        "enable_kv_cache_events": True,
+        "publisher": "zmq",
+        "endpoint": "tcp://127.0.0.1:5557",
+        "topic": "kv@127.0.0.1:8100@m",
+    }
 
 
 def test_environment_controls_the_hash_seed_explicitly() -> None:
@@ -79,9 +93,18 @@ def test_kv_memory_is_exact_for_a_known_model(tmp_path: Path) -> None:
 
 def test_components_carry_every_flag_and_per_pod_settings(tmp_path: Path) -> None:
     model = str(_model_dir(tmp_path))
-    pool = PoolSpec(name="pod", replicas=2, block_size=16, num_gpu_blocks=64, max_model_len=16384, args=["--seed", "1"],
-                    env={"VLLM_SERVER_DEV_MODE": "1"})
-    pods = vllm_components(_Profile(), pool, [8100, 8101], [5557, 5558], model, python="/venv/bin/python", build="cpu", cores=2)
+    pool = PoolSpec(
+        name="pod",
+        replicas=2,
+        block_size=16,
+        num_gpu_blocks=64,
+        max_model_len=16384,
+        args=["--seed", "1"],
+        env={"VLLM_SERVER_DEV_MODE": "1"},
+    )
+    pods = vllm_components(
+        _Profile(), pool, [8100, 8101], [5557, 5558], model, python="/venv/bin/python", build="cpu", cores=2
+    )
     assert [p.name for p in pods] == ["pod-0", "pod-1"]
     argv = pods[1].argv
     assert argv[:3] == ["/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
@@ -117,8 +140,14 @@ def test_missing_engine_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(EngineError, match="llmdctl engine install vllm"):
         vllm_python()
     assert not vllm_status().installed
-    out = subprocess.run([sys.executable, "-m", "llmdctl", "engine", "status"], capture_output=True, text=True, cwd=REPO, timeout=60,
-                         env={"PATH": "/usr/bin:/bin", "LLMDCTL_VLLM_VENV": str(tmp_path / "none"), "PYTHONPATH": str(REPO)})
+    out = subprocess.run(
+        [sys.executable, "-m", "llmdctl", "engine", "status"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "LLMDCTL_VLLM_VENV": str(tmp_path / "none"), "PYTHONPATH": str(REPO)},
+    )
     assert out.returncode == 1 and "not installed" in out.stdout
 
 
@@ -142,7 +171,9 @@ def test_tiny_tokenizer_is_deterministic_and_adds_bos() -> None:
     assert enc.ids[0] == a.token_to_id("<s>") and a.decode(enc.ids) == "The router sends each request to the pod."
     import jinja2
 
-    text = jinja2.Template(CHAT_TEMPLATE).render(messages=[{"role": "user", "content": "hi"}], add_generation_prompt=True, bos_token="<s>", eos_token="</s>")
+    text = jinja2.Template(CHAT_TEMPLATE).render(
+        messages=[{"role": "user", "content": "hi"}], add_generation_prompt=True, bos_token="<s>", eos_token="</s>"
+    )
     assert text == "<s><|user|>\nhi</s>\n<|assistant|>\n"
 
 
@@ -151,12 +182,24 @@ def test_calibration_fit_recovers_known_coefficients() -> None:
     from sim_gpu.hw_profiles import ModelProfile, load_hardware
     from sim_gpu.latency import Coefficients, LatencyModel
 
-    cfg = {"hidden_size": 512, "num_attention_heads": 8, "num_key_value_heads": 4, "num_hidden_layers": 8, "intermediate_size": 1408, "vocab_size": 8192}
+    cfg = {
+        "hidden_size": 512,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "num_hidden_layers": 8,
+        "intermediate_size": 1408,
+        "vocab_size": 8192,
+    }
     mp = model_profile_from_hf(cfg, "small")
     assert abs(mp["params_b"] - 0.03199) < 1e-4  # the 'small' tiny model: ~32M parameters
-    truth = LatencyModel(hardware=load_hardware("cpu"), model=ModelProfile(**mp),
-                         coefficients=Coefficients(compute=2.0, memory=1.0, overhead_s=0.012, per_seq_s=0.002))
-    samples = [Sample("prefill", n, c) for n in (32, 256, 1024, 2048) for c in (0, 512)] + [Sample("decode", 0, 0, b, b * 64) for b in (1, 2, 4, 8)]
+    truth = LatencyModel(
+        hardware=load_hardware("cpu"),
+        model=ModelProfile(**mp),
+        coefficients=Coefficients(compute=2.0, memory=1.0, overhead_s=0.012, per_seq_s=0.002),
+    )
+    samples = [Sample("prefill", n, c) for n in (32, 256, 1024, 2048) for c in (0, 512)] + [
+        Sample("decode", 0, 0, b, b * 64) for b in (1, 2, 4, 8)
+    ]
     for s, t in zip(samples, predict(samples, truth)):
         s.seconds = t
     fitted = LatencyModel(hardware=load_hardware("cpu"), model=ModelProfile(**mp), coefficients=Coefficients())
@@ -178,4 +221,3 @@ def test_pool_env_from_set_is_strings_and_cannot_override_the_hash_seed() -> Non
         load_profile("precise-prefix-cache", ["pools.0.env.PYTHONHASHSEED=0"])
     with pytest.raises(ProfileError, match="not an environment variable name"):
         load_profile("precise-prefix-cache", ["pools.0.env.1BAD=x"])
-

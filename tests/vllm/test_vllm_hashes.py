@@ -34,8 +34,12 @@ def test_block_hashes_equal_real_vllm_with_explicit_seed(vllm_pair) -> None:
         ids = [rng.randrange(10, 2000) for _ in range(3 * vllm_pair.block_size + 5)]  # 3 full blocks + a partial
         r = httpx.post(pod.url + "/v1/completions", json={"model": "tiny", "prompt": ids, "max_tokens": 1}, timeout=60)
         assert r.status_code == 200, r.text
-        ours = [to_event_hash(d) for d in BlockHasher(vllm_pair.block_size, "sha256", vllm_pair.hash_seed).hash_blocks(ids)]
-        assert _wait_for(lambda: set(ours) <= collector.stored_hashes()), f"vLLM stored {sorted(collector.stored_hashes())}, we expect {ours}"
+        ours = [
+            to_event_hash(d) for d in BlockHasher(vllm_pair.block_size, "sha256", vllm_pair.hash_seed).hash_blocks(ids)
+        ]
+        assert _wait_for(lambda: set(ours) <= collector.stored_hashes()), (
+            f"vLLM stored {sorted(collector.stored_hashes())}, we expect {ours}"
+        )
         stored = [ev for ev in collector.events if type(ev).__name__ == "BlockStored"]
         assert [h for ev in stored for h in ev.block_hashes][:3] == ours
         assert stored[0].parent_block_hash is None and stored[0].block_size == vllm_pair.block_size
@@ -55,12 +59,40 @@ def test_simulator_events_equal_real_vllm_events(vllm_pair, tmp_path) -> None:
     from tests.vllm.vllm_harness import REPO, free_ports, spawn, stop, wait_healthy
 
     port, zport = free_ports(2)
-    argv = [sys.executable, "-m", "sim_gpu", "serve", "--host", "127.0.0.1", "--port", str(port), "--model", "tiny",
-            "--block-size", str(vllm_pair.block_size), "--num-gpu-blocks", "256", "--hash-seed", vllm_pair.hash_seed,
-            "--kv-events-endpoint", f"tcp://*:{zport}", "--time-scale", "0"]
-    sim = spawn("sim", argv, {**__import__("os").environ, "PYTHONPATH": str(REPO)}, tmp_path / "sim.log", f"http://127.0.0.1:{port}")
+    argv = [
+        sys.executable,
+        "-m",
+        "sim_gpu",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model",
+        "tiny",
+        "--block-size",
+        str(vllm_pair.block_size),
+        "--num-gpu-blocks",
+        "256",
+        "--hash-seed",
+        vllm_pair.hash_seed,
+        "--kv-events-endpoint",
+        f"tcp://*:{zport}",
+        "--time-scale",
+        "0",
+    ]
+    sim = spawn(
+        "sim",
+        argv,
+        {**__import__("os").environ, "PYTHONPATH": str(REPO)},
+        tmp_path / "sim.log",
+        f"http://127.0.0.1:{port}",
+    )
     pod = vllm_pair.pods[1]
-    real_events, sim_events = EventCollector(pod.kv_events_endpoint, bind=True), EventCollector(f"tcp://127.0.0.1:{zport}")
+    real_events, sim_events = (
+        EventCollector(pod.kv_events_endpoint, bind=True),
+        EventCollector(f"tcp://127.0.0.1:{zport}"),
+    )
     try:
         wait_healthy([sim], timeout_s=60)
         time.sleep(0.5)
@@ -69,11 +101,17 @@ def test_simulator_events_equal_real_vllm_events(vllm_pair, tmp_path) -> None:
         prompts = [prefix + [rng.randrange(10, 2000) for _ in range(vllm_pair.block_size + 3)] for _ in range(2)]
         for ids in prompts:
             for url in (pod.url, sim.url):
-                r = httpx.post(url + "/v1/completions", json={"model": "tiny", "prompt": ids, "max_tokens": 1}, timeout=60)
+                r = httpx.post(
+                    url + "/v1/completions", json={"model": "tiny", "prompt": ids, "max_tokens": 1}, timeout=60
+                )
                 assert r.status_code == 200, r.text
 
         def stored(col):
-            return [(ev.block_hashes, ev.parent_block_hash, ev.token_ids) for ev in col.events if type(ev).__name__ == "BlockStored"]
+            return [
+                (ev.block_hashes, ev.parent_block_hash, ev.token_ids)
+                for ev in col.events
+                if type(ev).__name__ == "BlockStored"
+            ]
 
         assert _wait_for(lambda: len(stored(real_events)) >= 2 and len(stored(sim_events)) >= 2)
         time.sleep(0.5)
@@ -94,13 +132,20 @@ def test_calibration_fits_the_cpu_profile_and_reports_heldout_errors(vllm_pair, 
     from sim_gpu.calibrate import calibrate
     from sim_gpu.hw_profiles import load_hardware, load_model
 
-    result = calibrate(vllm_pair.pods[0].url, tmp_path, hardware="cpu", seed=1, heldout=12, say=lambda s: print(s, file=sys.stderr))
-    assert load_hardware(result.files["hardware"]).coefficients == pytest.approx({k: round(v, 9) for k, v in result.coefficients.items()})
+    result = calibrate(
+        vllm_pair.pods[0].url, tmp_path, hardware="cpu", seed=1, heldout=12, say=lambda s: print(s, file=sys.stderr)
+    )
+    assert load_hardware(result.files["hardware"]).coefficients == pytest.approx(
+        {k: round(v, 9) for k, v in result.coefficients.items()}
+    )
     assert load_model(result.files["model"]).num_layers == 2
     assert len([s for s in result.samples if s.kind == "decode"]) >= 3
     h = result.heldout
-    print(f"\ncalibration (tiny model, 1 core): fit median error {result.fit_error_median:.1%} (unfitted {result.unfitted_error_median:.1%}); held-out TTFT error median "
-          f"{h['ttft_median_error']:.1%} p90 {h['ttft_p90_error']:.1%}, end-to-end median {h['e2e_median_error']:.1%} p90 {h['e2e_p90_error']:.1%}", file=sys.stderr)
+    print(
+        f"\ncalibration (tiny model, 1 core): fit median error {result.fit_error_median:.1%} (unfitted {result.unfitted_error_median:.1%}); held-out TTFT error median "
+        f"{h['ttft_median_error']:.1%} p90 {h['ttft_p90_error']:.1%}, end-to-end median {h['e2e_median_error']:.1%} p90 {h['e2e_p90_error']:.1%}",
+        file=sys.stderr,
+    )
     assert h["requests"] == 12 and all(h[k] == h[k] for k in h)  # measured, no NaN
     # the fit is no worse than the placeholder coefficients on its objective, and it captured what matters on
     # this engine: a 3072-token cold prefill costs more than a 32-token one (a shared 2-core VM is noisy, so the

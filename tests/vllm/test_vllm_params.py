@@ -19,10 +19,20 @@ from tests.sim.simproc import sim_server
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 OPENMETRICS = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8"
-TOOLS = [{"type": "function", "function": {"name": "weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
-SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-          "required": ["city", "days"]}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+    "required": ["city", "days"],
+}
 MSGS = [{"role": "user", "content": "the weather in paris"}]
 
 # (endpoint, request fields): each must behave the same way on both servers.
@@ -42,8 +52,10 @@ CASES = [
     ("chat", {"tools": TOOLS, "tool_choice": "none", "max_tokens": 8}),
     ("chat", {"tools": TOOLS, "tool_choice": "required", "max_tokens": 200}),
     ("chat", {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "weather"}}, "max_tokens": 200}),
-    ("chat", {"response_format": {"type": "json_schema", "json_schema": {"name": "t", "schema": SCHEMA}},
-              "max_tokens": 200}),
+    (
+        "chat",
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "t", "schema": SCHEMA}}, "max_tokens": 200},
+    ),
 ]
 
 
@@ -82,8 +94,11 @@ def test_each_parameter_behaves_or_fails_like_vllm(pair):
     diffs = []
     for endpoint, fields in CASES:
         real, sim = _outcome(vc, model, endpoint, fields), _outcome(sc, "sim", endpoint, fields)
-        if real[0] != sim[0] or (real[0] == "400" and real[1] and real[1] != sim[1]) or (
-                real[0] == "ok" and real[1:3] != sim[1:3]):
+        if (
+            real[0] != sim[0]
+            or (real[0] == "400" and real[1] and real[1] != sim[1])
+            or (real[0] == "ok" and real[1:3] != sim[1:3])
+        ):
             diffs.append((endpoint, fields, real, sim))
     assert not diffs, "\n".join(f"{e} {f}: vLLM {r} / sim {s}" for e, f, r, s in diffs)
 
@@ -91,11 +106,18 @@ def test_each_parameter_behaves_or_fails_like_vllm(pair):
 def test_simulator_exports_every_vllm_family_of_a_live_pod(pair):
     vllm_url, sim_url = pair
     with httpx.Client(timeout=30) as c:
-        c.post(f"{vllm_url}/v1/completions", json={"prompt": "hello", "max_tokens": 2, "model": c.get(
-            f"{vllm_url}/v1/models").json()["data"][0]["id"]})
-        real = {f.name: f.type for f in text_string_to_metric_families(
-            c.get(f"{vllm_url}/metrics", headers={"accept": OPENMETRICS}).text) if f.name.startswith("vllm:")}
-        sim = {f.name: f.type for f in text_string_to_metric_families(
-            c.get(f"{sim_url}/metrics", headers={"accept": OPENMETRICS}).text)}
+        c.post(
+            f"{vllm_url}/v1/completions",
+            json={"prompt": "hello", "max_tokens": 2, "model": c.get(f"{vllm_url}/v1/models").json()["data"][0]["id"]},
+        )
+        real = {
+            f.name: f.type
+            for f in text_string_to_metric_families(c.get(f"{vllm_url}/metrics", headers={"accept": OPENMETRICS}).text)
+            if f.name.startswith("vllm:")
+        }
+        sim = {
+            f.name: f.type
+            for f in text_string_to_metric_families(c.get(f"{sim_url}/metrics", headers={"accept": OPENMETRICS}).text)
+        }
     missing = {n: t for n, t in real.items() if sim.get(n) != t}
     assert not missing, f"families (and types) of the live vLLM pod the simulator lacks: {missing}"

@@ -31,7 +31,15 @@ SENTENCE = "The router sends each request to the pod that holds the longest cach
 
 
 def _llmdctl(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "llmdctl", *args], env=env, cwd=str(REPO), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "llmdctl", *args],
+        env=env,
+        cwd=str(REPO),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,27 +47,64 @@ def stack(vllm_installed: str, tiny_model: str, tmp_path_factory: pytest.TempPat
     home = tmp_path_factory.mktemp("llmdctl-home")
     base = free_block(5)  # router, 2 pods, 2 KV-event sockets: consecutive, so they cannot overlap
     router_port, pod_port, events_port = base, base + 1, base + 3
-    env = {**os.environ, "LLMDCTL_HOME": str(home), "LLMDCTL_VLLM_VENV": str(Path(vllm_installed).parents[1]), "PYTHONHASHSEED": "42"}
+    env = {
+        **os.environ,
+        "LLMDCTL_HOME": str(home),
+        "LLMDCTL_VLLM_VENV": str(Path(vllm_installed).parents[1]),
+        "PYTHONHASHSEED": "42",
+    }
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     t0 = time.monotonic()
     state_file = home / "state.json"
     for attempt in (1, 2):  # one retry: on a loaded 2-core VM a pod can fail its start (the reason is printed)
-        up = _llmdctl(["up", "precise-prefix-cache", "--engine", "vllm", "--model", tiny_model, "--replicas", "2",
-                       "--port", str(router_port), "--pod-port", str(pod_port), "--events-port", str(events_port), "--json"], env, 700)
+        up = _llmdctl(
+            [
+                "up",
+                "precise-prefix-cache",
+                "--engine",
+                "vllm",
+                "--model",
+                tiny_model,
+                "--replicas",
+                "2",
+                "--port",
+                str(router_port),
+                "--pod-port",
+                str(pod_port),
+                "--events-port",
+                str(events_port),
+                "--json",
+            ],
+            env,
+            700,
+        )
         if up.returncode == 0:
             break
         why = _pod_errors(home)
-        print(f"\nllmdctl up attempt {attempt} failed ({up.returncode}): {up.stderr.strip().splitlines()[-1:]}\n{why}", file=sys.stderr)
+        print(
+            f"\nllmdctl up attempt {attempt} failed ({up.returncode}): {up.stderr.strip().splitlines()[-1:]}\n{why}",
+            file=sys.stderr,
+        )
         base = free_block(5)
         router_port, pod_port, events_port = base, base + 1, base + 3
     try:
         assert up.returncode == 0, f"llmdctl up failed ({up.returncode}):\n{up.stderr[-2000:]}\n{_pod_errors(home)}"
         state = json.loads(state_file.read_text())
         print(f"\nllmdctl up (2 vLLM pods + router) took {time.monotonic() - t0:.1f} s", file=sys.stderr)
-        yield {"state": state, "home": home, "env": env, "router": state["router_url"], "model": state["model"],
-               "pods": {f"127.0.0.1:{p['port']}": p for p in state["pods"]}}
+        yield {
+            "state": state,
+            "home": home,
+            "env": env,
+            "router": state["router_url"],
+            "model": state["model"],
+            "pods": {f"127.0.0.1:{p['port']}": p for p in state["pods"]},
+        }
     finally:
-        groups = [c["pid"] for c in json.loads(state_file.read_text()).get("components", []) if c.get("pid")] if state_file.exists() else []
+        groups = (
+            [c["pid"] for c in json.loads(state_file.read_text()).get("components", []) if c.get("pid")]
+            if state_file.exists()
+            else []
+        )
         down = _llmdctl(["down"], env, 120)
         left = _group_members(groups)
         for pgid in groups:  # backstop: no vLLM process may outlive the module, whatever `down` did
@@ -75,7 +120,11 @@ def _pod_errors(home: Path) -> str:
     """The error lines of the pods' logs (the root cause sits above the traceback's tail)."""
     out = []
     for log in sorted((home / "logs").glob("pod-*.log")):
-        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ("Error" in ln or "error" in ln) and "ulimit" not in ln]
+        lines = [
+            ln
+            for ln in log.read_text(errors="replace").splitlines()
+            if ("Error" in ln or "error" in ln) and "ulimit" not in ln
+        ]
         out += [f"{log.name}: {ln[:300]}" for ln in lines[:6]]
     return "\n".join(out)
 
@@ -90,9 +139,9 @@ def _group_members(pgids: list[int], wait_s: float = 15.0) -> list[str]:
                 continue
             try:
                 stat = (entry / "stat").read_text()
-                fields = stat[stat.rindex(")") + 2:].split()
+                fields = stat[stat.rindex(")") + 2 :].split()
                 if fields[0] != "Z" and int(fields[2]) in pgids:
-                    alive.append(f"{entry.name} {stat[stat.index('(') + 1:stat.rindex(')')]}")
+                    alive.append(f"{entry.name} {stat[stat.index('(') + 1 : stat.rindex(')')]}")
             except (OSError, ValueError, IndexError):
                 continue
         if not alive or time.monotonic() > deadline:
@@ -100,9 +149,15 @@ def _group_members(pgids: list[int], wait_s: float = 15.0) -> list[str]:
         time.sleep(0.5)
 
 
-def _complete(client: httpx.Client, stack: dict, prompt: str, max_tokens: int = 4, request_id: str | None = None, **extra) -> httpx.Response:
+def _complete(
+    client: httpx.Client, stack: dict, prompt: str, max_tokens: int = 4, request_id: str | None = None, **extra
+) -> httpx.Response:
     headers = {"x-request-id": request_id} if request_id else {}
-    r = client.post(stack["router"] + "/v1/completions", json={"model": stack["model"], "prompt": prompt, "max_tokens": max_tokens, **extra}, headers=headers)
+    r = client.post(
+        stack["router"] + "/v1/completions",
+        json={"model": stack["model"], "prompt": prompt, "max_tokens": max_tokens, **extra},
+        headers=headers,
+    )
     assert r.status_code == 200, r.text
     return r
 
@@ -116,7 +171,10 @@ def test_prefix_group_lands_on_the_pod_holding_it(stack) -> None:
         for group in ("alpha", "beta"):
             prefix = f"System prompt of group {group}. " + SENTENCE * 8  # ~8 blocks of 32 tokens
             before = _hits(stack, client)
-            served = [_complete(client, stack, prefix + f"Question {i} of {group}?").headers["x-llmd-endpoint"] for i in range(4)]
+            served = [
+                _complete(client, stack, prefix + f"Question {i} of {group}?").headers["x-llmd-endpoint"]
+                for i in range(4)
+            ]
             after = _hits(stack, client)
             assert len(set(served)) == 1, f"group {group} was scattered over {served}"
             holder = served[0]
@@ -178,9 +236,18 @@ def test_stopping_one_pod_under_load_loses_no_unstarted_request(stack) -> None:
     def one(i: int) -> None:
         rec = outcomes[i]
         rec["kill_before_start"] = killed.is_set()
-        body = {"model": stack["model"], "prompt": f"Load {i % 3}. " + SENTENCE * 3 + f"item {i}", "max_tokens": 24, "ignore_eos": True, "stream": True}
+        body = {
+            "model": stack["model"],
+            "prompt": f"Load {i % 3}. " + SENTENCE * 3 + f"item {i}",
+            "max_tokens": 24,
+            "ignore_eos": True,
+            "stream": True,
+        }
         try:
-            with httpx.Client(timeout=120) as client, client.stream("POST", stack["router"] + "/v1/completions", json=body) as r:
+            with (
+                httpx.Client(timeout=120) as client,
+                client.stream("POST", stack["router"] + "/v1/completions", json=body) as r,
+            ):
                 rec["status"] = r.status_code
                 rec["endpoint"] = r.headers.get("x-llmd-endpoint")
                 chunks = 0
@@ -221,7 +288,9 @@ def test_a_killed_api_server_leaves_nothing_behind_and_status_says_so(stack) -> 
     from llmdctl.local import supervisor
     from llmdctl.local.state import is_alive
 
-    victim = next((c for c in stack["state"]["components"] if c["kind"] == "vllm" and is_alive(c["pid"], c["start_time"])), None)
+    victim = next(
+        (c for c in stack["state"]["components"] if c["kind"] == "vllm" and is_alive(c["pid"], c["start_time"])), None
+    )
     if victim is None:
         pytest.skip("no live vLLM pod left in this module's stack (an earlier test stopped them)")
     tree = supervisor.tagged_processes(stack["home"], victim["name"])

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from sim_gpu.procs import free_port_block as free_block  # noqa: F401 - the harness's name
 from sim_gpu import procs
+from sim_gpu.procs import free_port_block as free_block  # noqa: F401 - the harness's name
 from sim_gpu.procs import free_ports, stop
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +54,9 @@ def wait_healthy(procs: list[Proc], timeout_s: float = START_TIMEOUT_S, path: st
         while pending:
             for proc in list(pending):
                 if proc.popen.poll() is not None:
-                    raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode} during start:\n{proc.log_tail()}")
+                    raise RuntimeError(
+                        f"{proc.name} exited with {proc.popen.returncode} during start:\n{proc.log_tail()}"
+                    )
                 try:
                     if client.get(proc.url + path).status_code == 200:
                         proc.ready_s = time.monotonic() - proc.started
@@ -156,7 +158,15 @@ def start_vllm_pods(model_dir: str, n: int, tmp: Path, hash_seed: str, num_block
         model = "tiny"
 
     ports = free_ports(2 * n)
-    pool = PoolSpec(name="vllm", replicas=n, block_size=32, num_gpu_blocks=num_blocks, max_model_len=4096, max_num_batched_tokens=4096, max_num_seqs=16)
+    pool = PoolSpec(
+        name="vllm",
+        replicas=n,
+        block_size=32,
+        num_gpu_blocks=num_blocks,
+        max_model_len=4096,
+        max_num_batched_tokens=4096,
+        max_num_seqs=16,
+    )
     pods = vllm_components(_Profile(), pool, ports[:n], ports[n:], model_dir, hash_seed=hash_seed, build="cpu")
     procs = [spawn(p.name, p.argv, p.env, tmp / f"{p.name}.log", p.url) for p in pods]
     stack = Stack(pods=pods, procs=procs, model_dir=model_dir, hash_seed=hash_seed, block_size=pods[0].block_size)

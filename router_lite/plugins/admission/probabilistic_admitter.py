@@ -24,8 +24,12 @@ class ProbabilisticAdmitterParams:
     k: float = 300.0
 
     def validate(self) -> str | None:
-        for key, v in (("queueDepthThreshold", self.queue_depth_threshold), ("kvCacheUtilThreshold", self.kv_cache_util_threshold),
-                       ("power", self.power), ("k", self.k)):
+        for key, v in (
+            ("queueDepthThreshold", self.queue_depth_threshold),
+            ("kvCacheUtilThreshold", self.kv_cache_util_threshold),
+            ("power", self.power),
+            ("k", self.k),
+        ):
             if v <= 0:
                 return f"{key}: expected a positive number, got {v}"
         return None

@@ -37,5 +37,11 @@ class PrefixBasedPDDecider(Decider):
         cached = min(decode.cached_tokens(), prompt)
         uncached = prompt - cached
         if uncached >= threshold:
-            return True, f"{uncached} non-cached prompt tokens >= nonCachedTokens {threshold} ({cached} of {prompt} cached on decode)"
-        return False, f"{uncached} non-cached prompt tokens < nonCachedTokens {threshold} ({cached} of {prompt} cached on decode)"
+            return (
+                True,
+                f"{uncached} non-cached prompt tokens >= nonCachedTokens {threshold} ({cached} of {prompt} cached on decode)",
+            )
+        return (
+            False,
+            f"{uncached} non-cached prompt tokens < nonCachedTokens {threshold} ({cached} of {prompt} cached on decode)",
+        )

@@ -28,6 +28,7 @@ class ByLabelFilter(Filter):
         p: ByLabelParams = self.params
         valid = set(p.valid_values)
         return [
-            e for e in endpoints
+            e
+            for e in endpoints
             if (p.label in e.labels and e.labels[p.label] in valid) or (p.label not in e.labels and p.allows_no_label)
         ]

@@ -25,9 +25,7 @@ class WeightedRandomPicker(Picker):
         positive = [e for e in endpoints if totals.get(e.key, 0.0) > 0.0]
         if not positive:
             return rng.sample(endpoints, n)
-        keyed = sorted(
-            positive, key=lambda e: -(max(rng.random(), 1e-300) ** (1.0 / totals[e.key]))
-        )
+        keyed = sorted(positive, key=lambda e: -(max(rng.random(), 1e-300) ** (1.0 / totals[e.key])))
         chosen = keyed[:n]
         if len(chosen) < n:
             rest = [e for e in endpoints if e not in chosen]

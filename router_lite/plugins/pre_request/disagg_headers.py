@@ -22,6 +22,8 @@ class DisaggHeadersHandler(Plugin):
     kind = "pre_request"
     aliases = ("prefill-header-handler",)
 
-    def pre_request(self, request: LLMRequest, target: Endpoint, prefill: Endpoint | None, headers: dict[str, str]) -> None:
+    def pre_request(
+        self, request: LLMRequest, target: Endpoint, prefill: Endpoint | None, headers: dict[str, str]
+    ) -> None:
         if prefill is not None:
             headers[PREFILLER_HEADER] = prefill.key

@@ -7,9 +7,13 @@ kvEventsConfig, speculativeIndexing); `prefix-cache-scorer` / `no-hit-lru-scorer
 
 from __future__ import annotations
 
-from router_lite.plugins.producers.prefix_producer import PrefixMatchProducer
 from router_lite.plugins import Needs
-from router_lite.plugins.scorers.precise_prefix_cache import PrecisePrefixCacheParams, PrecisePrefixCacheScorer, precise_needs
+from router_lite.plugins.producers.prefix_producer import PrefixMatchProducer
+from router_lite.plugins.scorers.precise_prefix_cache import (
+    PrecisePrefixCacheParams,
+    PrecisePrefixCacheScorer,
+    precise_needs,
+)
 from router_lite.registry import register
 from router_lite.types import LLMRequest
 

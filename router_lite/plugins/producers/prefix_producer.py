@@ -24,7 +24,9 @@ class PrefixMatchProducer(Producer):
     def score(self, request: LLMRequest, endpoints: list[Endpoint]) -> dict[str, float]:
         return self.engine.score(request, endpoints)
 
-    def prefix_match(self, request: LLMRequest, endpoints: list[Endpoint] | None = None) -> tuple[dict[str, int], int] | None:
+    def prefix_match(
+        self, request: LLMRequest, endpoints: list[Endpoint] | None = None
+    ) -> tuple[dict[str, int], int] | None:
         return self.engine.prefix_match(request, endpoints)
 
     def on_routed(self, request: LLMRequest, endpoint: Endpoint, profile: str) -> None:

@@ -25,7 +25,11 @@ class DataParallelParams:
     ALIASES = {"targetPort": "primaryPort"}
 
     def validate(self) -> str | None:
-        return None if 1 <= self.primary_port <= 65535 else f"primaryPort: expected a port 1-65535, got {self.primary_port}"
+        return (
+            None
+            if 1 <= self.primary_port <= 65535
+            else f"primaryPort: expected a port 1-65535, got {self.primary_port}"
+        )
 
 
 @register
@@ -34,5 +38,7 @@ class DataParallelProfileHandler(SingleProfileHandler):
     aliases = ()
     Params = DataParallelParams
 
-    def pre_request(self, request: LLMRequest, target: Endpoint, prefill: Endpoint | None, headers: dict[str, str]) -> None:
+    def pre_request(
+        self, request: LLMRequest, target: Endpoint, prefill: Endpoint | None, headers: dict[str, str]
+    ) -> None:
         headers[DP_HEADER] = target.key

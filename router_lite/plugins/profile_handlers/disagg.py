@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from router_lite.cycle_state import StateKey
 from router_lite.plugins import Decider, ProfileHandler, ProfileOutcome
-from router_lite.plugins.deciders.prefix_based import PrefixBasedPDDecider, PrefixBasedParams
 from router_lite.plugins.deciders.always import AlwaysDisaggDecider
+from router_lite.plugins.deciders.prefix_based import PrefixBasedParams, PrefixBasedPDDecider
 from router_lite.plugins.profile_handlers.single import _why
 from router_lite.registry import ConfigError, NoParams, register
-from router_lite.cycle_state import StateKey
 from router_lite.types import Endpoint, LLMRequest, ProfileRunResult
 
 # The decider's verdict, made while picking profiles and used when combining their results.
@@ -77,7 +77,10 @@ class DisaggParams:
             empty = [k for k, v in given.items() if not v]
             if empty:
                 return f"{section}.{empty[0]}: expected a name, got an empty string"
-        for new, old, key in (("decode", self.decode_profile, "decodeProfile"), ("prefill", self.prefill_profile, "prefillProfile")):
+        for new, old, key in (
+            ("decode", self.decode_profile, "decodeProfile"),
+            ("prefill", self.prefill_profile, "prefillProfile"),
+        ):
             given = (self.profiles or {}).get(new)
             if given and old and given != old:
                 return f"profiles.{new}: {given!r} conflicts with {key} {old!r}; give one"
@@ -89,7 +92,11 @@ class DisaggParams:
         if self.threshold is not None and self.threshold < 0:
             return f"threshold: expected a non-negative integer, got {self.threshold}"
         if self.decode == self.prefill:
-            return "profiles.prefill: must differ from the decode profile" if self.current_shape else "prefillProfile: must differ from decodeProfile"
+            return (
+                "profiles.prefill: must differ from the decode profile"
+                if self.current_shape
+                else "prefillProfile: must differ from decodeProfile"
+            )
         return None
 
 
@@ -129,7 +136,9 @@ class DisaggProfileHandler(ProfileHandler):
         else:
             self.decider = AlwaysDisaggDecider(f"{self.name}/always", NoParams(), self.ctx)
 
-    def pick_profiles(self, request: LLMRequest, profile_names: list[str], results: dict[str, ProfileRunResult]) -> list[str]:
+    def pick_profiles(
+        self, request: LLMRequest, profile_names: list[str], results: dict[str, ProfileRunResult]
+    ) -> list[str]:
         p: DisaggParams = self.params
         if p.decode not in results:
             return [p.decode]
@@ -145,7 +154,9 @@ class DisaggProfileHandler(ProfileHandler):
         request.state.set(_DECISION, (go, why))
         return [p.prefill] if go else []
 
-    def pre_request(self, request: LLMRequest, target: Endpoint, prefill: Endpoint | None, headers: dict[str, str]) -> None:
+    def pre_request(
+        self, request: LLMRequest, target: Endpoint, prefill: Endpoint | None, headers: dict[str, str]
+    ) -> None:
         if self.params.primary_port:  # data-parallel decode pods: the rank chosen, for llm-d's sidecar
             headers["x-data-parallel-host-port"] = target.key
 
@@ -153,7 +164,11 @@ class DisaggProfileHandler(ProfileHandler):
         p: DisaggParams = self.params
         decode = results.get(p.decode)
         if decode is None or decode.target is None:
-            reason = "no decode endpoints after filters" if decode is None or not decode.endpoints else "decode picker chose none"
+            reason = (
+                "no decode endpoints after filters"
+                if decode is None or not decode.endpoints
+                else "decode picker chose none"
+            )
             return ProfileOutcome(None, None, p.decode, reason)
         go, why = request.state.pop(_DECISION) or (False, "no prefill profile configured")
         target = decode.target

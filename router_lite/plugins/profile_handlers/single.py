@@ -18,7 +18,9 @@ class SingleProfileHandler(ProfileHandler):
             return f"expects exactly one scheduling profile, got {len(profile_names)}: {', '.join(profile_names)}"
         return None
 
-    def pick_profiles(self, request: LLMRequest, profile_names: list[str], results: dict[str, ProfileRunResult]) -> list[str]:
+    def pick_profiles(
+        self, request: LLMRequest, profile_names: list[str], results: dict[str, ProfileRunResult]
+    ) -> list[str]:
         return [] if results else profile_names[:1]
 
     def process_results(self, request: LLMRequest, results: dict[str, ProfileRunResult]) -> ProfileOutcome:

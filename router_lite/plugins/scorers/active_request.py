@@ -46,7 +46,9 @@ class ActiveRequestParams:
         return None
 
 
-def active_request_scores(counts: dict[str, int], idle_threshold: int = 0, max_busy_score: float = 1.0) -> dict[str, float]:
+def active_request_scores(
+    counts: dict[str, int], idle_threshold: int = 0, max_busy_score: float = 1.0
+) -> dict[str, float]:
     """The formula above over `counts` (endpoint key -> requests in flight)."""
     mx = max(counts.values(), default=0)
     return {k: 1.0 if c <= idle_threshold or mx == 0 else (mx - c) / mx * max_busy_score for k, c in counts.items()}

@@ -60,14 +60,20 @@ class LatencyScorerParams:
     prefix_match_info_producer_name: str = ""
 
     def validate(self) -> str | None:
-        for key, v in (("ttftWeight", self.ttft_weight), ("tpotWeight", self.tpot_weight),
-                       ("negHeadroomTTFTWeight", self.neg_headroom_ttft_weight),
-                       ("negHeadroomTPOTWeight", self.neg_headroom_tpot_weight),
-                       ("affinityMaxTTFTPenaltyMs", self.affinity_max_ttft_penalty_ms)):
+        for key, v in (
+            ("ttftWeight", self.ttft_weight),
+            ("tpotWeight", self.tpot_weight),
+            ("negHeadroomTTFTWeight", self.neg_headroom_ttft_weight),
+            ("negHeadroomTPOTWeight", self.neg_headroom_tpot_weight),
+            ("affinityMaxTTFTPenaltyMs", self.affinity_max_ttft_penalty_ms),
+        ):
             if v < 0:
                 return f"{key}: expected a number >= 0, got {v}"
-        for key, v in (("affinityGateTauGlobal", self.affinity_gate_tau_global),
-                       ("epsilonExploreSticky", self.epsilon_explore_sticky), ("epsilonExploreNeg", self.epsilon_explore_neg)):
+        for key, v in (
+            ("affinityGateTauGlobal", self.affinity_gate_tau_global),
+            ("epsilonExploreSticky", self.epsilon_explore_sticky),
+            ("epsilonExploreNeg", self.epsilon_explore_neg),
+        ):
             if not 0.0 <= v <= 1.0:
                 return f"{key}: expected a number in [0, 1], got {v}"
         return None
@@ -82,8 +88,14 @@ class LatencyScorer(Scorer):
         p = self.params
         self.producer = find_plugin(self.ctx, PredictedLatencyProducer, p.latency_prediction_info_producer_name)
         if self.producer is None:
-            raise ConfigError(f"{self.name}: needs a predicted-latency-producer plugin"
-                              + (f" named {p.latency_prediction_info_producer_name!r}" if p.latency_prediction_info_producer_name else ""))
+            raise ConfigError(
+                f"{self.name}: needs a predicted-latency-producer plugin"
+                + (
+                    f" named {p.latency_prediction_info_producer_name!r}"
+                    if p.latency_prediction_info_producer_name
+                    else ""
+                )
+            )
         self.prefix = find_prefix_plugin(self.ctx, p.prefix_match_info_producer_name)
 
     def score(self, request: LLMRequest, endpoints: list[Endpoint]) -> dict[str, float]:
@@ -110,7 +122,9 @@ class LatencyScorer(Scorer):
         positive = [e for e in pool if head_ttft[e.key] >= 0 and head_tpot[e.key] >= 0]
         negative = [e for e in pool if e not in positive]
         if (slo_ttft or slo_tpot) and not positive and request.priority < 0:
-            request.state.set(SHED, f"no endpoint is predicted to meet the SLO (best TTFT {min(ttft.values()) * 1e3:.0f} ms)")
+            request.state.set(
+                SHED, f"no endpoint is predicted to meet the SLO (best TTFT {min(ttft.values()) * 1e3:.0f} ms)"
+            )
         scores = dict.fromkeys((e.key for e in endpoints), 0.0)
         use_negative = not positive or (negative and rng.random() < p.epsilon_explore_neg)
         if not use_negative:
@@ -119,7 +133,9 @@ class LatencyScorer(Scorer):
             scores.update(self._negative(negative, head_ttft, head_tpot))
         return scores
 
-    def _positive(self, tier: list[Endpoint], head_ttft: dict[str, float], head_tpot: dict[str, float]) -> dict[str, float]:
+    def _positive(
+        self, tier: list[Endpoint], head_ttft: dict[str, float], head_tpot: dict[str, float]
+    ) -> dict[str, float]:
         p = self.params
         keys = [e.key for e in tier]
         n_ttft = _normalise({k: head_ttft[k] for k in keys})
@@ -133,12 +149,17 @@ class LatencyScorer(Scorer):
         combined = {k: (wt * n_ttft[k] + wp * n_tpot[k]) / norm for k in keys}
         return {k: (1.0 - c) if p.headroom_selection_strategy == "least" else c for k, c in combined.items()}
 
-    def _negative(self, tier: list[Endpoint], head_ttft: dict[str, float], head_tpot: dict[str, float]) -> dict[str, float]:
+    def _negative(
+        self, tier: list[Endpoint], head_ttft: dict[str, float], head_tpot: dict[str, float]
+    ) -> dict[str, float]:
         p = self.params
         idle = [e for e in tier if self.ctx.inflight.load(e.key).requests == 0]
         if idle:
             tier = idle
         keys = [e.key for e in tier]
-        deficit = {k: p.neg_headroom_ttft_weight * max(0.0, -head_ttft[k]) + p.neg_headroom_tpot_weight * max(0.0, -head_tpot[k])
-                   for k in keys}
+        deficit = {
+            k: p.neg_headroom_ttft_weight * max(0.0, -head_ttft[k])
+            + p.neg_headroom_tpot_weight * max(0.0, -head_tpot[k])
+            for k in keys
+        }
         return min_max_inverse(deficit)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from router_lite.cycle_state import StateKey
 from router_lite.plugins import Scorer
 from router_lite.registry import ConfigError, register
-from router_lite.cycle_state import StateKey
 from router_lite.types import Endpoint, LLMRequest
 
 
@@ -45,7 +45,9 @@ class NoHitLRUScorer(Scorer):
             p = self.ctx.plugins.get(producer)
             if p is None or p.kind != "producer" or not getattr(p, "reports_prefix", False):
                 what = "names no plugin" if p is None else f"is a {p.type_name}, expected a prefix producer"
-                raise ConfigError(f"plugin {self.name!r} (no-hit-lru-scorer): prefixMatchInfoProducerName {producer!r} {what}")
+                raise ConfigError(
+                    f"plugin {self.name!r} (no-hit-lru-scorer): prefixMatchInfoProducerName {producer!r} {what}"
+                )
             self._prefix_scorer = p
             return
         name = self.params.prefix_plugin_name
@@ -55,7 +57,9 @@ class NoHitLRUScorer(Scorer):
         elif p is None:
             raise ConfigError(f"plugin {self.name!r} (no-hit-lru-scorer): prefixPluginName {name!r} names no plugin")
         elif not (isinstance(p, Scorer) and p.reports_prefix):
-            raise ConfigError(f"plugin {self.name!r} (no-hit-lru-scorer): prefixPluginName {name!r} is not a prefix scorer")
+            raise ConfigError(
+                f"plugin {self.name!r} (no-hit-lru-scorer): prefixPluginName {name!r} is not a prefix scorer"
+            )
         self._prefix_scorer = p
 
     def _prefix(self) -> Scorer | None:

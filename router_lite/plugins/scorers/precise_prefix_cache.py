@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from kvtiers.hashing import HASH_ALGOS, BlockHasher, to_event_hash
+from router_lite.cycle_state import StateKey
 from router_lite.plugins import IndexSettings, Needs, Scorer
 from router_lite.plugins.scorers.active_request import parse_duration
 from router_lite.registry import register
-from router_lite.cycle_state import StateKey
 from router_lite.types import BLOCK_SIZE, Endpoint, LLMRequest
 
 
@@ -186,7 +186,11 @@ class PrecisePrefixCacheParams:
         return BlockHasher(self.block_size, self.hash_algo, self.hash_seed)
 
     def block_hashes(
-        self, token_ids: list[int], cache_salt: str | None = None, lora_name: str | None = None, hasher: BlockHasher | None = None
+        self,
+        token_ids: list[int],
+        cache_salt: str | None = None,
+        lora_name: str | None = None,
+        hasher: BlockHasher | None = None,
     ) -> list[int | bytes]:
         """The engine's event hashes for `token_ids` (full blocks only)."""
         h = hasher or self.hasher()
@@ -196,10 +200,20 @@ class PrecisePrefixCacheParams:
 def precise_needs(params: PrecisePrefixCacheParams, raw_parameters: dict) -> Needs:
     """The needs of a precise scorer or producer with `params` (one shared index, one hashing setup)."""
     block_size, seed, algo = params.declared_hashing(raw_parameters or {})
-    index = IndexSettings(tier_weights=dict(params.tier_weights),
-                          speculative_ttl_s=params.speculative_ttl_s if params.speculative_indexing else None,
-                          shared_media=frozenset(m.upper() for m in params.shared_media))
-    return Needs(tokens=True, block_hashes=True, block_size=block_size, hash_algo=algo, hash_seed=seed, kv_events=params.kv_events_config, index=index)
+    index = IndexSettings(
+        tier_weights=dict(params.tier_weights),
+        speculative_ttl_s=params.speculative_ttl_s if params.speculative_indexing else None,
+        shared_media=frozenset(m.upper() for m in params.shared_media),
+    )
+    return Needs(
+        tokens=True,
+        block_hashes=True,
+        block_size=block_size,
+        hash_algo=algo,
+        hash_seed=seed,
+        kv_events=params.kv_events_config,
+        index=index,
+    )
 
 
 @register
@@ -235,8 +249,12 @@ class PrecisePrefixCacheScorer(Scorer):
     def _hashes(self, request: LLMRequest) -> list:
         if request.block_hashes is not None:
             return request.block_hashes
-        return request.state.setdefault(self._hashes_key, lambda: self.params.block_hashes(
-            request.prompt_token_ids or [], request.cache_salt, request.lora_name, self._hasher))
+        return request.state.setdefault(
+            self._hashes_key,
+            lambda: self.params.block_hashes(
+                request.prompt_token_ids or [], request.cache_salt, request.lora_name, self._hasher
+            ),
+        )
 
     def _match(self, request: LLMRequest, endpoints: list[Endpoint] | None) -> dict[str, tuple[int, float]]:
         m = request.state.get(self._match_key)
@@ -276,7 +294,9 @@ class PrecisePrefixCacheScorer(Scorer):
         mx = self.params.max_prefix_blocks_to_match
         return min(n, mx) if mx else n
 
-    def prefix_match(self, request: LLMRequest, endpoints: list[Endpoint] | None = None) -> tuple[dict[str, int], int] | None:
+    def prefix_match(
+        self, request: LLMRequest, endpoints: list[Endpoint] | None = None
+    ) -> tuple[dict[str, int], int] | None:
         m = self._match(request, endpoints)
         return {k: v[0] for k, v in m.items()}, self.block_size_of(request)
 

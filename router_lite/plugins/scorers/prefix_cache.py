@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from router_lite.cycle_state import StateKey
 from router_lite.plugins import Scorer
 from router_lite.prefix.approximate import CHARS_PER_TOKEN, LazyBlockHashes
 from router_lite.registry import ConfigError, register
-from router_lite.cycle_state import StateKey
 from router_lite.types import Endpoint, LLMRequest
 
 
@@ -59,7 +59,11 @@ class PrefixCacheScorer(Scorer):
     def __init__(self, name, params: PrefixCacheParams, ctx) -> None:
         super().__init__(name, params, ctx)
         self._source: Any = None  # the producer named by prefixMatchInfoProducerName, once bound
-        self.index = None if params.prefix_match_info_producer_name else ctx.indexes.approximate_for(name, params.lru_capacity_per_server)
+        self.index = (
+            None
+            if params.prefix_match_info_producer_name
+            else ctx.indexes.approximate_for(name, params.lru_capacity_per_server)
+        )
         self._hashes_key: StateKey[tuple[LazyBlockHashes, int]] = StateKey(f"prefix-cache:{name}:hashes")
         self._match_key: StateKey[dict[str, int]] = StateKey(f"prefix-cache:{name}:match", per_cycle=True)
 
@@ -77,7 +81,9 @@ class PrefixCacheScorer(Scorer):
             return
         p = self.ctx.plugins.get(name)
         if p is None:
-            raise ConfigError(f"plugin {self.name!r} (prefix-cache-scorer): prefixMatchInfoProducerName {name!r} names no plugin")
+            raise ConfigError(
+                f"plugin {self.name!r} (prefix-cache-scorer): prefixMatchInfoProducerName {name!r} names no plugin"
+            )
         if p.kind != "producer" or not getattr(p, "reports_prefix", False):
             raise ConfigError(
                 f"plugin {self.name!r} (prefix-cache-scorer): prefixMatchInfoProducerName {name!r} is a {p.type_name}, "
@@ -126,7 +132,9 @@ class PrefixCacheScorer(Scorer):
             return dict.fromkeys([e.key for e in endpoints], 0.0)
         return {e.key: matches.get(e.key, 0) / total for e in endpoints}
 
-    def prefix_match(self, request: LLMRequest, endpoints: list[Endpoint] | None = None) -> tuple[dict[str, int], int] | None:
+    def prefix_match(
+        self, request: LLMRequest, endpoints: list[Endpoint] | None = None
+    ) -> tuple[dict[str, int], int] | None:
         if self._source is not None:
             return self._source.prefix_match(request, endpoints)
         return self._match(request, endpoints), self._hashes(request)[1]

@@ -43,7 +43,11 @@ class TokenLoadScorer(Scorer):
         self.prefix = None if self.producer is not None else find_prefix_plugin(self.ctx)
 
     def score(self, request: LLMRequest, endpoints: list[Endpoint]) -> dict[str, float]:
-        mine = self.producer.uncached(request, endpoints) if self.producer else uncached_tokens(self.ctx, request, endpoints, self.prefix)
+        mine = (
+            self.producer.uncached(request, endpoints)
+            if self.producer
+            else uncached_tokens(self.ctx, request, endpoints, self.prefix)
+        )
         cap = float(self.params.queue_threshold_tokens)
         load = self.ctx.inflight.load
         return {e.key: 1.0 - min(load(e.key).tokens + mine[e.key], cap) / cap for e in endpoints}
