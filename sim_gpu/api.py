@@ -368,7 +368,6 @@ class ChoiceResult:
     num_cached_tokens: int = 0
     stop_reason: int | str | None = None
     logprobs: Any = None  # the choice's logprobs object, already in the endpoint's shape
-    tool_calls: list[dict[str, Any]] | None = None  # chat with a forced tool choice
 
 
 def completion_response(
@@ -432,12 +431,12 @@ def chat_response(
             "index": c.index,
             "message": {
                 "role": "assistant",
-                "content": "" if c.tool_calls is not None else c.text,
+                "content": c.text,
                 "refusal": None,
                 "annotations": None,
                 "audio": None,
                 "function_call": None,
-                "tool_calls": c.tool_calls or [],
+                "tool_calls": [],
                 "reasoning_content": None,
             },
             "logprobs": c.logprobs,

@@ -103,7 +103,6 @@ REQUEST_LATENCY_BUCKETS = (
 
 ITERATION_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 N_BUCKETS = (1, 2, 5, 10, 20)
-PREFILL_TOKEN_TIME_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 _LABELS = ("model_name", "engine")
 
@@ -133,6 +132,26 @@ class FinishedRequest:
     cached_tokens: int
     max_tokens: int
     n: int = 0  # the request's n, on its first choice only (vLLM observes it once per request)
+    num_preemptions: int = 0
+
+
+REQUEST_NUM_PREEMPTIONS_BUCKETS = (1, 2, 3, 4, 5, 10, 20)  # vLLM's (v1/metrics/buckets.py)
+
+
+@dataclass(frozen=True)
+class PerfModel:
+    """Per-GPU costs behind vLLM's estimated_flops / read_bytes / write_bytes counters (its MFU figures): the
+    roofline's own terms, so the counters agree with the simulated timing."""
+
+    flops_per_token: float  # 2 x active parameters per GPU
+    weight_bytes_per_step: float  # every step reads the weights once
+    kv_bytes_per_token: float  # each computed token writes (and later steps read) its KV
+
+    @classmethod
+    def of(cls, latency: Any) -> "PerfModel":
+        m = latency.model
+        return cls(2.0 * m.active_params_b * 1e9 / max(1, latency.tp), latency.weight_bytes_per_gpu(),
+                   latency.kv_bytes_per_token_per_gpu())
 
 
 class _EngineCollector:
@@ -202,6 +221,44 @@ class _EngineCollector:
         ):
             by_source.add_metric([*lv, source], v, created=pm.created)
         yield by_source
+        cached_by = CounterMetricFamily(
+            "vllm:prompt_tokens_cached_by_source",
+            "Prefix-cache hit tokens by the cache tier that supplied them.",
+            labels=[*_LABELS, "source"],
+        )
+        # Tier loads and P/D transfers reach the engine alike (num_remote_tokens): one external source.
+        for source, v in (("device", s.prefix_cache_hits_tokens), ("host", 0), ("p2p", 0), ("disk", 0),
+                          ("external_unspecified", ext_hits)):
+            cached_by.add_metric([*lv, source], v, created=pm.created)
+        yield cached_by
+        waiting = GaugeMetricFamily(
+            "vllm:num_requests_waiting_by_reason", "Number of waiting requests by reason.", labels=[*_LABELS, "reason"]
+        )
+        deferred = getattr(s, "num_waiting_for_remote_kv", 0)  # waiting on a KV transfer: vLLM's "deferred"
+        waiting.add_metric([*lv, "capacity"], max(0, s.num_waiting - deferred))
+        waiting.add_metric([*lv, "deferred"], deferred)
+        yield waiting
+        sleep = GaugeMetricFamily("vllm:engine_sleep_state", "Engine sleep state.", labels=[*_LABELS, "sleep_state"])
+        for state, v in (("awake", 1), ("weights_offloaded", 0), ("discard_all", 0)):  # the simulator never sleeps
+            sleep.add_metric([*lv, state], v)
+        yield sleep
+        rejected = CounterMetricFamily(
+            "vllm:admission_rejections",
+            "Number of admission attempts rejected by a queue limit, by reason.",
+            labels=["model_name", "reason"],
+        )
+        for reason in ("max_num_queued_reqs", "max_num_queued_tokens"):  # no queue limits: never rejected
+            rejected.add_metric([pm.model_name, reason], 0, created=pm.created)
+        yield rejected
+        if pm.perf is not None:
+            computed = max(0, s.prompt_tokens_total - s.prefix_cache_hits_tokens) + s.generation_tokens_total
+            p = pm.perf
+            yield counter("vllm:estimated_flops_per_gpu", "Estimated number of floating point operations per GPU.",
+                          p.flops_per_token * computed)
+            yield counter("vllm:estimated_read_bytes_per_gpu", "Estimated number of bytes read from memory per GPU.",
+                          p.weight_bytes_per_step * pm.steps + p.kv_bytes_per_token * s.generation_tokens_total)
+            yield counter("vllm:estimated_write_bytes_per_gpu", "Estimated number of bytes written to memory per GPU.",
+                          p.kv_bytes_per_token * computed)
 
         info = GaugeMetricFamily(
             "vllm:cache_config_info",
@@ -352,6 +409,7 @@ class PodMetrics:
         cache_info: dict[str, Any] | None = None,
         tiers_fn: Callable[[], Any] | None = None,
         max_model_len: int = 32768,
+        perf: PerfModel | None = None,
     ) -> None:
         self.model_name = model_name
         self.engine = str(engine_index)
@@ -360,6 +418,8 @@ class PodMetrics:
         self.cache_info = {k: str(v) for k, v in (cache_info or {}).items()}
         self.created = time.time()
         self.remote_tokens = 0
+        self.perf = perf  # None: no estimated_* counters (no latency model to estimate from)
+        self.steps = 0  # engine steps that scheduled tokens
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_EngineCollector(self))
         # The rest of vLLM's page (per-request histograms, process_*, python_*, http_*) is 4x the lines of the
@@ -404,11 +464,6 @@ class PodMetrics:
             "Histogram of time_per_output_token_seconds per request.",
             ITL_BUCKETS,
         )
-        self._prefill_token = hist(
-            "vllm:time_per_prefill_token_request_seconds",
-            "Time spent per token during prefill phase in seconds",
-            PREFILL_TOKEN_TIME_BUCKETS,
-        )
         self._prompt_tokens = hist("vllm:request_prompt_tokens", "Number of prefill tokens processed.", tokens)
         self._gen_tokens = hist("vllm:request_generation_tokens", "Number of generation tokens processed.", tokens)
         self._kv_computed = hist(
@@ -425,6 +480,11 @@ class PodMetrics:
             "vllm:request_params_max_tokens", "Histogram of the max_tokens request parameter.", tokens
         )
         self._n = hist("vllm:request_params_n", "Histogram of the n request parameter.", N_BUCKETS)
+        self._preempted = hist(
+            "vllm:request_num_preemptions",
+            "Histogram of the number of times a request was preempted.",
+            REQUEST_NUM_PREEMPTIONS_BUCKETS,
+        )
         self._iteration = hist(
             "vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.", ITERATION_TOKEN_BUCKETS
         )
@@ -498,10 +558,9 @@ class PodMetrics:
             (self._kv_computed, max(0, req.prompt_tokens - req.cached_tokens)),
         ):
             h.observe(max(0.0, v))
-        if req.prompt_tokens:
-            self._prefill_token.observe(max(0.0, req.prefill_s) / req.prompt_tokens)
         if req.generation_tokens > 1:
             self._tpot.observe(max(0.0, req.decode_s) / (req.generation_tokens - 1))
+        self._preempted.observe(req.num_preemptions)
         if req.max_tokens:
             self._max_tokens.observe(req.max_tokens)
         if req.n:
@@ -511,6 +570,8 @@ class PodMetrics:
     def observe_iteration(self, tokens: int) -> None:
         """Tokens one engine step scheduled (prefill chunks + decodes), as vLLM's iteration_tokens_total."""
         self._iteration.observe(tokens)
+        if tokens:
+            self.steps += 1
 
     def count_remote_prefill(self, tokens: int) -> None:
         self._remote_requests.inc()

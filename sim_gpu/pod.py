@@ -22,7 +22,7 @@ from sim_gpu.engine import EngineRequest, RequestOutput
 from sim_gpu.faults import FaultInjector
 from sim_gpu.kv_publisher import KVEventPublisher, offset_endpoint, render_topic
 from sim_gpu.latency import LatencyModel
-from sim_gpu.metrics import FinishedRequest, PodMetrics
+from sim_gpu.metrics import PerfModel, FinishedRequest, PodMetrics
 from sim_gpu.serve_config import ServeConfig, build_engine
 from sim_gpu.tiers import PodTiers, attach_pod_tiers
 
@@ -147,6 +147,7 @@ class Pod:
                 "swap_space": 0,
             },
             max_model_len=self.max_model_len,
+            perf=PerfModel.of(self.engine.latency),
         )
         self.publisher: KVEventPublisher | None = None
         if cfg.kv_events_endpoint:
@@ -232,7 +233,9 @@ class Pod:
                 m.observe_itl((now - t.last) / n, n)
             t.last = now
             if out.finished:
-                m.observe_finished(now - t.arrival, out.finish_reason, t.finished(now))
+                done = t.finished(now)
+                done.num_preemptions = out.num_preemptions
+                m.observe_finished(now - t.arrival, out.finish_reason, done)
                 del self._tracked[out.request_id]
             t.queue.put_nowait(out)
 

@@ -27,7 +27,6 @@ from sim_gpu.engine import RequestOutput
 from sim_gpu.faults import failure_body
 from sim_gpu.http_metrics import HTTPMetrics
 from sim_gpu.pod import Pod, Tracked
-from sim_gpu.structured import tool_calls
 
 JSON = "application/json"
 DISCONNECT_POLL_S = 0.5  # how often a non-streaming request checks that its client is still there
@@ -263,10 +262,6 @@ class PodApp:
                 if req.kind == "completion"
                 else api.chat_logprobs(entries, c.token_str)
             )
-        if req.kind == "chat" and req.forced is not None:
-            result.tool_calls = tool_calls(req.forced, c.text, lambda: api.random_id("chatcmpl-tool"))
-            if result.tool_calls is not None and req.forced.required and c.finish_reason == "stop":
-                result.finish_reason = "tool_calls"  # as vLLM reports a "required" tool choice
         return result
 
     def _kv_params_out(self, runs: list["_Run"], results: list[tuple[ChoiceResult, RequestOutput]]) -> dict | None:
@@ -330,13 +325,6 @@ class PodApp:
                     if req.sampling.logprobs is not None:
                         lp = api.chat_logprobs(d.logprobs, c.token_str)
                     delta: dict[str, Any] = {"content": d.text}
-                    if req.forced is not None and (req.forced.tool_name or req.forced.required):
-                        delta = {"content": None}  # a forced tool call is sent whole when it is complete
-                        if reason is not None:
-                            calls = tool_calls(req.forced, c.text, lambda: api.random_id("chatcmpl-tool")) or []
-                            delta["tool_calls"] = [dict(call, index=i) for i, call in enumerate(calls)]
-                            if req.forced.required and reason == "stop":
-                                reason = "tool_calls"
                     chunk = api.chat_chunk(rid, created, req.model, run.index, delta, reason, tids, lp, stop_reason)
                 run.sent_first = True
                 if req.continuous_usage:

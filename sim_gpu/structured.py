@@ -1,10 +1,11 @@
-"""Structured output as vLLM produces it without a tool-call parser: JSON of a schema's shape, forced tool calls.
+"""Structured output as vLLM produces it without a tool-call parser: JSON of a schema's shape; tools refused.
 
-vLLM constrains decoding with a grammar for `response_format` (json_object / json_schema) and for
-`tool_choice` "required" or a named function; the simulated model "generates" a fixed JSON document of the
-asked shape instead (its tokens go through the engine like any output, so timing and max_tokens still apply).
-`tool_choice` "auto" needs `--enable-auto-tool-choice --tool-call-parser` on vLLM; the simulator has no
-parser, so it refuses it with vLLM's message, as a vLLM server started without them does.
+vLLM constrains decoding with a grammar for `response_format` (json_object / json_schema); the simulated model
+"generates" a fixed JSON document of the asked shape instead (its tokens go through the engine like any output,
+so timing and max_tokens still apply). Every `tool_choice` but "none" needs a tool-call parser on vLLM 0.32
+("auto": `--enable-auto-tool-choice --tool-call-parser`; "required" and a named function: `--tool-call-parser`,
+as a live vLLM 0.32 pod answers, tests/vllm/test_vllm_params.py); the simulator has no parser, so it refuses
+them with vLLM's messages, as a vLLM server started without one does.
 """
 
 from __future__ import annotations
@@ -14,23 +15,22 @@ from dataclasses import dataclass
 from typing import Any
 
 AUTO_TOOLS_REFUSED = '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+REQUIRED_TOOLS_REFUSED = 'tool_choice="required" requires --tool-call-parser to be set'
 
 
 class StructuredError(ValueError):
     """A request vLLM refuses (400): `param` names the field."""
 
-    def __init__(self, message: str, param: str) -> None:
+    def __init__(self, message: str, param: str | None) -> None:
         super().__init__(message)
         self.param = param
 
 
 @dataclass
 class Forced:
-    """Output text the grammar would force, and how a chat answer presents it."""
+    """Output text the grammar would force."""
 
     text: str
-    tool_name: str | None = None  # a named tool choice: the text is that call's arguments
-    required: bool = False  # tool_choice "required": the text is a JSON list of {name, parameters}
 
 
 def example(schema: Any, root: dict | None = None, depth: int = 0) -> Any:
@@ -111,16 +111,11 @@ def _tool_choice(body: dict[str, Any]) -> Forced | None:
     if choice == "auto":
         raise StructuredError(AUTO_TOOLS_REFUSED, "tool_choice")
     if choice == "required":
-        calls = [
-            {"name": t["function"]["name"], "parameters": example(t["function"].get("parameters", {}))}
-            for t in tools[:1]
-        ]
-        return Forced(_dump(calls), required=True)
+        raise StructuredError(REQUIRED_TOOLS_REFUSED, None)
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         name = choice["function"].get("name")
-        for t in tools:
-            if t["function"]["name"] == name:
-                return Forced(_dump(example(t["function"].get("parameters", {}))), tool_name=name)
+        if any(t["function"]["name"] == name for t in tools):
+            raise StructuredError(f'tool_choice=function "{name}" requires --tool-call-parser to be set', None)
         raise StructuredError(f"Tool '{name}' has not been passed in `tools`.", "tool_choice")
     raise StructuredError(
         f'Invalid value for `tool_choice`: {choice!r}! Only named tools, "none", "auto" or "required" are supported.',
@@ -156,23 +151,3 @@ def _response_format(fmt: Any) -> Forced | None:
         f"response_format.type must be one of text, json_object, json_schema, structural_tag; got {kind!r}.",
         "response_format",
     )
-
-
-def tool_calls(forced: Forced, text: str, make_id: Any) -> list[dict[str, Any]] | None:
-    """The message's `tool_calls` for a forced tool choice whose output is `text` (None: not a tool choice)."""
-    if forced.tool_name is not None:
-        return [{"id": make_id(), "type": "function", "function": {"name": forced.tool_name, "arguments": text}}]
-    if forced.required:
-        try:
-            calls = json.loads(text)
-        except ValueError:  # cut by max_tokens: vLLM has no calls to report either
-            return []
-        return [
-            {
-                "id": make_id(),
-                "type": "function",
-                "function": {"name": c["name"], "arguments": _dump(c.get("parameters", {}))},
-            }
-            for c in calls
-        ]
-    return None

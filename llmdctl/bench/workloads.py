@@ -395,5 +395,7 @@ def chat_body(tokens: list[int], segments: list[tuple[str, int]]) -> dict[str, A
         messages.append({"role": "user", "content": ""})
     body["messages"] = messages
     if tools:
-        body["tools"] = tools
+        # The tools are context for the model, not calls to parse: "none" is what a vLLM server without a
+        # tool-call parser accepts (the default, "auto", needs --enable-auto-tool-choice --tool-call-parser).
+        body.update(tools=tools, tool_choice="none")
     return body

@@ -62,6 +62,7 @@ class RequestOutput:
     num_remote_tokens: int = 0  # tokens whose KV came from a remote prefill (P/D decode side)
     token_times: list[float] | None = None  # fast_forward only: simulated time each new token was produced
     scheduled_at: float = -1.0  # engine time the request was first scheduled (-1: not yet)
+    num_preemptions: int = 0  # times the request was preempted so far (vllm:request_num_preemptions)
 
     @classmethod
     def of(cls, req: Request, new_token_ids: list[int], finish_reason: FinishReason | None = None,
@@ -78,6 +79,7 @@ class RequestOutput:
             num_output_tokens=req.num_output_tokens,
             num_remote_tokens=req.num_remote_tokens,
             scheduled_at=req.scheduled_at,
+            num_preemptions=req.num_preemptions,
         )
 
 

@@ -317,6 +317,7 @@ def _scratchpads_offloaded(tmp_path: Path, profile: str) -> tuple[float, float, 
                     "model": MODEL,
                     "max_tokens": 1,
                     "tools": tools,
+                    "tool_choice": "none",  # vLLM without a tool-call parser refuses the default "auto"
                     "continue_final_message": True,
                     "add_generation_prompt": False,
                     "messages": base + [{"role": "assistant", "content": "<think>" + words(120)}],
@@ -325,7 +326,7 @@ def _scratchpads_offloaded(tmp_path: Path, profile: str) -> tuple[float, float, 
             assert r.status_code == 200, r.text
             r = client.post(
                 f"{router}/v1/chat/completions",
-                json={"model": MODEL, "max_tokens": 1, "tools": tools, "messages": base},
+                json={"model": MODEL, "max_tokens": 1, "tools": tools, "tool_choice": "none", "messages": base},
             )
             assert r.status_code == 200, r.text
         return (
