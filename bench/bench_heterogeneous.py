@@ -130,17 +130,19 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         b, a = row["runs"]["speed-blind"], row["runs"]["speed-aware"]
         print(
-            f"{rate:>5g} req/s ({row['requests']} requests): TTFT mean blind {b['ttft_mean_s']:.3f} s aware {a['ttft_mean_s']:.3f} s "
-            f"(x{b['ttft_mean_s'] / a['ttft_mean_s']:.2f}), p90 {b['ttft_p90_s']:.3f} / {a['ttft_p90_s']:.3f} s, "
-            f"goodput {b['goodput_req_s']:.2f} / {a['goodput_req_s']:.2f} req/s, out {b['out_tok_s']:.0f} / {a['out_tok_s']:.0f} tok/s",
+            f"{rate:>5g} req/s ({row['requests']} requests): TTFT mean blind {b['ttft_mean_s']:.3f} s aware "
+            f"{a['ttft_mean_s']:.3f} s (x{b['ttft_mean_s'] / a['ttft_mean_s']:.2f}), p90 {b['ttft_p90_s']:.3f} / "
+            f"{a['ttft_p90_s']:.3f} s, goodput {b['goodput_req_s']:.2f} / {a['goodput_req_s']:.2f} req/s, out "
+            f"{b['out_tok_s']:.0f} / {a['out_tok_s']:.0f} tok/s",
             flush=True,
         )
     print(
-        f"\nfleet: {', '.join(f'{pl.replicas} x {pl.hardware}' for pl in pools)} ({pools[0].model}); workload: {wl.describe()}; "
-        f"SLO TTFT <= {slo.ttft_s} s; prices $/GPU-h {prices}"
+        f"\nfleet: {', '.join(f'{pl.replicas} x {pl.hardware}' for pl in pools)} ({pools[0].model}); workload: "
+        f"{wl.describe()}; SLO TTFT <= {slo.ttft_s} s; prices $/GPU-h {prices}"
     )
     print(
-        f"{'req/s':>6} {'router':<12} {'TTFT mean':>9} {'p90':>7} {'goodput':>8} {'out tok/s':>9} | per vendor: share, out tok/s, TTFT p50, $/M out tok"
+        f"{'req/s':>6} {'router':<12} {'TTFT mean':>9} {'p90':>7} {'goodput':>8} {'out tok/s':>9} | per vendor: share, "
+        "out tok/s, TTFT p50, $/M out tok"
     )
     for row in rows:
         for name, r in row["runs"].items():
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                 for h, v in r["vendors"].items()
             )
             print(
-                f"{row['rate']:>6g} {name:<12} {r['ttft_mean_s']:>9.3f} {r['ttft_p90_s']:>7.3f} {r['goodput_req_s']:>8.2f} {r['out_tok_s']:>9.0f} | {vend}"
+                f"{row['rate']:>6g} {name:<12} {r['ttft_mean_s']:>9.3f} {r['ttft_p90_s']:>7.3f} "
+                f"{r['goodput_req_s']:>8.2f} {r['out_tok_s']:>9.0f} | {vend}"
             )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(

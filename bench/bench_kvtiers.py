@@ -359,40 +359,47 @@ def part_c(args, fs_root: Path) -> dict:
 
 def print_a(a: dict) -> None:
     print(
-        f"\n(a) working set {a['working_set_blocks']} blocks = 3x GPU {a['gpu_blocks']} blocks ({a['block_bytes'] >> 20} MiB/block)"
+        f"\n(a) working set {a['working_set_blocks']} blocks = 3x GPU {a['gpu_blocks']} blocks "
+        f"({a['block_bytes'] >> 20} MiB/block)"
     )
     print(
-        f"{'config':<12} {'hit':>6} {'gpu':>6} {'cpu':>6} {'disk':>6} {'TTFT mean':>10} {'p50':>8} {'p90':>8} {'req/s':>7} {'out tok/s':>10}"
+        f"{'config':<12} {'hit':>6} {'gpu':>6} {'cpu':>6} {'disk':>6} {'TTFT mean':>10} {'p50':>8} {'p90':>8} "
+        f"{'req/s':>7} {'out tok/s':>10}"
     )
     for name, r in a["configs"].items():
         print(
-            f"{name:<12} {r['hit_rate']:>6.1%} {r['hit_rate_gpu']:>6.1%} {r.get('hit_rate_cpu', 0):>6.1%} {r.get('hit_rate_disk', 0):>6.1%} "
-            f"{r['ttft_mean_ms']:>8.1f}ms {r['ttft_p50_ms']:>6.1f}ms {r['ttft_p90_ms']:>6.1f}ms {r['throughput_rps']:>7.1f} {r['throughput_out_tok_s']:>10.0f}"
+            f"{name:<12} {r['hit_rate']:>6.1%} {r['hit_rate_gpu']:>6.1%} {r.get('hit_rate_cpu', 0):>6.1%} "
+            f"{r.get('hit_rate_disk', 0):>6.1%} {r['ttft_mean_ms']:>8.1f}ms {r['ttft_p50_ms']:>6.1f}ms "
+            f"{r['ttft_p90_ms']:>6.1f}ms {r['throughput_rps']:>7.1f} {r['throughput_out_tok_s']:>10.0f}"
         )
     base = a["configs"]["GPU only"]
     for name in ("GPU+CPU", "GPU+CPU+FS"):
         r = a["configs"][name]
         print(
-            f"  {name} vs GPU only: TTFT x{base['ttft_mean_ms'] / r['ttft_mean_ms']:.2f} faster, throughput x{r['throughput_rps'] / base['throughput_rps']:.2f}"
+            f"  {name} vs GPU only: TTFT x{base['ttft_mean_ms'] / r['ttft_mean_ms']:.2f} faster, throughput "
+            f"x{r['throughput_rps'] / base['throughput_rps']:.2f}"
         )
 
 
 def print_b(b: dict) -> None:
     print(
-        f"\n(b) agentic trace: {b['requests']} requests, {b['unique_blocks']} unique blocks, {b['no_cache_tokens']} prompt tokens"
+        f"\n(b) agentic trace: {b['requests']} requests, {b['unique_blocks']} unique blocks, {b['no_cache_tokens']} "
+        "prompt tokens"
     )
     print(f"{'capacity':>9} {'LRU':>10} {'typed':>10} {'Belady':>10} {'typed/LRU':>10} {'gap closed':>11}")
     for s in b["sweep"]:
         gap = s["lru_tokens"] - s["belady_tokens"]
         closed = (s["lru_tokens"] - s["typed_tokens"]) / gap if gap else 1.0
         print(
-            f"{s['capacity_blocks']:>9} {s['lru_tokens']:>10} {s['typed_tokens']:>10} {s['belady_tokens']:>10} {s['typed_tokens'] / s['lru_tokens']:>10.2f} {closed:>11.0%}"
+            f"{s['capacity_blocks']:>9} {s['lru_tokens']:>10} {s['typed_tokens']:>10} {s['belady_tokens']:>10} "
+            f"{s['typed_tokens'] / s['lru_tokens']:>10.2f} {closed:>11.0%}"
         )
     e = b["engine"]
     print(f"  engine (GPU {e['gpu_blocks']} blocks + CPU {e['cpu_blocks']} blocks):")
     for name, r in e["runs"].items():
         print(
-            f"  {name:<15} recomputed {r['recomputed_tokens']:>8} tokens  hit {r['hit_rate']:.1%}  TTFT mean {r['ttft_mean_ms']:.1f} ms  {r['throughput_rps']:.1f} req/s"
+            f"  {name:<15} recomputed {r['recomputed_tokens']:>8} tokens  hit {r['hit_rate']:.1%}  TTFT mean "
+            f"{r['ttft_mean_ms']:.1f} ms  {r['throughput_rps']:.1f} req/s"
         )
 
 

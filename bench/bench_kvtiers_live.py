@@ -141,9 +141,9 @@ def main() -> int:
         subprocess.run([*cmd, "down"], env=env, cwd=REPO, capture_output=True, timeout=60)
     disk_hits = {
         u: sum(
-            float(l.rsplit(" ", 1)[1])
-            for l in t.splitlines()
-            if l.startswith("llmd_sim:kv_tier_hits_total") and 'medium="DISK"' in l
+            float(line.rsplit(" ", 1)[1])
+            for line in t.splitlines()
+            if line.startswith("llmd_sim:kv_tier_hits_total") and 'medium="DISK"' in line
         )
         for u, t in metrics.items()
     }

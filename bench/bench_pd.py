@@ -156,25 +156,28 @@ def f3(v: float | None) -> str:
 def print_pd(rows: list[dict[str, Any]], rates: list[float], hi: float) -> None:
     print("\nA. P/D vs aggregated, Qwen3-32B on 16 H200, 10k ISL / 1k OSL (random, no reuse), rdma-200g")
     print(
-        f"{'rate':>5s} {'layout':12s} {'TTFT p50':>8s} {'mean':>7s} {'ITL p50':>8s} {'mean':>7s} {'E2E p50':>8s} {'mean':>7s} {'out tok/s':>9s}"
+        f"{'rate':>5s} {'layout':12s} {'TTFT p50':>8s} {'mean':>7s} {'ITL p50':>8s} {'mean':>7s} {'E2E p50':>8s} "
+        f"{'mean':>7s} {'out tok/s':>9s}"
     )
     for rate in rates:
         for lay in LAYOUTS:
             r = next(x for x in rows if x["rate"] == rate and x["layout"] == lay and x["network"] == "rdma-200g")
             print(
-                f"{rate:5.1f} {lay:12s} {f3(r['ttft_s']['p50'])}  {f3(r['ttft_s']['mean'])} {f3(r['itl_s']['p50'])}  {f3(r['itl_s']['mean'])} "
-                f"{f3(r['e2e_s']['p50'])}  {f3(r['e2e_s']['mean'])} {r['output_tok_s']:9.0f}"
+                f"{rate:5.1f} {lay:12s} {f3(r['ttft_s']['p50'])}  {f3(r['ttft_s']['mean'])} {f3(r['itl_s']['p50'])}  "
+                f"{f3(r['itl_s']['mean'])} {f3(r['e2e_s']['p50'])}  {f3(r['e2e_s']['mean'])} {r['output_tok_s']:9.0f}"
             )
     pdr = next(x for x in rows if x["rate"] == hi and x["layout"] == "pd-8P1-2D4" and x["network"] == "rdma-200g")
     print(
-        f"\nAt {hi:g} req/s, P/D versus aggregated (mean; p50 in brackets)   llm-d (gpt-oss-120b, 16 H200): E2E mean -59%"
+        f"\nAt {hi:g} req/s, P/D versus aggregated (mean; p50 in brackets)   llm-d (gpt-oss-120b, 16 H200): E2E mean "
+        "-59%"
     )
     for lay in LAYOUTS[:2]:
         a = next(x for x in rows if x["rate"] == hi and x["layout"] == lay and x["network"] == "rdma-200g")
         print(
-            f"  vs {lay:11s} E2E {pct(pdr['e2e_s']['mean'], a['e2e_s']['mean'])} ({pct(pdr['e2e_s']['p50'], a['e2e_s']['p50'])})"
-            f"   ITL {pct(pdr['itl_s']['mean'], a['itl_s']['mean'])} ({pct(pdr['itl_s']['p50'], a['itl_s']['p50'])})"
-            f"   TTFT {pct(pdr['ttft_s']['mean'], a['ttft_s']['mean'])} ({pct(pdr['ttft_s']['p50'], a['ttft_s']['p50'])})"
+            f"  vs {lay:11s} E2E {pct(pdr['e2e_s']['mean'], a['e2e_s']['mean'])} "
+            f"({pct(pdr['e2e_s']['p50'], a['e2e_s']['p50'])})   ITL {pct(pdr['itl_s']['mean'], a['itl_s']['mean'])} "
+            f"({pct(pdr['itl_s']['p50'], a['itl_s']['p50'])})   TTFT {pct(pdr['ttft_s']['mean'], a['ttft_s']['mean'])} "
+            f"({pct(pdr['ttft_s']['p50'], a['ttft_s']['p50'])})"
         )
 
 
@@ -192,17 +195,19 @@ def print_bandwidth(rows: list[dict[str, Any]], net_rates: list[float]) -> None:
     for rate in net_rates:
         best = best_aggregated(rows, rate)
         print(
-            f"\nNetwork sweep at {rate:g} req/s: P/D versus the better aggregated layout ({best['layout']}, E2E mean {best['e2e_s']['mean']:.2f}s, "
-            f"TTFT mean {best['ttft_s']['mean']:.2f}s)"
+            f"\nNetwork sweep at {rate:g} req/s: P/D versus the better aggregated layout ({best['layout']}, E2E mean "
+            f"{best['e2e_s']['mean']:.2f}s, TTFT mean {best['ttft_s']['mean']:.2f}s)"
         )
         print(
-            f"{'network':10s} {'10k-token KV':>12s} {'TTFT mean':>9s} {'ITL mean':>8s} {'E2E mean':>8s} {'E2E p50':>8s} {'E2E mean vs agg':>15s}"
+            f"{'network':10s} {'10k-token KV':>12s} {'TTFT mean':>9s} {'ITL mean':>8s} {'E2E mean':>8s} "
+            f"{'E2E p50':>8s} {'E2E mean vs agg':>15s}"
         )
         for n in NETWORKS:
             r = next(x for x in rows if x["rate"] == rate and x["layout"] == "pd-8P1-2D4" and x["network"] == n)
             print(
-                f"{n:10s} {dec[n].kv_transfer_time(10_000, remote_tp=1) * 1e3:10.0f}ms {f3(r['ttft_s']['mean'])}   {f3(r['itl_s']['mean'])}  "
-                f"{f3(r['e2e_s']['mean'])}  {f3(r['e2e_s']['p50'])} {pct(r['e2e_s']['mean'], best['e2e_s']['mean']):>15s}"
+                f"{n:10s} {dec[n].kv_transfer_time(10_000, remote_tp=1) * 1e3:10.0f}ms {f3(r['ttft_s']['mean'])}   "
+                f"{f3(r['itl_s']['mean'])}  {f3(r['e2e_s']['mean'])}  {f3(r['e2e_s']['p50'])} "
+                f"{pct(r['e2e_s']['mean'], best['e2e_s']['mean']):>15s}"
             )
 
 
@@ -211,20 +216,22 @@ def print_wide_ep(rows: list[dict[str, Any]], rates: list[float]) -> None:
         "\nB. Wide EP: DeepSeek-R1, 2 pods x 8 DP ranks (16 H200, EP16, lockstep), shared-prefix 32x8 (2000+200 -> 200)"
     )
     print(
-        f"{'rate':>5s} {'routing':11s} {'TTFT p50':>8s} {'mean':>7s} {'ITL p50':>8s} {'E2E p50':>8s} {'out tok/s':>9s} {'hit':>5s}   DP-aware vs blind"
+        f"{'rate':>5s} {'routing':11s} {'TTFT p50':>8s} {'mean':>7s} {'ITL p50':>8s} {'E2E p50':>8s} {'out tok/s':>9s} "
+        f"{'hit':>5s}   DP-aware vs blind"
     )
     for rate in rates:
         a = next(x for x in rows if x["rate"] == rate and x["routing"] == "dp-aware")
         b = next(x for x in rows if x["rate"] == rate and x["routing"] == "rank-blind")
         for r in (a, b):
             note = (
-                f"   tok/s {pct(a['output_tok_s'], b['output_tok_s'])}, TTFT p50 {pct(a['ttft_s']['p50'], b['ttft_s']['p50'])}"
+                f"   tok/s {pct(a['output_tok_s'], b['output_tok_s'])}, TTFT p50 "
+                f"{pct(a['ttft_s']['p50'], b['ttft_s']['p50'])}"
                 if r is a
                 else ""
             )
             print(
-                f"{rate:5.0f} {r['routing']:11s} {f3(r['ttft_s']['p50'])}  {f3(r['ttft_s']['mean'])} {f3(r['itl_s']['p50'])}  {f3(r['e2e_s']['p50'])} "
-                f"{r['output_tok_s']:9.0f} {r['hit_rate']:5.2f}{note}"
+                f"{rate:5.0f} {r['routing']:11s} {f3(r['ttft_s']['p50'])}  {f3(r['ttft_s']['mean'])} "
+                f"{f3(r['itl_s']['p50'])}  {f3(r['e2e_s']['p50'])} {r['output_tok_s']:9.0f} {r['hit_rate']:5.2f}{note}"
             )
     print("llm-d (DP-aware vs hybrid load balancing): +26% throughput")
 

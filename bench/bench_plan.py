@@ -97,26 +97,32 @@ def main() -> None:
         )
     pub = doc.get("published_reference", {})
     print(
-        f"{doc['description']}\n{doc['requests']} requests, time scale {a.time_scale:g}, client cap {doc.get('max_in_flight') or 'none'}, total wall {wall:.1f}s\n"
+        f"{doc['description']}\n{doc['requests']} requests, time scale {a.time_scale:g}, client cap "
+        f"{doc.get('max_in_flight') or 'none'}, total wall {wall:.1f}s\n"
     )
     print(
-        f"{'policy':12s} {'TTFT p90':>9s} {'(llm-d)':>8s} {'TTFT mean':>9s} {'(llm-d)':>8s} {'out tok/s':>9s} {'(llm-d)':>8s} {'hit':>5s} {'sim s':>7s} {'wall s':>7s} {'sim/wall':>8s} {'sim/cpu':>8s}"
+        f"{'policy':12s} {'TTFT p90':>9s} {'(llm-d)':>8s} {'TTFT mean':>9s} {'(llm-d)':>8s} {'out tok/s':>9s} "
+        f"{'(llm-d)':>8s} {'hit':>5s} {'sim s':>7s} {'wall s':>7s} {'sim/wall':>8s} {'sim/cpu':>8s}"
     )
     for name, r in doc["runs"].items():
         p = pub.get(name, {})
         f = lambda v, w=8, d=3: f"{v:{w}.{d}f}" if isinstance(v, (int, float)) else f"{'-':>{w}s}"  # noqa: E731
         print(
-            f"{name:12s} {f(r['ttft_p90_s'], 9)} {f(p.get('ttft_p90_s'))} {f(r['ttft_mean_s'], 9)} {f(p.get('ttft_mean_s'))} "
-            f"{f(r['output_tok_s'], 9, 0)} {f(p.get('output_tok_s'), 8, 0)} {f(r['hit_rate'], 5, 2)} {f(r['sim_s'], 7, 0)} {f(r['wall_s'], 7, 1)} {f(r['sim_to_wall'], 8, 1)} {f(r.get('sim_to_cpu'), 8, 1)}"
+            f"{name:12s} {f(r['ttft_p90_s'], 9)} {f(p.get('ttft_p90_s'))} {f(r['ttft_mean_s'], 9)} "
+            f"{f(p.get('ttft_mean_s'))} {f(r['output_tok_s'], 9, 0)} {f(p.get('output_tok_s'), 8, 0)} "
+            f"{f(r['hit_rate'], 5, 2)} {f(r['sim_s'], 7, 0)} {f(r['wall_s'], 7, 1)} {f(r['sim_to_wall'], 8, 1)} "
+            f"{f(r.get('sim_to_cpu'), 8, 1)}"
         )
     runs = doc["runs"]
     if "precise" in runs and "approximate" in runs and runs["precise"]["ttft_p90_s"]:
         print(
-            f"\nprecise vs approximate TTFT p90: {runs['approximate']['ttft_p90_s'] / runs['precise']['ttft_p90_s']:.1f}x (llm-d: 57x)"
+            "\nprecise vs approximate TTFT p90: "
+            f"{runs['approximate']['ttft_p90_s'] / runs['precise']['ttft_p90_s']:.1f}x (llm-d: 57x)"
         )
     if "precise" in runs and "random" in runs and runs["random"]["output_tok_s"]:
         print(
-            f"precise vs random output tok/s: {runs['precise']['output_tok_s'] / runs['random']['output_tok_s']:.2f}x (llm-d: 1.97x)"
+            f"precise vs random output tok/s: {runs['precise']['output_tok_s'] / runs['random']['output_tok_s']:.2f}x "
+            "(llm-d: 1.97x)"
         )
     if not a.from_json:
         print(f"JSON: {a.out}")

@@ -151,18 +151,20 @@ def main() -> int:
     args = ap.parse_args()
     results = [run_setting(name, args) for name in (args.only or ["default", "no-flow-control"])]
     print(
-        f"\n{'setting':<16} {'class':<10} {'n':>4} {'ok':>4} {'429+RA':>6} {'cut':>4} {'lost':>4} {'TTFT p50':>9} {'TTFT p90':>9}"
+        f"\n{'setting':<16} {'class':<10} {'n':>4} {'ok':>4} {'429+RA':>6} {'cut':>4} {'lost':>4} {'TTFT p50':>9} "
+        f"{'TTFT p90':>9}"
     )
     for res in results:
         for cls, s in res["classes"].items():
             print(
-                f"{res['setting']:<16} {cls:<10} {s['n']:>4} {s['ok']:>4} {s['refused_429']:>6} {s['cut']:>4} {s['lost']:>4} "
-                f"{fmt(s['ttft_p50_s']):>9} {fmt(s['ttft_p90_s']):>9}"
+                f"{res['setting']:<16} {cls:<10} {s['n']:>4} {s['ok']:>4} {s['refused_429']:>6} {s['cut']:>4} "
+                f"{s['lost']:>4} {fmt(s['ttft_p50_s']):>9} {fmt(s['ttft_p90_s']):>9}"
             )
         ratio = res["critical_p90_over_unloaded_p90"]
         print(
             f"{res['setting']:<16} critical TTFT p90 / unloaded p90 ({fmt(res['unloaded_ttft_p90_s'])} s) = "
-            f"{'-' if ratio is None else f'{ratio:.1f}x'}; offered {res['offered_rps']:.2f} req/s = {args.load:g}x {res['saturated_rps']:.2f}"
+            f"{'-' if ratio is None else f'{ratio:.1f}x'}; offered {res['offered_rps']:.2f} req/s = {args.load:g}x "
+            f"{res['saturated_rps']:.2f}"
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))

@@ -221,11 +221,13 @@ def main() -> None:
     args = ap.parse_args()
     results = []
     print(
-        f"scheduling decision time, {PROMPT_TOKENS}-token prompts, block size {BLOCK} (llm-d Go: p50 0.1-0.2 ms @ 100 pods)"
+        f"scheduling decision time, {PROMPT_TOKENS}-token prompts, block size {BLOCK} (llm-d Go: p50 0.1-0.2 ms @ 100 "
+        "pods)"
     )
     print("wall = perf_counter around schedule(); cpu = this thread's CPU time (unaffected by a busy machine)")
     print(
-        f"{'endpoints':>9} {'profile':>12} {'p50 ms':>8} {'p99 ms':>8} {'cpu p50':>8} {'cpu p99':>8} {'hit rate':>8}  index blocks"
+        f"{'endpoints':>9} {'profile':>12} {'p50 ms':>8} {'p99 ms':>8} {'cpu p50':>8} {'cpu p99':>8} {'hit rate':>8}  "
+        "index blocks"
     )
     for n in (16, 100):
         for kind in ("approximate", "precise"):
@@ -233,14 +235,14 @@ def main() -> None:
             results.append(r)
             blocks = sum(v["blocks"] for v in r["index"].values())
             print(
-                f"{n:>9} {kind:>12} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['cpu_p50_ms']:>8.3f} {r['cpu_p99_ms']:>8.3f}"
-                f" {r['prefix_hit_rate']:>8.2f}  {blocks}"
+                f"{n:>9} {kind:>12} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['cpu_p50_ms']:>8.3f} "
+                f"{r['cpu_p99_ms']:>8.3f} {r['prefix_hit_rate']:>8.2f}  {blocks}"
             )
     th = bench_tokenize_hash()
     print(
-        f"tokenize+hash {th['prompt_tokens']} tokens ({th['blocks']} blocks): tokenize p50 {th['tokenize_p50_ms']:.2f} ms, "
-        f"hash p50 {th['hash_p50_ms']:.2f} ms, total p50 {th['total_p50_ms']:.2f} ms, p99 {th['total_p99_ms']:.2f} ms, "
-        f"cpu p50 {th['total_cpu_p50_ms']:.2f} ms"
+        f"tokenize+hash {th['prompt_tokens']} tokens ({th['blocks']} blocks): tokenize p50 {th['tokenize_p50_ms']:.2f} "
+        f"ms, hash p50 {th['hash_p50_ms']:.2f} ms, total p50 {th['total_p50_ms']:.2f} ms, p99 {th['total_p99_ms']:.2f} "
+        f"ms, cpu p50 {th['total_cpu_p50_ms']:.2f} ms"
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -115,16 +115,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"GPU {gpu} + CPU {cpu} blocks/pod + FS {fs} MB: LRU {lru}  typed {typed}", flush=True)
     print(f"\nworkload: {wl.describe()}, chat, {args.requests} requests, concurrency 6, 2 pods")
     print(
-        f"{'GPU:CPU:FS':>12} | {'hit LRU':>7} {'typed':>6} | {'GPU hit LRU':>11} {'typed':>6} | {'TTFT mean LRU':>13} {'typed':>6} {'ratio':>6} | "
-        f"{'p50 LRU':>7} {'typed':>6} | {'p90 LRU':>7} {'typed':>6} | ok"
+        f"{'GPU:CPU:FS':>12} | {'hit LRU':>7} {'typed':>6} | {'GPU hit LRU':>11} {'typed':>6} | {'TTFT mean LRU':>13} "
+        f"{'typed':>6} {'ratio':>6} | {'p50 LRU':>7} {'typed':>6} | {'p90 LRU':>7} {'typed':>6} | ok"
     )
     for r in rows:
         a, b = r["lru"], r["typed"]
         ratio = b["ttft_mean"] / a["ttft_mean"] if a["ttft_mean"] else float("nan")
         print(
-            f"{r['gpu_blocks']:>4}:{r['cpu_blocks']:<4}:{r['fs_mb']:<3} | {a['hit']:>7.3f} {b['hit']:>6.3f} | {a['gpu_hit']:>11.3f} {b['gpu_hit']:>6.3f} | "
-            f"{a['ttft_mean']:>13.3f} {b['ttft_mean']:>6.3f} {ratio:>6.2f} | {a['ttft_p50']:>7.3f} {b['ttft_p50']:>6.3f} | "
-            f"{a['ttft_p90']:>7.3f} {b['ttft_p90']:>6.3f} | {a['ok']}/{a['requests']} {b['ok']}/{b['requests']}"
+            f"{r['gpu_blocks']:>4}:{r['cpu_blocks']:<4}:{r['fs_mb']:<3} | {a['hit']:>7.3f} {b['hit']:>6.3f} | "
+            f"{a['gpu_hit']:>11.3f} {b['gpu_hit']:>6.3f} | {a['ttft_mean']:>13.3f} {b['ttft_mean']:>6.3f} "
+            f"{ratio:>6.2f} | {a['ttft_p50']:>7.3f} {b['ttft_p50']:>6.3f} | {a['ttft_p90']:>7.3f} "
+            f"{b['ttft_p90']:>6.3f} | {a['ok']}/{a['requests']} {b['ok']}/{b['requests']}"
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"argv": sys.argv[1:], "workload": wl.describe(), "rows": rows}, indent=1))

@@ -177,11 +177,13 @@ def main() -> None:
     p = PRESETS[args.preset]
     rates = tuple(float(x) for x in args.rates.split(",")) if args.rates else p["rates"]
     print(
-        f"sim engine on a virtual clock, preset {args.preset}: {args.pods} pods x {p['hardware']}/{p['model']} tp{p['tp']}, "
-        f"{args.sim_seconds:g} simulated s (arrivals for {args.arrive_seconds or args.sim_seconds:g} s), medians of {args.runs} runs"
+        f"sim engine on a virtual clock, preset {args.preset}: {args.pods} pods x {p['hardware']}/{p['model']} "
+        f"tp{p['tp']}, {args.sim_seconds:g} simulated s (arrivals for {args.arrive_seconds or args.sim_seconds:g} s), "
+        f"medians of {args.runs} runs"
     )
     print(
-        f"{'load':>14} {'mode':>12} {'sim/wall':>9} {'sim/CPU':>9} {'steps':>7} {'tokens':>8} {'events':>7} {'done':>5} {'queued':>6}"
+        f"{'load':>14} {'mode':>12} {'sim/wall':>9} {'sim/CPU':>9} {'steps':>7} {'tokens':>8} {'events':>7} "
+        f"{'done':>5} {'queued':>6}"
     )
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "loads": {}}
     for label, rate in zip(("moderate", "high"), rates):

@@ -109,7 +109,8 @@ def serve(port: int, rate: float) -> None:
     async def metrics(request):
         n["q"] += 1000
         return PlainTextResponse(
-            f"vllm:num_requests_running 3\nvllm:prefix_cache_queries_total {n['q']}\nvllm:prefix_cache_hits_total {n['q'] * 0.8}\n"
+            f"vllm:num_requests_running 3\nvllm:prefix_cache_queries_total {n['q']}\nvllm:prefix_cache_hits_total "
+            f"{n['q'] * 0.8}\n"
         )
 
     import contextlib
@@ -188,7 +189,8 @@ def main() -> None:
         rows.append(res)
         print(
             f"rate {rate:6.0f}/s  received {res['decisions_per_s']:7.1f}/s  TUI CPU {res['cpu_pct']:5.1f}% of a core  "
-            f"renders {res['renders_per_s']:4.1f}/s  max loop lag {res['max_loop_lag_ms']:6.1f} ms  feed {res['feed_peak']}/{res['feed_cap']}",
+            f"renders {res['renders_per_s']:4.1f}/s  max loop lag {res['max_loop_lag_ms']:6.1f} ms  feed "
+            f"{res['feed_peak']}/{res['feed_cap']}",
             flush=True,
         )
     print(json.dumps(rows, indent=2))

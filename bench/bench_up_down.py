@@ -86,7 +86,8 @@ def main() -> int:
             downs.append(t_down)
     print(
         f"{args.profile}: median up {statistics.median(ups):.2f}s, first request {statistics.median(firsts):.2f}s, "
-        f"down {statistics.median(downs):.2f}s over {args.runs} runs (cores: {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f})"
+        f"down {statistics.median(downs):.2f}s over {args.runs} runs (cores: {os.cpu_count()}, load avg "
+        f"{os.getloadavg()[0]:.1f})"
     )
     return 0
 

@@ -144,15 +144,17 @@ def main() -> int:
     out.write_text(json.dumps(result, indent=2))
     print(f"model {model}: up {result['up_seconds']} s, per component {result['ready_seconds']}")
     print(
-        f"TTFT through the router (median): miss {result['ttft_miss_median_s'] * 1e3:.0f} ms | hit {result['ttft_hit_median_s'] * 1e3:.0f} ms"
-        f" | x{result['ttft_speedup']:.1f}   (e2e miss {result['e2e_miss_median_s'] * 1e3:.0f} ms, hit {result['e2e_hit_median_s'] * 1e3:.0f} ms;"
-        f" groups scattered: {result['groups_scattered']}/{args.groups})"
+        f"TTFT through the router (median): miss {result['ttft_miss_median_s'] * 1e3:.0f} ms | hit "
+        f"{result['ttft_hit_median_s'] * 1e3:.0f} ms | x{result['ttft_speedup']:.1f}   (e2e miss "
+        f"{result['e2e_miss_median_s'] * 1e3:.0f} ms, hit {result['e2e_hit_median_s'] * 1e3:.0f} ms; groups scattered: "
+        f"{result['groups_scattered']}/{args.groups})"
     )
     if "calibration" in result:
         c = result["calibration"]
         print(
-            f"calibration: fit median error {c['fit_error_median']:.1%} (unfitted {c['unfitted_error_median']:.1%}); held-out TTFT error median "
-            f"{c['ttft_median_error']:.1%} p90 {c['ttft_p90_error']:.1%}; end-to-end median {c['e2e_median_error']:.1%} p90 {c['e2e_p90_error']:.1%}"
+            f"calibration: fit median error {c['fit_error_median']:.1%} (unfitted {c['unfitted_error_median']:.1%}); "
+            f"held-out TTFT error median {c['ttft_median_error']:.1%} p90 {c['ttft_p90_error']:.1%}; end-to-end median "
+            f"{c['e2e_median_error']:.1%} p90 {c['e2e_p90_error']:.1%}"
         )
     print(f"wrote {out}")
     return 0

@@ -10,9 +10,9 @@ The model is built from the same config numbers as sim_gpu/data/models/llama-3.1
 4096, 32 query heads and 8 KV heads of dim 128 (GQA), SwiGLU MLP 14336, vocab 128256, RMSNorm, rotary
 embeddings, attention through torch's scaled_dot_product_attention. Weights are random (no hub here): timing
 does not depend on their values. Every layer reads one shared KV buffer, so the bytes each layer reads are
-real while memory stays bounded; every step is captured as a CUDA graph and replayed (vLLM runs its steps from graphs), so
-kernel-launch gaps do not pose as GPU time; the eager time is kept beside it. Engine CPU overhead (scheduling, sampling, detokenizing) is not
-in these figures: the profile keeps it as `step_overhead_ms`.
+real while memory stays bounded; every step is captured as a CUDA graph and replayed (vLLM runs its steps
+from graphs), so kernel-launch gaps do not pose as GPU time; the eager time is kept beside it. Engine CPU
+overhead (scheduling, sampling, detokenizing) is not in these figures: the profile keeps it as `step_overhead_ms`.
 
 Usage (on the GPU machine, one call, ~3-5 min on an H200):
     python3 bench/gpu_layer_timing.py --out gpu_timing.json

@@ -292,7 +292,8 @@ def main() -> int:
             fuzz_result["router_rss_kib"] = [rss_f0, _rss_kib(router_pid)]
             print(
                 f"HTTP fuzz: {fuzz_result['sent']} requests ({fuzz_result['shapes']} shapes) to the router and 4 pods: "
-                f"statuses {fuzz_result['statuses']}; router RSS {rss_f0 // 1024} -> {(_rss_kib(router_pid) or 0) // 1024} MiB",
+                f"statuses {fuzz_result['statuses']}; router RSS {rss_f0 // 1024} -> "
+                f"{(_rss_kib(router_pid) or 0) // 1024} MiB",
                 flush=True,
             )
             for key_, n in fuzz_result["failures"].items():
@@ -394,18 +395,20 @@ def main() -> int:
         "heal c": monitor.first(key["c"], True, faults.get("heal c", 1e9)),
     }
     print(
-        f"\nsoak: {summary['n']} requests over {args.duration:g} s at {args.rate:g}/s, 4 pods, faults at {json.dumps({k: round(v, 2) for k, v in faults.items()})}"
+        f"\nsoak: {summary['n']} requests over {args.duration:g} s at {args.rate:g}/s, 4 pods, faults at "
+        f"{json.dumps({k: round(v, 2) for k, v in faults.items()})}"
     )
     print(f"{'kind':<18} {'n':>5} {'ok':>5} {'429+RA':>6} {'cut':>4} {'lost':>4} {'p50 s':>7} {'p99 s':>7}")
     for label in ("completion-stream", "completion", "chat-stream", "chat"):
         s = summarize([r for r in records if r.label == label])
         lat = [r.total_s for r in records if r.label == label and r.ok]
         print(
-            f"{label:<18} {s['n']:>5} {s['ok']:>5} {s['refused_429']:>6} {s['cut']:>4} {s['lost']:>4} {fmt(pct(lat, 0.5)):>7} {fmt(pct(lat, 0.99)):>7}"
+            f"{label:<18} {s['n']:>5} {s['ok']:>5} {s['refused_429']:>6} {s['cut']:>4} {s['lost']:>4} "
+            f"{fmt(pct(lat, 0.5)):>7} {fmt(pct(lat, 0.99)):>7}"
         )
     print(
-        f"{'all':<18} {summary['n']:>5} {summary['ok']:>5} {summary['refused_429']:>6} {summary['cut']:>4} {summary['lost']:>4} "
-        f"{fmt(pct(oks, 0.5)):>7} {fmt(pct(oks, 0.99)):>7}"
+        f"{'all':<18} {summary['n']:>5} {summary['ok']:>5} {summary['refused_429']:>6} {summary['cut']:>4} "
+        f"{summary['lost']:>4} {fmt(pct(oks, 0.5)):>7} {fmt(pct(oks, 0.99)):>7}"
     )
     print(f"LOST: {summary['lost']} (must be 0); cut streams without an error event: {len(silent_cuts)} (must be 0)")
     starts = {"kill a": "kill a", "hang b": "hang b", "storm c": "storm c (serving)"}
@@ -417,8 +420,8 @@ def main() -> int:
     errs = monitor.kv.get("errors")
     print(
         f"KV fuzz: {sent[0]} malformed messages sent; router counted {errs} event errors; receive loops running: "
-        f"{all(s['receiving'] for s in kv_end.get('sockets', []))}; pod d's event batches applied from the barrage's start to the end: "
-        f"{d_batches[1] - d_batches[0]}"
+        f"{all(s['receiving'] for s in kv_end.get('sockets', []))}; pod d's event batches applied from the barrage's "
+        f"start to the end: {d_batches[1] - d_batches[0]}"
     )
     print(f"router: alive {router_alive}; RSS {rss0 and rss0 // 1024} MiB -> {rss1 and rss1 // 1024} MiB")
     if summary["lost_examples"]:

@@ -326,7 +326,10 @@ class FsTier:
     def _pause(self, exc: OSError) -> None:
         self.stats.enospc += 1
         if self._paused_at is None:
-            msg = f"kvtiers: filesystem tier {self.root}: disk full ({errno.errorcode.get(exc.errno, exc.errno)}); offload paused, serving continues"
+            msg = (
+                f"kvtiers: filesystem tier {self.root}: disk full ({errno.errorcode.get(exc.errno, exc.errno)}); "
+                "offload paused, serving continues"
+            )
             warnings.warn(msg, KVTierWarning, stacklevel=3)
             log.warning(msg)
         self._paused_at = self.clock()

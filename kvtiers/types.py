@@ -182,7 +182,8 @@ def apply_override(segments: list[Segment], override: Any) -> tuple[list[Segment
     if isinstance(override, list):
         return segments, [parse_block_type(v, f"{OVERRIDE_FIELD}[{i}]") for i, v in enumerate(override)]
     raise ValueError(
-        f"{OVERRIDE_FIELD}: expected a type name, a map of segment kind to type, or a list, got {type(override).__name__}"
+        f"{OVERRIDE_FIELD}: expected a type name, a map of segment kind to type, or a list, got "
+        f"{type(override).__name__}"
     )
 
 

@@ -123,7 +123,8 @@ def apply_overrides(doc: dict[str, Any], overrides: list[str], source: str) -> d
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
                     raise ProfileError(
-                        f"--set {key}: {'.'.join(parts[:i]) or '$'} is a list of {len(node)}; expected an index below {len(node)}, got {part!r}"
+                        f"--set {key}: {'.'.join(parts[:i]) or '$'} is a list of {len(node)}; expected an index below "
+                        f"{len(node)}, got {part!r}"
                     )
                 if last:
                     node[int(part)] = _parse_scalar(value)

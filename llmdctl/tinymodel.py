@@ -7,8 +7,9 @@ so `build_tiny_model` runs there: `llmdctl model make-tiny` re-runs this file wi
 when the current one lacks them. This module therefore imports only the standard library at the top, and
 runs as a plain script (`python tinymodel.py DIR --size tiny`) without importing the llmdctl package.
 
-Sizes: "tiny" (~2.2M parameters, vocab 2048; head_dim 64: vLLM's CPU attention rejects 16) starts and answers fast; "small" (~31M parameters, vocab
-8192) makes prefill cost visible on a CPU, so prefix-cache hits are visibly faster.
+Sizes: "tiny" (~2.2M parameters, vocab 2048; head_dim 64: vLLM's CPU attention rejects 16) starts and answers
+fast; "small" (~31M parameters, vocab 8192) makes prefill cost visible on a CPU, so prefix-cache hits are
+visibly faster.
 """
 
 from __future__ import annotations
@@ -46,13 +47,14 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 _WORDS = (
-    "the of and to in is you that it he was for on are as with his they at be this have from or one had by word but not "
-    "what all were we when your can said there use an each which she do how their if will up other about out many then "
-    "them these so some her would make like him into time has look two more write go see number no way could people my "
-    "than first water been call who oil its now find long down day did get come made may part cache block prefix token "
-    "router model server request latency prefill decode batch memory route pod index event hash tier offload queue load "
-    "score filter picker profile engine kernel tensor layer head vector matrix cluster node gateway policy agent tool "
-    "system user assistant reason plan answer question context window stream chunk byte network bandwidth compute"
+    "the of and to in is you that it he was for on are as with his they at be this have from or one had by word but "
+    "not what all were we when your can said there use an each which she do how their if will up other about out many "
+    "then them these so some her would make like him into time has look two more write go see number no way could "
+    "people my than first water been call who oil its now find long down day did get come made may part cache block "
+    "prefix token router model server request latency prefill decode batch memory route pod index event hash tier "
+    "offload queue load score filter picker profile engine kernel tensor layer head vector matrix cluster node gateway "
+    "policy agent tool system user assistant reason plan answer question context window stream chunk byte network "
+    "bandwidth compute"
 ).split()
 
 

@@ -68,7 +68,10 @@ def serve(
     ),
     discovery: Optional[str] = typer.Option(
         None,
-        help="Where endpoints come from besides --endpoints: static, file (--endpoints-file) or kubernetes (pods). Default: file with --endpoints-file, else static.",
+        help=(
+            "Where endpoints come from besides --endpoints: static, file (--endpoints-file) or kubernetes (pods). "
+            "Default: file with --endpoints-file, else static."
+        ),
     ),
     namespace: Optional[str] = typer.Option(
         None, help="kubernetes discovery: the pods' namespace (default: the router pod's own)."
@@ -98,7 +101,10 @@ def serve(
     admin_key_file: Optional[Path] = typer.Option(
         None,
         "--admin-key-file",
-        help="File holding the key POST /admin/* requires (else $LLMD_ROUTER_ADMIN_KEY, else --api-key; none: admin changes off).",
+        help=(
+            "File holding the key POST /admin/* requires (else $LLMD_ROUTER_ADMIN_KEY, else --api-key; none: admin "
+            "changes off)."
+        ),
     ),
     max_body_bytes: int = typer.Option(16 * 1024 * 1024, help="Largest request body accepted."),
     scrape_interval_ms: float = typer.Option(50.0, help="How often each endpoint's /metrics is scraped."),
@@ -116,7 +122,10 @@ def serve(
     unresponsive_after: float = typer.Option(
         10.0,
         min=0.001,
-        help="Seconds without any answer to scrapes and health probes after which requests waiting on a pod give up (and are retried elsewhere when nothing was sent yet).",
+        help=(
+            "Seconds without any answer to scrapes and health probes after which requests waiting on a pod give up "
+            "(and are retried elsewhere when nothing was sent yet)."
+        ),
     ),
     objective: list[str] = typer.Option(
         [], "--objective", help="NAME=PRIORITY: priority of requests for a model/objective (repeatable)."
@@ -133,7 +142,10 @@ def serve(
     named_configs: Optional[Path] = typer.Option(
         None,
         "--named-configs",
-        help='Directory of EndpointPickerConfig files NAME.yaml that POST /admin/profile {"profile": NAME} may switch to.',
+        help=(
+            'Directory of EndpointPickerConfig files NAME.yaml that POST /admin/profile {"profile": NAME} may switch '
+            "to."
+        ),
     ),
 ) -> None:
     """Serve the OpenAI API, routing each request to the best model server."""
@@ -196,7 +208,8 @@ def serve(
         _fail(f"--named-configs {named_configs}: not a directory")
     if not specs and mode == "static":
         _fail(
-            "no endpoints: give --endpoints host:port,..., --endpoints-file FILE, or --discovery kubernetes --selector ..."
+            "no endpoints: give --endpoints host:port,..., --endpoints-file FILE, or --discovery kubernetes --selector "
+            "..."
         )
     settings = RouterSettings(
         host=host,

@@ -348,7 +348,8 @@ def _make_spec(entry: Any, origin: str, i: int, warnings: list[str]) -> PluginSp
     if new is not None:  # an older upstream shape of this type that meant another plugin: load it as that
         new_type, raw = new
         warnings.append(
-            f"{origin}: plugin {name!r}: {type_name} with these parameters is llm-d's older shape of {new_type}; loaded as {new_type}"
+            f"{origin}: plugin {name!r}: {type_name} with these parameters is llm-d's older shape of {new_type}; "
+            f"loaded as {new_type}"
         )
         type_name, pt = new_type, lookup(new_type)
     params = parse_dataclass(pt.cls.Params, raw, f"{origin}: plugin {name!r} ({type_name}) parameters")
@@ -395,7 +396,8 @@ def _load_profiles(entries: Any, by_name: dict[str, PluginSpec], origin: str) ->
             kind = by_name[ref].kind
             _require(
                 kind in _PROFILE_KINDS,
-                f"{w}: {ref!r} is a {kind.replace('_', ' ')}; profiles reference filters, scorers, pickers (and producers)",
+                f"{w}: {ref!r} is a {kind.replace('_', ' ')}; profiles reference filters, scorers, pickers (and "
+                "producers)",
             )
             weight = r.get("weight", 1)
             _require(

@@ -213,7 +213,8 @@ class RouterMetrics:
         )
         self.epp_ntpot = Histogram(
             o + "normalized_time_per_output_token_seconds",
-            "Inference objective latency divided by number of output tokens in seconds for each model and target model.",
+            "Inference objective latency divided by number of output tokens in seconds for each model and target "
+            "model.",
             _MT,
             buckets=_EPP_NTPOT,
             registry=r,

@@ -6,7 +6,8 @@ reports every answer here: `consecutive_errors` failures in a row (a 502/503/504
 pod for `base_ejection_s`, doubled for each ejection in a row (capped at `max_ejection_s`); when the time is
 up it returns to rotation on probation (its next failure ejects it again), and its first good answer clears
 the record. Not one timeout alone, and not a 500: a client can cause those (a huge prompt to tokenize, an
-input that trips the engine), and one client must not be able to take pods out of rotation. Pure: no I/O, the caller owns time.
+input that trips the engine), and one client must not be able to take pods out of rotation. Pure: no I/O,
+the caller owns time.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ class SaturationConfig:
                 raise ValueError(f"{where}.{key}: expected {expected}, got {value!r}")
             else:
                 raise ValueError(
-                    f"{where}: unknown key {key!r}; accepted: queueDepthThreshold, kvCacheUtilThreshold, metricsStalenessThreshold"
+                    f"{where}: unknown key {key!r}; accepted: queueDepthThreshold, kvCacheUtilThreshold, "
+                    "metricsStalenessThreshold"
                 )
         return cfg
 

@@ -438,7 +438,8 @@ def calibrate(
     compare: bool = True,
     say: Say = lambda s: None,
 ) -> CalibrationResult:
-    """Measure `url`, fit `hardware`'s coefficients, write the fitted profiles, compare sim and real on a held-out set."""
+    """Measure `url`, fit `hardware`'s coefficients, write the fitted profiles, compare sim and real on a held-out
+    set."""
     from sim_gpu.hw_profiles import ModelProfile, ProfileError, load_hardware
     from sim_gpu.latency import Coefficients, LatencyModel
 

@@ -28,7 +28,8 @@ FAILURE_TYPES: dict[str, Failure] = {
     "rate_limit": Failure(
         429,
         "TooManyRequestsError",
-        "Rate limit reached for {model} in organization org-sim on requests per min (RPM): Limit 3, Used 3, Requested 1.",
+        "Rate limit reached for {model} in organization org-sim on requests per min (RPM): Limit 3, Used 3, Requested "
+        "1.",
     ),
     "invalid_api_key": Failure(401, "UnauthorizedError", "Incorrect API key provided."),
     "context_length": Failure(

@@ -30,7 +30,8 @@ def summary_table(title: str, summary: dict[str, Any]) -> Table:
     rows = [
         (
             "requests (ok / errors / shed / timeouts)",
-            f"{summary['requests']} ({summary['ok']} / {summary['errors']} / {summary['shed']} / {summary['timeouts']})",
+            f"{summary['requests']} ({summary['ok']} / {summary['errors']} / {summary['shed']} / "
+            f"{summary['timeouts']})",
         ),
         ("duration (s)", _fmt(summary["duration_s"], 2)),
         ("TTFT p50 / p90 / p99 (s)", " / ".join(_fmt(summary["ttft_s"][k]) for k in ("p50", "p90", "p99"))),

@@ -96,16 +96,19 @@ class WorkloadSpec:
         k = self.kind
         if k == "shared-prefix":
             return (
-                f"shared-prefix {self.num_groups} groups x {self.prompts_per_group} prompts, system {self.system_prompt_len}"
-                f" + question {self.question_len} tokens, output {self.output_len}"
+                f"shared-prefix {self.num_groups} groups x {self.prompts_per_group} prompts, system "
+                f"{self.system_prompt_len} + question {self.question_len} tokens, output {self.output_len}"
             )
         if k == "multi-turn":
-            return f"multi-turn {self.num_sessions} sessions x {self.turns} turns, system {self.system_prompt_len}, user {self.question_len}, output {self.output_len}"
+            return (
+                f"multi-turn {self.num_sessions} sessions x {self.turns} turns, system {self.system_prompt_len}, user "
+                f"{self.question_len}, output {self.output_len}"
+            )
         if k == "agentic":
             return (
-                f"agentic {self.num_sessions} agents x {self.turns} ReAct steps x {self.branches} branches, system {self.system_prompt_len}"
-                f" + tools {self.tool_defs_len}, turn {self.question_len}, scratchpad {self.reasoning_len or max(1, self.question_len // 4)}"
-                f", output {self.output_len}"
+                f"agentic {self.num_sessions} agents x {self.turns} ReAct steps x {self.branches} branches, system "
+                f"{self.system_prompt_len} + tools {self.tool_defs_len}, turn {self.question_len}, scratchpad "
+                f"{self.reasoning_len or max(1, self.question_len // 4)}, output {self.output_len}"
             )
         return f"random {self.input_len} tokens in, {self.output_len} out"
 

@@ -34,7 +34,8 @@ def _require_reachable(url: str) -> None:
         httpx.get(f"{url.rstrip('/')}/v1/models", timeout=3.0, trust_env=False)
     except httpx.HTTPError as exc:
         raise fail(
-            f"--url {url}: nothing answers there ({type(exc).__name__}); start a stack with `llmdctl up PROFILE` or pass --url",
+            f"--url {url}: nothing answers there ({type(exc).__name__}); start a stack with `llmdctl up PROFILE` or "
+            "pass --url",
             1,
         ) from None
 
@@ -95,12 +96,17 @@ def bench_command(
     pods: Optional[str] = typer.Option(
         None,
         "--pods",
-        help="Comma-separated pod base URLs to read prefix-cache hit rates from (default: the router's /debug/endpoints).",
+        help=(
+            "Comma-separated pod base URLs to read prefix-cache hit rates from (default: the router's "
+            "/debug/endpoints)."
+        ),
     ),
     compare: Optional[str] = typer.Option(
         None,
         "--compare",
-        help="Comma-separated router configs (random, load, approximate, precise, or profile names) to run side by side.",
+        help=(
+            "Comma-separated router configs (random, load, approximate, precise, or profile names) to run side by side."
+        ),
     ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for bench.json and PNG plots."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (progress goes to stderr)."),
@@ -233,7 +239,8 @@ def bench_command(
         bad = {n: s for n, s in summaries.items() if s["ok"] < s["requests"]}
         for n, s in bad.items():
             con.print(
-                f"[yellow]{n}: {s['requests'] - s['ok']} of {s['requests']} requests failed (errors {s['errors']}, shed {s['shed']}, timeouts {s['timeouts']}); e.g. {s['first_error']}[/yellow]",
+                f"[yellow]{n}: {s['requests'] - s['ok']} of {s['requests']} requests failed (errors {s['errors']}, "
+                f"shed {s['shed']}, timeouts {s['timeouts']}); e.g. {s['first_error']}[/yellow]",
                 highlight=False,
             )
     else:
@@ -241,7 +248,8 @@ def bench_command(
         s = doc["summary"]
         if s["requests"] and s["ok"] < s["requests"]:
             con.print(
-                f"[yellow]{s['requests'] - s['ok']} of {s['requests']} requests failed; e.g. {s['first_error']}[/yellow]",
+                f"[yellow]{s['requests'] - s['ok']} of {s['requests']} requests failed; e.g. "
+                f"{s['first_error']}[/yellow]",
                 highlight=False,
             )
         if s["requests"] and s["ok"] == 0:

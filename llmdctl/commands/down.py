@@ -44,8 +44,8 @@ def down_command(
         )
     elif result.profile is None:
         typer.echo(
-            f"Nothing was recorded as running; stopped {len(result.leftovers)} leftover process(es) of an interrupted `up`: "
-            f"pids {', '.join(map(str, result.leftovers))}."
+            f"Nothing was recorded as running; stopped {len(result.leftovers)} leftover process(es) of an interrupted "
+            f"`up`: pids {', '.join(map(str, result.leftovers))}."
             if result.leftovers
             else "Nothing is running."
         )
@@ -57,13 +57,15 @@ def down_command(
         )
         if result.leftovers:
             typer.echo(
-                f"Also stopped {len(result.leftovers)} process(es) of this run that its state did not name: pids {', '.join(map(str, result.leftovers))}."
+                f"Also stopped {len(result.leftovers)} process(es) of this run that its state did not name: pids "
+                f"{', '.join(map(str, result.leftovers))}."
             )
         for line in result.listening:
             typer.echo(f"warning: {line}", err=True)
     if result.remaining_pids:
         raise fail(
-            f"processes still alive after SIGKILL: {', '.join(map(str, result.remaining_pids))}; run state kept so `llmdctl down` can retry"
+            f"processes still alive after SIGKILL: {', '.join(map(str, result.remaining_pids))}; run state kept so "
+            "`llmdctl down` can retry"
         )
 
 

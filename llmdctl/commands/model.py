@@ -102,8 +102,8 @@ def make_tiny_command(
         typer.echo(json.dumps(summary, indent=2))
     else:
         typer.echo(
-            f"wrote {summary['path']}: {summary['size']} Llama, {summary['parameters']:,} parameters, vocab {summary['vocab_size']}, "
-            f"weights sha256 {summary['sha256'][:16]}…"
+            f"wrote {summary['path']}: {summary['size']} Llama, {summary['parameters']:,} parameters, vocab "
+            f"{summary['vocab_size']}, weights sha256 {summary['sha256'][:16]}…"
         )
         typer.echo(f"serve it: llmdctl up precise-prefix-cache --engine vllm --model {summary['path']}")
 

@@ -65,7 +65,10 @@ def plan_command(
     max_in_flight: Optional[int] = typer.Option(
         None,
         "--max-in-flight",
-        help="Client cap on open requests, as a benchmark client's worker pool (default: open loop, every arrival sent on time).",
+        help=(
+            "Client cap on open requests, as a benchmark client's worker pool (default: open loop, every arrival sent "
+            "on time)."
+        ),
     ),
     max_wall: float = typer.Option(1800.0, "--max-wall", help="Stop any one simulation after this many wall seconds."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for plan.json and PNG plots."),
@@ -216,12 +219,14 @@ def plan_command(
         runs = doc["runs"]
         if "precise" in runs and "approximate" in runs and runs["precise"]["ttft_p90_s"]:
             con.print(
-                f"precise vs approximate TTFT p90: {runs['approximate']['ttft_p90_s'] / runs['precise']['ttft_p90_s']:.1f}x faster (llm-d: 57x)"
+                "precise vs approximate TTFT p90: "
+                f"{runs['approximate']['ttft_p90_s'] / runs['precise']['ttft_p90_s']:.1f}x faster (llm-d: 57x)"
             )
         base = runs.get("random") or runs.get("load")
         if "precise" in runs and base and base["output_tok_s"]:
             con.print(
-                f"precise vs cache-blind output tok/s: {runs['precise']['output_tok_s'] / base['output_tok_s']:.2f}x (llm-d: ~2x)"
+                f"precise vs cache-blind output tok/s: {runs['precise']['output_tok_s'] / base['output_tok_s']:.2f}x "
+                "(llm-d: ~2x)"
             )
     for r in (doc.get("runs") or {}).values():
         if r.get("truncated"):

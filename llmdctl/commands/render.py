@@ -16,8 +16,8 @@ kserve: one KServe LLMInferenceService per pool (P/D: decode in spec, prefill in
 config inline, for a cluster that runs KServe.
 
 Every object is validated strictly before it is written: core kinds against the Kubernetes schemas of
---k8s-version, custom resources (InferencePool, Gateway API, KServe's LLMInferenceService) against their CRDs with unknown
-fields rejected. Without -o the objects go to stdout as one YAML stream
+--k8s-version, custom resources (InferencePool, Gateway API, KServe's LLMInferenceService) against their
+CRDs with unknown fields rejected. Without -o the objects go to stdout as one YAML stream
 (`llmdctl render P | kubectl apply --server-side -f -`). With -o DIR: DIR/manifests/ (numbered files in
 apply order), DIR/crds/, and for --target kind also DIR/kind-cluster.yaml, DIR/commands.sh (every command
 `llmdctl up --target kind` runs) and DIR/image/ (the image build context)."""
@@ -97,7 +97,8 @@ def render(
         raise fail(f"--target: expected kind, kube or kserve, got {target!r}", 2)
     if target == "kserve" and gateway:
         raise fail(
-            "--gateway: KServe creates the Gateway route and llm-d's endpoint picker itself; drop --gateway with --target kserve",
+            "--gateway: KServe creates the Gateway route and llm-d's endpoint picker itself; drop --gateway with "
+            "--target kserve",
             2,
         )
     if format_ not in ("raw", "helm", "kustomize"):
@@ -135,7 +136,8 @@ def render(
     if output is None:
         typer.echo(to_yaml(rendered.objects), nl=False)
         err.print(
-            f"[green]✓[/green] {len(rendered.objects)} objects for {prof.name}, valid for Kubernetes {version.rsplit('.', 1)[0]}",
+            f"[green]✓[/green] {len(rendered.objects)} objects for {prof.name}, valid for Kubernetes "
+            f"{version.rsplit('.', 1)[0]}",
             highlight=False,
         )
         return
@@ -153,7 +155,8 @@ def render(
             raise fail(f"{exc.filename or output}: {exc.strerror or exc}") from None
         how = f"helm template {rendered.stack} {output}" if format_ == "helm" else f"kubectl kustomize {output}"
         err.print(
-            f"[green]✓[/green] {len(rendered.objects)} objects for {prof.name} as a {format_} package in {output}/ ({how})",
+            f"[green]✓[/green] {len(rendered.objects)} objects for {prof.name} as a {format_} package in {output}/ "
+            f"({how})",
             highlight=False,
         )
         return
@@ -175,7 +178,8 @@ def render(
     except OSError as exc:
         raise fail(f"{exc.filename or output}: {exc.strerror or exc}") from None
     err.print(
-        f"[green]✓[/green] {len(rendered.objects)} objects for {prof.name}, valid for Kubernetes {version.rsplit('.', 1)[0]}, written to {output}/",
+        f"[green]✓[/green] {len(rendered.objects)} objects for {prof.name}, valid for Kubernetes "
+        f"{version.rsplit('.', 1)[0]}, written to {output}/",
         highlight=False,
     )
     if target == "kind":

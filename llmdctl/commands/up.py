@@ -84,7 +84,10 @@ def up_command(
         None,
         "--engine",
         "-e",
-        help="Model server engine for every pool: sim (simulated GPUs) or vllm (real vLLM; needs `llmdctl engine install vllm`).",
+        help=(
+            "Model server engine for every pool: sim (simulated GPUs) or vllm (real vLLM; needs `llmdctl engine "
+            "install vllm`)."
+        ),
     ),
     model: Optional[str] = typer.Option(
         None,
@@ -107,13 +110,20 @@ def up_command(
     tokenizer: Optional[str] = typer.Option(
         None,
         "--tokenizer",
-        help="The model's Hugging Face tokenizer directory: simulated pods and the router count tokens with it, so a client using the same one (vllm bench --tokenizer DIR) agrees with the server. Same as --set tokenizer=DIR.",
+        help=(
+            "The model's Hugging Face tokenizer directory: simulated pods and the router count tokens with it, so a "
+            "client using the same one (vllm bench --tokenizer DIR) agrees with the server. Same as --set "
+            "tokenizer=DIR."
+        ),
     ),
     set_: list[str] = typer.Option(
         [],
         "--set",
         "-s",
-        help="Override a profile key, e.g. --set pools.0.replicas=2 --set router.config.plugins.0.type=queue-scorer (repeatable).",
+        help=(
+            "Override a profile key, e.g. --set pools.0.replicas=2 --set router.config.plugins.0.type=queue-scorer "
+            "(repeatable)."
+        ),
     ),
     timeout: Optional[float] = typer.Option(
         None,
@@ -149,7 +159,10 @@ def up_command(
     image: Optional[str] = typer.Option(
         None,
         "--image",
-        help="kind/kube: llmdctl image (router + simulator); kube needs one the cluster can pull (default: llmdctl:VERSION, built and loaded on kind).",
+        help=(
+            "kind/kube: llmdctl image (router + simulator); kube needs one the cluster can pull (default: "
+            "llmdctl:VERSION, built and loaded on kind)."
+        ),
         rich_help_panel="Kubernetes targets",
     ),
 ) -> None:
@@ -276,7 +289,8 @@ def up_command(
         out.print(f"[bold]{state.profile}[/bold] is already running ({pods} pod endpoints + router).", highlight=False)
     else:
         out.print(
-            f"[green]✓[/green] [bold]{state.profile}[/bold] is up in {result.seconds:.1f}s ({pods} pod endpoints + router).",
+            f"[green]✓[/green] [bold]{state.profile}[/bold] is up in {result.seconds:.1f}s ({pods} pod endpoints + "
+            "router).",
             highlight=False,
         )
     out.print(

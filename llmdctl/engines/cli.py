@@ -55,7 +55,8 @@ def install_command(
             console.print(f"[bold]{step:>7}[/] … {detail}")
         elif state == "done":
             console.print(
-                f"[bold]{step:>7}[/] [green]done[/] in {time.monotonic() - started.get(step, time.monotonic()):.0f} s  {detail}"
+                f"[bold]{step:>7}[/] [green]done[/] in {time.monotonic() - started.get(step, time.monotonic()):.0f} s  "
+                f"{detail}"
             )
         elif state == "skip":
             console.print(f"[bold]{step:>7}[/] [dim]ok ({detail})[/]")
@@ -86,8 +87,8 @@ def status_command(
         typer.echo(json.dumps(status.to_dict(), indent=2))
     elif status.installed:
         typer.echo(
-            f"vllm: installed ({status.build} build) in {status.venv}: vllm {status.vllm_version}, torch {status.torch_version}, "
-            f"transformers {status.transformers_version}, {status.size_mb:.0f} MB"
+            f"vllm: installed ({status.build} build) in {status.venv}: vllm {status.vllm_version}, torch "
+            f"{status.torch_version}, transformers {status.transformers_version}, {status.size_mb:.0f} MB"
         )
     else:
         typer.echo(f"vllm: not installed (would go to {status.venv}); run `llmdctl engine install vllm`")

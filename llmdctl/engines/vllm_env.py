@@ -249,7 +249,10 @@ def install_vllm(
 
         # 5. verify: the modules `llmdctl up --engine vllm` and `model make-tiny` import
         say("verify", "start", "import vllm, torch, transformers")
-        check = "import json, vllm, torch, transformers, vllm.entrypoints.openai.api_server; print(json.dumps({'vllm': vllm.__version__, 'torch': torch.__version__, 'transformers': transformers.__version__}))"
+        check = (
+            "import json, vllm, torch, transformers, vllm.entrypoints.openai.api_server; print(json.dumps({'vllm': "
+            "vllm.__version__, 'torch': torch.__version__, 'transformers': transformers.__version__}))"
+        )
         runner.run("verify", [str(py), "-c", check], timeout=900)
         versions = _probe(py)
         marker.write_text(

@@ -405,8 +405,8 @@ def wait_gpus(client: KubeClient, timeout_s: float = 300, poll_s: float = 5.0) -
             return total
         if time.monotonic() > deadline:
             raise K8sError(
-                f"no node advertises nvidia.com/gpu after {timeout_s:.0f}s; check `kubectl -n kube-system logs ds/nvidia-device-plugin` "
-                "and the host set-up in `llmdctl doctor`"
+                f"no node advertises nvidia.com/gpu after {timeout_s:.0f}s; check `kubectl -n kube-system logs "
+                "ds/nvidia-device-plugin` and the host set-up in `llmdctl doctor`"
             )
         time.sleep(poll_s)
 

@@ -15,7 +15,8 @@ DASHBOARDS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("Requests / s by model", "sum by (model_name) (rate(inference_objective_request_total[5m]))", "reqps"),
             (
                 "Error rate",
-                "sum(rate(inference_objective_request_error_total[5m])) / clamp_min(sum(rate(inference_objective_request_total[5m])), 1e-9)",
+                "sum(rate(inference_objective_request_error_total[5m])) / "
+                "clamp_min(sum(rate(inference_objective_request_total[5m])), 1e-9)",
                 "percentunit",
             ),
             (
@@ -30,23 +31,27 @@ DASHBOARDS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ),
             (
                 "NTPOT p90",
-                "histogram_quantile(0.9, sum by (le) (rate(inference_objective_normalized_time_per_output_token_seconds_bucket[5m])))",
+                "histogram_quantile(0.9, sum by (le) "
+                "(rate(inference_objective_normalized_time_per_output_token_seconds_bucket[5m])))",
                 "s",
             ),
             ("Running requests", "sum by (model_name) (inference_objective_running_requests)", "short"),
             (
                 "Scheduling latency p99",
-                "histogram_quantile(0.99, sum by (le) (rate(inference_extension_scheduler_e2e_duration_seconds_bucket[5m])))",
+                "histogram_quantile(0.99, sum by (le) "
+                "(rate(inference_extension_scheduler_e2e_duration_seconds_bucket[5m])))",
                 "s",
             ),
             (
                 "Plugin latency p99",
-                "histogram_quantile(0.99, sum by (le, plugin_type) (rate(inference_extension_plugin_duration_seconds_bucket[5m])))",
+                "histogram_quantile(0.99, sum by (le, plugin_type) "
+                "(rate(inference_extension_plugin_duration_seconds_bucket[5m])))",
                 "s",
             ),
             (
                 "Prefix hit ratio (mean)",
-                "sum(rate(inference_extension_prefix_indexer_hit_ratio_sum[5m])) / clamp_min(sum(rate(inference_extension_prefix_indexer_hit_ratio_count[5m])), 1e-9)",
+                "sum(rate(inference_extension_prefix_indexer_hit_ratio_sum[5m])) / "
+                "clamp_min(sum(rate(inference_extension_prefix_indexer_hit_ratio_count[5m])), 1e-9)",
                 "percentunit",
             ),
             ("Prefix index size", "sum(inference_extension_prefix_indexer_size)", "short"),
@@ -75,7 +80,8 @@ DASHBOARDS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ("Generation tokens / s", "sum by (pod) (rate(vllm:generation_tokens_total[5m]))", "short"),
             (
                 "Prefix-cache hit rate",
-                "sum(rate(vllm:prefix_cache_hits_total[5m])) / clamp_min(sum(rate(vllm:prefix_cache_queries_total[5m])), 1e-9)",
+                "sum(rate(vllm:prefix_cache_hits_total[5m])) / "
+                "clamp_min(sum(rate(vllm:prefix_cache_queries_total[5m])), 1e-9)",
                 "percentunit",
             ),
         ],

@@ -19,7 +19,9 @@ Status = Literal["ok", "warn", "fail", "skip"]
 TOOLKIT_CONFIG = Path("/etc/nvidia-container-runtime/config.toml")
 
 INSTALL_HINTS = {
-    "docker": "install Docker Engine (https://docs.docker.com/engine/install/) and start it: `sudo systemctl start docker`",
+    "docker": (
+        "install Docker Engine (https://docs.docker.com/engine/install/) and start it: `sudo systemctl start docker`"
+    ),
     "kind": "install kind: `go install sigs.k8s.io/kind@latest` or a release binary from https://kind.sigs.k8s.io/docs/user/quick-start/#installation",
     "kubectl": "install kubectl: https://kubernetes.io/docs/tasks/tools/ (any version within one minor of the cluster)",
 }
@@ -67,7 +69,8 @@ def check_docker() -> Finding:
             "docker",
             "fail",
             f"docker daemon not reachable: {out.splitlines()[-1] if out else f'exit {rc}'}",
-            "start it (`sudo systemctl start docker`) and make sure your user may use it (`sudo usermod -aG docker $USER`, then log in again)",
+            "start it (`sudo systemctl start docker`) and make sure your user may use it (`sudo usermod -aG docker "
+            "$USER`, then log in again)",
             ["kind"],
         )
     return Finding("docker", "ok", f"daemon {out.splitlines()[0]}", "", ["kind"])
@@ -144,8 +147,8 @@ def check_container_toolkit(config_path: Path = TOOLKIT_CONFIG) -> Finding:
             "container-toolkit",
             "skip" if shutil.which("nvidia-smi") is None else "fail",
             "nvidia-container-toolkit not installed",
-            "install it (https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html), then "
-            + setup,
+            "install it (https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html), "
+            "then " + setup,
             ["kind --gpus"],
         )
     try:

@@ -53,7 +53,10 @@ NODE_INSTALL_TOOLKIT = (
     "> /etc/apt/sources.list.d/nvidia-container-toolkit.list; "
     "apt-get update -qq && apt-get install -y -qq nvidia-container-toolkit >/dev/null"
 )
-NODE_CONFIGURE_CONTAINERD = "set -euo pipefail; nvidia-ctk runtime configure --runtime=containerd --config-source=command; systemctl restart containerd"
+NODE_CONFIGURE_CONTAINERD = (
+    "set -euo pipefail; nvidia-ctk runtime configure --runtime=containerd --config-source=command; systemctl restart "
+    "containerd"
+)
 # Older toolkits leave ModifyDeviceFiles: 1; mask it so GPU containers cannot recreate /dev/nvidia* nodes.
 NODE_MASK_DRIVER_PARAMS = (
     "set -euo pipefail; "
@@ -230,7 +233,8 @@ def commands_script(opts: KindOptions, namespace: str, router_service: str, mani
             lines.append(f"kubectl --context {ctx} apply --server-side --field-manager llmdctl -f gpu/")
         elif step.api == "wait-gpus":
             lines.append(
-                f"until kubectl --context {ctx} get nodes -o jsonpath='{{.items[*].status.allocatable.nvidia\\.com/gpu}}' | grep -q '[1-9]'; do sleep 5; done"
+                f"until kubectl --context {ctx} get nodes -o "
+                f"jsonpath='{{.items[*].status.allocatable.nvidia\\.com/gpu}}' | grep -q '[1-9]'; do sleep 5; done"
             )
         elif step.api == "apply":
             lines.append(f"kubectl --context {ctx} apply --server-side --field-manager llmdctl -f {manifests}/")

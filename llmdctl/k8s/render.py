@@ -329,8 +329,8 @@ def model_server_objects(
         env += [{"name": k, "value": v} for k, v in pool.env.items()]
         if pool.num_gpu_blocks:
             notes.append(
-                f"pool {pool.name}: num_gpu_blocks ({pool.num_gpu_blocks}) sizes the simulator only; real vLLM pods size "
-                "their KV cache from --gpu-memory-utilization"
+                f"pool {pool.name}: num_gpu_blocks ({pool.num_gpu_blocks}) sizes the simulator only; real vLLM pods "
+                "size their KV cache from --gpu-memory-utilization"
             )
         resources = {
             "requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": str(gpus)},
@@ -622,9 +622,9 @@ def router_objects(
         objs.append(_label(router_api_key_secret(stack, namespace, opts.router_api_key), labels))
     else:
         notes.append(
-            f"the router reads its API key from Secret {router_api_key_secret_name(stack)} (key {API_KEY_SECRET_KEY}); `up` creates it "
-            f"once; with kubectl: kubectl -n {namespace} create secret generic {router_api_key_secret_name(stack)} "
-            f"--from-literal={API_KEY_SECRET_KEY}=$(openssl rand -base64 32)"
+            f"the router reads its API key from Secret {router_api_key_secret_name(stack)} (key {API_KEY_SECRET_KEY}); "
+            f"`up` creates it once; with kubectl: kubectl -n {namespace} create secret generic "
+            f"{router_api_key_secret_name(stack)} --from-literal={API_KEY_SECRET_KEY}=$(openssl rand -base64 32)"
         )
     objs.append(
         _label(load_template("configmap-epp.yaml", name=name, namespace=namespace, config_yaml=config_yaml), labels)
@@ -855,7 +855,8 @@ def render(profile: Profile, opts: RenderOptions | None = None) -> Rendered:
         )
     if opts.target == "kube" and opts.image == DEFAULT_IMAGE:
         notes.append(
-            f"--target kube: the cluster must be able to pull {opts.image}; push it to a registry and pass --image REGISTRY/llmdctl:TAG"
+            f"--target kube: the cluster must be able to pull {opts.image}; push it to a registry and pass --image "
+            "REGISTRY/llmdctl:TAG"
         )
     return Rendered(stack=stack, namespace=namespace, objects=sort_for_apply(objects), notes=notes)
 

@@ -418,19 +418,22 @@ def _up(profile: Profile, target: str, opts: K8sOptions, console: Console) -> in
             if opts.runner is None and not wait_port(opts.local_port):
                 tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
                 raise K8sError(
-                    f"port-forward to svc/{router_service} did not open 127.0.0.1:{opts.local_port}: {tail[0] if tail else 'no output'}"
+                    f"port-forward to svc/{router_service} did not open 127.0.0.1:{opts.local_port}: "
+                    f"{tail[0] if tail else 'no output'}"
                 )
     save_state(state)
     console.print(
-        f"[green]ready[/green] in {time.monotonic() - t0:.0f}s: {profile.name} on {target} ({context or 'current context'}), namespace {rendered.namespace}"
+        f"[green]ready[/green] in {time.monotonic() - t0:.0f}s: {profile.name} on {target} "
+        f"({context or 'current context'}), namespace {rendered.namespace}"
     )
     console.print(f"router: {state['router_url']}")
     console.print(
-        f"key:    export LLMD_ROUTER_API_KEY=$(kubectl -n {rendered.namespace} get secret {router_api_key_secret_name(rendered.stack)} "
-        "-o jsonpath='{.data.api-key}' | base64 -d)"
+        f"key:    export LLMD_ROUTER_API_KEY=$(kubectl -n {rendered.namespace} get secret "
+        f"{router_api_key_secret_name(rendered.stack)} -o jsonpath='{{.data.api-key}}' | base64 -d)"
     )
     console.print(
-        f"try:    curl -s {state['router_url']}/v1/completions -H \"Authorization: Bearer $LLMD_ROUTER_API_KEY\" -H 'content-type: application/json' "
+        f'try:    curl -s {state["router_url"]}/v1/completions -H "Authorization: Bearer $LLMD_ROUTER_API_KEY" -H '
+        "'content-type: application/json' "
         f'-d \'{{"model": "{profile.model}", "prompt": "Hello", "max_tokens": 8}}\''
     )
     console.print("down:   llmdctl down")
@@ -477,7 +480,8 @@ def down(
                 client or DynamicKubeClient(state.get("context")), state["namespace"], state["stack"]
             )
             console.print(
-                f"deleted {len(deleted)} object(s) labelled llmd.ai/stack={state['stack']} in namespace {state['namespace']}"
+                f"deleted {len(deleted)} object(s) labelled llmd.ai/stack={state['stack']} in namespace "
+                f"{state['namespace']}"
             )
     except K8sError as exc:
         console.print(f"[red]error:[/red] {exc}")

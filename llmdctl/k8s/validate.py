@@ -3,9 +3,10 @@
 - Core kinds: `kubernetes-validate`'s schemas (it ships the OpenAPI-derived JSON schemas of each Kubernetes release) in
   strict mode — without strict, a misspelled field such as `imagePullPolcy` passes silently.
 - Custom resources (InferencePool, Gateway, HTTPRoute, GatewayClass; KServe's LLMInferenceService): the
-  `openAPIV3Schema` of their CRDs in `manifests/crds/` (KServe's in `manifests/crds/kserve/`), made strict the way the API server prunes (every object schema that lists properties
-  rejects others unless it says `x-kubernetes-preserve-unknown-fields`), checked with `jsonschema`; their
-  `metadata` is checked against ObjectMeta from the same Kubernetes release.
+  `openAPIV3Schema` of their CRDs in `manifests/crds/` (KServe's in `manifests/crds/kserve/`), made strict
+  the way the API server prunes (every object schema that lists properties rejects others unless it says
+  `x-kubernetes-preserve-unknown-fields`), checked with `jsonschema`; their `metadata` is checked against
+  ObjectMeta from the same Kubernetes release.
 - What the API server adds on top of schemas and would reject at apply time: object names (DNS-1123), label
   keys and values, a Deployment selector that does not match its pod template, duplicate InferencePool
   target ports (a CEL rule in the CRD that jsonschema cannot evaluate).
@@ -72,7 +73,8 @@ def check_version(version: str) -> str:
     match = [k for k in known if k.rsplit(".", 1)[0] == v.rsplit(".", 1)[0]]
     if not match:
         raise ValueError(
-            f"--k8s-version {version}: no schemas for it; expected one of {', '.join(k.rsplit('.', 1)[0] for k in known)}"
+            f"--k8s-version {version}: no schemas for it; expected one of "
+            f"{', '.join(k.rsplit('.', 1)[0] for k in known)}"
         )
     return match[0]
 
@@ -242,7 +244,8 @@ def _check_labels(labels: Any, where: str, kind: str, name: str) -> list[Problem
                     kind,
                     name,
                     where,
-                    f"label {key}={value!r}: a value must be <= 63 characters of [A-Za-z0-9_.-], alphanumeric at both ends",
+                    f"label {key}={value!r}: a value must be <= 63 characters of [A-Za-z0-9_.-], alphanumeric at both "
+                    "ends",
                 )
             )
     return problems

@@ -214,7 +214,8 @@ def vllm_pool_components(
         raise PlanError(f"--engine vllm: engine support is not available ({exc})") from None
     if pool.data_parallel_size > 1:
         raise PlanError(
-            f"pool {pool.name}: data_parallel_size {pool.data_parallel_size} is not supported with --engine vllm on the local target; use --set pools.N.data_parallel_size=1"
+            f"pool {pool.name}: data_parallel_size {pool.data_parallel_size} is not supported with --engine vllm on "
+            "the local target; use --set pools.N.data_parallel_size=1"
         )
     ports = list(range(pod_base, pod_base + pool.replicas))
     zports = list(range(events_base, events_base + pool.replicas))

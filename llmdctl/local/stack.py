@@ -124,7 +124,8 @@ def choose_ports(
             for p in range(explicit, explicit + n):
                 if p in avoid:
                     raise StackError(
-                        f"{flag} {explicit}: {what} ports {explicit}-{explicit + n - 1} overlap port {p} used by another component",
+                        f"{flag} {explicit}: {what} ports {explicit}-{explicit + n - 1} overlap port {p} used by "
+                        "another component",
                         exit_code=2,
                     )
                 _check_port(p, flag)
@@ -173,12 +174,14 @@ def up(
             if alive:
                 if existing.profile != profile.name:
                     raise StackError(
-                        f"profile {existing.profile!r} is running (router {existing.router_url}); run `llmdctl down` first, then `llmdctl up {name}`"
+                        f"profile {existing.profile!r} is running (router {existing.router_url}); run `llmdctl down` "
+                        f"first, then `llmdctl up {name}`"
                     )
                 dead = [c.name for c in existing.components if not _alive(c)]
                 if dead:
                     raise StackError(
-                        f"profile {existing.profile!r} is running but degraded ({', '.join(dead)} exited); run `llmdctl down` then `llmdctl up {name}`"
+                        f"profile {existing.profile!r} is running but degraded ({', '.join(dead)} exited); run "
+                        f"`llmdctl down` then `llmdctl up {name}`"
                     )
                 notes = (
                     []

@@ -146,7 +146,8 @@ def load_state(home: Path | None = None) -> RunState | None:
         raise StateError(f"{path}: unreadable run state ({exc}); remove it after checking nothing runs") from None
     if doc.get("version") != STATE_VERSION:
         raise StateError(
-            f"{path}: run state version {doc.get('version')!r}, expected {STATE_VERSION}; remove it after checking nothing runs"
+            f"{path}: run state version {doc.get('version')!r}, expected {STATE_VERSION}; remove it after checking "
+            "nothing runs"
         )
     try:
         return RunState.from_json(doc)

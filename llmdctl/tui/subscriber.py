@@ -71,7 +71,10 @@ def resolve_target(url: str | None = None, api_key: str | None = None) -> Target
         return Target(
             None,
             key,
-            why=f"Nothing is running (no stack in {home_dir()}). Start one with `llmdctl up PROFILE`, or pass --url ROUTER.",
+            why=(
+                f"Nothing is running (no stack in {home_dir()}). Start one with `llmdctl up PROFILE`, or pass --url "
+                "ROUTER."
+            ),
         )
     from llmdctl.local.state import read_admin_key
 
@@ -304,7 +307,8 @@ class Subscriber:
         if r.status_code == 401:
             return (
                 False,
-                f"router refused the admin key (401): set {ADMIN_KEY_ENV} (a local stack's key is in its run directory)",
+                f"router refused the admin key (401): set {ADMIN_KEY_ENV} (a local stack's key is in its run "
+                "directory)",
             )
         if r.status_code != 200:
             try:

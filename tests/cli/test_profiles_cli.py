@@ -71,12 +71,11 @@ def test_help_does_not_import_optional_parts():
     import sys
 
     code = (
-        "import sys, contextlib, io\n"
-        "from llmdctl.cli import app\n"
-        "with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
-        "    app(['--help'])\n"
-        "assert ' sim ' in out.getvalue() and ' router ' in out.getvalue(), out.getvalue()\n"
-        "print(','.join(m for m in ('sim_gpu.server', 'sim_gpu.cli', 'router_lite.server', 'router_lite.config', 'llmdctl.k8s', 'llmdctl.engines', 'httpx', 'llmdctl.local.stack') if m in sys.modules))\n"
+        "import sys, contextlib, io\nfrom llmdctl.cli import app\nwith contextlib.redirect_stdout(io.StringIO()) as "
+        "out, contextlib.suppress(SystemExit):\n    app(['--help'])\nassert ' sim ' in out.getvalue() and ' router ' "
+        "in out.getvalue(), out.getvalue()\nprint(','.join(m for m in ('sim_gpu.server', 'sim_gpu.cli', "
+        "'router_lite.server', 'router_lite.config', 'llmdctl.k8s', 'llmdctl.engines', 'httpx', 'llmdctl.local.stack') "
+        "if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

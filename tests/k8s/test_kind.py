@@ -98,7 +98,7 @@ def test_render_output_folder_has_config_script_and_build_context(tmp_path):
     assert yaml.safe_load((tmp_path / "kind-cluster.yaml").read_text()) == kind.kind_config("c1", gpus=True)
     script = (tmp_path / "commands.sh").read_text()
     assert subprocess.run(["bash", "-n", str(tmp_path / "commands.sh")]).returncode == 0
-    lines = [l for l in script.splitlines() if l and not l.startswith("#")]
+    lines = [line for line in script.splitlines() if line and not line.startswith("#")]
     assert lines[1] == "kind create cluster --name c1 --config kind-cluster.yaml --wait 180s"
     assert "kubectl --context kind-c1 apply --server-side --field-manager llmdctl -f manifests/" in lines
     assert lines.index("kind load docker-image llmdctl:0.1.0 --name c1") < lines.index(

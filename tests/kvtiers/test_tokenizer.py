@@ -125,8 +125,8 @@ def test_hf_tokenizer_dir_with_chat_template(tmp_path):
             {
                 "bos_token": "<s>",
                 "eos_token": {"content": "</s>"},
-                "chat_template": "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }} {% endfor %}"
-                "{% if add_generation_prompt %}[assistant]{% endif %}",
+                "chat_template": "{{ bos_token }}{% for m in messages %}"
+                "[{{ m['role'] }}] {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}",
             }
         )
     )

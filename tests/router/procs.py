@@ -103,7 +103,10 @@ def sim_group(
     extra: list[str] | None = None,
     extras: list[list[str]] | None = None,
 ) -> Iterator[list[SimPods]]:
-    """`count` simulator processes started in parallel (one per role when `role` is a list; `extras`: flags per process)."""
+    """`count` simulator processes started in parallel.
+
+    One per role when `role` is a list; `extras`: flags per process.
+    """
     roles = role if isinstance(role, list) else [role] * count
     sims: list[SimPods] = []
     try:

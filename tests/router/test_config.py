@@ -122,7 +122,8 @@ def test_yaml_file_and_path(tmp_path):
         ),
         (
             {"plugins": [{"type": "load-aware-scorer", "parameters": {"treshold": 3}}]},
-            r"plugin 'load-aware-scorer' \(load-aware-scorer\) parameters: unknown parameter 'treshold'; accepted: threshold",
+            r"plugin 'load-aware-scorer' \(load-aware-scorer\) parameters: unknown parameter 'treshold'; accepted: "
+            r"threshold",
         ),
         (
             {"plugins": [{"type": "load-aware-scorer", "parameters": {"threshold": "high"}}]},
@@ -138,7 +139,8 @@ def test_yaml_file_and_path(tmp_path):
         ),
         (
             {"plugins": [{"type": "precise-prefix-cache-scorer", "parameters": {"indexerConfig": {"redisAddr": "x"}}}]},
-            r"indexerConfig: unknown parameter 'redisAddr'; accepted: kvBlockIndexConfig, kvCacheBackendConfigs, prefixStoreConfig, tokenProcessorConfig, tokenizersPoolConfig",
+            r"indexerConfig: unknown parameter 'redisAddr'; accepted: kvBlockIndexConfig, kvCacheBackendConfigs, "
+            r"prefixStoreConfig, tokenProcessorConfig, tokenizersPoolConfig",
         ),
         (
             {

@@ -112,10 +112,17 @@ async def _bind_mode_and_topics() -> None:
     pub.connect(url)
     try:
         await _wait_subscribed(pub, 2)
-        stored = lambda hs: KVEventBatch(
-            time.time(),
-            [BlockStored(block_hashes=hs, parent_block_hash=None, token_ids=list(range(16 * len(hs))), block_size=16)],
-        )
+
+        def stored(hs: list[int]) -> KVEventBatch:
+            return KVEventBatch(
+                time.time(),
+                [
+                    BlockStored(
+                        block_hashes=hs, parent_block_hash=None, token_ids=list(range(16 * len(hs))), block_size=16
+                    )
+                ],
+            )
+
         await pub.send_multipart([b"kv@127.0.0.1:9001@m", b"\x00", b"garbage"])  # bad seq frame
         await pub.send_multipart([b"kv@127.0.0.1:9001@m", (0).to_bytes(8, "big"), b"\xc1\xc1"])  # bad msgpack
         await pub.send_multipart(encode_frames("kv@127.0.0.1:9001@m", 0, stored([11, 12])))
@@ -209,11 +216,14 @@ async def _hostile_frames() -> None:
     a = EndpointSpec("127.0.0.1:9100", kv_events=KVEventsSpec(f"tcp://127.0.0.1:{ports[0]}", topic="kv@a@m"), dp_rank=0)
     b = EndpointSpec("127.0.0.1:9101", kv_events=KVEventsSpec(f"tcp://127.0.0.1:{ports[1]}", topic="kv@b@m"))
     await sub.start([a, b])
-    stored = lambda hs, rank=0: KVEventBatch(
-        time.time(),
-        [BlockStored(block_hashes=hs, parent_block_hash=None, token_ids=list(range(16 * len(hs))), block_size=16)],
-        rank,
-    )
+
+    def stored(hs: list[int], rank: int = 0) -> KVEventBatch:
+        return KVEventBatch(
+            time.time(),
+            [BlockStored(block_hashes=hs, parent_block_hash=None, token_ids=list(range(16 * len(hs))), block_size=16)],
+            rank,
+        )
+
     try:
         await _wait_subscribed(xa)
         await _wait_subscribed(xb)

@@ -27,7 +27,10 @@ schedulingProfiles:
   - name: prefill
     plugins: [{pluginRef: prefill-filter}, {pluginRef: queue-scorer}]
   - name: decode
-    plugins: [{pluginRef: decode-filter}, {pluginRef: precise-prefix-cache-scorer, weight: 2}, {pluginRef: queue-scorer}]
+    plugins:
+      - pluginRef: decode-filter
+      - {pluginRef: precise-prefix-cache-scorer, weight: 2}
+      - pluginRef: queue-scorer
 """
 
 

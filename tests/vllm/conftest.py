@@ -70,7 +70,8 @@ def vllm_pair(tiny_model: str, tmp_path_factory: pytest.TempPathFactory):
     t0 = time.monotonic()
     stack = start_vllm_pods(tiny_model, 2, tmp, HASH_SEED)
     print(
-        f"\nvLLM pair ready in {time.monotonic() - t0:.1f} s (per pod: {[round(p.ready_s or 0, 1) for p in stack.procs]})",
+        f"\nvLLM pair ready in {time.monotonic() - t0:.1f} s (per pod: "
+        f"{[round(p.ready_s or 0, 1) for p in stack.procs]})",
         file=sys.stderr,
     )
     try:

@@ -142,8 +142,9 @@ def test_calibration_fits_the_cpu_profile_and_reports_heldout_errors(vllm_pair, 
     assert len([s for s in result.samples if s.kind == "decode"]) >= 3
     h = result.heldout
     print(
-        f"\ncalibration (tiny model, 1 core): fit median error {result.fit_error_median:.1%} (unfitted {result.unfitted_error_median:.1%}); held-out TTFT error median "
-        f"{h['ttft_median_error']:.1%} p90 {h['ttft_p90_error']:.1%}, end-to-end median {h['e2e_median_error']:.1%} p90 {h['e2e_p90_error']:.1%}",
+        f"\ncalibration (tiny model, 1 core): fit median error {result.fit_error_median:.1%} (unfitted "
+        f"{result.unfitted_error_median:.1%}); held-out TTFT error median {h['ttft_median_error']:.1%} p90 "
+        f"{h['ttft_p90_error']:.1%}, end-to-end median {h['e2e_median_error']:.1%} p90 {h['e2e_p90_error']:.1%}",
         file=sys.stderr,
     )
     assert h["requests"] == 12 and all(h[k] == h[k] for k in h)  # measured, no NaN

@@ -39,9 +39,11 @@ class PrefixBasedPDDecider(Decider):
         if uncached >= threshold:
             return (
                 True,
-                f"{uncached} non-cached prompt tokens >= nonCachedTokens {threshold} ({cached} of {prompt} cached on decode)",
+                f"{uncached} non-cached prompt tokens >= nonCachedTokens {threshold} ({cached} of {prompt} cached on "
+                "decode)",
             )
         return (
             False,
-            f"{uncached} non-cached prompt tokens < nonCachedTokens {threshold} ({cached} of {prompt} cached on decode)",
+            f"{uncached} non-cached prompt tokens < nonCachedTokens {threshold} ({cached} of {prompt} cached on "
+            "decode)",
         )

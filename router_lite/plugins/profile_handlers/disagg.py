@@ -86,7 +86,10 @@ class DisaggParams:
                 return f"profiles.{new}: {given!r} conflicts with {key} {old!r}; give one"
         given = (self.deciders or {}).get("prefill")
         if given and self.prefill_decider_plugin_name and given != self.prefill_decider_plugin_name:
-            return f"deciders.prefill: {given!r} conflicts with prefillDeciderPluginName {self.prefill_decider_plugin_name!r}; give one"
+            return (
+                f"deciders.prefill: {given!r} conflicts with prefillDeciderPluginName "
+                f"{self.prefill_decider_plugin_name!r}; give one"
+            )
         if not 0 <= self.primary_port <= 65535:
             return f"primaryPort: expected 0 (off) or a port 1-65535, got {self.primary_port}"
         if self.threshold is not None and self.threshold < 0:
