@@ -57,6 +57,19 @@ class TtftObservation:
 
 
 @dataclass
+class TpotObservation:
+    """What one finished leg's decode taught: its mean time per output token and the load on its endpoint
+    (decoding requests, uncached prompt tokens, requests) when its first token came back."""
+
+    request_id: str
+    key: str
+    decoding: int
+    tokens: int
+    requests: int
+    tpot_s: float
+
+
+@dataclass
 class InFlightTracker:
     """Per-endpoint in-flight requests, uncached prefill tokens and decodes, plus measured prefill rates."""
 
@@ -66,8 +79,7 @@ class InFlightTracker:
     _legs: dict[tuple[str, str], _Leg] = field(default_factory=dict)
     _rates: dict[str, float] = field(default_factory=dict)  # endpoint -> prefill tokens/s (EWMA)
     listeners: list[Callable[[TtftObservation], None]] = field(default_factory=list)
-    # (decoding, prefill tokens, requests) on the endpoint at the leg's first token, and its mean TPOT
-    tpot_listeners: list[Callable[[int, int, int, float], None]] = field(default_factory=list)
+    tpot_listeners: list[Callable[[TpotObservation], None]] = field(default_factory=list)
 
     def load(self, key: str) -> InFlightLoad:
         """The endpoint's current load (a zero load for an endpoint with nothing in flight)."""
@@ -133,9 +145,9 @@ class InFlightTracker:
         if leg is None:
             return
         if output_tokens and output_tokens > 1 and leg.first_token is not None and leg.load_at_first_token:
-            tpot = (self.clock() - leg.first_token) / (output_tokens - 1)
+            obs = TpotObservation(request_id, key, *leg.load_at_first_token, (self.clock() - leg.first_token) / (output_tokens - 1))
             for listener in self.tpot_listeners:
-                listener(*leg.load_at_first_token, tpot)
+                listener(obs)
         load = self._loads[key]
         load.requests -= 1
         if leg.first_token is None:

@@ -148,6 +148,7 @@ class Scheduler:
         if memo:  # a re-schedule (retry) must see the indexes as they are now
             for k in [k for k in memo if k.endswith(":match")]:
                 del memo[k]
+            memo.pop(PREDICTIONS_MEMO, None)
         candidates = [e for e in endpoints if e.healthy]
         results: dict[str, ProfileRunResult] = {}
         if candidates:
@@ -174,7 +175,7 @@ class Scheduler:
             scheduling_time_s=time.perf_counter() - t0,
             prefill_unavailable=no_prefill,
             load={e.key: load(e.key).to_dict() for e in candidates},
-            predictions=request.memo.pop(PREDICTIONS_MEMO, {}),
+            predictions=dict(request.memo.get(PREDICTIONS_MEMO, {})),  # kept in the memo: the producer's on_routed reads it
         )
 
     # ---- feedback ------------------------------------------------------------------------------------
