@@ -115,12 +115,32 @@ async def pod_snapshot(client: httpx.AsyncClient, pods: list[str]) -> dict[str, 
     return out
 
 
-async def reset_caches(client: httpx.AsyncClient, pods: list[str]) -> None:
-    """POST /reset_prefix_cache on every pod; a pod that refuses (no VLLM_SERVER_DEV_MODE) is an error."""
+async def reset_caches(client: httpx.AsyncClient, pods: list[str], model: str) -> None:
+    """POST /reset_prefix_cache on every pod; a pod that refuses (no VLLM_SERVER_DEV_MODE) is an error.
+
+    vLLM queues the reset's AllBlocksCleared event and publishes KV events only at the end of an engine step,
+    so an idle pod would announce its reset with the next run's first request: until then a KV-event index
+    still sees the previous run's prefixes (the same seed's prompts) as resident and sends the first requests
+    to "warm" pods that are cold. A one-token request (less than a block: it stores nothing) makes each pod
+    step once, so the event goes out now."""
     for p in pods:
         r = await client.post(p + "/reset_prefix_cache", timeout=30.0)
         if r.status_code != 200:
             raise RuntimeError(f"{p}/reset_prefix_cache: HTTP {r.status_code} {r.text[:120]} (pods need VLLM_SERVER_DEV_MODE=1)")
+    for p in pods:
+        r = await client.post(p + "/v1/completions", json={"model": model, "prompt": "hi", "max_tokens": 1}, timeout=60.0)
+        r.raise_for_status()
+
+
+async def wait_index_empty(client: httpx.AsyncClient, url: str, timeout_s: float = 10.0) -> int:
+    """Until router_lite's precise index holds no block (the resets' events arrived); returns what is left."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        r = await client.get(url + "/debug/endpoints", timeout=10.0)
+        blocks = int(((r.json().get("indexes") or {}).get("precise") or {}).get("blocks") or 0) if r.status_code == 200 else -1
+        if blocks == 0 or time.monotonic() > deadline:
+            return blocks
+        await asyncio.sleep(0.2)
 
 
 # ---- vllm-router ---------------------------------------------------------------------------------------------
@@ -197,8 +217,12 @@ async def one_run(router: str, scen: Scenario, seed: int, *, stack_url: str, mod
             else:
                 await switch_router(client, stack_url, router)
                 url = stack_url
-            await reset_caches(client, pods)  # after the readiness probe, so every router starts cold
-            await asyncio.sleep(1.0)  # the reset's AllBlocksCleared events reach router_lite's index
+            await reset_caches(client, pods, model)  # after the readiness probe, so every router starts cold
+            if vr is None:
+                left = await wait_index_empty(client, stack_url)  # the resets' AllBlocksCleared reached the index
+                if left:
+                    say(f"    warning: router_lite's precise index still holds {left} blocks after the reset")
+            await asyncio.sleep(1.0)
             before = await pod_snapshot(client, pods)
             decisions: list[dict[str, Any]] = []
             follow = asyncio.create_task(collect_decisions(stack_url, decisions)) if vr is None else None
