@@ -39,7 +39,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -53,10 +52,10 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from llmdctl.bench.load import LoadSpec, Stage  # noqa: E402
-from llmdctl.bench.metrics import SLO  # noqa: E402
-from llmdctl.bench.runner import BenchConfig, run_bench_async, switch_router  # noqa: E402
-from llmdctl.bench.workloads import WorkloadSpec  # noqa: E402
+from llmdctl.bench.load import LoadSpec, Stage
+from llmdctl.bench.metrics import SLO
+from llmdctl.bench.runner import BenchConfig, run_bench_async, switch_router
+from llmdctl.bench.workloads import WorkloadSpec
 
 VLLM_ROUTER_VERSION = "0.1.17"
 VR_PREFIX = "vr:"  # routers named vr:POLICY are vllm-router with that policy

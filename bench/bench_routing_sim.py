@@ -33,12 +33,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_routing_real import SCENARIOS, Scenario, _f, _ms  # noqa: E402
-from llmdctl.bench.metrics import SLO, summarize  # noqa: E402
-from llmdctl.bench.runner import BenchConfig, plan_requests  # noqa: E402
-from llmdctl.bench.workloads import as_text  # noqa: E402
-from llmdctl.plan.presets import profile_router  # noqa: E402
-from llmdctl.plan.sim import PlanConfig, PoolPlan, simulate  # noqa: E402
+from bench_routing_real import SCENARIOS, Scenario, _f, _ms
+
+from llmdctl.bench.metrics import SLO, summarize
+from llmdctl.bench.runner import BenchConfig, plan_requests
+from llmdctl.bench.workloads import as_text
+from llmdctl.plan.presets import profile_router
+from llmdctl.plan.sim import PlanConfig, PoolPlan, simulate
 
 ROUTERS = "precise-prefix-cache,inference-scheduling,predicted-latency,round-robin"
 BASE = "round-robin"

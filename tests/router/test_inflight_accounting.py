@@ -50,7 +50,7 @@ class LoadWatch:
                     self.seen.add((e["endpoint"], (i["requests"], i["tokens"], i["decoding"])))
                 time.sleep(0.01)
 
-    def __enter__(self) -> "LoadWatch":
+    def __enter__(self) -> LoadWatch:
         self._t.start()
         return self
 

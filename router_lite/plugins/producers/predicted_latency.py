@@ -10,16 +10,24 @@ last requests' predicted and actual values, which the TUI's decision view shows 
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
-from collections import deque
-
 from router_lite.inflight import TpotObservation, TtftObservation
-from router_lite.latency_predictor import OnlineRegression, PredictionErrors, tpot_features, ttft_features
-from router_lite.plugins import PluginContext, Producer, find_prefix_plugin, uncached_tokens
+from router_lite.latency_predictor import (
+    OnlineRegression,
+    PredictionErrors,
+    tpot_features,
+    ttft_features,
+)
+from router_lite.plugins import (
+    PluginContext,
+    Producer,
+    find_prefix_plugin,
+    uncached_tokens,
+)
 from router_lite.registry import ConfigError, register
 from router_lite.types import PREDICTIONS_MEMO, Endpoint, LLMRequest
-
 
 RECENT = 64  # predicted-vs-actual outcomes kept for /debug/endpoints and the TUI
 
