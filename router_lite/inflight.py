@@ -9,7 +9,7 @@ request, when its first token comes back and when it finishes, fails or is abort
     decoding   requests past their first token
 
 It also measures each endpoint's prefill rate (uncached tokens ahead of and in a request, over its TTFT) so
-TTFT estimates need no hand-calibrated `peakPrefillThroughput`. Pure and synchronous: the gateway and the
+TTFT estimates need no hand-calibrated `peakPrefillThroughput` (they use the pool's median rate by default). Pure and synchronous: the gateway and the
 planner feed it through the scheduler's lifecycle hooks, each leg keyed by (request id, endpoint).
 """
 
@@ -97,12 +97,20 @@ class InFlightTracker:
         rates = sorted(self._rates.values())
         return rates[len(rates) // 2] if rates else None
 
-    def ttft_estimate_s(self, key: str, uncached_tokens: int, peak_tokens_per_s: float, measured: bool = True) -> float:
+    def ttft_estimate_s(self, key: str, uncached_tokens: int, peak_tokens_per_s: float, measured: bool = True,
+                        per_endpoint: bool = False) -> float:
         """Seconds until a request with `uncached_tokens` to prefill on `key` would see its first token: the
-        prefill work in flight there plus its own, at the endpoint's measured rate (`measured`, falling back
-        to the pool's, then to `peak_tokens_per_s`) or at `peak_tokens_per_s`."""
-        rate = ((self.prefill_rate(key) or self.pool_prefill_rate()) if measured else None) or peak_tokens_per_s
-        return (self.load(key).tokens + uncached_tokens) / rate
+        prefill work in flight there plus its own, at a measured rate (`measured`) or at `peak_tokens_per_s`.
+
+        The measured rate is the pool's (the median of the endpoints' rates): a pool's pods are replicas of one
+        model server, and their separately measured rates drift apart by noise alone (up to 2x on a shared
+        machine), which sent a request to the pod with more prefill queued whenever that pod's last samples
+        were lucky. `per_endpoint` uses each endpoint's own rate (the pool's until it has one), for pools whose
+        pods really differ in speed."""
+        rate = None
+        if measured:
+            rate = (self.prefill_rate(key) if per_endpoint else None) or self.pool_prefill_rate()
+        return (self.load(key).tokens + uncached_tokens) / (rate or peak_tokens_per_s)
 
     def dispatch(self, request_id: str, key: str, uncached_tokens: int) -> None:
         """A leg of `request_id` went to `key`; idempotent (a re-sent hook never double-counts)."""

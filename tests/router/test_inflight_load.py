@@ -145,6 +145,25 @@ def test_estimated_ttft_scorer_uses_measured_rates():
     assert scorer.score(r, [a, b]) == {a.key: 1.0, b.key: pytest.approx(0.5)}
 
 
+def test_replicas_are_compared_at_the_pool_rate_unless_per_endpoint_rates_are_asked():
+    clock = Clock()
+    ctx = PluginContext(indexes=PrefixIndexes(), clock=clock)
+    pool = make("estimated-ttft-scorer", {}, ctx)
+    own = make("estimated-ttft-scorer", {"perEndpointRates": True}, ctx)
+    for s in (pool, own):
+        s.bind()
+    a, b = ep(1), ep(2)
+    for key, secs in ((a.key, 0.25), (b.key, 0.5)):  # a measured 4000 tokens/s, b (noise) 2000
+        ctx.inflight.dispatch(f"m-{key}", key, 1000)
+        clock.t += secs
+        ctx.inflight.first_token(f"m-{key}", key)
+    ctx.inflight.dispatch("q", a.key, 300)  # a has more prefill queued than b
+    r = req("r", tokens=list(range(1000)))
+    # at one (median) rate the pod with less queued work wins; at their own rates a's lucky samples win
+    assert pool.score(r, [a, b])[b.key] == 1.0 and pool.score(r, [a, b])[a.key] < 1.0
+    assert own.score(r, [a, b])[a.key] == 1.0 and own.score(r, [a, b])[b.key] < 1.0
+
+
 def test_online_regression_predicts_held_out_points():
     rng = random.Random(1)
     model = OnlineRegression(3, warmup=5)
