@@ -130,6 +130,8 @@ def main() -> None:
     ap.add_argument("--load-requests", type=int, default=1000, help="requests per throughput run")
     ap.add_argument("--rounds", type=int, default=2, help="direct/routed alternations per profile (medians reported)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--profiles", default="default,precise,precise-local,shipped-precise",
+                    help="which router configs to run (comma-separated, of the default list)")
     args = ap.parse_args()
 
     pod_port = free_port()
@@ -144,8 +146,11 @@ def main() -> None:
         direct = f"http://127.0.0.1:{pod_port}"
         wait_http(direct + "/health", sim, 30)
         with tempfile.TemporaryDirectory() as tmp:
+            wanted = set(args.profiles.split(","))
             for name, config, extra in (("default", None, []), ("precise", PRECISE, []), ("precise-local", PRECISE, ["--tokenizer", "builtin"]),
                                         ("shipped-precise", shipped_config("precise-prefix-cache"), ["--tokenizer", "builtin"])):
+                if name not in wanted:
+                    continue
                 port = free_port()
                 cmd = [sys.executable, "-m", "router_lite", "serve", "--port", str(port), "--endpoints", f"127.0.0.1:{pod_port}", "--log-level", "warning"]
                 if config:

@@ -52,10 +52,10 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from llmdctl.bench.load import LoadSpec, Stage  # noqa: E402
-from llmdctl.bench.metrics import SLO  # noqa: E402
-from llmdctl.bench.runner import BenchConfig, run_bench_async, switch_router  # noqa: E402
-from llmdctl.bench.workloads import WorkloadSpec  # noqa: E402
+from llmdctl.bench.load import LoadSpec, Stage
+from llmdctl.bench.metrics import SLO
+from llmdctl.bench.runner import BenchConfig, run_bench_async, switch_router
+from llmdctl.bench.workloads import WorkloadSpec
 
 VLLM_ROUTER_VERSION = "0.1.17"
 VR_PREFIX = "vr:"  # routers named vr:POLICY are vllm-router with that policy
@@ -114,12 +114,32 @@ async def pod_snapshot(client: httpx.AsyncClient, pods: list[str]) -> dict[str, 
     return out
 
 
-async def reset_caches(client: httpx.AsyncClient, pods: list[str]) -> None:
-    """POST /reset_prefix_cache on every pod; a pod that refuses (no VLLM_SERVER_DEV_MODE) is an error."""
+async def reset_caches(client: httpx.AsyncClient, pods: list[str], model: str) -> None:
+    """POST /reset_prefix_cache on every pod; a pod that refuses (no VLLM_SERVER_DEV_MODE) is an error.
+
+    vLLM queues the reset's AllBlocksCleared event and publishes KV events only at the end of an engine step,
+    so an idle pod would announce its reset with the next run's first request: until then a KV-event index
+    still sees the previous run's prefixes (the same seed's prompts) as resident and sends the first requests
+    to "warm" pods that are cold. A one-token request (less than a block: it stores nothing) makes each pod
+    step once, so the event goes out now."""
     for p in pods:
         r = await client.post(p + "/reset_prefix_cache", timeout=30.0)
         if r.status_code != 200:
             raise RuntimeError(f"{p}/reset_prefix_cache: HTTP {r.status_code} {r.text[:120]} (pods need VLLM_SERVER_DEV_MODE=1)")
+    for p in pods:
+        r = await client.post(p + "/v1/completions", json={"model": model, "prompt": "hi", "max_tokens": 1}, timeout=60.0)
+        r.raise_for_status()
+
+
+async def wait_index_empty(client: httpx.AsyncClient, url: str, timeout_s: float = 10.0) -> int:
+    """Until router_lite's precise index holds no block (the resets' events arrived); returns what is left."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        r = await client.get(url + "/debug/endpoints", timeout=10.0)
+        blocks = int(((r.json().get("indexes") or {}).get("precise") or {}).get("blocks") or 0) if r.status_code == 200 else -1
+        if blocks == 0 or time.monotonic() > deadline:
+            return blocks
+        await asyncio.sleep(0.2)
 
 
 # ---- vllm-router ---------------------------------------------------------------------------------------------
@@ -196,20 +216,34 @@ async def one_run(router: str, scen: Scenario, seed: int, *, stack_url: str, mod
             else:
                 await switch_router(client, stack_url, router)
                 url = stack_url
-            await reset_caches(client, pods)  # after the readiness probe, so every router starts cold
-            await asyncio.sleep(1.0)  # the reset's AllBlocksCleared events reach router_lite's index
+            await reset_caches(client, pods, model)  # after the readiness probe, so every router starts cold
+            if vr is None:
+                left = await wait_index_empty(client, stack_url)  # the resets' AllBlocksCleared reached the index
+                if left:
+                    say(f"    warning: router_lite's precise index still holds {left} blocks after the reset")
+            await asyncio.sleep(1.0)
             before = await pod_snapshot(client, pods)
+            decisions: list[dict[str, Any]] = []
+            follow = asyncio.create_task(collect_decisions(stack_url, decisions)) if vr is None else None
             cfg = BenchConfig(url=url, model=model, workload=scen.workload(seed), load=scen.load(seed), mode="text",
-                              slo=SLO(ttft_s=1.0, itl_s=0.2), timeout_s=120.0, max_duration_s=300.0, max_in_flight=128, pods=pods)
+                              slo=SLO(ttft_s=1.0, itl_s=0.2), timeout_s=120.0, max_duration_s=300.0, max_in_flight=128,
+                              pods=pods, keep_records=True)
             res = await run_bench_async(cfg, _progress(f"{scen.name} seed {seed} {router}"))
             after = await pod_snapshot(client, pods)
             debug = None
-            if vr is None:
+            if follow is not None:
+                await asyncio.sleep(0.2)  # the last decisions are on their way
+                follow.cancel()
+                await asyncio.gather(follow, return_exceptions=True)
                 r = await client.get(stack_url + "/debug/endpoints", timeout=10.0)
                 debug = r.json() if r.status_code == 200 else None
         finally:
             if vr is not None:
                 vr.stop()
+    detail_dir = home / "runs"
+    detail_dir.mkdir(parents=True, exist_ok=True)
+    (detail_dir / f"{scen.name}-{seed}-{router.replace(':', '_')}.json").write_text(
+        json.dumps({"records": res.get("records", []), "decisions": decisions}))
     s = res["summary"]
     split = {p.rsplit(":", 1)[-1]: after[p]["vllm:request_success_total"] - before[p]["vllm:request_success_total"] for p in pods}
     pod_hits = {}
@@ -223,7 +257,49 @@ async def one_run(router: str, scen: Scenario, seed: int, *, stack_url: str, mod
         "hit_rate": s["pod_hit_rate"], "ttft_mean": s["ttft_s"]["mean"], "ttft_p50": s["ttft_s"]["p50"], "ttft_p90": s["ttft_s"]["p90"],
         "e2e_mean": s["e2e_s"]["mean"], "duration_s": s["duration_s"], "per_pod_requests": split, "per_pod_hit_rate": pod_hits,
         "router_endpoints": debug,
+        "prediction_error": prediction_error(res.get("records", []), decisions),
     }
+
+
+async def collect_decisions(url: str, out: list[dict[str, Any]]) -> None:
+    """Follow router_lite's decision stream into `out` until cancelled (what the scorers did, per request)."""
+    from router_lite.decisions import aiter_decisions
+
+    try:
+        async for d in aiter_decisions(url):
+            out.append(d)
+    except httpx.HTTPError as exc:
+        say(f"    decision stream ended: {type(exc).__name__}")
+
+
+def _quantiles(vals: list[float]) -> dict[str, Any]:
+    if not vals:
+        return {"n": 0, "median": None, "p90": None}
+    s = sorted(vals)
+    return {"n": len(s), "median": round(statistics.median(s), 4), "p90": round(s[min(len(s) - 1, int(0.9 * len(s)))], 4)}
+
+
+def prediction_error(records: list[dict[str, Any]], decisions: list[dict[str, Any]], warmup: int = 20) -> dict[str, Any] | None:
+    """|predicted - actual| / actual of the chosen pod's predicted TTFT and TPOT (from each decision) against
+    what the client measured, skipping the first `warmup` predicted requests; None without predictions."""
+    by_id = {d["request_id"]: d for d in decisions}
+    pairs = []
+    for r in sorted(records, key=lambda r: r["sent"]):
+        d = by_id.get(r.get("router_request_id") or "")
+        if d is None or r["status"] != "ok" or r["first_token"] is None:
+            continue
+        pred = next((c.get("predicted") for c in d["candidates"] if c["endpoint"] == d["chosen"]["decode"]), None)
+        if not pred or pred.get("ttft_ms") is None:
+            continue
+        ttft = r["first_token"] - r["sent"]
+        tpot = (r["finished"] - r["first_token"]) / (r["output_tokens"] - 1) if r["output_tokens"] > 1 else None
+        pairs.append((pred["ttft_ms"] / 1e3, ttft, None if pred.get("tpot_ms") is None else pred["tpot_ms"] / 1e3, tpot))
+    if not pairs:
+        return None
+    pairs = pairs[warmup:]
+    return {"warmup_requests": warmup,
+            "ttft": _quantiles([abs(p - a) / a for p, a, _, _ in pairs if a > 0]),
+            "tpot": _quantiles([abs(p - a) / a for _, _, p, a in pairs if p is not None and a])}
 
 
 # ---- report --------------------------------------------------------------------------------------------------
@@ -249,6 +325,9 @@ def summarize(runs: list[dict[str, Any]], routers: list[str], scenarios: list[st
             row["per_pod_requests"] = {p: statistics.median(r["per_pod_requests"].get(p, 0) for r in mine) for p in pods}
             row["errors"] = sum(r["errors"] for r in mine)
             row["seeds"] = [r["seed"] for r in mine]
+            errs = [r["prediction_error"] for r in mine if r.get("prediction_error")]
+            if errs:  # per seed after the warm-up, then the median over seeds
+                row["prediction_error"] = {f"{m}_{q}": median_of([e[m] for e in errs], q) for m in ("ttft", "tpot") for q in ("median", "p90")}
             rows[rt] = row
         base = rows.get(BASELINE)
         if base:
@@ -284,6 +363,12 @@ def print_tables(summary: dict[str, Any], runs: list[dict[str, Any]]) -> None:
             t.add_row(label(r["router"]), str(r["seed"]), _f(r["hit_rate"], 3), _ms(r["ttft_mean"]), _ms(r["ttft_p50"]), _ms(r["ttft_p90"]),
                       _ms(r["e2e_mean"]), "/".join(f"{v:g}" for v in r["per_pod_requests"].values()), str(r["errors"]))
         con.print(t)
+        for rt, row in rows.items():
+            pe = row.get("prediction_error")
+            if pe:
+                con.print(f"{sc}: {label(rt)} prediction error |pred-actual|/actual after the warm-up (median over seeds): "
+                          f"TTFT median {_f(pe['ttft_median'], 3)} p90 {_f(pe['ttft_p90'], 3)}; "
+                          f"TPOT median {_f(pe['tpot_median'], 3)} p90 {_f(pe['tpot_p90'], 3)}")
 
 
 def _f(v: float | None, d: int) -> str:

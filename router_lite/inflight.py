@@ -9,7 +9,7 @@ request, when its first token comes back and when it finishes, fails or is abort
     decoding   requests past their first token
 
 It also measures each endpoint's prefill rate (uncached tokens ahead of and in a request, over its TTFT) so
-TTFT estimates need no hand-calibrated `peakPrefillThroughput`. Pure and synchronous: the gateway and the
+TTFT estimates need no hand-calibrated `peakPrefillThroughput` (they use the pool's median rate by default). Pure and synchronous: the gateway and the
 planner feed it through the scheduler's lifecycle hooks, each leg keyed by (request id, endpoint).
 """
 
@@ -57,6 +57,19 @@ class TtftObservation:
 
 
 @dataclass
+class TpotObservation:
+    """What one finished leg's decode taught: its mean time per output token and the load on its endpoint
+    (decoding requests, uncached prompt tokens, requests) when its first token came back."""
+
+    request_id: str
+    key: str
+    decoding: int
+    tokens: int
+    requests: int
+    tpot_s: float
+
+
+@dataclass
 class InFlightTracker:
     """Per-endpoint in-flight requests, uncached prefill tokens and decodes, plus measured prefill rates."""
 
@@ -66,8 +79,7 @@ class InFlightTracker:
     _legs: dict[tuple[str, str], _Leg] = field(default_factory=dict)
     _rates: dict[str, float] = field(default_factory=dict)  # endpoint -> prefill tokens/s (EWMA)
     listeners: list[Callable[[TtftObservation], None]] = field(default_factory=list)
-    # (decoding, prefill tokens, requests) on the endpoint at the leg's first token, and its mean TPOT
-    tpot_listeners: list[Callable[[int, int, int, float], None]] = field(default_factory=list)
+    tpot_listeners: list[Callable[[TpotObservation], None]] = field(default_factory=list)
 
     def load(self, key: str) -> InFlightLoad:
         """The endpoint's current load (a zero load for an endpoint with nothing in flight)."""
@@ -85,12 +97,20 @@ class InFlightTracker:
         rates = sorted(self._rates.values())
         return rates[len(rates) // 2] if rates else None
 
-    def ttft_estimate_s(self, key: str, uncached_tokens: int, peak_tokens_per_s: float, measured: bool = True) -> float:
+    def ttft_estimate_s(self, key: str, uncached_tokens: int, peak_tokens_per_s: float, measured: bool = True,
+                        per_endpoint: bool = False) -> float:
         """Seconds until a request with `uncached_tokens` to prefill on `key` would see its first token: the
-        prefill work in flight there plus its own, at the endpoint's measured rate (`measured`, falling back
-        to the pool's, then to `peak_tokens_per_s`) or at `peak_tokens_per_s`."""
-        rate = ((self.prefill_rate(key) or self.pool_prefill_rate()) if measured else None) or peak_tokens_per_s
-        return (self.load(key).tokens + uncached_tokens) / rate
+        prefill work in flight there plus its own, at a measured rate (`measured`) or at `peak_tokens_per_s`.
+
+        The measured rate is the pool's (the median of the endpoints' rates): a pool's pods are replicas of one
+        model server, and their separately measured rates drift apart by noise alone (up to 2x on a shared
+        machine), which sent a request to the pod with more prefill queued whenever that pod's last samples
+        were lucky. `per_endpoint` uses each endpoint's own rate (the pool's until it has one), for pools whose
+        pods really differ in speed."""
+        rate = None
+        if measured:
+            rate = (self.prefill_rate(key) if per_endpoint else None) or self.pool_prefill_rate()
+        return (self.load(key).tokens + uncached_tokens) / (rate or peak_tokens_per_s)
 
     def dispatch(self, request_id: str, key: str, uncached_tokens: int) -> None:
         """A leg of `request_id` went to `key`; idempotent (a re-sent hook never double-counts)."""
@@ -133,9 +153,9 @@ class InFlightTracker:
         if leg is None:
             return
         if output_tokens and output_tokens > 1 and leg.first_token is not None and leg.load_at_first_token:
-            tpot = (self.clock() - leg.first_token) / (output_tokens - 1)
+            obs = TpotObservation(request_id, key, *leg.load_at_first_token, (self.clock() - leg.first_token) / (output_tokens - 1))
             for listener in self.tpot_listeners:
-                listener(*leg.load_at_first_token, tpot)
+                listener(obs)
         load = self._loads[key]
         load.requests -= 1
         if leg.first_token is None:

@@ -62,7 +62,7 @@ def tpot_features(decoding: int, tokens: int, requests: int) -> list[float]:
 class PredictionErrors:
     """Relative errors |predicted - actual| / actual of recent predictions, after a warm-up."""
 
-    skip: int = 50
+    skip: int = 20  # the first predictions after the model's own warm-up are not yet representative
     window: int = 2000
     seen: int = 0
     errors: deque = field(default_factory=deque)

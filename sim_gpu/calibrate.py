@@ -295,6 +295,17 @@ def server_model(client: httpx.Client, url: str) -> tuple[str, str | None]:
     return data["id"], data.get("root")
 
 
+def server_max_model_len(client: httpx.Client, url: str) -> int | None:
+    """The server's context limit (vLLM reports max_model_len in /v1/models); None when it does not say."""
+    try:
+        return int(client.get(url + "/v1/models").json()["data"][0]["max_model_len"])
+    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+MEASURE_LENGTHS = (32, 128, 384, 768, 1536, 3072)
+
+
 def server_block_size(client: httpx.Client, url: str) -> int:
     text = client.get(url + "/metrics").text
     for line in text.splitlines():
@@ -311,7 +322,7 @@ def measure(
     block_size: int,
     seed: int,
     say: Say,
-    lengths: tuple[int, ...] = (32, 128, 384, 768, 1536, 3072),
+    lengths: tuple[int, ...] = MEASURE_LENGTHS,
     batches: tuple[int, ...] = (1, 2, 4, 8),
     repeats: int = 2,
 ) -> list[Sample]:
@@ -464,7 +475,9 @@ def calibrate(
         mp = model_profile_from_hf(config, f"{Path(source).name}-calibrated")
         latency = LatencyModel(hardware=hw, model=ModelProfile(**mp), coefficients=Coefficients())
         say(f"measuring {url} ({model}, block size {block_size})")
-        samples = measure(client, url, model, int(config["vocab_size"]), block_size, seed, say)
+        max_len = server_max_model_len(client, url)  # a prompt plus its one-block tail must fit the context
+        lengths = tuple(n for n in MEASURE_LENGTHS if max_len is None or n + block_size < max_len)
+        samples = measure(client, url, model, int(config["vocab_size"]), block_size, seed, say, lengths=lengths)
         measured = [s.seconds for s in samples]
         unfitted_med, _ = error_stats(predict(samples, latency), measured)
         unfitted_rms = rms_relative_error(predict(samples, latency), measured)

@@ -2,7 +2,8 @@
 
 One `send` streams a completion (or chat completion) and fills a `RequestRecord`: send time, first content
 chunk (TTFT), finish, tokens (from the final usage chunk when the server sends one, else counted chunks),
-cached prompt tokens (usage.prompt_tokens_details.cached_tokens), the serving pod (x-llmd-endpoint), the
+cached prompt tokens (usage.prompt_tokens_details.cached_tokens), the serving pod (x-llmd-endpoint) and the
+router's request id (x-request-id, the key of its routing decision), the
 longest gap between chunks, and the status: ok, error, shed (HTTP 429: admission control said no) or
 timeout. Never raises for a server's behaviour: every outcome is a record.
 """
@@ -76,6 +77,7 @@ async def send(
     try:
         async with client.stream("POST", base_url.rstrip("/") + path, json=body, timeout=httpx.Timeout(timeout_s, connect=10.0)) as resp:
             rec.endpoint = resp.headers.get("x-llmd-endpoint")
+            rec.router_request_id = resp.headers.get("x-request-id")
             if resp.status_code != 200:
                 raw = await resp.aread()
                 rec.status = SHED if resp.status_code == 429 else ERROR

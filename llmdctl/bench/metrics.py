@@ -33,6 +33,7 @@ class RequestRecord:
     status: str = OK
     error: str | None = None
     itl_max: float | None = None  # longest gap between streamed chunks
+    router_request_id: str | None = None  # the router's x-request-id: joins this record to its routing decision
 
     @property
     def ttft(self) -> float | None:

@@ -13,7 +13,8 @@ needs (a local stack in a private run directory, or the offline planner for the 
 prints a side-by-side table with ratios against the first configuration, writes JSON and PNG plots, and
 cleans up everything it started.
 
-Demos: kv-cache-wins (random vs load vs approximate vs precise routing; --plan runs llm-d's 73%-capacity
+Demos: kv-cache-wins (random vs load vs approximate vs precise routing and the inference-scheduling,
+precise-prefix-cache and predicted-latency profiles; --plan runs llm-d's 73%-capacity
 benchmark on the planner), pd (aggregated vs prefill/decode disaggregation, planner), wide-ep (DeepSeek-R1
 per-rank routing, planner), kv-offload (GPU-only vs a CPU KV tier, planner), semantic-kv (blind LRU vs typed
 KV policies on an agentic workload, live). `llmdctl demo list` lists them."""
@@ -45,7 +46,7 @@ def demo_command(
         raise fail(f"--time-scale: expected a fraction in (0, 1], got {time_scale}", 2)
     d = DEMOS[name]
     mode = "plan" if (plan or d.mode == "plan") else "live"
-    what = d.what if not (plan and name == "kv-cache-wins") else f"the planner (offline): llm-d's 73%-capacity benchmark, ladder x{time_scale:g}, four policies"
+    what = d.what if not (plan and name == "kv-cache-wins") else f"the planner (offline): llm-d's 73%-capacity benchmark, ladder x{time_scale:g}, four policies and three profiles"
     minutes = d.minutes if not plan else max(1.0, 20 * time_scale)
     err.print(f"[bold]{d.title}[/bold] ({mode}): runs {what}. About {minutes:g} minutes. Results in {out}/.", highlight=False)
     kw = {"plan": plan, "time_scale": time_scale} if name == "kv-cache-wins" else {}

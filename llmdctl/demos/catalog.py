@@ -18,7 +18,7 @@ from llmdctl.bench import report
 from llmdctl.bench.load import LoadSpec, Stage
 from llmdctl.bench.metrics import SLO, ratios
 from llmdctl.bench.workloads import WorkloadSpec
-from llmdctl.plan.presets import LLMD_73, policy_configs
+from llmdctl.plan.presets import LLMD_73, POLICIES, PROFILE_ROUTERS, policy_configs, profile_router
 from llmdctl.plan.run import pd_router, run_one, run_policies, workload_and_arrivals
 from llmdctl.plan.sim import PlanConfig, PoolPlan
 
@@ -69,12 +69,18 @@ def _plan_compare(name: str, title: str, configs: dict[str, PlanConfig], workloa
 
 # ---- kv-cache-wins -------------------------------------------------------------------------------------------
 
+KV_WINS_ROUTERS = (*POLICIES, *PROFILE_ROUTERS)
+
+
 def kv_cache_wins(out: Path, say: Say, progress: Progress | None = None, plan: bool = False, time_scale: float = 0.1) -> DemoResult:
-    """Round-robin vs load vs approximate vs precise. Live: a 4-pod stack whose KV caches hold ~1.4x the
-    shared prefixes (so locality matters), the same shared-prefix workload against each router config.
-    --plan: llm-d's 73%-capacity benchmark on the planner (`time_scale` of its ladder)."""
+    """Round-robin-like random vs load vs approximate vs precise (llm-d's benchmark configs), and the shipped
+    profiles that add load terms (inference-scheduling, precise-prefix-cache, predicted-latency). Live: a
+    4-pod stack whose KV caches hold ~1.4x the shared prefixes (so locality matters), the same shared-prefix
+    workload against each router config. --plan: llm-d's 73%-capacity benchmark on the planner (`time_scale`
+    of its ladder)."""
     if plan:
-        doc = run_policies(LLMD_73, ["random", "load", "approximate", "precise"], time_scale=time_scale,
+        routers = {p: profile_router(p, LLMD_73.pools[0].block_size) for p in PROFILE_ROUTERS}
+        doc = run_policies(LLMD_73, list(KV_WINS_ROUTERS), time_scale=time_scale, routers=routers,
                            progress=(lambda n, now, d, t: progress(n, d, t)) if progress else None)
         summaries = doc["summaries"]
         files = [str(report.plot_bars(summaries, out / "kv-cache-wins.png", title=f"llm-d 73% capacity, ladder x{time_scale:g}",
@@ -91,7 +97,7 @@ def kv_cache_wins(out: Path, say: Say, progress: Progress | None = None, plan: b
     sets = ["pools.0.model_profile=Qwen3-32B", "pools.0.tensor_parallel_size=2", "pools.0.num_gpu_blocks=1000", "pools.0.max_num_seqs=32"]
     with _live_stack("precise-prefix-cache", 4, sets, say) as url:
         cfg = BenchConfig(url=url, workload=wl, load=load, timeout_s=90, max_duration_s=150, slo=SLO(1.0, 0.1))
-        doc = run_compare(cfg, ["random", "load", "approximate", "precise"], progress)
+        doc = run_compare(cfg, list(KV_WINS_ROUTERS), progress)
     summaries = {n: r["summary"] for n, r in doc["runs"].items()}
     title = f"live: 4 sim pods (Qwen3-32B TP2 timing, 16k tokens of KV each), {wl.describe()}, Poisson 2->8 QPS"
     files = [str(report.plot_bars(summaries, out / "kv-cache-wins.png", title=title, source="live stack, simulated pods"))]
@@ -222,8 +228,9 @@ DEMOS: dict[str, Demo] = {
         Demo("kv-cache-wins", "KV-cache wins you can see",
              "a live 4-pod stack (precise-prefix-cache profile, sim pods with Qwen3-32B TP2 timing and small KV caches); "
              "the same shared-prefix workload (12 groups x 4 prompts, 4000-token system prompts = 75% of the pods' KV, Poisson 2 -> 8 QPS) against "
-             "round-robin-like random, load, approximate and precise routing, switched live; --plan runs llm-d's 73%-capacity benchmark "
-             "on the planner instead", 2.5, "live", kv_cache_wins),
+             "round-robin-like random, load, approximate and precise routing and the inference-scheduling, precise-prefix-cache and "
+             "predicted-latency profiles' routers, switched live; --plan runs llm-d's 73%-capacity benchmark on the planner instead",
+             4.5, "live", kv_cache_wins),
         Demo("pd", "Prefill/decode disaggregation",
              "the planner (offline): Llama-3.1-70B TP4 on H100, 6000-token prompts -> 400 tokens at 1.5 -> 4.5 QPS; aggregated 4 pods vs "
              "P/D 2P+2D and 1P+3D (KV transfer over RDMA 200G)", 2.0, "plan", pd),

@@ -63,6 +63,23 @@ def policy_configs(block_size: int = 64, approx_block_tokens: int = 16, approx_c
 
 
 POLICIES = ("random", "load", "approximate", "precise")
+# The shipped profiles whose routers add load terms to prefix affinity (llm-d's optimized baseline, precise
+# prefix + in-flight load, predicted latency): compared against the four benchmark policies above.
+PROFILE_ROUTERS = ("inference-scheduling", "precise-prefix-cache", "predicted-latency")
+
+
+def profile_router(name: str, block_size: int) -> dict[str, Any]:
+    """A shipped profile's router config for pods with `block_size`-token KV blocks: its precise scorer is told
+    the block size (as `llmdctl up` does for the pods it starts), so its index hashes what the engines hash."""
+    from llmdctl.profile import load_shipped_profile
+
+    cfg = copy.deepcopy(load_shipped_profile(name).router.config)
+    for plugin in cfg.get("plugins") or []:
+        if plugin.get("type") == "precise-prefix-cache-scorer":
+            params = plugin.get("parameters") or {}
+            params.setdefault("tokenProcessorConfig", {})["blockSize"] = block_size
+            plugin["parameters"] = params
+    return cfg
 
 
 @dataclass

@@ -272,6 +272,9 @@ def decision_detail(row: FeedRow, model: Model) -> Group:
     attempts = d.get("attempts") or []
     if len(attempts) > 1:
         head.add_row("attempts", ", ".join(f"{model.pod_name(a.get('endpoint'))}: {a.get('outcome')}" for a in attempts))
+    for name, err in model.prediction_errors().items():
+        if (err["ttft"] or {}).get("n"):
+            head.add_row("prediction error", f"{name}: TTFT {_err_cell(err['ttft'])}  ·  TPOT {_err_cell(err['tpot'])}  (|pred-actual|/actual after warm-up)")
     parts: list[Any] = [head]
     by_profile: dict[str, list[dict[str, Any]]] = {}
     for c in d.get("candidates") or []:
@@ -304,6 +307,10 @@ def decision_detail(row: FeedRow, model: Model) -> Group:
             t.add_row("in flight req/tok", *(_inflight_cell(c.get("inflight")) for c in cands))
         if any("predicted" in c for c in cands):
             t.add_row("predicted TTFT", *(_predicted_cell(c.get("predicted")) for c in cands))
+            outcome = model.prediction_outcome(str(d.get("request_id")))
+            if outcome is not None:  # what really happened on the pod that served it
+                t.add_row("actual TTFT / TPOT", *(_actual_cell(outcome) if c.get("endpoint") == outcome.get("endpoint") else ""
+                                                  for c in cands))
         t.add_row("role", *(str(c.get("role", "")) for c in cands))
         parts.append(Text(""))
         parts.append(t)
@@ -337,6 +344,17 @@ class DecisionScreen(ModalScreen[None]):
 def _inflight_cell(load: dict | None) -> str:
     """`requests / uncached prompt tokens` the router had in flight on the pod when it decided."""
     return "" if not load else f"{load.get('requests', 0)} / {load.get('tokens', 0)}"
+
+
+def _actual_cell(outcome: dict) -> str:
+    ttft, tpot = outcome.get("ttft_ms"), outcome.get("tpot_ms")
+    return ("-" if ttft is None else f"{ttft:.0f} ms") + " / " + ("-" if tpot is None else f"{tpot:.1f} ms")
+
+
+def _err_cell(err: dict) -> str:
+    if not err or not err.get("n"):
+        return "-"
+    return f"median {err['median'] * 100:.0f}% p90 {err['p90'] * 100:.0f}% (n={err['n']})"
 
 
 def _predicted_cell(pred: dict | None) -> str:

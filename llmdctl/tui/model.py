@@ -382,6 +382,23 @@ class Model:
         self.router = {k: v for k, v in doc.items() if k != "endpoints"}
         self.gen_status += 1
 
+    def prediction_outcome(self, request_id: str) -> dict[str, Any] | None:
+        """The router's predicted-vs-actual TTFT/TPOT for one request (router id), from the last poll of
+        `/debug/endpoints` (a predicted-latency producer keeps its last outcomes there); None when absent."""
+        for stats in (self.router.get("predictors") or {}).values():
+            for o in reversed((stats or {}).get("recent") or []):
+                if isinstance(o, dict) and o.get("request_id") == request_id:
+                    return o
+        return None
+
+    def prediction_errors(self) -> dict[str, dict[str, Any]]:
+        """Predictor name -> its TTFT and TPOT error summaries after the warm-up (median, p90 of |pred-actual|/actual)."""
+        out = {}
+        for name, stats in (self.router.get("predictors") or {}).items():
+            if isinstance(stats, dict) and "ttft_error_after_warmup" in stats:
+                out[name] = {"ttft": stats.get("ttft_error_after_warmup") or {}, "tpot": stats.get("tpot_error_after_warmup") or {}}
+        return out
+
     def clear_pods(self) -> None:
         """Nothing to show (router gone): pods vanish, history baselines restart on reconnect."""
         if self.pods:

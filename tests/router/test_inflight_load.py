@@ -145,6 +145,25 @@ def test_estimated_ttft_scorer_uses_measured_rates():
     assert scorer.score(r, [a, b]) == {a.key: 1.0, b.key: pytest.approx(0.5)}
 
 
+def test_replicas_are_compared_at_the_pool_rate_unless_per_endpoint_rates_are_asked():
+    clock = Clock()
+    ctx = PluginContext(indexes=PrefixIndexes(), clock=clock)
+    pool = make("estimated-ttft-scorer", {}, ctx)
+    own = make("estimated-ttft-scorer", {"perEndpointRates": True}, ctx)
+    for s in (pool, own):
+        s.bind()
+    a, b = ep(1), ep(2)
+    for key, secs in ((a.key, 0.25), (b.key, 0.5)):  # a measured 4000 tokens/s, b (noise) 2000
+        ctx.inflight.dispatch(f"m-{key}", key, 1000)
+        clock.t += secs
+        ctx.inflight.first_token(f"m-{key}", key)
+    ctx.inflight.dispatch("q", a.key, 300)  # a has more prefill queued than b
+    r = req("r", tokens=list(range(1000)))
+    # at one (median) rate the pod with less queued work wins; at their own rates a's lucky samples win
+    assert pool.score(r, [a, b])[b.key] == 1.0 and pool.score(r, [a, b])[a.key] < 1.0
+    assert own.score(r, [a, b])[a.key] == 1.0 and own.score(r, [a, b])[b.key] < 1.0
+
+
 def test_online_regression_predicts_held_out_points():
     rng = random.Random(1)
     model = OnlineRegression(3, warmup=5)
@@ -213,3 +232,35 @@ def test_latency_scorer_needs_its_producer():
 
     with pytest.raises(ConfigError, match="latency-scorer: needs a predicted-latency-producer"):
         Scheduler(load_config({"plugins": [{"type": "latency-scorer"}]}))
+
+
+def test_predictor_reports_ttft_and_tpot_error_after_warmup_and_recent_outcomes():
+    clock = Clock()
+    s = _sched(PREDICTED, clock)
+    eps = [Endpoint("10.0.0.1", p) for p in (1, 2)]
+    rng = random.Random(5)
+    for i in range(80):  # TTFT: 10 ms + 1 ms per 100 uncached tokens; TPOT: 4 ms + 2 ms per decoding request
+        r = LLMRequest(f"t{i}", "m", prompt_token_ids=[i] * 16 + list(range(1000, 1000 + 100 * (i % 7 + 1))))
+        bg = rng.randint(0, 3)
+        for j in range(bg):  # other requests decoding on both pods meanwhile (their own TTFTs follow the same law)
+            for e in eps:
+                s.inflight.dispatch(f"bg{i}-{j}", e.key, 0)
+                clock.t += 0.010
+                s.inflight.first_token(f"bg{i}-{j}", e.key)
+        res = s.schedule(r, eps)
+        s.on_routed(r, res)
+        clock.t += 0.010 + s.inflight.load(res.target.key).tokens / 100_000
+        s.on_first_token(r, res.target)
+        clock.t += 9 * (0.004 + 0.002 * s.inflight.load(res.target.key).decoding)
+        s.on_finished(r, res.target, output_tokens=10)
+        for j in range(bg):
+            for e in eps:
+                s.inflight.finish(f"bg{i}-{j}", e.key)
+    stats = s.plugins["predicted-latency-producer"].stats()
+    for key in ("ttft_error_after_warmup", "tpot_error_after_warmup"):
+        err = stats[key]
+        assert err["n"] >= 40 and err["median"] < 0.05 and err["p90"] < 0.15, (key, err)
+    last = stats["recent"][-1]
+    assert last["request_id"] == "t79" and last["endpoint"] in {e.key for e in eps}
+    assert last["ttft_ms"] == pytest.approx(last["predicted_ttft_ms"], rel=0.15)
+    assert last["tpot_ms"] == pytest.approx(last["predicted_tpot_ms"], rel=0.15)

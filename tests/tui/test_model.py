@@ -119,3 +119,25 @@ def test_data_parallel_ranks_are_rows_of_their_own() -> None:
     doc = {"endpoints": [{"endpoint": f"127.0.0.1:{9100 + r}", "name": n, "dp_rank": r, "healthy": True} for r, n in enumerate(["ep-0-r0", "ep-0-r1", "wide", "wide"])]}
     m.ingest_poll(doc, None, {})
     assert [p.label for p in m.pods.values()] == ["ep-0-r0", "ep-0-r1", "wide r2", "wide r3"]
+
+
+def test_decision_detail_shows_predicted_and_actual_latency_and_the_error() -> None:
+    from rich.console import Console
+
+    from llmdctl.tui.feed import decision_detail
+
+    m = Model()
+    cands = [{**cand(PODS[0], 3, 1.0), "predicted": {"ttft_ms": 120.0, "tpot_ms": 9.5}},
+             {**cand(PODS[1], 0, 0.4), "predicted": {"ttft_ms": 310.0, "tpot_ms": 11.0}}]
+    m.ingest_decision(decision("r7", PODS[0], cands))
+    doc = endpoints_doc()
+    doc["predictors"] = {"predicted-latency-producer": {
+        "ttft_error_after_warmup": {"n": 40, "median": 0.12, "p90": 0.35}, "tpot_error_after_warmup": {"n": 38, "median": 0.08, "p90": 0.2},
+        "recent": [{"request_id": "r7", "endpoint": PODS[0], "predicted_ttft_ms": 120.0, "ttft_ms": 134.0, "predicted_tpot_ms": 9.5, "tpot_ms": 10.25}]}}
+    m.ingest_poll(doc, None, {})
+    con = Console(width=200, record=True)
+    con.print(decision_detail(m.find("r7"), m))
+    text = con.export_text()
+    assert "120 ms" in text and "310 ms" in text  # predicted, per candidate
+    assert "134 ms / 10.2 ms" in text  # actual, on the pod that served it
+    assert "TTFT median 12% p90 35% (n=40)" in text and "TPOT median 8% p90 20% (n=38)" in text

@@ -5,9 +5,10 @@ endpoints the filter keeps only them, unless the best sticky endpoint's estimate
 non-sticky one's by more than `maxTTFTPenaltyMs`: then stickiness breaks and every endpoint stays. TTFT is
 estimated as (uncached prompt tokens in flight + this request's uncached tokens) / prefill throughput.
 
-`ttftSource` picks the throughput: `prefill-throughput` (llm-d's: the calibrated `peakPrefillThroughput`)
-or `measured` (this router's per-endpoint rate learned from observed TTFTs, `peakPrefillThroughput` until the
-first measurement) — no calibration run needed, and right for pools whose pods differ in speed.
+`ttftSource` picks the throughput: `prefill-throughput` (llm-d's: the calibrated `peakPrefillThroughput`),
+`measured` (this router's pool rate learned from observed TTFTs, `peakPrefillThroughput` until the first
+measurement: no calibration run needed) or `measured-per-endpoint` (each endpoint's own learned rate, for
+pools whose pods differ in speed; on replicas it compares pods at rates that differ by noise).
 `explorationProbability` skips the gate on that fraction of requests.
 """
 
@@ -27,7 +28,7 @@ class PrefixCacheAffinityParams:
     affinity_threshold: float = 0.80
     max_ttft_penalty_ms: float = field(default=18_000.0, metadata={"key": "maxTTFTPenaltyMs"})
     peak_prefill_throughput: float = 15_928.0  # tokens/s; llm-d's default (Qwen3-32B, 2 x H100, TP2)
-    ttft_source: Literal["prefill-throughput", "measured"] = field(default="prefill-throughput", metadata={"key": "ttftSource"})
+    ttft_source: Literal["prefill-throughput", "measured", "measured-per-endpoint"] = field(default="prefill-throughput", metadata={"key": "ttftSource"})
     exploration_probability: float = 0.0
     prefix_match_info_producer_name: str = ""
     in_flight_load_producer_name: str = ""
@@ -51,8 +52,8 @@ class PrefixCacheAffinityFilter(Filter):
 
     @classmethod
     def upstream_form(cls, parameters: dict) -> dict:
-        """`ttftSource: measured` is router_lite's: upstream estimates with `peakPrefillThroughput`."""
-        return {k: v for k, v in parameters.items() if not (k == "ttftSource" and v == "measured")}
+        """`ttftSource: measured[-per-endpoint]` is router_lite's: upstream estimates with `peakPrefillThroughput`."""
+        return {k: v for k, v in parameters.items() if not (k == "ttftSource" and str(v).startswith("measured"))}
 
     def bind(self) -> None:
         p = self.params
@@ -73,8 +74,8 @@ class PrefixCacheAffinityFilter(Filter):
         sticky = [e for e in endpoints if (total - uncached[e.key]) / total >= p.affinity_threshold]
         if not sticky or len(sticky) == len(endpoints):
             return endpoints
-        measured = p.ttft_source == "measured"
-        ttft = {e.key: self.ctx.inflight.ttft_estimate_s(e.key, uncached[e.key], p.peak_prefill_throughput, measured)
+        measured, own = p.ttft_source.startswith("measured"), p.ttft_source == "measured-per-endpoint"
+        ttft = {e.key: self.ctx.inflight.ttft_estimate_s(e.key, uncached[e.key], p.peak_prefill_throughput, measured, own)
                 for e in endpoints}
         best_sticky = min(ttft[e.key] for e in sticky)
         best_other = min(ttft[e.key] for e in endpoints if e not in sticky)

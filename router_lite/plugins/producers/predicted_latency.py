@@ -2,19 +2,34 @@
 
 The models (router_lite.latency_predictor) learn online from the router's own observations: each first
 token teaches TTFT given the load the request met at dispatch; each finish teaches TPOT. Predictions for the
-chosen endpoint are kept until its first token, so predicted-vs-actual error is reported (`stats()`, the
-decision record's `predicted`, `/debug/endpoints`) after a warm-up.
+chosen endpoint are kept until the actual values arrive, so predicted-vs-actual error is reported after a
+warm-up (`stats()` in `/debug/endpoints`: TTFT and TPOT median and p90 of |pred - actual| / actual, and the
+last requests' predicted and actual values, which the TUI's decision view shows beside the decision's
+`predicted`).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
-from router_lite.inflight import TtftObservation
-from router_lite.latency_predictor import OnlineRegression, PredictionErrors, tpot_features, ttft_features
-from router_lite.plugins import PluginContext, Producer, find_prefix_plugin, uncached_tokens
+from router_lite.inflight import TpotObservation, TtftObservation
+from router_lite.latency_predictor import (
+    OnlineRegression,
+    PredictionErrors,
+    tpot_features,
+    ttft_features,
+)
+from router_lite.plugins import (
+    PluginContext,
+    Producer,
+    find_prefix_plugin,
+    uncached_tokens,
+)
 from router_lite.registry import ConfigError, register
 from router_lite.types import PREDICTIONS, Endpoint, LLMRequest
+
+RECENT = 64  # predicted-vs-actual outcomes kept for /debug/endpoints and the TUI
 
 
 @dataclass
@@ -46,7 +61,9 @@ class PredictedLatencyProducer(Producer):
         self.ttft = OnlineRegression(5, forgetting=params.forgetting, warmup=params.warmup_samples)
         self.tpot = OnlineRegression(4, forgetting=params.forgetting, warmup=params.warmup_samples)
         self.ttft_errors = PredictionErrors()
-        self._pending: dict[tuple[str, str], float] = {}  # (request, endpoint) -> predicted TTFT s
+        self.tpot_errors = PredictionErrors()
+        self._pending: dict[tuple[str, str], dict[str, float | None]] = {}  # (request, endpoint) -> outcome so far
+        self.recent: deque[dict[str, float | str | None]] = deque(maxlen=RECENT)  # completed predicted-vs-actual
         ctx.inflight.listeners.append(self._observe_ttft)
         ctx.inflight.tpot_listeners.append(self._observe_tpot)
 
@@ -81,20 +98,30 @@ class PredictedLatencyProducer(Producer):
     def on_routed(self, request: LLMRequest, endpoint: Endpoint, profile: str) -> None:
         rec = (request.state.get(PREDICTIONS) or {}).get(endpoint.key)
         if rec and rec["ttft_ms"] is not None:
-            self._pending[(request.request_id, endpoint.key)] = rec["ttft_ms"] / 1e3
+            self._pending[(request.request_id, endpoint.key)] = {
+                "request_id": request.request_id, "endpoint": endpoint.key, "predicted_ttft_ms": rec["ttft_ms"],
+                "ttft_ms": None, "predicted_tpot_ms": rec["tpot_ms"], "tpot_ms": None}
 
     def on_finished(self, request: LLMRequest, endpoint: Endpoint) -> None:
-        self._pending.pop((request.request_id, endpoint.key), None)
+        out = self._pending.pop((request.request_id, endpoint.key), None)
+        if out is not None and out["ttft_ms"] is not None:
+            self.recent.append(out)
 
     def _observe_ttft(self, obs: TtftObservation) -> None:
         self.ttft.update(ttft_features(obs.uncached, obs.tokens_ahead, obs.decoding_at_dispatch, obs.requests_at_dispatch), obs.ttft_s)
-        predicted = self._pending.pop((obs.request_id, obs.key), None)
-        if predicted is not None:
-            self.ttft_errors.add(predicted, obs.ttft_s)
+        out = self._pending.get((obs.request_id, obs.key))
+        if out is not None:
+            out["ttft_ms"] = round(obs.ttft_s * 1e3, 2)
+            self.ttft_errors.add(out["predicted_ttft_ms"] / 1e3, obs.ttft_s)
 
-    def _observe_tpot(self, decoding: int, tokens: int, requests: int, tpot_s: float) -> None:
-        self.tpot.update(tpot_features(decoding, tokens, requests), tpot_s)
+    def _observe_tpot(self, obs: TpotObservation) -> None:
+        self.tpot.update(tpot_features(obs.decoding, obs.tokens, obs.requests), obs.tpot_s)
+        out = self._pending.get((obs.request_id, obs.key))
+        if out is not None and out["predicted_tpot_ms"] is not None:
+            out["tpot_ms"] = round(obs.tpot_s * 1e3, 3)
+            self.tpot_errors.add(out["predicted_tpot_ms"] / 1e3, obs.tpot_s)
 
     def stats(self) -> dict[str, object]:
         return {"ttft_samples": self.ttft.samples, "tpot_samples": self.tpot.samples,
-                "ttft_error_after_warmup": self.ttft_errors.summary()}
+                "ttft_error_after_warmup": self.ttft_errors.summary(), "tpot_error_after_warmup": self.tpot_errors.summary(),
+                "recent": list(self.recent)}

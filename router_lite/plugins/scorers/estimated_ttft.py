@@ -5,9 +5,10 @@
 
 The cache hit and the queue ahead are priced in one unit, seconds, so a warm pod wins exactly while its
 queue costs less than the prefill it saves, and a burst of one prefix group spreads as soon as a cold
-prefill elsewhere would be faster. The rate is the endpoint's, measured from its observed TTFTs
-(router_lite.inflight), or `peakPrefillThroughput` until one was seen (llm-d's prefix-cache-affinity-filter
-uses the same estimate with a calibrated constant; this scorer needs none).
+prefill elsewhere would be faster. The rate is the pool's, measured from observed TTFTs (router_lite.inflight;
+`perEndpointRates: true` uses each endpoint's own, for pools whose pods differ in speed), or
+`peakPrefillThroughput` until one was seen (llm-d's prefix-cache-affinity-filter uses the same estimate with
+a calibrated constant; this scorer needs none).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from router_lite.types import Endpoint, LLMRequest
 class EstimatedTTFTParams:
     peak_prefill_throughput: float = 15_928.0  # tokens/s before any measurement
     prefix_match_info_producer_name: str = ""
+    per_endpoint_rates: bool = False
 
     def validate(self) -> str | None:
         if self.peak_prefill_throughput <= 0:
@@ -49,7 +51,8 @@ class EstimatedTTFTScorer(Scorer):
         """Estimated seconds to first token per endpoint."""
         mine = uncached_tokens(self.ctx, request, endpoints, self.prefix)
         est = self.ctx.inflight.ttft_estimate_s
-        return {e.key: est(e.key, mine[e.key], self.params.peak_prefill_throughput) for e in endpoints}
+        peak, own = self.params.peak_prefill_throughput, self.params.per_endpoint_rates
+        return {e.key: est(e.key, mine[e.key], peak, True, own) for e in endpoints}
 
     def score(self, request: LLMRequest, endpoints: list[Endpoint]) -> dict[str, float]:
         ttft = self.estimates(request, endpoints)
