@@ -154,6 +154,10 @@ class SimEngine:
         rp = req.remote_prefill
         if rp is not None and (not isinstance(rp.num_tokens, int) or rp.num_tokens < 0):
             raise ValueError(f"remote_prefill.num_tokens: expected an integer >= 0, got {rp.num_tokens!r}")
+        pbh = req.prompt_block_hashes
+        if pbh is not None and len(pbh) > len(prompt) // cfg.block_size:
+            raise ValueError(f"prompt_block_hashes: expected at most {len(prompt) // cfg.block_size} digests "
+                             f"(full blocks of {cfg.block_size} tokens), got {len(pbh)}")
         state = Request(req, self.tokens.stream(prompt, req.output_token_ids))
         self._requests[rid] = state
         self.scheduler.add(state)
