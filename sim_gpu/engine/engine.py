@@ -158,7 +158,8 @@ class SimEngine:
         if pbh is not None and len(pbh) > len(prompt) // cfg.block_size:
             raise ValueError(f"prompt_block_hashes: expected at most {len(prompt) // cfg.block_size} digests "
                              f"(full blocks of {cfg.block_size} tokens), got {len(pbh)}")
-        state = Request(req, self.tokens.stream(prompt, req.output_token_ids))
+        blocks = (cfg.block_size, pbh) if pbh else None
+        state = Request(req, self.tokens.stream(prompt, req.output_token_ids, blocks))
         self._requests[rid] = state
         self.scheduler.add(state)
 
