@@ -159,7 +159,8 @@ class SimEngine:
             raise ValueError(f"prompt_block_hashes: expected at most {len(prompt) // cfg.block_size} digests "
                              f"(full blocks of {cfg.block_size} tokens), got {len(pbh)}")
         blocks = (cfg.block_size, pbh) if pbh else None
-        state = Request(req, self.tokens.stream(prompt, req.output_token_ids, blocks))
+        # fast_forward draws up to a block ahead of the last token: one run covers the whole request
+        state = Request(req, self.tokens.stream(prompt, req.output_token_ids, blocks, expect=max_tokens + cfg.block_size + 1))
         self._requests[rid] = state
         self.scheduler.add(state)
 

@@ -26,7 +26,7 @@ OUTPUT_MODES = ("random", "echo")
 # Shared by every engine in the process, bounded: cleared when full (a cleared memo only costs recomputing).
 _PREFIX_CRC: dict[bytes, int] = {}
 _PREFIX_CRC_MAX = 200_000
-_MIN_RUN = 256  # first run of draws per stream; each refill at least doubles it
+_MIN_RUN = 64  # first run of draws per stream unless the caller expects more; each refill at least doubles it
 
 
 def _prompt_crc(prompt: Sequence[int], blocks: tuple[int, Sequence[bytes]] | None) -> int:
@@ -56,15 +56,16 @@ class _Draws:
     """The stream `int(random.Random(key).random() * vocab)` for a key of at least two 32-bit words, made by a
     shared numpy RandomState in runs: a refill re-seeds and draws the whole longer run again (C speed)."""
 
-    __slots__ = ("rs", "words", "vocab", "buf", "pos")
+    __slots__ = ("rs", "words", "vocab", "buf", "pos", "first")
 
-    def __init__(self, rs: np.random.RandomState, key: int, vocab: int) -> None:
+    def __init__(self, rs: np.random.RandomState, key: int, vocab: int, first: int) -> None:
         self.rs = rs
         k = abs(key)
         self.words = [(k >> s) & 0xFFFFFFFF for s in range(0, max(k.bit_length(), 1), 32)]  # init_by_array key
         self.vocab = vocab
         self.buf: list[int] = []
         self.pos = 0
+        self.first = max(first, _MIN_RUN)  # size of the first run (re-seeding and re-drawing costs ~10 us)
 
     def take(self, n: int) -> list[int]:
         pos = self.pos
@@ -72,7 +73,7 @@ class _Draws:
         buf = self.buf
         if end > len(buf):
             self.rs.seed(self.words)
-            size = max(end, 2 * len(buf), _MIN_RUN)
+            size = max(end, 2 * len(buf), self.first)
             buf = self.buf = (self.rs.random_sample(size) * self.vocab).astype(np.int64).tolist()
         self.pos = end
         return buf[pos:end]
@@ -135,12 +136,12 @@ class TokenGenerator:
         return (crc << 32) ^ (self.seed & 0xFFFFFFFF) ^ (len(prompt_token_ids) << 16)
 
     def stream(self, prompt_token_ids: Sequence[int], replay: Sequence[int] | None = None,
-               blocks: tuple[int, Sequence[bytes]] | None = None) -> TokenStream:
+               blocks: tuple[int, Sequence[bytes]] | None = None, expect: int = 0) -> TokenStream:
         """Output tokens for a prompt; `replay` tokens come first, generated ones after them. `blocks`: as
-        for `key`."""
+        for `key`; `expect`: how many tokens the caller will likely take (max_tokens), drawn in one run."""
         if replay:
             it = iter(list(replay))
-            rest = self.stream(prompt_token_ids, blocks=blocks)
+            rest = self.stream(prompt_token_ids, blocks=blocks, expect=expect)
 
             def replayed() -> int:
                 return _next_or(it, rest)
@@ -160,7 +161,7 @@ class TokenGenerator:
         if key >> 32:  # two or more 32-bit words: numpy seeds from them exactly as random.Random does
             if self._rs is None:
                 self._rs = np.random.RandomState()
-            draws = _Draws(self._rs, key, self.vocab_size)
+            draws = _Draws(self._rs, key, self.vocab_size, expect)
             return TokenStream(draws.next, draws.take)
         rng = random.Random(key)
         vocab = self.vocab_size
