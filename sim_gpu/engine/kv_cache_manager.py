@@ -8,6 +8,7 @@ decode), and frees a request's blocks tail-first.
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 from kvtiers.hashing import BlockHasher, block_extra_keys
@@ -98,14 +99,15 @@ class KVCacheManager:
         else:
             chain = memo[4]  # type: ignore[index]
         k = len(hits)
-        while k < max_blocks:
-            entry = get(hashes[k])
-            if not entry:
-                break
-            for block in entry.values():
-                hits.append(block)
-                break
-            k += 1
+        if k < max_blocks:
+            for h in islice(hashes, k, max_blocks):
+                entry = get(h)
+                if not entry:
+                    break
+                for block in entry.values():  # any block holding the digest (the first)
+                    hits.append(block)
+                    break
+                k += 1
         req.hit_memo = (pool.cache_epoch, pool.evict_base + len(log), max_blocks, hits, chain)
         return list(hits), k * self.block_size
 

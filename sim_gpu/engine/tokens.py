@@ -56,7 +56,7 @@ class _Draws:
     """The stream `int(random.Random(key).random() * vocab)` for a key of at least two 32-bit words, made by a
     shared numpy RandomState in runs: a refill re-seeds and draws the whole longer run again (C speed)."""
 
-    __slots__ = ("rs", "words", "vocab", "buf", "pos", "first")
+    __slots__ = ("buf", "first", "pos", "rs", "vocab", "words")
 
     def __init__(self, rs: np.random.RandomState, key: int, vocab: int, first: int) -> None:
         self.rs = rs
