@@ -29,7 +29,7 @@ from sim_gpu.engine.request import (
     StepResult,
 )
 from sim_gpu.engine.scheduler import Scheduler
-from sim_gpu.engine.tokens import OUTPUT_MODES, TokenGenerator
+from sim_gpu.engine.tokens import OUTPUT_MODES, TokenGenerator, TokenStream
 from sim_gpu.latency import LatencyModel
 
 ROLES = ("both", "prefill", "decode")
@@ -158,11 +158,20 @@ class SimEngine:
         if pbh is not None and len(pbh) > len(prompt) // cfg.block_size:
             raise ValueError(f"prompt_block_hashes: expected at most {len(prompt) // cfg.block_size} digests "
                              f"(full blocks of {cfg.block_size} tokens), got {len(pbh)}")
-        blocks = (cfg.block_size, pbh) if pbh else None
-        # fast_forward draws up to a block ahead of the last token: one run covers the whole request
-        state = Request(req, self.tokens.stream(prompt, req.output_token_ids, blocks, expect=max_tokens + cfg.block_size + 1))
+        state = Request(req, None)
+        state.token_stream = TokenStream.deferred(lambda: self._token_stream(state, req.output_token_ids))
         self._requests[rid] = state
         self.scheduler.add(state)
+
+    def _token_stream(self, req: Request, replay: list[int] | None) -> TokenStream:
+        """The request's output stream, built at its first draw: by then the prompt's full blocks are hashed
+        (when caching), and their digests chain the prompt key's crc32 cheaply (TokenGenerator.key)."""
+        bs = self.config.block_size
+        plen = req.prompt_len
+        prompt = req.all_token_ids[:plen]
+        blocks = (bs, req.block_hashes[: plen // bs]) if req.block_hashes else None
+        # fast_forward draws up to a block ahead of the last token: one run covers the whole request
+        return self.tokens.stream(prompt, replay, blocks, expect=req.max_tokens + bs + 1)
 
     def abort_request(self, request_id: str) -> bool:
         """Drop a request and free its blocks (they stay cached); False if it is unknown or already done."""

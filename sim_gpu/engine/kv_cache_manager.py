@@ -11,19 +11,23 @@ from __future__ import annotations
 from itertools import islice
 from typing import Any
 
-from kvtiers.hashing import BlockHasher, block_extra_keys
+from kvtiers.hashing import BlockHasher
 from sim_gpu.engine.block_pool import BlockPool, KVBlock
 from sim_gpu.engine.request import Request
 
-# Block digests memoized per hash setting and shared by every engine in the process: requests that share a
+# One memoised BlockHasher per hash setting, shared by every engine in the process: requests that share a
 # system prompt (the common case, and the point of prefix caching) re-hash the same chain otherwise, and
-# sha256 over a pickle costs ~10x a dict lookup. Bounded: cleared when full.
+# sha256 over a pickle costs ~10x a dict lookup. Bounded: its memo is cleared when full.
 _MEMO_MAX = 200_000
-_MEMOS: dict[tuple[str, str, int], dict[tuple[Any, ...], bytes]] = {}
+_HASHERS: dict[tuple[str, str, int], BlockHasher] = {}
 
 
-def _memo_for(hasher: BlockHasher) -> dict[tuple[Any, ...], bytes]:
-    return _MEMOS.setdefault((hasher.algo, hasher.seed, hasher.block_size), {})
+def _memo_hasher(hasher: BlockHasher) -> BlockHasher:
+    key = (hasher.algo, hasher.seed, hasher.block_size)
+    h = _HASHERS.get(key)
+    if h is None:
+        h = _HASHERS[key] = BlockHasher(hasher.block_size, hasher.algo, hasher.seed, memo_blocks=_MEMO_MAX)
+    return h
 
 
 class KVCacheManager:
@@ -36,7 +40,7 @@ class KVCacheManager:
         self.max_model_len = max_model_len
         self.lora_name = lora_name
         self.enable_caching = pool.enable_caching
-        self._memo = _memo_for(hasher)
+        self._memo_hasher = _memo_hasher(hasher)
 
     # ---- hashing -----------------------------------------------------------------------------------------
 
@@ -47,21 +51,9 @@ class KVCacheManager:
         toks = req.all_token_ids
         limit = min(num_blocks, len(toks) // bs)
         if len(hashes) < limit:
-            hash_block = self.hasher.hash_block
-            memo = self._memo
-            if len(memo) > _MEMO_MAX:
-                memo.clear()
-            parent = hashes[-1] if hashes else None
-            salt, lora = req.cache_salt, self.lora_name
-            for i in range(len(hashes), limit):
-                extra = block_extra_keys(i, salt, lora) if (salt or lora) else None
-                block = tuple(toks[i * bs : (i + 1) * bs])
-                key = (parent, block, extra)
-                digest = memo.get(key)
-                if digest is None:
-                    digest = memo[key] = hash_block(parent, block, extra)
-                parent = digest
-                hashes.append(parent)
+            start = len(hashes)
+            hashes += self._memo_hasher.hash_blocks(toks[start * bs : limit * bs], req.cache_salt, self.lora_name,
+                                                    parent=hashes[-1] if hashes else None, start_block=start)
         return hashes
 
     # ---- prefix hits -------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import zlib
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -104,6 +104,27 @@ class TokenStream:
             return self._take(n)
         nxt = self._next
         return [nxt() for _ in range(n)]
+
+    @classmethod
+    def deferred(cls, make: Callable[[], TokenStream]) -> TokenStream:
+        """A stream that `make()` builds at its first draw: the engine's prompt digests exist by then (the
+        prompt has been scheduled), and they make the key cheap (see TokenGenerator.key)."""
+        s = cls(None)
+
+        def start() -> None:
+            real = make()
+            s._next, s._take = real._next, real._take
+
+        def first_next() -> int:
+            start()
+            return s._next()
+
+        def first_take(n: int) -> list[int]:
+            start()
+            return s.take(n)
+
+        s._next, s._take = first_next, first_take
+        return s
 
 
 def _next_or(it, rest: TokenStream) -> int:
