@@ -76,20 +76,20 @@ class KVCacheManager:
         log = pool.evict_log
         memo = req.hit_memo
         hits: list[KVBlock] | None = None
+        chain: set[bytes] | None = None  # the digests checked against evictions, built on the first re-ask
         if memo is not None and memo[0] == pool.cache_epoch and memo[1] >= pool.evict_base and memo[2] == max_blocks:
             hits = memo[3]
+            chain = memo[4]
             start = memo[1] - pool.evict_base
             if start < len(log):
-                chain = memo[4]
+                if chain is None:
+                    chain = set(hashes[:max_blocks])
                 for h in log[start:]:
                     if h in chain:
                         hits = None
                         break
         if hits is None:
             hits = []
-            chain = set(hashes[:max_blocks])
-        else:
-            chain = memo[4]  # type: ignore[index]
         k = len(hits)
         if k < max_blocks:
             for h in islice(hashes, k, max_blocks):
