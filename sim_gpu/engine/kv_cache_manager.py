@@ -9,7 +9,6 @@ decode), and frees a request's blocks tail-first.
 from __future__ import annotations
 
 from itertools import islice
-from typing import Any
 
 from kvtiers.hashing import BlockHasher
 from sim_gpu.engine.block_pool import BlockPool, KVBlock
