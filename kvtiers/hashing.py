@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,6 +23,7 @@ HashAlgo = Literal["sha256", "sha256_cbor"]
 HASH_ALGOS: tuple[str, ...] = ("sha256", "sha256_cbor")
 DEFAULT_SEED = "vllm-none-hash"
 _UINT64_MASK = 0xFFFFFFFFFFFFFFFF
+_LAST8 = struct.Struct(">Q")  # the low 64 bits of a big-endian digest are its last 8 bytes
 
 
 def _sha256_pickle(obj: Any) -> bytes:
@@ -44,6 +46,12 @@ def seed_from_env(env: dict[str, str] | None = None) -> str:
 def to_event_hash(digest: bytes, use_int: bool = True) -> int | bytes:
     """How a digest appears in a KV event: low 64 bits as uint64 (vLLM's default) or the full bytes."""
     return int.from_bytes(digest, "big") & _UINT64_MASK if use_int else digest
+
+
+def to_event_hashes(digests: Sequence[bytes]) -> list[int]:
+    """`to_event_hash(d)` (uint64 form) of each digest, in one pass: the router converts a whole prompt's."""
+    last8 = _LAST8.unpack_from
+    return [last8(d, len(d) - 8)[0] for d in digests]
 
 
 def block_extra_keys(block_index: int, cache_salt: str | None = None, lora_name: str | None = None) -> tuple | None:
@@ -119,9 +127,10 @@ class BlockHasher:
         fn, none_hash = self._fn, self.none_hash
         plain = not cache_salt and not lora_name
         digests: list[bytes] = []
-        for i in range(len(token_ids) // bs):
+        toks = token_ids if type(token_ids) is tuple else tuple(token_ids)  # slices are then the keys' tuples
+        for i in range(len(toks) // bs):
             extra = None if plain else block_extra_keys(start_block + i, cache_salt, lora_name)
-            key = (parent, tuple(token_ids[i * bs:(i + 1) * bs]), extra)
+            key = (parent, toks[i * bs:(i + 1) * bs], extra)
             digest = memo.get(key)
             if digest is None:
                 digest = memo[key] = fn((none_hash if parent is None else parent, key[1], extra))

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from kvtiers.hashing import HASH_ALGOS, BlockHasher, seed_from_env, to_event_hash
+from kvtiers.hashing import HASH_ALGOS, BlockHasher, seed_from_env, to_event_hashes
 from kvtiers.tokenizer import BuiltinTokenizer as _Builtin
 from kvtiers.tokenizer import HFTokenizer, message_text
 from kvtiers.tokenizer import TokenizerError as TokenizationError
-from router_lite.types import BLOCK_SIZE
+from router_lite.types import BLOCK_DIGESTS, BLOCK_SIZE
 
 log = logging.getLogger("router_lite.tokenization")
 
@@ -248,13 +248,16 @@ class PromptHasher:
 
     def prepare(self, request: Any, settings: HashSettings) -> None:
         """Set the block hashes of a tokenized LLMRequest, and the block size they were taken at."""
-        request.block_hashes = self.block_hashes(request.prompt_token_ids, settings, request.cache_salt, request.lora_name)
+        h = self.hasher(settings)
+        digests = h.hash_blocks(request.prompt_token_ids, cache_salt=request.cache_salt, lora_name=request.lora_name)
+        request.block_hashes = to_event_hashes(digests)
         request.state.set(BLOCK_SIZE, settings.block_size)  # tokens per entry of block_hashes
+        request.state.set(BLOCK_DIGESTS, ((h.block_size, h.algo, h.seed), digests))
 
     def block_hashes(self, token_ids: Sequence[int], settings: HashSettings, cache_salt: str | None = None, lora_name: str | None = None) -> list[int]:
         """uint64 event hashes (low 8 bytes of each digest); full-digest events normalise to the same value."""
         digests = self.hasher(settings).hash_blocks(token_ids, cache_salt=cache_salt, lora_name=lora_name)
-        return [to_event_hash(d, True) for d in digests]  # type: ignore[misc]
+        return to_event_hashes(digests)
 
 
 def resolve_hash_settings(needs: Any, flags: tuple[int | None, str | None, str | None] = (None, None, None),

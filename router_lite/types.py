@@ -76,6 +76,9 @@ class Endpoint:
 
 # The block size (tokens per hash) the gateway hashed `block_hashes` at.
 BLOCK_SIZE: StateKey[int] = StateKey("block_size")
+# The full digests behind `block_hashes` and the (block size, algorithm, seed) they were taken at: an engine in
+# the same process hashing with that setting can take them instead of hashing the prompt again (the planner).
+BLOCK_DIGESTS: StateKey[tuple[tuple[int, str, str], list[bytes]]] = StateKey("block_digests")
 # The latency predictor's per-endpoint predictions for this cycle (endpoint -> {ttft_ms, tpot_ms}).
 PREDICTIONS: StateKey[dict[str, dict[str, float | None]]] = StateKey("predicted_latency", per_cycle=True)
 # Why a sheddable request should be refused with 429 (set by a plugin during the cycle).

@@ -36,7 +36,7 @@ from router_lite.scheduler import Scheduler
 from router_lite.director import Director, Flow, NoEndpoint, Shed
 from router_lite.failures import Failure, FailureKind
 from router_lite.tokenization import request_preparer
-from router_lite.types import ROLE_LABEL, Endpoint, EndpointMetrics, LLMRequest
+from router_lite.types import BLOCK_DIGESTS, ROLE_LABEL, Endpoint, EndpointMetrics, LLMRequest
 from sim_gpu.clock import VirtualClock
 from sim_gpu.engine import EngineConfig, EngineRequest, RemotePrefill, SimEngine
 from sim_gpu.latency import LatencyModel
@@ -116,6 +116,16 @@ class _Pod:
         self.tiers: Any = None
         self.next_t = 0.0  # fast-forward driving: when the engine's next (not yet run) step starts
         self.stalled = False  # fast-forward driving: stopped on an idle 0 s step; the next submit restarts it
+
+
+def _prompt_digests(pod: _Pod, llm: LLMRequest) -> list[bytes] | None:
+    """The router's digests of the prompt when the pod's engine hashes with the same setting and extra keys
+    (it then skips hashing the prompt again); None and the engine hashes it itself."""
+    dig = llm.state.get(BLOCK_DIGESTS)
+    if dig is None or llm.cache_salt or llm.lora_name or pod.engine.config.lora_name:
+        return None
+    h = pod.engine.hasher
+    return dig[1] if dig[0] == (h.block_size, h.algo, h.seed) else None
 
 
 class _Live:
@@ -329,10 +339,14 @@ class _PlanRun:
         if flow.prefill is not None:
             pf = self.by_key[flow.prefill.key]
             lv.phase, lv.pod, lv.decode_pod = 1, pf, decode
-            ok = self.submit(lv, pf, now, EngineRequest(req.request_id, prompt, 1, ignore_eos=True, arrival_time=now, prefill_only=True))
+            ereq = EngineRequest(req.request_id, prompt, 1, ignore_eos=True, arrival_time=now, prefill_only=True,
+                                 prompt_block_hashes=_prompt_digests(pf, llm))
+            ok = self.submit(lv, pf, now, ereq)
         else:
             lv.pod = decode
-            ok = self.submit(lv, decode, now, EngineRequest(req.request_id, prompt, req.max_tokens, ignore_eos=True, arrival_time=now))
+            ereq = EngineRequest(req.request_id, prompt, req.max_tokens, ignore_eos=True, arrival_time=now,
+                                 prompt_block_hashes=_prompt_digests(decode, llm))
+            ok = self.submit(lv, decode, now, ereq)
             if ok:
                 self.director.dispatched(flow)
         if not ok:

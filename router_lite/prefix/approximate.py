@@ -45,10 +45,10 @@ class LazyBlockHashes:
         chunks, done = self._chunks, self.done
         h, bs = self._h
         h = done[-1] if done else h
-        tupled = not isinstance(chunks, str)
+        if not isinstance(chunks, (str, tuple)):
+            chunks = self._chunks = tuple(chunks)  # once: its slices are the tuples hashed
         for i in range(len(done), self._n):
-            part = chunks[i * bs : (i + 1) * bs]
-            h = hash((h, tuple(part) if tupled else part))
+            h = hash((h, chunks[i * bs : (i + 1) * bs]))
             done.append(h)
             yield h
 

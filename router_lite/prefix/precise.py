@@ -235,17 +235,15 @@ class PrecisePrefixIndex:
             spec = self._spec.setdefault(endpoint_key, {})
             gpu = self._held.get(endpoint_key, {}).get("GPU", ())
             w = self._spec_weight
-            added = []
-            for h in block_hashes:
-                if h in gpu:
-                    continue
-                spec[h] = expiry
-                entry = self._idx.get(h)
+            added = [h for h in block_hashes if h not in gpu] if gpu else list(block_hashes)
+            spec.update(dict.fromkeys(added, expiry))
+            idx = self._idx
+            for h in added:
+                entry = idx.get(h)
                 if entry is None:
-                    self._idx[h] = {endpoint_key: w}
+                    idx[h] = {endpoint_key: w}
                 elif entry.get(endpoint_key, -1.0) < w:
                     entry[endpoint_key] = w
-                added.append(h)
             if added:
                 self._spec_queue.append((expiry, endpoint_key, tuple(added)))
             return len(added)

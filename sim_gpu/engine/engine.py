@@ -29,7 +29,7 @@ from sim_gpu.engine.request import (
     StepResult,
 )
 from sim_gpu.engine.scheduler import Scheduler
-from sim_gpu.engine.tokens import OUTPUT_MODES, TokenGenerator
+from sim_gpu.engine.tokens import OUTPUT_MODES, TokenGenerator, TokenStream
 from sim_gpu.latency import LatencyModel
 
 ROLES = ("both", "prefill", "decode")
@@ -154,9 +154,24 @@ class SimEngine:
         rp = req.remote_prefill
         if rp is not None and (not isinstance(rp.num_tokens, int) or rp.num_tokens < 0):
             raise ValueError(f"remote_prefill.num_tokens: expected an integer >= 0, got {rp.num_tokens!r}")
-        state = Request(req, self.tokens.stream(prompt, req.output_token_ids, req.seed))
+        pbh = req.prompt_block_hashes
+        if pbh is not None and len(pbh) > len(prompt) // cfg.block_size:
+            raise ValueError(f"prompt_block_hashes: expected at most {len(prompt) // cfg.block_size} digests "
+                             f"(full blocks of {cfg.block_size} tokens), got {len(pbh)}")
+        state = Request(req, None)
+        state.token_stream = TokenStream.deferred(lambda: self._token_stream(state, req.output_token_ids, req.seed))
         self._requests[rid] = state
         self.scheduler.add(state)
+
+    def _token_stream(self, req: Request, replay: list[int] | None, seed: int | None = None) -> TokenStream:
+        """The request's output stream, built at its first draw: by then the prompt's full blocks are hashed
+        (when caching), and their digests chain the prompt key's crc32 cheaply (TokenGenerator.key)."""
+        bs = self.config.block_size
+        plen = req.prompt_len
+        prompt = req.all_token_ids[:plen]
+        blocks = (bs, req.block_hashes[: plen // bs]) if req.block_hashes else None
+        # fast_forward draws up to a block ahead of the last token: one run covers the whole request
+        return self.tokens.stream(prompt, replay, blocks, expect=req.max_tokens + bs + 1, seed=seed)
 
     def abort_request(self, request_id: str) -> bool:
         """Drop a request and free its blocks (they stay cached); False if it is unknown or already done."""

@@ -56,6 +56,17 @@ class Window:
         out.num_output_tokens = r.num_output_tokens
         self.res.num_generated_tokens += len(toks)
 
+    def record_one(self, r: Request, tok: int, L: int) -> None:
+        """`record(r, [tok], L)` without the list: a due lazy decode's token of step L (the hot path)."""
+        out = self.acc.get(r.request_id)
+        if out is None:
+            out = self.acc[r.request_id] = RequestOutput.of(r, [])
+            out.token_times = []
+        out.new_token_ids.append(tok)
+        out.token_times.append(self.ends[L - self.L0])  # type: ignore[union-attr]
+        out.num_output_tokens = r.num_output_tokens
+        self.res.num_generated_tokens += 1
+
     def finish(self, r: Request, reason: str) -> None:
         self.finishes += 1
         out = self.acc[r.request_id]
@@ -273,7 +284,7 @@ class LazyDecodes:
             r.num_computed_tokens += 1
             r.lazy_at = L + 1
             if win is not None:
-                win.record(r, [tok], L)
+                win.record_one(r, tok, L)
             reason = None
             if nout >= r.max_tokens or ntok >= max_len:
                 reason = "length"

@@ -8,21 +8,25 @@ decode), and frees a request's blocks tail-first.
 
 from __future__ import annotations
 
-from typing import Any
+from itertools import islice
 
-from kvtiers.hashing import BlockHasher, block_extra_keys
+from kvtiers.hashing import BlockHasher
 from sim_gpu.engine.block_pool import BlockPool, KVBlock
 from sim_gpu.engine.request import Request
 
-# Block digests memoized per hash setting and shared by every engine in the process: requests that share a
+# One memoised BlockHasher per hash setting, shared by every engine in the process: requests that share a
 # system prompt (the common case, and the point of prefix caching) re-hash the same chain otherwise, and
-# sha256 over a pickle costs ~10x a dict lookup. Bounded: cleared when full.
+# sha256 over a pickle costs ~10x a dict lookup. Bounded: its memo is cleared when full.
 _MEMO_MAX = 200_000
-_MEMOS: dict[tuple[str, str, int], dict[tuple[Any, ...], bytes]] = {}
+_HASHERS: dict[tuple[str, str, int], BlockHasher] = {}
 
 
-def _memo_for(hasher: BlockHasher) -> dict[tuple[Any, ...], bytes]:
-    return _MEMOS.setdefault((hasher.algo, hasher.seed, hasher.block_size), {})
+def _memo_hasher(hasher: BlockHasher) -> BlockHasher:
+    key = (hasher.algo, hasher.seed, hasher.block_size)
+    h = _HASHERS.get(key)
+    if h is None:
+        h = _HASHERS[key] = BlockHasher(hasher.block_size, hasher.algo, hasher.seed, memo_blocks=_MEMO_MAX)
+    return h
 
 
 class KVCacheManager:
@@ -35,7 +39,7 @@ class KVCacheManager:
         self.max_model_len = max_model_len
         self.lora_name = lora_name
         self.enable_caching = pool.enable_caching
-        self._memo = _memo_for(hasher)
+        self._memo_hasher = _memo_hasher(hasher)
 
     # ---- hashing -----------------------------------------------------------------------------------------
 
@@ -46,21 +50,9 @@ class KVCacheManager:
         toks = req.all_token_ids
         limit = min(num_blocks, len(toks) // bs)
         if len(hashes) < limit:
-            hash_block = self.hasher.hash_block
-            memo = self._memo
-            if len(memo) > _MEMO_MAX:
-                memo.clear()
-            parent = hashes[-1] if hashes else None
-            salt, lora = req.cache_salt, self.lora_name
-            for i in range(len(hashes), limit):
-                extra = block_extra_keys(i, salt, lora) if (salt or lora) else None
-                block = tuple(toks[i * bs : (i + 1) * bs])
-                key = (parent, block, extra)
-                digest = memo.get(key)
-                if digest is None:
-                    digest = memo[key] = hash_block(parent, block, extra)
-                parent = digest
-                hashes.append(parent)
+            start = len(hashes)
+            hashes += self._memo_hasher.hash_blocks(toks[start * bs : limit * bs], req.cache_salt, self.lora_name,
+                                                    parent=hashes[-1] if hashes else None, start_block=start)
         return hashes
 
     # ---- prefix hits -------------------------------------------------------------------------------------
@@ -83,29 +75,30 @@ class KVCacheManager:
         log = pool.evict_log
         memo = req.hit_memo
         hits: list[KVBlock] | None = None
+        chain: set[bytes] | None = None  # the digests checked against evictions, built on the first re-ask
         if memo is not None and memo[0] == pool.cache_epoch and memo[1] >= pool.evict_base and memo[2] == max_blocks:
             hits = memo[3]
+            chain = memo[4]
             start = memo[1] - pool.evict_base
             if start < len(log):
-                chain = memo[4]
+                if chain is None:
+                    chain = set(hashes[:max_blocks])
                 for h in log[start:]:
                     if h in chain:
                         hits = None
                         break
         if hits is None:
             hits = []
-            chain = set(hashes[:max_blocks])
-        else:
-            chain = memo[4]  # type: ignore[index]
         k = len(hits)
-        while k < max_blocks:
-            entry = get(hashes[k])
-            if not entry:
-                break
-            for block in entry.values():
-                hits.append(block)
-                break
-            k += 1
+        if k < max_blocks:
+            for h in islice(hashes, k, max_blocks):
+                entry = get(h)
+                if not entry:
+                    break
+                for block in entry.values():  # any block holding the digest (the first)
+                    hits.append(block)
+                    break
+                k += 1
         req.hit_memo = (pool.cache_epoch, pool.evict_base + len(log), max_blocks, hits, chain)
         return list(hits), k * self.block_size
 

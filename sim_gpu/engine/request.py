@@ -43,6 +43,9 @@ class EngineRequest:
     prefill_only: bool = False  # P/D prefill side: compute the prompt's KV, emit one token, keep blocks cached
     output_token_ids: list[int] | None = None  # replay: emit these tokens first (e.g. a recorded trace)
     seed: int | None = None  # the request's sampling seed (None: the engine's; the prompt alone decides)
+    # Digests of the prompt's full blocks that the caller already took with this engine's hash setting (the
+    # planner's router hashed the prompt to route it): trusted, so the engine does not hash them again.
+    prompt_block_hashes: list[bytes] | None = None
 
 
 @dataclass(slots=True)
@@ -200,7 +203,7 @@ class Request:
         self.num_output_tokens = 0
         self.num_cached_tokens = -1
         self.num_remote_tokens = 0
-        self.block_hashes: list[bytes] = []
+        self.block_hashes: list[bytes] = list(req.prompt_block_hashes) if req.prompt_block_hashes else []
         self.num_preemptions = 0
         self.remote_ready_at = 0.0
         self.token_stream = token_stream

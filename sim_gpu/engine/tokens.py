@@ -3,6 +3,12 @@
 Like a real model at temperature 0, the same prompt yields the same output: the generator is keyed on the
 engine seed and the prompt's token ids, not on request ids (which servers randomize). `random` mode draws
 uniformly from the vocabulary; `echo` mode repeats the prompt cyclically (handy for checking plumbing).
+
+The draws are `int(random.Random(key).random() * vocab)`, one per token. numpy's legacy RandomState is the
+same Mersenne Twister with the same seeding (init_by_array over the key's 32-bit words) and the same 53-bit
+doubles, so `_Draws` makes them in vectorised runs, ~5x cheaper than a Python loop, with identical values.
+The key's crc32 is chained block by block when the caller has the prompt's block digests: a digest names its
+whole prefix, so the crc of a shared prefix (a system prompt, an earlier turn) is computed once.
 """
 
 from __future__ import annotations
@@ -10,9 +16,74 @@ from __future__ import annotations
 import random
 import zlib
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+import numpy as np
 
 OUTPUT_MODES = ("random", "echo")
+
+# block digest -> crc32 of the int64 bytes of the prompt tokens up to the end of that block (see key()).
+# Shared by every engine in the process, bounded: cleared when full (a cleared memo only costs recomputing).
+_PREFIX_CRC: dict[bytes, int] = {}
+_PREFIX_CRC_MAX = 200_000
+_MIN_RUN = 64  # first run of draws per stream unless the caller expects more; each refill at least doubles it
+
+
+def _prompt_crc(prompt: Sequence[int], blocks: tuple[int, Sequence[bytes]] | None) -> int:
+    """crc32 of the prompt as int64 bytes; with (block size, digests of its first full blocks), chained
+    through `_PREFIX_CRC` (crc32(b, crc32(a)) == crc32(a + b))."""
+    if not blocks or not blocks[1]:
+        return zlib.crc32(array("q", prompt).tobytes())
+    bs, digests = blocks
+    memo = _PREFIX_CRC
+    j = len(digests)
+    crc = 0
+    while j > 0:
+        c = memo.get(digests[j - 1])
+        if c is not None:
+            crc = c
+            break
+        j -= 1
+    if len(memo) > _PREFIX_CRC_MAX:
+        memo.clear()
+    for i in range(j, len(digests)):
+        crc = zlib.crc32(array("q", prompt[i * bs : (i + 1) * bs]).tobytes(), crc)
+        memo[digests[i]] = crc
+    return zlib.crc32(array("q", prompt[len(digests) * bs :]).tobytes(), crc)
+
+
+class _Draws:
+    """The stream `int(random.Random(key).random() * vocab)` for a key of at least two 32-bit words, made by a
+    shared numpy RandomState in runs: a refill re-seeds and draws the whole longer run again (C speed)."""
+
+    __slots__ = ("buf", "first", "pos", "rs", "vocab", "words")
+
+    def __init__(self, rs: np.random.RandomState, key: int, vocab: int, first: int) -> None:
+        self.rs = rs
+        k = abs(key)
+        self.words = [(k >> s) & 0xFFFFFFFF for s in range(0, max(k.bit_length(), 1), 32)]  # init_by_array key
+        self.vocab = vocab
+        self.buf: list[int] = []
+        self.pos = 0
+        self.first = max(first, _MIN_RUN)  # size of the first run (re-seeding and re-drawing costs ~10 us)
+
+    def take(self, n: int) -> list[int]:
+        pos = self.pos
+        end = pos + n
+        buf = self.buf
+        if end > len(buf):
+            self.rs.seed(self.words)
+            size = max(end, 2 * len(buf), self.first)
+            buf = self.buf = (self.rs.random_sample(size) * self.vocab).astype(np.int64).tolist()
+        self.pos = end
+        return buf[pos:end]
+
+    def next(self) -> int:
+        pos = self.pos
+        if pos >= len(self.buf):
+            return self.take(1)[0]
+        self.pos = pos + 1
+        return self.buf[pos]
 
 
 class TokenStream:
@@ -34,6 +105,27 @@ class TokenStream:
         nxt = self._next
         return [nxt() for _ in range(n)]
 
+    @classmethod
+    def deferred(cls, make: Callable[[], TokenStream]) -> TokenStream:
+        """A stream that `make()` builds at its first draw: the engine's prompt digests exist by then (the
+        prompt has been scheduled), and they make the key cheap (see TokenGenerator.key)."""
+        s = cls(None)
+
+        def start() -> None:
+            real = make()
+            s._next, s._take = real._next, real._take
+
+        def first_next() -> int:
+            start()
+            return s._next()
+
+        def first_take(n: int) -> list[int]:
+            start()
+            return s.take(n)
+
+        s._next, s._take = first_next, first_take
+        return s
+
 
 def _next_or(it, rest: TokenStream) -> int:
     for tok in it:
@@ -52,24 +144,30 @@ class TokenGenerator:
         self.seed = int(seed)
         self.vocab_size = int(vocab_size)
         self.mode = mode
+        self._rs: np.random.RandomState | None = None  # shared by this generator's streams (_Draws)
 
-    def key(self, prompt_token_ids: Sequence[int], seed: int | None = None) -> int:
-        """A 64-bit key of (seed, prompt) — stable across processes (no Python hash randomization)."""
+    def key(self, prompt_token_ids: Sequence[int], blocks: tuple[int, Sequence[bytes]] | None = None,
+            seed: int | None = None) -> int:
+        """A 64-bit key of (seed, prompt) — stable across processes (no Python hash randomization).
+
+        `blocks`: (block size, digests of the prompt's first full blocks), when known — the same key, cheaper.
+        `seed`: a request's sampling seed, which replaces the engine's (pods agree, as vLLM's do)."""
         try:
-            raw = array("q", prompt_token_ids).tobytes()
+            crc = _prompt_crc(prompt_token_ids, blocks)
         except (OverflowError, TypeError):
-            raw = repr(list(prompt_token_ids)).encode()
-        if seed is not None:  # a request's seed: the same whatever the engine's (pods agree, as vLLM's do)
-            return (zlib.crc32(raw) << 32) ^ (seed & 0xFFFFFFFFFFFFFFFF) ^ (len(prompt_token_ids) << 16) ^ 0x5EED
-        return (zlib.crc32(raw) << 32) ^ (self.seed & 0xFFFFFFFF) ^ (len(prompt_token_ids) << 16)
+            crc = zlib.crc32(repr(list(prompt_token_ids)).encode())
+        if seed is not None:
+            return (crc << 32) ^ (seed & 0xFFFFFFFFFFFFFFFF) ^ (len(prompt_token_ids) << 16) ^ 0x5EED
+        return (crc << 32) ^ (self.seed & 0xFFFFFFFF) ^ (len(prompt_token_ids) << 16)
 
     def stream(self, prompt_token_ids: Sequence[int], replay: Sequence[int] | None = None,
+               blocks: tuple[int, Sequence[bytes]] | None = None, expect: int = 0,
                seed: int | None = None) -> TokenStream:
-        """Output tokens for a prompt; `replay` tokens come first, generated ones after them. `seed` (a
-        request's) replaces the engine's."""
+        """Output tokens for a prompt; `replay` tokens come first, generated ones after them. `blocks`, `seed`:
+        as for `key`; `expect`: how many tokens the caller will likely take (max_tokens), drawn in one run."""
         if replay:
             it = iter(list(replay))
-            rest = self.stream(prompt_token_ids, None, seed)
+            rest = self.stream(prompt_token_ids, blocks=blocks, expect=expect, seed=seed)
 
             def replayed() -> int:
                 return _next_or(it, rest)
@@ -85,7 +183,13 @@ class TokenGenerator:
                 return tok
 
             return TokenStream(echo)
-        rng = random.Random(self.key(prompt_token_ids, seed))
+        key = self.key(prompt_token_ids, blocks, seed)
+        if key >> 32:  # two or more 32-bit words: numpy seeds from them exactly as random.Random does
+            if self._rs is None:
+                self._rs = np.random.RandomState()
+            draws = _Draws(self._rs, key, self.vocab_size, expect)
+            return TokenStream(draws.next, draws.take)
+        rng = random.Random(key)
         vocab = self.vocab_size
         rand = rng.random
 
