@@ -32,8 +32,15 @@ print(json.dumps({"sim_s": r["sim_s"], "cpu_s": r["cpu_s"], "hit_rate": r["hit_r
 
 def run_once(tree: Path, scenario: str, policy: str, time_scale: float, timeout_s: float) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree), PYTHONHASHSEED="0")
-    out = subprocess.run([sys.executable, "-c", _RUN, scenario, policy, str(time_scale)], cwd=tree, env=env,
-                         capture_output=True, text=True, timeout=timeout_s, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", _RUN, scenario, policy, str(time_scale)],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
     if out.returncode != 0:
         raise SystemExit(f"{tree}: {policy} failed: {out.stderr.strip().splitlines()[-1:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -59,11 +66,14 @@ def main() -> None:
     speeds: dict[tuple[str, str], list[float]] = {}
     for i in range(a.runs):
         for policy in policies:
-            for name, tree in (trees.items() if i % 2 == 0 else reversed(trees.items())):
+            for name, tree in trees.items() if i % 2 == 0 else reversed(trees.items()):
                 r = run_once(tree, a.scenario, policy, a.time_scale, a.timeout_s)
                 speeds.setdefault((policy, name), []).append(r["sim_s"] / r["cpu_s"])
-                print(f"run {i + 1}/{a.runs} {policy:12s} {name:4s} sim {r['sim_s']:.1f} s  cpu {r['cpu_s']:.2f} s  "
-                      f"sim/cpu {r['sim_s'] / r['cpu_s']:.1f}  hit {r['hit_rate']:.4f}", flush=True)
+                print(
+                    f"run {i + 1}/{a.runs} {policy:12s} {name:4s} sim {r['sim_s']:.1f} s  cpu {r['cpu_s']:.2f} s  "
+                    f"sim/cpu {r['sim_s'] / r['cpu_s']:.1f}  hit {r['hit_rate']:.4f}",
+                    flush=True,
+                )
     print(f"\n{a.scenario} x{a.time_scale:g}, {a.runs} interleaved runs; sim/cpu medians")
     print(f"{'policy':12s} {'base':>7s} {'new':>7s} {'new/base':>8s}  runs (base | new)")
     for policy in policies:

@@ -90,13 +90,20 @@ async def closed_loop(url: str, concurrency: int, total: int) -> tuple[float, in
         while sent < total:
             sent += 1
             i = sent
-            r = await c.post("/v1/completions", json={"model": MODEL, "prompt": f"load {i} " + "x y z " * 20, "max_tokens": 1})
+            r = await c.post(
+                "/v1/completions", json={"model": MODEL, "prompt": f"load {i} " + "x y z " * 20, "max_tokens": 1}
+            )
             if r.status_code != 200:
                 errors += 1
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
-        await asyncio.gather(*(c.post("/v1/completions", json={"model": MODEL, "prompt": "warm", "max_tokens": 1}) for _ in range(concurrency)))
+        await asyncio.gather(
+            *(
+                c.post("/v1/completions", json={"model": MODEL, "prompt": "warm", "max_tokens": 1})
+                for _ in range(concurrency)
+            )
+        )
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(c) for _ in range(concurrency)))
         dt = time.perf_counter() - t0
@@ -130,29 +137,67 @@ def main() -> None:
     ap.add_argument("--load-requests", type=int, default=1000, help="requests per throughput run")
     ap.add_argument("--rounds", type=int, default=2, help="direct/routed alternations per profile (medians reported)")
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--profiles", default="default,precise,precise-local,shipped-precise",
-                    help="which router configs to run (comma-separated, of the default list)")
+    ap.add_argument(
+        "--profiles",
+        default="default,precise,precise-local,shipped-precise",
+        help="which router configs to run (comma-separated, of the default list)",
+    )
     args = ap.parse_args()
 
     pod_port = free_port()
     procs: list[subprocess.Popen] = []
-    results: dict = {"requests": args.requests, "concurrency": args.concurrency, "load_requests": args.load_requests, "profiles": {}}
+    results: dict = {
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "load_requests": args.load_requests,
+        "profiles": {},
+    }
     try:
         sim = subprocess.Popen(
-            [sys.executable, "-m", "sim_gpu", "serve", "--port", str(pod_port), "--model", MODEL, "--time-scale", "0", "--num-gpu-blocks", "20000"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "sim_gpu",
+                "serve",
+                "--port",
+                str(pod_port),
+                "--model",
+                MODEL,
+                "--time-scale",
+                "0",
+                "--num-gpu-blocks",
+                "20000",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
         )
         procs.append(sim)
         direct = f"http://127.0.0.1:{pod_port}"
         wait_http(direct + "/health", sim, 30)
         with tempfile.TemporaryDirectory() as tmp:
             wanted = set(args.profiles.split(","))
-            for name, config, extra in (("default", None, []), ("precise", PRECISE, []), ("precise-local", PRECISE, ["--tokenizer", "builtin"]),
-                                        ("shipped-precise", shipped_config("precise-prefix-cache"), ["--tokenizer", "builtin"])):
+            for name, config, extra in (
+                ("default", None, []),
+                ("precise", PRECISE, []),
+                ("precise-local", PRECISE, ["--tokenizer", "builtin"]),
+                ("shipped-precise", shipped_config("precise-prefix-cache"), ["--tokenizer", "builtin"]),
+            ):
                 if name not in wanted:
                     continue
                 port = free_port()
-                cmd = [sys.executable, "-m", "router_lite", "serve", "--port", str(port), "--endpoints", f"127.0.0.1:{pod_port}", "--log-level", "warning"]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "router_lite",
+                    "serve",
+                    "--port",
+                    str(port),
+                    "--endpoints",
+                    f"127.0.0.1:{pod_port}",
+                    "--log-level",
+                    "warning",
+                ]
                 if config:
                     cfg = Path(tmp) / f"{name}.yaml"
                     cfg.write_text(config)
@@ -203,10 +248,14 @@ def main() -> None:
         for p in procs:
             stop(p)
 
-    print(f"router_lite vs a direct call to the same pod (time scale 0; {args.requests} sequential requests, "
-          f"{args.load_requests} at concurrency {args.concurrency}; medians of {args.rounds} alternating rounds)")
-    print(f"{'profile':<14} {'direct p50/p99':>15} {'routed p50/p99':>15} {'added p50/p99':>14} {'direct/routed req/s':>20} "
-          f"{'router CPU ms/req':>17} {'max req/s/core':>14} {'decision p50/p99 ms':>19} {'start s':>7}")
+    print(
+        f"router_lite vs a direct call to the same pod (time scale 0; {args.requests} sequential requests, "
+        f"{args.load_requests} at concurrency {args.concurrency}; medians of {args.rounds} alternating rounds)"
+    )
+    print(
+        f"{'profile':<14} {'direct p50/p99':>15} {'routed p50/p99':>15} {'added p50/p99':>14} {'direct/routed req/s':>20} "
+        f"{'router CPU ms/req':>17} {'max req/s/core':>14} {'decision p50/p99 ms':>19} {'start s':>7}"
+    )
     for name, r in results["profiles"].items():
         sched = f"{r['decision_p50_ms']:.3f}/{r['decision_p99_ms']:.3f}" if r["decision_p50_ms"] is not None else "-"
         print(

@@ -78,8 +78,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     routers = [r.strip() for r in args.routers.split(",") if r.strip()]
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
-    pool = PoolPlan(name="pod", replicas=2, hardware=str(args.hardware), model=str(args.model_profile), block_size=32,
-                    num_gpu_blocks=args.num_gpu_blocks, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=4096, max_model_len=2048)
+    pool = PoolPlan(
+        name="pod",
+        replicas=2,
+        hardware=str(args.hardware),
+        model=str(args.model_profile),
+        block_size=32,
+        num_gpu_blocks=args.num_gpu_blocks,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=4096,
+        max_model_len=2048,
+    )
     runs = []
     t0 = time.monotonic()
     for sc in scenarios:
@@ -93,14 +102,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 split: dict[str, int] = {}
                 for r in res.records:
                     split[str(r.endpoint)] = split.get(str(r.endpoint), 0) + 1
-                runs.append({"router": rt, "scenario": sc, "seed": seed, "requests": s["requests"], "ok": s["ok"],
-                             "hit_rate": res.hit_rate, "ttft_mean": s["ttft_s"]["mean"], "ttft_p50": s["ttft_s"]["p50"],
-                             "ttft_p90": s["ttft_s"]["p90"], "e2e_mean": s["e2e_s"]["mean"], "per_pod_requests": split,
-                             "prompt_tokens_mean": statistics.mean(len(r.prompt) for r in reqs), "wall_s": round(res.wall_s, 2)})
-                say(f"{sc} seed {seed} {rt}: hit {_f(res.hit_rate, 3)} TTFT mean {_ms(s['ttft_s']['mean'])} ms p90 {_ms(s['ttft_s']['p90'])} ms"
-                    f"  split {split}  ({res.wall_s:.1f}s wall)")
-    return {"hardware": str(args.hardware), "model_profile": str(args.model_profile), "num_gpu_blocks": args.num_gpu_blocks,
-            "seeds": seeds, "scenarios": scenarios, "routers": routers, "runs": runs, "total_seconds": round(time.monotonic() - t0, 1)}
+                runs.append(
+                    {
+                        "router": rt,
+                        "scenario": sc,
+                        "seed": seed,
+                        "requests": s["requests"],
+                        "ok": s["ok"],
+                        "hit_rate": res.hit_rate,
+                        "ttft_mean": s["ttft_s"]["mean"],
+                        "ttft_p50": s["ttft_s"]["p50"],
+                        "ttft_p90": s["ttft_s"]["p90"],
+                        "e2e_mean": s["e2e_s"]["mean"],
+                        "per_pod_requests": split,
+                        "prompt_tokens_mean": statistics.mean(len(r.prompt) for r in reqs),
+                        "wall_s": round(res.wall_s, 2),
+                    }
+                )
+                say(
+                    f"{sc} seed {seed} {rt}: hit {_f(res.hit_rate, 3)} TTFT mean {_ms(s['ttft_s']['mean'])} ms p90 {_ms(s['ttft_s']['p90'])} ms"
+                    f"  split {split}  ({res.wall_s:.1f}s wall)"
+                )
+    return {
+        "hardware": str(args.hardware),
+        "model_profile": str(args.model_profile),
+        "num_gpu_blocks": args.num_gpu_blocks,
+        "seeds": seeds,
+        "scenarios": scenarios,
+        "routers": routers,
+        "runs": runs,
+        "total_seconds": round(time.monotonic() - t0, 1),
+    }
 
 
 def table(runs: list[dict[str, Any]], sc: str, routers: list[str]) -> dict[str, dict[str, float | None]]:
@@ -109,7 +141,10 @@ def table(runs: list[dict[str, Any]], sc: str, routers: list[str]) -> dict[str, 
     for rt in routers:
         mine = [r for r in runs if r["scenario"] == sc and r["router"] == rt]
         if mine:
-            rows[rt] = {k: statistics.median(r[k] for r in mine if r[k] is not None) for k in ("hit_rate", "ttft_mean", "ttft_p90")}
+            rows[rt] = {
+                k: statistics.median(r[k] for r in mine if r[k] is not None)
+                for k in ("hit_rate", "ttft_mean", "ttft_p90")
+            }
     base = rows.get(BASE)
     for row in rows.values():
         row["mean_vs_rr"] = row["ttft_mean"] / base["ttft_mean"] if base else None
@@ -126,19 +161,48 @@ def side_by_side(sim: dict[str, Any], real: dict[str, Any] | None) -> dict[str, 
     for sc in sim["scenarios"]:
         srows = table(sim["runs"], sc, sim["routers"])
         rrows = table([r for r in real["runs"] if r["seed"] in sim["seeds"]], sc, sim["routers"]) if real else {}
-        t = Table(title=f"{sc}: simulated vs real, median over seeds {','.join(map(str, sim['seeds']))} (ratios vs router_lite round-robin)")
-        for col in ("router_lite profile", "hit sim", "hit real", "TTFT mean sim ms", "TTFT mean real ms", "mean/rr sim", "mean/rr real",
-                    "TTFT p90 sim ms", "TTFT p90 real ms", "p90/rr sim", "p90/rr real"):
+        t = Table(
+            title=f"{sc}: simulated vs real, median over seeds {','.join(map(str, sim['seeds']))} (ratios vs router_lite round-robin)"
+        )
+        for col in (
+            "router_lite profile",
+            "hit sim",
+            "hit real",
+            "TTFT mean sim ms",
+            "TTFT mean real ms",
+            "mean/rr sim",
+            "mean/rr real",
+            "TTFT p90 sim ms",
+            "TTFT p90 real ms",
+            "p90/rr sim",
+            "p90/rr real",
+        ):
             t.add_column(col, justify="left" if col.startswith("router") else "right")
         for rt, s in srows.items():
             r = rrows.get(rt, {})
-            t.add_row(rt, _f(s["hit_rate"], 3), _f(r.get("hit_rate"), 3), _ms(s["ttft_mean"]), _ms(r.get("ttft_mean")),
-                      _f(s["mean_vs_rr"], 2), _f(r.get("mean_vs_rr"), 2), _ms(s["ttft_p90"]), _ms(r.get("ttft_p90")),
-                      _f(s["p90_vs_rr"], 2), _f(r.get("p90_vs_rr"), 2))
+            t.add_row(
+                rt,
+                _f(s["hit_rate"], 3),
+                _f(r.get("hit_rate"), 3),
+                _ms(s["ttft_mean"]),
+                _ms(r.get("ttft_mean")),
+                _f(s["mean_vs_rr"], 2),
+                _f(r.get("mean_vs_rr"), 2),
+                _ms(s["ttft_p90"]),
+                _ms(r.get("ttft_p90")),
+                _f(s["p90_vs_rr"], 2),
+                _f(r.get("p90_vs_rr"), 2),
+            )
         con.print(t)
-        win = {k: (min(rows, key=lambda x: rows[x][k]) if rows else None) for k in ("ttft_mean", "ttft_p90") for rows in [srows]}
+        win = {
+            k: (min(rows, key=lambda x: rows[x][k]) if rows else None)
+            for k in ("ttft_mean", "ttft_p90")
+            for rows in [srows]
+        }
         rwin = {k: (min(rrows, key=lambda x: rrows[x][k]) if rrows else None) for k in ("ttft_mean", "ttft_p90")}
-        con.print(f"{sc}: lowest TTFT mean: sim {win['ttft_mean']}, real {rwin['ttft_mean']}; lowest TTFT p90: sim {win['ttft_p90']}, real {rwin['ttft_p90']}")
+        con.print(
+            f"{sc}: lowest TTFT mean: sim {win['ttft_mean']}, real {rwin['ttft_mean']}; lowest TTFT p90: sim {win['ttft_p90']}, real {rwin['ttft_p90']}"
+        )
         out[sc] = {"sim": srows, "real": rrows, "winner_sim": win, "winner_real": rwin}
     return out
 
@@ -148,20 +212,32 @@ def main() -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--scenarios", default="light,kv-pressure")
     ap.add_argument("--routers", default=ROUTERS, help="router_lite profile names")
-    ap.add_argument("--hardware", default=str(DEFAULT_HW), help="sim_gpu hardware YAML (fitted by `llmdctl sim calibrate`)")
+    ap.add_argument(
+        "--hardware", default=str(DEFAULT_HW), help="sim_gpu hardware YAML (fitted by `llmdctl sim calibrate`)"
+    )
     ap.add_argument("--model-profile", default=str(DEFAULT_MODEL), help="sim_gpu model YAML of the bench's model")
-    ap.add_argument("--tokenizer", default="/tmp/llmdctl-bench-routing/small-model", help="model directory with tokenizer.json")
+    ap.add_argument(
+        "--tokenizer", default="/tmp/llmdctl-bench-routing/small-model", help="model directory with tokenizer.json"
+    )
     ap.add_argument("--num-gpu-blocks", type=int, default=128)
     ap.add_argument("--max-num-seqs", type=int, default=32)
-    ap.add_argument("--real", default=str(RESULTS / "routing_real.json"), help="real-benchmark JSON to print beside (none: skip)")
+    ap.add_argument(
+        "--real", default=str(RESULTS / "routing_real.json"), help="real-benchmark JSON to print beside (none: skip)"
+    )
     ap.add_argument("--out", default=str(RESULTS / "routing_sim.json"))
     args = ap.parse_args()
     for s in args.scenarios.split(","):
         if s not in SCENARIOS:
             ap.error(f"--scenarios: unknown {s!r}; expected {', '.join(SCENARIOS)}")
-    for flag, path in (("--hardware", args.hardware), ("--model-profile", args.model_profile), ("--tokenizer", Path(args.tokenizer) / "tokenizer.json")):
+    for flag, path in (
+        ("--hardware", args.hardware),
+        ("--model-profile", args.model_profile),
+        ("--tokenizer", Path(args.tokenizer) / "tokenizer.json"),
+    ):
         if str(path).endswith((".yaml", ".json")) and not Path(path).exists():  # else a shipped profile name
-            ap.error(f"{flag}: {path} does not exist (run `llmdctl sim calibrate` against a pod, or build the model: see the docstring)")
+            ap.error(
+                f"{flag}: {path} does not exist (run `llmdctl sim calibrate` against a pod, or build the model: see the docstring)"
+            )
     doc = run(args)
     real = json.loads(Path(args.real).read_text()) if args.real and Path(args.real).exists() else None
     doc["side_by_side"] = side_by_side(doc, real)

@@ -34,8 +34,18 @@ from llmdctl.plan.sim import simulate  # noqa: E402
 
 def fingerprint(res) -> list:
     """[sha256 prefix over the sorted per-request rows, records, hit rate, simulated seconds]."""
-    rows = sorted((r.request_id, r.endpoint, round(r.first_token or -1, 9), round(r.finished or -1, 9), r.status,
-                   r.cached_tokens, r.output_tokens) for r in res.records)
+    rows = sorted(
+        (
+            r.request_id,
+            r.endpoint,
+            round(r.first_token or -1, 9),
+            round(r.finished or -1, 9),
+            r.status,
+            r.cached_tokens,
+            r.output_tokens,
+        )
+        for r in res.records
+    )
     return [hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16], len(rows), res.hit_rate, res.sim_s]
 
 
@@ -57,11 +67,25 @@ def run_all() -> dict[str, list]:
     for name, cfg, _params in sweep_configs(small, SweepSpec(pd_splits=[(1, 1), (2, 2)], policies=["precise"])):
         out["pd:" + name] = fingerprint(simulate(cfg, r2, a2))
     arr3 = poisson_arrivals([Stage(20.0, 2.0)], seed=3)  # sessions: the step driver
-    r3 = generate(WorkloadSpec(kind="multi-turn", num_sessions=6, turns=4, system_prompt_len=512, output_len=32, seed=3))
-    out["multiturn"] = fingerprint(simulate(small.plan_config("precise", policy_configs(16)["precise"], 0), r3, arr3[:len(r3)]))
+    r3 = generate(
+        WorkloadSpec(kind="multi-turn", num_sessions=6, turns=4, system_prompt_len=512, output_len=32, seed=3)
+    )
+    out["multiturn"] = fingerprint(
+        simulate(small.plan_config("precise", policy_configs(16)["precise"], 0), r3, arr3[: len(r3)])
+    )
     arr4 = poisson_arrivals([Stage(30.0, 4.0)], seed=1)
-    r4 = generate(WorkloadSpec(kind="shared-prefix", num_groups=16, prompts_per_group=8, system_prompt_len=1024,
-                               question_len=64, output_len=32, num_requests=len(arr4), seed=1))
+    r4 = generate(
+        WorkloadSpec(
+            kind="shared-prefix",
+            num_groups=16,
+            prompts_per_group=8,
+            system_prompt_len=1024,
+            question_len=64,
+            output_len=32,
+            num_requests=len(arr4),
+            seed=1,
+        )
+    )
     for aware in (True, False):
         cfg = WideEPConfig(router=router_of("wide-ep"), rank_aware=aware, pods=2, dp=4, num_gpu_blocks=2048)
         out[f"wide-ep:{aware}"] = fingerprint(simulate_wide_ep(cfg, r4, arr4))

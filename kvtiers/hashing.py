@@ -82,7 +82,9 @@ class BlockHasher:
 
     def __post_init__(self) -> None:
         if self.algo not in _HASH_FUNCTIONS:
-            raise ValueError(f"prefix-caching hash algorithm: expected one of {', '.join(HASH_ALGOS)}, got {self.algo!r}")
+            raise ValueError(
+                f"prefix-caching hash algorithm: expected one of {', '.join(HASH_ALGOS)}, got {self.algo!r}"
+            )
         if self.block_size <= 0:
             raise ValueError(f"block_size: expected a positive integer, got {self.block_size!r}")
         self._fn = _HASH_FUNCTIONS[self.algo]
@@ -117,8 +119,15 @@ class BlockHasher:
             digests.append(parent)
         return digests
 
-    def _hash_blocks_memo(self, memo: dict[Any, bytes], token_ids: Sequence[int], cache_salt: str | None,
-                          lora_name: str | None, parent: bytes | None, start_block: int) -> list[bytes]:
+    def _hash_blocks_memo(
+        self,
+        memo: dict[Any, bytes],
+        token_ids: Sequence[int],
+        cache_salt: str | None,
+        lora_name: str | None,
+        parent: bytes | None,
+        start_block: int,
+    ) -> list[bytes]:
         """hash_blocks through the memo: a hit costs a tuple and a dict lookup instead of a serialisation and
         a sha256 (about a quarter of the time)."""
         if len(memo) >= self.memo_blocks:
@@ -130,7 +139,7 @@ class BlockHasher:
         toks = token_ids if type(token_ids) is tuple else tuple(token_ids)  # slices are then the keys' tuples
         for i in range(len(toks) // bs):
             extra = None if plain else block_extra_keys(start_block + i, cache_salt, lora_name)
-            key = (parent, toks[i * bs:(i + 1) * bs], extra)
+            key = (parent, toks[i * bs : (i + 1) * bs], extra)
             digest = memo.get(key)
             if digest is None:
                 digest = memo[key] = fn((none_hash if parent is None else parent, key[1], extra))

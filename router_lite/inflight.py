@@ -97,8 +97,14 @@ class InFlightTracker:
         rates = sorted(self._rates.values())
         return rates[len(rates) // 2] if rates else None
 
-    def ttft_estimate_s(self, key: str, uncached_tokens: int, peak_tokens_per_s: float, measured: bool = True,
-                        per_endpoint: bool = False) -> float:
+    def ttft_estimate_s(
+        self,
+        key: str,
+        uncached_tokens: int,
+        peak_tokens_per_s: float,
+        measured: bool = True,
+        per_endpoint: bool = False,
+    ) -> float:
         """Seconds until a request with `uncached_tokens` to prefill on `key` would see its first token: the
         prefill work in flight there plus its own, at a measured rate (`measured`) or at `peak_tokens_per_s`.
 
@@ -134,8 +140,15 @@ class InFlightTracker:
         load = self._loads[key]
         load.tokens -= leg.uncached
         load.decoding += 1
-        obs = TtftObservation(request_id, key, leg.uncached, leg.tokens_ahead, leg.decoding_ahead, leg.requests_ahead,
-                              now - leg.dispatched)
+        obs = TtftObservation(
+            request_id,
+            key,
+            leg.uncached,
+            leg.tokens_ahead,
+            leg.decoding_ahead,
+            leg.requests_ahead,
+            now - leg.dispatched,
+        )
         leg.load_at_first_token = (load.decoding, load.tokens, load.requests)
         work = leg.uncached + leg.tokens_ahead
         if work >= 64 and obs.ttft_s > 0:  # tiny prefills measure overheads, not a rate
@@ -153,7 +166,9 @@ class InFlightTracker:
         if leg is None:
             return
         if output_tokens and output_tokens > 1 and leg.first_token is not None and leg.load_at_first_token:
-            obs = TpotObservation(request_id, key, *leg.load_at_first_token, (self.clock() - leg.first_token) / (output_tokens - 1))
+            obs = TpotObservation(
+                request_id, key, *leg.load_at_first_token, (self.clock() - leg.first_token) / (output_tokens - 1)
+            )
             for listener in self.tpot_listeners:
                 listener(obs)
         load = self._loads[key]

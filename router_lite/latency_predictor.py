@@ -79,5 +79,8 @@ class PredictionErrors:
         ordered = sorted(self.errors)
         if not ordered:
             return {"n": 0, "median": None, "p90": None}
-        return {"n": len(ordered), "median": round(ordered[len(ordered) // 2], 4),
-                "p90": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 4)}
+        return {
+            "n": len(ordered),
+            "median": round(ordered[len(ordered) // 2], 4),
+            "p90": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 4),
+        }

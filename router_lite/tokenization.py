@@ -33,8 +33,19 @@ DEFAULT_HASH_ALGO = "sha256"
 HASH_IN_THREAD_TOKENS = 2048  # prompts at least this long are block-hashed in a worker thread
 CHAT_OPTIONS = ("add_generation_prompt", "chat_template_kwargs", "tools", "continue_final_message")
 
-__all__ = ["TokenizationError", "Tokenizer", "LocalTokenizer", "BuiltinTokenizer", "EngineTokenizer",
-           "make_tokenizer", "HashSettings", "PromptHasher", "RequestTokenizer", "completion_prompt", "chat_text"]
+__all__ = [
+    "TokenizationError",
+    "Tokenizer",
+    "LocalTokenizer",
+    "BuiltinTokenizer",
+    "EngineTokenizer",
+    "make_tokenizer",
+    "HashSettings",
+    "PromptHasher",
+    "RequestTokenizer",
+    "completion_prompt",
+    "chat_text",
+]
 
 HEDGE_AFTER_S = 0.5  # an engine /tokenize not answered by then: ask the next pod too
 
@@ -53,8 +64,11 @@ def _template_options(options: dict[str, Any]) -> dict[str, Any]:
     """A chat body's options as `encode_chat` takes them (`chat_template_kwargs` may override the rest)."""
     # the engine's rule (sim_gpu.api.chat_prompt_ids): continue_final_message turns the generation prompt off
     add_gen = bool(options.get("add_generation_prompt", True)) and not options.get("continue_final_message")
-    return {"add_generation_prompt": add_gen,
-            "tools": options.get("tools"), "chat_template_kwargs": options.get("chat_template_kwargs")}
+    return {
+        "add_generation_prompt": add_gen,
+        "tools": options.get("tools"),
+        "chat_template_kwargs": options.get("chat_template_kwargs"),
+    }
 
 
 class LocalTokenizer:
@@ -104,8 +118,13 @@ class EngineTokenizer:
 
     name = "engine"
 
-    def __init__(self, addresses: Callable[[], Sequence[str]], max_cached_tokens: int = 8_000_000, timeout_s: float = 5.0,
-                 alive: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        addresses: Callable[[], Sequence[str]],
+        max_cached_tokens: int = 8_000_000,
+        timeout_s: float = 5.0,
+        alive: Callable[[str], bool] | None = None,
+    ) -> None:
         self._addresses = addresses
         self._alive = alive  # a pod that stops answering its scrapes is given up on at once, not after timeout_s
         self._cache: OrderedDict[bytes, array] = OrderedDict()
@@ -122,7 +141,9 @@ class EngineTokenizer:
         address = address.split("://", 1)[-1].rstrip("/")
         b = self._backends.get(address)
         if b is None:
-            b = self._backends[address] = Backend(address, self._timeout_s, self._timeout_s, max_idle=32, alive=self._alive)
+            b = self._backends[address] = Backend(
+                address, self._timeout_s, self._timeout_s, max_idle=32, alive=self._alive
+            )
         return b
 
     @staticmethod
@@ -179,7 +200,9 @@ class EngineTokenizer:
             while queue or pending:
                 if queue:
                     pending.add(asyncio.ensure_future(self._ask(queue.pop(0), content)))
-                done, pending = await asyncio.wait(pending, timeout=HEDGE_AFTER_S if queue else None, return_when=asyncio.FIRST_COMPLETED)
+                done, pending = await asyncio.wait(
+                    pending, timeout=HEDGE_AFTER_S if queue else None, return_when=asyncio.FIRST_COMPLETED
+                )
                 for task in done:
                     if task.exception() is None:
                         return task.result()
@@ -187,13 +210,19 @@ class EngineTokenizer:
         finally:
             for task in pending:
                 task.cancel()
-        raise TokenizationError(f"engine /tokenize failed: {type(last).__name__ if last else 'no endpoint'}: {last or ''}")
+        raise TokenizationError(
+            f"engine /tokenize failed: {type(last).__name__ if last else 'no endpoint'}: {last or ''}"
+        )
 
     async def encode_prompt(self, model: str, prompt: str) -> list[int]:
         return await self._tokenize({"model": model, "prompt": prompt})
 
     async def encode_chat(self, model: str, messages: list[dict[str, Any]], options: dict[str, Any]) -> list[int]:
-        body: dict[str, Any] = {"model": model, "messages": messages, "add_generation_prompt": options.get("add_generation_prompt", True)}
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "add_generation_prompt": options.get("add_generation_prompt", True),
+        }
         for k in CHAT_OPTIONS[1:]:
             if options.get(k) is not None:
                 body[k] = options[k]
@@ -205,7 +234,9 @@ class EngineTokenizer:
         self._backends.clear()
 
 
-def make_tokenizer(spec: str | None, addresses: Callable[[], Sequence[str]], alive: Callable[[str], bool] | None = None) -> Tokenizer:
+def make_tokenizer(
+    spec: str | None, addresses: Callable[[], Sequence[str]], alive: Callable[[str], bool] | None = None
+) -> Tokenizer:
     """`None`/`engine` -> the engine's /tokenize; `builtin` -> the simulator's; else a local HF directory."""
     if spec in (None, "", "engine"):
         return EngineTokenizer(addresses, alive=alive)
@@ -242,8 +273,9 @@ class PromptHasher:
     def hasher(self, settings: HashSettings) -> BlockHasher:
         h = self._hashers.get(settings)
         if h is None:
-            h = self._hashers[settings] = BlockHasher(settings.block_size, settings.algo, settings.seed or seed_from_env(),
-                                                      memo_blocks=self.memo_blocks)
+            h = self._hashers[settings] = BlockHasher(
+                settings.block_size, settings.algo, settings.seed or seed_from_env(), memo_blocks=self.memo_blocks
+            )
         return h
 
     def prepare(self, request: Any, settings: HashSettings) -> None:
@@ -254,19 +286,30 @@ class PromptHasher:
         request.state.set(BLOCK_SIZE, settings.block_size)  # tokens per entry of block_hashes
         request.state.set(BLOCK_DIGESTS, ((h.block_size, h.algo, h.seed), digests))
 
-    def block_hashes(self, token_ids: Sequence[int], settings: HashSettings, cache_salt: str | None = None, lora_name: str | None = None) -> list[int]:
+    def block_hashes(
+        self,
+        token_ids: Sequence[int],
+        settings: HashSettings,
+        cache_salt: str | None = None,
+        lora_name: str | None = None,
+    ) -> list[int]:
         """uint64 event hashes (low 8 bytes of each digest); full-digest events normalise to the same value."""
         digests = self.hasher(settings).hash_blocks(token_ids, cache_salt=cache_salt, lora_name=lora_name)
         return to_event_hashes(digests)
 
 
-def resolve_hash_settings(needs: Any, flags: tuple[int | None, str | None, str | None] = (None, None, None),
-                          engine: tuple[int | None, str | None, str | None] = (None, None, None)) -> HashSettings:
+def resolve_hash_settings(
+    needs: Any,
+    flags: tuple[int | None, str | None, str | None] = (None, None, None),
+    engine: tuple[int | None, str | None, str | None] = (None, None, None),
+) -> HashSettings:
     """(block size, algorithm, seed): the router's flags first, then what the config states (`needs`), then the
     engines' own (cache_config_info live, EngineConfig planned), then vLLM's defaults."""
     declared = (needs.block_size, needs.hash_algo, needs.hash_seed)
     bs, algo, seed = (next((v for v in vals if v), None) for vals in zip(flags, declared, engine))
-    return HashSettings(block_size=bs or DEFAULT_BLOCK_SIZE, algo=algo if algo in HASH_ALGOS else DEFAULT_HASH_ALGO, seed=seed or "")
+    return HashSettings(
+        block_size=bs or DEFAULT_BLOCK_SIZE, algo=algo if algo in HASH_ALGOS else DEFAULT_HASH_ALGO, seed=seed or ""
+    )
 
 
 def request_preparer(needs: Any, engine: tuple[int | None, str | None, str | None]) -> Callable[[Any], None]:
@@ -295,7 +338,9 @@ def completion_prompt(prompt: Any) -> str | list[int] | None:
 
 def chat_text(messages: list[dict[str, Any]]) -> str:
     """A deterministic plain rendering of a conversation, for routing without a tokenizer."""
-    return "".join(f"<|{m.get('role', '')}|>\n{_lenient_text(m.get('content'))}\n" for m in messages if isinstance(m, dict))
+    return "".join(
+        f"<|{m.get('role', '')}|>\n{_lenient_text(m.get('content'))}\n" for m in messages if isinstance(m, dict)
+    )
 
 
 def _lenient_text(content: Any) -> str:
@@ -312,7 +357,12 @@ class RequestTokenizer:
     leave the request untokenized (routing falls back to text estimates) and are reported to `on_error`.
     """
 
-    def __init__(self, tokenizer: Tokenizer | None, settings: Callable[[], HashSettings], on_error: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer: Tokenizer | None,
+        settings: Callable[[], HashSettings],
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.settings = settings
         self.hasher = PromptHasher()

@@ -245,4 +245,9 @@ class SchedulingResult:
         eps = {"decode": self.target, "prefill": self.prefill}
         if not any(e is not None and e.dp_rank is not None for e in eps.values()):
             return {}
-        return {"chosen_rank": {k: (None if e is None or e.dp_rank is None else {"rank": e.dp_rank, "name": e.name}) for k, e in eps.items()}}
+        return {
+            "chosen_rank": {
+                k: (None if e is None or e.dp_rank is None else {"rank": e.dp_rank, "name": e.name})
+                for k, e in eps.items()
+            }
+        }

@@ -150,8 +150,11 @@ class PerfModel:
     @classmethod
     def of(cls, latency: Any) -> "PerfModel":
         m = latency.model
-        return cls(2.0 * m.active_params_b * 1e9 / max(1, latency.tp), latency.weight_bytes_per_gpu(),
-                   latency.kv_bytes_per_token_per_gpu())
+        return cls(
+            2.0 * m.active_params_b * 1e9 / max(1, latency.tp),
+            latency.weight_bytes_per_gpu(),
+            latency.kv_bytes_per_token_per_gpu(),
+        )
 
 
 class _EngineCollector:
@@ -227,8 +230,13 @@ class _EngineCollector:
             labels=[*_LABELS, "source"],
         )
         # Tier loads and P/D transfers reach the engine alike (num_remote_tokens): one external source.
-        for source, v in (("device", s.prefix_cache_hits_tokens), ("host", 0), ("p2p", 0), ("disk", 0),
-                          ("external_unspecified", ext_hits)):
+        for source, v in (
+            ("device", s.prefix_cache_hits_tokens),
+            ("host", 0),
+            ("p2p", 0),
+            ("disk", 0),
+            ("external_unspecified", ext_hits),
+        ):
             cached_by.add_metric([*lv, source], v, created=pm.created)
         yield cached_by
         waiting = GaugeMetricFamily(
@@ -253,12 +261,21 @@ class _EngineCollector:
         if pm.perf is not None:
             computed = max(0, s.prompt_tokens_total - s.prefix_cache_hits_tokens) + s.generation_tokens_total
             p = pm.perf
-            yield counter("vllm:estimated_flops_per_gpu", "Estimated number of floating point operations per GPU.",
-                          p.flops_per_token * computed)
-            yield counter("vllm:estimated_read_bytes_per_gpu", "Estimated number of bytes read from memory per GPU.",
-                          p.weight_bytes_per_step * pm.steps + p.kv_bytes_per_token * s.generation_tokens_total)
-            yield counter("vllm:estimated_write_bytes_per_gpu", "Estimated number of bytes written to memory per GPU.",
-                          p.kv_bytes_per_token * computed)
+            yield counter(
+                "vllm:estimated_flops_per_gpu",
+                "Estimated number of floating point operations per GPU.",
+                p.flops_per_token * computed,
+            )
+            yield counter(
+                "vllm:estimated_read_bytes_per_gpu",
+                "Estimated number of bytes read from memory per GPU.",
+                p.weight_bytes_per_step * pm.steps + p.kv_bytes_per_token * s.generation_tokens_total,
+            )
+            yield counter(
+                "vllm:estimated_write_bytes_per_gpu",
+                "Estimated number of bytes written to memory per GPU.",
+                p.kv_bytes_per_token * computed,
+            )
 
         info = GaugeMetricFamily(
             "vllm:cache_config_info",

@@ -22,7 +22,7 @@ from sim_gpu.engine import EngineRequest, RequestOutput
 from sim_gpu.faults import FaultInjector
 from sim_gpu.kv_publisher import KVEventPublisher, offset_endpoint, render_topic
 from sim_gpu.latency import LatencyModel
-from sim_gpu.metrics import PerfModel, FinishedRequest, PodMetrics
+from sim_gpu.metrics import FinishedRequest, PerfModel, PodMetrics
 from sim_gpu.serve_config import ServeConfig, build_engine
 from sim_gpu.tiers import PodTiers, attach_pod_tiers
 

@@ -22,8 +22,14 @@ from llmdctl.bench.workloads import BenchRequest, as_text, chat_body
 MODES = ("tokens", "text", "chat")
 
 
-def request_body(req: BenchRequest, prompt: list[int], model: str, mode: str, want_token_ids: bool,
-                 segments: list[tuple[str, int]] | None = None) -> tuple[str, dict[str, Any]]:
+def request_body(
+    req: BenchRequest,
+    prompt: list[int],
+    model: str,
+    mode: str,
+    want_token_ids: bool,
+    segments: list[tuple[str, int]] | None = None,
+) -> tuple[str, dict[str, Any]]:
     """(path, JSON body) for one request: token-id prompts by default (exact lengths), text or chat if asked.
     Chat lays the prompt out by `segments` (default: the request's own), see `workloads.chat_body`."""
     common: dict[str, Any] = {
@@ -75,7 +81,9 @@ async def send(
     usage: dict[str, Any] | None = None
     deadline = time.monotonic() + timeout_s
     try:
-        async with client.stream("POST", base_url.rstrip("/") + path, json=body, timeout=httpx.Timeout(timeout_s, connect=10.0)) as resp:
+        async with client.stream(
+            "POST", base_url.rstrip("/") + path, json=body, timeout=httpx.Timeout(timeout_s, connect=10.0)
+        ) as resp:
             rec.endpoint = resp.headers.get("x-llmd-endpoint")
             rec.router_request_id = resp.headers.get("x-request-id")
             if resp.status_code != 200:

@@ -86,7 +86,12 @@ def mean(values: Sequence[float]) -> float | None:
 
 
 def _dist(values: list[float]) -> dict[str, float | None]:
-    return {"mean": mean(values), "p50": percentile(values, 50), "p90": percentile(values, 90), "p99": percentile(values, 99)}
+    return {
+        "mean": mean(values),
+        "p50": percentile(values, 50),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+    }
 
 
 def hit_rate_delta(before: dict[str, float], after: dict[str, float]) -> float | None:
@@ -141,7 +146,9 @@ def summarize(
     prompt_tok = sum(r.prompt_tokens for r in ok)
     good = sum(1 for r in recs if slo.met(r))
     cached = [r for r in ok if r.cached_tokens is not None]
-    cached_frac = (sum(r.cached_tokens or 0 for r in cached) / max(1, sum(r.prompt_tokens for r in cached))) if cached else None
+    cached_frac = (
+        (sum(r.cached_tokens or 0 for r in cached) / max(1, sum(r.prompt_tokens for r in cached))) if cached else None
+    )
     endpoints: dict[str, int] = {}
     for r in ok:
         if r.endpoint:
@@ -186,18 +193,20 @@ def stage_summaries(recs: list[RequestRecord], stage_rates: Sequence[float], slo
         s1 = max((r.finished for r in ok if r.finished is not None), default=s0)
         span = max(s1 - s0, 1e-9)
         ttfts = [r.ttft for r in ok if r.ttft is not None]
-        out.append({
-            "stage": i,
-            "rate": rate,
-            "requests": len(rs),
-            "ok": len(ok),
-            "ttft_p50_s": percentile(ttfts, 50),
-            "ttft_p90_s": percentile(ttfts, 90),
-            "ttft_mean_s": mean(ttfts),
-            "tpot_mean_s": mean([t for r in ok if (t := r.tpot) is not None]),
-            "output_tok_s": sum(r.output_tokens for r in ok) / span,
-            "slo_attainment": sum(1 for r in rs if slo.met(r)) / len(rs),
-        })
+        out.append(
+            {
+                "stage": i,
+                "rate": rate,
+                "requests": len(rs),
+                "ok": len(ok),
+                "ttft_p50_s": percentile(ttfts, 50),
+                "ttft_p90_s": percentile(ttfts, 90),
+                "ttft_mean_s": mean(ttfts),
+                "tpot_mean_s": mean([t for r in ok if (t := r.tpot) is not None]),
+                "output_tok_s": sum(r.output_tokens for r in ok) / span,
+                "slo_attainment": sum(1 for r in rs if slo.met(r)) / len(rs),
+            }
+        )
     return out
 
 

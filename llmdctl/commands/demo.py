@@ -23,8 +23,12 @@ KV policies on an agentic workload, live). `llmdctl demo list` lists them."""
 def demo_command(
     name: str = typer.Argument(..., help="Demo name, or `list`."),
     out: Path = typer.Option(Path("llmdctl-demo"), "--out", "-o", help="Directory for the JSON and PNG plots."),
-    plan: bool = typer.Option(False, "--plan", help="kv-cache-wins: run llm-d's 73%-capacity benchmark on the planner instead of live."),
-    time_scale: float = typer.Option(0.1, "--time-scale", help="kv-cache-wins --plan: fraction of llm-d's ladder to simulate (1 = all of it)."),
+    plan: bool = typer.Option(
+        False, "--plan", help="kv-cache-wins: run llm-d's 73%-capacity benchmark on the planner instead of live."
+    ),
+    time_scale: float = typer.Option(
+        0.1, "--time-scale", help="kv-cache-wins --plan: fraction of llm-d's ladder to simulate (1 = all of it)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (progress goes to stderr)."),
 ) -> None:
     import json
@@ -46,12 +50,25 @@ def demo_command(
         raise fail(f"--time-scale: expected a fraction in (0, 1], got {time_scale}", 2)
     d = DEMOS[name]
     mode = "plan" if (plan or d.mode == "plan") else "live"
-    what = d.what if not (plan and name == "kv-cache-wins") else f"the planner (offline): llm-d's 73%-capacity benchmark, ladder x{time_scale:g}, four policies and three profiles"
+    what = (
+        d.what
+        if not (plan and name == "kv-cache-wins")
+        else f"the planner (offline): llm-d's 73%-capacity benchmark, ladder x{time_scale:g}, four policies and three profiles"
+    )
     minutes = d.minutes if not plan else max(1.0, 20 * time_scale)
-    err.print(f"[bold]{d.title}[/bold] ({mode}): runs {what}. About {minutes:g} minutes. Results in {out}/.", highlight=False)
+    err.print(
+        f"[bold]{d.title}[/bold] ({mode}): runs {what}. About {minutes:g} minutes. Results in {out}/.", highlight=False
+    )
     kw = {"plan": plan, "time_scale": time_scale} if name == "kv-cache-wins" else {}
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=as_json) as prog:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=as_json,
+        ) as prog:
             tasks: dict[str, int] = {}
 
             def cb(label: str, done: int, total: int) -> None:

@@ -51,8 +51,16 @@ class Demo:
     run: Callable[..., DemoResult]
 
 
-def _plan_compare(name: str, title: str, configs: dict[str, PlanConfig], workload: WorkloadSpec, stages: list[Stage],
-                  out: Path, progress: Progress | None, slo: SLO | None = None) -> DemoResult:
+def _plan_compare(
+    name: str,
+    title: str,
+    configs: dict[str, PlanConfig],
+    workload: WorkloadSpec,
+    stages: list[Stage],
+    out: Path,
+    progress: Progress | None,
+    slo: SLO | None = None,
+) -> DemoResult:
     reqs, arrivals = workload_and_arrivals(workload, stages)
     runs = {}
     for label, cfg in configs.items():
@@ -63,7 +71,10 @@ def _plan_compare(name: str, title: str, configs: dict[str, PlanConfig], workloa
     p = report.plot_stages(summaries, out / f"{name}_stages.png", title=title)
     if p:
         files.append(str(p))
-    notes = [f"{k}: {v.result.sim_s:.0f} simulated s in {v.result.wall_s:.1f} wall s ({v.result.speedup:.0f}x)" for k, v in runs.items()]
+    notes = [
+        f"{k}: {v.result.sim_s:.0f} simulated s in {v.result.wall_s:.1f} wall s ({v.result.speedup:.0f}x)"
+        for k, v in runs.items()
+    ]
     return DemoResult(name, "plan", title, summaries, ratios(summaries), files, notes)
 
 
@@ -72,7 +83,9 @@ def _plan_compare(name: str, title: str, configs: dict[str, PlanConfig], workloa
 KV_WINS_ROUTERS = (*POLICIES, *PROFILE_ROUTERS)
 
 
-def kv_cache_wins(out: Path, say: Say, progress: Progress | None = None, plan: bool = False, time_scale: float = 0.1) -> DemoResult:
+def kv_cache_wins(
+    out: Path, say: Say, progress: Progress | None = None, plan: bool = False, time_scale: float = 0.1
+) -> DemoResult:
     """Round-robin-like random vs load vs approximate vs precise (llm-d's benchmark configs), and the shipped
     profiles that add load terms (inference-scheduling, precise-prefix-cache, predicted-latency). Live: a
     4-pod stack whose KV caches hold ~1.4x the shared prefixes (so locality matters), the same shared-prefix
@@ -80,27 +93,60 @@ def kv_cache_wins(out: Path, say: Say, progress: Progress | None = None, plan: b
     of its ladder)."""
     if plan:
         routers = {p: profile_router(p, LLMD_73.pools[0].block_size) for p in PROFILE_ROUTERS}
-        doc = run_policies(LLMD_73, list(KV_WINS_ROUTERS), time_scale=time_scale, routers=routers,
-                           progress=(lambda n, now, d, t: progress(n, d, t)) if progress else None)
+        doc = run_policies(
+            LLMD_73,
+            list(KV_WINS_ROUTERS),
+            time_scale=time_scale,
+            routers=routers,
+            progress=(lambda n, now, d, t: progress(n, d, t)) if progress else None,
+        )
         summaries = doc["summaries"]
-        files = [str(report.plot_bars(summaries, out / "kv-cache-wins.png", title=f"llm-d 73% capacity, ladder x{time_scale:g}",
-                                      published=LLMD_73.published, source="llmdctl plan, virtual clock")),
-                 str(report.plot_stages(summaries, out / "kv-cache-wins_stages.png", title="llm-d 73% capacity"))]
-        notes = [f"{k}: {r['sim_s']:.0f} simulated s in {r['wall_s']:.1f} wall s ({r['sim_to_wall']:.0f}x)" for k, r in doc["runs"].items()]
-        return DemoResult("kv-cache-wins", "plan", LLMD_73.description, summaries, ratios(summaries), files, notes, LLMD_73.published)
+        files = [
+            str(
+                report.plot_bars(
+                    summaries,
+                    out / "kv-cache-wins.png",
+                    title=f"llm-d 73% capacity, ladder x{time_scale:g}",
+                    published=LLMD_73.published,
+                    source="llmdctl plan, virtual clock",
+                )
+            ),
+            str(report.plot_stages(summaries, out / "kv-cache-wins_stages.png", title="llm-d 73% capacity")),
+        ]
+        notes = [
+            f"{k}: {r['sim_s']:.0f} simulated s in {r['wall_s']:.1f} wall s ({r['sim_to_wall']:.0f}x)"
+            for k, r in doc["runs"].items()
+        ]
+        return DemoResult(
+            "kv-cache-wins", "plan", LLMD_73.description, summaries, ratios(summaries), files, notes, LLMD_73.published
+        )
     from llmdctl.bench.runner import BenchConfig, run_compare
 
     # 12 groups x 4000-token prefixes = 48k tokens = 75% of the 4 pods' 64k tokens of KV (llm-d's 73%):
     # no pod holds them all, so only routing that knows where each prefix lives keeps hitting.
-    wl = WorkloadSpec(kind="shared-prefix", num_groups=12, prompts_per_group=4, system_prompt_len=4000, question_len=128, output_len=16)
+    wl = WorkloadSpec(
+        kind="shared-prefix",
+        num_groups=12,
+        prompts_per_group=4,
+        system_prompt_len=4000,
+        question_len=128,
+        output_len=16,
+    )
     load = LoadSpec(kind="poisson", stages=[Stage(2.0, 10.0), Stage(4.0, 10.0), Stage(8.0, 10.0)], max_requests=400)
-    sets = ["pools.0.model_profile=Qwen3-32B", "pools.0.tensor_parallel_size=2", "pools.0.num_gpu_blocks=1000", "pools.0.max_num_seqs=32"]
+    sets = [
+        "pools.0.model_profile=Qwen3-32B",
+        "pools.0.tensor_parallel_size=2",
+        "pools.0.num_gpu_blocks=1000",
+        "pools.0.max_num_seqs=32",
+    ]
     with _live_stack("precise-prefix-cache", 4, sets, say) as url:
         cfg = BenchConfig(url=url, workload=wl, load=load, timeout_s=90, max_duration_s=150, slo=SLO(1.0, 0.1))
         doc = run_compare(cfg, list(KV_WINS_ROUTERS), progress)
     summaries = {n: r["summary"] for n, r in doc["runs"].items()}
     title = f"live: 4 sim pods (Qwen3-32B TP2 timing, 16k tokens of KV each), {wl.describe()}, Poisson 2->8 QPS"
-    files = [str(report.plot_bars(summaries, out / "kv-cache-wins.png", title=title, source="live stack, simulated pods"))]
+    files = [
+        str(report.plot_bars(summaries, out / "kv-cache-wins.png", title=title, source="live stack, simulated pods"))
+    ]
     p = report.plot_stages(summaries, out / "kv-cache-wins_stages.png", title=title)
     if p:
         files.append(str(p))
@@ -118,9 +164,21 @@ class _live_stack:
         from llmdctl.local import stack
         from llmdctl.local.ports import find_free_block
 
-        router, pods, events = find_free_block(18000, 1), find_free_block(18100, self.replicas * 2), find_free_block(18500, self.replicas * 2)
+        router, pods, events = (
+            find_free_block(18000, 1),
+            find_free_block(18100, self.replicas * 2),
+            find_free_block(18500, self.replicas * 2),
+        )
         self.say(f"starting {self.profile} ({self.replicas} pods) in {self.home} ...")
-        res = stack.up(self.profile, replicas=self.replicas, sets=self.sets, router_port=router, pod_port=pods, events_port=events, home=self.home)
+        res = stack.up(
+            self.profile,
+            replicas=self.replicas,
+            sets=self.sets,
+            router_port=router,
+            pod_port=pods,
+            events_port=events,
+            home=self.home,
+        )
         self.say(f"up in {res.seconds:.1f}s: router {res.state.router_url}")
         return res.state.router_url
 
@@ -130,70 +188,153 @@ class _live_stack:
         try:
             res = stack.down(home=self.home)
             left = getattr(res, "remaining_pids", None)
-            self.say(f"stopped the demo stack ({len(res.stopped)} processes)" + (f"; still running: pids {left}" if left else ""))
+            self.say(
+                f"stopped the demo stack ({len(res.stopped)} processes)"
+                + (f"; still running: pids {left}" if left else "")
+            )
         except Exception as exc:  # never lose the demo's results over a report line
-            self.say(f"stopping the demo stack: {type(exc).__name__}: {exc}; run `LLMDCTL_HOME={self.home} llmdctl down`")
+            self.say(
+                f"stopping the demo stack: {type(exc).__name__}: {exc}; run `LLMDCTL_HOME={self.home} llmdctl down`"
+            )
 
 
 # ---- pd ------------------------------------------------------------------------------------------------------
 
+
 def pd(out: Path, say: Say, progress: Progress | None = None) -> DemoResult:
     """Aggregated (4 pods doing both) vs disaggregated (2 prefill + 2 decode, KV over RDMA) on long prompts
     with long outputs: P/D trades a KV transfer on TTFT for decode steps free of prefill interference."""
-    pool = PoolPlan(name="pod", replicas=4, hardware="H100", model="Llama-3.1-70B", tp=4, block_size=16, max_num_seqs=128)
+    pool = PoolPlan(
+        name="pod", replicas=4, hardware="H100", model="Llama-3.1-70B", tp=4, block_size=16, max_num_seqs=128
+    )
     wl = WorkloadSpec(kind="random", input_len=6000, output_len=400, input_jitter=0.2)
     stages = [Stage(1.5, 30.0), Stage(3.0, 30.0), Stage(4.5, 30.0)]
     configs = {
         "aggregated 4x": PlanConfig([pool], policy_configs(16)["load"], "aggregated 4x"),
-        "P/D 2P+2D": PlanConfig([dataclasses.replace(pool, name="prefill", role="prefill", replicas=2),
-                                 dataclasses.replace(pool, name="decode", role="decode", replicas=2)], pd_router(16, 256), "P/D 2P+2D"),
-        "P/D 1P+3D": PlanConfig([dataclasses.replace(pool, name="prefill", role="prefill", replicas=1),
-                                 dataclasses.replace(pool, name="decode", role="decode", replicas=3)], pd_router(16, 256), "P/D 1P+3D"),
+        "P/D 2P+2D": PlanConfig(
+            [
+                dataclasses.replace(pool, name="prefill", role="prefill", replicas=2),
+                dataclasses.replace(pool, name="decode", role="decode", replicas=2),
+            ],
+            pd_router(16, 256),
+            "P/D 2P+2D",
+        ),
+        "P/D 1P+3D": PlanConfig(
+            [
+                dataclasses.replace(pool, name="prefill", role="prefill", replicas=1),
+                dataclasses.replace(pool, name="decode", role="decode", replicas=3),
+            ],
+            pd_router(16, 256),
+            "P/D 1P+3D",
+        ),
     }
-    return _plan_compare("pd", "P/D vs aggregated: Llama-3.1-70B TP4 on H100, 6000 -> 400 tokens, 1.5->4.5 QPS", configs, wl, stages, out, progress,
-                         SLO(2.0, 0.05))
+    return _plan_compare(
+        "pd",
+        "P/D vs aggregated: Llama-3.1-70B TP4 on H100, 6000 -> 400 tokens, 1.5->4.5 QPS",
+        configs,
+        wl,
+        stages,
+        out,
+        progress,
+        SLO(2.0, 0.05),
+    )
 
 
 # ---- wide-ep -------------------------------------------------------------------------------------------------
 
+
 def wide_ep(out: Path, say: Say, progress: Progress | None = None) -> DemoResult:
     """DeepSeek-R1 with wide expert parallelism: 16 data-parallel ranks (2 nodes x 8 H200) in one EP group;
     the router sees every rank as an endpoint. Rank-blind random vs per-rank load vs per-rank precise prefix."""
-    pool = PoolPlan(name="rank", replicas=16, hardware="H200", model="DeepSeek-R1", tp=1, ep=16, block_size=16, max_num_seqs=64)
-    wl = WorkloadSpec(kind="shared-prefix", num_groups=64, prompts_per_group=6, system_prompt_len=3000, question_len=300, output_len=200)
+    pool = PoolPlan(
+        name="rank", replicas=16, hardware="H200", model="DeepSeek-R1", tp=1, ep=16, block_size=16, max_num_seqs=64
+    )
+    wl = WorkloadSpec(
+        kind="shared-prefix",
+        num_groups=64,
+        prompts_per_group=6,
+        system_prompt_len=3000,
+        question_len=300,
+        output_len=200,
+    )
     stages = [Stage(8.0, 20.0), Stage(16.0, 20.0), Stage(24.0, 20.0)]
     pol = policy_configs(16)
     configs = {k: PlanConfig([pool], pol[k], k, network="rdma-400g") for k in ("random", "load", "precise")}
-    return _plan_compare("wide-ep", "wide EP: DeepSeek-R1, 16 DP ranks x 1 H200 (EP16, 2 nodes), per-rank routing", configs, wl, stages, out, progress)
+    return _plan_compare(
+        "wide-ep",
+        "wide EP: DeepSeek-R1, 16 DP ranks x 1 H200 (EP16, 2 nodes), per-rank routing",
+        configs,
+        wl,
+        stages,
+        out,
+        progress,
+    )
 
 
 # ---- kv-offload ----------------------------------------------------------------------------------------------
 
+
 def kv_offload(out: Path, say: Say, progress: Progress | None = None) -> DemoResult:
     """Multi-turn sessions whose histories outgrow GPU KV: without a CPU tier evicted history is recomputed;
     with one it is loaded back over PCIe. Same 4 pods, same precise router."""
-    pool = PoolPlan(name="pod", replicas=4, hardware="H100", model="Llama-3.1-8B", tp=1, block_size=16, num_gpu_blocks=2500, max_num_seqs=64)
-    wl = WorkloadSpec(kind="multi-turn", num_sessions=48, turns=6, system_prompt_len=2000, question_len=300, output_len=150)
+    pool = PoolPlan(
+        name="pod",
+        replicas=4,
+        hardware="H100",
+        model="Llama-3.1-8B",
+        tp=1,
+        block_size=16,
+        num_gpu_blocks=2500,
+        max_num_seqs=64,
+    )
+    wl = WorkloadSpec(
+        kind="multi-turn", num_sessions=48, turns=6, system_prompt_len=2000, question_len=300, output_len=150
+    )
     stages = [Stage(6.0, 60.0)]
     pol = policy_configs(16)["precise"]
     configs = {
         "GPU only": PlanConfig([pool], pol, "GPU only"),
         "GPU + CPU tier": PlanConfig([dataclasses.replace(pool, cpu_blocks=40_000)], pol, "GPU + CPU tier"),
     }
-    return _plan_compare("kv-offload", "KV offload: 48 chat sessions x 6 turns on 4 x H100 (2500 GPU blocks each)", configs, wl, stages, out, progress)
+    return _plan_compare(
+        "kv-offload",
+        "KV offload: 48 chat sessions x 6 turns on 4 x H100 (2500 GPU blocks each)",
+        configs,
+        wl,
+        stages,
+        out,
+        progress,
+    )
 
 
 # ---- semantic-kv ---------------------------------------------------------------------------------------------
 
 # Enough agents and long enough scratchpads that the pods' lower tiers fill: the typed policies act where
 # blocks leave the GPU (never offloading finished scratchpads, pinning the system prompt in CPU memory).
-SEMANTIC_KV_WORKLOAD = WorkloadSpec(kind="agentic", num_sessions=12, turns=4, branches=4, system_prompt_len=1500, tool_defs_len=800,
-                                    question_len=300, reasoning_len=480, output_len=32)
+SEMANTIC_KV_WORKLOAD = WorkloadSpec(
+    kind="agentic",
+    num_sessions=12,
+    turns=4,
+    branches=4,
+    system_prompt_len=1500,
+    tool_defs_len=800,
+    question_len=300,
+    reasoning_len=480,
+    output_len=32,
+)
 
 
-def semantic_kv(out: Path, say: Say, progress: Progress | None = None, gpu_blocks: int = 400, cpu_blocks: int = 600,
-                fs_mb: int = 2, workload: WorkloadSpec = SEMANTIC_KV_WORKLOAD, max_requests: int = 300,
-                typed_first: bool = False) -> DemoResult:
+def semantic_kv(
+    out: Path,
+    say: Say,
+    progress: Progress | None = None,
+    gpu_blocks: int = 400,
+    cpu_blocks: int = 600,
+    fs_mb: int = 2,
+    workload: WorkloadSpec = SEMANTIC_KV_WORKLOAD,
+    max_requests: int = 300,
+    typed_first: bool = False,
+) -> DemoResult:
     """Agentic workload (shared system prompt + tools, ReAct steps, tree-of-thought branches) live on two
     stacks with the same tiers: blind LRU (kv-offload) vs typed policies (semantic-kv: pin system prompts,
     replicate tools, evict reasoning branches eagerly).
@@ -208,42 +349,79 @@ def semantic_kv(out: Path, say: Say, progress: Progress | None = None, gpu_block
     load = LoadSpec(kind="concurrency", concurrency=6, max_requests=max_requests)
     summaries: dict[str, dict[str, Any]] = {}
     # Same GPU, CPU and filesystem capacity on both stacks, so what differs is the eviction policy.
-    sets = [f"pools.0.num_gpu_blocks={gpu_blocks}", f"kv_tiers.cpu_blocks={cpu_blocks}", f"kv_tiers.filesystem.capacity_mb={fs_mb}",
-            "pools.0.model_profile=Qwen3-32B", "pools.0.tensor_parallel_size=2"]
+    sets = [
+        f"pools.0.num_gpu_blocks={gpu_blocks}",
+        f"kv_tiers.cpu_blocks={cpu_blocks}",
+        f"kv_tiers.filesystem.capacity_mb={fs_mb}",
+        "pools.0.model_profile=Qwen3-32B",
+        "pools.0.tensor_parallel_size=2",
+    ]
     stacks = [("blind LRU (kv-offload)", "kv-offload"), ("typed (semantic-kv)", "semantic-kv")]
     for label, profile in reversed(stacks) if typed_first else stacks:  # a sweep alternates the order
         with _live_stack(profile, 2, sets, say) as url:
             cb = (lambda d, t, n=label: progress(n, d, t)) if progress else None
             cfg = BenchConfig(url=url, workload=workload, load=load, mode="chat", timeout_s=60, max_duration_s=180)
             summaries[label] = run_bench(cfg, cb)["summary"]
-    title = f"live: {workload.describe()}, chat, 2 pods x {gpu_blocks} GPU + {cpu_blocks} CPU blocks + {fs_mb} MB shared FS"
+    title = (
+        f"live: {workload.describe()}, chat, 2 pods x {gpu_blocks} GPU + {cpu_blocks} CPU blocks + {fs_mb} MB shared FS"
+    )
     summaries = {label: summaries[label] for label, _ in stacks}
-    files = [str(report.plot_bars(summaries, out / "semantic-kv.png", title=title, source="live stack, simulated pods"))]
+    files = [
+        str(report.plot_bars(summaries, out / "semantic-kv.png", title=title, source="live stack, simulated pods"))
+    ]
     return DemoResult("semantic-kv", "live", title, summaries, ratios(summaries), files)
 
 
 DEMOS: dict[str, Demo] = {
     d.name: d
     for d in (
-        Demo("kv-cache-wins", "KV-cache wins you can see",
-             "a live 4-pod stack (precise-prefix-cache profile, sim pods with Qwen3-32B TP2 timing and small KV caches); "
-             "the same shared-prefix workload (12 groups x 4 prompts, 4000-token system prompts = 75% of the pods' KV, Poisson 2 -> 8 QPS) against "
-             "round-robin-like random, load, approximate and precise routing and the inference-scheduling, precise-prefix-cache and "
-             "predicted-latency profiles' routers, switched live; --plan runs llm-d's 73%-capacity benchmark on the planner instead",
-             4.5, "live", kv_cache_wins),
-        Demo("pd", "Prefill/decode disaggregation",
-             "the planner (offline): Llama-3.1-70B TP4 on H100, 6000-token prompts -> 400 tokens at 1.5 -> 4.5 QPS; aggregated 4 pods vs "
-             "P/D 2P+2D and 1P+3D (KV transfer over RDMA 200G)", 2.0, "plan", pd),
-        Demo("wide-ep", "Wide expert parallelism",
-             "the planner (offline): DeepSeek-R1 on 16 H200 data-parallel ranks in one EP16 group; rank-blind random vs per-rank load "
-             "vs per-rank precise prefix routing on a shared-prefix workload", 2.0, "plan", wide_ep),
-        Demo("kv-offload", "Tiered KV offloading",
-             "the planner (offline): 48 multi-turn chat sessions on 4 H100 pods with small GPU KV caches; GPU-only vs GPU + CPU tier", 1.5,
-             "plan", kv_offload),
-        Demo("semantic-kv", "Typed (semantic) KV for agents",
-             "two live 2-pod stacks in turn (kv-offload's blind LRU tiers, semantic-kv's typed policies; 400 GPU + 600 CPU blocks "
-             "per pod, 2 MB shared filesystem); an agentic workload (12 agents x 4 ReAct steps x 4 tree-of-thought branches, shared "
-             "system prompt + tools) sent as chat, so the pods type their blocks from the messages", 2.5, "live", semantic_kv),
+        Demo(
+            "kv-cache-wins",
+            "KV-cache wins you can see",
+            "a live 4-pod stack (precise-prefix-cache profile, sim pods with Qwen3-32B TP2 timing and small KV caches); "
+            "the same shared-prefix workload (12 groups x 4 prompts, 4000-token system prompts = 75% of the pods' KV, Poisson 2 -> 8 QPS) against "
+            "round-robin-like random, load, approximate and precise routing and the inference-scheduling, precise-prefix-cache and "
+            "predicted-latency profiles' routers, switched live; --plan runs llm-d's 73%-capacity benchmark on the planner instead",
+            4.5,
+            "live",
+            kv_cache_wins,
+        ),
+        Demo(
+            "pd",
+            "Prefill/decode disaggregation",
+            "the planner (offline): Llama-3.1-70B TP4 on H100, 6000-token prompts -> 400 tokens at 1.5 -> 4.5 QPS; aggregated 4 pods vs "
+            "P/D 2P+2D and 1P+3D (KV transfer over RDMA 200G)",
+            2.0,
+            "plan",
+            pd,
+        ),
+        Demo(
+            "wide-ep",
+            "Wide expert parallelism",
+            "the planner (offline): DeepSeek-R1 on 16 H200 data-parallel ranks in one EP16 group; rank-blind random vs per-rank load "
+            "vs per-rank precise prefix routing on a shared-prefix workload",
+            2.0,
+            "plan",
+            wide_ep,
+        ),
+        Demo(
+            "kv-offload",
+            "Tiered KV offloading",
+            "the planner (offline): 48 multi-turn chat sessions on 4 H100 pods with small GPU KV caches; GPU-only vs GPU + CPU tier",
+            1.5,
+            "plan",
+            kv_offload,
+        ),
+        Demo(
+            "semantic-kv",
+            "Typed (semantic) KV for agents",
+            "two live 2-pod stacks in turn (kv-offload's blind LRU tiers, semantic-kv's typed policies; 400 GPU + 600 CPU blocks "
+            "per pod, 2 MB shared filesystem); an agentic workload (12 agents x 4 ReAct steps x 4 tree-of-thought branches, shared "
+            "system prompt + tools) sent as chat, so the pods type their blocks from the messages",
+            2.5,
+            "live",
+            semantic_kv,
+        ),
     )
 }
 

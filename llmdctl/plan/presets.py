@@ -24,12 +24,17 @@ def _epp(plugins: list[dict[str, Any]], refs: list[tuple[str, float | None]]) ->
         "kind": "EndpointPickerConfig",
         "plugins": plugins + [{"type": "single-profile-handler"}],
         "schedulingProfiles": [
-            {"name": "default", "plugins": [{"pluginRef": r, **({"weight": w} if w is not None else {})} for r, w in refs]}
+            {
+                "name": "default",
+                "plugins": [{"pluginRef": r, **({"weight": w} if w is not None else {})} for r, w in refs],
+            }
         ],
     }
 
 
-def policy_configs(block_size: int = 64, approx_block_tokens: int = 16, approx_capacity: int = 31250) -> dict[str, dict[str, Any]]:
+def policy_configs(
+    block_size: int = 64, approx_block_tokens: int = 16, approx_capacity: int = 31250
+) -> dict[str, dict[str, Any]]:
     """The four schedulers of llm-d's benchmark. The approximate scorer hashes 16-token blocks and assumes
     31,250 blocks per pod (llm-d's 64-character blocks ~ 16 tokens, its lruCapacityPerServer): ~500k tokens
     per pod, more than a pod holds — the over-estimate that makes it route to evicted prefixes."""
@@ -43,21 +48,40 @@ def policy_configs(block_size: int = 64, approx_block_tokens: int = 16, approx_c
             [
                 {"type": "queue-scorer"},
                 {"type": "kv-cache-utilization-scorer"},
-                {"type": "prefix-cache-scorer", "parameters": {
-                    "blockSizeTokens": approx_block_tokens, "maxPrefixBlocksToMatch": 1024,
-                    "lruCapacityPerServer": approx_capacity, "autoTune": False}},
+                {
+                    "type": "prefix-cache-scorer",
+                    "parameters": {
+                        "blockSizeTokens": approx_block_tokens,
+                        "maxPrefixBlocksToMatch": 1024,
+                        "lruCapacityPerServer": approx_capacity,
+                        "autoTune": False,
+                    },
+                },
                 {"type": "max-score-picker"},
             ],
-            [("kv-cache-utilization-scorer", 1), ("queue-scorer", 1), ("prefix-cache-scorer", 1), ("max-score-picker", None)],
+            [
+                ("kv-cache-utilization-scorer", 1),
+                ("queue-scorer", 1),
+                ("prefix-cache-scorer", 1),
+                ("max-score-picker", None),
+            ],
         ),
         "precise": _epp(
             [
-                {"type": "precise-prefix-cache-scorer", "parameters": {"tokenProcessorConfig": {"blockSize": block_size}}},
+                {
+                    "type": "precise-prefix-cache-scorer",
+                    "parameters": {"tokenProcessorConfig": {"blockSize": block_size}},
+                },
                 {"type": "kv-cache-utilization-scorer"},
                 {"type": "queue-scorer"},
                 {"type": "max-score-picker"},
             ],
-            [("precise-prefix-cache-scorer", 3), ("kv-cache-utilization-scorer", 2), ("queue-scorer", 2), ("max-score-picker", None)],
+            [
+                ("precise-prefix-cache-scorer", 3),
+                ("kv-cache-utilization-scorer", 2),
+                ("queue-scorer", 2),
+                ("max-score-picker", None),
+            ],
         ),
     }
 
@@ -101,10 +125,28 @@ class Scenario:
 LLMD_73 = Scenario(
     name="llmd-73",
     description="llm-d 73%-capacity: 8 pods Qwen3-32B on 2xH100 (TP2), shared-prefix 150x5, 6000+1200 -> 1000 tokens, Poisson 15 warm-up then 3->60 QPS",
-    pools=[PoolPlan(name="qwen", replicas=8, hardware="H100", model="Qwen3-32B", tp=2, block_size=64,
-                    num_gpu_blocks=307_328 // 64, max_num_seqs=256, max_num_batched_tokens=8192, max_model_len=16384)],
-    workload=WorkloadSpec(kind="shared-prefix", num_groups=150, prompts_per_group=5, system_prompt_len=6000,
-                          question_len=1200, output_len=1000),
+    pools=[
+        PoolPlan(
+            name="qwen",
+            replicas=8,
+            hardware="H100",
+            model="Qwen3-32B",
+            tp=2,
+            block_size=64,
+            num_gpu_blocks=307_328 // 64,
+            max_num_seqs=256,
+            max_num_batched_tokens=8192,
+            max_model_len=16384,
+        )
+    ],
+    workload=WorkloadSpec(
+        kind="shared-prefix",
+        num_groups=150,
+        prompts_per_group=5,
+        system_prompt_len=6000,
+        question_len=1200,
+        output_len=1000,
+    ),
     stages=[Stage(float(r), float(d)) for r, d in LLMD_73_LADDER],
     published={
         "precise": {"ttft_p90_s": 0.542, "ttft_mean_s": 0.298, "output_tok_s": 8730.0},
@@ -120,9 +162,26 @@ LLMD_73 = Scenario(
 SMALL = Scenario(
     name="small",
     description="4 pods Llama-3.1-8B on 1xH100 with a small KV cache, shared-prefix 24x4, 1024+128 -> 64 tokens, Poisson 4->16 QPS",
-    pools=[PoolPlan(name="pod", replicas=4, hardware="H100", model="Llama-3.1-8B", tp=1, block_size=16,
-                    num_gpu_blocks=1200, max_num_seqs=64)],
-    workload=WorkloadSpec(kind="shared-prefix", num_groups=24, prompts_per_group=4, system_prompt_len=1024, question_len=128, output_len=64),
+    pools=[
+        PoolPlan(
+            name="pod",
+            replicas=4,
+            hardware="H100",
+            model="Llama-3.1-8B",
+            tp=1,
+            block_size=16,
+            num_gpu_blocks=1200,
+            max_num_seqs=64,
+        )
+    ],
+    workload=WorkloadSpec(
+        kind="shared-prefix",
+        num_groups=24,
+        prompts_per_group=4,
+        system_prompt_len=1024,
+        question_len=128,
+        output_len=64,
+    ),
     stages=[Stage(4.0, 10.0), Stage(8.0, 10.0), Stage(16.0, 10.0)],
     published={},
 )

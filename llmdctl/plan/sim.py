@@ -31,10 +31,10 @@ from kvtiers.kvevents import KVEventBatch
 from llmdctl.bench.metrics import ERROR, OK, TIMEOUT, RequestRecord
 from llmdctl.bench.workloads import BenchRequest, SessionTracker
 from router_lite.config import SchedulerConfig, load_config
-from router_lite.prefix import PrecisePrefixIndex, PrefixIndexes
-from router_lite.scheduler import Scheduler
 from router_lite.director import Director, Flow, NoEndpoint, Shed
 from router_lite.failures import Failure, FailureKind
+from router_lite.prefix import PrecisePrefixIndex, PrefixIndexes
+from router_lite.scheduler import Scheduler
 from router_lite.tokenization import request_preparer
 from router_lite.types import BLOCK_DIGESTS, ROLE_LABEL, Endpoint, EndpointMetrics, LLMRequest
 from sim_gpu.clock import VirtualClock
@@ -176,7 +176,11 @@ def build_pods(cfg: PlanConfig) -> list[_Pod]:
                 from kvtiers.store import CostModel, MemoryTier, TieredStore
 
                 block_bytes = int(lat.kv_bytes_per_token_per_gpu() * pool.block_size)
-                store = TieredStore([MemoryTier("CPU", pool.cpu_blocks)], CostModel(block_bytes=block_bytes, pcie_gbps=cfg.pcie_gbps), block_size=pool.block_size)
+                store = TieredStore(
+                    [MemoryTier("CPU", pool.cpu_blocks)],
+                    CostModel(block_bytes=block_bytes, pcie_gbps=cfg.pcie_gbps),
+                    block_size=pool.block_size,
+                )
                 pod.tiers = attach_tiers(eng, store)
             pods.append(pod)
             port += 1
@@ -215,8 +219,17 @@ def simulate(
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
     try:
-        return _simulate(cfg, requests, arrivals, max_sim_s=max_sim_s, max_wall_s=max_wall_s, progress=progress,
-                         model_name=model_name, max_in_flight=max_in_flight, drive=drive)
+        return _simulate(
+            cfg,
+            requests,
+            arrivals,
+            max_sim_s=max_sim_s,
+            max_wall_s=max_wall_s,
+            progress=progress,
+            model_name=model_name,
+            max_in_flight=max_in_flight,
+            drive=drive,
+        )
     finally:
         gc.set_threshold(*thresholds)
         if frozen_before == 0:
@@ -225,8 +238,9 @@ def simulate(
 
 def _fast_ok(cfg: PlanConfig, requests: list[BenchRequest], max_in_flight: int | None) -> bool:
     """Whether no finish can create work (P/D hand-off, a session's next turn, a freed client slot)."""
-    return (max_in_flight is None and all(p.role == "both" for p in cfg.pools)
-            and all(r.session is None for r in requests))
+    return (
+        max_in_flight is None and all(p.role == "both" for p in cfg.pools) and all(r.session is None for r in requests)
+    )
 
 
 def _simulate(
@@ -241,8 +255,16 @@ def _simulate(
     max_in_flight: int | None = None,
     drive: str = "auto",
 ) -> PlanResult:
-    run = _PlanRun(cfg, requests, arrivals, max_sim_s=max_sim_s, max_wall_s=max_wall_s, progress=progress,
-                   model_name=model_name, max_in_flight=max_in_flight)
+    run = _PlanRun(
+        cfg,
+        requests,
+        arrivals,
+        max_sim_s=max_sim_s,
+        max_wall_s=max_wall_s,
+        progress=progress,
+        model_name=model_name,
+        max_in_flight=max_in_flight,
+    )
     if drive == "fast" or (drive == "auto" and _fast_ok(cfg, requests, max_in_flight)):
         run.drive_fast()
     run.drive_steps()
@@ -261,9 +283,18 @@ class _PlanRun:
     arrival and delivers what they produced (KV events, finishes) at its own simulated time.
     """
 
-    def __init__(self, cfg: PlanConfig, requests: list[BenchRequest], arrivals: list[tuple[float, int]], *,
-                 max_sim_s: float, max_wall_s: float, progress: Callable[[float, int, int], None] | None,
-                 model_name: str, max_in_flight: int | None) -> None:
+    def __init__(
+        self,
+        cfg: PlanConfig,
+        requests: list[BenchRequest],
+        arrivals: list[tuple[float, int]],
+        *,
+        max_sim_s: float,
+        max_wall_s: float,
+        progress: Callable[[float, int, int], None] | None,
+        model_name: str,
+        max_in_flight: int | None,
+    ) -> None:
         self.t_wall0 = time.perf_counter()
         self.t_cpu0 = time.process_time()
         self.cfg, self.requests, self.arrivals = cfg, requests, arrivals
@@ -339,13 +370,26 @@ class _PlanRun:
         if flow.prefill is not None:
             pf = self.by_key[flow.prefill.key]
             lv.phase, lv.pod, lv.decode_pod = 1, pf, decode
-            ereq = EngineRequest(req.request_id, prompt, 1, ignore_eos=True, arrival_time=now, prefill_only=True,
-                                 prompt_block_hashes=_prompt_digests(pf, llm))
+            ereq = EngineRequest(
+                req.request_id,
+                prompt,
+                1,
+                ignore_eos=True,
+                arrival_time=now,
+                prefill_only=True,
+                prompt_block_hashes=_prompt_digests(pf, llm),
+            )
             ok = self.submit(lv, pf, now, ereq)
         else:
             lv.pod = decode
-            ereq = EngineRequest(req.request_id, prompt, req.max_tokens, ignore_eos=True, arrival_time=now,
-                                 prompt_block_hashes=_prompt_digests(decode, llm))
+            ereq = EngineRequest(
+                req.request_id,
+                prompt,
+                req.max_tokens,
+                ignore_eos=True,
+                arrival_time=now,
+                prompt_block_hashes=_prompt_digests(decode, llm),
+            )
             ok = self.submit(lv, decode, now, ereq)
             if ok:
                 self.director.dispatched(flow)
@@ -372,7 +416,9 @@ class _PlanRun:
         self.director.prefill_done(lv.flow)
         lv.phase, lv.pod = 0, lv.decode_pod
         rp = RemotePrefill(num_tokens=len(lv.prompt), remote_block_hashes=out.block_hashes, remote_tp=pod.pool.tp)
-        ereq = EngineRequest(lv.req.request_id, lv.prompt, lv.req.max_tokens, ignore_eos=True, arrival_time=now, remote_prefill=rp)
+        ereq = EngineRequest(
+            lv.req.request_id, lv.prompt, lv.req.max_tokens, ignore_eos=True, arrival_time=now, remote_prefill=rp
+        )
         if self.submit(lv, lv.decode_pod, now, ereq):
             self.director.dispatched(lv.flow)
         else:
@@ -580,8 +626,16 @@ class _PlanRun:
             lv.rec.status = TIMEOUT
             lv.rec.error = self.truncated or "did not finish"
         for j in self.client_queue:  # never sent: the client was still waiting for a slot
-            self.records.append(RequestRecord(self.requests[j].request_id, stage=self.arrivals[j][1], sent=self.arrivals[j][0],
-                                              status=TIMEOUT, error=self.truncated or "never sent", finished=end))
+            self.records.append(
+                RequestRecord(
+                    self.requests[j].request_id,
+                    stage=self.arrivals[j][1],
+                    sent=self.arrivals[j][0],
+                    status=TIMEOUT,
+                    error=self.truncated or "never sent",
+                    finished=end,
+                )
+            )
         stats = [p.engine.stats() for p in self.pods]
         queries = sum(s.prefix_cache_queries_tokens for s in stats)
         hits = sum(s.prefix_cache_hits_tokens for s in stats)

@@ -14,15 +14,23 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import ModalScreen
 from textual.message import Message
+from textual.screen import ModalScreen
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
 from llmdctl.tui.model import FeedRow, Model, short_scorer
 
-COLUMNS = (("time", 8), ("request", 20), ("tokens", 6), ("pod", 24), ("prefix blk (alt)", 16), ("scores (weighted)", 0), ("sched", 9))
+COLUMNS = (
+    ("time", 8),
+    ("request", 20),
+    ("tokens", 6),
+    ("pod", 24),
+    ("prefix blk (alt)", 16),
+    ("scores (weighted)", 0),
+    ("sched", 9),
+)
 ABBREV = {
     "precise-prefix-cache": "prefix*",
     "prefix-cache": "prefix",
@@ -41,7 +49,14 @@ ABBREV = {
 _PLAIN = Style()
 _BOLD = Style(bold=True)
 _DIM = Style(dim=True)
-_STYLES = {"green": Style(color="green"), "red": Style(color="red", bold=True), "dim": _DIM, "magenta": Style(color="magenta"), "bold": _BOLD, "": _PLAIN}
+_STYLES = {
+    "green": Style(color="green"),
+    "red": Style(color="red", bold=True),
+    "dim": _DIM,
+    "magenta": Style(color="magenta"),
+    "bold": _BOLD,
+    "": _PLAIN,
+}
 _HEADER = Style(bold=True, color="bright_white")
 _ZEBRA = Style(bgcolor="grey11")
 _CURSOR = Style(bgcolor="dodger_blue3", color="white", bold=True)
@@ -221,7 +236,11 @@ class FeedPanel(Widget, can_focus=True):
             self._lines.clear()
         widths = _widths(width)
         if y == 0:
-            return _strip([[(name, "")] for name, _ in COLUMNS], widths).apply_style(_HEADER).crop_extend(0, width, _HEADER)
+            return (
+                _strip([[(name, "")] for name, _ in COLUMNS], widths)
+                .apply_style(_HEADER)
+                .crop_extend(0, width, _HEADER)
+            )
         height = self.size.height
         first = max(0, self._cursor - (height - 2)) if height > 1 else 0  # keep the cursor on screen
         i = first + y - 1
@@ -257,31 +276,55 @@ def decision_detail(row: FeedRow, model: Model) -> Group:
     head.add_column(style="bold cyan")
     head.add_column()
     head.add_row("request", row.request_id)
-    head.add_row("time", time.strftime("%H:%M:%S", time.localtime(row.ts)) + f"  ·  scheduling {row.scheduling_ms:.3f} ms")
-    head.add_row("model", f"{d.get('model')}" + (f" → {d.get('target_model')}" if d.get("target_model") not in (None, d.get("model")) else ""))
+    head.add_row(
+        "time", time.strftime("%H:%M:%S", time.localtime(row.ts)) + f"  ·  scheduling {row.scheduling_ms:.3f} ms"
+    )
+    head.add_row(
+        "model",
+        f"{d.get('model')}"
+        + (f" → {d.get('target_model')}" if d.get("target_model") not in (None, d.get("model")) else ""),
+    )
     head.add_row("prompt", f"{row.prompt_tokens} tokens  ·  priority {d.get('priority', 0)}")
     chosen = d.get("chosen") or {}
-    head.add_row("chosen", f"decode {model.pod_name(chosen.get('decode'))}" + (f"  ·  prefill {model.pod_name(chosen.get('prefill'))}" if chosen.get("prefill") else ""))
-    head.add_row("served by", f"{model.pod_name(row.served_by)}  ·  HTTP {row.status}" + (f"  ·  {d.get('retries')} retries" if d.get("retries") else ""))
+    head.add_row(
+        "chosen",
+        f"decode {model.pod_name(chosen.get('decode'))}"
+        + (f"  ·  prefill {model.pod_name(chosen.get('prefill'))}" if chosen.get("prefill") else ""),
+    )
+    head.add_row(
+        "served by",
+        f"{model.pod_name(row.served_by)}  ·  HTTP {row.status}"
+        + (f"  ·  {d.get('retries')} retries" if d.get("retries") else ""),
+    )
     if row.matched is not None:
-        head.add_row("prefix", f"{row.matched} blocks on the chosen pod; best other: {row.best_alt} on {model.pod_name(row.best_alt_endpoint)}")
+        head.add_row(
+            "prefix",
+            f"{row.matched} blocks on the chosen pod; best other: {row.best_alt} on {model.pod_name(row.best_alt_endpoint)}",
+        )
     if d.get("pd"):
         head.add_row("P/D", json.dumps(d["pd"]))
     if row.reason:
         head.add_row("reason", row.reason)
     attempts = d.get("attempts") or []
     if len(attempts) > 1:
-        head.add_row("attempts", ", ".join(f"{model.pod_name(a.get('endpoint'))}: {a.get('outcome')}" for a in attempts))
+        head.add_row(
+            "attempts", ", ".join(f"{model.pod_name(a.get('endpoint'))}: {a.get('outcome')}" for a in attempts)
+        )
     for name, err in model.prediction_errors().items():
         if (err["ttft"] or {}).get("n"):
-            head.add_row("prediction error", f"{name}: TTFT {_err_cell(err['ttft'])}  ·  TPOT {_err_cell(err['tpot'])}  (|pred-actual|/actual after warm-up)")
+            head.add_row(
+                "prediction error",
+                f"{name}: TTFT {_err_cell(err['ttft'])}  ·  TPOT {_err_cell(err['tpot'])}  (|pred-actual|/actual after warm-up)",
+            )
     parts: list[Any] = [head]
     by_profile: dict[str, list[dict[str, Any]]] = {}
     for c in d.get("candidates") or []:
         by_profile.setdefault(str(c.get("profile", "default")), []).append(c)
     for profile, cands in by_profile.items():
         picked = {chosen.get("decode"), chosen.get("prefill"), row.served_by}
-        t = Table(title=f"profile {profile}: {len(cands)} candidates", title_justify="left", show_lines=False, expand=False)
+        t = Table(
+            title=f"profile {profile}: {len(cands)} candidates", title_justify="left", show_lines=False, expand=False
+        )
         t.add_column("", style="bold")
         for c in cands:
             ep = c.get("endpoint")
@@ -289,7 +332,7 @@ def decision_detail(row: FeedRow, model: Model) -> Group:
             t.add_column(f"{model.pod_name(ep)}{mark}", justify="right", style="bold green" if mark else None)
         scorers: list[str] = []
         for c in cands:
-            for s in (c.get("scores") or {}):
+            for s in c.get("scores") or {}:
                 if s not in scorers:
                     scorers.append(s)
         for s in scorers:
@@ -309,8 +352,10 @@ def decision_detail(row: FeedRow, model: Model) -> Group:
             t.add_row("predicted TTFT", *(_predicted_cell(c.get("predicted")) for c in cands))
             outcome = model.prediction_outcome(str(d.get("request_id")))
             if outcome is not None:  # what really happened on the pod that served it
-                t.add_row("actual TTFT / TPOT", *(_actual_cell(outcome) if c.get("endpoint") == outcome.get("endpoint") else ""
-                                                  for c in cands))
+                t.add_row(
+                    "actual TTFT / TPOT",
+                    *(_actual_cell(outcome) if c.get("endpoint") == outcome.get("endpoint") else "" for c in cands),
+                )
         t.add_row("role", *(str(c.get("role", "")) for c in cands))
         parts.append(Text(""))
         parts.append(t)

@@ -59,7 +59,9 @@ class FeedRow:
         return tuple(p for p in (self.decode, self.prefill, self.served_by) if p)
 
 
-def _chosen_candidate(cands: list[dict[str, Any]], endpoint: str | None, prefer_profile: str | None) -> dict[str, Any] | None:
+def _chosen_candidate(
+    cands: list[dict[str, Any]], endpoint: str | None, prefer_profile: str | None
+) -> dict[str, Any] | None:
     best = None
     for c in cands:
         if c.get("endpoint") != endpoint:
@@ -86,7 +88,9 @@ def decision_row(d: dict[str, Any]) -> FeedRow:
     if pick is not None:
         profile = pick.get("profile")
         peers = [c for c in cands if c.get("profile") == profile]
-        has_prefix = any("prefix" in s for s in (pick.get("scores") or {})) or any(c.get("prefix_match_blocks") for c in peers)
+        has_prefix = any("prefix" in s for s in (pick.get("scores") or {})) or any(
+            c.get("prefix_match_blocks") for c in peers
+        )
         if has_prefix:
             matched = int(pick.get("prefix_match_blocks") or 0)
             others = [c for c in peers if c.get("endpoint") != served]
@@ -154,8 +158,15 @@ def _pod_figures(samples: list[promtext.Sample]) -> dict[str, Any]:
         tiers.setdefault(medium.upper(), {})["occupancy"] = v
     buckets: dict[float, float] = {}
     promtext.add_buckets(buckets, samples, POD_TTFT)
-    return {"running": f.running or 0.0, "waiting": f.waiting or 0.0, "kv": f.kv_cache_usage,
-            "queries": f.prefix_queries or 0.0, "hits": f.prefix_hits or 0.0, "tiers": tiers, "ttft": buckets}
+    return {
+        "running": f.running or 0.0,
+        "waiting": f.waiting or 0.0,
+        "kv": f.kv_cache_usage,
+        "queries": f.prefix_queries or 0.0,
+        "hits": f.prefix_hits or 0.0,
+        "tiers": tiers,
+        "ttft": buckets,
+    }
 
 
 def _delta(now: float, before: float) -> float:
@@ -396,7 +407,10 @@ class Model:
         out = {}
         for name, stats in (self.router.get("predictors") or {}).items():
             if isinstance(stats, dict) and "ttft_error_after_warmup" in stats:
-                out[name] = {"ttft": stats.get("ttft_error_after_warmup") or {}, "tpot": stats.get("tpot_error_after_warmup") or {}}
+                out[name] = {
+                    "ttft": stats.get("ttft_error_after_warmup") or {},
+                    "tpot": stats.get("tpot_error_after_warmup") or {},
+                }
         return out
 
     def clear_pods(self) -> None:

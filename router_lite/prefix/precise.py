@@ -78,7 +78,9 @@ class PrecisePrefixIndex:
 
     # ---- weights -------------------------------------------------------------------------------------
 
-    def configure(self, tier_weights: dict[str, float], speculative_ttl_s: float | None, shared_media: Iterable[str]) -> None:
+    def configure(
+        self, tier_weights: dict[str, float], speculative_ttl_s: float | None, shared_media: Iterable[str]
+    ) -> None:
         """Apply a config's index settings over the defaults this index was built with: a config swap never
         inherits the weights or sharing of the config before it."""
         weights, media, ttl = self._defaults
@@ -320,7 +322,9 @@ class PrecisePrefixIndex:
                 out[k] = (c, float(sum(map(itemgetter(k), entries[:c]))))
             return out
 
-    def _match_shared(self, block_hashes: list[BlockHash], n: int, endpoints: Iterable[str] | None) -> dict[str, tuple[int, float]]:
+    def _match_shared(
+        self, block_hashes: list[BlockHash], n: int, endpoints: Iterable[str] | None
+    ) -> dict[str, tuple[int, float]]:
         """The general walk, used when a shared tier exists: shared blocks count for every endpoint."""
         idx = self._idx
         first = idx.get(block_hashes[0])
@@ -357,7 +361,9 @@ class PrecisePrefixIndex:
             out[k] = (i, sc)
         return out
 
-    def prefix_media(self, block_hashes: list[BlockHash], endpoint_key: str, max_blocks: int | None = None) -> dict[str, int]:
+    def prefix_media(
+        self, block_hashes: list[BlockHash], endpoint_key: str, max_blocks: int | None = None
+    ) -> dict[str, int]:
         """Per medium, the blocks of `endpoint_key`'s consecutive cached prefix it would read from there.
 
         Each block counts at its best tier for that endpoint (own media and shared tiers); a block only

@@ -35,8 +35,6 @@ from sim_gpu.latency import LatencyModel
 ROLES = ("both", "prefill", "decode")
 
 
-
-
 def _default_latency() -> LatencyModel:
     return LatencyModel.from_names("H100", "Llama-3.1-8B")
 
@@ -82,7 +80,9 @@ class EngineConfig:
         if self.role not in ROLES:
             raise ValueError(f"role: expected one of {', '.join(ROLES)}, got {self.role!r}")
         if not 0 < self.gpu_memory_utilization <= 1:
-            raise ValueError(f"gpu_memory_utilization: expected a number in (0, 1], got {self.gpu_memory_utilization!r}")
+            raise ValueError(
+                f"gpu_memory_utilization: expected a number in (0, 1], got {self.gpu_memory_utilization!r}"
+            )
 
 
 class SimEngine:
@@ -96,7 +96,9 @@ class SimEngine:
         if cfg.num_gpu_blocks is not None:
             num_blocks = cfg.num_gpu_blocks
         else:
-            num_blocks = self.latency.num_gpu_blocks(cfg.block_size, cfg.gpu_memory_utilization, cfg.max_num_batched_tokens)
+            num_blocks = self.latency.num_gpu_blocks(
+                cfg.block_size, cfg.gpu_memory_utilization, cfg.max_num_batched_tokens
+            )
         self.num_gpu_blocks = num_blocks
         self.pool = BlockPool(
             num_blocks,
@@ -156,8 +158,10 @@ class SimEngine:
             raise ValueError(f"remote_prefill.num_tokens: expected an integer >= 0, got {rp.num_tokens!r}")
         pbh = req.prompt_block_hashes
         if pbh is not None and len(pbh) > len(prompt) // cfg.block_size:
-            raise ValueError(f"prompt_block_hashes: expected at most {len(prompt) // cfg.block_size} digests "
-                             f"(full blocks of {cfg.block_size} tokens), got {len(pbh)}")
+            raise ValueError(
+                f"prompt_block_hashes: expected at most {len(prompt) // cfg.block_size} digests "
+                f"(full blocks of {cfg.block_size} tokens), got {len(pbh)}"
+            )
         state = Request(req, None)
         state.token_stream = TokenStream.deferred(lambda: self._token_stream(state, req.output_token_ids, req.seed))
         self._requests[rid] = state
@@ -323,7 +327,6 @@ class SimEngine:
         if win is not None:
             lazy.lazify()
         return res
-
 
     # ---- cache control and introspection ----------------------------------------------------------------
 

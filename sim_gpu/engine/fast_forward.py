@@ -115,7 +115,6 @@ class Window:
         return res
 
 
-
 class LazyDecodes:
     """The fast-forward state of one engine: lazy requests, their due steps, step end times, unreported tokens."""
 
@@ -143,8 +142,9 @@ class LazyDecodes:
             outputs[:0] = self.carry.acc.values()
             self.carry = None
 
-    def run(self, now: float, until: float, max_steps: int | None, flush: bool,
-            stop_on_finish: bool) -> FastForwardResult:
+    def run(
+        self, now: float, until: float, max_steps: int | None, flush: bool, stop_on_finish: bool
+    ) -> FastForwardResult:
         """Run back-to-back steps from `now` while each starts before `until`; one aggregated result.
 
         It does to the engine exactly what the loop `t = now; while has_unfinished() and t < until: r =
@@ -433,4 +433,3 @@ class LazyDecodes:
         self.due.clear()
         self.n = 0
         self.ctx = 0
-

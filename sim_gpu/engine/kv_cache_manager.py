@@ -51,8 +51,13 @@ class KVCacheManager:
         limit = min(num_blocks, len(toks) // bs)
         if len(hashes) < limit:
             start = len(hashes)
-            hashes += self._memo_hasher.hash_blocks(toks[start * bs : limit * bs], req.cache_salt, self.lora_name,
-                                                    parent=hashes[-1] if hashes else None, start_block=start)
+            hashes += self._memo_hasher.hash_blocks(
+                toks[start * bs : limit * bs],
+                req.cache_salt,
+                self.lora_name,
+                parent=hashes[-1] if hashes else None,
+                start_block=start,
+            )
         return hashes
 
     # ---- prefix hits -------------------------------------------------------------------------------------

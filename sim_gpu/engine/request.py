@@ -25,7 +25,9 @@ class RemotePrefill:
     num_tokens: int
     transfer_time_s: float | None = None
     remote_block_hashes: list[Any] | None = None  # informational (from kv_transfer_params)
-    remote_tp: int | None = None  # the prefill pod's TP size (kv_transfer_params tp_size): fewer GPUs, more bytes per NIC
+    remote_tp: int | None = (
+        None  # the prefill pod's TP size (kv_transfer_params tp_size): fewer GPUs, more bytes per NIC
+    )
 
 
 @dataclass
@@ -68,8 +70,13 @@ class RequestOutput:
     num_preemptions: int = 0  # times the request was preempted so far (vllm:request_num_preemptions)
 
     @classmethod
-    def of(cls, req: Request, new_token_ids: list[int], finish_reason: FinishReason | None = None,
-           first_token: bool = False) -> RequestOutput:
+    def of(
+        cls,
+        req: Request,
+        new_token_ids: list[int],
+        finish_reason: FinishReason | None = None,
+        first_token: bool = False,
+    ) -> RequestOutput:
         """The output of `req` as its counters stand now (they already include `new_token_ids`)."""
         return cls(
             request_id=req.request_id,

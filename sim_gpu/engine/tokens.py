@@ -146,8 +146,12 @@ class TokenGenerator:
         self.mode = mode
         self._rs: np.random.RandomState | None = None  # shared by this generator's streams (_Draws)
 
-    def key(self, prompt_token_ids: Sequence[int], blocks: tuple[int, Sequence[bytes]] | None = None,
-            seed: int | None = None) -> int:
+    def key(
+        self,
+        prompt_token_ids: Sequence[int],
+        blocks: tuple[int, Sequence[bytes]] | None = None,
+        seed: int | None = None,
+    ) -> int:
         """A 64-bit key of (seed, prompt) — stable across processes (no Python hash randomization).
 
         `blocks`: (block size, digests of the prompt's first full blocks), when known — the same key, cheaper.
@@ -160,9 +164,14 @@ class TokenGenerator:
             return (crc << 32) ^ (seed & 0xFFFFFFFFFFFFFFFF) ^ (len(prompt_token_ids) << 16) ^ 0x5EED
         return (crc << 32) ^ (self.seed & 0xFFFFFFFF) ^ (len(prompt_token_ids) << 16)
 
-    def stream(self, prompt_token_ids: Sequence[int], replay: Sequence[int] | None = None,
-               blocks: tuple[int, Sequence[bytes]] | None = None, expect: int = 0,
-               seed: int | None = None) -> TokenStream:
+    def stream(
+        self,
+        prompt_token_ids: Sequence[int],
+        replay: Sequence[int] | None = None,
+        blocks: tuple[int, Sequence[bytes]] | None = None,
+        expect: int = 0,
+        seed: int | None = None,
+    ) -> TokenStream:
         """Output tokens for a prompt; `replay` tokens come first, generated ones after them. `blocks`, `seed`:
         as for `key`; `expect`: how many tokens the caller will likely take (max_tokens), drawn in one run."""
         if replay:

@@ -15,12 +15,31 @@ BLIND = ("random", "load")
 def test_kv_cache_wins_plan_ranks_cache_aware_routers_above_blind_ones(tmp_path: Path) -> None:
     res = run_demo("kv-cache-wins", tmp_path, lambda _: None, plan=True, time_scale=0.02)
     s = res.summaries
-    assert set(s) == set(KV_WINS_ROUTERS) and {"inference-scheduling", "precise-prefix-cache", "predicted-latency"} <= set(s)
+    assert set(s) == set(KV_WINS_ROUTERS) and {
+        "inference-scheduling",
+        "precise-prefix-cache",
+        "predicted-latency",
+    } <= set(s)
     for aware in (r for r in KV_WINS_ROUTERS if r not in BLIND):
         for blind in BLIND:
-            assert s[aware]["pod_hit_rate"] > s[blind]["pod_hit_rate"] + 0.05, (aware, blind, s[aware]["pod_hit_rate"], s[blind]["pod_hit_rate"])
-            assert s[aware]["ttft_s"]["mean"] < s[blind]["ttft_s"]["mean"], (aware, blind, s[aware]["ttft_s"], s[blind]["ttft_s"])
-            assert s[aware]["ttft_s"]["p90"] < s[blind]["ttft_s"]["p90"], (aware, blind, s[aware]["ttft_s"], s[blind]["ttft_s"])
+            assert s[aware]["pod_hit_rate"] > s[blind]["pod_hit_rate"] + 0.05, (
+                aware,
+                blind,
+                s[aware]["pod_hit_rate"],
+                s[blind]["pod_hit_rate"],
+            )
+            assert s[aware]["ttft_s"]["mean"] < s[blind]["ttft_s"]["mean"], (
+                aware,
+                blind,
+                s[aware]["ttft_s"],
+                s[blind]["ttft_s"],
+            )
+            assert s[aware]["ttft_s"]["p90"] < s[blind]["ttft_s"]["p90"], (
+                aware,
+                blind,
+                s[aware]["ttft_s"],
+                s[blind]["ttft_s"],
+            )
     for precise in ("precise", "precise-prefix-cache"):  # the KV-event index: by a wide margin
         assert s[precise]["ttft_s"]["mean"] < 0.6 * min(s[b]["ttft_s"]["mean"] for b in BLIND), precise
     doc = json.loads((tmp_path / "kv-cache-wins.json").read_text())

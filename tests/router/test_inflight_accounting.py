@@ -20,17 +20,46 @@ pytestmark = pytest.mark.timeout(120)
 ZERO = {"requests": 0, "tokens": 0, "decoding": 0}
 # active-request-scorer alone: the idle pod wins, ties at random; no prefix plugin, so a leg's uncached tokens
 # are the whole prompt and the expected load is known exactly from the decision's prompt_tokens.
-LOAD_ONLY = {"plugins": [{"type": "inflight-load-producer"}, {"type": "active-request-scorer"},
-                         {"type": "max-score-picker"}, {"type": "single-profile-handler"}],
-             "schedulingProfiles": [{"name": "default", "plugins": [{"pluginRef": "active-request-scorer"},
-                                                                    {"pluginRef": "max-score-picker"}]}]}
-PD = {"plugins": [{"type": "inflight-load-producer"}, {"type": "prefill-filter"}, {"type": "decode-filter"},
-                  {"type": "active-request-scorer"}, {"type": "max-score-picker"},
-                  {"type": "always-disagg-pd-decider"},
-                  {"type": "disagg-profile-handler", "parameters": {"prefillDeciderPluginName": "always-disagg-pd-decider"}}],
-      "schedulingProfiles": [
-          {"name": "prefill", "plugins": [{"pluginRef": "prefill-filter"}, {"pluginRef": "active-request-scorer"}, {"pluginRef": "max-score-picker"}]},
-          {"name": "decode", "plugins": [{"pluginRef": "decode-filter"}, {"pluginRef": "active-request-scorer"}, {"pluginRef": "max-score-picker"}]}]}
+LOAD_ONLY = {
+    "plugins": [
+        {"type": "inflight-load-producer"},
+        {"type": "active-request-scorer"},
+        {"type": "max-score-picker"},
+        {"type": "single-profile-handler"},
+    ],
+    "schedulingProfiles": [
+        {"name": "default", "plugins": [{"pluginRef": "active-request-scorer"}, {"pluginRef": "max-score-picker"}]}
+    ],
+}
+PD = {
+    "plugins": [
+        {"type": "inflight-load-producer"},
+        {"type": "prefill-filter"},
+        {"type": "decode-filter"},
+        {"type": "active-request-scorer"},
+        {"type": "max-score-picker"},
+        {"type": "always-disagg-pd-decider"},
+        {"type": "disagg-profile-handler", "parameters": {"prefillDeciderPluginName": "always-disagg-pd-decider"}},
+    ],
+    "schedulingProfiles": [
+        {
+            "name": "prefill",
+            "plugins": [
+                {"pluginRef": "prefill-filter"},
+                {"pluginRef": "active-request-scorer"},
+                {"pluginRef": "max-score-picker"},
+            ],
+        },
+        {
+            "name": "decode",
+            "plugins": [
+                {"pluginRef": "decode-filter"},
+                {"pluginRef": "active-request-scorer"},
+                {"pluginRef": "max-score-picker"},
+            ],
+        },
+    ],
+}
 
 
 class LoadWatch:
@@ -104,10 +133,17 @@ def _config(doc: dict) -> str:
 def test_a_retry_moves_the_whole_leg_and_leaves_nothing_on_the_dead_pod():
     # the first process serves one request (sent to it directly), then dies as the next arrives: a request the
     # router sends there fails before any response byte and is retried on the other pod.
-    with sim_group(2, events=False, time_scale=0.02, extras=[["--crash-after", "1"], []]) as (fragile, steady), \
-            router(fragile.endpoint_entries() + steady.endpoint_entries(), config=_config(LOAD_ONLY)) as rt, rt.client() as c:
+    with (
+        sim_group(2, events=False, time_scale=0.02, extras=[["--crash-after", "1"], []]) as (fragile, steady),
+        router(fragile.endpoint_entries() + steady.endpoint_entries(), config=_config(LOAD_ONLY)) as rt,
+        rt.client() as c,
+    ):
         wait_until(lambda: c.get("/health", params={"min_healthy": 2}).status_code == 200, timeout=20)
-        httpx.post(f"http://{fragile.address()}/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 1}, timeout=10)
+        httpx.post(
+            f"http://{fragile.address()}/v1/completions",
+            json={"model": MODEL, "prompt": "x", "max_tokens": 1},
+            timeout=10,
+        )
         dead, alive = fragile.address(), steady.address()
         for i in range(12):  # ties break at random: bounded tries until one lands on the fragile pod
             with LoadWatch(rt.url) as watch:
@@ -127,8 +163,11 @@ def test_a_retry_moves_the_whole_leg_and_leaves_nothing_on_the_dead_pod():
 
 
 def test_an_abort_mid_stream_and_a_pod_lost_mid_stream_release_everything():
-    with sim_group(2, events=False, time_scale=0.02) as sims, \
-            router([e for s in sims for e in s.endpoint_entries()], config=_config(LOAD_ONLY)) as rt, rt.client() as c:
+    with (
+        sim_group(2, events=False, time_scale=0.02) as sims,
+        router([e for s in sims for e in s.endpoint_entries()], config=_config(LOAD_ONLY)) as rt,
+        rt.client() as c,
+    ):
         wait_until(lambda: c.get("/health", params={"min_healthy": 2}).status_code == 200, timeout=20)
         with LoadWatch(rt.url) as watch:
             served, lines = _stream(c, "abort", max_tokens=200, stop_after=2)  # the client leaves after 2 events
@@ -158,8 +197,11 @@ def test_an_abort_mid_stream_and_a_pod_lost_mid_stream_release_everything():
 
 
 def test_a_pd_request_counts_its_prefill_leg_then_its_decode_leg():
-    with sim_group(2, events=False, role=["prefill", "decode"], time_scale=0.02) as (prefill, decode), \
-            router(prefill.endpoint_entries() + decode.endpoint_entries(), config=_config(PD)) as rt, rt.client() as c:
+    with (
+        sim_group(2, events=False, role=["prefill", "decode"], time_scale=0.02) as (prefill, decode),
+        router(prefill.endpoint_entries() + decode.endpoint_entries(), config=_config(PD)) as rt,
+        rt.client() as c,
+    ):
         wait_until(lambda: c.get("/health", params={"min_healthy": 2}).status_code == 200, timeout=20)
         with LoadWatch(rt.url) as watch:
             resp_headers = {}

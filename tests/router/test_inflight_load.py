@@ -52,8 +52,12 @@ def _sched(config: dict, clock: Clock) -> Scheduler:
     return Scheduler(load_config(config), rng=random.Random(0), clock=clock)
 
 
-APPROX = {"plugins": [{"type": "prefix-cache-scorer", "parameters": {"blockSizeTokens": 16, "autoTune": False}},
-                      {"type": "active-request-scorer"}]}
+APPROX = {
+    "plugins": [
+        {"type": "prefix-cache-scorer", "parameters": {"blockSizeTokens": 16, "autoTune": False}},
+        {"type": "active-request-scorer"},
+    ]
+}
 
 
 def test_scheduler_feeds_the_tracker_with_uncached_tokens_and_retries():
@@ -86,7 +90,11 @@ def test_active_request_scorer_idle_threshold_and_max_busy_score():
     for i in range(2):
         ctx.inflight.dispatch(f"b{i}", "10.0.0.1:2", 0)
     eps = [ep(1), ep(2), ep(3)]
-    assert make("active-request-scorer", ctx=ctx).score(req(), eps) == {"10.0.0.1:1": 1.0, "10.0.0.1:2": 0.5, "10.0.0.1:3": 0.0}
+    assert make("active-request-scorer", ctx=ctx).score(req(), eps) == {
+        "10.0.0.1:1": 1.0,
+        "10.0.0.1:2": 0.5,
+        "10.0.0.1:3": 0.0,
+    }
     tuned = make("active-request-scorer", {"idleThreshold": 2, "maxBusyScore": 0.5}, ctx=ctx)
     assert tuned.score(req(), eps) == {"10.0.0.1:1": 1.0, "10.0.0.1:2": 1.0, "10.0.0.1:3": 0.0}
 
@@ -107,8 +115,11 @@ def test_token_load_scorer_counts_queued_and_own_uncached_tokens():
 
 def _affinity(ctx, penalty_ms=0.0, source="measured"):
     prefix = make("prefix-cache-scorer", {"blockSizeTokens": 16, "autoTune": False}, ctx)
-    flt = make("prefix-cache-affinity-filter", {"maxTTFTPenaltyMs": penalty_ms, "ttftSource": source,
-                                                "peakPrefillThroughput": 1000.0}, ctx)
+    flt = make(
+        "prefix-cache-affinity-filter",
+        {"maxTTFTPenaltyMs": penalty_ms, "ttftSource": source, "peakPrefillThroughput": 1000.0},
+        ctx,
+    )
     flt.bind()
     return prefix, flt
 
@@ -124,7 +135,9 @@ def test_affinity_filter_sticks_until_a_cold_prefill_is_faster():
     assert flt.filter(r, [a, b]) == [a]
     ctx.inflight.dispatch("q2", a.key, 100)  # a: 1064 > 1024 -> a cold prefill on b is faster
     assert flt.filter(r, [a, b]) == [a, b]
-    _, lenient = _affinity(PluginContext(indexes=ctx.indexes, rng=random.Random(0), inflight=ctx.inflight), penalty_ms=100.0)
+    _, lenient = _affinity(
+        PluginContext(indexes=ctx.indexes, rng=random.Random(0), inflight=ctx.inflight), penalty_ms=100.0
+    )
     assert lenient.filter(r, [a, b]) == [a]  # 40 ms worse is within a 100 ms penalty (at 1000 tokens/s)
 
 
@@ -182,11 +195,15 @@ def test_online_regression_predicts_held_out_points():
     assert OnlineRegression(3, warmup=5).predict([1, 1, 1]) is None
 
 
-PREDICTED = {"plugins": [{"type": "prefix-cache-scorer", "parameters": {"blockSizeTokens": 16, "autoTune": False}},
-                         {"type": "inflight-load-producer"},
-                         {"type": "predicted-latency-producer", "parameters": {"warmupSamples": 5}},
-                         {"type": "latency-scorer", "parameters": {"epsilonExploreSticky": 0, "epsilonExploreNeg": 0}}],
-             "schedulingProfiles": [{"name": "default", "plugins": [{"pluginRef": "latency-scorer"}]}]}
+PREDICTED = {
+    "plugins": [
+        {"type": "prefix-cache-scorer", "parameters": {"blockSizeTokens": 16, "autoTune": False}},
+        {"type": "inflight-load-producer"},
+        {"type": "predicted-latency-producer", "parameters": {"warmupSamples": 5}},
+        {"type": "latency-scorer", "parameters": {"epsilonExploreSticky": 0, "epsilonExploreNeg": 0}},
+    ],
+    "schedulingProfiles": [{"name": "default", "plugins": [{"pluginRef": "latency-scorer"}]}],
+}
 
 
 def _train(s: Scheduler, clock: Clock, eps: list[Endpoint], n: int = 40) -> None:
@@ -218,7 +235,9 @@ def test_latency_scorer_learns_then_routes_on_predictions_and_sheds():
     pred = res.predictions
     assert pred[busy.key]["ttft_ms"] > pred[idle.key]["ttft_ms"] + 100
     assert pred[idle.key]["ttft_ms"] == pytest.approx(15.0, rel=0.3)  # 10 ms + 500 tokens
-    sheddable = LLMRequest("s", "m", prompt_token_ids=list(range(5000, 5500)), priority=-1, headers={"x-slo-ttft-ms": "1"})
+    sheddable = LLMRequest(
+        "s", "m", prompt_token_ids=list(range(5000, 5500)), priority=-1, headers={"x-slo-ttft-ms": "1"}
+    )
     s.schedule(sheddable, eps)
     assert "predicted to meet the SLO" in sheddable.state.get(SHED)
     critical = LLMRequest("c", "m", prompt_token_ids=list(range(5000, 5500)), headers={"x-slo-ttft-ms": "1"})

@@ -168,10 +168,16 @@ def test_tools_as_vllm_without_a_parser(client):
     plain = client.chat.completions.create(model=MODEL, messages=msgs, tools=TOOLS, tool_choice="none", max_tokens=3)
     assert plain.choices[0].message.content and not plain.choices[0].message.tool_calls
     # vLLM 0.32 without --tool-call-parser refuses "required" and named tool choices too (measured on a live pod)
-    for choice, text in (("required", 'tool_choice="required"'), ({"type": "function", "function": {"name": "weather"}},
-                                                                  'tool_choice=function "weather"')):
-        message = _refused(lambda: client.chat.completions.create(model=MODEL, messages=msgs, tools=TOOLS,
-                                                                   tool_choice=choice, max_tokens=100), None)
+    for choice, text in (
+        ("required", 'tool_choice="required"'),
+        ({"type": "function", "function": {"name": "weather"}}, 'tool_choice=function "weather"'),
+    ):
+        message = _refused(
+            lambda: client.chat.completions.create(
+                model=MODEL, messages=msgs, tools=TOOLS, tool_choice=choice, max_tokens=100
+            ),
+            None,
+        )
         assert message == f"{text} requires --tool-call-parser to be set"
     _refused(
         lambda: client.chat.completions.create(

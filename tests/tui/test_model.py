@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 
-from router_lite import promtext
 from llmdctl.tui.model import Model, decision_row
+from router_lite import promtext
 from tests.tui.decisions import PODS, cand, decision, endpoints_doc, pod_metrics
 
 
 def test_decision_row_compares_chosen_pod_with_best_alternative() -> None:
-    d = decision("r1", PODS[1], [cand(PODS[1], 40, 6.9, prefix=1.0), cand(PODS[0], 12, 4.3, prefix=0.3), cand(PODS[2], 0, 4.0, prefix=0.0)])
+    d = decision(
+        "r1",
+        PODS[1],
+        [cand(PODS[1], 40, 6.9, prefix=1.0), cand(PODS[0], 12, 4.3, prefix=0.3), cand(PODS[2], 0, 4.0, prefix=0.0)],
+    )
     row = decision_row(d)
     assert (row.served_by, row.matched, row.best_alt, row.best_alt_endpoint) == (PODS[1], 40, 12, PODS[0])
     assert dict(row.scores) == {"queue": 2.0, "kv-cache-utilization": 1.98, "precise-prefix-cache": 3.0}
@@ -18,14 +22,36 @@ def test_decision_row_compares_chosen_pod_with_best_alternative() -> None:
 
 
 def test_decision_row_without_prefix_scorer_has_no_match_figures() -> None:
-    d = decision("r2", PODS[0], [{"endpoint": PODS[0], "role": "both", "scores": {}, "total": 0.0, "prefix_match_blocks": 0, "profile": "default"}])
+    d = decision(
+        "r2",
+        PODS[0],
+        [
+            {
+                "endpoint": PODS[0],
+                "role": "both",
+                "scores": {},
+                "total": 0.0,
+                "prefix_match_blocks": 0,
+                "profile": "default",
+            }
+        ],
+    )
     row = decision_row(d)
     assert row.matched is None and row.best_alt is None and row.scores == []
 
 
 def test_decision_row_for_pd_takes_the_decode_profile_candidate() -> None:
     p, dec = "127.0.0.1:7001", "127.0.0.1:7002"
-    d = decision("r3", dec, [cand(p, 30, 5.0, profile="prefill", role="prefill", prefix=0.8), cand(dec, 5, 4.0, profile="decode", role="decode", prefix=0.1), cand("127.0.0.1:7003", 9, 3.0, profile="decode", role="decode", prefix=0.2)], prefill=p)
+    d = decision(
+        "r3",
+        dec,
+        [
+            cand(p, 30, 5.0, profile="prefill", role="prefill", prefix=0.8),
+            cand(dec, 5, 4.0, profile="decode", role="decode", prefix=0.1),
+            cand("127.0.0.1:7003", 9, 3.0, profile="decode", role="decode", prefix=0.2),
+        ],
+        prefill=p,
+    )
     row = decision_row(d)
     assert row.prefill == p and row.decode == dec
     assert (row.matched, row.best_alt, row.best_alt_endpoint) == (5, 9, "127.0.0.1:7003")
@@ -71,9 +97,13 @@ def test_ttft_quantiles_and_request_rate_from_deltas() -> None:
     doc = endpoints_doc(PODS[:2])
     before = {"0.01": 0, "0.1": 0, "1.0": 0, "+Inf": 0}
     after = {"0.01": 0, "0.1": 10, "1.0": 10, "+Inf": 10}
-    router = "llmd_router_requests_total{route=\"/v1/completions\",status=\"200\"} %d\n"
-    m.ingest_poll(doc, router % 100, {PODS[0]: pod_metrics(0, 0, ttft=before), PODS[1]: pod_metrics(0, 0, ttft=before)}, now=0.0)
-    m.ingest_poll(doc, router % 120, {PODS[0]: pod_metrics(0, 0, ttft=after), PODS[1]: pod_metrics(0, 0, ttft=after)}, now=2.0)
+    router = 'llmd_router_requests_total{route="/v1/completions",status="200"} %d\n'
+    m.ingest_poll(
+        doc, router % 100, {PODS[0]: pod_metrics(0, 0, ttft=before), PODS[1]: pod_metrics(0, 0, ttft=before)}, now=0.0
+    )
+    m.ingest_poll(
+        doc, router % 120, {PODS[0]: pod_metrics(0, 0, ttft=after), PODS[1]: pod_metrics(0, 0, ttft=after)}, now=2.0
+    )
     assert m.series.req_rate[-1] == 10.0
     assert math.isclose(m.series.ttft_p50[-1], 0.055)  # 20 observations in (0.01, 0.1]: linear within it
     assert m.series.hit_rate[-1] is None  # no queries: no rate rather than a fake zero
@@ -89,8 +119,10 @@ def test_series_are_bounded() -> None:
 
 def test_tiers_appear_when_pods_report_them() -> None:
     m = Model()
-    extra = ('llmd_sim:kv_tier_usage_perc{medium="CPU"} 0.4\nllmd_sim:kv_tier_hits_total{medium="CPU"} 1200\n'
-             'llmd_sim:kv_tier_hits_total{medium="DISK"} 300\nllmd_sim:kv_tier_blocks{medium="DISK"} 7\n')
+    extra = (
+        'llmd_sim:kv_tier_usage_perc{medium="CPU"} 0.4\nllmd_sim:kv_tier_hits_total{medium="CPU"} 1200\n'
+        'llmd_sim:kv_tier_hits_total{medium="DISK"} 300\nllmd_sim:kv_tier_blocks{medium="DISK"} 7\n'
+    )
     m.ingest_poll(endpoints_doc(PODS[:1]), None, {PODS[0]: pod_metrics(10, 5, extra=extra)})
     assert m.pods[PODS[0]].tiers == {"CPU": {"occupancy": 0.4, "hits": 1200.0}, "DISK": {"hits": 300.0}}
 
@@ -116,7 +148,12 @@ def test_scheduler_is_named_after_the_shipped_profile_it_matches() -> None:
 
 def test_data_parallel_ranks_are_rows_of_their_own() -> None:
     m = Model()
-    doc = {"endpoints": [{"endpoint": f"127.0.0.1:{9100 + r}", "name": n, "dp_rank": r, "healthy": True} for r, n in enumerate(["ep-0-r0", "ep-0-r1", "wide", "wide"])]}
+    doc = {
+        "endpoints": [
+            {"endpoint": f"127.0.0.1:{9100 + r}", "name": n, "dp_rank": r, "healthy": True}
+            for r, n in enumerate(["ep-0-r0", "ep-0-r1", "wide", "wide"])
+        ]
+    }
     m.ingest_poll(doc, None, {})
     assert [p.label for p in m.pods.values()] == ["ep-0-r0", "ep-0-r1", "wide r2", "wide r3"]
 
@@ -127,13 +164,28 @@ def test_decision_detail_shows_predicted_and_actual_latency_and_the_error() -> N
     from llmdctl.tui.feed import decision_detail
 
     m = Model()
-    cands = [{**cand(PODS[0], 3, 1.0), "predicted": {"ttft_ms": 120.0, "tpot_ms": 9.5}},
-             {**cand(PODS[1], 0, 0.4), "predicted": {"ttft_ms": 310.0, "tpot_ms": 11.0}}]
+    cands = [
+        {**cand(PODS[0], 3, 1.0), "predicted": {"ttft_ms": 120.0, "tpot_ms": 9.5}},
+        {**cand(PODS[1], 0, 0.4), "predicted": {"ttft_ms": 310.0, "tpot_ms": 11.0}},
+    ]
     m.ingest_decision(decision("r7", PODS[0], cands))
     doc = endpoints_doc()
-    doc["predictors"] = {"predicted-latency-producer": {
-        "ttft_error_after_warmup": {"n": 40, "median": 0.12, "p90": 0.35}, "tpot_error_after_warmup": {"n": 38, "median": 0.08, "p90": 0.2},
-        "recent": [{"request_id": "r7", "endpoint": PODS[0], "predicted_ttft_ms": 120.0, "ttft_ms": 134.0, "predicted_tpot_ms": 9.5, "tpot_ms": 10.25}]}}
+    doc["predictors"] = {
+        "predicted-latency-producer": {
+            "ttft_error_after_warmup": {"n": 40, "median": 0.12, "p90": 0.35},
+            "tpot_error_after_warmup": {"n": 38, "median": 0.08, "p90": 0.2},
+            "recent": [
+                {
+                    "request_id": "r7",
+                    "endpoint": PODS[0],
+                    "predicted_ttft_ms": 120.0,
+                    "ttft_ms": 134.0,
+                    "predicted_tpot_ms": 9.5,
+                    "tpot_ms": 10.25,
+                }
+            ],
+        }
+    }
     m.ingest_poll(doc, None, {})
     con = Console(width=200, record=True)
     con.print(decision_detail(m.find("r7"), m))

@@ -115,9 +115,6 @@ def test_simulator_exports_every_vllm_family_of_a_live_pod(pair):
             for f in text_string_to_metric_families(c.get(f"{vllm_url}/metrics").text)
             if f.name.startswith("vllm:")
         }
-        sim = {
-            f.name: f.type
-            for f in text_string_to_metric_families(c.get(f"{sim_url}/metrics").text)
-        }
+        sim = {f.name: f.type for f in text_string_to_metric_families(c.get(f"{sim_url}/metrics").text)}
     missing = {n: t for n, t in real.items() if sim.get(n) != t}
     assert not missing, f"families (and types) of the live vLLM pod the simulator lacks: {missing}"

@@ -28,7 +28,9 @@ class PrefixCacheAffinityParams:
     affinity_threshold: float = 0.80
     max_ttft_penalty_ms: float = field(default=18_000.0, metadata={"key": "maxTTFTPenaltyMs"})
     peak_prefill_throughput: float = 15_928.0  # tokens/s; llm-d's default (Qwen3-32B, 2 x H100, TP2)
-    ttft_source: Literal["prefill-throughput", "measured", "measured-per-endpoint"] = field(default="prefill-throughput", metadata={"key": "ttftSource"})
+    ttft_source: Literal["prefill-throughput", "measured", "measured-per-endpoint"] = field(
+        default="prefill-throughput", metadata={"key": "ttftSource"}
+    )
     exploration_probability: float = 0.0
     prefix_match_info_producer_name: str = ""
     in_flight_load_producer_name: str = ""
@@ -59,9 +61,16 @@ class PrefixCacheAffinityFilter(Filter):
         p = self.params
         self.prefix = find_prefix_plugin(self.ctx, p.prefix_match_info_producer_name)
         if p.prefix_match_info_producer_name and self.prefix is None:
-            raise ConfigError(f"{self.name}: prefixMatchInfoProducerName {p.prefix_match_info_producer_name!r} names no prefix plugin")
-        if p.in_flight_load_producer_name and find_plugin(self.ctx, InFlightLoadProducer, p.in_flight_load_producer_name) is None:
-            raise ConfigError(f"{self.name}: inFlightLoadProducerName {p.in_flight_load_producer_name!r} names no inflight-load-producer")
+            raise ConfigError(
+                f"{self.name}: prefixMatchInfoProducerName {p.prefix_match_info_producer_name!r} names no prefix plugin"
+            )
+        if (
+            p.in_flight_load_producer_name
+            and find_plugin(self.ctx, InFlightLoadProducer, p.in_flight_load_producer_name) is None
+        ):
+            raise ConfigError(
+                f"{self.name}: inFlightLoadProducerName {p.in_flight_load_producer_name!r} names no inflight-load-producer"
+            )
 
     def filter(self, request: LLMRequest, endpoints: list[Endpoint]) -> list[Endpoint]:
         p = self.params
@@ -75,8 +84,10 @@ class PrefixCacheAffinityFilter(Filter):
         if not sticky or len(sticky) == len(endpoints):
             return endpoints
         measured, own = p.ttft_source.startswith("measured"), p.ttft_source == "measured-per-endpoint"
-        ttft = {e.key: self.ctx.inflight.ttft_estimate_s(e.key, uncached[e.key], p.peak_prefill_throughput, measured, own)
-                for e in endpoints}
+        ttft = {
+            e.key: self.ctx.inflight.ttft_estimate_s(e.key, uncached[e.key], p.peak_prefill_throughput, measured, own)
+            for e in endpoints
+        }
         best_sticky = min(ttft[e.key] for e in sticky)
         best_other = min(ttft[e.key] for e in endpoints if e not in sticky)
         if (best_sticky - best_other) * 1000.0 > p.max_ttft_penalty_ms:

@@ -91,16 +91,23 @@ class PredictedLatencyProducer(Producer):
             ttft = self.ttft.predict(ttft_features(mine[e.key], load.tokens, load.decoding, load.requests))
             tpot = self.tpot.predict(tpot_features(load.decoding + 1, load.tokens, load.requests + 1))
             out[e.key] = (ttft, tpot)
-            record[e.key] = {"ttft_ms": None if ttft is None else round(ttft * 1e3, 2),
-                             "tpot_ms": None if tpot is None else round(tpot * 1e3, 3)}
+            record[e.key] = {
+                "ttft_ms": None if ttft is None else round(ttft * 1e3, 2),
+                "tpot_ms": None if tpot is None else round(tpot * 1e3, 3),
+            }
         return out
 
     def on_routed(self, request: LLMRequest, endpoint: Endpoint, profile: str) -> None:
         rec = (request.state.get(PREDICTIONS) or {}).get(endpoint.key)
         if rec and rec["ttft_ms"] is not None:
             self._pending[(request.request_id, endpoint.key)] = {
-                "request_id": request.request_id, "endpoint": endpoint.key, "predicted_ttft_ms": rec["ttft_ms"],
-                "ttft_ms": None, "predicted_tpot_ms": rec["tpot_ms"], "tpot_ms": None}
+                "request_id": request.request_id,
+                "endpoint": endpoint.key,
+                "predicted_ttft_ms": rec["ttft_ms"],
+                "ttft_ms": None,
+                "predicted_tpot_ms": rec["tpot_ms"],
+                "tpot_ms": None,
+            }
 
     def on_finished(self, request: LLMRequest, endpoint: Endpoint) -> None:
         out = self._pending.pop((request.request_id, endpoint.key), None)
@@ -108,7 +115,10 @@ class PredictedLatencyProducer(Producer):
             self.recent.append(out)
 
     def _observe_ttft(self, obs: TtftObservation) -> None:
-        self.ttft.update(ttft_features(obs.uncached, obs.tokens_ahead, obs.decoding_at_dispatch, obs.requests_at_dispatch), obs.ttft_s)
+        self.ttft.update(
+            ttft_features(obs.uncached, obs.tokens_ahead, obs.decoding_at_dispatch, obs.requests_at_dispatch),
+            obs.ttft_s,
+        )
         out = self._pending.get((obs.request_id, obs.key))
         if out is not None:
             out["ttft_ms"] = round(obs.ttft_s * 1e3, 2)
@@ -122,6 +132,10 @@ class PredictedLatencyProducer(Producer):
             self.tpot_errors.add(out["predicted_tpot_ms"] / 1e3, obs.tpot_s)
 
     def stats(self) -> dict[str, object]:
-        return {"ttft_samples": self.ttft.samples, "tpot_samples": self.tpot.samples,
-                "ttft_error_after_warmup": self.ttft_errors.summary(), "tpot_error_after_warmup": self.tpot_errors.summary(),
-                "recent": list(self.recent)}
+        return {
+            "ttft_samples": self.ttft.samples,
+            "tpot_samples": self.tpot.samples,
+            "ttft_error_after_warmup": self.ttft_errors.summary(),
+            "tpot_error_after_warmup": self.tpot_errors.summary(),
+            "recent": list(self.recent),
+        }
