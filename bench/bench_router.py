@@ -12,7 +12,8 @@ precise-prefix-cache profile's config as this checkout has it (run it at two com
 versions: same bench, old and new profile). Figures depend on the machine; on a
 shared 2-core box the client, router and pod compete for the same cores, which is the pessimistic case.
 
-    python bench/bench_router.py [--requests 300] [--concurrency 16] [--load-requests 1000] [--rounds 2] [--json out.json]
+    python bench/bench_router.py [--requests 300] [--concurrency 16] [--load-requests 1000] [--rounds 2]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -253,15 +254,18 @@ def main() -> None:
         f"{args.load_requests} at concurrency {args.concurrency}; medians of {args.rounds} alternating rounds)"
     )
     print(
-        f"{'profile':<14} {'direct p50/p99':>15} {'routed p50/p99':>15} {'added p50/p99':>14} {'direct/routed req/s':>20} "
+        f"{'profile':<14} {'direct p50/p99':>15} {'routed p50/p99':>15} {'added p50/p99':>14} "
+        f"{'direct/routed req/s':>20} "
         f"{'router CPU ms/req':>17} {'max req/s/core':>14} {'decision p50/p99 ms':>19} {'start s':>7}"
     )
     for name, r in results["profiles"].items():
         sched = f"{r['decision_p50_ms']:.3f}/{r['decision_p99_ms']:.3f}" if r["decision_p50_ms"] is not None else "-"
         print(
-            f"{name:<14} {r['direct_p50_ms']:7.2f}/{r['direct_p99_ms']:<7.2f} {r['routed_p50_ms']:7.2f}/{r['routed_p99_ms']:<7.2f} "
+            f"{name:<14} {r['direct_p50_ms']:7.2f}/{r['direct_p99_ms']:<7.2f} "
+            f"{r['routed_p50_ms']:7.2f}/{r['routed_p99_ms']:<7.2f} "
             f"{r['added_p50_ms']:6.2f}/{r['added_p99_ms']:<7.2f} {r['direct_rps']:9.0f}/{r['routed_rps']:<10.0f} "
-            f"{r['router_cpu_ms_per_request']:17.3f} {r['router_max_rps_per_core'] or 0:14.0f} {sched:>19} {r['startup_s']:7.2f}"
+            f"{r['router_cpu_ms_per_request']:17.3f} {r['router_max_rps_per_core'] or 0:14.0f} {sched:>19} "
+            f"{r['startup_s']:7.2f}"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

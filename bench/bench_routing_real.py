@@ -1,7 +1,8 @@
 """Real-engine routing benchmark: router_lite profiles vs vllm-router on the same 2 real vLLM pods.
 
     python bench/bench_routing_real.py [--model DIR] [--seeds 0,1,2] [--scenarios light,kv-pressure]
-        [--routers precise-prefix-cache,inference-scheduling,predicted-latency,round-robin,vr:cache_aware,vr:round_robin]
+        [--routers precise-prefix-cache,inference-scheduling,predicted-latency,round-robin,
+                   vr:cache_aware,vr:round_robin]
         [--out bench/results/routing_real.json] [--png docs/img/routing-real.png] [--keep-up]
     python bench/bench_routing_real.py --report A.json,B.json     # pool saved runs: tables, JSON, PNG again
 
@@ -52,10 +53,10 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from llmdctl.bench.load import LoadSpec, Stage
-from llmdctl.bench.metrics import SLO
-from llmdctl.bench.runner import BenchConfig, run_bench_async, switch_router
-from llmdctl.bench.workloads import WorkloadSpec
+from llmdctl.bench.load import LoadSpec, Stage  # noqa: E402
+from llmdctl.bench.metrics import SLO  # noqa: E402
+from llmdctl.bench.runner import BenchConfig, run_bench_async, switch_router  # noqa: E402
+from llmdctl.bench.workloads import WorkloadSpec  # noqa: E402
 
 VLLM_ROUTER_VERSION = "0.1.17"
 VR_PREFIX = "vr:"  # routers named vr:POLICY are vllm-router with that policy
@@ -591,7 +592,8 @@ def report_only(files: list[Path], out: Path, png: Path) -> int:
     print_tables(doc["summary"], doc["runs"])
     title = (
         f"Routing on 2 real vLLM CPU pods ({Path(doc['model']).name}, {doc['num_gpu_blocks'] * 32} KV tokens per pod): "
-        f"router_lite profiles vs vllm-router {doc['vllm_router']}\n{len(doc['seeds'])} seed-paired runs per router, prefix caches reset before each run"
+        f"router_lite profiles vs vllm-router {doc['vllm_router']}\n{len(doc['seeds'])} seed-paired runs per router, "
+        "prefix caches reset before each run"
     )
     plot(doc["summary"], doc["runs"], png, title)
     say(f"wrote {out} and {png}")
@@ -728,7 +730,8 @@ def main() -> int:
                     )
                     doc["runs"].append(run)
                     say(
-                        f"    hit {_f(run['hit_rate'], 3)}  TTFT mean {_ms(run['ttft_mean'])} ms p90 {_ms(run['ttft_p90'])} ms"
+                        f"    hit {_f(run['hit_rate'], 3)}  TTFT mean {_ms(run['ttft_mean'])} ms p90 "
+                        f"{_ms(run['ttft_p90'])} ms"
                         f"  E2E {_ms(run['e2e_mean'])} ms  split {run['per_pod_requests']}  errors {run['errors']}"
                     )
                     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -743,7 +746,8 @@ def main() -> int:
     print_tables(doc["summary"], doc["runs"])
     title = (
         f"Routing on 2 real vLLM CPU pods ({Path(model).name}, {args.num_gpu_blocks * 32} KV tokens per pod): "
-        f"router_lite profiles vs vllm-router {VLLM_ROUTER_VERSION}\n{len(seeds)} seed-paired runs per router, prefix caches reset before each run"
+        f"router_lite profiles vs vllm-router {VLLM_ROUTER_VERSION}\n{len(seeds)} seed-paired runs per router, prefix "
+        "caches reset before each run"
     )
     png = plot(doc["summary"], doc["runs"], Path(args.png), title)
     say(f"wrote {args.out} and {png} in {doc['total_seconds']:.0f}s")

@@ -1,7 +1,8 @@
 """Sim twin of bench_routing_real.py: the same scenarios on simulated pods, side by side with the real figures.
 
     python bench/bench_routing_sim.py [--real bench/results/routing_real.json] [--seeds 0,1,2]
-        [--hardware FITTED.yaml --model-profile SMALL.yaml] [--tokenizer MODEL_DIR] [--out bench/results/routing_sim.json]
+        [--hardware FITTED.yaml --model-profile SMALL.yaml] [--tokenizer MODEL_DIR]
+        [--out bench/results/routing_sim.json]
 
 Same workload generator, seeds, arrivals and request count as the real benchmark (its `Scenario` objects and
 the runner's `plan_requests`), the same 2 pods (KV 128 blocks x 32 tokens, max_num_seqs 32), the router_lite
@@ -33,13 +34,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_routing_real import SCENARIOS, Scenario, _f, _ms
+from bench_routing_real import SCENARIOS, Scenario, _f, _ms  # noqa: E402
 
-from llmdctl.bench.metrics import SLO, summarize
-from llmdctl.bench.runner import BenchConfig, plan_requests
-from llmdctl.bench.workloads import as_text
-from llmdctl.plan.presets import profile_router
-from llmdctl.plan.sim import PlanConfig, PoolPlan, simulate
+from llmdctl.bench.metrics import SLO, summarize  # noqa: E402
+from llmdctl.bench.runner import BenchConfig, plan_requests  # noqa: E402
+from llmdctl.bench.workloads import as_text  # noqa: E402
+from llmdctl.plan.presets import profile_router  # noqa: E402
+from llmdctl.plan.sim import PlanConfig, PoolPlan, simulate  # noqa: E402
 
 ROUTERS = "precise-prefix-cache,inference-scheduling,predicted-latency,round-robin"
 BASE = "round-robin"
@@ -120,7 +121,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     }
                 )
                 say(
-                    f"{sc} seed {seed} {rt}: hit {_f(res.hit_rate, 3)} TTFT mean {_ms(s['ttft_s']['mean'])} ms p90 {_ms(s['ttft_s']['p90'])} ms"
+                    f"{sc} seed {seed} {rt}: hit {_f(res.hit_rate, 3)} TTFT mean {_ms(s['ttft_s']['mean'])} ms p90 "
+                    f"{_ms(s['ttft_s']['p90'])} ms"
                     f"  split {split}  ({res.wall_s:.1f}s wall)"
                 )
     return {
@@ -162,7 +164,10 @@ def side_by_side(sim: dict[str, Any], real: dict[str, Any] | None) -> dict[str, 
         srows = table(sim["runs"], sc, sim["routers"])
         rrows = table([r for r in real["runs"] if r["seed"] in sim["seeds"]], sc, sim["routers"]) if real else {}
         t = Table(
-            title=f"{sc}: simulated vs real, median over seeds {','.join(map(str, sim['seeds']))} (ratios vs router_lite round-robin)"
+            title=(
+                f"{sc}: simulated vs real, median over seeds {','.join(map(str, sim['seeds']))} (ratios vs "
+                "router_lite round-robin)"
+            )
         )
         for col in (
             "router_lite profile",
@@ -201,7 +206,8 @@ def side_by_side(sim: dict[str, Any], real: dict[str, Any] | None) -> dict[str, 
         }
         rwin = {k: (min(rrows, key=lambda x: rrows[x][k]) if rrows else None) for k in ("ttft_mean", "ttft_p90")}
         con.print(
-            f"{sc}: lowest TTFT mean: sim {win['ttft_mean']}, real {rwin['ttft_mean']}; lowest TTFT p90: sim {win['ttft_p90']}, real {rwin['ttft_p90']}"
+            f"{sc}: lowest TTFT mean: sim {win['ttft_mean']}, real {rwin['ttft_mean']}; lowest TTFT p90: sim "
+            f"{win['ttft_p90']}, real {rwin['ttft_p90']}"
         )
         out[sc] = {"sim": srows, "real": rrows, "winner_sim": win, "winner_real": rwin}
     return out
@@ -236,7 +242,8 @@ def main() -> int:
     ):
         if str(path).endswith((".yaml", ".json")) and not Path(path).exists():  # else a shipped profile name
             ap.error(
-                f"{flag}: {path} does not exist (run `llmdctl sim calibrate` against a pod, or build the model: see the docstring)"
+                f"{flag}: {path} does not exist (run `llmdctl sim calibrate` against a pod, or build the model: see "
+                "the docstring)"
             )
     doc = run(args)
     real = json.loads(Path(args.real).read_text()) if args.real and Path(args.real).exists() else None

@@ -9,8 +9,9 @@ request, when its first token comes back and when it finishes, fails or is abort
     decoding   requests past their first token
 
 It also measures each endpoint's prefill rate (uncached tokens ahead of and in a request, over its TTFT) so
-TTFT estimates need no hand-calibrated `peakPrefillThroughput` (they use the pool's median rate by default). Pure and synchronous: the gateway and the
-planner feed it through the scheduler's lifecycle hooks, each leg keyed by (request id, endpoint).
+TTFT estimates need no hand-calibrated `peakPrefillThroughput` (they use the pool's median rate by default).
+Pure and synchronous: the gateway and the planner feed it through the scheduler's lifecycle hooks, each leg
+keyed by (request id, endpoint).
 """
 
 from __future__ import annotations

@@ -53,7 +53,10 @@ def demo_command(
     what = (
         d.what
         if not (plan and name == "kv-cache-wins")
-        else f"the planner (offline): llm-d's 73%-capacity benchmark, ladder x{time_scale:g}, four policies and three profiles"
+        else (
+            f"the planner (offline): llm-d's 73%-capacity benchmark, ladder x{time_scale:g}, four policies and three "
+            "profiles"
+        )
     )
     minutes = d.minutes if not plan else max(1.0, 20 * time_scale)
     err.print(

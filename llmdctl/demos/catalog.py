@@ -378,10 +378,14 @@ DEMOS: dict[str, Demo] = {
         Demo(
             "kv-cache-wins",
             "KV-cache wins you can see",
-            "a live 4-pod stack (precise-prefix-cache profile, sim pods with Qwen3-32B TP2 timing and small KV caches); "
-            "the same shared-prefix workload (12 groups x 4 prompts, 4000-token system prompts = 75% of the pods' KV, Poisson 2 -> 8 QPS) against "
-            "round-robin-like random, load, approximate and precise routing and the inference-scheduling, precise-prefix-cache and "
-            "predicted-latency profiles' routers, switched live; --plan runs llm-d's 73%-capacity benchmark on the planner instead",
+            "a live 4-pod stack (precise-prefix-cache profile, sim pods with Qwen3-32B TP2 timing and small KV "
+            "caches); "
+            "the same shared-prefix workload (12 groups x 4 prompts, 4000-token system prompts = 75% of the pods' KV, "
+            "Poisson 2 -> 8 QPS) against "
+            "round-robin-like random, load, approximate and precise routing and the inference-scheduling, "
+            "precise-prefix-cache and "
+            "predicted-latency profiles' routers, switched live; --plan runs llm-d's 73%-capacity benchmark on the "
+            "planner instead",
             4.5,
             "live",
             kv_cache_wins,
@@ -389,7 +393,8 @@ DEMOS: dict[str, Demo] = {
         Demo(
             "pd",
             "Prefill/decode disaggregation",
-            "the planner (offline): Llama-3.1-70B TP4 on H100, 6000-token prompts -> 400 tokens at 1.5 -> 4.5 QPS; aggregated 4 pods vs "
+            "the planner (offline): Llama-3.1-70B TP4 on H100, 6000-token prompts -> 400 tokens at 1.5 -> 4.5 QPS; "
+            "aggregated 4 pods vs "
             "P/D 2P+2D and 1P+3D (KV transfer over RDMA 200G)",
             2.0,
             "plan",
@@ -398,7 +403,8 @@ DEMOS: dict[str, Demo] = {
         Demo(
             "wide-ep",
             "Wide expert parallelism",
-            "the planner (offline): DeepSeek-R1 on 16 H200 data-parallel ranks in one EP16 group; rank-blind random vs per-rank load "
+            "the planner (offline): DeepSeek-R1 on 16 H200 data-parallel ranks in one EP16 group; rank-blind random vs "
+            "per-rank load "
             "vs per-rank precise prefix routing on a shared-prefix workload",
             2.0,
             "plan",
@@ -407,7 +413,8 @@ DEMOS: dict[str, Demo] = {
         Demo(
             "kv-offload",
             "Tiered KV offloading",
-            "the planner (offline): 48 multi-turn chat sessions on 4 H100 pods with small GPU KV caches; GPU-only vs GPU + CPU tier",
+            "the planner (offline): 48 multi-turn chat sessions on 4 H100 pods with small GPU KV caches; GPU-only vs "
+            "GPU + CPU tier",
             1.5,
             "plan",
             kv_offload,
@@ -415,8 +422,10 @@ DEMOS: dict[str, Demo] = {
         Demo(
             "semantic-kv",
             "Typed (semantic) KV for agents",
-            "two live 2-pod stacks in turn (kv-offload's blind LRU tiers, semantic-kv's typed policies; 400 GPU + 600 CPU blocks "
-            "per pod, 2 MB shared filesystem); an agentic workload (12 agents x 4 ReAct steps x 4 tree-of-thought branches, shared "
+            "two live 2-pod stacks in turn (kv-offload's blind LRU tiers, semantic-kv's typed policies; 400 GPU + 600 "
+            "CPU blocks "
+            "per pod, 2 MB shared filesystem); an agentic workload (12 agents x 4 ReAct steps x 4 tree-of-thought "
+            "branches, shared "
             "system prompt + tools) sent as chat, so the pods type their blocks from the messages",
             2.5,
             "live",

@@ -124,7 +124,10 @@ class Scenario:
 
 LLMD_73 = Scenario(
     name="llmd-73",
-    description="llm-d 73%-capacity: 8 pods Qwen3-32B on 2xH100 (TP2), shared-prefix 150x5, 6000+1200 -> 1000 tokens, Poisson 15 warm-up then 3->60 QPS",
+    description=(
+        "llm-d 73%-capacity: 8 pods Qwen3-32B on 2xH100 (TP2), shared-prefix 150x5, 6000+1200 -> 1000 tokens, Poisson "
+        "15 warm-up then 3->60 QPS"
+    ),
     pools=[
         PoolPlan(
             name="qwen",
@@ -161,7 +164,10 @@ LLMD_73 = Scenario(
 
 SMALL = Scenario(
     name="small",
-    description="4 pods Llama-3.1-8B on 1xH100 with a small KV cache, shared-prefix 24x4, 1024+128 -> 64 tokens, Poisson 4->16 QPS",
+    description=(
+        "4 pods Llama-3.1-8B on 1xH100 with a small KV cache, shared-prefix 24x4, 1024+128 -> 64 tokens, Poisson "
+        "4->16 QPS"
+    ),
     pools=[
         PoolPlan(
             name="pod",

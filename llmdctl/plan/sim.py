@@ -561,7 +561,7 @@ class _PlanRun:
 
     def drive_steps(self) -> None:
         """Step driving: arrivals and step ends off one heap (P/D hand-offs, sessions, client caps)."""
-        heap, clock, requests = self.heap, self.clock, self.requests
+        heap, clock = self.heap, self.clock
         while heap:
             t, _, kind, payload = heapq.heappop(heap)
             if t > self.max_sim_s:

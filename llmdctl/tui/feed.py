@@ -299,7 +299,8 @@ def decision_detail(row: FeedRow, model: Model) -> Group:
     if row.matched is not None:
         head.add_row(
             "prefix",
-            f"{row.matched} blocks on the chosen pod; best other: {row.best_alt} on {model.pod_name(row.best_alt_endpoint)}",
+            f"{row.matched} blocks on the chosen pod; best other: {row.best_alt} on "
+            f"{model.pod_name(row.best_alt_endpoint)}",
         )
     if d.get("pd"):
         head.add_row("P/D", json.dumps(d["pd"]))
@@ -314,7 +315,8 @@ def decision_detail(row: FeedRow, model: Model) -> Group:
         if (err["ttft"] or {}).get("n"):
             head.add_row(
                 "prediction error",
-                f"{name}: TTFT {_err_cell(err['ttft'])}  ·  TPOT {_err_cell(err['tpot'])}  (|pred-actual|/actual after warm-up)",
+                f"{name}: TTFT {_err_cell(err['ttft'])}  ·  TPOT {_err_cell(err['tpot'])}  (|pred-actual|/actual after "
+                "warm-up)",
             )
     parts: list[Any] = [head]
     by_profile: dict[str, list[dict[str, Any]]] = {}

@@ -403,7 +403,8 @@ class Model:
         return None
 
     def prediction_errors(self) -> dict[str, dict[str, Any]]:
-        """Predictor name -> its TTFT and TPOT error summaries after the warm-up (median, p90 of |pred-actual|/actual)."""
+        """Predictor name -> its TTFT and TPOT error summaries after the warm-up (median and p90 of
+        |pred-actual|/actual)."""
         out = {}
         for name, stats in (self.router.get("predictors") or {}).items():
             if isinstance(stats, dict) and "ttft_error_after_warmup" in stats:

@@ -69,7 +69,8 @@ class PrefixCacheAffinityFilter(Filter):
             and find_plugin(self.ctx, InFlightLoadProducer, p.in_flight_load_producer_name) is None
         ):
             raise ConfigError(
-                f"{self.name}: inFlightLoadProducerName {p.in_flight_load_producer_name!r} names no inflight-load-producer"
+                f"{self.name}: inFlightLoadProducerName {p.in_flight_load_producer_name!r} names no "
+                "inflight-load-producer"
             )
 
     def filter(self, request: LLMRequest, endpoints: list[Endpoint]) -> list[Endpoint]:
