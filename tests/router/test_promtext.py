@@ -45,6 +45,7 @@ def test_parse_agrees_with_prometheus_client_on_a_sim_page(sim_page: str) -> Non
         "vllm:prefix_cache_hits_created",
         "vllm:num_requests_running",
         "vllm:num_requests_waiting",
+        "vllm:num_requests_waiting_by_reason",  # a longer name under the same prefix (vLLM 0.32 exports it)
     }
     assert _same(
         wanted, [s for s in _full_parse(sim_page) if s[0].startswith(("vllm:prefix_cache_", "vllm:num_requests_"))]
