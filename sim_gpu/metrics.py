@@ -452,8 +452,8 @@ class PodMetrics:
         self._all.register(_Union(self.registry, self.slow))
         r, lv = self.registry, (model_name, self.engine)
 
-        def hist(name: str, doc: str, buckets: tuple) -> Any:
-            return Histogram(name, doc, _LABELS, registry=self.slow, buckets=buckets).labels(*lv)
+        def hist(name: str, doc: str, buckets: tuple, registry: CollectorRegistry = self.slow) -> Any:
+            return Histogram(name, doc, _LABELS, registry=registry, buckets=buckets).labels(*lv)
 
         tokens = build_1_2_5_buckets(max_model_len)
         self._queue = hist(
@@ -505,27 +505,18 @@ class PodMetrics:
         self._iteration = hist(
             "vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.", ITERATION_TOKEN_BUCKETS
         )
-        self._ttft = Histogram(
-            "vllm:time_to_first_token_seconds",
-            "Histogram of time to first token in seconds.",
-            _LABELS,
-            registry=r,
-            buckets=TTFT_BUCKETS,
-        ).labels(*lv)
-        self._itl = Histogram(
-            "vllm:inter_token_latency_seconds",
-            "Histogram of inter-token latency in seconds.",
-            _LABELS,
-            registry=r,
-            buckets=ITL_BUCKETS,
-        ).labels(*lv)
-        self._e2e = Histogram(
+        self._ttft = hist(
+            "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", TTFT_BUCKETS, r
+        )
+        self._itl = hist(
+            "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", ITL_BUCKETS, r
+        )
+        self._e2e = hist(
             "vllm:e2e_request_latency_seconds",
             "Histogram of e2e request latency in seconds.",
-            _LABELS,
-            registry=r,
-            buckets=REQUEST_LATENCY_BUCKETS,
-        ).labels(*lv)
+            REQUEST_LATENCY_BUCKETS,
+            r,
+        )
         self._success = Counter(
             "vllm:request_success",
             "Count of successfully processed requests.",

@@ -18,24 +18,18 @@ Bounded by simulated seconds and wall seconds, like `simulate`.
 from __future__ import annotations
 
 import heapq
-import random
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from kvtiers.hashing import DEFAULT_SEED
 from kvtiers.kvevents import KVEventBatch
 from llmdctl.bench.metrics import ERROR, RequestRecord
 from llmdctl.bench.workloads import BenchRequest
+from llmdctl.plan.router import PlannedRouter
 from llmdctl.plan.sim import PlanResult
-from router_lite.config import load_config
-from router_lite.director import Director, Flow, NoEndpoint, Shed
+from router_lite.director import Flow
 from router_lite.failures import Failure, FailureKind
-from router_lite.prefix import PrecisePrefixIndex, PrefixIndexes
-from router_lite.scheduler import Scheduler
-from router_lite.tokenization import request_preparer
 from router_lite.types import Endpoint, EndpointMetrics, LLMRequest
-from sim_gpu.clock import VirtualClock
 from sim_gpu.engine import EngineConfig, EngineRequest, SimEngine
 from sim_gpu.latency import LatencyModel
 
@@ -89,12 +83,8 @@ def simulate_wide_ep(
 ) -> PlanResult:
     """Run `requests` (sent at `arrivals[i]`) through the router and the lockstep EP group."""
     t_wall0 = time.perf_counter()
-    sched_cfg = load_config(cfg.router, origin=f"{cfg.name}: router")
-    clock = VirtualClock()
-    indexes = PrefixIndexes(precise=PrecisePrefixIndex(clock=clock.now))
-    scheduler = Scheduler(sched_cfg, index=indexes, rng=random.Random(cfg.seed), clock=clock.now)
-    director = Director(lambda: scheduler, max_retries=0)  # the gateway's flow; an engine refusal is final
-    prepare = request_preparer(scheduler.needs, (cfg.block_size, "sha256", DEFAULT_SEED))
+    router = PlannedRouter.build(cfg.router, f"{cfg.name}: router", cfg.seed, cfg.block_size)
+    clock, director = router.clock, router.director
     lat = LatencyModel.from_names(
         cfg.hardware, cfg.model, tp=cfg.tp, ep=cfg.pods * cfg.dp * cfg.tp, network=cfg.network
     )
@@ -150,7 +140,6 @@ def simulate_wide_ep(
     steps = 0
     last_scrape = -1e18
     truncated: str | None = None
-    sched_wall = 0.0
 
     def kick(now: float) -> None:
         """Start the next step: the whole group at once (lockstep), or each idle rank with work."""
@@ -191,15 +180,10 @@ def simulate_wide_ep(
                 scrape(t)
                 last_scrape = t
             llm = LLMRequest(req.request_id, model_name, prompt_token_ids=req.prompt, arrival=t)
-            w0 = time.perf_counter()
-            prepare(llm)
-            try:
-                flow = director.start(llm, endpoints)
-            except (NoEndpoint, Shed) as exc:
-                rec.status, rec.error, rec.finished = ERROR, str(exc), t
+            flow = router.route(llm, endpoints)
+            if isinstance(flow, str):
+                rec.status, rec.error, rec.finished = ERROR, flow, t
                 continue
-            finally:
-                sched_wall += time.perf_counter() - w0
             i = ep_index[flow.target.key]
             rank = i if cfg.rank_aware else i * cfg.dp + _lb_rank(ranks[i * cfg.dp : (i + 1) * cfg.dp])
             rec.endpoint = rank_eps[rank].name
@@ -223,7 +207,7 @@ def simulate_wide_ep(
             if res.kv_events:
                 key = event_key[i]
                 event_seq[key] += 1
-                indexes.precise.apply(key, event_seq[key], KVEventBatch(t, res.kv_events))
+                router.index.apply(key, event_seq[key], KVEventBatch(t, res.kv_events))
             for out in res.outputs:
                 entry = live.get(out.request_id)
                 if entry is None:
@@ -252,7 +236,7 @@ def simulate_wide_ep(
         sum(e.stats().num_preemptions for e in ranks),
         cfg.gpus,
         truncated=truncated,
-        scheduling_s=sched_wall,
+        scheduling_s=router.scheduling_s,
     )
 
 

@@ -19,25 +19,19 @@ from __future__ import annotations
 import gc
 import heapq
 import math
-import random
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kvtiers.hashing import DEFAULT_SEED
 from kvtiers.kvevents import KVEventBatch
 from llmdctl.bench.metrics import ERROR, OK, TIMEOUT, RequestRecord
 from llmdctl.bench.workloads import BenchRequest, SessionTracker
-from router_lite.config import SchedulerConfig, load_config
-from router_lite.director import Director, Flow, NoEndpoint, Shed
+from llmdctl.plan.router import PlannedRouter
+from router_lite.director import Flow
 from router_lite.failures import Failure, FailureKind
-from router_lite.prefix import PrecisePrefixIndex, PrefixIndexes
-from router_lite.scheduler import Scheduler
-from router_lite.tokenization import request_preparer
 from router_lite.types import BLOCK_DIGESTS, ROLE_LABEL, Endpoint, EndpointMetrics, LLMRequest
-from sim_gpu.clock import VirtualClock
 from sim_gpu.engine import EngineConfig, EngineRequest, RemotePrefill, SimEngine
 from sim_gpu.latency import LatencyModel
 
@@ -219,7 +213,7 @@ def simulate(
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
     try:
-        return _simulate(
+        run = _PlanRun(
             cfg,
             requests,
             arrivals,
@@ -228,8 +222,11 @@ def simulate(
             progress=progress,
             model_name=model_name,
             max_in_flight=max_in_flight,
-            drive=drive,
         )
+        if drive == "fast" or (drive == "auto" and _fast_ok(cfg, requests, max_in_flight)):
+            run.drive_fast()
+        run.drive_steps()
+        return run.result()
     finally:
         gc.set_threshold(*thresholds)
         if frozen_before == 0:
@@ -241,34 +238,6 @@ def _fast_ok(cfg: PlanConfig, requests: list[BenchRequest], max_in_flight: int |
     return (
         max_in_flight is None and all(p.role == "both" for p in cfg.pools) and all(r.session is None for r in requests)
     )
-
-
-def _simulate(
-    cfg: PlanConfig,
-    requests: list[BenchRequest],
-    arrivals: list[tuple[float, int]],
-    *,
-    max_sim_s: float = 7200.0,
-    max_wall_s: float = 900.0,
-    progress: Callable[[float, int, int], None] | None = None,
-    model_name: str = "sim-model",
-    max_in_flight: int | None = None,
-    drive: str = "auto",
-) -> PlanResult:
-    run = _PlanRun(
-        cfg,
-        requests,
-        arrivals,
-        max_sim_s=max_sim_s,
-        max_wall_s=max_wall_s,
-        progress=progress,
-        model_name=model_name,
-        max_in_flight=max_in_flight,
-    )
-    if drive == "fast" or (drive == "auto" and _fast_ok(cfg, requests, max_in_flight)):
-        run.drive_fast()
-    run.drive_steps()
-    return run.result()
 
 
 _ARRIVE, _STEP_END = 0, 1  # event heap kinds (step driving)
@@ -300,15 +269,8 @@ class _PlanRun:
         self.cfg, self.requests, self.arrivals = cfg, requests, arrivals
         self.max_sim_s, self.max_wall_s, self.progress = max_sim_s, max_wall_s, progress
         self.model_name, self.max_in_flight = model_name, max_in_flight
-        sched_cfg: SchedulerConfig = load_config(cfg.router, origin=f"{cfg.name}: router")
-        self.clock = VirtualClock()
-        now_fn = self.clock.now
-        indexes = PrefixIndexes(precise=PrecisePrefixIndex(clock=now_fn))
-        self.index = indexes.precise
-        scheduler = Scheduler(sched_cfg, index=indexes, rng=random.Random(cfg.seed), clock=now_fn)
-        self.director = Director(lambda: scheduler, max_retries=0)  # the gateway's flow; an engine refusal is final
-        pool0 = cfg.pools[0]  # the engines hash with their defaults (EngineConfig) at the pools' block size
-        self.prepare = request_preparer(scheduler.needs, (pool0.block_size, "sha256", DEFAULT_SEED))
+        self.router = PlannedRouter.build(cfg.router, f"{cfg.name}: router", cfg.seed, cfg.pools[0].block_size)
+        self.clock, self.index, self.director = self.router.clock, self.router.index, self.router.director
         self.pods = build_pods(cfg)
         self.by_key = {p.endpoint.key: p for p in self.pods}
         self.endpoints = [p.endpoint for p in self.pods]
@@ -324,7 +286,6 @@ class _PlanRun:
         self.client_queue: deque[int] = deque()  # arrivals waiting for a free client slot (max_in_flight)
         self.finished = 0
         self.steps = 0
-        self.sched_wall = 0.0
         self.last_scrape = -1e18
         self.next_progress = 0.0
         self.truncated: str | None = None
@@ -353,16 +314,11 @@ class _PlanRun:
             self.scrape(now)
             self.last_scrape = now - (now % interval)
         llm = LLMRequest(req.request_id, self.model_name, prompt_token_ids=prompt, arrival=now)
-        t0 = time.perf_counter()
-        self.prepare(llm)
-        try:
-            flow = self.director.start(llm, self.endpoints)
-        except (NoEndpoint, Shed) as exc:
-            rec.status, rec.error, rec.finished = ERROR, str(exc), now
+        flow = self.router.route(llm, self.endpoints)
+        if isinstance(flow, str):
+            rec.status, rec.error, rec.finished = ERROR, flow, now
             self.finished += 1
             return
-        finally:
-            self.sched_wall += time.perf_counter() - t0
         lv = _Live(req, rec, flow, prompt)
         decode = self.by_key[flow.target.key]
         rec.endpoint = decode.name
@@ -649,7 +605,7 @@ class _PlanRun:
             preemptions=sum(s.num_preemptions for s in stats),
             gpus=self.cfg.gpus,
             truncated=self.truncated,
-            scheduling_s=self.sched_wall,
+            scheduling_s=self.router.scheduling_s,
             cpu_s=time.process_time() - self.t_cpu0,
         )
 
