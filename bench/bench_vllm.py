@@ -127,15 +127,9 @@ def main() -> int:
                 home / "calibration",
                 hardware="cpu",
                 seed=0,
-                heldout=16,
                 say=lambda s: print("  " + s, file=sys.stderr),
             )
-            result["calibration"] = {
-                "coefficients": cal.coefficients,
-                "fit_error_median": cal.fit_error_median,
-                "unfitted_error_median": cal.unfitted_error_median,
-                **cal.heldout,
-            }
+            result["calibration"] = {"values": cal.values, "heldout": cal.heldout, "fit_in_sample": cal.fit}
     finally:
         stack.down(home)
     result["total_seconds"] = round(time.monotonic() - t0, 1)
@@ -150,12 +144,11 @@ def main() -> int:
         f"{result['groups_scattered']}/{args.groups})"
     )
     if "calibration" in result:
-        c = result["calibration"]
-        print(
-            f"calibration: fit median error {c['fit_error_median']:.1%} (unfitted {c['unfitted_error_median']:.1%}); "
-            f"held-out TTFT error median {c['ttft_median_error']:.1%} p90 {c['ttft_p90_error']:.1%}; end-to-end median "
-            f"{c['e2e_median_error']:.1%} p90 {c['e2e_p90_error']:.1%}"
-        )
+        for h in result["calibration"]["heldout"]:
+            print(
+                f"calibration, held-out {h['shape']}: TTFT error median {h['ttft_median']:.1%} p90 {h['ttft_p90']:.1%};"
+                f" end-to-end median {h['e2e_median']:.1%} p90 {h['e2e_p90']:.1%}"
+            )
     print(f"wrote {out}")
     return 0
 

@@ -235,14 +235,15 @@ def calibrate(
     out: Optional[str] = typer.Option(
         None, "--out", help="Folder for the fitted profiles and calibration.json (default $LLMDCTL_HOME/calibration)."
     ),
-    heldout: int = typer.Option(
-        16, "--heldout", help="Held-out requests replayed on real and simulated servers (0: skip the comparison)."
+    max_num_seqs: int = typer.Option(
+        256, "--max-num-seqs", help="The server's --max-num-seqs (vLLM does not export it; 256 is its default)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the measurement and held-out workloads."),
+    max_evaluations: int = typer.Option(600, "--max-evaluations", help="Replays the fit may run (more: closer fit)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the recorded workloads."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Measure a real vLLM server (--url), fit a hardware profile's latency coefficients, and report sim-vs-real
-    TTFT and end-to-end errors on a held-out workload."""
+    """Record traces from a real vLLM server (--url; ~2 minutes), fit a hardware profile to some of them, and report
+    sim-vs-real TTFT and end-to-end errors on the held-out ones (the fit's own traces are in-sample, not accuracy)."""
     import json
     from pathlib import Path
 
@@ -261,8 +262,8 @@ def calibrate(
             hardware=hardware,
             model_dir=model_dir,
             seed=seed,
-            heldout=heldout,
-            compare=heldout > 0,
+            max_num_seqs=max_num_seqs,
+            max_evaluations=max_evaluations,
             say=say,
         )
     except (CalibrationError, httpx.HTTPError) as exc:

@@ -34,6 +34,9 @@ class HardwareProfile:
     # Fitted on a real GPU (bench/gpu_layer_timing.py + `sim fit-gpu`): set, attention is its own roofline
     # at this fraction of peak, and weights stream at `hbm_efficiency_weights` (skinny GEMMs read slower).
     mfu_attention: float | None = None
+    # Attention over context already in the KV cache (a prefix hit's prompt tail, decode) when its kernel runs
+    # at another efficiency than attention within a fresh chunk (vLLM CPU: paged vs. varlen); None: the same.
+    mfu_attention_context: float | None = None
     hbm_efficiency_weights: float | None = None
     layer_overhead_us: float = 0.0  # per decoder layer per step (kernel boundaries): grows with model depth
     interconnect_gbps: float = 450.0  # intra-node link (NVLink etc.), GB/s per direction, for TP all-reduce

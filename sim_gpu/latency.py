@@ -42,6 +42,12 @@ class Coefficients:
     overhead_s: float | None = None
     per_token_s: float = 0.0
     per_seq_s: float = 0.0
+    # Serving costs outside the engine's steps (vLLM's API server): a request reaches the engine
+    # `request_in_s` after the client sent it (HTTP, parsing, input processing); a token reaches the client
+    # `token_out_s` after the step that produced it (output processing, detokenization, streaming).
+    request_in_s: float = 0.0
+    token_out_s: float = 0.0
+    router_s: float = 0.0  # added to request_in_s when a router proxies the request
 
     @classmethod
     def from_dict(cls, data: dict[str, float] | None) -> "Coefficients":
@@ -61,6 +67,7 @@ class BatchShape:
 
     prefill_tokens: int = 0  # new tokens computed for prompt (or recompute) chunks
     prefill_attn: float = 0.0  # sum over those tokens of the context each attends to
+    prefill_ctx_attn: float = 0.0  # the part of prefill_attn over context already in the KV cache (n x cached)
     prefill_kv_read: int = 0  # KV tokens read by the chunks (cached context + chunk)
     num_prefill_seqs: int = 0
     decode_seqs: int = 0
@@ -71,6 +78,7 @@ class BatchShape:
         n, c = num_new_tokens, context_tokens
         self.prefill_tokens += n
         self.prefill_attn += n * c + n * (n + 1) / 2
+        self.prefill_ctx_attn += n * c
         self.prefill_kv_read += c + n
         self.num_prefill_seqs += 1
 
@@ -261,7 +269,13 @@ class LatencyModel:
         t_linear = per_token * (
             shape.prefill_tokens / (self._peak * hw.mfu) + shape.decode_seqs / (self._peak * hw.mfu_decode)
         )
-        t_attention = (attn_prefill + attn_decode) / (self._peak * hw.mfu_attention)
+        if hw.mfu_attention_context is None:
+            t_attention = (attn_prefill + attn_decode) / (self._peak * hw.mfu_attention)
+        else:  # attention over cached (paged) context runs at its own efficiency: within-chunk vs over the cache
+            attn_context = self._attn_flops_per_ctx * shape.prefill_ctx_attn + attn_decode
+            t_attention = (attn_prefill + attn_decode - attn_context) / (self._peak * hw.mfu_attention) + (
+                attn_context / (self._peak * hw.mfu_attention_context)
+            )
         return t_linear, weight_bytes / self._bw_weights, t_attention, kv_bytes / self._bw, comm
 
     def step_terms(self, shape: BatchShape) -> tuple[float, float, float]:

@@ -11,7 +11,7 @@ from sim_gpu.procs import free_port
 def test_calibrate_is_registered_and_an_unreachable_server_is_one_line_and_exit_1():
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     r = subprocess.run(
-        [sys.executable, "-m", "sim_gpu", "calibrate", "--url", url, "--heldout", "0"],
+        [sys.executable, "-m", "sim_gpu", "calibrate", "--url", url],
         capture_output=True,
         text=True,
         timeout=60,
@@ -22,23 +22,34 @@ def test_calibrate_is_registered_and_an_unreachable_server_is_one_line_and_exit_
     assert "Traceback" not in r.stderr
 
 
-def test_report_names_the_fit_the_heldout_errors_and_the_profiles_to_use():
+def test_report_puts_heldout_accuracy_first_and_labels_the_fit_as_in_sample():
     from sim_gpu.calibrate import CalibrationResult, report_lines
 
-    coeffs = {"compute": 0.5, "memory": 0.8, "overhead_s": 0.002, "per_token_s": 1e-5, "per_seq_s": 3e-4}
+    row = {"n": 40, "ttft_median": 0.08, "ttft_p90": 0.3, "e2e_median": 0.06, "e2e_p90": 0.2}
     result = CalibrationResult(
-        "http://x", "m", "cpu", coeffs, [], 0.04, 0.3, files={"hardware": "/o/cpu.yaml", "model": "/o/m.yaml"}
+        "http://x",
+        "m",
+        "cpu",
+        {"mfu": 0.25, "request_in_s": 0.014},
+        fit=[{**row, "shape": "burst", "ttft_median": 0.01}],
+        heldout=[{**row, "shape": "kv-pressure"}],
+        before=[{**row, "shape": "kv-pressure", "ttft_median": 0.61, "e2e_median": 0.53}],
+        skipped=["long-prefix"],
+        files={"hardware": "/o/cpu.yaml", "model": "/o/m.yaml", "traces": "/o/traces"},
     )
     lines = report_lines(result)
-    assert lines[0].startswith("fitted cpu: compute x0.5, memory x0.8, overhead 2.00 ms, 10.0 us/token, 0.30 ms/seq")
-    assert "fit median error 4.0%, 30.0% before" in lines[0]
+    assert lines[0] == "fitted cpu: mfu 0.25, request_in_s 0.014"
+    assert lines[1] == (
+        "held-out kv-pressure (40 requests): TTFT error median 8.0% p90 30.0%; end-to-end median 6.0% p90 20.0%"
+        " (before the fit: 61% / 53%)"
+    )
+    assert lines[2].startswith("fitted on burst (in-sample, not accuracy): TTFT median 1.0%")
+    assert lines[3] == "skipped long-prefix: its prompts exceed the server's max_model_len"
     assert lines[-1] == "use them: llmdctl sim serve --hardware /o/cpu.yaml --model-profile /o/m.yaml"
-    assert not any(line.startswith("held-out") for line in lines)  # --heldout 0: no comparison to report
-    result.heldout = {
-        "requests": 4,
-        "ttft_median_error": 0.1,
-        "ttft_p90_error": 0.2,
-        "e2e_median_error": 0.05,
-        "e2e_p90_error": 0.07,
-    }
-    assert "TTFT error median 10.0% p90 20.0%; end-to-end error median 5.0% p90 7.0%" in report_lines(result)[1]
+
+
+def test_server_flags_come_from_vllms_cache_config_gauge():
+    from sim_gpu.calibrate import server_flags
+
+    flags = server_flags({"block_size": "32", "num_gpu_blocks": "257"}, 2048, 32)
+    assert flags == {"block-size": "32", "max-num-seqs": "32", "num-gpu-blocks": "257", "max-model-len": "2048"}

@@ -177,41 +177,6 @@ def test_tiny_tokenizer_is_deterministic_and_adds_bos() -> None:
     assert text == "<s><|user|>\nhi</s>\n<|assistant|>\n"
 
 
-def test_calibration_fit_recovers_known_coefficients() -> None:
-    from sim_gpu.calibrate import Sample, error_stats, fit_coefficients, model_profile_from_hf, predict
-    from sim_gpu.hw_profiles import ModelProfile, load_hardware
-    from sim_gpu.latency import Coefficients, LatencyModel
-
-    cfg = {
-        "hidden_size": 512,
-        "num_attention_heads": 8,
-        "num_key_value_heads": 4,
-        "num_hidden_layers": 8,
-        "intermediate_size": 1408,
-        "vocab_size": 8192,
-    }
-    mp = model_profile_from_hf(cfg, "small")
-    assert abs(mp["params_b"] - 0.03199) < 1e-4  # the 'small' tiny model: ~32M parameters
-    truth = LatencyModel(
-        hardware=load_hardware("cpu"),
-        model=ModelProfile(**mp),
-        coefficients=Coefficients(compute=2.0, memory=1.0, overhead_s=0.012, per_seq_s=0.002),
-    )
-    samples = [Sample("prefill", n, c) for n in (32, 256, 1024, 2048) for c in (0, 512)] + [
-        Sample("decode", 0, 0, b, b * 64) for b in (1, 2, 4, 8)
-    ]
-    for s, t in zip(samples, predict(samples, truth)):
-        s.seconds = t
-    fitted = LatencyModel(hardware=load_hardware("cpu"), model=ModelProfile(**mp), coefficients=Coefficients())
-    coef = fit_coefficients(samples, fitted)
-    fitted.coefficients = Coefficients.from_dict(coef)
-    fitted._precompute()
-    median, p90 = error_stats(predict(samples, fitted), [s.seconds for s in samples])
-    assert median < 0.01 and p90 < 0.02, coef
-    assert abs(coef["compute"] - 2.0) < 0.1 and abs(coef["overhead_s"] - 0.012) < 0.002
-    assert error_stats([1.1, 0.9], [1.0, 1.0]) == pytest.approx((0.1, 0.1))
-
-
 def test_pool_env_from_set_is_strings_and_cannot_override_the_hash_seed() -> None:
     from llmdctl.profile import ProfileError, load_profile
 

@@ -1,0 +1,158 @@
+"""Record real vLLM (CPU) request traces: the fixtures the simulator's timing is checked against.
+
+    python bench/record_vllm_traces.py [--model DIR] [--shapes long-prefix,short-many,...] [--seed 0]
+        [--out tests/fixtures/vllm_traces] [--keep-up]
+
+Starts `llmdctl up precise-prefix-cache --engine vllm --replicas 2` (the `small` tiny model, 256 KV blocks of
+32 tokens per pod, max_num_seqs 32, its own $LLMDCTL_HOME under /tmp), warms both pods, then for each shape of
+`sim_gpu.traces.build_shapes` resets both pods' prefix caches and sends the shape open-loop (token-id prompts,
+exact output lengths): straight to pod 0, or through the router for `two-pods`. Each trace is written as
+`<out>/<shape>.json` with the pods' exact command lines. Bounded: every shape has a fixed request count and a
+per-request timeout. Run it on a quiet machine: the traces are the reference timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sim_gpu.traces import build_shapes, record_shape  # noqa: E402
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def pod_cmdline(port: int) -> list[str]:
+    """The command line of the process listening on 127.0.0.1:`port` (the vLLM API server)."""
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            return psutil.Process(conn.pid).cmdline()
+    return []
+
+
+def flags_of(argv: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for i, a in enumerate(argv):
+        if a.startswith("--"):
+            nxt = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else "true"
+            out[a[2:]] = nxt
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="local model directory (default: build the `small` tiny model in the home)")
+    ap.add_argument("--home", default="/tmp/llmdctl-record-traces")
+    ap.add_argument("--shapes", default="", help="comma-separated subset (default: all)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--num-gpu-blocks", type=int, default=256)
+    ap.add_argument("--max-num-seqs", type=int, default=32)
+    ap.add_argument("--port", type=int, default=8750)
+    ap.add_argument("--out", default=str(REPO / "tests" / "fixtures" / "vllm_traces"))
+    ap.add_argument("--keep-up", action="store_true")
+    args = ap.parse_args()
+
+    home = Path(args.home)
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["LLMDCTL_HOME"] = str(home)
+    os.environ.setdefault("LLMDCTL_VLLM_VENV", str(Path.home() / ".llmdctl" / "engines" / "vllm"))
+    from llmdctl.local import stack
+
+    model = args.model or str(home / "small-model")
+    if not (Path(model) / "config.json").exists():
+        from llmdctl.commands.model import make_tiny
+
+        say(f"building the small tiny model in {model} ...")
+        make_tiny(model, "small", 0)
+    config = json.loads((Path(model) / "config.json").read_text())
+    shapes = build_shapes(int(config["vocab_size"]), args.seed)
+    wanted = [s for s in args.shapes.split(",") if s] or list(shapes)
+    for s in wanted:
+        if s not in shapes:
+            ap.error(f"--shapes: unknown {s!r}; expected {', '.join(shapes)}")
+
+    sets = [
+        f"pools.0.num_gpu_blocks={args.num_gpu_blocks}",
+        "pools.0.max_model_len=2048",
+        f"pools.0.max_num_seqs={args.max_num_seqs}",
+        "pools.0.env.VLLM_SERVER_DEV_MODE=1",
+        "pools.0.args=[--enable-prompt-tokens-details]",  # usage reports the prefix-cache hit per request
+    ]
+    say("starting 2 real vLLM pods + router_lite ...")
+    up = stack.up(
+        "precise-prefix-cache",
+        engine="vllm",
+        model=model,
+        replicas=2,
+        sets=sets,
+        router_port=args.port,
+        pod_port=args.port + 10,
+        events_port=args.port - 3000 + 10,
+        timeout_s=900,
+        home=home,
+    )
+    state = up.state
+    pods = [p.url if hasattr(p, "url") else f"http://127.0.0.1:{p.port}" for p in state.pods]
+    served = state.model
+    say(f"up in {up.seconds:.0f}s: router {state.router_url}, pods {', '.join(pods)}")
+    argv = pod_cmdline(int(pods[0].rsplit(":", 1)[1]))
+    try:
+        with httpx.Client(trust_env=False, timeout=120) as c:
+            version = c.get(pods[0] + "/version").json().get("version", "")
+            for p in pods:
+                for _ in range(3):
+                    c.post(
+                        p + "/v1/completions", json={"model": served, "prompt": list(range(20, 900)), "max_tokens": 8}
+                    )
+        server = {
+            "vllm_version": version,
+            "model_config": config,
+            "flags": flags_of(argv),
+            "argv": argv[argv.index("--model") :] if "--model" in argv else argv,
+        }
+        machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+        out = Path(args.out)
+        for name in wanted:
+            shape = shapes[name]
+            with httpx.Client(trust_env=False, timeout=30) as c:
+                for p in pods:
+                    c.post(p + "/reset_prefix_cache").raise_for_status()
+            time.sleep(1.0)
+            url = state.router_url if shape.via_router else pods[0]
+            t = time.monotonic()
+
+            def prog(done: int, total: int, name: str = name) -> None:
+                if done % 10 == 0 or done == total:
+                    say(f"  {name}: {done}/{total} ({time.monotonic() - t:.0f}s)")
+
+            trace = asyncio.run(record_shape(shape, url, served, pods, server, progress=prog))
+            trace.machine = machine
+            bad = [r for r in trace.requests if not r.ok]
+            trace.save(out / f"{name}.json")
+            say(
+                f"{name}: {len(trace.requests)} requests, {len(bad)} failed, {time.monotonic() - t:.0f}s"
+                f" -> {out / name}.json"
+            )
+            if bad:
+                say(f"  first failure: {bad[0].error}")
+    finally:
+        if not args.keep_up:
+            stack.down(home=home)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

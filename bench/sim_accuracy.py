@@ -1,0 +1,137 @@
+"""How close the simulator's timing is to recorded real vLLM traces, always judged on traces the fit did not see.
+
+    python bench/sim_accuracy.py                       # replay every fixture with the shipped `cpu` profile
+    python bench/sim_accuracy.py --hardware OLD.yaml   # ... with another profile (e.g. the one before a refit)
+    python bench/sim_accuracy.py --fit [--write-profile sim_gpu/data/hardware/cpu.yaml]
+                                                       # fit on the fit shapes from scratch, score the held-out ones
+    python bench/sim_accuracy.py --leave-one-out       # fit on all shapes but one, score that one; every shape
+    [--traces tests/fixtures/vllm_traces] [--json out.json]
+
+Traces are recorded by bench/record_vllm_traces.py (real vLLM 0.32 CPU, the `small` tiny model). Errors are
+|sim - real| / real per request, TTFT and end-to-end, median and p90 per shape; `fit`/`held-out` says whether
+the profile that produced the row was fitted on that shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sim_gpu.hw_profiles import load_hardware  # noqa: E402
+from sim_gpu.replay import ReplayScore, replay_score, trace_latency  # noqa: E402
+from sim_gpu.trace_fit import COEF_KNOBS, FIT_SHAPES, HW_KNOBS, TIED, fit  # noqa: E402
+from sim_gpu.traces import Trace  # noqa: E402
+
+DEFAULT_TRACES = REPO / "tests" / "fixtures" / "vllm_traces"
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def load_traces(folder: Path) -> dict[str, Trace]:
+    traces = {p.stem: Trace.load(p) for p in sorted(folder.glob("*.json"))}
+    if not traces:
+        raise SystemExit(f"--traces: no *.json trace in {folder}")
+    return traces
+
+
+def print_table(rows: list[tuple[str, ReplayScore]], title: str) -> None:
+    print(f"\n{title}")
+    print(
+        f"{'shape':13s} {'set':9s} {'n':>4s} {'TTFT med':>9s} {'p90':>6s} {'E2E med':>8s} {'p90':>6s}"
+        f" {'real/sim TTFT ms':>17s} {'real/sim E2E ms':>16s} {'cached=':>7s}"
+    )
+    for label, s in rows:
+        print(
+            f"{s.shape:13s} {label:9s} {s.n:4d} {s.ttft_median:9.1%} {s.ttft_p90:6.0%} {s.e2e_median:8.1%} "
+            f"{s.e2e_p90:6.0%} {s.real_ttft_median * 1e3:8.0f}/{s.sim_ttft_median * 1e3:<8.0f} "
+            f"{s.real_e2e_median * 1e3:7.0f}/{s.sim_e2e_median * 1e3:<8.0f} {s.cached_match:7.0%}"
+        )
+
+
+def write_profile(base: str, values: dict[str, float], path: Path, note: str) -> None:
+    """The `base` hardware profile's YAML with the fitted hardware fields and coefficients in place."""
+    doc = dataclasses.asdict(load_hardware(base))
+    doc["aliases"] = list(doc["aliases"])
+    for k, v in values.items():
+        if k in HW_KNOBS:
+            doc[k] = round(v, 6)
+    for tied, src in TIED.items():
+        if src in values:
+            doc[tied] = round(values[src], 6)
+    coef = dict(doc.get("coefficients") or {})
+    coef.update({k: float(f"{values[k]:.6g}") for k in COEF_KNOBS if k in values})
+    doc["coefficients"] = coef
+    doc["description"] = note
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    say(f"wrote {path}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--traces", default=str(DEFAULT_TRACES))
+    ap.add_argument("--hardware", default="cpu", help="hardware profile to replay with (name or YAML)")
+    ap.add_argument("--fit", action="store_true", help="fit on the fit shapes, score every shape")
+    ap.add_argument("--leave-one-out", action="store_true", help="for each shape: fit on the others, score it")
+    ap.add_argument("--write-profile", help="with --fit: write the fitted hardware profile here")
+    ap.add_argument("--max-evaluations", type=int, default=800)
+    ap.add_argument("--json", help="write the figures as JSON here")
+    args = ap.parse_args()
+    traces = load_traces(Path(args.traces))
+    base = next(iter(traces.values()))
+    latency = trace_latency(base, args.hardware)
+    doc: dict[str, Any] = {"hardware": args.hardware, "traces": str(args.traces)}
+    if args.fit or args.leave_one_out:
+        folds = (
+            [(name, [t for k, t in traces.items() if k != name]) for name in traces]
+            if args.leave_one_out
+            else [("", [traces[k] for k in FIT_SHAPES if k in traces])]
+        )
+        doc["folds"] = []
+        rows: list[tuple[str, ReplayScore]] = []
+        for held, fit_on in folds:
+            t0 = time.monotonic()
+
+            def prog(n: int, best: float, held: str = held) -> None:
+                if n % 100 == 0:
+                    say(f"  {held or 'fit'}: {n} replays, objective {best:.4f} ({time.monotonic() - t0:.0f}s)")
+
+            heldout = [traces[held]] if held else [t for k, t in traces.items() if k not in FIT_SHAPES]
+            res = fit(fit_on, latency, heldout, max_evaluations=args.max_evaluations, progress=prog)
+            say(f"fold {held or 'fixed split'}: {res.evaluations} replays, {time.monotonic() - t0:.0f}s")
+            doc["folds"].append({"heldout": held or None, **res.to_dict()})
+            if held:
+                rows.append(("held-out", res.heldout[0]))
+            else:
+                rows += [("fit", s) for s in res.fit] + [("held-out", s) for s in res.heldout]
+                print(json.dumps({k: float(f"{v:.4g}") for k, v in res.values.items()}))
+                if args.write_profile:
+                    note = (
+                        f"vLLM {base.server.get('vllm_version', '?')} on CPU, fitted by bench/sim_accuracy.py --fit on "
+                        f"recorded traces {', '.join(FIT_SHAPES)} ({base.machine.get('cpus', '?')}-core VM)"
+                    )
+                    write_profile(args.hardware, res.values, Path(args.write_profile), note)
+        title = "leave one shape out (each row: fitted on every other shape)" if args.leave_one_out else "fixed split"
+        print_table(rows, title)
+    else:
+        rows = [("fit" if k in FIT_SHAPES else "held-out", replay_score(t, latency)) for k, t in traces.items()]
+        doc["rows"] = [{"set": label, **s.row()} for label, s in rows]
+        print_table(rows, f"replayed with hardware profile {args.hardware!r}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
