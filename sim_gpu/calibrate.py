@@ -36,6 +36,7 @@ class CalibrationResult:
     fit: list[dict[str, Any]]  # per fit shape: in-sample errors
     heldout: list[dict[str, Any]]  # per held-out shape: the accuracy
     before: list[dict[str, Any]] = field(default_factory=list)  # held-out shapes with the profile before the fit
+    fit_objective: dict[str, float] = field(default_factory=dict)  # mean |log sim/real| on the fit shapes
     skipped: list[str] = field(default_factory=list)  # shapes the server cannot take (prompt over max_model_len)
     files: dict[str, str] = field(default_factory=dict)
 
@@ -134,7 +135,7 @@ def calibrate(
     from sim_gpu.hw_profiles import ModelProfile, ProfileError, load_hardware
     from sim_gpu.latency import LatencyModel
     from sim_gpu.replay import replay_score
-    from sim_gpu.trace_fit import FIT_SHAPES, HW_KNOBS, TIED, fit
+    from sim_gpu.trace_fit import FIT_SHAPES, HW_KNOBS, TIED, current_values, fit, objective
     from sim_gpu.traces import build_shapes, record_shape
 
     url = url.rstrip("/")
@@ -181,7 +182,8 @@ def calibrate(
     latency = LatencyModel(hardware=hw, model=ModelProfile(**mp))
     before = [replay_score(t, latency).row() for t in held]
     say(f"fitting on {', '.join(t.shape for t in fit_on)} ({max_evaluations} replays at most)")
-    result = fit(fit_on, latency, held, max_evaluations=max_evaluations)
+    # refine the profile as it stands (its fitted terms are a better start than generic guesses)
+    result = fit(fit_on, latency, held, start=current_values(latency), max_evaluations=max_evaluations)
     hw_doc = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(hw).items()}
     hw_doc.update({k: round(v, 6) for k, v in result.values.items() if k in HW_KNOBS})
     hw_doc.update({t: round(result.values[s], 6) for t, s in TIED.items() if s in result.values})
@@ -196,6 +198,7 @@ def calibrate(
     hw_path, model_path = out_dir / f"{hw.name}-fitted.yaml", out_dir / f"{mp['name']}.yaml"
     hw_path.write_text(yaml.safe_dump(hw_doc, sort_keys=False))
     model_path.write_text(yaml.safe_dump(mp, sort_keys=False))
+    written = LatencyModel.from_names(str(hw_path), str(model_path))
     out = CalibrationResult(
         url=url,
         model=model,
@@ -204,6 +207,7 @@ def calibrate(
         fit=[s.row() for s in result.fit],
         heldout=[s.row() for s in result.heldout],
         before=before,
+        fit_objective={"before": objective(fit_on, latency), "after": objective(fit_on, written)},
         skipped=skipped,
         files={"hardware": str(hw_path), "model": str(model_path), "traces": str(out_dir / "traces")},
     )

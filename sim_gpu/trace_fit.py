@@ -76,6 +76,16 @@ def with_knobs(latency: LatencyModel, values: dict[str, float]) -> LatencyModel:
     return replace(latency, hardware=hw, coefficients=coef)
 
 
+def current_values(latency: LatencyModel, names: Sequence[str] = FITTED) -> dict[str, float]:
+    """The knobs' values in `latency` now, for those that are set (a profile's unset terms stay at START)."""
+    out: dict[str, float] = {}
+    for k in names:
+        v = getattr(latency.hardware, k, None) if k in HW_KNOBS else getattr(latency.coefficients, k, None)
+        if isinstance(v, (int, float)) and v > 0:
+            out[k] = float(v)
+    return out
+
+
 def objective(traces: Sequence[Trace], latency: LatencyModel) -> float:
     """Mean |log(sim / real)| of TTFT and end-to-end over every successful request of `traces` (absolute, not
     squared: a request slowed by a neighbour process on a shared host should not steer the whole fit)."""
