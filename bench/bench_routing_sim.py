@@ -11,9 +11,8 @@ the offline planner (`llmdctl.plan.sim`: the real Scheduler and sim_gpu engines 
 
 Prompts: the real benchmark sends text (one word per generated token id) that vLLM tokenizes into ~6.4 tokens
 a word; the twin tokenizes the same text with the model's own tokenizer (--tokenizer, default the bench's
-`small` model), so prompt lengths and shared prefixes are the real ones. Timing: `sim_gpu`'s roofline with
-coefficients that `llmdctl sim calibrate` fitted against one of the real CPU pods (--hardware, --model-profile;
-defaults are the fitted files kept in bench/results/).
+`small` model), so prompt lengths and shared prefixes are the real ones. Timing: the shipped `cpu` profile,
+fitted on recorded real vLLM traces (docs/simulator-accuracy.md), or another (--hardware, --model-profile).
 
 vllm-router cannot run on the simulator, so the side-by-side ratios are against router_lite `round-robin`,
 which both benchmarks run: a reader sees whether the simulator ranks the profiles the way the real pods do.
@@ -45,7 +44,7 @@ from llmdctl.plan.sim import PlanConfig, PoolPlan, simulate  # noqa: E402
 ROUTERS = "precise-prefix-cache,inference-scheduling,predicted-latency,round-robin"
 BASE = "round-robin"
 RESULTS = REPO / "bench" / "results"
-DEFAULT_HW = RESULTS / "routing_sim_cpu-fitted.yaml"
+DEFAULT_HW = "cpu"  # the shipped profile, fitted on recorded real traces (docs/simulator-accuracy.md)
 DEFAULT_MODEL = RESULTS / "routing_sim_small-calibrated.yaml"
 
 
@@ -219,7 +218,7 @@ def main() -> int:
     ap.add_argument("--scenarios", default="light,kv-pressure")
     ap.add_argument("--routers", default=ROUTERS, help="router_lite profile names")
     ap.add_argument(
-        "--hardware", default=str(DEFAULT_HW), help="sim_gpu hardware YAML (fitted by `llmdctl sim calibrate`)"
+        "--hardware", default=DEFAULT_HW, help="sim_gpu hardware profile name or YAML (e.g. from `sim calibrate`)"
     )
     ap.add_argument("--model-profile", default=str(DEFAULT_MODEL), help="sim_gpu model YAML of the bench's model")
     ap.add_argument(

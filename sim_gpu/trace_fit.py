@@ -1,10 +1,10 @@
 """Fit the latency model's coefficients to recorded real-vLLM traces by replaying them, then judge the fit
 only on traces it did not see.
 
-The objective is the mean squared log ratio of simulated to recorded TTFT and end-to-end latency over the
-fit traces' requests (log: a 2x miss costs the same on a 40 ms hit as on a 900 ms cold prefill). The
-replay is deterministic, so a derivative-free search (Nelder-Mead over the log of each coefficient)
-converges to the same answer every time. Held-out traces are never touched by the fit: their errors are
+The objective is the mean absolute log ratio of simulated to recorded TTFT and end-to-end latency over the
+fit traces' requests (log: a 2x miss costs the same on a 40 ms hit as on a 900 ms cold prefill; absolute:
+one request slowed by a neighbour process does not steer the fit). The replay is deterministic, so a
+derivative-free search (Nelder-Mead over the log of each knob) gives the same answer every time. Held-out traces are never touched by the fit: their errors are
 the accuracy a user can expect, and the only figures `sim calibrate` reports as accuracy.
 """
 
@@ -19,12 +19,11 @@ from sim_gpu.latency import LatencyModel
 from sim_gpu.replay import ReplayScore, replay, replay_score
 from sim_gpu.traces import Trace
 
-# What is fitted, and where the search starts: the hardware's efficiency terms (linear layers, attention,
-# weight streaming, per-step overhead), a per-sequence cost in each step, and the serving costs around the
-# engine (attention within a fresh chunk and over cached context apart: vLLM CPU runs them with different
-# kernels). Hardware knobs are fields of HardwareProfile, the rest of Coefficients. Terms the traces cannot tell
-# apart are tied (decode GEMMs run at the prefill MFU, KV streams at the weights' bandwidth) rather than
-# fitted to noise; knobs that moved no trace's error by a 2x change (host contention between pods) are left out.
+# What is fitted, and where the search starts: the hardware's efficiency terms (linear layers; attention within
+# a fresh chunk and over cached context apart, as vLLM CPU runs them with different kernels; weight streaming;
+# per-step overhead), a per-sequence cost in each step, and the serving costs around the engine. Hardware knobs
+# are fields of HardwareProfile, the rest of Coefficients. Terms the traces cannot tell apart are tied (decode
+# GEMMs run at the prefill MFU, KV streams at the weights' bandwidth) rather than fitted to noise.
 HW_KNOBS = ("mfu", "mfu_attention", "mfu_attention_context", "hbm_efficiency_weights", "step_overhead_ms")
 COEF_KNOBS = ("per_seq_s", "request_in_s", "token_out_s", "router_s")
 FITTED = HW_KNOBS + COEF_KNOBS

@@ -574,6 +574,23 @@ class _PlanRun:
         # finish on this pod kicks it again.
 
     # ---- outcome -------------------------------------------------------------------------------------
+    def add_serving_costs(self) -> None:
+        """The serving pod's costs outside its engine steps (request in + router proxying + token out: fitted on
+        real vLLM traces, see sim_gpu.replay; zero in profiles that have none) added to each record's first
+        token and end. Every request pays the same, so the engines' timelines only shift; open-loop results
+        equal delaying each arrival at its engine."""
+        pods = {p.name: p for p in self.pods}
+        for rec in self.records:
+            pod = pods.get(rec.endpoint or "")
+            if pod is None or rec.first_token is None:
+                continue
+            c = pod.engine.latency.coefficients
+            shift = c.request_in_s + c.router_s + c.token_out_s
+            if shift:
+                rec.first_token += shift
+                if rec.finished is not None:
+                    rec.finished += shift
+
     def result(self) -> PlanResult:
         if self.progress is not None:
             self.progress(self.clock.now(), self.finished, self.n)
@@ -592,6 +609,7 @@ class _PlanRun:
                     finished=end,
                 )
             )
+        self.add_serving_costs()
         stats = [p.engine.stats() for p in self.pods]
         queries = sum(s.prefix_cache_queries_tokens for s in stats)
         hits = sum(s.prefix_cache_hits_tokens for s in stats)
