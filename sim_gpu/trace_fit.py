@@ -4,8 +4,9 @@ only on traces it did not see.
 The objective is the mean absolute log ratio of simulated to recorded TTFT and end-to-end latency over the
 fit traces' requests (log: a 2x miss costs the same on a 40 ms hit as on a 900 ms cold prefill; absolute:
 one request slowed by a neighbour process does not steer the fit). The replay is deterministic, so a
-derivative-free search (Nelder-Mead over the log of each knob) gives the same answer every time. Held-out traces are never touched by the fit: their errors are
-the accuracy a user can expect, and the only figures `sim calibrate` reports as accuracy.
+derivative-free search (Nelder-Mead over the log of each knob) gives the same answer every time. Held-out
+traces are never touched by the fit: their errors are the accuracy a user can expect, and the only figures
+`sim calibrate` reports as accuracy.
 """
 
 from __future__ import annotations
