@@ -43,6 +43,16 @@ def pod_cmdline(port: int) -> list[str]:
     return []
 
 
+def preemptions(client: httpx.Client, pods: list[str]) -> float:
+    """vLLM's vllm:num_preemptions_total summed over the pods."""
+    total = 0.0
+    for p in pods:
+        for line in client.get(p + "/metrics").text.splitlines():
+            if line.startswith("vllm:num_preemptions_total"):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def flags_of(argv: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for i, a in enumerate(argv):
@@ -130,6 +140,7 @@ def main() -> int:
             with httpx.Client(trust_env=False, timeout=30) as c:
                 for p in pods:
                     c.post(p + "/reset_prefix_cache").raise_for_status()
+                preempted_before = preemptions(c, pods)
             time.sleep(1.0)
             url = state.router_url if shape.via_router else pods[0]
             t = time.monotonic()
@@ -140,6 +151,8 @@ def main() -> int:
 
             trace = asyncio.run(record_shape(shape, url, served, pods, server, progress=prog))
             trace.machine = machine
+            with httpx.Client(trust_env=False, timeout=30) as c:
+                trace.server = {**trace.server, "preemptions": preemptions(c, pods) - preempted_before}
             bad = [r for r in trace.requests if not r.ok]
             trace.save(out / f"{name}.json")
             say(

@@ -29,6 +29,7 @@ class Predicted:
     first_token: float
     finished: float
     cached_tokens: int
+    preemptions: int = 0  # times the engine preempted this request (vLLM recomputes it)
 
     @property
     def ttft(self) -> float:
@@ -54,6 +55,8 @@ class ReplayScore:
     real_e2e_median: float
     sim_e2e_median: float
     cached_match: float  # share of requests whose simulated cached tokens equal the server's
+    sim_preemptions: int = 0
+    real_preemptions: float | None = None  # vllm:num_preemptions_total over the trace, when recorded
     errors: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
     def row(self) -> dict[str, Any]:
@@ -163,7 +166,7 @@ def replay(trace: Trace, latency: LatencyModel) -> dict[str, Predicted]:
                 cached[o.request_id] = o.num_cached_tokens
             if o.finished:
                 r = reqs[index[o.request_id]]
-                out[r.id] = Predicted(r.arrival, first[r.id], end + t_out, cached[r.id])
+                out[r.id] = Predicted(r.arrival, first[r.id], end + t_out, cached[r.id], o.num_preemptions)
         pod.now = end
     return out
 
@@ -193,6 +196,8 @@ def score(trace: Trace, predicted: dict[str, Predicted]) -> ReplayScore:
         real_e2e_median=statistics.median(r.e2e for r in reqs),
         sim_e2e_median=statistics.median(predicted[r.id].e2e for r in reqs),
         cached_match=sum(match) / len(match),
+        sim_preemptions=sum(predicted[r.id].preemptions for r in reqs),
+        real_preemptions=trace.server.get("preemptions"),
         errors={"ttft": ttft, "e2e": e2e},
     )
 

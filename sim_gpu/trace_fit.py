@@ -42,7 +42,7 @@ START = {
 }
 # The recorded shapes the shipped CPU profile is fitted on; the others are held out and only scored.
 FIT_SHAPES = ("short-many", "long-prefix", "burst", "two-pods-b")
-HELDOUT_SHAPES = ("kv-pressure", "mixed-output", "two-pods")
+HELDOUT_SHAPES = ("kv-pressure", "mixed-output", "preemption", "two-pods")
 FLOOR = 1e-9  # every knob stays positive (searched in log space)
 
 

@@ -243,6 +243,13 @@ def build_shapes(vocab: int, seed: int = 0) -> dict[str, Shape]:
         24,
         True,
     )
+    segs, reqs = {}, []
+    for i, t in enumerate(_poisson(rng, 24, 12.0)):
+        segs[f"u{i}"] = _ids(rng, rng.randrange(500, 700), vocab)
+        reqs.append(PlannedRequest([f"u{i}"], 240, t))
+    shapes["preemption"] = Shape(
+        "preemption", "24 unique 500-700-token prompts, 12 QPS, 240 out: ~2x the KV, vLLM preempts", segs, reqs
+    )
     return shapes
 
 

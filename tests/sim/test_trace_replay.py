@@ -62,6 +62,14 @@ def test_prefix_cache_hits_agree_with_vllm_request_by_request(shipped: LatencyMo
     assert replay_score(load(shape), shipped).cached_match >= 0.95
 
 
+def test_kv_pressure_preempts_as_often_as_vllm(shipped: LatencyModel) -> None:
+    """More running requests than KV: vLLM preempted (and later recomputed) 9 times over the trace; the
+    simulated scheduler must face the same shortage and make the same number of preemptions."""
+    s = replay_score(load("preemption"), shipped)
+    assert s.real_preemptions == 9
+    assert s.sim_preemptions == s.real_preemptions
+
+
 # Replayed medians of the shipped profile (ms): a change of any fitted term shows here even where it stays
 # inside the accuracy bound above. Regenerate with `python bench/sim_accuracy.py` after a deliberate refit.
 PINNED_MEDIANS_MS = {
@@ -72,6 +80,7 @@ PINNED_MEDIANS_MS = {
     "short-many": (70.4, 336.3),
     "two-pods-b": (50.6, 334.3),
     "two-pods": (45.6, 233.4),
+    "preemption": (1897.9, 13357.9),
 }
 
 
