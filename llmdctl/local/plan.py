@@ -22,6 +22,7 @@ import yaml
 from kvtiers.hashing import seed_from_env
 from llmdctl.local.state import ADMIN_KEY_FILE, ComponentState, PodState
 from llmdctl.profile import PoolSpec, Profile, shipped_router_configs
+from llmdctl.simtokenizer import BUILTIN
 
 NAMED_CONFIGS_DIR = "router-configs"  # next to router-config.yaml: the configs the admin API may switch to by name
 
@@ -125,7 +126,7 @@ def sim_argv(
     argv += ["--hash-seed", seed_from_env()]  # explicit, so engine and router hash alike whatever their environments
     argv += ["--enable-prompt-tokens-details"]  # usage reports cached tokens (bench, demos); vLLM's flag of that name
     argv += ["--enable-scale-out"]  # the Renderer API, which peer routers' prefix policies call (vLLM's flag)
-    if profile.tokenizer:
+    if profile.tokenizer and profile.tokenizer != BUILTIN:
         argv += ["--tokenizer", profile.tokenizer]
     if pool.num_gpu_blocks is not None:
         argv += ["--num-gpu-blocks", str(pool.num_gpu_blocks)]
@@ -332,8 +333,9 @@ def router_argv(
     ]
     for name, priority in sorted(profile.router.objectives.items()):
         argv += ["--objective", f"{name}={priority}"]
-    if profile.router.tokenizer or profile.tokenizer:
-        argv += ["--tokenizer", profile.router.tokenizer or profile.tokenizer]
+    tokenizer = profile.router.tokenizer or (profile.tokenizer if profile.tokenizer != BUILTIN else None)
+    if tokenizer:  # None: the router asks the pods' /tokenize when a plugin needs tokens
+        argv += ["--tokenizer", tokenizer]
     seeds = {p.hash_seed for p in pods or [] if p.hash_seed is not None}
     sizes = {p.block_size for p in pods or [] if p.block_size is not None}
     algos = {pool.hash_algo for pool in profile.pools if pool.replicas}
