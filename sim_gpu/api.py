@@ -17,9 +17,9 @@ from typing import Any, Literal
 import msgspec
 
 from kvtiers.tokenizer import TokenizerError
+from sim_gpu import tools
 from sim_gpu.sampling import Sampling, SamplingError, parse_sampling
 from sim_gpu.structured import NO_PARSER, Forced, StructuredError, forced_output
-from sim_gpu import tools
 from sim_gpu.tools import ToolSettings
 
 _json_decoder = msgspec.json.Decoder()
