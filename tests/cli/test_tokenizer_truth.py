@@ -44,10 +44,17 @@ def bench_random_prompt(tok: Tokenizer, rng: random.Random, index: int, length: 
 
 
 def test_profile_tokenizer_reaches_pods_and_router(tok_dir: Path, tmp_path: Path):
-    profile = load_profile("inference-scheduling", [f"tokenizer={tok_dir}"])
+    profile = load_profile("precise-prefix-cache", [f"tokenizer={tok_dir}"])  # its router hashes tokens
     plan = build_plan(profile, PortLayout(9000, 9100, 6000), tmp_path)
     for comp in plan.components:
         assert comp.argv[comp.argv.index("--tokenizer") + 1] == str(tok_dir.resolve()), comp.name
+    # a router whose plugins need no tokens loads none (its /tokenize and any later need go to the pods)
+    plan = build_plan(
+        load_profile("inference-scheduling", [f"tokenizer={tok_dir}"]), PortLayout(9000, 9100, 6000), tmp_path
+    )
+    assert [c.name for c in plan.components if "--tokenizer" in c.argv] == [
+        c.name for c in plan.components if c.kind != "router"
+    ]
     with pytest.raises(ProfileError, match=r"tokenizer: expected a directory with tokenizer.json"):
         load_profile("inference-scheduling", [f"tokenizer={tmp_path}"])
 
