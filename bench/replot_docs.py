@@ -99,7 +99,15 @@ def demos(out: Path) -> list[Path]:
     return paths
 
 
-PARTS = {"plan": plan, "demos": demos, "pd": pd, "kvtiers": kvtiers, "routing-real": routing_real}
+def sweep(out: Path) -> list[Path]:
+    """plan-sweep-pareto-ttft.png: docs/benchmarks.md's `llmdctl plan small --replicas 2,4,8 ...` sweep."""
+    from llmdctl.bench import report
+
+    doc = _load(IMG / "plan-sweep-small.json")
+    return [report.plot_pareto(doc, out / "plan-sweep-pareto-ttft.png", "ttft_p90_s", "small")]
+
+
+PARTS = {"plan": plan, "demos": demos, "sweep": sweep, "pd": pd, "kvtiers": kvtiers, "routing-real": routing_real}
 
 
 def main() -> int:

@@ -279,28 +279,23 @@ def plot_bars(
 
 def plot_pareto(doc: dict[str, Any], path: str | Path, metric: str = "ttft_p90_s", title: str = "") -> Path:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    front = doc["pareto_ttft_p90" if metric == "ttft_p90_s" else "pareto_throughput"]
+    # Front points are numbered on the plot and named in a key below it: full configuration names written
+    # next to the points ran into each other and off the figure.
+    key_h = 0.16 * len(front)
+    fig, ax = plt.subplots(figsize=(7.5, 4.0 + key_h))
     rows = doc["rows"]
     label = {"ttft_p90_s": "TTFT p90 (s)", "output_tok_s": "output tokens/s"}.get(metric, metric)
     ax.scatter([r["cost"] for r in rows], [r.get(metric) or 0 for r in rows], alpha=0.5, label="configurations")
-    front = doc["pareto_ttft_p90" if metric == "ttft_p90_s" else "pareto_throughput"]
     ax.plot([r["cost"] for r in front], [r.get(metric) or 0 for r in front], "r-o", label="Pareto front")
-    costs = [r["cost"] for r in rows]
-    middle = (min(costs) + max(costs)) / 2 if costs else 0
-    for r in front:  # names point inwards, so the rightmost ones stay inside the figure
-        right = r["cost"] > middle
-        ax.annotate(
-            r["name"],
-            (r["cost"], r.get(metric) or 0),
-            xytext=(-6 if right else 6, 6),
-            textcoords="offset points",
-            ha="right" if right else "left",
-            fontsize=7,
-        )
+    for i, r in enumerate(front, 1):
+        ax.annotate(str(i), (r["cost"], r.get(metric) or 0), xytext=(4, 5), textcoords="offset points", fontsize=8)
+    key = "\n".join(f"{i}: {r['name']}" for i, r in enumerate(front, 1))
+    fig.text(0.02, 0.01, key, fontsize=7, va="bottom", ha="left", family="monospace")
     ax.set_xlabel("cost (GPUs x price per GPU-hour, or GPUs)")
     _y_scale(ax, [r.get(metric) or 0 for r in rows], label)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     top = _title(fig, title, 9)
-    fig.tight_layout(rect=(0, 0, 1, top))
+    fig.tight_layout(rect=(0, (key_h + 0.1) / fig.get_figheight(), 1, top))
     return _save(fig, path)
