@@ -3,7 +3,8 @@
 Only plots: no benchmark runs again, so the figures match the tables the docs quote. Each entry names the
 PNG, the JSON it is drawn from and the script whose plotting function draws it (the same one a fresh run
 uses). The planner demos' JSON is `llmdctl demo NAME --out DIR`'s NAME.json, kept as docs/img/demo-NAME.json;
-kv-cache-wins-live*.png (a live run) has none saved.
+the live kv-cache-wins run kept none: docs/img/kv-cache-wins-live.json holds the figures its docs table quotes
+(no per-stage data, so kv-cache-wins-live-stages.png is not redrawn here).
 
     python bench/replot_docs.py              # every PNG below, into docs/img
     python bench/replot_docs.py --out /tmp/x # somewhere else (to compare)
@@ -99,6 +100,15 @@ def demos(out: Path) -> list[Path]:
     return paths
 
 
+def kv_wins_live(out: Path) -> list[Path]:
+    """kv-cache-wins-live.png: the live demo's bars, from the figures the docs' table quotes."""
+    from llmdctl.bench import report
+
+    doc = _load(IMG / "kv-cache-wins-live.json")
+    png = out / "kv-cache-wins-live.png"
+    return [report.plot_bars(doc["summaries"], png, title=doc["title"], source="live stack, simulated pods")]
+
+
 def sweep(out: Path) -> list[Path]:
     """plan-sweep-pareto-ttft.png: docs/benchmarks.md's `llmdctl plan small --replicas 2,4,8 ...` sweep."""
     from llmdctl.bench import report
@@ -107,7 +117,15 @@ def sweep(out: Path) -> list[Path]:
     return [report.plot_pareto(doc, out / "plan-sweep-pareto-ttft.png", "ttft_p90_s", "small")]
 
 
-PARTS = {"plan": plan, "demos": demos, "sweep": sweep, "pd": pd, "kvtiers": kvtiers, "routing-real": routing_real}
+PARTS = {
+    "plan": plan,
+    "demos": demos,
+    "sweep": sweep,
+    "kv-wins-live": kv_wins_live,
+    "pd": pd,
+    "kvtiers": kvtiers,
+    "routing-real": routing_real,
+}
 
 
 def main() -> int:
