@@ -87,6 +87,7 @@ def main() -> None:
                 Path(a.plots) / f"plan-{doc['scenario']}-x{a.time_scale:g}.png",
                 title=title,
                 published=pub,
+                source="llmdctl plan, virtual clock",
             ),
         )
         print(

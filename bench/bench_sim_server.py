@@ -5,10 +5,13 @@ engine's bookkeeping, not simulated GPU time), then drives it from this process 
 (a minimal asyncio HTTP/1.1 keep-alive client on uvloop; `--concurrency` connections spread round-robin over
 the pods, `--requests` per run).
 Reports the median of `--runs` runs: requests/s, client-side latency p50/p99, and the server's CPU seconds per
-request (from /proc), which tells whether the server or the client was the bottleneck on this machine.
+request (psutil), which tells whether the server or the client was the bottleneck on this machine.
+`--tokenizer default` serves the tokenizer `llmdctl up` gives simulated pods (the simulated model's HF
+tokenizer), `--tokenizer DIR` another one; without it the simulator's built-in word tokenizer.
 
     python bench/bench_sim_server.py                 # pods 1 and 8, non-streaming and streaming
     python bench/bench_sim_server.py --pods 8 --requests 3000 --runs 5
+    python bench/bench_sim_server.py --tokenizer default
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -33,15 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
 
 
 def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return psutil.Process(pid).memory_info().rss / 2**20
 
 
 def start_server(pods: int, extra: list[str]) -> tuple[subprocess.Popen, list[str], float]:
@@ -181,7 +182,7 @@ async def run_load(
 
 
 def bench(pods: int, args: argparse.Namespace, stream: bool) -> dict:
-    proc, urls, startup = start_server(pods, [])
+    proc, urls, startup = start_server(pods, ["--tokenizer", args.tokenizer] if args.tokenizer else [])
     try:
         runs = []
         for _ in range(args.runs):
@@ -222,7 +223,12 @@ def main() -> None:
     ap.add_argument("--prompt-words", type=int, default=64)
     ap.add_argument("--modes", default="plain,stream", help="plain and/or stream")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--tokenizer", help="tokenizer directory, or `default` for the one `llmdctl up` serves")
     args = ap.parse_args()
+    if args.tokenizer == "default":
+        from llmdctl.simtokenizer import sim_tokenizer_dir
+
+        args.tokenizer = str(sim_tokenizer_dir())
     try:
         import uvloop
 
@@ -233,7 +239,7 @@ def main() -> None:
     print(
         f"sim_gpu server bench: {args.requests} requests/run x {args.runs} runs, concurrency {args.concurrency}, "
         f"~{args.prompt_words + 2}-token prompts, {args.max_tokens} output tokens, --time-scale 0, "
-        f"{os.cpu_count()} CPUs (client and server share them)"
+        f"{os.cpu_count()} CPUs (client and server share them), tokenizer {args.tokenizer or 'builtin'}"
     )
     print(
         f"{'pods':>4} {'mode':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'srv cpu ms/req':>15} "

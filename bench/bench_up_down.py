@@ -30,6 +30,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="inference-scheduling")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="profile override, as `up --set`")
     args = ap.parse_args()
     ups, firsts, downs = [], [], []
     with tempfile.TemporaryDirectory() as home:
@@ -39,7 +40,7 @@ def main() -> int:
             cmd = [sys.executable, "-m", "llmdctl"]
             t0 = time.perf_counter()
             r = subprocess.run(
-                [*cmd, "up", args.profile, "--port", str(router), "--json"],
+                [*cmd, "up", args.profile, "--port", str(router), "--json", *(f"--set={kv}" for kv in args.set)],
                 env=env,
                 capture_output=True,
                 text=True,

@@ -96,7 +96,8 @@ class Profile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     network: str = "rdma-200g"  # network profile for KV transfer (P/D) and all-to-all (wide EP)
     # The model's Hugging Face tokenizer directory (tokenizer.json): simulated pods count tokens with it and the
     # router hashes with it, so a client tokenizing with the same directory (`vllm bench serve --tokenizer DIR`)
-    # sees the server count what it sent. None: the built-in word tokenizer. `llmdctl up --tokenizer DIR`.
+    # sees the server count what it sent. None: the model directory's own tokenizer, else the simulated model's
+    # (llmdctl.simtokenizer, built once); "builtin": the simulator's word tokenizer. `llmdctl up --tokenizer DIR`.
     tokenizer: str | None = None
 
     def engine_of(self, pool: PoolSpec) -> str:
@@ -265,11 +266,13 @@ def _validate(doc: Any, source: str) -> Profile:
 
 def _tokenizer_dir(value: str, source: str) -> str:
     """An absolute tokenizer directory holding tokenizer.json (pods and router run from other directories)."""
+    if value == "builtin":
+        return value
     path = Path(value).expanduser().resolve()
     if not (path / "tokenizer.json").is_file():
         raise ProfileError(
             f"{source}: tokenizer: expected a directory with tokenizer.json (e.g. from `llmdctl model "
-            f"make-tiny DIR --tokenizer-only`), got {value!r}"
+            f"make-tiny DIR --tokenizer-only`) or builtin, got {value!r}"
         )
     return str(path)
 

@@ -41,6 +41,9 @@ SIZES: dict[str, dict[str, int]] = {
         "max_position_embeddings": 4096,
     },
 }
+SIM_VOCAB_SIZE = 32000  # the simulated model's tokenizer: the built-in tokenizer's vocabulary size
+SIM_MAX_LEN = 131072
+_CONSONANTS, _VOWELS = "bdfghjklmnprstvz", "aeiou"
 SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}{{ eos_token }}\n"
@@ -72,8 +75,27 @@ def corpus(seed: int = 0, sentences: int = 6000) -> list[str]:
     return lines
 
 
-def train_tokenizer(vocab_size: int, seed: int = 0) -> Any:
-    """A byte-level BPE tokenizer (any text encodes) trained on `corpus(seed)`, adding BOS like Llama's."""
+def sim_corpus(seed: int = 0, sentences: int = 12000) -> list[str]:
+    """`corpus(seed)` plus sentences mixing its words with made-up consonant-vowel words: enough distinct
+    pieces for a BPE vocabulary of SIM_VOCAB_SIZE (the plain corpus runs out of merges near 2,400)."""
+    rng = random.Random(seed + 1)
+    lines = corpus(seed)
+    for _ in range(sentences):
+        words = [
+            rng.choice(_WORDS)
+            if rng.random() < 0.5
+            else "".join(rng.choice(_CONSONANTS) + rng.choice(_VOWELS) for _ in range(rng.randint(1, 4)))
+            for _ in range(rng.randint(3, 14))
+        ]
+        lines.append(" ".join(words).capitalize() + rng.choice(".,?!:"))
+    return lines
+
+
+def train_tokenizer(
+    vocab_size: int, seed: int = 0, lines: list[str] | None = None, special_tokens: list[str] | None = None
+) -> Any:
+    """A byte-level BPE tokenizer (any text encodes) trained on `lines` (default `corpus(seed)`), adding BOS
+    like Llama's."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE())
@@ -81,11 +103,11 @@ def train_tokenizer(vocab_size: int, seed: int = 0) -> Any:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens or SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(corpus(seed), trainer=trainer)
+    tok.train_from_iterator(corpus(seed) if lines is None else lines, trainer=trainer)
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
@@ -93,17 +115,19 @@ def train_tokenizer(vocab_size: int, seed: int = 0) -> Any:
     return tok
 
 
-def _write_tokenizer(out: Path, tok: Any, max_len: int) -> None:
+def _write_tokenizer(
+    out: Path, tok: Any, max_len: int, template: str = CHAT_TEMPLATE, specials: list[str] | None = None
+) -> None:
     tok.save(str(out / "tokenizer.json"))
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": "<s>",
         "eos_token": "</s>",
         "pad_token": "<pad>",
-        "additional_special_tokens": SPECIAL_TOKENS[3:],
+        "additional_special_tokens": (specials or SPECIAL_TOKENS)[3:],
         "model_max_length": max_len,
         "clean_up_tokenization_spaces": False,
-        "chat_template": CHAT_TEMPLATE,
+        "chat_template": template,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (out / "special_tokens_map.json").write_text(
@@ -126,6 +150,34 @@ def write_tokenizer_dir(out_dir: str | Path, size: str = "tiny", seed: int = 0) 
         "vocab_size": shape["vocab_size"],
         "files": sorted(p.name for p in out.iterdir()),
     }
+
+
+def write_sim_tokenizer_dir(out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
+    """The simulated model's tokenizer (`llmdctl up`'s default): a 32k byte-level BPE over `sim_corpus(seed)`.
+
+    Its vocabulary has the built-in tokenizer's size, so token-id workloads (ids up to 30,000) stay valid,
+    and its chat template is the simulator's built-in one (tool definitions rendered where kvtiers' block
+    typing expects them). Training takes about a second: callers cache the directory (llmdctl.simtokenizer).
+    """
+    from kvtiers.tokenizer import BUILTIN_CHAT_TEMPLATE
+
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    specials = [*SPECIAL_TOKENS, "<|tools|>", "<|tool|>", "<|developer|>"]
+    tok = train_tokenizer(SIM_VOCAB_SIZE, seed, sim_corpus(seed), specials)
+    _write_tokenizer(out, tok, SIM_MAX_LEN, BUILTIN_CHAT_TEMPLATE, specials)
+    # Clients load a tokenizer through the model's config (transformers' AutoTokenizer, vllm bench); without
+    # one they print a config error before falling back. No weights: this is not a model for a real engine.
+    config = {
+        "model_type": "llama",
+        "vocab_size": tok.get_vocab_size(),
+        "bos_token_id": tok.token_to_id("<s>"),
+        "eos_token_id": tok.token_to_id("</s>"),
+        "pad_token_id": tok.token_to_id("<pad>"),
+        "max_position_embeddings": SIM_MAX_LEN,
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return {"path": str(out.resolve()), "seed": seed, "vocab_size": tok.get_vocab_size()}
 
 
 def build_tiny_model(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> dict[str, Any]:

@@ -17,8 +17,10 @@ from typing import Any, Literal
 import msgspec
 
 from kvtiers.tokenizer import TokenizerError
+from sim_gpu import tools
 from sim_gpu.sampling import Sampling, SamplingError, parse_sampling
-from sim_gpu.structured import Forced, StructuredError, forced_output
+from sim_gpu.structured import NO_PARSER, Forced, StructuredError, forced_output
+from sim_gpu.tools import ToolSettings
 
 _json_decoder = msgspec.json.Decoder()
 _json_encoder = msgspec.json.Encoder()
@@ -100,6 +102,7 @@ class ServedModel:
     max_model_len: int
     tokenizer: Any
     aliases: tuple[str, ...] = ()
+    tools: ToolSettings = NO_PARSER  # --tool-call-parser / --enable-auto-tool-choice
 
     def check(self, model: Any) -> str:
         """The served name for a request's `model` (absent means the served model); 404 for anything else."""
@@ -269,7 +272,9 @@ def _max_tokens_value(body: dict, keys: tuple[str, ...]) -> int | None:
     return None
 
 
-def _sampling(body: dict[str, Any], max_tokens: int | None, chat: bool, n: int) -> dict[str, Any]:
+def _sampling(
+    body: dict[str, Any], max_tokens: int | None, chat: bool, n: int, tools: ToolSettings = NO_PARSER
+) -> dict[str, Any]:
     """The honoured sampling fields and forced output, or the 400 vLLM answers."""
     best_of = body.get("best_of")
     if best_of is not None and best_of != n:
@@ -280,7 +285,7 @@ def _sampling(body: dict[str, Any], max_tokens: int | None, chat: bool, n: int) 
             "best_of",
         )
     try:
-        return dict(sampling=parse_sampling(body, max_tokens, chat), forced=forced_output(body, chat))
+        return dict(sampling=parse_sampling(body, max_tokens, chat), forced=forced_output(body, chat, tools))
     except (SamplingError, StructuredError) as exc:
         raise APIError(400, str(exc), exc.param) from None
 
@@ -336,7 +341,7 @@ def parse_chat(body: dict[str, Any], served: ServedModel) -> GenRequest:
     """A /v1/chat/completions body; default max tokens fill the context as vLLM does."""
     common = _common(body, served)
     max_tokens = _max_tokens_value(body, ("max_completion_tokens", "max_tokens"))
-    common.update(_sampling(body, max_tokens, True, common["n"]))
+    common.update(_sampling(body, max_tokens, True, common["n"], served.tools))
     ids = chat_prompt_ids(body, served)
     if not ids:
         raise APIError(400, "The prompt cannot be empty.", "messages")
@@ -426,21 +431,23 @@ def chat_response(
     details: bool = False,
 ) -> dict[str, Any]:
     out_choices = []
+    plan = req.forced.tools if req.forced is not None else None
     for c in choices:
+        content, calls, reason = tools.parse(plan, c.text, c.finish_reason) if plan else (c.text, [], c.finish_reason)
         ch: dict[str, Any] = {
             "index": c.index,
             "message": {
                 "role": "assistant",
-                "content": c.text,
+                "content": content,
                 "refusal": None,
                 "annotations": None,
                 "audio": None,
                 "function_call": None,
-                "tool_calls": [],
+                "tool_calls": calls,
                 "reasoning_content": None,
             },
             "logprobs": c.logprobs,
-            "finish_reason": c.finish_reason,
+            "finish_reason": reason,
             "stop_reason": c.stop_reason,
         }
         if req.return_token_ids:

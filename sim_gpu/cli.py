@@ -81,6 +81,17 @@ def serve(
         help="Serve vLLM's Renderer API (/v1/completions/render, /v1/chat/completions/render), as vLLM's flag; "
         "without it those routes answer 403, as vLLM does.",
     ),
+    tool_call_parser: Optional[str] = typer.Option(
+        None,
+        "--tool-call-parser",
+        help="Emulate vLLM's tool-call parser of this name (hermes): tool_choice required / a named function "
+        "answer with tool_calls; without it they are refused, as vLLM refuses them.",
+    ),
+    enable_auto_tool_choice: bool = typer.Option(
+        False,
+        "--enable-auto-tool-choice",
+        help="As vLLM's flag: tool_choice auto (the default with tools) may call a tool; needs --tool-call-parser.",
+    ),
     kv_tiers: Optional[str] = typer.Option(
         None,
         "--kv-tiers",
@@ -133,6 +144,8 @@ def serve(
             kv_tiers=kv_tiers,
             enable_prompt_tokens_details=enable_prompt_tokens_details,
             enable_scale_out=enable_scale_out,
+            tool_call_parser=tool_call_parser,
+            enable_auto_tool_choice=enable_auto_tool_choice,
         )
         run(cfg)
     except (ValueError, ProfileError, OSError) as exc:

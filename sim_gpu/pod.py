@@ -125,7 +125,7 @@ class Pod:
             )
         self.clock: Any = InstantClock() if cfg.time_scale == 0 else ScaledClock(cfg.time_scale)
         self.max_model_len = self.engine.config.max_model_len
-        self.served = ServedModel(cfg.model, self.max_model_len, tokenizer)
+        self.served = ServedModel(cfg.model, self.max_model_len, tokenizer, tools=cfg.tool_settings())
         self.public_host = public_host(cfg.host)
         self.engine_id = f"sim-{self.public_host}-{self.port}"
         stats = self.engine.stats()

@@ -27,6 +27,7 @@ from sim_gpu.engine import RequestOutput
 from sim_gpu.faults import failure_body
 from sim_gpu.http_metrics import HTTPMetrics
 from sim_gpu.pod import Pod, Tracked
+from sim_gpu.tools import ToolStream
 
 JSON = "application/json"
 DISCONNECT_POLL_S = 0.5  # how often a non-streaming request checks that its client is still there
@@ -85,9 +86,10 @@ class PodApp:
         return Response(api.dumps({"version": f"sim_gpu-{__version__}"}), media_type=JSON)
 
     async def models(self, request: Request) -> Response:
-        return Response(
-            api.dumps(api.models_response(self.served, int(time.time()), self.cfg.model_profile)), media_type=JSON
-        )
+        # `root` is where the model's files are, as on vLLM: `vllm bench serve` without --model loads its
+        # tokenizer from there, so with a tokenizer directory the client counts what the pod counts.
+        root = self.cfg.tokenizer or self.cfg.model_profile
+        return Response(api.dumps(api.models_response(self.served, int(time.time()), root)), media_type=JSON)
 
     async def metrics_endpoint(self, request: Request) -> Response:
         body, content_type = self.metrics.render_for(request.headers.get("accept"))
@@ -234,7 +236,10 @@ class PodApp:
                     len(forced) if forced else None,
                     req.max_tokens[pi],
                 )
-                runs.append(_Run(erid, index, prompt, plan, t, choice, prefix or ""))
+                run = _Run(erid, index, prompt, plan, t, choice, prefix or "")
+                if req.forced is not None and req.forced.tools is not None:
+                    run.tools = ToolStream(req.forced.tools)
+                runs.append(run)
 
     async def _collect(self, run: "_Run", req: GenRequest) -> tuple[ChoiceResult, RequestOutput]:
         entries: list = []
@@ -325,6 +330,12 @@ class PodApp:
                     if req.sampling.logprobs is not None:
                         lp = api.chat_logprobs(d.logprobs, c.token_str)
                     delta: dict[str, Any] = {"content": d.text}
+                    if run.tools is not None:  # a tool call: its arguments stream as tool_calls deltas
+                        calls = run.tools.push(d.text)
+                        if not calls and reason is None:
+                            continue  # text around the arguments: vLLM's parser sends nothing for it
+                        delta = {"tool_calls": calls} if calls else {}
+                        reason = run.tools.finish_reason(reason)
                     chunk = api.chat_chunk(rid, created, req.model, run.index, delta, reason, tids, lp, stop_reason)
                 run.sent_first = True
                 if req.continuous_usage:
@@ -388,6 +399,7 @@ class _Run:
     offset: int = 0  # chars of text streamed so far (completions' logprobs text_offset)
     cached: int = 0
     sent_first: bool = False
+    tools: ToolStream | None = None  # a tool-calling chat choice's stream parser
 
 
 async def read_body(request: Request, limit: int = api.MAX_BODY_BYTES) -> bytes:

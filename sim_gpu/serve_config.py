@@ -16,6 +16,7 @@ from sim_gpu.engine import EngineConfig, SimEngine
 from sim_gpu.kv_publisher import validate_endpoint
 from sim_gpu.latency import LatencyModel
 from sim_gpu.tiers import parse_spec as parse_tiers
+from sim_gpu.tools import ToolSettings
 
 
 @dataclass
@@ -57,10 +58,16 @@ class ServeConfig:
     log_requests: bool = False
     enable_prompt_tokens_details: bool = False  # vLLM's flag: usage.prompt_tokens_details (cached_tokens), else null
     enable_scale_out: bool = False  # vLLM's flag: serve the Renderer API (/v1/completions/render, ...), else 403
+    tool_call_parser: str | None = None  # vLLM's flag: emulate this parser's tool calls (sim_gpu.tools)
+    enable_auto_tool_choice: bool = False  # vLLM's flag: tool_choice "auto" may call tools (needs the parser)
     kv_tiers: str | None = None  # --kv-tiers: a profile's kv_tiers section as JSON, or a file holding it
+
+    def tool_settings(self) -> ToolSettings:
+        return ToolSettings(self.tool_call_parser, self.enable_auto_tool_choice)
 
     def validate(self) -> None:
         """One-line errors naming the flag, before anything binds."""
+        self.tool_settings()  # raises ValueError naming the flag, as vLLM's start-up check
         checks = [
             (self.pods >= 1, f"--pods: expected >= 1, got {self.pods}"),
             (self.data_parallel_size >= 1, f"--data-parallel-size: expected >= 1, got {self.data_parallel_size}"),

@@ -1,11 +1,12 @@
-"""Structured output as vLLM produces it without a tool-call parser: JSON of a schema's shape; tools refused.
+"""Structured output as vLLM produces it: JSON of a schema's shape; tool choices as its parser flags allow.
 
 vLLM constrains decoding with a grammar for `response_format` (json_object / json_schema); the simulated model
 "generates" a fixed JSON document of the asked shape instead (its tokens go through the engine like any output,
 so timing and max_tokens still apply). Every `tool_choice` but "none" needs a tool-call parser on vLLM 0.32
 ("auto": `--enable-auto-tool-choice --tool-call-parser`; "required" and a named function: `--tool-call-parser`,
-as a live vLLM 0.32 pod answers, tests/vllm/test_vllm_params.py); the simulator has no parser, so it refuses
-them with vLLM's messages, as a vLLM server started without one does.
+as a live vLLM 0.32 pod answers, tests/vllm/test_vllm_params.py). A pod started without one refuses them with
+vLLM's messages; with `--tool-call-parser hermes` the output is a tool call (sim_gpu.tools); with a parser but
+without `--enable-auto-tool-choice`, "auto" answers in plain text, as vLLM does.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+
+from sim_gpu.tools import ToolPlan, ToolSettings, plan_text
 
 AUTO_TOOLS_REFUSED = '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
 REQUIRED_TOOLS_REFUSED = 'tool_choice="required" requires --tool-call-parser to be set'
@@ -28,9 +31,10 @@ class StructuredError(ValueError):
 
 @dataclass
 class Forced:
-    """Output text the grammar would force."""
+    """Output text the grammar would force; `tools`: the tool calls in it, when it is one."""
 
     text: str
+    tools: ToolPlan | None = None
 
 
 def example(schema: Any, root: dict | None = None, depth: int = 0) -> Any:
@@ -89,17 +93,20 @@ def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
     return tools
 
 
-def forced_output(body: dict[str, Any], chat: bool) -> Forced | None:
+NO_PARSER = ToolSettings()
+
+
+def forced_output(body: dict[str, Any], chat: bool, tools: ToolSettings = NO_PARSER) -> Forced | None:
     """What `response_format` / `tool_choice` force the output to be; None when the output is free text."""
     forced = None
     if chat:
-        forced = _tool_choice(body)
+        forced = _tool_choice(body, tools)
     if forced is None:
         forced = _response_format(body.get("response_format"))
     return forced
 
 
-def _tool_choice(body: dict[str, Any]) -> Forced | None:
+def _tool_choice(body: dict[str, Any], settings: ToolSettings) -> Forced | None:
     tools = _tools(body)
     choice = body.get("tool_choice")
     if choice is None:
@@ -109,18 +116,37 @@ def _tool_choice(body: dict[str, Any]) -> Forced | None:
     if choice == "none":
         return None
     if choice == "auto":
-        raise StructuredError(AUTO_TOOLS_REFUSED, "tool_choice")
+        if settings.parser is None:
+            raise StructuredError(AUTO_TOOLS_REFUSED, "tool_choice")
+        messages = body.get("messages")
+        last = messages[-1] if isinstance(messages, list) and messages else None
+        if not settings.auto or (isinstance(last, dict) and last.get("role") == "tool"):
+            return None  # plain text: no auto parsing, or the model answers the tool's result
+        return _call(tools[0], "auto")
     if choice == "required":
-        raise StructuredError(REQUIRED_TOOLS_REFUSED, None)
+        if settings.parser is None:
+            raise StructuredError(REQUIRED_TOOLS_REFUSED, None)
+        return _call(tools[0], "required")
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         name = choice["function"].get("name")
-        if any(t["function"]["name"] == name for t in tools):
+        tool = next((t for t in tools if t["function"]["name"] == name), None)
+        if tool is None:
+            raise StructuredError(f"Tool '{name}' has not been passed in `tools`.", "tool_choice")
+        if settings.parser is None:
             raise StructuredError(f'tool_choice=function "{name}" requires --tool-call-parser to be set', None)
-        raise StructuredError(f"Tool '{name}' has not been passed in `tools`.", "tool_choice")
+        return _call(tool, "named")
     raise StructuredError(
         f'Invalid value for `tool_choice`: {choice!r}! Only named tools, "none", "auto" or "required" are supported.',
         "tool_choice",
     )
+
+
+def _call(tool: dict[str, Any], mode: str) -> Forced:
+    """One call of `tool` with arguments of its parameter schema, in the text `mode` makes the model write."""
+    params = tool["function"].get("parameters")
+    schema = params if isinstance(params, dict) and params else {"type": "object"}
+    text, plan = plan_text(mode, tool["function"]["name"], example(schema))
+    return Forced(text, plan)
 
 
 def _response_format(fmt: Any) -> Forced | None:

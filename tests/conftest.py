@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,3 +22,17 @@ def capture() -> dict:
     import json
 
     return json.loads((FIXTURES / "vllm_kv_events_capture.json").read_text())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_build_cache(tmp_path_factory):
+    """One LLMDCTL_CACHE for the session: every `llmdctl up` in a temporary home would otherwise train the
+    simulated model's tokenizer again (about a second of CPU each). Subprocesses inherit it."""
+    if "LLMDCTL_CACHE" in os.environ:
+        yield
+        return
+    os.environ["LLMDCTL_CACHE"] = str(tmp_path_factory.mktemp("llmdctl-cache"))
+    try:
+        yield
+    finally:
+        os.environ.pop("LLMDCTL_CACHE", None)

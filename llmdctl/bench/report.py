@@ -268,26 +268,34 @@ def plot_bars(
         a.set_xticks(list(xs))
         a.set_xticklabels(names, rotation=20 if len(names) > 4 else 0, fontsize=8)
         a.grid(axis="y", alpha=0.3)
-        a.legend(fontsize=8)
+    # One legend for both panels, in its own row under the title: inside an axes it covered the bars.
+    handles, labels = a1.get_legend_handles_labels()
     top = _title(fig, title)
-    fig.tight_layout(rect=(0, 0, 1, top))
+    row = 8 * 2.2 / 72 / fig.get_figheight()  # one row of 8-pt legend text, as a figure fraction
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, top), ncol=len(labels), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, top - row))
     return _save(fig, path)
 
 
 def plot_pareto(doc: dict[str, Any], path: str | Path, metric: str = "ttft_p90_s", title: str = "") -> Path:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    rows = doc["rows"]
-    ax.scatter([r["cost"] for r in rows], [r.get(metric) or 0 for r in rows], alpha=0.5, label="configurations")
     front = doc["pareto_ttft_p90" if metric == "ttft_p90_s" else "pareto_throughput"]
+    # Front points are numbered on the plot and named in a key below it: full configuration names written
+    # next to the points ran into each other and off the figure.
+    key_h = 0.16 * len(front)
+    fig, ax = plt.subplots(figsize=(7.5, 4.0 + key_h))
+    rows = doc["rows"]
+    label = {"ttft_p90_s": "TTFT p90 (s)", "output_tok_s": "output tokens/s"}.get(metric, metric)
+    ax.scatter([r["cost"] for r in rows], [r.get(metric) or 0 for r in rows], alpha=0.5, label="configurations")
     ax.plot([r["cost"] for r in front], [r.get(metric) or 0 for r in front], "r-o", label="Pareto front")
-    for r in front:
-        ax.annotate(r["name"], (r["cost"], r.get(metric) or 0), fontsize=6)
-    ax.set_xlabel("cost (GPUs x price/hour, or GPUs)")
-    ax.set_ylabel(metric)
-    _y_scale(ax, [r.get(metric) or 0 for r in rows], metric)
+    for i, r in enumerate(front, 1):
+        ax.annotate(str(i), (r["cost"], r.get(metric) or 0), xytext=(4, 5), textcoords="offset points", fontsize=8)
+    key = "\n".join(f"{i}: {r['name']}" for i, r in enumerate(front, 1))
+    fig.text(0.02, 0.01, key, fontsize=7, va="bottom", ha="left", family="monospace")
+    ax.set_xlabel("cost (GPUs x price per GPU-hour, or GPUs)")
+    _y_scale(ax, [r.get(metric) or 0 for r in rows], label)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     top = _title(fig, title, 9)
-    fig.tight_layout(rect=(0, 0, 1, top))
+    fig.tight_layout(rect=(0, (key_h + 0.1) / fig.get_figheight(), 1, top))
     return _save(fig, path)

@@ -39,6 +39,7 @@ class BenchConfig:
     max_in_flight: int = 512
     keep_records: bool = False
     pods: list[str] | None = None  # pod base URLs for hit rates when the target is not this project's router
+    admin_key: str | None = None  # for the router's admin API; None: see _admin_headers
 
     def check(self) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -229,16 +230,19 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict[str, A
 # ---- compare -----------------------------------------------------------------------------------------------
 
 
-def _admin_headers() -> dict[str, str]:
-    """The router's admin key: $LLMD_ROUTER_ADMIN_KEY, the local stack's key file, else $LLMD_ROUTER_API_KEY."""
+def _admin_headers(key: str | None = None) -> dict[str, str]:
+    """The router's admin key: `key` when given (a stack in another run directory, as the live demos start),
+    else $LLMD_ROUTER_ADMIN_KEY, the local stack's key file, else $LLMD_ROUTER_API_KEY."""
     from llmdctl.local.state import read_admin_key
 
-    key = read_admin_key() or os.environ.get("LLMD_ROUTER_API_KEY")
+    key = key or read_admin_key() or os.environ.get("LLMD_ROUTER_API_KEY")
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-async def _admin(client: httpx.AsyncClient, url: str, method: str, path: str, body: Any = None) -> dict[str, Any]:
-    r = await client.request(method, url.rstrip("/") + path, json=body, headers=_admin_headers(), timeout=10.0)
+async def _admin(
+    client: httpx.AsyncClient, url: str, method: str, path: str, body: Any = None, key: str | None = None
+) -> dict[str, Any]:
+    r = await client.request(method, url.rstrip("/") + path, json=body, headers=_admin_headers(key), timeout=10.0)
     try:
         doc = r.json()
     except ValueError:
@@ -257,14 +261,14 @@ async def _block_size(client: httpx.AsyncClient, url: str) -> int:
         return 16
 
 
-async def switch_router(client: httpx.AsyncClient, url: str, name: str) -> str:
+async def switch_router(client: httpx.AsyncClient, url: str, name: str, key: str | None = None) -> str:
     """Point the running router at a policy (random / load / approximate / precise, llm-d's benchmark
     configs) or a shipped profile's router config, through POST /admin/profile. Returns what it applied."""
     from llmdctl.plan.presets import policy_configs
 
     configs = policy_configs(await _block_size(client, url))
     config = configs[name] if name in configs else load_shipped_profile(name).router.config  # the CLI resolves names
-    await _admin(client, url, "POST", "/admin/profile", {"config": config})
+    await _admin(client, url, "POST", "/admin/profile", {"config": config}, key)
     return name
 
 
@@ -277,18 +281,20 @@ def run_compare(
     async def main() -> dict[str, Any]:
         results: dict[str, Any] = {}
         async with httpx.AsyncClient(trust_env=False) as client:
-            original = await _admin(client, cfg.url, "GET", "/admin/config")
+            original = await _admin(client, cfg.url, "GET", "/admin/config", key=cfg.admin_key)
             pods = await discover_pods(client, cfg.url)
             try:
                 for name in names:
-                    await switch_router(client, cfg.url, name)
+                    await switch_router(client, cfg.url, name, cfg.admin_key)
                     await reset_pod_caches(client, pods)
                     await asyncio.sleep(settle_s)  # let the reset's events reach the router's index
                     cb = (lambda d, t, n=name: progress(n, d, t)) if progress else None
                     results[name] = await run_bench_async(cfg, cb)
             finally:
                 try:
-                    await _admin(client, cfg.url, "POST", "/admin/profile", {"config": original["config"]})
+                    await _admin(
+                        client, cfg.url, "POST", "/admin/profile", {"config": original["config"]}, cfg.admin_key
+                    )
                 except (ValueError, httpx.HTTPError, KeyError):
                     pass
         summaries = {n: r["summary"] for n, r in results.items()}

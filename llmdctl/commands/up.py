@@ -112,8 +112,9 @@ def up_command(
         "--tokenizer",
         help=(
             "The model's Hugging Face tokenizer directory: simulated pods and the router count tokens with it, so a "
-            "client using the same one (vllm bench --tokenizer DIR) agrees with the server. Same as --set "
-            "tokenizer=DIR."
+            "client using the same one (vllm bench --tokenizer DIR) agrees with the server. Default: the simulated "
+            "model's own (built once into the llmdctl cache; /v1/models names it as root, where vllm bench looks); "
+            "builtin: the simulator's word tokenizer. Same as --set tokenizer=DIR."
         ),
     ),
     set_: list[str] = typer.Option(

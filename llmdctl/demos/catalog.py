@@ -139,8 +139,16 @@ def kv_cache_wins(
         "pools.0.num_gpu_blocks=1000",
         "pools.0.max_num_seqs=32",
     ]
-    with _live_stack("precise-prefix-cache", 4, sets, say) as url:
-        cfg = BenchConfig(url=url, workload=wl, load=load, timeout_s=90, max_duration_s=150, slo=SLO(1.0, 0.1))
+    with _live_stack("precise-prefix-cache", 4, sets, say) as live:
+        cfg = BenchConfig(
+            url=live.url,
+            workload=wl,
+            load=load,
+            timeout_s=90,
+            max_duration_s=150,
+            slo=SLO(1.0, 0.1),
+            admin_key=live.admin_key,  # the stack's run directory is the demo's own, not $LLMDCTL_HOME
+        )
         doc = run_compare(cfg, list(KV_WINS_ROUTERS), progress)
     summaries = {n: r["summary"] for n, r in doc["runs"].items()}
     title = f"live: 4 sim pods (Qwen3-32B TP2 timing, 16k tokens of KV each), {wl.describe()}, Poisson 2->8 QPS"
@@ -159,10 +167,13 @@ class _live_stack:
     def __init__(self, profile: str, replicas: int, sets: list[str], say: Say) -> None:
         self.profile, self.replicas, self.sets, self.say = profile, replicas, sets, say
         self.home = Path(tempfile.mkdtemp(prefix="llmdctl-demo-"))
+        self.url = ""  # the router, once up
+        self.admin_key: str | None = None  # its admin key (the key file of this private run directory)
 
-    def __enter__(self) -> str:
+    def __enter__(self) -> "_live_stack":
         from llmdctl.local import stack
         from llmdctl.local.ports import find_free_block
+        from llmdctl.local.state import read_admin_key
 
         router, pods, events = (
             find_free_block(18000, 1),
@@ -180,7 +191,9 @@ class _live_stack:
             home=self.home,
         )
         self.say(f"up in {res.seconds:.1f}s: router {res.state.router_url}")
-        return res.state.router_url
+        self.url = res.state.router_url
+        self.admin_key = read_admin_key(self.home)
+        return self
 
     def __exit__(self, *exc_info: Any) -> None:
         from llmdctl.local import stack
@@ -358,9 +371,9 @@ def semantic_kv(
     ]
     stacks = [("blind LRU (kv-offload)", "kv-offload"), ("typed (semantic-kv)", "semantic-kv")]
     for label, profile in reversed(stacks) if typed_first else stacks:  # a sweep alternates the order
-        with _live_stack(profile, 2, sets, say) as url:
+        with _live_stack(profile, 2, sets, say) as live:
             cb = (lambda d, t, n=label: progress(n, d, t)) if progress else None
-            cfg = BenchConfig(url=url, workload=workload, load=load, mode="chat", timeout_s=60, max_duration_s=180)
+            cfg = BenchConfig(url=live.url, workload=workload, load=load, mode="chat", timeout_s=60, max_duration_s=180)
             summaries[label] = run_bench(cfg, cb)["summary"]
     title = (
         f"live: {workload.describe()}, chat, 2 pods x {gpu_blocks} GPU + {cpu_blocks} CPU blocks + {fs_mb} MB shared FS"

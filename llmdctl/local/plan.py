@@ -22,6 +22,7 @@ import yaml
 from kvtiers.hashing import seed_from_env
 from llmdctl.local.state import ADMIN_KEY_FILE, ComponentState, PodState
 from llmdctl.profile import PoolSpec, Profile, shipped_router_configs
+from llmdctl.simtokenizer import BUILTIN
 
 NAMED_CONFIGS_DIR = "router-configs"  # next to router-config.yaml: the configs the admin API may switch to by name
 
@@ -125,7 +126,7 @@ def sim_argv(
     argv += ["--hash-seed", seed_from_env()]  # explicit, so engine and router hash alike whatever their environments
     argv += ["--enable-prompt-tokens-details"]  # usage reports cached tokens (bench, demos); vLLM's flag of that name
     argv += ["--enable-scale-out"]  # the Renderer API, which peer routers' prefix policies call (vLLM's flag)
-    if profile.tokenizer:
+    if profile.tokenizer and profile.tokenizer != BUILTIN:
         argv += ["--tokenizer", profile.tokenizer]
     if pool.num_gpu_blocks is not None:
         argv += ["--num-gpu-blocks", str(pool.num_gpu_blocks)]
@@ -332,8 +333,9 @@ def router_argv(
     ]
     for name, priority in sorted(profile.router.objectives.items()):
         argv += ["--objective", f"{name}={priority}"]
-    if profile.router.tokenizer or profile.tokenizer:
-        argv += ["--tokenizer", profile.router.tokenizer or profile.tokenizer]
+    tokenizer = router_tokenizer(profile)
+    if tokenizer:
+        argv += ["--tokenizer", tokenizer]
     seeds = {p.hash_seed for p in pods or [] if p.hash_seed is not None}
     sizes = {p.block_size for p in pods or [] if p.block_size is not None}
     algos = {pool.hash_algo for pool in profile.pools if pool.replicas}
@@ -344,6 +346,22 @@ def router_argv(
     if len(algos) == 1:
         argv += ["--hash-algo", algos.pop()]
     return argv
+
+
+def router_tokenizer(profile: Profile) -> str | None:
+    """The tokenizer the router loads: its own setting, else the pods' when its config tokenizes requests.
+
+    A router whose plugins need no tokens loads none: loading a 32k-entry tokenizer costs ~0.2 s of CPU at
+    start, and with one the router would tokenize every request for nothing. Switched later to a config that
+    needs tokens, it asks the pods' /tokenize: the same ids, one round trip slower.
+    """
+    if profile.router.tokenizer:
+        return profile.router.tokenizer
+    if not profile.tokenizer or profile.tokenizer == BUILTIN:
+        return None
+    from router_lite.config import load_config
+
+    return profile.tokenizer if load_config(profile.router.config, origin="router.config").uses_tokens() else None
 
 
 def build_plan(profile: Profile, ports: PortLayout, home: Path) -> Plan:

@@ -1,18 +1,17 @@
-"""Free-port checks, and who holds a port when the kernel tells us (Linux /proc), so a conflict is one clear line."""
+"""Free-port checks, and who holds a port when the OS tells us (psutil: Linux and macOS), so a conflict is one
+clear line."""
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 
-_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's state column
+import psutil
 
 
 @dataclass(frozen=True)
 class PortHolder:
-    """A process listening on a port; pid/command are None when /proc does not say (other user, other OS)."""
+    """A process listening on a port; pid/command are None when the OS does not say (another user's process)."""
 
     port: int
     pid: int | None = None
@@ -56,53 +55,45 @@ def find_free_block(
     raise OSError(f"no {count} consecutive free ports between {start} and {min(start + limit, 65535)}")
 
 
-def _listening_inodes(port: int) -> set[str]:
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            cols = line.split()
-            if len(cols) < 10 or cols[3] != _LISTEN:
+def _listeners(ports: set[int]) -> dict[int, int | None]:
+    """port -> pid (None when the OS will not say) of the sockets listening on any of `ports`.
+
+    psutil's system-wide table where the OS gives it (Linux; pids of other users' sockets come back None); on
+    macOS that table needs root, so there it falls back to each of our own processes' sockets.
+    """
+    found: dict[int, int | None] = {}
+    try:
+        conns = [(c, c.pid) for c in psutil.net_connections(kind="tcp")]
+    except psutil.AccessDenied:
+        conns = []
+        for proc in psutil.process_iter():
+            try:
+                conns += [(c, proc.pid) for c in proc.net_connections(kind="tcp")]
+            except psutil.Error:
                 continue
-            if int(cols[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(cols[9])
-    return inodes
+    for conn, pid in conns:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port in ports:
+            if found.get(conn.laddr.port) is None:
+                found[conn.laddr.port] = pid
+    return found
 
 
 def listening_ports(ports: list[int]) -> list[int]:
-    """Those of `ports` that some socket listens on (any address), per /proc/net/tcp[6]."""
-    return [p for p in ports if _listening_inodes(p)]
+    """Those of `ports` that some socket listens on (any address)."""
+    held = _listeners(set(ports))
+    return [p for p in ports if p in held]
 
 
 def _command_of(pid: int) -> str | None:
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        parts = psutil.Process(pid).cmdline()
+    except psutil.Error:
         return None
-    parts = [p.decode(errors="replace") for p in raw.split(b"\0") if p]
     text = " ".join(parts)
     return text[:120] + ("..." if len(text) > 120 else "") if text else None
 
 
 def holder_of(port: int) -> PortHolder:
-    """Who listens on `port`: scans /proc/*/fd for the listening socket's inode (our own user's processes)."""
-    inodes = _listening_inodes(port)
-    if inodes:
-        targets = {f"socket:[{i}]" for i in inodes}
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                for fd in os.scandir(f"/proc/{entry.name}/fd"):
-                    try:
-                        if os.readlink(fd.path) in targets:
-                            pid = int(entry.name)
-                            return PortHolder(port, pid, _command_of(pid))
-                    except OSError:
-                        continue
-            except OSError:
-                continue
-    return PortHolder(port)
+    """Who listens on `port` (pid and command line when the OS tells us)."""
+    pid = _listeners({port}).get(port)
+    return PortHolder(port, pid, _command_of(pid)) if pid is not None else PortHolder(port)

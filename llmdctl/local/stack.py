@@ -28,6 +28,7 @@ from llmdctl.local.state import (
 )
 from llmdctl.paths import home_dir
 from llmdctl.profile import Profile, load_profile
+from llmdctl.simtokenizer import stack_tokenizer
 
 DEFAULT_ROUTER_PORT = 8000
 DEFAULT_POD_PORT = 8100
@@ -194,6 +195,7 @@ def up(
             )  # stale state: nothing alive, but sweep the groups anyway
             supervisor.stop_tagged(home)
             clear_state(home)
+        profile.tokenizer = stack_tokenizer(profile, home)  # pods, router and clients count alike
         layout, notes = choose_ports(profile, router_port, pod_port, events_port)
         try:
             plan = build_plan(profile, layout, home)

@@ -195,23 +195,20 @@ def tagged_processes(run_dir: Path, component: str | None = None) -> list[int]:
     """Live processes started by the run in `run_dir`, found by the environment tag `start` gives them (their
     children inherit it): a process the run state does not name, because `up` was killed between starting it
     and recording it, or because it left its process group, is still found. Never this process."""
-    needle = f"{RUN_DIR_ENV}={Path(run_dir).resolve()}".encode() + b"\0"
-    also = f"{COMPONENT_ENV}={component}".encode() + b"\0" if component is not None else None
+    wanted = {RUN_DIR_ENV: str(Path(run_dir).resolve())}
+    if component is not None:
+        wanted[COMPONENT_ENV] = component
     me = os.getpid()
     found: list[int] = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
+    for proc in psutil.process_iter(["status"]):
+        if proc.pid == me or proc.info["status"] in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
             continue
         try:
-            environ = Path(f"/proc/{entry.name}/environ").read_bytes()
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-        except OSError:  # gone, or not ours to read
+            environ = proc.environ()
+        except psutil.Error:  # gone, or not ours to read
             continue
-        if stat[stat.rfind(")") + 2 :].split()[0] in ("Z", "X"):
-            continue
-        environ = b"\0" + environ
-        if b"\0" + needle in environ and (also is None or b"\0" + also in environ):
-            found.append(int(entry.name))
+        if all(environ.get(k) == v for k, v in wanted.items()):
+            found.append(proc.pid)
     return sorted(found)
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from llmdctl.demos.catalog import KV_WINS_ROUTERS, run_demo
 
 BLIND = ("random", "load")
@@ -44,3 +46,27 @@ def test_kv_cache_wins_plan_ranks_cache_aware_routers_above_blind_ones(tmp_path:
         assert s[precise]["ttft_s"]["mean"] < 0.6 * min(s[b]["ttft_s"]["mean"] for b in BLIND), precise
     doc = json.loads((tmp_path / "kv-cache-wins.json").read_text())
     assert doc["mode"] == "plan" and (tmp_path / "kv-cache-wins.png").exists()
+
+
+def test_live_demo_switches_its_own_stacks_router(monkeypatch) -> None:
+    """A live demo's stack lives in a private run directory: switching its router must use that stack's admin
+    key, not the one of $LLMDCTL_HOME (which the demo once sent, getting 401 on every live comparison)."""
+    import asyncio
+
+    import httpx
+
+    from llmdctl.bench.runner import switch_router
+    from llmdctl.demos.catalog import _live_stack
+
+    monkeypatch.delenv("LLMD_ROUTER_ADMIN_KEY", raising=False)
+    monkeypatch.setenv("LLMDCTL_HOME", "/nonexistent-llmdctl-home")
+
+    async def switch(url: str, key: str | None) -> str:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            return await switch_router(client, url, "random", key)
+
+    with _live_stack("inference-scheduling", 1, [], lambda _: None) as live:
+        assert live.admin_key
+        with pytest.raises(ValueError, match="401"):
+            asyncio.run(switch(live.url, None))  # $LLMDCTL_HOME's key (none here) is not this stack's
+        assert asyncio.run(switch(live.url, live.admin_key)) == "random"

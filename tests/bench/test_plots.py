@@ -50,7 +50,10 @@ def test_long_title_wraps_inside_the_figure_and_the_legend_names_the_source(tmp_
         captured["fig"] = fig
         captured["title"] = fig._suptitle.get_window_extent()
         captured["width"] = fig.bbox.width
-        captured["legend"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        legend = fig.legends[0]
+        captured["legend"] = [t.get_text() for t in legend.get_texts()]
+        captured["legend_box"] = legend.get_window_extent()
+        captured["axes_top"] = max(a.get_window_extent().y1 for a in fig.axes)
         return orig(fig, path)
 
     report._save = keep
@@ -61,6 +64,8 @@ def test_long_title_wraps_inside_the_figure_and_the_legend_names_the_source(tmp_
     box = captured["title"]
     assert box.x0 >= 0 and box.x1 <= captured["width"]
     assert captured["legend"] == ["llmdctl bench, live"]
+    legend = captured["legend_box"]  # between the title and the panels: it covers no bar
+    assert box.y0 >= legend.y1 - 1 and legend.y0 >= captured["axes_top"] - 1, (box, legend, captured["axes_top"])
     assert (tmp_path / "bars.png").stat().st_size > 0
 
 

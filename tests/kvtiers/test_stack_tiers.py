@@ -292,6 +292,9 @@ def _scratchpads_offloaded(tmp_path: Path, profile: str) -> tuple[float, float, 
         "kv_tiers.cpu_blocks=32",
         "kv_tiers.filesystem=null",
         "pools.0.max_model_len=1024",
+        # Sizes below are counted in the built-in tokenizer's tokens (one per "w123456" word; the default BPE
+        # splits each into several, and the prompts would outgrow max_model_len): what is tested is the typing.
+        "tokenizer=builtin",
     ]
     with stack(tmp_path, profile, 1, sets) as (cli, up), httpx.Client(timeout=20) as client:
         router, pod = up["router_url"], up["pods"][0]["url"]

@@ -187,6 +187,122 @@ def test_tools_as_vllm_without_a_parser(client):
     )
 
 
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+            "required": ["city", "days"],
+        },
+    },
+}
+CLOCK = {"type": "function", "function": {"name": "clock"}}  # no parameters: an empty arguments object
+
+
+@pytest.fixture(scope="module")
+def hermes():
+    """A pod started as vLLM is for tool calling: `--enable-auto-tool-choice --tool-call-parser hermes`."""
+    args = ("--model", MODEL, "--time-scale", "0", "--max-model-len", "4096", "--tool-call-parser", "hermes")
+    with sim_server(*args, "--enable-auto-tool-choice") as auto, sim_server(*args) as parser_only:
+        clients = [
+            openai.OpenAI(base_url=s.base + "/v1", api_key="none", max_retries=0, timeout=20)
+            for s in (auto, parser_only)
+        ]
+        yield clients
+        for c in clients:
+            c.close()
+
+
+def _arguments_fit_the_schema(call) -> None:
+    args = json.loads(call.function.arguments)
+    assert (
+        call.type == "function" and call.id.startswith("chatcmpl-tool-") and len(call.id) == len("chatcmpl-tool-") + 16
+    )
+    if call.function.name == "weather":
+        assert isinstance(args["city"], str) and isinstance(args["days"], int) and args["days"] >= 1
+    else:
+        assert args == {}
+
+
+def test_tool_calls_with_the_hermes_parser(hermes):
+    auto, _ = hermes
+    msgs = [{"role": "user", "content": "weather in Paris for three days?"}]
+    r = auto.chat.completions.create(model=MODEL, messages=msgs, tools=[WEATHER, CLOCK], max_tokens=200)
+    ch = r.choices[0]  # "auto" (the default with tools): the model calls a tool, vLLM's finish reason
+    assert ch.finish_reason == "tool_calls" and ch.message.content is None and len(ch.message.tool_calls) == 1
+    _arguments_fit_the_schema(ch.message.tool_calls[0])
+    assert r.usage.completion_tokens > 5  # the call's text went through the engine, token by token
+    named = auto.chat.completions.create(
+        model=MODEL,
+        messages=msgs,
+        tools=[WEATHER, CLOCK],
+        tool_choice={"type": "function", "function": {"name": "clock"}},
+    ).choices[0]
+    assert named.finish_reason == "stop" and named.message.content == ""  # vLLM: "stop" for a named function
+    assert [c.function.name for c in named.message.tool_calls] == ["clock"]
+    _arguments_fit_the_schema(named.message.tool_calls[0])
+    required = auto.chat.completions.create(model=MODEL, messages=msgs, tools=[WEATHER], tool_choice="required")
+    ch = required.choices[0]
+    assert ch.finish_reason == "tool_calls" and [c.function.name for c in ch.message.tool_calls] == ["weather"]
+    _arguments_fit_the_schema(ch.message.tool_calls[0])
+    # the tool's result comes back: the model answers in text, closing the agent's loop
+    call = ch.message.tool_calls[0]
+    loop = [
+        *msgs,
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
+    answer = auto.chat.completions.create(model=MODEL, messages=loop, tools=[WEATHER], max_tokens=6).choices[0]
+    assert answer.finish_reason == "length" and answer.message.content and not answer.message.tool_calls
+    cut = auto.chat.completions.create(
+        model=MODEL, messages=msgs, tools=[WEATHER], tool_choice="required", max_tokens=3
+    )
+    assert (
+        cut.choices[0].finish_reason == "length" and not cut.choices[0].message.tool_calls
+    )  # as vLLM: no JSON, no call
+
+
+def test_tool_calls_stream_as_vllm_streams_them(hermes):
+    auto, _ = hermes
+    msgs = [{"role": "user", "content": "weather?"}]
+    for choice, reason in (
+        ("auto", "tool_calls"),
+        ("required", "tool_calls"),
+        ({"type": "function", "function": {"name": "weather"}}, "stop"),
+    ):
+        chunks = list(
+            auto.chat.completions.create(model=MODEL, messages=msgs, tools=[WEATHER], tool_choice=choice, stream=True)
+        )
+        deltas = [d for c in chunks for d in (c.choices[0].delta.tool_calls or [])]
+        head = deltas[0]  # the header first: id, type, name, empty arguments; then the arguments in pieces
+        assert (
+            head.id.startswith("chatcmpl-tool-") and head.function.name == "weather" and head.function.arguments == ""
+        )
+        assert len(deltas) > 2 and all(d.index == 0 and d.id is None for d in deltas[1:])
+        args = "".join(d.function.arguments for d in deltas)
+        assert set(json.loads(args)) == {"city", "days"}, choice
+        assert chunks[-1].choices[0].finish_reason == reason, choice
+        assert not "".join(c.choices[0].delta.content or "" for c in chunks)  # no tool-call markup leaks as text
+
+
+def test_parser_without_auto_tool_choice(hermes):
+    """vLLM with --tool-call-parser but not --enable-auto-tool-choice: "auto" answers in text, required calls."""
+    _, parser_only = hermes
+    msgs = [{"role": "user", "content": "weather?"}]
+    text = parser_only.chat.completions.create(model=MODEL, messages=msgs, tools=[WEATHER], max_tokens=5).choices[0]
+    assert text.finish_reason == "length" and text.message.content and not text.message.tool_calls
+    req = parser_only.chat.completions.create(model=MODEL, messages=msgs, tools=[WEATHER], tool_choice="required")
+    assert req.choices[0].finish_reason == "tool_calls"
+
+
+def test_auto_tool_choice_without_a_parser_does_not_start():
+    with pytest.raises(RuntimeError, match="--enable-auto-tool-choice requires --tool-call-parser"):
+        with sim_server("--model", MODEL, "--enable-auto-tool-choice"):
+            pass
+
+
 @pytest.mark.parametrize(
     "extra, param",
     [

@@ -148,8 +148,10 @@ class Stack:
             stop(proc.popen, grace_s=20.0)
 
 
-def start_vllm_pods(model_dir: str, n: int, tmp: Path, hash_seed: str, num_blocks: int = 256) -> Stack:
-    """n real vLLM pods with llmdctl's own flags and environment (llmdctl.engines.vllm_local)."""
+def start_vllm_pods(
+    model_dir: str, n: int, tmp: Path, hash_seed: str, num_blocks: int = 256, args: list[str] | None = None
+) -> Stack:
+    """n real vLLM pods with llmdctl's own flags and environment (llmdctl.engines.vllm_local); `args`: more flags."""
     sys.path.insert(0, str(REPO))
     from llmdctl.engines.vllm_local import vllm_components
     from llmdctl.profile import PoolSpec
@@ -166,6 +168,7 @@ def start_vllm_pods(model_dir: str, n: int, tmp: Path, hash_seed: str, num_block
         max_model_len=4096,
         max_num_batched_tokens=4096,
         max_num_seqs=16,
+        args=list(args or []),
     )
     pods = vllm_components(_Profile(), pool, ports[:n], ports[n:], model_dir, hash_seed=hash_seed, build="cpu")
     procs = [spawn(p.name, p.argv, p.env, tmp / f"{p.name}.log", p.url) for p in pods]
