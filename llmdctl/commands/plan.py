@@ -231,8 +231,8 @@ def plan_command(
         report.print_table(report.sweep_table(doc, "pareto_throughput", "Pareto front: cost vs output tok/s"), con)
     else:
         report.print_table(report.plan_table(doc), con)
-        runs = doc["runs"]
         pub = bool(doc.get("published"))
+        runs = {k: ({**r, **(r.get("as_published") or {})} if pub else r) for k, r in doc["runs"].items()}
         if "precise" in runs and "approximate" in runs and runs["precise"]["ttft_p90_s"]:
             con.print(
                 "precise vs approximate TTFT p90: "

@@ -22,7 +22,7 @@ from llmdctl.bench.inference_perf import ClientModel
 from llmdctl.bench.load import Stage, poisson_arrivals, scale_stages
 from llmdctl.bench.metrics import SLO, summarize
 from llmdctl.bench.workloads import WorkloadSpec, generate
-from llmdctl.plan.presets import Scenario, comparability, policy_configs
+from llmdctl.plan.presets import Scenario, as_published, comparability, policy_configs
 from llmdctl.plan.sim import PlanConfig, PlanResult, PoolPlan, simulate
 
 Progress = Callable[[str, float, int, int], None]  # (run name, sim seconds, finished, total)
@@ -163,6 +163,10 @@ def run_policies(
         runs[pol] = run_one(
             cfg, reqs, arrivals, stages, slo, max_wall_s=max_wall_s, max_sim_s=max_sim_s, progress=progress, client=cl
         )
+    rows = {k: v.row() for k, v in runs.items()}
+    if scenario.published:
+        for k, v in runs.items():
+            rows[k]["as_published"] = as_published(v.summary, v.result.records, scenario.warmup_stages)
     custom = any(p in (routers or {}) for p in policies if p in scenario.published)
     why = comparability(scenario, time_scale=time_scale, rate_scale=rate_scale, client=cl, custom_routers=custom)
     truncated = [k for k, v in runs.items() if v.result.truncated]
@@ -178,7 +182,7 @@ def run_policies(
         "client_description": cl.describe(),
         "max_in_flight": cl.max_in_flight,
         "stages": [dataclasses.asdict(s) for s in stages],
-        "runs": {k: v.row() for k, v in runs.items()},
+        "runs": rows,
         "summaries": {k: v.summary for k, v in runs.items()},
         "published": scenario.published if why is None else {},
         "not_comparable": why,

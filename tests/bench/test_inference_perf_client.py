@@ -42,13 +42,17 @@ STAGED = Scenario(
     stages=[Stage(12.0, 2.0), Stage(4.0, 2.0), Stage(20.0, 1.5)],
     published={"precise": {"ttft_p90_s": 0.1, "ttft_mean_s": 0.05, "output_tok_s": 100.0}},
     client=ClientModel("inference-perf"),
+    warmup_stages=1,
 )
 
 
 def test_stage_sizes_are_rate_times_duration_truncated() -> None:
     stages = [Stage(15, 50), Stage(3, 20), Stage(2.5, 3), Stage(0.4, 2)]
     assert stage_request_counts(stages) == [750, 60, 7, 0]
-    assert stage_request_counts(LLMD_73.stages)[:3] == [750, 60, 200] and sum(stage_request_counts(LLMD_73.stages)) == 17084
+    assert (
+        stage_request_counts(LLMD_73.stages)[:3] == [750, 60, 200]
+        and sum(stage_request_counts(LLMD_73.stages)) == 17084
+    )
 
 
 def test_send_offsets_follow_the_per_second_poisson_timer() -> None:
@@ -115,9 +119,7 @@ def test_fast_and_step_drivers_agree_under_stage_barriers() -> None:
 def test_a_worker_cap_of_n_never_has_more_than_n_open() -> None:
     client = ClientModel("inference-perf", max_in_flight=4)
     reqs, arr = workload_and_arrivals(STAGED.workload, STAGED.stages, seed=2, client=client)
-    res = simulate(
-        STAGED.plan_config("precise"), reqs, arr, stage_barrier_s=client.stage_barrier_s, max_in_flight=4
-    )
+    res = simulate(STAGED.plan_config("precise"), reqs, arr, stage_barrier_s=client.stage_barrier_s, max_in_flight=4)
     assert all(r.status == "ok" for r in res.records) and len(res.records) == len(arr)
     events = sorted([(r.sent, 1) for r in res.records] + [(r.finished, -1) for r in res.records])
     open_now = peak = 0
@@ -169,3 +171,14 @@ def test_bench_plan_leaves_published_figures_out_of_a_non_comparable_table(tmp_p
     assert out.returncode == 0, out.stderr
     assert "(llm-d)" not in out.stdout and "llm-d: 57x" not in out.stdout
     assert "left out: this run is not comparable (ladder x0.5" in out.stdout
+
+
+def test_the_published_form_is_the_main_stages_and_the_mean_of_stage_throughputs() -> None:
+    doc = run_policies(STAGED, ["precise"], seed=1)
+    row, summ = doc["runs"]["precise"], doc["summaries"]["precise"]
+    main = [s for s in summ["stages"] if s["stage"] >= 1]
+    assert row["as_published"]["output_tok_s"] == pytest.approx(sum(s["output_tok_s"] for s in main) / len(main))
+    assert row["as_published"]["output_tok_s"] != pytest.approx(row["output_tok_s"])  # not the whole-run rate
+    assert row["as_published"]["ttft_mean_s"] == pytest.approx(
+        sum(s["ttft_mean_s"] * s["ok"] for s in main) / sum(s["ok"] for s in main)
+    )
