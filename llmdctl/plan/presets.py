@@ -38,9 +38,10 @@ def _epp(plugins: list[dict[str, Any]], refs: list[tuple[str, float | None]]) ->
 def policy_configs(
     block_size: int = 64, approx_block_tokens: int = 16, approx_capacity: int = 31250
 ) -> dict[str, dict[str, Any]]:
-    """The four schedulers of llm-d's benchmark. The approximate scorer hashes 16-token blocks and assumes
-    31,250 blocks per pod (llm-d's 64-character blocks ~ 16 tokens, its lruCapacityPerServer): ~500k tokens
-    per pod, more than a pod holds — the over-estimate that makes it route to evicted prefixes."""
+    """The four schedulers of llm-d's benchmark. The approximate scorer hashes 16-token blocks, matches at most
+    256 of them and assumes 31,250 blocks per pod (the report's hashBlockSize 64 characters ~ 16 tokens,
+    maxPrefixBlocksToMatch 256, lruCapacityPerServer 31250): ~500k tokens per pod, more than a pod holds — the
+    over-estimate that makes it route to evicted prefixes."""
     return {
         "random": _epp([{"type": "random-picker"}], [("random-picker", None)]),
         "load": _epp(
@@ -55,7 +56,7 @@ def policy_configs(
                     "type": "prefix-cache-scorer",
                     "parameters": {
                         "blockSizeTokens": approx_block_tokens,
-                        "maxPrefixBlocksToMatch": 1024,
+                        "maxPrefixBlocksToMatch": 256,
                         "lruCapacityPerServer": approx_capacity,
                         "autoTune": False,
                     },
