@@ -185,7 +185,7 @@ def run_policies(
         "runs": rows,
         "summaries": {k: v.summary for k, v in runs.items()},
         "published": scenario.published if why is None else {},
-        "not_comparable": why,
+        "not_comparable": why if scenario.published else None,  # nothing to compare with: nothing to say
     }
 
 
