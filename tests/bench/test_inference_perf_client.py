@@ -182,3 +182,16 @@ def test_the_published_form_is_the_main_stages_and_the_mean_of_stage_throughputs
     assert row["as_published"]["ttft_mean_s"] == pytest.approx(
         sum(s["ttft_mean_s"] * s["ok"] for s in main) / sum(s["ok"] for s in main)
     )
+
+
+def test_plan_cli_names_a_bad_client_in_one_line() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "llmdctl", "plan", "small", "--client", "closed"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2
+    err = out.stderr.strip().splitlines()
+    assert len(err) == 1 and "--client" in err[0] and "inference-perf" in err[0] and "Traceback" not in out.stderr
