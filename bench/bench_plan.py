@@ -113,7 +113,8 @@ def main() -> None:
 
         title = f"{doc['scenario']} (ladder x{ts:g}, {doc.get('client', 'open-loop')})"
         stem = Path(a.plots) / f"plan-{doc['scenario']}-x{ts:g}-{doc.get('client', 'open-loop')}"
-        print("plot:", report.plot_bars(doc["summaries"], Path(f"{stem}.png"), title=title, published=pub or None))
+        shown = report.in_published_form(doc)
+        print("plot:", report.plot_bars(shown, Path(f"{stem}.png"), title=title, published=pub or None))
         print("plot:", report.plot_stages(doc["summaries"], Path(f"{stem}-stages.png"), title=title))
     print(
         f"{doc['description']}\n{doc['requests']} requests, ladder x{ts:g}, client: "

@@ -207,7 +207,7 @@ def plan_command(
             files.append(
                 str(
                     report.plot_bars(
-                        doc["summaries"],
+                        report.in_published_form(doc),
                         out / "plan_policies.png",
                         title=sc.name,
                         published=doc.get("published") or None,

@@ -106,7 +106,7 @@ def kv_cache_wins(
         files = [
             str(
                 report.plot_bars(
-                    summaries,
+                    report.in_published_form(doc),
                     out / "kv-cache-wins.png",
                     title=f"llm-d 73% capacity, {label}",
                     published=published,
