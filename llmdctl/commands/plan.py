@@ -144,7 +144,7 @@ def plan_command(
         + (", an approximation" if time_scale != 1.0 else "")
         + ")"
         + (f", {n_runs} policies" if n_runs else ", sweep")
-        + "; llmd-73's full ladder takes a few CPU minutes per policy",
+        + "; llmd-73's full ladder takes under a CPU minute per policy",
         highlight=False,
     )
     slo = SLO(slo_ttft, slo_itl)
