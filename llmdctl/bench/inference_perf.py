@@ -14,9 +14,10 @@ planner must do to be comparable with a figure measured through it (sources: doc
 - shared_prefix builds `num_groups x num_prompts_per_group` prompts once, shuffles them once, and every stage
   walks that list from its start (`data_index % len(prompts)`), so request j of any stage repeats prompt j;
 - TTFT is timed from the moment the request is posted, not from its scheduled time;
-- the worker pool (`num_workers` processes x `worker_max_concurrency` = 100 requests each, defaults) caps the
-  requests open at once; llm-d's 73%-capacity config sets neither, and its report's per-stage request rates
-  (~57-59 req/s sent at 60 QPS while every request stayed open for 30 s or more) show the cap did not bind.
+- the worker pool (`num_workers` processes, default one per CPU of the client machine, x
+  `worker_max_concurrency` = 100 requests each) caps the requests open at once; llm-d's 73%-capacity config
+  sets neither, and llm-d's rendered config of a later run of the same ladder shows 224 workers (22,400 open
+  requests: the cap does not bind), so the planner's inference-perf client has no cap unless asked for one.
 """
 
 from __future__ import annotations
