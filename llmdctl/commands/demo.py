@@ -27,7 +27,12 @@ def demo_command(
         False, "--plan", help="kv-cache-wins: run llm-d's 73%-capacity benchmark on the planner instead of live."
     ),
     time_scale: float = typer.Option(
-        0.1, "--time-scale", help="kv-cache-wins --plan: fraction of llm-d's ladder to simulate (1 = all of it)."
+        0.1,
+        "--time-scale",
+        help=(
+            "kv-cache-wins --plan: fraction of llm-d's ladder to simulate (1 = all of it, comparable with llm-d's "
+            "published figures; below 1 an approximation, shown without them)."
+        ),
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (progress goes to stderr)."),
 ) -> None:

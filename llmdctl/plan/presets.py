@@ -3,8 +3,10 @@
 `LLMD_73` is llm-d-kv-cache-manager's "73-capacity" run behind the "KV-cache wins you can see" post: 8 vLLM
 pods serving Qwen3-32B on 2 x H100 each (TP 2, 307,328 tokens of KV per pod), inference-perf shared_prefix
 150 groups x 5 prompts (system 6000, question 1200, output 1000 tokens, ignore_eos), Poisson 15 QPS warm-up
-then 3 -> 60 QPS. The policies are the scheduler configs it lists (random, load, approximate/estimated,
-precise), in this router's plugin names; published figures are the report's summary row.
+then 3 -> 60 QPS, sent the way inference-perf sends it (each stage drains before the next opens:
+`llmdctl.bench.inference_perf`). The policies are the scheduler configs it lists (random, load,
+approximate/estimated, precise), in this router's plugin names; published figures are the report's summary
+row, shown only beside runs set up like the published one (`comparability`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from llmdctl.bench.inference_perf import ClientModel
 from llmdctl.bench.load import LLMD_73_LADDER, Stage
 from llmdctl.bench.workloads import WorkloadSpec
 from llmdctl.plan.sim import PlanConfig, PoolPlan
@@ -35,9 +38,10 @@ def _epp(plugins: list[dict[str, Any]], refs: list[tuple[str, float | None]]) ->
 def policy_configs(
     block_size: int = 64, approx_block_tokens: int = 16, approx_capacity: int = 31250
 ) -> dict[str, dict[str, Any]]:
-    """The four schedulers of llm-d's benchmark. The approximate scorer hashes 16-token blocks and assumes
-    31,250 blocks per pod (llm-d's 64-character blocks ~ 16 tokens, its lruCapacityPerServer): ~500k tokens
-    per pod, more than a pod holds — the over-estimate that makes it route to evicted prefixes."""
+    """The four schedulers of llm-d's benchmark. The approximate scorer hashes 16-token blocks, matches at most
+    256 of them and assumes 31,250 blocks per pod (the report's hashBlockSize 64 characters ~ 16 tokens,
+    maxPrefixBlocksToMatch 256, lruCapacityPerServer 31250): ~500k tokens per pod, more than a pod holds — the
+    over-estimate that makes it route to evicted prefixes."""
     return {
         "random": _epp([{"type": "random-picker"}], [("random-picker", None)]),
         "load": _epp(
@@ -52,7 +56,7 @@ def policy_configs(
                     "type": "prefix-cache-scorer",
                     "parameters": {
                         "blockSizeTokens": approx_block_tokens,
-                        "maxPrefixBlocksToMatch": 1024,
+                        "maxPrefixBlocksToMatch": 256,
                         "lruCapacityPerServer": approx_capacity,
                         "autoTune": False,
                     },
@@ -115,7 +119,8 @@ class Scenario:
     stages: list[Stage]
     published: dict[str, dict[str, float]]  # policy -> {ttft_p90_s, ttft_mean_s, output_tok_s}
     network: str = "rdma-200g"
-    max_in_flight: int | None = None  # the benchmark client's cap on open requests (None: open loop)
+    client: ClientModel = ClientModel("open-loop")  # how the benchmark client releases requests
+    warmup_stages: int = 0  # leading stages the published summary leaves out
 
     def plan_config(self, policy: str, router: dict[str, Any] | None = None, seed: int = 0) -> PlanConfig:
         cfg = router if router is not None else policy_configs(self.pools[0].block_size)[policy]
@@ -157,9 +162,12 @@ LLMD_73 = Scenario(
         "load": {"ttft_p90_s": 94.865, "ttft_mean_s": 46.987, "output_tok_s": 4266.4},
         "random": {"ttft_p90_s": 92.551, "ttft_mean_s": 45.281, "output_tok_s": 4428.7},
     },
-    # Open loop by default (every Poisson arrival is sent on time). The report's client had 224 workers; how
-    # much in-flight work that allowed is not stated, and `--max-in-flight` explores it (docs/benchmarks.md).
-    max_in_flight=None,
+    # inference-perf's stages, as llm-d's harness ran them: no cap on open requests (its worker pool did not
+    # bind: docs/benchmarks.md, "What llm-d's harness did").
+    client=ClientModel("inference-perf"),
+    # The report's summary row covers the 16 main stages: its output tok/s is the plain mean of their per-stage
+    # output tok/s (it reproduces all four published rows to 0.01 tok/s); see `as_published`.
+    warmup_stages=1,
 )
 
 SMALL = Scenario(
@@ -193,3 +201,41 @@ SMALL = Scenario(
 )
 
 SCENARIOS = {s.name: s for s in (LLMD_73, SMALL)}
+
+
+def as_published(summary: dict[str, Any], records: list[Any], warmup_stages: int) -> dict[str, float | None]:
+    """Our figures in the form of llm-d's summary row: TTFT p90 and mean over the main stages' requests, output
+    tok/s as the mean of the main stages' per-stage output tok/s (first send to last finish of each stage)."""
+    from llmdctl.bench.metrics import OK, mean, percentile
+
+    ttfts = [r.ttft for r in records if r.stage >= warmup_stages and r.status == OK and r.ttft is not None]
+    stages = [s for s in summary.get("stages") or [] if s["stage"] >= warmup_stages and s.get("ok")]
+    return {
+        "ttft_p90_s": percentile(ttfts, 90),
+        "ttft_mean_s": mean(ttfts),
+        "output_tok_s": sum(s["output_tok_s"] for s in stages) / len(stages) if stages else None,
+    }
+
+
+def comparability(
+    scenario: Scenario,
+    *,
+    time_scale: float = 1.0,
+    rate_scale: float = 1.0,
+    client: ClientModel | None = None,
+    custom_routers: bool = False,
+) -> str | None:
+    """None when a run is set up like the scenario's published one (so its figures may stand beside ours);
+    otherwise what differs, in one line."""
+    if not scenario.published:
+        return f"{scenario.name} has no published figures"
+    why = []
+    if time_scale != 1.0:
+        why.append(f"ladder x{time_scale:g} (published: x1)")
+    if rate_scale != 1.0:
+        why.append(f"rates x{rate_scale:g} (published: x1)")
+    if client is not None and client != scenario.client:
+        why.append(f"client {client.describe()} (published: {scenario.client.describe()})")
+    if custom_routers:
+        why.append("router configs other than the published ones")
+    return "; ".join(why) or None

@@ -1,8 +1,9 @@
 """Running plans: one scenario under several policies, and sweeps of deployments with their Pareto front.
 
 `run_policies` drives the same workload and arrivals through each policy (each gets fresh engines and a fresh
-router), summarises with the bench metrics, and puts llm-d's published figures next to ours when the
-scenario has them. `sweep` varies replicas / hardware / scorer weights / P/D split / CPU tiers and keeps the
+router), summarises with the bench metrics, and puts llm-d's published figures next to ours only when the
+run is set up like the published one (full ladder, the same client model, the published routers); otherwise
+it says why not. `sweep` varies replicas / hardware / scorer weights / P/D split / CPU tiers and keeps the
 configurations no other beats on both cost (GPUs x price per GPU-hour, or GPU count) and TTFT p90 or
 throughput.
 """
@@ -16,10 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmdctl.bench import inference_perf
+from llmdctl.bench.inference_perf import ClientModel
 from llmdctl.bench.load import Stage, poisson_arrivals, scale_stages
 from llmdctl.bench.metrics import SLO, summarize
 from llmdctl.bench.workloads import WorkloadSpec, generate
-from llmdctl.plan.presets import Scenario, policy_configs
+from llmdctl.plan.presets import Scenario, as_published, comparability, policy_configs
 from llmdctl.plan.sim import PlanConfig, PlanResult, PoolPlan, simulate
 
 Progress = Callable[[str, float, int, int], None]  # (run name, sim seconds, finished, total)
@@ -60,7 +63,22 @@ class PlanRun:
         }
 
 
-def workload_and_arrivals(spec: WorkloadSpec, stages: list[Stage], seed: int = 0, max_requests: int = 100_000):
+def workload_and_arrivals(
+    spec: WorkloadSpec,
+    stages: list[Stage],
+    seed: int = 0,
+    max_requests: int = 100_000,
+    client: ClientModel | None = None,
+):
+    """Requests and their (time, stage) arrivals. Open loop: one Poisson process over the ladder, absolute
+    times. inference-perf: its stages' request counts and send offsets (from each stage's opening), prompts in
+    its order (`llmdctl.bench.inference_perf`)."""
+    if client is not None and client.kind == "inference-perf":
+        counts = inference_perf.stage_request_counts(stages)
+        if sum(counts) > max_requests:
+            raise ValueError(f"the ladder sends {sum(counts)} requests, more than the {max_requests} allowed")
+        reqs = inference_perf.staged_requests(dataclasses.replace(spec, seed=seed), counts)
+        return reqs, inference_perf.staged_arrivals(stages, seed)
     arrivals = poisson_arrivals(stages, seed, max_requests)
     spec = dataclasses.replace(
         spec, seed=seed, num_requests=len(arrivals) if spec.kind in ("shared-prefix", "random") else spec.num_requests
@@ -82,11 +100,19 @@ def run_one(
     max_sim_s: float = 7200.0,
     progress: Progress | None = None,
     price: dict[str, float] | None = None,
-    max_in_flight: int | None = None,
+    client: ClientModel | None = None,
 ) -> PlanRun:
+    client = client or ClientModel("open-loop")
     cb = (lambda now, done, total: progress(cfg.name, now, done, total)) if progress else None
     res = simulate(
-        cfg, reqs, arrivals, max_wall_s=max_wall_s, max_sim_s=max_sim_s, progress=cb, max_in_flight=max_in_flight
+        cfg,
+        reqs,
+        arrivals,
+        max_wall_s=max_wall_s,
+        max_sim_s=max_sim_s,
+        progress=cb,
+        max_in_flight=client.max_in_flight,
+        stage_barrier_s=client.stage_barrier_s,
     )
     summ = summarize(res.records, slo, stage_rates=[s.rate for s in stages], pod_hit_rate=res.hit_rate).to_dict()
     return PlanRun(cfg.name, res, summ, cost=cost_of(cfg, price))
@@ -112,12 +138,20 @@ def run_policies(
     progress: Progress | None = None,
     routers: dict[str, dict[str, Any]] | None = None,
     max_in_flight: int | None | str = "scenario",
+    client: str = "scenario",
+    max_sim_s: float = 7200.0,
 ) -> dict[str, Any]:
-    """The scenario under each policy; returns {scenario, workload, load, runs: {policy: row}, published}.
-    `max_in_flight`: the client's cap on open requests ("scenario": the scenario's; None: open loop)."""
-    cap = scenario.max_in_flight if max_in_flight == "scenario" else max_in_flight
+    """The scenario under each policy; returns {scenario, client, runs: {policy: row}, summaries, published,
+    not_comparable}. `client`: "inference-perf", "open-loop" or "scenario" (the scenario's); `max_in_flight`:
+    the client's cap on open requests ("scenario": the scenario's; None: no cap). `published` holds the
+    scenario's figures only when the run is comparable with them; `not_comparable` says why it is not."""
+    cl = ClientModel(
+        scenario.client.kind if client == "scenario" else client,
+        scenario.client.max_in_flight if max_in_flight == "scenario" else max_in_flight,  # type: ignore[arg-type]
+    )
+    cl.check()
     stages = scale_stages(scenario.stages, time_scale, rate_scale)
-    reqs, arrivals = workload_and_arrivals(scenario.workload, stages, seed)
+    reqs, arrivals = workload_and_arrivals(scenario.workload, stages, seed, client=cl)
     slo = slo or SLO()
     known = policy_configs(scenario.pools[0].block_size)
     runs: dict[str, PlanRun] = {}
@@ -127,20 +161,31 @@ def run_policies(
             raise ValueError(f"policy: expected one of {', '.join(known)}, got {pol!r}")
         cfg = scenario.plan_config(pol, router, seed)
         runs[pol] = run_one(
-            cfg, reqs, arrivals, stages, slo, max_wall_s=max_wall_s, progress=progress, max_in_flight=cap
+            cfg, reqs, arrivals, stages, slo, max_wall_s=max_wall_s, max_sim_s=max_sim_s, progress=progress, client=cl
         )
+    rows = {k: v.row() for k, v in runs.items()}
+    if scenario.published:
+        for k, v in runs.items():
+            rows[k]["as_published"] = as_published(v.summary, v.result.records, scenario.warmup_stages)
+    custom = any(p in (routers or {}) for p in policies if p in scenario.published)
+    why = comparability(scenario, time_scale=time_scale, rate_scale=rate_scale, client=cl, custom_routers=custom)
+    truncated = [k for k, v in runs.items() if v.result.truncated]
+    if why is None and truncated:
+        why = f"{', '.join(truncated)} stopped early"
     return {
         "scenario": scenario.name,
         "description": scenario.description,
         "time_scale": time_scale,
         "rate_scale": rate_scale,
         "requests": len(arrivals),
-        "max_in_flight": cap,
+        "client": cl.kind,
+        "client_description": cl.describe(),
+        "max_in_flight": cl.max_in_flight,
         "stages": [dataclasses.asdict(s) for s in stages],
-        "runs": {k: v.row() for k, v in runs.items()},
+        "runs": rows,
         "summaries": {k: v.summary for k, v in runs.items()},
-        "published": scenario.published if time_scale == 1.0 and rate_scale == 1.0 else {},
-        "published_reference": scenario.published,
+        "published": scenario.published if why is None else {},
+        "not_comparable": why if scenario.published else None,  # nothing to compare with: nothing to say
     }
 
 
@@ -290,7 +335,7 @@ def sweep(
 ) -> dict[str, Any]:
     """Every configuration of the grid on the same workload; rows plus the Pareto fronts."""
     stages = scale_stages(base.stages, time_scale, rate_scale)
-    reqs, arrivals = workload_and_arrivals(base.workload, stages, seed)
+    reqs, arrivals = workload_and_arrivals(base.workload, stages, seed, client=base.client)
     slo = slo or SLO()
     rows = []
     for name, cfg, params in sweep_configs(base, spec):
@@ -303,7 +348,7 @@ def sweep(
             max_wall_s=max_wall_s,
             progress=progress,
             price=price,
-            max_in_flight=base.max_in_flight,
+            client=base.client,
         )
         run.params = params
         rows.append(run.row())

@@ -192,6 +192,7 @@ def simulate(
     model_name: str = "sim-model",
     max_in_flight: int | None = None,
     drive: str = "auto",
+    stage_barrier_s: float | None = None,
 ) -> PlanResult:
     """Run `requests` (sent at `arrivals[i]` = (time, stage)) through the router and the engines.
 
@@ -199,6 +200,10 @@ def simulate(
     `progress(sim_now, finished, total)` is called about every 2 simulated seconds. `max_in_flight` caps the
     requests open at once, as a benchmark client's worker pool does (inference-perf's `num_workers`): later
     arrivals wait on the client side and are sent (their TTFT clock starts) when a slot frees up.
+
+    `stage_barrier_s` (inference-perf's stages, `llmdctl.bench.inference_perf`): `arrivals[i][0]` is then an
+    offset from the opening of stage `arrivals[i][1]`; the first stage opens at 0 and each next one
+    `stage_barrier_s` after the last request of the previous stage ended, so stages never overlap.
 
     `drive`: "step" runs every engine one `step()` at a time off the event heap; "fast" advances each engine
     with `fast_forward` up to the next arrival (same results: the router sees the same snapshots, KV events
@@ -222,6 +227,7 @@ def simulate(
             progress=progress,
             model_name=model_name,
             max_in_flight=max_in_flight,
+            stage_barrier_s=stage_barrier_s,
         )
         if drive == "fast" or (drive == "auto" and _fast_ok(cfg, requests, max_in_flight)):
             run.drive_fast()
@@ -263,10 +269,11 @@ class _PlanRun:
         progress: Callable[[float, int, int], None] | None,
         model_name: str,
         max_in_flight: int | None,
+        stage_barrier_s: float | None = None,
     ) -> None:
         self.t_wall0 = time.perf_counter()
         self.t_cpu0 = time.process_time()
-        self.cfg, self.requests, self.arrivals = cfg, requests, arrivals
+        self.cfg, self.requests, self.arrivals = cfg, requests, list(arrivals)
         self.max_sim_s, self.max_wall_s, self.progress = max_sim_s, max_wall_s, progress
         self.model_name, self.max_in_flight = model_name, max_in_flight
         self.router = PlannedRouter.build(cfg.router, f"{cfg.name}: router", cfg.seed, cfg.pools[0].block_size)
@@ -278,7 +285,17 @@ class _PlanRun:
         self.tracker = SessionTracker()
         self.records: list[RequestRecord] = []
         self.waiting_turns: dict[str, list[int]] = {}  # session -> indices of turns waiting for their predecessor
-        self.heap: list[tuple[float, int, int, Any]] = [(arrivals[i][0], i, _ARRIVE, i) for i in range(self.n)]
+        # Stage barrier (inference-perf): only the first stage's requests are scheduled; each later stage opens
+        # when the previous one has ended (see `_ended`).
+        self.barrier = stage_barrier_s
+        self.stage_members: dict[int, list[int]] = {}
+        for i in range(self.n):
+            self.stage_members.setdefault(arrivals[i][1], []).append(i)
+        self.stage_order = sorted(self.stage_members) if stage_barrier_s is not None else []
+        self.stage_left = {s: len(m) for s, m in self.stage_members.items()}
+        self.stage_next = 1
+        first = range(self.n) if stage_barrier_s is None or not self.n else self.stage_members[self.stage_order[0]]
+        self.heap: list[tuple[float, int, int, Any]] = [(arrivals[i][0], i, _ARRIVE, i) for i in first]
         heapq.heapify(self.heap)  # (time, seq, kind, payload)
         self.seq = self.n
         self.pend: list[tuple[float, int, int, Any]] = []  # fast driving: (time, seq, kind, payload) to deliver
@@ -290,6 +307,7 @@ class _PlanRun:
         self.next_progress = 0.0
         self.truncated: str | None = None
         self.fast = False
+        self.next_drain = 0.0  # fast driving: the horizon the last drain step advanced the engines to
 
     # ---- the router's view ---------------------------------------------------------------------------
     def scrape(self, now: float) -> None:
@@ -317,7 +335,7 @@ class _PlanRun:
         flow = self.router.route(llm, self.endpoints)
         if isinstance(flow, str):
             rec.status, rec.error, rec.finished = ERROR, flow, now
-            self.finished += 1
+            self._ended(rec.stage, now)
             return
         lv = _Live(req, rec, flow, prompt)
         decode = self.by_key[flow.target.key]
@@ -351,7 +369,7 @@ class _PlanRun:
                 self.director.dispatched(flow)
         if not ok:
             del self.live[req.request_id]
-            self.finished += 1
+            self._ended(rec.stage, now)
 
     def submit(self, lv: _Live, pod: _Pod, now: float, ereq: EngineRequest) -> bool:
         """Hand a leg to an engine; a refusal (too long for it) ends the request, as vLLM's 400 would."""
@@ -379,14 +397,13 @@ class _PlanRun:
             self.director.dispatched(lv.flow)
         else:
             self.live.pop(out.request_id, None)
-            self.finished += 1
+            self._ended(lv.rec.stage, now)
 
     def request_finished(self, lv: _Live, out: Any, now: float) -> None:
         """The request's last token: its record closes, the router hears of it, waiting work may go."""
         lv.rec.finished = now
         lv.rec.output_tokens = out.num_output_tokens
         self.live.pop(out.request_id, None)
-        self.finished += 1
         self.director.finished(lv.flow, out.num_output_tokens)
         if lv.req.session is not None:
             self.tracker.record(lv.req, lv.prompt, lv.out or [], now)
@@ -395,6 +412,24 @@ class _PlanRun:
         if self.client_queue:  # a client slot freed up: the oldest waiting arrival goes now
             self.seq += 1
             heapq.heappush(self.heap, (now, self.seq, _ARRIVE, self.client_queue.popleft()))
+        self._ended(lv.rec.stage, now)
+
+    def _ended(self, stage: int, now: float) -> None:
+        """A request is over (finished or failed); the last one of a stage opens the next stage (barrier)."""
+        self.finished += 1
+        if self.barrier is None:
+            return
+        self.stage_left[stage] -= 1
+        if self.stage_left[stage] or self.stage_next >= len(self.stage_order):
+            return
+        s = self.stage_order[self.stage_next]
+        self.stage_next += 1
+        start = now + self.barrier
+        for i in self.stage_members[s]:
+            t = start + self.arrivals[i][0]
+            self.arrivals[i] = (t, s)
+            self.seq += 1
+            heapq.heappush(self.heap, (t, self.seq, _ARRIVE, i))
 
     def release_turns(self, session: str, now: float) -> None:
         for j in self.waiting_turns.pop(session, []):
@@ -485,35 +520,45 @@ class _PlanRun:
 
     # ---- drivers -------------------------------------------------------------------------------------
     def drive_fast(self) -> None:
-        """Fast-forward driving (no finish creates work): arrivals in order, engines advanced between them."""
+        """Fast-forward driving (no finish creates work but a stage barrier): arrivals in order off the heap,
+        engines advanced between them; with an empty heap the engines run on until the work drains (or a
+        stage's last finish opens the next stage)."""
         self.fast = True
-        self.heap.clear()
-        arrivals, clock = self.arrivals, self.clock
-        for i in sorted(range(self.n), key=lambda i: (arrivals[i][0], i)):
-            t = arrivals[i][0]
-            if t > self.max_sim_s:
-                self.truncated = f"stopped at {self.max_sim_s:g} simulated seconds"
-                break
-            self.advance(t)
-            self.deliver(t)
-            clock.advance_to(t)
-            self.send(i, t)
-            if not self._report(t):
-                break
-        h = clock.now()
-        while self.truncated is None and self._pods_busy():
-            if h >= self.max_sim_s:
-                self.deliver(self.max_sim_s, inclusive=True)
-                if self._pods_busy():
+        heap, clock = self.heap, self.clock
+        while self.truncated is None:
+            if heap:
+                t = heap[0][0]
+                if t > self.max_sim_s:
                     self.truncated = f"stopped at {self.max_sim_s:g} simulated seconds"
+                    break
+                i = heapq.heappop(heap)[3]
+                self.advance(t)
+                self.deliver(t)
+                clock.advance_to(t)
+                self.send(i, t)
+                self._report(t)
+                continue
+            if not self._pods_busy():
                 break
-            h = min(h + 2.0, self.max_sim_s)
-            self.advance(h)
-            self.deliver(h)
-            if self.progress is not None:
-                self.progress(clock.now(), self.finished, self.n)
-            if time.perf_counter() - self.t_wall0 > self.max_wall_s:
-                self.truncated = f"stopped after {self.max_wall_s:g} wall seconds"
+            self.drain_step()
+        heap.clear()  # what was never sent stays unsent (the step driver must not pick it up)
+
+    def drain_step(self) -> None:
+        """Advance every engine two simulated seconds and deliver what they produced (no arrival is due)."""
+        h = self.clock.now() if self.next_drain < self.clock.now() else self.next_drain
+        if h >= self.max_sim_s:
+            self.deliver(self.max_sim_s, inclusive=True)
+            if self._pods_busy() and not self.heap:
+                self.truncated = f"stopped at {self.max_sim_s:g} simulated seconds"
+            return
+        h = min(h + 2.0, self.max_sim_s)
+        self.next_drain = h
+        self.advance(h)
+        self.deliver(h)
+        if self.progress is not None:
+            self.progress(self.clock.now(), self.finished, self.n)
+        if time.perf_counter() - self.t_wall0 > self.max_wall_s:
+            self.truncated = f"stopped after {self.max_wall_s:g} wall seconds"
 
     def drive_steps(self) -> None:
         """Step driving: arrivals and step ends off one heap (P/D hand-offs, sessions, client caps)."""
@@ -609,6 +654,18 @@ class _PlanRun:
                     finished=end,
                 )
             )
+        for s in self.stage_order[self.stage_next :]:  # stages a stuck or truncated run never opened
+            for j in self.stage_members[s]:
+                self.records.append(
+                    RequestRecord(
+                        self.requests[j].request_id,
+                        stage=s,
+                        sent=end,
+                        status=TIMEOUT,
+                        error=self.truncated or "its stage never opened",
+                        finished=end,
+                    )
+                )
         self.add_serving_costs()
         stats = [p.engine.stats() for p in self.pods]
         queries = sum(s.prefix_cache_queries_tokens for s in stats)

@@ -72,7 +72,8 @@ def test_long_title_wraps_inside_the_figure_and_the_legend_names_the_source(tmp_
 def test_piped_plan_tables_are_not_cut_to_80_columns():
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(REPO), "TERM": "dumb"}
     out = subprocess.run(
-        [sys.executable, "-m", "llmdctl", "plan", "small", "--policies", "load,precise", "--time-scale", "0.1"],
+        [sys.executable, "-m", "llmdctl", "plan", "small", "--policies", "precise", "--replicas", "2,4"]
+        + ["--time-scale", "0.1"],
         capture_output=True,
         text=True,
         timeout=240,
