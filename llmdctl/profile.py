@@ -41,6 +41,9 @@ class PoolSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
     max_model_len: int = 32768
+    # vLLM's --scheduling-policy. priority: the pod serves a request's `priority` field (lower first; the router
+    # sets it from the request's objective), so a critical request overtakes the pod's own queue too.
+    scheduling_policy: Literal["fcfs", "priority"] = "priority"
     hash_algo: Literal["sha256", "sha256_cbor"] = "sha256"
     kv_events: bool = True
     time_scale: float = 1.0  # simulator: simulated seconds per wall second

@@ -107,6 +107,8 @@ def sim_argv(
         str(pool.max_num_seqs),
         "--max-num-batched-tokens",
         str(pool.max_num_batched_tokens),
+        "--scheduling-policy",
+        pool.scheduling_policy,
         "--max-model-len",
         str(pool.max_model_len),
         "--tp",
