@@ -85,6 +85,10 @@ class RouterSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # clients select with `x-gateway-inference-objective` (or the model name), as llm-d's InferenceObjective.
     queue_size: int = 1024
     queue_ttl_s: float = 30.0
+    # llm-d's priority-holdback-policy minCeiling, which `up` adds with its flow control (local/flow.py): the
+    # lowest band is dispatched only below this fraction of the pool's seats, the highest up to all of them,
+    # the bands between on a line. 1.0: no holdback (every band up to full).
+    holdback_min_ceiling: float = 0.5
     objectives: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_OBJECTIVES))
 
 
@@ -262,6 +266,9 @@ def _validate(doc: Any, source: str) -> Profile:
                 )
         if tiers.filesystem is not None and (tiers.filesystem.capacity_mb <= 0 or tiers.filesystem.bandwidth_gbps <= 0):
             raise ProfileError(f"{source}: kv_tiers.filesystem: capacity_mb and bandwidth_gbps must be > 0")
+    ceiling = profile.router.holdback_min_ceiling
+    if not 0.0 < ceiling <= 1.0:
+        raise ProfileError(f"{source}: router.holdback_min_ceiling: expected a number in (0, 1], got {ceiling}")
     _validate_router_config(profile.router.config, source)
     return profile
 

@@ -180,7 +180,12 @@ class RouterState:
         admitters = [p for p in scheduler.plugins.values() if p.kind == "admitter"]
         try:
             return Admission.from_config(
-                config, self.settings.queue_size, self.settings.queue_ttl_s, self.metrics, admitters
+                config,
+                self.settings.queue_size,
+                self.settings.queue_ttl_s,
+                self.metrics,
+                admitters,
+                priorities=list(self.settings.objectives.values()),
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
