@@ -80,7 +80,7 @@ class RouterSettings:
     scrape_interval_ms: float = 50.0
     stale_after_s: float = 2.0
     client_body_timeout_s: float = 30.0  # a pause while a client sends its request body (slowloris)
-    silent_after_s: float = 0.5  # no answer this long while other pods answer: out of rotation (a hung pod)
+    silent_after_s: float = 0.7  # no answer this long while other pods answer: out of rotation (a hung pod)
     unresponsive_after_s: float = 10.0  # no scrape or probe answered this long: requests waiting on the pod give up
     request_timeout_s: float = 600.0
     header_timeout_s: float = 10.0  # a streaming request's response headers (pods send them before generating)

@@ -128,7 +128,7 @@ def serve(
         ),
     ),
     silent_after: float = typer.Option(
-        0.5,
+        0.7,
         min=0.0,
         help=(
             "Seconds without an answer to scrapes and probes after which a pod leaves rotation while other pods "

@@ -70,7 +70,7 @@ class DataLayer:
         metrics: Any = None,
         outliers: OutlierDetector | None = None,
         unresponsive_after_s: float = 10.0,
-        silent_after_s: float = 0.5,
+        silent_after_s: float = 0.7,
     ) -> None:
         self.scrape_interval_s = scrape_interval_s
         self.stale_after_s = stale_after_s
