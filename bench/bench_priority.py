@@ -24,6 +24,7 @@ import json
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -136,6 +137,9 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
         "offered_rps": rate,
         "arrivals": len(records),
         "classes": per_class,
+        "failures": dict(
+            Counter(f"{r.label} {r.status} {(r.error or '')[:90]}" for r in records if not (r.done and r.status == 200))
+        ),
         "critical_p90_over_unloaded_p90": (crit_p90 / pct(unloaded, 0.9)) if crit_p90 and pct(unloaded, 0.9) else None,
     }
 

@@ -85,10 +85,11 @@ class RouterSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # clients select with `x-gateway-inference-objective` (or the model name), as llm-d's InferenceObjective.
     queue_size: int = 1024
     queue_ttl_s: float = 30.0
-    # llm-d's priority-holdback-policy minCeiling, which `up` adds with its flow control (local/flow.py): the
-    # lowest band is dispatched only below this fraction of the pool's seats, the highest up to all of them,
-    # the bands between on a line. 1.0: no holdback (every band up to full).
-    holdback_min_ceiling: float = 0.5
+    # llm-d's priority-holdback-policy minCeiling, which `up` adds with its flow control (local/flow.py): while
+    # several priorities are active the lowest band is dispatched only below this fraction of the pool's seats,
+    # the highest up to all of them, the bands between on a line (critical/standard/sheddable: 1.0/0.6/0.2), so
+    # a critical request finds a seat free. One priority alone gets every seat. 1.0: no holdback.
+    holdback_min_ceiling: float = 0.2
     objectives: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_OBJECTIVES))
 
 

@@ -2,7 +2,11 @@
 
 Each request is let through while the pool's saturation is below its priority's ceiling (the usage limit:
 1.0 for every priority by default, lower for lower bands with llm-d's priority-holdback-policy) and nothing
-of its priority or higher is waiting. Otherwise a sheddable request (priority < 0) is rejected with 429 and
+of its priority or higher is waiting. Ceilings are spread over the *active* bands: priorities seen in the
+last `band_idle_s` or waiting now. One class of traffic alone gets the whole pool; a second one arriving
+lowers the first one's ceiling, and the headroom builds up as its requests finish.
+
+Otherwise a sheddable request (priority < 0) is rejected with 429 and
 Retry-After when the pool is saturated, as llm-d does; others wait in their priority band — with a queue
 configured — until the pool is below their ceiling again (checked on every finished request and every
 10 ms), and are answered 429 if their TTL runs out or a higher-priority request displaces them.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -65,14 +70,17 @@ class Admission:
         metrics: Any = None,
         admitters: list[Any] | None = None,
         usage_limit: UsageLimit | None = None,
-        priorities: list[int] | None = None,
+        band_idle_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.detector = detector
         self.admitters = list(admitters or [])  # llm-d Admitter plugins (e.g. probabilistic-admitter), asked first
         self.queue: FlowQueue[asyncio.Future] | None = FlowQueue(queue_size, queue_ttl_s) if queue_size > 0 else None
         self.metrics = metrics
         self.usage_limit = usage_limit or UsageLimit()
-        self.priorities = sorted({0, *(priorities or [])})  # the bands: the objectives' priorities and the default
+        self.band_idle_s = band_idle_s
+        self.clock = clock
+        self._seen: dict[int, float] = {}  # priority -> last time a request of it arrived
         self.counting = isinstance(detector, ConcurrencyDetector)
         self.active = 0  # admitted and not finished (kept when the detector counts)
         self._candidates: Callable[[], list[Endpoint]] | None = None
@@ -87,7 +95,6 @@ class Admission:
         queue_ttl_s: float,
         metrics: Any = None,
         admitters: list[Any] | None = None,
-        priorities: list[int] | None = None,
     ) -> "Admission":
         extra = getattr(config, "extra_sections", None) or {}
         raw = extra.get("saturationDetector")
@@ -100,7 +107,7 @@ class Admission:
             detector = SaturationDetector(SaturationConfig.from_dict(raw))
         limit = extra.get("usageLimit")
         usage = UsageLimit(**limit) if limit else None
-        return cls(detector, queue_size, queue_ttl_s, metrics, admitters, usage, priorities)
+        return cls(detector, queue_size, queue_ttl_s, metrics, admitters, usage)
 
     @property
     def queue_size(self) -> int:
@@ -112,8 +119,16 @@ class Admission:
             return self.detector.saturation(endpoints, self.active)
         return utilization_saturation(self.detector, endpoints)
 
+    def bands(self) -> list[int]:
+        """The active priority bands: seen in the last `band_idle_s`, or waiting in the queue."""
+        cutoff = self.clock() - self.band_idle_s
+        for p in [p for p, t in self._seen.items() if t < cutoff]:
+            del self._seen[p]
+        waiting = self.queue.band_sizes() if self.queue is not None else {}
+        return sorted({*self._seen, *waiting})
+
     def ceiling(self, priority: int) -> float:
-        return self.usage_limit.ceiling(priority, self.priorities)
+        return self.usage_limit.ceiling(priority, self.bands() or [priority])
 
     def _shed(self, reason: str, label: str) -> Rejected:
         if self.metrics is not None:
@@ -139,6 +154,7 @@ class Admission:
             if reason is not None:
                 raise self._shed(reason, "admitter")
         queue = self.queue
+        self._seen[request.priority] = self.clock()
         sat = self.saturation(candidates())
         if sat < self.ceiling(request.priority) and not (
             queue is not None and queue.waiting_at_or_above(request.priority)

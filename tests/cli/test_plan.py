@@ -105,11 +105,11 @@ def test_up_adds_llmd_flow_control_sized_from_the_pods_seats(tmp_path: Path):
     plan = build_plan(profile, PortLayout(9000, 9100, 6000), tmp_path)
     written = yaml.safe_load(plan.files[str(tmp_path / "run" / "router-config.yaml")])
     assert {"type": "concurrency-detector", "parameters": {"maxConcurrency": 6}} in written["plugins"]
-    assert {"type": "priority-holdback-policy", "parameters": {"minCeiling": 0.5}} in written["plugins"]
+    assert {"type": "priority-holdback-policy", "parameters": {"minCeiling": 0.2}} in written["plugins"]
     assert written["schedulingProfiles"][0]["plugins"][0] == {"pluginRef": "concurrency-detector"}  # the filter
     loaded = load_config(written)  # the router accepts it, and acts on both
     assert loaded.extra_sections["saturationDetector"]["detector"] == "concurrency"
-    assert loaded.extra_sections["usageLimit"]["min_ceiling"] == 0.5
+    assert loaded.extra_sections["usageLimit"]["min_ceiling"] == 0.2
     assert config == {**CONFIG, "schedulingProfiles": [{"name": "default", "plugins": [{"pluginRef": "queue-scorer"}]}]}
     # pods schedule by the priority the router forwards
     assert all(_flag(c.argv, "--scheduling-policy") == "priority" for c in plan.components if c.kind == "sim")

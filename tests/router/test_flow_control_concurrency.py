@@ -60,8 +60,8 @@ def test_flow_control_section_names_the_detector_and_the_usage_limit():
         "headroom": 0.25,
     }
     assert cfg.extra_sections["usageLimit"] == {"min_ceiling": 0.5, "max_ceiling": 1.0, "domain": "rank"}
-    adm = Admission.from_config(cfg, 16, 30.0, priorities=[1, 0, -1])
-    assert adm.counting and adm.ceiling(0) == 0.75
+    adm = Admission.from_config(cfg, 16, 30.0)
+    assert adm.counting and adm.usage_limit.ceiling(0, [1, 0, -1]) == 0.75
     assert not any("not acted on" in w for w in cfg.warnings)
 
 
@@ -119,9 +119,11 @@ def test_lower_bands_stop_short_and_critical_takes_the_held_seats():
             queue_size=8,
             queue_ttl_s=5,
             usage_limit=UsageLimit(min_ceiling=0.5, max_ceiling=1.0),
-            priorities=[1, 0, -1],
         )
         pool = _pool(1)
+        for prio in (1, 0, -1):  # all three bands active
+            (await adm.admit(LLMRequest(f"warm{prio}", "m", priority=prio), lambda: pool)).release()
+        assert adm.bands() == [-1, 0, 1] and adm.active == 0
         tickets = [await adm.admit(LLMRequest(f"s{i}", "m", priority=0), lambda: pool) for i in range(3)]
         assert adm.active == 3  # standard's ceiling 0.75 of 4: the fourth waits
         waiting = asyncio.create_task(adm.admit(LLMRequest("s3", "m", priority=0), lambda: pool))
@@ -140,5 +142,28 @@ def test_lower_bands_stop_short_and_critical_takes_the_held_seats():
             held.release()
         await asyncio.wait_for(waiting, 0.5)
         assert adm.active == 1
+
+    asyncio.run(run())
+
+
+def test_one_band_alone_gets_the_whole_pool_and_idle_bands_expire():
+    async def run() -> None:
+        now = [100.0]
+        adm = Admission(
+            ConcurrencyDetector(ConcurrencyConfig(max_concurrency=4)),
+            queue_size=8,
+            usage_limit=UsageLimit(min_ceiling=0.5, max_ceiling=1.0),
+            band_idle_s=10.0,
+            clock=lambda: now[0],
+        )
+        pool = _pool(1)
+        held = [await adm.admit(LLMRequest(f"s{i}", "m", priority=0), lambda: pool) for i in range(4)]
+        assert adm.active == 4 and adm.bands() == [0]  # standard alone: no holdback
+        for t in held:
+            t.release()
+        (await adm.admit(LLMRequest("c", "m", priority=1), lambda: pool)).release()
+        assert adm.bands() == [0, 1] and adm.ceiling(0) == 0.5  # critical seen: standard stops at half
+        now[0] += 11.0
+        assert adm.bands() == [] and adm.ceiling(0) == 1.0  # both idle for longer than band_idle_s
 
     asyncio.run(run())
