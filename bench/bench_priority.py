@@ -4,8 +4,8 @@ For each router setting — `up`'s default (pods on vLLM's priority scheduling; 
 and priority-holdback-policy flow control, the objective's priority forwarded to the pods), `utilization`
 (the default before: flow-control queue behind llm-d's utilization detector, queueDepthThreshold 5, fcfs pods),
 `no-flow-control` (no queue, no objectives: `--set router.queue_size=0 --set router.objectives={}`) and, with
-`--only queue-depth-1`, `utilization` with queueDepthThreshold 1 — it starts the stack, measures critical TTFT
-unloaded (sequential requests), measures the pool's throughput at saturation (closed loop), then offers
+`--only queue-depth-1`, `utilization` with queueDepthThreshold 1 — it starts the stack, measures the pool's
+throughput at saturation (closed loop, standard requests), then critical TTFT unloaded (sequential), then offers
 `--load` times that throughput as Poisson arrivals for `--duration` seconds, split critical:standard:sheddable
 by `--mix` (`x-gateway-inference-objective`), and prints per class: answered, refused (429 with Retry-After),
 lost, TTFT p50/p90, and critical p90 over its unloaded p90. With the even mix critical alone arrives at
@@ -111,10 +111,12 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
     stack = up(args.profile, args.replicas, sets)
     try:
         model = stack.state["model"]
-        unloaded = asyncio.run(_unloaded(stack.url, model, args.unloaded, args.max_tokens))
+        # capacity first: standard traffic alone gets the whole pool, while critical requests seen in the last
+        # seconds would hold it back (priority-holdback-policy) and understate the pool's throughput
         cap = asyncio.run(
             _capacity(stack.url, model, args.replicas * args.max_num_seqs * 2, args.capacity_s, args.max_tokens)
         )
+        unloaded = asyncio.run(_unloaded(stack.url, model, args.unloaded, args.max_tokens))
         rate = cap * args.load
         print(
             f"[{name}] unloaded critical TTFT p50 {fmt(pct(unloaded, 0.5))} s p90 {fmt(pct(unloaded, 0.9))} s; "

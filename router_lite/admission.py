@@ -2,9 +2,10 @@
 
 Each request is let through while the pool's saturation is below its priority's ceiling (the usage limit:
 1.0 for every priority by default, lower for lower bands with llm-d's priority-holdback-policy) and nothing
-of its priority or higher is waiting. Ceilings are spread over the *active* bands: priorities seen in the
-last `band_idle_s` or waiting now. One class of traffic alone gets the whole pool; a second one arriving
-lowers the first one's ceiling, and the headroom builds up as its requests finish.
+of its priority or higher is waiting. A band is held back only while a higher band is active (seen in the
+last `band_idle_s`, or waiting): the highest active band may fill the pool, so one class of traffic alone
+gets all of it, and a critical request arriving lowers the others' ceilings (the headroom then builds up as
+their requests finish). Ceilings are spread over the configured bands (the objectives' priorities and 0).
 
 Otherwise a sheddable request (priority < 0) is rejected with 429 and
 Retry-After when the pool is saturated, as llm-d does; others wait in their priority band — with a queue
@@ -70,6 +71,7 @@ class Admission:
         metrics: Any = None,
         admitters: list[Any] | None = None,
         usage_limit: UsageLimit | None = None,
+        priorities: list[int] | None = None,
         band_idle_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -78,6 +80,7 @@ class Admission:
         self.queue: FlowQueue[asyncio.Future] | None = FlowQueue(queue_size, queue_ttl_s) if queue_size > 0 else None
         self.metrics = metrics
         self.usage_limit = usage_limit or UsageLimit()
+        self.priorities = sorted({0, *(priorities or [])})  # the configured bands: the objectives' and the default
         self.band_idle_s = band_idle_s
         self.clock = clock
         self._seen: dict[int, float] = {}  # priority -> last time a request of it arrived
@@ -95,6 +98,7 @@ class Admission:
         queue_ttl_s: float,
         metrics: Any = None,
         admitters: list[Any] | None = None,
+        priorities: list[int] | None = None,
     ) -> "Admission":
         extra = getattr(config, "extra_sections", None) or {}
         raw = extra.get("saturationDetector")
@@ -107,7 +111,7 @@ class Admission:
             detector = SaturationDetector(SaturationConfig.from_dict(raw))
         limit = extra.get("usageLimit")
         usage = UsageLimit(**limit) if limit else None
-        return cls(detector, queue_size, queue_ttl_s, metrics, admitters, usage)
+        return cls(detector, queue_size, queue_ttl_s, metrics, admitters, usage, priorities)
 
     @property
     def queue_size(self) -> int:
@@ -128,7 +132,11 @@ class Admission:
         return sorted({*self._seen, *waiting})
 
     def ceiling(self, priority: int) -> float:
-        return self.usage_limit.ceiling(priority, self.bands() or [priority])
+        """`priority`'s ceiling now: the policy's while a higher band is active, else the highest."""
+        active = self.bands()
+        if not any(p > priority for p in active):
+            return self.usage_limit.max_ceiling
+        return self.usage_limit.ceiling(priority, sorted({*self.priorities, *active}))
 
     def _shed(self, reason: str, label: str) -> Rejected:
         if self.metrics is not None:

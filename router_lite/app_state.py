@@ -187,6 +187,7 @@ class RouterState:
                 self.settings.queue_ttl_s,
                 self.metrics,
                 admitters,
+                priorities=list(self.settings.objectives.values()),
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

@@ -119,6 +119,7 @@ def test_lower_bands_stop_short_and_critical_takes_the_held_seats():
             queue_size=8,
             queue_ttl_s=5,
             usage_limit=UsageLimit(min_ceiling=0.5, max_ceiling=1.0),
+            priorities=[1, 0, -1],
         )
         pool = _pool(1)
         for prio in (1, 0, -1):  # all three bands active
@@ -153,6 +154,7 @@ def test_one_band_alone_gets_the_whole_pool_and_idle_bands_expire():
             ConcurrencyDetector(ConcurrencyConfig(max_concurrency=4)),
             queue_size=8,
             usage_limit=UsageLimit(min_ceiling=0.5, max_ceiling=1.0),
+            priorities=[1, 0, -1],
             band_idle_s=10.0,
             clock=lambda: now[0],
         )
@@ -161,9 +163,12 @@ def test_one_band_alone_gets_the_whole_pool_and_idle_bands_expire():
         assert adm.active == 4 and adm.bands() == [0]  # standard alone: no holdback
         for t in held:
             t.release()
+        (await adm.admit(LLMRequest("x", "m", priority=-1), lambda: pool)).release()
+        assert adm.bands() == [-1, 0] and adm.ceiling(0) == 1.0  # nobody above standard: it may fill the pool
+        assert adm.ceiling(-1) == 0.5
         (await adm.admit(LLMRequest("c", "m", priority=1), lambda: pool)).release()
-        assert adm.bands() == [0, 1] and adm.ceiling(0) == 0.5  # critical seen: standard stops at half
+        assert adm.bands() == [-1, 0, 1] and adm.ceiling(0) == 0.75  # critical seen: standard is held back
         now[0] += 11.0
-        assert adm.bands() == [] and adm.ceiling(0) == 1.0  # both idle for longer than band_idle_s
+        assert adm.bands() == [] and adm.ceiling(0) == 1.0  # all idle for longer than band_idle_s
 
     asyncio.run(run())
