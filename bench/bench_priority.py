@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import time
@@ -139,6 +140,7 @@ def run_setting(name: str, args: argparse.Namespace) -> dict:
         "offered_rps": rate,
         "arrivals": len(records),
         "classes": per_class,
+        "load_average_1m_at_end": os.getloadavg()[0],  # a shared machine: other users' load shows here
         "failures": dict(
             Counter(f"{r.label} {r.status} {(r.error or '')[:90]}" for r in records if not (r.done and r.status == 200))
         ),
@@ -185,7 +187,7 @@ def main() -> int:
         print(
             f"{res['setting']:<16} critical TTFT p90 / unloaded p90 ({fmt(res['unloaded_ttft_p90_s'])} s) = "
             f"{'-' if ratio is None else f'{ratio:.1f}x'}; offered {res['offered_rps']:.2f} req/s = {args.load:g}x "
-            f"{res['saturated_rps']:.2f}"
+            f"{res['saturated_rps']:.2f}; load average {res['load_average_1m_at_end']:.1f}"
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
