@@ -176,7 +176,7 @@ def test_hang_then_crash_mid_stream_on_real_vllm_pods(pair) -> None:
         # 2. crash mid-stream: long streams on both pods, the victim killed once one of its streams started
         on_victim = threading.Event()
         with ThreadPoolExecutor(6) as ex:
-            futures = [ex.submit(_stream, router, model, 100 + i, 600, victim_key, on_victim) for i in range(6)]
+            futures = [ex.submit(_stream, router, model, 100 + i, 300, victim_key, on_victim) for i in range(6)]
             on_victim.wait(30)
             time.sleep(0.2)  # a few tokens more on the wire
             t_kill = time.monotonic()
