@@ -80,6 +80,7 @@ class DataLayer:
         self.outliers = outliers or OutlierDetector()
         self.unresponsive_after_s = unresponsive_after_s
         self.silent_after_s = silent_after_s  # 0: off
+        self._silence_task: asyncio.Task | None = None
         self.states: dict[str, EndpointState] = {}
         self._listeners: list[MembershipListener] = []
         self._backends: dict[str, Backend] = {}
@@ -250,11 +251,16 @@ class DataLayer:
         for state in self.states.values():
             if state.task is None:
                 state.task = loop.create_task(self._watch(state), name=f"scrape-{state.spec.key}")
+        if self.silent_after_s and self.scrape_interval_s > 0:
+            self._silence_task = loop.create_task(self._silence_watch(), name="silence-watch")
 
     async def stop(self, timeout_s: float = 1.0) -> None:
         """Cancel the scrape tasks and wait for them, bounded: shutdown must never hang on a pod."""
         self._running = False
         tasks = [s.task for s in self.states.values() if s.task]
+        if self._silence_task is not None:
+            tasks.append(self._silence_task)
+            self._silence_task = None
         await cancel_and_wait(tasks, timeout_s, "scrape")
         for s in self.states.values():
             s.task = None
@@ -283,25 +289,28 @@ class DataLayer:
             state.reason = f"answered nothing for {now - state.last_seen:.2f}s (scrapes and probes)"
             self._update(state, silent=True)
 
-    def _scrape_timeout(self) -> float:
-        return min(self.timeout_s, self.silent_after_s) if self.silent_after_s else self.timeout_s
+    async def _silence_watch(self) -> None:
+        """Every scrape interval, judge each endpoint's silence. Beside the scrapes, not through their
+        timeout: a scrape given up early is still served by a slow pod, and abandoned scrapes every 50 ms
+        pile up on exactly the pod that is already behind."""
+        while self._running:
+            for state in list(self.states.values()):
+                self._check_silence(state)
+            await asyncio.sleep(self.scrape_interval_s)
 
     async def scrape_once(self, state: EndpointState) -> None:
         """One `/metrics` scrape of one endpoint (also used directly by tests and at startup)."""
         now = time.monotonic()
         try:
-            status, body = await self._backend(state).get("/metrics", self._scrape_timeout())
+            status, body = await self._backend(state).get("/metrics", self.timeout_s)
             if status != 200:
                 raise ValueError(f"/metrics returned {status}")
             metrics, cache = parse_vllm_metrics(
                 body.decode("utf-8", "replace"), state.endpoint.dp_rank, now=time.monotonic()
             )
-        except TimeoutError:  # an OSError too: a pod silent (hung, or slow); judged by silence
-            self._check_silence(state)
+        except TimeoutError:  # an OSError too: a pod silent (hung, or slow), judged by its silence
             self._scrape_failed(
-                state,
-                f"metrics: no answer in {self._scrape_timeout():g}s",
-                hard=now - state.last_ok > self.stale_after_s,
+                state, f"metrics: no answer in {self.timeout_s:g}s", hard=now - state.last_ok > self.stale_after_s
             )
             return
         except (UpstreamError, OSError, httptools.HttpParserError) as exc:
