@@ -132,3 +132,11 @@ def test_priority_waiting_queue_operations():
 def test_unknown_policy_is_one_clear_error():
     with pytest.raises(ValueError, match="scheduling_policy: expected one of fcfs, priority, got 'lifo'"):
         engine(scheduling_policy="lifo")
+
+
+def test_serve_flag_is_checked_before_anything_binds():
+    from sim_gpu.serve_config import ServeConfig
+
+    with pytest.raises(ValueError, match=r"^--scheduling-policy: expected one of fcfs, priority, got 'lifo'$"):
+        ServeConfig(scheduling_policy="lifo").validate()
+    ServeConfig(scheduling_policy="priority").validate()
