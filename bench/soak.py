@@ -129,7 +129,9 @@ class DecisionLog(threading.Thread):
                 self.stop.wait(0.2)
 
     def window(self, endpoint: str, start: float, end: float) -> dict[str, object]:
-        rows = [r for r in self.rows if start <= r[0] <= end]
+        """Decisions of requests sent in [start, end]: a decision is published once its request was answered
+        (after any retry), so those published up to 2 s later count too (the pod is out by then)."""
+        rows = [r for r in self.rows if start <= r[0] <= end + 2.0]
         tried = [r[0] for r in rows if endpoint in r[3] or r[2] == endpoint]
         return {
             "decisions": len(rows),
