@@ -7,10 +7,10 @@ last `band_idle_s`, or waiting): the highest active band may fill the pool, so o
 gets all of it, and a critical request arriving lowers the others' ceilings (the headroom then builds up as
 their requests finish). Ceilings are spread over the configured bands (the objectives' priorities and 0).
 
-Otherwise a sheddable request (priority < 0) is rejected with 429 and
-Retry-After when the pool is saturated, as llm-d does; others wait in their priority band — with a queue
-configured — until the pool is below their ceiling again (checked on every finished request and every
-10 ms), and are answered 429 if their TTL runs out or a higher-priority request displaces them.
+Otherwise a sheddable request (priority < 0) is rejected with 429 and Retry-After when the pool is
+saturated, as llm-d does; others wait in their priority band — with a queue configured — until the pool is
+below their ceiling again (checked on every finished request and every 10 ms), and are answered 429 if
+their TTL runs out or a higher-priority request displaces them.
 
 Saturation comes from the utilization detector (scraped queue depth and KV use: the fraction of endpoints
 without capacity) or from llm-d's concurrency detector (the requests this admission let through and that
