@@ -93,6 +93,54 @@ class Monitor(threading.Thread):
         return next((t for t, ep, h, _ in self.transitions if ep == endpoint and h == healthy and t >= after), None)
 
 
+class DecisionLog(threading.Thread):
+    """Reads the router's decision stream: per decision, when it was published, the endpoints that survived
+    the filters (scored), the one chosen and those that failed it — why a faulty pod was (not) tried."""
+
+    def __init__(self, stack: Stack, t0: float) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.t0 = stack, t0
+        self.rows: list[tuple[float, list[str], str | None, list[str]]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        timeout = httpx.Timeout(5, read=None)
+        while not self.stop.is_set():
+            try:
+                with (
+                    httpx.Client(timeout=timeout, headers=self.stack.admin_headers()) as c,
+                    c.stream("GET", self.stack.url + "/debug/decisions") as r,
+                ):
+                    for line in r.iter_lines():
+                        if self.stop.is_set():
+                            return
+                        if not line.startswith("data: "):
+                            continue
+                        d = json.loads(line[6:])
+                        self.rows.append(
+                            (
+                                round(time.perf_counter() - self.t0, 3),
+                                [c["endpoint"] for c in d.get("candidates", [])],
+                                (d.get("chosen") or {}).get("decode"),
+                                [a["endpoint"] for a in d.get("attempts", [])],
+                            )
+                        )
+            except (httpx.HTTPError, ValueError, KeyError):
+                self.stop.wait(0.2)
+
+    def window(self, endpoint: str, start: float, end: float) -> dict[str, object]:
+        """Decisions of requests sent in [start, end]: a decision is published once its request was answered
+        (after any retry), so those published up to 2 s later count too (the pod is out by then)."""
+        rows = [r for r in self.rows if start <= r[0] <= end + 2.0]
+        tried = [r[0] for r in rows if endpoint in r[3] or r[2] == endpoint]
+        return {
+            "decisions": len(rows),
+            "candidate": sum(endpoint in r[1] for r in rows),
+            "tried": len(tried),
+            "first_try_s": round(tried[0] - start, 3) if tried else None,
+        }
+
+
 def malformed_frames(rng: random.Random, topic: bytes) -> list[list[bytes]]:
     """One of each kind of broken KV-event message a publisher could send."""
     import msgspec
@@ -304,6 +352,8 @@ def main() -> int:
     t0 = time.perf_counter()
     monitor = Monitor(stack, t0)
     monitor.start()
+    decisions = DecisionLog(stack, t0)
+    decisions.start()
     stop_fuzz = threading.Event()
     sent = [0]
     kv_at_fuzz: dict = {}
@@ -366,6 +416,7 @@ def main() -> int:
             tm.cancel()
         stop_fuzz.set()
         monitor.stop.set()
+        decisions.stop.set()
         with_b = comps["sim-b"]["pid"]
         try:
             os.killpg(with_b, signal.SIGCONT)
@@ -417,6 +468,12 @@ def main() -> int:
         print(f"time to exclusion, {name}: {'never' if t is None or start is None else f'{t - start:.2f} s'}")
     for name, t in back.items():
         print(f"back in rotation after {name}: {'never' if t is None else f'{t - faults[name]:.2f} s'}")
+    storm_window = (
+        decisions.window(key["c"], storm_up, storm_out if storm_out is not None else storm_up + 10)
+        if storm_up is not None
+        else None
+    )
+    print(f"storm c, from serving to ejection (decision stream): {storm_window}")
     errs = monitor.kv.get("errors")
     print(
         f"KV fuzz: {sent[0]} malformed messages sent; router counted {errs} event errors; receive loops running: "
@@ -442,6 +499,7 @@ def main() -> int:
                 },
                 "back_s": {k: (v - faults[k]) if v is not None else None for k, v in back.items()},
                 "transitions": monitor.transitions,
+                "storm_window": storm_window,
                 "http_fuzz": fuzz_result,
                 "kv_fuzz_sent": sent[0],
                 "kv_errors": errs,

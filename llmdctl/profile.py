@@ -41,6 +41,9 @@ class PoolSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
     max_model_len: int = 32768
+    # vLLM's --scheduling-policy. priority: the pod serves a request's `priority` field (lower first; the router
+    # sets it from the request's objective), so a critical request overtakes the pod's own queue too.
+    scheduling_policy: Literal["fcfs", "priority"] = "priority"
     hash_algo: Literal["sha256", "sha256_cbor"] = "sha256"
     kv_events: bool = True
     time_scale: float = 1.0  # simulator: simulated seconds per wall second
@@ -82,6 +85,11 @@ class RouterSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # clients select with `x-gateway-inference-objective` (or the model name), as llm-d's InferenceObjective.
     queue_size: int = 1024
     queue_ttl_s: float = 30.0
+    # llm-d's priority-holdback-policy minCeiling, which `up` adds with its flow control (local/flow.py): while
+    # several priorities are active the lowest band is dispatched only below this fraction of the pool's seats,
+    # the highest up to all of them, the bands between on a line (critical/standard/sheddable: 1.0/0.6/0.2), so
+    # a critical request finds a seat free. One priority alone gets every seat. 1.0: no holdback.
+    holdback_min_ceiling: float = 0.2
     objectives: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_OBJECTIVES))
 
 
@@ -260,6 +268,9 @@ def _validate(doc: Any, source: str) -> Profile:
                 )
         if tiers.filesystem is not None and (tiers.filesystem.capacity_mb <= 0 or tiers.filesystem.bandwidth_gbps <= 0):
             raise ProfileError(f"{source}: kv_tiers.filesystem: capacity_mb and bandwidth_gbps must be > 0")
+    ceiling = profile.router.holdback_min_ceiling
+    if not 0.0 < ceiling <= 1.0:
+        raise ProfileError(f"{source}: router.holdback_min_ceiling: expected a number in (0, 1], got {ceiling}")
     _validate_router_config(profile.router.config, source)
     return profile
 

@@ -80,6 +80,7 @@ class RouterSettings:
     scrape_interval_ms: float = 50.0
     stale_after_s: float = 2.0
     client_body_timeout_s: float = 30.0  # a pause while a client sends its request body (slowloris)
+    silent_after_s: float = 0.7  # no answer this long while other pods answer: out of rotation (a hung pod)
     unresponsive_after_s: float = 10.0  # no scrape or probe answered this long: requests waiting on the pod give up
     request_timeout_s: float = 600.0
     header_timeout_s: float = 10.0  # a streaming request's response headers (pods send them before generating)
@@ -127,6 +128,7 @@ class RouterState:
             scrape_interval_s=settings.scrape_interval_ms / 1000.0,
             stale_after_s=settings.stale_after_s,
             unresponsive_after_s=settings.unresponsive_after_s,
+            silent_after_s=settings.silent_after_s,
             metrics=self.metrics,
         )
         self.subscriber = KVEventSubscriber(self.indexes.precise.apply, metrics=self.metrics)
@@ -180,7 +182,12 @@ class RouterState:
         admitters = [p for p in scheduler.plugins.values() if p.kind == "admitter"]
         try:
             return Admission.from_config(
-                config, self.settings.queue_size, self.settings.queue_ttl_s, self.metrics, admitters
+                config,
+                self.settings.queue_size,
+                self.settings.queue_ttl_s,
+                self.metrics,
+                admitters,
+                priorities=list(self.settings.objectives.values()),
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

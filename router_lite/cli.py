@@ -127,6 +127,14 @@ def serve(
             "(and are retried elsewhere when nothing was sent yet)."
         ),
     ),
+    silent_after: float = typer.Option(
+        0.7,
+        min=0.0,
+        help=(
+            "Seconds without an answer to scrapes and probes after which a pod leaves rotation while other pods "
+            "answer (a hung pod; 0: off)."
+        ),
+    ),
     objective: list[str] = typer.Option(
         [], "--objective", help="NAME=PRIORITY: priority of requests for a model/objective (repeatable)."
     ),
@@ -236,6 +244,7 @@ def serve(
         header_timeout_s=header_timeout,
         idle_timeout_s=idle_timeout,
         unresponsive_after_s=unresponsive_after,
+        silent_after_s=silent_after,
         client_body_timeout_s=client_body_timeout,
         objectives=_objectives(objective),
         pool_name=pool_name,

@@ -5,7 +5,8 @@ Accepts the same documents users give llm-d's endpoint picker (apiVersion `llm-d
 `schedulingProfiles`, one profile `default` referencing every filter, scorer and picker; a profile without a
 picker gets `max-score-picker`; a single profile without a profile handler gets `single-profile-handler`.
 Besides plugins and profiles it acts on `dataLayer` (older name `data`: sources and their extractors),
-`parser.pluginRef` and `saturationDetector` (thresholds, or `pluginRef` to a saturation-detector plugin).
+`parser.pluginRef`, `saturationDetector` (thresholds, or `pluginRef` to a saturation-detector plugin) and
+`flowControl` (its `saturationDetector` and `usageLimitPolicyPluginRef`; its other keys are reported).
 Every mistake is a `ConfigError` naming where it is and what was expected.
 """
 
@@ -33,9 +34,21 @@ API_VERSION = "llm-d.ai/v1alpha1"
 LEGACY_API_VERSIONS = ("inference.networking.x-k8s.io/v1alpha1",)
 KIND = "EndpointPickerConfig"
 # Top-level sections besides plugins/profiles that the router acts on (validated here).
-_ACTED_SECTIONS = ("saturationDetector", "dataLayer", "data", "parser")
+_ACTED_SECTIONS = ("saturationDetector", "dataLayer", "data", "parser", "flowControl")
 # Top-level sections llm-d's EPP knows that this router does not act on: accepted and reported, not errors.
-_IGNORED_SECTIONS = ("featureGates", "flowControl")
+_IGNORED_SECTIONS = ("featureGates",)
+# flowControl keys llm-d knows that router_lite does not act on (its queue is sized by --queue-size/--queue-ttl).
+_FLOW_CONTROL_REPORTED = (
+    "maxBytes",
+    "maxRequests",
+    "defaultRequestTTL",
+    "noEndpointRequestTTL",
+    "defaultPriorityBand",
+    "defaultNegativePriorityBand",
+    "priorityBands",
+    "bandSelectionPolicyPluginRef",
+    "enableEviction",
+)
 # Plugin kinds a scheduling profile may list; producers are accepted there (llm-d lists its tokenizer) and
 # run before the profiles, not inside them.
 _PROFILE_KINDS = ("filter", "scorer", "picker", "producer")
@@ -172,7 +185,16 @@ def load_config(source: dict[str, Any] | str | Path, origin: str = "config") -> 
     parser = _load_parser(doc.get("parser"), by_name, origin) if "parser" in doc else "openai-parser"
     parsers = [p.name for p in plugins if p.kind == "parser"]
     _require(len(parsers) <= 1, f"{origin}: plugins: expected at most one parser, got {', '.join(parsers)}")
-    if "saturationDetector" in doc:
+    flow = _load_flow_control(doc.get("flowControl"), by_name, origin, warnings) if "flowControl" in doc else {}
+    _require(
+        not ("saturationDetector" in doc and "saturationDetector" in flow),
+        f"{origin}: give saturationDetector at the top level or under flowControl, not both",
+    )
+    if "usageLimit" in flow:
+        extra["usageLimit"] = flow["usageLimit"]
+    if "saturationDetector" in flow:
+        extra["saturationDetector"] = flow["saturationDetector"]
+    elif "saturationDetector" in doc:
         extra["saturationDetector"] = _load_saturation(doc["saturationDetector"], by_name, origin)
     else:
         detectors = [p for p in plugins if p.kind == "saturation_detector"]
@@ -232,6 +254,37 @@ def load_config(source: dict[str, Any] | str | Path, origin: str = "config") -> 
     )
 
 
+def _load_flow_control(raw: Any, by_name: dict[str, PluginSpec], origin: str, warnings: list[str]) -> dict[str, Any]:
+    """flowControl: its saturation detector and usage-limit policy (what admission acts on); llm-d's queue
+    and band settings are reported as not acted on. Returns {"saturationDetector": ..., "usageLimit": ...}."""
+    where = f"{origin}: flowControl"
+    _require(raw is None or isinstance(raw, dict), f"{where}: expected a mapping, got {type(raw).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in (raw or {}).items():
+        if key == "saturationDetector":
+            out[key] = _load_saturation(value, by_name, where)
+        elif key == "usageLimitPolicyPluginRef":
+            _require(
+                value in by_name, f"{where}.{key}: {value!r} names no plugin; defined: {', '.join(by_name) or 'none'}"
+            )
+            spec = by_name[value]
+            _require(
+                spec.kind == "usage_limit_policy",
+                f"{where}.{key}: {value!r} is a {spec.type}, expected a usage limit policy such as "
+                "priority-holdback-policy",
+            )
+            p = spec.params
+            out["usageLimit"] = {"min_ceiling": p.min_ceiling, "max_ceiling": p.max_ceiling, "domain": p.domain}
+        elif key in _FLOW_CONTROL_REPORTED:
+            warnings.append(f"{where}.{key} is accepted but not acted on by router_lite (see --queue-size/--queue-ttl)")
+        else:
+            raise ConfigError(
+                f"{where}: unknown key {key!r}; accepted: saturationDetector, usageLimitPolicyPluginRef, "
+                + ", ".join(_FLOW_CONTROL_REPORTED)
+            )
+    return out
+
+
 def _load_saturation(raw: Any, by_name: dict[str, PluginSpec], origin: str) -> dict[str, Any] | None:
     """saturationDetector drives admission (shedding, queueing): a mistake there is a load-time error.
     Returns the effective thresholds: the section's own, or those of the plugin its `pluginRef` names."""
@@ -244,7 +297,7 @@ def _load_saturation(raw: Any, by_name: dict[str, PluginSpec], origin: str) -> d
         _require(ref in by_name, f"{where}.pluginRef: {ref!r} names no plugin; defined: {', '.join(by_name) or 'none'}")
         spec = by_name[ref]
         _require(
-            spec.kind == "saturation_detector",
+            spec.kind == "saturation_detector" or getattr(lookup(spec.type).cls, "detects_saturation", False),
             f"{where}.pluginRef: {ref!r} is a {spec.type}, expected a saturation detector such as utilization-detector",
         )
         return lookup(spec.type).cls.thresholds(

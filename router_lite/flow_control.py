@@ -91,6 +91,17 @@ class FlowQueue(Generic[T]):
                 return q.popleft()
         return None
 
+    def peek(self) -> QueuedItem[T] | None:
+        """The item `dequeue` would return next (expired items included), left in place."""
+        for p in sorted(self._bands, reverse=True):
+            if self._bands[p]:
+                return self._bands[p][0]
+        return None
+
+    def waiting_at_or_above(self, priority: int) -> bool:
+        """Whether anything of `priority` or higher waits: a newcomer must not overtake it."""
+        return any(q for p, q in self._bands.items() if p >= priority)
+
     def take_expired(self) -> list[QueuedItem[T]]:
         """Items that expired during `dequeue` calls, for the gateway to answer (then forgotten)."""
         out, self._expired_pending = self._expired_pending, []

@@ -266,6 +266,21 @@ class Gateway:
         self.state.metrics.errors.labels("client_kv_transfer_params_dropped").inc()
         return json.dumps(body).encode()
 
+    @staticmethod
+    def _with_pod_priority(body: dict[str, Any], raw: bytes, priority: int) -> bytes:
+        """The body to forward, carrying the request's priority as vLLM's `priority` field, which pods started
+        with `--scheduling-policy priority` serve (the others ignore it). Objectives count up (critical 1,
+        sheddable -1), vLLM counts down (lower first): negated. The router owns the field: a client's own
+        value is replaced, else it could jump the queue of every pod past its objective."""
+        want = -priority
+        if body.get("priority", 0) == want:
+            return raw
+        if want == 0:
+            del body["priority"]
+        else:
+            body["priority"] = want
+        return json.dumps(body).encode()
+
     def _priority(self, request: Request, model: str) -> int:
         raw = request.headers.get(PRIORITY_HEADER)
         if raw is not None:
@@ -457,6 +472,7 @@ class Gateway:
             body = self._parse(raw, kind)
             raw = self._strip_client_kv_transfer(body, raw)
             priority = self._priority(request, body["model"])
+            raw = self._with_pod_priority(body, raw, priority)
             req = self._llm_request(request, body, kind, priority)
             m.request_received(req, len(raw))
             admission = self.state.admission

@@ -337,7 +337,7 @@ class Backend:
             status = conn.status
             if status in RETRYABLE_STATUS:
                 self._finish_quietly(conn)
-                self._outcome(Outcome.ERROR, f"answered {status}")
+                self._outcome(Outcome.UNAVAILABLE if status == 503 else Outcome.ERROR, f"answered {status}")
                 raise UpstreamError("status", f"pod {self.address} answered {status}", retryable=True, status=status)
             self._outcome(Outcome.OK, f"answered {status}")  # it answered (a 500 may be this request's doing)
             return Upstream(self, conn)

@@ -31,6 +31,7 @@ PLUGIN_KINDS: tuple[str, ...] = (
     "parser",
     "admitter",
     "saturation_detector",
+    "usage_limit_policy",
 )
 
 # Upstream plugin types router_lite knows of but does not implement: a config naming one fails with this

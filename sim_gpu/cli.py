@@ -39,6 +39,9 @@ def serve(
     max_num_seqs: int = typer.Option(256, help="Most sequences in one batch."),
     max_num_batched_tokens: int = typer.Option(8192, help="Most tokens in one step (chunked prefill)."),
     max_model_len: Optional[int] = typer.Option(None, help="Context length (default: the model profile's)."),
+    scheduling_policy: str = typer.Option(
+        "fcfs", help="vLLM's: fcfs (arrival order) or priority (request field 'priority', lower first)."
+    ),
     role: str = typer.Option("both", help="P/D role: prefill, decode or both."),
     kv_events_endpoint: str = typer.Option(
         "",
@@ -122,6 +125,7 @@ def serve(
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
             max_model_len=max_model_len,
+            scheduling_policy=scheduling_policy,
             role=role,
             kv_events_endpoint=kv_events_endpoint,
             kv_events_topic=kv_events_topic,

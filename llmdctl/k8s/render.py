@@ -243,6 +243,7 @@ def vllm_args(profile: Profile, pool: PoolSpec) -> list[str]:
         gpu_memory_utilization=pool.gpu_memory_utilization,
         tensor_parallel_size=pool.tensor_parallel_size,
         kv_events_host="*",  # the router runs in another pod
+        scheduling_policy=pool.scheduling_policy,
     )
     args = argv[3:]  # drop "python3 -m vllm.entrypoints.openai.api_server"
     args[args.index("--host") + 1] = "0.0.0.0"

@@ -20,6 +20,7 @@ import msgspec
 import yaml
 
 from kvtiers.hashing import seed_from_env
+from llmdctl.local.flow import router_config
 from llmdctl.local.state import ADMIN_KEY_FILE, ComponentState, PodState
 from llmdctl.profile import PoolSpec, Profile, shipped_router_configs
 from llmdctl.simtokenizer import BUILTIN
@@ -108,6 +109,8 @@ def sim_argv(
         str(pool.max_num_seqs),
         "--max-num-batched-tokens",
         str(pool.max_num_batched_tokens),
+        "--scheduling-policy",
+        pool.scheduling_policy,
         "--max-model-len",
         str(pool.max_model_len),
         "--tp",
@@ -388,7 +391,7 @@ def build_plan(profile: Profile, ports: PortLayout, home: Path) -> Plan:
         raise PlanError(f"profile {profile.name}: every pool has 0 replicas; nothing to serve")
     config_path = run / "router-config.yaml"
     endpoints_path = run / "endpoints.yaml"
-    plan.files[str(config_path)] = yaml.safe_dump(profile.router.config, sort_keys=False)
+    plan.files[str(config_path)] = yaml.safe_dump(router_config(profile), sort_keys=False)
     for name, config in shipped_router_configs().items():  # what POST /admin/profile {"profile": NAME} may name
         plan.files[str(run / NAMED_CONFIGS_DIR / f"{name}.yaml")] = yaml.safe_dump(config, sort_keys=False)
     endpoints_doc = endpoints_document(plan.pods, plan.model)

@@ -2,8 +2,10 @@
 
 Each endpoint has one asyncio task that scrapes `/metrics` every `scrape_interval_s` and probes `/health`
 every `health_interval_s`. An endpoint leaves the candidate set when it refuses connections, when `/health`
-fails, when its metrics have been failing for longer than `stale_after_s`, or when the proxy reports a
-failure; it comes back on the next successful scrape with a good health probe. Proxied answers feed the
+fails, when its metrics have been failing for longer than `stale_after_s`, when it has answered nothing for
+`silent_after_s` while another endpoint answered (a hung pod: its scrape is the first byte that does not come;
+not when every endpoint is silent, which is the router's or the machine's stall, not theirs), or when the
+proxy reports a failure; it comes back on the next successful scrape with a good health probe. Proxied answers feed the
 outlier detector (`record_outcome`): a pod failing requests while it answers scrapes (503 storm, hung engine)
 is ejected for a while, then put back (see outliers.py).
 """
@@ -40,6 +42,7 @@ class EndpointState:
     scrape_ok: bool = True
     proxy_down: bool = False
     ejected: bool = False  # by the outlier detector, until its ejection time is up
+    silent: bool = False  # answered nothing for silent_after_s while other endpoints answered
     last_ok: float = 0.0
     last_seen: float = 0.0  # the last time a scrape or health probe got an answer
     failures: int = 0
@@ -50,7 +53,7 @@ class EndpointState:
 
     @property
     def healthy(self) -> bool:
-        return self.health_ok and self.scrape_ok and not self.proxy_down and not self.ejected
+        return self.health_ok and self.scrape_ok and not self.proxy_down and not self.ejected and not self.silent
 
 
 class DataLayer:
@@ -67,6 +70,7 @@ class DataLayer:
         metrics: Any = None,
         outliers: OutlierDetector | None = None,
         unresponsive_after_s: float = 10.0,
+        silent_after_s: float = 0.7,
     ) -> None:
         self.scrape_interval_s = scrape_interval_s
         self.stale_after_s = stale_after_s
@@ -75,6 +79,8 @@ class DataLayer:
         self.metrics = metrics
         self.outliers = outliers or OutlierDetector()
         self.unresponsive_after_s = unresponsive_after_s
+        self.silent_after_s = silent_after_s  # 0: off
+        self._silence_task: asyncio.Task | None = None
         self.states: dict[str, EndpointState] = {}
         self._listeners: list[MembershipListener] = []
         self._backends: dict[str, Backend] = {}
@@ -245,11 +251,16 @@ class DataLayer:
         for state in self.states.values():
             if state.task is None:
                 state.task = loop.create_task(self._watch(state), name=f"scrape-{state.spec.key}")
+        if self.silent_after_s and self.scrape_interval_s > 0:
+            self._silence_task = loop.create_task(self._silence_watch(), name="silence-watch")
 
     async def stop(self, timeout_s: float = 1.0) -> None:
         """Cancel the scrape tasks and wait for them, bounded: shutdown must never hang on a pod."""
         self._running = False
         tasks = [s.task for s in self.states.values() if s.task]
+        if self._silence_task is not None:
+            tasks.append(self._silence_task)
+            self._silence_task = None
         await cancel_and_wait(tasks, timeout_s, "scrape")
         for s in self.states.values():
             s.task = None
@@ -263,6 +274,30 @@ class DataLayer:
             b = self._backends[state.spec.key] = Backend(state.spec.address, self.timeout_s, self.timeout_s, max_idle=2)
         return b
 
+    def _heard(self, state: EndpointState) -> None:
+        state.last_seen = time.monotonic()
+        if state.silent:
+            self._update(state, silent=False)
+
+    def _check_silence(self, state: EndpointState) -> None:
+        """Out of rotation when `state` answered nothing for `silent_after_s` and another endpoint did."""
+        now = time.monotonic()
+        limit = self.silent_after_s
+        if state.silent or not limit or now - state.last_seen < limit:
+            return
+        if any(s is not state and now - s.last_seen < limit for s in self.states.values()):
+            state.reason = f"answered nothing for {now - state.last_seen:.2f}s (scrapes and probes)"
+            self._update(state, silent=True)
+
+    async def _silence_watch(self) -> None:
+        """Every scrape interval, judge each endpoint's silence. Beside the scrapes, not through their
+        timeout: a scrape given up early is still served by a slow pod, and abandoned scrapes every 50 ms
+        pile up on exactly the pod that is already behind."""
+        while self._running:
+            for state in list(self.states.values()):
+                self._check_silence(state)
+            await asyncio.sleep(self.scrape_interval_s)
+
     async def scrape_once(self, state: EndpointState) -> None:
         """One `/metrics` scrape of one endpoint (also used directly by tests and at startup)."""
         now = time.monotonic()
@@ -273,10 +308,16 @@ class DataLayer:
             metrics, cache = parse_vllm_metrics(
                 body.decode("utf-8", "replace"), state.endpoint.dp_rank, now=time.monotonic()
             )
+        except TimeoutError:  # an OSError too: a pod silent (hung, or slow), judged by its silence
+            self._scrape_failed(
+                state, f"metrics: no answer in {self.timeout_s:g}s", hard=now - state.last_ok > self.stale_after_s
+            )
+            return
         except (UpstreamError, OSError, httptools.HttpParserError) as exc:
             self._scrape_failed(state, f"unreachable: {exc}"[:200], hard=True)
             return
-        except Exception as exc:  # timeouts, HTTP errors, unparsable pages
+        except Exception as exc:  # HTTP errors, unparsable pages
+            self._heard(state)  # an answer, if not a good one
             self._scrape_failed(
                 state, f"metrics: {type(exc).__name__}: {exc}"[:200], hard=now - state.last_ok > self.stale_after_s
             )
@@ -286,7 +327,8 @@ class DataLayer:
             state.cache = cache
         state.scrapes += 1
         state.failures = 0
-        state.last_ok = state.last_seen = time.monotonic()
+        state.last_ok = time.monotonic()
+        self._heard(state)
         state.last_error = None
         if not state.healthy or not state.scrape_ok:
             self._update(state, scrape_ok=True, proxy_down=False)
@@ -303,7 +345,7 @@ class DataLayer:
     async def probe_health(self, state: EndpointState) -> None:
         try:
             status, _ = await self._backend(state).get("/health", self.timeout_s)
-            state.last_seen = time.monotonic()  # an answer, whatever it says
+            self._heard(state)  # an answer, whatever it says
             ok = status == 200
             why = f"/health returned {status}"
         except Exception as exc:
@@ -313,22 +355,37 @@ class DataLayer:
                 state.reason = why
             self._update(state, health_ok=ok)
 
+    async def _probe_logged(self, state: EndpointState) -> None:
+        try:
+            await self.probe_health(state)
+        except Exception:
+            log.exception("probing %s", state.spec.key)
+
     async def _watch(self, state: EndpointState) -> None:
         next_health = 0.0
+        probe: asyncio.Task | None = None
         # The flags, not only cancellation, end the loop: a cancel that lands as a connect attempt completes
         # can be lost inside library code, and a loop that outlives `stop()` kept the router from exiting.
-        while self._running and self.states.get(state.spec.key) is state:
-            t0 = time.monotonic()
-            self._end_ejection(state)
-            try:
-                if t0 >= next_health:
-                    next_health = t0 + self.health_interval_s
-                    await self.probe_health(state)
-                if self.scrape_interval_s > 0:
-                    await self.scrape_once(state)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("scraping %s", state.spec.key)
-            interval = self.scrape_interval_s if self.scrape_interval_s > 0 else self.health_interval_s
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))
+        try:
+            while self._running and self.states.get(state.spec.key) is state:
+                t0 = time.monotonic()
+                self._end_ejection(state)
+                try:
+                    # The probe runs beside the scrapes: a probe waiting on a hung pod must not hold back the
+                    # scrape whose timeout notices the silence first.
+                    if t0 >= next_health and (probe is None or probe.done()):
+                        next_health = t0 + self.health_interval_s
+                        probe = asyncio.get_running_loop().create_task(self._probe_logged(state))
+                        if self.scrape_interval_s <= 0:
+                            await probe
+                    if self.scrape_interval_s > 0:
+                        await self.scrape_once(state)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("scraping %s", state.spec.key)
+                interval = self.scrape_interval_s if self.scrape_interval_s > 0 else self.health_interval_s
+                await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))
+        finally:
+            if probe is not None and not probe.done():
+                probe.cancel()

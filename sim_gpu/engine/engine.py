@@ -18,6 +18,7 @@ from kvtiers.hashing import HASH_ALGOS, BlockHasher, to_event_hash
 from sim_gpu.engine.block_pool import BlockPool
 from sim_gpu.engine.fast_forward import LazyDecodes, Window
 from sim_gpu.engine.kv_cache_manager import KVCacheManager
+from sim_gpu.engine.policy import POLICIES
 from sim_gpu.engine.request import (
     FINISHED,
     WAITING_FOR_REMOTE_KVS,
@@ -62,6 +63,7 @@ class EngineConfig:
     lora_name: str | None = None
     enable_kv_events: bool = True
     event_hash_int: bool = True  # VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES: uint64 (True) or full digest bytes
+    scheduling_policy: str = "fcfs"  # vLLM --scheduling-policy: fcfs | priority (policy.py)
 
     def validate(self) -> None:
         def positive(name: str) -> None:
@@ -77,6 +79,10 @@ class EngineConfig:
             raise ValueError(f"hash_algo: expected one of {', '.join(HASH_ALGOS)}, got {self.hash_algo!r}")
         if self.output_mode not in OUTPUT_MODES:
             raise ValueError(f"output_mode: expected one of {', '.join(OUTPUT_MODES)}, got {self.output_mode!r}")
+        if self.scheduling_policy not in POLICIES:
+            raise ValueError(
+                f"scheduling_policy: expected one of {', '.join(POLICIES)}, got {self.scheduling_policy!r}"
+            )
         if self.role not in ROLES:
             raise ValueError(f"role: expected one of {', '.join(ROLES)}, got {self.role!r}")
         if not 0 < self.gpu_memory_utilization <= 1:
@@ -109,7 +115,9 @@ class SimEngine:
         )
         self.hasher = BlockHasher(cfg.block_size, cfg.hash_algo, cfg.hash_seed)
         self.kv = KVCacheManager(self.pool, self.hasher, cfg.max_model_len, cfg.lora_name)
-        self.scheduler = Scheduler(self.kv, cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.max_model_len)
+        self.scheduler = Scheduler(
+            self.kv, cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.max_model_len, cfg.scheduling_policy
+        )
         self.tokens = TokenGenerator(cfg.seed, cfg.vocab_size, cfg.output_mode)
         self._rng = random.Random(cfg.seed)
         self._requests: dict[str, Request] = {}

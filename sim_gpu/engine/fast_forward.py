@@ -402,7 +402,10 @@ class LazyDecodes:
         r.lazy_at = L
 
     def lazify(self) -> None:
-        """Make the running requests after the lazy prefix lazy, as long as they are plain decodes."""
+        """Make the running requests after the lazy prefix lazy, as long as they are plain decodes. Not under
+        the priority policy: lazy decodes are preempted from the running tail, its victims are chosen by key."""
+        if self.eng.scheduler.policy != "fcfs":
+            return
         running = self.eng.scheduler.running
         n = self.n
         limit = min(len(running), self.eng.config.max_num_batched_tokens)

@@ -5,6 +5,7 @@ Running requests first (decodes and unfinished prefill chunks, in arrival order)
 (its blocks freed, to be recomputed later). Then, if nobody was preempted, waiting requests are admitted in
 order while seats (`max_num_seqs`), budget and blocks last, each starting after its longest cached prefix and
 chunked to the remaining budget (chunked prefill). P/D decode-side requests first wait for their remote KV.
+The order of the waiting queue and the choice of victim are the scheduling policy's (policy.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from sim_gpu.engine.kv_cache_manager import KVCacheManager
+from sim_gpu.engine.policy import PriorityWaiting, make_waiting, victim_index
 from sim_gpu.engine.request import PREEMPTED, RUNNING, WAITING, WAITING_FOR_REMOTE_KVS, Request
 from sim_gpu.latency import BatchShape
 
@@ -31,12 +33,20 @@ class ScheduledBatch:
 class Scheduler:
     """Waiting queue + running list over a KVCacheManager."""
 
-    def __init__(self, kv: KVCacheManager, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int) -> None:
+    def __init__(
+        self,
+        kv: KVCacheManager,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        max_model_len: int,
+        policy: str = "fcfs",
+    ) -> None:
         self.kv = kv
+        self.policy = policy
+        self.waiting: deque[Request] | PriorityWaiting = make_waiting(policy)
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_model_len = max_model_len
-        self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self._run_seq = 0  # admission order stamp (Request.run_seq): the running list is sorted by it
         # ids of waiting requests that hold blocks (only the remote / tier-load path allocates to a request
@@ -86,7 +96,7 @@ class Scheduler:
                 end = computed + 1
                 # Fast path: a decode whose slot exists and which fills no block: nothing to allocate or cache.
                 if not (end <= len(req.blocks) * bs and end // bs <= req.num_cached_blocks):
-                    if not self._allocate_or_preempt(req, 1, out.preempted):
+                    if not self._allocate_or_preempt(req, 1, out.preempted, i):
                         break
                 append((req, 1))
                 budget -= 1
@@ -103,7 +113,7 @@ class Scheduler:
                 continue
             # Fast path: the slots already exist and no block fills -> nothing to allocate or cache.
             if not (computed + n <= len(req.blocks) * bs and (computed + n) // bs <= req.num_cached_blocks):
-                if not self._allocate_or_preempt(req, n, out.preempted):
+                if not self._allocate_or_preempt(req, n, out.preempted, i):
                     break
             append((req, n))
             budget -= n
@@ -196,12 +206,12 @@ class Scheduler:
             req.num_computed_tokens += n
         return out
 
-    def _allocate_or_preempt(self, req: Request, num_tokens: int, preempted: list[Request]) -> bool:
-        """Slots for `num_tokens` more tokens of running `req`, preempting from the running tail (the most
-        recently started first, as vLLM does) until they fit. False when `req` itself had to go."""
+    def _allocate_or_preempt(self, req: Request, num_tokens: int, preempted: list[Request], i: int) -> bool:
+        """Slots for `num_tokens` more tokens of `req` (= running[i]), preempting the policy's victims (fcfs: the
+        most recently started first, as vLLM does) until they fit. False when `req` itself had to go."""
         running = self.running
         while self.kv.allocate_slots(req, num_tokens) is None:
-            victim = running.pop()
+            victim = running.pop(victim_index(self.policy, running, i))
             self._preempt(victim)
             preempted.append(victim)
             if victim is req:

@@ -87,12 +87,37 @@ def test_data_parallel_ranks_are_endpoints_on_consecutive_ports(tmp_path: Path):
     assert [e["dpRank"] for e in eps] == [0, 1, 2, 3, 0, 1, 2, 3]
 
 
-def test_zero_replica_pool_is_skipped_and_router_config_written_verbatim(tmp_path: Path):
+def test_zero_replica_pool_is_skipped_and_router_config_written_verbatim_without_a_queue(tmp_path: Path):
     profile = _profile(PoolSpec(name="a", replicas=0), PoolSpec(name="b", replicas=1, args=["--seed", "7"]))
+    profile.router.queue_size = 0  # no flow control asked for: the profile's config as written
     plan = build_plan(profile, PortLayout(9000, 9100, 6000), tmp_path)
     assert [c.name for c in plan.components] == ["sim-b", "router"]
     assert plan.components[0].argv[-2:] == ["--seed", "7"]
     assert yaml.safe_load(plan.files[str(tmp_path / "run" / "router-config.yaml")]) == CONFIG
+
+
+def test_up_adds_llmd_flow_control_sized_from_the_pods_seats(tmp_path: Path):
+    from router_lite.config import load_config
+
+    config = {**CONFIG, "schedulingProfiles": [{"name": "default", "plugins": [{"pluginRef": "queue-scorer"}]}]}
+    pools = (PoolSpec(name="a", replicas=1, max_num_seqs=8), PoolSpec(name="b", replicas=2, max_num_seqs=6))
+    profile = Profile(name="t", description="t", pools=list(pools), router=RouterSpec(config=config))
+    plan = build_plan(profile, PortLayout(9000, 9100, 6000), tmp_path)
+    written = yaml.safe_load(plan.files[str(tmp_path / "run" / "router-config.yaml")])
+    assert {"type": "concurrency-detector", "parameters": {"maxConcurrency": 6}} in written["plugins"]
+    assert {"type": "priority-holdback-policy", "parameters": {"minCeiling": 0.2}} in written["plugins"]
+    assert written["schedulingProfiles"][0]["plugins"][0] == {"pluginRef": "concurrency-detector"}  # the filter
+    loaded = load_config(written)  # the router accepts it, and acts on both
+    assert loaded.extra_sections["saturationDetector"]["detector"] == "concurrency"
+    assert loaded.extra_sections["usageLimit"]["min_ceiling"] == 0.2
+    assert config == {**CONFIG, "schedulingProfiles": [{"name": "default", "plugins": [{"pluginRef": "queue-scorer"}]}]}
+    # pods schedule by the priority the router forwards
+    assert all(_flag(c.argv, "--scheduling-policy") == "priority" for c in plan.components if c.kind == "sim")
+    # a profile that configures its own saturation detection is left as written
+    own = {**CONFIG, "saturationDetector": {"queueDepthThreshold": 2}}
+    profile = Profile(name="t", description="t", pools=list(pools), router=RouterSpec(config=own))
+    plan = build_plan(profile, PortLayout(9000, 9100, 6000), tmp_path)
+    assert yaml.safe_load(plan.files[str(tmp_path / "run" / "router-config.yaml")]) == own
 
 
 def test_kv_tiers_filesystem_path_is_under_the_run_directory(tmp_path: Path):

@@ -264,11 +264,15 @@ def test_ignored_sections_are_reported():
 
 
 def test_saturation_detector_is_acted_on_so_not_reported_as_ignored_and_checked_at_load():
-    doc = {"plugins": [{"type": "queue-scorer"}], "flowControl": {}, "saturationDetector": {"queueDepthThreshold": 3}}
+    doc = {
+        "plugins": [{"type": "queue-scorer"}],
+        "flowControl": {"maxRequests": 10},
+        "saturationDetector": {"queueDepthThreshold": 3},
+    }
     cfg = load_config(doc)
     assert cfg.extra_sections["saturationDetector"] == {"queueDepthThreshold": 3}
     assert [w for w in cfg.warnings if "not acted on" in w] == [
-        "config: section 'flowControl' is accepted but not acted on by router_lite"
+        "config: flowControl.maxRequests is accepted but not acted on by router_lite (see --queue-size/--queue-ttl)"
     ]
     from router_lite.admission import Admission
 

@@ -53,3 +53,15 @@ def test_a_late_success_does_not_cancel_an_ejection_and_forget_drops_the_record(
 def test_bad_settings_are_refused(kw):
     with pytest.raises(ValueError):
         OutlierDetector(**kw)
+
+
+def test_a_503_ejects_at_once_and_other_errors_keep_their_streak():
+    d = OutlierDetector()
+    assert d.record("a", Outcome.UNAVAILABLE, 0.0)  # the pod says it cannot serve: out now
+    assert "answered 503" in d.reason("a") and d.ejected("a", 4.9) and not d.ejected("a", 5.1)
+    assert not d.record("b", Outcome.ERROR, 0.0) and not d.record("b", Outcome.TIMEOUT, 0.1)
+    assert d.record("b", Outcome.UNAVAILABLE, 0.2)  # a 503 ends any streak
+    patient = OutlierDetector(consecutive_unavailable=2)
+    assert not patient.record("c", Outcome.UNAVAILABLE, 0.0)
+    assert not patient.record("c", Outcome.OK, 0.1)  # a good answer in between resets it
+    assert not patient.record("c", Outcome.UNAVAILABLE, 0.2) and patient.record("c", Outcome.UNAVAILABLE, 0.3)
