@@ -112,13 +112,13 @@ class _Pod:
         self.stalled = False  # fast-forward driving: stopped on an idle 0 s step; the next submit restarts it
 
 
-def _prompt_digests(pod: _Pod, llm: LLMRequest) -> list[bytes] | None:
-    """The router's digests of the prompt when the pod's engine hashes with the same setting and extra keys
-    (it then skips hashing the prompt again); None and the engine hashes it itself."""
+def prompt_digests(engine: SimEngine, llm: LLMRequest) -> list[bytes] | None:
+    """The router's digests of the prompt when the engine hashes with the same setting and extra keys (it then
+    skips hashing the prompt again); None and the engine hashes it itself. Both planners hand them over."""
     dig = llm.state.get(BLOCK_DIGESTS)
-    if dig is None or llm.cache_salt or llm.lora_name or pod.engine.config.lora_name:
+    if dig is None or llm.cache_salt or llm.lora_name or engine.config.lora_name:
         return None
-    h = pod.engine.hasher
+    h = engine.hasher
     return dig[1] if dig[0] == (h.block_size, h.algo, h.seed) else None
 
 
@@ -333,7 +333,7 @@ class _PlanRun:
                 ignore_eos=True,
                 arrival_time=now,
                 prefill_only=True,
-                prompt_block_hashes=_prompt_digests(pf, llm),
+                prompt_block_hashes=prompt_digests(pf.engine, llm),
             )
             ok = self.submit(lv, pf, now, ereq)
         else:
@@ -344,7 +344,7 @@ class _PlanRun:
                 req.max_tokens,
                 ignore_eos=True,
                 arrival_time=now,
-                prompt_block_hashes=_prompt_digests(decode, llm),
+                prompt_block_hashes=prompt_digests(decode.engine, llm),
             )
             ok = self.submit(lv, decode, now, ereq)
             if ok:
