@@ -61,6 +61,9 @@ class BlockPool:
         self._next_fresh = 1
         self._back: OrderedDict[int, KVBlock] = OrderedDict()
         self._cached: dict[bytes, dict[int, KVBlock]] = {}
+        # digest -> the first block of its _cached entry (the one a prefix hit takes): prefix matching looks a
+        # whole chain up in one C-level map() over it instead of a Python loop over the entries.
+        self._first: dict[bytes, KVBlock] = {}
         self._events: list[Any] = []
         # Digests evicted, in order (absolute position evict_base + i), and an epoch bumped by a cache reset:
         # lets KVCacheManager re-validate a waiting request's prefix hits without re-probing them all.
@@ -84,10 +87,7 @@ class BlockPool:
         return 1.0 - self.num_free_blocks / total if total else 0.0
 
     def get_cached_block(self, block_hash: bytes) -> KVBlock | None:
-        entry = self._cached.get(block_hash)
-        if not entry:
-            return None
-        return next(iter(entry.values()))
+        return self._first.get(block_hash)
 
     def num_cached_blocks(self) -> int:
         return sum(len(v) for v in self._cached.values())
@@ -131,6 +131,9 @@ class BlockPool:
             entry.pop(block.block_id, None)
             if not entry:
                 del self._cached[h]  # type: ignore[arg-type]
+                del self._first[h]  # type: ignore[arg-type]
+            elif self._first[h] is block:  # type: ignore[index]
+                self._first[h] = next(iter(entry.values()))  # type: ignore[index]
         block.block_hash = None
         log = self.evict_log
         log.append(h)  # type: ignore[arg-type]
@@ -180,6 +183,7 @@ class BlockPool:
         extra: list[Any] = []
         first = -1
         cached = self._cached
+        first_of = self._first
         for i in range(num_cached, num_full):
             block = blocks[i]
             if block.block_hash is not None:
@@ -189,6 +193,7 @@ class BlockPool:
             entry = cached.get(h)
             if entry is None:
                 cached[h] = {block.block_id: block}
+                first_of[h] = block
             else:
                 entry[block.block_id] = block
             if first < 0:
@@ -221,6 +226,7 @@ class BlockPool:
             for block in entry.values():
                 block.block_hash = None
         self._cached.clear()
+        self._first.clear()
         self.cache_epoch += 1
         if self.enable_events:
             self._events.append(AllBlocksCleared())

@@ -8,8 +8,6 @@ decode), and frees a request's blocks tail-first.
 
 from __future__ import annotations
 
-from itertools import islice
-
 from kvtiers.hashing import BlockHasher
 from sim_gpu.engine.block_pool import BlockPool, KVBlock
 from sim_gpu.engine.request import Request
@@ -76,7 +74,6 @@ class KVCacheManager:
             return [], 0
         hashes = self.ensure_hashes(req, max_blocks)
         pool = self.pool
-        get = pool._cached.get  # BlockPool.get_cached_block, inlined: this runs per block per admission try
         log = pool.evict_log
         memo = req.hit_memo
         hits: list[KVBlock] | None = None
@@ -96,14 +93,14 @@ class KVCacheManager:
             hits = []
         k = len(hits)
         if k < max_blocks:
-            for h in islice(hashes, k, max_blocks):
-                entry = get(h)
-                if not entry:
-                    break
-                for block in entry.values():  # any block holding the digest (the first)
-                    hits.append(block)
-                    break
-                k += 1
+            # The first block holding each digest (BlockPool._first, i.e. get_cached_block), up to the first miss.
+            found = list(map(pool._first.get, hashes[k:max_blocks]))
+            try:
+                found = found[: found.index(None)]
+            except ValueError:
+                pass
+            hits += found
+            k += len(found)
         req.hit_memo = (pool.cache_epoch, pool.evict_base + len(log), max_blocks, hits, chain)
         return list(hits), k * self.block_size
 
