@@ -124,6 +124,23 @@ class BlockPool:
             block.ref_cnt = 1
         return out
 
+    def get_new_block(self) -> KVBlock:
+        """`get_new_blocks(1)[0]` without the lists (a decode crossing a block boundary: the hot case)."""
+        front = self._front
+        if front:
+            block = front.popitem(last=False)[1]
+        elif self._next_fresh < self.num_blocks:
+            block = KVBlock(self._next_fresh)
+            self._next_fresh += 1
+        elif self._back:
+            block = self._back.popitem(last=False)[1]
+        else:
+            raise ValueError("cannot allocate 1 blocks: only 0 free")
+        if block.block_hash is not None:
+            self._evict(block)
+        block.ref_cnt = 1
+        return block
+
     def _evict(self, block: KVBlock) -> None:
         h = block.block_hash
         entry = self._cached.get(h)  # type: ignore[arg-type]

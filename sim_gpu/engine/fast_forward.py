@@ -249,7 +249,7 @@ class LazyDecodes:
                         break
                 if r.status != RUNNING:
                     break  # everything after it in the running list went first
-                blocks += pool.get_new_blocks(1)
+                blocks.append(pool.get_new_block())
             if caching and end // bs > r.num_cached_blocks:
                 sync(r, L, win)
                 kv.cache_blocks(r, end)
