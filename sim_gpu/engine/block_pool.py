@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from kvtiers.hashing import to_event_hash
+from kvtiers.hashing import to_event_hash, to_event_hashes
 from kvtiers.kvevents import AllBlocksCleared, BlockRemoved, BlockStored
 
 
@@ -197,10 +197,10 @@ class BlockPool:
         if num_full <= num_cached:
             return
         new_hashes: list[Any] = []
-        extra: list[Any] = []
         first = -1
         cached = self._cached
         first_of = self._first
+        events = self.enable_events
         for i in range(num_cached, num_full):
             block = blocks[i]
             if block.block_hash is not None:
@@ -215,11 +215,15 @@ class BlockPool:
                 entry[block.block_id] = block
             if first < 0:
                 first = i
-            if self.enable_events:
-                new_hashes.append(to_event_hash(h, self.event_hash_int))
-                extra.append([cache_salt] if (i == 0 and cache_salt) else None)
-        if not self.enable_events or first < 0:
+            if events:
+                new_hashes.append(h)
+        if not events or first < 0:
             return
+        if self.event_hash_int:
+            new_hashes = to_event_hashes(new_hashes)
+        extra: list[Any] = [None] * len(new_hashes)
+        if first == 0 and cache_salt:
+            extra[0] = [cache_salt]
         bs = self.block_size
         parent = to_event_hash(block_hashes[first - 1], self.event_hash_int) if first > 0 else None
         self._events.append(

@@ -85,10 +85,8 @@ class KVCacheManager:
             if start < len(log):
                 if chain is None:
                     chain = set(hashes[:max_blocks])
-                for h in log[start:]:
-                    if h in chain:
-                        hits = None
-                        break
+                if not chain.isdisjoint(log[start:]):
+                    hits = None
         if hits is None:
             hits = []
         k = len(hits)
