@@ -211,7 +211,10 @@ def simulate(
     thresholds = gc.get_threshold()
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    # A young generation of 1M live containers: a run makes no cyclic garbage to speak of (measured: none in
+    # llmd-73), while every collection walks what is young — each request's 7k-token lists, the pools' new
+    # blocks — and at 50k it cost ~8% of the run's CPU for nothing. Memory stays bounded by the threshold.
+    gc.set_threshold(1_000_000, 50, 100)
     try:
         run = _PlanRun(
             cfg,
