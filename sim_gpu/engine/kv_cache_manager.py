@@ -47,8 +47,10 @@ class KVCacheManager:
         bs = self.block_size
         toks = req.all_token_ids
         limit = min(num_blocks, len(toks) // bs)
-        if len(hashes) < limit:
-            start = len(hashes)
+        start = len(hashes)
+        if start + 1 == limit and start and not self.lora_name:  # one block filled by decode: no extra keys
+            hashes.append(self._memo_hasher.hash_next(hashes[-1], toks[start * bs : limit * bs]))
+        elif start < limit:
             hashes += self._memo_hasher.hash_blocks(
                 toks[start * bs : limit * bs],
                 req.cache_salt,
