@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from itertools import islice
+from itertools import filterfalse, islice
 from operator import itemgetter
 from typing import Callable
 
@@ -247,7 +247,7 @@ class PrecisePrefixIndex:
             spec = self._spec.setdefault(endpoint_key, {})
             gpu = self._held.get(endpoint_key, {}).get("GPU", ())
             w = self._spec_weight
-            added = [h for h in block_hashes if h not in gpu] if gpu else list(block_hashes)
+            added = list(filterfalse(gpu.__contains__, block_hashes)) if gpu else list(block_hashes)
             spec.update(dict.fromkeys(added, expiry))
             idx = self._idx
             for h in added:
