@@ -155,9 +155,10 @@ class LazyDecodes:
         Outputs: one RequestOutput per request with new tokens, carrying `token_times` (the simulated end of
         the step that produced each token). First tokens, finishes and prefill_only results are always
         reported in the call whose steps produced them. Plain decode tokens are reported lazily — with the
-        request's next block boundary (within block_size steps), its finish, or the next `step()` /
-        `abort_request()` — so a call may report tokens of earlier calls (their `token_times` say when);
-        `flush=True` reports every token produced so far before returning (O(running requests)).
+        next block the request fills (within block_size steps; without prefix caching, not before its finish),
+        its finish, or the next `step()` / `abort_request()` — so a call may report tokens of earlier calls
+        (their `token_times` say when); `flush=True` reports every token produced so far before returning
+        (O(running requests)).
         `stop_on_finish=True` also stops after the first step in which a request finished (its finish time is
         then `end_s`), for drivers that react to finishes (P/D hand-off, the next turn of a session). Short
         calls are cheap: lazy state persists between calls.
