@@ -96,6 +96,20 @@ class BlockHasher:
         """Digest of one full block given its parent's digest (None for the first block)."""
         return self._fn((self.none_hash if parent is None else parent, tuple(tokens), extra_keys))
 
+    def hash_next(self, parent: bytes | None, tokens: Sequence[int]) -> bytes:
+        """`hash_blocks(tokens, parent=parent)[0]` for one full block without extra keys (no salt past block 0,
+        no LoRA): a decode filling its next block, the hot case. Through the memo when there is one."""
+        key = (parent, tuple(tokens), None)
+        memo = self._memo
+        digest = None if memo is None else memo.get(key)
+        if digest is None:
+            digest = self._fn((self.none_hash if parent is None else parent, key[1], None))
+            if memo is not None:
+                if len(memo) >= self.memo_blocks:
+                    memo.clear()
+                memo[key] = digest
+        return digest
+
     def hash_blocks(
         self,
         token_ids: Sequence[int],

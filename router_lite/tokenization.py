@@ -314,11 +314,41 @@ def resolve_hash_settings(
 
 def request_preparer(needs: Any, engine: tuple[int | None, str | None, str | None]) -> Callable[[Any], None]:
     """How a request whose token ids are known gets its block hashes where no gateway tokenizes (the planner):
-    the same hasher and settings resolution as live; a no-op when no plugin matches block hashes."""
+    the same hasher and settings resolution as live; a no-op when no plugin matches block hashes.
+
+    The planner's workload is built once and never changed, and every repeat of a prompt is the same list
+    object: what a prompt object hashed to is kept (bounded) and set again, not recomputed."""
     if not needs.block_hashes:
         return lambda request: None
     hasher, settings = PromptHasher(memo_blocks=400_000), resolve_hash_settings(needs, engine=engine)
-    return lambda request: hasher.prepare(request, settings)
+    return _SamePrompts(hasher, settings).prepare
+
+
+class _SamePrompts:
+    """`PromptHasher.prepare` for prompts that are never mutated, remembered per prompt object."""
+
+    MAX = 4096  # prompt objects remembered (each entry holds its list alive: the planner's workload does anyway)
+
+    def __init__(self, hasher: PromptHasher, settings: HashSettings) -> None:
+        self.hasher = hasher
+        self.settings = settings
+        self.seen: dict[int, tuple[Any, list[int], Any]] = {}  # id(prompt) -> (prompt, block_hashes, digests)
+
+    def prepare(self, request: Any) -> None:
+        prompt = request.prompt_token_ids
+        if request.cache_salt or request.lora_name:
+            self.hasher.prepare(request, self.settings)
+            return
+        hit = self.seen.get(id(prompt))
+        if hit is not None and hit[0] is prompt:  # held in the entry: the id cannot have been reused
+            request.block_hashes = hit[1]
+            request.state.set(BLOCK_SIZE, self.settings.block_size)
+            request.state.set(BLOCK_DIGESTS, hit[2])
+            return
+        self.hasher.prepare(request, self.settings)
+        if len(self.seen) >= self.MAX:
+            self.seen.clear()
+        self.seen[id(prompt)] = (prompt, request.block_hashes, request.state.get(BLOCK_DIGESTS))
 
 
 def completion_prompt(prompt: Any) -> str | list[int] | None:

@@ -26,7 +26,7 @@ from kvtiers.kvevents import KVEventBatch
 from llmdctl.bench.metrics import ERROR, RequestRecord
 from llmdctl.bench.workloads import BenchRequest
 from llmdctl.plan.router import PlannedRouter
-from llmdctl.plan.sim import PlanResult
+from llmdctl.plan.sim import PlanResult, prompt_digests
 from router_lite.director import Flow
 from router_lite.failures import Failure, FailureKind
 from router_lite.types import Endpoint, EndpointMetrics, LLMRequest
@@ -189,7 +189,14 @@ def simulate_wide_ep(
             rec.endpoint = rank_eps[rank].name
             try:
                 ranks[rank].add_request(
-                    EngineRequest(req.request_id, req.prompt, req.max_tokens, ignore_eos=True, arrival_time=t)
+                    EngineRequest(
+                        req.request_id,
+                        req.prompt,
+                        req.max_tokens,
+                        ignore_eos=True,
+                        arrival_time=t,
+                        prompt_block_hashes=prompt_digests(ranks[rank], llm),
+                    )
                 )
             except ValueError as exc:
                 rec.status, rec.error, rec.finished = ERROR, str(exc), t

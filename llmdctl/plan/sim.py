@@ -112,13 +112,13 @@ class _Pod:
         self.stalled = False  # fast-forward driving: stopped on an idle 0 s step; the next submit restarts it
 
 
-def _prompt_digests(pod: _Pod, llm: LLMRequest) -> list[bytes] | None:
-    """The router's digests of the prompt when the pod's engine hashes with the same setting and extra keys
-    (it then skips hashing the prompt again); None and the engine hashes it itself."""
+def prompt_digests(engine: SimEngine, llm: LLMRequest) -> list[bytes] | None:
+    """The router's digests of the prompt when the engine hashes with the same setting and extra keys (it then
+    skips hashing the prompt again); None and the engine hashes it itself. Both planners hand them over."""
     dig = llm.state.get(BLOCK_DIGESTS)
-    if dig is None or llm.cache_salt or llm.lora_name or pod.engine.config.lora_name:
+    if dig is None or llm.cache_salt or llm.lora_name or engine.config.lora_name:
         return None
-    h = pod.engine.hasher
+    h = engine.hasher
     return dig[1] if dig[0] == (h.block_size, h.algo, h.seed) else None
 
 
@@ -216,7 +216,10 @@ def simulate(
     thresholds = gc.get_threshold()
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    # A young generation of 1M live containers: a run makes no cyclic garbage to speak of (measured: none in
+    # llmd-73), while every collection walks what is young — each request's 7k-token lists, the pools' new
+    # blocks — and at 50k it cost ~8% of the run's CPU for nothing. Memory stays bounded by the threshold.
+    gc.set_threshold(1_000_000, 50, 100)
     try:
         run = _PlanRun(
             cfg,
@@ -351,7 +354,7 @@ class _PlanRun:
                 ignore_eos=True,
                 arrival_time=now,
                 prefill_only=True,
-                prompt_block_hashes=_prompt_digests(pf, llm),
+                prompt_block_hashes=prompt_digests(pf.engine, llm),
             )
             ok = self.submit(lv, pf, now, ereq)
         else:
@@ -362,7 +365,7 @@ class _PlanRun:
                 req.max_tokens,
                 ignore_eos=True,
                 arrival_time=now,
-                prompt_block_hashes=_prompt_digests(decode, llm),
+                prompt_block_hashes=prompt_digests(decode.engine, llm),
             )
             ok = self.submit(lv, decode, now, ereq)
             if ok:

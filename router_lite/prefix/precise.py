@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from itertools import islice
+from itertools import filterfalse, islice
 from operator import itemgetter
 from typing import Callable
 
@@ -200,13 +200,23 @@ class PrecisePrefixIndex:
     def _remove(self, key: str, hashes: list[BlockHash], medium: str | None) -> None:
         m = (medium or "GPU").upper()
         holder = self._holder(key, m)
-        held = self._held.get(holder, {}).get(m)
+        media = self._held.get(holder, {})
+        held = media.get(m)
         if not held:
             return
+        # Only this medium held and the block not speculated: the holder's best weight for it is none now.
+        single = len(media) == 1
+        spec = self._spec.get(holder)
+        idx = self._idx
         for h in hashes:
             if h in held:
                 held.discard(h)
-                self._refresh(holder, h)
+                if single and not (spec and h in spec):
+                    entry = idx.get(h)
+                    if entry is not None and entry.pop(holder, None) is not None and not entry:
+                        del idx[h]
+                else:
+                    self._refresh(holder, h)
 
     def _clear_endpoint(self, key: str) -> None:
         media = self._held.pop(key, {})
@@ -237,7 +247,7 @@ class PrecisePrefixIndex:
             spec = self._spec.setdefault(endpoint_key, {})
             gpu = self._held.get(endpoint_key, {}).get("GPU", ())
             w = self._spec_weight
-            added = [h for h in block_hashes if h not in gpu] if gpu else list(block_hashes)
+            added = list(filterfalse(gpu.__contains__, block_hashes)) if gpu else list(block_hashes)
             spec.update(dict.fromkeys(added, expiry))
             idx = self._idx
             for h in added:

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from kvtiers.hashing import to_event_hash
+from kvtiers.hashing import to_event_hash, to_event_hashes
 from kvtiers.kvevents import AllBlocksCleared, BlockRemoved, BlockStored
 
 
@@ -61,6 +61,9 @@ class BlockPool:
         self._next_fresh = 1
         self._back: OrderedDict[int, KVBlock] = OrderedDict()
         self._cached: dict[bytes, dict[int, KVBlock]] = {}
+        # digest -> the first block of its _cached entry (the one a prefix hit takes): prefix matching looks a
+        # whole chain up in one C-level map() over it instead of a Python loop over the entries.
+        self._first: dict[bytes, KVBlock] = {}
         self._events: list[Any] = []
         # Digests evicted, in order (absolute position evict_base + i), and an epoch bumped by a cache reset:
         # lets KVCacheManager re-validate a waiting request's prefix hits without re-probing them all.
@@ -84,10 +87,7 @@ class BlockPool:
         return 1.0 - self.num_free_blocks / total if total else 0.0
 
     def get_cached_block(self, block_hash: bytes) -> KVBlock | None:
-        entry = self._cached.get(block_hash)
-        if not entry:
-            return None
-        return next(iter(entry.values()))
+        return self._first.get(block_hash)
 
     def num_cached_blocks(self) -> int:
         return sum(len(v) for v in self._cached.values())
@@ -124,6 +124,23 @@ class BlockPool:
             block.ref_cnt = 1
         return out
 
+    def get_new_block(self) -> KVBlock:
+        """`get_new_blocks(1)[0]` without the lists (a decode crossing a block boundary: the hot case)."""
+        front = self._front
+        if front:
+            block = front.popitem(last=False)[1]
+        elif self._next_fresh < self.num_blocks:
+            block = KVBlock(self._next_fresh)
+            self._next_fresh += 1
+        elif self._back:
+            block = self._back.popitem(last=False)[1]
+        else:
+            raise ValueError("cannot allocate 1 blocks: only 0 free")
+        if block.block_hash is not None:
+            self._evict(block)
+        block.ref_cnt = 1
+        return block
+
     def _evict(self, block: KVBlock) -> None:
         h = block.block_hash
         entry = self._cached.get(h)  # type: ignore[arg-type]
@@ -131,6 +148,9 @@ class BlockPool:
             entry.pop(block.block_id, None)
             if not entry:
                 del self._cached[h]  # type: ignore[arg-type]
+                del self._first[h]  # type: ignore[arg-type]
+            elif self._first[h] is block:  # type: ignore[index]
+                self._first[h] = next(iter(entry.values()))  # type: ignore[index]
         block.block_hash = None
         log = self.evict_log
         log.append(h)  # type: ignore[arg-type]
@@ -177,9 +197,10 @@ class BlockPool:
         if num_full <= num_cached:
             return
         new_hashes: list[Any] = []
-        extra: list[Any] = []
         first = -1
         cached = self._cached
+        first_of = self._first
+        events = self.enable_events
         for i in range(num_cached, num_full):
             block = blocks[i]
             if block.block_hash is not None:
@@ -189,15 +210,20 @@ class BlockPool:
             entry = cached.get(h)
             if entry is None:
                 cached[h] = {block.block_id: block}
+                first_of[h] = block
             else:
                 entry[block.block_id] = block
             if first < 0:
                 first = i
-            if self.enable_events:
-                new_hashes.append(to_event_hash(h, self.event_hash_int))
-                extra.append([cache_salt] if (i == 0 and cache_salt) else None)
-        if not self.enable_events or first < 0:
+            if events:
+                new_hashes.append(h)
+        if not events or first < 0:
             return
+        if self.event_hash_int:
+            new_hashes = to_event_hashes(new_hashes)
+        extra: list[Any] = [None] * len(new_hashes)
+        if first == 0 and cache_salt:
+            extra[0] = [cache_salt]
         bs = self.block_size
         parent = to_event_hash(block_hashes[first - 1], self.event_hash_int) if first > 0 else None
         self._events.append(
@@ -221,6 +247,7 @@ class BlockPool:
             for block in entry.values():
                 block.block_hash = None
         self._cached.clear()
+        self._first.clear()
         self.cache_epoch += 1
         if self.enable_events:
             self._events.append(AllBlocksCleared())

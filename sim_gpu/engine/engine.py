@@ -180,7 +180,8 @@ class SimEngine:
         (when caching), and their digests chain the prompt key's crc32 cheaply (TokenGenerator.key)."""
         bs = self.config.block_size
         plen = req.prompt_len
-        prompt = req.all_token_ids[:plen]
+        toks = req.all_token_ids
+        prompt = toks if len(toks) == plen else toks[:plen]  # no copy at the first draw (nothing appended yet)
         blocks = (bs, req.block_hashes[: plen // bs]) if req.block_hashes else None
         # fast_forward draws up to a block ahead of the last token: one run covers the whole request
         return self.tokens.stream(prompt, replay, blocks, expect=req.max_tokens + bs + 1, seed=seed)

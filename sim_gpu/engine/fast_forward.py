@@ -155,9 +155,10 @@ class LazyDecodes:
         Outputs: one RequestOutput per request with new tokens, carrying `token_times` (the simulated end of
         the step that produced each token). First tokens, finishes and prefill_only results are always
         reported in the call whose steps produced them. Plain decode tokens are reported lazily — with the
-        request's next block boundary (within block_size steps), its finish, or the next `step()` /
-        `abort_request()` — so a call may report tokens of earlier calls (their `token_times` say when);
-        `flush=True` reports every token produced so far before returning (O(running requests)).
+        next block the request fills (within block_size steps; without prefix caching, not before its finish),
+        its finish, or the next `step()` / `abort_request()` — so a call may report tokens of earlier calls
+        (their `token_times` say when); `flush=True` reports every token produced so far before returning
+        (O(running requests)).
         `stop_on_finish=True` also stops after the first step in which a request finished (its finish time is
         then `end_s`), for drivers that react to finishes (P/D hand-off, the next turn of a session). Short
         calls are cheap: lazy state persists between calls.
@@ -235,8 +236,8 @@ class LazyDecodes:
         for r in due:
             if r.status != RUNNING:
                 continue  # preempted above, as a victim of an earlier request
-            sync(r, L, win)
-            end = r.num_computed_tokens + 1
+            # Counters as of step L without syncing: tokens are only needed when a block fills (its hash).
+            end = r.num_computed_tokens + (L - r.lazy_at) + 1
             # KVCacheManager.allocate_slots(r, 1) for a decode without prefix hits, unrolled: at most one new
             # block, then register the blocks `end` tokens fill.
             blocks = r.blocks
@@ -249,8 +250,9 @@ class LazyDecodes:
                         break
                 if r.status != RUNNING:
                     break  # everything after it in the running list went first
-                blocks += pool.get_new_blocks(1)
+                blocks.append(pool.get_new_block())
             if caching and end // bs > r.num_cached_blocks:
+                sync(r, L, win)
                 kv.cache_blocks(r, end)
         if victims:
             due[:] = [r for r in due if r.status == RUNNING]
@@ -271,34 +273,30 @@ class LazyDecodes:
         self.eng.scheduler._preempt(v)
 
     def due_end(self, due: list[Request], L: int, win: "Window | None", finished: list[Request]) -> tuple[int, int]:
-        """Lazy requests due at step L produce its token; finished ones are appended to `finished`.
-        Returns (how many finished, their context after the step)."""
-        eos = self.eng._eos
+        """Lazy requests due at step L: one that finishes at L is synced and produces its last token (appended
+        to `finished`); the others stay lazy (their step-L token is produced with the rest) and are queued
+        under their next due step. Returns (how many finished, their context after the step)."""
         max_len = self.eng.config.max_model_len
         done = done_ctx = 0
         for r in due:
+            k = L - r.lazy_at
+            if self.event_step(r, L, k, handled=True):
+                continue
+            if k:
+                self.sync(r, L, win)
             tok = r.future.pop(0)
             r.all_token_ids.append(tok)
             ntok = r.num_tokens = r.num_tokens + 1
             nout = r.num_output_tokens = r.num_output_tokens + 1
             r.num_computed_tokens += 1
-            r.lazy_at = L + 1
+            r.lazy_at = -1
             if win is not None:
                 win.record_one(r, tok, L)
-            reason = None
-            if nout >= r.max_tokens or ntok >= max_len:
-                reason = "length"
-            elif tok == eos and not r.ignore_eos:
-                reason = "stop"
-            if reason is None:
-                self.event_step(r, L + 1)
-            else:
-                r.lazy_at = -1
-                done += 1
-                done_ctx += r.num_computed_tokens
-                finished.append(r)
-                if win is not None:
-                    win.finish(r, reason)
+            done += 1
+            done_ctx += r.num_computed_tokens
+            finished.append(r)
+            if win is not None:
+                win.finish(r, "length" if nout >= r.max_tokens or ntok >= max_len else "stop")
         return done, done_ctx
 
     def lazy_steps(self, t: float, until: float, limit: int | None, win: "Window", stop_on_finish: bool) -> int:
@@ -353,37 +351,43 @@ class LazyDecodes:
         self.ctx = ctx
         return n
 
-    def event_step(self, r: Request, L: int) -> None:
-        """Queue a lazy request (counters current at step L) under the next step that needs it."""
+    def event_step(self, r: Request, L: int, k: int = 0, handled: bool = False) -> bool:
+        """Queue a lazy request under the next step at or after L that needs it; its counters are as of step
+        L - k (`lazy_at`: tokens of k steps not synced yet). `handled`: step L's block needs are done (due_begin)
+        and only a finish can make it due at L; then False, with nothing queued, when it finishes at L (by
+        length or EOS): the caller finishes it."""
         bs = self.eng.config.block_size
-        c = r.num_computed_tokens
+        c = r.num_computed_tokens + k
         d = len(r.blocks) * bs - c  # its next step needs a new block
         if self.caching:
             d2 = (r.num_cached_blocks + 1) * bs - c - 1  # ... or fills a block (BlockStored)
             if d2 < d:
                 d = d2
-        d2 = r.max_tokens - r.num_output_tokens - 1  # ... or finishes by length
-        if d2 < d:
-            d = d2
-        d2 = self.eng.config.max_model_len - r.num_tokens - 1
-        if d2 < d:
-            d = d2
+        fin = r.max_tokens - r.num_output_tokens - k - 1  # ... or finishes by length
+        d2 = self.eng.config.max_model_len - r.num_tokens - k - 1
+        if d2 < fin:
+            fin = d2
+        if fin < d:
+            d = fin
         if d < 0:
             d = 0
         f = r.future
-        if len(f) <= d:  # draw a block ahead: fewer, longer draws (the stream is the same either way)
-            f.extend(r.token_stream.take(d + 1 - len(f) + bs))
+        if len(f) <= k + d:  # draw a block ahead: fewer, longer draws (the stream is the same either way)
+            f.extend(r.token_stream.take(k + d + 1 - len(f) + bs))
         eos = self.eng._eos
         if eos is not None and not r.ignore_eos and eos in f:
-            j = f.index(eos)
+            j = f.index(eos) - k
             if j < d:
                 d = j
+        if d == 0 and handled:
+            return False
         r.due_at = L + d
         due = self.due.get(L + d)
         if due is None:
             self.due[L + d] = [r]
         else:
             due.append(r)
+        return True
 
     def sync(self, r: Request, L: int, win: "Window | None") -> None:
         """Bring a lazy request's counters and tokens up to step L (it decoded once per step since lazy_at)."""

@@ -8,8 +8,6 @@ decode), and frees a request's blocks tail-first.
 
 from __future__ import annotations
 
-from itertools import islice
-
 from kvtiers.hashing import BlockHasher
 from sim_gpu.engine.block_pool import BlockPool, KVBlock
 from sim_gpu.engine.request import Request
@@ -49,8 +47,10 @@ class KVCacheManager:
         bs = self.block_size
         toks = req.all_token_ids
         limit = min(num_blocks, len(toks) // bs)
-        if len(hashes) < limit:
-            start = len(hashes)
+        start = len(hashes)
+        if start + 1 == limit and start and not self.lora_name:  # one block filled by decode: no extra keys
+            hashes.append(self._memo_hasher.hash_next(hashes[-1], toks[start * bs : limit * bs]))
+        elif start < limit:
             hashes += self._memo_hasher.hash_blocks(
                 toks[start * bs : limit * bs],
                 req.cache_salt,
@@ -76,7 +76,6 @@ class KVCacheManager:
             return [], 0
         hashes = self.ensure_hashes(req, max_blocks)
         pool = self.pool
-        get = pool._cached.get  # BlockPool.get_cached_block, inlined: this runs per block per admission try
         log = pool.evict_log
         memo = req.hit_memo
         hits: list[KVBlock] | None = None
@@ -88,22 +87,20 @@ class KVCacheManager:
             if start < len(log):
                 if chain is None:
                     chain = set(hashes[:max_blocks])
-                for h in log[start:]:
-                    if h in chain:
-                        hits = None
-                        break
+                if not chain.isdisjoint(log[start:]):
+                    hits = None
         if hits is None:
             hits = []
         k = len(hits)
         if k < max_blocks:
-            for h in islice(hashes, k, max_blocks):
-                entry = get(h)
-                if not entry:
-                    break
-                for block in entry.values():  # any block holding the digest (the first)
-                    hits.append(block)
-                    break
-                k += 1
+            # The first block holding each digest (BlockPool._first, i.e. get_cached_block), up to the first miss.
+            found = list(map(pool._first.get, hashes[k:max_blocks]))
+            try:
+                found = found[: found.index(None)]
+            except ValueError:
+                pass
+            hits += found
+            k += len(found)
         req.hit_memo = (pool.cache_epoch, pool.evict_base + len(log), max_blocks, hits, chain)
         return list(hits), k * self.block_size
 

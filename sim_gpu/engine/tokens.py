@@ -26,6 +26,7 @@ OUTPUT_MODES = ("random", "echo")
 # Shared by every engine in the process, bounded: cleared when full (a cleared memo only costs recomputing).
 _PREFIX_CRC: dict[bytes, int] = {}
 _PREFIX_CRC_MAX = 200_000
+_RUNS_MAX = 256  # drawn runs kept per generator (engine), by key: ~8 KB each (int64)
 _MIN_RUN = 64  # first run of draws per stream unless the caller expects more; each refill at least doubles it
 
 
@@ -54,16 +55,23 @@ def _prompt_crc(prompt: Sequence[int], blocks: tuple[int, Sequence[bytes]] | Non
 
 class _Draws:
     """The stream `int(random.Random(key).random() * vocab)` for a key of at least two 32-bit words, made by a
-    shared numpy RandomState in runs: a refill re-seeds and draws the whole longer run again (C speed)."""
+    shared numpy RandomState in runs: a refill re-seeds and draws the whole longer run again (C speed).
 
-    __slots__ = ("buf", "first", "pos", "rs", "vocab", "words")
+    The longest run drawn per key is kept in `runs` (the generator's, the last `_RUNS_MAX` keys): the same
+    prompt on the same engine is the same stream, so a repeated prompt starts from it instead of re-seeding
+    (~25 us) and re-drawing. A run is a prefix of the stream and is never changed."""
 
-    def __init__(self, rs: np.random.RandomState, key: int, vocab: int, first: int) -> None:
+    __slots__ = ("buf", "first", "key", "pos", "rs", "runs", "vocab")
+
+    def __init__(
+        self, rs: np.random.RandomState, key: int, vocab: int, first: int, runs: dict[int, np.ndarray]
+    ) -> None:
         self.rs = rs
-        k = abs(key)
-        self.words = [(k >> s) & 0xFFFFFFFF for s in range(0, max(k.bit_length(), 1), 32)]  # init_by_array key
+        self.key = key
         self.vocab = vocab
-        self.buf: list[int] = []
+        self.runs = runs
+        run = runs.get(key)
+        self.buf: list[int] = [] if run is None else run.tolist()
         self.pos = 0
         self.first = max(first, _MIN_RUN)  # size of the first run (re-seeding and re-drawing costs ~10 us)
 
@@ -72,9 +80,16 @@ class _Draws:
         end = pos + n
         buf = self.buf
         if end > len(buf):
-            self.rs.seed(self.words)
+            k = abs(self.key)
+            self.rs.seed([(k >> s) & 0xFFFFFFFF for s in range(0, max(k.bit_length(), 1), 32)])  # init_by_array
             size = max(end, 2 * len(buf), self.first)
-            buf = self.buf = (self.rs.random_sample(size) * self.vocab).astype(np.int64).tolist()
+            run = (self.rs.random_sample(size) * self.vocab).astype(np.int64)
+            buf = self.buf = run.tolist()
+            runs = self.runs
+            old = runs.pop(self.key, None)
+            runs[self.key] = run if old is None or len(old) < size else old  # most recent last
+            if len(runs) > _RUNS_MAX:
+                del runs[next(iter(runs))]
         self.pos = end
         return buf[pos:end]
 
@@ -145,6 +160,7 @@ class TokenGenerator:
         self.vocab_size = int(vocab_size)
         self.mode = mode
         self._rs: np.random.RandomState | None = None  # shared by this generator's streams (_Draws)
+        self._runs: dict[int, np.ndarray] = {}  # key -> the longest run drawn for it, oldest key first (_Draws)
 
     def key(
         self,
@@ -196,7 +212,7 @@ class TokenGenerator:
         if key >> 32:  # two or more 32-bit words: numpy seeds from them exactly as random.Random does
             if self._rs is None:
                 self._rs = np.random.RandomState()
-            draws = _Draws(self._rs, key, self.vocab_size, expect)
+            draws = _Draws(self._rs, key, self.vocab_size, expect, self._runs)
             return TokenStream(draws.next, draws.take)
         rng = random.Random(key)
         vocab = self.vocab_size

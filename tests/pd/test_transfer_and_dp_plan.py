@@ -92,3 +92,24 @@ def test_lockstep_makes_the_slowest_rank_set_the_pace():
         assert {r.endpoint for r in res.records} == {"ep-0-r0", "ep-0-r1"}
         pace[lockstep] = next(r for r in res.records if r.prompt_tokens == 16).ttft
     assert pace[True] > 5 * pace[False]  # the tiny request waits for the other rank's 4000-token prefill step
+
+
+def test_wide_ep_router_digests_are_the_ones_its_ranks_would_compute():
+    """simulate_wide_ep hands the router's prompt digests to the rank (no second hashing): they must be exactly
+    the engine's own, and refused where the engine hashes differently."""
+    from llmdctl.plan.router import PlannedRouter
+    from llmdctl.plan.sim import prompt_digests
+    from router_lite.types import Endpoint, EndpointMetrics, LLMRequest
+
+    router = PlannedRouter.build(_wide_ep_router(), "wide-ep: router", 0, 16)
+    ep = Endpoint("10.0.0.1", 8000, name="ep-0-r0", dp_rank=0)
+    ep.metrics = EndpointMetrics(block_size=16, num_gpu_blocks=2048)
+    prompt = generate(WorkloadSpec(kind="random", num_requests=1, input_len=100, output_len=4, seed=3))[0].prompt
+    llm = LLMRequest("r0", "sim-model", prompt_token_ids=prompt, arrival=0.0)
+    assert not isinstance(router.route(llm, [ep]), str)
+    same = SimEngine(EngineConfig(block_size=16, num_gpu_blocks=64))
+    digests = prompt_digests(same, llm)
+    assert digests is not None and len(digests) == 100 // 16
+    assert digests == same.hasher.hash_blocks(prompt)
+    assert prompt_digests(SimEngine(EngineConfig(block_size=32, num_gpu_blocks=64)), llm) is None
+    assert prompt_digests(SimEngine(EngineConfig(block_size=16, num_gpu_blocks=64, lora_name="a")), llm) is None

@@ -62,6 +62,23 @@ def test_hashless_freed_blocks_are_reused_before_cached_ones():
     assert order[-2:] == [cached[1].block_id, cached[0].block_id]
 
 
+def test_one_block_at_a_time_takes_the_free_queue_in_the_same_order_and_evicts_alike():
+    """get_new_block (a decode's next block) is get_new_blocks(1): hashless front, never-used, LRU back."""
+    pools = [BlockPool(8, BS), BlockPool(8, BS)]
+    for pool in pools:
+        a, _ = _cached(pool, list(range(12)))
+        partial = pool.get_new_blocks(1)
+        pool.free_blocks(reversed(a + partial))
+        pool.take_events()
+    one = [pools[0].get_new_block().block_id for _ in range(7)]
+    many = [pools[1].get_new_blocks(1)[0].block_id for _ in range(7)]
+    assert one == many
+    assert pools[0].take_events() == pools[1].take_events() != []  # the same BlockRemoved, in order
+    assert pools[0].num_free_blocks == 0
+    with pytest.raises(ValueError):
+        pools[0].get_new_block()
+
+
 def test_touch_and_ref_counts_share_blocks():
     pool = BlockPool(6, BS)
     a, ha = _cached(pool, list(range(8)))

@@ -37,6 +37,26 @@ def test_stream_equals_plain_draws_in_any_mix_of_next_and_take() -> None:
         assert got == _plain_tokens(key, 32000, len(got))
 
 
+def test_a_repeated_prompt_starts_from_the_run_kept_for_it_and_gets_the_same_stream() -> None:
+    """Runs are kept per key (most recent keys): repeats, interleaved streams of one key, streams that outgrow
+    the kept run, and keys dropped from the memo all still give the plain draws."""
+    gen = TokenGenerator(seed=5, vocab_size=151_000)
+    rng = random.Random(2)
+    prompts = [[rng.randrange(150_000) for _ in range(rng.randrange(2, 80))] for _ in range(300)]
+    for rep in range(3):
+        for i in range(0, len(prompts), 7 if rep else 1):  # the first pass fills the memo past its bound
+            p = prompts[i]
+            a, b = gen.stream(p, expect=20), gen.stream(p, expect=20)
+            got_a = a.take(10)
+            got_b = b.take(5)
+            got_a += a.take(rng.randrange(1, 300)) + [a.next()]
+            got_b += b.take(rng.randrange(1, 600))
+            want = _plain_tokens(_plain_key(5, p), 151_000, max(len(got_a), len(got_b)))
+            assert got_a == want[: len(got_a)]
+            assert got_b == want[: len(got_b)]
+    assert len(gen._runs) <= 256
+
+
 def test_a_key_of_one_32_bit_word_takes_the_python_path_with_the_same_values() -> None:
     gen = TokenGenerator(seed=3, vocab_size=100)
     key = gen.key([])  # crc32 of no bytes is 0: the key is the seed alone
