@@ -3,7 +3,9 @@
 vLLM identifies a full KV block by a chained hash: ``h_i = H((h_{i-1}, tuple(block_tokens), extra_keys))``
 with ``h_{-1} = NONE_HASH = H(seed)``; the seed is ``$PYTHONHASHSEED`` when set, else ``"vllm-none-hash"``.
 ``H`` is sha256 over a pickle (``sha256``, vLLM's default) or over canonical CBOR (``sha256_cbor``). The
-cache salt enters block 0's extra keys. KV events carry either the full digest or, by default, its last 8
+cache salt enters block 0's extra keys as ``("cache_salt", salt)`` and a LoRA adapter every block's as
+``("lora", name)`` (vLLM 0.32 tags both so that an adapter name can never alias a salt; the capture in
+../shared/vectors confirms the salt's tag). KV events carry either the full digest or, by default, its last 8
 bytes as an unsigned integer. Engine and router both hash here, so a block id means the same on both sides.
 """
 
@@ -55,10 +57,11 @@ def to_event_hashes(digests: Sequence[bytes]) -> list[int]:
 
 
 def block_extra_keys(block_index: int, cache_salt: str | None = None, lora_name: str | None = None) -> tuple | None:
-    """Extra keys of one block as vLLM builds them: LoRA name on every block, the cache salt on block 0."""
+    """Extra keys of one block as vLLM builds them: the tagged LoRA name on every block, then the tagged cache
+    salt on block 0 (vLLM's order: LoRA, multimodal, salt)."""
     keys: list[Any] = []
     if lora_name:
-        keys.append(lora_name)
+        keys.append(("lora", lora_name))
     if cache_salt and block_index == 0:
         keys.append(("cache_salt", cache_salt))
     return tuple(keys) if keys else None

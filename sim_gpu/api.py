@@ -11,6 +11,7 @@ are ignored, as vLLM ignores them.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -100,6 +101,7 @@ class ServedModel:
     max_model_len: int
     tokenizer: Any
     aliases: tuple[str, ...] = ()
+    loras: Container[str] = ()  # LoRA adapter names served now (a live view: adapters load and unload)
 
     def check(self, model: Any) -> str:
         """The served name for a request's `model` (absent means the served model); 404 for anything else."""
@@ -107,9 +109,13 @@ class ServedModel:
             return self.name
         if not isinstance(model, str):
             raise APIError(400, f"'model' must be a string, got {type(model).__name__}.", "model")
-        if model != self.name and model not in self.aliases:
+        if model != self.name and model not in self.aliases and model not in self.loras:
             raise APIError(404, f"The model `{model}` does not exist.", "model", "NotFoundError")
         return model
+
+    def lora_of(self, model: str) -> str | None:
+        """The LoRA adapter a checked `model` names, or None for the base model."""
+        return model if model != self.name and model not in self.aliases and model in self.loras else None
 
 
 @dataclass
@@ -135,6 +141,7 @@ class GenRequest:
     replay_output_ids: list[int] | None = None  # simulator extension `sim_output_token_ids`
     sampling: Sampling = field(default_factory=Sampling)
     forced: Forced | None = None  # response_format / tool_choice: the output the grammar forces
+    lora_name: str | None = None  # the LoRA adapter `model` names (None: the base model)
 
 
 def _bool(body: dict, key: str, default: bool = False) -> bool:
@@ -243,9 +250,11 @@ def _common(body: dict, served: ServedModel) -> dict[str, Any]:
         if not isinstance(replay, list):
             raise APIError(400, f"'{REPLAY_FIELD}' must be a list of token ids.", REPLAY_FIELD)
         replay = _token_list(replay, served.tokenizer.vocab_size, REPLAY_FIELD)
+    model = served.check(body.get("model"))
     return dict(
         replay_output_ids=replay or None,
-        model=served.check(body.get("model")),
+        model=model,
+        lora_name=served.lora_of(model),
         n=n,
         stream=stream,
         include_usage=bool(opts.get("include_usage")),
@@ -550,18 +559,21 @@ def sse(obj: Any) -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
-def models_response(served: ServedModel, created: int, root: str | None = None) -> dict[str, Any]:
-    card = {
-        "id": served.name,
+def model_card(
+    name: str, created: int, root: str, parent: str | None, max_model_len: int | None
+) -> dict[str, Any]:
+    """One /v1/models entry as vLLM's ModelCard (adapters: root = their path, parent = the base model)."""
+    return {
+        "id": name,
         "object": "model",
         "created": created,
         "owned_by": "vllm",
-        "root": root or served.name,
-        "parent": None,
-        "max_model_len": served.max_model_len,
+        "root": root,
+        "parent": parent,
+        "max_model_len": max_model_len,
         "permission": [
             {
-                "id": f"modelperm-{uuid.uuid5(uuid.NAMESPACE_DNS, served.name).hex}",
+                "id": f"modelperm-{uuid.uuid5(uuid.NAMESPACE_DNS, name).hex}",
                 "object": "model_permission",
                 "created": created,
                 "allow_create_engine": False,
@@ -576,7 +588,14 @@ def models_response(served: ServedModel, created: int, root: str | None = None) 
             }
         ],
     }
-    return {"object": "list", "data": [card]}
+
+
+def models_response(
+    served: ServedModel, created: int, root: str | None = None, adapters: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The base model's card, then the LoRA adapters' (vLLM's order)."""
+    card = model_card(served.name, created, root or served.name, None, served.max_model_len)
+    return {"object": "list", "data": [card, *(adapters or [])]}
 
 
 def tokenize(body: dict[str, Any], served: ServedModel) -> dict[str, Any]:

@@ -81,6 +81,18 @@ def serve(
         help="Serve vLLM's Renderer API (/v1/completions/render, /v1/chat/completions/render), as vLLM's flag; "
         "without it those routes answer 403, as vLLM does.",
     ),
+    enable_lora: bool = typer.Option(False, "--enable-lora", help="Serve LoRA adapters (vLLM's flag)."),
+    max_loras: int = typer.Option(1, "--max-loras", help="Most distinct adapters in one batch (vLLM's flag)."),
+    max_lora_rank: int = typer.Option(16, "--max-lora-rank", help="Largest adapter rank accepted (vLLM's flag)."),
+    max_cpu_loras: Optional[int] = typer.Option(
+        None, "--max-cpu-loras", help="Adapters kept in host memory (default: --max-loras, as vLLM)."
+    ),
+    lora_modules: Optional[list[str]] = typer.Option(
+        None,
+        "--lora-modules",
+        help="Adapters served from the start: name=path or JSON {name, path, base_model_name} (repeat). "
+        "Runtime load/unload endpoints need VLLM_ALLOW_RUNTIME_LORA_UPDATING=true, as in vLLM.",
+    ),
     kv_tiers: Optional[str] = typer.Option(
         None,
         "--kv-tiers",
@@ -133,6 +145,11 @@ def serve(
             kv_tiers=kv_tiers,
             enable_prompt_tokens_details=enable_prompt_tokens_details,
             enable_scale_out=enable_scale_out,
+            enable_lora=enable_lora,
+            max_loras=max_loras,
+            max_lora_rank=max_lora_rank,
+            max_cpu_loras=max_cpu_loras,
+            lora_modules=list(lora_modules or []),
         )
         run(cfg)
     except (ValueError, ProfileError, OSError) as exc:

@@ -21,7 +21,9 @@ from sim_gpu.clock import ScaledClock
 from sim_gpu.engine import EngineRequest, RequestOutput
 from sim_gpu.faults import FaultInjector
 from sim_gpu.kv_publisher import KVEventPublisher, offset_endpoint, render_topic
+from sim_gpu.engine.lora import LoraSlots
 from sim_gpu.latency import LatencyModel
+from sim_gpu.lora import LoraAdapters
 from sim_gpu.metrics import FinishedRequest, PerfModel, PodMetrics
 from sim_gpu.serve_config import ServeConfig, build_engine
 from sim_gpu.tiers import PodTiers, attach_pod_tiers
@@ -149,6 +151,13 @@ class Pod:
             max_model_len=self.max_model_len,
             perf=PerfModel.of(self.engine.latency),
         )
+        self.loras: LoraAdapters | None = None
+        if cfg.enable_lora:  # adapters as model names, max_loras per batch, vllm:lora_requests_info
+            slots = LoraSlots(max_loras=cfg.max_loras, max_cpu_loras=cfg.max_cpu_loras)
+            self.engine.enable_lora(slots)
+            self.loras = LoraAdapters(cfg.lora_config(), cfg.model, self.engine.latency.model, slots)
+            self.served.loras = self.loras.adapters
+            self.metrics.enable_lora(cfg.max_loras)
         self.publisher: KVEventPublisher | None = None
         if cfg.kv_events_endpoint:
             self.publisher = KVEventPublisher(
@@ -201,6 +210,8 @@ class Pod:
                 continue
             if res.num_scheduled_tokens:
                 self.metrics.observe_iteration(res.num_scheduled_tokens)
+            if self.loras is not None:
+                self.metrics.observe_lora(*eng.lora_adapters())
             if res.duration_s > 0:
                 await clock.sleep(res.duration_s)
             elif not res.outputs and not res.kv_events:
@@ -275,6 +286,7 @@ class Pod:
             prefill_only=plan.prefill_only,
             output_token_ids=replay,
             seed=req.sampling.choice_seed(choice),
+            lora_name=req.lora_name,
         )
         try:
             self.engine.add_request(ereq)

@@ -26,6 +26,7 @@ from sim_gpu.choice import ChoiceOutput
 from sim_gpu.engine import RequestOutput
 from sim_gpu.faults import failure_body
 from sim_gpu.http_metrics import HTTPMetrics
+from sim_gpu.lora import runtime_updating_allowed
 from sim_gpu.pod import Pod, Tracked
 
 JSON = "application/json"
@@ -70,6 +71,11 @@ class PodApp:
             Route("/v1/completions/render", self.render_completion, methods=["POST"]),
             Route("/v1/chat/completions/render", self.render_chat, methods=["POST"]),
         ]
+        if self.pod.loras is not None and runtime_updating_allowed():  # as vLLM: only with the env var set
+            routes += [
+                Route("/v1/load_lora_adapter", self.load_lora_adapter, methods=["POST"]),
+                Route("/v1/unload_lora_adapter", self.unload_lora_adapter, methods=["POST"]),
+            ]
         return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
 
     async def health(self, request: Request) -> Response:
@@ -85,9 +91,32 @@ class PodApp:
         return Response(api.dumps({"version": f"sim_gpu-{__version__}"}), media_type=JSON)
 
     async def models(self, request: Request) -> Response:
+        now = int(time.time())
+        adapters = self.pod.loras.cards(now) if self.pod.loras is not None else None
         return Response(
-            api.dumps(api.models_response(self.served, int(time.time()), self.cfg.model_profile)), media_type=JSON
+            api.dumps(api.models_response(self.served, now, self.cfg.model_profile, adapters)), media_type=JSON
         )
+
+    async def load_lora_adapter(self, request: Request) -> Response:
+        return await self._lora_call(request, "load")
+
+    async def unload_lora_adapter(self, request: Request) -> Response:
+        return await self._lora_call(request, "unload")
+
+    async def _lora_call(self, request: Request, op: str) -> Response:
+        """vLLM's answers: the success line as plain text, or an OpenAI error object."""
+        loras = self.pod.loras
+        assert loras is not None  # the routes exist only with LoRA enabled
+        try:
+            body = api.loads_body(await read_body(request))
+            text = loras.load(body) if op == "load" else loras.unload(body)
+        except APIError as exc:
+            return _error(exc)
+        except ClientDisconnect:
+            return Response(status_code=499)
+        except Exception as exc:  # noqa: BLE001 - the server never dies on a request
+            return _error(APIError(500, f"Internal error: {exc!r}", err_type="InternalServerError"))
+        return Response(text, status_code=200)
 
     async def metrics_endpoint(self, request: Request) -> Response:
         body, content_type = self.metrics.render_for(request.headers.get("accept"))

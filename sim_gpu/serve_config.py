@@ -15,6 +15,7 @@ from sim_gpu import pd
 from sim_gpu.engine import EngineConfig, SimEngine
 from sim_gpu.kv_publisher import validate_endpoint
 from sim_gpu.latency import LatencyModel
+from sim_gpu.lora import LoraConfig, parse_lora_module
 from sim_gpu.tiers import parse_spec as parse_tiers
 
 
@@ -58,6 +59,11 @@ class ServeConfig:
     enable_prompt_tokens_details: bool = False  # vLLM's flag: usage.prompt_tokens_details (cached_tokens), else null
     enable_scale_out: bool = False  # vLLM's flag: serve the Renderer API (/v1/completions/render, ...), else 403
     kv_tiers: str | None = None  # --kv-tiers: a profile's kv_tiers section as JSON, or a file holding it
+    enable_lora: bool = False  # vLLM's LoRA flags (sim_gpu/lora.py)
+    max_loras: int = 1
+    max_lora_rank: int = 16
+    max_cpu_loras: int | None = None
+    lora_modules: list[str] = field(default_factory=list)  # name=path or vLLM's JSON form
 
     def validate(self) -> None:
         """One-line errors naming the flag, before anything binds."""
@@ -103,6 +109,19 @@ class ServeConfig:
             validate_endpoint(self.kv_events_endpoint)
         if self.kv_tiers:
             parse_tiers(self.kv_tiers)
+        if self.lora_modules and not self.enable_lora:
+            raise ValueError("--lora-modules: serving LoRA adapters needs --enable-lora")
+        if self.enable_lora:
+            self.lora_config().validate()
+
+    def lora_config(self) -> LoraConfig:
+        """The LoRA flags parsed (ValueError names the flag)."""
+        return LoraConfig(
+            max_loras=self.max_loras,
+            max_lora_rank=self.max_lora_rank,
+            max_cpu_loras=self.max_cpu_loras,
+            modules=[parse_lora_module(m) for m in self.lora_modules],
+        )
 
 
 def build_latency(cfg: ServeConfig) -> LatencyModel:

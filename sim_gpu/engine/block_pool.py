@@ -172,8 +172,11 @@ class BlockPool:
         num_full: int,
         all_token_ids: Sequence[int],
         cache_salt: str | None = None,
+        lora_name: str | None = None,
+        lora_id: int | None = None,
     ) -> None:
-        """Register blocks[num_cached:num_full] under their hashes and emit one BlockStored for them."""
+        """Register blocks[num_cached:num_full] under their hashes and emit one BlockStored for them (with the
+        request's LoRA adapter, as vLLM names it in the event: lora_id, lora_name, the name in extra_keys)."""
         if num_full <= num_cached:
             return
         new_hashes: list[Any] = []
@@ -195,7 +198,10 @@ class BlockPool:
                 first = i
             if self.enable_events:
                 new_hashes.append(to_event_hash(h, self.event_hash_int))
-                extra.append([cache_salt] if (i == 0 and cache_salt) else None)
+                if lora_name is None:
+                    extra.append([cache_salt] if (i == 0 and cache_salt) else None)
+                else:
+                    extra.append([lora_name, cache_salt] if (i == 0 and cache_salt) else [lora_name])
         if not self.enable_events or first < 0:
             return
         bs = self.block_size
@@ -206,9 +212,9 @@ class BlockPool:
                 parent_block_hash=parent,
                 token_ids=list(all_token_ids[first * bs : num_full * bs]),
                 block_size=bs,
-                lora_id=None,
+                lora_id=lora_id,
                 medium="GPU",
-                lora_name=None,
+                lora_name=lora_name,
                 extra_keys=extra,
             )
         )

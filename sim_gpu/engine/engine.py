@@ -18,6 +18,7 @@ from kvtiers.hashing import HASH_ALGOS, BlockHasher, to_event_hash
 from sim_gpu.engine.block_pool import BlockPool
 from sim_gpu.engine.fast_forward import LazyDecodes, Window
 from sim_gpu.engine.kv_cache_manager import KVCacheManager
+from sim_gpu.engine.lora import LoraSlots
 from sim_gpu.engine.request import (
     FINISHED,
     WAITING_FOR_REMOTE_KVS,
@@ -156,6 +157,12 @@ class SimEngine:
         rp = req.remote_prefill
         if rp is not None and (not isinstance(rp.num_tokens, int) or rp.num_tokens < 0):
             raise ValueError(f"remote_prefill.num_tokens: expected an integer >= 0, got {rp.num_tokens!r}")
+        if req.lora_name is not None:
+            lora = self.scheduler.lora
+            if lora is None:
+                raise ValueError(f"lora_name: {req.lora_name!r} given but LoRA is not enabled on this engine")
+            if req.lora_name not in lora.adapter_ids:
+                raise ValueError(f"lora_name: adapter {req.lora_name!r} is not loaded on this engine")
         pbh = req.prompt_block_hashes
         if pbh is not None and len(pbh) > len(prompt) // cfg.block_size:
             raise ValueError(
@@ -176,6 +183,11 @@ class SimEngine:
         blocks = (bs, req.block_hashes[: plen // bs]) if req.block_hashes else None
         # fast_forward draws up to a block ahead of the last token: one run covers the whole request
         return self.tokens.stream(prompt, replay, blocks, expect=req.max_tokens + bs + 1, seed=seed)
+
+    def enable_lora(self, slots: LoraSlots) -> None:
+        """Serve LoRA adapters: requests may name one registered in `slots` (see engine/lora.py)."""
+        self.scheduler.lora = slots
+        self.kv.lora_ids = slots.adapter_ids
 
     def abort_request(self, request_id: str) -> bool:
         """Drop a request and free its blocks (they stay cached); False if it is unknown or already done."""
@@ -269,6 +281,7 @@ class SimEngine:
             return StepResult(duration_s=wait, kv_events=events, num_preempted=npre, idle=True)
 
         duration = self.latency.step_time(batch.shape, self._rng if self.latency.jitter > 0 else None)
+        duration += batch.lora_load_s
         if win is not None:
             lazy.ends.append(now + duration)
         outputs: list[RequestOutput] = []
@@ -352,6 +365,14 @@ class SimEngine:
     def block_ids_of(self, request_id: str) -> list[int]:
         req = self._requests.get(request_id)
         return [b.block_id for b in req.blocks] if req is not None else []
+
+    def lora_adapters(self) -> tuple[list[str], list[str]]:
+        """Adapters of the running and of the waiting requests, each in order of first appearance (the
+        running_lora_adapters / waiting_lora_adapters labels of vllm:lora_requests_info)."""
+        sched = self.scheduler
+        running = dict.fromkeys(r.lora_name for r in sched.running if r.lora_name is not None)
+        waiting = dict.fromkeys(r.lora_name for r in sched.waiting if r.lora_name is not None)
+        return list(running), list(waiting)
 
     def stats(self) -> EngineStats:
         sched = self.scheduler

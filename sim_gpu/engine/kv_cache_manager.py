@@ -38,6 +38,7 @@ class KVCacheManager:
         self.block_size = pool.block_size
         self.max_model_len = max_model_len
         self.lora_name = lora_name
+        self.lora_ids: dict[str, int] = {}  # adapter name -> lora_int_id, for KV events (SimEngine.enable_lora)
         self.enable_caching = pool.enable_caching
         self._memo_hasher = _memo_hasher(hasher)
 
@@ -54,7 +55,7 @@ class KVCacheManager:
             hashes += self._memo_hasher.hash_blocks(
                 toks[start * bs : limit * bs],
                 req.cache_salt,
-                self.lora_name,
+                req.lora_name or self.lora_name,
                 parent=hashes[-1] if hashes else None,
                 start_block=start,
             )
@@ -149,7 +150,10 @@ class KVCacheManager:
         if num_full <= num_cached:
             return
         hashes = self.ensure_hashes(req, num_full)
-        self.pool.cache_full_blocks(req.blocks, hashes, num_cached, num_full, req.all_token_ids, req.cache_salt)
+        lora = req.lora_name or self.lora_name
+        self.pool.cache_full_blocks(
+            req.blocks, hashes, num_cached, num_full, req.all_token_ids, req.cache_salt, lora, self.lora_ids.get(lora) if lora else None
+        )
         req.num_cached_blocks = num_full
 
     def free(self, req: Request) -> None:

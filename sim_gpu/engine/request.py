@@ -48,6 +48,7 @@ class EngineRequest:
     # Digests of the prompt's full blocks that the caller already took with this engine's hash setting (the
     # planner's router hashed the prompt to route it): trusted, so the engine does not hash them again.
     prompt_block_hashes: list[bytes] | None = None
+    lora_name: str | None = None  # the LoRA adapter serving it (registered with SimEngine.enable_lora); None: base
 
 
 @dataclass(slots=True)
@@ -192,6 +193,7 @@ class Request:
         "hit_memo",
         "due_at",
         "scheduled_at",
+        "lora_name",
     )
 
     def __init__(self, req: EngineRequest, token_stream: Any) -> None:
@@ -226,6 +228,7 @@ class Request:
         self.due_at = -1  # lazy: the engine step at which it next needs the scheduler's attention
         self.hit_memo: Any = None  # KVCacheManager.get_computed_blocks' last answer, re-validated on reuse
         self.scheduled_at = -1.0  # engine time it was first scheduled (vLLM's queue time ends there)
+        self.lora_name = req.lora_name
 
     def append_token(self, token: int) -> None:
         self.all_token_ids.append(token)
