@@ -559,9 +559,7 @@ def sse(obj: Any) -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
-def model_card(
-    name: str, created: int, root: str, parent: str | None, max_model_len: int | None
-) -> dict[str, Any]:
+def model_card(name: str, created: int, root: str, parent: str | None, max_model_len: int | None) -> dict[str, Any]:
     """One /v1/models entry as vLLM's ModelCard (adapters: root = their path, parent = the base model)."""
     return {
         "id": name,

@@ -136,9 +136,7 @@ class LoraAdapters:
             weights = [p for p in local.glob("adapter_model.*") if p.is_file()] if local.is_dir() else [local]
             nbytes = sum(p.stat().st_size for p in weights) or estimated_bytes(self.model, rank)
         elif path.startswith(_LOCAL_PREFIXES):
-            raise APIError(
-                404, f"Loading lora {name} failed: No adapter found for {path}", err_type="NotFoundError"
-            )
+            raise APIError(404, f"Loading lora {name} failed: No adapter found for {path}", err_type="NotFoundError")
         else:  # a hub id: vLLM would download it; sized as a max-rank adapter
             rank = self.cfg.max_lora_rank
             nbytes = estimated_bytes(self.model, rank)

@@ -19,9 +19,9 @@ from sim_gpu import pd
 from sim_gpu.api import APIError, GenRequest, ServedModel
 from sim_gpu.clock import ScaledClock
 from sim_gpu.engine import EngineRequest, RequestOutput
+from sim_gpu.engine.lora import LoraSlots
 from sim_gpu.faults import FaultInjector
 from sim_gpu.kv_publisher import KVEventPublisher, offset_endpoint, render_topic
-from sim_gpu.engine.lora import LoraSlots
 from sim_gpu.latency import LatencyModel
 from sim_gpu.lora import LoraAdapters
 from sim_gpu.metrics import FinishedRequest, PerfModel, PodMetrics

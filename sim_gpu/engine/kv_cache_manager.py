@@ -151,8 +151,9 @@ class KVCacheManager:
             return
         hashes = self.ensure_hashes(req, num_full)
         lora = req.lora_name or self.lora_name
+        lora_id = self.lora_ids.get(lora) if lora else None
         self.pool.cache_full_blocks(
-            req.blocks, hashes, num_cached, num_full, req.all_token_ids, req.cache_salt, lora, self.lora_ids.get(lora) if lora else None
+            req.blocks, hashes, num_cached, num_full, req.all_token_ids, req.cache_salt, lora, lora_id
         )
         req.num_cached_blocks = num_full
 
