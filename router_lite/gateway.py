@@ -26,6 +26,7 @@ from router_lite.admission import Rejected
 from router_lite.app_state import RouterSettings, RouterState, config_from_text, named_config
 from router_lite.config import ConfigError
 from router_lite.director import Flow, NoEndpoint, Shed
+from router_lite.lora import adapter_of
 from router_lite.proxy import (
     PrefillError,
     Upstream,
@@ -307,6 +308,7 @@ class Gateway:
             session_id=headers.get("x-session-id"),
             cache_salt=salt if isinstance(salt, str) else None,
             client_request_id=headers.get("x-request-id") or None,
+            lora_name=adapter_of(body["model"], self.state.datalayer.endpoints()),
         )
 
     # -- routes forwarded as they are (router_lite.passthrough) ----------------------------------------

@@ -30,6 +30,7 @@ class EndpointMetrics:
     active_models: set[str] = field(default_factory=set)  # LoRA adapters currently loaded (running_lora_adapters)
     waiting_models: set[str] = field(default_factory=set)  # LoRA adapters requests are waiting for
     max_active_models: int = 0  # max_lora; 0 = unknown / no LoRA
+    base_models: set[str] = field(default_factory=set)  # the served base model (vLLM's `model_name` label)
     updated_at: float = 0.0
 
 
@@ -227,6 +228,7 @@ class SchedulingResult:
             "ts": self.ts,
             "model": req.model,
             "target_model": req.effective_model,
+            "lora": req.lora_name,
             "prompt_tokens": req.prompt_tokens,
             "priority": req.priority,
             "profiles_run": list(self.profile_results),
