@@ -16,7 +16,7 @@ import yaml
 
 from llmdctl.paths import profiles_dir
 
-Role = Literal["both", "prefill", "decode"]
+Role = Literal["both", "prefill", "decode", "encode"]  # encode: E/P/D multimodal encoder pods
 Engine = Literal["sim", "vllm"]
 
 

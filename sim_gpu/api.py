@@ -17,7 +17,10 @@ from typing import Any, Literal
 
 import msgspec
 
+from kvtiers.hashing import MMItem
 from kvtiers.tokenizer import TokenizerError
+from sim_gpu import multimodal
+from sim_gpu.multimodal import MMInput
 from sim_gpu.sampling import Sampling, SamplingError, parse_sampling
 from sim_gpu.structured import Forced, StructuredError, forced_output
 
@@ -142,6 +145,9 @@ class GenRequest:
     sampling: Sampling = field(default_factory=Sampling)
     forced: Forced | None = None  # response_format / tool_choice: the output the grammar forces
     lora_name: str | None = None  # the LoRA adapter `model` names (None: the base model)
+    mm_inputs: list[MMInput] = field(default_factory=list)  # chat: image / video / audio parts, in order
+    mm_items: list[MMItem] = field(default_factory=list)  # their (identifier, offset, placeholder count)
+    ec_transfer_params: dict[str, Any] | None = None  # E/P/D: embeddings an encode pod computed (multimodal.py)
 
 
 def _bool(body: dict, key: str, default: bool = False) -> bool:
@@ -318,7 +324,27 @@ def parse_completion(body: dict[str, Any], served: ServedModel) -> GenRequest:
 
 
 def chat_prompt_ids(body: dict[str, Any], served: ServedModel) -> list[int]:
-    """Token ids of a chat request's messages after the chat template."""
+    """Token ids of a chat request's messages after the chat template (multimodal items as placeholders)."""
+    return chat_prompt(body, served)[0]
+
+
+def chat_prompt(body: dict[str, Any], served: ServedModel) -> tuple[list[int], list[MMInput], list[MMItem]]:
+    """Token ids after the chat template, each image / video / audio part expanded to its placeholder tokens
+    where it sits; the items and their (identifier, offset, count)."""
+    try:
+        messages, inputs = multimodal.extract(body.get("messages"))
+    except multimodal.MMError as exc:
+        raise APIError(400, str(exc), exc.param) from None
+    ids = _template_ids({**body, "messages": messages} if inputs else body, served)
+    if not inputs:
+        return ids, [], []
+    tok = served.tokenizer
+    marker = tok.encode(multimodal.MARKER, add_special_tokens=False)
+    ids, spans = multimodal.expand(ids, marker, inputs, tok.vocab_size - 1)
+    return ids, inputs, spans
+
+
+def _template_ids(body: dict[str, Any], served: ServedModel) -> list[int]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise APIError(400, "'messages' must be a non-empty list of messages.", "messages")
@@ -346,11 +372,23 @@ def parse_chat(body: dict[str, Any], served: ServedModel) -> GenRequest:
     common = _common(body, served)
     max_tokens = _max_tokens_value(body, ("max_completion_tokens", "max_tokens"))
     common.update(_sampling(body, max_tokens, True, common["n"]))
-    ids = chat_prompt_ids(body, served)
+    ids, inputs, spans = chat_prompt(body, served)
     if not ids:
         raise APIError(400, "The prompt cannot be empty.", "messages")
     limit = _check_lengths(ids, max_tokens, served, "messages")
-    return GenRequest(kind="chat", prompts=[ids], prompt_texts=[None], max_tokens=[limit], **common)
+    ec = body.get("ec_transfer_params")
+    if ec is not None and not isinstance(ec, dict):
+        raise APIError(400, "'ec_transfer_params' must be an object.", "ec_transfer_params")
+    return GenRequest(
+        kind="chat",
+        prompts=[ids],
+        prompt_texts=[None],
+        max_tokens=[limit],
+        mm_inputs=inputs,
+        mm_items=spans,
+        ec_transfer_params=ec,
+        **common,
+    )
 
 
 # --------------------------------------------------------------------------------------------- responses

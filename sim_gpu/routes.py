@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from kvtiers.hashing import to_event_hash
-from sim_gpu import api, pd
+from sim_gpu import api, multimodal, pd
 from sim_gpu.api import APIError, ChoiceResult, GenRequest
 from sim_gpu.choice import ChoiceOutput
 from sim_gpu.engine import RequestOutput
@@ -180,7 +180,14 @@ class PodApp:
                 or api.random_id("cmpl" if kind == "completion" else "chatcmpl")
             )
             created = int(time.time())
-            runs = self._submit_all(rid, req, body)
+            if self.cfg.role == "encode":  # E/P/D: run the encoder only and answer where the embeddings are
+                return await self._encode(rid, created, req)
+            pulled = multimodal.pulled_bytes(req.ec_transfer_params, req.mm_inputs)
+            if pulled is not None and (req.kv_transfer_params or {}).get("do_remote_prefill"):
+                pulled = 0  # a P/D decode pod gets the prompt's KV: the prefill pod pulled the embeddings
+            if pulled is not None:  # embeddings from an encode pod: pull them instead of encoding here
+                await self.pod.clock.sleep(multimodal.transfer_time(self.pod.engine.latency, pulled))
+            runs = self._submit_all(rid, req, body, mm_encoded=pulled is not None)
         except APIError as exc:
             return _error(exc)
         except ClientDisconnect:
@@ -223,17 +230,30 @@ class PodApp:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await gathered
 
-    def _submit_all(self, rid: str, req: GenRequest, body: dict[str, Any] | None = None) -> list["_Run"]:
+    async def _encode(self, rid: str, created: int, req: GenRequest) -> Response:
+        """An encode pod's answer: a one-token-less chat completion carrying `ec_transfer_params`."""
+        tokens = await self.pod.encode(req.mm_inputs)
+        nbytes = multimodal.embedding_bytes(self.pod.engine.latency, tokens)
+        choice = ChoiceResult(0, "", [], req.prompts[0], "length")
+        out = api.chat_response(rid, created, req, [choice], None, self.cfg.enable_prompt_tokens_details)
+        out["ec_transfer_params"] = multimodal.encode_params(req.mm_inputs, nbytes, self.pod.public_host, self.port)
+        return Response(api.dumps(out), media_type=JSON)
+
+    def _submit_all(
+        self, rid: str, req: GenRequest, body: dict[str, Any] | None = None, mm_encoded: bool = False
+    ) -> list["_Run"]:
         runs: list[_Run] = []
         try:
-            self._submit_each(rid, req, runs, body or {})
+            self._submit_each(rid, req, runs, body or {}, mm_encoded)
         except Exception:
             for run in runs:
                 self.pod.abort(run.request_id)
             raise
         return runs
 
-    def _submit_each(self, rid: str, req: GenRequest, runs: list["_Run"], body: dict[str, Any]) -> None:
+    def _submit_each(
+        self, rid: str, req: GenRequest, runs: list["_Run"], body: dict[str, Any], mm_encoded: bool = False
+    ) -> None:
         for pi, prompt in enumerate(req.prompts):
             if self.pod.tiers is not None:
                 try:  # block types (system prompt, tools, ...) for the tiers' per-type policies
@@ -254,7 +274,7 @@ class PodApp:
                 prefix = req.prompt_texts[pi] if req.echo and req.kind == "completion" else None
                 if req.echo and prefix is None and req.kind == "completion":
                     prefix = self.tokenizer.decode(prompt)
-                t = self.pod.submit(erid, prompt, req.max_tokens[pi], req, plan, j, forced)
+                t = self.pod.submit(erid, prompt, req.max_tokens[pi], req, plan, j, forced, mm_encoded)
                 choice = ChoiceOutput(
                     self.tokenizer,
                     req.sampling,

@@ -170,7 +170,7 @@ def build_engine(
             output_mode=cfg.output_mode,
             vocab_size=tokenizer.vocab_size,
             eos_token_id=tokenizer.eos_token_id,
-            role=cfg.role,
+            role="both" if cfg.role == "encode" else cfg.role,  # an encode pod's engine stays idle
             data_parallel_rank=rank,
             enable_kv_events=bool(cfg.kv_events_endpoint) or bool(cfg.kv_tiers),  # tiers replicate on GPU events
             event_hash_int=cfg.kv_events_int_hashes,

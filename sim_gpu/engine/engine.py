@@ -32,6 +32,7 @@ from sim_gpu.engine.request import (
 from sim_gpu.engine.scheduler import Scheduler
 from sim_gpu.engine.tokens import OUTPUT_MODES, TokenGenerator, TokenStream
 from sim_gpu.latency import LatencyModel
+from sim_gpu.multimodal import encode_time
 
 ROLES = ("both", "prefill", "decode")
 
@@ -282,6 +283,8 @@ class SimEngine:
 
         duration = self.latency.step_time(batch.shape, self._rng if self.latency.jitter > 0 else None)
         duration += batch.lora_load_s
+        if batch.new_hits:  # multimodal requests run their encoder in the step that first schedules them
+            duration += self._encoder_time(batch.new_hits)
         if win is not None:
             lazy.ends.append(now + duration)
         outputs: list[RequestOutput] = []
@@ -365,6 +368,15 @@ class SimEngine:
     def block_ids_of(self, request_id: str) -> list[int]:
         req = self._requests.get(request_id)
         return [b.block_id for b in req.blocks] if req is not None else []
+
+    def _encoder_time(self, new_hits: list[tuple[Request, int, int]]) -> float:
+        """Encoder seconds for first-scheduled requests' multimodal items not already in cached KV."""
+        tokens = 0
+        for req, local, remote in new_hits:
+            if req.mm_items and req.mm_encode:
+                hit = local + remote
+                tokens += sum(n for _, off, n in req.mm_items if off + n > hit)
+        return encode_time(self.latency, tokens) if tokens else 0.0
 
     def lora_adapters(self) -> tuple[list[str], list[str]]:
         """Adapters of the running and of the waiting requests, each in order of first appearance (the

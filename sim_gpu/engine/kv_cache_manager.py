@@ -58,6 +58,7 @@ class KVCacheManager:
                 req.lora_name or self.lora_name,
                 parent=hashes[-1] if hashes else None,
                 start_block=start,
+                mm_items=req.mm_items,
             )
         return hashes
 
