@@ -39,7 +39,9 @@ def serve(
     max_num_seqs: int = typer.Option(256, help="Most sequences in one batch."),
     max_num_batched_tokens: int = typer.Option(8192, help="Most tokens in one step (chunked prefill)."),
     max_model_len: Optional[int] = typer.Option(None, help="Context length (default: the model profile's)."),
-    role: str = typer.Option("both", help="P/D role: prefill, decode or both."),
+    role: str = typer.Option(
+        "both", help="P/D role: prefill, decode or both; encode: an E/P/D encoder pod (multimodal items only)."
+    ),
     kv_events_endpoint: str = typer.Option(
         "",
         help="ZMQ endpoint for KV events of pod 0 (tcp://*:5557 binds, tcp://host:port connects); "
