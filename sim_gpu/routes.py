@@ -231,7 +231,7 @@ class PodApp:
                     await gathered
 
     async def _encode(self, rid: str, created: int, req: GenRequest) -> Response:
-        """An encode pod's answer: a one-token-less chat completion carrying `ec_transfer_params`."""
+        """An encode pod's answer: a chat completion with no output tokens, carrying `ec_transfer_params`."""
         tokens = await self.pod.encode(req.mm_inputs)
         nbytes = multimodal.embedding_bytes(self.pod.engine.latency, tokens)
         choice = ChoiceResult(0, "", [], req.prompts[0], "length")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import struct
+import time
 import zlib
 
 import httpx
@@ -18,6 +19,7 @@ from sim_gpu.api import APIError, ServedModel
 from sim_gpu.clock import VirtualClock
 from sim_gpu.engine import EngineConfig, EngineRequest, SimEngine
 from sim_gpu.latency import LatencyModel
+from sim_gpu.metrics import SLOW_PAGE_MAX_AGE_S
 from tests.sim.simproc import sim_server
 
 H100_8B = LatencyModel.from_names("H100", "Llama-3.1-8B")
@@ -116,7 +118,11 @@ def test_the_engine_encodes_new_items_once_and_never_shares_kv_across_images():
     assert pulled == pytest.approx(base, rel=0.05)  # embeddings from an encode pod: no encoder here
 
 
-def _prefill_sum(text: str) -> float:
+def _prefill_sum(base: str) -> float:
+    """vLLM's prefill-time histogram sum, read fresh: the page reuses its per-request histograms for up to
+    SLOW_PAGE_MAX_AGE_S, so wait that long first."""
+    time.sleep(SLOW_PAGE_MAX_AGE_S + 0.05)
+    text = httpx.get(base + "/metrics").text
     samples = promtext.parse(text, ("vllm:request_prefill_time_seconds_sum",))
     return sum(v for name, _, v in samples if name == "vllm:request_prefill_time_seconds_sum")
 
@@ -133,10 +139,10 @@ def test_encode_pod_answers_ec_params_and_the_prefill_pod_skips_its_encoder():
         assert r.json()["usage"]["completion_tokens"] == 0
         m = httpx.post(pd.base + "/v1/chat/completions", json=body, timeout=10)
         assert m.status_code == 200
-        local = _prefill_sum(httpx.get(pd.base + "/metrics").text)
+        local = _prefill_sum(pd.base)
         salted = {**body, "cache_salt": "fresh", "ec_transfer_params": ec}  # salt: no prefix hit from the first
         assert httpx.post(pd.base + "/v1/chat/completions", json=salted, timeout=10).status_code == 200
-        remote = _prefill_sum(httpx.get(pd.base + "/metrics").text) - local
+        remote = _prefill_sum(pd.base) - local
         assert local - remote == pytest.approx(multimodal.encode_time(H100_8B, 1536), rel=0.1)
         bad = httpx.post(pd.base + "/v1/chat/completions", json={**body, "ec_transfer_params": [1]}, timeout=10)
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "ec_transfer_params"
