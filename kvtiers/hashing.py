@@ -3,7 +3,9 @@
 vLLM identifies a full KV block by a chained hash: ``h_i = H((h_{i-1}, tuple(block_tokens), extra_keys))``
 with ``h_{-1} = NONE_HASH = H(seed)``; the seed is ``$PYTHONHASHSEED`` when set, else ``"vllm-none-hash"``.
 ``H`` is sha256 over a pickle (``sha256``, vLLM's default) or over canonical CBOR (``sha256_cbor``). The
-cache salt enters block 0's extra keys. KV events carry either the full digest or, by default, its last 8
+cache salt enters block 0's extra keys as ``("cache_salt", salt)`` and a LoRA adapter every block's as
+``("lora", name)`` (vLLM 0.32 tags both so that an adapter name can never alias a salt; the capture in
+../shared/vectors confirms the salt's tag). KV events carry either the full digest or, by default, its last 8
 bytes as an unsigned integer. Engine and router both hash here, so a block id means the same on both sides.
 """
 
@@ -54,11 +56,28 @@ def to_event_hashes(digests: Sequence[bytes]) -> list[int]:
     return [last8(d, len(d) - 8)[0] for d in digests]
 
 
-def block_extra_keys(block_index: int, cache_salt: str | None = None, lora_name: str | None = None) -> tuple | None:
-    """Extra keys of one block as vLLM builds them: LoRA name on every block, the cache salt on block 0."""
+# A multimodal item in a prompt: (identifier, offset of its first placeholder token, placeholder count).
+MMItem = tuple[str, int, int]
+
+
+def mm_block_keys(start: int, end: int, items: Sequence[MMItem]) -> list[tuple[str, int]]:
+    """vLLM's multimodal extra keys of the block of tokens [start, end): `(identifier, item offset - start)` for
+    every item whose placeholders overlap it (negative when the item began in an earlier block)."""
+    return [(ident, off - start) for ident, off, n in items if off < end and off + n > start]
+
+
+def block_extra_keys(
+    block_index: int,
+    cache_salt: str | None = None,
+    lora_name: str | None = None,
+    mm: Sequence[tuple[str, int]] = (),
+) -> tuple | None:
+    """Extra keys of one block as vLLM builds them: the tagged LoRA name on every block, the block's
+    multimodal keys, then the tagged cache salt on block 0 (vLLM's order: LoRA, multimodal, salt)."""
     keys: list[Any] = []
     if lora_name:
-        keys.append(lora_name)
+        keys.append(("lora", lora_name))
+    keys.extend(mm)
     if cache_salt and block_index == 0:
         keys.append(("cache_salt", cache_salt))
     return tuple(keys) if keys else None
@@ -117,18 +136,22 @@ class BlockHasher:
         lora_name: str | None = None,
         parent: bytes | None = None,
         start_block: int = 0,
+        mm_items: Sequence[MMItem] = (),
     ) -> list[bytes]:
         """Digests of every full block of `token_ids` (a trailing partial block is not hashed).
 
-        `parent`/`start_block` continue a chain, e.g. for blocks that fill during decode.
+        `parent`/`start_block` continue a chain, e.g. for blocks that fill during decode (`token_ids` then
+        start at block `start_block`; `mm_items` offsets count from the prompt's start).
         """
         digests: list[bytes] = []
         bs = self.block_size
         memo = self._memo
         if memo is not None:
-            return self._hash_blocks_memo(memo, token_ids, cache_salt, lora_name, parent, start_block)
+            return self._hash_blocks_memo(memo, token_ids, cache_salt, lora_name, parent, start_block, mm_items)
         for i in range(len(token_ids) // bs):
-            extra = block_extra_keys(start_block + i, cache_salt, lora_name)
+            b = start_block + i
+            mm = mm_block_keys(b * bs, (b + 1) * bs, mm_items) if mm_items else ()
+            extra = block_extra_keys(b, cache_salt, lora_name, mm)
             parent = self.hash_block(parent, token_ids[i * bs : (i + 1) * bs], extra)
             digests.append(parent)
         return digests
@@ -141,6 +164,7 @@ class BlockHasher:
         lora_name: str | None,
         parent: bytes | None,
         start_block: int,
+        mm_items: Sequence[MMItem] = (),
     ) -> list[bytes]:
         """hash_blocks through the memo: a hit costs a tuple and a dict lookup instead of a serialisation and
         a sha256 (about a quarter of the time)."""
@@ -148,11 +172,16 @@ class BlockHasher:
             memo.clear()  # bounded: a cleared memo only costs re-hashing
         bs = self.block_size
         fn, none_hash = self._fn, self.none_hash
-        plain = not cache_salt and not lora_name
+        plain = not cache_salt and not lora_name and not mm_items
         digests: list[bytes] = []
         toks = token_ids if type(token_ids) is tuple else tuple(token_ids)  # slices are then the keys' tuples
         for i in range(len(toks) // bs):
-            extra = None if plain else block_extra_keys(start_block + i, cache_salt, lora_name)
+            if plain:
+                extra = None
+            else:
+                b = start_block + i
+                mm = mm_block_keys(b * bs, (b + 1) * bs, mm_items) if mm_items else ()
+                extra = block_extra_keys(b, cache_salt, lora_name, mm)
             key = (parent, toks[i * bs : (i + 1) * bs], extra)
             digest = memo.get(key)
             if digest is None:

@@ -16,7 +16,7 @@ import yaml
 
 from llmdctl.paths import profiles_dir
 
-Role = Literal["both", "prefill", "decode"]
+Role = Literal["both", "prefill", "decode", "encode"]  # encode: E/P/D multimodal encoder pods
 Engine = Literal["sim", "vllm"]
 
 
@@ -49,7 +49,7 @@ class PoolSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     time_scale: float = 1.0  # simulator: simulated seconds per wall second
     labels: dict[str, str] = {}
     args: list[str] = []  # extra engine arguments, passed through verbatim
-    # extra engine environment (real vLLM pods, local and Kubernetes), e.g. VLLM_SERVER_DEV_MODE=1 for
+    # extra engine environment (simulated and real vLLM pods, local and Kubernetes), e.g. VLLM_SERVER_DEV_MODE=1 for
     # /reset_prefix_cache; PYTHONHASHSEED is not allowed here: llmdctl sets it so router and pods hash alike
     env: dict[str, str] = {}
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from router_lite.failures import Failure
-from router_lite.types import SHED, Endpoint, LLMRequest, SchedulingResult
+from router_lite.types import ENCODE_TARGET, SHED, Endpoint, LLMRequest, SchedulingResult
 
 if TYPE_CHECKING:
     from router_lite.metrics import RouterMetrics
@@ -51,6 +51,8 @@ class Flow:
     headers: dict[str, str] = field(default_factory=dict)  # what PreRequest plugins tell the decode pod
     attempts: list[dict[str, Any]] = field(default_factory=list)
     pd: dict[str, Any] | None = None  # {"prefill": key, "fallback": reason or None} for the decision record
+    encode: Endpoint | None = None  # E/P/D: the encoder pod (its leg runs first)
+    epd: dict[str, Any] | None = None  # {"encode": key, "fallback": reason or None, "ms": leg time}
     _tried: set[str] = field(default_factory=set)
     _ranked: list[Endpoint] | None = None
     _open: bool = True  # the current target still holds this request (in-flight accounting)
@@ -104,8 +106,32 @@ class Director:
         if flow.prefill is not None:
             flow.pd = {"prefill": flow.prefill.key, "fallback": None}
             flow._prefill_open = True
+        if result.encode is not None:
+            flow.encode = result.encode
+            flow.epd = {"encode": result.encode.key, "fallback": None, "ms": None}
+            request.state.set(ENCODE_TARGET, result.encode)
         flow.headers = scheduler.pre_request(request, flow.target, flow.prefill)
         return flow
+
+    # ---- E/P/D encode leg ----------------------------------------------------------------------------
+    def encode_done(self, flow: Flow, seconds: float, failure: Failure | None = None) -> None:
+        """The encode leg ended: on failure the prefill (or decode) pod encodes the items itself."""
+        encode = flow.encode
+        if encode is None or flow.epd is None:
+            return
+        flow.epd["ms"] = round(seconds * 1000.0, 3)
+        if failure is None:
+            return
+        flow.epd["fallback"] = failure.message
+        result = flow.result
+        result.reason = (result.reason + "; " if result.reason else "") + (
+            f"encode on {encode.key} failed ({failure.message}): the target encodes"
+        )
+        if failure.kind.pod_down:
+            self._pod_down(encode.key, failure.message)
+        flow.encode = None
+        flow.request.state.pop(ENCODE_TARGET)
+        flow.headers = flow.scheduler.pre_request(flow.request, flow.target, flow.prefill)
 
     # ---- P/D prefill leg -----------------------------------------------------------------------------
     def prefill_done(self, flow: Flow, failure: Failure | None = None) -> None:
@@ -206,7 +232,7 @@ class Director:
     @staticmethod
     def decision(flow: Flow, status: int, served_by: str | None) -> Callable[[], dict[str, Any]]:
         """The decision record of `flow`, rendered only when someone reads the decision stream."""
-        result, attempts, pd = flow.result, list(flow.attempts), flow.pd
+        result, attempts, pd, epd = flow.result, list(flow.attempts), flow.pd, flow.epd
 
         def render() -> dict[str, Any]:
             d = result.to_decision_dict()
@@ -216,6 +242,8 @@ class Director:
             d["retries"] = max(0, len(attempts) - 1)
             if pd is not None:
                 d["pd"] = pd
+            if epd is not None:
+                d["epd"] = epd
             return d
 
         return render

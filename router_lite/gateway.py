@@ -26,16 +26,19 @@ from router_lite.admission import Rejected
 from router_lite.app_state import RouterSettings, RouterState, config_from_text, named_config
 from router_lite.config import ConfigError
 from router_lite.director import Flow, NoEndpoint, Shed
+from router_lite.lora import adapter_of
 from router_lite.proxy import (
+    EncodeError,
     PrefillError,
     Upstream,
     UpstreamError,
     forward_headers,
     is_router_owned,
     open_upstream,
+    run_encode,
     run_prefill,
 )
-from router_lite.tokenization import chat_text, completion_prompt
+from router_lite.tokenization import chat_text, completion_prompt, multimodal_parts
 from router_lite.types import LLMRequest
 
 log = logging.getLogger("router_lite.gateway")
@@ -322,6 +325,8 @@ class Gateway:
             session_id=headers.get("x-session-id"),
             cache_salt=salt if isinstance(salt, str) else None,
             client_request_id=headers.get("x-request-id") or None,
+            lora_name=adapter_of(body["model"], self.state.datalayer.endpoints()),
+            multimodal=multimodal_parts(body.get("messages")) if kind == "chat" else 0,
         )
 
     # -- routes forwarded as they are (router_lite.passthrough) ----------------------------------------
@@ -523,6 +528,19 @@ class Gateway:
         wire_id = req.client_request_id or req.request_id
         base["x-request-id"] = wire_id
         content = raw
+        if flow.encode is not None:  # E/P/D: the encoder pod first; later legs pull its embeddings
+            t_enc = time.perf_counter()
+            failure = None
+            try:
+                ec = await run_encode(st.pool.backend(flow.encode.key), path, body, kind, base)
+                body = {**body, "ec_transfer_params": ec}
+                content = json.dumps(body).encode()
+            except EncodeError as exc:
+                failure = exc.failure
+            except BaseException:  # cancelled (client gone)
+                director.finished(flow)
+                raise
+            director.encode_done(flow, time.perf_counter() - t_enc, failure)
         if flow.prefill is not None:
             failure = None
             try:

@@ -578,30 +578,57 @@ def prefill_body(body: dict[str, Any], kind: str) -> dict[str, Any]:
     return out
 
 
+def encode_body(body: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The encode request (E/P/D): the same messages to the encoder pod, one token, no streaming."""
+    out = dict(body)
+    out.pop("kv_transfer_params", None)
+    out["max_tokens"] = 1
+    out["stream"] = False
+    out.pop("stream_options", None)
+    if kind == "chat":
+        out["max_completion_tokens"] = 1
+    return out
+
+
+class EncodeError(PrefillError):
+    """The encode step of an E/P/D request failed (the target then encodes the items itself)."""
+
+
 async def run_prefill(
     backend: Backend, path: str, body: dict[str, Any], kind: str, headers: dict[str, str]
 ) -> dict[str, Any]:
     """Send the prefill; returns the `kv_transfer_params` the prefill pod answered with."""
-    content = json.dumps(prefill_body(body, kind)).encode()
+    return await _run_leg(backend, path, prefill_body(body, kind), headers, "kv_transfer_params", "prefill")
+
+
+async def run_encode(
+    backend: Backend, path: str, body: dict[str, Any], kind: str, headers: dict[str, str]
+) -> dict[str, Any]:
+    """Send the multimodal items to the encoder pod; returns the `ec_transfer_params` it answered with."""
+    return await _run_leg(backend, path, encode_body(body, kind), headers, "ec_transfer_params", "encode")
+
+
+async def _run_leg(
+    backend: Backend, path: str, out: dict[str, Any], headers: dict[str, str], field: str, leg: str
+) -> dict[str, Any]:
+    """One leg before the decode request (prefill, encode): its answer's `field` object, or the leg's error."""
+    error = EncodeError if leg == "encode" else PrefillError
+    content = json.dumps(out).encode()
     try:
         up = await backend.post(path, content, headers)
         raw = await up.read_all()
     except UpstreamError as exc:
         if exc.status is not None:
-            raise PrefillError(FailureKind.STATUS, f"prefill pod answered {exc.status}", exc.status) from None
-        raise PrefillError(FailureKind(exc.kind), f"prefill pod unreachable: {exc}") from None
+            raise error(FailureKind.STATUS, f"{leg} pod answered {exc.status}", exc.status) from None
+        raise error(FailureKind(exc.kind), f"{leg} pod unreachable: {exc}") from None
     except (OSError, asyncio.TimeoutError, httptools.HttpParserError) as exc:
-        raise PrefillError(
-            FailureKind.READ, f"prefill pod unreachable: connection broke ({type(exc).__name__})"
-        ) from None
+        raise error(FailureKind.READ, f"{leg} pod unreachable: connection broke ({type(exc).__name__})") from None
     if up.status_code != 200:
-        raise PrefillError(FailureKind.STATUS, f"prefill pod answered {up.status_code}", up.status_code)
+        raise error(FailureKind.STATUS, f"{leg} pod answered {up.status_code}", up.status_code)
     try:
-        params = json.loads(raw).get("kv_transfer_params")
+        params = json.loads(raw).get(field)
     except (ValueError, AttributeError):
-        raise PrefillError(
-            FailureKind.BAD_RESPONSE, "prefill pod answered with a body that is not a JSON object"
-        ) from None
+        raise error(FailureKind.BAD_RESPONSE, f"{leg} pod answered with a body that is not a JSON object") from None
     if not isinstance(params, dict):
-        raise PrefillError(FailureKind.BAD_RESPONSE, "prefill response carries no kv_transfer_params")
+        raise error(FailureKind.BAD_RESPONSE, f"{leg} response carries no {field}")
     return params

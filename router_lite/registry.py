@@ -37,11 +37,9 @@ PLUGIN_KINDS: tuple[str, ...] = (
 # Upstream plugin types router_lite knows of but does not implement: a config naming one fails with this
 # reason instead of a generic "unknown type" (never silently ignored).
 NOT_IMPLEMENTED: dict[str, str] = {
-    "encode-filter": "llm-d's encode-stage filter (E/P/D multimodal encoding); router_lite has no encode stage",
-    "always-disagg-multimodal-decider": "llm-d's encode-stage decider (E/P/D); router_lite has no encode stage",
-    "always-encode-decider": "llm-d's encode-stage decider (E/PD); router_lite has no encode stage",
-    "encoder-header-handler": "llm-d's encode-stage header handler (E/PD); router_lite has no encode stage",
-    "ed-profile-handler": "llm-d's encode/decode profile handler (E/PD); router_lite has no encode stage",
+    "always-encode-decider": "llm-d's older E/PD decider; use always-disagg-multimodal-decider (deciders.encode)",
+    "encoder-header-handler": "llm-d's older E/PD header handler; disagg-headers-handler sets x-encoder-hosts-ports",
+    "ed-profile-handler": "llm-d's older E/PD profile handler; use disagg-profile-handler with deciders.encode",
     "pd-slo-pair-optimizer": "llm-d's experimental SLO pair optimizer (needs latency predictor services)",
     "pd-slo-profile-handler": "llm-d's experimental SLO profile handler (needs latency predictor services)",
     "anthropic-parser": "a request parser for the Anthropic API; router_lite serves the OpenAI API (openai-parser)",

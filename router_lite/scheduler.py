@@ -162,14 +162,16 @@ class Scheduler:
             outcome = self.handler.process_results(request, results)
             target, prefill, primary, reason = outcome.target, outcome.prefill, outcome.primary, outcome.reason
             no_prefill = outcome.prefill_unavailable
+            encode = outcome.encode
         else:
-            target, prefill, primary, no_prefill = None, None, "", False
+            target, prefill, primary, no_prefill, encode = None, None, "", False, None
             reason = "no healthy endpoints" if endpoints else "no endpoints"
         load = self.inflight.load
         return SchedulingResult(
             request=request,
             target=target,
             prefill=prefill,
+            encode=encode,
             profile_results=results,
             primary_profile=primary,
             reason=reason,

@@ -373,6 +373,22 @@ def chat_text(messages: list[dict[str, Any]]) -> str:
     )
 
 
+MULTIMODAL_PARTS = ("image_url", "video_url", "input_audio")  # what llm-d's multimodal decider looks for
+
+
+def multimodal_parts(messages: Any) -> int:
+    """How many image / video / audio content parts a chat request's messages hold."""
+    if not isinstance(messages, list):
+        return 0
+    return sum(
+        1
+        for m in messages
+        if isinstance(m, dict) and isinstance(m.get("content"), list)
+        for p in m["content"]
+        if isinstance(p, dict) and p.get("type") in MULTIMODAL_PARTS
+    )
+
+
 def _lenient_text(content: Any) -> str:
     try:
         return message_text(content)

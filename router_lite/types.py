@@ -13,9 +13,9 @@ from typing import Any, Literal
 
 from router_lite.cycle_state import CycleState, StateKey
 
-Role = Literal["prefill", "decode", "both"]
+Role = Literal["prefill", "decode", "both", "encode"]
 ROLE_LABEL = "llm-d.ai/role"
-ROLES: tuple[str, ...] = ("prefill", "decode", "both")
+ROLES: tuple[str, ...] = ("prefill", "decode", "both", "encode")  # encode: E/P/D's multimodal encoder pods
 
 
 @dataclass
@@ -30,6 +30,7 @@ class EndpointMetrics:
     active_models: set[str] = field(default_factory=set)  # LoRA adapters currently loaded (running_lora_adapters)
     waiting_models: set[str] = field(default_factory=set)  # LoRA adapters requests are waiting for
     max_active_models: int = 0  # max_lora; 0 = unknown / no LoRA
+    base_models: set[str] = field(default_factory=set)  # the served base model (vLLM's `model_name` label)
     updated_at: float = 0.0
 
 
@@ -81,6 +82,8 @@ BLOCK_SIZE: StateKey[int] = StateKey("block_size")
 BLOCK_DIGESTS: StateKey[tuple[tuple[int, str, str], list[bytes]]] = StateKey("block_digests")
 # The latency predictor's per-endpoint predictions for this cycle (endpoint -> {ttft_ms, tpot_ms}).
 PREDICTIONS: StateKey[dict[str, dict[str, float | None]]] = StateKey("predicted_latency", per_cycle=True)
+# E/P/D: the encoder pod chosen for this request's multimodal items (disagg-headers-handler names it).
+ENCODE_TARGET: StateKey["Endpoint"] = StateKey("disagg:encode-target")
 # Why a sheddable request should be refused with 429 (set by a plugin during the cycle).
 SHED: StateKey[str] = StateKey("shed", per_cycle=True)
 
@@ -99,6 +102,7 @@ class LLMRequest:
     priority: int = 0
     session_id: str | None = None
     lora_name: str | None = None
+    multimodal: int = 0  # image / video / audio parts in the chat messages (E/P/D's encode decider)
     cache_salt: str | None = None
     client_request_id: str | None = None  # the client's x-request-id (forwarded to pods; never a key here)
     arrival: float = field(default_factory=time.monotonic)
@@ -186,6 +190,7 @@ class SchedulingResult:
     request: LLMRequest
     target: Endpoint | None
     prefill: Endpoint | None = None
+    encode: Endpoint | None = None  # E/P/D: the encoder pod that runs the multimodal items first
     profile_results: dict[str, ProfileRunResult] = field(default_factory=dict)
     primary_profile: str = ""
     reason: str = ""
@@ -227,6 +232,7 @@ class SchedulingResult:
             "ts": self.ts,
             "model": req.model,
             "target_model": req.effective_model,
+            "lora": req.lora_name,
             "prompt_tokens": req.prompt_tokens,
             "priority": req.priority,
             "profiles_run": list(self.profile_results),
@@ -234,6 +240,7 @@ class SchedulingResult:
             "chosen": {
                 "decode": self.target.key if self.target else None,
                 "prefill": self.prefill.key if self.prefill else None,
+                **({"encode": self.encode.key} if self.encode else {}),  # E/P/D only
             },
             "reason": self.reason,
             "scheduling_ms": round(self.scheduling_time_s * 1000.0, 4),

@@ -11,13 +11,16 @@ are ignored, as vLLM ignores them.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
 
+from kvtiers.hashing import MMItem
 from kvtiers.tokenizer import TokenizerError
-from sim_gpu import tools
+from sim_gpu import multimodal, tools
+from sim_gpu.multimodal import MMInput
 from sim_gpu.sampling import Sampling, SamplingError, parse_sampling
 from sim_gpu.structured import NO_PARSER, Forced, StructuredError, forced_output
 from sim_gpu.tools import ToolSettings
@@ -103,6 +106,7 @@ class ServedModel:
     tokenizer: Any
     aliases: tuple[str, ...] = ()
     tools: ToolSettings = NO_PARSER  # --tool-call-parser / --enable-auto-tool-choice
+    loras: Container[str] = ()  # LoRA adapter names served now (a live view: adapters load and unload)
 
     def check(self, model: Any) -> str:
         """The served name for a request's `model` (absent means the served model); 404 for anything else."""
@@ -110,9 +114,13 @@ class ServedModel:
             return self.name
         if not isinstance(model, str):
             raise APIError(400, f"'model' must be a string, got {type(model).__name__}.", "model")
-        if model != self.name and model not in self.aliases:
+        if model != self.name and model not in self.aliases and model not in self.loras:
             raise APIError(404, f"The model `{model}` does not exist.", "model", "NotFoundError")
         return model
+
+    def lora_of(self, model: str) -> str | None:
+        """The LoRA adapter a checked `model` names, or None for the base model."""
+        return model if model != self.name and model not in self.aliases and model in self.loras else None
 
 
 @dataclass
@@ -138,6 +146,10 @@ class GenRequest:
     replay_output_ids: list[int] | None = None  # simulator extension `sim_output_token_ids`
     sampling: Sampling = field(default_factory=Sampling)
     forced: Forced | None = None  # response_format / tool_choice: the output the grammar forces
+    lora_name: str | None = None  # the LoRA adapter `model` names (None: the base model)
+    mm_inputs: list[MMInput] = field(default_factory=list)  # chat: image / video / audio parts, in order
+    mm_items: list[MMItem] = field(default_factory=list)  # their (identifier, offset, placeholder count)
+    ec_transfer_params: dict[str, Any] | None = None  # E/P/D: embeddings an encode pod computed (multimodal.py)
 
 
 def _bool(body: dict, key: str, default: bool = False) -> bool:
@@ -246,9 +258,11 @@ def _common(body: dict, served: ServedModel) -> dict[str, Any]:
         if not isinstance(replay, list):
             raise APIError(400, f"'{REPLAY_FIELD}' must be a list of token ids.", REPLAY_FIELD)
         replay = _token_list(replay, served.tokenizer.vocab_size, REPLAY_FIELD)
+    model = served.check(body.get("model"))
     return dict(
         replay_output_ids=replay or None,
-        model=served.check(body.get("model")),
+        model=model,
+        lora_name=served.lora_of(model),
         n=n,
         stream=stream,
         include_usage=bool(opts.get("include_usage")),
@@ -314,7 +328,27 @@ def parse_completion(body: dict[str, Any], served: ServedModel) -> GenRequest:
 
 
 def chat_prompt_ids(body: dict[str, Any], served: ServedModel) -> list[int]:
-    """Token ids of a chat request's messages after the chat template."""
+    """Token ids of a chat request's messages after the chat template (multimodal items as placeholders)."""
+    return chat_prompt(body, served)[0]
+
+
+def chat_prompt(body: dict[str, Any], served: ServedModel) -> tuple[list[int], list[MMInput], list[MMItem]]:
+    """Token ids after the chat template, each image / video / audio part expanded to its placeholder tokens
+    where it sits; the items and their (identifier, offset, count)."""
+    try:
+        messages, inputs = multimodal.extract(body.get("messages"))
+    except multimodal.MMError as exc:
+        raise APIError(400, str(exc), exc.param) from None
+    ids = _template_ids({**body, "messages": messages} if inputs else body, served)
+    if not inputs:
+        return ids, [], []
+    tok = served.tokenizer
+    marker = tok.encode(multimodal.MARKER, add_special_tokens=False)
+    ids, spans = multimodal.expand(ids, marker, inputs, tok.vocab_size - 1)
+    return ids, inputs, spans
+
+
+def _template_ids(body: dict[str, Any], served: ServedModel) -> list[int]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise APIError(400, "'messages' must be a non-empty list of messages.", "messages")
@@ -342,11 +376,23 @@ def parse_chat(body: dict[str, Any], served: ServedModel) -> GenRequest:
     common = _common(body, served)
     max_tokens = _max_tokens_value(body, ("max_completion_tokens", "max_tokens"))
     common.update(_sampling(body, max_tokens, True, common["n"], served.tools))
-    ids = chat_prompt_ids(body, served)
+    ids, inputs, spans = chat_prompt(body, served)
     if not ids:
         raise APIError(400, "The prompt cannot be empty.", "messages")
     limit = _check_lengths(ids, max_tokens, served, "messages")
-    return GenRequest(kind="chat", prompts=[ids], prompt_texts=[None], max_tokens=[limit], **common)
+    ec = body.get("ec_transfer_params")
+    if ec is not None and not isinstance(ec, dict):
+        raise APIError(400, "'ec_transfer_params' must be an object.", "ec_transfer_params")
+    return GenRequest(
+        kind="chat",
+        prompts=[ids],
+        prompt_texts=[None],
+        max_tokens=[limit],
+        mm_inputs=inputs,
+        mm_items=spans,
+        ec_transfer_params=ec,
+        **common,
+    )
 
 
 # --------------------------------------------------------------------------------------------- responses
@@ -557,18 +603,19 @@ def sse(obj: Any) -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
-def models_response(served: ServedModel, created: int, root: str | None = None) -> dict[str, Any]:
-    card = {
-        "id": served.name,
+def model_card(name: str, created: int, root: str, parent: str | None, max_model_len: int | None) -> dict[str, Any]:
+    """One /v1/models entry as vLLM's ModelCard (adapters: root = their path, parent = the base model)."""
+    return {
+        "id": name,
         "object": "model",
         "created": created,
         "owned_by": "vllm",
-        "root": root or served.name,
-        "parent": None,
-        "max_model_len": served.max_model_len,
+        "root": root,
+        "parent": parent,
+        "max_model_len": max_model_len,
         "permission": [
             {
-                "id": f"modelperm-{uuid.uuid5(uuid.NAMESPACE_DNS, served.name).hex}",
+                "id": f"modelperm-{uuid.uuid5(uuid.NAMESPACE_DNS, name).hex}",
                 "object": "model_permission",
                 "created": created,
                 "allow_create_engine": False,
@@ -583,7 +630,14 @@ def models_response(served: ServedModel, created: int, root: str | None = None) 
             }
         ],
     }
-    return {"object": "list", "data": [card]}
+
+
+def models_response(
+    served: ServedModel, created: int, root: str | None = None, adapters: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The base model's card, then the LoRA adapters' (vLLM's order)."""
+    card = model_card(served.name, created, root or served.name, None, served.max_model_len)
+    return {"object": "list", "data": [card, *(adapters or [])]}
 
 
 def tokenize(body: dict[str, Any], served: ServedModel) -> dict[str, Any]:

@@ -42,7 +42,9 @@ def serve(
     scheduling_policy: str = typer.Option(
         "fcfs", help="vLLM's: fcfs (arrival order) or priority (request field 'priority', lower first)."
     ),
-    role: str = typer.Option("both", help="P/D role: prefill, decode or both."),
+    role: str = typer.Option(
+        "both", help="P/D role: prefill, decode or both; encode: an E/P/D encoder pod (multimodal items only)."
+    ),
     kv_events_endpoint: str = typer.Option(
         "",
         help="ZMQ endpoint for KV events of pod 0 (tcp://*:5557 binds, tcp://host:port connects); "
@@ -94,6 +96,18 @@ def serve(
         False,
         "--enable-auto-tool-choice",
         help="As vLLM's flag: tool_choice auto (the default with tools) may call a tool; needs --tool-call-parser.",
+    ),
+    enable_lora: bool = typer.Option(False, "--enable-lora", help="Serve LoRA adapters (vLLM's flag)."),
+    max_loras: int = typer.Option(1, "--max-loras", help="Most distinct adapters in one batch (vLLM's flag)."),
+    max_lora_rank: int = typer.Option(16, "--max-lora-rank", help="Largest adapter rank accepted (vLLM's flag)."),
+    max_cpu_loras: Optional[int] = typer.Option(
+        None, "--max-cpu-loras", help="Adapters kept in host memory (default: --max-loras, as vLLM)."
+    ),
+    lora_modules: Optional[list[str]] = typer.Option(
+        None,
+        "--lora-modules",
+        help="Adapters served from the start: name=path or JSON {name, path, base_model_name} (repeat). "
+        "Runtime load/unload endpoints need VLLM_ALLOW_RUNTIME_LORA_UPDATING=true, as in vLLM.",
     ),
     kv_tiers: Optional[str] = typer.Option(
         None,
@@ -150,6 +164,11 @@ def serve(
             enable_scale_out=enable_scale_out,
             tool_call_parser=tool_call_parser,
             enable_auto_tool_choice=enable_auto_tool_choice,
+            enable_lora=enable_lora,
+            max_loras=max_loras,
+            max_lora_rank=max_lora_rank,
+            max_cpu_loras=max_cpu_loras,
+            lora_modules=list(lora_modules or []),
         )
         run(cfg)
     except (ValueError, ProfileError, OSError) as exc:

@@ -23,6 +23,7 @@ from prometheus_client import (
     PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -285,8 +286,6 @@ class _EngineCollector:
         info.add_metric(list(pm.cache_info.values()) + lv, 1.0)
         yield info
 
-        # No vllm:lora_requests_info: vLLM exports it only with LoRA enabled, and the simulator serves no adapters.
-
         yield gauge(
             "llmd_sim:num_requests_waiting_for_remote_kv",
             "Simulator extension: decode requests waiting for a P/D KV transfer.",
@@ -437,6 +436,8 @@ class PodMetrics:
         self.remote_tokens = 0
         self.perf = perf  # None: no estimated_* counters (no latency model to estimate from)
         self.steps = 0  # engine steps that scheduled tokens
+        self._lora_info: Gauge | None = None  # vllm:lora_requests_info, with LoRA enabled (enable_lora)
+        self._max_lora = ""
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_EngineCollector(self))
         # The rest of vLLM's page (per-request histograms, process_*, python_*, http_*) is 4x the lines of the
@@ -580,6 +581,22 @@ class PodMetrics:
         self._iteration.observe(tokens)
         if tokens:
             self.steps += 1
+
+    def enable_lora(self, max_lora: int) -> None:
+        """Export vllm:lora_requests_info, which vLLM has only with --enable-lora: one series per (max_lora,
+        waiting, running) seen, valued at the wall-clock time it was last current (readers take the newest)."""
+        self._max_lora = str(max_lora)
+        self._lora_info = Gauge(
+            "vllm:lora_requests_info",
+            "Running stats on lora requests.",
+            ["max_lora", "waiting_lora_adapters", "running_lora_adapters"],
+            registry=self.registry,
+        )
+
+    def observe_lora(self, running: list[str], waiting: list[str]) -> None:
+        """After an engine step: the adapters of its running and waiting requests (comma-separated, as vLLM)."""
+        if self._lora_info is not None:
+            self._lora_info.labels(self._max_lora, ",".join(waiting), ",".join(running)).set_to_current_time()
 
     def count_remote_prefill(self, tokens: int) -> None:
         self._remote_requests.inc()

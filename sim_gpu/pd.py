@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from sim_gpu.engine import RemotePrefill
 
-Role = Literal["prefill", "decode", "both"]
-ROLES: tuple[str, ...] = ("prefill", "decode", "both")
+Role = Literal["prefill", "decode", "both", "encode"]
+ROLES: tuple[str, ...] = ("prefill", "decode", "both", "encode")  # encode: E/P/D's encoder pod (multimodal.py)
 
 
 @dataclass(frozen=True)

@@ -13,16 +13,20 @@ import contextlib
 import os
 import socket
 import sys
+from dataclasses import replace
 from typing import Any
 
 from sim_gpu import pd
 from sim_gpu.api import APIError, GenRequest, ServedModel
 from sim_gpu.clock import ScaledClock
 from sim_gpu.engine import EngineRequest, RequestOutput
+from sim_gpu.engine.lora import LoraSlots
 from sim_gpu.faults import FaultInjector
 from sim_gpu.kv_publisher import KVEventPublisher, offset_endpoint, render_topic
 from sim_gpu.latency import LatencyModel
+from sim_gpu.lora import LoraAdapters
 from sim_gpu.metrics import FinishedRequest, PerfModel, PodMetrics
+from sim_gpu.multimodal import MMInput, encode_time
 from sim_gpu.serve_config import ServeConfig, build_engine
 from sim_gpu.tiers import PodTiers, attach_pod_tiers
 
@@ -129,9 +133,12 @@ class Pod:
         self.public_host = public_host(cfg.host)
         self.engine_id = f"sim-{self.public_host}-{self.port}"
         stats = self.engine.stats()
+        self._encoder = asyncio.Lock()  # E/P/D encode pod: one encoder pass at a time
+        self.encode_running = 0
+        self.encode_waiting = 0
         self.metrics = PodMetrics(
             cfg.model,
-            self.engine.stats,
+            self._encode_stats if cfg.role == "encode" else self.engine.stats,
             engine_index=rank,
             tiers_fn=self.tiers.figures if self.tiers else None,
             cache_info={
@@ -149,6 +156,13 @@ class Pod:
             max_model_len=self.max_model_len,
             perf=PerfModel.of(self.engine.latency),
         )
+        self.loras: LoraAdapters | None = None
+        if cfg.enable_lora:  # adapters as model names, max_loras per batch, vllm:lora_requests_info
+            slots = LoraSlots(max_loras=cfg.max_loras, max_cpu_loras=cfg.max_cpu_loras)
+            self.engine.enable_lora(slots)
+            self.loras = LoraAdapters(cfg.lora_config(), cfg.model, self.engine.latency.model, slots)
+            self.served.loras = self.loras.adapters
+            self.metrics.enable_lora(cfg.max_loras)
         self.publisher: KVEventPublisher | None = None
         if cfg.kv_events_endpoint:
             self.publisher = KVEventPublisher(
@@ -201,6 +215,8 @@ class Pod:
                 continue
             if res.num_scheduled_tokens:
                 self.metrics.observe_iteration(res.num_scheduled_tokens)
+            if self.loras is not None:
+                self.metrics.observe_lora(*eng.lora_adapters())
             if res.duration_s > 0:
                 await clock.sleep(res.duration_s)
             elif not res.outputs and not res.kv_events:
@@ -256,6 +272,7 @@ class Pod:
         plan: pd.PDPlan,
         choice: int = 0,
         forced_ids: list[int] | None = None,
+        mm_encoded: bool = False,
     ) -> Tracked:
         """Queue choice `choice` on the engine; the engine's own rejections become 400s. `forced_ids`: the output
         structured decoding forces (the engine emits them, then the choice ends)."""
@@ -275,6 +292,9 @@ class Pod:
             prefill_only=plan.prefill_only,
             output_token_ids=replay,
             seed=req.sampling.choice_seed(choice),
+            lora_name=req.lora_name,
+            mm_items=req.mm_items or None,
+            mm_encode=not mm_encoded,
         )
         try:
             self.engine.add_request(ereq)
@@ -299,6 +319,30 @@ class Pod:
         if self._tracked.pop(request_id, None) is not None:
             with contextlib.suppress(Exception):
                 self.engine.abort_request(request_id)
+
+    def _encode_stats(self) -> Any:
+        """An encode pod's load, in the gauges routers read (running / waiting requests)."""
+        return replace(self.engine.stats(), num_running=self.encode_running, num_waiting=self.encode_waiting)
+
+    async def encode(self, inputs: list[MMInput]) -> int:
+        """E/P/D encode pod: run the encoder over `inputs` (queued behind other encoder passes); the
+        placeholder tokens encoded."""
+        tokens = sum(i.num_tokens for i in inputs)
+        self.encode_waiting += 1
+        waiting = True
+        try:
+            async with self._encoder:
+                self.encode_waiting -= 1
+                waiting = False
+                self.encode_running += 1
+                try:
+                    await self.clock.sleep(encode_time(self.engine.latency, tokens))
+                finally:
+                    self.encode_running -= 1
+        finally:
+            if waiting:  # cancelled (client gone) while queued
+                self.encode_waiting -= 1
+        return tokens
 
     def wake(self) -> None:
         """New work or new events outside a request (e.g. a prefix-cache reset): let the driver run."""

@@ -20,12 +20,13 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from kvtiers.hashing import to_event_hash
-from sim_gpu import api, pd
+from sim_gpu import api, multimodal, pd
 from sim_gpu.api import APIError, ChoiceResult, GenRequest
 from sim_gpu.choice import ChoiceOutput
 from sim_gpu.engine import RequestOutput
 from sim_gpu.faults import failure_body
 from sim_gpu.http_metrics import HTTPMetrics
+from sim_gpu.lora import runtime_updating_allowed
 from sim_gpu.pod import Pod, Tracked
 from sim_gpu.tools import ToolStream
 
@@ -71,6 +72,11 @@ class PodApp:
             Route("/v1/completions/render", self.render_completion, methods=["POST"]),
             Route("/v1/chat/completions/render", self.render_chat, methods=["POST"]),
         ]
+        if self.pod.loras is not None and runtime_updating_allowed():  # as vLLM: only with the env var set
+            routes += [
+                Route("/v1/load_lora_adapter", self.load_lora_adapter, methods=["POST"]),
+                Route("/v1/unload_lora_adapter", self.unload_lora_adapter, methods=["POST"]),
+            ]
         return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
 
     async def health(self, request: Request) -> Response:
@@ -89,7 +95,30 @@ class PodApp:
         # `root` is where the model's files are, as on vLLM: `vllm bench serve` without --model loads its
         # tokenizer from there, so with a tokenizer directory the client counts what the pod counts.
         root = self.cfg.tokenizer or self.cfg.model_profile
-        return Response(api.dumps(api.models_response(self.served, int(time.time()), root)), media_type=JSON)
+        now = int(time.time())
+        adapters = self.pod.loras.cards(now) if self.pod.loras is not None else None
+        return Response(api.dumps(api.models_response(self.served, now, root, adapters)), media_type=JSON)
+
+    async def load_lora_adapter(self, request: Request) -> Response:
+        return await self._lora_call(request, "load")
+
+    async def unload_lora_adapter(self, request: Request) -> Response:
+        return await self._lora_call(request, "unload")
+
+    async def _lora_call(self, request: Request, op: str) -> Response:
+        """vLLM's answers: the success line as plain text, or an OpenAI error object."""
+        loras = self.pod.loras
+        assert loras is not None  # the routes exist only with LoRA enabled
+        try:
+            body = api.loads_body(await read_body(request))
+            text = loras.load(body) if op == "load" else loras.unload(body)
+        except APIError as exc:
+            return _error(exc)
+        except ClientDisconnect:
+            return Response(status_code=499)
+        except Exception as exc:  # noqa: BLE001 - the server never dies on a request
+            return _error(APIError(500, f"Internal error: {exc!r}", err_type="InternalServerError"))
+        return Response(text, status_code=200)
 
     async def metrics_endpoint(self, request: Request) -> Response:
         body, content_type = self.metrics.render_for(request.headers.get("accept"))
@@ -153,7 +182,14 @@ class PodApp:
                 or api.random_id("cmpl" if kind == "completion" else "chatcmpl")
             )
             created = int(time.time())
-            runs = self._submit_all(rid, req, body)
+            if self.cfg.role == "encode":  # E/P/D: run the encoder only and answer where the embeddings are
+                return await self._encode(rid, created, req)
+            pulled = multimodal.pulled_bytes(req.ec_transfer_params, req.mm_inputs)
+            if pulled is not None and (req.kv_transfer_params or {}).get("do_remote_prefill"):
+                pulled = 0  # a P/D decode pod gets the prompt's KV: the prefill pod pulled the embeddings
+            if pulled is not None:  # embeddings from an encode pod: pull them instead of encoding here
+                await self.pod.clock.sleep(multimodal.transfer_time(self.pod.engine.latency, pulled))
+            runs = self._submit_all(rid, req, body, mm_encoded=pulled is not None)
         except APIError as exc:
             return _error(exc)
         except ClientDisconnect:
@@ -196,17 +232,30 @@ class PodApp:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await gathered
 
-    def _submit_all(self, rid: str, req: GenRequest, body: dict[str, Any] | None = None) -> list["_Run"]:
+    async def _encode(self, rid: str, created: int, req: GenRequest) -> Response:
+        """An encode pod's answer: a chat completion with no output tokens, carrying `ec_transfer_params`."""
+        tokens = await self.pod.encode(req.mm_inputs)
+        nbytes = multimodal.embedding_bytes(self.pod.engine.latency, tokens)
+        choice = ChoiceResult(0, "", [], req.prompts[0], "length")
+        out = api.chat_response(rid, created, req, [choice], None, self.cfg.enable_prompt_tokens_details)
+        out["ec_transfer_params"] = multimodal.encode_params(req.mm_inputs, nbytes, self.pod.public_host, self.port)
+        return Response(api.dumps(out), media_type=JSON)
+
+    def _submit_all(
+        self, rid: str, req: GenRequest, body: dict[str, Any] | None = None, mm_encoded: bool = False
+    ) -> list["_Run"]:
         runs: list[_Run] = []
         try:
-            self._submit_each(rid, req, runs, body or {})
+            self._submit_each(rid, req, runs, body or {}, mm_encoded)
         except Exception:
             for run in runs:
                 self.pod.abort(run.request_id)
             raise
         return runs
 
-    def _submit_each(self, rid: str, req: GenRequest, runs: list["_Run"], body: dict[str, Any]) -> None:
+    def _submit_each(
+        self, rid: str, req: GenRequest, runs: list["_Run"], body: dict[str, Any], mm_encoded: bool = False
+    ) -> None:
         for pi, prompt in enumerate(req.prompts):
             if self.pod.tiers is not None:
                 try:  # block types (system prompt, tools, ...) for the tiers' per-type policies
@@ -227,7 +276,7 @@ class PodApp:
                 prefix = req.prompt_texts[pi] if req.echo and req.kind == "completion" else None
                 if req.echo and prefix is None and req.kind == "completion":
                     prefix = self.tokenizer.decode(prompt)
-                t = self.pod.submit(erid, prompt, req.max_tokens[pi], req, plan, j, forced)
+                t = self.pod.submit(erid, prompt, req.max_tokens[pi], req, plan, j, forced, mm_encoded)
                 choice = ChoiceOutput(
                     self.tokenizer,
                     req.sampling,

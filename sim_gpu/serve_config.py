@@ -16,6 +16,7 @@ from sim_gpu.engine import EngineConfig, SimEngine
 from sim_gpu.engine.policy import POLICIES
 from sim_gpu.kv_publisher import validate_endpoint
 from sim_gpu.latency import LatencyModel
+from sim_gpu.lora import LoraConfig, parse_lora_module
 from sim_gpu.tiers import parse_spec as parse_tiers
 from sim_gpu.tools import ToolSettings
 
@@ -63,6 +64,11 @@ class ServeConfig:
     tool_call_parser: str | None = None  # vLLM's flag: emulate this parser's tool calls (sim_gpu.tools)
     enable_auto_tool_choice: bool = False  # vLLM's flag: tool_choice "auto" may call tools (needs the parser)
     kv_tiers: str | None = None  # --kv-tiers: a profile's kv_tiers section as JSON, or a file holding it
+    enable_lora: bool = False  # vLLM's LoRA flags (sim_gpu/lora.py)
+    max_loras: int = 1
+    max_lora_rank: int = 16
+    max_cpu_loras: int | None = None
+    lora_modules: list[str] = field(default_factory=list)  # name=path or vLLM's JSON form
 
     def tool_settings(self) -> ToolSettings:
         return ToolSettings(self.tool_call_parser, self.enable_auto_tool_choice)
@@ -116,6 +122,19 @@ class ServeConfig:
             validate_endpoint(self.kv_events_endpoint)
         if self.kv_tiers:
             parse_tiers(self.kv_tiers)
+        if self.lora_modules and not self.enable_lora:
+            raise ValueError("--lora-modules: serving LoRA adapters needs --enable-lora")
+        if self.enable_lora:
+            self.lora_config().validate()
+
+    def lora_config(self) -> LoraConfig:
+        """The LoRA flags parsed (ValueError names the flag)."""
+        return LoraConfig(
+            max_loras=self.max_loras,
+            max_lora_rank=self.max_lora_rank,
+            max_cpu_loras=self.max_cpu_loras,
+            modules=[parse_lora_module(m) for m in self.lora_modules],
+        )
 
 
 def build_latency(cfg: ServeConfig) -> LatencyModel:
@@ -164,7 +183,7 @@ def build_engine(
             output_mode=cfg.output_mode,
             vocab_size=tokenizer.vocab_size,
             eos_token_id=tokenizer.eos_token_id,
-            role=cfg.role,
+            role="both" if cfg.role == "encode" else cfg.role,  # an encode pod's engine stays idle
             data_parallel_rank=rank,
             enable_kv_events=bool(cfg.kv_events_endpoint) or bool(cfg.kv_tiers),  # tiers replicate on GPU events
             event_hash_int=cfg.kv_events_int_hashes,

@@ -194,6 +194,7 @@ def sim_components(
                 ports=ports + ([*range(events0, events0 + n * dp)] if pool.kv_events else []),
                 health=[f"http://127.0.0.1:{p}/health" for p in ports],
                 log=str(logs / f"{name}.log"),
+                env=dict(pool.env),  # e.g. VLLM_ALLOW_RUNTIME_LORA_UPDATING, read by the simulator as by vLLM
             )
         )
     return comps, pods

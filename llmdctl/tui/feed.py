@@ -289,7 +289,8 @@ def decision_detail(row: FeedRow, model: Model) -> Group:
     head.add_row(
         "chosen",
         f"decode {model.pod_name(chosen.get('decode'))}"
-        + (f"  ·  prefill {model.pod_name(chosen.get('prefill'))}" if chosen.get("prefill") else ""),
+        + (f"  ·  prefill {model.pod_name(chosen.get('prefill'))}" if chosen.get("prefill") else "")
+        + (f"  ·  encode {model.pod_name(chosen.get('encode'))}" if chosen.get("encode") else ""),
     )
     head.add_row(
         "served by",
@@ -304,6 +305,10 @@ def decision_detail(row: FeedRow, model: Model) -> Group:
         )
     if d.get("pd"):
         head.add_row("P/D", json.dumps(d["pd"]))
+    if d.get("epd"):
+        head.add_row("E/P/D", json.dumps(d["epd"]))
+    if d.get("lora"):
+        head.add_row("LoRA", str(d["lora"]))
     if row.reason:
         head.add_row("reason", row.reason)
     attempts = d.get("attempts") or []

@@ -68,6 +68,7 @@ def parse_vllm_metrics(text: str, dp_rank: int | None = None, now: float = 0.0) 
         kv_cache_usage_percent=max((v for _, v in usage), default=0.0),
         updated_at=now,
     )
+    m.base_models = {lb["model_name"] for lb, _ in samples[RUNNING] if lb.get("model_name")}
     info = CacheInfo()
     if samples[CACHE_INFO]:
         labels = samples[CACHE_INFO][0][0]

@@ -182,6 +182,7 @@ class ProfileOutcome:
     primary: str
     reason: str
     prefill_unavailable: bool = False  # the decider wanted a separate prefill but no prefill endpoint could take it
+    encode: Endpoint | None = None  # E/P/D: where the multimodal items are encoded first (None: on the target)
 
 
 class ProfileHandler(Plugin):

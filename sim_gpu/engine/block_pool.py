@@ -192,8 +192,11 @@ class BlockPool:
         num_full: int,
         all_token_ids: Sequence[int],
         cache_salt: str | None = None,
+        lora_name: str | None = None,
+        lora_id: int | None = None,
     ) -> None:
-        """Register blocks[num_cached:num_full] under their hashes and emit one BlockStored for them."""
+        """Register blocks[num_cached:num_full] under their hashes and emit one BlockStored for them (with the
+        request's LoRA adapter, as vLLM names it in the event: lora_id, lora_name, the name in extra_keys)."""
         if num_full <= num_cached:
             return
         new_hashes: list[Any] = []
@@ -221,9 +224,10 @@ class BlockPool:
             return
         if self.event_hash_int:
             new_hashes = to_event_hashes(new_hashes)
-        extra: list[Any] = [None] * len(new_hashes)
+        # vLLM's extra_keys per block: the adapter's name on every block of a LoRA request, the salt on the first
+        extra: list[Any] = [None] * len(new_hashes) if lora_name is None else [[lora_name] for _ in new_hashes]
         if first == 0 and cache_salt:
-            extra[0] = [cache_salt]
+            extra[0] = [cache_salt] if lora_name is None else [lora_name, cache_salt]
         bs = self.block_size
         parent = to_event_hash(block_hashes[first - 1], self.event_hash_int) if first > 0 else None
         self._events.append(
@@ -232,9 +236,9 @@ class BlockPool:
                 parent_block_hash=parent,
                 token_ids=list(all_token_ids[first * bs : num_full * bs]),
                 block_size=bs,
-                lora_id=None,
+                lora_id=lora_id,
                 medium="GPU",
-                lora_name=None,
+                lora_name=lora_name,
                 extra_keys=extra,
             )
         )

@@ -18,6 +18,7 @@ from kvtiers.hashing import HASH_ALGOS, BlockHasher, to_event_hash
 from sim_gpu.engine.block_pool import BlockPool
 from sim_gpu.engine.fast_forward import LazyDecodes, Window
 from sim_gpu.engine.kv_cache_manager import KVCacheManager
+from sim_gpu.engine.lora import LoraSlots
 from sim_gpu.engine.policy import POLICIES
 from sim_gpu.engine.request import (
     FINISHED,
@@ -32,6 +33,7 @@ from sim_gpu.engine.request import (
 from sim_gpu.engine.scheduler import Scheduler
 from sim_gpu.engine.tokens import OUTPUT_MODES, TokenGenerator, TokenStream
 from sim_gpu.latency import LatencyModel
+from sim_gpu.multimodal import encode_time
 
 ROLES = ("both", "prefill", "decode")
 
@@ -164,6 +166,12 @@ class SimEngine:
         rp = req.remote_prefill
         if rp is not None and (not isinstance(rp.num_tokens, int) or rp.num_tokens < 0):
             raise ValueError(f"remote_prefill.num_tokens: expected an integer >= 0, got {rp.num_tokens!r}")
+        if req.lora_name is not None:
+            lora = self.scheduler.lora
+            if lora is None:
+                raise ValueError(f"lora_name: {req.lora_name!r} given but LoRA is not enabled on this engine")
+            if req.lora_name not in lora.adapter_ids:
+                raise ValueError(f"lora_name: adapter {req.lora_name!r} is not loaded on this engine")
         pbh = req.prompt_block_hashes
         if pbh is not None and len(pbh) > len(prompt) // cfg.block_size:
             raise ValueError(
@@ -185,6 +193,11 @@ class SimEngine:
         blocks = (bs, req.block_hashes[: plen // bs]) if req.block_hashes else None
         # fast_forward draws up to a block ahead of the last token: one run covers the whole request
         return self.tokens.stream(prompt, replay, blocks, expect=req.max_tokens + bs + 1, seed=seed)
+
+    def enable_lora(self, slots: LoraSlots) -> None:
+        """Serve LoRA adapters: requests may name one registered in `slots` (see engine/lora.py)."""
+        self.scheduler.lora = slots
+        self.kv.lora_ids = slots.adapter_ids
 
     def abort_request(self, request_id: str) -> bool:
         """Drop a request and free its blocks (they stay cached); False if it is unknown or already done."""
@@ -278,6 +291,9 @@ class SimEngine:
             return StepResult(duration_s=wait, kv_events=events, num_preempted=npre, idle=True)
 
         duration = self.latency.step_time(batch.shape, self._rng if self.latency.jitter > 0 else None)
+        duration += batch.lora_load_s
+        if batch.new_hits:  # multimodal requests run their encoder in the step that first schedules them
+            duration += self._encoder_time(batch.new_hits)
         if win is not None:
             lazy.ends.append(now + duration)
         outputs: list[RequestOutput] = []
@@ -361,6 +377,23 @@ class SimEngine:
     def block_ids_of(self, request_id: str) -> list[int]:
         req = self._requests.get(request_id)
         return [b.block_id for b in req.blocks] if req is not None else []
+
+    def _encoder_time(self, new_hits: list[tuple[Request, int, int]]) -> float:
+        """Encoder seconds for first-scheduled requests' multimodal items not already in cached KV."""
+        tokens = 0
+        for req, local, remote in new_hits:
+            if req.mm_items and req.mm_encode:
+                hit = local + remote
+                tokens += sum(n for _, off, n in req.mm_items if off + n > hit)
+        return encode_time(self.latency, tokens) if tokens else 0.0
+
+    def lora_adapters(self) -> tuple[list[str], list[str]]:
+        """Adapters of the running and of the waiting requests, each in order of first appearance (the
+        running_lora_adapters / waiting_lora_adapters labels of vllm:lora_requests_info)."""
+        sched = self.scheduler
+        running = dict.fromkeys(r.lora_name for r in sched.running if r.lora_name is not None)
+        waiting = dict.fromkeys(r.lora_name for r in sched.waiting if r.lora_name is not None)
+        return list(running), list(waiting)
 
     def stats(self) -> EngineStats:
         sched = self.scheduler

@@ -36,6 +36,7 @@ class KVCacheManager:
         self.block_size = pool.block_size
         self.max_model_len = max_model_len
         self.lora_name = lora_name
+        self.lora_ids: dict[str, int] = {}  # adapter name -> lora_int_id, for KV events (SimEngine.enable_lora)
         self.enable_caching = pool.enable_caching
         self._memo_hasher = _memo_hasher(hasher)
 
@@ -48,15 +49,17 @@ class KVCacheManager:
         toks = req.all_token_ids
         limit = min(num_blocks, len(toks) // bs)
         start = len(hashes)
-        if start + 1 == limit and start and not self.lora_name:  # one block filled by decode: no extra keys
+        # one block filled by decode, and no extra keys (an adapter tags every block; images the blocks they touch)
+        if start + 1 == limit and start and not (req.lora_name or self.lora_name or req.mm_items):
             hashes.append(self._memo_hasher.hash_next(hashes[-1], toks[start * bs : limit * bs]))
         elif start < limit:
             hashes += self._memo_hasher.hash_blocks(
                 toks[start * bs : limit * bs],
                 req.cache_salt,
-                self.lora_name,
+                req.lora_name or self.lora_name,
                 parent=hashes[-1] if hashes else None,
                 start_block=start,
+                mm_items=req.mm_items,
             )
         return hashes
 
@@ -146,7 +149,11 @@ class KVCacheManager:
         if num_full <= num_cached:
             return
         hashes = self.ensure_hashes(req, num_full)
-        self.pool.cache_full_blocks(req.blocks, hashes, num_cached, num_full, req.all_token_ids, req.cache_salt)
+        lora = req.lora_name or self.lora_name
+        lora_id = self.lora_ids.get(lora) if lora else None
+        self.pool.cache_full_blocks(
+            req.blocks, hashes, num_cached, num_full, req.all_token_ids, req.cache_salt, lora, lora_id
+        )
         req.num_cached_blocks = num_full
 
     def free(self, req: Request) -> None:

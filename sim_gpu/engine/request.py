@@ -48,6 +48,12 @@ class EngineRequest:
     # Digests of the prompt's full blocks that the caller already took with this engine's hash setting (the
     # planner's router hashed the prompt to route it): trusted, so the engine does not hash them again.
     prompt_block_hashes: list[bytes] | None = None
+    lora_name: str | None = None  # the LoRA adapter serving it (registered with SimEngine.enable_lora); None: base
+    # Multimodal items as (identifier, offset, placeholder count) in prompt order: their blocks hash with
+    # vLLM's mm extra keys; with `mm_encode` the engine runs their encoder when it first schedules the request
+    # (False: the embeddings came from an encode pod, E/P/D).
+    mm_items: list[tuple[str, int, int]] | None = None
+    mm_encode: bool = True
 
 
 @dataclass(slots=True)
@@ -192,6 +198,9 @@ class Request:
         "hit_memo",
         "due_at",
         "scheduled_at",
+        "lora_name",
+        "mm_items",
+        "mm_encode",
     )
 
     def __init__(self, req: EngineRequest, token_stream: Any) -> None:
@@ -226,6 +235,9 @@ class Request:
         self.due_at = -1  # lazy: the engine step at which it next needs the scheduler's attention
         self.hit_memo: Any = None  # KVCacheManager.get_computed_blocks' last answer, re-validated on reuse
         self.scheduled_at = -1.0  # engine time it was first scheduled (vLLM's queue time ends there)
+        self.lora_name = req.lora_name
+        self.mm_items = req.mm_items or ()
+        self.mm_encode = req.mm_encode
 
     def append_token(self, token: int) -> None:
         self.all_token_ids.append(token)

@@ -6,6 +6,9 @@ Running requests first (decodes and unfinished prefill chunks, in arrival order)
 order while seats (`max_num_seqs`), budget and blocks last, each starting after its longest cached prefix and
 chunked to the remaining budget (chunked prefill). P/D decode-side requests first wait for their remote KV.
 The order of the waiting queue and the choice of victim are the scheduling policy's (policy.py).
+
+With LoRA (`self.lora`, engine/lora.py) a waiting request whose adapter would take the batch past `max_loras`
+is skipped and waits, as vLLM's scheduler does; the step pays for bringing new adapters in.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from sim_gpu.engine.kv_cache_manager import KVCacheManager
+from sim_gpu.engine.lora import LoraSlots
 from sim_gpu.engine.policy import PriorityWaiting, make_waiting, victim_index
 from sim_gpu.engine.request import PREEMPTED, RUNNING, WAITING, WAITING_FOR_REMOTE_KVS, Request
 from sim_gpu.latency import BatchShape
@@ -28,6 +32,7 @@ class ScheduledBatch:
     num_scheduled_tokens: int = 0
     preempted: list[Request] = field(default_factory=list)
     new_hits: list[tuple[Request, int, int]] = field(default_factory=list)  # (request, local hit tokens, remote tokens)
+    lora_load_s: float = 0.0  # seconds this step spends bringing LoRA adapters into GPU slots
 
 
 class Scheduler:
@@ -52,6 +57,7 @@ class Scheduler:
         # ids of waiting requests that hold blocks (only the remote / tier-load path allocates to a request
         # that stays waiting): empty means no waiting request holds blocks, so blocked admission need not scan
         self._holders: set[int] = set()
+        self.lora: LoraSlots | None = None  # LoRA residency and max_loras (None: LoRA disabled)
 
     def add(self, req: Request) -> None:
         self.waiting.append(req)
@@ -122,12 +128,19 @@ class Scheduler:
         if dec_n:
             shape.add_decode(dec_ctx, dec_n)
 
+        lora = self.lora
+        active = None if lora is None else {r.lora_name for r in running if r.lora_name is not None}
+
         # 2. Waiting requests, only when nothing was preempted this step.
         if not out.preempted and not no_admit:
             skipped: list[Request] = []
             waiting = self.waiting
             while waiting and budget > 0 and len(running) < self.max_num_seqs:
                 req = waiting[0]
+                lname = req.lora_name
+                if lname is not None and lora is not None and active is not None and not lora.admits(lname, active):
+                    skipped.append(waiting.popleft())  # its adapter would exceed max_loras in this batch
+                    continue
                 tier_digests = None
                 if req.status == WAITING_FOR_REMOTE_KVS:
                     if now < req.remote_ready_at:
@@ -196,11 +209,15 @@ class Scheduler:
                 req.run_seq = self._run_seq
                 self._run_seq += 1
                 running.append(req)
+                if active is not None and req.lora_name is not None:
+                    active.add(req.lora_name)
                 entries.append((req, n))
                 budget -= n
                 shape.add_prefill(n, num_computed)
             if skipped:
                 waiting.extendleft(reversed(skipped))
+        if active and lora is not None:
+            out.lora_load_s = lora.activate(active)
         out.num_scheduled_tokens = self.max_num_batched_tokens - budget
         for req, n in entries:
             req.num_computed_tokens += n

@@ -78,6 +78,7 @@ def test_everything_is_labelled_and_selectors_pick_exactly_the_model_servers(key
             "both",
             "prefill",
             "decode",
+            "encode",  # E/P/D encoder pods (llm-d's encode-filter selects llm-d.ai/role=encode)
         )
     picker = pool["spec"]["endpointPickerRef"]
     assert any(

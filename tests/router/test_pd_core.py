@@ -225,12 +225,12 @@ def test_the_shipped_pd_profile_uses_the_current_shape():
     "params, message",
     [
         (
-            {"deciders": {"prefill": "prefix-based-pd-decider", "encode": "x"}},
-            r"parameters\.deciders: unknown stage 'encode'; accepted: prefill \(router_lite has no encode stage\)",
+            {"deciders": {"prefill": "prefix-based-pd-decider", "encoder": "x"}},
+            r"parameters\.deciders: unknown stage 'encoder'; accepted: prefill, encode",
         ),
         (
             {"profiles": {"decode": "decode", "prefil": "prefill"}},
-            r"parameters\.profiles: unknown stage 'prefil'; accepted: decode, prefill",
+            r"parameters\.profiles: unknown stage 'prefil'; accepted: decode, prefill, encode",
         ),
         ({"deciders": {"prefill": ""}}, r"parameters\.deciders\.prefill: expected a name"),
         ({"deciders": "prefix-based-pd-decider"}, r"parameters\.deciders: expected a mapping"),

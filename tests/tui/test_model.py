@@ -193,3 +193,21 @@ def test_decision_detail_shows_predicted_and_actual_latency_and_the_error() -> N
     assert "120 ms" in text and "310 ms" in text  # predicted, per candidate
     assert "134 ms / 10.2 ms" in text  # actual, on the pod that served it
     assert "TTFT median 12% p90 35% (n=40)" in text and "TPOT median 8% p90 20% (n=38)" in text
+
+
+def test_decision_detail_shows_the_encode_leg_and_the_adapter() -> None:
+    from rich.console import Console
+
+    from llmdctl.tui.feed import decision_detail
+
+    m = Model()
+    enc, dec = "127.0.0.1:7009", PODS[0]
+    d = decision("r9", dec, [cand(dec, 0, 1.0, profile="decode", role="decode")])
+    d["chosen"]["encode"] = enc
+    d["epd"] = {"encode": enc, "fallback": None, "ms": 41.5}
+    d["lora"] = "sql-lora"
+    row = m.ingest_decision(d)
+    con = Console(width=200, record=True, file=open("/dev/null", "w"))
+    con.print(decision_detail(row, m))
+    text = con.export_text()
+    assert f"encode {m.pod_name(enc)}" in text and '"ms": 41.5' in text and "sql-lora" in text

@@ -15,4 +15,4 @@ class DecodeFilter(Filter):
     type_name = "decode-filter"
 
     def filter(self, request: LLMRequest, endpoints: list[Endpoint]) -> list[Endpoint]:
-        return [e for e in endpoints if e.role != "prefill"]
+        return [e for e in endpoints if e.role in ("decode", "both")]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from router_lite.plugins import Plugin
 from router_lite.registry import register
-from router_lite.types import Endpoint, LLMRequest
+from router_lite.types import ENCODE_TARGET, Endpoint, LLMRequest
 
 PREFILLER_HEADER = "x-prefiller-host-port"  # what llm-d's decode sidecar reads
+ENCODERS_HEADER = "x-encoder-hosts-ports"  # E/P/D: the encoder pod(s), comma-separated, as llm-d writes it
 
 
 @register
@@ -27,3 +28,6 @@ class DisaggHeadersHandler(Plugin):
     ) -> None:
         if prefill is not None:
             headers[PREFILLER_HEADER] = prefill.key
+        encoder = request.state.get(ENCODE_TARGET)
+        if encoder is not None:
+            headers[ENCODERS_HEADER] = encoder.key

@@ -13,7 +13,13 @@ Two parameter shapes are accepted. llm-d's current one names profiles and decide
 and the older flat one: `decodeProfile`, `prefillProfile`, `prefillDeciderPluginName` (alias
 `deciderPluginName`), `threshold` (pd-profile-handler: non-cached tokens, a prefix-based decider). In the
 flat shape, or with no parameters, a handler without a decider disaggregates every request (always-disagg),
-as llm-d's handler did when that shape was current. router_lite has no encode stage (E/P/D).
+as llm-d's handler did when that shape was current.
+
+E/P/D: with `deciders.encode` (llm-d's `always-disagg-multimodal-decider`) and an encode profile
+(`profiles.encode`, default `encode`, typically `encode-filter` + a load scorer), a request the encode decider
+accepts also gets an encoder pod: the gateway sends it there first and hands the embeddings' whereabouts
+(`ec_transfer_params`) to the prefill / decode legs. As in llm-d, decode is picked first, then the prefill
+and encode deciders are asked.
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ from router_lite.plugins.profile_handlers.single import _why
 from router_lite.registry import ConfigError, NoParams, register
 from router_lite.types import Endpoint, LLMRequest, ProfileRunResult
 
-# The decider's verdict, made while picking profiles and used when combining their results.
+# The deciders' verdicts, made while picking profiles and used when combining their results.
 _DECISION: StateKey[tuple[bool, str]] = StateKey("disagg:decision", per_cycle=True)
+_ENCODE_DECISION: StateKey[tuple[bool, str]] = StateKey("disagg:encode-decision", per_cycle=True)
 
-_STAGES = {"profiles": ("decode", "prefill"), "deciders": ("prefill",)}
+_STAGES = {"profiles": ("decode", "prefill", "encode"), "deciders": ("prefill", "encode")}
 
 
 @dataclass
@@ -64,6 +71,14 @@ class DisaggParams:
         return (self.profiles or {}).get("prefill") or self.prefill_profile or "prefill"
 
     @property
+    def encode(self) -> str:
+        return (self.profiles or {}).get("encode") or "encode"
+
+    @property
+    def encode_decider(self) -> str:
+        return (self.deciders or {}).get("encode") or ""
+
+    @property
     def prefill_decider(self) -> str:
         return (self.deciders or {}).get("prefill") or self.prefill_decider_plugin_name or ""
 
@@ -72,8 +87,7 @@ class DisaggParams:
             given = getattr(self, section) or {}
             unknown = sorted(set(given) - set(stages))
             if unknown:
-                extra = " (router_lite has no encode stage)" if "encode" in unknown else ""
-                return f"{section}: unknown stage {unknown[0]!r}; accepted: {', '.join(stages)}{extra}"
+                return f"{section}: unknown stage {unknown[0]!r}; accepted: {', '.join(stages)}"
             empty = [k for k, v in given.items() if not v]
             if empty:
                 return f"{section}.{empty[0]}: expected a name, got an empty string"
@@ -94,6 +108,8 @@ class DisaggParams:
             return f"primaryPort: expected 0 (off) or a port 1-65535, got {self.primary_port}"
         if self.threshold is not None and self.threshold < 0:
             return f"threshold: expected a non-negative integer, got {self.threshold}"
+        if self.encode_decider and self.encode in (self.decode, self.prefill):
+            return "profiles.encode: must differ from the decode and prefill profiles"
         if self.decode == self.prefill:
             return (
                 "profiles.prefill: must differ from the decode profile"
@@ -122,6 +138,15 @@ class DisaggProfileHandler(ProfileHandler):
                 return f"{key} {name!r} names no plugin"
             if spec.kind != "decider":
                 return f"{key} {name!r} is a {spec.kind.replace('_', ' ')}, not a P/D decider"
+        name = params.encode_decider
+        if name:
+            spec = plugins.get(name)
+            if spec is None:
+                return f"deciders.encode {name!r} names no plugin"
+            if spec.kind != "decider":
+                return f"deciders.encode {name!r} is a {spec.kind.replace('_', ' ')}, not a decider"
+            if params.encode not in profile_names:
+                return f"profiles.encode {params.encode!r} is not among schedulingProfiles ({', '.join(profile_names)})"
         return None
 
     def bind(self) -> None:
@@ -138,6 +163,12 @@ class DisaggProfileHandler(ProfileHandler):
             self.decider = None  # llm-d's current handler: no prefill decider, no prefill stage
         else:
             self.decider = AlwaysDisaggDecider(f"{self.name}/always", NoParams(), self.ctx)
+        self.encode_decider: Decider | None = None
+        if p.encode_decider:
+            d = self.ctx.plugins.get(p.encode_decider)
+            if not isinstance(d, Decider):
+                raise ConfigError(f"plugin {self.name!r}: encode decider {p.encode_decider!r} is not a decider")
+            self.encode_decider = d
 
     def pick_profiles(
         self, request: LLMRequest, profile_names: list[str], results: dict[str, ProfileRunResult]
@@ -146,16 +177,24 @@ class DisaggProfileHandler(ProfileHandler):
         if p.decode not in results:
             return [p.decode]
         decode = results[p.decode]
-        if decode.target is None or p.prefill not in profile_names or p.prefill in results:
+        if decode.target is None:
             return []
-        if _DECISION in request.state:
-            return []
-        if self.decider is None:
-            go, why = False, "no prefill decider configured"
-        else:
-            go, why = self.decider.disaggregate(request, decode)
-        request.state.set(_DECISION, (go, why))
-        return [p.prefill] if go else []
+        names = []
+        if p.prefill in profile_names and p.prefill not in results and _DECISION not in request.state:
+            if self.decider is None:
+                go, why = False, "no prefill decider configured"
+            else:
+                go, why = self.decider.disaggregate(request, decode)
+            request.state.set(_DECISION, (go, why))
+            if go:
+                names.append(p.prefill)
+        enc = self.encode_decider
+        if enc is not None and p.encode not in results and _ENCODE_DECISION not in request.state:
+            go, why = enc.disaggregate(request, decode)
+            request.state.set(_ENCODE_DECISION, (go, why))
+            if go:
+                names.append(p.encode)
+        return names
 
     def pre_request(
         self, request: LLMRequest, target: Endpoint, prefill: Endpoint | None, headers: dict[str, str]
@@ -173,6 +212,21 @@ class DisaggProfileHandler(ProfileHandler):
                 else "decode picker chose none"
             )
             return ProfileOutcome(None, None, p.decode, reason)
+        out = self._pd_outcome(request, results, decode)
+        enc_go, enc_why = request.state.pop(_ENCODE_DECISION) or (False, "")
+        if enc_go:
+            enc_res = results.get(p.encode)
+            if enc_res is not None and enc_res.target is not None:
+                out.encode = enc_res.target
+                out.reason = f"encode {_why(enc_res)} ({enc_why}); {out.reason}"
+            else:  # no encoder pod: the prefill (or decode) pod encodes the items itself
+                out.reason = f"encode on the target: {enc_why}, but no encode endpoint available; {out.reason}"
+        return out
+
+    def _pd_outcome(
+        self, request: LLMRequest, results: dict[str, ProfileRunResult], decode: ProfileRunResult
+    ) -> ProfileOutcome:
+        p: DisaggParams = self.params
         go, why = request.state.pop(_DECISION) or (False, "no prefill profile configured")
         target = decode.target
         prefill_res = results.get(p.prefill)
