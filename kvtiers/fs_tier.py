@@ -31,6 +31,7 @@ import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
@@ -325,6 +326,28 @@ class FsTier:
             evicted = self.enforce_cap(keep=name)
         return PutStatus.STORED, evicted
 
+    def flush(self, names: Iterable[str]) -> int:
+        """Make the files of blocks `names` durable (fdatasync); returns how many were flushed (a block another
+        pod evicted meanwhile is skipped). The files are flushed concurrently: one at a time, each waits for its
+        own few-MiB write and journal commit with the disk otherwise idle, which ran at 0.45 of dd's speed on a
+        virtio disk; in flight together they reached 1.15 (bench/bench_kvtiers.py (c))."""
+        fds: list[int] = []
+        try:
+            for name in names:
+                try:
+                    fds.append(os.open(self.path_of(name), os.O_RDONLY))
+                except FileNotFoundError:
+                    continue
+            if len(fds) > 1:
+                with ThreadPoolExecutor(min(_FLUSH_THREADS, len(fds))) as pool:
+                    list(pool.map(os.fdatasync, fds))
+            elif fds:
+                os.fdatasync(fds[0])
+            return len(fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
     def _write(self, fd: int, parts: list[bytes | memoryview]) -> None:
         """Write all of `parts` to `fd` in order with `writev`, so the payload is never copied into a joined
         buffer (the one place bytes hit the disk; tests inject failures here)."""
@@ -427,6 +450,7 @@ class FsTier:
         return sorted(lru) + sorted(protected)
 
 
+_FLUSH_THREADS = 16  # fdatasyncs in flight in `flush` (they wait on the disk, not on the GIL)
 _FILE_MODE = 0o644
 _PINNED_MODE = 0o444  # read-only marks a pinned block (see FsTier.put)
 

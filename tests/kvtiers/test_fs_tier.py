@@ -330,3 +330,13 @@ def test_pins_beyond_the_budget_fall_back_to_lru_oldest_first(tmp_path):
     assert [n for n in pins if (tmp_path / n).exists()] == pins[2:]  # the two oldest pins went as LRU
     with pytest.raises(ValueError, match="pin_budget: expected a fraction in"):
         FsTier(tmp_path, cap, pin_budget=1.5)
+
+
+def test_flush_makes_the_named_blocks_durable_and_skips_gone_ones(tmp_path):
+    fs = FsTier(tmp_path, 1 << 20)
+    names = [format(0xB0 + i, "016x") for i in range(5)]
+    for name in names:
+        fs.put(name, payload())
+    os.unlink(tmp_path / names[0])  # another pod evicted it meanwhile
+    assert fs.flush(names) == 4 and fs.flush([]) == 0
+    assert all(fs.get(n) == payload() for n in names[1:])
