@@ -70,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         default=SEMANTIC_KV_WORKLOAD.reasoning_len,
         help="tokens of each branch's scratchpad",
     )
+    p.add_argument("--apps", type=int, default=SEMANTIC_KV_WORKLOAD.apps, help="agent apps (own system prompt, tools)")
+    p.add_argument(
+        "--oneoffs", type=int, default=SEMANTIC_KV_WORKLOAD.oneoffs, help="other tenants' one-off requests per step"
+    )
+    p.add_argument("--oneoff-len", type=int, default=SEMANTIC_KV_WORKLOAD.oneoff_len, help="tokens of each one-off")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "semantic_kv_live.json"))
     args = p.parse_args(argv)
     sizes = [tuple(int(x) for x in s.split(":")) for s in args.sizes.split(",")]
@@ -81,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         output_len=args.output_len,
         branches=args.branches,
         reasoning_len=args.reasoning_len,
+        apps=args.apps,
+        oneoffs=args.oneoffs,
+        oneoff_len=args.oneoff_len,
     )
     rows = []
     for gpu, cpu, fs in sizes:
