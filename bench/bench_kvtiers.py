@@ -280,9 +280,10 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
     fs = FsTier(blocks_dir, total * 2)
     names = [format(i + 1, "016x") for i in range(n)]
     # Writes, in pairs of slices: dd writes a slice with conv=fdatasync, then the tier writes as many blocks
-    # and flushes them (`FsTier.flush`: fdatasync of its files, concurrently). Both flush exactly their own data (an os.sync() also flushed whatever
-    # else was dirty on the shared machine: its time was other people's), and a pair is seconds apart, so the
-    # per-pair ratio compares the two at one moment of a disk whose speed moves 10x from minute to minute.
+    # and flushes them (`FsTier.flush`: fdatasync of its files, concurrently); the order alternates. Both
+    # flush exactly their own data (an os.sync() also flushed whatever else was dirty on the shared machine:
+    # its time was other people's), and a pair is seconds apart, so the per-pair ratio compares the two at
+    # one moment of a disk whose speed moves 10x from minute to minute.
     # Each side deletes its slice before the next pair, so both write where they wrote before: on this thin-
     # provisioned virtual disk, writing never-used blocks ran 3-8x slower than rewriting freed ones, and dd
     # (one file, unlinked after each slice) always got recycled blocks while a tier that kept its files did not.
