@@ -3,7 +3,8 @@
 Each point brings up two 2-pod stacks in turn (kv-offload's LRU tiers, semantic-kv's typed policies) with the
 same GPU / CPU / filesystem capacity and sends the same agentic chat workload (agents of several apps, each
 its own system prompt and tools, ReAct turns, `<think>` branches, other tenants' one-offs) through the router;
-the pods type their blocks from the chat structure. Prints, per size, prefix hit rate (cached prompt tokens / prompt tokens, from the pods' usage) and TTFT, typed vs LRU
+the pods type their blocks from the chat structure. Prints, per size, prefix hit rate (cached prompt tokens /
+prompt tokens, from the pods' usage) and TTFT, typed vs LRU
 (medians over `--repeats` runs that alternate which stack goes first) beside the workload's reuse bound (the
 hit rate no cache can beat), and writes JSON.
 
