@@ -166,8 +166,8 @@ def build_store(
         path = str(get(fs_spec, "path"))
         if base_dir is not None and not os.path.isabs(path):
             path = os.path.join(base_dir, path)
-        fs = FsTier(path, int(get(fs_spec, "capacity_mb", 1024)) << 20)
-        tiers.append(FilesystemTier(fs, synthetic_payload(payload_bytes or min(block_bytes, 64 << 10))))
+        fs = FsTier(path, int(get(fs_spec, "capacity_mb", 1024)) << 20, pin_budget=policy.pin_budget_total())
+        tiers.append(FilesystemTier(fs, synthetic_payload(payload_bytes or min(block_bytes, 64 << 10)), policy=policy))
     if not tiers:
         return None
     return TieredStore(tiers, cost, policy=policy, block_size=block_size)

@@ -54,6 +54,11 @@ class PolicyConfig:
     def of(self, btype: BlockType | None) -> TypePolicy:
         return self.policies.get(btype, LRU_POLICY) if btype is not None else LRU_POLICY
 
+    def pin_budget_total(self) -> float:
+        """The share of a tier pinned types may hold together (a tier that cannot tell the pinned types apart,
+        the filesystem's, protects this much of its capacity)."""
+        return min(1.0, sum(p.pin_budget for p in self.policies.values() if p.pin))
+
     @property
     def is_lru(self) -> bool:
         return all(p == LRU_POLICY for p in self.policies.values())

@@ -182,15 +182,27 @@ def synthetic_payload(size: int) -> Callable[[BlockKey], bytes]:
 
 
 class FilesystemTier:
-    """The shared filesystem tier as a store tier: real files via `FsTier`, membership is the directory."""
+    """The shared filesystem tier as a store tier: real files via `FsTier`, membership is the directory.
+
+    Types act here as in memory: a pinned type's files are written pinned (evicted after every unpinned file,
+    within the FsTier's `pin_budget`), and an evict-on-finish type is never written (the GPU let it go because
+    its request finished)."""
 
     shared = True
 
-    def __init__(self, fs: FsTier, payload: Callable[[BlockKey], bytes], medium: str = "DISK") -> None:
+    def __init__(
+        self,
+        fs: FsTier,
+        payload: Callable[[BlockKey], bytes],
+        medium: str = "DISK",
+        policy: PolicyConfig | None = None,
+    ) -> None:
         self.fs = fs
         self.payload = payload
         self.medium = medium
+        self.policy = policy or PolicyConfig()
         self.paused_drops = 0
+        self.skipped_eager = 0
 
     def contains(self, h: BlockKey) -> bool:
         return self.fs.contains(key_hex(h))
@@ -200,7 +212,11 @@ class FilesystemTier:
         return self.fs.read(key_hex(h), [key_hex(n) for n in then]) is not None
 
     def write(self, h: BlockKey, btype: BlockType | None) -> tuple[bool, list[tuple[BlockKey, BlockType | None]]]:
-        status, evicted = self.fs.put(key_hex(h), self.payload(h))
+        rule = self.policy.of(btype)
+        if rule.evict_on_finish:
+            self.skipped_eager += 1
+            return False, []
+        status, evicted = self.fs.put(key_hex(h), self.payload(h), pinned=rule.pin)
         if status is PutStatus.PAUSED:
             self.paused_drops += 1
         return status in (PutStatus.STORED, PutStatus.EXISTS), [(key_from_hex(n), None) for n in evicted]

@@ -10,6 +10,10 @@ request, when its first token comes back and when it finishes, fails or is abort
 
 It also measures each endpoint's prefill rate (uncached tokens ahead of and in a request, over its TTFT) so
 TTFT estimates need no hand-calibrated `peakPrefillThroughput` (they use the pool's median rate by default).
+For pools whose pods really differ in speed (mixed accelerators) it fits, per endpoint, TTFT against the
+work and the decodes the request met (`EndpointTtftFit`): a plain tokens/TTFT ratio is biased towards busy
+pods, whose fixed per-step costs are spread over more batched tokens, and blind to decodes that share the
+steps; the fit's intercept and decode term take those out of the per-token slope.
 Pure and synchronous: the gateway and the planner feed it through the scheduler's lifecycle hooks, each leg
 keyed by (request id, endpoint).
 """
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable
+
+from router_lite.latency_predictor import OnlineRegression
 
 
 @dataclass
@@ -71,6 +77,33 @@ class TpotObservation:
 
 
 @dataclass
+class EndpointTtftFit:
+    """One endpoint's TTFT as a line in what its requests met: ttft ~ a + b * work + c * decoding, where work is
+    the uncached tokens ahead plus the request's own (thousands) and decoding the requests decoding there at
+    dispatch. Recursive least squares with forgetting; it answers only once warm and only with a positive
+    per-token cost (a slope fitted on too narrow a range of work is noise)."""
+
+    warmup: int = 12
+    forgetting: float = 0.99
+    model: OnlineRegression = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.model = OnlineRegression(3, forgetting=self.forgetting, ridge=1e2, warmup=self.warmup)
+
+    def update(self, work: int, decoding: int, ttft_s: float) -> None:
+        self.model.update(self.features(work, decoding), ttft_s)
+
+    def predict(self, work: int, decoding: int) -> float | None:
+        if self.model.samples < self.warmup or self.model.weights[1] <= 0:
+            return None
+        return self.model.predict(self.features(work, decoding))
+
+    @staticmethod
+    def features(work: int, decoding: int) -> list[float]:
+        return [1.0, work / 1000.0, float(decoding)]
+
+
+@dataclass
 class InFlightTracker:
     """Per-endpoint in-flight requests, uncached prefill tokens and decodes, plus measured prefill rates."""
 
@@ -79,6 +112,7 @@ class InFlightTracker:
     _loads: dict[str, InFlightLoad] = field(default_factory=dict)
     _legs: dict[tuple[str, str], _Leg] = field(default_factory=dict)
     _rates: dict[str, float] = field(default_factory=dict)  # endpoint -> prefill tokens/s (EWMA)
+    _fits: dict[str, EndpointTtftFit] = field(default_factory=dict)  # endpoint -> its own TTFT line
     listeners: list[Callable[[TtftObservation], None]] = field(default_factory=list)
     tpot_listeners: list[Callable[[TpotObservation], None]] = field(default_factory=list)
 
@@ -112,12 +146,16 @@ class InFlightTracker:
         The measured rate is the pool's (the median of the endpoints' rates): a pool's pods are replicas of one
         model server, and their separately measured rates drift apart by noise alone (up to 2x on a shared
         machine), which sent a request to the pod with more prefill queued whenever that pod's last samples
-        were lucky. `per_endpoint` uses each endpoint's own rate (the pool's until it has one), for pools whose
-        pods really differ in speed."""
-        rate = None
-        if measured:
-            rate = (self.prefill_rate(key) if per_endpoint else None) or self.pool_prefill_rate()
-        return (self.load(key).tokens + uncached_tokens) / (rate or peak_tokens_per_s)
+        were lucky. `per_endpoint` uses each endpoint's own fitted TTFT line (the pool rate until it is warm),
+        for pools whose pods really differ in speed."""
+        load = self.load(key)
+        work = load.tokens + uncached_tokens
+        if measured and per_endpoint and key in self._fits:
+            fitted = self._fits[key].predict(work, load.decoding)
+            if fitted is not None:
+                return fitted
+        rate = self.pool_prefill_rate() if measured else None
+        return work / (rate or peak_tokens_per_s)
 
     def dispatch(self, request_id: str, key: str, uncached_tokens: int) -> None:
         """A leg of `request_id` went to `key`; idempotent (a re-sent hook never double-counts)."""
@@ -156,6 +194,8 @@ class InFlightTracker:
             sample = work / obs.ttft_s
             old = self._rates.get(key)
             self._rates[key] = sample if old is None else old + self.rate_alpha * (sample - old)
+        if obs.ttft_s > 0:
+            self._fits.setdefault(key, EndpointTtftFit()).update(work, leg.decoding_ahead, obs.ttft_s)
         for listener in self.listeners:
             listener(obs)
         return obs

@@ -43,6 +43,10 @@ class OnlineRegression:
         self._p = (self._p - np.outer(gain, px)) / self.forgetting
         self.samples += 1
 
+    @property
+    def weights(self) -> tuple[float, ...]:
+        return tuple(float(w) for w in self._w)
+
     def predict(self, x: list[float]) -> float | None:
         if self.samples < self.warmup:
             return None

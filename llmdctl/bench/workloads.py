@@ -63,6 +63,9 @@ class WorkloadSpec:
     tool_defs_len: int = 256
     branches: int = 2  # tree-of-thought branches per agent step
     reasoning_len: int | None = None  # tokens of each branch's scratchpad; None: question_len // 4
+    apps: int = 1  # agentic: distinct agent applications (own system prompt and tools); agent a runs app a % apps
+    oneoffs: int = 0  # agentic: other tenants' one-off requests after each agent step (cache pollution)
+    oneoff_len: int = 2048  # tokens of each one-off prompt
     think_time_s: float = 0.0
     # random
     input_len: int = 256
@@ -85,6 +88,12 @@ class WorkloadSpec:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name.replace('_', '-')}: expected an integer >= 1, got {v!r}")
+        if not isinstance(self.apps, int) or self.apps < 1:
+            raise ValueError(f"apps: expected an integer >= 1, got {self.apps!r}")
+        if not isinstance(self.oneoffs, int) or self.oneoffs < 0:
+            raise ValueError(f"oneoffs: expected an integer >= 0, got {self.oneoffs!r}")
+        if not isinstance(self.oneoff_len, int) or self.oneoff_len < 1:
+            raise ValueError(f"oneoff-len: expected an integer >= 1, got {self.oneoff_len!r}")
         if self.reasoning_len is not None and (not isinstance(self.reasoning_len, int) or self.reasoning_len < 1):
             raise ValueError(f"reasoning-len: expected an integer >= 1, got {self.reasoning_len!r}")
         if self.num_requests is not None and self.num_requests < 1:
@@ -106,9 +115,12 @@ class WorkloadSpec:
             )
         if k == "agentic":
             return (
-                f"agentic {self.num_sessions} agents x {self.turns} ReAct steps x {self.branches} branches, system "
+                f"agentic {self.num_sessions} agents"
+                + (f" of {self.apps} apps" if self.apps > 1 else "")
+                + f" x {self.turns} ReAct steps x {self.branches} branches, system "
                 f"{self.system_prompt_len} + tools {self.tool_defs_len}, turn {self.question_len}, scratchpad "
                 f"{self.reasoning_len or max(1, self.question_len // 4)}, output {self.output_len}"
+                + (f", {self.oneoffs} one-offs of {self.oneoff_len} tokens per step" if self.oneoffs else "")
             )
         return f"random {self.input_len} tokens in, {self.output_len} out"
 
@@ -215,14 +227,21 @@ def agentic(spec: WorkloadSpec) -> list[BenchRequest]:
     """Agents sharing one system prompt and one set of tool definitions. Each ReAct step is a session turn
     (thought + tool call; the tool result comes back as the next turn's new tokens, after `think_time_s`);
     at every step the agent also explores `branches - 1` tree-of-thought branches: throwaway requests that
-    share the step's whole context and add a short reasoning prefix."""
+    share the step's whole context and add a short reasoning prefix. With `apps` > 1 the agents belong to that
+    many applications, each with its own system prompt and tools. `oneoffs` other tenants' requests (own
+    prompts, never reused) follow each step: the traffic an agent shares its pods with, which churns the
+    caches between its steps."""
     rng = random.Random(spec.seed)
-    system = _tokens(rng, spec.system_prompt_len)
-    tools = _tokens(rng, spec.tool_defs_len)
+    systems = [_tokens(rng, spec.system_prompt_len)]
+    tool_sets = [_tokens(rng, spec.tool_defs_len)]
+    for _ in range(1, spec.apps):
+        systems.append(_tokens(rng, spec.system_prompt_len))
+        tool_sets.append(_tokens(rng, spec.tool_defs_len))
     out: list[BenchRequest] = []
     for t in range(spec.turns):
         for a in range(spec.num_sessions):
             new = _tokens(rng, spec.question_len)  # task (t=0) or the tool's observation
+            system, tools = systems[a % spec.apps], tool_sets[a % spec.apps]
             base = (system + tools + new) if t == 0 else new
             segs = (
                 [("system_prompt", spec.system_prompt_len), ("tool_definition", spec.tool_defs_len)] if t == 0 else []
@@ -251,6 +270,13 @@ def agentic(spec: WorkloadSpec) -> list[BenchRequest]:
                         session=f"a{a}",
                         turn=t,
                         segments=segs + [("reasoning_branch", len(thought))],
+                    )
+                )
+            for o in range(spec.oneoffs):
+                prompt = _tokens(rng, spec.oneoff_len)
+                out.append(
+                    BenchRequest(
+                        f"ag-a{a}-t{t}-o{o}", prompt, spec.output_len, group="oneoff", segments=[("other", len(prompt))]
                     )
                 )
     return out[: spec.num_requests] if spec.num_requests else out

@@ -81,6 +81,22 @@ def test_agentic_shares_system_and_tools_and_branches() -> None:
     assert {k for r in firsts for k, _ in r.segments} == {"system_prompt", "tool_definition", "conversation"}
 
 
+def test_agentic_apps_have_their_own_heads_and_one_offs_are_never_reused() -> None:
+    base = dict(kind="agentic", num_sessions=4, turns=2, branches=2, system_prompt_len=40, tool_defs_len=30)
+    one = generate(WorkloadSpec(**base, question_len=8, output_len=6))
+    reqs = generate(WorkloadSpec(**base, question_len=8, output_len=6, apps=2, oneoffs=3, oneoff_len=50))
+    firsts = [r for r in reqs if r.turn == 0 and r.session and not SessionTracker.is_branch(r)]
+    heads = {r.session: tuple(r.prompt[:70]) for r in firsts}
+    assert heads["a0"] == heads["a2"] == tuple(one[0].prompt[:70]) and heads["a1"] == heads["a3"] != heads["a0"]
+    oneoffs = [r for r in reqs if r.group == "oneoff"]
+    assert len(oneoffs) == 4 * 2 * 3 and all(r.session is None and len(r.prompt) == 50 for r in oneoffs)
+    assert len({tuple(r.prompt[:16]) for r in oneoffs}) == len(oneoffs)
+    assert all(r.segments == [("other", 50)] for r in oneoffs)
+    for field, bad in (("apps", 0), ("oneoffs", -1), ("oneoff-len", 0)):
+        with pytest.raises(ValueError, match=f"{field}: expected an integer"):
+            WorkloadSpec(**base, **{field.replace("-", "_"): bad}).check()
+
+
 def test_random_lengths_and_jitter() -> None:
     reqs = generate(WorkloadSpec(kind="random", num_requests=50, input_len=100, input_jitter=0.2, output_len=3))
     lens = [len(r.prompt) for r in reqs]

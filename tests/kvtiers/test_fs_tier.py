@@ -289,3 +289,54 @@ def test_a_file_longer_than_its_header_says_is_corrupt(tmp_path):
     with open(tmp_path / A, "ab") as f:
         f.write(b"extra")
     assert fs.read(A) is None and fs.stats.corrupt == 1 and not (tmp_path / A).exists()
+
+
+def _flood_from_another_process(root: Path, capacity: int, n: int) -> None:
+    """Another pod (same profile: same cap and pin budget): its own FsTier on the same directory writes `n`
+    unpinned 4 KiB blocks."""
+    code = textwrap.dedent(
+        f"""
+        from kvtiers.fs_tier import FsTier
+        fs = FsTier({str(root)!r}, {capacity}, rescan_every=1, pin_budget=0.25)
+        for i in range({n}):
+            fs.put(format(0x1000 + i, "016x"), bytes(4096))
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_pinned_blocks_survive_another_pods_flood_and_lru_ones_do_not(tmp_path, pinned):
+    cap = 16 * (HEADER_SIZE + 4096)
+    fs = FsTier(tmp_path, cap, pin_budget=0.25)
+    head = [format(0xA0 + i, "016x") for i in range(3)]  # 3 of 16 slots: within a 0.25 budget
+    for name in head:
+        fs.put(name, payload(), pinned=pinned)
+    _flood_from_another_process(tmp_path, cap, 40)  # it knows of the pins only from the files
+    left = set(os.listdir(tmp_path))
+    assert set(head) <= left if pinned else not set(head) & left
+    assert fs.get(head[0]) == (payload() if pinned else None)
+
+
+def test_pins_beyond_the_budget_fall_back_to_lru_oldest_first(tmp_path):
+    cap = 16 * (HEADER_SIZE + 4096)
+    fs = FsTier(tmp_path, cap, pin_budget=0.25)  # room for 4 pinned files
+    pins = [format(0xA0 + i, "016x") for i in range(6)]
+    for i, name in enumerate(pins):
+        fs.put(name, payload())
+        fs.put(name, payload(), pinned=True)  # an existing file becomes pinned
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))  # oldest first
+    _flood_from_another_process(tmp_path, cap, 40)
+    assert [n for n in pins if (tmp_path / n).exists()] == pins[2:]  # the two oldest pins went as LRU
+    with pytest.raises(ValueError, match="pin_budget: expected a fraction in"):
+        FsTier(tmp_path, cap, pin_budget=1.5)
+
+
+def test_flush_makes_the_named_blocks_durable_and_skips_gone_ones(tmp_path):
+    fs = FsTier(tmp_path, 1 << 20)
+    names = [format(0xB0 + i, "016x") for i in range(5)]
+    for name in names:
+        fs.put(name, payload())
+    os.unlink(tmp_path / names[0])  # another pod evicted it meanwhile
+    assert fs.flush(names) == 4 and fs.flush([]) == 0
+    assert all(fs.get(n) == payload() for n in names[1:])

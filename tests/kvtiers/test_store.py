@@ -205,3 +205,20 @@ def test_cross_pod_reuse_through_the_filesystem_two_processes(tmp_path):
     assert a["stats"]["writes"] == 6 and a["events"][0] == ["BlockStored", "DISK", 6]
     b = pod("read")
     assert b["media"] == ["DISK"] * 6 and b["stats"]["reads"] == 6 and b["stats"]["writes"] == 0
+
+
+def test_filesystem_tier_writes_pinned_types_pinned_and_never_writes_evict_on_finish_types(tmp_path):
+    from kvtiers.fs_tier import FsTier
+    from kvtiers.policy import PolicyConfig
+    from kvtiers.store import FilesystemTier, synthetic_payload
+    from kvtiers.types import BlockType
+
+    policy = PolicyConfig.from_config(
+        {"system_prompt": {"pin": True, "pin_budget": 0.3}, "reasoning_branch": {"evict": "eager"}}
+    )
+    assert policy.pin_budget_total() == 0.3
+    tier = FilesystemTier(FsTier(tmp_path, 1 << 20), synthetic_payload(1024), policy=policy)
+    assert tier.write(0xA1, BlockType.SYSTEM_PROMPT)[0] and tier.write(0xA2, BlockType.CONVERSATION)[0]
+    assert tier.write(0xA3, BlockType.REASONING_BRANCH) == (False, []) and tier.skipped_eager == 1
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {format(0xA1, "016x"): 0o444, format(0xA2, "016x"): 0o644}

@@ -166,13 +166,15 @@ def test_replicas_are_compared_at_the_pool_rate_unless_per_endpoint_rates_are_as
     for s in (pool, own):
         s.bind()
     a, b = ep(1), ep(2)
-    for key, secs in ((a.key, 0.25), (b.key, 0.5)):  # a measured 4000 tokens/s, b (noise) 2000
-        ctx.inflight.dispatch(f"m-{key}", key, 1000)
-        clock.t += secs
-        ctx.inflight.first_token(f"m-{key}", key)
+    for i, work in enumerate((500, 1000, 2000) * 5):  # a measured 4000 tokens/s, b 2000
+        for key, rate in ((a.key, 4000), (b.key, 2000)):
+            ctx.inflight.dispatch(f"m-{key}-{i}", key, work)
+            clock.t += work / rate
+            ctx.inflight.first_token(f"m-{key}-{i}", key)
+            ctx.inflight.finish(f"m-{key}-{i}", key)
     ctx.inflight.dispatch("q", a.key, 300)  # a has more prefill queued than b
     r = req("r", tokens=list(range(1000)))
-    # at one (median) rate the pod with less queued work wins; at their own rates a's lucky samples win
+    # at one (median) rate the pod with less queued work wins; at their own (fitted) speeds the faster one
     assert pool.score(r, [a, b])[b.key] == 1.0 and pool.score(r, [a, b])[a.key] < 1.0
     assert own.score(r, [a, b])[a.key] == 1.0 and own.score(r, [a, b])[b.key] < 1.0
 
@@ -283,3 +285,38 @@ def test_predictor_reports_ttft_and_tpot_error_after_warmup_and_recent_outcomes(
     assert last["request_id"] == "t79" and last["endpoint"] in {e.key for e in eps}
     assert last["ttft_ms"] == pytest.approx(last["predicted_ttft_ms"], rel=0.15)
     assert last["tpot_ms"] == pytest.approx(last["predicted_tpot_ms"], rel=0.15)
+
+
+def _feed(t: InFlightTracker, clock: Clock, key: str, work: int, ttft_s: float, n: int) -> None:
+    """`n` requests on `key`, each meeting `work` uncached tokens (its own included), answered after `ttft_s`."""
+    for i in range(n):
+        t.dispatch(f"{key}-{work}-{i}", key, work)
+        clock.t += ttft_s
+        t.first_token(f"{key}-{work}-{i}", key)
+        t.finish(f"{key}-{work}-{i}", key)
+
+
+def test_per_endpoint_fit_reads_batching_as_load_not_speed():
+    # Two pods of one speed: 15 ms per step plus 1000 tokens per 30 ms. The busy one meets 8000 tokens at a
+    # time, the quiet one 500, so tokens/TTFT makes the busy one look ~2x faster (the herding bias).
+    clock = Clock()
+    t = InFlightTracker(clock=clock)
+    rng = random.Random(0)
+    for _ in range(40):
+        for key, work in (("busy", rng.choice((6000, 8000, 10000))), ("quiet", rng.choice((300, 500, 800)))):
+            _feed(t, clock, key, work, 0.015 + 0.03 * work / 1000, 1)
+    assert t.prefill_rate("busy") > 1.5 * t.prefill_rate("quiet")
+    busy, quiet = (t.ttft_estimate_s(k, 2000, 1.0, per_endpoint=True) for k in ("busy", "quiet"))
+    assert busy == pytest.approx(0.075, rel=0.05) and quiet == pytest.approx(0.075, rel=0.05)
+
+
+def test_per_endpoint_fit_ranks_really_faster_pods_first_and_falls_back_until_warm():
+    clock = Clock()
+    t = InFlightTracker(clock=clock)
+    for work in (500, 1000, 2000, 4000) * 5:
+        _feed(t, clock, "fast", work, 0.002 + work / 40_000, 1)
+        _feed(t, clock, "slow", work, 0.004 + work / 20_000, 1)
+    fast, slow = (t.ttft_estimate_s(k, 3000, 1.0, per_endpoint=True) for k in ("fast", "slow"))
+    assert fast == pytest.approx(0.077, rel=0.05) and slow == pytest.approx(0.154, rel=0.05)
+    _feed(t, clock, "new", 1000, 0.05, 3)  # three samples: not warm, the pool's median rate stands in
+    assert t.ttft_estimate_s("new", 3000, 1.0, per_endpoint=True) == pytest.approx(3000 / t.pool_prefill_rate())

@@ -7,7 +7,7 @@ estimated as (uncached prompt tokens in flight + this request's uncached tokens)
 
 `ttftSource` picks the throughput: `prefill-throughput` (llm-d's: the calibrated `peakPrefillThroughput`),
 `measured` (this router's pool rate learned from observed TTFTs, `peakPrefillThroughput` until the first
-measurement: no calibration run needed) or `measured-per-endpoint` (each endpoint's own learned rate, for
+measurement: no calibration run needed) or `measured-per-endpoint` (a TTFT line learned per endpoint, for
 pools whose pods differ in speed; on replicas it compares pods at rates that differ by noise).
 `explorationProbability` skips the gate on that fraction of requests.
 """

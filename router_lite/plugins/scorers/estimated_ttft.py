@@ -6,7 +6,8 @@
 The cache hit and the queue ahead are priced in one unit, seconds, so a warm pod wins exactly while its
 queue costs less than the prefill it saves, and a burst of one prefix group spreads as soon as a cold
 prefill elsewhere would be faster. The rate is the pool's, measured from observed TTFTs (router_lite.inflight;
-`perEndpointRates: true` uses each endpoint's own, for pools whose pods differ in speed), or
+`perEndpointRates: true` uses a TTFT line fitted on each endpoint's own first tokens, for pools whose pods
+differ in speed), or
 `peakPrefillThroughput` until one was seen (llm-d's prefix-cache-affinity-filter uses the same estimate with
 a calibrated constant; this scorer needs none).
 """
