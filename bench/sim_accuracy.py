@@ -5,7 +5,7 @@
     python bench/sim_accuracy.py --fit [--write-profile sim_gpu/data/hardware/cpu.yaml]
                                                        # fit on the fit shapes from scratch, score the held-out ones
     python bench/sim_accuracy.py --leave-one-out       # fit on all shapes but one, score that one; every shape
-    [--traces tests/fixtures/vllm_traces] [--json out.json]
+    [--traces tests/fixtures/vllm_traces] [--shapes a,b,...] [--json out.json]
 
 Traces are recorded by bench/record_vllm_traces.py (real vLLM 0.32 CPU, the `small` tiny model). Errors are
 |sim - real| / real per request, TTFT and end-to-end, median and p90 per shape; `fit`/`held-out` says whether
@@ -81,6 +81,7 @@ def write_profile(base: str, values: dict[str, float], path: Path, note: str) ->
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--traces", default=str(DEFAULT_TRACES))
+    ap.add_argument("--shapes", default="", help="comma-separated subset of the traces (default: all)")
     ap.add_argument("--hardware", default="cpu", help="hardware profile to replay with (name or YAML)")
     ap.add_argument("--fit", action="store_true", help="fit on the fit shapes, score every shape")
     ap.add_argument("--leave-one-out", action="store_true", help="for each shape: fit on the others, score it")
@@ -89,6 +90,12 @@ def main() -> int:
     ap.add_argument("--json", help="write the figures as JSON here")
     args = ap.parse_args()
     traces = load_traces(Path(args.traces))
+    if args.shapes:
+        wanted = [s for s in args.shapes.split(",") if s]
+        unknown = [s for s in wanted if s not in traces]
+        if unknown:
+            ap.error(f"--shapes: no trace {unknown[0]!r} in {args.traces} (have {', '.join(traces)})")
+        traces = {k: traces[k] for k in wanted}
     base = next(iter(traces.values()))
     latency = trace_latency(base, args.hardware)
     doc: dict[str, Any] = {"hardware": args.hardware, "traces": str(args.traces)}
