@@ -1,7 +1,8 @@
 """Replay a recorded real-vLLM trace through the simulated engine on a virtual clock, and score it.
 
 Each traced request enters its pod's `SimEngine` at its recorded send time plus the serving cost before the
-engine (`Coefficients.request_in_s`: HTTP, parsing, input processing); every engine step is priced by the
+engine (`Coefficients.request_in_s`: HTTP, parsing, input processing; `router_s` more when a router proxied
+it); every engine step is priced by the
 latency model; a token reaches the client `Coefficients.token_out_s` after the step that made it (output
 processing, detokenization, streaming). Deterministic: the same trace and profile give the same numbers,
 so tests can hold the simulator to the recorded truth.
