@@ -75,10 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rates", default="8,16,24,32,40", help="offered loads to sweep, requests/s")
     p.add_argument("--duration", type=float, default=60.0, help="simulated seconds per load")
     p.add_argument("--price", default=",".join(f"{k}={v}" for k, v in PRICES.items()), help="$/GPU-hour per hardware")
+    p.add_argument("--profile", default="heterogeneous", help="profile name or YAML path (a mixed fleet)")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "heterogeneous.json"))
     args = p.parse_args(argv)
     prices = {k: float(v) for k, v in (kv.split("=") for kv in args.price.split(","))}
-    prof = load_profile("heterogeneous")
+    prof = load_profile(args.profile)
     pools = [
         PoolPlan(
             name=pl.name,
