@@ -603,6 +603,48 @@ def report_only(files: list[Path], out: Path, png: Path) -> int:
 # ---- main ----------------------------------------------------------------------------------------------------
 
 
+def small_model(home: Path, model: str | None) -> str:
+    """`model`, or the `small` tiny model built once in `home` (~32M parameters: prefill cost shows on a CPU)."""
+    if model:
+        return model
+    path = home / "small-model"
+    if not (path / "config.json").exists():
+        from llmdctl.commands.model import make_tiny
+
+        say(f"building the small tiny model in {path} ...")
+        make_tiny(str(path), "small", 0)
+    return str(path)
+
+
+def start_real_pods(
+    home: Path, model: str, port: int, num_gpu_blocks: int, max_num_seqs: int, extra_sets: tuple[str, ...] = ()
+) -> tuple[Any, list[str]]:
+    """`llmdctl up precise-prefix-cache --engine vllm --replicas 2` in `home` with the benches' pod settings (KV
+    size, 2048 context, `/reset_prefix_cache` allowed): (the UpResult, the pods' URLs). Idempotent, as `up`."""
+    from llmdctl.local import stack
+
+    sets = [
+        f"pools.0.num_gpu_blocks={num_gpu_blocks}",
+        "pools.0.max_model_len=2048",
+        f"pools.0.max_num_seqs={max_num_seqs}",
+        "pools.0.env.VLLM_SERVER_DEV_MODE=1",
+        *extra_sets,
+    ]
+    up = stack.up(
+        "precise-prefix-cache",
+        engine="vllm",
+        model=model,
+        replicas=2,
+        sets=sets,
+        router_port=port,
+        pod_port=port + 10,
+        events_port=port - 3000 + 10,
+        timeout_s=900,
+        home=home,
+    )
+    return up, [p.url if hasattr(p, "url") else f"http://127.0.0.1:{p.port}" for p in up.state.pods]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="local model directory (default: build the `small` tiny model in the home)")
@@ -653,39 +695,14 @@ def main() -> int:
     if args.quick:
         seeds, routers = seeds[:1], [routers[0], BASELINE]
         scen = {k: Scenario(**{**v.__dict__, "requests": 12}) for k, v in scen.items()}
-    model = args.model
-    if not model:
-        model = str(home / "small-model")
-        if not (Path(model) / "config.json").exists():
-            from llmdctl.commands.model import make_tiny
-
-            say(f"building the small tiny model in {model} ...")
-            make_tiny(model, "small", 0)
+    model = small_model(home, args.model)
     vr_exe = vllm_router_bin() if any(r.startswith(VR_PREFIX) for r in routers) else None
 
-    sets = [
-        f"pools.0.num_gpu_blocks={args.num_gpu_blocks}",
-        "pools.0.max_model_len=2048",
-        f"pools.0.max_num_seqs={args.max_num_seqs}",
-        "pools.0.env.VLLM_SERVER_DEV_MODE=1",
-    ]
     say(f"starting 2 real vLLM pods + router_lite in {home} (KV {args.num_gpu_blocks} blocks per pod) ...")
     t_start = time.monotonic()
-    up = stack.up(
-        "precise-prefix-cache",
-        engine="vllm",
-        model=model,
-        replicas=2,
-        sets=sets,
-        router_port=args.port,
-        pod_port=args.port + 10,
-        events_port=args.port - 3000 + 10,
-        timeout_s=900,
-        home=home,
-    )
+    up, pods = start_real_pods(home, model, args.port, args.num_gpu_blocks, args.max_num_seqs)
     state = up.state
     stack_url, served = state.router_url, state.model
-    pods = [p.url if hasattr(p, "url") else f"http://127.0.0.1:{p.port}" for p in state.pods]
     say(f"stack up in {up.seconds:.0f}s: router {stack_url}, pods {', '.join(pods)}")
     doc: dict[str, Any] = {
         "model": model,

@@ -27,6 +27,9 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_routing_real import small_model, start_real_pods  # noqa: E402
 
 from sim_gpu.traces import build_shapes, record_shape  # noqa: E402
 
@@ -81,12 +84,7 @@ def main() -> int:
     os.environ.setdefault("LLMDCTL_VLLM_VENV", str(Path.home() / ".llmdctl" / "engines" / "vllm"))
     from llmdctl.local import stack
 
-    model = args.model or str(home / "small-model")
-    if not (Path(model) / "config.json").exists():
-        from llmdctl.commands.model import make_tiny
-
-        say(f"building the small tiny model in {model} ...")
-        make_tiny(model, "small", 0)
+    model = small_model(home, args.model)
     config = json.loads((Path(model) / "config.json").read_text())
     shapes = build_shapes(int(config["vocab_size"]), args.seed)
     wanted = [s for s in args.shapes.split(",") if s] or list(shapes)
@@ -94,28 +92,17 @@ def main() -> int:
         if s not in shapes:
             ap.error(f"--shapes: unknown {s!r}; expected {', '.join(shapes)}")
 
-    sets = [
-        f"pools.0.num_gpu_blocks={args.num_gpu_blocks}",
-        "pools.0.max_model_len=2048",
-        f"pools.0.max_num_seqs={args.max_num_seqs}",
-        "pools.0.env.VLLM_SERVER_DEV_MODE=1",
-        "pools.0.args=[--enable-prompt-tokens-details]",  # usage reports the prefix-cache hit per request
-    ]
     say("starting 2 real vLLM pods + router_lite ...")
-    up = stack.up(
-        "precise-prefix-cache",
-        engine="vllm",
-        model=model,
-        replicas=2,
-        sets=sets,
-        router_port=args.port,
-        pod_port=args.port + 10,
-        events_port=args.port - 3000 + 10,
-        timeout_s=900,
-        home=home,
+    # usage reports each request's prefix-cache hit
+    up, pods = start_real_pods(
+        home,
+        model,
+        args.port,
+        args.num_gpu_blocks,
+        args.max_num_seqs,
+        ("pools.0.args=[--enable-prompt-tokens-details]",),
     )
     state = up.state
-    pods = [p.url if hasattr(p, "url") else f"http://127.0.0.1:{p.port}" for p in state.pods]
     served = state.model
     say(f"up in {up.seconds:.0f}s: router {state.router_url}, pods {', '.join(pods)}")
     argv = pod_cmdline(int(pods[0].rsplit(":", 1)[1]))

@@ -15,7 +15,6 @@ the profile that produced the row was fitted on that shape.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -29,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from sim_gpu.hw_profiles import load_hardware  # noqa: E402
 from sim_gpu.replay import ReplayScore, replay_score, trace_latency  # noqa: E402
-from sim_gpu.trace_fit import COEF_KNOBS, FIT_SHAPES, HW_KNOBS, TIED, fit  # noqa: E402
+from sim_gpu.trace_fit import FIT_SHAPES, fit, profile_doc  # noqa: E402
 from sim_gpu.traces import Trace  # noqa: E402
 
 DEFAULT_TRACES = REPO / "tests" / "fixtures" / "vllm_traces"
@@ -62,18 +61,7 @@ def print_table(rows: list[tuple[str, ReplayScore]], title: str) -> None:
 
 def write_profile(base: str, values: dict[str, float], path: Path, note: str) -> None:
     """The `base` hardware profile's YAML with the fitted hardware fields and coefficients in place."""
-    doc = dataclasses.asdict(load_hardware(base))
-    doc["aliases"] = list(doc["aliases"])
-    for k, v in values.items():
-        if k in HW_KNOBS:
-            doc[k] = round(v, 6)
-    for tied, src in TIED.items():
-        if src in values:
-            doc[tied] = round(values[src], 6)
-    coef = dict(doc.get("coefficients") or {})
-    coef.update({k: float(f"{values[k]:.6g}") for k in COEF_KNOBS if k in values})
-    doc["coefficients"] = coef
-    doc["description"] = note
+    doc = profile_doc(load_hardware(base), values, description=note)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     say(f"wrote {path}")
 

@@ -135,7 +135,7 @@ def calibrate(
     from sim_gpu.hw_profiles import ModelProfile, ProfileError, load_hardware
     from sim_gpu.latency import LatencyModel
     from sim_gpu.replay import replay_score
-    from sim_gpu.trace_fit import FIT_SHAPES, HW_KNOBS, TIED, current_values, fit, objective
+    from sim_gpu.trace_fit import FIT_SHAPES, current_values, fit, objective, profile_doc
     from sim_gpu.traces import build_shapes, record_shape
 
     url = url.rstrip("/")
@@ -161,7 +161,7 @@ def calibrate(
     server = {"vllm_version": version, "model_config": config, "flags": server_flags(cache, max_len, max_num_seqs)}
     shapes = {k: s for k, s in build_shapes(int(config["vocab_size"]), seed).items() if not s.via_router}
     limit = max_len or 10**9
-    skipped = [k for k, s in shapes.items() if max(_len(s, p) + p.max_tokens for p in s.requests) > limit]
+    skipped = [k for k, s in shapes.items() if max(s.prompt_len(p) + p.max_tokens for p in s.requests) > limit]
     traces = {}
     for name, shape in shapes.items():
         if name in skipped:
@@ -184,16 +184,12 @@ def calibrate(
     say(f"fitting on {', '.join(t.shape for t in fit_on)} ({max_evaluations} replays at most)")
     # refine the profile as it stands (its fitted terms are a better start than generic guesses)
     result = fit(fit_on, latency, held, start=current_values(latency), max_evaluations=max_evaluations)
-    hw_doc = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(hw).items()}
-    hw_doc.update({k: round(v, 6) for k, v in result.values.items() if k in HW_KNOBS})
-    hw_doc.update({t: round(result.values[s], 6) for t, s in TIED.items() if s in result.values})
-    coef = dict(hw.coefficients)
-    coef.update({k: float(f"{v:.6g}") for k, v in result.values.items() if k not in HW_KNOBS})
-    hw_doc.update(
+    hw_doc = profile_doc(
+        hw,
+        result.values,
         name=f"{hw.name}-fitted",
         aliases=[],
         description=f"{hw.name} fitted by `sim calibrate` on traces recorded from {url} ({model})",
-        coefficients=coef,
     )
     hw_path, model_path = out_dir / f"{hw.name}-fitted.yaml", out_dir / f"{mp['name']}.yaml"
     hw_path.write_text(yaml.safe_dump(hw_doc, sort_keys=False))
@@ -213,10 +209,6 @@ def calibrate(
     )
     (out_dir / "calibration.json").write_text(json.dumps(out.to_dict(), indent=2))
     return out
-
-
-def _len(shape: Any, req: Any) -> int:
-    return sum(len(shape.segments[s]) for s in req.segments)
 
 
 def _get_json(client: httpx.Client, url: str) -> dict[str, Any]:

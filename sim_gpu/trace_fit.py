@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from sim_gpu.hw_profiles import HardwareProfile
 from sim_gpu.latency import LatencyModel
 from sim_gpu.replay import ReplayScore, replay, replay_score
 from sim_gpu.traces import Trace
@@ -74,6 +75,20 @@ def with_knobs(latency: LatencyModel, values: dict[str, float]) -> LatencyModel:
     hw = replace(latency.hardware, **hw_values)
     coef = replace(latency.coefficients, **{k: v for k, v in values.items() if k in COEF_KNOBS})
     return replace(latency, hardware=hw, coefficients=coef)
+
+
+def profile_doc(hw: HardwareProfile, values: dict[str, float], **fields: Any) -> dict[str, Any]:
+    """The YAML mapping of hardware profile `hw` with the fitted `values` in place (tied terms follow their
+    source; coefficients merged into the profile's own) and `fields` (name, description, ...) overridden."""
+    doc: dict[str, Any] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(hw).items()}
+    doc.update({k: round(v, 6) for k, v in values.items() if k in HW_KNOBS})
+    doc.update({t: round(values[s], 6) for t, s in TIED.items() if s in values})
+    doc["coefficients"] = {
+        **hw.coefficients,
+        **{k: float(f"{v:.6g}") for k, v in values.items() if k in COEF_KNOBS},
+    }
+    doc.update(fields)
+    return doc
 
 
 def current_values(latency: LatencyModel, names: Sequence[str] = FITTED) -> dict[str, float]:

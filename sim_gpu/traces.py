@@ -135,6 +135,9 @@ class Shape:
     requests: list[PlannedRequest]
     via_router: bool = False
 
+    def prompt_len(self, req: PlannedRequest) -> int:
+        return sum(len(self.segments[s]) for s in req.segments)
+
 
 def _ids(rng: random.Random, n: int, vocab: int) -> list[int]:
     return [rng.randrange(16, vocab) for _ in range(n)]
@@ -169,6 +172,25 @@ def _grouped(
     return Shape(name, desc, segs, reqs, via_router)
 
 
+def _unique(
+    name: str,
+    desc: str,
+    rng: random.Random,
+    vocab: int,
+    count: int,
+    rate: float,
+    lengths: tuple[int, int],
+    out_tokens: int | list[int],
+) -> Shape:
+    """`count` prompts sharing nothing, lengths drawn from `lengths`, outputs fixed or drawn from a list."""
+    segs, reqs = {}, []
+    for i, t in enumerate(_poisson(rng, count, rate)):
+        segs[f"u{i}"] = _ids(rng, rng.randrange(*lengths), vocab)
+        out = rng.choice(out_tokens) if isinstance(out_tokens, list) else out_tokens
+        reqs.append(PlannedRequest([f"u{i}"], out, t))
+    return Shape(name, desc, segs, reqs)
+
+
 def build_shapes(vocab: int, seed: int = 0) -> dict[str, Shape]:
     """The recorded shapes, sized for a small model on one CPU core per pod with 256 KV blocks of 32 tokens."""
     rng = random.Random(seed)
@@ -185,12 +207,9 @@ def build_shapes(vocab: int, seed: int = 0) -> dict[str, Shape]:
         1.2,
         24,
     )
-    segs: dict[str, list[int]] = {}
-    reqs = []
-    for i, t in enumerate(_poisson(rng, 100, 8.0)):
-        segs[f"u{i}"] = _ids(rng, rng.randrange(24, 160), vocab)
-        reqs.append(PlannedRequest([f"u{i}"], rng.choice([8, 16, 32]), t))
-    shapes["short-many"] = Shape("short-many", "100 unique 24-160-token prompts, 8 QPS, 8-32 out", segs, reqs)
+    shapes["short-many"] = _unique(
+        "short-many", "100 unique 24-160-token prompts, 8 QPS, 8-32 out", rng, vocab, 100, 8.0, (24, 160), [8, 16, 32]
+    )
     shapes["kv-pressure"] = _grouped(
         "kv-pressure",
         "16 groups x 640-token prefix (~1.3x the KV) + 32 own, 4 QPS, 16 out",
@@ -203,11 +222,16 @@ def build_shapes(vocab: int, seed: int = 0) -> dict[str, Shape]:
         4.0,
         16,
     )
-    segs, reqs = {}, []
-    for i, t in enumerate(_poisson(rng, 48, 1.6)):
-        segs[f"u{i}"] = _ids(rng, rng.randrange(128, 1024), vocab)
-        reqs.append(PlannedRequest([f"u{i}"], rng.choice([4, 16, 64, 160]), t))
-    shapes["mixed-output"] = Shape("mixed-output", "48 unique 128-1024-token prompts, 1.6 QPS, 4-160 out", segs, reqs)
+    shapes["mixed-output"] = _unique(
+        "mixed-output",
+        "48 unique 128-1024-token prompts, 1.6 QPS, 4-160 out",
+        rng,
+        vocab,
+        48,
+        1.6,
+        (128, 1024),
+        [4, 16, 64, 160],
+    )
     segs, reqs = {f"g{g}": _ids(rng, 512, vocab) for g in range(3)}, []
     for b in range(3):
         for j in range(12):
@@ -243,12 +267,15 @@ def build_shapes(vocab: int, seed: int = 0) -> dict[str, Shape]:
         24,
         True,
     )
-    segs, reqs = {}, []
-    for i, t in enumerate(_poisson(rng, 24, 12.0)):
-        segs[f"u{i}"] = _ids(rng, rng.randrange(500, 700), vocab)
-        reqs.append(PlannedRequest([f"u{i}"], 240, t))
-    shapes["preemption"] = Shape(
-        "preemption", "24 unique 500-700-token prompts, 12 QPS, 240 out: ~2x the KV, vLLM preempts", segs, reqs
+    shapes["preemption"] = _unique(
+        "preemption",
+        "24 unique 500-700-token prompts, 12 QPS, 240 out: ~2x the KV, vLLM preempts",
+        rng,
+        vocab,
+        24,
+        12.0,
+        (500, 700),
+        240,
     )
     return shapes
 
