@@ -124,12 +124,21 @@ class Rotation(threading.Thread):
 
 
 def _stream(
-    router: str, model: str, i: int, max_tokens: int, watch_key: str = "", started: threading.Event | None = None
+    router: str,
+    model: str,
+    i: int,
+    max_tokens: int,
+    watch_key: str = "",
+    started: threading.Event | None = None,
+    own_prefix: bool = False,
 ) -> dict:
     """One streaming completion: status, endpoint, whether it started, ended with [DONE] or an error event.
-    `started` is set once this stream's tokens flow from the endpoint `watch_key`."""
-    rec: dict = {"i": i, "started": False, "done": False, "error_event": False}
-    body = {"model": model, "prompt": PROMPT + f"request {i}", "max_tokens": max_tokens, "ignore_eos": True}
+    `started` is set once this stream's tokens flow from the endpoint `watch_key`; `ended` is when its last
+    line arrived (monotonic), so a stream that finished before a crash is told from one the crash cut.
+    `own_prefix` puts the request number first, so no two prompts share a cached prefix."""
+    rec: dict = {"i": i, "started": False, "done": False, "error_event": False, "ended": float("inf")}
+    prompt = f"request {i}: {PROMPT}" if own_prefix else PROMPT + f"request {i}"
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True}
     try:
         with (
             httpx.Client(timeout=60) as client,
@@ -138,9 +147,9 @@ def _stream(
             rec["status"], rec["endpoint"] = r.status_code, r.headers.get("x-llmd-endpoint")
             for line in r.iter_lines():
                 if line == "data: [DONE]":
-                    rec["done"] = True
+                    rec["done"], rec["ended"] = True, time.monotonic()
                 elif line.startswith('data: {"error"'):
-                    rec["error_event"] = True
+                    rec["error_event"], rec["ended"] = True, time.monotonic()
                 elif line.startswith("data: {") and not rec["started"]:
                     rec["started"] = True
                     if started is not None and rec["endpoint"] == watch_key:
@@ -173,12 +182,18 @@ def test_hang_then_crash_mid_stream_on_real_vllm_pods(pair) -> None:
         assert all(r.get("status") == 200 and r["done"] for r in hung_phase), hung_phase
         resumed, _ = watch.wait_for(victim_key, True, time.monotonic(), 30)
 
-        # 2. crash mid-stream: long streams on both pods, the victim killed once one of its streams started
+        # 2. crash mid-stream: long streams (2000 tokens: seconds even for the tiny model on a quiet machine),
+        # each prompt its own (no shared prefix to herd them onto one pod), sent one by one until one streams
+        # from the victim (the load-aware scorers then see the other pod busy); the victim is killed at once
         on_victim = threading.Event()
-        with ThreadPoolExecutor(6) as ex:
-            futures = [ex.submit(_stream, router, model, 100 + i, 300, victim_key, on_victim) for i in range(6)]
+        with ThreadPoolExecutor(12) as ex:
+            futures = []
+            for i in range(12):
+                futures.append(ex.submit(_stream, router, model, 100 + i, 2000, victim_key, on_victim, True))
+                if on_victim.wait(0.4):
+                    break
             on_victim.wait(30)
-            time.sleep(0.2)  # a few tokens more on the wire
+            time.sleep(0.05)  # a few tokens more on the wire
             t_kill = time.monotonic()
             os.killpg(victim["pid"], signal.SIGKILL)
             crash_phase = [f.result(timeout=120) for f in futures]
@@ -190,7 +205,7 @@ def test_hang_then_crash_mid_stream_on_real_vllm_pods(pair) -> None:
         watch.stop.set()
     elapsed = time.monotonic() - t_begin
 
-    cut_on_victim = [r for r in crash_phase if r.get("endpoint") == victim_key and r["started"]]
+    cut_on_victim = [r for r in crash_phase if r.get("endpoint") == victim_key and r["started"] and r["ended"] > t_kill]
     print(
         f"\nreal vLLM fault matrix in {elapsed:.1f} s: hang excluded after {hang_excluded:.2f} s ({hang_why}), "
         f"back {resumed:.2f} s after SIGCONT; crash mid-stream excluded after {kill_excluded:.2f} s ({kill_why}); "
