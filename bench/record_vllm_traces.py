@@ -38,12 +38,24 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def pod_cmdline(port: int) -> list[str]:
-    """The command line of the process listening on 127.0.0.1:`port` (the vLLM API server)."""
+def _pod_process(port: int) -> psutil.Process | None:
+    """The process listening on 127.0.0.1:`port` (the vLLM API server)."""
     for conn in psutil.net_connections(kind="tcp"):
         if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
-            return psutil.Process(conn.pid).cmdline()
-    return []
+            return psutil.Process(conn.pid)
+    return None
+
+
+def pod_cmdline(port: int) -> list[str]:
+    """The vLLM API server's command line."""
+    proc = _pod_process(port)
+    return proc.cmdline() if proc else []
+
+
+def pod_env(port: int) -> dict[str, str]:
+    """The vLLM API server's environment (its engine's core binding is there)."""
+    proc = _pod_process(port)
+    return proc.environ() if proc else {}
 
 
 def preemptions(client: httpx.Client, pods: list[str]) -> float:
@@ -76,6 +88,12 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=8750)
     ap.add_argument("--out", default=str(REPO / "tests" / "fixtures" / "vllm_traces"))
     ap.add_argument("--keep-up", action="store_true")
+    ap.add_argument(
+        "--engine-cores",
+        default="",
+        help="pin every pod's engine to these cores (VLLM_CPU_OMP_THREADS_BIND, e.g. 0): two pods sharing one core "
+        "leave the other to the router, the API servers and this client (default: one core per pod)",
+    )
     args = ap.parse_args()
 
     home = Path(args.home)
@@ -100,7 +118,10 @@ def main() -> int:
         args.port,
         args.num_gpu_blocks,
         args.max_num_seqs,
-        ("pools.0.args=[--enable-prompt-tokens-details]",),
+        (
+            "pools.0.args=[--enable-prompt-tokens-details]",
+            *([f"pools.0.env.VLLM_CPU_OMP_THREADS_BIND={args.engine_cores}"] if args.engine_cores else []),
+        ),
     )
     state = up.state
     served = state.model
@@ -120,7 +141,12 @@ def main() -> int:
             "flags": flags_of(argv),
             "argv": argv[argv.index("--model") :] if "--model" in argv else argv,
         }
-        machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+        machine = {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "engine_cores": [pod_env(int(p.rsplit(":", 1)[1])).get("VLLM_CPU_OMP_THREADS_BIND", "") for p in pods],
+        }
         out = Path(args.out)
         for name in wanted:
             shape = shapes[name]
