@@ -18,9 +18,9 @@ SCENARIO is `llmd-73` (llm-d's 73%-capacity benchmark: 8 pods Qwen3-32B on 2xH10
 stage drains before the next opens), `small`, or `epd` (what an encode pool buys: multimodal chat, 2 images
 per request, on 8 x H100 as aggregated, E/PD 1E+7, P/D 4P+4D and E/P/D 1E+4P+3D, each at 8 -> 40 req/s; TTFT,
 E2E, goodput, per-role busy time). --policies picks schedulers (random, load, approximate, precise), or for
-`epd` the deployments (aggregated, e-pd, pd, epd). The full ladder runs by default and prints llm-d's published figures next to ours; anything that
-changes the setup (--time-scale, --rate-scale, --client, --max-in-flight) is an approximation, labelled as
-such, and the published figures are left out.
+`epd` the deployments (aggregated, e-pd, pd, epd). The full ladder runs by default and prints llm-d's
+published figures next to ours; anything that changes the setup (--time-scale, --rate-scale, --client,
+--max-in-flight) is an approximation, labelled as such, and the published figures are left out.
 
 Sweeps (--replicas 4,8 --hardware H100,H200 --prefix-weights 1,3 --pd 2:6,4:4 --cpu-blocks 0,20000) run every
 combination and print the Pareto front of cost (GPUs x --price per GPU-hour, else GPU count) versus TTFT p90
@@ -126,7 +126,9 @@ def plan_command(
         ] + (["--client"] if client != "scenario" else [])
         if given:
             raise fail(f"{given[0]}: not used by scenario {scenario} (it compares fixed deployments, open loop)", 2)
-        _plan_epd(scenario, policies, time_scale, rate_scale, seed, slo_ttft, slo_itl, max_wall, out, as_json, decisions)
+        _plan_epd(
+            scenario, policies, time_scale, rate_scale, seed, slo_ttft, slo_itl, max_wall, out, as_json, decisions
+        )
         return
     try:
         if scenario not in SCENARIOS:
@@ -331,9 +333,7 @@ def _plan_epd(
                 time_scale=time_scale,
                 rate_scale=rate_scale,
                 seed=seed,
-                slo=SLO(
-                    sc.slo.ttft_s if slo_ttft is None else slo_ttft, sc.slo.itl_s if slo_itl is None else slo_itl
-                ),
+                slo=SLO(sc.slo.ttft_s if slo_ttft is None else slo_ttft, sc.slo.itl_s if slo_itl is None else slo_itl),
                 max_wall_s=max_wall,
                 progress=None if as_json else cb,
                 keep_decisions=decisions,
@@ -369,7 +369,18 @@ def _epd_table(doc: dict) -> "Table":  # noqa: F821 (rich, imported at call time
         ),
         header_style="bold",
     )
-    for c in ("req/s", "deployment", "TTFT mean", "TTFT p90", "E2E mean", "E2E p90", "TPOT", "goodput", "busy", "enc ms"):
+    for c in (
+        "req/s",
+        "deployment",
+        "TTFT mean",
+        "TTFT p90",
+        "E2E mean",
+        "E2E p90",
+        "TPOT",
+        "goodput",
+        "busy",
+        "enc ms",
+    ):
         t.add_column(c, justify="left" if c in ("deployment", "busy") else "right", no_wrap=True)
     short = {"encode": "E", "prefill": "P", "decode": "D", "both": "PD"}
     for r in doc["rows"]:

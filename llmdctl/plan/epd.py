@@ -239,8 +239,9 @@ def run_epd(
     progress: Progress | None = None,
     keep_decisions: int = 0,
 ) -> dict[str, Any]:
-    """Every deployment at every load (goodput against `slo`, else the scenario's) (rates x `rate_scale`, each `duration_s` x `time_scale` of sends);
-    returns {scenario, description, workload, rates, rows: [row per (deployment, rate)]}."""
+    """Every deployment at every load: rates x `rate_scale`, each `duration_s` x `time_scale` of sends; goodput
+    against `slo`, else the scenario's. Returns {scenario, description, workload, rates, rows: [one per
+    (deployment, rate)]}."""
     names = deployments or list(scenario.deployments)
     for d in names:
         if d not in scenario.deployments:
