@@ -133,6 +133,8 @@ def plan_command(
     try:
         if scenario not in SCENARIOS:
             raise ValueError(f"scenario: expected one of {', '.join(SCENARIO_NAMES)}, got {scenario!r}")
+        if decisions:
+            raise ValueError(f"--decisions: kept by scenario epd only, not {scenario}")
         pols = [p.strip() for p in (policies or ",".join(POLICIES)).split(",") if p.strip()]
         for p in pols:
             if p not in POLICIES:

@@ -57,3 +57,5 @@ def test_epd_rejects_sweep_flags_in_one_line() -> None:
     assert len(lines) == 1 and "--pd" in lines[0] and "epd" in lines[0] and "Traceback" not in r.stderr
     r = _plan("epd", "--policies", "disagg")
     assert r.returncode == 2 and "aggregated, e-pd, pd, epd" in r.stderr and "Traceback" not in r.stderr
+    r = _plan("small", "--decisions", "2")
+    assert r.returncode == 2 and "--decisions" in r.stderr and "Traceback" not in r.stderr
