@@ -343,7 +343,8 @@ def _plan_epd(
     except ValueError as exc:
         raise fail(str(exc), 2) from None
     if out is not None:
-        doc["files"] = [str(report.write_json(out / "plan.json", doc))]
+        doc["files"] = [str(report.plot_epd(doc, out / "plan_epd.png"))]
+        doc["files"].insert(0, str(report.write_json(out / "plan.json", doc)))
     if as_json:
         typer.echo(json.dumps(doc, indent=2, default=str))
         return
@@ -384,14 +385,14 @@ def _epd_table(doc: dict) -> "Table":  # noqa: F821 (rich, imported at call time
         "enc ms",
     ):
         t.add_column(c, justify="left" if c in ("deployment", "busy") else "right", no_wrap=True)
-    short = {"encode": "E", "prefill": "P", "decode": "D", "both": "PD"}
+    from llmdctl.plan.epd import ROLE_LETTERS
+
     for r in doc["rows"]:
-        pods = "+".join(f"{n}{short[k]}" for k, n in r["pods"].items())
-        busy = " ".join(f"{short[k]} {v:.2f}" for k, v in r["utilization"].items())
+        busy = " ".join(f"{ROLE_LETTERS[k]} {v:.2f}" for k, v in r["utilization"].items())
         enc = r["encode_leg_mean_s"]
         t.add_row(
             f"{r['rate']:g}",
-            f"{r['deployment']} {pods}",
+            f"{r['deployment']} {r['layout']}",
             f(r["ttft_mean_s"]),
             f(r["ttft_p90_s"]),
             f(r["e2e_mean_s"]),

@@ -146,6 +146,14 @@ class EPDScenario:
         )
 
 
+ROLE_LETTERS = {"encode": "E", "prefill": "P", "decode": "D", "both": "PD"}
+
+
+def layout(pools: list[PoolPlan]) -> str:
+    """A deployment in llm-d's shorthand: 1E+4P+3D, 8PD."""
+    return "+".join(f"{p.replicas}{ROLE_LETTERS[p.role]}" for p in pools)
+
+
 def _pools(encode: int, prefill: int, decode: int, both: int, base: PoolPlan) -> list[PoolPlan]:
     out = []
     for role, n in (("encode", encode), ("prefill", prefill), ("decode", decode), ("both", both)):
@@ -206,6 +214,7 @@ def run_one(
         "deployment": deployment,
         "rate": rate,
         "pods": {p.role: p.replicas for p in cfg.pools},
+        "layout": layout(cfg.pools),
         "gpus": cfg.gpus,
         "requests": s["requests"],
         "ok": s["ok"],

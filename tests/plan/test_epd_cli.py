@@ -32,17 +32,22 @@ def test_help_names_every_scenario() -> None:
     assert "Scenario: llmd-73, small, epd." in r.stdout and "aggregated, e-pd, pd, epd" in r.stdout
 
 
-def test_epd_json_rows_and_decisions() -> None:
+def test_epd_json_rows_decisions_and_files(tmp_path: Path) -> None:
     r = _plan(
-        "epd", "--json", "--time-scale", "0.05", "--rate-scale", "0.5", "--policies", "pd,epd", "--decisions", "1"
-    )
+        "epd", "--json", "--time-scale", "0.05", "--rate-scale", "0.5", "--policies", "pd,epd", "--decisions", "1",
+        "--out", str(tmp_path),
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
+    assert doc["files"] == [str(tmp_path / "plan.json"), str(tmp_path / "plan_epd.png")]
+    assert json.loads((tmp_path / "plan.json").read_text())["rows"] == doc["rows"]
+    assert (tmp_path / "plan_epd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert doc["scenario"] == "epd" and doc["slo"] == {"ttft_s": 0.5, "itl_s": 0.05}
     assert [(row["deployment"], row["rate"]) for row in doc["rows"]][:2] == [("pd", 4.0), ("epd", 4.0)]
     assert len(doc["rows"]) == 2 * len(EPD_SCENARIOS["epd"].rates)
     for row in doc["rows"]:
         assert row["ok"] == row["requests"] > 0 and len(row["decisions"]) == 1
+        assert row["layout"] == {"pd": "4P+4D", "epd": "1E+4P+3D"}[row["deployment"]]
         legs = row["decisions"][0].get("epd")
         if row["deployment"] == "epd":
             assert row["encode_legs"] == row["requests"] and legs["encode"] == "10.0.0.1:8100"
