@@ -1,10 +1,10 @@
 """Fingerprints of the planner's per-request results, to show a speed change left every result as it was.
 
 The planner is deterministic: the same tree state gives the same records. This runs it over the four policies
-and three router profiles (llmd-73 x0.05, fast-forward driving), P/D splits, a multi-turn run (step driving)
-and wide-EP (rank-aware and not), and prints per case a sha256 prefix over every request's (id, endpoint,
-first token time, finish time, status, cached tokens, output tokens), the record count, hit rate and simulated
-seconds. Compare two trees:
+and three router profiles (llmd-73 x0.05, fast-forward driving), P/D splits, a multi-turn run (step driving),
+wide-EP (rank-aware and not) and the E/P/D scenario's four deployments, and prints per case a sha256 prefix
+over every request's (id, endpoint, first token time, finish time, status, cached tokens, output tokens), the
+record count, hit rate and simulated seconds. Compare two trees:
 
     git worktree add /tmp/plan-base main
     PYTHONPATH=/tmp/plan-base python /tmp/plan-base/bench/plan_fingerprint.py --out /tmp/fp-base.json  # or any copy
@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from llmdctl.bench.load import Stage, poisson_arrivals, scale_stages  # noqa: E402
 from llmdctl.bench.workloads import WorkloadSpec, generate  # noqa: E402
 from llmdctl.plan.dp import WideEPConfig, simulate_wide_ep  # noqa: E402
+from llmdctl.plan.epd import EPD, mm_requests  # noqa: E402
 from llmdctl.plan.presets import SCENARIOS, policy_configs  # noqa: E402
 from llmdctl.plan.run import SweepSpec, sweep_configs, workload_and_arrivals  # noqa: E402
 from llmdctl.plan.sim import simulate  # noqa: E402
@@ -89,6 +90,10 @@ def run_all() -> dict[str, list]:
     for aware in (True, False):
         cfg = WideEPConfig(router=router_of("wide-ep"), rank_aware=aware, pods=2, dp=4, num_gpu_blocks=2048)
         out[f"wide-ep:{aware}"] = fingerprint(simulate_wide_ep(cfg, r4, arr4))
+    arr5 = poisson_arrivals([Stage(24.0, 3.0)], seed=5)  # E/P/D: encode legs, embeddings, P/D hand-offs
+    r5 = mm_requests(EPD.workload, len(arr5), 5)
+    for dep in EPD.deployments:
+        out[f"epd:{dep}"] = fingerprint(simulate(EPD.plan_config(dep, 0), r5, arr5))
     return out
 
 

@@ -61,6 +61,12 @@ def _png_tokens(url: str) -> int | None:
     if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n":
         return None
     width, height = struct.unpack(">II", head[16:24])
+    return image_tokens(width, height)
+
+
+def image_tokens(width: int, height: int) -> int:
+    """Placeholder tokens of a `width` x `height` image as Qwen2-VL counts them: one per 28x28 pixels (14-pixel
+    patches merged 2x2), between 4 and `MAX_ITEM_TOKENS` (its min_pixels 3136 / max_pixels 12845056)."""
     return max(4, min(MAX_ITEM_TOKENS, math.ceil(width / 28) * math.ceil(height / 28)))
 
 

@@ -311,3 +311,34 @@ def plot_pareto(doc: dict[str, Any], path: str | Path, metric: str = "ttft_p90_s
     top = _title(fig, title, 9)
     fig.tight_layout(rect=(0, (key_h + 0.1) / fig.get_figheight(), 1, top))
     return _save(fig, path)
+
+
+def plot_epd(doc: dict[str, Any], path: str | Path) -> Path:
+    """`llmdctl plan epd`: TTFT p90, E2E mean and goodput against the offered rate, one line per deployment."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.9))
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in doc["rows"]:
+        by.setdefault(r["deployment"], []).append(r)
+    ttfts: list[float] = []
+    for name, rows in by.items():
+        xs = [r["rate"] for r in rows]
+        ttft = [r["ttft_p90_s"] or 0 for r in rows]
+        ttfts += ttft
+        axes[0].plot(xs, ttft, marker="o", label=f"{name} {rows[0]['layout']}")
+        axes[1].plot(xs, [r["e2e_mean_s"] or 0 for r in rows], marker="o", label=name)
+        axes[2].plot(xs, [r["goodput_req_s"] or 0 for r in rows], marker="o", label=name)
+    slo = doc.get("slo") or {}
+    axes[1].set_ylabel("E2E mean (s)")
+    axes[2].set_ylabel("goodput (req/s)")
+    axes[2].set_title(f"SLO: TTFT <= {slo.get('ttft_s', 0):g} s, TPOT <= {slo.get('itl_s', 0):g} s", fontsize=9)
+    for a in axes:
+        a.set_xlabel("offered req/s")
+        a.grid(alpha=0.3)
+    _y_scale(axes[0], ttfts, "TTFT p90 (s)")
+    axes[1].set_ylim(bottom=0)
+    axes[2].set_ylim(bottom=0)
+    axes[0].legend(fontsize=8)
+    top = _title(fig, f"llmdctl plan {doc['scenario']}: {doc['description']}", 9)
+    fig.tight_layout(rect=(0, 0, 1, top))
+    return _save(fig, path)

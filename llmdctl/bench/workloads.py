@@ -38,6 +38,9 @@ class BenchRequest:
     turn: int = 0
     think_time_s: float = 0.0  # pause after the previous turn finished (tool call latency)
     segments: list[tuple[str, int]] = field(default_factory=list)  # (type, tokens) in prompt order
+    # Multimodal items (identifier, offset, placeholder tokens) in prompt order: images as their token cost
+    # (sim_gpu.multimodal); the planner's encode leg and the engines' encoder run over them.
+    mm_items: list[tuple[str, int, int]] = field(default_factory=list)
 
     @property
     def prompt_len(self) -> int:

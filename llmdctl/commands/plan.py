@@ -15,17 +15,21 @@ and one simulated engine per pod on a virtual clock, fed by the same workload ge
 
 SCENARIO is `llmd-73` (llm-d's 73%-capacity benchmark: 8 pods Qwen3-32B on 2xH100, shared-prefix 150x5,
 6000+1200 -> 1000 tokens, Poisson 15 QPS warm-up then 3 -> 60 QPS, sent as inference-perf sends it: each
-stage drains before the next opens) or `small`. --policies picks schedulers (random, load, approximate,
-precise). The full ladder runs by default and prints llm-d's published figures next to ours; anything that
-changes the setup (--time-scale, --rate-scale, --client, --max-in-flight) is an approximation, labelled as
-such, and the published figures are left out.
+stage drains before the next opens), `small`, or `epd` (what an encode pool buys: multimodal chat, 2 images
+per request, on 8 x H100 as aggregated, E/PD 1E+7, P/D 4P+4D and E/P/D 1E+4P+3D, each at 8 -> 40 req/s; TTFT,
+E2E, goodput, per-role busy time). --policies picks schedulers (random, load, approximate, precise), or for
+`epd` the deployments (aggregated, e-pd, pd, epd). The full ladder runs by default and prints llm-d's
+published figures next to ours; anything that changes the setup (--time-scale, --rate-scale, --client,
+--max-in-flight) is an approximation, labelled as such, and the published figures are left out.
 
 Sweeps (--replicas 4,8 --hardware H100,H200 --prefix-weights 1,3 --pd 2:6,4:4 --cpu-blocks 0,20000) run every
 combination and print the Pareto front of cost (GPUs x --price per GPU-hour, else GPU count) versus TTFT p90
 and throughput.
 
 Examples: `llmdctl plan llmd-73`, `llmdctl plan llmd-73 --time-scale 0.1 --policies load,precise --json`,
-`llmdctl plan small --replicas 2,4,8 --policies load,precise --out plan/`."""
+`llmdctl plan small --replicas 2,4,8 --policies load,precise --out plan/`, `llmdctl plan epd --policies pd,epd`."""
+
+SCENARIO_NAMES = ("llmd-73", "small", "epd")  # kept in step with presets.SCENARIOS + epd.EPD_SCENARIOS (tested)
 
 
 def _ints(text: Optional[str], flag: str) -> list[int]:
@@ -38,12 +42,15 @@ def _ints(text: Optional[str], flag: str) -> list[int]:
 
 
 def plan_command(
-    scenario: str = typer.Argument("llmd-73", help="Scenario: llmd-73 or small."),
-    policies: str = typer.Option(
-        "random,load,approximate,precise",
+    scenario: str = typer.Argument("llmd-73", help=f"Scenario: {', '.join(SCENARIO_NAMES)}."),
+    policies: Optional[str] = typer.Option(
+        None,
         "--policies",
         "-p",
-        help="Comma-separated schedulers: random, load, approximate, precise.",
+        help=(
+            "Comma-separated schedulers: random, load, approximate, precise (default: all four); for epd the "
+            "deployments: aggregated, e-pd, pd, epd (default: all four)."
+        ),
     ),
     time_scale: float = typer.Option(
         1.0,
@@ -52,8 +59,12 @@ def plan_command(
     ),
     rate_scale: float = typer.Option(1.0, "--rate-scale", help="Multiply every stage's rate."),
     seed: int = typer.Option(0, "--seed", help="Seed for prompts, arrivals and random pickers."),
-    slo_ttft: float = typer.Option(2.0, "--slo-ttft", help="Goodput SLO: TTFT seconds."),
-    slo_itl: float = typer.Option(0.1, "--slo-itl", help="Goodput SLO: time per output token, seconds."),
+    slo_ttft: Optional[float] = typer.Option(
+        None, "--slo-ttft", help="Goodput SLO: TTFT seconds (default 2; epd: 0.5)."
+    ),
+    slo_itl: Optional[float] = typer.Option(
+        None, "--slo-itl", help="Goodput SLO: time per output token, seconds (default 0.1; epd: 0.05)."
+    ),
     replicas: Optional[str] = typer.Option(None, "--replicas", help="Sweep: pod counts, e.g. 4,8."),
     hardware: Optional[str] = typer.Option(None, "--hardware", help="Sweep: hardware profiles, e.g. H100,H200."),
     prefix_weights: Optional[str] = typer.Option(
@@ -82,6 +93,9 @@ def plan_command(
     max_wall: float = typer.Option(1800.0, "--max-wall", help="Stop any one simulation after this many wall seconds."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for plan.json and PNG plots."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout (progress goes to stderr)."),
+    decisions: int = typer.Option(
+        0, "--decisions", help="epd: keep this many routing decisions per run in the JSON (the encode leg shows)."
+    ),
 ) -> None:
     import json
     import sys
@@ -92,13 +106,36 @@ def plan_command(
     from llmdctl.bench import report
     from llmdctl.bench.inference_perf import CLIENTS
     from llmdctl.bench.metrics import SLO
+    from llmdctl.plan.epd import EPD_SCENARIOS
     from llmdctl.plan.presets import POLICIES, SCENARIOS
     from llmdctl.plan.run import SweepSpec, run_policies, sweep
 
+    if scenario in EPD_SCENARIOS:
+        given = [
+            flag
+            for flag, v in (
+                ("--replicas", replicas),
+                ("--hardware", hardware),
+                ("--prefix-weights", prefix_weights),
+                ("--pd", pd),
+                ("--cpu-blocks", cpu_blocks),
+                ("--price", price),
+                ("--max-in-flight", max_in_flight),
+            )
+            if v
+        ] + (["--client"] if client != "scenario" else [])
+        if given:
+            raise fail(f"{given[0]}: not used by scenario {scenario} (it compares fixed deployments, open loop)", 2)
+        _plan_epd(
+            scenario, policies, time_scale, rate_scale, seed, slo_ttft, slo_itl, max_wall, out, as_json, decisions
+        )
+        return
     try:
         if scenario not in SCENARIOS:
-            raise ValueError(f"scenario: expected one of {', '.join(SCENARIOS)}, got {scenario!r}")
-        pols = [p.strip() for p in policies.split(",") if p.strip()]
+            raise ValueError(f"scenario: expected one of {', '.join(SCENARIO_NAMES)}, got {scenario!r}")
+        if decisions:
+            raise ValueError(f"--decisions: kept by scenario epd only, not {scenario}")
+        pols = [p.strip() for p in (policies or ",".join(POLICIES)).split(",") if p.strip()]
         for p in pols:
             if p not in POLICIES:
                 raise ValueError(f"--policies: expected names from {', '.join(POLICIES)}, got {p!r}")
@@ -147,7 +184,7 @@ def plan_command(
         + "; llmd-73's full ladder takes under a CPU minute per policy",
         highlight=False,
     )
-    slo = SLO(slo_ttft, slo_itl)
+    slo = SLO(2.0 if slo_ttft is None else slo_ttft, 0.1 if slo_itl is None else slo_itl)
     try:
         with Progress(
             TextColumn("{task.description}"),
@@ -255,6 +292,117 @@ def plan_command(
             con.print(f"[yellow]{r['name']}: {r['truncated']}[/yellow]")
     for f in files:
         con.print(f"wrote {f}", highlight=False)
+
+
+def _plan_epd(
+    scenario: str,
+    policies: Optional[str],
+    time_scale: float,
+    rate_scale: float,
+    seed: int,
+    slo_ttft: Optional[float],
+    slo_itl: Optional[float],
+    max_wall: float,
+    out: Optional[Path],
+    as_json: bool,
+    decisions: int,
+) -> None:
+    """`llmdctl plan epd`: each deployment at each load, one table (or JSON)."""
+    import json
+    import sys
+
+    from rich.console import Console
+
+    from llmdctl.bench import report
+    from llmdctl.bench.metrics import SLO
+    from llmdctl.plan.epd import EPD_SCENARIOS, run_epd
+
+    sc = EPD_SCENARIOS[scenario]
+    names = [p.strip() for p in (policies or ",".join(sc.deployments)).split(",") if p.strip()]
+    if decisions < 0:
+        raise fail(f"--decisions: expected an integer >= 0, got {decisions}", 2)
+    err = Console(stderr=True)
+    err.print(f"[bold]plan[/bold] {sc.description}", highlight=False)
+    try:
+        with err.status("planning ...") as status:
+
+            def cb(name: str, now: float, done: int, total: int) -> None:
+                status.update(f"{name}: sim {now:.0f}s, {done}/{total} requests")
+
+            doc = run_epd(
+                sc,
+                names,
+                time_scale=time_scale,
+                rate_scale=rate_scale,
+                seed=seed,
+                slo=SLO(sc.slo.ttft_s if slo_ttft is None else slo_ttft, sc.slo.itl_s if slo_itl is None else slo_itl),
+                max_wall_s=max_wall,
+                progress=None if as_json else cb,
+                keep_decisions=decisions,
+            )
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    if out is not None:
+        doc["files"] = [str(report.plot_epd(doc, out / "plan_epd.png"))]
+        doc["files"].insert(0, str(report.write_json(out / "plan.json", doc)))
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2, default=str))
+        return
+    con = Console(width=None if sys.stdout.isatty() else 200)
+    report.print_table(_epd_table(doc), con)
+    for r in doc["rows"]:
+        if r.get("truncated"):
+            con.print(f"[yellow]{r['deployment']} @ {r['rate']:g}/s: {r['truncated']}[/yellow]")
+    for f in doc.get("files", []):
+        con.print(f"wrote {f}", highlight=False)
+
+
+def _epd_table(doc: dict) -> "Table":  # noqa: F821 (rich, imported at call time)
+    from rich.table import Table
+
+    def f(v: object, nd: int = 3) -> str:
+        return "-" if v is None else f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+    slo = doc["slo"]
+    t = Table(
+        title=(
+            f"plan {doc['scenario']}: {doc['workload']}; {doc['duration_s']:g} s per load; times in s; goodput = "
+            f"req/s with TTFT <= {slo['ttft_s']:g} s and TPOT <= {slo['itl_s']:g} s; busy = share of time stepping "
+            "(encode: encoding), per role E/P/D/both"
+        ),
+        header_style="bold",
+    )
+    for c in (
+        "req/s",
+        "deployment",
+        "TTFT mean",
+        "TTFT p90",
+        "E2E mean",
+        "E2E p90",
+        "TPOT",
+        "goodput",
+        "busy",
+        "enc ms",
+    ):
+        t.add_column(c, justify="left" if c in ("deployment", "busy") else "right", no_wrap=True)
+    from llmdctl.plan.epd import ROLE_LETTERS
+
+    for r in doc["rows"]:
+        busy = " ".join(f"{ROLE_LETTERS[k]} {v:.2f}" for k, v in r["utilization"].items())
+        enc = r["encode_leg_mean_s"]
+        t.add_row(
+            f"{r['rate']:g}",
+            f"{r['deployment']} {r['layout']}",
+            f(r["ttft_mean_s"]),
+            f(r["ttft_p90_s"]),
+            f(r["e2e_mean_s"]),
+            f(r["e2e_p90_s"]),
+            f(r["tpot_mean_s"], 4),
+            f(r["goodput_req_s"], 2),
+            busy,
+            f(enc * 1000, 1) if enc is not None else "-",
+        )
+    return t
 
 
 plan_command.__doc__ = paragraphs(HELP)

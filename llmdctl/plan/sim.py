@@ -9,7 +9,9 @@ at `t` lands at `t + duration`, when its tokens and events are delivered); "fast
 `SimEngine.fast_forward` up to the next arrival and delivers the KV events and finishes at their own simulated
 times (2-3x less CPU; used where no finish creates new work). P/D goes in two steps (prefill_only on a
 prefill engine, then a remote_prefill on the decode engine that pays the KV transfer); CPU tiers attach
-through kvtiers.
+through kvtiers. E/P/D adds a leg before them, as the gateway runs it: a request the router gives an encoder pod
+queues there for the encoder's roofline time (one pass at a time, as an encode pod runs), then the pod that
+pulls the embeddings (prefill, else the target) waits their transfer and skips its own encoder.
 
 Everything is bounded: simulated seconds (`max_sim_s`) and wall seconds (`max_wall_s`).
 """
@@ -22,7 +24,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kvtiers.kvevents import KVEventBatch
@@ -34,6 +36,7 @@ from router_lite.failures import Failure, FailureKind
 from router_lite.types import BLOCK_DIGESTS, ROLE_LABEL, Endpoint, EndpointMetrics, LLMRequest
 from sim_gpu.engine import EngineConfig, EngineRequest, RemotePrefill, SimEngine
 from sim_gpu.latency import LatencyModel
+from sim_gpu.multimodal import embedding_bytes, encode_time, transfer_time
 
 
 @dataclass
@@ -90,6 +93,10 @@ class PlanResult:
     truncated: str | None = None  # why the run stopped early, if it did
     scheduling_s: float = 0.0  # wall seconds spent in the router's scheduler
     cpu_s: float = 0.0  # CPU seconds of this process (wall time on a shared machine overstates the cost)
+    utilization: dict[str, float] = field(default_factory=dict)  # role -> mean busy fraction of its pods
+    encode_legs: int = 0  # requests whose encode leg ran on an encoder pod (E/P/D)
+    encode_leg_s: float = 0.0  # their encode legs' seconds (queue + encoder), summed
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # the first `keep_decisions` decision records
 
     @property
     def speedup(self) -> float:
@@ -98,7 +105,7 @@ class PlanResult:
 
 
 class _Pod:
-    __slots__ = ("name", "engine", "endpoint", "busy", "seq", "pool", "tiers", "next_t", "stalled")
+    __slots__ = ("name", "engine", "endpoint", "busy", "seq", "pool", "tiers", "next_t", "stalled", "busy_s", "encoder")
 
     def __init__(self, name: str, engine: SimEngine, endpoint: Endpoint, pool: PoolPlan) -> None:
         self.name = name
@@ -110,14 +117,41 @@ class _Pod:
         self.tiers: Any = None
         self.next_t = 0.0  # fast-forward driving: when the engine's next (not yet run) step starts
         self.stalled = False  # fast-forward driving: stopped on an idle 0 s step; the next submit restarts it
+        self.busy_s = 0.0  # simulated seconds of engine steps (or encoder passes) that did work
+        self.encoder = _EncoderQueue() if pool.role == "encode" else None
+
+
+class _EncoderQueue:
+    """An encode pod's encoder on the virtual clock: one pass at a time, first come first served (as
+    `sim_gpu.pod.SimPod.encode` serves them live); its running / waiting passes are what the router scrapes."""
+
+    __slots__ = ("free_at", "passes")
+
+    def __init__(self) -> None:
+        self.free_at = 0.0
+        self.passes: deque[tuple[float, float]] = deque()  # (start, end) of passes not yet over at the last look
+
+    def run(self, now: float, seconds: float) -> float:
+        """Queue a pass of `seconds` arriving at `now`; returns when it ends."""
+        start = max(now, self.free_at)
+        self.free_at = start + seconds
+        self.passes.append((start, self.free_at))
+        return self.free_at
+
+    def load(self, now: float) -> tuple[int, int]:
+        """(running, waiting) passes at `now`."""
+        while self.passes and self.passes[0][1] <= now:
+            self.passes.popleft()
+        running = sum(1 for s, _ in self.passes if s <= now)
+        return running, len(self.passes) - running
 
 
 def prompt_digests(engine: SimEngine, llm: LLMRequest) -> list[bytes] | None:
     """The router's digests of the prompt when the engine hashes with the same setting and extra keys (it then
     skips hashing the prompt again); None and the engine hashes it itself. Both planners hand them over."""
     dig = llm.state.get(BLOCK_DIGESTS)
-    if dig is None or llm.cache_salt or llm.lora_name or engine.config.lora_name:
-        return None
+    if dig is None or llm.cache_salt or llm.lora_name or engine.config.lora_name or llm.multimodal:
+        return None  # (the router hashes without multimodal extra keys, as it does live)
     h = engine.hasher
     return dig[1] if dig[0] == (h.block_size, h.algo, h.seed) else None
 
@@ -126,7 +160,7 @@ class _Live:
     """A request in flight: its record, its flow through the router, where it runs, what the runner must do
     when it finishes."""
 
-    __slots__ = ("req", "rec", "flow", "pod", "prompt", "out", "phase", "decode_pod")
+    __slots__ = ("req", "rec", "flow", "pod", "prompt", "out", "phase", "decode_pod", "encoded")
 
     def __init__(self, req: BenchRequest, rec: RequestRecord, flow: Flow, prompt: list[int]) -> None:
         self.req = req
@@ -137,6 +171,7 @@ class _Live:
         self.out: list[int] | None = [] if req.session is not None else None
         self.phase = 0  # 0: single or decode leg; 1: P/D prefill leg
         self.decode_pod: _Pod | None = None
+        self.encoded = False  # E/P/D: the embeddings came from an encoder pod (the engines skip the encoder)
 
 
 def _latency(pool: PoolPlan, network: str) -> LatencyModel:
@@ -158,7 +193,7 @@ def build_pods(cfg: PlanConfig) -> list[_Pod]:
                 max_model_len=pool.max_model_len,
                 latency=lat,
                 seed=cfg.seed * 1000 + len(pods),
-                role=pool.role,
+                role="both" if pool.role == "encode" else pool.role,  # an encode pod's engine stays idle
             )
             eng = SimEngine(ecfg)
             labels = {ROLE_LABEL: pool.role} if pool.role != "both" else {}
@@ -193,6 +228,7 @@ def simulate(
     max_in_flight: int | None = None,
     drive: str = "auto",
     stage_barrier_s: float | None = None,
+    keep_decisions: int = 0,
 ) -> PlanResult:
     """Run `requests` (sent at `arrivals[i]` = (time, stage)) through the router and the engines.
 
@@ -209,9 +245,14 @@ def simulate(
     with `fast_forward` up to the next arrival (same results: the router sees the same snapshots, KV events
     and finishes at the same simulated times); "auto" picks "fast" where no finish creates new work (no P/D
     hand-off, no session follow-up turns, no client cap) and "step" otherwise. Python's cyclic GC is tuned
-    for the run (the workload is built and frozen; thresholds raised) and restored after."""
+    for the run (the workload is built and frozen; thresholds raised) and restored after.
+
+    `keep_decisions`: how many decision records (the gateway's `/debug/decisions` objects, from the same
+    director) the result keeps, in the order requests end."""
     if drive not in ("auto", "step", "fast"):
         raise ValueError(f"drive: expected auto, step or fast, got {drive!r}")
+    if drive == "fast" and any(p.role == "encode" for p in cfg.pools):
+        raise ValueError("drive: fast cannot run encode pools (their legs hand off between pods); use step or auto")
     frozen_before = gc.get_freeze_count()
     thresholds = gc.get_threshold()
     gc.collect()
@@ -231,6 +272,7 @@ def simulate(
             model_name=model_name,
             max_in_flight=max_in_flight,
             stage_barrier_s=stage_barrier_s,
+            keep_decisions=keep_decisions,
         )
         if drive == "fast" or (drive == "auto" and _fast_ok(cfg, requests, max_in_flight)):
             run.drive_fast()
@@ -249,7 +291,7 @@ def _fast_ok(cfg: PlanConfig, requests: list[BenchRequest], max_in_flight: int |
     )
 
 
-_ARRIVE, _STEP_END = 0, 1  # event heap kinds (step driving)
+_ARRIVE, _STEP_END, _ENCODED = 0, 1, 2  # event heap kinds (step driving)
 _KV, _FIN = 0, 1  # pending deliveries (fast driving)
 
 
@@ -273,6 +315,7 @@ class _PlanRun:
         model_name: str,
         max_in_flight: int | None,
         stage_barrier_s: float | None = None,
+        keep_decisions: int = 0,
     ) -> None:
         self.t_wall0 = time.perf_counter()
         self.t_cpu0 = time.process_time()
@@ -311,6 +354,10 @@ class _PlanRun:
         self.truncated: str | None = None
         self.fast = False
         self.next_drain = 0.0  # fast driving: the horizon the last drain step advanced the engines to
+        self.keep_decisions = keep_decisions
+        self.decisions: list[dict[str, Any]] = []
+        self.encode_legs = 0
+        self.encode_leg_s = 0.0
 
     # ---- the router's view ---------------------------------------------------------------------------
     def scrape(self, now: float) -> None:
@@ -318,8 +365,11 @@ class _PlanRun:
         for p in self.pods:
             st = p.engine.stats()
             m = p.endpoint.metrics
-            m.waiting_queue_size = st.num_waiting
-            m.running_requests_size = st.num_running
+            if p.encoder is not None:  # an encode pod's load is its encoder queue (SimPod._encode_stats)
+                m.running_requests_size, m.waiting_queue_size = p.encoder.load(now)
+            else:
+                m.waiting_queue_size = st.num_waiting
+                m.running_requests_size = st.num_running
             m.kv_cache_usage_percent = st.kv_cache_usage
             m.updated_at = now
 
@@ -334,16 +384,51 @@ class _PlanRun:
         if now - self.last_scrape >= interval:
             self.scrape(now)
             self.last_scrape = now - (now % interval)
-        llm = LLMRequest(req.request_id, self.model_name, prompt_token_ids=prompt, arrival=now)
+        llm = LLMRequest(
+            req.request_id, self.model_name, prompt_token_ids=prompt, arrival=now, multimodal=len(req.mm_items)
+        )
         flow = self.router.route(llm, self.endpoints)
         if isinstance(flow, str):
             rec.status, rec.error, rec.finished = ERROR, flow, now
             self._ended(rec.stage, now)
             return
         lv = _Live(req, rec, flow, prompt)
-        decode = self.by_key[flow.target.key]
-        rec.endpoint = decode.name
+        rec.endpoint = self.by_key[flow.target.key].name
         self.live[req.request_id] = lv
+        if flow.encode is not None:
+            self.encode(lv, now)
+        else:
+            self.legs(lv, now)
+
+    def encode(self, lv: _Live, now: float) -> None:
+        """E/P/D: the encode leg on the encoder pod the router chose, then the embeddings' transfer to the pod
+        that pulls them (the prefill pod, else the target); the next legs go when they have landed."""
+        flow = lv.flow
+        assert flow.encode is not None
+        enc = self.by_key[flow.encode.key]
+        assert enc.encoder is not None, f"{enc.name} is not an encode pod"
+        tokens = sum(n for _, _, n in lv.req.mm_items)
+        seconds = encode_time(enc.engine.latency, tokens)
+        end = enc.encoder.run(now, seconds)
+        enc.busy_s += seconds
+        puller = self.by_key[(flow.prefill or flow.target).key]
+        landed = end + transfer_time(puller.engine.latency, embedding_bytes(enc.engine.latency, tokens))
+        self.seq += 1
+        heapq.heappush(self.heap, (landed, self.seq, _ENCODED, (lv, end - now)))
+
+    def encoded(self, lv: _Live, leg_s: float, now: float) -> None:
+        """The embeddings have landed: the director hears of the encode leg, the engines take the next legs."""
+        self.director.encode_done(lv.flow, leg_s)
+        self.encode_legs += 1
+        self.encode_leg_s += leg_s
+        lv.encoded = True
+        self.legs(lv, now)
+
+    def legs(self, lv: _Live, now: float) -> None:
+        """The engine legs: the P/D prefill leg (the decode leg follows it), or the one leg on the target."""
+        req, flow, prompt, llm = lv.req, lv.flow, lv.prompt, lv.flow.request
+        decode = self.by_key[flow.target.key]
+        mm = req.mm_items or None
         if flow.prefill is not None:
             pf = self.by_key[flow.prefill.key]
             lv.phase, lv.pod, lv.decode_pod = 1, pf, decode
@@ -355,6 +440,8 @@ class _PlanRun:
                 arrival_time=now,
                 prefill_only=True,
                 prompt_block_hashes=prompt_digests(pf.engine, llm),
+                mm_items=mm,
+                mm_encode=not lv.encoded,
             )
             ok = self.submit(lv, pf, now, ereq)
         else:
@@ -366,13 +453,15 @@ class _PlanRun:
                 ignore_eos=True,
                 arrival_time=now,
                 prompt_block_hashes=prompt_digests(decode.engine, llm),
+                mm_items=mm,
+                mm_encode=not lv.encoded,
             )
             ok = self.submit(lv, decode, now, ereq)
             if ok:
                 self.director.dispatched(flow)
         if not ok:
             del self.live[req.request_id]
-            self._ended(rec.stage, now)
+            self._ended(lv.rec.stage, now)
 
     def submit(self, lv: _Live, pod: _Pod, now: float, ereq: EngineRequest) -> bool:
         """Hand a leg to an engine; a refusal (too long for it) ends the request, as vLLM's 400 would."""
@@ -384,6 +473,7 @@ class _PlanRun:
             lv.rec.finished = now
             self.director.dispatch_failed(lv.flow, Failure(FailureKind.REJECTED, str(exc)))
             self.director.finished(lv.flow)
+            self._decision(lv, 400)
             return False
         self.kick(pod, now)
         return True
@@ -394,7 +484,14 @@ class _PlanRun:
         lv.phase, lv.pod = 0, lv.decode_pod
         rp = RemotePrefill(num_tokens=len(lv.prompt), remote_block_hashes=out.block_hashes, remote_tp=pod.pool.tp)
         ereq = EngineRequest(
-            lv.req.request_id, lv.prompt, lv.req.max_tokens, ignore_eos=True, arrival_time=now, remote_prefill=rp
+            lv.req.request_id,
+            lv.prompt,
+            lv.req.max_tokens,
+            ignore_eos=True,
+            arrival_time=now,
+            remote_prefill=rp,
+            mm_items=lv.req.mm_items or None,  # the prompt's blocks hash as the prefill pod's did
+            mm_encode=False,  # the KV arrives: nothing to encode
         )
         if self.submit(lv, lv.decode_pod, now, ereq):
             self.director.dispatched(lv.flow)
@@ -408,6 +505,7 @@ class _PlanRun:
         lv.rec.output_tokens = out.num_output_tokens
         self.live.pop(out.request_id, None)
         self.director.finished(lv.flow, out.num_output_tokens)
+        self._decision(lv, 200)
         if lv.req.session is not None:
             self.tracker.record(lv.req, lv.prompt, lv.out or [], now)
             if not SessionTracker.is_branch(lv.req):
@@ -416,6 +514,11 @@ class _PlanRun:
             self.seq += 1
             heapq.heappush(self.heap, (now, self.seq, _ARRIVE, self.client_queue.popleft()))
         self._ended(lv.rec.stage, now)
+
+    def _decision(self, lv: _Live, status: int) -> None:
+        """Keep the request's decision record (the first `keep_decisions` to end)."""
+        if len(self.decisions) < self.keep_decisions:
+            self.decisions.append(self.director.decision(lv.flow, status, lv.flow.target.key)())
 
     def _ended(self, stage: int, now: float) -> None:
         """A request is over (finished or failed); the last one of a stage opens the next stage (barrier)."""
@@ -454,6 +557,8 @@ class _PlanRun:
             return
         res = pod.engine.step(now)
         self.steps += 1
+        if not res.idle:
+            pod.busy_s += res.duration_s
         pod.busy = True
         self.seq += 1
         heapq.heappush(self.heap, (now + res.duration_s, self.seq, _STEP_END, (pod, res)))
@@ -462,6 +567,7 @@ class _PlanRun:
         """Run pod's steps that start before `until`; what they produce is delivered at its own simulated time."""
         res = pod.engine.fast_forward(start, until, max_steps=max_steps)
         self.steps += res.num_steps
+        pod.busy_s += sum(res.step_durations)  # no remote KV here: idle steps last 0 s
         pod.next_t, pod.stalled = res.end_s, res.stalled
         pend = self.pend
         if res.kv_events:
@@ -574,6 +680,8 @@ class _PlanRun:
             clock.advance_to(t)
             if kind == _ARRIVE:
                 self.arrive(payload, t)
+            elif kind == _ENCODED:
+                self.encoded(*payload, t)
             else:
                 self.step_ended(*payload, t)
             if not self._report(t):
@@ -670,6 +778,9 @@ class _PlanRun:
                     )
                 )
         self.add_serving_costs()
+        busy: dict[str, list[float]] = {}
+        for p in self.pods:
+            busy.setdefault(p.pool.role, []).append(min(1.0, p.busy_s / end) if end > 0 else 0.0)
         stats = [p.engine.stats() for p in self.pods]
         queries = sum(s.prefix_cache_queries_tokens for s in stats)
         hits = sum(s.prefix_cache_hits_tokens for s in stats)
@@ -685,6 +796,10 @@ class _PlanRun:
             truncated=self.truncated,
             scheduling_s=self.router.scheduling_s,
             cpu_s=time.process_time() - self.t_cpu0,
+            utilization={role: sum(v) / len(v) for role, v in busy.items()},
+            encode_legs=self.encode_legs,
+            encode_leg_s=self.encode_leg_s,
+            decisions=self.decisions,
         )
 
 
