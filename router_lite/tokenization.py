@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from kvtiers.hashing import HASH_ALGOS, BlockHasher, seed_from_env, to_event_hashes
+from kvtiers.hashing import HASH_ALGOS, BlockHasher, MMItem, seed_from_env, to_event_hashes
+from kvtiers.multimodal import PART_KINDS, MMInput, expand_with, extract, locate
 from kvtiers.tokenizer import BuiltinTokenizer as _Builtin
 from kvtiers.tokenizer import HFTokenizer, message_text
 from kvtiers.tokenizer import TokenizerError as TokenizationError
@@ -93,6 +94,10 @@ class LocalTokenizer:
             raise TokenizationError(f"tokenizer {self.name} has no chat template")
         return await asyncio.to_thread(lambda: self.tok.encode_chat(messages, **_template_options(options)))
 
+    def expand_items(self, ids: list[int], items: list[MMInput]) -> tuple[list[int], list[MMItem]]:
+        """A chat rendered with item markers, each marker expanded to its placeholders, as the pods do."""
+        return expand_with(lambda text: self.tok.encode(text, False), self.tok.vocab_size, ids, items)
+
 
 class BuiltinTokenizer:
     """The built-in tokenizer pods use when started without a model directory."""
@@ -107,6 +112,9 @@ class BuiltinTokenizer:
 
     async def encode_chat(self, model: str, messages: list[dict[str, Any]], options: dict[str, Any]) -> list[int]:
         return self._tok.encode_chat(messages, **_template_options(options))
+
+    def expand_items(self, ids: list[int], items: list[MMInput]) -> tuple[list[int], list[MMItem]]:
+        return expand_with(lambda text: self._tok.encode(text, False), self._tok.vocab_size, ids, items)
 
 
 class EngineTokenizer:
@@ -281,7 +289,12 @@ class PromptHasher:
     def prepare(self, request: Any, settings: HashSettings) -> None:
         """Set the block hashes of a tokenized LLMRequest, and the block size they were taken at."""
         h = self.hasher(settings)
-        digests = h.hash_blocks(request.prompt_token_ids, cache_salt=request.cache_salt, lora_name=request.lora_name)
+        digests = h.hash_blocks(
+            request.prompt_token_ids,
+            cache_salt=request.cache_salt,
+            lora_name=request.lora_name,
+            mm_items=request.mm_items or (),
+        )
         request.block_hashes = to_event_hashes(digests)
         request.state.set(BLOCK_SIZE, settings.block_size)  # tokens per entry of block_hashes
         request.state.set(BLOCK_DIGESTS, ((h.block_size, h.algo, h.seed), digests))
@@ -292,9 +305,12 @@ class PromptHasher:
         settings: HashSettings,
         cache_salt: str | None = None,
         lora_name: str | None = None,
+        mm_items: Sequence[MMItem] = (),
     ) -> list[int]:
         """uint64 event hashes (low 8 bytes of each digest); full-digest events normalise to the same value."""
-        digests = self.hasher(settings).hash_blocks(token_ids, cache_salt=cache_salt, lora_name=lora_name)
+        digests = self.hasher(settings).hash_blocks(
+            token_ids, cache_salt=cache_salt, lora_name=lora_name, mm_items=mm_items
+        )
         return to_event_hashes(digests)
 
 
@@ -336,7 +352,7 @@ class _SamePrompts:
 
     def prepare(self, request: Any) -> None:
         prompt = request.prompt_token_ids
-        if request.cache_salt or request.lora_name:
+        if request.cache_salt or request.lora_name or request.mm_items:
             self.hasher.prepare(request, self.settings)
             return
         hit = self.seen.get(id(prompt))
@@ -373,7 +389,7 @@ def chat_text(messages: list[dict[str, Any]]) -> str:
     )
 
 
-MULTIMODAL_PARTS = ("image_url", "video_url", "input_audio")  # what llm-d's multimodal decider looks for
+MULTIMODAL_PARTS = tuple(PART_KINDS)  # image_url, video_url, input_audio: what llm-d's multimodal decider looks for
 
 
 def multimodal_parts(messages: Any) -> int:
@@ -414,30 +430,50 @@ class RequestTokenizer:
         self.hasher = PromptHasher()
         self.on_error = on_error
 
-    async def token_ids(self, kind: str, body: dict[str, Any]) -> list[int] | None:
+    async def token_ids(self, kind: str, body: dict[str, Any]) -> tuple[list[int], list[MMItem]] | None:
+        """The prompt's token ids and its multimodal items (chat only), or None when they cannot be known here."""
         model = str(body.get("model", ""))
         if kind == "completions":
             prompt = completion_prompt(body.get("prompt"))
             if isinstance(prompt, list):
-                return prompt
+                return prompt, []
             if prompt is None or self.tokenizer is None:
                 return None
-            return await self.tokenizer.encode_prompt(model, prompt)
+            return await self.tokenizer.encode_prompt(model, prompt), []
         if self.tokenizer is None:
             return None
         options = {k: body[k] for k in CHAT_OPTIONS if k in body}
-        return await self.tokenizer.encode_chat(model, body.get("messages") or [], options)
+        return await self.chat_ids(model, body.get("messages") or [], options)
+
+    async def chat_ids(
+        self, model: str, messages: list[dict[str, Any]], options: dict[str, Any]
+    ) -> tuple[list[int], list[MMItem]]:
+        """A chat's prompt token ids with each image / video / audio part as its placeholder tokens, and the
+        items' (identifier, offset, count): what the pods' block hashes include, so the router's must too."""
+        assert self.tokenizer is not None
+        marked, items = extract(messages)
+        if not items:
+            return await self.tokenizer.encode_chat(model, messages, options), []
+        expand = getattr(self.tokenizer, "expand_items", None)
+        if expand is not None:  # a local tokenizer: render with markers, expand them here as the pods do
+            return expand(await self.tokenizer.encode_chat(model, marked, options), items)
+        ids = await self.tokenizer.encode_chat(model, messages, options)  # the engine expands them itself
+        spans = locate(ids, items)
+        if spans is None:
+            raise TokenizationError(f"the engine's tokens do not hold the chat's {len(items)} multimodal item(s)")
+        return ids, spans
 
     async def prepare(self, request: Any, kind: str, body: dict[str, Any]) -> None:
         """Set `request.prompt_token_ids` and `request.block_hashes` (an LLMRequest) when possible."""
         try:
-            ids = await self.token_ids(kind, body)
+            found = await self.token_ids(kind, body)
         except Exception as exc:
             if self.on_error:
                 self.on_error(f"tokenize: {type(exc).__name__}: {exc}")
             return
-        if ids is None:
+        if found is None:
             return
+        ids, request.mm_items = found
         settings = self.settings()
         request.prompt_token_ids = ids
         if len(ids) >= HASH_IN_THREAD_TOKENS:  # hundreds of sha256 digests: keep the event loop free

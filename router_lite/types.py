@@ -103,6 +103,8 @@ class LLMRequest:
     session_id: str | None = None
     lora_name: str | None = None
     multimodal: int = 0  # image / video / audio parts in the chat messages (E/P/D's encode decider)
+    # Those parts as placeholders in prompt_token_ids: (identifier, offset, count); their blocks hash with them.
+    mm_items: list[tuple[str, int, int]] = field(default_factory=list)
     cache_salt: str | None = None
     client_request_id: str | None = None  # the client's x-request-id (forwarded to pods; never a key here)
     arrival: float = field(default_factory=time.monotonic)

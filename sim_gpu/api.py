@@ -18,9 +18,9 @@ from typing import Any, Literal
 import msgspec
 
 from kvtiers.hashing import MMItem
+from kvtiers.multimodal import MMInput, expand_with
 from kvtiers.tokenizer import TokenizerError
 from sim_gpu import multimodal, tools
-from sim_gpu.multimodal import MMInput
 from sim_gpu.sampling import Sampling, SamplingError, parse_sampling
 from sim_gpu.structured import NO_PARSER, Forced, StructuredError, forced_output
 from sim_gpu.tools import ToolSettings
@@ -343,8 +343,7 @@ def chat_prompt(body: dict[str, Any], served: ServedModel) -> tuple[list[int], l
     if not inputs:
         return ids, [], []
     tok = served.tokenizer
-    marker = tok.encode(multimodal.MARKER, add_special_tokens=False)
-    ids, spans = multimodal.expand(ids, marker, inputs, tok.vocab_size - 1)
+    ids, spans = expand_with(lambda text: tok.encode(text, add_special_tokens=False), tok.vocab_size, ids, inputs)
     return ids, inputs, spans
 
 

@@ -385,7 +385,12 @@ class _PlanRun:
             self.scrape(now)
             self.last_scrape = now - (now % interval)
         llm = LLMRequest(
-            req.request_id, self.model_name, prompt_token_ids=prompt, arrival=now, multimodal=len(req.mm_items)
+            req.request_id,
+            self.model_name,
+            prompt_token_ids=prompt,
+            arrival=now,
+            multimodal=len(req.mm_items),
+            mm_items=list(req.mm_items),  # their blocks hash with the items' identifiers, as the pods' do
         )
         flow = self.router.route(llm, self.endpoints)
         if isinstance(flow, str):
