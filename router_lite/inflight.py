@@ -127,11 +127,14 @@ class InFlightTracker:
         """Measured prefill tokens per second on `key` (None until one first token was seen there)."""
         return self._rates.get(key)
 
-    def fitted_ttft_s(self, key: str, work: int, decoding: float) -> float | None:
+    def fitted_ttft_s(self, key: str, work: int, decoding: float, min_samples: int = 0) -> float | None:
         """TTFT on `key`'s own fitted line for `work` uncached tokens met and `decoding` requests decoding there
-        (None until warm): bias-free, the per-step overhead and the decodes sharing the steps priced apart."""
+        (None until warm, or until `min_samples` first tokens were seen there): bias-free, the per-step overhead
+        and the decodes sharing the steps priced apart."""
         fit = self._fits.get(key)
-        return fit.predict(work, decoding) if fit is not None else None
+        if fit is None or fit.model.samples < min_samples:
+            return None
+        return fit.predict(work, decoding)
 
     def pool_prefill_rate(self) -> float | None:
         """Median measured rate across endpoints: the estimate for an endpoint not yet measured."""

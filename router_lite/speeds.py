@@ -1,29 +1,35 @@
 """Each endpoint's relative speed, for a router that weighs load by capacity on a mixed fleet.
 
 Told: an endpoint label, `llmd.ai/relative-speed` (a pod labelled "2" is twice as fast as one labelled "1"); a
-pool's pods carry their pool's labels. Learned: the inverse of the TTFT each endpoint's own fitted line
-(`InFlightTracker.fitted_ttft_s`: per-step overhead, prefill per token and decodes sharing the steps, fitted
-apart) gives one reference request, pooled by a group label (`llm-d.ai/pool`) since a pool's pods are replicas
-whose separate fits differ by noise alone. Not prefill speed alone: on an 8B model Gaudi3 prefills fastest of
-H100 / MI300X / Gaudi3 but decodes slowest, and once decodes fill the steps it is the slowest to a first token. Told wins where every candidate is told; else learned, a group not yet learned taking
-the median of those that are; else every speed is equal.
+pool's pods carry their pool's labels. Learned, where any candidate is not told: 1 / the TTFT that each pod's
+own fitted line (`InFlightTracker.fitted_ttft_s`: per-step overhead, prefill per token and the decodes sharing
+its steps, fitted apart, so bias-free) gives this request's least uncached work at the pod's current decode
+count, pooled per pool (`llm-d.ai/pool`: replicas whose separate fits differ by noise alone). Not a prefill rate
+alone: for a request cached somewhere the first token waits on decode steps, where an 8B model's Gaudi3, which
+prefills fastest of H100 / MI300X / Gaudi3, is the slowest. Until every pool's line has seen 40 first tokens
+the pools' measured prefill rates stand in (a new prefix group stays on the pod it first lands on, so speeds
+must count from the first seconds); with nothing measured every speed is equal.
 
 Speeds come back relative to the fastest candidate (1.0): a load divided by them is unchanged on the fastest
-pod and doubled on one at half its speed, and on a fleet of equal pods every speed is exactly 1.0, so a
-speed-aware score reduces to the speed-blind one.
+pod and doubled on one at half its speed; on equal pods every speed is exactly 1.0, so a speed-aware score is
+the speed-blind one. Speeds within a tolerance of the fastest count as 1.0: H100, MI300X and Gaudi3 are within
+~15% on an 8B model and rank in opposite orders for prefill and decode, the learned figures wander by ~20%, and
+acting on such a difference breaks every tie the same way, piling new prefix groups onto one pool.
 """
 
 from __future__ import annotations
 
 import logging
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from router_lite.inflight import InFlightLoad
 from router_lite.types import Endpoint
 
 SPEED_LABEL = "llmd.ai/relative-speed"
 GROUP_LABEL = "llm-d.ai/pool"
+MIN_SAMPLES = 40  # first tokens a pod's line must have seen before its speed is read off it (12: ~20% noise)
 
 log = logging.getLogger(__name__)
 _warned: set[tuple[str, str]] = set()
@@ -38,7 +44,7 @@ def told_speed(endpoint: Endpoint, label: str = SPEED_LABEL) -> float | None:
         value = float(text)
     except ValueError:
         value = -1.0
-    if value > 0 and value != float("inf"):
+    if 0 < value < float("inf"):
         return value
     if (endpoint.key, text) not in _warned:
         _warned.add((endpoint.key, text))
@@ -49,51 +55,50 @@ def told_speed(endpoint: Endpoint, label: str = SPEED_LABEL) -> float | None:
 class SpeedSource(Protocol):
     """What the router measures per endpoint (router_lite.inflight.InFlightTracker)."""
 
-    def fitted_ttft_s(self, key: str, work: int, decoding: float) -> float | None: ...
+    def fitted_ttft_s(self, key: str, work: int, decoding: float, min_samples: int = 0) -> float | None: ...
 
     def prefill_rate(self, key: str) -> float | None: ...
+
+    def load(self, key: str) -> InFlightLoad: ...
 
 
 def relative_speeds(
     endpoints: Sequence[Endpoint],
     measured: SpeedSource,
     work: int,
-    decoding: float,
     label: str = SPEED_LABEL,
     group_label: str = GROUP_LABEL,
+    tolerance: float = 0.0,
 ) -> dict[str, float]:
-    """Speed per endpoint key relative to the fastest candidate.
-
-    Learned speed is 1 / the TTFT each group's fitted line gives a reference request, `work` uncached tokens met
-    while `decoding` requests decode there (the caller passes the fleet's current typical values, so prefill
-    speed counts where prefills dominate and decode speed where decodes do). Until every group's line is warm
-    (12 first tokens), the groups' measured prefill rates stand in: a router places a new prefix group on the
-    pod it picks then and the group stays there, so speeds must be known from the first seconds."""
+    """Speed per endpoint key relative to the fastest candidate, learned ones for a request meeting `work`
+    uncached tokens; a speed within a factor (1 + `tolerance`) of the fastest counts as 1.0."""
     told = {e.key: told_speed(e, label) for e in endpoints}
     if endpoints and all(v is not None for v in told.values()):
         speeds: dict[str, float] = {k: v for k, v in told.items() if v is not None}
     else:
-        groups: dict[str, list[str]] = {}
-        for e in endpoints:
-            groups.setdefault(e.labels.get(group_label) or e.key, []).append(e.key)
-        ttft = _per_group(groups, lambda k: measured.fitted_ttft_s(k, work, decoding))
-        rate = _per_group(groups, measured.prefill_rate)
-        if len(ttft) == len(groups):
-            by_group = {g: 1.0 / t for g, t in ttft.items()}
-        elif len(rate) == len(groups):
-            by_group = rate
-        else:
-            by_group = dict.fromkeys(groups, 1.0)
-        speeds = {k: by_group[g] for g, keys in groups.items() for k in keys}
+        speeds = _learned(endpoints, measured, work, group_label)
     top = max(speeds.values(), default=1.0)
-    return {k: v / top for k, v in speeds.items()}
+    band = top / (1.0 + tolerance)
+    return {k: 1.0 if v >= band else v / top for k, v in speeds.items()}
 
 
-def _per_group(groups: dict[str, list[str]], value: Callable[[str], float | None]) -> dict[str, float]:
-    """The median of the members' known positive values, per group that has one."""
-    out: dict[str, float] = {}
-    for name, keys in groups.items():
-        known = [v for v in map(value, keys) if v is not None and v > 0]
-        if known:
-            out[name] = statistics.median(known)
-    return out
+def _learned(endpoints: Sequence[Endpoint], measured: SpeedSource, work: int, group_label: str) -> dict[str, float]:
+    pools: dict[str, list[str]] = {}
+    for e in endpoints:
+        pools.setdefault(e.labels.get(group_label) or e.key, []).append(e.key)
+    fitted: dict[str, float] = {}
+    rates: dict[str, float] = {}
+    for name, keys in pools.items():
+        decoding = sum(measured.load(k).decoding for k in keys) / len(keys)
+        ttft = _positive(measured.fitted_ttft_s(k, work, decoding, MIN_SAMPLES) for k in keys)
+        if ttft:
+            fitted[name] = 1.0 / statistics.median(ttft)
+        rate = _positive(measured.prefill_rate(k) for k in keys)
+        if rate:
+            rates[name] = statistics.median(rate)
+    by_pool = fitted if len(fitted) == len(pools) else rates if len(rates) == len(pools) else dict.fromkeys(pools, 1.0)
+    return {k: by_pool[name] for name, keys in pools.items() for k in keys}
+
+
+def _positive(values: Iterable[float | None]) -> list[float]:
+    return [v for v in values if v is not None and v > 0]

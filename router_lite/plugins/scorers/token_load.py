@@ -34,17 +34,20 @@ class TokenLoadParams:
     speed_aware: bool = False
     speed_label: str = SPEED_LABEL
     speed_group_label: str = GROUP_LABEL
+    speed_tolerance: float = 0.5  # speeds within a factor 1.5 of the fastest count as the fastest
     max_num_seqs: int = 0  # 0: no seat limit
 
     def validate(self) -> str | None:
         if self.queue_threshold_tokens <= 0:
             return f"queueThresholdTokens: expected a positive integer, got {self.queue_threshold_tokens}"
+        if not 0 <= self.speed_tolerance < float("inf"):
+            return f"speedTolerance: expected a fraction >= 0 (0.5: within 1.5x of the fastest), got {self.speed_tolerance}"
         if self.max_num_seqs < 0:
             return f"maxNumSeqs: expected a non-negative integer (0: no seat limit), got {self.max_num_seqs}"
         return None
 
 
-EXTENSIONS = ("speedAware", "speedLabel", "speedGroupLabel", "maxNumSeqs")
+EXTENSIONS = ("speedAware", "speedLabel", "speedGroupLabel", "speedTolerance", "maxNumSeqs")
 
 
 @register
@@ -76,15 +79,15 @@ class TokenLoadScorer(Scorer):
         return self._seats(endpoints, scores)
 
     def speeds(self, endpoints: list[Endpoint], mine: dict[str, int]) -> dict[str, float]:
-        """Each candidate's speed relative to the fastest (all 1.0 unless `speedAware`), for a reference request
-        meeting the fleet's mean in-flight tokens plus this request's own and its mean decoding count."""
+        """Each candidate's speed relative to the fastest (all 1.0 unless `speedAware`), learned ones for a
+        request meeting the candidates' mean in-flight tokens plus this request's least uncached work."""
         if not self.params.speed_aware:
             return {e.key: 1.0 for e in endpoints}
-        p, tracker = self.params, self.ctx.inflight
-        loads = [tracker.load(e.key) for e in endpoints]
-        work = sum(x.tokens for x in loads) // max(1, len(loads)) + max(mine.values(), default=0)
-        decoding = sum(x.decoding for x in loads) / max(1, len(loads))
-        return relative_speeds(endpoints, tracker, work, decoding, p.speed_label, p.speed_group_label)
+        p, load = self.params, self.ctx.inflight.load
+        work = sum(load(e.key).tokens for e in endpoints) // max(1, len(endpoints)) + min(mine.values(), default=0)
+        return relative_speeds(
+            endpoints, self.ctx.inflight, work, p.speed_label, p.speed_group_label, p.speed_tolerance
+        )
 
     def _seats(self, endpoints: list[Endpoint], scores: dict[str, float]) -> dict[str, float]:
         seats = self.params.max_num_seqs
