@@ -15,6 +15,7 @@ and $ per million output tokens (prices per GPU-hour: `--price`, list-price assu
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -32,24 +33,30 @@ from llmdctl.plan.run import run_one, workload_and_arrivals  # noqa: E402
 from llmdctl.plan.sim import PlanConfig, PoolPlan  # noqa: E402
 from llmdctl.profile import load_profile  # noqa: E402
 
-PRICES = {"H100": 2.5, "MI300X": 2.0, "Gaudi3": 1.5}  # $/GPU-hour assumed for the table; override with --price
+PRICES = {"H100": 2.5, "MI300X": 2.0, "Gaudi3": 1.5, "A100": 1.2, "L40S": 1.0}  # $/GPU-hour assumed for the table; override with --price
 
 
-def routers(profile_router: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """speed-aware: the profile's own config; speed-blind: the same with token-load-scorer in place of
-    estimated-ttft-scorer (same in-flight tokens, not divided by each endpoint's prefill rate)."""
-    import copy
+def routers(profile_router: dict[str, Any], ablate: bool = False) -> dict[str, dict[str, Any]]:
+    """speed-aware: the profile's own config; speed-blind: the same config as llm-d's own EPP reads it (router_lite
+    extensions dropped: token-load-scorer without `speedAware` and `maxNumSeqs`). `ablate` adds the two halves:
+    seat limit without speeds, speeds without the seat limit."""
+    from llmdctl.k8s.render import upstream_epp_config
 
-    blind = copy.deepcopy(profile_router)
-    for plugin in blind["plugins"]:
-        if plugin["type"] == "estimated-ttft-scorer":
-            plugin.clear()
-            plugin.update(type="token-load-scorer", parameters={"queueThresholdTokens": 65536})
-    for prof in blind["schedulingProfiles"]:
-        for ref in prof["plugins"]:
-            if ref.get("pluginRef") == "estimated-ttft-scorer":
-                ref["pluginRef"] = "token-load-scorer"
-    return {"speed-blind": blind, "speed-aware": copy.deepcopy(profile_router)}
+    blind, _ = upstream_epp_config(copy.deepcopy(profile_router))
+    out = {"speed-blind": blind}
+    if ablate:
+        out["seats-only"] = _with_load_params(profile_router, speedAware=False)
+        out["speeds-only"] = _with_load_params(profile_router, maxNumSeqs=0)
+    out["speed-aware"] = copy.deepcopy(profile_router)
+    return out
+
+
+def _with_load_params(router: dict[str, Any], **params: Any) -> dict[str, Any]:
+    out = copy.deepcopy(router)
+    for plugin in out["plugins"]:
+        if plugin["type"] == "token-load-scorer":
+            plugin["parameters"] = {**(plugin.get("parameters") or {}), **params}
+    return out
 
 
 def per_vendor(
@@ -76,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=60.0, help="simulated seconds per load")
     p.add_argument("--price", default=",".join(f"{k}={v}" for k, v in PRICES.items()), help="$/GPU-hour per hardware")
     p.add_argument("--profile", default="heterogeneous", help="profile name or YAML path (a mixed fleet)")
+    p.add_argument("--ablate", action="store_true", help="also run seat limit only and speeds only")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "heterogeneous.json"))
     args = p.parse_args(argv)
     prices = {k: float(v) for k, v in (kv.split("=") for kv in args.price.split(","))}
@@ -88,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             model=pl.model_profile,
             block_size=pl.block_size,
             max_model_len=pl.max_model_len,
+            max_num_seqs=pl.max_num_seqs,
+            labels=dict(pl.labels),
         )
         for pl in prof.pools
     ]
@@ -107,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         stages = [Stage(rate, args.duration)]
         reqs, arrivals = workload_and_arrivals(wl, stages, seed=0)
         row: dict[str, Any] = {"rate": rate, "requests": len(arrivals), "runs": {}}
-        for name, router in routers(prof.router.config).items():
+        for name, router in routers(prof.router.config, args.ablate).items():
             t0 = time.monotonic()
             run = run_one(
                 PlanConfig(pools, router, name),
