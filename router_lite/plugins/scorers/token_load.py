@@ -10,8 +10,9 @@ router_lite extensions (dropped when rendering for llm-d's own EPP), for fleets 
 - `speedAware`: load is divided by the endpoint's speed relative to the fastest candidate (router_lite.speeds:
   told by the `speedLabel` label, else learned from each pool's fitted TTFT line), so a pod twice as fast
   absorbs twice the tokens for the same score, and on equal pods the score is exactly the speed-blind one.
+  `speedTolerance` (0.5): speeds within 1.5x of the fastest count as the fastest (router_lite.speeds says why).
 - `maxNumSeqs`: the pods' seat limit (vLLM's --max-num-seqs); an endpoint with that many requests in flight
-  scores 0, since the next request there waits for a whole decode to end, not for a prefill.
+  scores 0: a request sent there waits for a running one to finish, which the token count cannot see.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class TokenLoadParams:
         if self.queue_threshold_tokens <= 0:
             return f"queueThresholdTokens: expected a positive integer, got {self.queue_threshold_tokens}"
         if not 0 <= self.speed_tolerance < float("inf"):
-            return f"speedTolerance: expected a fraction >= 0 (0.5: within 1.5x of the fastest), got {self.speed_tolerance}"
+            return f"speedTolerance: expected >= 0 (0.5: within 1.5x of the fastest), got {self.speed_tolerance}"
         if self.max_num_seqs < 0:
             return f"maxNumSeqs: expected a non-negative integer (0: no seat limit), got {self.max_num_seqs}"
         return None
