@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                 "ttft_mean_s": s["ttft_s"]["mean"],
                 "ttft_p90_s": s["ttft_s"]["p90"],
                 "out_tok_s": s["output_tok_s"],
-                "goodput_req_s": s["goodput_req_s"],
+                "goodput_req_s": s["goodput_req_s"],  # requests in SLO / (first send to last finish)
+                "slo_attainment": s["slo_attainment"],
                 "ok": s["ok"],
                 "cost_per_hour": run.cost,
                 "vendors": per_vendor(run.result.records, hw, run.result.sim_s or args.duration, gpus, prices),
@@ -208,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The docs table (docs/benchmarks.md section 4): blind / aware per load, per-vendor cells in pool order."""
     out = [
-        "| req/s | TTFT mean blind / aware (s) | p90 blind / aware (s) | goodput blind / aware (req/s) | share, blind "
-        "| share, aware | out tok/s, aware | $/M out tok, blind | $/M out tok, aware |",
+        "| req/s | TTFT mean blind / aware (s) | p90 blind / aware (s) | goodput blind / aware (req/s, SLO met) "
+        "| share, blind | share, aware | out tok/s, aware | $/M out tok, blind | $/M out tok, aware |",
         "| ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |",
     ]
     learned = [r for r in rows if "speed-aware, learned" in r["runs"]]
@@ -221,12 +222,17 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         lr = row["runs"].get("speed-aware, learned")
         tail = f" {lr['ttft_mean_s']:.4f} / {lr['goodput_req_s']:.2f} |" if lr else ""
 
+        def good(r: dict[str, Any]) -> str:
+            met = r.get("slo_attainment")
+            return f"{r['goodput_req_s']:.2f}" + (f" ({met:.1%})" if met is not None else "")
+
         def cells(r: dict[str, Any], key: str, fmt: str, scale: float = 1.0) -> str:
-            return " / ".join(format(v[key] * scale, fmt) for v in r["vendors"].values())
+            vals = [v[key] * scale for v in r["vendors"].values()]
+            return " / ".join("idle" if x != x else format(x, fmt) for x in vals)  # nan: no tokens to price
 
         out.append(
             f"| {row['rate']:g} | {b['ttft_mean_s']:.4f} / {a['ttft_mean_s']:.4f} | {b['ttft_p90_s']:.3f} / "
-            f"{a['ttft_p90_s']:.3f} | {b['goodput_req_s']:.2f} / {a['goodput_req_s']:.2f} | "
+            f"{a['ttft_p90_s']:.3f} | {good(b)} / {good(a)} | "
             f"{cells(b, 'share', '.0f', 100)}% | {cells(a, 'share', '.0f', 100)}% | {cells(a, 'out_tok_s', '.0f')} | "
             f"{cells(b, 'usd_per_m_tok', '.2f')} | {cells(a, 'usd_per_m_tok', '.2f')} |{tail}"
         )
