@@ -15,6 +15,8 @@ and $ per million output tokens (prices per GPU-hour: `--price`, list-price assu
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import statistics
 import sys
@@ -31,25 +33,45 @@ from llmdctl.bench.workloads import WorkloadSpec  # noqa: E402
 from llmdctl.plan.run import run_one, workload_and_arrivals  # noqa: E402
 from llmdctl.plan.sim import PlanConfig, PoolPlan  # noqa: E402
 from llmdctl.profile import load_profile  # noqa: E402
+from router_lite.speeds import SPEED_LABEL  # noqa: E402
 
-PRICES = {"H100": 2.5, "MI300X": 2.0, "Gaudi3": 1.5}  # $/GPU-hour assumed for the table; override with --price
+PRICES = {
+    "H100": 2.5,
+    "MI300X": 2.0,
+    "Gaudi3": 1.5,
+    "A100": 1.2,
+    "L40S": 1.0,
+}  # $/GPU-hour assumed for the table; override with --price
 
 
-def routers(profile_router: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """speed-aware: the profile's own config; speed-blind: the same with token-load-scorer in place of
-    estimated-ttft-scorer (same in-flight tokens, not divided by each endpoint's prefill rate)."""
-    import copy
+def routers(profile_router: dict[str, Any], ablate: bool = False) -> dict[str, dict[str, Any]]:
+    """speed-aware: the profile's own config; speed-blind: the same config as llm-d's own EPP reads it (router_lite
+    extensions dropped: token-load-scorer without `speedAware` and `maxNumSeqs`). `ablate` adds the two halves:
+    seat limit without speeds, speeds without the seat limit."""
+    from llmdctl.k8s.render import upstream_epp_config
 
-    blind = copy.deepcopy(profile_router)
-    for plugin in blind["plugins"]:
-        if plugin["type"] == "estimated-ttft-scorer":
-            plugin.clear()
-            plugin.update(type="token-load-scorer", parameters={"queueThresholdTokens": 65536})
-    for prof in blind["schedulingProfiles"]:
-        for ref in prof["plugins"]:
-            if ref.get("pluginRef") == "estimated-ttft-scorer":
-                ref["pluginRef"] = "token-load-scorer"
-    return {"speed-blind": blind, "speed-aware": copy.deepcopy(profile_router)}
+    blind, _ = upstream_epp_config(copy.deepcopy(profile_router))
+    out = {"speed-blind": blind}
+    if ablate:
+        out["seats-only"] = _with_load_params(profile_router, speedAware=False)
+        out["speeds-only"] = _with_load_params(profile_router, maxNumSeqs=0)
+    out["speed-aware"] = copy.deepcopy(profile_router)
+    return out
+
+
+def untold(pools: list[PoolPlan]) -> list[PoolPlan] | None:
+    """The pools without their told speeds (the router must learn them), or None when none is told."""
+    if not any(SPEED_LABEL in p.labels for p in pools):
+        return None
+    return [dataclasses.replace(p, labels={k: v for k, v in p.labels.items() if k != SPEED_LABEL}) for p in pools]
+
+
+def _with_load_params(router: dict[str, Any], **params: Any) -> dict[str, Any]:
+    out = copy.deepcopy(router)
+    for plugin in out["plugins"]:
+        if plugin["type"] == "token-load-scorer":
+            plugin["parameters"] = {**(plugin.get("parameters") or {}), **params}
+    return out
 
 
 def per_vendor(
@@ -76,8 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=60.0, help="simulated seconds per load")
     p.add_argument("--price", default=",".join(f"{k}={v}" for k, v in PRICES.items()), help="$/GPU-hour per hardware")
     p.add_argument("--profile", default="heterogeneous", help="profile name or YAML path (a mixed fleet)")
+    p.add_argument("--ablate", action="store_true", help="also run seat limit only and speeds only")
+    p.add_argument("--markdown", metavar="JSON", help="print the docs table of a written result and exit")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "heterogeneous.json"))
     args = p.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())["rows"]))
+        return 0
     prices = {k: float(v) for k, v in (kv.split("=") for kv in args.price.split(","))}
     prof = load_profile(args.profile)
     pools = [
@@ -88,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             model=pl.model_profile,
             block_size=pl.block_size,
             max_model_len=pl.max_model_len,
+            max_num_seqs=pl.max_num_seqs,
+            labels=dict(pl.labels),
         )
         for pl in prof.pools
     ]
@@ -107,10 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         stages = [Stage(rate, args.duration)]
         reqs, arrivals = workload_and_arrivals(wl, stages, seed=0)
         row: dict[str, Any] = {"rate": rate, "requests": len(arrivals), "runs": {}}
-        for name, router in routers(prof.router.config).items():
+        variants = [(name, router, pools) for name, router in routers(prof.router.config, args.ablate).items()]
+        learned = untold(pools)
+        if learned is not None:  # the profile tells speeds: also show what learning them gives
+            variants.append(("speed-aware, learned", prof.router.config, learned))
+        for name, router, fleet in variants:
             t0 = time.monotonic()
             run = run_one(
-                PlanConfig(pools, router, name),
+                PlanConfig(fleet, router, name),
                 reqs,
                 arrivals,
                 stages,
@@ -122,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                 "ttft_mean_s": s["ttft_s"]["mean"],
                 "ttft_p90_s": s["ttft_s"]["p90"],
                 "out_tok_s": s["output_tok_s"],
-                "goodput_req_s": s["goodput_req_s"],
+                "goodput_req_s": s["goodput_req_s"],  # requests in SLO / (first send to last finish)
+                "slo_attainment": s["slo_attainment"],
                 "ok": s["ok"],
                 "cost_per_hour": run.cost,
                 "vendors": per_vendor(run.result.records, hw, run.result.sim_s or args.duration, gpus, prices),
@@ -130,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
             }
         rows.append(row)
         b, a = row["runs"]["speed-blind"], row["runs"]["speed-aware"]
+        if "speed-aware, learned" in row["runs"]:
+            lr = row["runs"]["speed-aware, learned"]
+            print(
+                f"{rate:>5g} req/s learned speeds: TTFT mean {lr['ttft_mean_s']:.4f} s, "
+                f"goodput {lr['goodput_req_s']:.2f} req/s"
+            )
         print(
             f"{rate:>5g} req/s ({row['requests']} requests): TTFT mean blind {b['ttft_mean_s']:.3f} s aware "
             f"{a['ttft_mean_s']:.3f} s (x{b['ttft_mean_s'] / a['ttft_mean_s']:.2f}), p90 {b['ttft_p90_s']:.3f} / "
@@ -162,7 +202,41 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(f"wrote {args.out}")
+    print(markdown(rows))
     return 0
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The docs table (docs/benchmarks.md section 4): blind / aware per load, per-vendor cells in pool order."""
+    out = [
+        "| req/s | TTFT mean blind / aware (s) | p90 blind / aware (s) | goodput blind / aware (req/s, SLO met) "
+        "| share, blind | share, aware | out tok/s, aware | $/M out tok, blind | $/M out tok, aware |",
+        "| ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |",
+    ]
+    learned = [r for r in rows if "speed-aware, learned" in r["runs"]]
+    if learned:
+        out[0] += " TTFT mean / goodput, learned |"
+        out[1] += " ---: |"
+    for row in rows:
+        b, a = row["runs"]["speed-blind"], row["runs"]["speed-aware"]
+        lr = row["runs"].get("speed-aware, learned")
+        tail = f" {lr['ttft_mean_s']:.4f} / {lr['goodput_req_s']:.2f} |" if lr else ""
+
+        def good(r: dict[str, Any]) -> str:
+            met = r.get("slo_attainment")
+            return f"{r['goodput_req_s']:.2f}" + (f" ({met:.1%})" if met is not None else "")
+
+        def cells(r: dict[str, Any], key: str, fmt: str, scale: float = 1.0) -> str:
+            vals = [v[key] * scale for v in r["vendors"].values()]
+            return " / ".join("idle" if x != x else format(x, fmt) for x in vals)  # nan: no tokens to price
+
+        out.append(
+            f"| {row['rate']:g} | {b['ttft_mean_s']:.4f} / {a['ttft_mean_s']:.4f} | {b['ttft_p90_s']:.3f} / "
+            f"{a['ttft_p90_s']:.3f} | {good(b)} / {good(a)} | "
+            f"{cells(b, 'share', '.0f', 100)}% | {cells(a, 'share', '.0f', 100)}% | {cells(a, 'out_tok_s', '.0f')} | "
+            f"{cells(b, 'usd_per_m_tok', '.2f')} | {cells(a, 'usd_per_m_tok', '.2f')} |{tail}"
+        )
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

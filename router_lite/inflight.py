@@ -93,13 +93,13 @@ class EndpointTtftFit:
     def update(self, work: int, decoding: int, ttft_s: float) -> None:
         self.model.update(self.features(work, decoding), ttft_s)
 
-    def predict(self, work: int, decoding: int) -> float | None:
+    def predict(self, work: int, decoding: float) -> float | None:
         if self.model.samples < self.warmup or self.model.weights[1] <= 0:
             return None
         return self.model.predict(self.features(work, decoding))
 
     @staticmethod
-    def features(work: int, decoding: int) -> list[float]:
+    def features(work: int, decoding: float) -> list[float]:
         return [1.0, work / 1000.0, float(decoding)]
 
 
@@ -126,6 +126,15 @@ class InFlightTracker:
     def prefill_rate(self, key: str) -> float | None:
         """Measured prefill tokens per second on `key` (None until one first token was seen there)."""
         return self._rates.get(key)
+
+    def fitted_ttft_s(self, key: str, work: int, decoding: float, min_samples: int = 0) -> float | None:
+        """TTFT on `key`'s own fitted line for `work` uncached tokens met and `decoding` requests decoding there
+        (None until warm, or until `min_samples` first tokens were seen there): bias-free, the per-step overhead
+        and the decodes sharing the steps priced apart."""
+        fit = self._fits.get(key)
+        if fit is None or fit.model.samples < min_samples:
+            return None
+        return fit.predict(work, decoding)
 
     def pool_prefill_rate(self) -> float | None:
         """Median measured rate across endpoints: the estimate for an endpoint not yet measured."""

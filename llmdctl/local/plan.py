@@ -287,12 +287,16 @@ def engine_components(
     raise PlanError(f"pool {pool.name}: unknown engine {engine!r}; expected sim or vllm")
 
 
-def endpoints_document(pods: list[PodState], model: str) -> dict[str, Any]:
-    """The router's endpoints file (llm-d file-discovery style): address, name, labels, KV events, DP rank."""
+def endpoints_document(
+    pods: list[PodState], model: str, pool_labels: dict[str, dict[str, str]] | None = None
+) -> dict[str, Any]:
+    """The router's endpoints file (llm-d file-discovery style): address, name, labels, KV events, DP rank.
+    Each pod carries its pool's profile labels (`pool_labels` by pool name), as its Kubernetes pod would."""
     ranked = {p.process for p in pods if p.rank}
     out = []
     for pod in pods:
-        labels = {ROLE_LABEL: pod.role, "llm-d.ai/pool": pod.pool, "llm-d.ai/model": model}
+        labels = {**(pool_labels or {}).get(pod.pool, {})}
+        labels.update({ROLE_LABEL: pod.role, "llm-d.ai/pool": pod.pool, "llm-d.ai/model": model})
         entry: dict[str, Any] = {"name": pod.name, "address": f"127.0.0.1:{pod.port}", "labels": labels}
         if pod.process in ranked:
             entry["dpRank"] = pod.rank
@@ -395,7 +399,7 @@ def build_plan(profile: Profile, ports: PortLayout, home: Path) -> Plan:
     plan.files[str(config_path)] = yaml.safe_dump(router_config(profile), sort_keys=False)
     for name, config in shipped_router_configs().items():  # what POST /admin/profile {"profile": NAME} may name
         plan.files[str(run / NAMED_CONFIGS_DIR / f"{name}.yaml")] = yaml.safe_dump(config, sort_keys=False)
-    endpoints_doc = endpoints_document(plan.pods, plan.model)
+    endpoints_doc = endpoints_document(plan.pods, plan.model, {pool.name: pool.labels for pool in profile.pools})
     plan.files[str(endpoints_path)] = yaml.safe_dump(endpoints_doc, sort_keys=False)
     plan.components.append(
         ComponentState(

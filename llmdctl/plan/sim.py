@@ -33,6 +33,7 @@ from llmdctl.bench.workloads import BenchRequest, SessionTracker
 from llmdctl.plan.router import PlannedRouter
 from router_lite.director import Flow
 from router_lite.failures import Failure, FailureKind
+from router_lite.speeds import GROUP_LABEL as POOL_LABEL
 from router_lite.types import BLOCK_DIGESTS, ROLE_LABEL, Endpoint, EndpointMetrics, LLMRequest
 from sim_gpu.engine import EngineConfig, EngineRequest, RemotePrefill, SimEngine
 from sim_gpu.latency import LatencyModel
@@ -57,6 +58,7 @@ class PoolPlan:
     max_num_batched_tokens: int = 8192
     max_model_len: int = 32768
     cpu_blocks: int = 0  # CPU KV tier per pod (0: none)
+    labels: dict[str, str] = field(default_factory=dict)  # the profile pool's labels, on each pod's endpoint
 
     @property
     def gpus(self) -> int:
@@ -196,7 +198,9 @@ def build_pods(cfg: PlanConfig) -> list[_Pod]:
                 role="both" if pool.role == "encode" else pool.role,  # an encode pod's engine stays idle
             )
             eng = SimEngine(ecfg)
-            labels = {ROLE_LABEL: pool.role} if pool.role != "both" else {}
+            labels = {**pool.labels, POOL_LABEL: pool.name}
+            if pool.role != "both":
+                labels[ROLE_LABEL] = pool.role
             ep = Endpoint("10.0.0.1", port, labels=labels, name=f"{pool.name}-{i}")
             ep.metrics = EndpointMetrics(block_size=pool.block_size, num_gpu_blocks=eng.num_gpu_blocks)
             pod = _Pod(f"{pool.name}-{i}", eng, ep, pool)
@@ -292,7 +296,7 @@ def _fast_ok(cfg: PlanConfig, requests: list[BenchRequest], max_in_flight: int |
 
 
 _ARRIVE, _STEP_END, _ENCODED = 0, 1, 2  # event heap kinds (step driving)
-_KV, _FIN = 0, 1  # pending deliveries (fast driving)
+_KV, _FIRST, _FIN = 0, 1, 2  # pending deliveries (fast driving)
 
 
 class _PlanRun:
@@ -594,7 +598,11 @@ class _PlanRun:
             if o.first_token:
                 lv.rec.first_token = o.token_times[0]
                 lv.rec.cached_tokens = o.num_cached_tokens
-                self.director.first_token(lv.flow)
+                # The router learns of it at its own time, as the step driver tells it: told now (a step
+                # started at an arrival runs ahead), its in-flight tokens would leave early and the TTFT the
+                # router measures would be the time to the step's start.
+                self.seq += 1
+                heapq.heappush(pend, (o.token_times[0], self.seq, _FIRST, lv))
             if o.finished:
                 self.seq += 1
                 heapq.heappush(pend, (o.token_times[-1], self.seq, _FIN, (lv, o)))
@@ -615,6 +623,8 @@ class _PlanRun:
                 pod, evs = payload
                 pod.seq += 1
                 self.index.apply(pod.endpoint.key, pod.seq, KVEventBatch(te, evs))
+            elif kind == _FIRST:
+                self.director.first_token(payload.flow)
             else:
                 lv, o = payload
                 self.request_finished(lv, o, te)

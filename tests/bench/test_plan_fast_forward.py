@@ -69,3 +69,36 @@ def test_auto_keeps_step_driving_where_finishes_create_work() -> None:
     ]
     with pytest.raises(ValueError, match="drive"):
         simulate(cfg, reqs, arr, drive="fastest")
+
+
+@pytest.mark.parametrize("speed_aware", [False, True])
+def test_fast_forward_matches_step_driving_for_in_flight_load_scorers(speed_aware: bool) -> None:
+    # The router's in-flight tracker learns from first tokens (tokens leave the load, TTFTs fit each pod's
+    # speed): fast driving must tell it of each first token at the token's own time, as the step driver does.
+    pools = [
+        dataclasses.replace(POOL, name="h100", replicas=2),
+        dataclasses.replace(POOL, name="a100", replicas=2, hardware="A100"),
+    ]
+    router = {
+        "plugins": [
+            {"type": "precise-prefix-cache-scorer"},
+            {"type": "inflight-load-producer"},
+            {"type": "token-load-scorer", "parameters": {"queueThresholdTokens": 65536, "speedAware": speed_aware}},
+            {"type": "max-score-picker"},
+        ],
+        "schedulingProfiles": [
+            {
+                "name": "default",
+                "plugins": [
+                    {"pluginRef": "token-load-scorer", "weight": 3},
+                    {"pluginRef": "precise-prefix-cache-scorer", "weight": 1},
+                    {"pluginRef": "max-score-picker"},
+                ],
+            }
+        ],
+    }
+    cfg = PlanConfig(pools, router, name="inflight", seed=5)
+    reqs, arr = workload_and_arrivals(WORKLOAD, [Stage(20.0, 4.0)], seed=5)
+    a, b = simulate(cfg, reqs, arr, drive="step"), simulate(cfg, reqs, arr, drive="fast")
+    key = lambda r: (r.request_id, r.endpoint, r.first_token, r.finished)  # noqa: E731
+    assert len(a.records) > 60 and [key(r) for r in a.records] == [key(r) for r in b.records]

@@ -179,3 +179,16 @@ def test_local_vllm_pods_publish_to_a_loopback_address_the_router_binds(tmp_path
     doc = yaml.safe_load(plan.files[str(tmp_path / "run" / "endpoints.yaml")])
     assert [e["kvEvents"]["bind"] for e in doc["endpoints"]] == [True, True]
     assert [e["kvEvents"]["endpoint"] for e in doc["endpoints"]] == ["tcp://127.0.0.1:6000", "tcp://127.0.0.1:6001"]
+
+
+def test_pods_carry_their_pools_profile_labels_to_the_router(tmp_path: Path):
+    # A told speed (router_lite.speeds) rides on a pool label; llmdctl's own labels win over a profile's.
+    profile = _profile(
+        PoolSpec(name="fast", replicas=1, labels={"llmd.ai/relative-speed": "2", "llm-d.ai/role": "decode"}),
+        PoolSpec(name="slow", replicas=1),
+    )
+    plan = build_plan(profile, PortLayout(9000, 9100, 6000), tmp_path)
+    doc = yaml.safe_load(plan.files[str(tmp_path / "run" / "endpoints.yaml")])
+    labels = {e["name"].rsplit("-", 1)[0]: e["labels"] for e in doc["endpoints"]}
+    assert labels["fast"]["llmd.ai/relative-speed"] == "2" and labels["fast"]["llm-d.ai/role"] == "both"
+    assert "llmd.ai/relative-speed" not in labels["slow"] and labels["slow"]["llm-d.ai/pool"] == "slow"
