@@ -268,7 +268,16 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-WRITE_SLICE_BYTES = 64 << 20  # one write pair: dd then the tier, this much each
+WRITE_SLICE_BYTES = 64 << 20  # one write step: every method writes this much, back to back
+
+
+def _write_file(path: Path, payloads: list[bytes], n: int) -> None:
+    """`n` payloads, cycled, into one file, made durable (untimed: the file dd reads or copies)."""
+    with open(path, "wb") as f:
+        for i in range(n):
+            f.write(payloads[i % len(payloads)])
+        f.flush()
+        os.fdatasync(f.fileno())
 
 
 def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> dict:
@@ -276,57 +285,72 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
     total = n * block
     out: dict = {}
     raw = d / "raw.dd"
-    blocks_dir = d / f"tier{seq}"
+    src = d / "src.rand"  # what dd copies when it writes random bytes: the tier's payloads, in the page cache
+    blocks_dir = d / "tier"  # one directory for every round (see fresh blocks below)
     fs = FsTier(blocks_dir, total * 2)
+    late = FsTier(blocks_dir, total * 2, early_writeback=False)  # the kernel picks when its files go to disk
     names = [format(i + 1, "016x") for i in range(n)]
-    # Writes, in pairs of slices: dd writes a slice with conv=fdatasync, then the tier writes as many blocks
-    # and flushes them (`FsTier.flush`: fdatasync of its files, concurrently); the order alternates. Both
-    # flush exactly their own data (an os.sync() also flushed whatever else was dirty on the shared machine:
-    # its time was other people's), and a pair is seconds apart, so the per-pair ratio compares the two at
-    # one moment of a disk whose speed moves 10x from minute to minute.
-    # Each side deletes its slice before the next pair, so both write where they wrote before: on this thin-
-    # provisioned virtual disk, writing never-used blocks ran 3-8x slower than rewriting freed ones, and dd
-    # (one file, unlinked after each slice) always got recycled blocks while a tier that kept its files did not.
     per = max(1, min(n, WRITE_SLICE_BYTES // block))
     dd_ok = shutil.which("dd") is not None
-    raw_rates, tier_rates, ratios = [], [], []
+    if dd_ok:
+        _write_file(src, payloads, per)
+    # Writes, in steps of one slice per method, back to back: dd writes a slice with conv=fdatasync (from the
+    # cached random file: the same kind of bytes the tier writes; and from /dev/zero, which a virtual disk may
+    # store or move more cheaply), the tier `put`s as many blocks and flushes them (`FsTier.flush`: fdatasync of
+    # its files, concurrently), once with early write-back (the default) and once without. Each method flushes
+    # exactly its own data (an os.sync() also flushed whatever else was dirty on the shared machine), and a
+    # step is under a second, so per-step ratios compare methods at one moment of a disk whose speed moves 10x
+    # from minute to minute. The order rotates from step to step.
+    # Each method deletes its slice before the next step, so every method writes where it wrote before: on
+    # this thin-provisioned virtual disk, writing never-used blocks ran 3-8x slower than rewriting freed ones,
+    # and dd (one file, unlinked after each slice) always got recycled blocks while a tier that kept its files
+    # did not.
+    rates: dict[str, list[float]] = {}
+
+    def dd_write(source: str, key: str, nbytes: int) -> None:
+        rates.setdefault(key, []).append(
+            _dd([f"if={source}", f"of={raw}", "bs=1M", f"count={nbytes >> 20}", "conv=fdatasync"]) / 1e6
+        )
+        raw.unlink()
+
+    def tier_write(tier: FsTier, key: str, chunk: list[str], lo: int, nbytes: int) -> None:
+        t0 = time.perf_counter()
+        for i, name in enumerate(chunk, lo):
+            tier.put(name, payloads[i % len(payloads)])
+        assert tier.flush(chunk) == len(chunk)
+        rates.setdefault(key, []).append(nbytes / (time.perf_counter() - t0) / 1e6)
+        for name in chunk:  # as dd's file is: the next step writes where this one did, on every side
+            tier.remove(name)
+
     for k, lo in enumerate(range(0, n, per)):
         chunk = names[lo : lo + per]
         nbytes = len(chunk) * block
-
-        def dd_write(nbytes: int = nbytes) -> None:
-            raw_rates.append(
-                _dd(["if=/dev/zero", f"of={raw}", "bs=1M", f"count={nbytes >> 20}", "conv=fdatasync"]) / 1e6
-            )
-            raw.unlink()
-
-        def tier_write(chunk: list[str] = chunk, lo: int = lo, nbytes: int = nbytes) -> None:
-            t0 = time.perf_counter()
-            for i, name in enumerate(chunk, lo):
-                fs.put(name, payloads[i % len(payloads)])
-            assert fs.flush(chunk) == len(chunk)
-            tier_rates.append(nbytes / (time.perf_counter() - t0) / 1e6)
-            for name in chunk:  # as dd's file is: the next pair writes where this one did, on both sides
-                fs.remove(name)
-
-        pair = (dd_write, tier_write) if dd_ok else (tier_write,)
-        for step in pair if k % 2 == 0 else reversed(pair):  # alternate who goes first
-            step()
+        steps = [
+            lambda: tier_write(fs, "fs_write_MBps", chunk, lo, nbytes),
+            lambda: tier_write(late, "fs_write_late_MBps", chunk, lo, nbytes),
+        ]
         if dd_ok:
-            ratios.append(tier_rates[-1] / raw_rates[-1])
+            steps += [
+                lambda: dd_write(str(src), "raw_write_MBps", nbytes),
+                lambda: dd_write("/dev/zero", "raw_write_zero_MBps", nbytes),
+            ]
+        r = (k + seq) % len(steps)
+        for step in steps[r:] + steps[:r]:  # rotate who goes first
+            step()
+    for key, values in rates.items():
+        out[key] = statistics.median(values)
+    if dd_ok:
+        tier_w, dd_w, dd_z = rates["fs_write_MBps"], rates["raw_write_MBps"], rates["raw_write_zero_MBps"]
+        out["write_ratio"] = statistics.median(t / r for t, r in zip(tier_w, dd_w))
+        out["write_ratio_zero"] = statistics.median(t / r for t, r in zip(tier_w, dd_z))
+        out["write_steps_MBps"] = [  # dd random, dd zeros, tier, tier without early write-back
+            [round(x) for x in v]
+            for v in zip(dd_w, dd_z, tier_w, rates["fs_write_late_MBps"])
+        ]
+        src.unlink()
     for i, name in enumerate(names):  # the blocks the reads below read (untimed)
         fs.put(name, payloads[i % len(payloads)])
     fs.flush(names)
-    out["fs_write_MBps"] = statistics.median(tier_rates)
-    if dd_ok:
-        out["raw_write_MBps"] = statistics.median(raw_rates)
-        out["write_ratio"] = statistics.median(ratios)
-        out["write_pairs_MBps"] = [[round(a), round(b)] for a, b in zip(raw_rates, tier_rates)]  # dd, tier
-        # raw disk read, dd-style: one big file, 1 MiB reads, cold
-        _dd(["if=/dev/zero", f"of={raw}", "bs=1M", f"count={total >> 20}", "conv=fdatasync"])
-        _drop_cache(raw)
-        out["raw_read_MBps"] = _dd([f"if={raw}", "of=/dev/null", "bs=1M"]) / 1e6
-        raw.unlink()
 
     def cold(read) -> float:
         for name in names:
@@ -340,19 +364,39 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
         assert ok[0] == n, "filesystem tier lost blocks in the benchmark"
         return total / secs / 1e6
 
+    def dd_read(content: str) -> float:
+        # raw disk read, dd-style: one big file, 1 MiB reads, cold; the file holds the tier's payloads (random)
+        # or zeros (written by dd from /dev/zero)
+        if content == "random":
+            _write_file(raw, payloads, total // block)
+        else:
+            _dd(["if=/dev/zero", f"of={raw}", "bs=1M", f"count={total >> 20}", "conv=fdatasync"])
+        _drop_cache(raw)
+        try:
+            return _dd([f"if={raw}", "of=/dev/null", "bs=1M"]) / 1e6
+        finally:
+            raw.unlink()
+
     ahead = {name: names[i + 1 : i + 1 + READ_AHEAD] for i, name in enumerate(names)}
 
     def run_read(name: str):  # as TieredStore.load reads a prefix run: scratch buffer, next files queued
         return fs.read(name, ahead[name])
 
-    out["fs_read_MBps"] = cold(run_read)
-    out["fs_read_one_MBps"] = cold(fs.read)  # one block at a time, nothing queued
-    out["fs_get_MBps"] = cold(fs.get)  # a fresh buffer per block (callers that keep the bytes)
+    reads = [
+        ("fs_read_MBps", lambda: cold(run_read)),
+        ("fs_read_one_MBps", lambda: cold(fs.read)),  # one block at a time, nothing queued
+        ("fs_get_MBps", lambda: cold(fs.get)),  # a fresh buffer per block (callers that keep the bytes)
+    ]
+    if dd_ok:
+        reads += [("raw_read_MBps", lambda: dd_read("random")), ("raw_read_zero_MBps", lambda: dd_read("zero"))]
+    for key, fn in reads if seq % 2 == 0 else reversed(reads):  # alternate who reads first
+        out[key] = fn()
     out["fs_read_warm_MBps"] = total / _timed(lambda: [run_read(name) for name in names]) / 1e6  # page cache
     import zlib
 
     out["crc32_MBps"] = total / _timed(lambda: [zlib.crc32(payloads[i % len(payloads)]) for i in range(n)]) / 1e6
-    shutil.rmtree(blocks_dir, ignore_errors=True)
+    for name in names:
+        fs.remove(name)
     return out
 
 
@@ -370,10 +414,15 @@ def part_c(args, fs_root: Path) -> dict:
         if isinstance(value, float):
             res[key] = statistics.median(r[key] for r in rounds)
     if "raw_read_MBps" in res:  # ratios per round, then their median: both sides saw the same moment's disk
-        res["read_ratio"] = statistics.median(r["fs_read_MBps"] / r["raw_read_MBps"] for r in rounds)
-        res["get_ratio"] = statistics.median(r["fs_get_MBps"] / r["raw_read_MBps"] for r in rounds)
-        res["read_one_ratio"] = statistics.median(r["fs_read_one_MBps"] / r["raw_read_MBps"] for r in rounds)
-        res["write_ratio"] = statistics.median(r["write_ratio"] for r in rounds)  # of per-round pair medians
+        for key, num, den in (
+            ("read_ratio", "fs_read_MBps", "raw_read_MBps"),
+            ("read_ratio_zero", "fs_read_MBps", "raw_read_zero_MBps"),
+            ("get_ratio", "fs_get_MBps", "raw_read_MBps"),
+            ("read_one_ratio", "fs_read_one_MBps", "raw_read_MBps"),
+        ):
+            res[key] = statistics.median(r[num] / r[den] for r in rounds)
+        for key in ("write_ratio", "write_ratio_zero"):  # medians of per-round medians of per-step ratios
+            res[key] = statistics.median(r[key] for r in rounds)
     res["load_average"] = os.getloadavg()
     shutil.rmtree(d, ignore_errors=True)
     return res
@@ -437,8 +486,11 @@ def print_c(c: dict) -> None:
     print(f"  {'method':<18} {'median':>9} {'min':>7} {'max':>7}   MB/s")
     for k in (
         "raw_write_MBps",
+        "raw_write_zero_MBps",
         "fs_write_MBps",
+        "fs_write_late_MBps",
         "raw_read_MBps",
+        "raw_read_zero_MBps",
         "fs_read_MBps",
         "fs_read_one_MBps",
         "fs_get_MBps",
@@ -450,10 +502,19 @@ def print_c(c: dict) -> None:
             print(f"  {k:<18} {c[k]:>9.0f} {min(vals):>7.0f} {max(vals):>7.0f}")
     if "read_ratio" in c:
         print(
-            f"  tier/raw: write {c['write_ratio']:.2f} (median of per-round medians of per-slice pairs), read "
-            f"{c['read_ratio']:.2f} (median of per-round ratios) "
-            f"(one block at a time: {c['read_one_ratio']:.2f}; into a fresh buffer per block: {c['get_ratio']:.2f})"
+            f"  tier/dd (dd of random bytes; of zeros): write {c['write_ratio']:.2f}; {c['write_ratio_zero']:.2f} "
+            "(median of per-round medians of per-step ratios), "
+            f"read {c['read_ratio']:.2f}; {c['read_ratio_zero']:.2f} (median of per-round ratios)"
         )
+        print(
+            f"  reads one block at a time, nothing queued: {c['read_one_ratio']:.2f} of dd; into a fresh buffer per "
+            f"block: {c['get_ratio']:.2f}"
+        )
+        for i, r in enumerate(c["rounds"]):
+            print(
+                f"  round {i}: write steps MB/s [dd random, dd zeros, tier, tier without early write-back] "
+                f"{r['write_steps_MBps']}; read dd {r['raw_read_MBps']:.0f}, tier {r['fs_read_MBps']:.0f}"
+            )
 
 
 def plot(results: dict) -> list[str]:
@@ -508,9 +569,9 @@ def plot(results: dict) -> list[str]:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         labels, vals = [], []
         for k, label in (
-            ("raw_write_MBps", "dd write"),
+            ("raw_write_MBps", "dd write (random)"),
             ("fs_write_MBps", "tier write"),
-            ("raw_read_MBps", "dd read"),
+            ("raw_read_MBps", "dd read (random)"),
             ("fs_read_MBps", "tier read"),
         ):
             if k in c:
