@@ -4,9 +4,9 @@ Why not the page cache: its read-ahead of a small file (`POSIX_FADV_WILLNEED`, o
 pages, so one request carries at most the queue's segment limit (254 pages: ~1 MiB), and a virtio disk serves
 requests one after another: 2 MiB block files read at ~0.6 of dd, whose sequential read-ahead builds 4 MiB
 requests out of large folios. A direct read into a 2 MiB-aligned transparent huge page is one 2 MiB request per
-file, and with eight files in flight the tier read as fast as dd (bench/bench_kvtiers.py (c)). Small files
-(below `DIRECT_MIN_BYTES`) and filesystems without direct I/O are read through the page cache, on the same
-threads.
+file, and the tier read as fast as dd or faster (bench/bench_kvtiers.py (c)). Small files (below
+`DIRECT_MIN_BYTES`), files the page cache already holds whole (just written, or read by another process) and
+filesystems without direct I/O are read through the page cache, on the same threads.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import errno
 import fcntl
 import mmap
 import os
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -68,7 +69,7 @@ def read_whole(path: str | os.PathLike[str], buf: AlignedBuffer) -> tuple[os.sta
     try:
         st = os.fstat(fd)
         size = st.st_size
-        direct = _O_DIRECT and size >= DIRECT_MIN_BYTES and _set_direct(fd, True)
+        direct = _O_DIRECT and size >= DIRECT_MIN_BYTES and not _all_cached(fd, size) and _set_direct(fd, True)
         # direct: ask for whole blocks; the read stops at end of file. A file grown since fstat reads as
         # longer (up to the next page) and fails its length check, as it would have through the page cache.
         view = buf.view(-(-size // _PAGE) * _PAGE if direct else size)
@@ -89,6 +90,33 @@ def read_whole(path: str | os.PathLike[str], buf: AlignedBuffer) -> tuple[os.sta
         return st, view[:got]
     finally:
         os.close(fd)
+
+
+class _CacheStatRange(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+class _CacheStat(ctypes.Structure):
+    _fields_ = [(f, ctypes.c_uint64) for f in ("cache", "dirty", "writeback", "evicted", "recently_evicted")]
+
+
+_SYS_CACHESTAT = 451  # Linux 6.5+, one number on every architecture
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_cachestat_ok = _libc is not None
+
+
+def _all_cached(fd: int, size: int) -> bool:
+    """Whether the page cache holds every page of the file (`cachestat`): then a read from memory beats a trip
+    to the disk. False where the kernel cannot say (before 6.5, not Linux): such files are read directly."""
+    global _cachestat_ok
+    if not _cachestat_ok or _libc is None:
+        return False
+    rng, st = _CacheStatRange(0, 0), _CacheStat()
+    if _libc.syscall(_SYS_CACHESTAT, fd, ctypes.byref(rng), ctypes.byref(st), 0) != 0:
+        if ctypes.get_errno() in (errno.ENOSYS, errno.EPERM):
+            _cachestat_ok = False  # no such call here (or a sandbox forbids it): ask no more
+        return False
+    return st.cache * _PAGE >= size
 
 
 def _set_direct(fd: int, on: bool) -> bool:

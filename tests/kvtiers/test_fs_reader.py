@@ -109,3 +109,14 @@ def test_large_files_are_read_around_the_page_cache_small_ones_through_it(tmp_pa
         assert bytes(read_whole(path, AlignedBuffer())[1]) == expected[path]
     assert page_state(big)["cache"] == 0  # direct I/O: straight from the disk into the buffer
     assert page_state(small)["cache"] > 0  # a small file is cheaper from the cache
+
+
+def test_a_large_file_the_page_cache_holds_whole_is_read_from_it(tmp_path):
+    """Read from memory: its dirty pages stay dirty. A direct read would have had them written first."""
+    path = tmp_path / "f"
+    data = os.urandom(1 << 20)
+    path.write_bytes(data)  # dirty in the page cache, nothing written back yet
+    dirty = page_state(path)["dirty"]
+    assert dirty > 0
+    assert bytes(read_whole(path, AlignedBuffer())[1]) == data
+    assert page_state(path)["dirty"] == dirty
