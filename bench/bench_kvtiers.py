@@ -285,6 +285,7 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
     total = n * block
     out: dict = {}
     raw = d / "raw.dd"
+    kept = d / "kept.dd"  # dd's file rewritten in place (conv=notrunc), as the tier rewrites set-aside files
     src = d / "src.rand"  # what dd copies when it writes random bytes: the tier's payloads, in the page cache
     blocks_dir = d / "tier"  # one directory for every round (see fresh blocks below)
     fs = FsTier(blocks_dir, total * 2)
@@ -295,23 +296,27 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
     if dd_ok:
         _write_file(src, payloads, per)
     # Writes, in steps of one slice per method, back to back: dd writes a slice with conv=fdatasync (from the
-    # cached random file: the same kind of bytes the tier writes; and from /dev/zero, which a virtual disk may
-    # store or move more cheaply), the tier `put`s as many blocks and flushes them (`FsTier.flush`: fdatasync of
-    # its files, concurrently), once with early write-back (the default) and once without. Each method flushes
-    # exactly its own data (an os.sync() also flushed whatever else was dirty on the shared machine), and a
-    # step is under a second, so per-step ratios compare methods at one moment of a disk whose speed moves 10x
-    # from minute to minute. The order rotates from step to step.
-    # Each method deletes its slice before the next step, so every method writes where it wrote before: on
-    # this thin-provisioned virtual disk, writing never-used blocks ran 3-8x slower than rewriting freed ones,
-    # and dd (one file, unlinked after each slice) always got recycled blocks while a tier that kept its files
-    # did not.
+    # cached random file: the same kind of bytes the tier writes; from /dev/zero, which a virtual disk may store
+    # or move more cheaply; and random bytes over its previous slice in place, conv=notrunc), the tier `put`s as
+    # many blocks and flushes them (`FsTier.flush`: fdatasync of its files, concurrently), once with early
+    # write-back (the default) and once without. Each method flushes exactly its own data (an os.sync() also
+    # flushed whatever else was dirty on the shared machine), and a step is under a second, so per-step ratios
+    # compare methods at one moment of a disk whose speed moves 10x from minute to minute. The order rotates
+    # from step to step.
+    # Each method removes its slice before the next step, as a full tier evicts: dd unlinks its file (but the
+    # in-place one), the tier `remove`s its blocks, which sets their files aside for its next `put`s to rewrite
+    # (`FsTier.spare_files`): on this discard-mounted, thin-provisioned virtual disk, writing newly allocated
+    # blocks ran 2-9x slower and far more erratically than rewriting allocated ones, which is why dd in place
+    # is reported too.
     rates: dict[str, list[float]] = {}
 
-    def dd_write(source: str, key: str, nbytes: int) -> None:
+    def dd_write(source: str, key: str, nbytes: int, in_place: bool = False) -> None:
+        target, conv = (kept, "fdatasync,notrunc") if in_place else (raw, "fdatasync")
         rates.setdefault(key, []).append(
-            _dd([f"if={source}", f"of={raw}", "bs=1M", f"count={nbytes >> 20}", "conv=fdatasync"]) / 1e6
+            _dd([f"if={source}", f"of={target}", "bs=1M", f"count={nbytes >> 20}", f"conv={conv}"]) / 1e6
         )
-        raw.unlink()
+        if not in_place:
+            raw.unlink()
 
     def tier_write(tier: FsTier, key: str, chunk: list[str], lo: int, nbytes: int) -> None:
         t0 = time.perf_counter()
@@ -333,6 +338,7 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
             steps += [
                 lambda: dd_write(str(src), "raw_write_MBps", nbytes),
                 lambda: dd_write("/dev/zero", "raw_write_zero_MBps", nbytes),
+                lambda: dd_write(str(src), "raw_write_inplace_MBps", nbytes, in_place=True),
             ]
         r = (k + seq) % len(steps)
         for step in steps[r:] + steps[:r]:  # rotate who goes first
@@ -340,14 +346,25 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
     for key, values in rates.items():
         out[key] = statistics.median(values)
     if dd_ok:
-        tier_w, dd_w, dd_z = rates["fs_write_MBps"], rates["raw_write_MBps"], rates["raw_write_zero_MBps"]
-        out["write_ratio"] = statistics.median(t / r for t, r in zip(tier_w, dd_w))
-        out["write_ratio_zero"] = statistics.median(t / r for t, r in zip(tier_w, dd_z))
-        out["write_steps_MBps"] = [  # dd random, dd zeros, tier, tier without early write-back
+        tier_w = rates["fs_write_MBps"]
+        for key, dd_key in (
+            ("write_ratio", "raw_write_MBps"),
+            ("write_ratio_zero", "raw_write_zero_MBps"),
+            ("write_ratio_inplace", "raw_write_inplace_MBps"),
+        ):
+            out[key] = statistics.median(t / r for t, r in zip(tier_w, rates[dd_key]))
+        out["write_steps_MBps"] = [  # dd random, dd zeros, dd in place, tier, tier without early write-back
             [round(x) for x in v]
-            for v in zip(dd_w, dd_z, tier_w, rates["fs_write_late_MBps"])
+            for v in zip(
+                rates["raw_write_MBps"],
+                rates["raw_write_zero_MBps"],
+                rates["raw_write_inplace_MBps"],
+                tier_w,
+                rates["fs_write_late_MBps"],
+            )
         ]
         src.unlink()
+        kept.unlink()
     for i, name in enumerate(names):  # the blocks the reads below read (untimed)
         fs.put(name, payloads[i % len(payloads)])
     fs.flush(names)
@@ -364,16 +381,16 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
         assert ok[0] == n, "filesystem tier lost blocks in the benchmark"
         return total / secs / 1e6
 
-    def dd_read(content: str) -> float:
-        # raw disk read, dd-style: one big file, 1 MiB reads, cold; the file holds the tier's payloads (random)
-        # or zeros (written by dd from /dev/zero)
+    def dd_read(content: str, flags: tuple[str, ...] = ("bs=1M",)) -> float:
+        # raw disk read, dd-style: one big file, cold; 1 MiB reads through the page cache (its read-ahead makes
+        # 4 MiB requests), or `flags`; the file holds the tier's payloads (random) or zeros (dd from /dev/zero)
         if content == "random":
             _write_file(raw, payloads, total // block)
         else:
             _dd(["if=/dev/zero", f"of={raw}", "bs=1M", f"count={total >> 20}", "conv=fdatasync"])
         _drop_cache(raw)
         try:
-            return _dd([f"if={raw}", "of=/dev/null", "bs=1M"]) / 1e6
+            return _dd([f"if={raw}", "of=/dev/null", *flags]) / 1e6
         finally:
             raw.unlink()
 
@@ -388,7 +405,11 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
         ("fs_get_MBps", lambda: cold(fs.get)),  # a fresh buffer per block (callers that keep the bytes)
     ]
     if dd_ok:
-        reads += [("raw_read_MBps", lambda: dd_read("random")), ("raw_read_zero_MBps", lambda: dd_read("zero"))]
+        reads += [
+            ("raw_read_MBps", lambda: dd_read("random")),
+            ("raw_read_zero_MBps", lambda: dd_read("zero")),
+            ("raw_read_direct_MBps", lambda: dd_read("random", ("bs=4M", "iflag=direct"))),  # one request at a time
+        ]
     for key, fn in reads if seq % 2 == 0 else reversed(reads):  # alternate who reads first
         out[key] = fn()
     for name in names:  # into the page cache (the tier's own cold reads go around it)
@@ -423,7 +444,7 @@ def part_c(args, fs_root: Path) -> dict:
             ("read_one_ratio", "fs_read_one_MBps", "raw_read_MBps"),
         ):
             res[key] = statistics.median(r[num] / r[den] for r in rounds)
-        for key in ("write_ratio", "write_ratio_zero"):  # medians of per-round medians of per-step ratios
+        for key in ("write_ratio", "write_ratio_zero", "write_ratio_inplace"):  # of per-round per-step medians
             res[key] = statistics.median(r[key] for r in rounds)
     res["load_average"] = os.getloadavg()
     shutil.rmtree(d, ignore_errors=True)
@@ -489,10 +510,12 @@ def print_c(c: dict) -> None:
     for k in (
         "raw_write_MBps",
         "raw_write_zero_MBps",
+        "raw_write_inplace_MBps",
         "fs_write_MBps",
         "fs_write_late_MBps",
         "raw_read_MBps",
         "raw_read_zero_MBps",
+        "raw_read_direct_MBps",
         "fs_read_MBps",
         "fs_read_one_MBps",
         "fs_get_MBps",
@@ -504,8 +527,9 @@ def print_c(c: dict) -> None:
             print(f"  {k:<18} {c[k]:>9.0f} {min(vals):>7.0f} {max(vals):>7.0f}")
     if "read_ratio" in c:
         print(
-            f"  tier/dd (dd of random bytes; of zeros): write {c['write_ratio']:.2f}; {c['write_ratio_zero']:.2f} "
-            "(median of per-round medians of per-step ratios), "
+            f"  tier/dd (dd of random bytes; of zeros; random bytes over its old file): write {c['write_ratio']:.2f}; "
+            f"{c['write_ratio_zero']:.2f}; {c['write_ratio_inplace']:.2f} (median of per-round medians of per-step "
+            "ratios), "
             f"read {c['read_ratio']:.2f}; {c['read_ratio_zero']:.2f} (median of per-round ratios)"
         )
         print(
@@ -514,7 +538,8 @@ def print_c(c: dict) -> None:
         )
         for i, r in enumerate(c["rounds"]):
             print(
-                f"  round {i}: write steps MB/s [dd random, dd zeros, tier, tier without early write-back] "
+                f"  round {i}: write steps MB/s [dd random, dd zeros, dd in place, tier, tier without early "
+                "write-back] "
                 f"{r['write_steps_MBps']}; read dd {r['raw_read_MBps']:.0f}, tier {r['fs_read_MBps']:.0f}"
             )
 

@@ -247,7 +247,10 @@ def test_concurrent_writers_of_the_same_blocks(tmp_path):
     fs = FsTier(tmp_path, 1 << 30)
     for n in names:
         assert fs.get(n) == (n.encode() * 4000)[: 64 << 10]
-    assert sorted(os.listdir(tmp_path)) == names  # every temp file was renamed or removed
+    left = sorted(os.listdir(tmp_path))
+    spares = _spares(tmp_path)
+    assert [n for n in left if n not in spares] == names  # every write's temp file was renamed or removed
+    assert len(spares) <= 4 * fs.spare_files  # what is left is set aside for reuse, within each writer's bound
     assert fs.stats.corrupt == 0
 
 
@@ -385,3 +388,62 @@ def test_put_hands_the_file_to_the_disk_at_once_unless_told_not_to(tmp_path, ear
     else:
         assert state["dirty"] > 0
     assert fs.flush([A]) == 1 and page_state(tmp_path / A)["dirty"] == 0 and fs.get(A) == payload(1 << 20)
+
+
+def _spares(root: Path) -> list[str]:
+    return sorted(n for n in os.listdir(root) if n.startswith(".tmp.spare."))
+
+
+def test_removed_files_are_set_aside_and_rewritten_in_place_by_later_puts(tmp_path):
+    fs = FsTier(tmp_path, 1 << 24, spare_files=2)
+    names = [f"{i:016x}" for i in range(1, 5)]
+    for i, n in enumerate(names):
+        fs.put(n, payload(8192, i), pinned=(i == 0))
+    inodes = {n: (tmp_path / n).stat().st_ino for n in names}
+    for n in names:
+        assert fs.remove(n)
+        assert not fs.contains(n) and fs.get(n) is None  # gone for readers at once
+    assert len(_spares(tmp_path)) == 2  # two kept (the first two removed), the others unlinked
+    assert fs.usage_bytes() == 0  # set-aside files are not blocks
+    fs.put(B, payload(100, 7))  # shorter than the file it reuses
+    fs.put(A, payload(4096, 8), pinned=True)
+    assert {(tmp_path / B).stat().st_ino, (tmp_path / A).stat().st_ino} == {inodes[names[0]], inodes[names[1]]}
+    assert _spares(tmp_path) == []
+    assert fs.get(B) == payload(100, 7) and (tmp_path / B).stat().st_size == HEADER_SIZE + 100
+    assert fs.get(A) == payload(4096, 8)
+    assert (tmp_path / B).stat().st_mode & 0o777 == 0o644  # was the pinned block's read-only file
+    assert (tmp_path / A).stat().st_mode & 0o777 == 0o444
+    assert fs.put("00000000000000cc", payload())[0] is PutStatus.STORED  # no spare left: a new file
+    assert fs.get("00000000000000cc") == payload()
+
+
+def test_set_aside_files_go_stale_like_temp_files_and_on_a_full_disk(tmp_path):
+    fs = FullDiskTier(tmp_path, 1 << 24, spare_files=4)
+    fs.room = 3
+    for n in (A, B, "00000000000000cc"):
+        fs.put(n, payload())
+    fs.remove(A)
+    fs.remove(B)
+    old = _spares(tmp_path)[0]
+    os.utime(tmp_path / old, (1, 1))  # as if set aside long ago
+    FsTier(tmp_path, 1 << 24).usage_bytes()  # any pod's scan removes stale temp files
+    assert len(_spares(tmp_path)) == 1
+    with pytest.warns(KVTierWarning):
+        assert fs.put("00000000000000dd", payload())[0] is PutStatus.PAUSED  # the disk is full
+    assert _spares(tmp_path) == []  # the space they held is wanted
+    fs.room = 1
+    fs.remove("00000000000000cc")  # while paused: unlinked, not set aside
+    assert _spares(tmp_path) == []
+
+
+def test_a_file_replaced_after_its_read_ahead_is_read_again_not_taken_for_damage(tmp_path):
+    fs = FsTier(tmp_path, 1 << 24)
+    other_pod = FsTier(tmp_path, 1 << 24)
+    fs.put(A, payload(8192, 1))
+    fs.put(B, payload(8192, 2))
+    _damage(tmp_path / B, "flip")
+    assert fs.read(A, [B]) == payload(8192, 1)  # B read ahead (damaged at that moment)
+    os.unlink(tmp_path / B)
+    other_pod.put(B, payload(8192, 2))  # another pod writes it anew meanwhile
+    assert fs.read(B) == payload(8192, 2)  # the stale result failed its check; the file read now is good
+    assert fs.stats.corrupt == 0 and fs.stats.misses == 0 and (tmp_path / B).exists()
