@@ -396,7 +396,7 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
 
     ahead = {name: names[i + 1 : i + 1 + READ_AHEAD] for i, name in enumerate(names)}
 
-    def run_read(name: str):  # as TieredStore.load reads a prefix run: scratch buffer, next files queued
+    def run_read(name: str):  # as TieredStore.load reads a prefix run: the next files read ahead
         return fs.read(name, ahead[name])
 
     reads = [
