@@ -253,6 +253,13 @@ def _drop_cache(path: Path) -> None:
         os.close(fd)
 
 
+def _settle() -> None:
+    """Before a timed read: let the disk finish what earlier steps left it (write-back, the discards of freed
+    blocks that a journal commit issues), so that the next read, dd's or the tier's, does not pay for it."""
+    os.sync()
+    time.sleep(0.2)
+
+
 def _dd(args_: list[str]) -> float:
     """Run dd; its own bytes/second figure from the summary line."""
     r = subprocess.run(["dd", *args_], capture_output=True, text=True, check=True)
@@ -372,6 +379,7 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
     def cold(read) -> float:
         for name in names:
             _drop_cache(blocks_dir / name)
+        _settle()
         ok = [0]
 
         def run() -> None:
@@ -389,6 +397,7 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
         else:
             _dd(["if=/dev/zero", f"of={raw}", "bs=1M", f"count={total >> 20}", "conv=fdatasync"])
         _drop_cache(raw)
+        _settle()
         try:
             return _dd([f"if={raw}", "of=/dev/null", *flags]) / 1e6
         finally:

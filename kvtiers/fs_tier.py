@@ -520,8 +520,8 @@ def _verify(name: str, header: bytes | bytearray, payload: memoryview) -> str | 
 def _start_writeback(fd: int) -> None:
     """Start writing `fd`'s dirty pages to disk now, without waiting (Linux `sync_file_range(WRITE)`). Left to
     the kernel, a block's pages sit dirty until a flush or the 30 s timer, then go out all at once while the
-    disk idled meanwhile: writing 64 MiB of blocks then flushing them ran at 0.55-0.65 of dd on a virtio disk,
-    starting each file's write-back as it was written at 1.7 (bench/bench_kvtiers.py (c))."""
+    disk idled meanwhile: 64 MiB of blocks written then flushed ran at 1 273 MB/s, with each file's write-back
+    started as it was written at 1 988 MB/s (dd: 1 169; virtio disk, same run; bench/bench_kvtiers.py (c))."""
     if _sync_file_range is not None:
         _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # advice only: an error here (EINVAL, EIO) is
         # not checked; a real I/O error surfaces at flush, as it would have without this call
