@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,6 +254,20 @@ def _drop_cache(path: Path) -> None:
         os.close(fd)
 
 
+def _disk_reads(path: Path) -> Callable[[], tuple[int, int]] | None:
+    """A counter of (read requests, bytes read) on the disk holding `path` (Linux sysfs), or None."""
+    st = os.stat(path)
+    stat = Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/stat")
+    if not stat.exists():
+        return None
+
+    def now() -> tuple[int, int]:
+        fields = stat.read_text().split()
+        return int(fields[0]), int(fields[2]) * 512
+
+    return now
+
+
 def _settle() -> None:
     """Before a timed read: let the disk finish what earlier steps left it (write-back, the discards of freed
     blocks that a journal commit issues), so that the next read, dd's or the tier's, does not pay for it."""
@@ -385,9 +400,22 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
         def run() -> None:
             ok[0] = sum(1 for name in names if read(name) is not None)
 
-        secs = _timed(run)
+        secs = _counted(lambda: _timed(run))
         assert ok[0] == n, "filesystem tier lost blocks in the benchmark"
         return total / secs / 1e6
+
+    disk = _disk_reads(d)
+    requests: dict[str, float] = {}  # average read request per method, KiB (other processes' reads included)
+
+    def _counted(fn: Callable[[], float]) -> float:
+        before = disk() if disk else (0, 0)
+        value = fn()
+        if disk:
+            ios, nbytes = (b - a for a, b in zip(before, disk()))
+            requests[current[0]] = round(nbytes / max(ios, 1) / 1024)
+        return value
+
+    current = [""]
 
     def dd_read(content: str, flags: tuple[str, ...] = ("bs=1M",)) -> float:
         # raw disk read, dd-style: one big file, cold; 1 MiB reads through the page cache (its read-ahead makes
@@ -399,7 +427,7 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
         _drop_cache(raw)
         _settle()
         try:
-            return _dd([f"if={raw}", "of=/dev/null", *flags]) / 1e6
+            return _counted(lambda: _dd([f"if={raw}", "of=/dev/null", *flags])) / 1e6
         finally:
             raw.unlink()
 
@@ -420,7 +448,9 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
             ("raw_read_direct_MBps", lambda: dd_read("random", ("bs=4M", "iflag=direct"))),  # one request at a time
         ]
     for key, fn in reads if seq % 2 == 0 else reversed(reads):  # alternate who reads first
+        current[0] = key
         out[key] = fn()
+    out["read_request_KiB"] = requests
     for name in names:  # into the page cache (the tier's own cold reads go around it)
         (blocks_dir / name).read_bytes()
     out["fs_read_warm_MBps"] = total / _timed(lambda: [run_read(name) for name in names]) / 1e6  # page cache
@@ -545,6 +575,15 @@ def print_c(c: dict) -> None:
             f"  reads one block at a time, nothing queued: {c['read_one_ratio']:.2f} of dd; into a fresh buffer per "
             f"block: {c['get_ratio']:.2f}"
         )
+        sizes = c["rounds"][0].get("read_request_KiB") or {}
+        if sizes:
+            print(
+                "  average read request, KiB: "
+                + ", ".join(
+                    f"{k.removesuffix('_MBps')} {statistics.median(r['read_request_KiB'][k] for r in c['rounds']):.0f}"
+                    for k in sizes
+                )
+            )
         for i, r in enumerate(c["rounds"]):
             print(
                 f"  round {i}: write steps MB/s [dd random, dd zeros, dd in place, tier, tier without early "
