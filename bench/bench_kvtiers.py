@@ -387,11 +387,19 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
         ]
         src.unlink()
         kept.unlink()
-    for i, name in enumerate(names):  # the blocks the reads below read (untimed)
-        fs.put(name, payloads[i % len(payloads)])
-    fs.flush(names)
+    def write_blocks() -> None:  # the blocks the reads below read (untimed)
+        for name in names:
+            fs.remove(name)
+        for i, name in enumerate(names):
+            fs.put(name, payloads[i % len(payloads)])
+        fs.flush(names)
+
+    write_blocks()
 
     def cold(read) -> float:
+        # Written just before, as dd writes the file it reads just before: a virtual disk's host may cache
+        # recent writes, and the other methods write 1.5 GiB between the first read and the last.
+        write_blocks()
         for name in names:
             _drop_cache(blocks_dir / name)
         _settle()
