@@ -387,6 +387,7 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
         ]
         src.unlink()
         kept.unlink()
+
     def write_blocks() -> None:  # the blocks the reads below read (untimed)
         for name in names:
             fs.remove(name)

@@ -171,7 +171,7 @@ class FsTier:
         if spare_files < 0:
             raise ValueError(f"filesystem tier spare_files: expected a count >= 0, got {spare_files!r}")
         self.spare_files = spare_files
-        self._spares: deque[Path] = deque()  # set-aside files, oldest first
+        self._spares: deque[tuple[Path, float]] = deque()  # set-aside files and when, oldest first
         self.resume_after_s = resume_after_s
         self.rescan_every = rescan_every
         self.low_watermark = low_watermark
@@ -407,7 +407,7 @@ class FsTier:
                     os.utime(spare)  # young again: scans remove temp files older than _STALE_TMP_S
                 except OSError:
                     pass
-                self._spares.append(spare)
+                self._spares.append((spare, self.clock()))
                 return True
         try:
             os.unlink(path)
@@ -417,18 +417,23 @@ class FsTier:
 
     def _claim_spare(self, tmp: Path) -> bool:
         """Rename the oldest set-aside file to `tmp` (the oldest: any reader of its old block is long done);
-        False if there is none left (a scan may have removed them as stale)."""
+        False if there is none left. One set aside for half the stale age is removed instead: a scan may be
+        about to remove it as a stale temp file, under the writer's feet."""
         while self._spares:
-            try:
-                os.rename(self._spares.popleft(), tmp)
-            except FileNotFoundError:
+            spare, since = self._spares.popleft()
+            if self.clock() - since > _STALE_TMP_S / 2:
+                _remove_quietly(spare)
                 continue
+            try:
+                os.rename(spare, tmp)
+            except FileNotFoundError:
+                continue  # a scan removed it as stale after all
             return True
         return False
 
     def _drop_spares(self) -> None:
         while self._spares:
-            _remove_quietly(self._spares.popleft())
+            _remove_quietly(self._spares.popleft()[0])
 
     # -- capacity -------------------------------------------------------------------------------------------
 

@@ -447,3 +447,23 @@ def test_a_file_replaced_after_its_read_ahead_is_read_again_not_taken_for_damage
     other_pod.put(B, payload(8192, 2))  # another pod writes it anew meanwhile
     assert fs.read(B) == payload(8192, 2)  # the stale result failed its check; the file read now is good
     assert fs.stats.corrupt == 0 and fs.stats.misses == 0 and (tmp_path / B).exists()
+
+
+def test_a_file_set_aside_for_half_the_stale_age_is_removed_not_reused(tmp_path):
+    """A scan removes temp files older than five minutes: one about to go stale is not handed to a writer."""
+    now = [0.0]
+    fs = FsTier(tmp_path, 1 << 24, clock=lambda: now[0])
+    fs.put(A, payload(4096, 1))
+    fs.put(B, payload(4096, 1))
+    for t, name in ((0.0, A), (151.0, B)):
+        now[0] = t
+        fs.remove(name)
+    assert len(_spares(tmp_path)) == 2
+    watch = {n: tmp_path / f"watch-{i}" for i, n in enumerate(_spares(tmp_path))}
+    for n, w in watch.items():
+        os.link(tmp_path / n, w)  # a second name for each set-aside file: shows whether a put rewrites it
+    now[0] = 200.0  # A's file was set aside 200 s ago, B's 49 s ago
+    assert fs.put("00000000000000cc", payload(4096, 9))[0] is PutStatus.STORED
+    rewritten = [w for w in watch.values() if w.read_bytes()[HEADER_SIZE:] == payload(4096, 9)]
+    assert len(rewritten) == 1 and _spares(tmp_path) == []  # the old one removed, the young one rewritten
+    assert fs.get("00000000000000cc") == payload(4096, 9)
