@@ -112,7 +112,8 @@ def _all_cached(fd: int, size: int) -> bool:
     if not _cachestat_ok or _libc is None:
         return False
     rng, st = _CacheStatRange(0, 0), _CacheStat()
-    if _libc.syscall(_SYS_CACHESTAT, fd, ctypes.byref(rng), ctypes.byref(st), 0) != 0:
+    args = (ctypes.c_long(_SYS_CACHESTAT), ctypes.c_long(fd), ctypes.byref(rng), ctypes.byref(st), ctypes.c_long(0))
+    if _libc.syscall(*args) != 0:  # variadic: every argument passed as a full register
         if ctypes.get_errno() in (errno.ENOSYS, errno.EPERM):
             _cachestat_ok = False  # no such call here (or a sandbox forbids it): ask no more
         return False

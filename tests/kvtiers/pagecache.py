@@ -29,7 +29,8 @@ def page_state(path: str | os.PathLike[str]) -> dict[str, int]:
     fd = os.open(path, os.O_RDONLY)
     try:
         rng, st = _Range(0, 0), _Stat()
-        if libc.syscall(_SYS_CACHESTAT, fd, ctypes.byref(rng), ctypes.byref(st), 0) != 0:
+        args = (ctypes.c_long(_SYS_CACHESTAT), ctypes.c_long(fd), ctypes.byref(rng), ctypes.byref(st), ctypes.c_long(0))
+        if libc.syscall(*args) != 0:
             err = ctypes.get_errno()
             if err == errno.ENOSYS:
                 pytest.skip("kernel without cachestat (before 6.5): page-cache state cannot be observed")
