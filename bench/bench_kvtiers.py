@@ -397,7 +397,19 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
 
     write_blocks()
 
-    def cold(read) -> float:
+    disk = _disk_reads(d)
+    requests: dict[str, float] = {}  # average read request per method, KiB (other processes' reads included)
+
+    def counted(key: str, timed: Callable[[], float]) -> float:
+        """`timed()`, noting the average size of the disk's read requests meanwhile under `key`."""
+        before = disk() if disk else (0, 0)
+        value = timed()
+        if disk:
+            ios, nbytes = (b - a for a, b in zip(before, disk()))
+            requests[key] = round(nbytes / max(ios, 1) / 1024)
+        return value
+
+    def cold(key: str, read) -> float:
         # Written just before, as dd writes the file it reads just before: a virtual disk's host may cache
         # recent writes, and the other methods write 1.5 GiB between the first read and the last.
         write_blocks()
@@ -409,24 +421,11 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
         def run() -> None:
             ok[0] = sum(1 for name in names if read(name) is not None)
 
-        secs = _counted(lambda: _timed(run))
+        secs = counted(key, lambda: _timed(run))
         assert ok[0] == n, "filesystem tier lost blocks in the benchmark"
         return total / secs / 1e6
 
-    disk = _disk_reads(d)
-    requests: dict[str, float] = {}  # average read request per method, KiB (other processes' reads included)
-
-    def _counted(fn: Callable[[], float]) -> float:
-        before = disk() if disk else (0, 0)
-        value = fn()
-        if disk:
-            ios, nbytes = (b - a for a, b in zip(before, disk()))
-            requests[current[0]] = round(nbytes / max(ios, 1) / 1024)
-        return value
-
-    current = [""]
-
-    def dd_read(content: str, flags: tuple[str, ...] = ("bs=1M",)) -> float:
+    def dd_read(key: str, content: str, flags: tuple[str, ...] = ("bs=1M",)) -> float:
         # raw disk read, dd-style: one big file, cold; 1 MiB reads through the page cache (its read-ahead makes
         # 4 MiB requests), or `flags`; the file holds the tier's payloads (random) or zeros (dd from /dev/zero)
         if content == "random":
@@ -436,7 +435,7 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
         _drop_cache(raw)
         _settle()
         try:
-            return _counted(lambda: _dd([f"if={raw}", "of=/dev/null", *flags])) / 1e6
+            return counted(key, lambda: _dd([f"if={raw}", "of=/dev/null", *flags])) / 1e6
         finally:
             raw.unlink()
 
@@ -445,20 +444,19 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
     def run_read(name: str):  # as TieredStore.load reads a prefix run: the next files read ahead
         return fs.read(name, ahead[name])
 
-    reads = [
-        ("fs_read_MBps", lambda: cold(run_read)),
-        ("fs_read_one_MBps", lambda: cold(fs.read)),  # one block at a time, nothing queued
-        ("fs_get_MBps", lambda: cold(fs.get)),  # a fresh buffer per block (callers that keep the bytes)
+    reads: list[tuple[str, Callable[[str], float]]] = [
+        ("fs_read_MBps", lambda key: cold(key, run_read)),
+        ("fs_read_one_MBps", lambda key: cold(key, fs.read)),  # one block at a time, nothing queued
+        ("fs_get_MBps", lambda key: cold(key, fs.get)),  # a fresh buffer per block (callers that keep the bytes)
     ]
     if dd_ok:
         reads += [
-            ("raw_read_MBps", lambda: dd_read("random")),
-            ("raw_read_zero_MBps", lambda: dd_read("zero")),
-            ("raw_read_direct_MBps", lambda: dd_read("random", ("bs=4M", "iflag=direct"))),  # one request at a time
+            ("raw_read_MBps", lambda key: dd_read(key, "random")),
+            ("raw_read_zero_MBps", lambda key: dd_read(key, "zero")),
+            ("raw_read_direct_MBps", lambda key: dd_read(key, "random", ("bs=4M", "iflag=direct"))),  # 1 in flight
         ]
     for key, fn in reads if seq % 2 == 0 else reversed(reads):  # alternate who reads first
-        current[0] = key
-        out[key] = fn()
+        out[key] = fn(key)
     out["read_request_KiB"] = requests
     for name in names:  # into the page cache (the tier's own cold reads go around it)
         (blocks_dir / name).read_bytes()
