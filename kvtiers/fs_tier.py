@@ -216,10 +216,14 @@ class FsTier:
         path = self.path_of(name)
         ahead = [check_name(n) for n in then]
         try:
-            st, data, problem = self._reader.get(name, ahead)
+            try:
+                st, data, problem = self._reader.get(name, ahead)
+            except FileNotFoundError:
+                problem = "missing"
             if problem is not None:
-                # A file set aside and rewritten (see `_retire`) or replaced while it was read fails its check
-                # too: only a second read, now, tells damage from change.
+                # The result may come from a read ahead, of the file as it was then: one set aside and rewritten
+                # (see `_retire`), replaced, or written since reads differently now; only a second read, now,
+                # tells damage (or absence) from change.
                 st, data, problem = self._reader.get(name)
         except FileNotFoundError:
             self.stats.misses += 1
