@@ -4,8 +4,8 @@ Why not the page cache: its read-ahead of a small file (`POSIX_FADV_WILLNEED`, o
 pages, so one request carries at most the queue's segment limit (254 pages: ~1 MiB), and a virtio disk serves
 requests one after another: 2 MiB block files read at ~0.6 of dd, whose sequential read-ahead builds 4 MiB
 requests out of large folios. A direct read into a 2 MiB-aligned transparent huge page is one 2 MiB request per
-file; with eight in flight the tier read at 0.77-1.10 of dd, the low end under load, where dd's twice larger
-requests count most (bench/bench_kvtiers.py (c)). Small files (below
+file; with eight in flight the tier read at 0.77-2.08 of dd over five runs, the low end under load, where
+dd's twice larger requests count most (bench/bench_kvtiers.py (c)). Small files (below
 `DIRECT_MIN_BYTES`), files the page cache already holds whole (just written, or read by another process) and
 filesystems without direct I/O are read through the page cache, on the same threads.
 """
