@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,6 +254,27 @@ def _drop_cache(path: Path) -> None:
         os.close(fd)
 
 
+def _disk_reads(path: Path) -> Callable[[], tuple[int, int]] | None:
+    """A counter of (read requests, bytes read) on the disk holding `path` (Linux sysfs), or None."""
+    st = os.stat(path)
+    stat = Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/stat")
+    if not stat.exists():
+        return None
+
+    def now() -> tuple[int, int]:
+        fields = stat.read_text().split()
+        return int(fields[0]), int(fields[2]) * 512
+
+    return now
+
+
+def _settle() -> None:
+    """Before a timed read: let the disk finish what earlier steps left it (write-back, the discards of freed
+    blocks that a journal commit issues), so that the next read, dd's or the tier's, does not pay for it."""
+    os.sync()
+    time.sleep(0.2)
+
+
 def _dd(args_: list[str]) -> float:
     """Run dd; its own bytes/second figure from the summary line."""
     r = subprocess.run(["dd", *args_], capture_output=True, text=True, check=True)
@@ -268,7 +290,16 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-WRITE_SLICE_BYTES = 64 << 20  # one write pair: dd then the tier, this much each
+WRITE_SLICE_BYTES = 64 << 20  # one write step: every method writes this much, back to back
+
+
+def _write_file(path: Path, payloads: list[bytes], n: int) -> None:
+    """`n` payloads, cycled, into one file, made durable (untimed: the file dd reads or copies)."""
+    with open(path, "wb") as f:
+        for i in range(n):
+            f.write(payloads[i % len(payloads)])
+        f.flush()
+        os.fdatasync(f.fileno())
 
 
 def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> dict:
@@ -276,83 +307,165 @@ def _c_round(d: Path, n: int, block: int, payloads: list[bytes], seq: int) -> di
     total = n * block
     out: dict = {}
     raw = d / "raw.dd"
-    blocks_dir = d / f"tier{seq}"
+    kept = d / "kept.dd"  # dd's file rewritten in place (conv=notrunc), as the tier rewrites set-aside files
+    src = d / "src.rand"  # what dd copies when it writes random bytes: the tier's payloads, in the page cache
+    blocks_dir = d / "tier"  # one directory for every round (see fresh blocks below)
     fs = FsTier(blocks_dir, total * 2)
+    late = FsTier(blocks_dir, total * 2, early_writeback=False)  # the kernel picks when its files go to disk
     names = [format(i + 1, "016x") for i in range(n)]
-    # Writes, in pairs of slices: dd writes a slice with conv=fdatasync, then the tier writes as many blocks
-    # and flushes them (`FsTier.flush`: fdatasync of its files, concurrently); the order alternates. Both
-    # flush exactly their own data (an os.sync() also flushed whatever else was dirty on the shared machine:
-    # its time was other people's), and a pair is seconds apart, so the per-pair ratio compares the two at
-    # one moment of a disk whose speed moves 10x from minute to minute.
-    # Each side deletes its slice before the next pair, so both write where they wrote before: on this thin-
-    # provisioned virtual disk, writing never-used blocks ran 3-8x slower than rewriting freed ones, and dd
-    # (one file, unlinked after each slice) always got recycled blocks while a tier that kept its files did not.
     per = max(1, min(n, WRITE_SLICE_BYTES // block))
     dd_ok = shutil.which("dd") is not None
-    raw_rates, tier_rates, ratios = [], [], []
+    if dd_ok:
+        _write_file(src, payloads, per)
+    # Writes, in steps of one slice per method, back to back: dd writes a slice with conv=fdatasync (from the
+    # cached random file: the same kind of bytes the tier writes; from /dev/zero, which a virtual disk may store
+    # or move more cheaply; and random bytes over its previous slice in place, conv=notrunc), the tier `put`s as
+    # many blocks and flushes them (`FsTier.flush`: fdatasync of its files, concurrently), once with early
+    # write-back (the default) and once without. Each method flushes exactly its own data (an os.sync() also
+    # flushed whatever else was dirty on the shared machine), and a step is under a second, so per-step ratios
+    # compare methods at one moment of a disk whose speed moves 10x from minute to minute. The order rotates
+    # from step to step.
+    # Each method removes its slice before the next step, as a full tier evicts: dd unlinks its file (but the
+    # in-place one), the tier `remove`s its blocks, which sets their files aside for its next `put`s to rewrite
+    # (`FsTier.spare_files`): on this discard-mounted, thin-provisioned virtual disk, writing newly allocated
+    # blocks ran 2-9x slower and far more erratically than rewriting allocated ones, which is why dd in place
+    # is reported too.
+    rates: dict[str, list[float]] = {}
+
+    def dd_write(source: str, key: str, nbytes: int, in_place: bool = False) -> None:
+        target, conv = (kept, "fdatasync,notrunc") if in_place else (raw, "fdatasync")
+        rates.setdefault(key, []).append(
+            _dd([f"if={source}", f"of={target}", "bs=1M", f"count={nbytes >> 20}", f"conv={conv}"]) / 1e6
+        )
+        if not in_place:
+            raw.unlink()
+
+    def tier_write(tier: FsTier, key: str, chunk: list[str], lo: int, nbytes: int) -> None:
+        t0 = time.perf_counter()
+        for i, name in enumerate(chunk, lo):
+            tier.put(name, payloads[i % len(payloads)])
+        assert tier.flush(chunk) == len(chunk)
+        rates.setdefault(key, []).append(nbytes / (time.perf_counter() - t0) / 1e6)
+        for name in chunk:  # as dd's file is: the next step writes where this one did, on every side
+            tier.remove(name)
+
     for k, lo in enumerate(range(0, n, per)):
         chunk = names[lo : lo + per]
         nbytes = len(chunk) * block
-
-        def dd_write(nbytes: int = nbytes) -> None:
-            raw_rates.append(
-                _dd(["if=/dev/zero", f"of={raw}", "bs=1M", f"count={nbytes >> 20}", "conv=fdatasync"]) / 1e6
-            )
-            raw.unlink()
-
-        def tier_write(chunk: list[str] = chunk, lo: int = lo, nbytes: int = nbytes) -> None:
-            t0 = time.perf_counter()
-            for i, name in enumerate(chunk, lo):
-                fs.put(name, payloads[i % len(payloads)])
-            assert fs.flush(chunk) == len(chunk)
-            tier_rates.append(nbytes / (time.perf_counter() - t0) / 1e6)
-            for name in chunk:  # as dd's file is: the next pair writes where this one did, on both sides
-                fs.remove(name)
-
-        pair = (dd_write, tier_write) if dd_ok else (tier_write,)
-        for step in pair if k % 2 == 0 else reversed(pair):  # alternate who goes first
-            step()
+        steps = [
+            lambda: tier_write(fs, "fs_write_MBps", chunk, lo, nbytes),
+            lambda: tier_write(late, "fs_write_late_MBps", chunk, lo, nbytes),
+        ]
         if dd_ok:
-            ratios.append(tier_rates[-1] / raw_rates[-1])
-    for i, name in enumerate(names):  # the blocks the reads below read (untimed)
-        fs.put(name, payloads[i % len(payloads)])
-    fs.flush(names)
-    out["fs_write_MBps"] = statistics.median(tier_rates)
+            steps += [
+                lambda: dd_write(str(src), "raw_write_MBps", nbytes),
+                lambda: dd_write("/dev/zero", "raw_write_zero_MBps", nbytes),
+                lambda: dd_write(str(src), "raw_write_inplace_MBps", nbytes, in_place=True),
+            ]
+        r = (k + seq) % len(steps)
+        for step in steps[r:] + steps[:r]:  # rotate who goes first
+            step()
+    for key, values in rates.items():
+        out[key] = statistics.median(values)
     if dd_ok:
-        out["raw_write_MBps"] = statistics.median(raw_rates)
-        out["write_ratio"] = statistics.median(ratios)
-        out["write_pairs_MBps"] = [[round(a), round(b)] for a, b in zip(raw_rates, tier_rates)]  # dd, tier
-        # raw disk read, dd-style: one big file, 1 MiB reads, cold
-        _dd(["if=/dev/zero", f"of={raw}", "bs=1M", f"count={total >> 20}", "conv=fdatasync"])
-        _drop_cache(raw)
-        out["raw_read_MBps"] = _dd([f"if={raw}", "of=/dev/null", "bs=1M"]) / 1e6
-        raw.unlink()
+        tier_w = rates["fs_write_MBps"]
+        for key, dd_key in (
+            ("write_ratio", "raw_write_MBps"),
+            ("write_ratio_zero", "raw_write_zero_MBps"),
+            ("write_ratio_inplace", "raw_write_inplace_MBps"),
+        ):
+            out[key] = statistics.median(t / r for t, r in zip(tier_w, rates[dd_key]))
+        out["write_steps_MBps"] = [  # dd random, dd zeros, dd in place, tier, tier without early write-back
+            [round(x) for x in v]
+            for v in zip(
+                rates["raw_write_MBps"],
+                rates["raw_write_zero_MBps"],
+                rates["raw_write_inplace_MBps"],
+                tier_w,
+                rates["fs_write_late_MBps"],
+            )
+        ]
+        src.unlink()
+        kept.unlink()
 
-    def cold(read) -> float:
+    def write_blocks() -> None:  # the blocks the reads below read (untimed)
+        for name in names:
+            fs.remove(name)
+        for i, name in enumerate(names):
+            fs.put(name, payloads[i % len(payloads)])
+        fs.flush(names)
+
+    write_blocks()
+
+    disk = _disk_reads(d)
+    requests: dict[str, float] = {}  # average read request per method, KiB (other processes' reads included)
+
+    def counted(key: str, timed: Callable[[], float]) -> float:
+        """`timed()`, noting the average size of the disk's read requests meanwhile under `key`."""
+        before = disk() if disk else (0, 0)
+        value = timed()
+        if disk:
+            ios, nbytes = (b - a for a, b in zip(before, disk()))
+            requests[key] = round(nbytes / max(ios, 1) / 1024)
+        return value
+
+    def cold(key: str, read) -> float:
+        # Written just before, as dd writes the file it reads just before: a virtual disk's host may cache
+        # recent writes, and the other methods write 1.5 GiB between the first read and the last.
+        write_blocks()
         for name in names:
             _drop_cache(blocks_dir / name)
+        _settle()
         ok = [0]
 
         def run() -> None:
             ok[0] = sum(1 for name in names if read(name) is not None)
 
-        secs = _timed(run)
+        secs = counted(key, lambda: _timed(run))
         assert ok[0] == n, "filesystem tier lost blocks in the benchmark"
         return total / secs / 1e6
 
+    def dd_read(key: str, content: str, flags: tuple[str, ...] = ("bs=1M",)) -> float:
+        # raw disk read, dd-style: one big file, cold; 1 MiB reads through the page cache (its read-ahead makes
+        # 4 MiB requests), or `flags`; the file holds the tier's payloads (random) or zeros (dd from /dev/zero)
+        if content == "random":
+            _write_file(raw, payloads, total // block)
+        else:
+            _dd(["if=/dev/zero", f"of={raw}", "bs=1M", f"count={total >> 20}", "conv=fdatasync"])
+        _drop_cache(raw)
+        _settle()
+        try:
+            return counted(key, lambda: _dd([f"if={raw}", "of=/dev/null", *flags])) / 1e6
+        finally:
+            raw.unlink()
+
     ahead = {name: names[i + 1 : i + 1 + READ_AHEAD] for i, name in enumerate(names)}
 
-    def run_read(name: str):  # as TieredStore.load reads a prefix run: scratch buffer, next files queued
+    def run_read(name: str):  # as TieredStore.load reads a prefix run: the next files read ahead
         return fs.read(name, ahead[name])
 
-    out["fs_read_MBps"] = cold(run_read)
-    out["fs_read_one_MBps"] = cold(fs.read)  # one block at a time, nothing queued
-    out["fs_get_MBps"] = cold(fs.get)  # a fresh buffer per block (callers that keep the bytes)
+    reads: list[tuple[str, Callable[[str], float]]] = [
+        ("fs_read_MBps", lambda key: cold(key, run_read)),
+        ("fs_read_one_MBps", lambda key: cold(key, fs.read)),  # one block at a time, nothing queued
+        ("fs_get_MBps", lambda key: cold(key, fs.get)),  # a fresh buffer per block (callers that keep the bytes)
+    ]
+    if dd_ok:
+        reads += [
+            ("raw_read_MBps", lambda key: dd_read(key, "random")),
+            ("raw_read_zero_MBps", lambda key: dd_read(key, "zero")),
+            ("raw_read_direct_MBps", lambda key: dd_read(key, "random", ("bs=4M", "iflag=direct"))),  # 1 in flight
+        ]
+    for key, fn in reads if seq % 2 == 0 else reversed(reads):  # alternate who reads first
+        out[key] = fn(key)
+    out["read_request_KiB"] = requests
+    for name in names:  # into the page cache (the tier's own cold reads go around it)
+        (blocks_dir / name).read_bytes()
     out["fs_read_warm_MBps"] = total / _timed(lambda: [run_read(name) for name in names]) / 1e6  # page cache
     import zlib
 
     out["crc32_MBps"] = total / _timed(lambda: [zlib.crc32(payloads[i % len(payloads)]) for i in range(n)]) / 1e6
-    shutil.rmtree(blocks_dir, ignore_errors=True)
+    for name in names:
+        fs.remove(name)
     return out
 
 
@@ -370,10 +483,15 @@ def part_c(args, fs_root: Path) -> dict:
         if isinstance(value, float):
             res[key] = statistics.median(r[key] for r in rounds)
     if "raw_read_MBps" in res:  # ratios per round, then their median: both sides saw the same moment's disk
-        res["read_ratio"] = statistics.median(r["fs_read_MBps"] / r["raw_read_MBps"] for r in rounds)
-        res["get_ratio"] = statistics.median(r["fs_get_MBps"] / r["raw_read_MBps"] for r in rounds)
-        res["read_one_ratio"] = statistics.median(r["fs_read_one_MBps"] / r["raw_read_MBps"] for r in rounds)
-        res["write_ratio"] = statistics.median(r["write_ratio"] for r in rounds)  # of per-round pair medians
+        for key, num, den in (
+            ("read_ratio", "fs_read_MBps", "raw_read_MBps"),
+            ("read_ratio_zero", "fs_read_MBps", "raw_read_zero_MBps"),
+            ("get_ratio", "fs_get_MBps", "raw_read_MBps"),
+            ("read_one_ratio", "fs_read_one_MBps", "raw_read_MBps"),
+        ):
+            res[key] = statistics.median(r[num] / r[den] for r in rounds)
+        for key in ("write_ratio", "write_ratio_zero", "write_ratio_inplace"):  # of per-round per-step medians
+            res[key] = statistics.median(r[key] for r in rounds)
     res["load_average"] = os.getloadavg()
     shutil.rmtree(d, ignore_errors=True)
     return res
@@ -437,8 +555,13 @@ def print_c(c: dict) -> None:
     print(f"  {'method':<18} {'median':>9} {'min':>7} {'max':>7}   MB/s")
     for k in (
         "raw_write_MBps",
+        "raw_write_zero_MBps",
+        "raw_write_inplace_MBps",
         "fs_write_MBps",
+        "fs_write_late_MBps",
         "raw_read_MBps",
+        "raw_read_zero_MBps",
+        "raw_read_direct_MBps",
         "fs_read_MBps",
         "fs_read_one_MBps",
         "fs_get_MBps",
@@ -450,10 +573,30 @@ def print_c(c: dict) -> None:
             print(f"  {k:<18} {c[k]:>9.0f} {min(vals):>7.0f} {max(vals):>7.0f}")
     if "read_ratio" in c:
         print(
-            f"  tier/raw: write {c['write_ratio']:.2f} (median of per-round medians of per-slice pairs), read "
-            f"{c['read_ratio']:.2f} (median of per-round ratios) "
-            f"(one block at a time: {c['read_one_ratio']:.2f}; into a fresh buffer per block: {c['get_ratio']:.2f})"
+            f"  tier/dd (dd of random bytes; of zeros; random bytes over its old file): write {c['write_ratio']:.2f}; "
+            f"{c['write_ratio_zero']:.2f}; {c['write_ratio_inplace']:.2f} (median of per-round medians of per-step "
+            "ratios), "
+            f"read {c['read_ratio']:.2f}; {c['read_ratio_zero']:.2f} (median of per-round ratios)"
         )
+        print(
+            f"  reads one block at a time, nothing queued: {c['read_one_ratio']:.2f} of dd; into a fresh buffer per "
+            f"block: {c['get_ratio']:.2f}"
+        )
+        sizes = c["rounds"][0].get("read_request_KiB") or {}
+        if sizes:
+            print(
+                "  average read request, KiB: "
+                + ", ".join(
+                    f"{k.removesuffix('_MBps')} {statistics.median(r['read_request_KiB'][k] for r in c['rounds']):.0f}"
+                    for k in sizes
+                )
+            )
+        for i, r in enumerate(c["rounds"]):
+            print(
+                f"  round {i}: write steps MB/s [dd random, dd zeros, dd in place, tier, tier without early "
+                "write-back] "
+                f"{r['write_steps_MBps']}; read dd {r['raw_read_MBps']:.0f}, tier {r['fs_read_MBps']:.0f}"
+            )
 
 
 def plot(results: dict) -> list[str]:
@@ -508,9 +651,9 @@ def plot(results: dict) -> list[str]:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         labels, vals = [], []
         for k, label in (
-            ("raw_write_MBps", "dd write"),
+            ("raw_write_MBps", "dd write (random)"),
             ("fs_write_MBps", "tier write"),
-            ("raw_read_MBps", "dd read"),
+            ("raw_read_MBps", "dd read (random)"),
             ("fs_read_MBps", "tier read"),
         ):
             if k in c:

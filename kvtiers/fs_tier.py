@@ -10,8 +10,10 @@ Safety is the point of this module, since any pod may read what any other wrote:
   xxh3-128 by default, crc32 or blake2b-128 on request) that is verified on each read: a corrupt, truncated
   or misplaced file is a miss, is counted and removed, and is never served. xxh3 runs at ~60 GB/s where
   crc32 runs at ~4 GB/s: with crc32 the checksum alone was slower than the disk (bench/bench_kvtiers.py (c));
-- reads go straight into a reused buffer (one `readv`, no joined or sliced copies) and queue the files of
-  the blocks read next, so the disk keeps working while a block is checksummed;
+- each file is handed to the disk as soon as it is written (`sync_file_range`, asynchronous), so the disk
+  writes block k while Python copies block k+1, and a later `flush` has little left to wait for;
+- reads go straight into reused buffers (no joined or sliced copies), large files with direct I/O, and the
+  files of the blocks read next are read meanwhile on a few threads (see fs_reader.py), checksummed there;
 - the directory has a size cap; the least recently used files (by mtime, bumped on every hit) go first;
 - a full disk (ENOSPC/EDQUOT) pauses writing with a warning; reads keep serving; writing is retried after
   `resume_after_s` or as soon as eviction frees space.
@@ -19,6 +21,7 @@ Safety is the point of this module, since any pod may read what any other wrote:
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import logging
@@ -27,9 +30,11 @@ import re
 import secrets
 import stat
 import struct
+import sys
 import time
 import warnings
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -37,6 +42,8 @@ from enum import Enum
 from pathlib import Path
 
 import xxhash
+
+from kvtiers.fs_reader import AlignedBuffer, ReadAhead, read_whole
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +136,12 @@ def encode_block(name: str, payload: bytes, checksum: str = DEFAULT_CHECKSUM) ->
 
 
 class FsTier:
-    """One pod's handle on the shared block directory `root`, capped at `capacity_bytes` in total."""
+    """One pod's handle on the shared block directory `root`, capped at `capacity_bytes` in total.
+
+    `fsync` makes every `put` durable before it returns; otherwise `early_writeback` (on by default) starts each
+    file's write to disk as it is written and `flush` waits for it; off, the kernel picks the moment.
+    Up to `spare_files` removed or evicted files are set aside (as temp files, beyond the cap, for at most
+    `_STALE_TMP_S`) for later `put`s to rewrite in place: see `_retire`."""
 
     def __init__(
         self,
@@ -137,6 +149,8 @@ class FsTier:
         capacity_bytes: int,
         *,
         fsync: bool = False,
+        early_writeback: bool = True,
+        spare_files: int = 32,
         checksum: str = DEFAULT_CHECKSUM,
         resume_after_s: float = 5.0,
         rescan_every: int = 256,
@@ -153,6 +167,11 @@ class FsTier:
         self.root.mkdir(parents=True, exist_ok=True)
         self.capacity_bytes = capacity_bytes
         self.fsync = fsync
+        self.early_writeback = early_writeback
+        if spare_files < 0:
+            raise ValueError(f"filesystem tier spare_files: expected a count >= 0, got {spare_files!r}")
+        self.spare_files = spare_files
+        self._spares: deque[tuple[Path, float]] = deque()  # set-aside files and when, oldest first
         self.resume_after_s = resume_after_s
         self.rescan_every = rescan_every
         self.low_watermark = low_watermark
@@ -164,9 +183,7 @@ class FsTier:
         self._paused_at: float | None = None
         self._writes_since_scan = 0
         self._usage = self._scan()[0]
-        self._header = bytearray(HEADER_SIZE)
-        self._scratch = bytearray()
-        self._prefetched: dict[str, None] = {}  # names recently queued by `prefetch`, oldest first
+        self._reader: ReadAhead[tuple[os.stat_result, memoryview, str | None]] = ReadAhead(self._read_one)
 
     # -- naming ---------------------------------------------------------------------------------------------
 
@@ -186,69 +203,35 @@ class FsTier:
 
     def get(self, name: str) -> bytearray | None:
         """The verified payload of block `name` in a buffer of its own, or None (see `read`)."""
-        view = self._read(name, bytearray)
-        return None if view is None else view.obj  # type: ignore[return-value]
+        view = self.read(name)
+        return None if view is None else bytearray(view)
 
     def read(self, name: str, then: Sequence[str] = ()) -> memoryview | None:
-        """The verified payload of block `name` as a view into this tier's scratch buffer, valid until the next
-        `read` on this FsTier; None if missing, corrupt or truncated (then removed). No allocation per hit:
+        """The verified payload of block `name` as a view into one of this tier's read buffers, valid until the
+        next `read` on this FsTier; None if missing, corrupt or truncated (then removed). No allocation per hit:
         a fresh 2 MiB buffer per block costs hundreds of page faults, more than reading the block did.
 
-        `then` names the blocks the caller will read next (a prefix run): their files are queued for reading
-        now, so the disk works on them while this block is checksummed (see `prefetch`)."""
-        if then:
-            self.prefetch(then)
-        return self._read(name, self._scratch_of)
-
-    def prefetch(self, names: Iterable[str]) -> None:
-        """Queue the files of `names` for reading (POSIX_FADV_WILLNEED), each once while it is recent: reading
-        one block file after another leaves the disk idle while each is checksummed; queued, it never is."""
-        if _FADV_WILLNEED is None:
-            return
-        for name in names:
-            if name in self._prefetched:
-                continue
-            self._prefetched[name] = None
-            if len(self._prefetched) > _PREFETCH_MEMORY:
-                del self._prefetched[next(iter(self._prefetched))]
-            try:
-                fd = os.open(self.path_of(name), os.O_RDONLY)
-            except OSError:
-                continue  # not there (yet): the read will say so
-            try:
-                _advise_whole_file(fd, 0)
-            finally:
-                os.close(fd)
-
-    def _scratch_of(self, size: int) -> bytearray:
-        if len(self._scratch) < size:
-            self._scratch = bytearray(size)
-        return self._scratch
-
-    def _read(self, name: str, buffer: Callable[[int], bytearray]) -> memoryview | None:
-        """Header and payload in one `readv` straight into `buffer(payload size)`, checksum on that memory:
-        the kernel's copy is the only one (the old path joined chunks and sliced the header off: two more)."""
+        `then` names the blocks the caller will read next (a prefix run): their files are read now, a few at a
+        time on other threads, so the disk works on them while this block is checksummed (see fs_reader.py)."""
         path = self.path_of(name)
-        self._prefetched.pop(name, None)  # read now: a later run may queue it again
+        ahead = [check_name(n) for n in then]
         try:
-            fd = os.open(path, os.O_RDONLY)
+            try:
+                st, data, problem = self._reader.get(name, ahead)
+            except FileNotFoundError:
+                problem = "missing"
+            if problem is not None:
+                # The result may come from a read ahead, of the file as it was then: one set aside and rewritten
+                # (see `_retire`), replaced, or written since reads differently now; only a second read, now,
+                # tells damage (or absence) from change.
+                st, data, problem = self._reader.get(name)
         except FileNotFoundError:
             self.stats.misses += 1
             return None
-        try:
-            st = os.fstat(fd)
-            _advise_whole_file(fd, st.st_size)
-            length = max(0, st.st_size - HEADER_SIZE)
-            header = self._header
-            payload = memoryview(buffer(length))[:length]
-            got = _readv_all(fd, [header, payload])
         except OSError as exc:
             log.warning("filesystem tier: reading %s failed: %s", path, exc)
             self.stats.misses += 1
             return None
-        finally:
-            os.close(fd)
-        problem = _verify(name, header, payload[: max(0, got - HEADER_SIZE)]) if got >= HEADER_SIZE else "truncated"
         if problem is not None:
             if problem == "truncated":
                 self.stats.truncated += 1
@@ -257,13 +240,27 @@ class FsTier:
             log.warning("filesystem tier: %s is %s; removed, treated as a miss", path, problem)
             self._unlink_if_same(path, st)
             return None
-        self.stats.reads += 1
-        self.stats.read_bytes += length
         try:
             os.utime(path)  # LRU by mtime: a hit makes the block young again
+        except FileNotFoundError:
+            self.stats.misses += 1  # removed since it was read ahead: gone for every other reader too
+            return None
         except OSError:
             pass
+        payload = data[HEADER_SIZE:]
+        self.stats.reads += 1
+        self.stats.read_bytes += len(payload)
         return payload
+
+    def queued_reads(self) -> list[str]:
+        """Blocks read ahead and not yet asked for, oldest first."""
+        return self._reader.queued()
+
+    def _read_one(self, name: str, buf: AlignedBuffer) -> tuple[os.stat_result, memoryview, str | None]:
+        """Read and check one block file (on a reader thread): its stat, its bytes, what is wrong with it."""
+        st, data = read_whole(self.root / name, buf)
+        problem = _verify(name, data[:HEADER_SIZE], data[HEADER_SIZE:]) if len(data) >= HEADER_SIZE else "truncated"
+        return st, data, problem
 
     def _unlink_if_same(self, path: Path, st: os.stat_result) -> None:
         """Remove a bad file unless a writer has meanwhile renamed a fresh one over it."""
@@ -297,12 +294,23 @@ class FsTier:
             return PutStatus.PAUSED, []
         header = block_header(name, payload, self.checksum)
         tmp = self.root / f"{_TMP_PREFIX}{name}.{os.getpid()}.{secrets.token_hex(4)}"
+        mode = _PINNED_MODE if pinned else _FILE_MODE
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _PINNED_MODE if pinned else _FILE_MODE)
+            reused = self._claim_spare(tmp)
+            if reused:
+                os.chmod(tmp, _FILE_MODE)  # writable again: it may have held a pinned (read-only) block
+                fd = os.open(tmp, os.O_WRONLY)
+            else:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             try:
                 self._write(fd, [header, payload])
+                if reused:
+                    os.ftruncate(fd, HEADER_SIZE + len(payload))  # the old block may have been longer
+                    os.fchmod(fd, mode)
                 if self.fsync:
                     os.fsync(fd)
+                elif self.early_writeback:
+                    _start_writeback(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, path)
@@ -362,6 +370,7 @@ class FsTier:
 
     def _pause(self, exc: OSError) -> None:
         self.stats.enospc += 1
+        self._drop_spares()  # their space is wanted now
         if self._paused_at is None:
             msg = (
                 f"kvtiers: filesystem tier {self.root}: disk full ({errno.errorcode.get(exc.errno, exc.errno)}); "
@@ -373,13 +382,62 @@ class FsTier:
 
     def remove(self, name: str) -> bool:
         path = self.path_of(name)
+        self._reader.discard(name)
         try:
             size = os.stat(path).st_size
-            os.unlink(path)
         except FileNotFoundError:
+            return False
+        if not self._retire(path):
             return False
         self._usage = max(0, self._usage - size)
         return True
+
+    def _retire(self, path: Path) -> bool:
+        """Take a block file out of the directory; False if it was gone already. It is renamed aside (up to
+        `spare_files`) for a later `put` to rewrite, else unlinked: rewriting an allocated file skips block
+        allocation, and on a thin-provisioned or discard-mounted disk the free-then-allocate cycle of unlink
+        and create ran 2-9x slower than rewriting in place (bench/bench_kvtiers.py (c)). To readers it is gone
+        either way; one that opened it before sees a changed file, which fails its checksum and is read again."""
+        if len(self._spares) < self.spare_files and self._paused_at is None:
+            spare = self.root / f"{_TMP_PREFIX}spare.{os.getpid()}.{secrets.token_hex(4)}"
+            try:
+                os.rename(path, spare)
+            except FileNotFoundError:
+                return False
+            except OSError:
+                pass  # unlink it instead
+            else:
+                try:
+                    os.utime(spare)  # young again: scans remove temp files older than _STALE_TMP_S
+                except OSError:
+                    pass
+                self._spares.append((spare, self.clock()))
+                return True
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _claim_spare(self, tmp: Path) -> bool:
+        """Rename the oldest set-aside file to `tmp` (the oldest: any reader of its old block is long done);
+        False if there is none left. One set aside for half the stale age is removed instead: a scan may be
+        about to remove it as a stale temp file, under the writer's feet."""
+        while self._spares:
+            spare, since = self._spares.popleft()
+            if self.clock() - since > _STALE_TMP_S / 2:
+                _remove_quietly(spare)
+                continue
+            try:
+                os.rename(spare, tmp)
+            except FileNotFoundError:
+                continue  # a scan removed it as stale after all
+            return True
+        return False
+
+    def _drop_spares(self) -> None:
+        while self._spares:
+            _remove_quietly(self._spares.popleft()[0])
 
     # -- capacity -------------------------------------------------------------------------------------------
 
@@ -424,13 +482,11 @@ class FsTier:
                 break
             if name == keep:
                 continue
-            try:
-                os.unlink(self.root / name)
-            except FileNotFoundError:
-                pass  # another pod evicted it first; it is gone either way
-            else:
+            self._reader.discard(name)
+            if self._retire(self.root / name):
                 evicted.append(name)
                 self.stats.evictions += 1
+            # else another pod evicted it first; it is gone either way
             total -= size
         self._usage = max(0, total)
         if evicted and self._paused_at is not None:
@@ -470,37 +526,29 @@ def _verify(name: str, header: bytes | bytearray, payload: memoryview) -> str | 
     return None
 
 
-def _advise_whole_file(fd: int, size: int) -> None:
-    """Ask the kernel to read the whole block file now, in large requests. Without it a cold read of one
-    2 MiB file goes through the default readahead window (128 KiB) one synchronous request at a time:
-    5-10x below what dd gets from one long sequential file, whose readahead window grows."""
-    if _FADV_WILLNEED is not None:
-        try:
-            os.posix_fadvise(fd, 0, size, _FADV_WILLNEED)
-        except OSError:
-            pass  # advice only (some filesystems refuse it)
+def _start_writeback(fd: int) -> None:
+    """Start writing `fd`'s dirty pages to disk now, without waiting (Linux `sync_file_range(WRITE)`). Left to
+    the kernel, a block's pages sit dirty until a flush or the 30 s timer, then go out all at once while the
+    disk idled meanwhile: 64 MiB of blocks written then flushed ran at 1 273 MB/s, with each file's write-back
+    started as it was written at 1 988 MB/s (dd: 1 169; virtio disk, same run; bench/bench_kvtiers.py (c))."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # advice only: an error here (EINVAL, EIO) is
+        # not checked; a real I/O error surfaces at flush, as it would have without this call
 
 
-_FADV_WILLNEED = getattr(os, "POSIX_FADV_WILLNEED", None)  # Linux/BSD; macOS has no posix_fadvise
-_PREFETCH_MEMORY = 256  # names `prefetch` remembers having queued (a read-ahead window is far smaller)
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's sync_file_range, or None where there is none (macOS, non-glibc without it)."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
 
 
-def _readv_all(fd: int, buffers: list[bytearray | memoryview]) -> int:
-    """Fill `buffers` in order from `fd` (fewer bytes only at end of file); the bytes read."""
-    views = [memoryview(b).cast("B") for b in buffers]
-    views = [v for v in views if len(v)]
-    total = 0
-    while views:
-        n = os.readv(fd, views)
-        if n == 0:
-            break
-        total += n
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if views:
-            views[0] = views[0][n:]
-    return total
+_sync_file_range = _load_sync_file_range() if sys.platform.startswith("linux") else None
+_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start write-out of dirty pages in the range, do not wait
 
 
 def _remove_quietly(path: Path) -> None:

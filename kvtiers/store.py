@@ -208,7 +208,7 @@ class FilesystemTier:
         return self.fs.contains(key_hex(h))
 
     def read(self, h: BlockKey, then: Sequence[BlockKey] = ()) -> bool:
-        # verified in the tier's scratch buffer (no copy per hit); the next blocks' files queued meanwhile
+        # verified in one of the tier's read buffers (no copy per hit); the next blocks' files read meanwhile
         return self.fs.read(key_hex(h), [key_hex(n) for n in then]) is not None
 
     def write(self, h: BlockKey, btype: BlockType | None) -> tuple[bool, list[tuple[BlockKey, BlockType | None]]]:

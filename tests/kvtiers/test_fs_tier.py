@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from kvtiers.fs_reader import DIRECT_MIN_BYTES, ReadAhead
 from kvtiers.fs_tier import HEADER_SIZE, FsTier, KVTierWarning, PutStatus, check_name
+from tests.kvtiers.pagecache import page_state
+from tests.kvtiers.test_fs_reader import InlineExecutor
 
 REPO = Path(__file__).resolve().parents[2]
 A = "00000000000000aa"
@@ -73,16 +76,27 @@ def _damage(path: Path, how: str) -> None:
         ("short_header", "truncated"),
     ],
 )
-def test_damaged_file_is_a_counted_miss_and_removed(tmp_path, how, counter):
-    fs = FsTier(tmp_path, 1 << 20)
-    fs.put(A, payload())
+@pytest.mark.parametrize("size", [4096, 1 << 20], ids=["page-cache", "direct-io"])
+def test_damaged_file_is_a_counted_miss_and_removed(tmp_path, how, counter, size):
+    assert (size >= DIRECT_MIN_BYTES) == (size == 1 << 20)
+    fs = FsTier(tmp_path, 1 << 24)
+    fs.put(A, payload(size))
     _damage(tmp_path / A, how)
     assert fs.get(A) is None
     assert getattr(fs.stats, counter) == 1
     assert not (tmp_path / A).exists()  # removed: the next reader cannot be served it either
     assert fs.get(A) is None and fs.stats.misses == 1
-    assert fs.put(A, payload()) == (PutStatus.STORED, [])  # and it can be written again
-    assert fs.get(A) == payload()
+    assert fs.put(A, payload(size)) == (PutStatus.STORED, [])  # and it can be written again
+    assert fs.get(A) == payload(size)
+
+
+def test_damage_found_by_a_read_ahead_is_counted_when_the_block_is_asked_for(tmp_path):
+    fs = FsTier(tmp_path, 1 << 24)
+    fs.put(A, payload(1 << 20, 1))
+    fs.put(B, payload(1 << 20, 2))
+    _damage(tmp_path / B, "flip")
+    assert fs.read(A, [B]) == payload(1 << 20, 1) and fs.stats.corrupt == 0  # B checked on a reader thread
+    assert fs.read(B) is None and fs.stats.corrupt == 1 and not (tmp_path / B).exists()
 
 
 @pytest.mark.parametrize("checksum", ["xxh3", "crc32", "blake2b"])
@@ -234,7 +248,10 @@ def test_concurrent_writers_of_the_same_blocks(tmp_path):
     fs = FsTier(tmp_path, 1 << 30)
     for n in names:
         assert fs.get(n) == (n.encode() * 4000)[: 64 << 10]
-    assert sorted(os.listdir(tmp_path)) == names  # every temp file was renamed or removed
+    left = sorted(os.listdir(tmp_path))
+    spares = _spares(tmp_path)
+    assert [n for n in left if n not in spares] == names  # every write's temp file was renamed or removed
+    assert len(spares) <= 4 * fs.spare_files  # what is left is set aside for reuse, within each writer's bound
     assert fs.stats.corrupt == 0
 
 
@@ -251,36 +268,54 @@ def test_read_serves_a_view_of_one_reused_buffer_and_get_a_buffer_of_its_own(tmp
     assert fs.stats.reads == 3 and fs.stats.read_bytes == 2 * (64 << 10) + 4096
 
 
-def test_read_with_read_ahead_queues_the_next_files_and_tolerates_missing_ones(tmp_path):
+def test_read_with_read_ahead_reads_the_next_files_and_tolerates_missing_ones(tmp_path):
     fs = FsTier(tmp_path, 1 << 22)
     names = [f"{i:016x}" for i in range(1, 6)]
     for i, n in enumerate(names):
         fs.put(n, payload(8192, i))
-    fs.prefetch(names[1:3])
-    assert list(fs._prefetched) == names[1:3]
+    missing = "00000000000000ff"
     for i, n in enumerate(names):
-        assert fs.read(n, names[i + 1 : i + 4] + ["00000000000000ff"]) == payload(8192, i)
-    assert list(fs._prefetched) == ["00000000000000ff"]  # every block was read: none stays marked as queued
-    assert fs.stats.misses == 0  # a queued name with no file is not a miss; only a read is
+        assert fs.read(n, names[i + 1 : i + 4] + [missing]) == payload(8192, i)
+        assert missing in fs.queued_reads() and n not in fs.queued_reads()
+    assert fs.queued_reads() == [missing]  # every block was asked for: only the missing one stays queued
+    assert fs.stats.misses == 0 and fs.stats.reads == 5  # a queued name with no file is not a miss; a read is
+    assert fs.read(missing) is None and fs.stats.misses == 1 and fs.queued_reads() == []
+
+
+def test_a_block_removed_after_it_was_read_ahead_is_a_miss(tmp_path):
+    """Another pod evicts a block between its read-ahead and the read: the bytes in memory are not served."""
+    fs = FsTier(tmp_path, 1 << 22)
+    fs.put(A, payload(8192, 1))
+    fs.put(B, payload(8192, 2))
+    assert fs.read(A, [B]) == payload(8192, 1) and fs.queued_reads() == [B]
+    os.unlink(tmp_path / B)  # behind this FsTier's back, as another pod's eviction would
+    assert fs.read(B) is None and fs.stats.misses == 1
 
 
 def test_short_reads_and_writes_are_completed(tmp_path, monkeypatch):
-    """readv/writev may move fewer bytes than asked (signals, network filesystems): the loops finish the job."""
-    real_readv, real_writev = os.readv, os.writev
+    """preadv/writev may move fewer bytes than asked (signals, network filesystems): the loops finish the job,
+    for a small file through the page cache and for a large one read with direct I/O."""
+    real_preadv, real_writev = os.preadv, os.writev
+    calls = []
 
-    def short_readv(fd, bufs):
-        return real_readv(fd, [memoryview(bufs[0])[:1000]])
+    def short_preadv(fd, bufs, offset):
+        calls.append(offset)
+        return real_preadv(fd, [memoryview(bufs[0])[:1000]], offset)
 
     def short_writev(fd, bufs):
         return real_writev(fd, [memoryview(bufs[0])[:777]])
 
-    monkeypatch.setattr(os, "writev", short_writev)
-    fs = FsTier(tmp_path, 1 << 22)
-    assert fs.put(A, payload(10_000, 3))[0] is PutStatus.STORED
-    monkeypatch.setattr(os, "writev", real_writev)
-    assert os.path.getsize(tmp_path / A) == HEADER_SIZE + 10_000
-    monkeypatch.setattr(os, "readv", short_readv)
-    assert fs.read(A) == payload(10_000, 3) and fs.get(A) == payload(10_000, 3)
+    for size in (10_000, 300_000):
+        monkeypatch.setattr(os, "writev", short_writev)
+        fs = FsTier(tmp_path / str(size), 1 << 22)
+        assert fs.put(A, payload(size, 3))[0] is PutStatus.STORED
+        monkeypatch.setattr(os, "writev", real_writev)
+        assert os.path.getsize(fs.root / A) == HEADER_SIZE + size
+        monkeypatch.setattr(os, "preadv", short_preadv)
+        calls.clear()
+        assert fs.read(A) == payload(size, 3) and fs.get(A) == payload(size, 3)
+        assert len(calls) > 2 * (size // 1000)  # every read went through the short preadv, many times
+        monkeypatch.setattr(os, "preadv", real_preadv)
 
 
 def test_a_file_longer_than_its_header_says_is_corrupt(tmp_path):
@@ -340,3 +375,102 @@ def test_flush_makes_the_named_blocks_durable_and_skips_gone_ones(tmp_path):
     os.unlink(tmp_path / names[0])  # another pod evicted it meanwhile
     assert fs.flush(names) == 4 and fs.flush([]) == 0
     assert all(fs.get(n) == payload() for n in names[1:])
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_put_hands_the_file_to_the_disk_at_once_unless_told_not_to(tmp_path, early):
+    """Early write-back: no page of a just-written block is left dirty (all written or under write-back); without
+    it the kernel holds them dirty for its own flush (30 s or memory pressure), which this test would outrun."""
+    fs = FsTier(tmp_path, 1 << 24, early_writeback=early)
+    fs.put(A, payload(1 << 20))
+    state = page_state(tmp_path / A)
+    if early:
+        assert state["dirty"] == 0 and state["cache"] > 0
+    else:
+        assert state["dirty"] > 0
+    assert fs.flush([A]) == 1 and page_state(tmp_path / A)["dirty"] == 0 and fs.get(A) == payload(1 << 20)
+
+
+def _spares(root: Path) -> list[str]:
+    return sorted(n for n in os.listdir(root) if n.startswith(".tmp.spare."))
+
+
+def test_removed_files_are_set_aside_and_rewritten_in_place_by_later_puts(tmp_path):
+    fs = FsTier(tmp_path, 1 << 24, spare_files=2)
+    names = [f"{i:016x}" for i in range(1, 5)]
+    for i, n in enumerate(names):
+        fs.put(n, payload(8192, i), pinned=(i == 0))
+    inodes = {n: (tmp_path / n).stat().st_ino for n in names}
+    for n in names:
+        assert fs.remove(n)
+        assert not fs.contains(n) and fs.get(n) is None  # gone for readers at once
+    assert len(_spares(tmp_path)) == 2  # two kept (the first two removed), the others unlinked
+    assert fs.usage_bytes() == 0  # set-aside files are not blocks
+    fs.put(B, payload(100, 7))  # shorter than the file it reuses
+    fs.put(A, payload(4096, 8), pinned=True)
+    assert {(tmp_path / B).stat().st_ino, (tmp_path / A).stat().st_ino} == {inodes[names[0]], inodes[names[1]]}
+    assert _spares(tmp_path) == []
+    assert fs.get(B) == payload(100, 7) and (tmp_path / B).stat().st_size == HEADER_SIZE + 100
+    assert fs.get(A) == payload(4096, 8)
+    assert (tmp_path / B).stat().st_mode & 0o777 == 0o644  # was the pinned block's read-only file
+    assert (tmp_path / A).stat().st_mode & 0o777 == 0o444
+    assert fs.put("00000000000000cc", payload())[0] is PutStatus.STORED  # no spare left: a new file
+    assert fs.get("00000000000000cc") == payload()
+
+
+def test_set_aside_files_go_stale_like_temp_files_and_on_a_full_disk(tmp_path):
+    fs = FullDiskTier(tmp_path, 1 << 24, spare_files=4)
+    fs.room = 3
+    for n in (A, B, "00000000000000cc"):
+        fs.put(n, payload())
+    fs.remove(A)
+    fs.remove(B)
+    old = _spares(tmp_path)[0]
+    os.utime(tmp_path / old, (1, 1))  # as if set aside long ago
+    FsTier(tmp_path, 1 << 24).usage_bytes()  # any pod's scan removes stale temp files
+    assert len(_spares(tmp_path)) == 1
+    with pytest.warns(KVTierWarning):
+        assert fs.put("00000000000000dd", payload())[0] is PutStatus.PAUSED  # the disk is full
+    assert _spares(tmp_path) == []  # the space they held is wanted
+    fs.room = 1
+    fs.remove("00000000000000cc")  # while paused: unlinked, not set aside
+    assert _spares(tmp_path) == []
+
+
+@pytest.mark.parametrize("then", ["damaged", "missing"])
+def test_a_file_replaced_after_its_read_ahead_is_read_again(tmp_path, then):
+    """A read-ahead saw B damaged (or not there yet); another pod writes it anew before B is asked for: the
+    stale outcome is not trusted, the file is read again and served."""
+    fs = FsTier(tmp_path, 1 << 24)
+    fs._reader = ReadAhead(fs._read_one, executor=InlineExecutor())  # the read-ahead done before the rewrite
+    other_pod = FsTier(tmp_path, 1 << 24)
+    fs.put(A, payload(8192, 1))
+    if then == "damaged":
+        fs.put(B, payload(8192, 2))
+        _damage(tmp_path / B, "flip")
+    assert fs.read(A, [B]) == payload(8192, 1)  # B read ahead
+    if then == "damaged":
+        os.unlink(tmp_path / B)
+    other_pod.put(B, payload(8192, 2))
+    assert fs.read(B) == payload(8192, 2)  # the file read now is good
+    assert fs.stats.corrupt == 0 and fs.stats.misses == 0 and (tmp_path / B).exists()
+
+
+def test_a_file_set_aside_for_half_the_stale_age_is_removed_not_reused(tmp_path):
+    """A scan removes temp files older than five minutes: one about to go stale is not handed to a writer."""
+    now = [0.0]
+    fs = FsTier(tmp_path, 1 << 24, clock=lambda: now[0])
+    fs.put(A, payload(4096, 1))
+    fs.put(B, payload(4096, 1))
+    for t, name in ((0.0, A), (151.0, B)):
+        now[0] = t
+        fs.remove(name)
+    assert len(_spares(tmp_path)) == 2
+    watch = {n: tmp_path / f"watch-{i}" for i, n in enumerate(_spares(tmp_path))}
+    for n, w in watch.items():
+        os.link(tmp_path / n, w)  # a second name for each set-aside file: shows whether a put rewrites it
+    now[0] = 200.0  # A's file was set aside 200 s ago, B's 49 s ago
+    assert fs.put("00000000000000cc", payload(4096, 9))[0] is PutStatus.STORED
+    rewritten = [w for w in watch.values() if w.read_bytes()[HEADER_SIZE:] == payload(4096, 9)]
+    assert len(rewritten) == 1 and _spares(tmp_path) == []  # the old one removed, the young one rewritten
+    assert fs.get("00000000000000cc") == payload(4096, 9)
