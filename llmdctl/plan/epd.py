@@ -100,11 +100,8 @@ def epd_router(deployment: str, prefix_scorer: bool = False) -> dict[str, Any]:
     """The shipped `epd` profile's router with the deployment's deciders: encode on for e-pd / epd, prefill on
     for pd / epd (no decider: that stage never runs; decode-filter keeps the pods that do both).
 
-    Without `prefix_scorer` its prefix-cache-scorer is left out: the router hashes a multimodal prompt's token
-    ids without vLLM's multimodal extra keys, so every image's run of identical placeholder tokens looks like
-    one shared, cached prefix — the scorer herds all image requests onto one pod and the prefix-based decider
-    skips the prefill pods (`prefix_scorer=True` shows it; docs/pd-and-wide-ep.md). Distinct images share no
-    KV, so load alone is the right signal for this workload."""
+    Without `prefix_scorer` its prefix-cache-scorer is left out: distinct images share no KV, so load alone is
+    the signal for this workload (`prefix_scorer=True` routes with it; docs/pd-and-wide-ep.md)."""
     from llmdctl.profile import load_shipped_profile
 
     cfg = copy.deepcopy(load_shipped_profile("epd").router.config)

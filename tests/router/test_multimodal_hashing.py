@@ -61,3 +61,17 @@ def test_items_found_in_an_engines_expanded_tokens():
     items = [MMInput("image", ident, n) for ident, _, n in pod.mm_items]
     assert locate(tokens, items) == pod.mm_items  # two adjacent images: one run, split by their counts
     assert locate(tokens[:-40], items + [MMInput("audio", "x", 750)]) is None
+
+
+def test_approximate_prefix_scorer_tells_two_images_apart():
+    """llm-d's approximate prefix-cache-scorer hashes its own chunks: an image's placeholders enter as the item."""
+    from router_lite.plugins.scorers.prefix_cache import _items_in_place
+    from router_lite.prefix.approximate import LazyBlockHashes
+
+    a, b = _routed(_chat(png(560, 420))), _routed(_chat(png(548, 420)))
+    ha, hb = (LazyBlockHashes("m", _items_in_place(r.prompt_token_ids, r.mm_items), 16, 256).all() for r in (a, b))
+    first_image_block = a.mm_items[0][1] // 16
+    assert ha[:first_image_block] == hb[:first_image_block]
+    assert all(x != y for x, y in zip(ha[first_image_block:], hb[first_image_block:]))
+    plain = LazyBlockHashes("m", a.prompt_token_ids, 16, 256).all()
+    assert plain == LazyBlockHashes("m", b.prompt_token_ids, 16, 256).all()  # what it hashed before: one prefix

@@ -107,7 +107,8 @@ class PrefixCacheScorer(Scorer):
                     if e.metrics.block_size:
                         bs = e.metrics.block_size
                         break
-            hashes = LazyBlockHashes(model, request.prompt_token_ids, bs, p.max_prefix_blocks_to_match)
+            tokens = _items_in_place(request.prompt_token_ids, request.mm_items)
+            hashes = LazyBlockHashes(model, tokens, bs, p.max_prefix_blocks_to_match)
         else:
             bs = max(1, p.block_size // CHARS_PER_TOKEN)
             hashes = LazyBlockHashes(model, request.prompt_text or "", p.block_size, p.max_prefix_blocks_to_match)
@@ -152,3 +153,15 @@ class PrefixCacheScorer(Scorer):
         hashes, _ = self._hashes(request, [endpoint])
         if len(hashes):
             self.index.add(endpoint.key, hashes.all())
+
+
+def _items_in_place(token_ids: list[int], mm_items: list[tuple[str, int, int]]) -> list:
+    """Token ids with each multimodal item's placeholder run replaced by the item's identifier: two images of
+    one size are runs of the same placeholder token, and would otherwise hash as one shared prefix (vLLM keys
+    those blocks by the item's hash too)."""
+    if not mm_items:
+        return token_ids
+    out: list = list(token_ids)
+    for identifier, offset, count in mm_items:
+        out[offset : offset + count] = [identifier] * count
+    return out
