@@ -460,7 +460,8 @@ class _PlanRun:
 
     def run_ff(self, pod: _Pod, start: float, until: float, max_steps: int | None = None) -> None:
         """Run pod's steps that start before `until`; what they produce is delivered at its own simulated time."""
-        res = pod.engine.fast_forward(start, until, max_steps=max_steps)
+        # Records need first and last token times, not the tokens: lazy decodes' tokens go unreported.
+        res = pod.engine.fast_forward(start, until, max_steps=max_steps, tokens=False)
         self.steps += res.num_steps
         pod.next_t, pod.stalled = res.end_s, res.stalled
         pend = self.pend

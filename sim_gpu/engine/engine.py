@@ -241,11 +241,12 @@ class SimEngine:
         max_steps: int | None = None,
         flush: bool = False,
         stop_on_finish: bool = False,
+        tokens: bool = True,
     ) -> FastForwardResult:
         """Run back-to-back steps from `now` while each starts before `until`; one aggregated result — exactly
         what a loop of `step()` calls would do, with steady decodes advanced lazily (see fast_forward.py for
-        the contract: outputs with `token_times`, late decode tokens, `flush`, `stop_on_finish`)."""
-        return self.lazy.run(now, until, max_steps, flush, stop_on_finish)
+        the contract: outputs with `token_times`, late decode tokens, `flush`, `stop_on_finish`, `tokens`)."""
+        return self.lazy.run(now, until, max_steps, flush, stop_on_finish, tokens)
 
     # ---- one step ------------------------------------------------------------------------------------------
 

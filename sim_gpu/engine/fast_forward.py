@@ -35,17 +35,21 @@ def _run_seq(r: Request) -> int:
 class Window:
     """fast_forward's accumulator: merges step results and lazy decodes' tokens into one result."""
 
-    __slots__ = ("L0", "ends", "acc", "res", "finishes")
+    __slots__ = ("L0", "ends", "acc", "res", "finishes", "tokens")
 
-    def __init__(self, ends: list[float], L0: int, start: float) -> None:
+    def __init__(self, ends: list[float], L0: int, start: float, tokens: bool = True) -> None:
         self.ends = ends  # the engine's end times of recent (non-idle) steps ...
         self.L0 = L0  # ... the first of which is step ordinal L0
         self.acc: dict[str, RequestOutput] = {}
         self.res = FastForwardResult(start, start)
         self.finishes = 0
+        self.tokens = tokens  # False: lazy decodes' tokens are counted, not reported (see LazyDecodes.run)
 
     def record(self, r: Request, toks: list[int], from_L: int) -> None:
         """Tokens of a lazy decode, produced one per step from step `from_L` on (counters already updated)."""
+        if not self.tokens:
+            self.res.num_generated_tokens += len(toks)
+            return
         out = self.acc.get(r.request_id)
         if out is None:
             out = self.acc[r.request_id] = RequestOutput.of(r, [])
@@ -143,7 +147,7 @@ class LazyDecodes:
             self.carry = None
 
     def run(
-        self, now: float, until: float, max_steps: int | None, flush: bool, stop_on_finish: bool
+        self, now: float, until: float, max_steps: int | None, flush: bool, stop_on_finish: bool, tokens: bool = True
     ) -> FastForwardResult:
         """Run back-to-back steps from `now` while each starts before `until`; one aggregated result.
 
@@ -162,6 +166,10 @@ class LazyDecodes:
         `stop_on_finish=True` also stops after the first step in which a request finished (its finish time is
         then `end_s`), for drivers that react to finishes (P/D hand-off, the next turn of a session). Short
         calls are cheap: lazy state persists between calls.
+        `tokens=False`, for drivers that need when requests start and finish, not what they say: lazy decodes'
+        tokens are counted (`num_output_tokens`, `num_generated_tokens`) but not reported, so a lazy request
+        appears only with its finish, whose output then lists its last token alone; tokens of steps that went
+        through the scheduler (first tokens among them) are reported as usual.
         """
         if self.n == 0:
             self.ends_base = self.L
@@ -171,7 +179,7 @@ class LazyDecodes:
             if cut > 0:
                 del self.ends[:cut]
                 self.ends_base += cut
-        win = Window(self.ends, self.ends_base, now)
+        win = Window(self.ends, self.ends_base, now, tokens)
         if self.carry is not None:
             win.acc.update(self.carry.acc)
             win.res.num_generated_tokens += self.carry.res.num_generated_tokens

@@ -44,7 +44,7 @@ def test_prompts_sharing_a_remembered_chain_get_the_plain_digests():
     rng = random.Random(11)
     base = [rng.randrange(150_000) for _ in range(16 * 12 + 5)]
     plain, memo = BlockHasher(16, "sha256", "42"), BlockHasher(16, "sha256", "42", memo_blocks=10_000)
-    cases = [list(base), base[:16], base[:16 * 5 + 3], base + [7] * 40]
+    cases = [list(base), base[:16], base[: 16 * 5 + 3], base + [7] * 40]
     for cut in (16, 17, 16 * 4, 16 * 4 + 9, 16 * 11 + 15, len(base) - 1):
         cases.append(base[:cut] + [rng.randrange(150_000) for _ in range(rng.randrange(1, 60))])
     for p in cases + cases[::-1]:

@@ -65,7 +65,9 @@ def _merge(acc: dict, out, times) -> None:
         cur["block_hashes"], cur["block_ids"] = out.block_hashes, out.block_ids
 
 
-def _drive(make, work, mode: str, piece: int | None = None, flush: bool = False, stop_on_finish: bool = False):
+def _drive(
+    make, work, mode: str, piece: int | None = None, flush: bool = False, stop_on_finish: bool = False, tokens=True
+):
     eng, hook = make()
     t = 0.0
     acc: dict = {}
@@ -89,7 +91,7 @@ def _drive(make, work, mode: str, piece: int | None = None, flush: bool = False,
                 t = te
         else:
             while eng.has_unfinished() and t < ta and not stalled and steps < 200_000:
-                ff = eng.fast_forward(t, ta, max_steps=piece, flush=flush, stop_on_finish=stop_on_finish)
+                ff = eng.fast_forward(t, ta, max_steps=piece, flush=flush, stop_on_finish=stop_on_finish, tokens=tokens)
                 fins = [o.token_times[-1] for o in ff.outputs if o.finished]
                 if stop_on_finish:  # it stops at the first step that finishes something
                     assert not fins or (len(set(fins)) == 1 and fins[0] == ff.end_s)
@@ -122,11 +124,25 @@ def _drive(make, work, mode: str, piece: int | None = None, flush: bool = False,
     return acc, events, ev_times, eng.stats(), t, tiers
 
 
-def _same(make, work, piece=None, mode="ff", flush=False, stop_on_finish=False) -> None:
+def _ends(acc: dict) -> dict:
+    """What `tokens=False` keeps of each request's outputs: its first and last token times, counters, finish."""
+    return {
+        rid: {
+            **{k: v for k, v in cur.items() if k not in ("tokens", "times")},
+            "span": (cur["times"][0], cur["times"][-1]),
+        }
+        for rid, cur in acc.items()
+    }
+
+
+def _same(make, work, piece=None, mode="ff", flush=False, stop_on_finish=False, tokens=True) -> None:
     ref = _drive(make, work, "step")
-    got = _drive(make, work, mode, piece, flush, stop_on_finish)
+    got = _drive(make, work, mode, piece, flush, stop_on_finish, tokens)
     acc_r, ev_r, evt_r, st_r, t_r, tiers_r = ref
     acc_g, ev_g, evt_g, st_g, t_g, tiers_g = got
+    if not tokens:  # requests still running at the end report nothing: every one here finishes
+        acc_r, acc_g = _ends(acc_r), _ends(acc_g)
+        assert all(cur["finished"] for cur in acc_g.values())
     assert acc_g.keys() == acc_r.keys()
     for rid in acc_r:
         assert acc_g[rid] == acc_r[rid], rid  # token ids, per-token times (bit-exact), finish, counters
@@ -225,6 +241,26 @@ def test_fast_forward_matches_steps_with_cpu_tier():
     work = _workload(5, 50, groups=6, rate=10.0)
     _same(make, work)
     assert _drive(make, work, "step")[5][0].hit_tokens_cpu > 0  # the tier is exercised
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_forward_without_tokens_keeps_first_and_finish_times_events_and_stats(seed):
+    """`tokens=False` (the planner's): lazy decodes' tokens go unreported, nothing else changes — every
+    request's first and finish times and counters, the KV events, the stats, the engine's end time."""
+    lat = LatencyModel.from_names("H100", "Llama-3.1-8B", jitter=0.05 * (seed % 2))
+    make = _engine(
+        num_gpu_blocks=60 + 40 * seed,
+        block_size=8,
+        max_num_seqs=16,
+        vocab_size=90,
+        eos_token_id=9,
+        seed=seed,
+        latency=lat,
+    )
+    work = _workload(20 + seed, 50, bs=8, rate=40.0, pd=seed >= 2)
+    _same(make, work, piece=(None, 3)[seed % 2], stop_on_finish=seed == 3, tokens=False)
+    acc = _drive(make, work, "ff", tokens=False)[0]
+    assert sum(len(c["tokens"]) for c in acc.values()) < sum(c["num_output_tokens"] for c in acc.values()) / 2
 
 
 def test_fast_forward_does_decode_steps_in_one_call_and_reports_token_times():
