@@ -122,7 +122,7 @@ class Window:
 class LazyDecodes:
     """The fast-forward state of one engine: lazy requests, their due steps, step end times, unreported tokens."""
 
-    __slots__ = ("eng", "caching", "L", "n", "ctx", "due", "ends", "ends_base", "carry")
+    __slots__ = ("eng", "caching", "L", "n", "ctx", "due", "ends", "ends_base", "carry", "begun")
 
     def __init__(self, engine: SimEngine) -> None:
         self.eng = engine
@@ -134,6 +134,7 @@ class LazyDecodes:
         self.ends: list[float] = []  # end time of fast_forward steps ends_base, ends_base + 1, ...
         self.ends_base = 0
         self.carry: Window | None = None  # tokens synced outside fast_forward, reported with the next result
+        self.begun: list[Request] | None = None  # step L's due requests, due_begin done: _step_core goes on
 
     def settle(self) -> None:
         """Bring every lazy request up to date (before anything but a step or fast_forward touches them)."""
@@ -191,14 +192,20 @@ class LazyDecodes:
             self.lazify()
         sched = self.eng.scheduler
         while self.eng._requests and t < until and (max_steps is None or steps < max_steps):
-            if self.n and self.n == len(sched.running) and not sched.waiting and self.eng.pool.tiers is None:
-                n = self.lazy_steps(t, until, None if max_steps is None else max_steps - steps, win, stop_on_finish)
+            if self.n and self.n == len(sched.running) and self.eng.pool.tiers is None:
+                # Only lazy decodes run, and nothing waits — or what waits cannot start (seats, budget, blocks).
+                blocked, watch = sched.admission_blocked(self.n) if sched.waiting else (False, None)
+                n = 0
+                if blocked or not sched.waiting:
+                    lim = None if max_steps is None else max_steps - steps
+                    n = self.lazy_steps(t, until, lim, win, stop_on_finish, blocked, watch)
                 if n:
                     steps += n
                     t = self.ends[-1]
-                    if stop_on_finish and win.finishes:
-                        break
-                    continue
+                    if self.begun is None:
+                        if stop_on_finish and win.finishes:
+                            break
+                        continue
             res = self.eng._step_core(t, win)
             steps += 1
             win.add_step(res, t)
@@ -307,10 +314,25 @@ class LazyDecodes:
                 win.finish(r, "length" if nout >= r.max_tokens or ntok >= max_len else "stop")
         return done, done_ctx
 
-    def lazy_steps(self, t: float, until: float, limit: int | None, win: "Window", stop_on_finish: bool) -> int:
-        """Steps in which only lazy decodes run (nothing waits, no tiers): no scheduler pass, no StepResult;
-        requests due at a step get the same calls _step_core makes. Same shape, step_time call, jitter draws
-        and KV events as _step_core. Returns the steps run (0: the next one needs a preemption)."""
+    def lazy_steps(
+        self,
+        t: float,
+        until: float,
+        limit: int | None,
+        win: "Window",
+        stop_on_finish: bool,
+        blocked: bool = False,
+        watch: bytes | None = None,
+    ) -> int:
+        """Steps in which only lazy decodes run (no tiers): no scheduler pass, no StepResult; requests due at a
+        step get the same calls _step_core makes. Same shape, step_time call, jitter draws and KV events as
+        _step_core. Returns the steps run (0: the next one needs a preemption).
+
+        `blocked`: requests wait, but the scheduler would admit none (Scheduler.admission_blocked). That holds
+        until a request finishes (blocks and seats come free: it returns after that step) or the blocks due
+        requests fill cache `watch`, the waiting head's first missing prompt block: that step's due_begin is
+        done, and `begun` hands it to _step_core, which schedules the rest of it. Allocations and evictions
+        only take free blocks and hits away, so they cannot unblock the head."""
         due_map = self.due
         n_seqs = self.n
         ctx = self.ctx
@@ -325,9 +347,13 @@ class LazyDecodes:
         n = 0
         while t < until and n_seqs and (limit is None or n < limit):
             due = due_map.pop(L, None)
-            if due is not None and self.due_begin(due, L, t, win) is None:
-                due_map[L] = due
-                break
+            if due is not None:
+                if self.due_begin(due, L, t, win) is None:
+                    due_map[L] = due
+                    break
+                if watch is not None and self.eng.pool.get_cached_block(watch) is not None:
+                    self.begun = due
+                    break
             shape.decode_seqs = n_seqs
             shape.decode_context_tokens = ctx
             d = step_time(shape, rng)
@@ -350,7 +376,7 @@ class LazyDecodes:
                     self.eng._free_finished(finished)
                     n_seqs -= done
                     ctx -= done_ctx
-                    if stop_on_finish:
+                    if stop_on_finish or blocked:
                         break
             else:
                 L += 1
