@@ -128,8 +128,8 @@ class PrecisePrefixIndex:
                         self.on_gap(key, last + 1, seq)
             self._last_seq[key] = seq
             self.batches += 1
+            self.events += len(batch.events)
             for event in batch.events:
-                self.events += 1
                 if isinstance(event, BlockStored):
                     self._store(key, event.block_hashes, event.medium)
                 elif isinstance(event, BlockRemoved):
@@ -142,11 +142,11 @@ class PrecisePrefixIndex:
         return SHARED if medium in self.shared_media else key
 
     def _store(self, key: str, hashes: list[BlockHash], medium: str | None) -> None:
-        m = (medium or "GPU").upper()
+        m = medium.upper() if medium and medium != "GPU" else "GPU"  # (GPU: the hot case, no upper())
         if m != "GPU":
             self.tiered = True
-        holder = self._holder(key, m)
-        w = self.weight(m)
+        holder = SHARED if m in self.shared_media else key
+        w = self.tier_weights.get(m, self.default_weight)
         media = self._held.get(holder)
         if media is None:
             media = self._held[holder] = {}
@@ -198,8 +198,8 @@ class PrecisePrefixIndex:
                 del self._idx[h]
 
     def _remove(self, key: str, hashes: list[BlockHash], medium: str | None) -> None:
-        m = (medium or "GPU").upper()
-        holder = self._holder(key, m)
+        m = medium.upper() if medium and medium != "GPU" else "GPU"
+        holder = SHARED if m in self.shared_media else key
         media = self._held.get(holder, {})
         held = media.get(m)
         if not held:

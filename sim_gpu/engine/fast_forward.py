@@ -268,7 +268,10 @@ class LazyDecodes:
                 blocks.append(pool.get_new_block())
             if caching and end // bs > r.num_cached_blocks:
                 sync(r, L, win)
-                kv.cache_blocks(r, end)
+                if end // bs == r.num_cached_blocks + 1:
+                    kv.cache_decode_block(r)
+                else:
+                    kv.cache_blocks(r, end)
         if victims:
             due[:] = [r for r in due if r.status == RUNNING]
         return victims

@@ -170,6 +170,22 @@ class KVCacheManager:
         )
         req.num_cached_blocks = num_full
 
+    def cache_decode_block(self, req: Request) -> None:
+        """`cache_blocks(req, (req.num_cached_blocks + 1) * block_size)` for a decode that just filled the block
+        after its cached ones (the hot case): no extra keys, one digest, one BlockStored; else the general path."""
+        i = req.num_cached_blocks
+        bs = self.block_size
+        hashes = req.block_hashes
+        toks = req.all_token_ids
+        if not i or len(hashes) < i or req.lora_name or self.lora_name or req.mm_items or len(toks) < (i + 1) * bs:
+            self.cache_blocks(req, (i + 1) * bs)
+            return
+        block_toks = toks[i * bs : (i + 1) * bs]
+        if len(hashes) == i:
+            hashes.append(self._memo_hasher.hash_next(hashes[-1], block_toks))
+        self.pool.cache_decode_block(req.blocks[i], hashes[i], hashes[i - 1], block_toks)
+        req.num_cached_blocks = i + 1
+
     def free(self, req: Request) -> None:
         """Release the request's blocks, last block first (so its tail is evicted before its prefix)."""
         blocks = req.blocks
