@@ -240,7 +240,15 @@ class Scheduler:
         req = waiting[0]
         if req.status == WAITING_FOR_REMOTE_KVS or req.remote_prefill is not None or req.num_computed_tokens:
             return False, None
-        hits, local = self.kv.get_computed_blocks(req)
+        kv = self.kv
+        bs = kv.block_size
+        if not req.blocks and req.num_tokens <= self.max_model_len:
+            # Even with every full prompt block a hit, its first chunk needs more blocks than are free: blocked,
+            # and no cached block can change that (only freed blocks can), without looking the hits up.
+            most = (req.num_tokens - 1) // bs * bs if kv.enable_caching else 0
+            if -(-min(req.num_tokens - most, budget) // bs) > kv.pool.num_free_blocks:
+                return True, None
+        hits, local = kv.get_computed_blocks(req)
         if self.kv.can_allocate(req, min(req.num_tokens - local, budget), local, hits):
             return False, None
         k = len(hits)
