@@ -14,8 +14,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
+from functools import reduce
 from itertools import filterfalse, islice
-from operator import itemgetter
+from operator import add, itemgetter, methodcaller
 from typing import Callable
 
 from kvtiers.kvevents import AllBlocksCleared, BlockRemoved, BlockStored, KVEventBatch
@@ -293,19 +294,15 @@ class PrecisePrefixIndex:
             first = idx.get(block_hashes[0])
             if not first:
                 return {}
-            if len(first) == 1:  # the common case: one endpoint holds the prefix
-                ((k, total),) = first.items()
-                c = 1
-                for h in islice(block_hashes, 1, n):
-                    entry = idx.get(h)
-                    if entry is None:
-                        break
-                    w = entry.get(k)
-                    if w is None:
-                        break
-                    total += w
-                    c += 1
-                return {k: (c, float(total))}
+            if len(first) == 1:  # the common case: one endpoint holds the prefix (walked in C: map, index)
+                ((k, w0),) = first.items()
+                entries = list(map(idx.get, islice(block_hashes, 1, n)))
+                if None in entries:
+                    del entries[entries.index(None) :]
+                ws = list(map(methodcaller("get", k), entries))
+                if None in ws:
+                    del ws[ws.index(None) :]
+                return {k: (1 + len(ws), float(reduce(add, ws, w0)))}  # summed in order, as a loop would
             # Phase 1 (set operations in C): how far each holder of block 0 stays in the chain.
             entries = [first]
             active = set(first)
