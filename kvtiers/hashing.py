@@ -15,6 +15,7 @@ import hashlib
 import os
 import pickle
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,6 +28,7 @@ DEFAULT_SEED = "vllm-none-hash"
 _UINT64_MASK = 0xFFFFFFFFFFFFFFFF
 _LAST8 = struct.Struct(">Q")  # the low 64 bits of a big-endian digest are its last 8 bytes
 _CHAIN_TOKENS = 2_000_000  # tokens the memo's remembered chains may hold (references to the callers' ints)
+_CHAINS_LOCK = threading.Lock()
 
 
 def _sha256_pickle(obj: Any) -> bytes:
@@ -206,16 +208,18 @@ class BlockHasher:
         return digests
 
     def _remember(self, first: tuple, toks: tuple, digests: tuple[bytes, ...]) -> None:
-        """Keep a chain as the latest one starting with `first` (bounded by the tokens all chains hold)."""
-        chains = self._chains
-        old = chains.pop(first, None)
-        if old is not None:
-            self._chain_tokens -= len(old[0])
-        if self._chain_tokens + len(toks) > _CHAIN_TOKENS:
-            chains.clear()
-            self._chain_tokens = 0
-        chains[first] = (toks, digests)
-        self._chain_tokens += len(toks)
+        """Keep a chain as the latest one starting with `first` (bounded by the tokens all chains hold). Under a
+        lock: the gateway hashes long prompts in worker threads, and the count must match the chains held."""
+        with _CHAINS_LOCK:
+            chains = self._chains
+            old = chains.pop(first, None)
+            if old is not None:
+                self._chain_tokens -= len(old[0])
+            if self._chain_tokens + len(toks) > _CHAIN_TOKENS:
+                chains.clear()
+                self._chain_tokens = 0
+            chains[first] = (toks, digests)
+            self._chain_tokens += len(toks)
 
 
 def _common_blocks(a: tuple, b: tuple, bs: int) -> int:
