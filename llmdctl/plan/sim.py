@@ -495,19 +495,30 @@ class _PlanRun:
             if not pod.stalled and pod.next_t < t and pod.engine.has_unfinished():
                 self.run_ff(pod, pod.next_t, t)
 
-    def deliver(self, t: float, inclusive: bool = False) -> None:
-        """KV events and finishes up to t (strictly before: at a tie the step driver routes the arrival first)."""
+    def deliver(self, t: float, inclusive: bool = False, routing: bool = False) -> None:
+        """KV events and finishes up to t (strictly before: at a tie the step driver routes the arrival first).
+        `routing`: a request is routed at t. Once nothing can be routed any more, KV events no longer reach the
+        prefix index: nobody reads it again (finishes still close their records)."""
         pend = self.pend
+        feed = routing or self.routes_ahead()
         while pend and (pend[0][0] < t or (inclusive and pend[0][0] == t)):
             te, _, kind, payload = heapq.heappop(pend)
             self.clock.advance_to(te)
             if kind == _KV:
-                pod, evs = payload
-                pod.seq += 1
-                self.index.apply(pod.endpoint.key, pod.seq, KVEventBatch(te, evs))
+                if feed:
+                    pod, evs = payload
+                    pod.seq += 1
+                    self.index.apply(pod.endpoint.key, pod.seq, KVEventBatch(te, evs))
             else:
                 lv, o = payload
                 self.request_finished(lv, o, te)
+
+    def routes_ahead(self) -> bool:
+        """Whether a request may still be routed: an arrival queued, a client slot or a session turn waiting, a
+        stage left to open. Once False it stays so (a finish only queues work through these)."""
+        return bool(self.heap or self.client_queue or self.waiting_turns) or (
+            self.barrier is not None and self.stage_next < len(self.stage_order)
+        )
 
     def _pods_busy(self) -> bool:
         return bool(self.pend) or any(not p.stalled and p.engine.has_unfinished() for p in self.pods)
@@ -537,7 +548,7 @@ class _PlanRun:
                     break
                 i = heapq.heappop(heap)[3]
                 self.advance(t)
-                self.deliver(t)
+                self.deliver(t, routing=True)
                 clock.advance_to(t)
                 self.send(i, t)
                 self._report(t)
