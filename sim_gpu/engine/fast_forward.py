@@ -7,8 +7,10 @@ crosses a block boundary (allocate a block / register a full one: KV events), fi
 work only at those steps. This module holds that optimisation and all its state (`LazyDecodes`, one per
 engine), so the engine's step stays the plain vLLM-shaped loop. The seam: the engine's step reads the lazy
 count and context (`n`, `ctx`) into its batch shape, sends requests due at its step ordinal `L` through
-`due_begin` / `due_end`, and calls `lazify` after a fast-forwarded step; anything else that touches requests
-first calls `settle`; `step()` reports tokens synced meanwhile through `take_carry`; `run` is fast_forward.
+`due_begin` / `due_end` (or takes a step `lazy_steps` began, `begun`), and calls `lazify` after a
+fast-forwarded step; anything else that touches requests first calls `settle`; `step()` reports tokens synced
+meanwhile through `take_carry`; `run` is fast_forward. Steps with only lazy decodes run without the scheduler
+while nothing waits or what waits cannot start (`Scheduler.admission_blocked`).
 
 Lazy requests are the first `n` entries of the running list (decodes always precede prefilling requests
 there: vLLM admits in order and chunks only the last admitted prompt), with their counters as of step
