@@ -22,18 +22,18 @@ _RUN = """
 import json, sys
 from llmdctl.plan.presets import SCENARIOS
 from llmdctl.plan.run import run_policies
-scenario, policy, ts = sys.argv[1], sys.argv[2], float(sys.argv[3])
+scenario, policy, ts, client = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 doc = run_policies(SCENARIOS[scenario], [policy], time_scale=ts, rate_scale=1.0, seed=0, max_wall_s=3600,
-                   max_in_flight="scenario")
+                   max_in_flight="scenario", client=client)
 r = doc["runs"][policy]
 print(json.dumps({"sim_s": r["sim_s"], "cpu_s": r["cpu_s"], "hit_rate": r["hit_rate"]}))
 """
 
 
-def run_once(tree: Path, scenario: str, policy: str, time_scale: float, timeout_s: float) -> dict:
+def run_once(tree: Path, scenario: str, policy: str, time_scale: float, timeout_s: float, client: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree), PYTHONHASHSEED="0")
     out = subprocess.run(
-        [sys.executable, "-c", _RUN, scenario, policy, str(time_scale)],
+        [sys.executable, "-c", _RUN, scenario, policy, str(time_scale), client],
         cwd=tree,
         env=env,
         capture_output=True,
@@ -54,6 +54,12 @@ def main() -> None:
     ap.add_argument("--policies", default="precise")
     ap.add_argument("--time-scale", type=float, default=0.1)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument(
+        "--client",
+        default="scenario",
+        choices=("scenario", "inference-perf", "open-loop"),
+        help="how requests are released (issue 15's target was set with open-loop, before the stage barrier)",
+    )
     ap.add_argument("--timeout-s", type=float, default=600.0, help="per run")
     a = ap.parse_args()
     if not 1 <= a.runs <= 50:
@@ -67,14 +73,14 @@ def main() -> None:
     for i in range(a.runs):
         for policy in policies:
             for name, tree in trees.items() if i % 2 == 0 else reversed(trees.items()):
-                r = run_once(tree, a.scenario, policy, a.time_scale, a.timeout_s)
+                r = run_once(tree, a.scenario, policy, a.time_scale, a.timeout_s, a.client)
                 speeds.setdefault((policy, name), []).append(r["sim_s"] / r["cpu_s"])
                 print(
                     f"run {i + 1}/{a.runs} {policy:12s} {name:4s} sim {r['sim_s']:.1f} s  cpu {r['cpu_s']:.2f} s  "
                     f"sim/cpu {r['sim_s'] / r['cpu_s']:.1f}  hit {r['hit_rate']:.4f}",
                     flush=True,
                 )
-    print(f"\n{a.scenario} x{a.time_scale:g}, {a.runs} interleaved runs; sim/cpu medians")
+    print(f"\n{a.scenario} x{a.time_scale:g}, client {a.client}, {a.runs} interleaved runs; sim/cpu medians")
     print(f"{'policy':12s} {'base':>7s} {'new':>7s} {'new/base':>8s}  runs (base | new)")
     for policy in policies:
         b, n = speeds[(policy, "base")], speeds[(policy, "new")]

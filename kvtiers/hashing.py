@@ -15,6 +15,7 @@ import hashlib
 import os
 import pickle
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,6 +27,8 @@ HASH_ALGOS: tuple[str, ...] = ("sha256", "sha256_cbor")
 DEFAULT_SEED = "vllm-none-hash"
 _UINT64_MASK = 0xFFFFFFFFFFFFFFFF
 _LAST8 = struct.Struct(">Q")  # the low 64 bits of a big-endian digest are its last 8 bytes
+_CHAIN_TOKENS = 2_000_000  # tokens the memo's remembered chains may hold (references to the callers' ints)
+_CHAINS_LOCK = threading.Lock()
 
 
 def _sha256_pickle(obj: Any) -> bytes:
@@ -89,6 +92,8 @@ class BlockHasher:
 
     With `memo_blocks` > 0 it remembers that many (parent, block, extra) -> digest entries: shared prefixes
     (system prompts, earlier turns) then cost a dict lookup per block instead of a serialisation and a sha256.
+    It also keeps the latest plain chain (no salt, LoRA or multimodal keys) per first block: a prompt that
+    shares a prefix with it takes those digests after a few C-speed slice comparisons, not a lookup per block.
     """
 
     block_size: int
@@ -97,6 +102,8 @@ class BlockHasher:
     memo_blocks: int = 0
     _fn: Any = field(init=False, repr=False)
     _memo: dict[Any, bytes] | None = field(init=False, repr=False, default=None)
+    _chains: dict[tuple, tuple[tuple, tuple[bytes, ...]]] = field(init=False, repr=False, default_factory=dict)
+    _chain_tokens: int = field(init=False, repr=False, default=0)
     none_hash: bytes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -173,9 +180,17 @@ class BlockHasher:
         bs = self.block_size
         fn, none_hash = self._fn, self.none_hash
         plain = not cache_salt and not lora_name and not mm_items
-        digests: list[bytes] = []
         toks = token_ids if type(token_ids) is tuple else tuple(token_ids)  # slices are then the keys' tuples
-        for i in range(len(toks) // bs):
+        n = len(toks) // bs
+        digests: list[bytes] = []
+        first = None
+        if plain and parent is None and start_block == 0 and n:
+            first = toks[:bs]
+            prev = self._chains.get(first)
+            if prev is not None:  # the digests of the prefix it shares with the latest chain of this first block
+                digests = list(prev[1][: _common_blocks(toks, prev[0], bs)])
+                parent = digests[-1]
+        for i in range(len(digests), n):
             if plain:
                 extra = None
             else:
@@ -188,4 +203,33 @@ class BlockHasher:
                 digest = memo[key] = fn((none_hash if parent is None else parent, key[1], extra))
             parent = digest
             digests.append(digest)
+        if first is not None:
+            self._remember(first, toks, tuple(digests))
         return digests
+
+    def _remember(self, first: tuple, toks: tuple, digests: tuple[bytes, ...]) -> None:
+        """Keep a chain as the latest one starting with `first` (bounded by the tokens all chains hold). Under a
+        lock: the gateway hashes long prompts in worker threads, and the count must match the chains held."""
+        with _CHAINS_LOCK:
+            chains = self._chains
+            old = chains.pop(first, None)
+            if old is not None:
+                self._chain_tokens -= len(old[0])
+            if self._chain_tokens + len(toks) > _CHAIN_TOKENS:
+                chains.clear()
+                self._chain_tokens = 0
+            chains[first] = (toks, digests)
+            self._chain_tokens += len(toks)
+
+
+def _common_blocks(a: tuple, b: tuple, bs: int) -> int:
+    """Leading full blocks of `a` and `b` that are equal, given that their first blocks are: a binary search
+    over slice comparisons, each comparing only blocks not yet known equal (C speed, no per-block lookup)."""
+    lo, hi = 1, min(len(a), len(b)) // bs  # blocks [0, lo) are equal; the answer is at most hi
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[lo * bs : mid * bs] == b[lo * bs : mid * bs]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

@@ -204,7 +204,10 @@ class InFlightTracker:
             old = self._rates.get(key)
             self._rates[key] = sample if old is None else old + self.rate_alpha * (sample - old)
         if obs.ttft_s > 0:
-            self._fits.setdefault(key, EndpointTtftFit()).update(work, leg.decoding_ahead, obs.ttft_s)
+            fit = self._fits.get(key)
+            if fit is None:  # (setdefault would build a fit, and its regression, on every first token)
+                fit = self._fits[key] = EndpointTtftFit()
+            fit.update(work, leg.decoding_ahead, obs.ttft_s)
         for listener in self.listeners:
             listener(obs)
         return obs

@@ -574,7 +574,8 @@ class _PlanRun:
 
     def run_ff(self, pod: _Pod, start: float, until: float, max_steps: int | None = None) -> None:
         """Run pod's steps that start before `until`; what they produce is delivered at its own simulated time."""
-        res = pod.engine.fast_forward(start, until, max_steps=max_steps)
+        # Records need first and last token times, not the tokens: lazy decodes' tokens go unreported.
+        res = pod.engine.fast_forward(start, until, max_steps=max_steps, tokens=False)
         self.steps += res.num_steps
         pod.busy_s += sum(res.step_durations)  # no remote KV here: idle steps last 0 s
         pod.next_t, pod.stalled = res.end_s, res.stalled
@@ -613,21 +614,32 @@ class _PlanRun:
             if not pod.stalled and pod.next_t < t and pod.engine.has_unfinished():
                 self.run_ff(pod, pod.next_t, t)
 
-    def deliver(self, t: float, inclusive: bool = False) -> None:
-        """KV events and finishes up to t (strictly before: at a tie the step driver routes the arrival first)."""
+    def deliver(self, t: float, inclusive: bool = False, routing: bool = False) -> None:
+        """KV events and finishes up to t (strictly before: at a tie the step driver routes the arrival first).
+        `routing`: a request is routed at t. Once nothing can be routed any more, KV events no longer reach the
+        prefix index: nobody reads it again (finishes still close their records)."""
         pend = self.pend
+        feed = routing or self.routes_ahead()
         while pend and (pend[0][0] < t or (inclusive and pend[0][0] == t)):
             te, _, kind, payload = heapq.heappop(pend)
             self.clock.advance_to(te)
             if kind == _KV:
-                pod, evs = payload
-                pod.seq += 1
-                self.index.apply(pod.endpoint.key, pod.seq, KVEventBatch(te, evs))
+                if feed:
+                    pod, evs = payload
+                    pod.seq += 1
+                    self.index.apply(pod.endpoint.key, pod.seq, KVEventBatch(te, evs))
             elif kind == _FIRST:
                 self.director.first_token(payload.flow)
             else:
                 lv, o = payload
                 self.request_finished(lv, o, te)
+
+    def routes_ahead(self) -> bool:
+        """Whether a request may still be routed: an arrival queued, a client slot or a session turn waiting, a
+        stage left to open. Once False it stays so (a finish only queues work through these)."""
+        return bool(self.heap or self.client_queue or self.waiting_turns) or (
+            self.barrier is not None and self.stage_next < len(self.stage_order)
+        )
 
     def _pods_busy(self) -> bool:
         return bool(self.pend) or any(not p.stalled and p.engine.has_unfinished() for p in self.pods)
@@ -657,7 +669,7 @@ class _PlanRun:
                     break
                 i = heapq.heappop(heap)[3]
                 self.advance(t)
-                self.deliver(t)
+                self.deliver(t, routing=True)
                 clock.advance_to(t)
                 self.send(i, t)
                 self._report(t)

@@ -14,8 +14,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
+from functools import reduce
 from itertools import filterfalse, islice
-from operator import itemgetter
+from operator import add, itemgetter, methodcaller
 from typing import Callable
 
 from kvtiers.kvevents import AllBlocksCleared, BlockRemoved, BlockStored, KVEventBatch
@@ -128,8 +129,8 @@ class PrecisePrefixIndex:
                         self.on_gap(key, last + 1, seq)
             self._last_seq[key] = seq
             self.batches += 1
+            self.events += len(batch.events)
             for event in batch.events:
-                self.events += 1
                 if isinstance(event, BlockStored):
                     self._store(key, event.block_hashes, event.medium)
                 elif isinstance(event, BlockRemoved):
@@ -142,11 +143,11 @@ class PrecisePrefixIndex:
         return SHARED if medium in self.shared_media else key
 
     def _store(self, key: str, hashes: list[BlockHash], medium: str | None) -> None:
-        m = (medium or "GPU").upper()
+        m = medium.upper() if medium and medium != "GPU" else "GPU"  # (GPU: the hot case, no upper())
         if m != "GPU":
             self.tiered = True
-        holder = self._holder(key, m)
-        w = self.weight(m)
+        holder = SHARED if m in self.shared_media else key
+        w = self.tier_weights.get(m, self.default_weight)
         media = self._held.get(holder)
         if media is None:
             media = self._held[holder] = {}
@@ -198,8 +199,8 @@ class PrecisePrefixIndex:
                 del self._idx[h]
 
     def _remove(self, key: str, hashes: list[BlockHash], medium: str | None) -> None:
-        m = (medium or "GPU").upper()
-        holder = self._holder(key, m)
+        m = medium.upper() if medium and medium != "GPU" else "GPU"
+        holder = SHARED if m in self.shared_media else key
         media = self._held.get(holder, {})
         held = media.get(m)
         if not held:
@@ -293,19 +294,15 @@ class PrecisePrefixIndex:
             first = idx.get(block_hashes[0])
             if not first:
                 return {}
-            if len(first) == 1:  # the common case: one endpoint holds the prefix
-                ((k, total),) = first.items()
-                c = 1
-                for h in islice(block_hashes, 1, n):
-                    entry = idx.get(h)
-                    if entry is None:
-                        break
-                    w = entry.get(k)
-                    if w is None:
-                        break
-                    total += w
-                    c += 1
-                return {k: (c, float(total))}
+            if len(first) == 1:  # the common case: one endpoint holds the prefix (walked in C: map, index)
+                ((k, w0),) = first.items()
+                entries = list(map(idx.get, islice(block_hashes, 1, n)))
+                if None in entries:
+                    del entries[entries.index(None) :]
+                ws = list(map(methodcaller("get", k), entries))
+                if None in ws:
+                    del ws[ws.index(None) :]
+                return {k: (1 + len(ws), float(reduce(add, ws, w0)))}  # summed in order, as a loop would
             # Phase 1 (set operations in C): how far each holder of block 0 stays in the chain.
             entries = [first]
             active = set(first)

@@ -243,6 +243,33 @@ class BlockPool:
             )
         )
 
+    def cache_decode_block(self, block: KVBlock, digest: bytes, parent: bytes, token_ids: list[int]) -> None:
+        """`cache_full_blocks` for one block after the first, of a request without LoRA (no extra keys, no salt):
+        a decode filling its block, the hot case."""
+        if block.block_hash is not None:
+            return  # already cached
+        block.block_hash = digest
+        entry = self._cached.get(digest)
+        if entry is None:
+            self._cached[digest] = {block.block_id: block}
+            self._first[digest] = block
+        else:
+            entry[block.block_id] = block
+        if self.enable_events:
+            as_int = self.event_hash_int
+            self._events.append(
+                BlockStored(
+                    block_hashes=[to_event_hash(digest, as_int)],
+                    parent_block_hash=to_event_hash(parent, as_int),
+                    token_ids=token_ids,
+                    block_size=self.block_size,
+                    lora_id=None,
+                    medium="GPU",
+                    lora_name=None,
+                    extra_keys=[None],
+                )
+            )
+
     def reset_prefix_cache(self) -> bool:
         """Forget every cached hash (AllBlocksCleared); refused (False) while any request holds blocks."""
         if self.num_free_blocks != self.num_blocks - 1:

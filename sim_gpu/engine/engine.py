@@ -241,11 +241,12 @@ class SimEngine:
         max_steps: int | None = None,
         flush: bool = False,
         stop_on_finish: bool = False,
+        tokens: bool = True,
     ) -> FastForwardResult:
         """Run back-to-back steps from `now` while each starts before `until`; one aggregated result — exactly
         what a loop of `step()` calls would do, with steady decodes advanced lazily (see fast_forward.py for
-        the contract: outputs with `token_times`, late decode tokens, `flush`, `stop_on_finish`)."""
-        return self.lazy.run(now, until, max_steps, flush, stop_on_finish)
+        the contract: outputs with `token_times`, late decode tokens, `flush`, `stop_on_finish`, `tokens`)."""
+        return self.lazy.run(now, until, max_steps, flush, stop_on_finish, tokens)
 
     # ---- one step ------------------------------------------------------------------------------------------
 
@@ -266,14 +267,19 @@ class SimEngine:
         lazy = self.lazy
         L = lazy.L
         nlazy = lazy.n
-        due = lazy.due.pop(L, None) if nlazy else None
         victims = 0
-        if due:
-            victims = lazy.due_begin(due, L, now, win, allow_preempt=True)  # type: ignore[assignment]
-            nlazy = lazy.n
-            batch = sched.schedule(now, self._transfer_time, nlazy, lazy.ctx, False, no_admit=victims > 0)
+        due = lazy.begun
+        if due is not None:  # lazy_steps began this step (due_begin, no preemption) and hands it over
+            lazy.begun = None
+            batch = sched.schedule(now, self._transfer_time, nlazy, lazy.ctx, False)
         else:
-            batch = sched.schedule(now, self._transfer_time, nlazy, lazy.ctx)
+            due = lazy.due.pop(L, None) if nlazy else None
+            if due:
+                victims = lazy.due_begin(due, L, now, win, allow_preempt=True)  # type: ignore[assignment]
+                nlazy = lazy.n
+                batch = sched.schedule(now, self._transfer_time, nlazy, lazy.ctx, False, no_admit=victims > 0)
+            else:
+                batch = sched.schedule(now, self._transfer_time, nlazy, lazy.ctx)
         for req, local, _remote in batch.new_hits:
             if req.num_preemptions == 0:
                 self._queries += req.num_tokens

@@ -7,8 +7,10 @@ crosses a block boundary (allocate a block / register a full one: KV events), fi
 work only at those steps. This module holds that optimisation and all its state (`LazyDecodes`, one per
 engine), so the engine's step stays the plain vLLM-shaped loop. The seam: the engine's step reads the lazy
 count and context (`n`, `ctx`) into its batch shape, sends requests due at its step ordinal `L` through
-`due_begin` / `due_end`, and calls `lazify` after a fast-forwarded step; anything else that touches requests
-first calls `settle`; `step()` reports tokens synced meanwhile through `take_carry`; `run` is fast_forward.
+`due_begin` / `due_end` (or takes a step `lazy_steps` began, `begun`), and calls `lazify` after a
+fast-forwarded step; anything else that touches requests first calls `settle`; `step()` reports tokens synced
+meanwhile through `take_carry`; `run` is fast_forward. Steps with only lazy decodes run without the scheduler
+while nothing waits or what waits cannot start (`Scheduler.admission_blocked`).
 
 Lazy requests are the first `n` entries of the running list (decodes always precede prefilling requests
 there: vLLM admits in order and chunks only the last admitted prompt), with their counters as of step
@@ -35,17 +37,21 @@ def _run_seq(r: Request) -> int:
 class Window:
     """fast_forward's accumulator: merges step results and lazy decodes' tokens into one result."""
 
-    __slots__ = ("L0", "ends", "acc", "res", "finishes")
+    __slots__ = ("L0", "ends", "acc", "res", "finishes", "tokens")
 
-    def __init__(self, ends: list[float], L0: int, start: float) -> None:
+    def __init__(self, ends: list[float], L0: int, start: float, tokens: bool = True) -> None:
         self.ends = ends  # the engine's end times of recent (non-idle) steps ...
         self.L0 = L0  # ... the first of which is step ordinal L0
         self.acc: dict[str, RequestOutput] = {}
         self.res = FastForwardResult(start, start)
         self.finishes = 0
+        self.tokens = tokens  # False: lazy decodes' tokens are counted, not reported (see LazyDecodes.run)
 
     def record(self, r: Request, toks: list[int], from_L: int) -> None:
         """Tokens of a lazy decode, produced one per step from step `from_L` on (counters already updated)."""
+        if not self.tokens:
+            self.res.num_generated_tokens += len(toks)
+            return
         out = self.acc.get(r.request_id)
         if out is None:
             out = self.acc[r.request_id] = RequestOutput.of(r, [])
@@ -118,7 +124,7 @@ class Window:
 class LazyDecodes:
     """The fast-forward state of one engine: lazy requests, their due steps, step end times, unreported tokens."""
 
-    __slots__ = ("eng", "caching", "L", "n", "ctx", "due", "ends", "ends_base", "carry")
+    __slots__ = ("eng", "caching", "L", "n", "ctx", "due", "ends", "ends_base", "carry", "begun")
 
     def __init__(self, engine: SimEngine) -> None:
         self.eng = engine
@@ -130,6 +136,7 @@ class LazyDecodes:
         self.ends: list[float] = []  # end time of fast_forward steps ends_base, ends_base + 1, ...
         self.ends_base = 0
         self.carry: Window | None = None  # tokens synced outside fast_forward, reported with the next result
+        self.begun: list[Request] | None = None  # step L's due requests, due_begin done: _step_core goes on
 
     def settle(self) -> None:
         """Bring every lazy request up to date (before anything but a step or fast_forward touches them)."""
@@ -143,7 +150,7 @@ class LazyDecodes:
             self.carry = None
 
     def run(
-        self, now: float, until: float, max_steps: int | None, flush: bool, stop_on_finish: bool
+        self, now: float, until: float, max_steps: int | None, flush: bool, stop_on_finish: bool, tokens: bool = True
     ) -> FastForwardResult:
         """Run back-to-back steps from `now` while each starts before `until`; one aggregated result.
 
@@ -162,6 +169,10 @@ class LazyDecodes:
         `stop_on_finish=True` also stops after the first step in which a request finished (its finish time is
         then `end_s`), for drivers that react to finishes (P/D hand-off, the next turn of a session). Short
         calls are cheap: lazy state persists between calls.
+        `tokens=False`, for drivers that need when requests start and finish, not what they say: lazy decodes'
+        tokens are counted (`num_output_tokens`, `num_generated_tokens`) but not reported, so a lazy request
+        appears only with its finish, whose output then lists its last token alone; tokens of steps that went
+        through the scheduler (first tokens among them) are reported as usual.
         """
         if self.n == 0:
             self.ends_base = self.L
@@ -171,7 +182,7 @@ class LazyDecodes:
             if cut > 0:
                 del self.ends[:cut]
                 self.ends_base += cut
-        win = Window(self.ends, self.ends_base, now)
+        win = Window(self.ends, self.ends_base, now, tokens)
         if self.carry is not None:
             win.acc.update(self.carry.acc)
             win.res.num_generated_tokens += self.carry.res.num_generated_tokens
@@ -183,14 +194,20 @@ class LazyDecodes:
             self.lazify()
         sched = self.eng.scheduler
         while self.eng._requests and t < until and (max_steps is None or steps < max_steps):
-            if self.n and self.n == len(sched.running) and not sched.waiting and self.eng.pool.tiers is None:
-                n = self.lazy_steps(t, until, None if max_steps is None else max_steps - steps, win, stop_on_finish)
+            if self.n and self.n == len(sched.running) and self.eng.pool.tiers is None:
+                # Only lazy decodes run, and nothing waits — or what waits cannot start (seats, budget, blocks).
+                blocked, watch = sched.admission_blocked(self.n) if sched.waiting else (False, None)
+                n = 0
+                if blocked or not sched.waiting:
+                    lim = None if max_steps is None else max_steps - steps
+                    n = self.lazy_steps(t, until, lim, win, stop_on_finish, blocked, watch)
                 if n:
                     steps += n
                     t = self.ends[-1]
-                    if stop_on_finish and win.finishes:
-                        break
-                    continue
+                    if self.begun is None:
+                        if stop_on_finish and win.finishes:
+                            break
+                        continue
             res = self.eng._step_core(t, win)
             steps += 1
             win.add_step(res, t)
@@ -253,7 +270,10 @@ class LazyDecodes:
                 blocks.append(pool.get_new_block())
             if caching and end // bs > r.num_cached_blocks:
                 sync(r, L, win)
-                kv.cache_blocks(r, end)
+                if end // bs == r.num_cached_blocks + 1:
+                    kv.cache_decode_block(r)
+                else:
+                    kv.cache_blocks(r, end)
         if victims:
             due[:] = [r for r in due if r.status == RUNNING]
         return victims
@@ -299,10 +319,25 @@ class LazyDecodes:
                 win.finish(r, "length" if nout >= r.max_tokens or ntok >= max_len else "stop")
         return done, done_ctx
 
-    def lazy_steps(self, t: float, until: float, limit: int | None, win: "Window", stop_on_finish: bool) -> int:
-        """Steps in which only lazy decodes run (nothing waits, no tiers): no scheduler pass, no StepResult;
-        requests due at a step get the same calls _step_core makes. Same shape, step_time call, jitter draws
-        and KV events as _step_core. Returns the steps run (0: the next one needs a preemption)."""
+    def lazy_steps(
+        self,
+        t: float,
+        until: float,
+        limit: int | None,
+        win: "Window",
+        stop_on_finish: bool,
+        blocked: bool = False,
+        watch: bytes | None = None,
+    ) -> int:
+        """Steps in which only lazy decodes run (no tiers): no scheduler pass, no StepResult; requests due at a
+        step get the same calls _step_core makes. Same shape, step_time call, jitter draws and KV events as
+        _step_core. Returns the steps run (0: the next one needs a preemption).
+
+        `blocked`: requests wait, but the scheduler would admit none (Scheduler.admission_blocked). That holds
+        until a request finishes (blocks and seats come free: it returns after that step) or the blocks due
+        requests fill cache `watch`, the waiting head's first missing prompt block: that step's due_begin is
+        done, and `begun` hands it to _step_core, which schedules the rest of it. Allocations and evictions
+        only take free blocks and hits away, so they cannot unblock the head."""
         due_map = self.due
         n_seqs = self.n
         ctx = self.ctx
@@ -317,9 +352,13 @@ class LazyDecodes:
         n = 0
         while t < until and n_seqs and (limit is None or n < limit):
             due = due_map.pop(L, None)
-            if due is not None and self.due_begin(due, L, t, win) is None:
-                due_map[L] = due
-                break
+            if due is not None:
+                if self.due_begin(due, L, t, win) is None:
+                    due_map[L] = due
+                    break
+                if watch is not None and self.eng.pool.get_cached_block(watch) is not None:
+                    self.begun = due
+                    break
             shape.decode_seqs = n_seqs
             shape.decode_context_tokens = ctx
             d = step_time(shape, rng)
@@ -342,7 +381,7 @@ class LazyDecodes:
                     self.eng._free_finished(finished)
                     n_seqs -= done
                     ctx -= done_ctx
-                    if stop_on_finish:
+                    if stop_on_finish or blocked:
                         break
             else:
                 L += 1

@@ -121,15 +121,11 @@ class KVCacheManager:
 
         Returns the newly allocated blocks, or None when the pool cannot supply them (caller preempts).
         """
-        bs = self.block_size
         blocks = req.blocks
         hits = new_computed_blocks or ()
         num_computed = req.num_computed_tokens + num_new_computed_tokens
-        need_tokens = min(num_computed + num_new_tokens, self.max_model_len)
-        need_blocks = -(-need_tokens // bs) - len(blocks) - len(hits)
-        # Hit blocks sitting in the free queue stop counting as free once touched.
-        evictable_hits = sum(1 for b in hits if b.ref_cnt == 0)
-        if max(need_blocks, 0) + evictable_hits > self.pool.num_free_blocks:
+        need_blocks = self._blocks_needed(req, num_computed + num_new_tokens, hits)
+        if need_blocks is None:
             return None
         if hits:
             self.pool.touch(hits)
@@ -141,6 +137,24 @@ class KVCacheManager:
         if self.enable_caching and not delay_cache_blocks:
             self.cache_blocks(req, min(num_computed + num_new_tokens, req.num_tokens))
         return new_blocks
+
+    def _blocks_needed(self, req: Request, num_tokens: int, hits: list[KVBlock] | tuple) -> int | None:
+        """New blocks `req` needs to hold `num_tokens` tokens after taking `hits`, or None when the pool cannot
+        supply them (hit blocks sitting in the free queue stop counting as free once touched)."""
+        need = -(-min(num_tokens, self.max_model_len) // self.block_size) - len(req.blocks) - len(hits)
+        evictable_hits = sum(1 for b in hits if b.ref_cnt == 0)
+        if max(need, 0) + evictable_hits > self.pool.num_free_blocks:
+            return None
+        return need
+
+    def can_allocate(
+        self, req: Request, num_new_tokens: int, num_new_computed_tokens: int, hits: list[KVBlock]
+    ) -> bool:
+        """Whether `allocate_slots` with these arguments would succeed (nothing is changed)."""
+        return (
+            self._blocks_needed(req, req.num_computed_tokens + num_new_computed_tokens + num_new_tokens, hits)
+            is not None
+        )
 
     def cache_blocks(self, req: Request, num_tokens: int) -> None:
         """Register the request's blocks that `num_tokens` tokens fill completely (emits BlockStored)."""
@@ -155,6 +169,22 @@ class KVCacheManager:
             req.blocks, hashes, num_cached, num_full, req.all_token_ids, req.cache_salt, lora, lora_id
         )
         req.num_cached_blocks = num_full
+
+    def cache_decode_block(self, req: Request) -> None:
+        """`cache_blocks(req, (req.num_cached_blocks + 1) * block_size)` for a decode that just filled the block
+        after its cached ones (the hot case): no extra keys, one digest, one BlockStored; else the general path."""
+        i = req.num_cached_blocks
+        bs = self.block_size
+        hashes = req.block_hashes
+        toks = req.all_token_ids
+        if not i or len(hashes) < i or req.lora_name or self.lora_name or req.mm_items or len(toks) < (i + 1) * bs:
+            self.cache_blocks(req, (i + 1) * bs)
+            return
+        block_toks = toks[i * bs : (i + 1) * bs]
+        if len(hashes) == i:
+            hashes.append(self._memo_hasher.hash_next(hashes[-1], block_toks))
+        self.pool.cache_decode_block(req.blocks[i], hashes[i], hashes[i - 1], block_toks)
+        req.num_cached_blocks = i + 1
 
     def free(self, req: Request) -> None:
         """Release the request's blocks, last block first (so its tail is evicted before its prefix)."""

@@ -223,6 +223,38 @@ class Scheduler:
             req.num_computed_tokens += n
         return out
 
+    def admission_blocked(self, skip: int) -> tuple[bool, bytes | None]:
+        """Whether `schedule(skip=len(running))` — every running request a decode the engine advances itself —
+        would admit nobody because the waiting head cannot start (seats, token budget or blocks), and the one
+        digest whose caching could change that while seats, budget and free blocks do not grow: the head's
+        first prompt block not cached (None if there is none). (False, None) where this is not worked out:
+        LoRA, lower tiers, remote KV, waiting requests holding blocks, a head with computed tokens."""
+        waiting = self.waiting
+        if not waiting or self.lora is not None or self._holders or self.kv.pool.tiers is not None:
+            return False, None
+        if len(self.running) >= self.max_num_seqs:
+            return True, None
+        budget = self.max_num_batched_tokens - skip
+        if budget <= 0:
+            return True, None
+        req = waiting[0]
+        if req.status == WAITING_FOR_REMOTE_KVS or req.remote_prefill is not None or req.num_computed_tokens:
+            return False, None
+        kv = self.kv
+        bs = kv.block_size
+        if not req.blocks and req.num_tokens <= self.max_model_len:
+            # Even with every full prompt block a hit, its first chunk needs more blocks than are free: blocked,
+            # and no cached block can change that (only freed blocks can), without looking the hits up.
+            most = (req.num_tokens - 1) // bs * bs if kv.enable_caching else 0
+            if -(-min(req.num_tokens - most, budget) // bs) > kv.pool.num_free_blocks:
+                return True, None
+        hits, local = kv.get_computed_blocks(req)
+        if self.kv.can_allocate(req, min(req.num_tokens - local, budget), local, hits):
+            return False, None
+        k = len(hits)
+        grows = self.kv.enable_caching and k < (req.num_tokens - 1) // self.kv.block_size
+        return True, req.block_hashes[k] if grows else None
+
     def _allocate_or_preempt(self, req: Request, num_tokens: int, preempted: list[Request], i: int) -> bool:
         """Slots for `num_tokens` more tokens of `req` (= running[i]), preempting the policy's victims (fcfs: the
         most recently started first, as vLLM does) until they fit. False when `req` itself had to go."""

@@ -102,3 +102,34 @@ def test_fast_forward_matches_step_driving_for_in_flight_load_scorers(speed_awar
     a, b = simulate(cfg, reqs, arr, drive="step"), simulate(cfg, reqs, arr, drive="fast")
     key = lambda r: (r.request_id, r.endpoint, r.first_token, r.finished)  # noqa: E731
     assert len(a.records) > 60 and [key(r) for r in a.records] == [key(r) for r in b.records]
+
+
+def test_kv_events_stop_reaching_the_index_once_nothing_is_routed_any_more(monkeypatch) -> None:
+    """Fast driving feeds the prefix index until the last request is routed, not while the engines drain (nobody
+    reads it then); the step driver feeds it to the end. Results are the same (the tests above)."""
+    from llmdctl.plan import sim as plan_sim
+    from router_lite.prefix.precise import PrecisePrefixIndex
+
+    log: list[tuple[str, float]] = []
+    real_apply, real_send = PrecisePrefixIndex.apply, plan_sim._PlanRun.send
+
+    def apply(self, key, seq, batch):
+        log.append(("kv", batch.ts))
+        return real_apply(self, key, seq, batch)
+
+    def send(self, i, now):
+        log.append(("send", now))
+        return real_send(self, i, now)
+
+    monkeypatch.setattr(PrecisePrefixIndex, "apply", apply)
+    monkeypatch.setattr(plan_sim._PlanRun, "send", send)
+    cfg = PlanConfig([POOL], policy_configs(POOL.block_size)["precise"], name="precise", seed=3)
+    reqs, arr = workload_and_arrivals(WORKLOAD, [Stage(12.0, 4.0)], seed=3)
+    after = {}
+    for drive in ("step", "fast"):
+        log.clear()
+        res = simulate(cfg, reqs, arr, drive=drive)
+        last_send = max(t for kind, t in log if kind == "send")
+        after[drive] = sum(1 for kind, t in log if kind == "kv" and t > last_send)
+        assert any(kind == "kv" for kind, _ in log) and all(r.status == OK for r in res.records)
+    assert after["step"] > 0 and after["fast"] == 0

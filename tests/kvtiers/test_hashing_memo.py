@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from kvtiers import hashing
 from kvtiers.hashing import BlockHasher
 
 
@@ -34,3 +35,28 @@ def test_hash_next_continues_a_chain_as_hash_blocks_does():
                 assert hasher.hash_next(full[i - 1], toks[i * 16 : (i + 1) * 16]) == full[i]
             assert hasher._memo is None or len(hasher._memo) <= 3
     assert plain.hash_next(None, toks[:16]) == full[0]
+
+
+def test_prompts_sharing_a_remembered_chain_get_the_plain_digests():
+    """A prompt that shares leading blocks with the latest chain of its first block takes those digests from
+    it: diverging at any block or inside one, shorter or longer than it, or equal to it, the digests are the
+    plain hasher's."""
+    rng = random.Random(11)
+    base = [rng.randrange(150_000) for _ in range(16 * 12 + 5)]
+    plain, memo = BlockHasher(16, "sha256", "42"), BlockHasher(16, "sha256", "42", memo_blocks=10_000)
+    cases = [list(base), base[:16], base[: 16 * 5 + 3], base + [7] * 40]
+    for cut in (16, 17, 16 * 4, 16 * 4 + 9, 16 * 11 + 15, len(base) - 1):
+        cases.append(base[:cut] + [rng.randrange(150_000) for _ in range(rng.randrange(1, 60))])
+    for p in cases + cases[::-1]:
+        assert memo.hash_blocks(p) == plain.hash_blocks(p)
+        assert memo.hash_blocks(tuple(p), cache_salt="s") == plain.hash_blocks(p, cache_salt="s")
+    assert len(memo._chains) == 1  # one first block, one remembered chain (the latest)
+
+
+def test_remembered_chains_stay_within_their_token_bound(monkeypatch):
+    monkeypatch.setattr(hashing, "_CHAIN_TOKENS", 100)
+    rng = random.Random(5)
+    memo = BlockHasher(16, "sha256", "42", memo_blocks=10_000)
+    for _ in range(20):
+        memo.hash_blocks([rng.randrange(150_000) for _ in range(40)])
+        assert memo._chain_tokens == sum(len(t) for t, _ in memo._chains.values()) <= 100

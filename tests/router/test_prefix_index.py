@@ -187,6 +187,20 @@ def test_tier_weights_and_consecutive_prefix():
     assert idx.match([9, 1]) == {}  # the prefix must start at block 0
 
 
+def test_single_holder_prefix_stops_at_a_hole_or_another_holder_and_sums_its_tiers():
+    """One endpoint holding block 0 (the common case, walked in C): the prefix ends at the first block it does
+    not hold — missing from the index or held only elsewhere — and its score sums the tiers block by block."""
+    idx = PrecisePrefixIndex()
+    idx.apply("a:1", 0, _batch(_stored([1, 2]), _stored([3], medium="CPU"), _stored([5, 6])))
+    idx.apply("b:1", 0, _batch(_stored([4])))
+    assert idx.match([1, 2, 3, 4, 5, 6]) == {"a:1": (3, 2.8)}  # 1.0 + 1.0 + 0.8, in that order
+    assert idx.match([1, 2, 3, 7, 5]) == {"a:1": (3, 2.8)}  # block 7 is in no one's cache
+    assert idx.match([1, 2, 3], max_blocks=2) == {"a:1": (2, 2.0)}
+    assert idx.match([1]) == {"a:1": (1, 1.0)}
+    idx.apply("a:1", 1, _batch(_stored([4]), _stored([7], medium="CPU")))
+    assert idx.match([1, 2, 3, 4, 7, 5, 6, 8]) == {"a:1": (7, 1.0 + 1.0 + 0.8 + 1.0 + 0.8 + 1.0 + 1.0)}
+
+
 def test_unknown_medium_uses_default_weight():
     idx = PrecisePrefixIndex(default_weight=0.25)
     idx.apply("a:1", 0, _batch(_stored([1], medium="lmcache")))

@@ -65,7 +65,9 @@ def _merge(acc: dict, out, times) -> None:
         cur["block_hashes"], cur["block_ids"] = out.block_hashes, out.block_ids
 
 
-def _drive(make, work, mode: str, piece: int | None = None, flush: bool = False, stop_on_finish: bool = False):
+def _drive(
+    make, work, mode: str, piece: int | None = None, flush: bool = False, stop_on_finish: bool = False, tokens=True
+):
     eng, hook = make()
     t = 0.0
     acc: dict = {}
@@ -89,7 +91,7 @@ def _drive(make, work, mode: str, piece: int | None = None, flush: bool = False,
                 t = te
         else:
             while eng.has_unfinished() and t < ta and not stalled and steps < 200_000:
-                ff = eng.fast_forward(t, ta, max_steps=piece, flush=flush, stop_on_finish=stop_on_finish)
+                ff = eng.fast_forward(t, ta, max_steps=piece, flush=flush, stop_on_finish=stop_on_finish, tokens=tokens)
                 fins = [o.token_times[-1] for o in ff.outputs if o.finished]
                 if stop_on_finish:  # it stops at the first step that finishes something
                     assert not fins or (len(set(fins)) == 1 and fins[0] == ff.end_s)
@@ -122,11 +124,25 @@ def _drive(make, work, mode: str, piece: int | None = None, flush: bool = False,
     return acc, events, ev_times, eng.stats(), t, tiers
 
 
-def _same(make, work, piece=None, mode="ff", flush=False, stop_on_finish=False) -> None:
+def _ends(acc: dict) -> dict:
+    """What `tokens=False` keeps of each request's outputs: its first and last token times, counters, finish."""
+    return {
+        rid: {
+            **{k: v for k, v in cur.items() if k not in ("tokens", "times")},
+            "span": (cur["times"][0], cur["times"][-1]),
+        }
+        for rid, cur in acc.items()
+    }
+
+
+def _same(make, work, piece=None, mode="ff", flush=False, stop_on_finish=False, tokens=True) -> None:
     ref = _drive(make, work, "step")
-    got = _drive(make, work, mode, piece, flush, stop_on_finish)
+    got = _drive(make, work, mode, piece, flush, stop_on_finish, tokens)
     acc_r, ev_r, evt_r, st_r, t_r, tiers_r = ref
     acc_g, ev_g, evt_g, st_g, t_g, tiers_g = got
+    if not tokens:  # requests still running at the end report nothing: every one here finishes
+        acc_r, acc_g = _ends(acc_r), _ends(acc_g)
+        assert all(cur["finished"] for cur in acc_g.values())
     assert acc_g.keys() == acc_r.keys()
     for rid in acc_r:
         assert acc_g[rid] == acc_r[rid], rid  # token ids, per-token times (bit-exact), finish, counters
@@ -227,6 +243,26 @@ def test_fast_forward_matches_steps_with_cpu_tier():
     assert _drive(make, work, "step")[5][0].hit_tokens_cpu > 0  # the tier is exercised
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_forward_without_tokens_keeps_first_and_finish_times_events_and_stats(seed):
+    """`tokens=False` (the planner's): lazy decodes' tokens go unreported, nothing else changes — every
+    request's first and finish times and counters, the KV events, the stats, the engine's end time."""
+    lat = LatencyModel.from_names("H100", "Llama-3.1-8B", jitter=0.05 * (seed % 2))
+    make = _engine(
+        num_gpu_blocks=60 + 40 * seed,
+        block_size=8,
+        max_num_seqs=16,
+        vocab_size=90,
+        eos_token_id=9,
+        seed=seed,
+        latency=lat,
+    )
+    work = _workload(20 + seed, 50, bs=8, rate=40.0, pd=seed >= 2)
+    _same(make, work, piece=(None, 3)[seed % 2], stop_on_finish=seed == 3, tokens=False)
+    acc = _drive(make, work, "ff", tokens=False)[0]
+    assert sum(len(c["tokens"]) for c in acc.values()) < sum(c["num_output_tokens"] for c in acc.values()) / 2
+
+
 def test_fast_forward_does_decode_steps_in_one_call_and_reports_token_times():
     eng = SimEngine(EngineConfig(seed=0))
     eng.add_request(EngineRequest("a", list(range(1, 40)), 50, ignore_eos=True))
@@ -300,3 +336,43 @@ def test_fast_forward_matches_steps_on_random_configs(seed):
         flush=rng.random() < 0.3,
         stop_on_finish=rng.random() < 0.3,
     )
+
+
+def _continuations(seed: int, cfg: dict):
+    """Requests and, each shortly after, one whose prompt continues it with its own output: the follow-up can
+    wait for blocks while a running request's decode fills the very blocks its prompt hits."""
+    rng = random.Random(seed)
+    bs = cfg["block_size"]
+    out, t = [], 0.0
+    for i in range(12):
+        prompt = [rng.randrange(1, 400) for _ in range(rng.randint(1, 3) * bs + rng.randint(0, bs - 1))]
+        n = rng.randint(3 * bs, 8 * bs)
+        alone = SimEngine(EngineConfig(**cfg))
+        alone.add_request(EngineRequest("x", prompt, n, ignore_eos=True))
+        said = alone.fast_forward(0.0, INF).outputs[0].new_token_ids
+        t += rng.expovariate(30.0)
+        out.append((t, EngineRequest(f"p{i}", prompt, n, ignore_eos=True, arrival_time=t)))
+        follow = prompt + said[: rng.randint(bs, n)] + [rng.randrange(1, 400) for _ in range(rng.randint(0, bs))]
+        t2 = t + rng.uniform(0.0, 0.05)
+        out.append((t2, EngineRequest(f"c{i}", follow, rng.randint(1, 2 * bs), ignore_eos=True, arrival_time=t2)))
+    return sorted(out, key=lambda x: x[0])
+
+
+def test_waiting_head_unblocked_by_a_decode_filling_its_prompt_block_matches_steps(monkeypatch):
+    """Lazy steps run while the waiting head cannot start; a due decode that caches the head's first missing
+    prompt block may let it start in that very step, which then goes through the scheduler (`begun`)."""
+    from sim_gpu.engine.fast_forward import LazyDecodes
+
+    handed = []
+    real = LazyDecodes.lazy_steps
+
+    def counting(self, *a, **kw):
+        n = real(self, *a, **kw)
+        handed.append(self.begun is not None)
+        return n
+
+    monkeypatch.setattr(LazyDecodes, "lazy_steps", counting)
+    for seed, blocks in ((1, 38), (15, 43), (18, 41), (25, 54), (3, 45), (7, 50)):
+        cfg = dict(num_gpu_blocks=blocks, block_size=4, max_num_seqs=16, max_num_batched_tokens=64, seed=seed)
+        _same(_engine(**cfg, vocab_size=400), _continuations(seed, {**cfg, "vocab_size": 400}))
+    assert sum(handed) >= 3  # the hand-over did happen (without it these runs differ from the step loop)
