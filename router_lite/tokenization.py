@@ -450,7 +450,8 @@ class RequestTokenizer:
     ) -> tuple[list[int], list[MMItem]]:
         """A chat's prompt token ids with each image / video / audio part as its placeholder tokens, and the
         items' (identifier, offset, count): what the pods' block hashes include, so the router's must too."""
-        assert self.tokenizer is not None
+        if self.tokenizer is None:
+            raise TokenizationError("no tokenizer configured")
         marked, items = extract(messages)
         if not items:
             return await self.tokenizer.encode_chat(model, messages, options), []
