@@ -398,7 +398,7 @@ class FsTier:
         allocation, and on a thin-provisioned or discard-mounted disk the free-then-allocate cycle of unlink
         and create ran 2-9x slower than rewriting in place (bench/bench_kvtiers.py (c)). To readers it is gone
         either way; one that opened it before sees a changed file, which fails its checksum and is read again."""
-        if len(self._spares) < self.spare_files and self._paused_at is None:
+        if len(self._spares) < self.spare_files and self._paused_at is None and _own_file(path):
             spare = self.root / f"{_TMP_PREFIX}spare.{os.getpid()}.{secrets.token_hex(4)}"
             try:
                 os.rename(path, spare)
@@ -556,3 +556,14 @@ def _remove_quietly(path: Path) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _own_file(path: Path) -> bool:
+    """Whether this process's user owns `path`: only such a file is set aside for rewriting (a shared tier
+    directory may hold another pod's files, which renaming allows but reopening for writing does not)."""
+    if not hasattr(os, "geteuid"):
+        return True
+    try:
+        return os.stat(path).st_uid == os.geteuid()
+    except OSError:
+        return False

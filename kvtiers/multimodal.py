@@ -94,13 +94,13 @@ def extract(messages: Any) -> tuple[Any, list[MMInput]]:
     for i, m in enumerate(messages):
         content = m.get("content") if isinstance(m, dict) else None
         if not isinstance(content, list) or not any(
-            isinstance(p, dict) and p.get("type") in PART_KINDS for p in content
+            isinstance(p, dict) and isinstance(p.get("type"), str) and p["type"] in PART_KINDS for p in content
         ):
             out.append(m)
             continue
         parts = []
         for j, p in enumerate(content):
-            if isinstance(p, dict) and p.get("type") in PART_KINDS:
+            if isinstance(p, dict) and isinstance(p.get("type"), str) and p["type"] in PART_KINDS:
                 items.append(_item(p, f"messages[{i}].content[{j}]"))
                 parts.append({"type": "text", "text": MARKER})
             else:
@@ -147,21 +147,39 @@ def expand_with(
 
 
 def locate(ids: list[int], items: list[MMInput]) -> list[MMItem] | None:
-    """Where a prompt already expanded by an engine (its `/tokenize` answer) holds `items`: each item is the next
-    run of at least its count of one repeated token, taken in prompt order (adjacent items share a run).
-    None when the prompt does not hold them all."""
+    """Where a prompt already expanded by an engine (its `/tokenize` answer) holds `items`, in prompt order: each
+    run of one repeated token that holds exactly the next item(s) (adjacent items share a run), every run of the
+    same placeholder token. None when the prompt does not hold them all that way (hashes would be wrong)."""
+    if not items:
+        return []
+    shortest = min(item.num_tokens for item in items)
+    runs: list[tuple[int, int, int]] = []  # (start, length, token) of runs at least as long as the shortest item
+    j, n = 0, len(ids)
+    while j < n:
+        end = j
+        while end < n and ids[end] == ids[j]:
+            end += 1
+        if end - j >= shortest:
+            runs.append((j, end - j, ids[j]))
+        j = end
     spans: list[MMItem] = []
-    i, n = 0, len(ids)
-    for item in items:
-        while i < n:
-            j = i
-            while j < n and ids[j] == ids[i]:
-                j += 1
-            if j - i >= item.num_tokens:
-                break
-            i = j
-        if i + item.num_tokens > n:
-            return None
-        spans.append((item.identifier, i, item.num_tokens))
-        i += item.num_tokens
-    return spans
+    k, placeholder = 0, None
+    for start, length, token in runs:
+        if k == len(items):
+            break
+        if placeholder is not None and token != placeholder:
+            continue  # repeated text, not an item
+        total, end = 0, k
+        while end < len(items) and total < length:
+            total += items[end].num_tokens
+            end += 1
+        if total != length:
+            if placeholder is not None:
+                return None  # the placeholder's run does not hold whole items: the counts disagree
+            continue
+        offset = start
+        for item in items[k:end]:
+            spans.append((item.identifier, offset, item.num_tokens))
+            offset += item.num_tokens
+        k, placeholder = end, token
+    return spans if k == len(items) else None

@@ -29,6 +29,8 @@ from router_lite.types import Endpoint
 
 SPEED_LABEL = "llmd.ai/relative-speed"
 GROUP_LABEL = "llm-d.ai/pool"
+MIN_TTFT_S = 1e-3  # a fitted TTFT below this is the line's extrapolation, not a pod that fast
+MIN_SPEED = 0.01  # no candidate is scored as more than 100x slower than the fastest (no division by ~0)
 MIN_SAMPLES = 40  # first tokens a pod's line must have seen before its speed is read off it (12: ~20% noise)
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def relative_speeds(
         speeds = _learned(endpoints, measured, work, group_label)
     top = max(speeds.values(), default=1.0)
     band = top / (1.0 + tolerance)
-    return {k: 1.0 if v >= band else v / top for k, v in speeds.items()}
+    return {k: 1.0 if v >= band else max(MIN_SPEED, v / top) for k, v in speeds.items()}
 
 
 def _learned(endpoints: Sequence[Endpoint], measured: SpeedSource, work: int, group_label: str) -> dict[str, float]:
@@ -91,8 +93,8 @@ def _learned(endpoints: Sequence[Endpoint], measured: SpeedSource, work: int, gr
     for name, keys in pools.items():
         decoding = sum(measured.load(k).decoding for k in keys) / len(keys)
         ttft = _positive(measured.fitted_ttft_s(k, work, decoding, MIN_SAMPLES) for k in keys)
-        if ttft:
-            fitted[name] = 1.0 / statistics.median(ttft)
+        if ttft:  # a line fitted with a negative intercept can predict ~0 s for little work: floor it
+            fitted[name] = 1.0 / max(MIN_TTFT_S, statistics.median(ttft))
         rate = _positive(measured.prefill_rate(k) for k in keys)
         if rate:
             rates[name] = statistics.median(rate)

@@ -185,6 +185,7 @@ def plan_command(
         highlight=False,
     )
     slo = SLO(2.0 if slo_ttft is None else slo_ttft, 0.1 if slo_itl is None else slo_itl)
+    _out_dir(out)
     try:
         with Progress(
             TextColumn("{task.description}"),
@@ -294,6 +295,16 @@ def plan_command(
         con.print(f"wrote {f}", highlight=False)
 
 
+def _out_dir(out: Optional[Path]) -> None:
+    """Create --out before a run of minutes, so an unwritable path fails at once in one line, not after."""
+    if out is None:
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(f"--out {out}: cannot create the directory ({exc.strerror or exc})", 2) from None
+
+
 def _plan_epd(
     scenario: str,
     policies: Optional[str],
@@ -321,6 +332,10 @@ def _plan_epd(
     names = [p.strip() for p in (policies or ",".join(sc.deployments)).split(",") if p.strip()]
     if decisions < 0:
         raise fail(f"--decisions: expected an integer >= 0, got {decisions}", 2)
+    for flag, value in (("--slo-ttft", slo_ttft), ("--slo-itl", slo_itl)):
+        if value is not None and not value > 0:
+            raise fail(f"{flag}: expected seconds > 0, got {value:g}", 2)
+    _out_dir(out)
     err = Console(stderr=True)
     err.print(f"[bold]plan[/bold] {sc.description}", highlight=False)
     try:
@@ -342,9 +357,13 @@ def _plan_epd(
             )
     except ValueError as exc:
         raise fail(str(exc), 2) from None
-    if out is not None:
-        doc["files"] = [str(report.plot_epd(doc, out / "plan_epd.png"))]
-        doc["files"].insert(0, str(report.write_json(out / "plan.json", doc)))
+    if out is not None:  # the JSON first: a plot that cannot be written loses no result
+        doc["files"] = [str(out / "plan.json"), str(out / "plan_epd.png")]
+        try:
+            report.write_json(out / "plan.json", doc)
+            report.plot_epd(doc, out / "plan_epd.png")
+        except OSError as exc:
+            raise fail(f"--out {out}: cannot write ({exc.strerror or exc})", 1) from None
     if as_json:
         typer.echo(json.dumps(doc, indent=2, default=str))
         return

@@ -34,6 +34,7 @@ MANAGER = "llmdctl"
 STACK_LABEL = "llmd.ai/stack"
 POOL_LABEL = "llmd.ai/pool"
 ROLE_LABEL = "llm-d.ai/role"
+POOL_GROUP_LABEL = "llm-d.ai/pool"  # the router's per-pool grouping (speed learning), as local stacks label pods
 SERVING_LABEL = "llm-d.ai/inferenceServing"
 MODEL_LABEL = "llm-d.ai/model"
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -278,7 +279,7 @@ def model_server_objects(
     name = dns_label(f"{stack}-{pool.name}", 50)
     selector = {STACK_LABEL: stack, POOL_LABEL: dns_label(pool.name)}
     for key, value in pool.labels.items():
-        if key in (STACK_LABEL, POOL_LABEL, SERVING_LABEL, ROLE_LABEL, MANAGED_BY):
+        if key in (STACK_LABEL, POOL_LABEL, POOL_GROUP_LABEL, SERVING_LABEL, ROLE_LABEL, MANAGED_BY):
             raise RenderError(f"pools[{pool.name}].labels: {key!r} is set by llmdctl; remove it")
     pod_labels = {
         **pool.labels,
@@ -289,6 +290,7 @@ def model_server_objects(
         SERVING_LABEL: "true",
         MODEL_LABEL: label_value(profile.model),
         ROLE_LABEL: pool.role,
+        POOL_GROUP_LABEL: dns_label(pool.name),
     }
     dp = max(1, pool.data_parallel_size)
     env: list[dict[str, Any]] = [

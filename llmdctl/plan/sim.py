@@ -153,7 +153,7 @@ def prompt_digests(engine: SimEngine, llm: LLMRequest) -> list[bytes] | None:
     skips hashing the prompt again); None and the engine hashes it itself. Both planners hand them over."""
     dig = llm.state.get(BLOCK_DIGESTS)
     if dig is None or llm.cache_salt or llm.lora_name or engine.config.lora_name or llm.multimodal:
-        return None  # (the router hashes without multimodal extra keys, as it does live)
+        return None  # multimodal prompts: the engine hashes them itself (cheap next to their encoder leg)
     h = engine.hasher
     return dig[1] if dig[0] == (h.block_size, h.algo, h.seed) else None
 

@@ -102,3 +102,19 @@ def test_two_stacks_in_one_namespace_do_not_select_each_other():
     for dep in b.by_kind("Deployment"):
         labels = dep["spec"]["template"]["metadata"]["labels"]
         assert not all(labels.get(k) == v for k, v in pool_a.items())
+
+
+def test_model_server_pods_carry_the_label_the_router_groups_speeds_by():
+    """A pool's pods learn one speed together (router_lite.speeds pools the TTFT fits by this label): on a
+    cluster as on a local stack, every model-server pod carries its pool's name under it."""
+    from llmdctl.k8s.render import POOL_GROUP_LABEL
+    from router_lite.speeds import GROUP_LABEL
+
+    assert POOL_GROUP_LABEL == GROUP_LABEL
+    rendered = render(load_profile("heterogeneous"), RenderOptions())
+    pools = set()
+    for dep in rendered.by_kind("Deployment"):
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        if labels.get("app.kubernetes.io/component") == "model-server":
+            pools.add(labels[GROUP_LABEL])
+    assert pools == {p.name for p in load_profile("heterogeneous").pools}

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 _SYS_CACHESTAT = 451  # the same number on every architecture (syscalls added since 5.1 share one table)
+MEMORY_FILESYSTEMS = {"tmpfs", "ramfs"}
 
 
 class _Range(ctypes.Structure):
@@ -25,6 +26,8 @@ def page_state(path: str | os.PathLike[str]) -> dict[str, int]:
     cannot tell (not Linux, or older than 6.5)."""
     if not sys.platform.startswith("linux"):
         pytest.skip("cachestat is Linux-only: page-cache state cannot be observed here")
+    if _fstype(path) in MEMORY_FILESYSTEMS:
+        pytest.skip(f"{path} is on a memory filesystem: its pages are never written back or evicted to a disk")
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -48,3 +51,25 @@ def drop(path: str | os.PathLike[str]) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
+
+
+def _fstype(path: str | os.PathLike[str]) -> str:
+    """The type of the filesystem holding `path` (its longest mount point prefix)."""
+    import psutil
+
+    real = os.path.realpath(path)
+    best, kind = "", ""
+    for part in psutil.disk_partitions(all=True):
+        mount = part.mountpoint.rstrip("/") or "/"
+        if (real == mount or real.startswith(mount + "/") or mount == "/") and len(mount) > len(best):
+            best, kind = mount, part.fstype
+    return kind
+
+
+def dirty_or_skip(path: str | os.PathLike[str]) -> int:
+    """Dirty pages of a file just written; skips when the kernel's write-back took them first (a busy machine
+    starts it early), since then there is nothing dirty left to observe."""
+    dirty = page_state(path)["dirty"]
+    if dirty == 0:
+        pytest.skip("the kernel wrote the file back before it could be observed dirty")
+    return dirty

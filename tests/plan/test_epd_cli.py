@@ -64,3 +64,14 @@ def test_epd_rejects_sweep_flags_in_one_line() -> None:
     assert r.returncode == 2 and "aggregated, e-pd, pd, epd" in r.stderr and "Traceback" not in r.stderr
     r = _plan("small", "--decisions", "2")
     assert r.returncode == 2 and "--decisions" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_unwritable_out_or_a_bad_slo_fails_at_once_in_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for scenario in ("epd", "small"):
+        r = _plan(scenario, "--out", str(blocker / "results"), "--time-scale", "0.01")
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-800:]
+        assert "--out" in r.stderr and "cannot create the directory" in r.stderr
+    r = _plan("epd", "--slo-ttft", "-1")
+    assert r.returncode == 2 and "--slo-ttft: expected seconds > 0" in r.stderr and "Traceback" not in r.stderr

@@ -75,3 +75,13 @@ def test_approximate_prefix_scorer_tells_two_images_apart():
     assert all(x != y for x, y in zip(ha[first_image_block:], hb[first_image_block:]))
     plain = LazyBlockHashes("m", a.prompt_token_ids, 16, 256).all()
     assert plain == LazyBlockHashes("m", b.prompt_token_ids, 16, 256).all()  # what it hashed before: one prefix
+
+
+def test_locate_takes_only_whole_items_on_one_placeholder():
+    ph, text = 99, [5, 6, 7, 8]
+    one, two = MMInput("image", "a", 4), MMInput("image", "b", 6)
+    prompt = text + [3, 3, 3, 3, 3] + text + [ph] * 10 + text  # a run of repeated text before the images
+    assert locate(prompt, [one, two]) == [("a", 13, 4), ("b", 17, 6)]
+    assert locate(text + [ph] * 12 + text, [one, two]) is None  # the router counts 10, the engine expanded 12
+    assert locate(text + [ph] * 4 + text + [7] * 6 + text, [one, two]) is None  # the second run is not the placeholder
+    assert locate(text, []) == []

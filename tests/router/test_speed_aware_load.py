@@ -184,3 +184,25 @@ def test_planner_equal_pods_get_exactly_the_blind_decisions():
     blind, _, _ = _run(pools, False, 40.0, shared)
     key = [(r.request_id, r.endpoint, r.first_token) for r in aware.records]
     assert len(key) > 1000 and key == [(r.request_id, r.endpoint, r.first_token) for r in blind.records]
+
+
+def test_a_line_predicting_almost_nothing_does_not_zero_every_other_pod():
+    """A fitted line can extrapolate to ~0 s for little work (negative intercept): the fitted TTFT is floored
+    at 1 ms and no speed falls below 0.01, so scores stay finite and other pods keep a share."""
+    ctx = PluginContext(indexes=PrefixIndexes(), rng=random.Random(0))
+    _, aware = _scorers(ctx)
+    clock = Clock()
+    t = ctx.inflight
+    t.clock = clock
+    a, b = _ep(1, "steep"), _ep(2, "flat")
+    for i in range(48):  # steep: 0.2 s per 1000 tokens less 0.1999 s -> a 0.1 ms TTFT at 1000 tokens
+        work = (1000, 2000, 4000)[i % 3]
+        t.dispatch(f"s{i}", a.key, work)
+        clock.t += 0.2 * work / 1000 - 0.1999
+        t.first_token(f"s{i}", a.key)
+        t.finish(f"s{i}", a.key)
+    _teach(t, clock, b.key, 0.050)  # flat: 55 ms at 1000 tokens
+    speeds = relative_speeds([a, b], t, work=1000)
+    assert speeds[a.key] == 1.0 and speeds[b.key] == pytest.approx(0.001 / 0.055, rel=0.1)  # floored at 1 ms
+    scores = aware.score(req("r", tokens=list(range(1000))), [a, b])
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
