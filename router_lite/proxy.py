@@ -566,10 +566,9 @@ class PrefillError(Exception):
         self.failure = Failure(kind, message, status)
 
 
-def prefill_body(body: dict[str, Any], kind: str) -> dict[str, Any]:
-    """The prefill request as llm-d's decode sidecar builds it: one token, no streaming, remote decode."""
+def _one_token(body: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A copy of `body` asking for one token, not streamed (the legs before the decode)."""
     out = dict(body)
-    out["kv_transfer_params"] = dict(PREFILL_KV_PARAMS)
     out["max_tokens"] = 1
     out["stream"] = False
     out.pop("stream_options", None)
@@ -578,15 +577,17 @@ def prefill_body(body: dict[str, Any], kind: str) -> dict[str, Any]:
     return out
 
 
+def prefill_body(body: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The prefill request as llm-d's decode sidecar builds it: one token, no streaming, remote decode."""
+    out = _one_token(body, kind)
+    out["kv_transfer_params"] = dict(PREFILL_KV_PARAMS)
+    return out
+
+
 def encode_body(body: dict[str, Any], kind: str) -> dict[str, Any]:
     """The encode request (E/P/D): the same messages to the encoder pod, one token, no streaming."""
-    out = dict(body)
+    out = _one_token(body, kind)
     out.pop("kv_transfer_params", None)
-    out["max_tokens"] = 1
-    out["stream"] = False
-    out.pop("stream_options", None)
-    if kind == "chat":
-        out["max_completion_tokens"] = 1
     return out
 
 

@@ -152,8 +152,8 @@ def prompt_digests(engine: SimEngine, llm: LLMRequest) -> list[bytes] | None:
     """The router's digests of the prompt when the engine hashes with the same setting and extra keys (it then
     skips hashing the prompt again); None and the engine hashes it itself. Both planners hand them over."""
     dig = llm.state.get(BLOCK_DIGESTS)
-    if dig is None or llm.cache_salt or llm.lora_name or engine.config.lora_name or llm.multimodal:
-        return None  # multimodal prompts: the engine hashes them itself (cheap next to their encoder leg)
+    if dig is None or llm.cache_salt or llm.lora_name or engine.config.lora_name:
+        return None
     h = engine.hasher
     return dig[1] if dig[0] == (h.block_size, h.algo, h.seed) else None
 

@@ -12,6 +12,7 @@ from llmdctl.bench.workloads import WorkloadSpec
 from llmdctl.plan.presets import SMALL, policy_configs
 from llmdctl.plan.run import workload_and_arrivals
 from llmdctl.plan.sim import PlanConfig, PoolPlan, simulate
+from tests.helpers_configs import token_load_router
 
 # Over-subscribed: 12 groups' 1 k-token prefixes do not fit in one pod, so prefix locality, queueing and KV
 # pressure (preemptions) all show up in the timings.
@@ -79,25 +80,7 @@ def test_fast_forward_matches_step_driving_for_in_flight_load_scorers(speed_awar
         dataclasses.replace(POOL, name="h100", replicas=2),
         dataclasses.replace(POOL, name="a100", replicas=2, hardware="A100"),
     ]
-    router = {
-        "plugins": [
-            {"type": "precise-prefix-cache-scorer"},
-            {"type": "inflight-load-producer"},
-            {"type": "token-load-scorer", "parameters": {"queueThresholdTokens": 65536, "speedAware": speed_aware}},
-            {"type": "max-score-picker"},
-        ],
-        "schedulingProfiles": [
-            {
-                "name": "default",
-                "plugins": [
-                    {"pluginRef": "token-load-scorer", "weight": 3},
-                    {"pluginRef": "precise-prefix-cache-scorer", "weight": 1},
-                    {"pluginRef": "max-score-picker"},
-                ],
-            }
-        ],
-    }
-    cfg = PlanConfig(pools, router, name="inflight", seed=5)
+    cfg = PlanConfig(pools, token_load_router(speed_aware), name="inflight", seed=5)
     reqs, arr = workload_and_arrivals(WORKLOAD, [Stage(20.0, 4.0)], seed=5)
     a, b = simulate(cfg, reqs, arr, drive="step"), simulate(cfg, reqs, arr, drive="fast")
     key = lambda r: (r.request_id, r.endpoint, r.first_token, r.finished)  # noqa: E731

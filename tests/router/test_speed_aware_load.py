@@ -21,6 +21,7 @@ from router_lite.prefix import PrefixIndexes
 from router_lite.registry import ConfigError
 from router_lite.speeds import SPEED_LABEL, relative_speeds
 from router_lite.types import Endpoint
+from tests.helpers_configs import token_load_router
 from tests.router.test_scorers import Clock, make, req
 
 
@@ -125,30 +126,9 @@ POOL = PoolPlan(replicas=1, hardware="H100", max_model_len=4096)
 COLD = WorkloadSpec(kind="random", input_len=2048, output_len=16, seed=1)  # no reuse: every request is work
 
 
-def _router(aware: bool) -> dict:
-    return {
-        "plugins": [
-            {"type": "precise-prefix-cache-scorer"},
-            {"type": "inflight-load-producer"},
-            {"type": "token-load-scorer", "parameters": {"queueThresholdTokens": 65536, "speedAware": aware}},
-            {"type": "max-score-picker"},
-        ],
-        "schedulingProfiles": [
-            {
-                "name": "default",
-                "plugins": [
-                    {"pluginRef": "token-load-scorer", "weight": 3},
-                    {"pluginRef": "precise-prefix-cache-scorer", "weight": 1},
-                    {"pluginRef": "max-score-picker"},
-                ],
-            }
-        ],
-    }
-
-
 def _run(pools: list[PoolPlan], aware: bool, rate: float, workload: WorkloadSpec = COLD):
     reqs, arrivals = workload_and_arrivals(workload, [Stage(rate, 30.0)], seed=1)
-    res = simulate(PlanConfig(pools, _router(aware), seed=1), reqs, arrivals)
+    res = simulate(PlanConfig(pools, token_load_router(aware), seed=1), reqs, arrivals)
     shares = collections.Counter(r.endpoint.rsplit("-", 1)[0] for r in res.records)
     ttfts = [r.ttft for r in res.records if r.ttft is not None]
     return res, shares, sum(ttfts) / len(ttfts)
