@@ -6,10 +6,13 @@
                                                        # fit on the fit shapes from scratch, score the held-out ones
     python bench/sim_accuracy.py --leave-one-out       # fit on all shapes but one, score that one; every shape
     [--traces tests/fixtures/vllm_traces] [--shapes a,b,...] [--json out.json]
+    [--repeats tests/fixtures/vllm_traces/repeats]     # second recordings: the real engine's run-to-run error
 
 Traces are recorded by bench/record_vllm_traces.py (real vLLM 0.32 CPU, the `small` tiny model). Errors are
 |sim - real| / real per request, TTFT and end-to-end, median and p90 per shape; `fit`/`held-out` says whether
-the profile that produced the row was fitted on that shape.
+the profile that produced the row was fitted on that shape. With second recordings of some shapes (`--repeats`,
+recorded later by the same script) it also prints how far the real engine is from itself, request by request,
+beside the simulator's error against each recording: a per-request error below that floor is not meaningful.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sim_gpu.hw_profiles import load_hardware  # noqa: E402
-from sim_gpu.replay import ReplayScore, replay_score, trace_latency  # noqa: E402
+from sim_gpu.replay import ReplayScore, as_prediction, replay_score, score, trace_latency  # noqa: E402
 from sim_gpu.trace_fit import FIT_SHAPES, fit, profile_doc  # noqa: E402
 from sim_gpu.traces import Trace  # noqa: E402
 
 DEFAULT_TRACES = REPO / "tests" / "fixtures" / "vllm_traces"
+DEFAULT_REPEATS = DEFAULT_TRACES / "repeats"
 
 
 def say(msg: str) -> None:
@@ -59,6 +63,29 @@ def print_table(rows: list[tuple[str, ReplayScore]], title: str) -> None:
         )
 
 
+def run_to_run(traces: dict[str, Trace], repeats: dict[str, Trace], latency: Any) -> list[dict[str, Any]]:
+    """Per shape with a second recording: real vs real, and the simulator against each recording."""
+    out = []
+    print("\nrun to run: a second recording of each shape (same script, same machine, hours later)")
+    print(
+        f"{'shape':13s} {'n':>4s} {'real vs real TTFT med/p90':>26s} {'E2E med/p90':>12s} "
+        f"{'sim vs 1st TTFT/E2E med':>24s} {'sim vs 2nd TTFT/E2E med':>24s}"
+    )
+    for name, second in repeats.items():
+        first = traces.get(name)
+        if first is None:
+            continue
+        real = score(first, as_prediction(second))
+        sim1, sim2 = replay_score(first, latency), replay_score(second, latency)
+        print(
+            f"{name:13s} {real.n:4d} {real.ttft_median:17.1%} / {real.ttft_p90:4.0%} {real.e2e_median:5.1%} / "
+            f"{real.e2e_p90:4.0%} {sim1.ttft_median:14.1%} / {sim1.e2e_median:5.1%} "
+            f"{sim2.ttft_median:15.1%} / {sim2.e2e_median:5.1%}"
+        )
+        out.append({"shape": name, "real_vs_real": real.row(), "sim_vs_first": sim1.row(), "sim_vs_second": sim2.row()})
+    return out
+
+
 def write_profile(base: str, values: dict[str, float], path: Path, note: str) -> None:
     """The `base` hardware profile's YAML with the fitted hardware fields and coefficients in place."""
     doc = profile_doc(load_hardware(base), values, description=note)
@@ -76,6 +103,11 @@ def main() -> int:
     ap.add_argument("--write-profile", help="with --fit: write the fitted hardware profile here")
     ap.add_argument("--max-evaluations", type=int, default=800)
     ap.add_argument("--json", help="write the figures as JSON here")
+    ap.add_argument(
+        "--repeats",
+        default=str(DEFAULT_REPEATS),
+        help="folder of second recordings of some shapes (default: the fixtures'; '' for none)",
+    )
     args = ap.parse_args()
     traces = load_traces(Path(args.traces))
     if args.shapes:
@@ -123,6 +155,9 @@ def main() -> int:
         rows = [("fit" if k in FIT_SHAPES else "held-out", replay_score(t, latency)) for k, t in traces.items()]
         doc["rows"] = [{"set": label, **s.row()} for label, s in rows]
         print_table(rows, f"replayed with hardware profile {args.hardware!r}")
+        if args.repeats and Path(args.repeats).is_dir():
+            repeats = {k: v for k, v in load_traces(Path(args.repeats)).items() if k in traces}
+            doc["run_to_run"] = run_to_run(traces, repeats, latency)
     if args.json:
         Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
     return 0

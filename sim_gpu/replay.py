@@ -205,3 +205,13 @@ def score(trace: Trace, predicted: dict[str, Predicted]) -> ReplayScore:
 
 def replay_score(trace: Trace, latency: LatencyModel) -> ReplayScore:
     return score(trace, replay(trace, latency))
+
+
+def as_prediction(repeat: Trace) -> dict[str, Predicted]:
+    """A second recording of the same shape in the form of a prediction, so `score(first, as_prediction(second))`
+    is the real engine's own run-to-run error: the floor under any simulator's per-request error."""
+    return {
+        r.id: Predicted(r.arrival, r.chunk_times[0], r.arrival + r.e2e, r.cached_tokens or 0)
+        for r in repeat.requests
+        if r.ok
+    }

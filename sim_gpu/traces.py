@@ -277,6 +277,16 @@ def build_shapes(vocab: int, seed: int = 0) -> dict[str, Shape]:
         (500, 700),
         240,
     )
+    # Appended last so the shapes above keep their tokens (one rng, drawn in order).
+    segs, reqs = {}, []
+    for w in range(4):
+        for j in range(8):
+            name = f"w{w}_{j}"
+            segs[name] = _ids(rng, rng.randrange(200, 900), vocab)
+            reqs.append(PlannedRequest([name], 128, round(w * 9.0 + 0.3 * j, 4)))
+    shapes["decode-waves"] = Shape(
+        "decode-waves", "4 waves of 8 unique 200-900-token prompts (0.3 s apart, waves 9 s apart), 128 out", segs, reqs
+    )
     return shapes
 
 
