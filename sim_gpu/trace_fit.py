@@ -43,8 +43,8 @@ START = {
 }
 # The recorded shapes the shipped CPU profile is fitted on; the others are held out and only scored.
 FIT_SHAPES = ("short-many", "long-prefix", "burst", "two-pods-b")
-# decode-waves was recorded after the fit (like preemption): held out in time as well as in shape.
-HELDOUT_SHAPES = ("kv-pressure", "mixed-output", "preemption", "decode-waves", "two-pods")
+# decode-waves and two-pods-light were recorded after the fit (like preemption): held out in time as well.
+HELDOUT_SHAPES = ("kv-pressure", "mixed-output", "preemption", "decode-waves", "two-pods", "two-pods-light")
 FLOOR = 1e-9  # every knob stays positive (searched in log space)
 
 

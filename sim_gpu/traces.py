@@ -287,6 +287,21 @@ def build_shapes(vocab: int, seed: int = 0) -> dict[str, Shape]:
     shapes["decode-waves"] = Shape(
         "decode-waves", "4 waves of 8 unique 200-900-token prompts (0.3 s apart, waves 9 s apart), 128 out", segs, reqs
     )
+    # Two pods at a load where they are seldom busy at once: on a host with fewer cores than engines plus
+    # serving processes, this is the two-pod shape whose timing is the pods' own (two-pods measures the host).
+    shapes["two-pods-light"] = _grouped(
+        "two-pods-light",
+        "2 pods behind the router: 8 groups x 768 prefix + 32 own, 1 QPS, 16 out",
+        rng,
+        vocab,
+        8,
+        768,
+        32,
+        40,
+        1.0,
+        16,
+        True,
+    )
     return shapes
 
 

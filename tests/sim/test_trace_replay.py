@@ -16,8 +16,9 @@ from sim_gpu.trace_fit import FIT_SHAPES, FITTED, HELDOUT_SHAPES, fit, with_knob
 from sim_gpu.traces import Trace, TracedRequest, TraceError
 
 TRACES = Path(__file__).resolve().parents[1] / "fixtures" / "vllm_traces"
-REPEATS = TRACES / "repeats"  # second recordings of the single-pod shapes (same script, same machine, later)
-SINGLE_POD_HELDOUT = [s for s in HELDOUT_SHAPES if s != "two-pods"]
+REPEATS = TRACES / "repeats"  # second recordings of the held-out shapes but two-pods (same script, machine)
+SINGLE_POD_HELDOUT = [s for s in HELDOUT_SHAPES if not s.startswith("two-pods")]
+TWO_POD_HELDOUT = [s for s in HELDOUT_SHAPES if s.startswith("two-pods")]
 
 
 def load(name: str) -> Trace:
@@ -75,10 +76,12 @@ def test_heldout_shapes_replay_closer_to_each_recording_than_the_engine_repeats_
 @pytest.mark.xfail(
     strict=True,
     reason="two CPU pods on a 2-core host slow each other (pinned engines + API servers + router + client on 2"
-    " cores); the simulator prices each pod alone (docs/simulator-accuracy.md)",
+    " cores) and differ from themselves run to run (two-pods: medians 3.1x apart; two-pods-light: 21.6% per"
+    " request); the simulator prices each pod alone (docs/simulator-accuracy.md)",
 )
-def test_two_pods_behind_the_router_replay_within_15_percent_median(shipped: LatencyModel) -> None:
-    s = replay_score(load("two-pods"), shipped)
+@pytest.mark.parametrize("shape", TWO_POD_HELDOUT)
+def test_two_pods_behind_the_router_replay_within_15_percent_median(shipped: LatencyModel, shape: str) -> None:
+    s = replay_score(load(shape), shipped)
     assert s.ttft_median <= 0.15 and s.e2e_median <= 0.15, s.row()
 
 
@@ -109,6 +112,7 @@ PINNED_MEDIANS_MS = {
     "two-pods": (45.6, 233.4),
     "preemption": (1897.9, 13357.9),
     "decode-waves": (200.3, 2708.8),
+    "two-pods-light": (45.6, 219.3),
 }
 
 
