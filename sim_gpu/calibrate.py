@@ -1,11 +1,13 @@
 """`sim calibrate`: record traces from a real vLLM server, fit the simulator to some, judge it on the others.
 
 Against one real vLLM pod, record the single-pod workload shapes of `sim_gpu.traces` (long shared prefixes,
-many short requests, KV pressure, mixed output lengths, bursts; token-id prompts, exact output lengths),
-fit the hardware profile's efficiency terms and serving costs on the fit shapes by replaying them through the
-simulated engine (`sim_gpu.trace_fit`), and report the error on the held-out shapes only: the fit shapes'
-error is in-sample and printed as such, never as accuracy. Writes the fitted hardware profile, the model
-profile (from the server's config.json), the recorded traces and calibration.json.
+many short requests, KV pressure, mixed output lengths, bursts, preemption, waves of long decodes; token-id
+prompts, exact output lengths), fit the hardware profile's efficiency terms and serving costs on the fit shapes
+by replaying them through the simulated engine (`sim_gpu.trace_fit`), and report the error on the held-out
+shapes only: the fit shapes' error is in-sample and printed as such, never as accuracy. Optionally the held-out
+shapes are recorded twice and the server's distance from itself is reported beside the simulator's: a
+per-request error under it is noise. Writes the fitted hardware profile, the model profile (from the server's
+config.json), the recorded traces and calibration.json.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class CalibrationResult:
     before: list[dict[str, Any]] = field(default_factory=list)  # held-out shapes with the profile before the fit
     fit_objective: dict[str, float] = field(default_factory=dict)  # mean |log sim/real| on the fit shapes
     skipped: list[str] = field(default_factory=list)  # shapes the server cannot take (prompt over max_model_len)
+    # per held-out shape recorded twice (--repeat-heldout): the server against itself, and the fitted profile
+    # against the second recording (held out in time as well)
+    run_to_run: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,11 +135,15 @@ def calibrate(
     max_num_seqs: int = 256,
     max_evaluations: int = 600,
     say: Say = lambda s: None,
+    repeat_heldout: bool = False,
 ) -> CalibrationResult:
-    """Record the shapes against `url`, fit `hardware` on the fit shapes, score the held-out shapes."""
+    """Record the shapes against `url`, fit `hardware` on the fit shapes, score the held-out shapes.
+
+    `repeat_heldout`: record each held-out shape a second time, to report how far the server is from itself
+    request by request (the floor under any simulator's per-request error on this machine)."""
     from sim_gpu.hw_profiles import ModelProfile, ProfileError, load_hardware
     from sim_gpu.latency import LatencyModel
-    from sim_gpu.replay import replay_score
+    from sim_gpu.replay import as_prediction, replay_score, score
     from sim_gpu.trace_fit import FIT_SHAPES, current_values, fit, objective, profile_doc
     from sim_gpu.traces import build_shapes, record_shape
 
@@ -162,19 +171,25 @@ def calibrate(
     shapes = {k: s for k, s in build_shapes(int(config["vocab_size"]), seed).items() if not s.via_router}
     limit = max_len or 10**9
     skipped = [k for k, s in shapes.items() if max(s.prompt_len(p) + p.max_tokens for p in s.requests) > limit]
-    traces = {}
-    for name, shape in shapes.items():
-        if name in skipped:
-            say(f"skipping {name}: its prompts exceed the server's max_model_len {max_len}")
-            continue
+
+    def record(name: str, file: str) -> Any:
         _reset_prefix_cache(url)
-        say(f"recording {name} ({len(shape.requests)} requests, {shape.description})")
+        shape = shapes[name]
+        say(f"recording {file} ({len(shape.requests)} requests, {shape.description})")
         trace = asyncio.run(record_shape(shape, url, model, [url], server))
         failed = [r for r in trace.requests if not r.ok]
         if failed:
             raise CalibrationError(f"{name}: {len(failed)} requests failed, first: {failed[0].error}")
-        trace.save(out_dir / "traces" / f"{name}.json")
-        traces[name] = trace
+        trace.save(out_dir / "traces" / f"{file}.json")
+        return trace
+
+    traces = {}
+    for name in shapes:
+        if name in skipped:
+            say(f"skipping {name}: its prompts exceed the server's max_model_len {max_len}")
+            continue
+        traces[name] = record(name, name)
+    repeats = {k: record(k, f"{k}-repeat") for k in traces if repeat_heldout and k not in FIT_SHAPES}
     fit_on = [t for k, t in traces.items() if k in FIT_SHAPES]
     held = [t for k, t in traces.items() if k not in FIT_SHAPES]
     if not fit_on or not held:
@@ -206,6 +221,14 @@ def calibrate(
         fit_objective={"before": objective(fit_on, latency), "after": objective(fit_on, written)},
         skipped=skipped,
         files={"hardware": str(hw_path), "model": str(model_path), "traces": str(out_dir / "traces")},
+        run_to_run=[
+            {
+                "shape": k,
+                "real_vs_real": score(traces[k], as_prediction(t)).row(),
+                "sim_vs_repeat": replay_score(t, written).row(),
+            }
+            for k, t in repeats.items()
+        ],
     )
     (out_dir / "calibration.json").write_text(json.dumps(out.to_dict(), indent=2))
     return out
@@ -238,6 +261,13 @@ def report_lines(result: CalibrationResult) -> list[str]:
         lines.append(
             f"held-out {r['shape']} ({r['n']} requests): TTFT error median {r['ttft_median']:.1%} "
             f"p90 {r['ttft_p90']:.1%}; end-to-end median {r['e2e_median']:.1%} p90 {r['e2e_p90']:.1%}{was}"
+        )
+    for r in result.run_to_run:
+        real, sim = r["real_vs_real"], r["sim_vs_repeat"]
+        lines.append(
+            f"held-out {r['shape']} recorded again: the server against itself TTFT median {real['ttft_median']:.1%}, "
+            f"end-to-end median {real['e2e_median']:.1%}; the fitted profile against the second recording "
+            f"{sim['ttft_median']:.1%} / {sim['e2e_median']:.1%}"
         )
     for r in result.fit:
         lines.append(

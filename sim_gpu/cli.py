@@ -276,9 +276,15 @@ def calibrate(
     ),
     max_evaluations: int = typer.Option(600, "--max-evaluations", help="Replays the fit may run (more: closer fit)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the recorded workloads."),
+    repeat_heldout: bool = typer.Option(
+        False,
+        "--repeat-heldout",
+        help="Record each held-out shape twice and report the server's own run-to-run error beside the simulator's "
+        "(~1.5 minutes more).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Record traces from a real vLLM server (--url; ~2 minutes), fit a hardware profile to some of them, and report
+    """Record traces from a real vLLM server (--url; ~3 minutes), fit a hardware profile to some of them, and report
     sim-vs-real TTFT and end-to-end errors on the held-out ones (the fit's own traces are in-sample, not accuracy)."""
     import json
     from pathlib import Path
@@ -301,6 +307,7 @@ def calibrate(
             max_num_seqs=max_num_seqs,
             max_evaluations=max_evaluations,
             say=say,
+            repeat_heldout=repeat_heldout,
         )
     except (CalibrationError, httpx.HTTPError) as exc:
         typer.echo(f"error: {exc}".splitlines()[0], err=True)

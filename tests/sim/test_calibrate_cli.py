@@ -36,6 +36,13 @@ def test_report_puts_heldout_accuracy_first_and_labels_the_fit_as_in_sample():
         before=[{**row, "shape": "kv-pressure", "ttft_median": 0.61, "e2e_median": 0.53}],
         skipped=["long-prefix"],
         files={"hardware": "/o/cpu.yaml", "model": "/o/m.yaml", "traces": "/o/traces"},
+        run_to_run=[
+            {
+                "shape": "kv-pressure",
+                "real_vs_real": {**row, "ttft_median": 0.21, "e2e_median": 0.2},
+                "sim_vs_repeat": {**row, "ttft_median": 0.18, "e2e_median": 0.16},
+            }
+        ],
     )
     lines = report_lines(result)
     assert lines[0] == "fitted cpu: mfu 0.25, request_in_s 0.014"
@@ -43,8 +50,12 @@ def test_report_puts_heldout_accuracy_first_and_labels_the_fit_as_in_sample():
         "held-out kv-pressure (40 requests): TTFT error median 8.0% p90 30.0%; end-to-end median 6.0% p90 20.0%"
         " (before the fit: 61% / 53%)"
     )
-    assert lines[2].startswith("fitted on burst (in-sample, not accuracy): TTFT median 1.0%")
-    assert lines[3] == "skipped long-prefix: its prompts exceed the server's max_model_len"
+    assert lines[2] == (
+        "held-out kv-pressure recorded again: the server against itself TTFT median 21.0%, end-to-end median 20.0%;"
+        " the fitted profile against the second recording 18.0% / 16.0%"
+    )
+    assert lines[3].startswith("fitted on burst (in-sample, not accuracy): TTFT median 1.0%")
+    assert lines[4] == "skipped long-prefix: its prompts exceed the server's max_model_len"
     assert lines[-1] == "use them: llmdctl sim serve --hardware /o/cpu.yaml --model-profile /o/m.yaml"
 
 

@@ -142,6 +142,7 @@ def test_calibration_fits_the_cpu_profile_and_reports_heldout_errors(vllm_pair, 
         seed=1,
         max_evaluations=200,
         say=lambda s: print(s, file=sys.stderr),
+        repeat_heldout=True,
     )
     print("\n".join(report_lines(result)), file=sys.stderr)
     assert load_hardware(result.files["hardware"]).mfu == pytest.approx(result.values["mfu"], rel=1e-3)
@@ -151,3 +152,9 @@ def test_calibration_fits_the_cpu_profile_and_reports_heldout_errors(vllm_pair, 
     assert {r["shape"] for r in result.before} == {r["shape"] for r in result.heldout}
     assert all(0 <= r["e2e_median"] < 10 and 0 <= r["ttft_median"] < 10 for r in result.heldout)
     assert result.fit_objective["after"] <= result.fit_objective["before"] + 1e-3, result.fit_objective
+    # each held-out shape recorded a second time: the server against itself, request by request
+    assert [r["shape"] for r in result.run_to_run] == [r["shape"] for r in result.heldout]
+    for r in result.run_to_run:
+        assert r["real_vs_real"]["n"] == r["sim_vs_repeat"]["n"] > 0
+        assert 0 <= r["real_vs_real"]["ttft_median"] < 10 and 0 <= r["real_vs_real"]["e2e_median"] < 10
+        assert (tmp_path / "traces" / f"{r['shape']}-repeat.json").is_file()
