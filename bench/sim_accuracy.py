@@ -4,6 +4,7 @@
     python bench/sim_accuracy.py --hardware OLD.yaml   # ... with another profile (e.g. the one before a refit)
     python bench/sim_accuracy.py --fit [--write-profile sim_gpu/data/hardware/cpu.yaml]
                                                        # fit on the fit shapes from scratch, score the held-out ones
+    python bench/sim_accuracy.py --fit --fit-repeats   # ... on both recordings of the fit shapes (--repeats)
     python bench/sim_accuracy.py --leave-one-out       # fit on all shapes but one, score that one; every shape
     [--traces tests/fixtures/vllm_traces] [--shapes a,b,...] [--json out.json]
     [--repeats tests/fixtures/vllm_traces/repeats]     # second recordings: the real engine's run-to-run error
@@ -101,6 +102,11 @@ def main() -> int:
     ap.add_argument("--fit", action="store_true", help="fit on the fit shapes, score every shape")
     ap.add_argument("--leave-one-out", action="store_true", help="for each shape: fit on the others, score it")
     ap.add_argument("--write-profile", help="with --fit: write the fitted hardware profile here")
+    ap.add_argument(
+        "--fit-repeats",
+        action="store_true",
+        help="with --fit: fit on the fit shapes' second recordings too, and score the held-out shapes' second ones",
+    )
     ap.add_argument("--max-evaluations", type=int, default=800)
     ap.add_argument("--json", help="write the figures as JSON here")
     ap.add_argument(
@@ -119,6 +125,13 @@ def main() -> int:
     base = next(iter(traces.values()))
     latency = trace_latency(base, args.hardware)
     doc: dict[str, Any] = {"hardware": args.hardware, "traces": str(args.traces)}
+    repeats = (
+        {k: v for k, v in load_traces(Path(args.repeats)).items() if k in traces}
+        if args.repeats and Path(args.repeats).is_dir()
+        else {}
+    )
+    if args.fit_repeats and not repeats:
+        ap.error(f"--fit-repeats: no second recordings in --repeats {args.repeats!r}")
     if args.fit or args.leave_one_out:
         folds = (
             [(name, [t for k, t in traces.items() if k != name]) for name in traces]
@@ -135,13 +148,18 @@ def main() -> int:
                     say(f"  {held or 'fit'}: {n} replays, objective {best:.4f} ({time.monotonic() - t0:.0f}s)")
 
             heldout = [traces[held]] if held else [t for k, t in traces.items() if k not in FIT_SHAPES]
+            n_fit, n_held = len(fit_on), len(heldout)
+            if args.fit_repeats and not held:  # second recordings: fit shapes join the fit, the rest are scored
+                fit_on = fit_on + [repeats[k] for k in FIT_SHAPES if k in repeats]
+                heldout = heldout + [t for k, t in repeats.items() if k not in FIT_SHAPES]
             res = fit(fit_on, latency, heldout, max_evaluations=args.max_evaluations, progress=prog)
             say(f"fold {held or 'fixed split'}: {res.evaluations} replays, {time.monotonic() - t0:.0f}s")
             doc["folds"].append({"heldout": held or None, **res.to_dict()})
             if held:
                 rows.append(("held-out", res.heldout[0]))
             else:
-                rows += [("fit", s) for s in res.fit] + [("held-out", s) for s in res.heldout]
+                rows += [("fit" if i < n_fit else "fit 2nd", s) for i, s in enumerate(res.fit)]
+                rows += [("held-out" if i < n_held else "held 2nd", s) for i, s in enumerate(res.heldout)]
                 print(json.dumps({k: float(f"{v:.4g}") for k, v in res.values.items()}))
                 if args.write_profile:
                     note = (
@@ -155,8 +173,7 @@ def main() -> int:
         rows = [("fit" if k in FIT_SHAPES else "held-out", replay_score(t, latency)) for k, t in traces.items()]
         doc["rows"] = [{"set": label, **s.row()} for label, s in rows]
         print_table(rows, f"replayed with hardware profile {args.hardware!r}")
-        if args.repeats and Path(args.repeats).is_dir():
-            repeats = {k: v for k, v in load_traces(Path(args.repeats)).items() if k in traces}
+        if repeats:
             doc["run_to_run"] = run_to_run(traces, repeats, latency)
     if args.json:
         Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
