@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from sim_gpu.hw_profiles import load_hardware  # noqa: E402
+from sim_gpu.latency import LatencyModel  # noqa: E402
 from sim_gpu.replay import ReplayScore, as_prediction, replay_score, score, trace_latency  # noqa: E402
 from sim_gpu.trace_fit import FIT_SHAPES, fit, profile_doc  # noqa: E402
 from sim_gpu.traces import Trace  # noqa: E402
@@ -64,10 +65,10 @@ def print_table(rows: list[tuple[str, ReplayScore]], title: str) -> None:
         )
 
 
-def run_to_run(traces: dict[str, Trace], repeats: dict[str, Trace], latency: Any) -> list[dict[str, Any]]:
+def run_to_run(traces: dict[str, Trace], repeats: dict[str, Trace], latency: LatencyModel) -> list[dict[str, Any]]:
     """Per shape with a second recording: real vs real, and the simulator against each recording."""
     out = []
-    print("\nrun to run: a second recording of each shape (same script, same machine, hours later)")
+    print("\nrun to run: a second recording of each shape (same script, same machine, recorded later)")
     print(
         f"{'shape':13s} {'n':>4s} {'real vs real TTFT med/p90':>26s} {'E2E med/p90':>12s} "
         f"{'sim vs 1st TTFT/E2E med':>24s} {'sim vs 2nd TTFT/E2E med':>24s}"

@@ -16,7 +16,7 @@ from sim_gpu.trace_fit import FIT_SHAPES, FITTED, HELDOUT_SHAPES, fit, with_knob
 from sim_gpu.traces import Trace, TracedRequest, TraceError
 
 TRACES = Path(__file__).resolve().parents[1] / "fixtures" / "vllm_traces"
-REPEATS = TRACES / "repeats"  # second recordings of the held-out shapes but two-pods (same script, machine)
+REPEATS = TRACES / "repeats"  # second recordings: every single-pod shape and two-pods-light (same script)
 SINGLE_POD_HELDOUT = [s for s in HELDOUT_SHAPES if not s.startswith("two-pods")]
 TWO_POD_HELDOUT = [s for s in HELDOUT_SHAPES if s.startswith("two-pods")]
 
