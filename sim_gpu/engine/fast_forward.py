@@ -411,10 +411,16 @@ class LazyDecodes:
         if d < 0:
             d = 0
         f = r.future
-        if len(f) <= k + d:  # draw a block ahead: fewer, longer draws (the stream is the same either way)
-            f.extend(r.token_stream.take(k + d + 1 - len(f) + bs))
         eos = self.eng._eos
-        if eos is not None and not r.ignore_eos and eos in f:
+        stops = eos is not None and not r.ignore_eos
+        if len(f) <= k + d:
+            # Draw ahead: a block (the EOS scan below reads all of `future`), or, when no EOS can stop it,
+            # every token it can still make — one draw per request (the stream is the same either way).
+            n = k + d + 1 - len(f) + bs
+            if not stops:
+                n = max(n, fin + k + 1 - len(f))
+            f.extend(r.token_stream.take(n))
+        if stops and eos in f:
             j = f.index(eos) - k
             if j < d:
                 d = j

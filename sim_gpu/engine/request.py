@@ -8,6 +8,7 @@ request.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -165,6 +166,16 @@ PREEMPTED = 3
 FINISHED = 4
 
 
+def _with_room(prompt: Sequence[int], room: int) -> list[int]:
+    """A copy of the prompt whose storage already holds `room` more tokens (at most the prompt's length: a
+    list keeps its storage while at least half full). Growing a many-KB token list one decode at a time
+    reallocates and copies it every ~12%, and in a planned run those copies were ~8% of the CPU."""
+    n = len(prompt)
+    toks = (prompt if isinstance(prompt, list) else list(prompt)) + [0] * min(room, n)  # one exact allocation
+    del toks[n:]
+    return toks
+
+
 class Request:
     """Mutable state of one request inside the engine (vLLM's `Request`): tokens, progress, hashes."""
 
@@ -206,8 +217,8 @@ class Request:
     def __init__(self, req: EngineRequest, token_stream: Any) -> None:
         self.request_id = req.request_id
         self.prompt_len = len(req.prompt_token_ids)
-        self.all_token_ids: list[int] = list(req.prompt_token_ids)
         self.max_tokens = 1 if req.prefill_only else req.max_tokens
+        self.all_token_ids: list[int] = _with_room(req.prompt_token_ids, self.max_tokens)
         self.ignore_eos = req.ignore_eos
         self.cache_salt = req.cache_salt
         self.arrival_time = req.arrival_time

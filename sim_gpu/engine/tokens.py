@@ -26,7 +26,7 @@ OUTPUT_MODES = ("random", "echo")
 # Shared by every engine in the process, bounded: cleared when full (a cleared memo only costs recomputing).
 _PREFIX_CRC: dict[bytes, int] = {}
 _PREFIX_CRC_MAX = 200_000
-_RUNS_MAX = 256  # drawn runs kept per generator (engine), by key: ~8 KB each (int64)
+_RUNS_MAX = 256  # drawn runs kept per generator (engine), by key: ~40 KB each (a list of ints)
 _MIN_RUN = 64  # first run of draws per stream unless the caller expects more; each refill at least doubles it
 
 
@@ -59,19 +59,20 @@ class _Draws:
 
     The longest run drawn per key is kept in `runs` (the generator's, the last `_RUNS_MAX` keys): the same
     prompt on the same engine is the same stream, so a repeated prompt starts from it instead of re-seeding
-    (~25 us) and re-drawing. A run is a prefix of the stream and is never changed."""
+    (~25 us) and re-drawing. A run is a prefix of the stream, kept as the list of ints `buf` reads (no
+    conversion on reuse), and is never changed."""
 
     __slots__ = ("buf", "first", "key", "pos", "rs", "runs", "vocab")
 
     def __init__(
-        self, rs: np.random.RandomState, key: int, vocab: int, first: int, runs: dict[int, np.ndarray]
+        self, rs: np.random.RandomState, key: int, vocab: int, first: int, runs: dict[int, list[int]]
     ) -> None:
         self.rs = rs
         self.key = key
         self.vocab = vocab
         self.runs = runs
         run = runs.get(key)
-        self.buf: list[int] = [] if run is None else run.tolist()
+        self.buf: list[int] = [] if run is None else run
         self.pos = 0
         self.first = max(first, _MIN_RUN)  # size of the first run (re-seeding and re-drawing costs ~10 us)
 
@@ -83,11 +84,10 @@ class _Draws:
             k = abs(self.key)
             self.rs.seed([(k >> s) & 0xFFFFFFFF for s in range(0, max(k.bit_length(), 1), 32)])  # init_by_array
             size = max(end, 2 * len(buf), self.first)
-            run = (self.rs.random_sample(size) * self.vocab).astype(np.int64)
-            buf = self.buf = run.tolist()
+            buf = self.buf = (self.rs.random_sample(size) * self.vocab).astype(np.int64).tolist()
             runs = self.runs
             old = runs.pop(self.key, None)
-            runs[self.key] = run if old is None or len(old) < size else old  # most recent last
+            runs[self.key] = buf if old is None or len(old) < size else old  # most recent last
             if len(runs) > _RUNS_MAX:
                 del runs[next(iter(runs))]
         self.pos = end
@@ -160,7 +160,7 @@ class TokenGenerator:
         self.vocab_size = int(vocab_size)
         self.mode = mode
         self._rs: np.random.RandomState | None = None  # shared by this generator's streams (_Draws)
-        self._runs: dict[int, np.ndarray] = {}  # key -> the longest run drawn for it, oldest key first (_Draws)
+        self._runs: dict[int, list[int]] = {}  # key -> the longest run drawn for it, oldest key first (_Draws)
 
     def key(
         self,
