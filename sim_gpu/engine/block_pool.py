@@ -126,6 +126,13 @@ class BlockPool:
 
     def get_new_block(self) -> KVBlock:
         """`get_new_blocks(1)[0]` without the lists (a decode crossing a block boundary: the hot case)."""
+        block = self.take_block()
+        if block is None:
+            raise ValueError("cannot allocate 1 blocks: only 0 free")
+        return block
+
+    def take_block(self) -> KVBlock | None:
+        """`get_new_block()`, or None when no block is free (the caller preempts and asks again)."""
         front = self._front
         if front:
             block = front.popitem(last=False)[1]
@@ -135,7 +142,7 @@ class BlockPool:
         elif self._back:
             block = self._back.popitem(last=False)[1]
         else:
-            raise ValueError("cannot allocate 1 blocks: only 0 free")
+            return None
         if block.block_hash is not None:
             self._evict(block)
         block.ref_cnt = 1

@@ -316,7 +316,12 @@ class SimEngine:
             if req.num_computed_tokens < ntok:
                 continue  # a prefill chunk that did not reach the end of the prompt
             f = req.future
-            tok = f.pop(0) if f else req.token_stream._next()
+            i = req.future_at
+            if i < len(f):
+                tok = f[i]
+                req.future_at = i + 1
+            else:
+                tok = req.token_stream._next()
             req.all_token_ids.append(tok)  # inlined Request.append_token (hot loop)
             req.num_tokens = ntok = ntok + 1
             nout = req.num_output_tokens = req.num_output_tokens + 1
@@ -379,6 +384,12 @@ class SimEngine:
             self.lazy.sync(req, self.lazy.L, self.lazy.carry_window())
         hashes = self.kv.ensure_hashes(req, req.num_tokens // self.config.block_size)
         return [to_event_hash(h, self.config.event_hash_int) for h in hashes]
+
+    def mute_kv_events(self) -> None:
+        """Publish no more KV events (a planner's engines, once no router will read them again). Kept where
+        KV tiers are attached: they act on the GPU events."""
+        if self.pool.tiers is None:
+            self.pool.enable_events = False
 
     def block_ids_of(self, request_id: str) -> list[int]:
         req = self._requests.get(request_id)

@@ -124,11 +124,13 @@ class Window:
 class LazyDecodes:
     """The fast-forward state of one engine: lazy requests, their due steps, step end times, unreported tokens."""
 
-    __slots__ = ("eng", "caching", "L", "n", "ctx", "due", "ends", "ends_base", "carry", "begun")
+    __slots__ = ("eng", "caching", "bs", "max_len", "eos", "L", "n", "ctx", "due", "ends", "ends_base", "carry", "begun")
 
     def __init__(self, engine: SimEngine) -> None:
         self.eng = engine
-        self.caching = engine.config.enable_prefix_caching
+        cfg = engine.config
+        self.caching = cfg.enable_prefix_caching
+        self.bs, self.max_len, self.eos = cfg.block_size, cfg.max_model_len, engine._eos  # read per due request
         self.L = 0  # engine steps run (non-idle)
         self.n = 0  # lazy requests: the first n of the running list
         self.ctx = 0  # their summed context tokens
@@ -231,7 +233,7 @@ class LazyDecodes:
         in the same order). A request that needs a block when none is free preempts from the running tail,
         as Scheduler.schedule does (victims leave `due`). Returns the number preempted, or None — with
         nothing changed — when a preemption is needed and not `allow_preempt`."""
-        bs = self.eng.config.block_size
+        bs = self.bs
         if len(due) > 1:
             due.sort(key=_run_seq)
         pool = self.eng.pool
@@ -246,6 +248,7 @@ class LazyDecodes:
         if tiers is not None:
             tiers.advance(now)
         kv = self.eng.kv
+        take_block = pool.take_block
         sync = self.sync
         caching = self.caching
         running = self.eng.scheduler.running
@@ -259,15 +262,17 @@ class LazyDecodes:
             # block, then register the blocks `end` tokens fill.
             blocks = r.blocks
             if end > len(blocks) * bs:
-                while pool.num_free_blocks < 1:
+                block = take_block()
+                while block is None:  # no free block: preempt from the tail until one frees up
                     v = running.pop()
                     self.preempt_victim(v, L, win)
                     victims += 1
                     if v is r:
                         break
+                    block = take_block()
                 if r.status != RUNNING:
                     break  # everything after it in the running list went first
-                blocks.append(pool.get_new_block())
+                blocks.append(block)
             if caching and end // bs > r.num_cached_blocks:
                 sync(r, L, win)
                 if end // bs == r.num_cached_blocks + 1:
@@ -296,7 +301,7 @@ class LazyDecodes:
         """Lazy requests due at step L: one that finishes at L is synced and produces its last token (appended
         to `finished`); the others stay lazy (their step-L token is produced with the rest) and are queued
         under their next due step. Returns (how many finished, their context after the step)."""
-        max_len = self.eng.config.max_model_len
+        max_len = self.max_len
         done = done_ctx = 0
         for r in due:
             k = L - r.lazy_at
@@ -304,7 +309,8 @@ class LazyDecodes:
                 continue
             if k:
                 self.sync(r, L, win)
-            tok = r.future.pop(0)
+            tok = r.future[r.future_at]
+            r.future_at += 1
             r.all_token_ids.append(tok)
             ntok = r.num_tokens = r.num_tokens + 1
             nout = r.num_output_tokens = r.num_output_tokens + 1
@@ -395,7 +401,7 @@ class LazyDecodes:
         L - k (`lazy_at`: tokens of k steps not synced yet). `handled`: step L's block needs are done (due_begin)
         and only a finish can make it due at L; then False, with nothing queued, when it finishes at L (by
         length or EOS): the caller finishes it."""
-        bs = self.eng.config.block_size
+        bs = self.bs
         c = r.num_computed_tokens + k
         d = len(r.blocks) * bs - c  # its next step needs a new block
         if self.caching:
@@ -403,7 +409,7 @@ class LazyDecodes:
             if d2 < d:
                 d = d2
         fin = r.max_tokens - r.num_output_tokens - k - 1  # ... or finishes by length
-        d2 = self.eng.config.max_model_len - r.num_tokens - k - 1
+        d2 = self.max_len - r.num_tokens - k - 1
         if d2 < fin:
             fin = d2
         if fin < d:
@@ -411,17 +417,24 @@ class LazyDecodes:
         if d < 0:
             d = 0
         f = r.future
-        eos = self.eng._eos
+        p = r.future_at
+        eos = self.eos
         stops = eos is not None and not r.ignore_eos
-        if len(f) <= k + d:
+        if len(f) - p <= k + d:
             # Draw ahead: a block (the EOS scan below reads all of `future`), or, when no EOS can stop it,
             # every token it can still make — one draw per request (the stream is the same either way).
+            if p:
+                del f[:p]
+                r.future_at = p = 0
             n = k + d + 1 - len(f) + bs
             if not stops:
                 n = max(n, fin + k + 1 - len(f))
             f.extend(r.token_stream.take(n))
         if stops and eos in f:
-            j = f.index(eos) - k
+            try:
+                j = f.index(eos, p) - p - k
+            except ValueError:  # only among tokens already taken
+                j = d
             if j < d:
                 d = j
         if d == 0 and handled:
@@ -439,9 +452,9 @@ class LazyDecodes:
         k = L - r.lazy_at
         if k <= 0:
             return
-        f = r.future
-        toks = f[:k]
-        del f[:k]
+        p = r.future_at
+        toks = r.future[p : p + k]
+        r.future_at = p + k
         r.all_token_ids.extend(toks)
         r.num_tokens += k
         r.num_computed_tokens += k

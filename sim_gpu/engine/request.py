@@ -206,6 +206,7 @@ class Request:
         "run_seq",
         "lazy_at",
         "future",
+        "future_at",
         "hit_memo",
         "due_at",
         "scheduled_at",
@@ -240,9 +241,11 @@ class Request:
         self.num_cached_blocks = 0  # how many of them are registered in the prefix cache
         self.run_seq = 0  # admission order into the running list (set by the scheduler)
         # Lazy decode (SimEngine.fast_forward): the counters above are as of engine step `lazy_at` (-1: not
-        # lazy, they are current); `future` holds output tokens drawn ahead of time, consumed in order.
+        # lazy, they are current); `future` holds output tokens drawn ahead of time, consumed in order: those
+        # from `future_at` on are still to come (a read position: no list shifts as tokens are taken).
         self.lazy_at = -1
         self.future: list[int] = []
+        self.future_at = 0
         self.due_at = -1  # lazy: the engine step at which it next needs the scheduler's attention
         self.hit_memo: Any = None  # KVCacheManager.get_computed_blocks' last answer, re-validated on reuse
         self.scheduled_at = -1.0  # engine time it was first scheduled (vLLM's queue time ends there)

@@ -47,10 +47,13 @@ def _prompt_crc(prompt: Sequence[int], blocks: tuple[int, Sequence[bytes]] | Non
         j -= 1
     if len(memo) > _PREFIX_CRC_MAX:
         memo.clear()
-    for i in range(j, len(digests)):
-        crc = zlib.crc32(array("q", prompt[i * bs : (i + 1) * bs]).tobytes(), crc)
-        memo[digests[i]] = crc
-    return zlib.crc32(array("q", prompt[len(digests) * bs :]).tobytes(), crc)
+    n = len(digests)
+    if j < n:
+        raw = memoryview(array("q", prompt[j * bs : n * bs]))  # the blocks not memoised, converted at once
+        for i in range(j, n):
+            crc = zlib.crc32(raw[(i - j) * bs : (i - j + 1) * bs], crc)
+            memo[digests[i]] = crc
+    return zlib.crc32(array("q", prompt[n * bs :]), crc)
 
 
 class _Draws:
