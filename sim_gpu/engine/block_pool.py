@@ -237,11 +237,12 @@ class BlockPool:
             extra[0] = [cache_salt] if lora_name is None else [lora_name, cache_salt]
         bs = self.block_size
         parent = to_event_hash(block_hashes[first - 1], self.event_hash_int) if first > 0 else None
+        token_ids = all_token_ids[first * bs : num_full * bs]  # a list's slice is a new list: no second copy
         self._events.append(
             BlockStored(
                 block_hashes=new_hashes,
                 parent_block_hash=parent,
-                token_ids=list(all_token_ids[first * bs : num_full * bs]),
+                token_ids=token_ids if type(token_ids) is list else list(token_ids),
                 block_size=bs,
                 lora_id=lora_id,
                 medium="GPU",

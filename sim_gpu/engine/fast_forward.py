@@ -237,7 +237,7 @@ class LazyDecodes:
         if len(due) > 1:
             due.sort(key=_run_seq)
         pool = self.eng.pool
-        if not allow_preempt:
+        if not allow_preempt and len(due) > pool.num_free_blocks:  # (each needs at most one block)
             need = 0
             for r in due:
                 if r.num_computed_tokens + (L - r.lazy_at) >= len(r.blocks) * bs:

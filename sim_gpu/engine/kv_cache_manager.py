@@ -95,9 +95,10 @@ class KVCacheManager:
         if hits is None:
             hits = []
         k = len(hits)
-        if k < max_blocks:
+        first = pool._first
+        if k < max_blocks and hashes[k] in first:  # (a re-ask whose next block is still missing stops here)
             # The first block holding each digest (BlockPool._first, i.e. get_cached_block), up to the first miss.
-            found = list(map(pool._first.get, hashes[k:max_blocks]))
+            found = list(map(first.get, hashes[k:max_blocks]))
             try:
                 found = found[: found.index(None)]
             except ValueError:

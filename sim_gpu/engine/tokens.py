@@ -19,6 +19,7 @@ from array import array
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from numpy.random import RandomState  # numpy 2 imports its random module lazily: not at a first draw
 
 OUTPUT_MODES = ("random", "echo")
 
@@ -68,7 +69,7 @@ class _Draws:
     __slots__ = ("buf", "first", "key", "pos", "rs", "runs", "vocab")
 
     def __init__(
-        self, rs: np.random.RandomState, key: int, vocab: int, first: int, runs: dict[int, list[int]]
+        self, rs: RandomState, key: int, vocab: int, first: int, runs: dict[int, list[int]]
     ) -> None:
         self.rs = rs
         self.key = key
@@ -162,7 +163,7 @@ class TokenGenerator:
         self.seed = int(seed)
         self.vocab_size = int(vocab_size)
         self.mode = mode
-        self._rs: np.random.RandomState | None = None  # shared by this generator's streams (_Draws)
+        self._rs: RandomState | None = None  # shared by this generator's streams (_Draws)
         self._runs: dict[int, list[int]] = {}  # key -> the longest run drawn for it, oldest key first (_Draws)
 
     def key(
@@ -214,7 +215,7 @@ class TokenGenerator:
         key = self.key(prompt_token_ids, blocks, seed)
         if key >> 32:  # two or more 32-bit words: numpy seeds from them exactly as random.Random does
             if self._rs is None:
-                self._rs = np.random.RandomState()
+                self._rs = RandomState()
             draws = _Draws(self._rs, key, self.vocab_size, expect, self._runs)
             return TokenStream(draws.next, draws.take)
         rng = random.Random(key)
