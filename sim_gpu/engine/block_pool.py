@@ -201,9 +201,11 @@ class BlockPool:
         cache_salt: str | None = None,
         lora_name: str | None = None,
         lora_id: int | None = None,
+        token_offset: int = 0,
     ) -> None:
         """Register blocks[num_cached:num_full] under their hashes and emit one BlockStored for them (with the
-        request's LoRA adapter, as vLLM names it in the event: lora_id, lora_name, the name in extra_keys)."""
+        request's LoRA adapter, as vLLM names it in the event: lora_id, lora_name, the name in extra_keys).
+        `all_token_ids` may start at token `token_offset` (a caller that holds only the blocks' tokens)."""
         if num_full <= num_cached:
             return
         new_hashes: list[Any] = []
@@ -237,12 +239,16 @@ class BlockPool:
             extra[0] = [cache_salt] if lora_name is None else [lora_name, cache_salt]
         bs = self.block_size
         parent = to_event_hash(block_hashes[first - 1], self.event_hash_int) if first > 0 else None
-        token_ids = all_token_ids[first * bs : num_full * bs]  # a list's slice is a new list: no second copy
+        a, b = first * bs - token_offset, num_full * bs - token_offset
+        if a == 0 and b == len(all_token_ids) and type(all_token_ids) is list:
+            token_ids = all_token_ids  # the caller's slice of exactly these blocks: no second copy
+        else:
+            token_ids = list(all_token_ids[a:b])
         self._events.append(
             BlockStored(
                 block_hashes=new_hashes,
                 parent_block_hash=parent,
-                token_ids=token_ids if type(token_ids) is list else list(token_ids),
+                token_ids=token_ids,
                 block_size=bs,
                 lora_id=lora_id,
                 medium="GPU",

@@ -188,11 +188,9 @@ class SimEngine:
         (when caching), and their digests chain the prompt key's crc32 cheaply (TokenGenerator.key)."""
         bs = self.config.block_size
         plen = req.prompt_len
-        toks = req.all_token_ids
-        prompt = toks if len(toks) == plen else toks[:plen]  # no copy at the first draw (nothing appended yet)
         blocks = (bs, req.block_hashes[: plen // bs]) if req.block_hashes else None
         # fast_forward draws up to a block ahead of the last token: one run covers the whole request
-        return self.tokens.stream(prompt, replay, blocks, expect=req.max_tokens + bs + 1, seed=seed)
+        return self.tokens.stream(req.prompt_token_ids, replay, blocks, expect=req.max_tokens + bs + 1, seed=seed)
 
     def enable_lora(self, slots: LoraSlots) -> None:
         """Serve LoRA adapters: requests may name one registered in `slots` (see engine/lora.py)."""
@@ -322,7 +320,7 @@ class SimEngine:
                 req.future_at = i + 1
             else:
                 tok = req.token_stream._next()
-            req.all_token_ids.append(tok)  # inlined Request.append_token (hot loop)
+            req.output_token_ids.append(tok)  # inlined Request.append_token (hot loop)
             req.num_tokens = ntok = ntok + 1
             nout = req.num_output_tokens = req.num_output_tokens + 1
             gen += 1

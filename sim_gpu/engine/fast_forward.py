@@ -311,7 +311,7 @@ class LazyDecodes:
                 self.sync(r, L, win)
             tok = r.future[r.future_at]
             r.future_at += 1
-            r.all_token_ids.append(tok)
+            r.output_token_ids.append(tok)
             ntok = r.num_tokens = r.num_tokens + 1
             nout = r.num_output_tokens = r.num_output_tokens + 1
             r.num_computed_tokens += 1
@@ -455,7 +455,7 @@ class LazyDecodes:
         p = r.future_at
         toks = r.future[p : p + k]
         r.future_at = p + k
-        r.all_token_ids.extend(toks)
+        r.output_token_ids.extend(toks)
         r.num_tokens += k
         r.num_computed_tokens += k
         r.num_output_tokens += k
