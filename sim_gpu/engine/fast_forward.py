@@ -124,7 +124,21 @@ class Window:
 class LazyDecodes:
     """The fast-forward state of one engine: lazy requests, their due steps, step end times, unreported tokens."""
 
-    __slots__ = ("eng", "caching", "bs", "max_len", "eos", "L", "n", "ctx", "due", "ends", "ends_base", "carry", "begun")
+    __slots__ = (
+        "eng",
+        "caching",
+        "bs",
+        "max_len",
+        "eos",
+        "L",
+        "n",
+        "ctx",
+        "due",
+        "ends",
+        "ends_base",
+        "carry",
+        "begun",
+    )
 
     def __init__(self, engine: SimEngine) -> None:
         self.eng = engine

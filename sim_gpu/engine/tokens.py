@@ -68,9 +68,7 @@ class _Draws:
 
     __slots__ = ("buf", "first", "key", "pos", "rs", "runs", "vocab")
 
-    def __init__(
-        self, rs: RandomState, key: int, vocab: int, first: int, runs: dict[int, list[int]]
-    ) -> None:
+    def __init__(self, rs: RandomState, key: int, vocab: int, first: int, runs: dict[int, list[int]]) -> None:
         self.rs = rs
         self.key = key
         self.vocab = vocab
