@@ -313,16 +313,15 @@ class SimEngine:
             ntok = req.num_tokens
             if req.num_computed_tokens < ntok:
                 continue  # a prefill chunk that did not reach the end of the prompt
-            f = req.future
-            i = req.future_at
-            if i < len(f):
-                tok = f[i]
-                req.future_at = i + 1
+            out = req.output_token_ids
+            nout = req.num_output_tokens
+            if nout < len(out):  # drawn ahead (it was a lazy decode)
+                tok = out[nout]
             else:
                 tok = req.token_stream._next()
-            req.output_token_ids.append(tok)  # inlined Request.append_token (hot loop)
+                out.append(tok)
             req.num_tokens = ntok = ntok + 1
-            nout = req.num_output_tokens = req.num_output_tokens + 1
+            nout = req.num_output_tokens = nout + 1
             gen += 1
             first = nout == 1
             reason = None

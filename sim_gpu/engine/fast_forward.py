@@ -14,9 +14,9 @@ while nothing waits or what waits cannot start (`Scheduler.admission_blocked`).
 
 Lazy requests are the first `n` entries of the running list (decodes always precede prefilling requests
 there: vLLM admits in order and chunks only the last admitted prompt), with their counters as of step
-`lazy_at` and tokens drawn ahead into `future`. Each one sits in `due[step]` for the next step at which it
-needs the scheduler's attention; in between a step only adds their count and context (`ctx`, exact
-integers) to the batch shape. Step ordinals `L` are engine-global.
+`lazy_at` and their tokens drawn ahead (`output_token_ids` past `num_output_tokens`). Each one sits in
+`due[step]` for the next step at which it needs the scheduler's attention; in between a step only adds
+their count and context (`ctx`, exact integers) to the batch shape. Step ordinals `L` are engine-global.
 """
 
 from __future__ import annotations
@@ -47,11 +47,13 @@ class Window:
         self.finishes = 0
         self.tokens = tokens  # False: lazy decodes' tokens are counted, not reported (see LazyDecodes.run)
 
-    def record(self, r: Request, toks: list[int], from_L: int) -> None:
-        """Tokens of a lazy decode, produced one per step from step `from_L` on (counters already updated)."""
+    def record(self, r: Request, start: int, k: int, from_L: int) -> None:
+        """A lazy decode's output tokens [start, start + k), produced one per step from step `from_L` on
+        (counters already updated)."""
         if not self.tokens:
-            self.res.num_generated_tokens += len(toks)
+            self.res.num_generated_tokens += k
             return
+        toks = r.output_token_ids[start : start + k]
         out = self.acc.get(r.request_id)
         if out is None:
             out = self.acc[r.request_id] = RequestOutput.of(r, [])
@@ -323,9 +325,7 @@ class LazyDecodes:
                 continue
             if k:
                 self.sync(r, L, win)
-            tok = r.future[r.future_at]
-            r.future_at += 1
-            r.output_token_ids.append(tok)
+            tok = r.output_token_ids[r.num_output_tokens]  # drawn ahead (event_step)
             ntok = r.num_tokens = r.num_tokens + 1
             nout = r.num_output_tokens = r.num_output_tokens + 1
             r.num_computed_tokens += 1
@@ -430,24 +430,22 @@ class LazyDecodes:
             d = fin
         if d < 0:
             d = 0
-        f = r.future
-        p = r.future_at
+        out = r.output_token_ids
+        p = r.num_output_tokens  # out[p:]: drawn ahead, the k steps not synced first
         eos = self.eos
         stops = eos is not None and not r.ignore_eos
-        if len(f) - p <= k + d:
-            # Draw ahead: a block (the EOS scan below reads all of `future`), or, when no EOS can stop it,
+        ahead = len(out) - p
+        if ahead <= k + d:
+            # Draw ahead: a block (EOS is looked for among the tokens drawn), or, when no EOS can stop it,
             # every token it can still make — one draw per request (the stream is the same either way).
-            if p:
-                del f[:p]
-                r.future_at = p = 0
-            n = k + d + 1 - len(f) + bs
+            n = k + d + 1 - ahead + bs
             if not stops:
-                n = max(n, fin + k + 1 - len(f))
-            f.extend(r.token_stream.take(n))
-        if stops and eos in f:
+                n = max(n, fin + k + 1 - ahead)
+            out.extend(r.token_stream.take(n))
+        if stops and eos in out:
             try:
-                j = f.index(eos, p) - p - k
-            except ValueError:  # only among tokens already taken
+                j = out.index(eos, p) - p - k
+            except ValueError:  # only among tokens already produced
                 j = d
             if j < d:
                 d = j
@@ -466,15 +464,12 @@ class LazyDecodes:
         k = L - r.lazy_at
         if k <= 0:
             return
-        p = r.future_at
-        toks = r.future[p : p + k]
-        r.future_at = p + k
-        r.output_token_ids.extend(toks)
+        n = r.num_output_tokens
         r.num_tokens += k
         r.num_computed_tokens += k
-        r.num_output_tokens += k
+        r.num_output_tokens = n + k  # the next k drawn-ahead tokens are produced: only counters move
         if win is not None:
-            win.record(r, toks, r.lazy_at)
+            win.record(r, n, k, r.lazy_at)
         r.lazy_at = L
 
     def lazify(self) -> None:

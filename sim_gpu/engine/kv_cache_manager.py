@@ -46,7 +46,7 @@ class KVCacheManager:
         """Extend req.block_hashes to cover its first `num_blocks` full blocks (hashing is per block, lazily)."""
         hashes = req.block_hashes
         bs = self.block_size
-        limit = min(num_blocks, (req.prompt_len + len(req.output_token_ids)) // bs)
+        limit = min(num_blocks, req.num_tokens // bs)
         start = len(hashes)
         # one block filled by decode, and no extra keys (an adapter tags every block; images the blocks they touch)
         if start + 1 == limit and start and not (req.lora_name or self.lora_name or req.mm_items):
@@ -190,11 +190,10 @@ class KVCacheManager:
         if not i or len(hashes) < i or req.lora_name or self.lora_name or req.mm_items or i * bs < p:
             self.cache_blocks(req, end)  # (also a block holding prompt tokens: `tokens` joins the two lists)
             return
-        out = req.output_token_ids
-        if len(out) < end - p:
+        if req.num_tokens < end:
             self.cache_blocks(req, end)
             return
-        block_toks = out[i * bs - p : end - p]
+        block_toks = req.output_token_ids[i * bs - p : end - p]
         if len(hashes) == i:
             hashes.append(self._memo_hasher.hash_next(hashes[-1], block_toks))
         self.pool.cache_decode_block(req.blocks[i], hashes[i], hashes[i - 1], block_toks)
