@@ -171,20 +171,22 @@ class BlockPool:
 
     def touch(self, blocks: Iterable[KVBlock]) -> None:
         """A prefix hit takes these blocks: pull free ones out of the free queue, bump ref counts."""
+        back_pop, front = self._back.pop, self._front
         for block in blocks:
-            if block.ref_cnt == 0:
+            rc = block.ref_cnt
+            if rc == 0:
                 bid = block.block_id
-                if self._back.pop(bid, None) is None:
-                    del self._front[bid]
-            block.ref_cnt += 1
+                if back_pop(bid, None) is None:
+                    del front[bid]
+            block.ref_cnt = rc + 1
 
     def free_blocks(self, ordered_blocks: Iterable[KVBlock]) -> None:
         """Drop one reference from each block; blocks nobody holds return to the free queue in this order
         (hashed ones at the back, hashless ones at the front)."""
-        front, back = self._front, self._back
+        front, back, null = self._front, self._back, self.null_block
         for block in ordered_blocks:
-            block.ref_cnt -= 1
-            if block.ref_cnt == 0 and block is not self.null_block:
+            rc = block.ref_cnt = block.ref_cnt - 1
+            if rc == 0 and block is not null:
                 if block.block_hash is None:
                     front[block.block_id] = block
                     front.move_to_end(block.block_id, last=False)

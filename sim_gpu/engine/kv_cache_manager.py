@@ -142,8 +142,11 @@ class KVCacheManager:
         """New blocks `req` needs to hold `num_tokens` tokens after taking `hits`, or None when the pool cannot
         supply them (hit blocks sitting in the free queue stop counting as free once touched)."""
         need = -(-min(num_tokens, self.max_model_len) // self.block_size) - len(req.blocks) - len(hits)
+        free = self.pool.num_free_blocks
+        if max(need, 0) + len(hits) <= free:
+            return need  # fits even if every hit were an evictable block (no need to count them)
         evictable_hits = sum(1 for b in hits if b.ref_cnt == 0)
-        if max(need, 0) + evictable_hits > self.pool.num_free_blocks:
+        if max(need, 0) + evictable_hits > free:
             return None
         return need
 
