@@ -21,6 +21,7 @@ their count and context (`ctx`, exact integers) to the batch shape. Step ordinal
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from sim_gpu.engine.request import RUNNING, FastForwardResult, Request, RequestOutput, StepResult
@@ -30,8 +31,7 @@ if TYPE_CHECKING:
     from sim_gpu.engine.engine import SimEngine
 
 
-def _run_seq(r: Request) -> int:
-    return r.run_seq
+_run_seq = attrgetter("run_seq")  # a request's admission order (the running list's order)
 
 
 class Window:
