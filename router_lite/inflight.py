@@ -85,13 +85,32 @@ class EndpointTtftFit:
 
     warmup: int = 12
     forgetting: float = 0.99
-    model: OnlineRegression = field(init=False)
+    # Samples not yet folded into the model, oldest first: the fit is read only where a config asks for
+    # per-endpoint TTFT, so the (numpy) updates wait until it is read, in the same order, to the same weights.
+    # Bounded: folded at `_MAX_PENDING`.
+    _model: OnlineRegression = field(init=False, repr=False)
+    _pending: list[tuple[list[float], float]] = field(init=False, repr=False, default_factory=list)
+
+    _MAX_PENDING = 4096
 
     def __post_init__(self) -> None:
-        self.model = OnlineRegression(3, forgetting=self.forgetting, ridge=1e2, warmup=self.warmup)
+        self._model = OnlineRegression(3, forgetting=self.forgetting, ridge=1e2, warmup=self.warmup)
+
+    @property
+    def model(self) -> OnlineRegression:
+        """The regression with every sample so far."""
+        self._fold()
+        return self._model
+
+    def _fold(self) -> None:
+        for x, y in self._pending:
+            self._model.update(x, y)
+        self._pending.clear()
 
     def update(self, work: int, decoding: int, ttft_s: float) -> None:
-        self.model.update(self.features(work, decoding), ttft_s)
+        self._pending.append((self.features(work, decoding), ttft_s))
+        if len(self._pending) >= self._MAX_PENDING:
+            self._fold()
 
     def predict(self, work: int, decoding: float) -> float | None:
         if self.model.samples < self.warmup or self.model.weights[1] <= 0:

@@ -358,6 +358,7 @@ class _PlanRun:
         self.truncated: str | None = None
         self.fast = False
         self.next_drain = 0.0  # fast driving: the horizon the last drain step advanced the engines to
+        self.events_muted = False  # fast driving: the engines were told to stop making KV events (drain_step)
         self.keep_decisions = keep_decisions
         self.decisions: list[dict[str, Any]] = []
         self.encode_legs = 0
@@ -680,7 +681,12 @@ class _PlanRun:
         heap.clear()  # what was never sent stays unsent (the step driver must not pick it up)
 
     def drain_step(self) -> None:
-        """Advance every engine two simulated seconds and deliver what they produced (no arrival is due)."""
+        """Advance every engine two simulated seconds and deliver what they produced (no arrival is due).
+        Once no request can be routed any more, the engines stop making KV events: none would be read."""
+        if not self.events_muted and not self.routes_ahead():
+            self.events_muted = True
+            for p in self.pods:
+                p.engine.mute_kv_events()
         h = self.clock.now() if self.next_drain < self.clock.now() else self.next_drain
         if h >= self.max_sim_s:
             self.deliver(self.max_sim_s, inclusive=True)

@@ -169,7 +169,8 @@ class PrecisePrefixIndex:
             if spec and h in spec:
                 del spec[h]
                 self.confirmed += 1
-                entry[holder] = self._best(holder, h)
+                # its best weight now: this medium's when the holder has no other (_best, without the walk)
+                entry[holder] = (w if w > 0.0 else 0.0) if len(media) == 1 else self._best(holder, h)
             elif entry.get(holder, -1.0) < w:
                 entry[holder] = w
 

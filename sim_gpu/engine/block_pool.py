@@ -126,6 +126,13 @@ class BlockPool:
 
     def get_new_block(self) -> KVBlock:
         """`get_new_blocks(1)[0]` without the lists (a decode crossing a block boundary: the hot case)."""
+        block = self.take_block()
+        if block is None:
+            raise ValueError("cannot allocate 1 blocks: only 0 free")
+        return block
+
+    def take_block(self) -> KVBlock | None:
+        """`get_new_block()`, or None when no block is free (the caller preempts and asks again)."""
         front = self._front
         if front:
             block = front.popitem(last=False)[1]
@@ -135,7 +142,7 @@ class BlockPool:
         elif self._back:
             block = self._back.popitem(last=False)[1]
         else:
-            raise ValueError("cannot allocate 1 blocks: only 0 free")
+            return None
         if block.block_hash is not None:
             self._evict(block)
         block.ref_cnt = 1
@@ -164,20 +171,22 @@ class BlockPool:
 
     def touch(self, blocks: Iterable[KVBlock]) -> None:
         """A prefix hit takes these blocks: pull free ones out of the free queue, bump ref counts."""
+        back_pop, front = self._back.pop, self._front
         for block in blocks:
-            if block.ref_cnt == 0:
+            rc = block.ref_cnt
+            if rc == 0:
                 bid = block.block_id
-                if self._back.pop(bid, None) is None:
-                    del self._front[bid]
-            block.ref_cnt += 1
+                if back_pop(bid, None) is None:
+                    del front[bid]
+            block.ref_cnt = rc + 1
 
     def free_blocks(self, ordered_blocks: Iterable[KVBlock]) -> None:
         """Drop one reference from each block; blocks nobody holds return to the free queue in this order
         (hashed ones at the back, hashless ones at the front)."""
-        front, back = self._front, self._back
+        front, back, null = self._front, self._back, self.null_block
         for block in ordered_blocks:
-            block.ref_cnt -= 1
-            if block.ref_cnt == 0 and block is not self.null_block:
+            rc = block.ref_cnt = block.ref_cnt - 1
+            if rc == 0 and block is not null:
                 if block.block_hash is None:
                     front[block.block_id] = block
                     front.move_to_end(block.block_id, last=False)
@@ -194,9 +203,11 @@ class BlockPool:
         cache_salt: str | None = None,
         lora_name: str | None = None,
         lora_id: int | None = None,
+        token_offset: int = 0,
     ) -> None:
         """Register blocks[num_cached:num_full] under their hashes and emit one BlockStored for them (with the
-        request's LoRA adapter, as vLLM names it in the event: lora_id, lora_name, the name in extra_keys)."""
+        request's LoRA adapter, as vLLM names it in the event: lora_id, lora_name, the name in extra_keys).
+        `all_token_ids` may start at token `token_offset` (a caller that holds only the blocks' tokens)."""
         if num_full <= num_cached:
             return
         new_hashes: list[Any] = []
@@ -230,11 +241,16 @@ class BlockPool:
             extra[0] = [cache_salt] if lora_name is None else [lora_name, cache_salt]
         bs = self.block_size
         parent = to_event_hash(block_hashes[first - 1], self.event_hash_int) if first > 0 else None
+        a, b = first * bs - token_offset, num_full * bs - token_offset
+        if a == 0 and b == len(all_token_ids) and type(all_token_ids) is list:
+            token_ids = all_token_ids  # the caller's slice of exactly these blocks: no second copy
+        else:
+            token_ids = list(all_token_ids[a:b])
         self._events.append(
             BlockStored(
                 block_hashes=new_hashes,
                 parent_block_hash=parent,
-                token_ids=list(all_token_ids[first * bs : num_full * bs]),
+                token_ids=token_ids,
                 block_size=bs,
                 lora_id=lora_id,
                 medium="GPU",

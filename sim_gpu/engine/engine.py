@@ -188,11 +188,9 @@ class SimEngine:
         (when caching), and their digests chain the prompt key's crc32 cheaply (TokenGenerator.key)."""
         bs = self.config.block_size
         plen = req.prompt_len
-        toks = req.all_token_ids
-        prompt = toks if len(toks) == plen else toks[:plen]  # no copy at the first draw (nothing appended yet)
         blocks = (bs, req.block_hashes[: plen // bs]) if req.block_hashes else None
         # fast_forward draws up to a block ahead of the last token: one run covers the whole request
-        return self.tokens.stream(prompt, replay, blocks, expect=req.max_tokens + bs + 1, seed=seed)
+        return self.tokens.stream(req.prompt_token_ids, replay, blocks, expect=req.max_tokens + bs + 1, seed=seed)
 
     def enable_lora(self, slots: LoraSlots) -> None:
         """Serve LoRA adapters: requests may name one registered in `slots` (see engine/lora.py)."""
@@ -315,11 +313,15 @@ class SimEngine:
             ntok = req.num_tokens
             if req.num_computed_tokens < ntok:
                 continue  # a prefill chunk that did not reach the end of the prompt
-            f = req.future
-            tok = f.pop(0) if f else req.token_stream._next()
-            req.all_token_ids.append(tok)  # inlined Request.append_token (hot loop)
+            out = req.output_token_ids
+            nout = req.num_output_tokens
+            if nout < len(out):  # drawn ahead (it was a lazy decode)
+                tok = out[nout]
+            else:
+                tok = req.token_stream._next()
+                out.append(tok)
             req.num_tokens = ntok = ntok + 1
-            nout = req.num_output_tokens = req.num_output_tokens + 1
+            nout = req.num_output_tokens = nout + 1
             gen += 1
             first = nout == 1
             reason = None
@@ -379,6 +381,12 @@ class SimEngine:
             self.lazy.sync(req, self.lazy.L, self.lazy.carry_window())
         hashes = self.kv.ensure_hashes(req, req.num_tokens // self.config.block_size)
         return [to_event_hash(h, self.config.event_hash_int) for h in hashes]
+
+    def mute_kv_events(self) -> None:
+        """Publish no more KV events (a planner's engines, once no router will read them again). Kept where
+        KV tiers are attached: they act on the GPU events."""
+        if self.pool.tiers is None:
+            self.pool.enable_events = False
 
     def block_ids_of(self, request_id: str) -> list[int]:
         req = self._requests.get(request_id)

@@ -14,13 +14,14 @@ while nothing waits or what waits cannot start (`Scheduler.admission_blocked`).
 
 Lazy requests are the first `n` entries of the running list (decodes always precede prefilling requests
 there: vLLM admits in order and chunks only the last admitted prompt), with their counters as of step
-`lazy_at` and tokens drawn ahead into `future`. Each one sits in `due[step]` for the next step at which it
-needs the scheduler's attention; in between a step only adds their count and context (`ctx`, exact
-integers) to the batch shape. Step ordinals `L` are engine-global.
+`lazy_at` and their tokens drawn ahead (`output_token_ids` past `num_output_tokens`). Each one sits in
+`due[step]` for the next step at which it needs the scheduler's attention; in between a step only adds
+their count and context (`ctx`, exact integers) to the batch shape. Step ordinals `L` are engine-global.
 """
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from sim_gpu.engine.request import RUNNING, FastForwardResult, Request, RequestOutput, StepResult
@@ -30,8 +31,7 @@ if TYPE_CHECKING:
     from sim_gpu.engine.engine import SimEngine
 
 
-def _run_seq(r: Request) -> int:
-    return r.run_seq
+_run_seq = attrgetter("run_seq")  # a request's admission order (the running list's order)
 
 
 class Window:
@@ -47,11 +47,13 @@ class Window:
         self.finishes = 0
         self.tokens = tokens  # False: lazy decodes' tokens are counted, not reported (see LazyDecodes.run)
 
-    def record(self, r: Request, toks: list[int], from_L: int) -> None:
-        """Tokens of a lazy decode, produced one per step from step `from_L` on (counters already updated)."""
+    def record(self, r: Request, start: int, k: int, from_L: int) -> None:
+        """A lazy decode's output tokens [start, start + k), produced one per step from step `from_L` on
+        (counters already updated)."""
         if not self.tokens:
-            self.res.num_generated_tokens += len(toks)
+            self.res.num_generated_tokens += k
             return
+        toks = r.output_token_ids[start : start + k]
         out = self.acc.get(r.request_id)
         if out is None:
             out = self.acc[r.request_id] = RequestOutput.of(r, [])
@@ -124,11 +126,27 @@ class Window:
 class LazyDecodes:
     """The fast-forward state of one engine: lazy requests, their due steps, step end times, unreported tokens."""
 
-    __slots__ = ("eng", "caching", "L", "n", "ctx", "due", "ends", "ends_base", "carry", "begun")
+    __slots__ = (
+        "eng",
+        "caching",
+        "bs",
+        "max_len",
+        "eos",
+        "L",
+        "n",
+        "ctx",
+        "due",
+        "ends",
+        "ends_base",
+        "carry",
+        "begun",
+    )
 
     def __init__(self, engine: SimEngine) -> None:
         self.eng = engine
-        self.caching = engine.config.enable_prefix_caching
+        cfg = engine.config
+        self.caching = cfg.enable_prefix_caching
+        self.bs, self.max_len, self.eos = cfg.block_size, cfg.max_model_len, engine._eos  # read per due request
         self.L = 0  # engine steps run (non-idle)
         self.n = 0  # lazy requests: the first n of the running list
         self.ctx = 0  # their summed context tokens
@@ -231,11 +249,11 @@ class LazyDecodes:
         in the same order). A request that needs a block when none is free preempts from the running tail,
         as Scheduler.schedule does (victims leave `due`). Returns the number preempted, or None — with
         nothing changed — when a preemption is needed and not `allow_preempt`."""
-        bs = self.eng.config.block_size
+        bs = self.bs
         if len(due) > 1:
             due.sort(key=_run_seq)
         pool = self.eng.pool
-        if not allow_preempt:
+        if not allow_preempt and len(due) > pool.num_free_blocks:  # (each needs at most one block)
             need = 0
             for r in due:
                 if r.num_computed_tokens + (L - r.lazy_at) >= len(r.blocks) * bs:
@@ -246,6 +264,7 @@ class LazyDecodes:
         if tiers is not None:
             tiers.advance(now)
         kv = self.eng.kv
+        take_block = pool.take_block
         sync = self.sync
         caching = self.caching
         running = self.eng.scheduler.running
@@ -259,15 +278,17 @@ class LazyDecodes:
             # block, then register the blocks `end` tokens fill.
             blocks = r.blocks
             if end > len(blocks) * bs:
-                while pool.num_free_blocks < 1:
+                block = take_block()
+                while block is None:  # no free block: preempt from the tail until one frees up
                     v = running.pop()
                     self.preempt_victim(v, L, win)
                     victims += 1
                     if v is r:
                         break
+                    block = take_block()
                 if r.status != RUNNING:
                     break  # everything after it in the running list went first
-                blocks.append(pool.get_new_block())
+                blocks.append(block)
             if caching and end // bs > r.num_cached_blocks:
                 sync(r, L, win)
                 if end // bs == r.num_cached_blocks + 1:
@@ -296,7 +317,7 @@ class LazyDecodes:
         """Lazy requests due at step L: one that finishes at L is synced and produces its last token (appended
         to `finished`); the others stay lazy (their step-L token is produced with the rest) and are queued
         under their next due step. Returns (how many finished, their context after the step)."""
-        max_len = self.eng.config.max_model_len
+        max_len = self.max_len
         done = done_ctx = 0
         for r in due:
             k = L - r.lazy_at
@@ -304,8 +325,7 @@ class LazyDecodes:
                 continue
             if k:
                 self.sync(r, L, win)
-            tok = r.future.pop(0)
-            r.all_token_ids.append(tok)
+            tok = r.output_token_ids[r.num_output_tokens]  # drawn ahead (event_step)
             ntok = r.num_tokens = r.num_tokens + 1
             nout = r.num_output_tokens = r.num_output_tokens + 1
             r.num_computed_tokens += 1
@@ -395,7 +415,7 @@ class LazyDecodes:
         L - k (`lazy_at`: tokens of k steps not synced yet). `handled`: step L's block needs are done (due_begin)
         and only a finish can make it due at L; then False, with nothing queued, when it finishes at L (by
         length or EOS): the caller finishes it."""
-        bs = self.eng.config.block_size
+        bs = self.bs
         c = r.num_computed_tokens + k
         d = len(r.blocks) * bs - c  # its next step needs a new block
         if self.caching:
@@ -403,19 +423,30 @@ class LazyDecodes:
             if d2 < d:
                 d = d2
         fin = r.max_tokens - r.num_output_tokens - k - 1  # ... or finishes by length
-        d2 = self.eng.config.max_model_len - r.num_tokens - k - 1
+        d2 = self.max_len - r.num_tokens - k - 1
         if d2 < fin:
             fin = d2
         if fin < d:
             d = fin
         if d < 0:
             d = 0
-        f = r.future
-        if len(f) <= k + d:  # draw a block ahead: fewer, longer draws (the stream is the same either way)
-            f.extend(r.token_stream.take(k + d + 1 - len(f) + bs))
-        eos = self.eng._eos
-        if eos is not None and not r.ignore_eos and eos in f:
-            j = f.index(eos) - k
+        out = r.output_token_ids
+        p = r.num_output_tokens  # out[p:]: drawn ahead, the k steps not synced first
+        eos = self.eos
+        stops = eos is not None and not r.ignore_eos
+        ahead = len(out) - p
+        if ahead <= k + d:
+            # Draw ahead: a block (EOS is looked for among the tokens drawn), or, when no EOS can stop it,
+            # every token it can still make — one draw per request (the stream is the same either way).
+            n = k + d + 1 - ahead + bs
+            if not stops:
+                n = max(n, fin + k + 1 - ahead)
+            out.extend(r.token_stream.take(n))
+        if stops and eos in out:
+            try:
+                j = out.index(eos, p) - p - k
+            except ValueError:  # only among tokens already produced
+                j = d
             if j < d:
                 d = j
         if d == 0 and handled:
@@ -433,15 +464,12 @@ class LazyDecodes:
         k = L - r.lazy_at
         if k <= 0:
             return
-        f = r.future
-        toks = f[:k]
-        del f[:k]
-        r.all_token_ids.extend(toks)
+        n = r.num_output_tokens
         r.num_tokens += k
         r.num_computed_tokens += k
-        r.num_output_tokens += k
+        r.num_output_tokens = n + k  # the next k drawn-ahead tokens are produced: only counters move
         if win is not None:
-            win.record(r, toks, r.lazy_at)
+            win.record(r, n, k, r.lazy_at)
         r.lazy_at = L
 
     def lazify(self) -> None:

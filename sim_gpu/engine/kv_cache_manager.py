@@ -46,15 +46,14 @@ class KVCacheManager:
         """Extend req.block_hashes to cover its first `num_blocks` full blocks (hashing is per block, lazily)."""
         hashes = req.block_hashes
         bs = self.block_size
-        toks = req.all_token_ids
-        limit = min(num_blocks, len(toks) // bs)
+        limit = min(num_blocks, req.num_tokens // bs)
         start = len(hashes)
         # one block filled by decode, and no extra keys (an adapter tags every block; images the blocks they touch)
         if start + 1 == limit and start and not (req.lora_name or self.lora_name or req.mm_items):
-            hashes.append(self._memo_hasher.hash_next(hashes[-1], toks[start * bs : limit * bs]))
+            hashes.append(self._memo_hasher.hash_next(hashes[-1], req.tokens(start * bs, limit * bs)))
         elif start < limit:
             hashes += self._memo_hasher.hash_blocks(
-                toks[start * bs : limit * bs],
+                req.tokens(start * bs, limit * bs),
                 req.cache_salt,
                 req.lora_name or self.lora_name,
                 parent=hashes[-1] if hashes else None,
@@ -95,9 +94,10 @@ class KVCacheManager:
         if hits is None:
             hits = []
         k = len(hits)
-        if k < max_blocks:
+        first = pool._first
+        if k < max_blocks and hashes[k] in first:  # (a re-ask whose next block is still missing stops here)
             # The first block holding each digest (BlockPool._first, i.e. get_cached_block), up to the first miss.
-            found = list(map(pool._first.get, hashes[k:max_blocks]))
+            found = list(map(first.get, hashes[k:max_blocks]))
             try:
                 found = found[: found.index(None)]
             except ValueError:
@@ -142,8 +142,11 @@ class KVCacheManager:
         """New blocks `req` needs to hold `num_tokens` tokens after taking `hits`, or None when the pool cannot
         supply them (hit blocks sitting in the free queue stop counting as free once touched)."""
         need = -(-min(num_tokens, self.max_model_len) // self.block_size) - len(req.blocks) - len(hits)
+        free = self.pool.num_free_blocks
+        if max(need, 0) + len(hits) <= free:
+            return need  # fits even if every hit were an evictable block (no need to count them)
         evictable_hits = sum(1 for b in hits if b.ref_cnt == 0)
-        if max(need, 0) + evictable_hits > self.pool.num_free_blocks:
+        if max(need, 0) + evictable_hits > free:
             return None
         return need
 
@@ -165,8 +168,17 @@ class KVCacheManager:
         hashes = self.ensure_hashes(req, num_full)
         lora = req.lora_name or self.lora_name
         lora_id = self.lora_ids.get(lora) if lora else None
+        bs = self.block_size
         self.pool.cache_full_blocks(
-            req.blocks, hashes, num_cached, num_full, req.all_token_ids, req.cache_salt, lora, lora_id
+            req.blocks,
+            hashes,
+            num_cached,
+            num_full,
+            req.tokens(num_cached * bs, num_full * bs),
+            req.cache_salt,
+            lora,
+            lora_id,
+            token_offset=num_cached * bs,
         )
         req.num_cached_blocks = num_full
 
@@ -176,11 +188,15 @@ class KVCacheManager:
         i = req.num_cached_blocks
         bs = self.block_size
         hashes = req.block_hashes
-        toks = req.all_token_ids
-        if not i or len(hashes) < i or req.lora_name or self.lora_name or req.mm_items or len(toks) < (i + 1) * bs:
-            self.cache_blocks(req, (i + 1) * bs)
+        p = req.prompt_len
+        end = (i + 1) * bs
+        if not i or len(hashes) < i or req.lora_name or self.lora_name or req.mm_items or i * bs < p:
+            self.cache_blocks(req, end)  # (also a block holding prompt tokens: `tokens` joins the two lists)
             return
-        block_toks = toks[i * bs : (i + 1) * bs]
+        if req.num_tokens < end:
+            self.cache_blocks(req, end)
+            return
+        block_toks = req.output_token_ids[i * bs - p : end - p]
         if len(hashes) == i:
             hashes.append(self._memo_hasher.hash_next(hashes[-1], block_toks))
         self.pool.cache_decode_block(req.blocks[i], hashes[i], hashes[i - 1], block_toks)

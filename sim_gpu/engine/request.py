@@ -171,7 +171,8 @@ class Request:
     __slots__ = (
         "request_id",
         "prompt_len",
-        "all_token_ids",
+        "prompt_token_ids",
+        "output_token_ids",
         "max_tokens",
         "ignore_eos",
         "cache_salt",
@@ -194,7 +195,6 @@ class Request:
         "num_cached_blocks",
         "run_seq",
         "lazy_at",
-        "future",
         "hit_memo",
         "due_at",
         "scheduled_at",
@@ -206,8 +206,14 @@ class Request:
     def __init__(self, req: EngineRequest, token_stream: Any) -> None:
         self.request_id = req.request_id
         self.prompt_len = len(req.prompt_token_ids)
-        self.all_token_ids: list[int] = list(req.prompt_token_ids)
         self.max_tokens = 1 if req.prefill_only else req.max_tokens
+        # The tokens so far are prompt_token_ids + output_token_ids[:num_output_tokens] (vLLM's all_token_ids),
+        # kept apart: the prompt is the caller's list, never changed here (copying a many-KB prompt per request
+        # was ~4% of a planned run's CPU; `tokens` slices across the two). Output tokens past
+        # num_output_tokens are drawn ahead of time (fast-forward), not produced yet: they are taken in order.
+        prompt = req.prompt_token_ids
+        self.prompt_token_ids: list[int] = prompt if type(prompt) is list else list(prompt)
+        self.output_token_ids: list[int] = []
         self.ignore_eos = req.ignore_eos
         self.cache_salt = req.cache_salt
         self.arrival_time = req.arrival_time
@@ -229,9 +235,8 @@ class Request:
         self.num_cached_blocks = 0  # how many of them are registered in the prefix cache
         self.run_seq = 0  # admission order into the running list (set by the scheduler)
         # Lazy decode (SimEngine.fast_forward): the counters above are as of engine step `lazy_at` (-1: not
-        # lazy, they are current); `future` holds output tokens drawn ahead of time, consumed in order.
+        # lazy, they are current); the tokens of the steps since then are the next drawn-ahead outputs.
         self.lazy_at = -1
-        self.future: list[int] = []
         self.due_at = -1  # lazy: the engine step at which it next needs the scheduler's attention
         self.hit_memo: Any = None  # KVCacheManager.get_computed_blocks' last answer, re-validated on reuse
         self.scheduled_at = -1.0  # engine time it was first scheduled (vLLM's queue time ends there)
@@ -239,7 +244,22 @@ class Request:
         self.mm_items = req.mm_items or ()
         self.mm_encode = req.mm_encode
 
+    @property
+    def all_token_ids(self) -> list[int]:
+        """Prompt and output tokens, joined (a copy: for inspection; the engine slices with `tokens`)."""
+        return self.prompt_token_ids + self.output_token_ids[: self.num_output_tokens]
+
+    def tokens(self, start: int, end: int) -> list[int]:
+        """`all_token_ids[start:end]` (0 <= start <= end <= num_tokens) without joining the two lists."""
+        p = self.prompt_len
+        if end <= p:
+            return self.prompt_token_ids[start:end]
+        if start >= p:
+            return self.output_token_ids[start - p : end - p]
+        return self.prompt_token_ids[start:] + self.output_token_ids[: end - p]
+
     def append_token(self, token: int) -> None:
-        self.all_token_ids.append(token)
+        del self.output_token_ids[self.num_output_tokens :]  # (tokens drawn ahead give way)
+        self.output_token_ids.append(token)
         self.num_tokens += 1
         self.num_output_tokens += 1

@@ -19,6 +19,7 @@ from array import array
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from numpy.random import RandomState  # numpy 2 imports its random module lazily: not at a first draw
 
 OUTPUT_MODES = ("random", "echo")
 
@@ -26,7 +27,7 @@ OUTPUT_MODES = ("random", "echo")
 # Shared by every engine in the process, bounded: cleared when full (a cleared memo only costs recomputing).
 _PREFIX_CRC: dict[bytes, int] = {}
 _PREFIX_CRC_MAX = 200_000
-_RUNS_MAX = 256  # drawn runs kept per generator (engine), by key: ~8 KB each (int64)
+_RUNS_MAX = 256  # drawn runs kept per generator (engine), by key: ~40 KB each (a list of ints)
 _MIN_RUN = 64  # first run of draws per stream unless the caller expects more; each refill at least doubles it
 
 
@@ -47,10 +48,13 @@ def _prompt_crc(prompt: Sequence[int], blocks: tuple[int, Sequence[bytes]] | Non
         j -= 1
     if len(memo) > _PREFIX_CRC_MAX:
         memo.clear()
-    for i in range(j, len(digests)):
-        crc = zlib.crc32(array("q", prompt[i * bs : (i + 1) * bs]).tobytes(), crc)
-        memo[digests[i]] = crc
-    return zlib.crc32(array("q", prompt[len(digests) * bs :]).tobytes(), crc)
+    n = len(digests)
+    if j < n:
+        raw = memoryview(array("q", prompt[j * bs : n * bs]))  # the blocks not memoised, converted at once
+        for i in range(j, n):
+            crc = zlib.crc32(raw[(i - j) * bs : (i - j + 1) * bs], crc)
+            memo[digests[i]] = crc
+    return zlib.crc32(array("q", prompt[n * bs :]), crc)
 
 
 class _Draws:
@@ -59,19 +63,18 @@ class _Draws:
 
     The longest run drawn per key is kept in `runs` (the generator's, the last `_RUNS_MAX` keys): the same
     prompt on the same engine is the same stream, so a repeated prompt starts from it instead of re-seeding
-    (~25 us) and re-drawing. A run is a prefix of the stream and is never changed."""
+    (~25 us) and re-drawing. A run is a prefix of the stream, kept as the list of ints `buf` reads (no
+    conversion on reuse), and is never changed."""
 
     __slots__ = ("buf", "first", "key", "pos", "rs", "runs", "vocab")
 
-    def __init__(
-        self, rs: np.random.RandomState, key: int, vocab: int, first: int, runs: dict[int, np.ndarray]
-    ) -> None:
+    def __init__(self, rs: RandomState, key: int, vocab: int, first: int, runs: dict[int, list[int]]) -> None:
         self.rs = rs
         self.key = key
         self.vocab = vocab
         self.runs = runs
         run = runs.get(key)
-        self.buf: list[int] = [] if run is None else run.tolist()
+        self.buf: list[int] = [] if run is None else run
         self.pos = 0
         self.first = max(first, _MIN_RUN)  # size of the first run (re-seeding and re-drawing costs ~10 us)
 
@@ -83,11 +86,10 @@ class _Draws:
             k = abs(self.key)
             self.rs.seed([(k >> s) & 0xFFFFFFFF for s in range(0, max(k.bit_length(), 1), 32)])  # init_by_array
             size = max(end, 2 * len(buf), self.first)
-            run = (self.rs.random_sample(size) * self.vocab).astype(np.int64)
-            buf = self.buf = run.tolist()
+            buf = self.buf = (self.rs.random_sample(size) * self.vocab).astype(np.int64).tolist()
             runs = self.runs
             old = runs.pop(self.key, None)
-            runs[self.key] = run if old is None or len(old) < size else old  # most recent last
+            runs[self.key] = buf if old is None or len(old) < size else old  # most recent last
             if len(runs) > _RUNS_MAX:
                 del runs[next(iter(runs))]
         self.pos = end
@@ -159,8 +161,8 @@ class TokenGenerator:
         self.seed = int(seed)
         self.vocab_size = int(vocab_size)
         self.mode = mode
-        self._rs: np.random.RandomState | None = None  # shared by this generator's streams (_Draws)
-        self._runs: dict[int, np.ndarray] = {}  # key -> the longest run drawn for it, oldest key first (_Draws)
+        self._rs: RandomState | None = None  # shared by this generator's streams (_Draws)
+        self._runs: dict[int, list[int]] = {}  # key -> the longest run drawn for it, oldest key first (_Draws)
 
     def key(
         self,
@@ -211,7 +213,7 @@ class TokenGenerator:
         key = self.key(prompt_token_ids, blocks, seed)
         if key >> 32:  # two or more 32-bit words: numpy seeds from them exactly as random.Random does
             if self._rs is None:
-                self._rs = np.random.RandomState()
+                self._rs = RandomState()
             draws = _Draws(self._rs, key, self.vocab_size, expect, self._runs)
             return TokenStream(draws.next, draws.take)
         rng = random.Random(key)

@@ -229,6 +229,7 @@ class PrecisePrefixCacheScorer(Scorer):
         super().__init__(name, params, ctx)
         self.index = ctx.indexes.precise
         self._hasher = params.hasher()
+        self._spec_ttl_s = params.speculative_ttl_s  # parsed once: on_routed runs per request
         self._hashes_key: StateKey[list] = StateKey(f"precise:{name}:hashes")
         self._match_key: StateKey[dict[str, tuple[int, float]]] = StateKey(f"precise:{name}:match", per_cycle=True)
 
@@ -311,4 +312,4 @@ class PrecisePrefixCacheScorer(Scorer):
 
     def on_routed(self, request: LLMRequest, endpoint: Endpoint, profile: str) -> None:
         if self.params.speculative_indexing:
-            self.index.add_speculative(endpoint.key, self._hashes(request), self.params.speculative_ttl_s)
+            self.index.add_speculative(endpoint.key, self._hashes(request), self._spec_ttl_s)
