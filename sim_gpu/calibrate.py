@@ -145,7 +145,7 @@ def calibrate(
     from sim_gpu.latency import LatencyModel
     from sim_gpu.replay import as_prediction, replay_score, score
     from sim_gpu.trace_fit import FIT_SHAPES, current_values, fit, objective, profile_doc
-    from sim_gpu.traces import build_shapes, record_shape
+    from sim_gpu.traces import Trace, build_shapes, record_shape
 
     url = url.rstrip("/")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -172,7 +172,7 @@ def calibrate(
     limit = max_len or 10**9
     skipped = [k for k, s in shapes.items() if max(s.prompt_len(p) + p.max_tokens for p in s.requests) > limit]
 
-    def record(name: str, file: str) -> Any:
+    def record(name: str, file: str) -> Trace:
         _reset_prefix_cache(url)
         shape = shapes[name]
         say(f"recording {file} ({len(shape.requests)} requests, {shape.description})")

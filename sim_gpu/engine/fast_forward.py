@@ -442,10 +442,10 @@ class LazyDecodes:
             if not stops:
                 n = max(n, fin + k + 1 - ahead)
             out.extend(r.token_stream.take(n))
-        if stops and eos in out:
+        if stops:
             try:
-                j = out.index(eos, p) - p - k
-            except ValueError:  # only among tokens already produced
+                j = out.index(eos, p) - p - k  # the first EOS not produced yet
+            except ValueError:
                 j = d
             if j < d:
                 d = j

@@ -190,10 +190,15 @@ class KVCacheManager:
         hashes = req.block_hashes
         p = req.prompt_len
         end = (i + 1) * bs
-        if not i or len(hashes) < i or req.lora_name or self.lora_name or req.mm_items or i * bs < p:
-            self.cache_blocks(req, end)  # (also a block holding prompt tokens: `tokens` joins the two lists)
-            return
-        if req.num_tokens < end:
+        if (
+            not i
+            or len(hashes) < i
+            or req.lora_name
+            or self.lora_name
+            or req.mm_items
+            or i * bs < p  # a block holding prompt tokens too (`tokens` joins the two lists)
+            or req.num_tokens < end
+        ):
             self.cache_blocks(req, end)
             return
         block_toks = req.output_token_ids[i * bs - p : end - p]
